@@ -1,0 +1,93 @@
+import { existsSync } from "node:fs";
+
+export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
+
+/** Everything the service reads from its environment, checked once at start. */
+export interface Config {
+  host: string;
+  port: number;
+  /** Path of the SQLite database file. */
+  databaseFile: string;
+  logLevel: LogLevel;
+  /** With both set, the service speaks HTTPS (h2 and http/1.1 by ALPN). */
+  tlsCertFile: string | undefined;
+  tlsKeyFile: string | undefined;
+  /** The address clients use to reach this service; used in printed examples and callback URLs. */
+  publicUrl: string;
+  /** How long a shutdown waits for in-flight requests. */
+  shutdownTimeoutMs: number;
+  /** Name of the organization created on the first start. */
+  bootstrapOrgName: string;
+}
+
+/** A configuration problem; main prints its message and exits without starting. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error", "silent"];
+
+/** Reads and validates the configuration; throws ConfigError naming the variable on a bad value. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const port = integer(env, "PORT", 8080, 0, 65535);
+  const host = env.HOST?.trim() || "0.0.0.0";
+  const databaseFile = databasePath(env.DATABASE_URL);
+  const logLevel = (env.LOG_LEVEL?.trim().toLowerCase() || "info") as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${env.LOG_LEVEL}"`);
+  }
+  const tlsCertFile = env.TLS_CERT_FILE?.trim() || undefined;
+  const tlsKeyFile = env.TLS_KEY_FILE?.trim() || undefined;
+  if (Boolean(tlsCertFile) !== Boolean(tlsKeyFile)) {
+    throw new ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together");
+  }
+  for (const [name, file] of [["TLS_CERT_FILE", tlsCertFile], ["TLS_KEY_FILE", tlsKeyFile]] as const) {
+    if (file && !existsSync(file)) throw new ConfigError(`${name}: no file at ${file}`);
+  }
+  const scheme = tlsCertFile ? "https" : "http";
+  const shownHost = host === "0.0.0.0" || host === "::" ? "localhost" : host;
+  const publicUrl = (env.PUBLIC_URL?.trim() || `${scheme}://${shownHost}:${port}`).replace(/\/+$/, "");
+  let parsed: URL;
+  try {
+    parsed = new URL(publicUrl);
+  } catch {
+    throw new ConfigError(`PUBLIC_URL must be an absolute http(s) URL, got "${env.PUBLIC_URL}"`);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new ConfigError(`PUBLIC_URL must be an absolute http(s) URL, got "${env.PUBLIC_URL}"`);
+  }
+  const shutdownTimeoutMs = integer(env, "SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
+  const bootstrapOrgName = env.BOOTSTRAP_ORG_NAME?.trim() || "default";
+  return {
+    host,
+    port,
+    databaseFile,
+    logLevel,
+    tlsCertFile,
+    tlsKeyFile,
+    publicUrl,
+    shutdownTimeoutMs,
+    bootstrapOrgName,
+  };
+}
+
+function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+/** DATABASE_URL is a file path, optionally written as a `file:` URL. */
+function databasePath(raw: string | undefined): string {
+  const value = raw?.trim();
+  if (!value) return "./data/scm-integrations.db";
+  if (value.startsWith("file://")) return decodeURIComponent(new URL(value).pathname);
+  if (value.startsWith("file:")) return value.slice("file:".length);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) {
+    throw new ConfigError(`DATABASE_URL must be a SQLite file path or file: URL, got a ${value.split(":")[0]} URL`);
+  }
+  return value;
+}

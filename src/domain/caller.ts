@@ -1,0 +1,16 @@
+/** Who is calling, as established from the bearer token. */
+export type Caller = ApiCaller | RunnerCaller;
+
+/** An administrator's API token: acts on everything in its organization. */
+export interface ApiCaller {
+  kind: "api";
+  orgId: string;
+  tokenId: string;
+}
+
+/** A runner's own access token: acts only on that runner. */
+export interface RunnerCaller {
+  kind: "runner";
+  orgId: string;
+  runnerId: string;
+}

@@ -1,0 +1,58 @@
+/** Why a request was refused, independent of any transport. */
+export type ErrorReason =
+  | "invalid_argument"
+  | "not_found"
+  | "already_exists"
+  | "failed_precondition"
+  | "permission_denied"
+  | "unauthenticated"
+  | "resource_exhausted"
+  | "unavailable";
+
+/** One field that failed a rule: `field` is the path in the request, e.g. `filter.runner_ids[2]`. */
+export interface FieldViolation {
+  field: string;
+  rule: string;
+  message: string;
+}
+
+/** The one error type services throw; the transport maps it to a Connect code in one place. */
+export class DomainError extends Error {
+  override readonly name = "DomainError";
+
+  constructor(
+    readonly reason: ErrorReason,
+    message: string,
+    readonly violations: readonly FieldViolation[] = [],
+  ) {
+    super(message);
+  }
+}
+
+/** An invalid_argument error for the given violations, its message naming each field. */
+export function invalidArgument(violations: readonly FieldViolation[]): DomainError {
+  const message = violations.map((v) => `${v.field}: ${v.message}`).join("; ");
+  return new DomainError("invalid_argument", message, violations);
+}
+
+/** Collects violations while a request is checked, so every problem is reported at once. */
+export class Violations {
+  readonly list: FieldViolation[] = [];
+
+  add(field: string, rule: string, message: string): void {
+    this.list.push({ field, rule, message });
+  }
+
+  has(field: string): boolean {
+    return this.list.some((v) => v.field === field);
+  }
+
+  /** Throws invalid_argument when anything was collected. */
+  throwIfAny(): void {
+    if (this.list.length > 0) throw invalidArgument(this.list);
+  }
+}
+
+export function notFound(what: string, id: string): DomainError {
+  return new DomainError("not_found", `${what} ${id} not found`);
+}

@@ -1,0 +1,98 @@
+import { randomUUID } from "node:crypto";
+import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
+import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
+import { RunnerService } from "../gen/gitpod/v1/runners_pb.js";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import type { Logger } from "./log.js";
+import type { Db } from "./store/database.js";
+import { requestRecordKey, type RequestRecord } from "./transport/context.js";
+import { healthService } from "./transport/handlers/health.js";
+import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
+import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
+import { runnerService } from "./transport/handlers/runners.js";
+import type { NodeHandler } from "./transport/http-server.js";
+import { authInterceptor, errorInterceptor } from "./transport/interceptors.js";
+
+/** Requests larger than this are refused before they are read in full. */
+export const MAX_REQUEST_BYTES = 1024 * 1024;
+/** The longest deadline a client may ask for. */
+const MAX_TIMEOUT_MS = 60_000;
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
+export interface App {
+  handler: NodeHandler;
+  /** Makes health checks answer NOT_SERVING and aborts streaming work, for shutdown. */
+  beginShutdown(): void;
+}
+
+/** Registers every service; the same routes serve the real server and in-process tests. */
+export function routes(db: Db, isHealthy: () => boolean) {
+  return (router: ConnectRouter) => {
+    router.service(RunnerService, runnerService(db));
+    router.service(RunnerConfigurationService, runnerConfigurationService(db));
+    router.service(RunnerInteractionService, runnerInteractionService(db));
+    router.service(Health, healthService(isHealthy));
+  };
+}
+
+/**
+ * Builds the request handler without listening. Every request gets an id (taken from
+ * a well-formed incoming `x-request-id`, else new), echoed in `x-request-id` and
+ * written in its one log line. Interceptors run in this order: errors (outermost,
+ * so it sees auth failures too), then auth, then the handler.
+ */
+export function createApp(db: Db, log: Logger): App {
+  const records = new WeakMap<object, RequestRecord>();
+  const shutdown = new AbortController();
+  const isHealthy = () => !shutdown.signal.aborted && db.$client.open;
+
+  const adapter = connectNodeAdapter({
+    routes: routes(db, isHealthy),
+    interceptors: [errorInterceptor(log), authInterceptor(db)],
+    contextValues: (req) => createContextValues().set(requestRecordKey, records.get(req) ?? { id: randomUUID(), code: undefined }),
+    readMaxBytes: MAX_REQUEST_BYTES,
+    maxTimeoutMs: MAX_TIMEOUT_MS,
+    shutdownSignal: shutdown.signal,
+    // Clients built against the full public API may send fields this slice leaves out.
+    jsonOptions: { ignoreUnknownFields: true },
+  });
+
+  const handler: NodeHandler = (req, res) => {
+    const incoming = req.headers["x-request-id"];
+    const id = typeof incoming === "string" && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    const record: RequestRecord = { id, code: undefined };
+    records.set(req, record);
+    res.setHeader("x-request-id", id);
+    const started = process.hrtime.bigint();
+    res.once("close", () => {
+      log.info("request", {
+        request_id: id,
+        procedure: (req.url ?? "").split("?")[0],
+        code: record.code ?? (res.statusCode < 400 ? "ok" : `http_${res.statusCode}`),
+        http_status: res.statusCode,
+        protocol: protocolOf(req.headers["content-type"]),
+        duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
+      });
+    });
+    if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
+      const ok = isHealthy();
+      res.writeHead(ok ? 200 : 503, { "content-type": "text/plain; charset=utf-8" });
+      res.end(ok ? "ok\n" : "shutting down\n");
+      return;
+    }
+    // connect-node's handler type is a union of the HTTP/1 and HTTP/2 shapes.
+    adapter(req as never, res as never);
+  };
+
+  return { handler, beginShutdown: () => shutdown.abort() };
+}
+
+function protocolOf(contentType: string | undefined): string {
+  if (!contentType) return "none";
+  if (contentType.startsWith("application/grpc-web")) return "grpc-web";
+  if (contentType.startsWith("application/grpc")) return "grpc";
+  if (contentType.startsWith("application/json") || contentType.startsWith("application/proto")) return "connect";
+  return "other";
+}

@@ -1,0 +1,95 @@
+import type { ApiCaller, RunnerCaller } from "../domain/caller.js";
+import { Violations, notFound } from "../domain/errors.js";
+import { DEFAULT_SCHEMA, type RunnerSchema } from "../domain/scm-schema.js";
+import { isUuid, newId } from "../crypto/ids.js";
+import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
+import { newToken } from "../crypto/tokens.js";
+import type { Db } from "../store/database.js";
+import * as store from "../store/runners.js";
+import type { RunnerRow } from "../store/schema.js";
+
+// The defined, meaningful values of the RunnerKind and RunnerProvider enums.
+const KINDS = new Map([[1, "LOCAL"], [2, "REMOTE"], [3, "LOCAL_CONFIGURATION"]]);
+const PROVIDERS = new Map([
+  [1, "AWS_EC2"], [2, "LINUX_HOST"], [3, "DESKTOP_MAC"], [4, "MANAGED"], [5, "GCP"], [6, "DEV_AGENT"],
+]);
+
+export interface CreateRunnerInput {
+  name: string;
+  kind: number;
+  provider: number;
+}
+
+/** Registers a runner in the caller's organization; the access token is returned only here. */
+export function createRunner(db: Db, caller: ApiCaller, input: CreateRunnerInput): { runner: RunnerRow; accessToken: string } {
+  const v = new Violations();
+  checkRunnerName(v, "name", input.name);
+  if (!KINDS.has(input.kind)) {
+    v.add("kind", "enum.defined", `must be one of ${[...KINDS.values()].map((k) => `RUNNER_KIND_${k}`).join(", ")}`);
+  }
+  if (!PROVIDERS.has(input.provider)) {
+    v.add("provider", "enum.defined", `must be one of ${[...PROVIDERS.values()].map((p) => `RUNNER_PROVIDER_${p}`).join(", ")}`);
+  }
+  v.throwIfAny();
+  const now = Date.now();
+  const { token, hash } = newToken("runner");
+  const runner: RunnerRow = {
+    id: newId(now),
+    orgId: caller.orgId,
+    name: input.name,
+    kind: input.kind,
+    provider: input.provider,
+    creatorId: caller.tokenId,
+    createdAt: now,
+    updatedAt: now,
+    accessTokenHash: hash,
+    publicKey: null,
+    statusUpdatedAt: null,
+    configSchema: null,
+  };
+  store.insertRunner(db, runner);
+  return { runner, accessToken: token };
+}
+
+/** Records the runner's X25519 public key and answers its id. */
+export function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): string {
+  const v = new Violations();
+  if (publicKey.length !== PUBLIC_KEY_BYTES) {
+    v.add("public_key", "bytes.len", `must be exactly ${PUBLIC_KEY_BYTES} bytes, got ${publicKey.length}`);
+  } else if (!isUsablePublicKey(publicKey)) {
+    v.add("public_key", "x25519.order", "is a low-order X25519 point (such as all zeros); send the runner's real public key");
+  }
+  v.throwIfAny();
+  store.setRunnerPublicKey(db, caller.runnerId, Buffer.from(publicKey), Date.now());
+  return caller.runnerId;
+}
+
+/** The runner with this id in the caller's organization; not_found otherwise, also for malformed ids checked elsewhere. */
+export function runnerOf(db: Db, orgId: string, runnerId: string): RunnerRow {
+  const runner = store.findRunner(db, orgId, runnerId);
+  if (!runner) throw notFound("runner", runnerId);
+  return runner;
+}
+
+/** The schema a runner published, or the built-in default. */
+export function schemaOf(runner: RunnerRow): RunnerSchema {
+  return runner.configSchema ? (JSON.parse(runner.configSchema) as RunnerSchema) : DEFAULT_SCHEMA;
+}
+
+/** Adds a violation when `value` is not a uuid. */
+export function checkUuid(v: Violations, field: string, value: string): void {
+  if (value === "") v.add(field, "required", "is required");
+  else if (!isUuid(value)) v.add(field, "string.uuid", `must be a uuid, got "${truncate(value)}"`);
+}
+
+function checkRunnerName(v: Violations, field: string, name: string): void {
+  const length = [...name].length;
+  if (length < 3 || length > 127) v.add(field, "string.len", `must be 3 to 127 characters, got ${length}`);
+  else if (/[\u0000-\u001f\u007f]/.test(name)) v.add(field, "string.printable", "must not contain control characters");
+  else if (name.trim() !== name) v.add(field, "string.trimmed", "must not start or end with whitespace");
+}
+
+/** Shortens user input quoted in an error message. */
+export function truncate(s: string, max = 64): string {
+  return s.length <= max ? s : `${s.slice(0, max)}…`;
+}

@@ -1,0 +1,44 @@
+import { and, asc, count, eq, isNull } from "drizzle-orm";
+import type { Db } from "./database.js";
+import { apiTokens, organizations, type ApiTokenRow, type OrganizationRow } from "./schema.js";
+
+export function insertOrganization(db: Db, row: OrganizationRow): void {
+  db.insert(organizations).values(row).run();
+}
+
+export function findOrganizationByName(db: Db, name: string): OrganizationRow | null {
+  return db.select().from(organizations).where(eq(organizations.name, name)).get() ?? null;
+}
+
+export function insertApiToken(db: Db, row: ApiTokenRow): void {
+  db.insert(apiTokens).values(row).run();
+}
+
+/** The live (not revoked) API token with this hash. */
+export function findLiveApiTokenByHash(db: Db, hash: Buffer): ApiTokenRow | null {
+  return (
+    db
+      .select()
+      .from(apiTokens)
+      .where(and(eq(apiTokens.tokenHash, hash), isNull(apiTokens.revokedAt)))
+      .get() ?? null
+  );
+}
+
+export function listApiTokens(db: Db, orgId: string): ApiTokenRow[] {
+  return db.select().from(apiTokens).where(eq(apiTokens.orgId, orgId)).orderBy(asc(apiTokens.id)).all();
+}
+
+/** Marks a token revoked; false when no live token has this id. */
+export function revokeApiToken(db: Db, id: string, at: number): boolean {
+  const r = db
+    .update(apiTokens)
+    .set({ revokedAt: at })
+    .where(and(eq(apiTokens.id, id), isNull(apiTokens.revokedAt)))
+    .run();
+  return r.changes > 0;
+}
+
+export function countApiTokens(db: Db): number {
+  return db.select({ n: count() }).from(apiTokens).get()?.n ?? 0;
+}

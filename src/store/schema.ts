@@ -1,0 +1,93 @@
+import {
+  blob,
+  index,
+  integer,
+  sqliteTable,
+  text,
+  uniqueIndex,
+} from "drizzle-orm/sqlite-core";
+
+// Times are milliseconds since the epoch; ids are uuids (v7, so new rows append to
+// the end of every id-ordered index).
+
+export const organizations = sqliteTable("organizations", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull().unique(),
+  createdAt: integer("created_at").notNull(),
+});
+
+export const apiTokens = sqliteTable(
+  "api_tokens",
+  {
+    id: text("id").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => organizations.id, { onDelete: "cascade" }),
+    // SHA-256 of the token; the token itself is never stored.
+    tokenHash: blob("token_hash", { mode: "buffer" }).notNull().unique(),
+    createdAt: integer("created_at").notNull(),
+    revokedAt: integer("revoked_at"),
+  },
+  (t) => [index("api_tokens_org_idx").on(t.orgId, t.id)],
+);
+
+export const runners = sqliteTable(
+  "runners",
+  {
+    id: text("id").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => organizations.id, { onDelete: "cascade" }),
+    name: text("name").notNull(),
+    kind: integer("kind").notNull(),
+    provider: integer("provider").notNull(),
+    // The API token that created the runner.
+    creatorId: text("creator_id").notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+    // SHA-256 of the runner's current access token.
+    accessTokenHash: blob("access_token_hash", { mode: "buffer" }).notNull().unique(),
+    // The X25519 key from the runner's latest Signup; null until it signs up.
+    publicKey: blob("public_key", { mode: "buffer" }),
+    statusUpdatedAt: integer("status_updated_at"),
+    // The schema the runner published, as JSON; null means the built-in default.
+    configSchema: text("config_schema"),
+  },
+  (t) => [index("runners_org_idx").on(t.orgId, t.id)],
+);
+
+export const scmIntegrations = sqliteTable(
+  "scm_integrations",
+  {
+    id: text("id").primaryKey(),
+    orgId: text("org_id").notNull(),
+    runnerId: text("runner_id")
+      .notNull()
+      .references(() => runners.id, { onDelete: "cascade" }),
+    scmId: text("scm_id").notNull(),
+    host: text("host").notNull(),
+    pat: integer("pat", { mode: "boolean" }).notNull(),
+    oauthClientId: text("oauth_client_id"),
+    // crypto_box_seal of the client secret to `oauthSealedTo`.
+    oauthEncryptedSecret: blob("oauth_encrypted_secret", { mode: "buffer" }),
+    // The runner public key the secret was sealed to, so a later key change is seen.
+    oauthSealedTo: blob("oauth_sealed_to", { mode: "buffer" }),
+    issuerUrl: text("issuer_url"),
+    virtualDirectory: text("virtual_directory"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    // One integration per host and runner, enforced here so racing creates cannot both win.
+    uniqueIndex("scm_integrations_runner_host_uq").on(t.runnerId, t.host),
+    index("scm_integrations_org_idx").on(t.orgId, t.id),
+    index("scm_integrations_runner_idx").on(t.runnerId, t.id),
+  ],
+);
+
+export type OrganizationRow = typeof organizations.$inferSelect;
+export type ApiTokenRow = typeof apiTokens.$inferSelect;
+export type RunnerRow = typeof runners.$inferSelect;
+export type ScmIntegrationRow = typeof scmIntegrations.$inferSelect;
+export type NewScmIntegrationRow = typeof scmIntegrations.$inferInsert;
+

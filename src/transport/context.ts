@@ -1,0 +1,14 @@
+import { createContextKey } from "@connectrpc/connect";
+import type { Caller } from "../domain/caller.js";
+
+/** What the HTTP layer knows about one request and what it logs when it ends. */
+export interface RequestRecord {
+  id: string;
+  /** The Connect code the call ended with, set by the error interceptor. */
+  code: string | undefined;
+}
+
+export const requestRecordKey = createContextKey<RequestRecord>({ id: "", code: undefined });
+
+/** Set by the auth interceptor for every call that needs a token. */
+export const callerKey = createContextKey<Caller | null>(null);

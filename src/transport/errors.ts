@@ -1,0 +1,96 @@
+import { create, type DescField, type DescMessage, type DescMethod } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  FieldPathElementSchema,
+  FieldPathSchema,
+  ViolationSchema,
+  ViolationsSchema,
+  type FieldPathElement,
+} from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { DomainError, type ErrorReason, type FieldViolation } from "../domain/errors.js";
+import type { Logger } from "../log.js";
+import { classifyDriverError } from "../store/errors.js";
+
+const CODES: Record<ErrorReason, Code> = {
+  invalid_argument: Code.InvalidArgument,
+  not_found: Code.NotFound,
+  already_exists: Code.AlreadyExists,
+  failed_precondition: Code.FailedPrecondition,
+  permission_denied: Code.PermissionDenied,
+  unauthenticated: Code.Unauthenticated,
+  resource_exhausted: Code.ResourceExhausted,
+  unavailable: Code.Unavailable,
+};
+
+// Only these can succeed when the same request is sent again; every other error
+// tells the official SDK (which retries 409 and 5xx by default) not to.
+const RETRYABLE = new Set<Code>([Code.Unavailable, Code.ResourceExhausted, Code.Internal, Code.DeadlineExceeded]);
+
+/**
+ * The one place errors become Connect errors. Domain errors keep their message and
+ * gain field violations as a `buf.validate.Violations` detail; anything unexpected
+ * is logged here and answered as an opaque `internal` with the request id, because
+ * driver messages can carry SQL and parameters.
+ */
+export function toConnectError(err: unknown, method: DescMethod, requestId: string, log: Logger): ConnectError {
+  let out: ConnectError;
+  if (err instanceof DomainError) {
+    out = new ConnectError(err.message, CODES[err.reason]);
+    if (err.violations.length > 0) {
+      out.details.push({
+        desc: ViolationsSchema,
+        value: create(ViolationsSchema, {
+          violations: err.violations.map((v) => toViolation(v, method.input)),
+        }),
+      });
+    }
+  } else if (err instanceof ConnectError) {
+    out = err;
+  } else {
+    const reason = classifyDriverError(err);
+    log.error("unexpected error", {
+      request_id: requestId,
+      procedure: `/${method.parent.typeName}/${method.name}`,
+      error: err instanceof Error ? err.name : typeof err,
+      driver_code: (err as { code?: unknown })?.code?.toString(),
+      detail: err instanceof Error ? err.message : undefined,
+    });
+    if (reason === "resource_exhausted") {
+      out = new ConnectError(`the database is out of space; request id ${requestId}`, Code.ResourceExhausted);
+    } else if (reason === "unavailable") {
+      out = new ConnectError(`the database is temporarily unavailable; request id ${requestId}`, Code.Unavailable);
+    } else {
+      out = new ConnectError(`internal error; request id ${requestId}`, Code.Internal);
+    }
+  }
+  if (!RETRYABLE.has(out.code)) out.metadata.set("x-should-retry", "false");
+  out.metadata.set("x-request-id", requestId);
+  return out;
+}
+
+function toViolation(v: FieldViolation, input: DescMessage) {
+  return create(ViolationSchema, {
+    field: create(FieldPathSchema, { elements: fieldPath(v.field, input) }),
+    ruleId: v.rule,
+    message: v.message,
+  });
+}
+
+/** Resolves `filter.runner_ids[2]` against the request descriptor into path elements. */
+function fieldPath(path: string, input: DescMessage): FieldPathElement[] {
+  const elements: FieldPathElement[] = [];
+  let message: DescMessage | undefined = input;
+  for (const part of path.split(".")) {
+    const m = /^([a-z_0-9]+)(?:\[(\d+)\])?$/.exec(part);
+    const name = m?.[1] ?? part;
+    const field: DescField | undefined = message?.fields.find((f) => f.name === name);
+    const element = create(FieldPathElementSchema, {
+      fieldName: name,
+      fieldNumber: field?.number ?? 0,
+    });
+    if (m?.[2] !== undefined) element.subscript = { case: "index", value: BigInt(m[2]) };
+    elements.push(element);
+    message = field?.message;
+  }
+  return elements;
+}
