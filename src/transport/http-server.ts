@@ -118,7 +118,8 @@ function sniff(socket: net.Socket, route: (isH2: boolean) => void): void {
     socket.pause();
     socket.unshift(seen);
     route(matches);
-    socket.resume();
+    // The HTTP/2 session reads the socket itself; HTTP/1.1 needs the stream flowing.
+    if (!matches) socket.resume();
   };
   socket.on("data", onData);
   socket.once("error", () => socket.destroy());

@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { eq } from "drizzle-orm";
+import { open, newKeyPair } from "../src/crypto/sealed-box.js";
+import { scmIntegrations } from "../src/store/schema.js";
+import { call, startServer, type TestServer } from "./harness.js";
+
+const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+
+async function createRunner(s: TestServer, token = s.token) {
+  const r = await call(s, "gitpod.v1.RunnerService/CreateRunner", {
+    name: "runner-one",
+    kind: "RUNNER_KIND_REMOTE",
+    provider: "RUNNER_PROVIDER_LINUX_HOST",
+  }, token);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return { runnerId: r.body.runner.runnerId as string, runnerToken: r.body.accessToken as string };
+}
+
+async function signUp(s: TestServer, runnerToken: string) {
+  const keys = newKeyPair();
+  const r = await call(s, "gitpod.v1.RunnerInteractionService/Signup", { publicKey: keys.publicKey.toString("base64") }, runnerToken);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return keys;
+}
+
+describe("CreateSCMIntegration over Connect JSON", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  it("seals the OAuth secret to the runner's key; only the runner's private key opens it", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    const keys = await signUp(s, runnerToken);
+    const r = await call(s, CREATE, {
+      runnerId, scmId: "github", host: "GitHub.com", oauthClientId: "client-1",
+      oauthPlaintextClientSecret: "s3cret-value", pat: true,
+    });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.match(r.body.id, /^[0-9a-f-]{36}$/);
+    const row = s.db.select().from(scmIntegrations).where(eq(scmIntegrations.id, r.body.id)).get()!;
+    assert.equal(row.host, "github.com");
+    assert.equal(row.oauthClientId, "client-1");
+    assert.ok(!row.oauthEncryptedSecret!.includes(Buffer.from("s3cret-value")));
+    assert.equal(open(row.oauthEncryptedSecret!, keys.publicKey, keys.secretKey), "s3cret-value");
+    assert.ok(!s.logs.join("").includes("s3cret-value"));
+  });
+
+  it("answers already_exists for a second integration on the same host, telling the SDK not to retry", async () => {
+    const { runnerId } = await createRunner(s);
+    const body = { runnerId, scmId: "gitlab", host: "gitlab.com", pat: true };
+    const results = await Promise.all([call(s, CREATE, body), call(s, CREATE, { ...body, host: "GITLAB.com" })]);
+    const codes = results.map((r) => r.body.code ?? "ok").sort();
+    assert.deepEqual(codes, ["already_exists", "ok"]);
+    const dup = results.find((r) => r.status !== 200)!;
+    assert.equal(dup.status, 409);
+    assert.equal(dup.headers.get("x-should-retry"), "false");
+  });
+
+  it("refuses OAuth for a runner without a public key with failed_precondition", async () => {
+    const { runnerId } = await createRunner(s);
+    const r = await call(s, CREATE, { runnerId, scmId: "github", host: "github.com", oauthClientId: "c", oauthPlaintextClientSecret: "x" });
+    assert.equal(r.body.code, "failed_precondition");
+    assert.match(r.body.message, /runner does not have a public key/);
+  });
+
+  it("rejects bad input with invalid_argument naming each field, and writes nothing", async () => {
+    const { runnerId } = await createRunner(s);
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [{ runnerId: "nope", scmId: "github", host: "github.com", pat: true }, "runner_id"],
+      [{ runnerId, scmId: "svn", host: "github.com", pat: true }, "scm_id"],
+      [{ runnerId, scmId: "github", host: "https://github.com", pat: true }, "host"],
+      [{ runnerId, scmId: "github", host: "user@github.com", pat: true }, "host"],
+      [{ runnerId, scmId: "github", host: "github.com?x=1", pat: true }, "host"],
+      [{ runnerId, scmId: "github", host: "git hub.com", pat: true }, "host"],
+      [{ runnerId, scmId: "github", host: "", pat: true }, "host"],
+      [{ runnerId, scmId: "github", host: "github.com" }, "pat"],
+      [{ runnerId, scmId: "github", host: "github.com", oauthClientId: "c" }, "oauth_plaintext_client_secret"],
+      [{ runnerId, scmId: "github", host: "github.com", oauthPlaintextClientSecret: "x" }, "oauth_client_id"],
+      [{ runnerId, scmId: "github", host: "github.com", pat: true, issuerUrl: "https://a.example" }, "issuer_url"],
+      [{ runnerId, scmId: "azuredevops_entra", host: "dev.azure.com/acme", oauthClientId: "c", oauthPlaintextClientSecret: "x" }, "issuer_url"],
+      [{ runnerId, scmId: "github", host: "github.com", pat: true, virtualDirectory: "/tfs" }, "virtual_directory"],
+      [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true }, "virtual_directory"],
+      [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "tfs" }, "virtual_directory"],
+    ];
+    for (const [body, field] of cases) {
+      const r = await call(s, CREATE, body);
+      assert.equal(r.body.code, "invalid_argument", `${JSON.stringify(body)} → ${JSON.stringify(r.body)}`);
+      assert.match(r.body.message, new RegExp(`\\b${field}\\b`));
+      const detail = r.body.details?.find((d: { type: string }) => d.type === "buf.validate.Violations");
+      assert.ok(detail, "carries buf.validate.Violations");
+      assert.ok(detail.debug.violations.some((v: any) => v.field.elements[0].fieldName === field));
+    }
+    assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length, 0);
+    const ok = await call(s, CREATE, { runnerId, scmId: "azuredevops_server", host: "tfs.example.com:8443/collection", pat: true, virtualDirectory: "/tfs" });
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+  });
+
+  it("keeps organizations apart: another organization's runner is not_found", async () => {
+    const { runnerId } = await createRunner(s);
+    const r = await call(s, CREATE, { runnerId, scmId: "github", host: "github.com", pat: true }, s.otherToken);
+    assert.equal(r.body.code, "not_found");
+    const missing = await call(s, CREATE, { runnerId: "01a211f2-0000-7000-8000-000000000000", scmId: "github", host: "github.com", pat: true });
+    assert.equal(missing.body.code, "not_found");
+  });
+
+  it("checks tokens: missing, malformed and unknown are unauthenticated; wrong kinds are permission_denied", async () => {
+    const body = { runnerId: "01a211f2-0000-7000-8000-000000000000", scmId: "github", host: "github.com", pat: true };
+    assert.equal((await call(s, CREATE, body, null)).body.code, "unauthenticated");
+    assert.equal((await call(s, CREATE, body, "garbage")).body.code, "unauthenticated");
+    assert.equal((await call(s, CREATE, body, "scmapi_" + "A".repeat(43))).body.code, "unauthenticated");
+    const { runnerToken } = await createRunner(s);
+    assert.equal((await call(s, CREATE, body, runnerToken)).body.code, "permission_denied");
+    const signupWithApi = await call(s, "gitpod.v1.RunnerInteractionService/Signup", { publicKey: Buffer.alloc(32, 9).toString("base64") });
+    assert.equal(signupWithApi.body.code, "permission_denied");
+  });
+
+  it("refuses Signup keys that are not 32 bytes or of low order", async () => {
+    const { runnerToken } = await createRunner(s);
+    for (const key of [Buffer.alloc(31, 7), Buffer.alloc(32, 0), Buffer.from([1, ...Array(31).fill(0)])]) {
+      const r = await call(s, "gitpod.v1.RunnerInteractionService/Signup", { publicKey: key.toString("base64") }, runnerToken);
+      assert.equal(r.body.code, "invalid_argument");
+      assert.match(r.body.message, /public_key/);
+    }
+  });
+});

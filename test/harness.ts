@@ -1,0 +1,57 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLogger } from "../src/log.js";
+import { createApiToken, createOrganization } from "../src/services/accounts.js";
+import { createApp } from "../src/server.js";
+import { openDatabase, type Db } from "../src/store/database.js";
+import { listen, type RunningServer } from "../src/transport/http-server.js";
+
+export interface TestServer {
+  url: string;
+  db: Db;
+  /** An API token of organization "acme". */
+  token: string;
+  /** An API token of a second organization, "other". */
+  otherToken: string;
+  logs: string[];
+  close(): Promise<void>;
+}
+
+/** A real server on 127.0.0.1 port 0 over a fresh on-disk SQLite with the migrations applied. */
+export async function startServer(): Promise<TestServer> {
+  const dir = mkdtempSync(join(tmpdir(), "scm-test-"));
+  const db = openDatabase(join(dir, "test.db"));
+  createOrganization(db, "acme");
+  createOrganization(db, "other");
+  const token = createApiToken(db, "acme").token;
+  const otherToken = createApiToken(db, "other").token;
+  const logs: string[] = [];
+  const app = createApp(db, createLogger("info", (l) => logs.push(l)));
+  const server: RunningServer = await listen(app.handler, 0, "127.0.0.1");
+  return {
+    url: `http://127.0.0.1:${server.address.port}`,
+    db,
+    token,
+    otherToken,
+    logs,
+    async close() {
+      await server.shutdown(1000);
+      db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A Connect JSON call by plain fetch, exactly as the README's curl example makes it. */
+export async function call(
+  s: TestServer,
+  path: string,
+  body: unknown,
+  token: string | null = s.token,
+): Promise<{ status: number; body: any; headers: Headers }> {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (token !== null) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(`${s.url}/${path}`, { method: "POST", headers, body: JSON.stringify(body) });
+  return { status: res.status, body: await res.json(), headers: res.headers };
+}
