@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { eq } from "drizzle-orm";
 import { open, newKeyPair } from "../src/crypto/sealed-box.js";
+import { createApiToken, revokeApiToken } from "../src/services/accounts.js";
 import { scmIntegrations } from "../src/store/schema.js";
 import { call, startServer, type TestServer } from "./harness.js";
 
@@ -113,6 +114,15 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     assert.equal((await call(s, CREATE, body, runnerToken)).body.code, "permission_denied");
     const signupWithApi = await call(s, "gitpod.v1.RunnerInteractionService/Signup", { publicKey: Buffer.alloc(32, 9).toString("base64") });
     assert.equal(signupWithApi.body.code, "permission_denied");
+  });
+
+  it("a revoked API token fails on its next request", async () => {
+    const { id, token } = createApiToken(s.db, "acme");
+    assert.equal((await call(s, "gitpod.v1.RunnerService/CreateRunner", { name: "abc", kind: 1, provider: 1 }, token)).status, 200);
+    revokeApiToken(s.db, id);
+    const r = await call(s, "gitpod.v1.RunnerService/CreateRunner", { name: "abc", kind: 1, provider: 1 }, token);
+    assert.equal(r.body.code, "unauthenticated");
+    assert.ok(!s.logs.join("").includes(token), "tokens never reach the log");
   });
 
   it("refuses Signup keys that are not 32 bytes or of low order", async () => {

@@ -1,0 +1,58 @@
+import { ConfigError, loadConfig } from "./config.js";
+import { DomainError } from "./domain/errors.js";
+import { createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
+import { openDatabase } from "./store/database.js";
+
+const USAGE = `usage:
+  admin org create NAME
+  admin token create --org NAME     prints the new token alone on stdout
+  admin token list --org NAME
+  admin token revoke ID`;
+
+/** Command-line administration of organizations and API tokens, against DATABASE_URL. */
+function run(args: string[]): number {
+  const [noun, verb, ...rest] = args;
+  const org = () => {
+    const i = rest.indexOf("--org");
+    const name = i >= 0 ? rest[i + 1] : undefined;
+    if (!name) throw new UsageError("--org NAME is required");
+    return name;
+  };
+  const db = openDatabase(loadConfig().databaseFile);
+  try {
+    if (noun === "org" && verb === "create" && rest[0]) {
+      const row = createOrganization(db, rest[0]);
+      process.stderr.write(`created organization ${row.name} (${row.id})\n`);
+    } else if (noun === "token" && verb === "create") {
+      const { id, token } = createApiToken(db, org());
+      process.stderr.write(`created API token ${id}; it is shown only now\n`);
+      process.stdout.write(`${token}\n`);
+    } else if (noun === "token" && verb === "list") {
+      for (const t of listApiTokens(db, org())) {
+        const state = t.revokedAt ? `revoked ${new Date(t.revokedAt).toISOString()}` : "live";
+        process.stdout.write(`${t.id}\t${new Date(t.createdAt).toISOString()}\t${state}\n`);
+      }
+    } else if (noun === "token" && verb === "revoke" && rest[0]) {
+      revokeApiToken(db, rest[0]);
+      process.stderr.write(`revoked API token ${rest[0]}\n`);
+    } else {
+      throw new UsageError(USAGE);
+    }
+    return 0;
+  } finally {
+    db.$client.close();
+  }
+}
+
+class UsageError extends Error {}
+
+try {
+  process.exitCode = run(process.argv.slice(2));
+} catch (err) {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof DomainError) {
+    process.stderr.write(`${err.message}\n`);
+    process.exitCode = 2;
+  } else {
+    throw err;
+  }
+}
