@@ -64,7 +64,7 @@ export function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): str
   return caller.runnerId;
 }
 
-/** The runner with this id in the caller's organization; not_found otherwise, also for malformed ids checked elsewhere. */
+/** The runner with this id in this organization; not_found when absent or in another organization. */
 export function runnerOf(db: Db, orgId: string, runnerId: string): RunnerRow {
   const runner = store.findRunner(db, orgId, runnerId);
   if (!runner) throw notFound("runner", runnerId);

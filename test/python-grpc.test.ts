@@ -1,0 +1,53 @@
+import assert from "node:assert/strict";
+import { execFile, execFileSync } from "node:child_process";
+import { promisify } from "node:util";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, it } from "node:test";
+import { startServer, call, type TestServer } from "./harness.js";
+
+const PYTHON = "/usr/bin/python3";
+const PLUGIN = "/usr/bin/grpc_python_plugin";
+const PROTOC = "/usr/bin/protoc";
+
+/** Why the Python client cannot run here, or null when it can. Under CI=true it must run. */
+function missing(): string | null {
+  for (const path of [PYTHON, PLUGIN, PROTOC]) if (!existsSync(path)) return `${path} is not installed`;
+  try {
+    execFileSync(PYTHON, ["-c", "import grpc, google.protobuf"], { stdio: "pipe" });
+  } catch {
+    return "Debian's python3-grpcio / python3-protobuf are not installed";
+  }
+  return null;
+}
+
+const reason = missing();
+const skip = reason && process.env.CI !== "true" ? `skipped: ${reason} (apt-get install protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf)` : false;
+
+let s: TestServer;
+before(async () => (s = await startServer()));
+after(() => s.close());
+
+it("a Python gRPC client generated from proto/ creates an integration", { skip }, async () => {
+  assert.equal(reason, null, `CI=true needs the Python gRPC toolchain: ${reason}`);
+  const out = mkdtempSync(join(tmpdir(), "py-stubs-"));
+  try {
+    execFileSync(PROTOC, [
+      "-Iproto", "-I/usr/include", `--python_out=${out}`, `--grpc_out=${out}`, `--plugin=protoc-gen-grpc=${PLUGIN}`,
+      "gitpod/v1/pagination.proto", "gitpod/v1/runner_configurations.proto",
+    ], { stdio: "pipe" });
+    const runner = await call(s, "gitpod.v1.RunnerService/CreateRunner", { name: "python runner", kind: 2, provider: 2 });
+    const address = s.url.replace("http://", "");
+    // Asynchronously: the server runs in this process and must keep answering.
+    const { stdout: output } = await promisify(execFile)(PYTHON, ["test/python/create_integration.py", out, address, s.token, runner.body.runner.runnerId], {
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    const [id, duplicate] = output.trim().split("\n");
+    assert.match(id ?? "", /^[0-9a-f-]{36}$/);
+    assert.equal(duplicate, "ALREADY_EXISTS");
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
