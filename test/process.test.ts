@@ -1,0 +1,75 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { it } from "node:test";
+import { loadConfig } from "../src/config.js";
+import { normalizeHost } from "../src/domain/host.js";
+
+it("the service starts on an empty database, prints a working token once, and exits 0 on SIGTERM", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-proc-"));
+  try {
+    const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: join(dir, "db", "s.db") };
+    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    const port = await new Promise<number>((resolve, reject) => {
+      child.once("exit", (code) => reject(new Error(`exited ${code}: ${out}`)));
+      const timer = setInterval(() => {
+        const m = /"msg":"listening","address":"[^"]*:(\d+)"/.exec(out);
+        if (m) {
+          clearInterval(timer);
+          resolve(Number(m[1]));
+        }
+      }, 20);
+    });
+    const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(out)?.[0];
+    assert.ok(token, "the first start prints an API token");
+    const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+    assert.equal(health.status, 200);
+    assert.ok(health.headers.get("x-request-id"));
+    const res = await fetch(`http://127.0.0.1:${port}/gitpod.v1.RunnerService/CreateRunner`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "x-request-id": "req-42" },
+      body: JSON.stringify({ name: "my-runner", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-request-id"), "req-42");
+    const exit = new Promise<number | null>((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    assert.equal(await exit, 0);
+    const requestLine = out.split("\n").find((l) => l.includes('"request_id":"req-42"'));
+    assert.ok(requestLine, "one structured log line per request");
+    const logged = JSON.parse(requestLine!);
+    assert.equal(logged.procedure, "/gitpod.v1.RunnerService/CreateRunner");
+    assert.equal(logged.code, "ok");
+    assert.equal(typeof logged.duration_ms, "number");
+    assert.equal(out.split(token!).length - 1, 2, "the token appears only in the first-start message (alone and in the curl example)");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("a bad configuration value stops the start with a message naming it", () => {
+  assert.throws(() => loadConfig({ PORT: "http" }), /PORT/);
+  assert.throws(() => loadConfig({ PORT: "70000" }), /PORT/);
+  assert.throws(() => loadConfig({ LOG_LEVEL: "loud" }), /LOG_LEVEL/);
+  assert.throws(() => loadConfig({ TLS_CERT_FILE: "/nope" }), /TLS_CERT_FILE and TLS_KEY_FILE/);
+  assert.throws(() => loadConfig({ DATABASE_URL: "postgres://x/y" }), /DATABASE_URL/);
+  assert.equal(loadConfig({}).port, 8080);
+});
+
+it("hosts are normalized and checked", () => {
+  const ok: Array<[string, string]> = [
+    ["GitHub.com", "github.com"],
+    ["dev.azure.com/Acme/", "dev.azure.com/acme"],
+    ["git.example.com:0443", "git.example.com:443"],
+    ["10.0.0.1:8080", "10.0.0.1:8080"],
+    ["[::1]:3000/x", "[::1]:3000/x"],
+  ];
+  for (const [input, expected] of ok) assert.deepEqual(normalizeHost(input), { ok: true, host: expected }, input);
+  for (const bad of ["", "https://github.com", "a@b.com", "h.com?q", "h.com#f", "h .com", "h.com\n", "-h.com", "h.com:99999", "1.2.3.999", "h.com//x", "h.com/../x", "[::1", "a".repeat(256)]) {
+    assert.equal(normalizeHost(bad).ok, false, JSON.stringify(bad));
+  }
+});
