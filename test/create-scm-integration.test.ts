@@ -45,6 +45,9 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     assert.ok(!row.oauthEncryptedSecret!.includes(Buffer.from("s3cret-value")));
     assert.equal(open(row.oauthEncryptedSecret!, keys.publicKey, keys.secretKey), "s3cret-value");
     assert.ok(!s.logs.join("").includes("s3cret-value"));
+    // Acknowledged only after an fsync'd commit: WAL with synchronous=FULL (2).
+    assert.equal(s.db.$client.pragma("synchronous", { simple: true }), 2);
+    assert.equal(s.db.$client.pragma("journal_mode", { simple: true }), "wal");
   });
 
   it("answers already_exists for a second integration on the same host, telling the SDK not to retry", async () => {

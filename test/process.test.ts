@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -71,5 +71,24 @@ it("hosts are normalized and checked", () => {
   for (const [input, expected] of ok) assert.deepEqual(normalizeHost(input), { ok: true, host: expected }, input);
   for (const bad of ["", "https://github.com", "a@b.com", "h.com?q", "h.com#f", "h .com", "h.com\n", "-h.com", "h.com:99999", "1.2.3.999", "h.com//x", "h.com/../x", "[::1", "a".repeat(256)]) {
     assert.equal(normalizeHost(bad).ok, false, JSON.stringify(bad));
+  }
+});
+
+it("the admin CLI creates an organization and a token (alone on stdout), lists and revokes it", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-admin-"));
+  try {
+    const env = { ...process.env, DATABASE_URL: join(dir, "a.db") };
+    const admin = (...args: string[]) =>
+      execFileSync(process.execPath, ["--import", "tsx", "src/admin.ts", ...args], { env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    admin("org", "create", "team-a");
+    const token = admin("token", "create", "--org", "team-a");
+    assert.match(token, /^scmapi_[A-Za-z0-9_-]{43}\n$/);
+    const [id, , state] = admin("token", "list", "--org", "team-a").trim().split("\t");
+    assert.equal(state, "live");
+    admin("token", "revoke", id!);
+    assert.match(admin("token", "list", "--org", "team-a"), /\trevoked /);
+    assert.throws(() => admin("token", "create", "--org", "missing"), /not found/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
