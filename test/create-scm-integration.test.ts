@@ -137,3 +137,22 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     }
   });
 });
+
+describe("unexpected failures", () => {
+  it("answer an opaque internal error with the request id, never driver text", async () => {
+    const s = await startServer();
+    try {
+      const { runnerId } = await createRunner(s);
+      // Breaks the store underneath the service: the insert now fails inside the driver.
+      s.db.$client.exec("DROP TABLE scm_integrations");
+      const r = await call(s, CREATE, { runnerId, scmId: "github", host: "github.com", pat: true });
+      assert.equal(r.status, 500);
+      assert.equal(r.body.code, "internal");
+      const requestId = r.headers.get("x-request-id")!;
+      assert.ok(r.body.message.includes(requestId));
+      assert.doesNotMatch(r.body.message, /scm_integrations|SQL|table/i);
+    } finally {
+      await s.close();
+    }
+  });
+});
