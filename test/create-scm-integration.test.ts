@@ -50,6 +50,20 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     assert.equal(s.db.$client.pragma("journal_mode", { simple: true }), "wal");
   });
 
+  it("accepts Azure DevOps with Entra ID OAuth and its issuer, and IPv6 hosts with a port", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    await signUp(s, runnerToken);
+    const entra = await call(s, CREATE, {
+      runnerId, scmId: "azuredevops_entra", host: "dev.azure.com/Acme", oauthClientId: "c",
+      oauthPlaintextClientSecret: "x", issuerUrl: "https://login.microsoftonline.com/tenant/v2.0",
+    });
+    assert.equal(entra.status, 200, JSON.stringify(entra.body));
+    const v6 = await call(s, CREATE, { runnerId, scmId: "gitlab", host: "[2001:db8::1]:8443", pat: true });
+    assert.equal(v6.status, 200, JSON.stringify(v6.body));
+    const hosts = s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().map((r) => r.host).sort();
+    assert.deepEqual(hosts, ["[2001:db8::1]:8443", "dev.azure.com/acme"]);
+  });
+
   it("answers already_exists for a second integration on the same host, telling the SDK not to retry", async () => {
     const { runnerId } = await createRunner(s);
     const body = { runnerId, scmId: "gitlab", host: "gitlab.com", pat: true };
