@@ -1,30 +1,71 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { it } from "node:test";
 import { loadConfig } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
 
+/** Starts src/main.ts on a fresh database and resolves once it is listening. */
+async function startProcess(dir: string) {
+  const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: join(dir, "db", "s.db") };
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const state = { out: "" };
+  child.stdout.on("data", (d) => (state.out += d));
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`exited ${code}: ${state.out}`)));
+    const timer = setInterval(() => {
+      const m = /"msg":"listening","address":"[^"]*:(\d+)"/.exec(state.out);
+      if (m) {
+        clearInterval(timer);
+        resolve(Number(m[1]));
+      }
+    }, 20);
+  });
+  const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(state.out)?.[0];
+  const exited = new Promise<number | null>((r) => child.once("exit", r));
+  return { child, port, token, state, exited };
+}
+
+it("SIGTERM lets a request in flight finish, refuses new connections, and exits 0", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-drain-"));
+  try {
+    const { child, port, token, exited } = await startProcess(dir);
+    const body = JSON.stringify({ name: "drain-runner", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" });
+    const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = http.request(
+        { port, host: "127.0.0.1", method: "POST", path: "/gitpod.v1.RunnerService/CreateRunner",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
+        (res) => {
+          let text = "";
+          res.on("data", (d) => (text += d));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+        },
+      );
+      req.on("error", reject);
+      // Half the body now, the rest after the signal: the request is in flight meanwhile.
+      req.write(body.slice(0, 10));
+      setTimeout(() => {
+        child.kill("SIGTERM");
+        setTimeout(() => req.end(body.slice(10)), 300);
+      }, 200);
+    });
+    const { status, text } = await answer;
+    assert.equal(status, 200, text);
+    assert.match(JSON.parse(text).runner.runnerId, /^[0-9a-f-]{36}$/);
+    await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`));
+    assert.equal(await exited, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 it("the service starts on an empty database, prints a working token once, and exits 0 on SIGTERM", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-proc-"));
   try {
-    const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: join(dir, "db", "s.db") };
-    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.on("data", (d) => (out += d));
-    const port = await new Promise<number>((resolve, reject) => {
-      child.once("exit", (code) => reject(new Error(`exited ${code}: ${out}`)));
-      const timer = setInterval(() => {
-        const m = /"msg":"listening","address":"[^"]*:(\d+)"/.exec(out);
-        if (m) {
-          clearInterval(timer);
-          resolve(Number(m[1]));
-        }
-      }, 20);
-    });
-    const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(out)?.[0];
+    const { child, port, token, state, exited } = await startProcess(dir);
     assert.ok(token, "the first start prints an API token");
     const health = await fetch(`http://127.0.0.1:${port}/healthz`);
     assert.equal(health.status, 200);
@@ -36,9 +77,9 @@ it("the service starts on an empty database, prints a working token once, and ex
     });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("x-request-id"), "req-42");
-    const exit = new Promise<number | null>((r) => child.once("exit", r));
     child.kill("SIGTERM");
-    assert.equal(await exit, 0);
+    assert.equal(await exited, 0);
+    const out = state.out;
     const requestLine = out.split("\n").find((l) => l.includes('"request_id":"req-42"'));
     assert.ok(requestLine, "one structured log line per request");
     const logged = JSON.parse(requestLine!);
