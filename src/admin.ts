@@ -1,7 +1,7 @@
 import { ConfigError, loadConfig } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
-import { openDatabase } from "./store/database.js";
+import { openDatabase, type Db } from "./store/database.js";
 
 const USAGE = `usage:
   admin org create NAME
@@ -10,7 +10,7 @@ const USAGE = `usage:
   admin token revoke ID`;
 
 /** Command-line administration of organizations and API tokens, against DATABASE_URL. */
-function run(args: string[]): number {
+function run(args: string[]): void {
   const [noun, verb, ...rest] = args;
   const org = () => {
     const i = rest.indexOf("--org");
@@ -18,27 +18,41 @@ function run(args: string[]): number {
     if (!name) throw new UsageError("--org NAME is required");
     return name;
   };
-  const db = openDatabase(loadConfig().databaseFile);
-  try {
-    if (noun === "org" && verb === "create" && rest[0]) {
-      const row = createOrganization(db, rest[0]);
+  // The command is recognised before the database is opened, so a typo creates no file.
+  let command: (db: Db) => void;
+  if (noun === "org" && verb === "create" && rest[0]) {
+    const name = rest[0];
+    command = (db) => {
+      const row = createOrganization(db, name);
       process.stderr.write(`created organization ${row.name} (${row.id})\n`);
-    } else if (noun === "token" && verb === "create") {
-      const { id, token } = createApiToken(db, org());
+    };
+  } else if (noun === "token" && verb === "create") {
+    const name = org();
+    command = (db) => {
+      const { id, token } = createApiToken(db, name);
       process.stderr.write(`created API token ${id}; it is shown only now\n`);
       process.stdout.write(`${token}\n`);
-    } else if (noun === "token" && verb === "list") {
-      for (const t of listApiTokens(db, org())) {
+    };
+  } else if (noun === "token" && verb === "list") {
+    const name = org();
+    command = (db) => {
+      for (const t of listApiTokens(db, name)) {
         const state = t.revokedAt ? `revoked ${new Date(t.revokedAt).toISOString()}` : "live";
         process.stdout.write(`${t.id}\t${new Date(t.createdAt).toISOString()}\t${state}\n`);
       }
-    } else if (noun === "token" && verb === "revoke" && rest[0]) {
-      revokeApiToken(db, rest[0]);
-      process.stderr.write(`revoked API token ${rest[0]}\n`);
-    } else {
-      throw new UsageError(USAGE);
-    }
-    return 0;
+    };
+  } else if (noun === "token" && verb === "revoke" && rest[0]) {
+    const id = rest[0];
+    command = (db) => {
+      revokeApiToken(db, id);
+      process.stderr.write(`revoked API token ${id}\n`);
+    };
+  } else {
+    throw new UsageError(USAGE);
+  }
+  const db = openDatabase(loadConfig().databaseFile);
+  try {
+    command(db);
   } finally {
     db.$client.close();
   }
@@ -47,7 +61,7 @@ function run(args: string[]): number {
 class UsageError extends Error {}
 
 try {
-  process.exitCode = run(process.argv.slice(2));
+  run(process.argv.slice(2));
 } catch (err) {
   if (err instanceof UsageError || err instanceof ConfigError || err instanceof DomainError) {
     process.stderr.write(`${err.message}\n`);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -129,6 +129,9 @@ it("the admin CLI creates an organization and a token (alone on stdout), lists a
     admin("token", "revoke", id!);
     assert.match(admin("token", "list", "--org", "team-a"), /\trevoked /);
     assert.throws(() => admin("token", "create", "--org", "missing"), /not found/);
+    rmSync(join(dir, "a.db"));
+    assert.throws(() => admin("tokn", "create"), /usage:/);
+    assert.equal(existsSync(join(dir, "a.db")), false, "a usage error creates no database");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
