@@ -59,9 +59,9 @@ export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScm
       const runner = runnerOf(db, caller.orgId, input.runnerId);
       const known = schemaOf(runner).scm.map((s) => s.scmId);
       if (!known.includes(input.scmId)) {
-        const v = new Violations();
-        v.add("scm_id", "scm_id.known", `"${truncate(input.scmId)}" is not in the runner's configuration schema; allowed: ${known.join(", ")}`);
-        v.throwIfAny();
+        const unknown = new Violations();
+        unknown.add("scm_id", "scm_id.known", `"${truncate(input.scmId)}" is not in the runner's configuration schema; allowed: ${known.join(", ")}`);
+        unknown.throwIfAny();
       }
       let sealed: Buffer | null = null;
       if (settings.oauth) {
