@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   const first = bootstrap(db, config.bootstrapOrgName);
   if (first) printFirstStart(first.orgName, first.token, config.publicUrl);
 
-  const app = createApp(db, log);
+  const app = createApp(db, log, { publicUrl: config.publicUrl });
   const server = await listen(app.handler, config.port, config.host, {
     tls: config.tlsCertFile && config.tlsKeyFile ? { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile } : undefined,
   });

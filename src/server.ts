@@ -6,8 +6,11 @@ import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_p
 import { RunnerService } from "../gen/gitpod/v1/runners_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import type { Logger } from "./log.js";
+import { Pager } from "./services/pagination.js";
 import type { Db } from "./store/database.js";
+import { serviceSecret } from "./store/service-secrets.js";
 import { requestRecordKey, type RequestRecord } from "./transport/context.js";
+import type { Deps } from "./transport/handlers/deps.js";
 import { healthService } from "./transport/handlers/health.js";
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
@@ -27,12 +30,17 @@ export interface App {
   beginShutdown(): void;
 }
 
+export interface AppOptions {
+  /** This service's public base URL (PUBLIC_URL), used for OAuth callback URLs. */
+  publicUrl: string;
+}
+
 /** Registers every service; the same routes serve the real server and in-process tests. */
-export function routes(db: Db, isHealthy: () => boolean) {
+export function routes(deps: Deps, isHealthy: () => boolean) {
   return (router: ConnectRouter) => {
-    router.service(RunnerService, runnerService(db));
-    router.service(RunnerConfigurationService, runnerConfigurationService(db));
-    router.service(RunnerInteractionService, runnerInteractionService(db));
+    router.service(RunnerService, runnerService(deps));
+    router.service(RunnerConfigurationService, runnerConfigurationService(deps));
+    router.service(RunnerInteractionService, runnerInteractionService(deps));
     router.service(Health, healthService(isHealthy));
   };
 }
@@ -43,13 +51,18 @@ export function routes(db: Db, isHealthy: () => boolean) {
  * written in its one log line. Interceptors run in this order: errors (outermost,
  * so it sees auth failures too), then auth, then the handler.
  */
-export function createApp(db: Db, log: Logger): App {
+export function createApp(db: Db, log: Logger, options: AppOptions): App {
   const records = new WeakMap<object, RequestRecord>();
   const shutdown = new AbortController();
   const isHealthy = () => !shutdown.signal.aborted && db.$client.open;
+  const deps: Deps = {
+    db,
+    pager: new Pager(serviceSecret(db, "page_token_key")),
+    publicUrl: options.publicUrl.replace(/\/+$/, ""),
+  };
 
   const adapter = connectNodeAdapter({
-    routes: routes(db, isHealthy),
+    routes: routes(deps, isHealthy),
     interceptors: [errorInterceptor(log), authInterceptor(db)],
     contextValues: (req) => createContextValues().set(requestRecordKey, records.get(req) ?? { id: randomUUID(), code: undefined }),
     readMaxBytes: MAX_REQUEST_BYTES,

@@ -18,6 +18,9 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+/** The PUBLIC_URL test servers are configured with. */
+export const PUBLIC_URL = "https://scm.example.test";
+
 /** A real server on 127.0.0.1 port 0 over a fresh on-disk SQLite with the migrations applied. */
 export async function startServer(): Promise<TestServer> {
   const dir = mkdtempSync(join(tmpdir(), "scm-test-"));
@@ -27,7 +30,7 @@ export async function startServer(): Promise<TestServer> {
   const token = createApiToken(db, "acme").token;
   const otherToken = createApiToken(db, "other").token;
   const logs: string[] = [];
-  const app = createApp(db, createLogger("info", (l) => logs.push(l)));
+  const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: PUBLIC_URL });
   const server: RunningServer = await listen(app.handler, 0, "127.0.0.1");
   return {
     url: `http://127.0.0.1:${server.address.port}`,

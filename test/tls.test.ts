@@ -19,7 +19,7 @@ it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN",
   execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
   const db = openDatabase(join(dir, "t.db"));
-  const server = await listen(createApp(db, createLogger("silent")).handler, 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key } });
+  const server = await listen(createApp(db, createLogger("silent"), { publicUrl: "https://scm.example.test" }).handler, 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key } });
   try {
     const baseUrl = `https://127.0.0.1:${server.address.port}`;
     const ca = readFileSync(cert);

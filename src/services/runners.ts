@@ -1,9 +1,11 @@
 import type { ApiCaller, RunnerCaller } from "../domain/caller.js";
 import { Violations, notFound } from "../domain/errors.js";
 import { DEFAULT_SCHEMA, type RunnerSchema } from "../domain/scm-schema.js";
-import { isUuid, newId } from "../crypto/ids.js";
+import { newId } from "../crypto/ids.js";
 import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
 import { newToken } from "../crypto/tokens.js";
+import { checkUuid } from "./checks.js";
+import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import type { Db } from "../store/database.js";
 import * as store from "../store/runners.js";
 import type { RunnerRow } from "../store/schema.js";
@@ -76,12 +78,6 @@ export function schemaOf(runner: RunnerRow): RunnerSchema {
   return runner.configSchema ? (JSON.parse(runner.configSchema) as RunnerSchema) : DEFAULT_SCHEMA;
 }
 
-/** Adds a violation when `value` is not a uuid. */
-export function checkUuid(v: Violations, field: string, value: string): void {
-  if (value === "") v.add(field, "required", "is required");
-  else if (!isUuid(value)) v.add(field, "string.uuid", `must be a uuid, got "${truncate(value)}"`);
-}
-
 function checkRunnerName(v: Violations, field: string, name: string): void {
   const length = [...name].length;
   if (length < 3 || length > 127) v.add(field, "string.len", `must be 3 to 127 characters, got ${length}`);
@@ -89,7 +85,55 @@ function checkRunnerName(v: Violations, field: string, name: string): void {
   else if (name.trim() !== name) v.add(field, "string.trimmed", "must not start or end with whitespace");
 }
 
-/** Shortens user input quoted in an error message. */
-export function truncate(s: string, max = 64): string {
-  return s.length <= max ? s : `${s.slice(0, max)}…`;
+/** The runner with this id in the caller's organization. */
+export function getRunner(db: Db, caller: ApiCaller, runnerId: string): RunnerRow {
+  const v = new Violations();
+  checkUuid(v, "runner_id", runnerId);
+  v.throwIfAny();
+  return runnerOf(db, caller.orgId, runnerId);
+}
+
+/** A page of the organization's runners in id order. */
+export function listRunners(db: Db, pager: Pager, caller: ApiCaller, page: PageRequest): Page<RunnerRow> {
+  const v = new Violations();
+  const scope = pageScope("ListRunners", caller.orgId);
+  const { size, after } = pager.start(v, scope, page);
+  v.throwIfAny();
+  return pager.page(scope, store.listRunners(db, caller.orgId, after, size + 1), size);
+}
+
+/** Renames a runner; an absent name changes nothing (but the runner must exist). */
+export function updateRunner(db: Db, caller: ApiCaller, input: { runnerId: string; name?: string | undefined }): void {
+  const v = new Violations();
+  checkUuid(v, "runner_id", input.runnerId);
+  if (input.name !== undefined) checkRunnerName(v, "name", input.name);
+  v.throwIfAny();
+  const found =
+    input.name === undefined
+      ? store.findRunner(db, caller.orgId, input.runnerId) !== null
+      : store.updateRunner(db, caller.orgId, input.runnerId, { name: input.name, updatedAt: Date.now() });
+  if (!found) throw notFound("runner", input.runnerId);
+}
+
+/**
+ * Deletes a runner with all its integrations and their sealed secrets. There is nothing
+ * else hanging on a runner here, so `force` changes nothing.
+ */
+export function deleteRunner(db: Db, caller: ApiCaller, runnerId: string): void {
+  const v = new Violations();
+  checkUuid(v, "runner_id", runnerId);
+  v.throwIfAny();
+  if (!store.deleteRunner(db, caller.orgId, runnerId)) throw notFound("runner", runnerId);
+}
+
+/** Issues a new access token for the runner; the previous one stops working at once. */
+export function createRunnerToken(db: Db, caller: ApiCaller, runnerId: string): string {
+  const v = new Violations();
+  checkUuid(v, "runner_id", runnerId);
+  v.throwIfAny();
+  const { token, hash } = newToken("runner");
+  if (!store.updateRunner(db, caller.orgId, runnerId, { accessTokenHash: hash, updatedAt: Date.now() })) {
+    throw notFound("runner", runnerId);
+  }
+  return token;
 }

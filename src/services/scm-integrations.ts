@@ -1,16 +1,18 @@
-import type { ApiCaller } from "../domain/caller.js";
-import { DomainError, Violations } from "../domain/errors.js";
+import type { ApiCaller, RunnerCaller } from "../domain/caller.js";
+import { DomainError, Violations, notFound } from "../domain/errors.js";
 import { normalizeHost } from "../domain/host.js";
 import { AZURE_ENTRA, AZURE_SERVER } from "../domain/scm-schema.js";
 import { newId } from "../crypto/ids.js";
 import { seal } from "../crypto/sealed-box.js";
 import type { Db } from "../store/database.js";
-import { insertScmIntegration } from "../store/scm-integrations.js";
-import { checkUuid, runnerOf, schemaOf, truncate } from "./runners.js";
+import type { RunnerRow, ScmIntegrationRow } from "../store/schema.js";
+import * as store from "../store/scm-integrations.js";
+import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem, truncate } from "./checks.js";
+import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
+import { runnerOf, schemaOf } from "./runners.js";
 
 const MAX_CLIENT_ID = 255;
 const MAX_SECRET_BYTES = 4096;
-const MAX_URL = 2048;
 const MAX_VIRTUAL_DIRECTORY = 255;
 const MAX_SCM_ID = 64;
 
@@ -18,7 +20,7 @@ export interface CreateScmIntegrationInput {
   runnerId: string;
   scmId: string;
   host: string;
-  /** Absent and `""` both mean "not given"; see checkOAuthPair. */
+  /** Absent and `""` both mean "not given" on Create. */
   oauthClientId?: string | undefined;
   oauthClientSecret?: string | undefined;
   pat: boolean;
@@ -26,10 +28,19 @@ export interface CreateScmIntegrationInput {
   virtualDirectory?: string | undefined;
 }
 
-/** The settings of an integration once checked and normalized. */
-interface CheckedSettings {
-  host: string;
-  oauth: { clientId: string; secret: string } | null;
+/** Fields absent from an Update stay as they are; `""` clears (see updateScmIntegration). */
+export interface UpdateScmIntegrationInput {
+  id: string;
+  oauthClientId?: string | undefined;
+  oauthClientSecret?: string | undefined;
+  pat?: boolean | undefined;
+  issuerUrl?: string | undefined;
+  virtualDirectory?: string | undefined;
+}
+
+/** What an integration will look like once written, as the cross-field rules see it. */
+interface Outcome {
+  oauth: boolean;
   pat: boolean;
   issuerUrl: string | null;
   virtualDirectory: string | null;
@@ -41,52 +52,47 @@ interface CheckedSettings {
  * secret is sealed to the runner's key before the row is written.
  */
 export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScmIntegrationInput): string {
+  const clientId = emptyAsAbsent(input.oauthClientId);
+  const secret = emptyAsAbsent(input.oauthClientSecret);
+  const issuerUrl = emptyAsAbsent(input.issuerUrl) ?? null;
+  const virtualDirectory = emptyAsAbsent(input.virtualDirectory) ?? null;
+
   const v = new Violations();
   checkUuid(v, "runner_id", input.runnerId);
-  checkScmIdShape(v, input.scmId);
-  const settings = checkSettings(v, input.scmId, {
-    host: input.host,
-    oauthClientId: emptyAsAbsent(input.oauthClientId),
-    oauthClientSecret: emptyAsAbsent(input.oauthClientSecret),
-    pat: input.pat,
-    issuerUrl: emptyAsAbsent(input.issuerUrl),
-    virtualDirectory: emptyAsAbsent(input.virtualDirectory),
-  });
+  if (input.scmId === "") v.add("scm_id", "required", "is required");
+  else if (input.scmId.length > MAX_SCM_ID) v.add("scm_id", "string.max_len", `must be at most ${MAX_SCM_ID} characters`);
+  const host = normalizeHost(input.host);
+  if (!host.ok) v.add("host", "host.valid", host.reason);
+  checkFieldShapes(v, { clientId, secret, issuerUrl, virtualDirectory });
+  if (clientId === undefined && secret !== undefined) {
+    v.add("oauth_client_id", "oauth.pair", "is required when oauth_plaintext_client_secret is set");
+  }
+  if (clientId !== undefined && secret === undefined) {
+    v.add("oauth_plaintext_client_secret", "oauth.pair", "is required when oauth_client_id is set");
+  }
+  const oauthRequested = clientId !== undefined || secret !== undefined;
+  checkRules(v, input.scmId, { oauth: oauthRequested, pat: input.pat, issuerUrl, virtualDirectory });
   v.throwIfAny();
 
   return db.transaction(
     () => {
       const runner = runnerOf(db, caller.orgId, input.runnerId);
-      const known = schemaOf(runner).scm.map((s) => s.scmId);
-      if (!known.includes(input.scmId)) {
-        const unknown = new Violations();
-        unknown.add("scm_id", "scm_id.known", `"${truncate(input.scmId)}" is not in the runner's configuration schema; allowed: ${known.join(", ")}`);
-        unknown.throwIfAny();
-      }
-      let sealed: Buffer | null = null;
-      if (settings.oauth) {
-        if (!runner.publicKey) {
-          throw new DomainError(
-            "failed_precondition",
-            `runner_id: runner does not have a public key; runner ${runner.id} must sign up before an OAuth client secret can be sealed to it`,
-          );
-        }
-        sealed = seal(settings.oauth.secret, runner.publicKey);
-      }
+      checkScmIdKnown(runner, input.scmId, "create");
+      const sealed = secret !== undefined ? sealFor(runner, secret) : null;
       const now = Date.now();
       const id = newId(now);
-      insertScmIntegration(db, {
+      store.insertScmIntegration(db, {
         id,
         orgId: caller.orgId,
         runnerId: runner.id,
         scmId: input.scmId,
-        host: settings.host,
-        pat: settings.pat,
-        oauthClientId: settings.oauth?.clientId ?? null,
+        host: host.ok ? host.host : "",
+        pat: input.pat,
+        oauthClientId: clientId ?? null,
         oauthEncryptedSecret: sealed,
         oauthSealedTo: sealed ? runner.publicKey : null,
-        issuerUrl: settings.issuerUrl,
-        virtualDirectory: settings.virtualDirectory,
+        issuerUrl,
+        virtualDirectory,
         createdAt: now,
         updatedAt: now,
       });
@@ -96,106 +102,223 @@ export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScm
   );
 }
 
-function checkScmIdShape(v: Violations, scmId: string): void {
-  if (scmId === "") v.add("scm_id", "required", "is required");
-  else if (scmId.length > MAX_SCM_ID) v.add("scm_id", "string.max_len", `must be at most ${MAX_SCM_ID} characters`);
-}
-
-interface SettingsInput {
-  host: string;
-  oauthClientId: string | undefined;
-  oauthClientSecret: string | undefined;
-  pat: boolean;
-  issuerUrl: string | undefined;
-  virtualDirectory: string | undefined;
+/** The integration with this id in the caller's organization. */
+export function getScmIntegration(db: Db, caller: ApiCaller, id: string): ScmIntegrationRow {
+  const v = new Violations();
+  checkUuid(v, "id", id);
+  v.throwIfAny();
+  const row = store.findScmIntegration(db, caller.orgId, id);
+  if (!row) throw notFound("SCM integration", id);
+  return row;
 }
 
 /**
- * The rules every integration must satisfy, whether created or updated: a valid host,
- * at least one authentication method, and the rules of its scm_id.
+ * Changes an integration by field presence. `oauth_client_id: ""` removes OAuth with its
+ * secret and issuer URL; a new secret is sealed to the runner's current key; a stored
+ * secret carries over only while the client id stays the same. The result must pass
+ * every rule Create checks, or nothing changes.
  */
-function checkSettings(v: Violations, scmId: string, s: SettingsInput): CheckedSettings {
-  const host = normalizeHost(s.host);
-  if (!host.ok) v.add("host", "host.valid", host.reason);
+export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScmIntegrationInput): void {
+  const secret = emptyAsAbsent(input.oauthClientSecret);
+  const removeOAuth = input.oauthClientId === "";
+  const v = new Violations();
+  checkUuid(v, "id", input.id);
+  checkFieldShapes(v, {
+    clientId: emptyAsAbsent(input.oauthClientId),
+    secret,
+    issuerUrl: emptyAsAbsent(input.issuerUrl),
+    virtualDirectory: emptyAsAbsent(input.virtualDirectory),
+  });
+  if (removeOAuth && secret !== undefined) {
+    v.add("oauth_plaintext_client_secret", "oauth.pair", 'must not be set while oauth_client_id is "", which removes OAuth');
+  }
+  v.throwIfAny();
 
-  const oauth = checkOAuthPair(v, s.oauthClientId, s.oauthClientSecret);
-  const oauthRequested = s.oauthClientId !== undefined || s.oauthClientSecret !== undefined;
-  if (!oauthRequested && !s.pat) {
+  db.transaction(
+    () => {
+      const row = store.findScmIntegration(db, caller.orgId, input.id);
+      if (!row) throw notFound("SCM integration", input.id);
+      const runner = runnerOf(db, caller.orgId, row.runnerId);
+      checkScmIdKnown(runner, row.scmId, "update");
+
+      let clientId = row.oauthClientId;
+      let sealed = row.oauthEncryptedSecret;
+      let sealedTo = row.oauthSealedTo;
+      if (removeOAuth) {
+        clientId = sealed = sealedTo = null;
+      } else {
+        const changesClient = input.oauthClientId !== undefined && input.oauthClientId !== row.oauthClientId;
+        if (changesClient && secret === undefined) {
+          v.add(
+            "oauth_plaintext_client_secret",
+            "oauth.pair",
+            row.oauthClientId === null
+              ? "is required to turn on OAuth"
+              : "is required when oauth_client_id changes; the stored secret belongs to the previous client id",
+          );
+        }
+        if (input.oauthClientId === undefined && row.oauthClientId === null && secret !== undefined) {
+          v.add("oauth_client_id", "oauth.pair", "is required to turn on OAuth (this integration has no OAuth client id yet)");
+        }
+        if (input.oauthClientId !== undefined) clientId = input.oauthClientId;
+      }
+      const outcome: Outcome = {
+        oauth: clientId !== null,
+        pat: input.pat ?? row.pat,
+        issuerUrl: cleared(input.issuerUrl, removeOAuth ? null : row.issuerUrl),
+        virtualDirectory: cleared(input.virtualDirectory, row.virtualDirectory),
+      };
+      checkRules(v, row.scmId, outcome);
+      v.throwIfAny();
+
+      if (secret !== undefined) {
+        sealed = sealFor(runner, secret);
+        sealedTo = runner.publicKey;
+      }
+      store.updateScmIntegration(db, row.id, {
+        oauthClientId: clientId,
+        oauthEncryptedSecret: sealed,
+        oauthSealedTo: sealedTo,
+        pat: outcome.pat,
+        issuerUrl: outcome.issuerUrl,
+        virtualDirectory: outcome.virtualDirectory,
+        updatedAt: Date.now(),
+      });
+    },
+    { behavior: "immediate" },
+  );
+}
+
+/** Deletes the integration and its sealed secret. */
+export function deleteScmIntegration(db: Db, caller: ApiCaller, id: string): void {
+  const v = new Violations();
+  checkUuid(v, "id", id);
+  v.throwIfAny();
+  if (!store.deleteScmIntegration(db, caller.orgId, id)) throw notFound("SCM integration", id);
+}
+
+/**
+ * A page of the organization's integrations in id order, optionally only those of
+ * some runners. A runner in the filter that the organization does not have is
+ * not_found, so a mistyped or foreign id is not mistaken for "no integrations".
+ */
+export function listScmIntegrations(
+  db: Db,
+  pager: Pager,
+  caller: ApiCaller,
+  input: { runnerIds: readonly string[]; page: PageRequest },
+): Page<ScmIntegrationRow> {
+  const v = new Violations();
+  const runnerIds = checkUuidList(v, "filter.runner_ids", input.runnerIds);
+  const scope = pageScope("ListSCMIntegrations", caller.orgId, runnerIds);
+  const { size, after } = pager.start(v, scope, input.page);
+  v.throwIfAny();
+  return db.transaction(() => {
+    for (const id of runnerIds) runnerOf(db, caller.orgId, id);
+    const rows = store.listScmIntegrations(db, { orgId: caller.orgId, runnerIds, after, limit: size + 1 });
+    return pager.page(scope, rows, size);
+  });
+}
+
+/** A page of the calling runner's own integrations, optionally only the given ids. */
+export function listRunnerScmIntegrations(
+  db: Db,
+  pager: Pager,
+  caller: RunnerCaller,
+  input: { runnerId: string; ids: readonly string[]; page: PageRequest },
+): Page<ScmIntegrationRow> {
+  const v = new Violations();
+  checkUuid(v, "runner_id", input.runnerId);
+  const ids = checkUuidList(v, "filter.scm_integration_ids", input.ids);
+  const scope = pageScope("ListRunnerSCMIntegrations", caller.runnerId, ids);
+  const { size, after } = pager.start(v, scope, input.page);
+  v.throwIfAny();
+  ownRunnerOnly(caller, input.runnerId);
+  const rows = store.listScmIntegrations(db, { runnerId: caller.runnerId, ids, after, limit: size + 1 });
+  return pager.page(scope, rows, size);
+}
+
+/** A runner token speaks for its own runner only. */
+export function ownRunnerOnly(caller: RunnerCaller, runnerId: string): void {
+  if (runnerId !== caller.runnerId) {
+    throw new DomainError("permission_denied", `runner_id: this access token belongs to runner ${caller.runnerId}, not ${runnerId}`);
+  }
+}
+
+/** Shape checks of the fields given, shared by Create and Update. */
+function checkFieldShapes(
+  v: Violations,
+  f: { clientId?: string | undefined; secret?: string | undefined; issuerUrl?: string | null | undefined; virtualDirectory?: string | null | undefined },
+): void {
+  if (f.clientId != null) {
+    if (f.clientId.length > MAX_CLIENT_ID) v.add("oauth_client_id", "string.max_len", `must be at most ${MAX_CLIENT_ID} characters`);
+    else if (hasSpaceOrControl(f.clientId)) v.add("oauth_client_id", "string.printable", "must not contain whitespace or control characters");
+  }
+  if (f.secret != null && Buffer.byteLength(f.secret, "utf8") > MAX_SECRET_BYTES) {
+    v.add("oauth_plaintext_client_secret", "string.max_bytes", `must be at most ${MAX_SECRET_BYTES} bytes`);
+  }
+  if (f.issuerUrl != null) {
+    const problem = httpsUrlProblem(f.issuerUrl);
+    if (problem) v.add("issuer_url", "string.https_url", problem);
+  }
+  if (f.virtualDirectory != null) {
+    const problem = virtualDirectoryProblem(f.virtualDirectory);
+    if (problem) v.add("virtual_directory", "virtual_directory.valid", problem);
+  }
+}
+
+/**
+ * The rules every integration must satisfy, whether created or updated: at least one
+ * authentication method, an issuer URL only with OAuth, and the rules of its scm_id.
+ */
+function checkRules(v: Violations, scmId: string, o: Outcome): void {
+  if (!o.oauth && !o.pat) {
     v.add(
       "pat",
       "auth.method_required",
       "at least one authentication method is required: set pat to true, or give oauth_client_id with oauth_plaintext_client_secret",
     );
   }
-
-  if (s.issuerUrl !== undefined) {
-    if (!oauthRequested) v.add("issuer_url", "issuer_url.oauth_only", "is only allowed together with OAuth (oauth_client_id)");
-    else {
-      const problem = httpsUrlProblem(s.issuerUrl);
-      if (problem) v.add("issuer_url", "string.https_url", problem);
-    }
-  } else if (scmId === AZURE_ENTRA && oauthRequested) {
+  if (o.issuerUrl !== null && !o.oauth && !v.has("issuer_url")) {
+    v.add("issuer_url", "issuer_url.oauth_only", "is only allowed together with OAuth (oauth_client_id)");
+  }
+  if (o.issuerUrl === null && o.oauth && scmId === AZURE_ENTRA) {
     v.add("issuer_url", "required", `is required for ${AZURE_ENTRA} with OAuth (the Entra ID issuer, https://login.microsoftonline.com/<tenant>/v2.0)`);
   }
-
-  if (scmId === AZURE_SERVER && oauthRequested) {
+  if (o.oauth && scmId === AZURE_SERVER) {
     v.add("oauth_client_id", "scm.pat_only", `${AZURE_SERVER} supports personal access tokens only; remove the OAuth settings`);
   }
-  if (s.virtualDirectory !== undefined) {
-    if (scmId !== AZURE_SERVER) {
-      v.add("virtual_directory", "virtual_directory.scm", `is only allowed for ${AZURE_SERVER}`);
-    } else {
-      const problem = virtualDirectoryProblem(s.virtualDirectory);
-      if (problem) v.add("virtual_directory", "virtual_directory.valid", problem);
-    }
-  } else if (scmId === AZURE_SERVER) {
+  if (o.virtualDirectory !== null && scmId !== AZURE_SERVER && !v.has("virtual_directory")) {
+    v.add("virtual_directory", "virtual_directory.scm", `is only allowed for ${AZURE_SERVER}`);
+  }
+  if (o.virtualDirectory === null && scmId === AZURE_SERVER) {
     v.add("virtual_directory", "required", `is required for ${AZURE_SERVER}, e.g. /tfs`);
   }
-
-  return {
-    host: host.ok ? host.host : "",
-    oauth,
-    pat: s.pat,
-    issuerUrl: s.issuerUrl ?? null,
-    virtualDirectory: s.virtualDirectory ?? null,
-  };
 }
 
-/** OAuth needs both halves; one without the other is a violation on the missing one. */
-function checkOAuthPair(
-  v: Violations,
-  clientId: string | undefined,
-  secret: string | undefined,
-): { clientId: string; secret: string } | null {
-  if (clientId === undefined && secret === undefined) return null;
-  if (clientId === undefined) {
-    v.add("oauth_client_id", "oauth.pair", "is required when oauth_plaintext_client_secret is set");
-  } else if (clientId.length > MAX_CLIENT_ID) {
-    v.add("oauth_client_id", "string.max_len", `must be at most ${MAX_CLIENT_ID} characters`);
-  } else if (/[\u0000-\u0020\u007f]/.test(clientId)) {
-    v.add("oauth_client_id", "string.printable", "must not contain whitespace or control characters");
+/** Create and Update accept only scm_ids the runner currently supports. */
+function checkScmIdKnown(runner: RunnerRow, scmId: string, action: "create" | "update"): void {
+  const known = schemaOf(runner).scm.map((s) => s.scmId);
+  if (known.includes(scmId)) return;
+  if (action === "create") {
+    const v = new Violations();
+    v.add("scm_id", "scm_id.known", `"${truncate(scmId)}" is not in the runner's configuration schema; allowed: ${known.join(", ")}`);
+    v.throwIfAny();
   }
-  if (secret === undefined) {
-    v.add("oauth_plaintext_client_secret", "oauth.pair", "is required when oauth_client_id is set");
-  } else if (Buffer.byteLength(secret, "utf8") > MAX_SECRET_BYTES) {
-    v.add("oauth_plaintext_client_secret", "string.max_bytes", `must be at most ${MAX_SECRET_BYTES} bytes`);
-  }
-  return clientId !== undefined && secret !== undefined ? { clientId, secret } : null;
+  throw new DomainError(
+    "failed_precondition",
+    `scm_id "${scmId}" is no longer in runner ${runner.id}'s configuration schema, so this integration can be read and deleted but not changed`,
+  );
 }
 
-function httpsUrlProblem(value: string): string | null {
-  if (value.length > MAX_URL) return `must be at most ${MAX_URL} characters`;
-  if (/[\u0000-\u0020\u007f]/.test(value)) return "must not contain whitespace or control characters";
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    return "must be an absolute https URL";
+function sealFor(runner: RunnerRow, secret: string): Buffer {
+  if (!runner.publicKey) {
+    throw new DomainError(
+      "failed_precondition",
+      `runner_id: runner does not have a public key; runner ${runner.id} must sign up before an OAuth client secret can be sealed to it`,
+    );
   }
-  if (url.protocol !== "https:") return `must be an https URL, got scheme ${url.protocol.replace(/:$/, "")}`;
-  if (url.username || url.password) return "must not include credentials";
-  if (url.hash) return "must not include a fragment";
-  return null;
+  return seal(secret, runner.publicKey);
 }
 
 function virtualDirectoryProblem(value: string): string | null {
@@ -205,6 +328,12 @@ function virtualDirectoryProblem(value: string): string | null {
     return "must be a path of non-empty segments without whitespace, '?', '#' or '@'";
   }
   return null;
+}
+
+/** Update semantics of an optional string: absent keeps `current`, `""` clears, else the value. */
+function cleared(value: string | undefined, current: string | null): string | null {
+  if (value === undefined) return current;
+  return value === "" ? null : value;
 }
 
 function emptyAsAbsent(value: string | undefined): string | undefined {

@@ -85,6 +85,14 @@ export const scmIntegrations = sqliteTable(
   ],
 );
 
+// Keys the service makes for itself on first start and shares between its processes,
+// e.g. the one that signs page tokens.
+export const serviceSecrets = sqliteTable("service_secrets", {
+  name: text("name").primaryKey(),
+  value: blob("value", { mode: "buffer" }).notNull(),
+  createdAt: integer("created_at").notNull(),
+});
+
 export type OrganizationRow = typeof organizations.$inferSelect;
 export type ApiTokenRow = typeof apiTokens.$inferSelect;
 export type RunnerRow = typeof runners.$inferSelect;

@@ -2,7 +2,16 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Principal, SubjectSchema } from "../../gen/gitpod/v1/subject_pb.js";
 import { RunnerPhase, RunnerSchema, RunnerStatusSchema, type Runner } from "../../gen/gitpod/v1/runners_pb.js";
-import type { RunnerRow } from "../store/schema.js";
+import {
+  RunnerConfigurationSchema_SCMConfigSchemaSchema,
+  RunnerConfigurationSchemaSchema,
+  SCMIntegrationOAuthConfigSchema,
+  SCMIntegrationSchema,
+  type RunnerConfigurationSchema,
+  type SCMIntegration,
+} from "../../gen/gitpod/v1/runner_configurations_pb.js";
+import type { PublishedSchema, SchemaDescription } from "../services/configuration-schemas.js";
+import type { RunnerRow, ScmIntegrationRow } from "../store/schema.js";
 
 /** A stored runner as the API shows it; the access-token hash never leaves the store. */
 export function runnerToProto(row: RunnerRow): Runner {
@@ -20,4 +29,57 @@ export function runnerToProto(row: RunnerRow): Runner {
       publicKey: row.publicKey ? new Uint8Array(row.publicKey) : new Uint8Array(0),
     }),
   });
+}
+
+/**
+ * A stored integration as the API shows it. `oauth` is present whenever a client id is
+ * configured; its secret is empty when the runner signed up with a new key after it
+ * was sealed, and must be entered again (see the README).
+ */
+export function scmIntegrationToProto(row: ScmIntegrationRow): SCMIntegration {
+  return create(SCMIntegrationSchema, {
+    id: row.id,
+    scmId: row.scmId,
+    host: row.host,
+    runnerId: row.runnerId,
+    pat: row.pat,
+    oauth:
+      row.oauthClientId === null
+        ? undefined
+        : create(SCMIntegrationOAuthConfigSchema, {
+            clientId: row.oauthClientId,
+            encryptedClientSecret: row.oauthEncryptedSecret ? new Uint8Array(row.oauthEncryptedSecret) : new Uint8Array(0),
+            issuerUrl: row.issuerUrl ?? "",
+          }),
+    virtualDirectory: row.virtualDirectory ?? undefined,
+  });
+}
+
+export function schemaToProto(s: SchemaDescription): RunnerConfigurationSchema {
+  return create(RunnerConfigurationSchemaSchema, {
+    version: s.version,
+    scm: s.scm.map((e) =>
+      create(RunnerConfigurationSchema_SCMConfigSchemaSchema, {
+        scmId: e.scmId,
+        name: e.name,
+        defaultHosts: e.defaultHosts,
+        oauth: e.oauthCallbackUrl === null ? undefined : { callbackUrl: e.oauthCallbackUrl },
+        pat: { description: e.patDescription, docsLink: e.patDocsLink },
+      }),
+    ),
+  });
+}
+
+/** A schema message from a runner, in the shape the service checks. */
+export function publishedSchemaFromProto(s: RunnerConfigurationSchema): PublishedSchema {
+  return {
+    version: s.version,
+    scm: s.scm.map((e) => ({
+      scmId: e.scmId,
+      name: e.name,
+      defaultHosts: e.defaultHosts,
+      patDescription: e.pat?.description ?? "",
+      patDocsLink: e.pat?.docsLink ?? "",
+    })),
+  };
 }

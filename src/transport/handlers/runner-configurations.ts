@@ -2,17 +2,24 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   CreateSCMIntegrationResponseSchema,
+  DeleteSCMIntegrationResponseSchema,
+  GetRunnerConfigurationSchemaResponseSchema,
+  GetSCMIntegrationResponseSchema,
+  ListSCMIntegrationsResponseSchema,
   RunnerConfigurationService,
+  UpdateSCMIntegrationResponseSchema,
 } from "../../../gen/gitpod/v1/runner_configurations_pb.js";
-import { createScmIntegration } from "../../services/scm-integrations.js";
-import type { Db } from "../../store/database.js";
-import { notYet } from "./not-yet.js";
+import { getRunnerConfigurationSchema } from "../../services/configuration-schemas.js";
+import * as integrations from "../../services/scm-integrations.js";
+import { schemaToProto, scmIntegrationToProto } from "../converters.js";
+import { pageRequest, pageResponse } from "../pagination.js";
 import { apiCaller } from "./caller.js";
+import type { Deps } from "./deps.js";
 
-export function runnerConfigurationService(db: Db): ServiceImpl<typeof RunnerConfigurationService> {
+export function runnerConfigurationService({ db, pager, publicUrl }: Deps): ServiceImpl<typeof RunnerConfigurationService> {
   return {
     createSCMIntegration(req, ctx) {
-      const id = createScmIntegration(db, apiCaller(ctx), {
+      const id = integrations.createScmIntegration(db, apiCaller(ctx), {
         runnerId: req.runnerId,
         scmId: req.scmId,
         host: req.host,
@@ -24,10 +31,38 @@ export function runnerConfigurationService(db: Db): ServiceImpl<typeof RunnerCon
       });
       return create(CreateSCMIntegrationResponseSchema, { id });
     },
-    getRunnerConfigurationSchema: notYet,
-    getSCMIntegration: notYet,
-    listSCMIntegrations: notYet,
-    updateSCMIntegration: notYet,
-    deleteSCMIntegration: notYet,
+    getSCMIntegration(req, ctx) {
+      const row = integrations.getScmIntegration(db, apiCaller(ctx), req.id);
+      return create(GetSCMIntegrationResponseSchema, { integration: scmIntegrationToProto(row) });
+    },
+    listSCMIntegrations(req, ctx) {
+      const page = integrations.listScmIntegrations(db, pager, apiCaller(ctx), {
+        runnerIds: req.filter?.runnerIds ?? [],
+        page: pageRequest(req.pagination, ctx),
+      });
+      return create(ListSCMIntegrationsResponseSchema, {
+        pagination: pageResponse(page.nextToken),
+        integrations: page.items.map(scmIntegrationToProto),
+      });
+    },
+    updateSCMIntegration(req, ctx) {
+      integrations.updateScmIntegration(db, apiCaller(ctx), {
+        id: req.id,
+        oauthClientId: req.oauthClientId,
+        oauthClientSecret: req.oauthPlaintextClientSecret,
+        pat: req.pat,
+        issuerUrl: req.issuerUrl,
+        virtualDirectory: req.virtualDirectory,
+      });
+      return create(UpdateSCMIntegrationResponseSchema);
+    },
+    deleteSCMIntegration(req, ctx) {
+      integrations.deleteScmIntegration(db, apiCaller(ctx), req.id);
+      return create(DeleteSCMIntegrationResponseSchema);
+    },
+    getRunnerConfigurationSchema(req, ctx) {
+      const schema = getRunnerConfigurationSchema(db, apiCaller(ctx), req.runnerId, publicUrl);
+      return create(GetRunnerConfigurationSchemaResponseSchema, { schema: schemaToProto(schema) });
+    },
   };
 }

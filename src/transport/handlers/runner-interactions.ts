@@ -1,20 +1,41 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  ListRunnerSCMIntegrationsResponseSchema,
   RunnerInteractionService,
   SignupResponseSchema,
+  UpdateRunnerConfigurationSchemaResponseSchema,
 } from "../../../gen/gitpod/v1/runner_interactions_pb.js";
+import { updateRunnerConfigurationSchema } from "../../services/configuration-schemas.js";
 import { signup } from "../../services/runners.js";
-import type { Db } from "../../store/database.js";
-import { notYet } from "./not-yet.js";
+import { listRunnerScmIntegrations } from "../../services/scm-integrations.js";
+import { publishedSchemaFromProto, scmIntegrationToProto } from "../converters.js";
+import { pageRequest, pageResponse } from "../pagination.js";
 import { runnerCaller } from "./caller.js";
+import type { Deps } from "./deps.js";
 
-export function runnerInteractionService(db: Db): ServiceImpl<typeof RunnerInteractionService> {
+export function runnerInteractionService({ db, pager }: Deps): ServiceImpl<typeof RunnerInteractionService> {
   return {
     signup(req, ctx) {
       return create(SignupResponseSchema, { runnerId: signup(db, runnerCaller(ctx), req.publicKey) });
     },
-    updateRunnerConfigurationSchema: notYet,
-    listRunnerSCMIntegrations: notYet,
+    updateRunnerConfigurationSchema(req, ctx) {
+      updateRunnerConfigurationSchema(db, runnerCaller(ctx), {
+        runnerId: req.runnerId,
+        schema: req.configSchema ? publishedSchemaFromProto(req.configSchema) : undefined,
+      });
+      return create(UpdateRunnerConfigurationSchemaResponseSchema);
+    },
+    listRunnerSCMIntegrations(req, ctx) {
+      const page = listRunnerScmIntegrations(db, pager, runnerCaller(ctx), {
+        runnerId: req.runnerId,
+        ids: req.filter?.scmIntegrationIds ?? [],
+        page: pageRequest(req.pagination, ctx),
+      });
+      return create(ListRunnerSCMIntegrationsResponseSchema, {
+        pagination: pageResponse(page.nextToken),
+        scmIntegrations: page.items.map(scmIntegrationToProto),
+      });
+    },
   };
 }

@@ -1,15 +1,23 @@
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { CreateRunnerResponseSchema, RunnerService } from "../../../gen/gitpod/v1/runners_pb.js";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  CreateRunnerResponseSchema,
+  CreateRunnerTokenResponseSchema,
+  DeleteRunnerResponseSchema,
+  GetRunnerResponseSchema,
+  ListRunnersResponseSchema,
+  RunnerService,
+  UpdateRunnerResponseSchema,
+} from "../../../gen/gitpod/v1/runners_pb.js";
 import * as runners from "../../services/runners.js";
-import type { Db } from "../../store/database.js";
-import { notYet } from "./not-yet.js";
-import { apiCaller } from "./caller.js";
 import { runnerToProto } from "../converters.js";
+import { pageRequest, pageResponse } from "../pagination.js";
+import { apiCaller } from "./caller.js";
+import type { Deps } from "./deps.js";
 
-export function runnerService(db: Db): ServiceImpl<typeof RunnerService> {
+export function runnerService({ db, pager }: Deps): ServiceImpl<typeof RunnerService> {
   return {
-    createRunner(req, ctx: HandlerContext) {
+    createRunner(req, ctx) {
       const { runner, accessToken } = runners.createRunner(db, apiCaller(ctx), {
         name: req.name,
         kind: req.kind,
@@ -17,10 +25,28 @@ export function runnerService(db: Db): ServiceImpl<typeof RunnerService> {
       });
       return create(CreateRunnerResponseSchema, { runner: runnerToProto(runner), accessToken });
     },
-    getRunner: notYet,
-    listRunners: notYet,
-    updateRunner: notYet,
-    deleteRunner: notYet,
-    createRunnerToken: notYet,
+    getRunner(req, ctx) {
+      return create(GetRunnerResponseSchema, { runner: runnerToProto(runners.getRunner(db, apiCaller(ctx), req.runnerId)) });
+    },
+    listRunners(req, ctx) {
+      const page = runners.listRunners(db, pager, apiCaller(ctx), pageRequest(req.pagination, ctx));
+      return create(ListRunnersResponseSchema, {
+        pagination: pageResponse(page.nextToken),
+        runners: page.items.map(runnerToProto),
+      });
+    },
+    updateRunner(req, ctx) {
+      runners.updateRunner(db, apiCaller(ctx), { runnerId: req.runnerId, name: req.name });
+      return create(UpdateRunnerResponseSchema);
+    },
+    deleteRunner(req, ctx) {
+      runners.deleteRunner(db, apiCaller(ctx), req.runnerId);
+      return create(DeleteRunnerResponseSchema);
+    },
+    createRunnerToken(req, ctx) {
+      return create(CreateRunnerTokenResponseSchema, {
+        accessToken: runners.createRunnerToken(db, apiCaller(ctx), req.runnerId),
+      });
+    },
   };
 }

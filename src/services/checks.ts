@@ -1,0 +1,47 @@
+import type { Violations } from "../domain/errors.js";
+import { isUuid } from "../crypto/ids.js";
+
+/** The most ids a List filter takes. */
+export const MAX_FILTER_IDS = 25;
+
+/** Adds a violation when `value` is not a uuid. */
+export function checkUuid(v: Violations, field: string, value: string): void {
+  if (value === "") v.add(field, "required", "is required");
+  else if (!isUuid(value)) v.add(field, "string.uuid", `must be a uuid, got "${truncate(value)}"`);
+}
+
+/** Checks a filter's id list (at most 25 uuids) and answers it without repeats. */
+export function checkUuidList(v: Violations, field: string, values: readonly string[]): string[] {
+  if (values.length > MAX_FILTER_IDS) {
+    v.add(field, "repeated.max_items", `must have at most ${MAX_FILTER_IDS} items, got ${values.length}`);
+    return [];
+  }
+  values.forEach((value, i) => checkUuid(v, `${field}[${i}]`, value));
+  return [...new Set(values)];
+}
+
+/** Shortens user input quoted in an error message. */
+export function truncate(s: string, max = 64): string {
+  return s.length <= max ? s : `${s.slice(0, max)}…`;
+}
+
+/** Whether `s` has whitespace or control characters, which no identifier-like field may hold. */
+export function hasSpaceOrControl(s: string): boolean {
+  return /[\u0000-\u0020\u007f]/.test(s);
+}
+
+/** Why `value` is not an absolute https URL without credentials or fragment, or null when it is. */
+export function httpsUrlProblem(value: string, maxLength = 2048): string | null {
+  if (value.length > maxLength) return `must be at most ${maxLength} characters`;
+  if (hasSpaceOrControl(value)) return "must not contain whitespace or control characters";
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return "must be an absolute https URL";
+  }
+  if (url.protocol !== "https:") return `must be an https URL, got scheme ${url.protocol.replace(/:$/, "")}`;
+  if (url.username || url.password) return "must not include credentials";
+  if (url.hash) return "must not include a fragment";
+  return null;
+}

@@ -1,0 +1,133 @@
+import type { ApiCaller, RunnerCaller } from "../domain/caller.js";
+import { Violations, notFound } from "../domain/errors.js";
+import { normalizeHost } from "../domain/host.js";
+import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "../domain/scm-schema.js";
+import type { Db } from "../store/database.js";
+import * as store from "../store/runners.js";
+import { checkUuid, httpsUrlProblem, truncate } from "./checks.js";
+import { runnerOf, schemaOf } from "./runners.js";
+import { ownRunnerOnly } from "./scm-integrations.js";
+
+const MAX_SCM_ENTRIES = 50;
+const MAX_DEFAULT_HOSTS = 25;
+const MAX_VERSION = 64;
+const MAX_NAME = 128;
+const MAX_PAT_DESCRIPTION = 1024;
+const SCM_ID = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+
+/** One scm entry as GetRunnerConfigurationSchema shows it. */
+export interface ScmDescription {
+  scmId: string;
+  name: string;
+  defaultHosts: string[];
+  /** Null for systems that only take personal access tokens. */
+  oauthCallbackUrl: string | null;
+  patDescription: string;
+  patDocsLink: string;
+}
+
+export interface SchemaDescription {
+  version: string;
+  scm: ScmDescription[];
+}
+
+/** The path under PUBLIC_URL that OAuth apps are registered with as their callback. */
+export const OAUTH_CALLBACK_PATH = "/auth/oauth2/callback";
+
+/**
+ * The schema a runner published, else the built-in default, with what an admin needs
+ * to set up each system: the OAuth callback URL to register (derived from this
+ * service's public URL) and how to make a personal access token.
+ */
+export function getRunnerConfigurationSchema(db: Db, caller: ApiCaller, runnerId: string, publicUrl: string): SchemaDescription {
+  const v = new Violations();
+  checkUuid(v, "runner_id", runnerId);
+  v.throwIfAny();
+  const schema = schemaOf(runnerOf(db, caller.orgId, runnerId));
+  return {
+    version: schema.version,
+    scm: schema.scm.map((entry) => describe(entry, publicUrl)),
+  };
+}
+
+function describe(entry: ScmEntry, publicUrl: string): ScmDescription {
+  const builtin = DEFAULT_SCHEMA.scm.find((s) => s.scmId === entry.scmId);
+  return {
+    scmId: entry.scmId,
+    name: entry.name,
+    defaultHosts: entry.defaultHosts,
+    oauthCallbackUrl: entry.scmId === AZURE_SERVER ? null : publicUrl + OAUTH_CALLBACK_PATH,
+    patDescription:
+      entry.patDescription ||
+      builtin?.patDescription ||
+      `A personal access token for ${entry.name || entry.scmId} with read and write access to repositories.`,
+    patDocsLink: entry.patDocsLink || builtin?.patDocsLink || "",
+  };
+}
+
+/** A schema as a runner sends it; `oauth.callback_url` is not taken, this service derives it. */
+export interface PublishedSchema {
+  version: string;
+  scm: { scmId: string; name: string; defaultHosts: string[]; patDescription: string; patDocsLink: string }[];
+}
+
+/**
+ * Stores the schema the runner publishes. From then on Create and Update accept only its
+ * scm_ids; integrations whose scm_id it drops stay readable and deletable.
+ */
+export function updateRunnerConfigurationSchema(
+  db: Db,
+  caller: RunnerCaller,
+  input: { runnerId: string; schema: PublishedSchema | undefined },
+): void {
+  const v = new Violations();
+  checkUuid(v, "runner_id", input.runnerId);
+  const schema = input.schema ? checkSchema(v, input.schema) : null;
+  if (!input.schema) v.add("config_schema", "required", "is required");
+  v.throwIfAny();
+  ownRunnerOnly(caller, input.runnerId);
+  if (!store.updateRunner(db, caller.orgId, caller.runnerId, { configSchema: JSON.stringify(schema), updatedAt: Date.now() })) {
+    throw notFound("runner", caller.runnerId);
+  }
+}
+
+function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
+  const at = "config_schema";
+  if (s.version.length > MAX_VERSION) v.add(`${at}.version`, "string.max_len", `must be at most ${MAX_VERSION} characters`);
+  else if (/[\u0000-\u001f\u007f]/.test(s.version)) v.add(`${at}.version`, "string.printable", "must not contain control characters");
+  if (s.scm.length > MAX_SCM_ENTRIES) {
+    v.add(`${at}.scm`, "repeated.max_items", `must have at most ${MAX_SCM_ENTRIES} entries, got ${s.scm.length}`);
+    return { version: s.version, scm: [] };
+  }
+  const seen = new Set<string>();
+  const scm: ScmEntry[] = s.scm.map((e, i) => {
+    const f = `${at}.scm[${i}]`;
+    if (e.scmId === "") v.add(`${f}.scm_id`, "required", "is required");
+    else if (!SCM_ID.test(e.scmId)) {
+      v.add(`${f}.scm_id`, "scm_id.valid", `must be 1 to 64 of a-z, 0-9, '_', '-', '.', starting with a letter or digit, got "${truncate(e.scmId)}"`);
+    } else if (seen.has(e.scmId)) v.add(`${f}.scm_id`, "scm_id.unique", `"${e.scmId}" appears more than once`);
+    seen.add(e.scmId);
+    if ([...e.name].length > MAX_NAME) v.add(`${f}.name`, "string.max_len", `must be at most ${MAX_NAME} characters`);
+    else if (/[\u0000-\u001f\u007f]/.test(e.name)) v.add(`${f}.name`, "string.printable", "must not contain control characters");
+    const hosts: string[] = [];
+    if (e.defaultHosts.length > MAX_DEFAULT_HOSTS) {
+      v.add(`${f}.default_hosts`, "repeated.max_items", `must have at most ${MAX_DEFAULT_HOSTS} hosts, got ${e.defaultHosts.length}`);
+    } else {
+      e.defaultHosts.forEach((h, j) => {
+        const host = normalizeHost(h);
+        if (!host.ok) v.add(`${f}.default_hosts[${j}]`, "host.valid", host.reason);
+        else if (hosts.includes(host.host)) v.add(`${f}.default_hosts[${j}]`, "host.unique", `"${host.host}" appears more than once`);
+        else hosts.push(host.host);
+      });
+    }
+    if (e.patDescription.length > MAX_PAT_DESCRIPTION) {
+      v.add(`${f}.pat.description`, "string.max_len", `must be at most ${MAX_PAT_DESCRIPTION} characters`);
+    }
+    if (e.patDocsLink !== "") {
+      const problem = httpsUrlProblem(e.patDocsLink);
+      if (problem) v.add(`${f}.pat.docs_link`, "string.https_url", problem);
+    }
+    return { scmId: e.scmId, name: e.name, defaultHosts: hosts, patDescription: e.patDescription, patDocsLink: e.patDocsLink };
+  });
+  return { version: s.version, scm };
+}

@@ -1,0 +1,18 @@
+import { randomBytes } from "node:crypto";
+import { eq } from "drizzle-orm";
+import type { Db } from "./database.js";
+import { serviceSecrets } from "./schema.js";
+
+/**
+ * The secret stored under `name`, made (random, `bytes` long) the first time it is
+ * asked for. Insert-or-ignore then read, so processes starting together agree on one.
+ */
+export function serviceSecret(db: Db, name: string, bytes = 32): Buffer {
+  db.insert(serviceSecrets)
+    .values({ name, value: randomBytes(bytes), createdAt: Date.now() })
+    .onConflictDoNothing()
+    .run();
+  const row = db.select().from(serviceSecrets).where(eq(serviceSecrets.name, name)).get();
+  if (!row) throw new Error(`service secret ${name} could not be stored`);
+  return row.value;
+}
