@@ -1,29 +1,12 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { eq } from "drizzle-orm";
-import { open, newKeyPair } from "../src/crypto/sealed-box.js";
+import { open } from "../src/crypto/sealed-box.js";
 import { createApiToken, revokeApiToken } from "../src/services/accounts.js";
 import { scmIntegrations } from "../src/store/schema.js";
-import { call, startServer, type TestServer } from "./harness.js";
+import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
-
-async function createRunner(s: TestServer, token = s.token) {
-  const r = await call(s, "gitpod.v1.RunnerService/CreateRunner", {
-    name: "runner-one",
-    kind: "RUNNER_KIND_REMOTE",
-    provider: "RUNNER_PROVIDER_LINUX_HOST",
-  }, token);
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return { runnerId: r.body.runner.runnerId as string, runnerToken: r.body.accessToken as string };
-}
-
-async function signUp(s: TestServer, runnerToken: string) {
-  const keys = newKeyPair();
-  const r = await call(s, "gitpod.v1.RunnerInteractionService/Signup", { publicKey: keys.publicKey.toString("base64") }, runnerToken);
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return keys;
-}
 
 describe("CreateSCMIntegration over Connect JSON", () => {
   let s: TestServer;

@@ -1,6 +1,8 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import assert from "node:assert/strict";
+import { newKeyPair } from "../src/crypto/sealed-box.js";
 import { createLogger } from "../src/log.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
 import { createApp } from "../src/server.js";
@@ -57,4 +59,23 @@ export async function call(
   if (token !== null) headers.authorization = `Bearer ${token}`;
   const res = await fetch(`${s.url}/${path}`, { method: "POST", headers, body: JSON.stringify(body) });
   return { status: res.status, body: await res.json(), headers: res.headers };
+}
+
+/** Creates a runner through the API; answers its id and its own access token. */
+export async function createRunner(s: TestServer, token = s.token, name = "runner-one") {
+  const r = await call(s, "gitpod.v1.RunnerService/CreateRunner", {
+    name,
+    kind: "RUNNER_KIND_REMOTE",
+    provider: "RUNNER_PROVIDER_LINUX_HOST",
+  }, token);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return { runnerId: r.body.runner.runnerId as string, runnerToken: r.body.accessToken as string };
+}
+
+/** Signs the runner up with a fresh X25519 key pair, as a runner would; answers the keys. */
+export async function signUp(s: TestServer, runnerToken: string) {
+  const keys = newKeyPair();
+  const r = await call(s, "gitpod.v1.RunnerInteractionService/Signup", { publicKey: keys.publicKey.toString("base64") }, runnerToken);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return keys;
 }

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, it } from "node:test";
-import Gitpod, { ConflictError, PermissionDeniedError } from "@gitpod/sdk";
-import { startServer, type TestServer } from "./harness.js";
+import Gitpod, { BadRequestError, ConflictError, NotFoundError, PermissionDeniedError } from "@gitpod/sdk";
+import { open } from "../src/crypto/sealed-box.js";
+import { signUp, startServer, type TestServer } from "./harness.js";
 
 let s: TestServer;
 before(async () => (s = await startServer()));
@@ -27,4 +28,49 @@ it("the official SDK creates an integration and gets ConflictError for the dupli
       .runners.configurations.scmIntegrations.create({ ...params, host: "x.example.com" }),
     PermissionDeniedError,
   );
+});
+
+it("the official SDK runs the whole lifecycle: create, retrieve, for-await over 60, update, delete", async () => {
+  const client = new Gitpod({ bearerToken: s.token, baseURL: s.url, maxRetries: 0 });
+  const integrations = client.runners.configurations.scmIntegrations;
+  const { runner, accessToken } = await client.runners.create({ name: "lifecycle", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_AWS_EC2" });
+  const runnerId = runner!.runnerId!;
+  // The SDK has no runner-side calls; the runner signs up as any runner would.
+  const keys = await signUp(s, accessToken!);
+
+  const { id } = await integrations.create({ runnerId, scmId: "github", host: "github.com", oauthClientId: "app-1", oauthPlaintextClientSecret: "first-secret" });
+  const got = (await integrations.retrieve({ id: id! })).integration!;
+  assert.equal(got.host, "github.com");
+  assert.equal(got.oauth?.clientId, "app-1");
+  assert.equal(open(Buffer.from(got.oauth!.encryptedClientSecret!, "base64"), keys.publicKey, keys.secretKey), "first-secret");
+
+  const created = new Set([id!]);
+  for (let i = 1; i < 60; i++) {
+    created.add((await integrations.create({ runnerId, scmId: "gitlab", host: `git${i}.example.com`, pat: true })).id!);
+  }
+  const seen: string[] = [];
+  for await (const item of integrations.list({ filter: { runnerIds: [runnerId] }, pagination: { pageSize: 25 } })) seen.push(item.id!);
+  assert.equal(seen.length, 60);
+  assert.deepEqual(new Set(seen), created);
+  assert.deepEqual(seen, [...seen].sort(), "ordered by id");
+  const requests = s.logs.filter((l) => l.includes("ListSCMIntegrations")).length;
+  assert.equal(requests, 3, "25 + 25 + 10: three pages, then it stops");
+
+  // Secret rotation: the new secret is sealed to the runner's key.
+  await integrations.update({ id: id!, oauthPlaintextClientSecret: "second-secret" });
+  const rotated = (await integrations.retrieve({ id: id! })).integration!;
+  assert.equal(open(Buffer.from(rotated.oauth!.encryptedClientSecret!, "base64"), keys.publicKey, keys.secretKey), "second-secret");
+  // Turning PAT on, then removing OAuth, leaves a PAT-only integration.
+  await integrations.update({ id: id!, pat: true });
+  await integrations.update({ id: id!, oauthClientId: "" });
+  const patOnly = (await integrations.retrieve({ id: id! })).integration!;
+  assert.equal(patOnly.oauth, undefined);
+  assert.equal(patOnly.pat, true);
+  // With OAuth gone, turning PAT off would leave no method: refused, nothing changes.
+  await assert.rejects(integrations.update({ id: id!, pat: false }), BadRequestError);
+  assert.equal((await integrations.retrieve({ id: id! })).integration!.pat, true);
+
+  await integrations.delete({ id: id! });
+  await assert.rejects(integrations.retrieve({ id: id! }), NotFoundError);
+  await assert.rejects(integrations.delete({ id: id! }), NotFoundError);
 });

@@ -1,0 +1,191 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { eq } from "drizzle-orm";
+import { open } from "../src/crypto/sealed-box.js";
+import { scmIntegrations } from "../src/store/schema.js";
+import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
+
+const CFG = "gitpod.v1.RunnerConfigurationService";
+const RUNNERS = "gitpod.v1.RunnerService";
+const RUNNER_SIDE = "gitpod.v1.RunnerInteractionService";
+
+const SCHEMA = {
+  version: "runner-2.4",
+  scm: [
+    { scmId: "github", name: "GitHub", defaultHosts: ["github.com"] },
+    {
+      scmId: "gitea", name: "Gitea", defaultHosts: ["Gitea.Acme.dev"],
+      pat: { description: "An access token with repository scope.", docsLink: "https://docs.gitea.com/development/api-usage" },
+      // A runner cannot choose the callback; the service derives it.
+      oauth: { callbackUrl: "https://evil.example/steal" },
+    },
+  ],
+};
+
+/** What the runner itself sees of its integrations, by its own token. */
+async function runnerList(s: TestServer, runnerId: string, runnerToken: string, extra: object = {}) {
+  const r = await call(s, `${RUNNER_SIDE}/ListRunnerSCMIntegrations`, { runnerId, ...extra }, runnerToken);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.scmIntegrations as any[];
+}
+
+describe("a runner's whole life", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  it("publishes its schema, gets an OAuth integration, opens the secret, and opens it again after a rotation", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    const keys = await signUp(s, runnerToken);
+    const published = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: SCHEMA }, runnerToken);
+    assert.equal(published.status, 200, JSON.stringify(published.body));
+
+    const schema = (await call(s, `${CFG}/GetRunnerConfigurationSchema`, { runnerId })).body.schema;
+    assert.equal(schema.version, "runner-2.4");
+    assert.deepEqual(schema.scm.map((e: any) => e.scmId), ["github", "gitea"]);
+    const gitea = schema.scm[1];
+    assert.deepEqual(gitea.defaultHosts, ["gitea.acme.dev"]);
+    assert.equal(gitea.oauth.callbackUrl, `${PUBLIC_URL}/auth/oauth2/callback`);
+    assert.equal(gitea.pat.description, "An access token with repository scope.");
+    // GitHub sent no PAT help: the built-in text for github fills in.
+    assert.match(schema.scm[0].pat.description, /token/);
+    assert.match(schema.scm[0].pat.docsLink, /^https:\/\/docs\.github\.com\//);
+
+    // Create now checks scm_id against the published schema.
+    const gitlab = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitlab", host: "gitlab.com", pat: true });
+    assert.equal(gitlab.status, 400);
+    assert.match(gitlab.body.message, /^scm_id: .*allowed: github, gitea/);
+
+    const created = await call(s, `${CFG}/CreateSCMIntegration`, {
+      runnerId, scmId: "gitea", host: "gitea.acme.dev", oauthClientId: "gitea-app", oauthPlaintextClientSecret: "gitea-secret-1",
+    });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    const id = created.body.id;
+
+    const [mine] = await runnerList(s, runnerId, runnerToken);
+    assert.equal(mine.id, id);
+    assert.equal(mine.oauth.clientId, "gitea-app");
+    assert.equal(open(Buffer.from(mine.oauth.encryptedClientSecret, "base64"), keys.publicKey, keys.secretKey), "gitea-secret-1");
+
+    const rotated = await call(s, `${CFG}/UpdateSCMIntegration`, { id, oauthPlaintextClientSecret: "gitea-secret-2" });
+    assert.equal(rotated.status, 200, JSON.stringify(rotated.body));
+    const [after] = await runnerList(s, runnerId, runnerToken, { filter: { scmIntegrationIds: [id] } });
+    assert.equal(open(Buffer.from(after.oauth.encryptedClientSecret, "base64"), keys.publicKey, keys.secretKey), "gitea-secret-2");
+  });
+
+  it("after a Signup with a new key, old secrets read as empty until an Update seals a new one", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    const oldKeys = await signUp(s, runnerToken);
+    const { body } = await call(s, `${CFG}/CreateSCMIntegration`, {
+      runnerId, scmId: "github", host: "github.com", oauthClientId: "gh-app", oauthPlaintextClientSecret: "before-rotation", pat: true,
+    });
+    const id = body.id;
+    // Signing up again with the same key changes nothing.
+    const again = await call(s, `${RUNNER_SIDE}/Signup`, { publicKey: oldKeys.publicKey.toString("base64") }, runnerToken);
+    assert.equal(again.status, 200);
+    assert.equal((await runnerList(s, runnerId, runnerToken))[0].oauth.encryptedClientSecret.length > 0, true);
+
+    const newKeys = await signUp(s, runnerToken);
+    const [stale] = await runnerList(s, runnerId, runnerToken);
+    assert.equal(stale.oauth.clientId, "gh-app", "the OAuth configuration stays");
+    assert.equal(stale.oauth.encryptedClientSecret ?? "", "", "no ciphertext the runner cannot open");
+    const adminView = (await call(s, `${CFG}/GetSCMIntegration`, { id })).body.integration;
+    assert.equal(adminView.oauth.encryptedClientSecret ?? "", "");
+    const row = s.db.select().from(scmIntegrations).where(eq(scmIntegrations.id, id)).get()!;
+    assert.equal(row.oauthEncryptedSecret, null, "the old ciphertext is gone from storage too");
+
+    // Changes that do not touch the secret keep it marked as missing.
+    assert.equal((await call(s, `${CFG}/UpdateSCMIntegration`, { id, pat: false })).status, 200);
+    assert.equal((await runnerList(s, runnerId, runnerToken))[0].oauth.encryptedClientSecret ?? "", "");
+
+    assert.equal((await call(s, `${CFG}/UpdateSCMIntegration`, { id, oauthPlaintextClientSecret: "after-rotation" })).status, 200);
+    const [fresh] = await runnerList(s, runnerId, runnerToken);
+    assert.equal(open(Buffer.from(fresh.oauth.encryptedClientSecret, "base64"), newKeys.publicKey, newKeys.secretKey), "after-rotation");
+    assert.equal(open(Buffer.from(fresh.oauth.encryptedClientSecret, "base64"), oldKeys.publicKey, oldKeys.secretKey), null);
+  });
+
+  it("integrations whose scm_id leaves the schema stay readable and deletable, but cannot be changed", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    const { body } = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "bitbucket", host: "bitbucket.org", pat: true });
+    const id = body.id;
+    const onlyGithub = { version: "2", scm: [{ scmId: "github", name: "GitHub", defaultHosts: ["github.com"] }] };
+    assert.equal((await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: onlyGithub }, runnerToken)).status, 200);
+
+    assert.equal((await call(s, `${CFG}/GetSCMIntegration`, { id })).body.integration.scmId, "bitbucket");
+    assert.equal((await runnerList(s, runnerId, runnerToken)).length, 1);
+    const update = await call(s, `${CFG}/UpdateSCMIntegration`, { id, pat: true });
+    assert.equal(update.body.code, "failed_precondition");
+    assert.match(update.body.message, /bitbucket.*no longer in runner/);
+    assert.equal((await call(s, `${CFG}/DeleteSCMIntegration`, { id })).status, 200);
+    assert.equal((await call(s, `${CFG}/GetSCMIntegration`, { id })).body.code, "not_found");
+  });
+
+  it("refuses a malformed schema naming each field, and keeps the previous one", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    const bad = {
+      version: "v\u0000",
+      scm: [
+        { scmId: "github", name: "GitHub", defaultHosts: ["github.com", "https://x.example"] },
+        { scmId: "github", name: "Again" },
+        { scmId: "Git Hub", name: "Spaces" },
+        { scmId: "", name: "Empty", pat: { docsLink: "http://insecure.example" } },
+      ],
+    };
+    const r = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: bad }, runnerToken);
+    assert.equal(r.status, 400);
+    const fields = [...r.body.message.matchAll(/(?:^|; )(config_schema[^:]*):/g)].map((m) => m[1]);
+    assert.deepEqual(fields, [
+      "config_schema.version",
+      "config_schema.scm[0].default_hosts[1]",
+      "config_schema.scm[1].scm_id",
+      "config_schema.scm[2].scm_id",
+      "config_schema.scm[3].scm_id",
+      "config_schema.scm[3].pat.docs_link",
+    ]);
+    const missing = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId }, runnerToken);
+    assert.match(missing.body.message, /^config_schema: is required/);
+    const schema = (await call(s, `${CFG}/GetRunnerConfigurationSchema`, { runnerId })).body.schema;
+    assert.equal(schema.version, "builtin-1", "still the built-in default");
+    assert.deepEqual(schema.scm.map((e: any) => e.scmId), ["github", "gitlab", "bitbucket", "azuredevops_entra", "azuredevops_server"]);
+    assert.equal(schema.scm[4].oauth, undefined, "Azure DevOps Server takes personal access tokens only");
+  });
+
+  it("the registry: get, list, rename, new token, delete with everything hanging on it", async () => {
+    const { runnerId, runnerToken } = await createRunner(s, s.token, "registry-runner");
+    const before = (await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.runner;
+    assert.equal(before.status.publicKey, undefined, "no key before Signup");
+    assert.equal(before.status.phase, "RUNNER_PHASE_CREATED");
+    const keys = await signUp(s, runnerToken);
+    const signed = (await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.runner;
+    assert.equal(signed.status.publicKey, keys.publicKey.toString("base64"));
+    assert.equal(signed.status.phase, "RUNNER_PHASE_ACTIVE");
+
+    const rename = await call(s, `${RUNNERS}/UpdateRunner`, { runnerId, name: "renamed runner" });
+    assert.equal(rename.status, 200);
+    assert.equal((await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.runner.name, "renamed runner");
+    const badName = await call(s, `${RUNNERS}/UpdateRunner`, { runnerId, name: "x" });
+    assert.match(badName.body.message, /^name: must be 3 to 127 characters/);
+    assert.equal((await call(s, `${RUNNERS}/UpdateRunner`, { runnerId })).status, 200, "no fields, no change");
+
+    const listed = await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } });
+    assert.ok(listed.body.runners.some((r: any) => r.runnerId === runnerId && r.name === "renamed runner"));
+    assert.ok(!("accessToken" in listed.body.runners[0]));
+
+    const fresh = await call(s, `${RUNNERS}/CreateRunnerToken`, { runnerId });
+    assert.match(fresh.body.accessToken, /^scmrun_/);
+    const old = await call(s, `${RUNNER_SIDE}/ListRunnerSCMIntegrations`, { runnerId }, runnerToken);
+    assert.equal(old.body.code, "unauthenticated", "the previous token stops working");
+    assert.equal((await call(s, `${RUNNER_SIDE}/ListRunnerSCMIntegrations`, { runnerId }, fresh.body.accessToken)).status, 200);
+
+    await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "github.com", oauthClientId: "a", oauthPlaintextClientSecret: "b" });
+    await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitlab", host: "gitlab.com", pat: true });
+    assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length, 2);
+
+    assert.equal((await call(s, `${RUNNERS}/DeleteRunner`, { runnerId, force: true })).status, 200);
+    assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length, 0, "nothing dangles");
+    assert.equal((await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.code, "not_found");
+    assert.equal((await call(s, `${RUNNERS}/DeleteRunner`, { runnerId })).body.code, "not_found");
+    const gone = await call(s, `${RUNNER_SIDE}/ListRunnerSCMIntegrations`, { runnerId }, fresh.body.accessToken);
+    assert.equal(gone.body.code, "unauthenticated");
+  });
+});
