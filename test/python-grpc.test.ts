@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, it } from "node:test";
-import { startServer, call, type TestServer } from "./harness.js";
+import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
 
 const PYTHON = "/usr/bin/python3";
 const PLUGIN = "/usr/bin/grpc_python_plugin";
@@ -29,7 +29,7 @@ let s: TestServer;
 before(async () => (s = await startServer()));
 after(() => s.close());
 
-it("a Python gRPC client generated from proto/ creates an integration", { skip }, async () => {
+it("a Python gRPC client generated from proto/ creates, gets and lists integrations", { skip }, async () => {
   assert.equal(reason, null, `CI=true needs the Python gRPC toolchain: ${reason}`);
   const out = mkdtempSync(join(tmpdir(), "py-stubs-"));
   try {
@@ -37,16 +37,24 @@ it("a Python gRPC client generated from proto/ creates an integration", { skip }
       "-Iproto", "-I/usr/include", `--python_out=${out}`, `--grpc_out=${out}`, `--plugin=protoc-gen-grpc=${PLUGIN}`,
       "gitpod/v1/pagination.proto", "gitpod/v1/runner_configurations.proto",
     ], { stdio: "pipe" });
-    const runner = await call(s, "gitpod.v1.RunnerService/CreateRunner", { name: "python runner", kind: 2, provider: 2 });
+    // The TypeScript side creates an OAuth integration for Python to find.
+    const { runnerId, runnerToken } = await createRunner(s, s.token, "python runner");
+    await signUp(s, runnerToken);
+    const fromTs = await call(s, "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", {
+      runnerId, scmId: "gitlab", host: "gitlab.com", oauthClientId: "ts-app", oauthPlaintextClientSecret: "ts-secret",
+    });
     const address = s.url.replace("http://", "");
     // Asynchronously: the server runs in this process and must keep answering.
-    const { stdout: output } = await promisify(execFile)(PYTHON, ["test/python/create_integration.py", out, address, s.token, runner.body.runner.runnerId], {
+    const { stdout: output } = await promisify(execFile)(PYTHON, ["test/python/integrations.py", out, address, s.token, runnerId], {
       encoding: "utf8",
       timeout: 30_000,
     });
-    const [id, duplicate] = output.trim().split("\n");
+    const [id, duplicate, got, listed, unknown] = output.trim().split("\n");
     assert.match(id ?? "", /^[0-9a-f-]{36}$/);
     assert.equal(duplicate, "ALREADY_EXISTS");
+    assert.equal(got, "github.python.example -");
+    assert.deepEqual(listed?.split(" "), [fromTs.body.id, id], "both, in id order, one page at a time");
+    assert.equal(unknown, "NOT_FOUND");
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
