@@ -215,7 +215,10 @@ export function listScmIntegrations(
   v.throwIfAny();
   return db.transaction(() => {
     for (const id of runnerIds) runnerOf(db, caller.orgId, id);
-    const rows = store.listScmIntegrations(db, { orgId: caller.orgId, runnerIds, after, limit: size + 1 });
+    // Runners just checked to be the organization's need no org condition, which lets
+    // SQLite walk the (runner_id, id) index instead of every row of the organization.
+    const scopeBy = runnerIds.length > 0 ? { runnerIds } : { orgId: caller.orgId };
+    const rows = store.listScmIntegrations(db, { ...scopeBy, after, limit: size + 1 });
     return pager.page(scope, rows, size);
   });
 }
@@ -229,11 +232,12 @@ export function listRunnerScmIntegrations(
 ): Page<ScmIntegrationRow> {
   const v = new Violations();
   checkUuid(v, "runner_id", input.runnerId);
+  v.throwIfAny();
+  ownRunnerOnly(caller, input.runnerId);
   const ids = checkUuidList(v, "filter.scm_integration_ids", input.ids);
   const scope = pageScope("ListRunnerSCMIntegrations", caller.runnerId, ids);
   const { size, after } = pager.start(v, scope, input.page);
   v.throwIfAny();
-  ownRunnerOnly(caller, input.runnerId);
   const rows = store.listScmIntegrations(db, { runnerId: caller.runnerId, ids, after, limit: size + 1 });
   return pager.page(scope, rows, size);
 }
