@@ -70,6 +70,14 @@ it("the official SDK runs the whole lifecycle: create, retrieve, for-await over 
   await assert.rejects(integrations.update({ id: id!, pat: false }), BadRequestError);
   assert.equal((await integrations.retrieve({ id: id! })).integration!.pat, true);
 
+  // Runners page the same way.
+  for (let i = 0; i < 4; i++) await client.runners.create({ name: `extra-${i}`, kind: "RUNNER_KIND_LOCAL", provider: "RUNNER_PROVIDER_DESKTOP_MAC" });
+  const runnerIds: string[] = [];
+  for await (const r of client.runners.list({ pagination: { pageSize: 2 } })) runnerIds.push(r.runnerId!);
+  assert.equal(new Set(runnerIds).size, runnerIds.length);
+  assert.ok(runnerIds.includes(runnerId));
+  assert.equal(runnerIds.length, 7, "two from the first test, this one, four extra");
+
   await integrations.delete({ id: id! });
   await assert.rejects(integrations.retrieve({ id: id! }), NotFoundError);
   await assert.rejects(integrations.delete({ id: id! }), NotFoundError);
