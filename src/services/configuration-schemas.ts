@@ -79,16 +79,18 @@ export function updateRunnerConfigurationSchema(
   db: Db,
   caller: RunnerCaller,
   input: { runnerId: string; schema: PublishedSchema | undefined },
-): void {
+): Promise<void> {
   const v = new Violations();
   checkUuid(v, "runner_id", input.runnerId);
   const schema = input.schema ? checkSchema(v, input.schema) : null;
   if (!input.schema) v.add("config_schema", "required", "is required");
   v.throwIfAny();
   ownRunnerOnly(caller, input.runnerId);
-  if (!store.updateRunner(db, caller.orgId, caller.runnerId, { configSchema: JSON.stringify(schema), updatedAt: Date.now() })) {
-    throw notFound("runner", caller.runnerId);
-  }
+  return db.write(() => {
+    if (!store.updateRunner(db, caller.orgId, caller.runnerId, { configSchema: JSON.stringify(schema), updatedAt: Date.now() })) {
+      throw notFound("runner", caller.runnerId);
+    }
+  });
 }
 
 function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {

@@ -23,7 +23,7 @@ export interface CreateRunnerInput {
 }
 
 /** Registers a runner in the caller's organization; the access token is returned only here. */
-export function createRunner(db: Db, caller: ApiCaller, input: CreateRunnerInput): { runner: RunnerRow; accessToken: string } {
+export function createRunner(db: Db, caller: ApiCaller, input: CreateRunnerInput): Promise<{ runner: RunnerRow; accessToken: string }> {
   const v = new Violations();
   checkRunnerName(v, "name", input.name);
   if (!KINDS.has(input.kind)) {
@@ -49,12 +49,14 @@ export function createRunner(db: Db, caller: ApiCaller, input: CreateRunnerInput
     statusUpdatedAt: null,
     configSchema: null,
   };
-  store.insertRunner(db, runner);
-  return { runner, accessToken: token };
+  return db.write(() => {
+    store.insertRunner(db, runner);
+    return { runner, accessToken: token };
+  });
 }
 
 /** Records the runner's X25519 public key and answers its id. */
-export function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): string {
+export function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): Promise<string> {
   const v = new Violations();
   if (publicKey.length !== PUBLIC_KEY_BYTES) {
     v.add("public_key", "bytes.len", `must be exactly ${PUBLIC_KEY_BYTES} bytes, got ${publicKey.length}`);
@@ -62,8 +64,10 @@ export function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): str
     v.add("public_key", "x25519.order", "is a low-order X25519 point (such as all zeros); send the runner's real public key");
   }
   v.throwIfAny();
-  store.setRunnerPublicKey(db, caller.runnerId, Buffer.from(publicKey), Date.now());
-  return caller.runnerId;
+  return db.write(() => {
+    store.setRunnerPublicKey(db, caller.runnerId, Buffer.from(publicKey), Date.now());
+    return caller.runnerId;
+  });
 }
 
 /** The runner with this id in this organization; not_found when absent or in another organization. */
@@ -103,37 +107,46 @@ export function listRunners(db: Db, pager: Pager, caller: ApiCaller, page: PageR
 }
 
 /** Renames a runner; an absent name changes nothing (but the runner must exist). */
-export function updateRunner(db: Db, caller: ApiCaller, input: { runnerId: string; name?: string | undefined }): void {
+export function updateRunner(db: Db, caller: ApiCaller, input: { runnerId: string; name?: string | undefined }): Promise<void> {
   const v = new Violations();
   checkUuid(v, "runner_id", input.runnerId);
   if (input.name !== undefined) checkRunnerName(v, "name", input.name);
   v.throwIfAny();
-  const found =
-    input.name === undefined
-      ? store.findRunner(db, caller.orgId, input.runnerId) !== null
-      : store.updateRunner(db, caller.orgId, input.runnerId, { name: input.name, updatedAt: Date.now() });
-  if (!found) throw notFound("runner", input.runnerId);
+  const { name } = input;
+  if (name === undefined) {
+    runnerOf(db, caller.orgId, input.runnerId);
+    return Promise.resolve();
+  }
+  return db.write(() => {
+    if (!store.updateRunner(db, caller.orgId, input.runnerId, { name, updatedAt: Date.now() })) {
+      throw notFound("runner", input.runnerId);
+    }
+  });
 }
 
 /**
  * Deletes a runner with all its integrations and their sealed secrets. There is nothing
  * else hanging on a runner here, so `force` changes nothing.
  */
-export function deleteRunner(db: Db, caller: ApiCaller, runnerId: string): void {
+export function deleteRunner(db: Db, caller: ApiCaller, runnerId: string): Promise<void> {
   const v = new Violations();
   checkUuid(v, "runner_id", runnerId);
   v.throwIfAny();
-  if (!store.deleteRunner(db, caller.orgId, runnerId)) throw notFound("runner", runnerId);
+  return db.write(() => {
+    if (!store.deleteRunner(db, caller.orgId, runnerId)) throw notFound("runner", runnerId);
+  });
 }
 
 /** Issues a new access token for the runner; the previous one stops working at once. */
-export function createRunnerToken(db: Db, caller: ApiCaller, runnerId: string): string {
+export function createRunnerToken(db: Db, caller: ApiCaller, runnerId: string): Promise<string> {
   const v = new Violations();
   checkUuid(v, "runner_id", runnerId);
   v.throwIfAny();
   const { token, hash } = newToken("runner");
-  if (!store.updateRunner(db, caller.orgId, runnerId, { accessTokenHash: hash, updatedAt: Date.now() })) {
-    throw notFound("runner", runnerId);
-  }
-  return token;
+  return db.write(() => {
+    if (!store.updateRunner(db, caller.orgId, runnerId, { accessTokenHash: hash, updatedAt: Date.now() })) {
+      throw notFound("runner", runnerId);
+    }
+    return token;
+  });
 }

@@ -51,7 +51,7 @@ interface Outcome {
  * without the database is checked first, so a bad request touches nothing; the
  * secret is sealed to the runner's key before the row is written.
  */
-export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScmIntegrationInput): string {
+export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScmIntegrationInput): Promise<string> {
   const clientId = emptyAsAbsent(input.oauthClientId);
   const secret = emptyAsAbsent(input.oauthClientSecret);
   const issuerUrl = emptyAsAbsent(input.issuerUrl) ?? null;
@@ -74,32 +74,29 @@ export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScm
   checkRules(v, input.scmId, { oauth: oauthRequested, pat: input.pat, issuerUrl, virtualDirectory });
   v.throwIfAny();
 
-  return db.transaction(
-    () => {
-      const runner = runnerOf(db, caller.orgId, input.runnerId);
-      checkScmIdKnown(runner, input.scmId, "create");
-      const sealed = secret !== undefined ? sealFor(runner, secret) : null;
-      const now = Date.now();
-      const id = newId(now);
-      store.insertScmIntegration(db, {
-        id,
-        orgId: caller.orgId,
-        runnerId: runner.id,
-        scmId: input.scmId,
-        host: host.ok ? host.host : "",
-        pat: input.pat,
-        oauthClientId: clientId ?? null,
-        oauthEncryptedSecret: sealed,
-        oauthSealedTo: sealed ? runner.publicKey : null,
-        issuerUrl,
-        virtualDirectory,
-        createdAt: now,
-        updatedAt: now,
-      });
-      return id;
-    },
-    { behavior: "immediate" },
-  );
+  return db.write(() => {
+    const runner = runnerOf(db, caller.orgId, input.runnerId);
+    checkScmIdKnown(runner, input.scmId, "create");
+    const sealed = secret !== undefined ? sealFor(runner, secret) : null;
+    const now = Date.now();
+    const id = newId(now);
+    store.insertScmIntegration(db, {
+      id,
+      orgId: caller.orgId,
+      runnerId: runner.id,
+      scmId: input.scmId,
+      host: host.ok ? host.host : "",
+      pat: input.pat,
+      oauthClientId: clientId ?? null,
+      oauthEncryptedSecret: sealed,
+      oauthSealedTo: sealed ? runner.publicKey : null,
+      issuerUrl,
+      virtualDirectory,
+      createdAt: now,
+      updatedAt: now,
+    });
+    return id;
+  });
 }
 
 /** The integration with this id in the caller's organization. */
@@ -118,7 +115,7 @@ export function getScmIntegration(db: Db, caller: ApiCaller, id: string): ScmInt
  * secret carries over only while the client id stays the same. The result must pass
  * every rule Create checks, or nothing changes.
  */
-export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScmIntegrationInput): void {
+export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScmIntegrationInput): Promise<void> {
   const secret = emptyAsAbsent(input.oauthClientSecret);
   const removeOAuth = input.oauthClientId === "";
   const v = new Violations();
@@ -134,67 +131,66 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScm
   }
   v.throwIfAny();
 
-  db.transaction(
-    () => {
-      const row = store.findScmIntegration(db, caller.orgId, input.id);
-      if (!row) throw notFound("SCM integration", input.id);
-      const runner = runnerOf(db, caller.orgId, row.runnerId);
-      checkScmIdKnown(runner, row.scmId, "update");
+  return db.write(() => {
+    const row = store.findScmIntegration(db, caller.orgId, input.id);
+    if (!row) throw notFound("SCM integration", input.id);
+    const runner = runnerOf(db, caller.orgId, row.runnerId);
+    checkScmIdKnown(runner, row.scmId, "update");
 
-      let clientId = row.oauthClientId;
-      let sealed = row.oauthEncryptedSecret;
-      let sealedTo = row.oauthSealedTo;
-      if (removeOAuth) {
-        clientId = sealed = sealedTo = null;
-      } else {
-        const changesClient = input.oauthClientId !== undefined && input.oauthClientId !== row.oauthClientId;
-        if (changesClient && secret === undefined) {
-          v.add(
-            "oauth_plaintext_client_secret",
-            "oauth.pair",
-            row.oauthClientId === null
-              ? "is required to turn on OAuth"
-              : "is required when oauth_client_id changes; the stored secret belongs to the previous client id",
-          );
-        }
-        if (input.oauthClientId === undefined && row.oauthClientId === null && secret !== undefined) {
-          v.add("oauth_client_id", "oauth.pair", "is required to turn on OAuth (this integration has no OAuth client id yet)");
-        }
-        if (input.oauthClientId !== undefined) clientId = input.oauthClientId;
+    let clientId = row.oauthClientId;
+    let sealed = row.oauthEncryptedSecret;
+    let sealedTo = row.oauthSealedTo;
+    if (removeOAuth) {
+      clientId = sealed = sealedTo = null;
+    } else {
+      const changesClient = input.oauthClientId !== undefined && input.oauthClientId !== row.oauthClientId;
+      if (changesClient && secret === undefined) {
+        v.add(
+          "oauth_plaintext_client_secret",
+          "oauth.pair",
+          row.oauthClientId === null
+            ? "is required to turn on OAuth"
+            : "is required when oauth_client_id changes; the stored secret belongs to the previous client id",
+        );
       }
-      const outcome: Outcome = {
-        oauth: clientId !== null,
-        pat: input.pat ?? row.pat,
-        issuerUrl: cleared(input.issuerUrl, removeOAuth ? null : row.issuerUrl),
-        virtualDirectory: cleared(input.virtualDirectory, row.virtualDirectory),
-      };
-      checkRules(v, row.scmId, outcome);
-      v.throwIfAny();
+      if (input.oauthClientId === undefined && row.oauthClientId === null && secret !== undefined) {
+        v.add("oauth_client_id", "oauth.pair", "is required to turn on OAuth (this integration has no OAuth client id yet)");
+      }
+      if (input.oauthClientId !== undefined) clientId = input.oauthClientId;
+    }
+    const outcome: Outcome = {
+      oauth: clientId !== null,
+      pat: input.pat ?? row.pat,
+      issuerUrl: cleared(input.issuerUrl, removeOAuth ? null : row.issuerUrl),
+      virtualDirectory: cleared(input.virtualDirectory, row.virtualDirectory),
+    };
+    checkRules(v, row.scmId, outcome);
+    v.throwIfAny();
 
-      if (secret !== undefined) {
-        sealed = sealFor(runner, secret);
-        sealedTo = runner.publicKey;
-      }
-      store.updateScmIntegration(db, row.id, {
-        oauthClientId: clientId,
-        oauthEncryptedSecret: sealed,
-        oauthSealedTo: sealedTo,
-        pat: outcome.pat,
-        issuerUrl: outcome.issuerUrl,
-        virtualDirectory: outcome.virtualDirectory,
-        updatedAt: Date.now(),
-      });
-    },
-    { behavior: "immediate" },
-  );
+    if (secret !== undefined) {
+      sealed = sealFor(runner, secret);
+      sealedTo = runner.publicKey;
+    }
+    store.updateScmIntegration(db, row.id, {
+      oauthClientId: clientId,
+      oauthEncryptedSecret: sealed,
+      oauthSealedTo: sealedTo,
+      pat: outcome.pat,
+      issuerUrl: outcome.issuerUrl,
+      virtualDirectory: outcome.virtualDirectory,
+      updatedAt: Date.now(),
+    });
+  });
 }
 
 /** Deletes the integration and its sealed secret. */
-export function deleteScmIntegration(db: Db, caller: ApiCaller, id: string): void {
+export function deleteScmIntegration(db: Db, caller: ApiCaller, id: string): Promise<void> {
   const v = new Violations();
   checkUuid(v, "id", id);
   v.throwIfAny();
-  if (!store.deleteScmIntegration(db, caller.orgId, id)) throw notFound("SCM integration", id);
+  return db.write(() => {
+    if (!store.deleteScmIntegration(db, caller.orgId, id)) throw notFound("SCM integration", id);
+  });
 }
 
 /**

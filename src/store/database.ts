@@ -4,9 +4,19 @@ import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
+import { GroupCommit } from "./group-commit.js";
 import * as schema from "./schema.js";
 
-export type Db = BetterSQLite3Database<typeof schema> & { $client: Database.Database };
+export type Db = BetterSQLite3Database<typeof schema> & {
+  $client: Database.Database;
+  /**
+   * Runs a write in the next group commit (see group-commit.ts) and settles once it is
+   * durable. Every write the API acknowledges goes through here.
+   */
+  write<T>(work: () => T): Promise<T>;
+  /** How many group commits ran and how many writes they carried. */
+  commitStats(): { commits: number; writes: number };
+};
 
 /**
  * Opens (creating if needed) the SQLite database at `file`, sets the pragmas every
@@ -22,9 +32,13 @@ export function openDatabase(file: string): Db {
   sqlite.pragma("foreign_keys = ON");
   // A second process (the admin CLI) may hold the write lock for a moment.
   sqlite.pragma("busy_timeout = 5000");
-  const db = drizzle(sqlite, { schema });
-  migrate(db, { migrationsFolder: migrationsFolder() });
-  return db;
+  const orm = drizzle(sqlite, { schema });
+  migrate(orm, { migrationsFolder: migrationsFolder() });
+  const commits = new GroupCommit(sqlite);
+  return Object.assign(orm, {
+    write: <T>(work: () => T) => commits.run(work),
+    commitStats: () => ({ ...commits.stats }),
+  });
 }
 
 /** The committed drizzle/ folder, found from here both in src/ (tsx) and dist/src/ (built). */

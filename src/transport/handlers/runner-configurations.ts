@@ -18,8 +18,8 @@ import type { Deps } from "./deps.js";
 
 export function runnerConfigurationService({ db, pager, publicUrl }: Deps): ServiceImpl<typeof RunnerConfigurationService> {
   return {
-    createSCMIntegration(req, ctx) {
-      const id = integrations.createScmIntegration(db, apiCaller(ctx), {
+    async createSCMIntegration(req, ctx) {
+      const id = await integrations.createScmIntegration(db, apiCaller(ctx), {
         runnerId: req.runnerId,
         scmId: req.scmId,
         host: req.host,
@@ -45,8 +45,8 @@ export function runnerConfigurationService({ db, pager, publicUrl }: Deps): Serv
         integrations: page.items.map(scmIntegrationToProto),
       });
     },
-    updateSCMIntegration(req, ctx) {
-      integrations.updateScmIntegration(db, apiCaller(ctx), {
+    async updateSCMIntegration(req, ctx) {
+      await integrations.updateScmIntegration(db, apiCaller(ctx), {
         id: req.id,
         oauthClientId: req.oauthClientId,
         oauthClientSecret: req.oauthPlaintextClientSecret,
@@ -56,8 +56,8 @@ export function runnerConfigurationService({ db, pager, publicUrl }: Deps): Serv
       });
       return create(UpdateSCMIntegrationResponseSchema);
     },
-    deleteSCMIntegration(req, ctx) {
-      integrations.deleteScmIntegration(db, apiCaller(ctx), req.id);
+    async deleteSCMIntegration(req, ctx) {
+      await integrations.deleteScmIntegration(db, apiCaller(ctx), req.id);
       return create(DeleteSCMIntegrationResponseSchema);
     },
     getRunnerConfigurationSchema(req, ctx) {

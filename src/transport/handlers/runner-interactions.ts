@@ -16,11 +16,11 @@ import type { Deps } from "./deps.js";
 
 export function runnerInteractionService({ db, pager }: Deps): ServiceImpl<typeof RunnerInteractionService> {
   return {
-    signup(req, ctx) {
-      return create(SignupResponseSchema, { runnerId: signup(db, runnerCaller(ctx), req.publicKey) });
+    async signup(req, ctx) {
+      return create(SignupResponseSchema, { runnerId: await signup(db, runnerCaller(ctx), req.publicKey) });
     },
-    updateRunnerConfigurationSchema(req, ctx) {
-      updateRunnerConfigurationSchema(db, runnerCaller(ctx), {
+    async updateRunnerConfigurationSchema(req, ctx) {
+      await updateRunnerConfigurationSchema(db, runnerCaller(ctx), {
         runnerId: req.runnerId,
         schema: req.configSchema ? publishedSchemaFromProto(req.configSchema) : undefined,
       });

@@ -17,8 +17,8 @@ import type { Deps } from "./deps.js";
 
 export function runnerService({ db, pager }: Deps): ServiceImpl<typeof RunnerService> {
   return {
-    createRunner(req, ctx) {
-      const { runner, accessToken } = runners.createRunner(db, apiCaller(ctx), {
+    async createRunner(req, ctx) {
+      const { runner, accessToken } = await runners.createRunner(db, apiCaller(ctx), {
         name: req.name,
         kind: req.kind,
         provider: req.provider,
@@ -35,17 +35,17 @@ export function runnerService({ db, pager }: Deps): ServiceImpl<typeof RunnerSer
         runners: page.items.map(runnerToProto),
       });
     },
-    updateRunner(req, ctx) {
-      runners.updateRunner(db, apiCaller(ctx), { runnerId: req.runnerId, name: req.name });
+    async updateRunner(req, ctx) {
+      await runners.updateRunner(db, apiCaller(ctx), { runnerId: req.runnerId, name: req.name });
       return create(UpdateRunnerResponseSchema);
     },
-    deleteRunner(req, ctx) {
-      runners.deleteRunner(db, apiCaller(ctx), req.runnerId);
+    async deleteRunner(req, ctx) {
+      await runners.deleteRunner(db, apiCaller(ctx), req.runnerId);
       return create(DeleteRunnerResponseSchema);
     },
-    createRunnerToken(req, ctx) {
+    async createRunnerToken(req, ctx) {
       return create(CreateRunnerTokenResponseSchema, {
-        accessToken: runners.createRunnerToken(db, apiCaller(ctx), req.runnerId),
+        accessToken: await runners.createRunnerToken(db, apiCaller(ctx), req.runnerId),
       });
     },
   };

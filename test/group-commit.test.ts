@@ -1,0 +1,54 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { eq } from "drizzle-orm";
+import { open } from "../src/crypto/sealed-box.js";
+import { scmIntegrations } from "../src/store/schema.js";
+import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
+
+const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+
+describe("group commit", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  it("50 parallel creates of one host: exactly one succeeds, 49 are already_exists", async () => {
+    const { runnerId } = await createRunner(s);
+    const results = await Promise.all(
+      Array.from({ length: 50 }, () => call(s, CREATE, { runnerId, scmId: "github", host: "github.com", pat: true })),
+    );
+    assert.equal(results.filter((r) => r.status === 200).length, 1);
+    assert.equal(results.filter((r) => r.body.code === "already_exists").length, 49);
+    assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length, 1);
+  });
+
+  it("concurrent creates share commits, yet each is answered for itself and lands whole", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    const keys = await signUp(s, runnerToken);
+    const before = s.db.commitStats();
+    // 20 distinct hosts, each sent three times, and two requests that fail a rule
+    // only the database can check (an unknown runner), all at once.
+    const bodies = [
+      ...Array.from({ length: 60 }, (_, i) => ({
+        runnerId, scmId: "github", host: `h${i % 20}.example.com`, oauthClientId: `c${i % 20}`, oauthPlaintextClientSecret: `secret-${i % 20}`,
+      })),
+      { runnerId: "0190a0a0-0000-7000-8000-000000000000", scmId: "github", host: "x.example.com", pat: true },
+      { runnerId: "0190a0a0-0000-7000-8000-000000000001", scmId: "github", host: "y.example.com", pat: true },
+    ];
+    const results = await Promise.all(bodies.map((b) => call(s, CREATE, b)));
+    const ok = results.filter((r) => r.status === 200);
+    assert.equal(ok.length, 20);
+    assert.equal(results.filter((r) => r.body.code === "already_exists").length, 40);
+    assert.equal(results.filter((r) => r.body.code === "not_found").length, 2);
+    const after = s.db.commitStats();
+    assert.equal(after.writes - before.writes, 62, "every write went through the group commit");
+    assert.ok(after.commits - before.commits < 62, `62 writes shared ${after.commits - before.commits} commits`);
+
+    for (const r of ok) {
+      const row = s.db.select().from(scmIntegrations).where(eq(scmIntegrations.id, r.body.id)).get()!;
+      const n = row.host.match(/^h(\d+)\./)![1];
+      assert.equal(row.oauthClientId, `c${n}`);
+      assert.equal(open(row.oauthEncryptedSecret!, keys.publicKey, keys.secretKey), `secret-${n}`);
+    }
+  });
+});
