@@ -1,5 +1,5 @@
-import { and, asc, count, eq, isNull } from "drizzle-orm";
-import type { Db } from "./database.js";
+import { and, asc, count, eq, isNull, sql } from "drizzle-orm";
+import { prepared, type Db } from "./database.js";
 import { apiTokens, organizations, type ApiTokenRow, type OrganizationRow } from "./schema.js";
 
 export function insertOrganization(db: Db, row: OrganizationRow): void {
@@ -16,14 +16,16 @@ export function insertApiToken(db: Db, row: ApiTokenRow): void {
 
 /** The live (not revoked) API token with this hash. */
 export function findLiveApiTokenByHash(db: Db, hash: Buffer): ApiTokenRow | null {
-  return (
-    db
-      .select()
-      .from(apiTokens)
-      .where(and(eq(apiTokens.tokenHash, hash), isNull(apiTokens.revokedAt)))
-      .get() ?? null
-  );
+  return liveTokenByHash(db).get({ hash }) ?? null;
 }
+
+const liveTokenByHash = prepared((db) =>
+  db
+    .select()
+    .from(apiTokens)
+    .where(and(eq(apiTokens.tokenHash, sql.placeholder("hash")), isNull(apiTokens.revokedAt)))
+    .prepare(),
+);
 
 export function listApiTokens(db: Db, orgId: string): ApiTokenRow[] {
   return db.select().from(apiTokens).where(eq(apiTokens.orgId, orgId)).orderBy(asc(apiTokens.id)).all();

@@ -52,3 +52,19 @@ function migrationsFolder(): string {
     dir = parent;
   }
 }
+
+/**
+ * Statements built once per database and reused: drizzle otherwise builds the SQL and
+ * SQLite prepares it again on every call, which costs more than the lookup itself.
+ */
+export function prepared<T>(build: (db: Db) => T): (db: Db) => T {
+  const cache = new WeakMap<Db, T>();
+  return (db) => {
+    let value = cache.get(db);
+    if (value === undefined) {
+      value = build(db);
+      cache.set(db, value);
+    }
+    return value;
+  };
+}

@@ -1,5 +1,5 @@
-import { and, asc, eq, gt } from "drizzle-orm";
-import type { Db } from "./database.js";
+import { and, asc, eq, gt, sql } from "drizzle-orm";
+import { prepared, type Db } from "./database.js";
 import { runners, scmIntegrations, type RunnerRow } from "./schema.js";
 
 export function insertRunner(db: Db, row: RunnerRow): void {
@@ -8,12 +8,21 @@ export function insertRunner(db: Db, row: RunnerRow): void {
 
 /** The runner with this id in this organization. */
 export function findRunner(db: Db, orgId: string, id: string): RunnerRow | null {
-  return db.select().from(runners).where(and(eq(runners.id, id), eq(runners.orgId, orgId))).get() ?? null;
+  return statements(db).byId.get({ id, orgId }) ?? null;
 }
 
 export function findRunnerByTokenHash(db: Db, hash: Buffer): RunnerRow | null {
-  return db.select().from(runners).where(eq(runners.accessTokenHash, hash)).get() ?? null;
+  return statements(db).byTokenHash.get({ hash }) ?? null;
 }
+
+const statements = prepared((db) => ({
+  byId: db
+    .select()
+    .from(runners)
+    .where(and(eq(runners.id, sql.placeholder("id")), eq(runners.orgId, sql.placeholder("orgId"))))
+    .prepare(),
+  byTokenHash: db.select().from(runners).where(eq(runners.accessTokenHash, sql.placeholder("hash"))).prepare(),
+}));
 
 /** Up to `limit` runners of the organization with ids after `after`, in id order. */
 export function listRunners(db: Db, orgId: string, after: string | null, limit: number): RunnerRow[] {

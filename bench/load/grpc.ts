@@ -1,0 +1,93 @@
+import { readFileSync } from "node:fs";
+import http2 from "node:http2";
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  CreateSCMIntegrationRequestSchema,
+  GetSCMIntegrationRequestSchema,
+  ListSCMIntegrationsRequestSchema,
+} from "../../gen/gitpod/v1/runner_configurations_pb.js";
+
+/**
+ * Drives one scenario over gRPC on cleartext HTTP/2: one connection, `concurrency`
+ * streams in flight, each request built fresh (h2load sends one fixed body, so it cannot
+ * create unique hosts). Same output line as wrk.lua.
+ *
+ *   node dist/bench/load/grpc.js URL SCENARIO CONCURRENCY SECONDS TOKEN RUNNERS_FILE IDS_FILE TAG
+ */
+const [url, scenario, concurrencyArg, secondsArg, token, runnersFile, idsFile, tag] = process.argv.slice(2) as string[];
+const concurrency = Number(concurrencyArg);
+const runners = readFileSync(runnersFile!, "utf8").trim().split("\n");
+const ids = readFileSync(idsFile!, "utf8").trim().split("\n");
+const pick = (list: string[]) => list[Math.floor(Math.random() * list.length)]!;
+let counter = 0;
+
+function message(): { path: string; bytes: Uint8Array } {
+  const base = "/gitpod.v1.RunnerConfigurationService/";
+  if (scenario === "create") {
+    counter += 1;
+    return {
+      path: `${base}CreateSCMIntegration`,
+      bytes: toBinary(CreateSCMIntegrationRequestSchema, create(CreateSCMIntegrationRequestSchema, {
+        runnerId: pick(runners), scmId: "github", host: `g${counter}-${tag}.bench.example`,
+        oauthClientId: "bench-client", oauthPlaintextClientSecret: `bench-secret-${counter}`,
+      })),
+    };
+  }
+  if (scenario === "get") {
+    return { path: `${base}GetSCMIntegration`, bytes: toBinary(GetSCMIntegrationRequestSchema, create(GetSCMIntegrationRequestSchema, { id: pick(ids) })) };
+  }
+  return {
+    path: `${base}ListSCMIntegrations`,
+    bytes: toBinary(ListSCMIntegrationsRequestSchema, create(ListSCMIntegrationsRequestSchema, {
+      pagination: { pageSize: 25 }, filter: { runnerIds: [pick(runners)] },
+    })),
+  };
+}
+
+function frame(bytes: Uint8Array): Buffer {
+  const out = Buffer.alloc(5 + bytes.length);
+  out.writeUInt32BE(bytes.length, 1);
+  out.set(bytes, 5);
+  return out;
+}
+
+const session = http2.connect(url!);
+session.on("error", (err) => {
+  process.stderr.write(`grpc driver: ${err.message}\n`);
+  process.exit(1);
+});
+const latencies: number[] = [];
+let errors = 0;
+const started = process.hrtime.bigint();
+const deadline = started + BigInt(Number(secondsArg) * 1e9);
+
+function one(): Promise<void> {
+  return new Promise((resolve) => {
+    const { path, bytes } = message();
+    const t0 = process.hrtime.bigint();
+    const stream = session.request({
+      ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${token}`,
+    });
+    let status: string | undefined;
+    stream.on("response", (headers) => (status = headers["grpc-status"] as string | undefined));
+    stream.on("trailers", (trailers) => (status = (trailers["grpc-status"] as string | undefined) ?? status));
+    stream.on("data", () => {});
+    stream.on("close", () => {
+      latencies.push(Number(process.hrtime.bigint() - t0) / 1e3);
+      if (status !== "0") errors += 1;
+      resolve();
+    });
+    stream.end(frame(bytes));
+  });
+}
+
+async function worker(): Promise<void> {
+  while (process.hrtime.bigint() < deadline) await one();
+}
+
+await Promise.all(Array.from({ length: concurrency }, worker));
+const duration = Number(process.hrtime.bigint() - started) / 1e3;
+latencies.sort((a, b) => a - b);
+const at = (q: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0);
+process.stdout.write(`${JSON.stringify({ requests: latencies.length, duration_us: Math.round(duration), errors, p50_us: at(0.5), p99_us: at(0.99) })}\n`);
+session.close();

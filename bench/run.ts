@@ -1,0 +1,310 @@
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { openDatabase } from "../src/store/database.js";
+import { listQuery } from "../src/store/scm-integrations.js";
+import { seed, type Seeded } from "./seed.js";
+
+/**
+ * `npm run bench`: builds (the npm script), seeds on-disk SQLite databases, starts the
+ * compiled service and the bare connect-node baseline, and drives both over 127.0.0.1,
+ * interleaved (baseline, service, baseline, service, ...) so machine drift cancels.
+ * Prints tables and writes BENCHMARKS.md. BENCH_QUICK=1 makes a short smoke run.
+ */
+
+type Scenario = "create" | "get" | "list";
+type Protocol = "connect-json" | "connect-binary" | "grpc";
+interface Run { rps: number; p50: number; p99: number; errors: number; requests: number }
+interface Target { name: string; url: string; proc: ChildProcess }
+
+const QUICK = process.env.BENCH_QUICK === "1";
+const SECONDS = QUICK ? 2 : 5;
+const REPS = QUICK ? 1 : 3;
+const LARGE = QUICK ? { runners: 1_000, integrations: 100_000 } : { runners: 10_000, integrations: 1_000_000 };
+const SMALL = { runners: 100, integrations: 10_000 };
+const SCENARIOS: Scenario[] = ["create", "get", "list"];
+const PROTOCOLS: Protocol[] = ["connect-json", "connect-binary", "grpc"];
+const CONCURRENCY = [1, 16, 64];
+const ROOT = process.cwd();
+const work = mkdtempSync(join(os.tmpdir(), "scm-bench-"));
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer().listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
+
+async function waitForHealth(url: string, proc: ChildProcess): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (proc.exitCode !== null) throw new Error(`process exited with ${proc.exitCode}`);
+    try {
+      // The baseline has no /healthz: any HTTP answer means it listens.
+      await fetch(`${url}/healthz`);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+async function startService(dbFile: string, workers = 1): Promise<Target> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, ["dist/src/main.js"], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: dbFile, LOG_LEVEL: "info", WORKERS: String(workers) },
+    stdio: "ignore",
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitForHealth(url, proc);
+  return { name: workers > 1 ? `service x${workers}` : "service", url, proc };
+}
+
+async function startBaseline(): Promise<Target> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, ["dist/bench/baseline.js"], { cwd: ROOT, env: { ...process.env, PORT: String(port) }, stdio: "ignore" });
+  const url = `http://127.0.0.1:${port}`;
+  await waitForHealth(url, proc);
+  return { name: "baseline", url, proc };
+}
+
+async function stop(t: Target): Promise<void> {
+  if (t.proc.exitCode !== null) return;
+  const exited = new Promise((r) => t.proc.once("exit", r));
+  t.proc.kill("SIGTERM");
+  await exited;
+}
+
+/** Peak resident set of a process and its children (the workers), in MB. */
+function peakRssMb(pid: number): number {
+  let children: number[] = [];
+  try {
+    children = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number);
+  } catch {
+    // pgrep exits 1 when there are no children.
+  }
+  const pids = [pid, ...children];
+  let total = 0;
+  for (const p of pids) {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+    total += m ? Number(m[1]) / 1024 : 0;
+  }
+  return Math.round(total);
+}
+
+let tagCounter = 0;
+function load(t: Target, s: Scenario, p: Protocol, c: number, data: { token: string; runnersFile: string; idsFile: string }): Run {
+  const tag = `${process.pid}x${++tagCounter}`;
+  const out =
+    p === "grpc"
+      ? execFileSync(process.execPath, ["dist/bench/load/grpc.js", t.url, s, String(c), String(SECONDS), data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" })
+      : execFileSync("wrk", ["-t1", `-c${c}`, `-d${SECONDS}s`, "-s", "bench/load/wrk.lua", t.url, "--", s, p === "connect-json" ? "json" : "binary", data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" });
+  const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop();
+  if (!line) throw new Error(`no result from the load generator:\n${out}`);
+  const r = JSON.parse(line) as { requests: number; duration_us: number; errors: number; p50_us: number; p99_us: number };
+  return { rps: r.requests / (r.duration_us / 1e6), p50: r.p50_us / 1000, p99: r.p99_us / 1000, errors: r.errors, requests: r.requests };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+function summarize(runs: Run[]): Run {
+  return {
+    rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)),
+    errors: runs.reduce((n, r) => n + r.errors, 0), requests: runs.reduce((n, r) => n + r.requests, 0),
+  };
+}
+
+function prepareData(name: string, size: { runners: number; integrations: number }): Seeded & { file: string; runnersFile: string; idsFile: string } {
+  const file = join(work, `${name}.db`);
+  const t0 = Date.now();
+  const seeded = seed(file, size.runners, size.integrations);
+  log(`seeded ${name}: ${size.integrations} integrations over ${size.runners} runners in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const runnersFile = join(work, `${name}-runners.txt`);
+  const idsFile = join(work, `${name}-ids.txt`);
+  writeFileSync(runnersFile, seeded.runnerIds.join("\n") + "\n");
+  writeFileSync(idsFile, seeded.integrationIds.join("\n") + "\n");
+  return { ...seeded, file, runnersFile, idsFile };
+}
+
+interface Row { dataset: string; scenario: Scenario; protocol: Protocol; concurrency: number; base: Run; svc: Run }
+
+async function matrix(dataset: string, data: ReturnType<typeof prepareData>, svc: Target, base: Target, combos: [Scenario, Protocol, number][]): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (const [s, p, c] of combos) {
+    const a: Run[] = [];
+    const b: Run[] = [];
+    for (let rep = 0; rep < REPS; rep++) {
+      a.push(load(base, s, p, c, data));
+      b.push(load(svc, s, p, c, data));
+    }
+    const row = { dataset, scenario: s, protocol: p, concurrency: c, base: summarize(a), svc: summarize(b) };
+    rows.push(row);
+    log(fmtRow(row));
+  }
+  return rows;
+}
+
+const fmt = (n: number, d = 0) => n.toFixed(d);
+function fmtRow(r: Row): string {
+  return `| ${r.dataset} | ${r.scenario} | ${r.protocol} | ${r.concurrency} | ${fmt(r.base.rps)} | ${fmt(r.svc.rps)} | **${fmt(r.svc.rps / r.base.rps, 2)}** | ${fmt(r.base.p50, 2)} / ${fmt(r.base.p99, 2)} | ${fmt(r.svc.p50, 2)} / ${fmt(r.svc.p99, 2)} | ${r.svc.errors} |`;
+}
+const HEADER = "| rows | scenario | protocol | conc. | baseline req/s | service req/s | ratio | baseline p50 / p99 ms | service p50 / p99 ms | service errors |\n|---|---|---|---|---|---|---|---|---|---|";
+
+function queryPlan(dbFile: string, runnerId: string): string {
+  const db = openDatabase(dbFile);
+  const q = listQuery(db, { runnerIds: [runnerId], after: "0190a0a0-0000-7000-8000-000000000000", limit: 26 }).toSQL();
+  const plan = (db.$client.prepare(`EXPLAIN QUERY PLAN ${q.sql}`).all(...(q.params as unknown[])) as { detail: string }[]).map((r) => r.detail);
+  db.$client.close();
+  return `${q.sql}\n-- plan: ${plan.join(" | ")}`;
+}
+
+function countRows(dbFile: string): number {
+  const db = new Database(dbFile, { readonly: true });
+  const n = (db.prepare("SELECT count(*) AS n FROM scm_integrations").get() as { n: number }).n;
+  db.close();
+  return n;
+}
+
+async function main(): Promise<void> {
+  for (const tool of ["wrk"]) {
+    try {
+      execFileSync("which", [tool], { stdio: "ignore" });
+    } catch {
+      throw new Error(`${tool} is needed: apt-get install wrk`);
+    }
+  }
+  const started = Date.now();
+  const base = await startBaseline();
+  const large = prepareData("large", LARGE);
+  const labelLarge = `${LARGE.integrations / 1000}k`;
+  const labelSmall = `${SMALL.integrations / 1000}k`;
+
+  // The full matrix on the large table.
+  let svc = await startService(large.file);
+  const combos = SCENARIOS.flatMap((s) => PROTOCOLS.flatMap((p) => CONCURRENCY.map((c) => [s, p, c] as [Scenario, Protocol, number])));
+  log(HEADER);
+  const rows = await matrix(labelLarge, large, svc, base, combos);
+  const rss = peakRssMb(svc.proc.pid!);
+  await stop(svc);
+  const rowsAfter = countRows(large.file);
+  const plan = queryPlan(large.file, large.runnerIds[0]!);
+
+  // Growth: the same Connect JSON runs at 64 on a small table.
+  const small = prepareData("small", SMALL);
+  svc = await startService(small.file);
+  const growthCombos = SCENARIOS.map((s) => [s, "connect-json", 64] as [Scenario, Protocol, number]);
+  const growth = await matrix(labelSmall, small, svc, base, growthCombos);
+  await stop(svc);
+
+  // Both cores: two worker processes on the large table.
+  svc = await startService(large.file, 2);
+  const multi = await matrix(`${labelLarge} x2`, large, svc, base, growthCombos);
+  const rssMulti = peakRssMb(svc.proc.pid!);
+  await stop(svc);
+  await stop(base);
+
+  const report = renderReport({ rows, growth, multi, rss, rssMulti, plan, rowsAfter, labelLarge, labelSmall, minutes: (Date.now() - started) / 60000 });
+  if (!QUICK) writeFileSync(join(ROOT, "BENCHMARKS.md"), report);
+  log(`\n${report}`);
+  rmSync(work, { recursive: true, force: true });
+}
+
+function versionOf(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).split("\n")[0]!.trim();
+  } catch (err) {
+    return ((err as { stdout?: string }).stdout ?? "").split("\n")[0]!.trim() || "unknown";
+  }
+}
+
+function renderReport(r: {
+  rows: Row[]; growth: Row[]; multi: Row[]; rss: number; rssMulti: number; plan: string; rowsAfter: number;
+  labelLarge: string; labelSmall: string; minutes: number;
+}): string {
+  const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string> };
+  const find = (rows: Row[], s: Scenario, p: Protocol, c: number) => rows.find((x) => x.scenario === s && x.protocol === p && x.concurrency === c)!;
+  const targets = SCENARIOS.map((s) => {
+    const row = find(r.rows, s, "connect-json", 64);
+    const goal = { create: 0.7, get: 0.85, list: 0.75 }[s];
+    return `| ${s} ratio, Connect JSON, 64 | >= ${goal} | ${fmt(row.svc.rps / row.base.rps, 2)} |`;
+  });
+  const p99 = SCENARIOS.flatMap((s) => PROTOCOLS.map((p) => {
+    const row = find(r.rows, s, p, 16);
+    return `| p99 at 16, ${s}, ${p} | <= 2x baseline | ${fmt(row.svc.p99 / row.base.p99, 2)}x (${fmt(row.svc.p99, 2)} vs ${fmt(row.base.p99, 2)} ms) |`;
+  }));
+  const growth = SCENARIOS.map((s) => {
+    const big = find(r.rows, s, "connect-json", 64).svc.rps;
+    const little = find(r.growth, s, "connect-json", 64).svc.rps;
+    return `| ${s} req/s, ${r.labelLarge} vs ${r.labelSmall} rows | within 15% | ${fmt(big)} vs ${fmt(little)} (${fmt((big / little - 1) * 100, 1)}%) |`;
+  });
+  const cores = SCENARIOS.map((s) => {
+    const one = find(r.rows, s, "connect-json", 64).svc.rps;
+    const two = find(r.multi, s, "connect-json", 64).svc.rps;
+    return `| ${s}, Connect JSON, 64 | ${fmt(one)} | ${fmt(two)} | ${fmt(two / one, 2)}x |`;
+  });
+  return `# Benchmarks
+
+Made by \`npm run bench\` (${fmt(r.minutes, 1)} minutes). Every figure is the median of ${REPS} runs of ${SECONDS} s; each
+service run follows a baseline run of the same scenario, protocol and concurrency (A B A B ...),
+and the ratio is service / baseline throughput from the same invocation.
+
+## Machine and versions
+
+- ${os.cpus().length} × ${os.cpus()[0]?.model ?? "unknown cpu"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}
+- node ${process.version}; ${versionOf("wrk", ["--version"])}
+- @connectrpc/connect-node ${pkg.dependencies["@connectrpc/connect-node"]}, better-sqlite3 ${pkg.dependencies["better-sqlite3"]}, drizzle-orm ${pkg.dependencies["drizzle-orm"]}, sodium-native ${pkg.dependencies["sodium-native"]}
+
+## How it is measured
+
+- The service: \`node dist/src/main.js\` (compiled), SQLite on disk in a temp directory, WAL with
+  \`synchronous=FULL\`, request logging on (to /dev/null). The large table holds ${r.labelLarge} integrations
+  over ${LARGE.runners} runners (${r.rowsAfter} after the create runs).
+- The baseline: \`node dist/bench/baseline.js\`, the same three methods as no-ops on bare connect-node,
+  behind the same HTTP server (\`src/transport/http-server.ts\`), without interceptors, auth or database.
+- Create: a unique host each time, OAuth with a secret to seal, on a random runner. Get: a random
+  id of a 10,000-id sample spread over the table. List: a page of 25 filtered by one random runner.
+- HTTP/1.1 (Connect JSON, Connect binary): \`wrk -t1 -c<conc> -d${SECONDS}s -s bench/load/wrk.lua\`. wrk is
+  C, costs the server's core little, and its Lua hook builds a fresh body per request, which
+  Create needs. gRPC over h2c: \`node dist/bench/load/grpc.js\` (one connection, <conc> streams):
+  h2load sends one fixed body, so it cannot create unique hosts, and one driver for all gRPC
+  runs keeps those ratios like for like.
+- Latency is per request as the load generator saw it; peak RSS is VmHWM of the service process.
+
+## Results
+
+${HEADER}
+${[...r.rows, ...r.growth, ...r.multi].map(fmtRow).join("\n")}
+
+## Targets
+
+| target | goal | measured |
+|---|---|---|
+${targets.join("\n")}
+${p99.join("\n")}
+${growth.join("\n")}
+| peak RSS under load, ${r.labelLarge} rows | <= 250 MB | ${r.rss} MB (two workers: ${r.rssMulti} MB in all) |
+
+List query plan on the large table (index scan, no sort step):
+
+\`\`\`
+${r.plan}
+\`\`\`
+
+## Both cores
+
+\`WORKERS=2\`: two worker processes share the port and the database.
+
+| scenario | 1 process req/s | 2 workers req/s | speed-up |
+|---|---|---|---|
+${cores.join("\n")}
+`;
+}
+
+await main();
