@@ -31,6 +31,11 @@ const CONCURRENCY = [1, 16, 64];
 const ROOT = process.cwd();
 const work = mkdtempSync(join(os.tmpdir(), "scm-bench-"));
 const log = (line: string) => process.stdout.write(`${line}\n`);
+// Whatever happens, no service or baseline outlives the benchmark.
+const children = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+});
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -63,6 +68,7 @@ async function startService(dbFile: string, workers = 1): Promise<Target> {
     env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: dbFile, LOG_LEVEL: "info", WORKERS: String(workers) },
     stdio: "ignore",
   });
+  children.add(proc);
   const url = `http://127.0.0.1:${port}`;
   await waitForHealth(url, proc);
   return { name: workers > 1 ? `service x${workers}` : "service", url, proc };
@@ -71,6 +77,7 @@ async function startService(dbFile: string, workers = 1): Promise<Target> {
 async function startBaseline(): Promise<Target> {
   const port = await freePort();
   const proc = spawn(process.execPath, ["dist/bench/baseline.js"], { cwd: ROOT, env: { ...process.env, PORT: String(port) }, stdio: "ignore" });
+  children.add(proc);
   const url = `http://127.0.0.1:${port}`;
   await waitForHealth(url, proc);
   return { name: "baseline", url, proc };

@@ -18,6 +18,8 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** Name of the organization created on the first start. */
   bootstrapOrgName: string;
+  /** Worker processes sharing the port and the database; 1 serves from the main process. */
+  workers: number;
 }
 
 /** A configuration problem; main prints its message and exits without starting. */
@@ -58,6 +60,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const shutdownTimeoutMs = integer(env, "SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const bootstrapOrgName = env.BOOTSTRAP_ORG_NAME?.trim() || "default";
+  const workers = integer(env, "WORKERS", 1, 1, 64);
   return {
     host,
     port,
@@ -68,6 +71,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     publicUrl,
     shutdownTimeoutMs,
     bootstrapOrgName,
+    workers,
   };
 }
 

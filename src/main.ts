@@ -1,13 +1,18 @@
-import { ConfigError, loadConfig } from "./config.js";
-import { createLogger } from "./log.js";
+import cluster from "node:cluster";
+import { ConfigError, loadConfig, type Config } from "./config.js";
+import { createLogger, type Logger } from "./log.js";
 import { bootstrap } from "./services/accounts.js";
 import { createApp } from "./server.js";
 import { openDatabase } from "./store/database.js";
 import { listen } from "./transport/http-server.js";
 
-/** Starts the service: config, database and migrations, first-start token, listener, signals. */
+/**
+ * Starts the service: config, database and migrations, first-start token, then either
+ * serves from this process or, with WORKERS > 1, forks that many workers which share the
+ * port (the primary hands out connections) and the SQLite database.
+ */
 async function main(): Promise<void> {
-  let config;
+  let config: Config;
   try {
     config = loadConfig();
   } catch (err) {
@@ -18,11 +23,19 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger(config.logLevel);
-  const db = openDatabase(config.databaseFile);
+  if (cluster.isWorker) return serve(config, log);
 
+  // Migrations and the first-start token happen once, before any worker opens the database.
+  const db = openDatabase(config.databaseFile);
   const first = bootstrap(db, config.bootstrapOrgName);
   if (first) printFirstStart(first.orgName, first.token, config.publicUrl);
+  if (config.workers === 1) return serve(config, log, db);
+  db.$client.close();
+  supervise(config, log);
+}
 
+/** Serves requests from this process until SIGTERM/SIGINT, then drains and exits 0. */
+async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile)): Promise<void> {
   const app = createApp(db, log, { publicUrl: config.publicUrl });
   const server = await listen(app.handler, config.port, config.host, {
     tls: config.tlsCertFile && config.tlsKeyFile ? { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile } : undefined,
@@ -31,6 +44,7 @@ async function main(): Promise<void> {
     address: `${server.address.address}:${server.address.port}`,
     tls: Boolean(config.tlsCertFile),
     database: config.databaseFile,
+    worker: cluster.isWorker ? cluster.worker?.id : undefined,
   });
 
   let stopping = false;
@@ -46,6 +60,35 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+/**
+ * The primary of a multi-process service: forks the workers, passes SIGTERM/SIGINT on so
+ * each drains its own requests, and exits 0 once all have stopped. A worker that dies
+ * on its own is replaced.
+ */
+function supervise(config: Config, log: Logger): void {
+  let stopping = false;
+  for (let i = 0; i < config.workers; i++) cluster.fork();
+  cluster.on("exit", (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) {
+        log.info("stopped");
+        process.exit(0);
+      }
+      return;
+    }
+    log.error("worker exited; starting another", { worker: worker.id, code, signal });
+    cluster.fork();
+  });
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("shutting down", { signal, workers: config.workers });
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
 }
 
 /** Shown once, on the start that created the first token; it goes to stdout, never to the log. */
