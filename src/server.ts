@@ -1,4 +1,6 @@
 import { randomUUID } from "node:crypto";
+import type http from "node:http";
+import type http2 from "node:http2";
 import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
@@ -95,11 +97,30 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       res.end(ok ? "ok\n" : "shutting down\n");
       return;
     }
-    // connect-node's handler type is a union of the HTTP/1 and HTTP/2 shapes.
-    adapter(req as never, res as never);
+    // connect-node builds a URL from the Host header (or :authority) before any of our
+    // code runs, and throws out of the handler when it is missing or malformed.
+    if (!validAuthority(req)) {
+      res.writeHead(400, { "content-type": "text/plain; charset=utf-8" });
+      res.end("missing or malformed Host header\n");
+      return;
+    }
+    try {
+      // connect-node's handler type is a union of the HTTP/1 and HTTP/2 shapes.
+      adapter(req as never, res as never);
+    } catch (err) {
+      log.error("request could not be handled", { request_id: id, error: err instanceof Error ? err.name : typeof err });
+      if (!res.headersSent) res.writeHead(400, { "content-type": "text/plain; charset=utf-8" });
+      res.end();
+    }
   };
 
   return { handler, beginShutdown: () => shutdown.abort() };
+}
+
+function validAuthority(req: http.IncomingMessage | http2.Http2ServerRequest): boolean {
+  const authority = "authority" in req && req.authority ? req.authority : req.headers.host;
+  if (typeof authority !== "string" || authority === "") return false;
+  return URL.canParse(`http://${authority}/`);
 }
 
 function protocolOf(contentType: string | undefined): string {

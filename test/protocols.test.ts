@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -43,3 +44,29 @@ function bearer(token: string) {
     return next(req);
   };
 }
+
+describe("raw HTTP the framework would choke on", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  /** Sends bytes on a fresh connection and answers the status line that came back. */
+  function raw(bytes: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const u = new URL(s.url);
+      const sock = net.connect(Number(u.port), u.hostname, () => sock.end(bytes));
+      let got = "";
+      sock.on("data", (d) => (got += d));
+      sock.on("error", reject);
+      sock.on("close", () => resolve(got.split("\r\n")[0] ?? ""));
+    });
+  }
+
+  it("a missing or malformed Host is a 400, and the server keeps answering", async () => {
+    const body = "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    assert.match(await raw(`POST /gitpod.v1.RunnerService/ListRunners HTTP/1.0\r\n${body}`), /^HTTP\/1\.1 400/);
+    assert.match(await raw(`POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: [bad\r\n${body}`), /^HTTP\/1\.1 400/);
+    const alive = await fetch(`${s.url}/healthz`);
+    assert.equal(alive.status, 200);
+  });
+});
