@@ -85,9 +85,12 @@ describe("who may call what", () => {
   it("a runner token naming another runner is permission_denied", async () => {
     for (const [method, body] of Object.entries({
       UpdateRunnerConfigurationSchema: { runnerId, configSchema: { version: "hijack", scm: [] } },
+      // Even an invalid schema: the runner id is checked first.
+      InvalidSchemaForAnother: { runnerId, configSchema: { version: "hijack", scm: [{ scmId: "Bad Id" }] } },
       ListRunnerSCMIntegrations: { runnerId },
     })) {
-      const r = await call(s, `${RUNNER_SIDE}/${method}`, body, otherRunnerToken);
+      const path = method === "InvalidSchemaForAnother" ? "UpdateRunnerConfigurationSchema" : method;
+      const r = await call(s, `${RUNNER_SIDE}/${path}`, body, otherRunnerToken);
       assert.equal(r.body.code, "permission_denied", method);
       assert.match(r.body.message, /^runner_id: this access token belongs to runner /);
     }

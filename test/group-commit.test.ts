@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import Database from "better-sqlite3";
 import { eq } from "drizzle-orm";
 import { open } from "../src/crypto/sealed-box.js";
 import { scmIntegrations } from "../src/store/schema.js";
@@ -49,6 +50,34 @@ describe("group commit", () => {
       const n = row.host.match(/^h(\d+)\./)![1];
       assert.equal(row.oauthClientId, `c${n}`);
       assert.equal(open(row.oauthEncryptedSecret!, keys.publicKey, keys.secretKey), `secret-${n}`);
+    }
+  });
+});
+
+describe("another process holding the write lock", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  it("does not stall reads; the waiting create lands once the lock is released", async () => {
+    const { runnerId } = await createRunner(s);
+    const other = new Database(s.db.$client.name);
+    other.exec("BEGIN IMMEDIATE");
+    try {
+      const pending = call(s, CREATE, { runnerId, scmId: "github", host: "locked.example.com", pat: true });
+      // While the create waits for the lock, reads and health keep answering.
+      for (let i = 0; i < 3; i++) {
+        assert.equal((await call(s, "gitpod.v1.RunnerService/GetRunner", { runnerId })).status, 200);
+        assert.equal((await fetch(`${s.url}/healthz`)).status, 200);
+      }
+      assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.host, "locked.example.com")).all().length, 0);
+      other.exec("COMMIT");
+      const created = await pending;
+      assert.equal(created.status, 200, JSON.stringify(created.body));
+      assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.id, created.body.id)).all().length, 1);
+    } finally {
+      if (other.inTransaction) other.exec("ROLLBACK");
+      other.close();
     }
   });
 });

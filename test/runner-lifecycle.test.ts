@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { eq } from "drizzle-orm";
 import { open } from "../src/crypto/sealed-box.js";
-import { scmIntegrations } from "../src/store/schema.js";
+import { runners, scmIntegrations } from "../src/store/schema.js";
 import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
 
 const CFG = "gitpod.v1.RunnerConfigurationService";
@@ -94,17 +94,27 @@ describe("a runner's whole life", () => {
     const row = s.db.select().from(scmIntegrations).where(eq(scmIntegrations.id, id)).get()!;
     assert.equal(row.oauthEncryptedSecret, null, "the old ciphertext is gone from storage too");
 
+    // Turning PAT off now would leave no usable method.
+    const noMethod = await call(s, `${CFG}/UpdateSCMIntegration`, { id, pat: false });
+    assert.equal(noMethod.body.code, "invalid_argument");
+    assert.match(noMethod.body.message, /^pat: would leave no usable authentication method/);
     // Changes that do not touch the secret keep it marked as missing.
-    assert.equal((await call(s, `${CFG}/UpdateSCMIntegration`, { id, pat: false })).status, 200);
+    assert.equal((await call(s, `${CFG}/UpdateSCMIntegration`, { id, oauthClientId: "gh-app", pat: true })).status, 200);
     assert.equal((await runnerList(s, runnerId, runnerToken))[0].oauth.encryptedClientSecret ?? "", "");
 
     assert.equal((await call(s, `${CFG}/UpdateSCMIntegration`, { id, oauthPlaintextClientSecret: "after-rotation" })).status, 200);
     const [fresh] = await runnerList(s, runnerId, runnerToken);
     assert.equal(open(Buffer.from(fresh.oauth.encryptedClientSecret, "base64"), newKeys.publicKey, newKeys.secretKey), "after-rotation");
     assert.equal(open(Buffer.from(fresh.oauth.encryptedClientSecret, "base64"), oldKeys.publicKey, oldKeys.secretKey), null);
+
+    // Should the key ever change another way than Signup, reads still hide what the
+    // runner cannot open, because each secret records the key it was sealed to.
+    s.db.update(runners).set({ publicKey: oldKeys.publicKey }).where(eq(runners.id, runnerId)).run();
+    assert.equal((await runnerList(s, runnerId, runnerToken))[0].oauth.encryptedClientSecret ?? "", "");
+    assert.equal((await call(s, `${CFG}/GetSCMIntegration`, { id })).body.integration.oauth.encryptedClientSecret ?? "", "");
   });
 
-  it("integrations whose scm_id leaves the schema stay readable and deletable, but cannot be changed", async () => {
+  it("integrations whose scm_id leaves the schema stay readable and deletable, and cannot gain anything", async () => {
     const { runnerId, runnerToken } = await createRunner(s);
     const { body } = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "bitbucket", host: "bitbucket.org", pat: true });
     const id = body.id;
@@ -113,9 +123,11 @@ describe("a runner's whole life", () => {
 
     assert.equal((await call(s, `${CFG}/GetSCMIntegration`, { id })).body.integration.scmId, "bitbucket");
     assert.equal((await runnerList(s, runnerId, runnerToken)).length, 1);
-    const update = await call(s, `${CFG}/UpdateSCMIntegration`, { id, pat: true });
+    const update = await call(s, `${CFG}/UpdateSCMIntegration`, { id, oauthClientId: "new-app", oauthPlaintextClientSecret: "s" });
     assert.equal(update.body.code, "failed_precondition");
-    assert.match(update.body.message, /bitbucket.*no longer in runner/);
+    assert.match(update.body.message, /bitbucket.*no longer in runner.*nothing can be added/);
+    // Changes that add nothing are still allowed.
+    assert.equal((await call(s, `${CFG}/UpdateSCMIntegration`, { id, pat: true })).status, 200);
     assert.equal((await call(s, `${CFG}/DeleteSCMIntegration`, { id })).status, 200);
     assert.equal((await call(s, `${CFG}/GetSCMIntegration`, { id })).body.code, "not_found");
   });

@@ -82,10 +82,12 @@ export function updateRunnerConfigurationSchema(
 ): Promise<void> {
   const v = new Violations();
   checkUuid(v, "runner_id", input.runnerId);
+  v.throwIfAny();
+  // Another runner's id is refused before its schema is looked at.
+  ownRunnerOnly(caller, input.runnerId);
   const schema = input.schema ? checkSchema(v, input.schema) : null;
   if (!input.schema) v.add("config_schema", "required", "is required");
   v.throwIfAny();
-  ownRunnerOnly(caller, input.runnerId);
   return db.write(() => {
     if (!store.updateRunner(db, caller.orgId, caller.runnerId, { configSchema: JSON.stringify(schema), updatedAt: Date.now() })) {
       throw notFound("runner", caller.runnerId);

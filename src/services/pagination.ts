@@ -21,6 +21,7 @@ const VERSION = 1;
 const ID_BYTES = 16;
 const MAC_BYTES = 16;
 const TOKEN_BYTES = 1 + ID_BYTES + MAC_BYTES;
+const TOKEN_CHARS = Math.ceil((TOKEN_BYTES * 8) / 6);
 
 /**
  * Keyset pagination over id-ordered rows. A page token carries the last id it showed and
@@ -75,9 +76,10 @@ export class Pager {
   }
 
   private open(scope: string, token: string): string | null {
-    if (!/^[A-Za-z0-9_-]+$/.test(token) || token.length > 64) return null;
+    if (token.length !== TOKEN_CHARS || !/^[A-Za-z0-9_-]+$/.test(token)) return null;
     const raw = Buffer.from(token, "base64url");
-    if (raw.length !== TOKEN_BYTES || raw[0] !== VERSION) return null;
+    // Exactly the encoding seal() makes: base64url decoding ignores stray trailing bits.
+    if (raw.length !== TOKEN_BYTES || raw[0] !== VERSION || raw.toString("base64url") !== token) return null;
     const body = raw.subarray(0, 1 + ID_BYTES);
     if (!timingSafeEqual(raw.subarray(1 + ID_BYTES), this.mac(scope, body))) return null;
     const h = body.subarray(1).toString("hex");

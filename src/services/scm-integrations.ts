@@ -7,6 +7,7 @@ import { seal } from "../crypto/sealed-box.js";
 import type { Db } from "../store/database.js";
 import type { RunnerRow, ScmIntegrationRow } from "../store/schema.js";
 import * as store from "../store/scm-integrations.js";
+import { findRunnerKey } from "../store/runners.js";
 import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem, truncate } from "./checks.js";
 import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import { runnerOf, schemaOf } from "./runners.js";
@@ -41,6 +42,8 @@ export interface UpdateScmIntegrationInput {
 /** What an integration will look like once written, as the cross-field rules see it. */
 interface Outcome {
   oauth: boolean;
+  /** OAuth with a secret the runner can open (false after a key change until re-entered). */
+  oauthUsable: boolean;
   pat: boolean;
   issuerUrl: string | null;
   virtualDirectory: string | null;
@@ -71,12 +74,16 @@ export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScm
     v.add("oauth_plaintext_client_secret", "oauth.pair", "is required when oauth_client_id is set");
   }
   const oauthRequested = clientId !== undefined || secret !== undefined;
-  checkRules(v, input.scmId, { oauth: oauthRequested, pat: input.pat, issuerUrl, virtualDirectory });
+  checkRules(v, input.scmId, { oauth: oauthRequested, oauthUsable: oauthRequested, pat: input.pat, issuerUrl, virtualDirectory });
   v.throwIfAny();
 
   return db.write(() => {
     const runner = runnerOf(db, caller.orgId, input.runnerId);
-    checkScmIdKnown(runner, input.scmId, "create");
+    if (!knownScmIds(runner).includes(input.scmId)) {
+      const unknown = new Violations();
+      unknown.add("scm_id", "scm_id.known", `"${truncate(input.scmId)}" is not in the runner's configuration schema; allowed: ${knownScmIds(runner).join(", ")}`);
+      unknown.throwIfAny();
+    }
     const sealed = secret !== undefined ? sealFor(runner, secret) : null;
     const now = Date.now();
     const id = newId(now);
@@ -106,7 +113,7 @@ export function getScmIntegration(db: Db, caller: ApiCaller, id: string): ScmInt
   v.throwIfAny();
   const row = store.findScmIntegration(db, caller.orgId, id);
   if (!row) throw notFound("SCM integration", id);
-  return row;
+  return withOpenableSecret(row, runnerOf(db, caller.orgId, row.runnerId).publicKey);
 }
 
 /**
@@ -135,7 +142,12 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScm
     const row = store.findScmIntegration(db, caller.orgId, input.id);
     if (!row) throw notFound("SCM integration", input.id);
     const runner = runnerOf(db, caller.orgId, row.runnerId);
-    checkScmIdKnown(runner, row.scmId, "update");
+    if (!knownScmIds(runner).includes(row.scmId) && extends_(input, row)) {
+      throw new DomainError(
+        "failed_precondition",
+        `scm_id "${row.scmId}" is no longer in runner ${runner.id}'s configuration schema: this integration can be read, deleted, narrowed (OAuth removed, PAT turned off) or have its secret entered again, but nothing can be added to it`,
+      );
+    }
 
     let clientId = row.oauthClientId;
     let sealed = row.oauthEncryptedSecret;
@@ -160,6 +172,7 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScm
     }
     const outcome: Outcome = {
       oauth: clientId !== null,
+      oauthUsable: clientId !== null && (secret !== undefined || sealed !== null),
       pat: input.pat ?? row.pat,
       issuerUrl: cleared(input.issuerUrl, removeOAuth ? null : row.issuerUrl),
       virtualDirectory: cleared(input.virtualDirectory, row.virtualDirectory),
@@ -215,7 +228,12 @@ export function listScmIntegrations(
     // SQLite walk the (runner_id, id) index instead of every row of the organization.
     const scopeBy = runnerIds.length > 0 ? { runnerIds } : { orgId: caller.orgId };
     const rows = store.listScmIntegrations(db, { ...scopeBy, after, limit: size + 1 });
-    return pager.page(scope, rows, size);
+    const keys = new Map<string, Buffer | null>();
+    const keyOf = (runnerId: string) => {
+      if (!keys.has(runnerId)) keys.set(runnerId, findRunnerKey(db, runnerId));
+      return keys.get(runnerId) ?? null;
+    };
+    return pager.page(scope, rows.map((r) => withOpenableSecret(r, keyOf(r.runnerId))), size);
   });
 }
 
@@ -234,8 +252,11 @@ export function listRunnerScmIntegrations(
   const scope = pageScope("ListRunnerSCMIntegrations", caller.runnerId, ids);
   const { size, after } = pager.start(v, scope, input.page);
   v.throwIfAny();
-  const rows = store.listScmIntegrations(db, { runnerId: caller.runnerId, ids, after, limit: size + 1 });
-  return pager.page(scope, rows, size);
+  return db.transaction(() => {
+    const key = findRunnerKey(db, caller.runnerId);
+    const rows = store.listScmIntegrations(db, { runnerId: caller.runnerId, ids, after, limit: size + 1 });
+    return pager.page(scope, rows.map((r) => withOpenableSecret(r, key)), size);
+  });
 }
 
 /** A runner token speaks for its own runner only. */
@@ -278,6 +299,12 @@ function checkRules(v: Violations, scmId: string, o: Outcome): void {
       "auth.method_required",
       "at least one authentication method is required: set pat to true, or give oauth_client_id with oauth_plaintext_client_secret",
     );
+  } else if (!o.oauthUsable && !o.pat) {
+    v.add(
+      "pat",
+      "auth.method_required",
+      "would leave no usable authentication method: the OAuth secret must be entered again since the runner signed up with a new key; set oauth_plaintext_client_secret, or keep pat on",
+    );
   }
   if (o.issuerUrl !== null && !o.oauth && !v.has("issuer_url")) {
     v.add("issuer_url", "issuer_url.oauth_only", "is only allowed together with OAuth (oauth_client_id)");
@@ -296,19 +323,32 @@ function checkRules(v: Violations, scmId: string, o: Outcome): void {
   }
 }
 
-/** Create and Update accept only scm_ids the runner currently supports. */
-function checkScmIdKnown(runner: RunnerRow, scmId: string, action: "create" | "update"): void {
-  const known = schemaOf(runner).scm.map((s) => s.scmId);
-  if (known.includes(scmId)) return;
-  if (action === "create") {
-    const v = new Violations();
-    v.add("scm_id", "scm_id.known", `"${truncate(scmId)}" is not in the runner's configuration schema; allowed: ${known.join(", ")}`);
-    v.throwIfAny();
-  }
-  throw new DomainError(
-    "failed_precondition",
-    `scm_id "${scmId}" is no longer in runner ${runner.id}'s configuration schema, so this integration can be read and deleted but not changed`,
-  );
+/** The scm_ids Create accepts for this runner now. */
+function knownScmIds(runner: RunnerRow): string[] {
+  return schemaOf(runner).scm.map((s) => s.scmId);
+}
+
+/**
+ * Whether an Update adds something to the integration: a new OAuth client, PAT turned
+ * on, an issuer URL or virtual directory set. Re-entering the secret of the same client,
+ * removing OAuth and turning PAT off do not.
+ */
+function extends_(input: UpdateScmIntegrationInput, row: ScmIntegrationRow): boolean {
+  const newClient = input.oauthClientId !== undefined && input.oauthClientId !== "" && input.oauthClientId !== row.oauthClientId;
+  const patOn = input.pat === true && !row.pat;
+  const setsIssuer = input.issuerUrl !== undefined && input.issuerUrl !== "" && input.issuerUrl !== row.issuerUrl;
+  const setsDirectory = input.virtualDirectory !== undefined && input.virtualDirectory !== "" && input.virtualDirectory !== row.virtualDirectory;
+  return newClient || patOn || setsIssuer || setsDirectory;
+}
+
+/**
+ * Hides a ciphertext sealed to a key the runner no longer has. Signup drops such
+ * secrets already; this keeps the promise even if a key changed some other way.
+ */
+export function withOpenableSecret(row: ScmIntegrationRow, runnerKey: Buffer | null): ScmIntegrationRow {
+  if (row.oauthEncryptedSecret === null) return row;
+  if (runnerKey !== null && row.oauthSealedTo !== null && runnerKey.equals(row.oauthSealedTo)) return row;
+  return { ...row, oauthEncryptedSecret: null };
 }
 
 function sealFor(runner: RunnerRow, secret: string): Buffer {

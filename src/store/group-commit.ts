@@ -8,6 +8,9 @@ interface Pending {
 
 /** The most writes that share one transaction; more wait for the next one. */
 const MAX_BATCH = 512;
+/** How long a batch waits for another process's write lock before its writes fail. */
+const LOCK_WAIT_MS = 5000;
+const LOCK_RETRY_MS = 2;
 
 /**
  * Group commit. Writes queued during one turn of the event loop run in one
@@ -42,16 +45,23 @@ export class GroupCommit {
       this.scheduled = false;
       const batch = this.queue.splice(0, MAX_BATCH);
       if (this.queue.length > 0) this.schedule();
-      this.commit(batch);
+      this.commit(batch, Date.now());
     });
   }
 
-  private commit(batch: Pending[]): void {
+  private commit(batch: Pending[], since: number): void {
     const db = this.sqlite;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; err: unknown })[] = [];
     try {
       db.exec("BEGIN IMMEDIATE");
     } catch (err) {
+      // Another process (a second worker, the admin CLI) holds the write lock. Waiting
+      // here would stall every request of this process, so the batch waits off the
+      // event loop and tries again; the connection's busy_timeout is kept short.
+      if (isBusy(err) && Date.now() - since < LOCK_WAIT_MS) {
+        setTimeout(() => this.commit(batch, since), LOCK_RETRY_MS);
+        return;
+      }
       for (const p of batch) p.reject(err);
       return;
     }
@@ -73,7 +83,11 @@ export class GroupCommit {
     } catch (err) {
       // The savepoint handling or COMMIT itself failed (disk full, I/O error): nothing of
       // this batch is durable, so every write in it fails.
-      if (db.inTransaction) db.exec("ROLLBACK");
+      try {
+        if (db.inTransaction) db.exec("ROLLBACK");
+      } catch {
+        // SQLite rolls back by itself when it cannot; the writes fail either way.
+      }
       for (const p of batch) p.reject(err);
       return;
     }
@@ -83,4 +97,9 @@ export class GroupCommit {
       else p.reject(o.err);
     });
   }
+}
+
+function isBusy(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === "string" && code.startsWith("SQLITE_BUSY");
 }
