@@ -108,12 +108,12 @@ function peakRssMb(pid: number): number {
 }
 
 let tagCounter = 0;
-function load(t: Target, s: Scenario, p: Protocol, c: number, data: { token: string; runnersFile: string; idsFile: string }): Run {
+function load(t: Target, s: Scenario, p: Protocol, c: number, data: { token: string; runnersFile: string; idsFile: string }, seconds = SECONDS): Run {
   const tag = `${process.pid}x${++tagCounter}`;
   const out =
     p === "grpc"
-      ? execFileSync(process.execPath, ["dist/bench/load/grpc.js", t.url, s, String(c), String(SECONDS), data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" })
-      : execFileSync("wrk", ["-t1", `-c${c}`, `-d${SECONDS}s`, "-s", "bench/load/wrk.lua", t.url, "--", s, p === "connect-json" ? "json" : "binary", data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" });
+      ? execFileSync(process.execPath, ["dist/bench/load/grpc.js", t.url, s, String(c), String(seconds), data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" })
+      : execFileSync("wrk", ["-t1", `-c${c}`, `-d${seconds}s`, "-s", "bench/load/wrk.lua", t.url, "--", s, p === "connect-json" ? "json" : "binary", data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" });
   const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop();
   if (!line) throw new Error(`no result from the load generator:\n${out}`);
   const r = JSON.parse(line) as { requests: number; duration_us: number; errors: number; p50_us: number; p99_us: number };
@@ -144,7 +144,13 @@ interface Row { dataset: string; scenario: Scenario; protocol: Protocol; concurr
 
 async function matrix(dataset: string, data: ReturnType<typeof prepareData>, svc: Target, base: Target, combos: [Scenario, Protocol, number][]): Promise<Row[]> {
   const rows: Row[] = [];
+  const warmed = new Set<Scenario>();
   for (const [s, p, c] of combos) {
+    // A first, unrecorded run per scenario lets the JIT and the page cache settle.
+    if (!warmed.has(s)) {
+      warmed.add(s);
+      for (const t of [base, svc]) load(t, s, "connect-json", 64, data, 2);
+    }
     const a: Run[] = [];
     const b: Run[] = [];
     for (let rep = 0; rep < REPS; rep++) {

@@ -12,7 +12,7 @@ export interface Logger {
   error(msg: string, fields?: LogFields): void;
 }
 
-export function createLogger(level: LogLevel, write: (line: string) => void = (l) => process.stdout.write(l)): Logger {
+export function createLogger(level: LogLevel, write: (line: string) => void = batchedStdout()): Logger {
   const min = RANK[level];
   const emit = (lvl: LogLevel, msg: string, fields?: LogFields) => {
     if (RANK[lvl] < min) return;
@@ -23,5 +23,26 @@ export function createLogger(level: LogLevel, write: (line: string) => void = (l
     info: (m, f) => emit("info", m, f),
     warn: (m, f) => emit("warn", m, f),
     error: (m, f) => emit("error", m, f),
+  };
+}
+
+/**
+ * Writes to stdout once per event-loop turn instead of once per line: with a file or
+ * /dev/null as stdout every write is a synchronous syscall, which under load cost more
+ * than the request it logged. What is pending is written before the process exits.
+ */
+function batchedStdout(): (line: string) => void {
+  let pending = "";
+  const flush = () => {
+    if (pending === "") return;
+    const out = pending;
+    pending = "";
+    process.stdout.write(out);
+  };
+  process.on("exit", flush);
+  return (line) => {
+    if (pending === "") setImmediate(flush);
+    pending += line;
+    if (pending.length > 1 << 16) flush();
   };
 }

@@ -28,7 +28,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 export interface App {
   handler: NodeHandler;
-  /** Makes health checks answer NOT_SERVING and aborts streaming work, for shutdown. */
+  /** Makes health checks answer NOT_SERVING, for shutdown. */
   beginShutdown(): void;
 }
 
@@ -72,7 +72,6 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     contextValues: (req) => createContextValues().set(requestRecordKey, records.get(req) ?? { id: randomUUID(), code: undefined }),
     readMaxBytes: MAX_REQUEST_BYTES,
     maxTimeoutMs: MAX_TIMEOUT_MS,
-    shutdownSignal: shutdown.signal,
     // Clients built against the full public API may send fields this slice leaves out.
     jsonOptions: { ignoreUnknownFields: true },
   });

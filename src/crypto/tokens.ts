@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 
 /** The two kinds of bearer token; the prefix tells them apart before any lookup. */
 export type TokenKind = "api" | "runner";
@@ -14,7 +14,8 @@ export function newToken(kind: TokenKind): { token: string; hash: Buffer } {
 }
 
 export function hashToken(token: string): Buffer {
-  return createHash("sha256").update(token).digest();
+  // The one-shot form: far cheaper per call than building a Hash object.
+  return hash("sha256", token, "buffer");
 }
 
 /** The kind of a well-formed token, or null for anything else. */

@@ -43,7 +43,7 @@ export function getRunnerConfigurationSchema(db: Db, caller: ApiCaller, runnerId
   const v = new Violations();
   checkUuid(v, "runner_id", runnerId);
   v.throwIfAny();
-  const schema = schemaOf(runnerOf(db, caller.orgId, runnerId));
+  const schema = schemaOf(db.read(() => runnerOf(db, caller.orgId, runnerId)));
   return {
     version: schema.version,
     scm: schema.scm.map((entry) => describe(entry, publicUrl)),

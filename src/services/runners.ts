@@ -94,7 +94,7 @@ export function getRunner(db: Db, caller: ApiCaller, runnerId: string): RunnerRo
   const v = new Violations();
   checkUuid(v, "runner_id", runnerId);
   v.throwIfAny();
-  return runnerOf(db, caller.orgId, runnerId);
+  return db.read(() => runnerOf(db, caller.orgId, runnerId));
 }
 
 /** A page of the organization's runners in id order. */
@@ -103,7 +103,7 @@ export function listRunners(db: Db, pager: Pager, caller: ApiCaller, page: PageR
   const scope = pageScope("ListRunners", caller.orgId);
   const { size, after } = pager.start(v, scope, page);
   v.throwIfAny();
-  return pager.page(scope, store.listRunners(db, caller.orgId, after, size + 1), size);
+  return pager.page(scope, db.read(() => store.listRunners(db, caller.orgId, after, size + 1)), size);
 }
 
 /** Renames a runner; an absent name changes nothing (but the runner must exist). */

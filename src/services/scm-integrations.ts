@@ -7,7 +7,6 @@ import { seal } from "../crypto/sealed-box.js";
 import type { Db } from "../store/database.js";
 import type { RunnerRow, ScmIntegrationRow } from "../store/schema.js";
 import * as store from "../store/scm-integrations.js";
-import { findRunnerKey } from "../store/runners.js";
 import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem, truncate } from "./checks.js";
 import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import { runnerOf, schemaOf } from "./runners.js";
@@ -107,13 +106,13 @@ export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScm
 }
 
 /** The integration with this id in the caller's organization. */
-export function getScmIntegration(db: Db, caller: ApiCaller, id: string): ScmIntegrationRow {
+export function getScmIntegration(db: Db, caller: ApiCaller, id: string): store.IntegrationView {
   const v = new Violations();
   checkUuid(v, "id", id);
   v.throwIfAny();
-  const row = store.findScmIntegration(db, caller.orgId, id);
+  const row = db.read(() => store.findScmIntegrationView(db, caller.orgId, id));
   if (!row) throw notFound("SCM integration", id);
-  return withOpenableSecret(row, runnerOf(db, caller.orgId, row.runnerId).publicKey);
+  return row;
 }
 
 /**
@@ -216,24 +215,19 @@ export function listScmIntegrations(
   pager: Pager,
   caller: ApiCaller,
   input: { runnerIds: readonly string[]; page: PageRequest },
-): Page<ScmIntegrationRow> {
+): Page<store.IntegrationView> {
   const v = new Violations();
   const runnerIds = checkUuidList(v, "filter.runner_ids", input.runnerIds);
   const scope = pageScope("ListSCMIntegrations", caller.orgId, runnerIds);
   const { size, after } = pager.start(v, scope, input.page);
   v.throwIfAny();
-  return db.transaction(() => {
+  return db.read(() => {
     for (const id of runnerIds) runnerOf(db, caller.orgId, id);
     // Runners just checked to be the organization's need no org condition, which lets
     // SQLite walk the (runner_id, id) index instead of every row of the organization.
     const scopeBy = runnerIds.length > 0 ? { runnerIds } : { orgId: caller.orgId };
     const rows = store.listScmIntegrations(db, { ...scopeBy, after, limit: size + 1 });
-    const keys = new Map<string, Buffer | null>();
-    const keyOf = (runnerId: string) => {
-      if (!keys.has(runnerId)) keys.set(runnerId, findRunnerKey(db, runnerId));
-      return keys.get(runnerId) ?? null;
-    };
-    return pager.page(scope, rows.map((r) => withOpenableSecret(r, keyOf(r.runnerId))), size);
+    return pager.page(scope, rows, size);
   });
 }
 
@@ -243,7 +237,7 @@ export function listRunnerScmIntegrations(
   pager: Pager,
   caller: RunnerCaller,
   input: { runnerId: string; ids: readonly string[]; page: PageRequest },
-): Page<ScmIntegrationRow> {
+): Page<store.IntegrationView> {
   const v = new Violations();
   checkUuid(v, "runner_id", input.runnerId);
   v.throwIfAny();
@@ -252,11 +246,8 @@ export function listRunnerScmIntegrations(
   const scope = pageScope("ListRunnerSCMIntegrations", caller.runnerId, ids);
   const { size, after } = pager.start(v, scope, input.page);
   v.throwIfAny();
-  return db.transaction(() => {
-    const key = findRunnerKey(db, caller.runnerId);
-    const rows = store.listScmIntegrations(db, { runnerId: caller.runnerId, ids, after, limit: size + 1 });
-    return pager.page(scope, rows.map((r) => withOpenableSecret(r, key)), size);
-  });
+  const rows = db.read(() => store.listScmIntegrations(db, { runnerId: caller.runnerId, ids, after, limit: size + 1 }));
+  return pager.page(scope, rows, size);
 }
 
 /** A runner token speaks for its own runner only. */
@@ -339,16 +330,6 @@ function extends_(input: UpdateScmIntegrationInput, row: ScmIntegrationRow): boo
   const setsIssuer = input.issuerUrl !== undefined && input.issuerUrl !== "" && input.issuerUrl !== row.issuerUrl;
   const setsDirectory = input.virtualDirectory !== undefined && input.virtualDirectory !== "" && input.virtualDirectory !== row.virtualDirectory;
   return newClient || patOn || setsIssuer || setsDirectory;
-}
-
-/**
- * Hides a ciphertext sealed to a key the runner no longer has. Signup drops such
- * secrets already; this keeps the promise even if a key changed some other way.
- */
-export function withOpenableSecret(row: ScmIntegrationRow, runnerKey: Buffer | null): ScmIntegrationRow {
-  if (row.oauthEncryptedSecret === null) return row;
-  if (runnerKey !== null && row.oauthSealedTo !== null && runnerKey.equals(row.oauthSealedTo)) return row;
-  return { ...row, oauthEncryptedSecret: null };
 }
 
 function sealFor(runner: RunnerRow, secret: string): Buffer {

@@ -5,6 +5,7 @@ import Database from "better-sqlite3";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
 import { GroupCommit } from "./group-commit.js";
+import { ReadWindow } from "./read-window.js";
 import * as schema from "./schema.js";
 
 export type Db = BetterSQLite3Database<typeof schema> & {
@@ -14,6 +15,8 @@ export type Db = BetterSQLite3Database<typeof schema> & {
    * durable. Every write the API acknowledges goes through here.
    */
   write<T>(work: () => T): Promise<T>;
+  /** Runs reads in the read transaction this event-loop turn shares (see read-window.ts). */
+  read<T>(work: () => T): T;
   /** How many group commits ran and how many writes they carried. */
   commitStats(): { commits: number; writes: number };
 };
@@ -30,13 +33,18 @@ export function openDatabase(file: string): Db {
   sqlite.pragma("journal_mode = WAL");
   sqlite.pragma("synchronous = FULL");
   sqlite.pragma("foreign_keys = ON");
+  // 64 MiB of page cache (the default is 2 MiB) keeps the interior pages of every index
+  // and the hot leaves in memory, so lookups rarely go to the file.
+  sqlite.pragma("cache_size = -65536");
   // A second process (the admin CLI) may hold the write lock for a moment.
   sqlite.pragma("busy_timeout = 5000");
   const orm = drizzle(sqlite, { schema });
   migrate(orm, { migrationsFolder: migrationsFolder() });
-  const commits = new GroupCommit(sqlite);
+  const reads = new ReadWindow(sqlite);
+  const commits = new GroupCommit(sqlite, reads);
   return Object.assign(orm, {
     write: <T>(work: () => T) => commits.run(work),
+    read: <T>(work: () => T) => reads.run(work),
     commitStats: () => ({ ...commits.stats }),
   });
 }

@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import type { ReadWindow } from "./read-window.js";
 
 interface Pending {
   work: () => unknown;
@@ -26,7 +27,10 @@ export class GroupCommit {
   private queue: Pending[] = [];
   private scheduled = false;
 
-  constructor(private readonly sqlite: Database.Database) {}
+  constructor(
+    private readonly sqlite: Database.Database,
+    private readonly reads: ReadWindow,
+  ) {}
 
   /** Runs `work` in the next shared transaction; settles once that transaction is durable. */
   run<T>(work: () => T): Promise<T> {
@@ -52,6 +56,7 @@ export class GroupCommit {
   private commit(batch: Pending[], since: number): void {
     const db = this.sqlite;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; err: unknown })[] = [];
+    this.reads.close();
     try {
       db.exec("BEGIN IMMEDIATE");
     } catch (err) {

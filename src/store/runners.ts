@@ -15,13 +15,7 @@ export function findRunnerByTokenHash(db: Db, hash: Buffer): RunnerRow | null {
   return statements(db).byTokenHash.get({ hash }) ?? null;
 }
 
-/** The runner's current public key; null before Signup or when there is no such runner. */
-export function findRunnerKey(db: Db, id: string): Buffer | null {
-  return statements(db).keyById.get({ id })?.key ?? null;
-}
-
 const statements = prepared((db) => ({
-  keyById: db.select({ key: runners.publicKey }).from(runners).where(eq(runners.id, sql.placeholder("id"))).prepare(),
   byId: db
     .select()
     .from(runners)

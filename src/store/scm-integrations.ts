@@ -2,7 +2,7 @@ import { and, asc, eq, gt, inArray, sql, type SQL } from "drizzle-orm";
 import { DomainError } from "../domain/errors.js";
 import { prepared, type Db } from "./database.js";
 import { isUniqueViolation } from "./errors.js";
-import { scmIntegrations, type NewScmIntegrationRow, type ScmIntegrationRow } from "./schema.js";
+import { runners, scmIntegrations, type NewScmIntegrationRow, type ScmIntegrationRow } from "./schema.js";
 
 /** Inserts an integration; a second one for the same runner and host is already_exists. */
 export function insertScmIntegration(db: Db, row: NewScmIntegrationRow): void {
@@ -25,7 +25,7 @@ export function findScmIntegration(db: Db, orgId: string, id: string): ScmIntegr
 }
 
 export interface IntegrationPageQuery {
-  /** Exactly one of orgId and runnerId scopes the query. */
+  /** Exactly one of orgId, runnerId and runnerIds scopes the query. */
   orgId?: string;
   runnerId?: string;
   runnerIds?: readonly string[];
@@ -35,13 +35,51 @@ export interface IntegrationPageQuery {
 }
 
 /**
+ * An integration as reads show it: only the columns the API returns, and the sealed
+ * secret only while it is sealed to the runner's current key (a runner must never be
+ * handed a ciphertext it cannot open). Both are decided in SQL, which spares copying
+ * two blobs per row into JavaScript.
+ */
+export interface IntegrationView {
+  id: string;
+  runnerId: string;
+  scmId: string;
+  host: string;
+  pat: boolean;
+  oauthClientId: string | null;
+  oauthEncryptedSecret: Buffer | null;
+  issuerUrl: string | null;
+  virtualDirectory: string | null;
+}
+
+const viewColumns = {
+  id: scmIntegrations.id,
+  runnerId: scmIntegrations.runnerId,
+  scmId: scmIntegrations.scmId,
+  host: scmIntegrations.host,
+  pat: scmIntegrations.pat,
+  oauthClientId: scmIntegrations.oauthClientId,
+  oauthEncryptedSecret: sql<Buffer | null>`CASE WHEN ${scmIntegrations.oauthSealedTo} = ${runners.publicKey} THEN ${scmIntegrations.oauthEncryptedSecret} END`,
+  issuerUrl: scmIntegrations.issuerUrl,
+  virtualDirectory: scmIntegrations.virtualDirectory,
+};
+
+const selectViews = (db: Db) =>
+  db.select(viewColumns).from(scmIntegrations).innerJoin(runners, eq(runners.id, scmIntegrations.runnerId));
+
+/** The integration with this id in this organization, as reads show it. */
+export function findScmIntegrationView(db: Db, orgId: string, id: string): IntegrationView | null {
+  return statements(db).viewById.get({ id, orgId }) ?? null;
+}
+
+/**
  * One keyset page in id order: rows with ids after `after`. With one runner the
  * (runner_id, id) index serves both filter and order, so no sort step is needed.
  */
-export function listScmIntegrations(db: Db, q: IntegrationPageQuery): ScmIntegrationRow[] {
+export function listScmIntegrations(db: Db, q: IntegrationPageQuery): IntegrationView[] {
   // The common shape, one runner's page, runs from a statement prepared once.
-  if (q.runnerIds?.length === 1 && q.orgId === undefined && q.runnerId === undefined && !q.ids?.length) {
-    const runnerId = q.runnerIds[0]!;
+  const runnerId = q.runnerId ?? (q.runnerIds?.length === 1 ? q.runnerIds[0] : undefined);
+  if (runnerId !== undefined && q.orgId === undefined && !q.ids?.length) {
     return q.after === null
       ? statements(db).firstPageOfRunner.all({ runnerId, limit: q.limit })
       : statements(db).pageOfRunner.all({ runnerId, after: q.after, limit: q.limit });
@@ -58,12 +96,7 @@ export function listQuery(db: Db, q: IntegrationPageQuery) {
   else if (q.runnerIds && q.runnerIds.length > 1) where.push(inArray(scmIntegrations.runnerId, [...q.runnerIds]));
   if (q.ids && q.ids.length > 0) where.push(inArray(scmIntegrations.id, [...q.ids]));
   if (q.after !== null) where.push(gt(scmIntegrations.id, q.after));
-  return db
-    .select()
-    .from(scmIntegrations)
-    .where(and(...where))
-    .orderBy(asc(scmIntegrations.id))
-    .limit(q.limit);
+  return selectViews(db).where(and(...where)).orderBy(asc(scmIntegrations.id)).limit(q.limit);
 }
 
 export function updateScmIntegration(
@@ -86,9 +119,7 @@ export function deleteScmIntegration(db: Db, orgId: string, id: string): boolean
 
 const statements = prepared((db) => {
   const byRunner = (withAfter: boolean) =>
-    db
-      .select()
-      .from(scmIntegrations)
+    selectViews(db)
       .where(
         withAfter
           ? and(eq(scmIntegrations.runnerId, sql.placeholder("runnerId")), gt(scmIntegrations.id, sql.placeholder("after")))
@@ -101,6 +132,9 @@ const statements = prepared((db) => {
     byId: db
       .select()
       .from(scmIntegrations)
+      .where(and(eq(scmIntegrations.id, sql.placeholder("id")), eq(scmIntegrations.orgId, sql.placeholder("orgId"))))
+      .prepare(),
+    viewById: selectViews(db)
       .where(and(eq(scmIntegrations.id, sql.placeholder("id")), eq(scmIntegrations.orgId, sql.placeholder("orgId"))))
       .prepare(),
     firstPageOfRunner: byRunner(false),

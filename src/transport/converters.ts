@@ -11,7 +11,8 @@ import {
   type SCMIntegration,
 } from "../../gen/gitpod/v1/runner_configurations_pb.js";
 import type { PublishedSchema, SchemaDescription } from "../services/configuration-schemas.js";
-import type { RunnerRow, ScmIntegrationRow } from "../store/schema.js";
+import type { RunnerRow } from "../store/schema.js";
+import type { IntegrationView } from "../store/scm-integrations.js";
 
 /** A stored runner as the API shows it; the access-token hash never leaves the store. */
 export function runnerToProto(row: RunnerRow): Runner {
@@ -36,7 +37,7 @@ export function runnerToProto(row: RunnerRow): Runner {
  * configured; its secret is empty when the runner signed up with a new key after it
  * was sealed, and must be entered again (see the README).
  */
-export function scmIntegrationToProto(row: ScmIntegrationRow): SCMIntegration {
+export function scmIntegrationToProto(row: IntegrationView): SCMIntegration {
   return create(SCMIntegrationSchema, {
     id: row.id,
     scmId: row.scmId,

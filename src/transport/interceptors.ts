@@ -37,7 +37,7 @@ export function authInterceptor(db: Db): Interceptor {
   return (next) => async (req) => {
     const policy = TOKEN_POLICY[req.service.typeName];
     if (policy === undefined) return next(req);
-    const caller = authenticate(db, req.header.get("authorization"));
+    const caller = db.read(() => authenticate(db, req.header.get("authorization")));
     if (caller.kind !== policy) {
       throw new DomainError(
         "permission_denied",
