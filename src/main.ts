@@ -54,6 +54,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     log.info("shutting down", { signal, in_flight: server.inFlight() });
     app.beginShutdown();
     await server.shutdown(config.shutdownTimeoutMs);
+    await app.close();
     db.$client.close();
     log.info("stopped");
     process.exit(0);

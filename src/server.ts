@@ -10,6 +10,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import type { Logger } from "./log.js";
 import { Pager } from "./services/pagination.js";
 import type { Db } from "./store/database.js";
+import { startCheckpointer } from "./store/checkpointer.js";
 import { serviceSecret } from "./store/service-secrets.js";
 import { requestRecordKey, type RequestRecord } from "./transport/context.js";
 import type { Deps } from "./transport/handlers/deps.js";
@@ -30,6 +31,8 @@ export interface App {
   handler: NodeHandler;
   /** Makes health checks answer NOT_SERVING, for shutdown. */
   beginShutdown(): void;
+  /** Stops background work (the checkpointer); call once requests have drained. */
+  close(): Promise<void>;
 }
 
 export interface AppOptions {
@@ -60,6 +63,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
   // Serving, a lock held by another process must not stall the event loop: waits are
   // short here, and the group commit retries its BEGIN asynchronously instead.
   db.$client.pragma("busy_timeout = 2");
+  const checkpointer = startCheckpointer(db, log);
   const deps: Deps = {
     db,
     pager: new Pager(serviceSecret(db, "page_token_key")),
@@ -116,7 +120,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     }
   };
 
-  return { handler, beginShutdown: () => shutdown.abort() };
+  return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop() };
 }
 
 function validAuthority(req: http.IncomingMessage | http2.Http2ServerRequest): boolean {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { readFileSync } from "node:fs";
 import Database from "better-sqlite3";
 import { eq } from "drizzle-orm";
 import { open } from "../src/crypto/sealed-box.js";
@@ -79,5 +80,25 @@ describe("another process holding the write lock", () => {
       if (other.inTransaction) other.exec("ROLLBACK");
       other.close();
     }
+  });
+});
+
+describe("checkpoints", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  it("the WAL is copied into the database file by the checkpointer, not by a request's commit", async () => {
+    assert.equal(s.db.$client.pragma("wal_autocheckpoint", { simple: true }), 0, "no checkpoint inside COMMIT");
+    // Bytes 28..31 of the main file hold its size in pages; commits change it only in the
+    // WAL, so the file shows the new size once a checkpoint copied page 1 back.
+    const pagesInFile = () => readFileSync(s.db.$client.name).readUInt32BE(28);
+    const before = pagesInFile();
+    const { runnerId } = await createRunner(s);
+    for (let batch = 0; batch < 4; batch++) {
+      await Promise.all(Array.from({ length: 50 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `cp${batch}-${i}.example.com`, pat: true })));
+    }
+    for (let i = 0; i < 50 && pagesInFile() <= before; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(pagesInFile() > before, `the database file grew from ${before} pages once checkpointed`);
   });
 });

@@ -42,6 +42,7 @@ export async function startServer(): Promise<TestServer> {
     logs,
     async close() {
       await server.shutdown(1000);
+      await app.close();
       db.$client.close();
       rmSync(dir, { recursive: true, force: true });
     },

@@ -19,7 +19,8 @@ it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN",
   execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
   const db = openDatabase(join(dir, "t.db"));
-  const server = await listen(createApp(db, createLogger("silent"), { publicUrl: "https://scm.example.test" }).handler, 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key } });
+  const app = createApp(db, createLogger("silent"), { publicUrl: "https://scm.example.test" });
+  const server = await listen(app.handler, 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key } });
   try {
     const baseUrl = `https://127.0.0.1:${server.address.port}`;
     const ca = readFileSync(cert);
@@ -33,6 +34,7 @@ it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN",
     }
   } finally {
     await server.shutdown(500);
+    await app.close();
     db.$client.close();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -33,9 +33,9 @@ export function openDatabase(file: string): Db {
   sqlite.pragma("journal_mode = WAL");
   sqlite.pragma("synchronous = FULL");
   sqlite.pragma("foreign_keys = ON");
-  // 64 MiB of page cache (the default is 2 MiB) keeps the interior pages of every index
-  // and the hot leaves in memory, so lookups rarely go to the file.
-  sqlite.pragma("cache_size = -65536");
+  // 16 MiB of page cache (the default is 2 MiB) keeps the interior pages of every index
+  // in memory; more bought little speed and counts fully against the process's memory.
+  sqlite.pragma("cache_size = -16384");
   // A second process (the admin CLI) may hold the write lock for a moment.
   sqlite.pragma("busy_timeout = 5000");
   const orm = drizzle(sqlite, { schema });
