@@ -53,6 +53,17 @@ export class GroupCommit {
     });
   }
 
+  // Prepared once: exec() would parse the statement again for every write.
+  private prepared: Record<"savepoint" | "release" | "rollbackTo", Database.Statement> | undefined;
+  private statements() {
+    this.prepared ??= {
+      savepoint: this.sqlite.prepare("SAVEPOINT write"),
+      release: this.sqlite.prepare("RELEASE write"),
+      rollbackTo: this.sqlite.prepare("ROLLBACK TO write"),
+    };
+    return this.prepared;
+  }
+
   private commit(batch: Pending[], since: number): void {
     const db = this.sqlite;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; err: unknown })[] = [];
@@ -71,14 +82,15 @@ export class GroupCommit {
       return;
     }
     try {
+      const s = this.statements();
       for (const p of batch) {
-        db.exec("SAVEPOINT write");
+        s.savepoint.run();
         try {
           outcomes.push({ ok: true, value: p.work() });
-          db.exec("RELEASE write");
+          s.release.run();
         } catch (err) {
-          db.exec("ROLLBACK TO write");
-          db.exec("RELEASE write");
+          s.rollbackTo.run();
+          s.release.run();
           outcomes.push({ ok: false, err });
         }
       }
