@@ -6,15 +6,29 @@ import type { Db } from "./database.js";
 /** How often the checkpointer copies the WAL back into the database file. */
 const INTERVAL_MS = 250;
 
+/** WAL frames (pages) past which the checkpointer also resets the WAL: 64 MiB of 4 KiB pages. */
+const RESET_FRAMES = 16_384;
+
 // Runs in a worker thread with its own connection. PASSIVE never waits for readers or
 // the writer; it copies what it can and fsyncs the database file, all off the event loop.
+// Under steady load some reader or writer is always active, so the WAL is never found
+// idle and would only grow; past RESET_FRAMES a TRUNCATE checkpoint waits (briefly, in
+// this thread) for a quiet moment and empties it. Writers meanwhile get SQLITE_BUSY,
+// which the group commit answers by retrying off the event loop.
 const WORKER_SOURCE = `
 const { workerData, parentPort } = require("node:worker_threads");
 const Database = require(workerData.driver);
 const db = new Database(workerData.file);
 db.pragma("busy_timeout = 0");
+const busy = (err) => String(err && err.code).startsWith("SQLITE_BUSY");
 const timer = setInterval(() => {
-  try { db.pragma("wal_checkpoint(PASSIVE)"); } catch (err) { if (!String(err.code).startsWith("SQLITE_BUSY")) throw err; }
+  try {
+    const [state] = db.pragma("wal_checkpoint(PASSIVE)");
+    if (state.log > workerData.resetFrames) {
+      db.pragma("busy_timeout = 200");
+      try { db.pragma("wal_checkpoint(TRUNCATE)"); } finally { db.pragma("busy_timeout = 0"); }
+    }
+  } catch (err) { if (!busy(err)) throw err; }
 }, workerData.intervalMs);
 parentPort.on("message", () => { clearInterval(timer); db.close(); process.exit(0); });
 `;
@@ -29,7 +43,7 @@ export function startCheckpointer(db: Db, log: Logger): { stop(): Promise<void> 
   const sqlite = db.$client;
   if (sqlite.memory) return { stop: async () => {} };
   const driver = createRequire(import.meta.url).resolve("better-sqlite3");
-  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file: sqlite.name, driver, intervalMs: INTERVAL_MS } });
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file: sqlite.name, driver, intervalMs: INTERVAL_MS, resetFrames: RESET_FRAMES } });
   worker.unref();
   sqlite.pragma("wal_autocheckpoint = 0");
   let stopped = false;
