@@ -12,7 +12,7 @@ const RESET_FRAMES = 16_384;
 // Runs in a worker thread with its own connection. PASSIVE never waits for readers or
 // the writer; it copies what it can and fsyncs the database file, all off the event loop.
 // Under steady load some reader or writer is always active, so the WAL is never found
-// idle and would only grow; past RESET_FRAMES a TRUNCATE checkpoint waits (briefly, in
+// idle and would only grow; past RESET_FRAMES a TRUNCATE checkpoint waits (50 ms at most, in
 // this thread) for a quiet moment and empties it. Writers meanwhile get SQLITE_BUSY,
 // which the group commit answers by retrying off the event loop.
 const WORKER_SOURCE = `
@@ -25,7 +25,7 @@ const timer = setInterval(() => {
   try {
     const [state] = db.pragma("wal_checkpoint(PASSIVE)");
     if (state.log > workerData.resetFrames) {
-      db.pragma("busy_timeout = 200");
+      db.pragma("busy_timeout = 50");
       try { db.pragma("wal_checkpoint(TRUNCATE)"); } finally { db.pragma("busy_timeout = 0"); }
     }
   } catch (err) { if (!busy(err)) throw err; }
