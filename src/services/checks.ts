@@ -25,6 +25,11 @@ export function truncate(s: string, max = 64): string {
   return s.length <= max ? s : `${s.slice(0, max)}…`;
 }
 
+/** Whether `s` has control characters, which no name or label may hold. */
+export function hasControl(s: string): boolean {
+  return /[\u0000-\u001f\u007f]/.test(s);
+}
+
 /** Whether `s` has whitespace or control characters, which no identifier-like field may hold. */
 export function hasSpaceOrControl(s: string): boolean {
   return /[\u0000-\u0020\u007f]/.test(s);

@@ -4,7 +4,7 @@ import { normalizeHost } from "../domain/host.js";
 import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "../domain/scm-schema.js";
 import type { Db } from "../store/database.js";
 import * as store from "../store/runners.js";
-import { checkUuid, httpsUrlProblem, truncate } from "./checks.js";
+import { checkUuid, hasControl, httpsUrlProblem, truncate } from "./checks.js";
 import { runnerOf, schemaOf } from "./runners.js";
 import { ownRunnerOnly } from "./scm-integrations.js";
 
@@ -98,7 +98,7 @@ export function updateRunnerConfigurationSchema(
 function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
   const at = "config_schema";
   if (s.version.length > MAX_VERSION) v.add(`${at}.version`, "string.max_len", `must be at most ${MAX_VERSION} characters`);
-  else if (/[\u0000-\u001f\u007f]/.test(s.version)) v.add(`${at}.version`, "string.printable", "must not contain control characters");
+  else if (hasControl(s.version)) v.add(`${at}.version`, "string.printable", "must not contain control characters");
   if (s.scm.length > MAX_SCM_ENTRIES) {
     v.add(`${at}.scm`, "repeated.max_items", `must have at most ${MAX_SCM_ENTRIES} entries, got ${s.scm.length}`);
     return { version: s.version, scm: [] };
@@ -112,7 +112,7 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
     } else if (seen.has(e.scmId)) v.add(`${f}.scm_id`, "scm_id.unique", `"${e.scmId}" appears more than once`);
     seen.add(e.scmId);
     if ([...e.name].length > MAX_NAME) v.add(`${f}.name`, "string.max_len", `must be at most ${MAX_NAME} characters`);
-    else if (/[\u0000-\u001f\u007f]/.test(e.name)) v.add(`${f}.name`, "string.printable", "must not contain control characters");
+    else if (hasControl(e.name)) v.add(`${f}.name`, "string.printable", "must not contain control characters");
     const hosts: string[] = [];
     if (e.defaultHosts.length > MAX_DEFAULT_HOSTS) {
       v.add(`${f}.default_hosts`, "repeated.max_items", `must have at most ${MAX_DEFAULT_HOSTS} hosts, got ${e.defaultHosts.length}`);

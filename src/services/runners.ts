@@ -4,7 +4,7 @@ import { DEFAULT_SCHEMA, type RunnerSchema } from "../domain/scm-schema.js";
 import { newId } from "../crypto/ids.js";
 import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
 import { newToken } from "../crypto/tokens.js";
-import { checkUuid } from "./checks.js";
+import { checkUuid, hasControl } from "./checks.js";
 import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import type { Db } from "../store/database.js";
 import * as store from "../store/runners.js";
@@ -85,7 +85,7 @@ export function schemaOf(runner: RunnerRow): RunnerSchema {
 function checkRunnerName(v: Violations, field: string, name: string): void {
   const length = [...name].length;
   if (length < 3 || length > 127) v.add(field, "string.len", `must be 3 to 127 characters, got ${length}`);
-  else if (/[\u0000-\u001f\u007f]/.test(name)) v.add(field, "string.printable", "must not contain control characters");
+  else if (hasControl(name)) v.add(field, "string.printable", "must not contain control characters");
   else if (name.trim() !== name) v.add(field, "string.trimmed", "must not start or end with whitespace");
 }
 
