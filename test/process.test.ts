@@ -9,8 +9,8 @@ import { loadConfig } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
 
 /** Starts src/main.ts on a fresh database and resolves once it is listening. */
-async function startProcess(dir: string) {
-  const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: join(dir, "db", "s.db") };
+async function startProcess(dir: string, extraEnv: Record<string, string> = {}) {
+  const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: join(dir, "db", "s.db"), ...extraEnv };
   const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
   const state = { out: "" };
   child.stdout.on("data", (d) => (state.out += d));
@@ -132,6 +132,38 @@ it("the admin CLI creates an organization and a token (alone on stdout), lists a
     rmSync(join(dir, "a.db"));
     assert.throws(() => admin("tokn", "create"), /usage:/);
     assert.equal(existsSync(join(dir, "a.db")), false, "a usage error creates no database");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("WORKERS=2 serves one port from two processes sharing the database, and drains both on SIGTERM", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-workers-"));
+  try {
+    const { child, port, token, state, exited } = await startProcess(dir, { WORKERS: "2" });
+    for (let i = 0; i < 100 && (state.out.match(/"msg":"listening"/g) ?? []).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    const listening = [...state.out.matchAll(/"msg":"listening","address":"[^"]*:(\d+)"[^\n]*"worker":(\d+)/g)];
+    assert.deepEqual(new Set(listening.map((m) => m[2])).size, 2, "two workers listen");
+    assert.ok(listening.every((m) => Number(m[1]) === port), "on the same port");
+
+    // A write through one connection is seen by reads on fresh connections, whichever
+    // worker they reach.
+    const post = (path: string, body: unknown) =>
+      fetch(`http://127.0.0.1:${port}/${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}`, connection: "close" },
+        body: JSON.stringify(body),
+      }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+    const created = await post("gitpod.v1.RunnerService/CreateRunner", { name: "two-workers", kind: 2, provider: 2 });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    for (let i = 0; i < 6; i++) {
+      const got = await post("gitpod.v1.RunnerService/GetRunner", { runnerId: created.body.runner.runnerId });
+      assert.equal(got.body.runner.name, "two-workers");
+    }
+
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0);
+    assert.equal((state.out.match(/"msg":"stopped"/g) ?? []).length, 3, "both workers and the primary stopped");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
