@@ -20,6 +20,11 @@ export interface Config {
   bootstrapOrgName: string;
   /** Worker processes sharing the port and the database; 1 serves from the main process. */
   workers: number;
+  /** Calls per second each token may make, with bursts up to `rateLimitBurst`; 0 turns the limit off. */
+  rateLimitPerSecond: number;
+  rateLimitBurst: number;
+  /** How long a create's Idempotency-Key is remembered. */
+  idempotencyTtlMs: number;
 }
 
 /** A configuration problem; main prints its message and exits without starting. */
@@ -61,6 +66,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const shutdownTimeoutMs = integer(env, "SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const bootstrapOrgName = env.BOOTSTRAP_ORG_NAME?.trim() || "default";
   const workers = integer(env, "WORKERS", 1, 1, 64);
+  const rateLimitPerSecond = integer(env, "RATE_LIMIT_PER_SECOND", 100, 0, 1_000_000);
+  const rateLimitBurst = integer(env, "RATE_LIMIT_BURST", Math.max(1, 2 * rateLimitPerSecond), 1, 1_000_000);
+  const idempotencyTtlMs = integer(env, "IDEMPOTENCY_TTL_SECONDS", 86_400, 1, 30 * 86_400) * 1000;
   return {
     host,
     port,
@@ -72,6 +80,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownTimeoutMs,
     bootstrapOrgName,
     workers,
+    rateLimitPerSecond,
+    rateLimitBurst,
+    idempotencyTtlMs,
   };
 }
 

@@ -36,7 +36,11 @@ async function main(): Promise<void> {
 
 /** Serves requests from this process until SIGTERM/SIGINT, then drains and exits 0. */
 async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile)): Promise<void> {
-  const app = createApp(db, log, { publicUrl: config.publicUrl });
+  const app = createApp(db, log, {
+    publicUrl: config.publicUrl,
+    rateLimit: config.rateLimitPerSecond > 0 ? { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst } : null,
+    idempotencyTtlMs: config.idempotencyTtlMs,
+  });
   const server = await listen(app.handler, config.port, config.host, {
     tls: config.tlsCertFile && config.tlsKeyFile ? { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile } : undefined,
   });

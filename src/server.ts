@@ -1,14 +1,16 @@
 import { randomUUID } from "node:crypto";
 import type http from "node:http";
 import type http2 from "node:http2";
-import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
+import { createContextValues, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
 import { RunnerService } from "../gen/gitpod/v1/runners_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import type { Logger } from "./log.js";
+import { Idempotency } from "./services/idempotency.js";
 import { Pager } from "./services/pagination.js";
+import { RateLimiter, type RateLimit } from "./services/rate-limit.js";
 import type { Db } from "./store/database.js";
 import { startCheckpointer } from "./store/checkpointer.js";
 import { serviceSecret } from "./store/service-secrets.js";
@@ -38,6 +40,12 @@ export interface App {
 export interface AppOptions {
   /** This service's public base URL (PUBLIC_URL), used for OAuth callback URLs. */
   publicUrl: string;
+  /** Calls per token (RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST); absent or null: no limit. */
+  rateLimit?: RateLimit | null;
+  /** How long an Idempotency-Key is remembered (IDEMPOTENCY_TTL_SECONDS); a day if absent. */
+  idempotencyTtlMs?: number;
+  /** Extra interceptors, run innermost (after auth); tests use them to watch the traffic. */
+  interceptors?: Interceptor[];
 }
 
 /** Registers every service; the same routes serve the real server and in-process tests. */
@@ -68,11 +76,13 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     db,
     pager: new Pager(serviceSecret(db, "page_token_key")),
     publicUrl: options.publicUrl.replace(/\/+$/, ""),
+    idempotency: new Idempotency(db, serviceSecret(db, "idempotency_key"), options.idempotencyTtlMs ?? 86_400_000),
   };
+  const limiter = options.rateLimit ? new RateLimiter(options.rateLimit) : null;
 
   const adapter = connectNodeAdapter({
     routes: routes(deps, isHealthy),
-    interceptors: [errorInterceptor(log), authInterceptor(db)],
+    interceptors: [errorInterceptor(log), authInterceptor(db, log, limiter), ...(options.interceptors ?? [])],
     contextValues: (req) => createContextValues().set(requestRecordKey, records.get(req) ?? { id: randomUUID(), code: undefined }),
     readMaxBytes: MAX_REQUEST_BYTES,
     maxTimeoutMs: MAX_TIMEOUT_MS,

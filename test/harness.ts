@@ -5,9 +5,10 @@ import assert from "node:assert/strict";
 import { newKeyPair } from "../src/crypto/sealed-box.js";
 import { createLogger } from "../src/log.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
-import { createApp } from "../src/server.js";
+import { createApp, type AppOptions } from "../src/server.js";
 import { openDatabase, type Db } from "../src/store/database.js";
 import { listen, type RunningServer } from "../src/transport/http-server.js";
+import { report, SecretWatch } from "./secret-watch.js";
 
 export interface TestServer {
   url: string;
@@ -17,34 +18,58 @@ export interface TestServer {
   /** An API token of a second organization, "other". */
   otherToken: string;
   logs: string[];
+  /** Watches this server for leaked tokens and secrets; checked on close. */
+  watch: SecretWatch;
   close(): Promise<void>;
 }
+
+/** What a test may change about its server; the rate limit is off unless given. */
+export type ServerOptions = Pick<AppOptions, "rateLimit" | "idempotencyTtlMs">;
 
 /** The PUBLIC_URL test servers are configured with. */
 export const PUBLIC_URL = "https://scm.example.test";
 
-/** A real server on 127.0.0.1 port 0 over a fresh on-disk SQLite with the migrations applied. */
-export async function startServer(): Promise<TestServer> {
+/**
+ * A real server on 127.0.0.1 port 0 over a fresh on-disk SQLite with the migrations
+ * applied. Closing it checks that no token or client secret it saw reached the
+ * database files, the log or any response other than the one that issued it.
+ */
+export async function startServer(options: ServerOptions = {}): Promise<TestServer> {
   const dir = mkdtempSync(join(tmpdir(), "scm-test-"));
-  const db = openDatabase(join(dir, "test.db"));
+  const file = join(dir, "test.db");
+  const db = openDatabase(file);
   createOrganization(db, "acme");
   createOrganization(db, "other");
   const token = createApiToken(db, "acme").token;
   const otherToken = createApiToken(db, "other").token;
   const logs: string[] = [];
-  const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: PUBLIC_URL });
-  const server: RunningServer = await listen(app.handler, 0, "127.0.0.1");
+  const watch = new SecretWatch();
+  watch.noteToken(token);
+  watch.noteToken(otherToken);
+  const app = createApp(db, createLogger("info", (l) => logs.push(l)), {
+    publicUrl: PUBLIC_URL,
+    ...options,
+    interceptors: [watch.interceptor()],
+  });
+  const server: RunningServer = await listen(watch.wrap(app.handler), 0, "127.0.0.1");
   return {
     url: `http://127.0.0.1:${server.address.port}`,
     db,
     token,
     otherToken,
     logs,
+    watch,
     async close() {
       await server.shutdown(1000);
       await app.close();
-      db.$client.close();
+      const files = [file, `${file}-wal`, `${file}-shm`];
+      const open = watch.scan(files, logs);
+      if (db.$client.open) db.$client.close();
+      // Closing folds the WAL into the main file; look at that once more.
+      const closed = watch.scan([file], []);
       rmSync(dir, { recursive: true, force: true });
+      report(open, watch.planted);
+      assert.deepEqual([...open.leaks, ...closed.leaks], [], "tokens or client secrets leaked");
     },
   };
 }

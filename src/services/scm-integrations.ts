@@ -7,6 +7,7 @@ import { seal } from "../crypto/sealed-box.js";
 import type { Db } from "../store/database.js";
 import type { RunnerRow, ScmIntegrationRow } from "../store/schema.js";
 import * as store from "../store/scm-integrations.js";
+import type { IdempotentCall } from "./idempotency.js";
 import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem, truncate } from "./checks.js";
 import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import { runnerOf, schemaOf } from "./runners.js";
@@ -53,7 +54,12 @@ interface Outcome {
  * without the database is checked first, so a bad request touches nothing; the
  * secret is sealed to the runner's key before the row is written.
  */
-export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScmIntegrationInput): Promise<string> {
+export function createScmIntegration(
+  db: Db,
+  caller: ApiCaller,
+  input: CreateScmIntegrationInput,
+  once: IdempotentCall | null = null,
+): Promise<string> {
   const clientId = emptyAsAbsent(input.oauthClientId);
   const secret = emptyAsAbsent(input.oauthClientSecret);
   const issuerUrl = emptyAsAbsent(input.issuerUrl) ?? null;
@@ -77,6 +83,9 @@ export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScm
   v.throwIfAny();
 
   return db.write(() => {
+    const now = Date.now();
+    const replayed = once?.replay(now);
+    if (replayed) return replayed;
     const runner = runnerOf(db, caller.orgId, input.runnerId);
     if (!knownScmIds(runner).includes(input.scmId)) {
       const unknown = new Violations();
@@ -84,7 +93,6 @@ export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScm
       unknown.throwIfAny();
     }
     const sealed = secret !== undefined ? sealFor(runner, secret) : null;
-    const now = Date.now();
     const id = newId(now);
     store.insertScmIntegration(db, {
       id,
@@ -101,6 +109,7 @@ export function createScmIntegration(db: Db, caller: ApiCaller, input: CreateScm
       createdAt: now,
       updatedAt: now,
     });
+    once?.remember(id, now);
     return id;
   });
 }

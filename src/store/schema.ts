@@ -2,6 +2,7 @@ import {
   blob,
   index,
   integer,
+  primaryKey,
   sqliteTable,
   text,
   uniqueIndex,
@@ -93,9 +94,26 @@ export const serviceSecrets = sqliteTable("service_secrets", {
   createdAt: integer("created_at").notNull(),
 });
 
+// Successful creates made with an Idempotency-Key header, so a retry gets the first
+// answer. `fingerprint` is an HMAC of the request, never the request itself: it holds
+// a plaintext client secret.
+export const idempotencyKeys = sqliteTable(
+  "idempotency_keys",
+  {
+    // Whose key it is, e.g. `api:<token id>`: keys of different callers never meet.
+    scope: text("scope").notNull(),
+    key: text("key").notNull(),
+    fingerprint: blob("fingerprint", { mode: "buffer" }).notNull(),
+    resultId: text("result_id").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.scope, t.key] }), index("idempotency_keys_created_idx").on(t.createdAt)],
+);
+
 export type OrganizationRow = typeof organizations.$inferSelect;
 export type ApiTokenRow = typeof apiTokens.$inferSelect;
 export type RunnerRow = typeof runners.$inferSelect;
 export type ScmIntegrationRow = typeof scmIntegrations.$inferSelect;
 export type NewScmIntegrationRow = typeof scmIntegrations.$inferInsert;
 
+export type IdempotencyKeyRow = typeof idempotencyKeys.$inferSelect;

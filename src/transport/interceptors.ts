@@ -1,7 +1,9 @@
-import { Code, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Caller } from "../domain/caller.js";
 import { DomainError } from "../domain/errors.js";
 import type { Logger } from "../log.js";
 import { authenticate } from "../services/auth.js";
+import type { RateLimiter } from "../services/rate-limit.js";
 import type { Db } from "../store/database.js";
 import { callerKey, requestRecordKey } from "./context.js";
 import { toConnectError } from "./errors.js";
@@ -32,23 +34,54 @@ export function errorInterceptor(log: Logger): Interceptor {
   };
 }
 
-/** Establishes the caller from the bearer token and enforces which token kind a service takes. */
-export function authInterceptor(db: Db): Interceptor {
+/**
+ * Establishes the caller from the bearer token, enforces which token kind a service
+ * takes, and then the caller's rate limit. Refusals are logged with their reason and
+ * never with the token.
+ */
+export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null): Interceptor {
   return (next) => async (req) => {
     const policy = TOKEN_POLICY[req.service.typeName];
     if (policy === undefined) return next(req);
-    const caller = db.read(() => authenticate(db, req.header.get("authorization")));
-    if (caller.kind !== policy) {
-      throw new DomainError(
-        "permission_denied",
-        policy === "api"
-          ? `${req.service.typeName} needs an API token; a runner access token may only call gitpod.v1.RunnerInteractionService`
-          : `${req.service.typeName} is for runners and needs the runner's own access token, not an API token`,
-      );
+    let caller: Caller;
+    try {
+      caller = db.read(() => authenticate(db, req.header.get("authorization")));
+      if (caller.kind !== policy) {
+        throw new DomainError(
+          "permission_denied",
+          policy === "api"
+            ? `${req.service.typeName} needs an API token; a runner access token may only call gitpod.v1.RunnerInteractionService`
+            : `${req.service.typeName} is for runners and needs the runner's own access token, not an API token`,
+        );
+      }
+    } catch (err) {
+      if (err instanceof DomainError) {
+        log.warn("authentication refused", {
+          request_id: req.contextValues.get(requestRecordKey).id,
+          procedure: `/${req.service.typeName}/${req.method.name}`,
+          reason: err.message,
+        });
+      }
+      throw err;
+    }
+    if (limiter) {
+      const waitMs = limiter.take(caller.kind === "api" ? `api:${caller.tokenId}` : `runner:${caller.runnerId}`);
+      if (waitMs > 0) throw rateLimited(waitMs);
     }
     req.contextValues.set(callerKey, caller);
     return next(req);
   };
+}
+
+/**
+ * resource_exhausted (HTTP 429 in Connect) with the wait in both forms the official SDK
+ * reads: `retry-after-ms` first, then `retry-after` in whole seconds.
+ */
+function rateLimited(waitMs: number): ConnectError {
+  const err = new ConnectError(`rate limit exceeded for this token; retry in ${waitMs} ms`, Code.ResourceExhausted);
+  err.metadata.set("retry-after-ms", String(waitMs));
+  err.metadata.set("retry-after", String(Math.ceil(waitMs / 1000)));
+  return err;
 }
 
 /** `Code.InvalidArgument` → `invalid_argument`, as Connect writes codes on the wire. */

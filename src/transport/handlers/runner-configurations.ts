@@ -1,6 +1,7 @@
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  CreateSCMIntegrationRequestSchema,
   CreateSCMIntegrationResponseSchema,
   DeleteSCMIntegrationResponseSchema,
   GetRunnerConfigurationSchemaResponseSchema,
@@ -16,10 +17,18 @@ import { pageRequest, pageResponse } from "../pagination.js";
 import { apiCaller } from "./caller.js";
 import type { Deps } from "./deps.js";
 
-export function runnerConfigurationService({ db, pager, publicUrl }: Deps): ServiceImpl<typeof RunnerConfigurationService> {
+export function runnerConfigurationService({ db, pager, publicUrl, idempotency }: Deps): ServiceImpl<typeof RunnerConfigurationService> {
   return {
     async createSCMIntegration(req, ctx) {
-      const id = await integrations.createScmIntegration(db, apiCaller(ctx), {
+      const caller = apiCaller(ctx);
+      // A retry with the same Idempotency-Key gets the first call's answer (see README).
+      const once = idempotency.call(
+        ctx.requestHeader.get("idempotency-key"),
+        `api:${caller.tokenId}`,
+        CreateSCMIntegrationRequestSchema.typeName,
+        toBinary(CreateSCMIntegrationRequestSchema, req, { writeUnknownFields: false }),
+      );
+      const id = await integrations.createScmIntegration(db, caller, {
         runnerId: req.runnerId,
         scmId: req.scmId,
         host: req.host,
@@ -28,7 +37,7 @@ export function runnerConfigurationService({ db, pager, publicUrl }: Deps): Serv
         pat: req.pat,
         issuerUrl: req.issuerUrl,
         virtualDirectory: req.virtualDirectory,
-      });
+      }, once);
       return create(CreateSCMIntegrationResponseSchema, { id });
     },
     getSCMIntegration(req, ctx) {

@@ -1,0 +1,69 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { DomainError } from "../domain/errors.js";
+import type { Db } from "../store/database.js";
+import { deleteIdempotencyKeysBefore, findIdempotencyKey, saveIdempotencyKey } from "../store/idempotency-keys.js";
+
+// Visible ASCII only: keys are compared byte for byte and appear in no log.
+const KEY_SHAPE = /^[\x21-\x7e]{1,255}$/;
+// Expired entries are swept at most this often, from inside a write that is running anyway.
+const SWEEP_EVERY_MS = 60_000;
+
+/**
+ * One create made with an Idempotency-Key, as the service sees it. Both methods run
+ * inside the create's write, so a key and the row it names commit together.
+ */
+export interface IdempotentCall {
+  /** The first call's result id when this is a retry of it; throws when the key was used for a different request. */
+  replay(now: number): string | null;
+  /** Remembers `resultId` as this key's answer. */
+  remember(resultId: string, now: number): void;
+}
+
+/**
+ * Remembers successful creates by (caller, Idempotency-Key) for `ttlMs`. A request
+ * is told apart from another by an HMAC of its bytes under a key of the service's own,
+ * so the stored fingerprint reveals nothing about the secret it covered.
+ */
+export class Idempotency {
+  private lastSweep = 0;
+
+  constructor(
+    private readonly db: Db,
+    private readonly hmacKey: Buffer,
+    readonly ttlMs: number,
+  ) {}
+
+  /**
+   * The idempotent form of one call, or null when the client sent no key. `request`
+   * must be the canonical encoding of the whole request (binary protobuf, unknown
+   * fields left out), so JSON and binary forms of one request match.
+   */
+  call(header: string | null, scope: string, method: string, request: Uint8Array): IdempotentCall | null {
+    if (header === null) return null;
+    if (!KEY_SHAPE.test(header)) {
+      throw new DomainError("invalid_argument", "Idempotency-Key header: must be 1 to 255 visible ASCII characters");
+    }
+    const key = header;
+    const fingerprint = createHmac("sha256", this.hmacKey).update(method).update("\0").update(request).digest();
+    return {
+      replay: (now) => {
+        const prior = findIdempotencyKey(this.db, scope, key);
+        if (prior === null || prior.createdAt + this.ttlMs <= now) return null;
+        if (!(prior.fingerprint.length === fingerprint.length && timingSafeEqual(prior.fingerprint, fingerprint))) {
+          throw new DomainError(
+            "invalid_argument",
+            "Idempotency-Key header: this key was already used for a different request; send a new key for a new request",
+          );
+        }
+        return prior.resultId;
+      },
+      remember: (resultId, now) => {
+        saveIdempotencyKey(this.db, { scope, key, fingerprint, resultId, createdAt: now });
+        if (now - this.lastSweep >= SWEEP_EVERY_MS) {
+          this.lastSweep = now;
+          deleteIdempotencyKeysBefore(this.db, now - this.ttlMs);
+        }
+      },
+    };
+  }
+}

@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { Gitpod } from "@gitpod/sdk";
+import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
+import { createApiToken } from "../src/services/accounts.js";
+import { createRunner, signUp, startServer, type TestServer } from "./harness.js";
+
+const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+
+async function create(s: TestServer, body: object, key: string | null, token = s.token) {
+  const headers: Record<string, string> = { "content-type": "application/json", authorization: `Bearer ${token}` };
+  if (key !== null) headers["idempotency-key"] = key;
+  const res = await fetch(`${s.url}/${CREATE}`, { method: "POST", headers, body: JSON.stringify(body) });
+  return { status: res.status, body: (await res.json()) as { id?: string; code?: string; message?: string } };
+}
+
+function integrationCount(s: TestServer): number {
+  return (s.db.$client.prepare("SELECT count(*) AS n FROM scm_integrations").get() as { n: number }).n;
+}
+
+describe("Idempotency-Key on CreateSCMIntegration", () => {
+  let s: TestServer;
+  let runnerId: string;
+  before(async () => {
+    s = await startServer();
+    const r = await createRunner(s);
+    runnerId = r.runnerId;
+    await signUp(s, r.runnerToken);
+  });
+  after(() => s.close());
+
+  const body = (host: string, clientId = "app-1") => ({
+    runnerId,
+    scmId: "github",
+    host,
+    oauthClientId: clientId,
+    oauthPlaintextClientSecret: "idem-secret-value",
+  });
+
+  it("a retry with the same key and body gets the first id; without a key it is already_exists", async () => {
+    const first = await create(s, body("github.com"), "key-1");
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    const again = await create(s, body("github.com"), "key-1");
+    assert.deepEqual(again, first);
+    const keyless = await create(s, body("github.com"), null);
+    assert.equal(keyless.body.code, "already_exists");
+    assert.equal(integrationCount(s), 1);
+  });
+
+  it("the same key with a different body is invalid_argument and writes nothing", async () => {
+    const n = integrationCount(s);
+    const other = await create(s, body("github.com", "app-2"), "key-1");
+    assert.equal(other.status, 400);
+    assert.equal(other.body.code, "invalid_argument");
+    assert.match(other.body.message!, /Idempotency-Key/);
+    const otherHost = await create(s, body("gitlab.example.com"), "key-1");
+    assert.equal(otherHost.body.code, "invalid_argument");
+    assert.equal(integrationCount(s), n);
+  });
+
+  it("the key is the caller's own: another token's same key is a new request", async () => {
+    const second = createApiToken(s.db, "acme");
+    s.watch.noteToken(second.token);
+    const r = await create(s, body("github.com"), "key-1", second.token);
+    assert.equal(r.body.code, "already_exists", "not a replay of the other token's create");
+  });
+
+  it("JSON, binary and gRPC forms of one request are one request", async () => {
+    const first = await create(s, body("git.example.org"), "key-forms");
+    assert.equal(first.status, 200);
+    const headers = { "idempotency-key": "key-forms", authorization: `Bearer ${s.token}` };
+    for (const transport of [
+      createConnectTransport({ baseUrl: s.url, httpVersion: "1.1", useBinaryFormat: true }),
+      createGrpcTransport({ baseUrl: s.url }),
+    ]) {
+      const client = createClient(RunnerConfigurationService, transport);
+      const res = await client.createSCMIntegration(body("git.example.org"), { headers });
+      assert.equal(res.id, first.body.id);
+    }
+  });
+
+  it("concurrent retries of one create all get the one id, and one row is written", async () => {
+    const n = integrationCount(s);
+    const answers = await Promise.all(Array.from({ length: 20 }, () => create(s, body("concurrent.example.com"), "key-burst")));
+    const ids = new Set(answers.map((a) => a.body.id));
+    assert.equal(ids.size, 1, JSON.stringify(answers.map((a) => a.body)));
+    assert.ok(answers.every((a) => a.status === 200));
+    assert.equal(integrationCount(s), n + 1);
+  });
+
+  it("the official SDK's Idempotency-Key header is honoured", async () => {
+    const client = new Gitpod({ bearerToken: s.token, baseURL: s.url, maxRetries: 0 });
+    const params = { runnerId, scmId: "github", host: "sdk.example.com", pat: true };
+    const a = await client.runners.configurations.scmIntegrations.create(params, { headers: { "Idempotency-Key": "sdk-key" } });
+    const b = await client.runners.configurations.scmIntegrations.create(params, { headers: { "Idempotency-Key": "sdk-key" } });
+    assert.equal(b.id, a.id);
+  });
+
+  it("a malformed key is invalid_argument and nothing is written", async () => {
+    const n = integrationCount(s);
+    for (const key of ["", "x".repeat(256), "has space", "tab\tkey"]) {
+      const r = await create(s, body(`bad-key-${key.length}.example.com`), key);
+      assert.equal(r.body.code, "invalid_argument", JSON.stringify(key));
+      assert.match(r.body.message!, /Idempotency-Key header/);
+    }
+    assert.equal(integrationCount(s), n);
+  });
+
+  it("stores an HMAC of the request, never the request or its secret", () => {
+    const rows = s.db.$client.prepare("SELECT * FROM idempotency_keys").all() as Array<Record<string, unknown>>;
+    assert.ok(rows.length >= 3);
+    for (const row of rows) {
+      assert.equal((row.fingerprint as Buffer).length, 32);
+      assert.ok(!JSON.stringify(row).includes("idem-secret-value"));
+    }
+  });
+});
+
+describe("Idempotency-Key expiry", () => {
+  it("after the configured time a key is forgotten and the create runs again", async () => {
+    const s = await startServer({ idempotencyTtlMs: 200 });
+    try {
+      const { runnerId } = await createRunner(s);
+      const params = { runnerId, scmId: "github", host: "github.com", pat: true };
+      const first = await create(s, params, "short-lived");
+      assert.equal(first.status, 200);
+      await sleep(400);
+      const late = await create(s, params, "short-lived");
+      assert.equal(late.body.code, "already_exists", "the key was forgotten, so this is a second create of the host");
+      // Delete the integration: the expired key is reused for a new create, with a new answer.
+      const del = await fetch(`${s.url}/gitpod.v1.RunnerConfigurationService/DeleteSCMIntegration`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` },
+        body: JSON.stringify({ id: first.body.id }),
+      });
+      assert.equal(del.status, 200);
+      const fresh = await create(s, params, "short-lived");
+      assert.equal(fresh.status, 200);
+      assert.notEqual(fresh.body.id, first.body.id);
+      assert.deepEqual(await create(s, params, "short-lived"), fresh, "and the key now names the new create");
+    } finally {
+      await s.close();
+    }
+  });
+});
