@@ -181,7 +181,7 @@ it(`SIGKILL under concurrent creates, ${KILLS} times: every acknowledged create 
     };
 
     for (let kill = 1; kill <= KILLS; kill++) {
-      const svc = service!;
+      const svc: Service = service!;
       const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
       // Kill at a different point each round: after 30 to 150 acknowledgements.
       const killAfter = 30 + Math.floor(Math.random() * 121);
