@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import Database from "better-sqlite3";
 import { eq } from "drizzle-orm";
 import { open } from "../src/crypto/sealed-box.js";
+import { openDatabase } from "../src/store/database.js";
 import { scmIntegrations } from "../src/store/schema.js";
 import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
 
@@ -100,5 +103,35 @@ describe("checkpoints", () => {
     }
     for (let i = 0; i < 50 && pagesInFile() <= before; i++) await new Promise((r) => setTimeout(r, 100));
     assert.ok(pagesInFile() > before, `the database file grew from ${before} pages once checkpointed`);
+  });
+});
+
+describe("a batch SQLite rolls back as a whole", () => {
+  it("fails every write in it with the error that caused it, and the next batch commits", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-batch-"));
+    const db = openDatabase(join(dir, "batch.db"));
+    try {
+      const sqlite = db.$client;
+      sqlite.exec("CREATE TABLE blobs (name TEXT PRIMARY KEY, v BLOB)");
+      const insert = (name: string, bytes: number) => () => sqlite.prepare("INSERT INTO blobs VALUES (?, ?)").run(name, Buffer.alloc(bytes, 7)).changes;
+      const unlimited = sqlite.pragma("max_page_count", { simple: true }) as number;
+      // No page more than the file has: the big write cannot fit, and on SQLITE_FULL
+      // SQLite undoes the whole transaction, the small write before it included.
+      sqlite.pragma(`max_page_count = ${sqlite.pragma("page_count", { simple: true }) as number}`);
+      const batch = () => [db.write(insert("small-1", 10)), db.write(insert("big", 64 * 1024)), db.write(insert("small-2", 10))];
+      const failed = await Promise.allSettled(batch());
+      assert.deepEqual(
+        failed.map((r) => (r.status === "rejected" ? (r.reason as { code?: string }).code : "committed")),
+        ["SQLITE_FULL", "SQLITE_FULL", "SQLITE_FULL"],
+        "each write fails with the cause, not with a follow-on error",
+      );
+      assert.deepEqual(sqlite.prepare("SELECT name FROM blobs").all(), []);
+      sqlite.pragma(`max_page_count = ${unlimited}`);
+      assert.deepEqual(await Promise.all(batch()), [1, 1, 1]);
+      assert.equal(sqlite.inTransaction, false);
+    } finally {
+      db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -14,23 +14,41 @@ const RESET_FRAMES = 16_384;
 // Under steady load some reader or writer is always active, so the WAL is never found
 // idle and would only grow; past RESET_FRAMES a TRUNCATE checkpoint waits (50 ms at most, in
 // this thread) for a quiet moment and empties it. Writers meanwhile get SQLITE_BUSY,
-// which the group commit answers by retrying off the event loop.
+// which the group commit answers by retrying off the event loop. A checkpoint that fails
+// for another reason (disk full, file not writable) is tried again at the next interval;
+// the WAL keeps every commit meanwhile.
 const WORKER_SOURCE = `
 const { workerData, parentPort } = require("node:worker_threads");
 const Database = require(workerData.driver);
-const db = new Database(workerData.file);
-db.pragma("busy_timeout = 0");
+const connect = () => {
+  const db = new Database(workerData.file);
+  db.pragma("busy_timeout = 0");
+  return db;
+};
+let db = connect();
 const busy = (err) => String(err && err.code).startsWith("SQLITE_BUSY");
+let failing = null;
 const timer = setInterval(() => {
   try {
+    db = db || connect();
     const [state] = db.pragma("wal_checkpoint(PASSIVE)");
     if (state.log > workerData.resetFrames) {
       db.pragma("busy_timeout = 50");
       try { db.pragma("wal_checkpoint(TRUNCATE)"); } finally { db.pragma("busy_timeout = 0"); }
     }
-  } catch (err) { if (!busy(err)) throw err; }
+    if (failing !== null) { failing = null; parentPort.postMessage({ failing: null }); }
+  } catch (err) {
+    if (busy(err)) return;
+    // A full disk or a file that cannot be written: tell the service (once per kind of
+    // trouble, not every interval) and try again next time on a fresh connection, since
+    // one opened while the file was not writable stays read-only.
+    const code = String((err && err.code) || (err && err.name) || "error");
+    if (code !== failing) { failing = code; parentPort.postMessage({ failing: code, detail: String(err && err.message) }); }
+    try { if (db) db.close(); } catch {}
+    db = null;
+  }
 }, workerData.intervalMs);
-parentPort.on("message", () => { clearInterval(timer); db.close(); process.exit(0); });
+parentPort.on("message", () => { clearInterval(timer); if (db) db.close(); process.exit(0); });
 `;
 
 /**
@@ -47,18 +65,24 @@ export function startCheckpointer(db: Db, log: Logger): { stop(): Promise<void> 
   worker.unref();
   sqlite.pragma("wal_autocheckpoint = 0");
   let stopped = false;
+  let exited = false;
+  worker.once("exit", () => (exited = true));
+  worker.on("message", (m: { failing: string | null; detail?: string }) => {
+    if (m.failing === null) log.info("checkpoints work again");
+    else log.warn("checkpoint failed; trying again", { driver_code: m.failing, detail: m.detail });
+  });
   worker.on("error", (err) => {
     log.error("checkpointer failed; automatic checkpoints are back on", { error: err.name, detail: err.message });
     if (sqlite.open) sqlite.pragma("wal_autocheckpoint = 1000");
   });
   return {
     async stop() {
-      if (stopped) return;
+      if (stopped || exited) return;
       stopped = true;
       worker.ref(); // keep the process alive until the thread has closed its connection
-      const exited = new Promise((resolve) => worker.once("exit", resolve));
+      const done = new Promise((resolve) => worker.once("exit", resolve));
       worker.postMessage("stop");
-      await exited;
+      await done;
     },
   };
 }

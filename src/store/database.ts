@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
-import { GroupCommit } from "./group-commit.js";
+import { GroupCommit, type GroupCommitOptions } from "./group-commit.js";
 import { ReadWindow } from "./read-window.js";
 import * as schema from "./schema.js";
 
@@ -21,11 +21,19 @@ export type Db = BetterSQLite3Database<typeof schema> & {
   commitStats(): { commits: number; writes: number };
 };
 
+export interface DatabaseOptions {
+  /**
+   * How long a write batch waits for another process's write lock before its writes fail
+   * with `unavailable` (default 5 s; see group-commit.ts).
+   */
+  lockWaitMs?: GroupCommitOptions["lockWaitMs"];
+}
+
 /**
  * Opens (creating if needed) the SQLite database at `file`, sets the pragmas every
  * connection needs and applies the committed migrations.
  */
-export function openDatabase(file: string): Db {
+export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
   const sqlite = new Database(file);
   // WAL lets readers run beside the writer. synchronous=FULL fsyncs the WAL on every
@@ -41,7 +49,7 @@ export function openDatabase(file: string): Db {
   const orm = drizzle(sqlite, { schema });
   migrate(orm, { migrationsFolder: migrationsFolder() });
   const reads = new ReadWindow(sqlite);
-  const commits = new GroupCommit(sqlite, reads);
+  const commits = new GroupCommit(sqlite, reads, { lockWaitMs: options.lockWaitMs });
   return Object.assign(orm, {
     write: <T>(work: () => T) => commits.run(work),
     read: <T>(work: () => T) => reads.run(work),

@@ -8,15 +8,33 @@ export function isUniqueViolation(err: unknown): boolean {
   );
 }
 
+/** A database failure a client should hear about as something other than `internal`. */
+export interface DriverTrouble {
+  reason: "resource_exhausted" | "unavailable";
+  /** What happened, for the client: never the driver's own text, which can carry SQL. */
+  message: string;
+}
+
 /**
- * Driver failures a client should hear about as something other than `internal`:
- * a full disk is resource_exhausted, a busy, locked, read-only or failing database is
- * unavailable (worth a retry once the trouble ends). Null for everything else.
+ * Driver failures that are trouble with the database's surroundings rather than a bug:
+ * a full disk (or size limit) is resource_exhausted; a write lock another process holds
+ * too long, a file that cannot be written and a failing disk are unavailable (a retry can
+ * succeed once the trouble ends). Null for everything else, which stays `internal`.
  */
-export function classifyDriverError(err: unknown): "resource_exhausted" | "unavailable" | null {
+export function classifyDriverError(err: unknown): DriverTrouble | null {
   if (!(err instanceof Database.SqliteError)) return null;
   const code = err.code;
-  if (code === "SQLITE_FULL") return "resource_exhausted";
-  if (/^SQLITE_(BUSY|LOCKED|READONLY|IOERR|CANTOPEN|PROTOCOL)/.test(code)) return "unavailable";
+  if (code === "SQLITE_FULL") {
+    return { reason: "resource_exhausted", message: "the database is out of storage space: writes are refused until space is freed, reads still work" };
+  }
+  if (/^SQLITE_(BUSY|LOCKED|PROTOCOL)/.test(code)) {
+    return { reason: "unavailable", message: "the database is locked by another process (another worker or an admin command) for longer than this service waits; try again shortly" };
+  }
+  if (/^SQLITE_(READONLY|IOERR|CANTOPEN)/.test(code)) {
+    return { reason: "unavailable", message: "the database file cannot be written or read at the moment (the storage refused it); try again once the storage is back" };
+  }
+  if (code === "SQLITE_NOMEM") {
+    return { reason: "unavailable", message: "the database ran out of memory; try again shortly" };
+  }
   return null;
 }

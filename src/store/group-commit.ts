@@ -9,9 +9,25 @@ interface Pending {
 
 /** The most writes that share one transaction; more wait for the next one. */
 const MAX_BATCH = 512;
-/** How long a batch waits for another process's write lock before its writes fail. */
-const LOCK_WAIT_MS = 5000;
+/** How long a batch waits for another process's write lock before its writes fail, unless configured. */
+export const DEFAULT_LOCK_WAIT_MS = 5000;
 const LOCK_RETRY_MS = 2;
+
+export interface GroupCommitOptions {
+  /** How long a batch waits for another process's write lock before its writes fail with SQLITE_BUSY. */
+  lockWaitMs?: number;
+}
+
+/**
+ * SQLite rolled the whole transaction back on its own while a write ran in it, as it may
+ * on SQLITE_FULL, SQLITE_IOERR or SQLITE_NOMEM: the writes before it in the batch are
+ * undone too. Carries the error that caused it.
+ */
+class TransactionLost extends Error {
+  constructor(override readonly cause: unknown) {
+    super("the transaction was rolled back by SQLite");
+  }
+}
 
 /**
  * Group commit. Writes queued during one turn of the event loop run in one
@@ -26,11 +42,15 @@ export class GroupCommit {
   readonly stats = { commits: 0, writes: 0 };
   private queue: Pending[] = [];
   private scheduled = false;
+  private readonly lockWaitMs: number;
 
   constructor(
     private readonly sqlite: Database.Database,
     private readonly reads: ReadWindow,
-  ) {}
+    options: GroupCommitOptions = {},
+  ) {
+    this.lockWaitMs = options.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS;
+  }
 
   /** Runs `work` in the next shared transaction; settles once that transaction is durable. */
   run<T>(work: () => T): Promise<T> {
@@ -74,7 +94,7 @@ export class GroupCommit {
       // Another process (a second worker, the admin CLI) holds the write lock. Waiting
       // here would stall every request of this process, so the batch waits off the
       // event loop and tries again; the connection's busy_timeout is kept short.
-      if (isBusy(err) && Date.now() - since < LOCK_WAIT_MS) {
+      if (isBusy(err) && Date.now() - since < this.lockWaitMs) {
         setTimeout(() => this.commit(batch, since), LOCK_RETRY_MS);
         return;
       }
@@ -85,21 +105,31 @@ export class GroupCommit {
       const s = this.statements();
       for (const p of batch) {
         s.savepoint.run();
+        let value: unknown;
         try {
-          outcomes.push({ ok: true, value: p.work() });
-          s.release.run();
+          value = p.work();
         } catch (err) {
+          // Most failures (a duplicate, a rule) leave the transaction open and undo only
+          // this savepoint. Some (SQLITE_FULL, SQLITE_IOERR) make SQLite roll back the whole
+          // transaction: then there is no savepoint to return to, and the writes before
+          // this one are gone as well.
+          if (!db.inTransaction) throw new TransactionLost(err);
           s.rollbackTo.run();
           s.release.run();
           outcomes.push({ ok: false, err });
+          continue;
         }
+        s.release.run();
+        outcomes.push({ ok: true, value });
       }
       db.exec("COMMIT");
       this.stats.commits += 1;
       this.stats.writes += batch.length;
-    } catch (err) {
-      // The savepoint handling or COMMIT itself failed (disk full, I/O error): nothing of
-      // this batch is durable, so every write in it fails.
+    } catch (caught) {
+      // The transaction was lost, or COMMIT itself failed (disk full, I/O error): no write
+      // of this batch can be acknowledged, so every one fails, with the error that caused
+      // it (not a follow-on "no such savepoint"), and the next batch starts afresh.
+      const err = caught instanceof TransactionLost ? caught.cause : caught;
       try {
         if (db.inTransaction) db.exec("ROLLBACK");
       } catch {

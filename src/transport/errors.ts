@@ -47,18 +47,17 @@ export function toConnectError(err: unknown, method: DescMethod, requestId: stri
   } else if (err instanceof ConnectError) {
     out = err;
   } else {
-    const reason = classifyDriverError(err);
-    log.error("unexpected error", {
+    const trouble = classifyDriverError(err);
+    log.error(trouble ? "database trouble" : "unexpected error", {
       request_id: requestId,
       procedure: `/${method.parent.typeName}/${method.name}`,
       error: err instanceof Error ? err.name : typeof err,
       driver_code: (err as { code?: unknown })?.code?.toString(),
       detail: err instanceof Error ? err.message : undefined,
     });
-    if (reason === "resource_exhausted") {
-      out = new ConnectError(`the database is out of space; request id ${requestId}`, Code.ResourceExhausted);
-    } else if (reason === "unavailable") {
-      out = new ConnectError(`the database is temporarily unavailable; request id ${requestId}`, Code.Unavailable);
+    // The client hears what happened in our words: driver messages can carry SQL.
+    if (trouble) {
+      out = new ConnectError(`${trouble.message}; request id ${requestId}`, CODES[trouble.reason]);
     } else {
       out = new ConnectError(`internal error; request id ${requestId}`, Code.Internal);
     }

@@ -1,0 +1,433 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import Database from "better-sqlite3";
+import { newKeyPair, open } from "../src/crypto/sealed-box.js";
+import { createLogger } from "../src/log.js";
+import { createApiToken, createOrganization } from "../src/services/accounts.js";
+import { createApp } from "../src/server.js";
+import { openDatabase, type DatabaseOptions, type Db } from "../src/store/database.js";
+import { listen } from "../src/transport/http-server.js";
+import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
+
+// Database trouble (no space, a file that cannot be written, a lock held too long) and
+// racing writers, against real servers on real SQLite files.
+
+const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+const GET = "gitpod.v1.RunnerConfigurationService/GetSCMIntegration";
+const UPDATE = "gitpod.v1.RunnerConfigurationService/UpdateSCMIntegration";
+const DELETE = "gitpod.v1.RunnerConfigurationService/DeleteSCMIntegration";
+const LIST = "gitpod.v1.RunnerConfigurationService/ListSCMIntegrations";
+
+/** What a client may be told: our words, never the driver's (which can carry SQL). */
+function assertNoDriverText(message: string): void {
+  assert.doesNotMatch(
+    message,
+    /sqlite|savepoint|\b(select|insert|update|delete|begin|commit|rollback|pragma)\b|constraint|disk i\/o|readonly database|database or disk is full|no such|\bSQL\b/i,
+    `driver text in ${JSON.stringify(message)}`,
+  );
+}
+
+/** A server of our own over `file`, as the harness builds one, but with database options. */
+async function serveFile(file: string, options: DatabaseOptions = {}, token?: string) {
+  const db = openDatabase(file, options);
+  if (token === undefined) {
+    createOrganization(db, "acme");
+    token = createApiToken(db, "acme").token;
+  }
+  const logs: string[] = [];
+  const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: "https://scm.example.test" });
+  const server = await listen(app.handler, 0, "127.0.0.1");
+  const s = { url: `http://127.0.0.1:${server.address.port}`, db, token, logs, otherToken: "" } as unknown as TestServer;
+  return {
+    s,
+    db,
+    logs,
+    async close() {
+      await server.shutdown(1000);
+      await app.close();
+      if (db.$client.open) db.$client.close();
+    },
+  };
+}
+
+/** Creates with a 4 KiB secret each, so every one needs fresh pages. */
+function bigCreate(runnerId: string, tag: string) {
+  return { runnerId, scmId: "github", host: `${tag}.example.com`, oauthClientId: `client-${tag}`, oauthPlaintextClientSecret: `${tag}-${randomBytes(2000).toString("hex")}` };
+}
+
+/** Whether the given host is stored (read straight from the file by a second connection). */
+function stored(db: Db, host: string): boolean {
+  return db.$client.prepare("SELECT 1 FROM scm_integrations WHERE host = ?").get(host) !== undefined;
+}
+
+/**
+ * Sends rounds of concurrent big creates until the database refuses some; checks every
+ * answer against the file (acknowledged ⇒ stored, refused ⇒ not stored, nothing else)
+ * and answers the refusals.
+ */
+async function createUntilRefused(s: TestServer, runnerId: string, prefix: string, maxRounds: number) {
+  const refused: { status: number; body: any }[] = [];
+  for (let round = 0; round < maxRounds && refused.length === 0; round++) {
+    const bodies = Array.from({ length: 16 }, (_, i) => bigCreate(runnerId, `${prefix}-${round}-${i}`));
+    const results = await Promise.all(bodies.map((b) => call(s, CREATE, b)));
+    results.forEach((r, i) => {
+      if (r.status === 200) assert.ok(stored(s.db, bodies[i]!.host), "an acknowledged create is stored");
+      else {
+        assert.equal(stored(s.db, bodies[i]!.host), false, "a refused create left nothing behind");
+        refused.push(r);
+      }
+    });
+  }
+  return refused;
+}
+
+/** Reads, health and an existing integration keep answering. */
+async function readsStillWork(s: TestServer, runnerId: string, id: string) {
+  assert.equal((await fetch(`${s.url}/healthz`)).status, 200);
+  assert.equal((await call(s, GET, { id })).status, 200);
+  assert.equal((await call(s, "gitpod.v1.RunnerService/GetRunner", { runnerId })).status, 200);
+  const list = await call(s, LIST, { filter: { runnerIds: [runnerId] }, pagination: { pageSize: 5 } });
+  assert.equal(list.status, 200, JSON.stringify(list.body));
+}
+
+describe("disk full, as a page limit on the server's connection", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  it("creates are resource_exhausted with a clear message, reads work, and creates work again once the limit rises", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    const keys = await signUp(s, runnerToken);
+    const first = await call(s, CREATE, bigCreate(runnerId, "before-limit"));
+    assert.equal(first.status, 200);
+
+    const sqlite = s.db.$client;
+    const unlimited = sqlite.pragma("max_page_count", { simple: true }) as number;
+    sqlite.pragma(`max_page_count = ${sqlite.pragma("page_count", { simple: true }) as number}`);
+    try {
+      const refused = await createUntilRefused(s, runnerId, "limited", 10);
+      assert.ok(refused.length > 0, "the page limit was reached");
+      for (const r of refused) {
+        // A write that hits the limit makes SQLite roll back the whole shared transaction:
+        // every write of that batch is refused for the same reason, none as `internal`.
+        assert.equal(r.body.code, "resource_exhausted", JSON.stringify(r.body));
+        assert.match(r.body.message, /^the database is out of storage space: writes are refused until space is freed, reads still work; request id \S+$/);
+        assertNoDriverText(r.body.message);
+      }
+      await readsStillWork(s, runnerId, first.body.id);
+    } finally {
+      sqlite.pragma(`max_page_count = ${unlimited}`);
+    }
+    const again = await Promise.all(Array.from({ length: 8 }, (_, i) => call(s, CREATE, bigCreate(runnerId, `after-limit-${i}`))));
+    assert.deepEqual(again.map((r) => r.status), Array(8).fill(200));
+    const got = await call(s, GET, { id: again[0]!.body.id });
+    assert.ok(open(Buffer.from(got.body.integration.oauth.encryptedClientSecret, "base64"), keys.publicKey, keys.secretKey)?.startsWith("after-limit-0-"));
+    assert.equal(sqlite.pragma("integrity_check", { simple: true }), "ok");
+  });
+});
+
+describe("disk full, on a tiny filesystem", () => {
+  it("creates are resource_exhausted, reads work, nothing half-written, and creates work again once space is freed", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-full-"));
+    try {
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", dir], { stdio: "pipe" });
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      t.skip(`cannot mount a tmpfs here (needs root): ${(err as Error).message.split("\n")[0]}`);
+      return;
+    }
+    let server: Awaited<ReturnType<typeof serveFile>> | undefined;
+    try {
+      server = await serveFile(join(dir, "full.db"));
+      const { s } = server;
+      const { runnerId, runnerToken } = await createRunner(s);
+      await signUp(s, runnerToken);
+      const first = await call(s, CREATE, bigCreate(runnerId, "before-full"));
+      assert.equal(first.status, 200);
+
+      // Fill the filesystem with another file, as some other program would.
+      const filler = join(dir, "filler");
+      const fd = openSync(filler, "w");
+      try {
+        const chunk = Buffer.alloc(64 * 1024, 1);
+        for (;;) writeSync(fd, chunk);
+      } catch (err) {
+        assert.equal((err as NodeJS.ErrnoException).code, "ENOSPC");
+      } finally {
+        closeSync(fd);
+      }
+
+      const refused = await createUntilRefused(s, runnerId, "full", 30);
+      assert.ok(refused.length > 0, "the filesystem filled up");
+      for (const r of refused) {
+        assert.equal(r.body.code, "resource_exhausted", JSON.stringify(r.body));
+        assert.match(r.body.message, /out of storage space/);
+        assertNoDriverText(r.body.message);
+      }
+      await readsStillWork(s, runnerId, first.body.id);
+
+      rmSync(filler);
+      const again = await Promise.all(Array.from({ length: 8 }, (_, i) => call(s, CREATE, bigCreate(runnerId, `after-full-${i}`))));
+      assert.deepEqual(again.map((r) => r.status), Array(8).fill(200));
+      assert.equal(s.db.$client.pragma("integrity_check", { simple: true }), "ok");
+      const checkpointTrouble = server.logs.filter((l) => l.includes("checkpoint failed")).length;
+      t.diagnostic(`${refused.length} creates refused while full; checkpointer reported trouble ${checkpointTrouble} time(s)`);
+      await server.close();
+      server = undefined;
+    } finally {
+      await server?.close();
+      try {
+        execFileSync("umount", [dir], { stdio: "pipe" });
+      } catch {
+        execFileSync("umount", ["-l", dir], { stdio: "pipe" });
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("database file not writable", () => {
+  it("while the files are immutable creates are unavailable, reads work; once writable again creates work", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-ro-"));
+    const file = join(dir, "ro.db");
+    const server = await serveFile(file);
+    // The database and its WAL, where writes go. Not the -shm index: SQLite writes it
+    // through a memory mapping, and a store to a mapped page of an immutable file is a
+    // SIGBUS in any program. A real read-only condition cannot do that: Linux refuses to
+    // remount a filesystem read-only while files on it are open for writing.
+    const files = [file, `${file}-wal`];
+    const chattr = (flag: string) => execFileSync("chattr", [flag, ...files], { stdio: "pipe" });
+    try {
+      const { s } = server;
+      const { runnerId } = await createRunner(s);
+      const first = await call(s, CREATE, { runnerId, scmId: "github", host: "before.example.com", pat: true });
+      assert.equal(first.status, 200);
+      try {
+        // As root, permissions do not stop writes to files already open; the immutable
+        // attribute does, for every write from then on, as a read-only disk would.
+        chattr("+i");
+      } catch (err) {
+        t.skip(`cannot make files immutable here (needs root and chattr on ${tmpdir()}): ${(err as Error).message.split("\n")[0]}`);
+        return;
+      }
+      try {
+        const results = await Promise.all(
+          Array.from({ length: 6 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `ro-${i}.example.com`, pat: true })),
+        );
+        for (const r of results) {
+          assert.equal(r.body.code, "unavailable", JSON.stringify(r.body));
+          assert.match(r.body.message, /^the database file cannot be written or read at the moment \(the storage refused it\); try again once the storage is back; request id \S+$/);
+          assertNoDriverText(r.body.message);
+        }
+        await readsStillWork(s, runnerId, first.body.id);
+      } finally {
+        chattr("-i");
+      }
+      const again = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `ro-${i}.example.com`, pat: true })),
+      );
+      assert.deepEqual(again.map((r) => r.status), Array(6).fill(200));
+      assert.equal(s.db.$client.pragma("integrity_check", { simple: true }), "ok");
+    } finally {
+      try {
+        chattr("-i");
+      } catch {
+        // not supported here, or already cleared
+      }
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("main database file alone not writable", () => {
+  it("writes go on into the WAL, checkpoints fail and are retried, and resume once it is writable", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-ckpt-"));
+    const file = join(dir, "ckpt.db");
+    const server = await serveFile(file);
+    const waitForLog = async (text: string) => {
+      for (let i = 0; i < 200 && !server.logs.some((l) => l.includes(text)); i++) await new Promise((r) => setTimeout(r, 25));
+      return server.logs.some((l) => l.includes(text));
+    };
+    try {
+      const { s } = server;
+      const { runnerId } = await createRunner(s);
+      try {
+        execFileSync("chattr", ["+i", file], { stdio: "pipe" });
+      } catch (err) {
+        t.skip(`cannot make files immutable here: ${(err as Error).message.split("\n")[0]}`);
+        return;
+      }
+      try {
+        // Commits only append to the WAL; copying them into the main file is the
+        // checkpointer's job, and that now fails.
+        const made = await Promise.all(Array.from({ length: 10 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `ck-${i}.example.com`, pat: true })));
+        assert.deepEqual(made.map((r) => r.status), Array(10).fill(200));
+        assert.ok(await waitForLog('"msg":"checkpoint failed; trying again"'), "the checkpointer reports the failure");
+        const more = await call(s, CREATE, { runnerId, scmId: "github", host: "ck-more.example.com", pat: true });
+        assert.equal(more.status, 200);
+      } finally {
+        execFileSync("chattr", ["-i", file], { stdio: "pipe" });
+      }
+      assert.ok(await waitForLog('"msg":"checkpoints work again"'), `the checkpointer recovers by itself: ${server.logs.filter((l) => !l.includes('"msg":"request"')).join("")}`);
+      assert.ok(!server.logs.some((l) => l.includes("checkpointer failed")), "the checkpointer thread never died");
+      // Once checkpointed, the main file alone holds the rows.
+      const rows = new Database(file, { readonly: true });
+      try {
+        assert.equal(rows.pragma("integrity_check", { simple: true }), "ok");
+      } finally {
+        rows.close();
+      }
+    } finally {
+      try {
+        execFileSync("chattr", ["-i", file], { stdio: "pipe" });
+      } catch {
+        // not supported here, or already cleared
+      }
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("database locked by another process past the wait", () => {
+  it("creates are unavailable with a clear message, reads keep answering, and creates work once the lock is released", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-lock-"));
+    const file = join(dir, "lock.db");
+    // A short wait keeps the test quick; the service waits 5 s by default.
+    const server = await serveFile(file, { lockWaitMs: 200 });
+    const other = new Database(file);
+    try {
+      const { s } = server;
+      const { runnerId } = await createRunner(s);
+      const first = await call(s, CREATE, { runnerId, scmId: "github", host: "first.example.com", pat: true });
+      other.exec("BEGIN IMMEDIATE");
+      const waited = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `locked-${i}.example.com`, pat: true })),
+      );
+      for (const r of waited) {
+        assert.equal(r.body.code, "unavailable", JSON.stringify(r.body));
+        assert.match(r.body.message, /^the database is locked by another process \(another worker or an admin command\) for longer than this service waits; try again shortly; request id \S+$/);
+        assertNoDriverText(r.body.message);
+        // unavailable is worth retrying: the official SDK must not be told otherwise.
+        assert.equal(r.headers.get("x-should-retry"), null);
+      }
+      await readsStillWork(s, runnerId, first.body.id);
+      other.exec("COMMIT");
+      for (let i = 0; i < 5; i++) assert.equal(stored(s.db, `locked-${i}.example.com`), false, "a refused create left nothing behind");
+      const again = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `locked-${i}.example.com`, pat: true })),
+      );
+      assert.deepEqual(again.map((r) => r.status), Array(5).fill(200));
+    } finally {
+      if (other.inTransaction) other.exec("ROLLBACK");
+      other.close();
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("racing writers", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-race-"));
+  let a: Awaited<ReturnType<typeof serveFile>>;
+  let b: Awaited<ReturnType<typeof serveFile>>;
+  before(async () => {
+    // Two servers, each with its own connection to one file, as WORKERS=2 runs.
+    a = await serveFile(join(dir, "race.db"));
+    b = await serveFile(join(dir, "race.db"), {}, a.s.token);
+  });
+  after(async () => {
+    await a.close();
+    await b.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("50 parallel creates of one host through two connections: one succeeds, 49 are already_exists", async () => {
+    const { runnerId } = await createRunner(a.s);
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => call(i % 2 ? a.s : b.s, CREATE, { runnerId, scmId: "github", host: "race.example.com", pat: true })),
+    );
+    assert.equal(results.filter((r) => r.status === 200).length, 1);
+    assert.equal(results.filter((r) => r.body.code === "already_exists").length, 49);
+    assert.deepEqual(a.db.$client.prepare("SELECT count(*) AS n FROM scm_integrations WHERE runner_id = ?").get(runnerId), { n: 1 });
+  });
+
+  it("parallel updates and deletes of one integration end in one whole state that the answers agree with", async (t) => {
+    const { runnerId, runnerToken } = await createRunner(a.s, a.s.token, "race-runner");
+    const keys = await signUp(a.s, runnerToken);
+    // Each update sets every field it touches to values of its own, so a mix of two
+    // updates would show. Update 0 removes OAuth altogether.
+    const updateBody = (id: string, k: number) =>
+      k === 0
+        ? { id, oauthClientId: "", pat: true }
+        : { id, oauthClientId: `client-${k}`, oauthPlaintextClientSecret: `secret-${k}`, pat: k % 2 === 0 };
+    const states = (k: number) =>
+      k === 0 ? { clientId: undefined, secret: undefined, pat: true } : { clientId: `client-${k}`, secret: `secret-${k}`, pat: k % 2 === 0 };
+    const stateOf = (integration: any) => ({
+      clientId: integration.oauth?.clientId,
+      secret: integration.oauth ? open(Buffer.from(integration.oauth.encryptedClientSecret, "base64"), keys.publicKey, keys.secretKey) ?? "unopenable" : undefined,
+      pat: integration.pat ?? false,
+    });
+    const rounds = 24;
+    let gone = 0;
+    for (let round = 0; round < rounds; round++) {
+      const created = await call(a.s, CREATE, { runnerId, scmId: "github", host: `r${round}.example.com`, oauthClientId: "client-initial", oauthPlaintextClientSecret: "secret-initial", pat: true });
+      assert.equal(created.status, 200, JSON.stringify(created.body));
+      const id: string = created.body.id;
+      const withDelete = round % 3 !== 0;
+      type Op = { kind: "update"; k: number } | { kind: "delete" } | { kind: "get" };
+      const ops: Op[] = [
+        ...Array.from({ length: 8 }, (_, k) => ({ kind: "update" as const, k })),
+        ...(withDelete ? [{ kind: "delete" as const }, { kind: "delete" as const }] : []),
+        ...Array.from({ length: 4 }, () => ({ kind: "get" as const })),
+      ].sort(() => Math.random() - 0.5);
+      const answers = await Promise.all(
+        ops.map((op, i) => {
+          const server = i % 2 ? a.s : b.s;
+          if (op.kind === "update") return call(server, UPDATE, updateBody(id, op.k));
+          if (op.kind === "delete") return call(server, DELETE, { id });
+          return call(server, GET, { id });
+        }),
+      );
+      const allowed = [{ clientId: "client-initial", secret: "secret-initial", pat: true }, ...Array.from({ length: 8 }, (_, k) => states(k))];
+      const okUpdates = new Set<number>();
+      let okDeletes = 0;
+      ops.forEach((op, i) => {
+        const r = answers[i]!;
+        if (r.status !== 200) {
+          assert.equal(r.body.code, "not_found", `${op.kind}: ${JSON.stringify(r.body)}`);
+          return;
+        }
+        if (op.kind === "update") okUpdates.add(op.k);
+        if (op.kind === "delete") okDeletes++;
+        // A read in the middle of the race sees one whole state, never a mix.
+        if (op.kind === "get") assert.ok(allowed.some((s) => JSON.stringify(s) === JSON.stringify(stateOf(r.body.integration))), JSON.stringify(stateOf(r.body.integration)));
+      });
+
+      const final = await Promise.all([call(a.s, GET, { id }), call(b.s, GET, { id })]);
+      if (withDelete) {
+        // The row existed until a delete took it: exactly one delete succeeded, and the
+        // integration is gone for every later read, from either connection.
+        assert.equal(okDeletes, 1);
+        assert.deepEqual(final.map((r) => r.body.code), ["not_found", "not_found"]);
+        assert.equal(a.db.$client.prepare("SELECT 1 FROM scm_integrations WHERE id = ?").get(id), undefined);
+        gone++;
+      } else {
+        assert.equal(final[0]!.status, 200);
+        assert.deepEqual(final[1]!.body, final[0]!.body);
+        const state = stateOf(final[0]!.body.integration);
+        const k = Array.from({ length: 8 }, (_, k) => k).find((k) => JSON.stringify(states(k)) === JSON.stringify(state));
+        assert.ok(k !== undefined, `the final state is one update's, whole: ${JSON.stringify(state)}`);
+        assert.ok(okUpdates.has(k), `update ${k}, whose state stayed, was answered OK`);
+        assert.equal(okUpdates.size, 8, "with no delete every update succeeds");
+      }
+    }
+    t.diagnostic(`${rounds} rounds: ${gone} ended deleted, ${rounds - gone} with one update's state whole`);
+  });
+});
