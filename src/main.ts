@@ -34,6 +34,9 @@ async function main(): Promise<void> {
   supervise(config, log);
 }
 
+/** How long past SHUTDOWN_TIMEOUT_MS a shutdown may take to close up before the process just exits. */
+const STOP_GRACE_MS = 5000;
+
 /** Serves requests from this process until SIGTERM/SIGINT, then drains and exits 0. */
 async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile)): Promise<void> {
   const app = createApp(db, log, {
@@ -56,10 +59,23 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     if (stopping) return;
     stopping = true;
     log.info("shutting down", { signal, in_flight: server.inFlight() });
-    app.beginShutdown();
-    await server.shutdown(config.shutdownTimeoutMs);
-    await app.close();
-    db.$client.close();
+    // Should anything after the drain hang (a stuck background thread), the process
+    // still ends, and says so with a non-zero code.
+    setTimeout(() => {
+      log.error("shutdown did not finish; exiting anyway", { timeout_ms: config.shutdownTimeoutMs });
+      process.exit(1);
+    }, config.shutdownTimeoutMs + STOP_GRACE_MS);
+    try {
+      app.beginShutdown();
+      await server.shutdown(config.shutdownTimeoutMs);
+      const cutOff = server.inFlight();
+      if (cutOff > 0) log.warn("requests still running at the shutdown timeout were cut off", { requests: cutOff, timeout_ms: config.shutdownTimeoutMs });
+      await app.close();
+      db.$client.close();
+    } catch (err) {
+      log.error("shutdown failed", { error: err instanceof Error ? err.name : typeof err, detail: err instanceof Error ? err.message : undefined });
+      process.exit(1);
+    }
     log.info("stopped");
     process.exit(0);
   };

@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
+import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { it } from "node:test";
+import Database from "better-sqlite3";
 import { loadConfig } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
 
@@ -57,6 +59,208 @@ it("SIGTERM lets a request in flight finish, refuses new connections, and exits 
     assert.match(JSON.parse(text).runner.runnerId, /^[0-9a-f-]{36}$/);
     await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`));
     assert.equal(await exited, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The answer to a request the client holds open; `finish` sends the rest of the body. */
+interface Held {
+  /** Settles once the server has the request (its 100 Continue arrived), i.e. it is in flight. */
+  inFlight: Promise<void>;
+  finish(): Promise<{ status: number; text: string }>;
+}
+
+/** A create sent over HTTP/1.1 with `Expect: 100-continue`, its body withheld until `finish`. */
+function holdHttp1(port: number, token: string, body: string): Held {
+  let answer!: Promise<{ status: number; text: string }>;
+  let req!: http.ClientRequest;
+  const inFlight = new Promise<void>((continued, failed) => {
+    answer = new Promise((resolve, reject) => {
+      req = http.request(
+        {
+          port, host: "127.0.0.1", method: "POST", path: "/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", agent: false,
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" },
+        },
+        (res) => {
+          let text = "";
+          res.on("data", (d) => (text += d));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+          res.on("error", reject);
+        },
+      );
+      req.on("error", (err) => (failed(err), reject(err)));
+      req.on("continue", () => continued());
+      req.flushHeaders();
+    });
+  });
+  return { inFlight, finish: () => (req.end(body), answer) };
+}
+
+/** The same over an HTTP/2 session: a stream whose body waits until `finish`. */
+function holdHttp2(session: http2.ClientHttp2Session, token: string, body: string): Held {
+  const stream = session.request(
+    {
+      ":method": "POST", ":path": "/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration",
+      authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue",
+    },
+    { endStream: false },
+  );
+  const inFlight = new Promise<void>((resolve, reject) => (stream.once("continue", resolve), stream.once("error", reject)));
+  const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
+    let status = 0;
+    let text = "";
+    stream.on("response", (headers) => (status = Number(headers[":status"])));
+    stream.on("data", (d) => (text += d));
+    stream.on("end", () => resolve({ status, text }));
+    stream.on("error", reject);
+  });
+  return { inFlight, finish: () => (stream.end(body), answer) };
+}
+
+it("SIGTERM under load: requests in flight finish OK, new ones are refused cleanly, exit 0, everything acknowledged is stored", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-drain-load-"));
+  try {
+    // One token sends everything; the per-token rate limit would only get in the way.
+    const { child, port, token, state, exited } = await startProcess(dir, { RATE_LIMIT_PER_SECOND: "0" });
+    const post = (path: string, body: unknown, agent?: http.Agent) =>
+      new Promise<{ status: number; body: any }>((resolve, reject) => {
+        const data = JSON.stringify(body);
+        const req = http.request(
+          {
+            port, host: "127.0.0.1", method: "POST", path: `/${path}`, agent,
+            headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(data) },
+          },
+          (res) => {
+            let text = "";
+            let ended = false;
+            res.on("data", (d) => (text += d));
+            res.on("end", () => {
+              ended = true;
+              try {
+                resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) });
+              } catch {
+                reject(new HalfAnswer(`${res.statusCode} ${text}`));
+              }
+            });
+            // Once an answer began, anything short of its end is a half answer.
+            res.on("error", () => reject(new HalfAnswer(`${res.statusCode} cut off`)));
+            res.on("close", () => ended || reject(new HalfAnswer(`${res.statusCode} cut off`)));
+          },
+        );
+        req.on("error", reject);
+        req.end(data);
+      });
+    class HalfAnswer extends Error {}
+    const runner = await post("gitpod.v1.RunnerService/CreateRunner", { name: "under-load", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" });
+    assert.equal(runner.status, 200, JSON.stringify(runner.body));
+    const runnerId: string = runner.body.runner.runnerId;
+    const createBody = (host: string) => ({ runnerId, scmId: "github", host, pat: true });
+
+    // Slow requests, held in flight over both protocols: the server has each one
+    // (it sent 100 Continue) while its body is withheld until after the signal.
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on("error", () => {});
+    const goaway = new Promise<void>((resolve) => session.once("goaway", () => resolve()));
+    const held = [
+      ...Array.from({ length: 3 }, (_, i) => holdHttp1(port, token!, JSON.stringify(createBody(`slow-h1-${i}.example.com`)))),
+      ...Array.from({ length: 2 }, (_, i) => holdHttp2(session, token!, JSON.stringify(createBody(`slow-h2-${i}.example.com`)))),
+    ];
+    await Promise.all(held.map((h) => h.inFlight));
+
+    // Fast creates from 16 loops on kept-alive connections, until the service is gone.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+    const acked = new Map<string, string>();
+    const refused = new Map<string, number>();
+    const half: string[] = [];
+    let n = 0;
+    let loading = true;
+    let signalled: () => void;
+    const signalSent = new Promise<void>((r) => (signalled = r));
+    const loop = async () => {
+      while (loading) {
+        const host = `fast-${n++}.example.com`;
+        try {
+          const r = await post("gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", createBody(host), agent);
+          if (r.status === 200) acked.set(r.body.id, host);
+          else half.push(`${r.status} ${JSON.stringify(r.body)}`);
+          if (acked.size === 60) {
+            child.kill("SIGTERM");
+            signalled();
+          }
+        } catch (err) {
+          if (err instanceof HalfAnswer) half.push(err.message);
+          else {
+            // No answer at all: the connection was refused or closed before any byte of
+            // one. A client may safely retry that elsewhere.
+            const code = (err as NodeJS.ErrnoException).code ?? String(err);
+            refused.set(code, (refused.get(code) ?? 0) + 1);
+            if (code === "ECONNREFUSED") await new Promise((r) => setTimeout(r, 5));
+          }
+        }
+      }
+    };
+    const loops = Array.from({ length: 16 }, loop);
+    await signalSent;
+    for (let i = 0; i < 400 && !state.out.includes('"msg":"shutting down"'); i++) await new Promise((r) => setTimeout(r, 10));
+    const shuttingDown = /"msg":"shutting down","signal":"SIGTERM","in_flight":(\d+)/.exec(state.out);
+    assert.ok(shuttingDown, "the service logs that it is shutting down");
+    assert.ok(Number(shuttingDown[1]) >= held.length, `the held requests are in flight: ${shuttingDown[1]}`);
+
+    // New connections are refused from now on (any accepted in the moment before the
+    // listener closed must still be answered whole).
+    let newConnection = "";
+    for (let i = 0; i < 50 && newConnection !== "ECONNREFUSED"; i++) {
+      try {
+        const r = await post("gitpod.v1.RunnerService/GetRunner", { runnerId });
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        await new Promise((r) => setTimeout(r, 20));
+      } catch (err) {
+        assert.ok(!(err instanceof HalfAnswer), (err as Error).message);
+        newConnection = (err as NodeJS.ErrnoException).code ?? String(err);
+      }
+    }
+    assert.equal(newConnection, "ECONNREFUSED");
+
+    // HTTP/2: the open session got GOAWAY; a new stream on it is refused, never answered.
+    await goaway;
+    const newStream = await new Promise<string>((resolve) => {
+      try {
+        const stream = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/GetRunner", authorization: `Bearer ${token}`, "content-type": "application/json" });
+        stream.on("response", (h) => resolve(`answered ${h[":status"]}`));
+        stream.on("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? String(err)));
+        stream.end(JSON.stringify({ runnerId }));
+      } catch (err) {
+        resolve((err as NodeJS.ErrnoException).code ?? String(err));
+      }
+    });
+    assert.match(newStream, /^ERR_HTTP2_(GOAWAY_SESSION|INVALID_SESSION|STREAM_ERROR)$/, newStream);
+
+    // The held requests now send their bodies and are answered in full.
+    const answers = await Promise.all(held.map((h) => h.finish()));
+    for (const a of answers) {
+      assert.equal(a.status, 200, a.text);
+      const id = JSON.parse(a.text).id as string;
+      assert.match(id, /^[0-9a-f-]{36}$/);
+      acked.set(id, "held");
+    }
+    loading = false;
+    await Promise.all(loops);
+    agent.destroy();
+    session.destroy();
+    assert.deepEqual(half, [], "no half or failed answers");
+    assert.equal((await exited), 0);
+
+    // Everything acknowledged is stored, and nothing was done without its answer.
+    const db = new Database(join(dir, "db", "s.db"), { readonly: true });
+    try {
+      const ids = new Set((db.prepare("SELECT id FROM scm_integrations WHERE runner_id = ?").all(runnerId) as { id: string }[]).map((r) => r.id));
+      for (const id of acked.keys()) assert.ok(ids.has(id), `acknowledged ${id} is stored`);
+      assert.equal(ids.size, acked.size);
+    } finally {
+      db.close();
+    }
+    t.diagnostic(`acknowledged ${acked.size} (${held.length} held over the signal); refused without an answer: ${JSON.stringify(Object.fromEntries(refused))}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
