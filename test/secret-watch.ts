@@ -81,6 +81,11 @@ export class SecretWatch {
     this.tokens.add(token);
   }
 
+  /** Notes a client secret sent to a server this watch does not wrap (e.g. a child process). */
+  noteSecret(secret: string): void {
+    this.secrets.add(secret);
+  }
+
   private noteRequest(message: Message): void {
     const secret = (message as { oauthPlaintextClientSecret?: unknown }).oauthPlaintextClientSecret;
     if (typeof secret !== "string" || secret === "") return;

@@ -52,7 +52,8 @@ interface Outcome {
 /**
  * Registers a host for one of the caller's runners. Everything that can be checked
  * without the database is checked first, so a bad request touches nothing; the
- * secret is sealed to the runner's key before the row is written.
+ * secret is sealed to the runner's key before the row is written. With `once` (an
+ * Idempotency-Key), a retry of a create that succeeded answers its id instead.
  */
 export function createScmIntegration(
   db: Db,
