@@ -334,10 +334,11 @@ describe("database locked by another process past the wait", () => {
 });
 
 describe("racing writers", () => {
-  const dir = mkdtempSync(join(tmpdir(), "scm-race-"));
+  let dir: string;
   let a: Awaited<ReturnType<typeof serveFile>>;
   let b: Awaited<ReturnType<typeof serveFile>>;
   before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "scm-race-"));
     // Two servers, each with its own connection to one file, as WORKERS=2 runs.
     a = await serveFile(join(dir, "race.db"));
     b = await serveFile(join(dir, "race.db"), {}, a.s.token);
