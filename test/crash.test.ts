@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { it } from "node:test";
 import Database from "better-sqlite3";
 import { newKeyPair, open } from "../src/crypto/sealed-box.js";
+import { SecretWatch } from "./secret-watch.js";
 
 // Crash test: the real service as a child process under concurrent creates is killed
 // with SIGKILL (no chance to flush or close anything), restarted on the same database
@@ -120,8 +121,11 @@ it(`SIGKILL under concurrent creates, ${KILLS} times: every acknowledged create 
   const dir = mkdtempSync(join(tmpdir(), "scm-crash-"));
   const dbFile = join(dir, "db", "crash.db");
   let service: Service | undefined;
+  /** Every start's output, for the leak scan at the end. */
+  const outputs: Array<{ text: string }> = [];
   try {
     service = await startService(dbFile);
+    outputs.push(service.out);
     const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(service.out.text)?.[0];
     assert.ok(token, "the first start prints an API token");
     const runner = await post(service.port, "gitpod.v1.RunnerService/CreateRunner", token, { name: "crash", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" });
@@ -227,6 +231,7 @@ it(`SIGKILL under concurrent creates, ${KILLS} times: every acknowledged create 
       assert.deepEqual(unexpected, [], "before the kill every create succeeded");
 
       service = await startService(dbFile);
+      outputs.push(service.out);
       const { found, lost, extra } = await verify(service);
       t.diagnostic(
         `kill ${kill}: sent ${seq - sentBefore}, acknowledged ${ackedNow} (${acked.size} in all); ` +
@@ -254,6 +259,18 @@ it(`SIGKILL under concurrent creates, ${KILLS} times: every acknowledged create 
 
     service.child.kill("SIGTERM");
     assert.equal((await service.exited).code, 0);
+
+    // No token or client secret of this run is in the database files or the log lines
+    // (the first-start message that shows the token once is not a log line).
+    const watch = new SecretWatch();
+    watch.noteToken(token);
+    watch.noteToken(runner.body.accessToken);
+    for (const s of sent.values()) if (s.oauthPlaintextClientSecret) watch.noteSecret(s.oauthPlaintextClientSecret);
+    const logLines = outputs.flatMap((o) => o.text.split("\n").filter((l) => l.startsWith("{")).map((l) => `${l}\n`));
+    const scan = watch.scan([dbFile, `${dbFile}-wal`, `${dbFile}-shm`], logLines);
+    assert.deepEqual(scan.leaks, []);
+    assert.ok(scan.secrets > 0 && logLines.length > 0);
+    t.diagnostic(`leak scan: ${scan.tokens} tokens, ${scan.secrets} secrets, ${logLines.length} log lines: ${scan.leaks.length} leaks`);
     t.diagnostic(
       `total over ${KILLS} kills: acknowledged ${totals.acknowledged}, found ${totals.found}, lost ${totals.lost}, committed but unacknowledged ${totals.extra}`,
     );
