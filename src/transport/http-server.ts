@@ -3,6 +3,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
+import { MAX_REQUEST_BYTES } from "../server.js";
 
 export type NodeHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -11,9 +12,23 @@ export type NodeHandler = (
 
 export interface HttpServerOptions {
   tls?: { certFile: string; keyFile: string } | undefined;
-  /** Concurrent HTTP/2 streams per connection. */
+  /** Concurrent HTTP/2 streams per connection; more are refused with REFUSED_STREAM. */
   maxConcurrentStreams?: number;
+  /** The largest request body; a larger one is refused without being read. */
+  maxRequestBytes?: number;
+  /**
+   * How long a client may take to send a request's headers (HTTP/1.1), or to open its first
+   * stream (HTTP/2), counted from the moment it connected.
+   */
+  headersTimeoutMs?: number;
+  /** How long a client may take to send a whole request, headers and body (HTTP/1.1 and each HTTP/2 stream). */
+  requestTimeoutMs?: number;
+  /** An HTTP/2 connection with no frame in either direction for this long is closed. */
+  idleTimeoutMs?: number;
 }
+
+/** Slow clients get these unless told otherwise (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS). */
+export const DEFAULT_TIMEOUTS = { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 120_000 } as const;
 
 export interface RunningServer {
   address: AddressInfo;
@@ -26,16 +41,38 @@ export interface RunningServer {
   shutdown(timeoutMs: number): Promise<void>;
 }
 
+/**
+ * The JSON codecs of gRPC and gRPC-Web, refused with 415 (as gRPC answers a content type it
+ * does not serve). connect-node 2.1.2 cannot report a JSON syntax error over them: V8 quotes
+ * the input in the message, cut in the middle of a surrogate pair, and the encodeURIComponent
+ * of its grpc-message trailer throws, so the call was never answered at all.
+ */
+const GRPC_JSON = /^application\/grpc(-web)?\+json/i;
+
 // Every HTTP/2 connection without TLS starts with this preface (RFC 9113, 3.4).
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+const { NGHTTP2_NO_ERROR, NGHTTP2_STREAM_STATE_OPEN, NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL } = http2.constants;
 
 /**
  * Serves `handler` on one port. Without TLS the first bytes of each connection decide
  * between HTTP/1.1 and cleartext HTTP/2 (prior knowledge, as gRPC clients use), so
  * curl, fetch and gRPC all reach the same address. With TLS, ALPN chooses.
+ *
+ * Slow or oversized clients are cut off here (see HttpServerOptions): request bodies over
+ * `maxRequestBytes` are refused without being read, and connections that dawdle over their
+ * headers or body are answered 408 (HTTP/1.1) or reset (HTTP/2 streams) and closed.
  */
 export function listen(handler: NodeHandler, port: number, host: string, options: HttpServerOptions = {}): Promise<RunningServer> {
   const settings = { maxConcurrentStreams: options.maxConcurrentStreams ?? 100 };
+  const maxRequestBytes = options.maxRequestBytes ?? MAX_REQUEST_BYTES;
+  const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_TIMEOUTS.headersTimeoutMs;
+  // Node refuses a headers timeout longer than the request timeout.
+  const requestTimeoutMs = Math.max(options.requestTimeoutMs ?? DEFAULT_TIMEOUTS.requestTimeoutMs, headersTimeoutMs);
+  const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_TIMEOUTS.idleTimeoutMs;
+  // Node looks for HTTP/1.1 connections past their deadline on this interval (30 s by default).
+  const checkEveryMs = Math.max(25, Math.min(1000, Math.floor(headersTimeoutMs / 4)));
+  const h1Timeouts = { headersTimeout: headersTimeoutMs, requestTimeout: requestTimeoutMs, connectionsCheckingInterval: checkEveryMs };
+
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
   let inFlight = 0;
@@ -46,6 +83,14 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     res.once("close", () => inFlight--);
     // During shutdown HTTP/1.1 clients are told not to reuse the connection.
     if (closing && req.httpVersionMajor === 1) (res as http.ServerResponse).setHeader("connection", "close");
+    limitBody(req, res, maxRequestBytes);
+    if ("stream" in req) limitStreamTime(req, res as http2.Http2ServerResponse, requestTimeoutMs);
+    if (GRPC_JSON.test(req.headers["content-type"] ?? "")) {
+      res.writeHead(415, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
+      res.end("gRPC and gRPC-Web are served with the protobuf codec; for JSON use the Connect protocol (application/json)\n");
+      return;
+    }
+    correctFrameworkErrors(req, res);
     handler(req, res);
   };
 
@@ -58,17 +103,24 @@ export function listen(handler: NodeHandler, port: number, host: string, options
         key: readFileSync(options.tls.keyFile),
         allowHTTP1: true,
         settings,
+        handshakeTimeout: headersTimeoutMs,
       },
       counted,
     );
+    // The HTTP/1.1 side of a secure HTTP/2 server keeps node's HTTP/1.1 timeouts here.
+    Object.assign(secure, h1Timeouts);
+    secure.setTimeout(idleTimeoutMs);
+    secure.on("timeout", closeIdleSession);
     secure.on("session", (s) => trackSession(s));
     server = secure;
   } else {
-    h1 = http.createServer(counted);
+    h1 = http.createServer(h1Timeouts, counted);
     const h2 = http2.createServer({ settings }, counted);
+    h2.setTimeout(idleTimeoutMs);
+    h2.on("timeout", closeIdleSession);
     h2.on("session", (s) => trackSession(s));
     server = net.createServer((socket) => {
-      sniff(socket, (isH2) => (isH2 ? h2 : h1!).emit("connection", socket));
+      sniff(socket, headersTimeoutMs, (isH2) => (isH2 ? h2 : h1!).emit("connection", socket));
     });
   }
   server.on("connection", (socket: net.Socket) => {
@@ -80,12 +132,21 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
     if (closing) session.close();
+    // A connection must get to its first request in the time one is given for headers.
+    const firstStream = setTimeout(() => closeIdleSession(session), headersTimeoutMs);
+    firstStream.unref();
+    session.once("stream", () => clearTimeout(firstStream));
+    session.once("close", () => clearTimeout(firstStream));
   }
 
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
       server.off("error", reject);
+      // The HTTP/1.1 server only receives sockets handed over by the sniffer and never listens
+      // itself; "listening" is what starts node's tracking of its connections, which the
+      // headers and request timeouts and closeIdleConnections() rely on.
+      h1?.emit("listening");
       resolve({
         address: server.address() as AddressInfo,
         inFlight: () => inFlight,
@@ -99,6 +160,8 @@ export function listen(handler: NodeHandler, port: number, host: string, options
             h1?.closeIdleConnections();
             await new Promise((r) => setTimeout(r, 20));
           }
+          // Stops the HTTP/1.1 connection checks and closes what is idle.
+          h1?.close();
           for (const socket of sockets) socket.destroy();
         },
       });
@@ -107,13 +170,17 @@ export function listen(handler: NodeHandler, port: number, host: string, options
 }
 
 /** Reads just enough of a new connection to tell the HTTP/2 preface apart, then puts it back. */
-function sniff(socket: net.Socket, route: (isH2: boolean) => void): void {
+function sniff(socket: net.Socket, timeoutMs: number, route: (isH2: boolean) => void): void {
   let seen = Buffer.alloc(0);
+  // A client that connects and then says too little to tell its protocol is not waited for.
+  const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  timer.unref();
   const onData = (chunk: Buffer) => {
     seen = Buffer.concat([seen, chunk]);
     const n = Math.min(seen.length, H2_PREFACE.length);
     const matches = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
     if (matches && seen.length < H2_PREFACE.length) return; // need more bytes to be sure
+    clearTimeout(timer);
     socket.off("data", onData);
     socket.pause();
     socket.unshift(seen);
@@ -122,5 +189,224 @@ function sniff(socket: net.Socket, route: (isH2: boolean) => void): void {
     if (!matches) socket.resume();
   };
   socket.on("data", onData);
+  socket.once("close", () => clearTimeout(timer));
   socket.once("error", () => socket.destroy());
+}
+
+/** Asks an HTTP/2 connection to wind down (GOAWAY), and ends it if its streams do not finish soon. */
+function closeIdleSession(session: http2.Http2Session): void {
+  if (session.closed || session.destroyed) return;
+  session.close();
+  const hard = setTimeout(() => session.destroy(), 1000);
+  hard.unref();
+  session.once("close", () => clearTimeout(hard));
+}
+
+/**
+ * Enforces the body limit at the connection, where connect-node cannot:
+ * - a body announced (Content-Length) or found (counted while read) to be over the limit
+ *   is answered by connect-node's `resource_exhausted`, to which this adds
+ *   `x-should-retry: false` (resending it cannot help) and, on HTTP/1.1, `connection: close`
+ *   so that node does not read the rest of the body just to reuse the connection;
+ * - any answer sent before the request was received in full ends the request: HTTP/1.1
+ *   closes the connection after the answer, HTTP/2 resets the stream with NO_ERROR once the
+ *   answer is out (RFC 9113, 8.1), so the client stops sending and the stream is freed.
+ */
+function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number): void {
+  const isH2 = "stream" in req;
+  let refused = false;
+  const refuse = () => {
+    if (refused || res.headersSent) return;
+    refused = true;
+    res.setHeader("x-should-retry", "false");
+    if (!isH2) res.setHeader("connection", "close");
+  };
+  const declared = req.headers["content-length"];
+  if (declared !== undefined) {
+    // Node checks that a body matches its Content-Length, so that is all there is to count.
+    if (Number(declared) > maxBytes) refuse();
+  } else {
+    const body = req as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Buffer> } & Record<symbol, unknown>;
+    let seen = 0;
+    // connect-node reads the body through its async iterator. Counting there, and not
+    // destroying the request when the reader stops early (the default), keeps the
+    // connection alive long enough for the answer to get out.
+    body[Symbol.asyncIterator] = async function* () {
+      for await (const chunk of body.iterator({ destroyOnReturn: false })) {
+        seen += chunk.length;
+        if (seen > maxBytes) refuse();
+        yield chunk;
+      }
+    };
+  }
+  if (isH2) {
+    // The stream's own "finish" (the response's comes only once the stream has closed).
+    (req as http2.Http2ServerRequest).stream.once("finish", () => endUnreadRequest(req as http2.Http2ServerRequest));
+  } else {
+    const h1res = res as http.ServerResponse;
+    const writeHead = h1res.writeHead;
+    h1res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
+      if (!(req as http.IncomingMessage).complete) this.setHeader("connection", "close");
+      return writeHead.apply(this, args);
+    } as typeof writeHead;
+  }
+}
+
+/**
+ * Ends a stream whose answer is complete while its request was not read to the end:
+ * - if the client is still sending, resets it with NO_ERROR once the answer has left (the
+ *   stream is half-closed on our side; a reset sent earlier could overtake the answer's
+ *   last frames);
+ * - then discards what is left of the request. node frees a stream only once its readable
+ *   side has ended, so an abandoned request would otherwise hold its stream, its slot of
+ *   maxConcurrentStreams and its buffered data for as long as the connection lives.
+ */
+function endUnreadRequest(req: http2.Http2ServerRequest, attempts = 100): void {
+  const stream = req.stream;
+  if (stream.destroyed || req.readableEnded) return;
+  const state = stream.state.state;
+  if (state === NGHTTP2_STREAM_STATE_OPEN && attempts > 0) {
+    setTimeout(() => endUnreadRequest(req, attempts - 1), 10).unref();
+    return;
+  }
+  if (!stream.closed && state === NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL) stream.close(NGHTTP2_NO_ERROR);
+  // The request, not its stream: node's compatibility layer pauses the stream again
+  // whenever the request it feeds is full.
+  req.resume();
+}
+
+/**
+ * node's requestTimeout covers HTTP/1.1 only. An HTTP/2 stream whose client has not finished
+ * sending within `timeoutMs` is answered 408 (if nothing was answered yet) and reset.
+ */
+function limitStreamTime(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, timeoutMs: number): void {
+  const stream = req.stream;
+  const remoteOpen = () => {
+    const s = stream.state.state;
+    return s === NGHTTP2_STREAM_STATE_OPEN || s === NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL;
+  };
+  if (stream.destroyed || !remoteOpen()) return;
+  const timer = setTimeout(() => {
+    if (stream.destroyed || stream.closed || !remoteOpen()) return;
+    if (!res.headersSent) {
+      res.writeHead(408, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
+      res.end("request timeout: the request body did not arrive in time\n");
+    } else {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    }
+  }, timeoutMs);
+  timer.unref();
+  stream.once("close", () => clearTimeout(timer));
+}
+
+// ---- Errors connect-node answers before any of our code runs ----
+//
+// connect-node decodes the request (envelopes, decompression, protobuf) before the
+// interceptors run, so what it answers there never passes src/transport/errors.ts. Two
+// things need fixing on the way out:
+// - input it cannot decode is answered `internal` (HTTP 500, which clients and the SDK
+//   retry), though it is the client's doing: here it becomes `invalid_argument`;
+// - its errors carry no `x-should-retry`, so the official SDK would retry the 501 of an
+//   unsupported compression: here it gets `x-should-retry: false`.
+// Anything else `internal` is left as it is, so that a real fault still shows.
+
+/** Messages of connect-node's `internal` errors that are caused by the request's bytes. */
+const UNDECODABLE = [/^parse binary: /, /^received compressed envelope, but do not know how to decompress$/, /^decompression failed$/];
+
+function isUndecodable(code: string | undefined, message: string): boolean {
+  return code === "internal" && UNDECODABLE.some((re) => re.test(message));
+}
+
+function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): void {
+  const contentType = (req.headers["content-type"] ?? "").toLowerCase();
+  const r = res as unknown as Record<string, (...args: any[]) => any>;
+  if (contentType.startsWith("application/grpc-web")) {
+    // gRPC-Web: the status is the last body frame (flag 0x80), written on its own.
+    const write = r.write!;
+    r.write = function (this: unknown, chunk: unknown, ...rest: unknown[]) {
+      return write.call(this, chunk instanceof Uint8Array && chunk[0] === 0x80 ? fixGrpcWebTrailer(chunk) : chunk, ...rest);
+    };
+  } else if (contentType.startsWith("application/grpc")) {
+    const addTrailers = r.addTrailers!;
+    r.addTrailers = function (this: unknown, trailers: Record<string, string>) {
+      return addTrailers.call(this, fixGrpcStatus(trailers));
+    };
+  } else {
+    // Connect unary: the error is a JSON body after writeHead(status); an `internal` one is
+    // held back until its body shows what it is.
+    const writeHead = r.writeHead!;
+    const write = r.write!;
+    const end = r.end!;
+    let held: unknown[] | undefined;
+    const release = (self: unknown, chunk: unknown) => {
+      const args = held!;
+      held = undefined;
+      const fixed = chunk instanceof Uint8Array ? fixConnectError(chunk) : undefined;
+      if (!fixed) {
+        writeHead.apply(self, args);
+        return chunk;
+      }
+      const headers = { ...(args.find((a) => a && typeof a === "object") as Record<string, string> | undefined) };
+      headers["content-length"] = String(fixed.length);
+      headers["x-should-retry"] = "false";
+      writeHead.call(self, 400, headers);
+      return fixed;
+    };
+    r.writeHead = function (this: http.ServerResponse, status: number, ...rest: unknown[]) {
+      if (status === 500 && held === undefined) {
+        held = [status, ...rest];
+        return this;
+      }
+      if (status === 501 && !this.hasHeader("x-should-retry")) this.setHeader("x-should-retry", "false");
+      return writeHead.call(this, status, ...rest);
+    };
+    r.write = function (this: unknown, chunk: unknown, ...rest: unknown[]) {
+      return write.call(this, held ? release(this, chunk) : chunk, ...rest);
+    };
+    r.end = function (this: unknown, chunk?: unknown, ...rest: unknown[]) {
+      if (held) chunk = release(this, typeof chunk === "function" ? undefined : chunk) ?? chunk;
+      return end.call(this, chunk, ...rest);
+    };
+  }
+}
+
+function fixConnectError(body: Uint8Array): Buffer | undefined {
+  let error: { code?: string; message?: string };
+  try {
+    error = JSON.parse(Buffer.from(body).toString("utf8"));
+  } catch {
+    return undefined;
+  }
+  if (!isUndecodable(error.code, error.message ?? "")) return undefined;
+  return Buffer.from(JSON.stringify({ ...error, code: "invalid_argument", message: `request could not be decoded: ${error.message}` }));
+}
+
+function fixGrpcStatus(trailers: Record<string, string>): Record<string, string> {
+  if (trailers["grpc-status"] !== "13") return trailers;
+  let message: string;
+  try {
+    message = decodeURIComponent(trailers["grpc-message"] ?? "");
+  } catch {
+    return trailers;
+  }
+  if (!isUndecodable("internal", message)) return trailers;
+  return { ...trailers, "grpc-status": "3", "grpc-message": encodeURIComponent(`request could not be decoded: ${message}`) };
+}
+
+function fixGrpcWebTrailer(frame: Uint8Array): Uint8Array {
+  const buf = Buffer.from(frame);
+  if (buf.length < 5 || buf.readUInt32BE(1) !== buf.length - 5) return frame;
+  const fields: Record<string, string> = {};
+  const lines = buf.subarray(5).toString("latin1").split("\r\n").filter((l) => l !== "");
+  for (const line of lines) {
+    const i = line.indexOf(":");
+    if (i > 0) fields[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  const fixed = fixGrpcStatus(fields);
+  if (fixed === fields) return frame;
+  const text = Buffer.from(Object.entries(fixed).map(([k, v]) => `${k}: ${v}\r\n`).join(""), "latin1");
+  const head = Buffer.alloc(5);
+  head[0] = 0x80;
+  head.writeUInt32BE(text.length, 1);
+  return Buffer.concat([head, text]);
 }
