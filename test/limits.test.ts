@@ -1,0 +1,640 @@
+/**
+ * The limits that protect the service from oversized and slow clients: the request body
+ * limit (refused without being read), field lengths (invalid_argument naming the field,
+ * nothing written), timeouts for slow headers and bodies over HTTP/1.1 and HTTP/2, and the
+ * bound on concurrent HTTP/2 streams.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import http2 from "node:http2";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import Gitpod, { RateLimitError } from "@gitpod/sdk";
+import { createLogger } from "../src/log.js";
+import { createApiToken, createOrganization } from "../src/services/accounts.js";
+import { createApp, MAX_REQUEST_BYTES } from "../src/server.js";
+import { openDatabase, type Db } from "../src/store/database.js";
+import { listen, type HttpServerOptions, type RunningServer } from "../src/transport/http-server.js";
+import { envelope } from "./corpus/wire.js";
+import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
+
+const MIB = 1024 * 1024;
+/** How long any "eventually" below may take; generous, for a slow machine. */
+const EVENTUALLY_MS = 10_000;
+
+interface LimitedServer {
+  url: string;
+  port: number;
+  token: string;
+  db: Db;
+  server: RunningServer;
+  close(): Promise<void>;
+}
+
+/** A server built as the harness builds one, but with these HTTP server options. */
+async function startLimited(options: HttpServerOptions): Promise<LimitedServer> {
+  const dir = mkdtempSync(join(tmpdir(), "scm-limits-"));
+  const db = openDatabase(join(dir, "test.db"));
+  createOrganization(db, "acme");
+  const token = createApiToken(db, "acme").token;
+  const app = createApp(db, createLogger("silent"), { publicUrl: PUBLIC_URL });
+  const server = await listen(app.handler, 0, "127.0.0.1", options);
+  return {
+    url: `http://127.0.0.1:${server.address.port}`,
+    port: server.address.port,
+    token,
+    db,
+    server,
+    async close() {
+      await server.shutdown(500);
+      await app.close();
+      db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const portOf = (url: string) => Number(new URL(url).port);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Resolves after `ms` without keeping the process alive: the loser of a race with the real outcome. */
+const later = <T>(ms: number, value: T) => new Promise<T>((r) => setTimeout(() => r(value), ms).unref());
+
+/**
+ * Sends `head` and then `total` bytes of body in 64 KiB chunks, waiting for the socket to
+ * drain between chunks, until everything is sent or the server closes the connection.
+ * Answers what came back and how much of the body the connection took.
+ */
+function pushBody(port: number, head: string, total: number, chunked: boolean) {
+  return new Promise<{ response: string; sent: number; closedEarly: boolean }>((resolve) => {
+    const sock = net.connect(port, "127.0.0.1");
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    let sent = 0;
+    let done = false;
+    let response = "";
+    const pump = () => {
+      while (!done && sent < total) {
+        const piece = chunked ? Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from("\r\n")]) : chunk;
+        sent += chunk.length;
+        if (!sock.write(piece)) {
+          sock.once("drain", pump);
+          return;
+        }
+      }
+    };
+    sock.on("connect", () => {
+      sock.write(head);
+      pump();
+    });
+    sock.on("data", (d) => (response += d.toString("latin1")));
+    sock.on("error", () => {});
+    sock.on("close", () => {
+      done = true;
+      resolve({ response, sent, closedEarly: sent < total });
+    });
+    setTimeout(() => sock.destroy(), EVENTUALLY_MS).unref();
+  });
+}
+
+function headerOf(response: string, name: string): string | undefined {
+  const head = response.split("\r\n\r\n")[0] ?? "";
+  const line = head.split("\r\n").find((l) => l.toLowerCase().startsWith(`${name}:`));
+  return line?.slice(name.length + 1).trim();
+}
+
+describe("request size limit", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  const listRunners = "/gitpod.v1.RunnerService/ListRunners";
+
+  it("reads a body of exactly the limit and refuses one byte more with resource_exhausted", async () => {
+    // An unknown field pads the body; it is ignored, so the call itself is fine.
+    const body = (size: number) => `{"padding":"${"p".repeat(size - '{"padding":""}'.length)}"}`;
+    const ok = await fetch(s.url + listRunners, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: body(MAX_REQUEST_BYTES) });
+    assert.equal(ok.status, 200, await ok.text());
+    const over = await fetch(s.url + listRunners, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: body(MAX_REQUEST_BYTES + 1) });
+    assert.equal(over.status, 429);
+    assert.equal(((await over.json()) as { code: string }).code, "resource_exhausted");
+    assert.equal(over.headers.get("x-should-retry"), "false");
+  });
+
+  it("HTTP/1.1: a declared 64 MiB body is refused after the headers and the connection closed before the body is through", async () => {
+    const head = `POST ${listRunners} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: ${64 * MIB}\r\n\r\n`;
+    const r = await pushBody(portOf(s.url), head, 64 * MIB, false);
+    assert.match(r.response, /^HTTP\/1\.1 429 /);
+    assert.match(r.response, /"code":"resource_exhausted"/);
+    assert.equal(headerOf(r.response, "x-should-retry"), "false");
+    assert.equal(headerOf(r.response, "connection"), "close");
+    assert.ok(r.closedEarly, `the server let the client send all ${r.sent} bytes`);
+    assert.ok(r.sent < 32 * MIB, `the connection took ${r.sent} bytes`);
+  });
+
+  it("HTTP/1.1: a chunked body without a length is refused once it passes the limit", async () => {
+    const head = `POST ${listRunners} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`;
+    const r = await pushBody(portOf(s.url), head, 64 * MIB, true);
+    assert.match(r.response, /^HTTP\/1\.1 429 /);
+    assert.equal(headerOf(r.response, "x-should-retry"), "false");
+    assert.ok(r.closedEarly, `the server let the client send all ${r.sent} bytes`);
+    assert.ok(r.sent < 32 * MIB, `the connection took ${r.sent} bytes`);
+  });
+
+  /** Opens an HTTP/2 stream and writes `total` body bytes as flow control allows, until the stream ends. */
+  function h2Push(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, first: Buffer, total: number) {
+    return new Promise<{ status: number; headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; body: string; sent: number; rstCode: number }>(
+      (resolve) => {
+        const stream = session.request({ ":method": "POST", ...headers });
+        const chunk = Buffer.alloc(64 * 1024, 0x62);
+        let sent = first.length;
+        let closed = false;
+        let got: http2.IncomingHttpHeaders = {};
+        let trailers: http2.IncomingHttpHeaders = {};
+        let body = "";
+        stream.write(first);
+        const pump = () => {
+          while (!closed && sent < total) {
+            sent += chunk.length;
+            if (!stream.write(chunk)) {
+              stream.once("drain", pump);
+              return;
+            }
+          }
+          if (!closed) stream.end();
+        };
+        pump();
+        stream.on("response", (h) => (got = h));
+        stream.on("trailers", (t) => (trailers = t));
+        stream.on("data", (d: Buffer) => (body += d.toString("latin1")));
+        stream.on("error", () => {});
+        stream.on("close", () => {
+          closed = true;
+          resolve({ status: Number(got[":status"]), headers: got, trailers, body, sent, rstCode: stream.rstCode ?? -1 });
+        });
+      },
+    );
+  }
+
+  it("HTTP/2, Connect: a declared 64 MiB body is refused and its stream reset; the connection serves on", async () => {
+    const session = http2.connect(s.url);
+    try {
+      const r = await h2Push(
+        session,
+        { ":path": listRunners, "content-type": "application/json", authorization: `Bearer ${s.token}`, "content-length": String(64 * MIB) },
+        Buffer.alloc(0),
+        64 * MIB,
+      );
+      assert.equal(r.status, 429);
+      assert.equal(r.headers["x-should-retry"], "false");
+      assert.match(r.body, /resource_exhausted/);
+      assert.ok(r.sent < 32 * MIB, `the stream took ${r.sent} bytes`);
+      assert.equal(r.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+      const next = await h2Push(session, { ":path": listRunners, "content-type": "application/json", authorization: `Bearer ${s.token}` }, Buffer.from("{}"), 2);
+      assert.equal(next.status, 200);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("HTTP/2, Connect: a body streamed without a length is refused once it passes the limit", async () => {
+    const session = http2.connect(s.url);
+    try {
+      const r = await h2Push(session, { ":path": listRunners, "content-type": "application/json", authorization: `Bearer ${s.token}` }, Buffer.alloc(0), 64 * MIB);
+      assert.equal(r.status, 429);
+      assert.equal(r.headers["x-should-retry"], "false");
+      assert.ok(r.sent < 32 * MIB, `the stream took ${r.sent} bytes`);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("gRPC: a message declared 64 MiB long is refused with RESOURCE_EXHAUSTED before it is read", async () => {
+    const session = http2.connect(s.url);
+    try {
+      const head = envelope(Buffer.alloc(0), 0, 64 * MIB);
+      const r = await h2Push(
+        session,
+        { ":path": listRunners, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${s.token}` },
+        head,
+        64 * MIB + head.length,
+      );
+      assert.equal(r.status, 200);
+      assert.equal(r.trailers["grpc-status"], "8");
+      assert.ok(r.sent < 32 * MIB, `the stream took ${r.sent} bytes`);
+      const next = await h2Push(session, { ":path": listRunners, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${s.token}` }, envelope(Buffer.alloc(0)), 5);
+      assert.equal(next.trailers["grpc-status"], "0");
+    } finally {
+      session.close();
+    }
+  });
+
+  it("the official SDK does not retry a refused oversized request", async () => {
+    const client = new Gitpod({ bearerToken: s.token, baseURL: s.url, maxRetries: 2 });
+    const before = s.logs.filter((l) => l.includes("/CreateRunner")).length;
+    await assert.rejects(
+      client.runners.create({ name: "n".repeat(2 * MIB), kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" }),
+      RateLimitError,
+    );
+    assert.equal(s.logs.filter((l) => l.includes("/CreateRunner")).length - before, 1, "sent exactly once");
+  });
+});
+
+describe("field length limits", () => {
+  let s: TestServer;
+  let runnerId: string;
+  let runnerToken: string;
+  let integrationId: string;
+  before(async () => {
+    s = await startServer();
+    ({ runnerId, runnerToken } = await createRunner(s));
+    await signUp(s, runnerToken);
+    const created = await call(s, "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", { runnerId, scmId: "github", host: "github.com", pat: true });
+    assert.equal(created.status, 200);
+    integrationId = created.body.id;
+  });
+  after(() => s.close());
+
+  /** Everything a refused request could have changed. */
+  const snapshot = () =>
+    JSON.stringify([
+      s.db.$client.prepare("SELECT * FROM runners ORDER BY id").all(),
+      s.db.$client.prepare("SELECT * FROM scm_integrations ORDER BY id").all(),
+    ]);
+
+  const path = (n: number) => Array.from({ length: n }, () => "/abcd").join(""); // 5 characters a segment
+  type Case = { name: string; method: string; field: string; body: () => unknown; token?: () => string };
+  const create = (extra: Record<string, unknown>) => () => ({ runnerId, scmId: "github", host: "limits.example", pat: true, ...extra });
+  const schema = (entry: Record<string, unknown>, top: Record<string, unknown> = {}) => () => ({
+    runnerId,
+    configSchema: { version: "1", scm: [{ scmId: "github", name: "GitHub", defaultHosts: ["github.com"], ...entry }], ...top },
+  });
+  const runnerApi = () => runnerToken;
+
+  const tooLong: Case[] = [
+    { name: "runner name of 128 characters", method: "RunnerService/CreateRunner", field: "name", body: () => ({ name: "r".repeat(128), kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" }) },
+    { name: "new runner name of 128 characters", method: "RunnerService/UpdateRunner", field: "name", body: () => ({ runnerId, name: "r".repeat(128) }) },
+    { name: "host of 256 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "host", body: create({ host: `git.example${path(49)}` }) },
+    { name: "scm_id of 65 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "scm_id", body: create({ scmId: "g".repeat(65) }) },
+    { name: "client id of 256 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "oauth_client_id", body: create({ oauthClientId: "c".repeat(256), oauthPlaintextClientSecret: "limit-secret-1" }) },
+    { name: "client secret of 4098 bytes in 2049 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "oauth_plaintext_client_secret", body: create({ oauthClientId: "c", oauthPlaintextClientSecret: "é".repeat(2049) }) },
+    { name: "issuer URL of 2049 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "issuer_url", body: create({ oauthClientId: "c", oauthPlaintextClientSecret: "limit-secret-2", issuerUrl: `https://issuer.example/${"i".repeat(2049 - 23)}` }) },
+    { name: "virtual directory of 256 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "virtual_directory", body: create({ scmId: "azuredevops_server", host: "tfs.example", virtualDirectory: `/${"v".repeat(255)}` }) },
+    { name: "new client id of 256 characters", method: "RunnerConfigurationService/UpdateSCMIntegration", field: "oauth_client_id", body: () => ({ id: integrationId, oauthClientId: "c".repeat(256), oauthPlaintextClientSecret: "limit-secret-3" }) },
+    { name: "26 runner ids in a filter", method: "RunnerConfigurationService/ListSCMIntegrations", field: "filter.runner_ids", body: () => ({ filter: { runnerIds: Array(26).fill(runnerId) } }) },
+    { name: "26 integration ids in a filter", method: "RunnerInteractionService/ListRunnerSCMIntegrations", field: "filter.scm_integration_ids", token: runnerApi, body: () => ({ runnerId, filter: { scmIntegrationIds: Array(26).fill(integrationId) } }) },
+    { name: "page size of 101", method: "RunnerService/ListRunners", field: "pagination.page_size", body: () => ({ pagination: { pageSize: 101 } }) },
+    { name: "runner id of 37 characters", method: "RunnerService/GetRunner", field: "runner_id", body: () => ({ runnerId: `${runnerId}0` }) },
+    { name: "schema version of 65 characters", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.version", token: runnerApi, body: schema({}, { version: "v".repeat(65) }) },
+    { name: "51 schema entries", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm", token: runnerApi, body: () => ({ runnerId, configSchema: { scm: Array.from({ length: 51 }, (_, i) => ({ scmId: `scm${i}` })) } }) },
+    { name: "schema name of 129 characters", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm[0].name", token: runnerApi, body: schema({ name: "n".repeat(129) }) },
+    { name: "26 default hosts", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm[0].default_hosts", token: runnerApi, body: schema({ defaultHosts: Array.from({ length: 26 }, (_, i) => `h${i}.example`) }) },
+    { name: "PAT description of 1025 characters", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm[0].pat.description", token: runnerApi, body: schema({ pat: { description: "d".repeat(1025) } }) },
+    { name: "PAT docs link of 2049 characters", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm[0].pat.docs_link", token: runnerApi, body: schema({ pat: { docsLink: `https://docs.example/${"d".repeat(2049 - 21)}` } }) },
+  ];
+
+  for (const c of tooLong) {
+    it(`${c.name}: invalid_argument naming ${c.field}, nothing written`, async () => {
+      const before = snapshot();
+      const r = await call(s, `gitpod.v1.${c.method}`, c.body(), c.token?.() ?? s.token);
+      assert.equal(r.status, 400, JSON.stringify(r.body).slice(0, 300));
+      assert.equal(r.body.code, "invalid_argument");
+      assert.match(r.body.message, new RegExp(`(^|; )${c.field.replace(/[.[\]]/g, "\\$&")}: `));
+      const violations = r.body.details?.[0]?.debug?.violations ?? [];
+      const paths = violations.map((v: any) => v.field.elements.map((e: any) => e.fieldName + (e.index !== undefined ? `[${e.index}]` : "")).join("."));
+      assert.ok(paths.includes(c.field), `violations name ${JSON.stringify(paths)}`);
+      assert.equal(snapshot(), before, "a refused request changed the database");
+    });
+  }
+
+  it("accepts each value at its limit", async () => {
+    const ok = async (method: string, body: unknown, token = s.token) => {
+      const r = await call(s, `gitpod.v1.${method}`, body, token);
+      assert.equal(r.status, 200, JSON.stringify(r.body).slice(0, 300));
+    };
+    await ok("RunnerService/UpdateRunner", { runnerId, name: "r".repeat(127) });
+    await ok("RunnerConfigurationService/CreateSCMIntegration", create({ host: `git.example${path(48)}1234` })());
+    await ok("RunnerConfigurationService/CreateSCMIntegration", create({ host: "oauth.example", oauthClientId: "c".repeat(255), oauthPlaintextClientSecret: "é".repeat(2048) })());
+    await ok("RunnerConfigurationService/CreateSCMIntegration", create({ scmId: "azuredevops_server", host: "tfs.example", virtualDirectory: `/${"v".repeat(254)}` })());
+    await ok("RunnerConfigurationService/ListSCMIntegrations", { filter: { runnerIds: Array(25).fill(runnerId) }, pagination: { pageSize: 100 } });
+    await ok("RunnerInteractionService/UpdateRunnerConfigurationSchema", schema({ name: "n".repeat(128), pat: { description: "d".repeat(1024) } }, { version: "v".repeat(64) })(), runnerToken);
+  });
+});
+
+describe("slow clients", () => {
+  let s: LimitedServer;
+  before(async () => (s = await startLimited({ headersTimeoutMs: 400, requestTimeoutMs: 800, idleTimeoutMs: 800 })));
+  after(() => s.close());
+
+  /** Connects, writes `first`, then `drip` every 100 ms until the server closes the connection. */
+  function drip(first: string, dripBytes: string) {
+    return new Promise<{ response: string; closedByServer: boolean; drips: number }>((resolve) => {
+      const sock = net.connect(s.port, "127.0.0.1", () => sock.write(first));
+      let response = "";
+      let drips = 0;
+      const timer = setInterval(() => {
+        if (dripBytes !== "") {
+          drips++;
+          sock.write(dripBytes);
+        }
+      }, 100);
+      let gaveUp = false;
+      const giveUp = setTimeout(() => {
+        gaveUp = true;
+        sock.destroy();
+      }, EVENTUALLY_MS);
+      sock.on("data", (d) => (response += d.toString("latin1")));
+      sock.on("error", () => {});
+      sock.on("close", () => {
+        clearInterval(timer);
+        clearTimeout(giveUp);
+        resolve({ response, closedByServer: !gaveUp, drips });
+      });
+    });
+  }
+
+  it("HTTP/1.1: headers sent one line at a time are cut off with 408", async () => {
+    const r = await drip(`POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\n`, "X-Slow: a\r\n");
+    assert.ok(r.closedByServer, "the server kept waiting for the headers");
+    assert.match(r.response, /^HTTP\/1\.1 408 /);
+  });
+
+  it("HTTP/1.1: a body sent a byte at a time is cut off with 408", async () => {
+    const head = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n`;
+    const r = await drip(head, " ");
+    assert.ok(r.closedByServer, "the server kept waiting for the body");
+    assert.match(r.response, /^HTTP\/1\.1 408 /);
+  });
+
+  it("a connection that sends nothing, or half an HTTP/2 preface, is closed", async () => {
+    for (const first of ["", "PRI * HTTP/2.0\r\n"]) {
+      const r = await drip(first, "");
+      assert.ok(r.closedByServer, `kept open after ${JSON.stringify(first)}`);
+    }
+  });
+
+  it("HTTP/2: a connection that opens no stream is closed", async () => {
+    const session = http2.connect(s.url);
+    const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
+    session.on("error", () => {});
+    const giveUp = later(EVENTUALLY_MS, "still open");
+    assert.notEqual(await Promise.race([closed, giveUp]), "still open");
+  });
+
+  it("HTTP/2: a header block sent a fragment at a time is cut off", async () => {
+    const raw = await RawH2.connect(s.port);
+    // HEADERS without END_HEADERS, then CONTINUATION frames that never finish the block.
+    raw.send(frame(FRAME.HEADERS, 0, 1, requestBlock("/gitpod.v1.RunnerService/ListRunners", s.token)));
+    const timer = setInterval(() => raw.send(frame(FRAME.CONTINUATION, 0, 1, literal("x-slow", "a"))), 100);
+    try {
+      assert.ok(await raw.closedWithin(EVENTUALLY_MS), "the server kept waiting for the header block");
+    } finally {
+      clearInterval(timer);
+      raw.destroy();
+    }
+  });
+
+  it("HTTP/2: a body sent a byte at a time is answered 408 and its stream reset; the connection serves on", async () => {
+    const session = http2.connect(s.url);
+    session.on("error", () => {});
+    try {
+      const stream = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json", authorization: `Bearer ${s.token}` });
+      let status = 0;
+      stream.on("response", (h) => (status = Number(h[":status"])));
+      stream.on("error", () => {});
+      stream.resume();
+      stream.write("{");
+      const timer = setInterval(() => stream.write(" "), 100);
+      const closed = new Promise<void>((resolve) => stream.once("close", () => resolve()));
+      const outcome = await Promise.race([closed.then(() => "closed"), later(EVENTUALLY_MS, "still open")]);
+      clearInterval(timer);
+      assert.equal(outcome, "closed");
+      assert.equal(status, 408);
+      // Right away, before the idle timeout: the same connection still serves.
+      const next = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json", authorization: `Bearer ${s.token}` });
+      next.end("{}");
+      const nextStatus = await new Promise<number>((resolve) => next.on("response", (h) => resolve(Number(h[":status"]))));
+      assert.equal(nextStatus, 200);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("HTTP/2: an idle connection is closed with GOAWAY", async () => {
+    const session = http2.connect(s.url);
+    session.on("error", () => {});
+    let goaway = false;
+    session.on("goaway", () => (goaway = true));
+    const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
+    const stream = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json", authorization: `Bearer ${s.token}` });
+    stream.end("{}");
+    const status = await new Promise<number>((resolve) => stream.on("response", (h) => resolve(Number(h[":status"]))));
+    assert.equal(status, 200);
+    stream.resume();
+    assert.notEqual(await Promise.race([closed, later(EVENTUALLY_MS, "still open")]), "still open");
+    assert.ok(goaway, "closed without GOAWAY");
+  });
+
+  it("clients that are not slow are served as usual", async () => {
+    for (let i = 0; i < 3; i++) {
+      const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: "{}" });
+      assert.equal(r.status, 200);
+    }
+  });
+});
+
+describe("concurrent HTTP/2 streams", () => {
+  it("the default server advertises at most 100 concurrent streams", async () => {
+    const s = await startServer();
+    const session = http2.connect(s.url);
+    try {
+      await new Promise<void>((resolve) => session.once("remoteSettings", () => resolve()));
+      assert.equal(session.remoteSettings.maxConcurrentStreams, 100);
+    } finally {
+      session.close();
+      await s.close();
+    }
+  });
+
+  describe("with a limit of 8", () => {
+    const LIMIT = 8;
+    let s: LimitedServer;
+    before(async () => (s = await startLimited({ maxConcurrentStreams: LIMIT })));
+    after(() => s.close());
+
+    it("a client opening 40 streams at once gets them served 8 at a time, all of them", async () => {
+      const session = http2.connect(s.url);
+      session.on("error", () => {});
+      try {
+        await new Promise<void>((resolve) => session.once("remoteSettings", () => resolve()));
+        assert.equal(session.remoteSettings.maxConcurrentStreams, LIMIT);
+        let peak = 0;
+        const watch = setInterval(() => (peak = Math.max(peak, s.server.inFlight())), 5);
+        const calls = Array.from({ length: 40 }, () => {
+          const stream = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json", authorization: `Bearer ${s.token}` });
+          stream.write("{");
+          // The bodies end a little later, so that the streams are open at the same time.
+          setTimeout(() => stream.end("}"), 200);
+          stream.resume();
+          return new Promise<number>((resolve) => {
+            let status = 0;
+            stream.on("response", (h) => (status = Number(h[":status"])));
+            stream.on("error", () => {});
+            stream.on("close", () => resolve(status));
+          });
+        });
+        const statuses = await Promise.all(calls);
+        clearInterval(watch);
+        assert.deepEqual(statuses, Array(40).fill(200));
+        assert.ok(peak <= LIMIT, `${peak} requests were served at once`);
+        assert.ok(peak > 1, "the streams were not open at the same time");
+      } finally {
+        session.close();
+      }
+    });
+
+    it("a client that ignores the limit gets the excess streams refused, and the server serves on", async () => {
+      const raw = await RawH2.connect(s.port, { ackSettings: false });
+      try {
+        const ids = Array.from({ length: 30 }, (_, i) => 1 + 2 * i);
+        for (const id of ids) raw.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, id, requestBlock("/gitpod.v1.RunnerService/ListRunners", s.token)));
+        await raw.until(() => raw.resets.size >= ids.length - LIMIT);
+        for (const id of ids) raw.send(frame(FRAME.DATA, FLAG.END_STREAM, id, Buffer.from("{}")));
+        await raw.until(() => raw.answered.size >= LIMIT);
+        assert.equal(raw.answered.size, LIMIT);
+        assert.deepEqual([...raw.resets.values()], Array(ids.length - LIMIT).fill(REFUSED_STREAM));
+        assert.ok(!raw.closed, "the connection was closed");
+      } finally {
+        raw.destroy();
+      }
+      const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: "{}" });
+      assert.equal(r.status, 200);
+    });
+
+    it("a client that acknowledged the limit and then ignores it loses its connection, and the server serves on", async () => {
+      const raw = await RawH2.connect(s.port, { ackSettings: true });
+      try {
+        for (let i = 0; i < 30; i++) raw.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1 + 2 * i, requestBlock("/gitpod.v1.RunnerService/ListRunners", s.token)));
+        assert.ok(await raw.closedWithin(EVENTUALLY_MS), "the connection stayed open");
+        assert.ok(raw.goaway !== undefined && raw.goaway !== 0, `GOAWAY code ${raw.goaway}`);
+        assert.equal(raw.answered.size, 0);
+      } finally {
+        raw.destroy();
+      }
+      const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: "{}" });
+      assert.equal(r.status, 200);
+    });
+  });
+});
+
+// ---- A raw HTTP/2 client that sends whatever frames it is told to ----
+
+const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, GOAWAY: 7, CONTINUATION: 9 } as const;
+const FLAG = { END_STREAM: 1, ACK: 1, END_HEADERS: 4 } as const;
+const REFUSED_STREAM = 7;
+
+function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(streamId & 0x7fffffff, 5);
+  return Buffer.concat([head, payload]);
+}
+
+/** HPACK integer with an n-bit prefix (RFC 7541, 5.1). */
+function hpackInt(value: number, prefixBits: number): Buffer {
+  const max = (1 << prefixBits) - 1;
+  if (value < max) return Buffer.from([value]);
+  const out = [max];
+  for (value -= max; value >= 128; value >>= 7) out.push((value & 127) | 128);
+  out.push(value);
+  return Buffer.from(out);
+}
+
+/** A header as an HPACK literal without indexing, new name, no Huffman coding. */
+function literal(name: string, value: string): Buffer {
+  const n = Buffer.from(name);
+  const v = Buffer.from(value);
+  return Buffer.concat([Buffer.from([0]), hpackInt(n.length, 7), n, hpackInt(v.length, 7), v]);
+}
+
+function requestBlock(path: string, token: string): Buffer {
+  return Buffer.concat([
+    literal(":method", "POST"),
+    literal(":scheme", "http"),
+    literal(":path", path),
+    literal(":authority", "127.0.0.1"),
+    literal("content-type", "application/json"),
+    literal("authorization", `Bearer ${token}`),
+  ]);
+}
+
+class RawH2 {
+  /** Streams the server answered (a HEADERS frame came back). */
+  readonly answered = new Set<number>();
+  /** Streams the server reset, with the code. */
+  readonly resets = new Map<number, number>();
+  goaway: number | undefined;
+  closed = false;
+  /** The server's SETTINGS arrived (and, if asked to, were acknowledged). */
+  settled = false;
+  private buf = Buffer.alloc(0);
+  private readonly closing: Promise<void>;
+
+  private constructor(
+    private readonly sock: net.Socket,
+    private readonly ackSettings: boolean,
+  ) {
+    this.closing = new Promise((resolve) => sock.once("close", () => resolve()));
+    sock.on("close", () => (this.closed = true));
+    sock.on("error", () => {});
+    sock.on("data", (d: Buffer) => this.read(d));
+  }
+
+  static async connect(port: number, options: { ackSettings?: boolean } = {}): Promise<RawH2> {
+    const sock = net.connect(port, "127.0.0.1");
+    await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+    const raw = new RawH2(sock, options.ackSettings ?? true);
+    sock.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(FRAME.SETTINGS, 0, 0)]));
+    await raw.until(() => raw.settled);
+    return raw;
+  }
+
+  send(bytes: Buffer): void {
+    if (!this.sock.destroyed) this.sock.write(bytes);
+  }
+
+  async until(done: () => boolean): Promise<void> {
+    const deadline = Date.now() + EVENTUALLY_MS;
+    while (!done() && !this.closed && Date.now() < deadline) await sleep(20);
+  }
+
+  async closedWithin(ms: number): Promise<boolean> {
+    return Promise.race([this.closing.then(() => true), later(ms, false)]);
+  }
+
+  destroy(): void {
+    this.sock.destroy();
+  }
+
+  private read(data: Buffer): void {
+    this.buf = Buffer.concat([this.buf, data]);
+    while (this.buf.length >= 9) {
+      const length = this.buf.readUIntBE(0, 3);
+      if (this.buf.length < 9 + length) return;
+      const type = this.buf[3]!;
+      const flags = this.buf[4]!;
+      const id = this.buf.readUInt32BE(5) & 0x7fffffff;
+      const payload = this.buf.subarray(9, 9 + length);
+      this.buf = this.buf.subarray(9 + length);
+      if (type === FRAME.SETTINGS && !(flags & FLAG.ACK)) {
+        if (this.ackSettings) this.send(frame(FRAME.SETTINGS, FLAG.ACK, 0));
+        this.settled = true;
+      }
+      if (type === FRAME.HEADERS) this.answered.add(id);
+      if (type === FRAME.RST_STREAM) this.resets.set(id, payload.readUInt32BE(0));
+      if (type === FRAME.GOAWAY) this.goaway = payload.readUInt32BE(4);
+    }
+  }
+}
