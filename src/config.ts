@@ -25,6 +25,12 @@ export interface Config {
   rateLimitBurst: number;
   /** How long a create's Idempotency-Key is remembered. */
   idempotencyTtlMs: number;
+  /** How long a client may take over a request's headers (HTTP/1.1) or to open its first HTTP/2 stream. */
+  headersTimeoutMs: number;
+  /** How long a client may take to send a whole request (HTTP/1.1, and each HTTP/2 stream). */
+  requestTimeoutMs: number;
+  /** An HTTP/2 connection without any traffic for this long is closed. */
+  idleTimeoutMs: number;
 }
 
 /** A configuration problem; main prints its message and exits without starting. */
@@ -69,6 +75,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const rateLimitPerSecond = integer(env, "RATE_LIMIT_PER_SECOND", 100, 0, 1_000_000);
   const rateLimitBurst = integer(env, "RATE_LIMIT_BURST", Math.max(1, 2 * rateLimitPerSecond), 1, 1_000_000);
   const idempotencyTtlMs = integer(env, "IDEMPOTENCY_TTL_SECONDS", 86_400, 1, 30 * 86_400) * 1000;
+  const headersTimeoutMs = integer(env, "HEADERS_TIMEOUT_MS", 10_000, 100, 600_000);
+  const requestTimeoutMs = integer(env, "REQUEST_TIMEOUT_MS", Math.max(30_000, headersTimeoutMs), 100, 3_600_000);
+  if (requestTimeoutMs < headersTimeoutMs) {
+    throw new ConfigError(`REQUEST_TIMEOUT_MS (${requestTimeoutMs}) must not be shorter than HEADERS_TIMEOUT_MS (${headersTimeoutMs})`);
+  }
+  const idleTimeoutMs = integer(env, "IDLE_TIMEOUT_MS", 120_000, 100, 3_600_000);
   return {
     host,
     port,
@@ -83,6 +95,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rateLimitPerSecond,
     rateLimitBurst,
     idempotencyTtlMs,
+    headersTimeoutMs,
+    requestTimeoutMs,
+    idleTimeoutMs,
   };
 }
 

@@ -46,6 +46,9 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
   });
   const server = await listen(app.handler, config.port, config.host, {
     tls: config.tlsCertFile && config.tlsKeyFile ? { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile } : undefined,
+    headersTimeoutMs: config.headersTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
   });
   log.info("listening", {
     address: `${server.address.address}:${server.address.port}`,

@@ -5,6 +5,7 @@
  * bound on concurrent HTTP/2 streams.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
@@ -12,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Gitpod, { RateLimitError } from "@gitpod/sdk";
+import { loadConfig } from "../src/config.js";
 import { createLogger } from "../src/log.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
 import { createApp, MAX_REQUEST_BYTES } from "../src/server.js";
@@ -439,6 +441,53 @@ describe("slow clients", () => {
     for (let i = 0; i < 3; i++) {
       const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: "{}" });
       assert.equal(r.status, 200);
+    }
+  });
+});
+
+describe("timeouts from the environment", () => {
+  it("HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS and IDLE_TIMEOUT_MS are read and checked", () => {
+    const c = loadConfig({ HEADERS_TIMEOUT_MS: "300", REQUEST_TIMEOUT_MS: "900", IDLE_TIMEOUT_MS: "1500" });
+    assert.deepEqual([c.headersTimeoutMs, c.requestTimeoutMs, c.idleTimeoutMs], [300, 900, 1500]);
+    assert.deepEqual([loadConfig({}).headersTimeoutMs, loadConfig({}).requestTimeoutMs, loadConfig({}).idleTimeoutMs], [10_000, 30_000, 120_000]);
+    assert.throws(() => loadConfig({ HEADERS_TIMEOUT_MS: "soon" }), /HEADERS_TIMEOUT_MS/);
+    assert.throws(() => loadConfig({ IDLE_TIMEOUT_MS: "0" }), /IDLE_TIMEOUT_MS/);
+    assert.throws(() => loadConfig({ HEADERS_TIMEOUT_MS: "5000", REQUEST_TIMEOUT_MS: "1000" }), /REQUEST_TIMEOUT_MS/);
+  });
+
+  it("the service started with HEADERS_TIMEOUT_MS=300 cuts off slow headers", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-limits-env-"));
+    const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", DATABASE_URL: join(dir, "s.db"), HEADERS_TIMEOUT_MS: "300", REQUEST_TIMEOUT_MS: "600" };
+    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
+    try {
+      let out = "";
+      child.stdout.on("data", (d) => (out += d));
+      const port = await new Promise<number>((resolve, reject) => {
+        child.once("exit", (code) => reject(new Error(`the service exited with ${code}: ${out}`)));
+        const poll = setInterval(() => {
+          const m = /"msg":"listening","address":"[^"]*:(\d+)"/.exec(out);
+          if (m) {
+            clearInterval(poll);
+            resolve(Number(m[1]));
+          }
+        }, 20);
+      });
+      const sock = net.connect(port, "127.0.0.1", () => sock.write("POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\n"));
+      const drip = setInterval(() => sock.write("X-Slow: a\r\n"), 100);
+      let response = "";
+      sock.on("data", (d) => (response += d.toString("latin1")));
+      sock.on("error", () => {});
+      const closed = new Promise<string>((resolve) => sock.once("close", () => resolve("closed")));
+      const outcome = await Promise.race([closed, later(EVENTUALLY_MS, "still open")]);
+      clearInterval(drip);
+      sock.destroy();
+      assert.equal(outcome, "closed");
+      assert.match(response, /^HTTP\/1\.1 408 /);
+    } finally {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
