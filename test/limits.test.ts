@@ -5,10 +5,11 @@
  * bound on concurrent HTTP/2 streams.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
+import tls from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -442,6 +443,69 @@ describe("slow clients", () => {
       const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: "{}" });
       assert.equal(r.status, 200);
     }
+  });
+});
+
+describe("slow clients over TLS", () => {
+  let dir: string;
+  let s: LimitedServer;
+  let ca: Buffer;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "scm-limits-tls-"));
+    const cert = join(dir, "cert.pem");
+    const key = join(dir, "key.pem");
+    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
+    ca = readFileSync(cert);
+    s = await startLimited({ tls: { certFile: cert, keyFile: key }, headersTimeoutMs: 400, requestTimeoutMs: 800, idleTimeoutMs: 800 });
+  });
+  after(async () => {
+    await s.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A TLS connection speaking `alpn`; answers what the server sent until it closed the connection. */
+  function tlsExchange(alpn: string, first: string, dripBytes: string) {
+    return new Promise<{ response: string; closedByServer: boolean }>((resolve) => {
+      const sock = tls.connect({ port: s.port, host: "127.0.0.1", ca, ALPNProtocols: [alpn] }, () => sock.write(first));
+      let response = "";
+      let gaveUp = false;
+      const drip = setInterval(() => dripBytes && sock.write(dripBytes), 100);
+      const giveUp = setTimeout(() => {
+        gaveUp = true;
+        sock.destroy();
+      }, EVENTUALLY_MS);
+      sock.on("data", (d) => (response += d.toString("latin1")));
+      sock.on("error", () => {});
+      sock.on("close", () => {
+        clearInterval(drip);
+        clearTimeout(giveUp);
+        resolve({ response, closedByServer: !gaveUp });
+      });
+    });
+  }
+
+  it("HTTP/1.1: slow headers are cut off with 408", async () => {
+    const r = await tlsExchange("http/1.1", "POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\n", "X-Slow: a\r\n");
+    assert.ok(r.closedByServer);
+    assert.match(r.response, /^HTTP\/1\.1 408 /);
+  });
+
+  it("HTTP/1.1: an idle keep-alive connection is closed after a request", async () => {
+    const request = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`;
+    const r = await tlsExchange("http/1.1", request, "");
+    assert.ok(r.closedByServer);
+    assert.match(r.response, /^HTTP\/1\.1 200 /);
+  });
+
+  it("HTTP/2: an idle connection is closed", async () => {
+    const session = http2.connect(`https://127.0.0.1:${s.port}`, { ca });
+    session.on("error", () => {});
+    const closed = new Promise<string>((resolve) => session.once("close", () => resolve("closed")));
+    const stream = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json", authorization: `Bearer ${s.token}` });
+    stream.end("{}");
+    stream.resume();
+    assert.equal(await new Promise<number>((resolve) => stream.on("response", (h) => resolve(Number(h[":status"])))), 200);
+    assert.equal(await Promise.race([closed, later(EVENTUALLY_MS, "still open")]), "closed");
   });
 });
 

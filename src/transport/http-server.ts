@@ -110,7 +110,8 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     // The HTTP/1.1 side of a secure HTTP/2 server keeps node's HTTP/1.1 timeouts here.
     Object.assign(secure, h1Timeouts);
     secure.setTimeout(idleTimeoutMs);
-    secure.on("timeout", closeIdleSession);
+    // HTTP/2 sessions and, through allowHTTP1, HTTP/1.1 sockets time out here.
+    secure.on("timeout", (idle: http2.Http2Session | net.Socket) => (idle instanceof net.Socket ? idle.destroy() : closeIdleSession(idle)));
     secure.on("session", (s) => trackSession(s));
     server = secure;
   } else {
