@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import tls from "node:tls";
@@ -142,6 +143,42 @@ describe("request size limit", () => {
     assert.equal(headerOf(r.response, "x-should-retry"), "false");
     assert.ok(r.closedEarly, `the server let the client send all ${r.sent} bytes`);
     assert.ok(r.sent < 32 * MIB, `the connection took ${r.sent} bytes`);
+  });
+
+  it("gRPC-Web over HTTP/1.1: a chunked body whose message claims 1.6 GB is refused and the connection closed", async () => {
+    // pushBody sends "a" bytes: the first five read as flags 0x61 and a length of 0x61616161.
+    const head = `POST ${listRunners} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/grpc-web+proto\r\nTransfer-Encoding: chunked\r\n\r\n`;
+    const r = await pushBody(portOf(s.url), head, 64 * MIB, true);
+    assert.match(r.response, /^HTTP\/1\.1 200 /);
+    assert.match(r.response, /grpc-status: 8/);
+    assert.equal(headerOf(r.response, "connection"), "close");
+    assert.ok(r.closedEarly, `the server let the client send all ${r.sent} bytes`);
+  });
+
+  it("ordinary HTTP/1.1 requests keep their connection", async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    try {
+      for (const [method, path, body] of [
+        ["GET", "/healthz", undefined],
+        ["POST", listRunners, "{}"],
+        ["POST", "/gitpod.v1.RunnerService/NoSuchMethod", "{}"],
+        ["POST", listRunners, "{"],
+      ] as const) {
+        const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+          const req = http.request(s.url + path, { method, agent, headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` } }, resolve);
+          req.on("error", reject);
+          req.on("socket", (sock) => sockets.add(sock));
+          req.end(body);
+        });
+        res.resume();
+        await new Promise((r) => res.on("end", r));
+        assert.equal(res.headers.connection, "keep-alive", `${method} ${path} → ${res.statusCode}`);
+      }
+      assert.equal(sockets.size, 1, "every request went over the same connection");
+    } finally {
+      agent.destroy();
+    }
   });
 
   /** Opens an HTTP/2 stream and writes `total` body bytes as flow control allows, until the stream ends. */

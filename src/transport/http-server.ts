@@ -244,10 +244,14 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
     // The stream's own "finish" (the response's comes only once the stream has closed).
     (req as http2.Http2ServerRequest).stream.once("finish", () => endUnreadRequest(req as http2.Http2ServerRequest));
   } else {
+    // node reads an unread body to its end before it reuses the connection. That is fine for
+    // a few bytes still in flight (a handler may answer before node has parsed them), not for
+    // a body of unknown or large size: then the connection closes after the answer.
     const h1res = res as http.ServerResponse;
     const writeHead = h1res.writeHead;
+    const largeOrUnknown = req.headers["transfer-encoding"] !== undefined || Number(declared ?? 0) > 64 * 1024;
     h1res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
-      if (!(req as http.IncomingMessage).complete) this.setHeader("connection", "close");
+      if (largeOrUnknown && !(req as http.IncomingMessage).complete) this.setHeader("connection", "close");
       return writeHead.apply(this, args);
     } as typeof writeHead;
   }
