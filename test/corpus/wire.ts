@@ -148,6 +148,8 @@ export function successPayload(protocol: Protocol, a: Answer): Uint8Array | null
 }
 
 export function decompress(encoding: string | undefined, data: Buffer): Buffer {
+  // An empty body is empty whatever its encoding claims (connect-node does not decompress it).
+  if (data.length === 0) return data;
   if (encoding === "gzip") return gunzipSync(data);
   if (encoding === "br") return brotliDecompressSync(data);
   return data;
