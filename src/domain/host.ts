@@ -1,3 +1,4 @@
+import { truncate } from "./text.js";
 /** The longest host (with port and path) an integration may name. */
 export const MAX_HOST_LENGTH = 255;
 
@@ -43,7 +44,7 @@ export function normalizeHost(input: string): HostCheck {
     for (const segment of segments) {
       if (segment === "") return fail("must not contain empty path segments");
       if (segment === "." || segment === "..") return fail("must not contain . or .. path segments");
-      if (!PATH_SEGMENT.test(segment)) return fail(`has an invalid character in path segment "${segment}"`);
+      if (!PATH_SEGMENT.test(segment)) return fail(`has an invalid character in path segment "${truncate(segment)}"`);
     }
   }
   return { ok: true, host: parsed.host + path };
@@ -71,7 +72,7 @@ function splitAuthority(authority: string): HostCheck {
     } else {
       name = authority;
     }
-    if (!isHostName(name)) return fail(`"${name}" is not a valid host name or IP address`);
+    if (!isHostName(name)) return fail(`"${truncate(name)}" is not a valid host name or IP address`);
   }
   if (port !== undefined) {
     if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {

@@ -1,5 +1,6 @@
 import type { Violations } from "../domain/errors.js";
 import { isUuid } from "../crypto/ids.js";
+import { truncate } from "../domain/text.js";
 
 /** The most ids a List filter takes. */
 export const MAX_FILTER_IDS = 25;
@@ -19,21 +20,6 @@ export function checkUuidList(v: Violations, field: string, values: readonly str
   values.forEach((value, i) => checkUuid(v, `${field}[${i}]`, value));
   return [...new Set(values)];
 }
-
-/**
- * Shortens user input quoted in an error message, without cutting a character in half.
- * The result is well-formed UTF-16: gRPC percent-encodes messages into `grpc-message`
- * with encodeURIComponent, which throws on a lone surrogate, and connect-node then never
- * answers the call.
- */
-export function truncate(s: string, max = 64): string {
-  const clean = s.replace(LONE_SURROGATE, "\ufffd");
-  if (clean.length <= max) return clean;
-  const end = /[\ud800-\udbff]/.test(clean[max - 1]!) ? max - 1 : max;
-  return `${clean.slice(0, end)}…`;
-}
-
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
 /** Whether `s` has control characters, which no name or label may hold. */
 export function hasControl(s: string): boolean {

@@ -4,7 +4,8 @@ import { normalizeHost } from "../domain/host.js";
 import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "../domain/scm-schema.js";
 import type { Db } from "../store/database.js";
 import * as store from "../store/runners.js";
-import { checkUuid, hasControl, httpsUrlProblem, truncate } from "./checks.js";
+import { checkUuid, hasControl, httpsUrlProblem } from "./checks.js";
+import { truncate } from "../domain/text.js";
 import { runnerOf, schemaOf } from "./runners.js";
 import { ownRunnerOnly } from "./scm-integrations.js";
 

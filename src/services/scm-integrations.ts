@@ -8,7 +8,8 @@ import type { Db } from "../store/database.js";
 import type { RunnerRow, ScmIntegrationRow } from "../store/schema.js";
 import * as store from "../store/scm-integrations.js";
 import type { IdempotentCall } from "./idempotency.js";
-import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem, truncate } from "./checks.js";
+import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem } from "./checks.js";
+import { truncate } from "../domain/text.js";
 import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import { runnerOf, schemaOf } from "./runners.js";
 

@@ -8,6 +8,7 @@ import {
   type FieldPathElement,
 } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { DomainError, type ErrorReason, type FieldViolation } from "../domain/errors.js";
+import { wellFormed } from "../domain/text.js";
 import type { Logger } from "../log.js";
 import { classifyDriverError } from "../store/errors.js";
 
@@ -35,7 +36,7 @@ const RETRYABLE = new Set<Code>([Code.Unavailable, Code.ResourceExhausted, Code.
 export function toConnectError(err: unknown, method: DescMethod, requestId: string, log: Logger): ConnectError {
   let out: ConnectError;
   if (err instanceof DomainError) {
-    out = new ConnectError(err.message, CODES[err.reason]);
+    out = new ConnectError(wellFormed(err.message), CODES[err.reason]);
     if (err.violations.length > 0) {
       out.details.push({
         desc: ViolationsSchema,
@@ -45,7 +46,13 @@ export function toConnectError(err: unknown, method: DescMethod, requestId: stri
       });
     }
   } else if (err instanceof ConnectError) {
+    // connect-node's own messages may quote request text; keep them sendable over gRPC.
+    const message = wellFormed(err.rawMessage);
     out = err;
+    if (message !== err.rawMessage) {
+      out = new ConnectError(message, err.code, err.metadata, undefined, err.cause);
+      out.details.push(...err.details);
+    }
   } else {
     const trouble = classifyDriverError(err);
     log.error(trouble ? "database trouble" : "unexpected error", {

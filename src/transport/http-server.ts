@@ -226,7 +226,10 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
   if (declared !== undefined) {
     // Node checks that a body matches its Content-Length, so that is all there is to count.
     if (Number(declared) > maxBytes) refuse();
-  } else {
+  } else if (!isH2 || !(req.headers["content-type"] ?? "").startsWith("application/grpc")) {
+    // gRPC over HTTP/2, which never sends a length, skips the counting (it runs per request):
+    // connect-node refuses the body past the limit, the stream is reset once the answer is
+    // out (see endUnreadRequest), and gRPC clients do not read x-should-retry.
     const body = req as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Buffer> } & Record<symbol, unknown>;
     let seen = 0;
     // connect-node reads the body through its async iterator. Counting there, and not
@@ -247,11 +250,13 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
     // node reads an unread body to its end before it reuses the connection. That is fine for
     // a few bytes still in flight (a handler may answer before node has parsed them), not for
     // a body of unknown or large size: then the connection closes after the answer.
+    const largeOrUnknown = req.headers["transfer-encoding"] !== undefined || Number(declared ?? 0) > 64 * 1024;
+    // Most requests are small and sized: they keep the plain writeHead (this runs per request).
+    if (!largeOrUnknown) return;
     const h1res = res as http.ServerResponse;
     const writeHead = h1res.writeHead;
-    const largeOrUnknown = req.headers["transfer-encoding"] !== undefined || Number(declared ?? 0) > 64 * 1024;
     h1res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
-      if (largeOrUnknown && !(req as http.IncomingMessage).complete) this.setHeader("connection", "close");
+      if (!(req as http.IncomingMessage).complete) this.setHeader("connection", "close");
       return writeHead.apply(this, args);
     } as typeof writeHead;
   }
@@ -336,9 +341,10 @@ function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2ServerReq
     r.addTrailers = function (this: unknown, trailers: Record<string, string>) {
       return addTrailers.call(this, fixGrpcStatus(trailers));
     };
-  } else {
+  } else if (!contentType.startsWith("application/json") || req.headers["content-encoding"] !== undefined) {
     // Connect unary: the error is a JSON body after writeHead(status); an `internal` one is
-    // held back until its body shows what it is.
+    // held back until its body shows what it is. Plain uncompressed JSON, the common case,
+    // is skipped: connect-node already answers its decoding errors `invalid_argument`.
     const writeHead = r.writeHead!;
     const write = r.write!;
     const end = r.end!;
