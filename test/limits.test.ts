@@ -101,6 +101,36 @@ function pushBody(port: number, head: string, total: number, chunked: boolean) {
   });
 }
 
+
+/**
+ * Opens a connection with `connect`, writes `first`, then `dripBytes` every 100 ms (none if
+ * empty) until the server closes the connection; gives up after EVENTUALLY_MS.
+ */
+function slowExchange(connect: (onConnect: () => void) => net.Socket, first: string, dripBytes: string) {
+  return new Promise<{ response: string; closedByServer: boolean; drips: number }>((resolve) => {
+    const sock = connect(() => sock.write(first));
+    let response = "";
+    let drips = 0;
+    const timer = setInterval(() => {
+      if (dripBytes !== "") {
+        drips++;
+        sock.write(dripBytes);
+      }
+    }, 100);
+    let gaveUp = false;
+    const giveUp = setTimeout(() => {
+      gaveUp = true;
+      sock.destroy();
+    }, EVENTUALLY_MS);
+    sock.on("data", (d) => (response += d.toString("latin1")));
+    sock.on("error", () => {});
+    sock.on("close", () => {
+      clearInterval(timer);
+      clearTimeout(giveUp);
+      resolve({ response, closedByServer: !gaveUp, drips });
+    });
+  });
+}
 function headerOf(response: string, name: string): string | undefined {
   const head = response.split("\r\n\r\n")[0] ?? "";
   const line = head.split("\r\n").find((l) => l.toLowerCase().startsWith(`${name}:`));
@@ -366,32 +396,10 @@ describe("slow clients", () => {
   before(async () => (s = await startLimited({ headersTimeoutMs: 400, requestTimeoutMs: 800, idleTimeoutMs: 800 })));
   after(() => s.close());
 
-  /** Connects, writes `first`, then `drip` every 100 ms until the server closes the connection. */
-  function drip(first: string, dripBytes: string) {
-    return new Promise<{ response: string; closedByServer: boolean; drips: number }>((resolve) => {
-      const sock = net.connect(s.port, "127.0.0.1", () => sock.write(first));
-      let response = "";
-      let drips = 0;
-      const timer = setInterval(() => {
-        if (dripBytes !== "") {
-          drips++;
-          sock.write(dripBytes);
-        }
-      }, 100);
-      let gaveUp = false;
-      const giveUp = setTimeout(() => {
-        gaveUp = true;
-        sock.destroy();
-      }, EVENTUALLY_MS);
-      sock.on("data", (d) => (response += d.toString("latin1")));
-      sock.on("error", () => {});
-      sock.on("close", () => {
-        clearInterval(timer);
-        clearTimeout(giveUp);
-        resolve({ response, closedByServer: !gaveUp, drips });
-      });
-    });
-  }
+  /** Connects, writes `first`, then `dripBytes` every 100 ms until the server closes the connection. */
+  const drip = (first: string, dripBytes: string) =>
+    slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), first, dripBytes);
+
 
   it("HTTP/1.1: headers sent one line at a time are cut off with 408", async () => {
     const r = await drip(`POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\n`, "X-Slow: a\r\n");
@@ -501,25 +509,9 @@ describe("slow clients over TLS", () => {
   });
 
   /** A TLS connection speaking `alpn`; answers what the server sent until it closed the connection. */
-  function tlsExchange(alpn: string, first: string, dripBytes: string) {
-    return new Promise<{ response: string; closedByServer: boolean }>((resolve) => {
-      const sock = tls.connect({ port: s.port, host: "127.0.0.1", ca, ALPNProtocols: [alpn] }, () => sock.write(first));
-      let response = "";
-      let gaveUp = false;
-      const drip = setInterval(() => dripBytes && sock.write(dripBytes), 100);
-      const giveUp = setTimeout(() => {
-        gaveUp = true;
-        sock.destroy();
-      }, EVENTUALLY_MS);
-      sock.on("data", (d) => (response += d.toString("latin1")));
-      sock.on("error", () => {});
-      sock.on("close", () => {
-        clearInterval(drip);
-        clearTimeout(giveUp);
-        resolve({ response, closedByServer: !gaveUp });
-      });
-    });
-  }
+  const tlsExchange = (alpn: string, first: string, dripBytes: string) =>
+    slowExchange((onConnect) => tls.connect({ port: s.port, host: "127.0.0.1", ca, ALPNProtocols: [alpn] }, onConnect), first, dripBytes);
+
 
   it("HTTP/1.1: slow headers are cut off with 408", async () => {
     const r = await tlsExchange("http/1.1", "POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\n", "X-Slow: a\r\n");

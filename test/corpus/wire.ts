@@ -32,20 +32,6 @@ export type Answer =
     }
   | { kind: "dropped"; error: string };
 
-/** The codes a bad request may be answered with: all of them say "your request", none "our fault". */
-export const CLIENT_CODES: ReadonlySet<string> = new Set([
-  "canceled",
-  "invalid_argument",
-  "not_found",
-  "already_exists",
-  "permission_denied",
-  "resource_exhausted",
-  "failed_precondition",
-  "aborted",
-  "out_of_range",
-  "unimplemented",
-  "unauthenticated",
-]);
 
 const GRPC_CODE_NAMES = [
   "ok",
@@ -66,6 +52,11 @@ const GRPC_CODE_NAMES = [
   "data_loss",
   "unauthenticated",
 ];
+
+/** The codes a bad request may be answered with: all of them say "your request", none "our fault". */
+export const CLIENT_CODES: ReadonlySet<string> = new Set(
+  GRPC_CODE_NAMES.filter((c) => !["ok", "unknown", "deadline_exceeded", "internal", "unavailable", "data_loss"].includes(c)),
+);
 
 /** How a protocol's answer reads: success, a coded error, or something that breaks the contract. */
 export interface Verdict {
