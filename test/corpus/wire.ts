@@ -231,14 +231,7 @@ export class WireClient {
   private sendH1(req: WireRequest, timeoutMs: number): Promise<Answer> {
     const url = new URL(this.baseUrl);
     return new Promise((resolve) => {
-      let settled = false;
-      const done = (a: Answer) => {
-        if (!settled) {
-          settled = true;
-          clearTimeout(timer);
-          resolve(a);
-        }
-      };
+      const done = settleOnce(resolve, () => clearTimeout(timer));
       const headers: Record<string, string> = { ...req.headers };
       if (!("content-length" in headers) && !("transfer-encoding" in headers)) headers["content-length"] = String(req.body.length);
       let r: http.ClientRequest;
@@ -289,14 +282,7 @@ export class WireClient {
 
   private sendH2(req: WireRequest, timeoutMs: number): Promise<Answer> {
     return new Promise((resolve) => {
-      let settled = false;
-      const done = (a: Answer) => {
-        if (!settled) {
-          settled = true;
-          clearTimeout(timer);
-          resolve(a);
-        }
-      };
+      const done = settleOnce(resolve, () => clearTimeout(timer));
       let stream: http2.ClientHttp2Stream;
       try {
         stream = this.h2().request({ ":method": "POST", ":path": req.path, ...req.headers });
@@ -390,4 +376,15 @@ function answerComplete(text: string): boolean {
   if (length) return body.length >= Number(length[1]);
   if (/\r\ntransfer-encoding: *chunked/.test(head)) return body.endsWith("0\r\n\r\n");
   return false;
+}
+
+/** Resolves with the first answer only, after `cleanup`; later ones are dropped. */
+function settleOnce(resolve: (a: Answer) => void, cleanup: () => void): (a: Answer) => void {
+  let settled = false;
+  return (a) => {
+    if (settled) return;
+    settled = true;
+    cleanup();
+    resolve(a);
+  };
 }
