@@ -468,6 +468,28 @@ describe("slow clients", () => {
     }
   });
 
+  it("HTTP/2: a request answered 408 is not carried out, even when its body completes afterwards", async () => {
+    const session = http2.connect(s.url);
+    session.on("error", () => {});
+    try {
+      const stream = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/CreateRunner", "content-type": "application/json", authorization: `Bearer ${s.token}` });
+      stream.on("error", () => {});
+      stream.resume();
+      stream.write("{");
+      // The rest of the body follows the moment the 408 is seen: too late to count.
+      const status = await new Promise<number>((resolve) => stream.on("response", (h) => resolve(Number(h[":status"]))));
+      assert.equal(status, 408);
+      stream.end(`"name":"too-late","kind":"RUNNER_KIND_REMOTE","provider":"RUNNER_PROVIDER_LINUX_HOST"}`);
+      await Promise.race([new Promise((resolve) => stream.once("close", resolve)), later(EVENTUALLY_MS, "still open")]);
+      // Whatever the server does with the late bytes, give it the time to do it.
+      await sleep(300);
+      const stored = s.db.$client.prepare("SELECT count(*) AS n FROM runners WHERE name = 'too-late'").get() as { n: number };
+      assert.equal(stored.n, 0, "a request answered 408 must not be carried out");
+    } finally {
+      session.close();
+    }
+  });
+
   it("HTTP/2: an idle connection is closed with GOAWAY", async () => {
     const session = http2.connect(s.url);
     session.on("error", () => {});

@@ -299,6 +299,9 @@ function limitStreamTime(req: http2.Http2ServerRequest, res: http2.Http2ServerRe
   const timer = setTimeout(() => {
     if (stream.destroyed || stream.closed || !remoteOpen()) return;
     if (!res.headersSent) {
+      // The body reader (connect-node, still waiting for the rest) must fail, or bytes that
+      // arrive after the 408 would complete the request and carry it out after all.
+      req.destroy(new Error("request timeout"));
       res.writeHead(408, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
       res.end("request timeout: the request body did not arrive in time\n");
     } else {
