@@ -127,6 +127,7 @@ describe("Idempotency-Key expiry", () => {
       const params = { runnerId, scmId: "github", host: "github.com", pat: true };
       const first = await create(s, params, "short-lived");
       assert.equal(first.status, 200);
+      assert.equal((await create(s, { ...params, host: "gitlab.com", scmId: "gitlab" }, "swept")).status, 200);
       await sleep(400);
       const late = await create(s, params, "short-lived");
       assert.equal(late.body.code, "already_exists", "the key was forgotten, so this is a second create of the host");
@@ -141,6 +142,9 @@ describe("Idempotency-Key expiry", () => {
       assert.equal(fresh.status, 200);
       assert.notEqual(fresh.body.id, first.body.id);
       assert.deepEqual(await create(s, params, "short-lived"), fresh, "and the key now names the new create");
+      // Expired keys are also swept from the table, not only ignored.
+      const keys = s.db.$client.prepare("SELECT key FROM idempotency_keys ORDER BY key").all() as Array<{ key: string }>;
+      assert.deepEqual(keys.map((k) => k.key), ["short-lived"]);
     } finally {
       await s.close();
     }

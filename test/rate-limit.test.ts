@@ -38,6 +38,14 @@ describe("per-token rate limit", () => {
     assert.ok(s.logs.some((l) => l.includes('"code":"resource_exhausted"')));
   });
 
+  it("calls refused for the wrong kind of token count against the token too", async () => {
+    const { runnerToken } = await createRunner(s, s.otherToken, "wrong-kind");
+    const codes = [];
+    for (let i = 0; i < 12; i++) codes.push((await call(s, LIST_RUNNERS, {}, runnerToken)).body.code);
+    assert.deepEqual(codes.slice(0, 5), Array(5).fill("permission_denied"));
+    assert.ok(codes.includes("resource_exhausted"), codes.join(", "));
+  });
+
   it("the official SDK waits as told and its retries get through", async () => {
     const client = new Gitpod({ bearerToken: s.token, baseURL: s.url, maxRetries: 10 });
     // Spend the bucket, then ask through the SDK: it must wait for retry-after-ms.

@@ -5,7 +5,8 @@ import { deleteIdempotencyKeysBefore, findIdempotencyKey, saveIdempotencyKey } f
 
 // Visible ASCII only: keys are compared byte for byte and appear in no log.
 const KEY_SHAPE = /^[\x21-\x7e]{1,255}$/;
-// Expired entries are swept at most this often, from inside a write that is running anyway.
+// Expired entries are swept at most this often (or once per TTL, if shorter), from inside
+// a write that is running anyway.
 const SWEEP_EVERY_MS = 60_000;
 
 /**
@@ -35,16 +36,16 @@ export class Idempotency {
 
   /**
    * The idempotent form of one call, or null when the client sent no key. `request`
-   * must be the canonical encoding of the whole request (binary protobuf, unknown
-   * fields left out), so JSON and binary forms of one request match.
+   * makes the canonical encoding of the whole request (binary protobuf, unknown fields
+   * left out), so JSON and binary forms of one request match; it runs only with a key.
    */
-  call(header: string | null, scope: string, method: string, request: Uint8Array): IdempotentCall | null {
+  call(header: string | null, scope: string, method: string, request: () => Uint8Array): IdempotentCall | null {
     if (header === null) return null;
     if (!KEY_SHAPE.test(header)) {
       throw new DomainError("invalid_argument", "Idempotency-Key header: must be 1 to 255 visible ASCII characters");
     }
     const key = header;
-    const fingerprint = createHmac("sha256", this.hmacKey).update(method).update("\0").update(request).digest();
+    const fingerprint = createHmac("sha256", this.hmacKey).update(method).update("\0").update(request()).digest();
     return {
       replay: (now) => {
         const prior = findIdempotencyKey(this.db, scope, key);
@@ -59,7 +60,7 @@ export class Idempotency {
       },
       remember: (resultId, now) => {
         saveIdempotencyKey(this.db, { scope, key, fingerprint, resultId, createdAt: now });
-        if (now - this.lastSweep >= SWEEP_EVERY_MS) {
+        if (now - this.lastSweep >= Math.min(SWEEP_EVERY_MS, this.ttlMs)) {
           this.lastSweep = now;
           deleteIdempotencyKeysBefore(this.db, now - this.ttlMs);
         }

@@ -46,6 +46,12 @@ export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null
     let caller: Caller;
     try {
       caller = db.read(() => authenticate(db, req.header.get("authorization")));
+      // The limit counts every call of a token, also the ones refused below, so a token
+      // cannot flood the service (or its log) with calls it is not allowed to make.
+      if (limiter) {
+        const waitMs = limiter.take(caller.kind === "api" ? `api:${caller.tokenId}` : `runner:${caller.runnerId}`);
+        if (waitMs > 0) throw rateLimited(waitMs);
+      }
       if (caller.kind !== policy) {
         throw new DomainError(
           "permission_denied",
@@ -63,10 +69,6 @@ export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null
         });
       }
       throw err;
-    }
-    if (limiter) {
-      const waitMs = limiter.take(caller.kind === "api" ? `api:${caller.tokenId}` : `runner:${caller.runnerId}`);
-      if (waitMs > 0) throw rateLimited(waitMs);
     }
     req.contextValues.set(callerKey, caller);
     return next(req);

@@ -22,10 +22,7 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
     async createSCMIntegration(req, ctx) {
       const caller = apiCaller(ctx);
       // A retry with the same Idempotency-Key gets the first call's answer (see README).
-      const once = idempotency.call(
-        ctx.requestHeader.get("idempotency-key"),
-        `api:${caller.tokenId}`,
-        CreateSCMIntegrationRequestSchema.typeName,
+      const once = idempotency.call(ctx.requestHeader.get("idempotency-key"), `api:${caller.tokenId}`, CreateSCMIntegrationRequestSchema.typeName, () =>
         toBinary(CreateSCMIntegrationRequestSchema, req, { writeUnknownFields: false }),
       );
       const id = await integrations.createScmIntegration(db, caller, {
