@@ -72,4 +72,15 @@ describe("the token bucket", () => {
     assert.deepEqual([limiter.take("a"), limiter.take("a"), limiter.take("a"), limiter.take("a") > 0], [0, 0, 0, true]);
     assert.equal(limiter.take("b"), 0, "each caller has its own bucket");
   });
+
+  it("forgets callers whose bucket has refilled once it holds 10,000, and keeps the others", () => {
+    let now = 0;
+    const limiter = new RateLimiter({ perSecond: 10, burst: 3 }, () => now);
+    for (let i = 0; i < 10_000; i++) limiter.take(`caller-${i}`);
+    assert.equal(limiter.callers, 10_000);
+    now += 1000; // past the 300 ms a bucket takes to refill
+    for (let i = 0; i < 3; i++) limiter.take("busy");
+    assert.equal(limiter.callers, 1, "the 10,000 quiet callers were dropped, the busy one kept");
+    assert.ok(limiter.take("busy") > 0, "the busy caller's spent bucket was not reset");
+  });
 });

@@ -26,6 +26,11 @@ export class RateLimiter {
     private readonly now: () => number = () => performance.now(),
   ) {}
 
+  /** How many callers have a bucket now. */
+  get callers(): number {
+    return this.buckets.size;
+  }
+
   /** Takes one call from `caller`'s bucket: 0 if it may proceed, else ms until it may. */
   take(caller: string): number {
     const now = this.now();
