@@ -20,11 +20,9 @@ import { healthService } from "./transport/handlers/health.js";
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
-import type { NodeHandler } from "./transport/http-server.js";
+import { MAX_REQUEST_BYTES, type NodeHandler } from "./transport/http-server.js";
 import { authInterceptor, errorInterceptor } from "./transport/interceptors.js";
 
-/** Requests larger than this are refused before they are read in full. */
-export const MAX_REQUEST_BYTES = 1024 * 1024;
 /** The longest deadline a client may ask for. */
 const MAX_TIMEOUT_MS = 60_000;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;

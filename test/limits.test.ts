@@ -18,9 +18,9 @@ import Gitpod, { RateLimitError } from "@gitpod/sdk";
 import { loadConfig } from "../src/config.js";
 import { createLogger } from "../src/log.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
-import { createApp, MAX_REQUEST_BYTES } from "../src/server.js";
+import { createApp } from "../src/server.js";
 import { openDatabase, type Db } from "../src/store/database.js";
-import { listen, type HttpServerOptions, type RunningServer } from "../src/transport/http-server.js";
+import { listen, MAX_REQUEST_BYTES, type HttpServerOptions, type RunningServer } from "../src/transport/http-server.js";
 import { envelope } from "./corpus/wire.js";
 import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
 

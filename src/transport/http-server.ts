@@ -3,12 +3,14 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
-import { MAX_REQUEST_BYTES } from "../server.js";
 
 export type NodeHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
   res: http.ServerResponse | http2.Http2ServerResponse,
 ) => void;
+
+/** Requests larger than this are refused before they are read in full (here and in connect-node). */
+export const MAX_REQUEST_BYTES = 1024 * 1024;
 
 export interface HttpServerOptions {
   tls?: { certFile: string; keyFile: string } | undefined;

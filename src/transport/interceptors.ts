@@ -35,9 +35,9 @@ export function errorInterceptor(log: Logger): Interceptor {
 }
 
 /**
- * Establishes the caller from the bearer token, enforces which token kind a service
- * takes, and then the caller's rate limit. Refusals are logged with their reason and
- * never with the token.
+ * Establishes the caller from the bearer token, takes the call from the caller's rate
+ * limit, and enforces which token kind a service takes. Refusals are logged with their
+ * reason and never with the token.
  */
 export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null): Interceptor {
   return (next) => async (req) => {
