@@ -21,7 +21,7 @@ import { runnerConfigurationService } from "./transport/handlers/runner-configur
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
 import { MAX_REQUEST_BYTES, type NodeHandler } from "./transport/http-server.js";
-import { authInterceptor, errorInterceptor } from "./transport/interceptors.js";
+import { authInterceptor, durabilityInterceptor, errorInterceptor } from "./transport/interceptors.js";
 
 /** The longest deadline a client may ask for. */
 const MAX_TIMEOUT_MS = 60_000;
@@ -60,7 +60,8 @@ export function routes(deps: Deps, isHealthy: () => boolean) {
  * Builds the request handler without listening. Every request gets an id (taken from
  * a well-formed incoming `x-request-id`, else new), echoed in `x-request-id` and
  * written in its one log line. Interceptors run in this order: errors (outermost,
- * so it sees auth failures too), then auth, then the handler.
+ * so it sees auth failures too), durability (answers wait for what they show to be on
+ * disk), then auth, then the handler.
  */
 export function createApp(db: Db, log: Logger, options: AppOptions): App {
   const records = new WeakMap<object, RequestRecord>();
@@ -80,7 +81,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
 
   const adapter = connectNodeAdapter({
     routes: routes(deps, isHealthy),
-    interceptors: [errorInterceptor(log), authInterceptor(db, log, limiter), ...(options.interceptors ?? [])],
+    interceptors: [errorInterceptor(log), durabilityInterceptor(db), authInterceptor(db, log, limiter), ...(options.interceptors ?? [])],
     contextValues: (req) => createContextValues().set(requestRecordKey, records.get(req) ?? { id: randomUUID(), code: undefined }),
     readMaxBytes: MAX_REQUEST_BYTES,
     maxTimeoutMs: MAX_TIMEOUT_MS,

@@ -17,6 +17,11 @@ export type Db = BetterSQLite3Database<typeof schema> & {
   write<T>(work: () => T): Promise<T>;
   /** Runs reads in the read transaction this event-loop turn shares (see read-window.ts). */
   read<T>(work: () => T): T;
+  /**
+   * Settles once every commit so far is on disk (see group-commit.ts); undefined when
+   * they all are. Reads wait for it before they answer.
+   */
+  durable(): Promise<void> | undefined;
   /** How many group commits ran and how many writes they carried. */
   commitStats(): { commits: number; writes: number };
 };
@@ -37,7 +42,8 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
   const sqlite = new Database(file);
   // WAL lets readers run beside the writer. synchronous=FULL fsyncs the WAL on every
-  // commit, so an acknowledged write survives power loss, not only a process crash.
+  // commit, so an acknowledged write survives power loss, not only a process crash; the
+  // group commit syncs its batches itself, off the event loop, to the same effect.
   sqlite.pragma("journal_mode = WAL");
   sqlite.pragma("synchronous = FULL");
   sqlite.pragma("foreign_keys = ON");
@@ -53,6 +59,7 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   return Object.assign(orm, {
     write: <T>(work: () => T) => commits.run(work),
     read: <T>(work: () => T) => reads.run(work),
+    durable: () => commits.durable(),
     commitStats: () => ({ ...commits.stats }),
   });
 }

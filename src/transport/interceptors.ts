@@ -34,6 +34,29 @@ export function errorInterceptor(log: Logger): Interceptor {
   };
 }
 
+/** Methods that only read: their answers show what the database holds. */
+const READS = /^(Get|List|Check)/;
+
+/**
+ * Holds an answer until what it may show is on disk. Group commits become visible
+ * before their sync returns (see group-commit.ts), so a read, or any refusal, waits
+ * for the sync of every commit made so far. A write that succeeded needs no wait: it is
+ * answered after its own sync, which covers every commit it could have seen.
+ */
+export function durabilityInterceptor(db: Db): Interceptor {
+  return (next) => async (req) => {
+    let res;
+    try {
+      res = await next(req);
+    } catch (err) {
+      await db.durable()?.catch(() => undefined); // the call's own error is the answer
+      throw err;
+    }
+    if (READS.test(req.method.name)) await db.durable();
+    return res;
+  };
+}
+
 /**
  * Establishes the caller from the bearer token, takes the call from the caller's rate
  * limit, and enforces which token kind a service takes. Refusals are logged with their
