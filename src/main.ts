@@ -38,7 +38,9 @@ async function main(): Promise<void> {
 const STOP_GRACE_MS = 5000;
 
 /** Serves requests from this process until SIGTERM/SIGINT, then drains and exits 0. */
-async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile)): Promise<void> {
+// Workers each sync their own commits off the event loop, but a worker cannot tell
+// whether another's commit it reads is on disk yet: they sync inside COMMIT instead.
+async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile, { syncOffLoop: !cluster.isWorker })): Promise<void> {
   const app = createApp(db, log, {
     publicUrl: config.publicUrl,
     rateLimit: config.rateLimitPerSecond > 0 ? { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst } : null,

@@ -1,16 +1,21 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { fdatasync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { eq } from "drizzle-orm";
 import { open } from "../src/crypto/sealed-box.js";
+import { createLogger } from "../src/log.js";
+import { createApp } from "../src/server.js";
+import { createApiToken, createOrganization } from "../src/services/accounts.js";
 import { openDatabase } from "../src/store/database.js";
 import { scmIntegrations } from "../src/store/schema.js";
-import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
+import { listen } from "../src/transport/http-server.js";
+import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+const LIST = "gitpod.v1.RunnerConfigurationService/ListSCMIntegrations";
 
 describe("group commit", () => {
   let s: TestServer;
@@ -133,5 +138,84 @@ describe("a batch SQLite rolls back as a whole", () => {
       db.$client.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("syncing off the event loop", () => {
+  // Holds each WAL sync until the test lets it go, so what waits for a sync can be seen.
+  const held: ((err: Error | null) => void)[] = [];
+  let holding = false;
+  let onHeld = () => {};
+  const syncWal = (fd: number, done: (err: Error | null) => void) => {
+    if (!holding) return fdatasync(fd, done);
+    held.push(done);
+    onHeld();
+  };
+  const nextHeld = () => new Promise<void>((resolve) => (onHeld = resolve));
+  let dir: string;
+  let s: TestServer;
+  let stop: () => Promise<void>;
+  // Which calls the handler has finished, as opposed to answered.
+  const handled = new Set<string>();
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "scm-sync-"));
+    const db = openDatabase(join(dir, "sync.db"), { syncWal });
+    createOrganization(db, "acme");
+    const token = createApiToken(db, "acme").token;
+    const app = createApp(db, createLogger("silent"), {
+      publicUrl: PUBLIC_URL,
+      interceptors: [(next) => async (req) => {
+        const res = await next(req);
+        handled.add(req.method.name);
+        return res;
+      }],
+    });
+    const server = await listen(app.handler, 0, "127.0.0.1");
+    s = { url: `http://127.0.0.1:${server.address.port}`, db, token } as TestServer;
+    stop = async () => {
+      await server.shutdown(1000);
+      await app.close();
+      db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    };
+  });
+  after(() => stop());
+
+  it("a create is answered, and a read showing it answers, only once the WAL is synced", async () => {
+    const { runnerId } = await createRunner(s);
+    holding = true;
+    const synced = nextHeld();
+    let createAnswered = false;
+    const create = call(s, CREATE, { runnerId, scmId: "github", host: "held.example.com", pat: true }).then((r) => ((createAnswered = true), r));
+    await synced; // committed; its sync is running
+    let listAnswered = false;
+    const list = call(s, LIST, { filter: { runnerIds: [runnerId] } }).then((r) => ((listAnswered = true), r));
+    while (!handled.has("ListSCMIntegrations")) await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(createAnswered, false, "the create waits for its sync");
+    assert.equal(listAnswered, false, "the list read the new row, so it waits for the same sync");
+    holding = false;
+    held.splice(0).forEach((done) => done(null));
+    const [created, listed] = await Promise.all([create, list]);
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    assert.deepEqual(listed.body.integrations.map((i: { id: string }) => i.id), [created.body.id]);
+  });
+
+  it("a failed sync fails the writes it covered with unavailable, and the next one commits", async () => {
+    const { runnerId } = await createRunner(s);
+    holding = true;
+    const synced = nextHeld();
+    const failed = call(s, CREATE, { runnerId, scmId: "github", host: "lost.example.com", pat: true });
+    await synced;
+    holding = false;
+    held.splice(0).forEach((done) => done(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" })));
+    const r = await failed;
+    assert.equal(r.body.code, "unavailable", JSON.stringify(r.body));
+    assert.doesNotMatch(r.body.message, /EIO|fdatasync|SQLITE/);
+    const before = s.db.commitStats().syncs;
+    const ok = await call(s, CREATE, { runnerId, scmId: "github", host: "kept.example.com", pat: true });
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    assert.ok(s.db.commitStats().syncs > before, "the next write had its own sync");
   });
 });

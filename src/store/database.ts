@@ -23,7 +23,7 @@ export type Db = BetterSQLite3Database<typeof schema> & {
    */
   durable(): Promise<void> | undefined;
   /** How many group commits ran and how many writes they carried. */
-  commitStats(): { commits: number; writes: number };
+  commitStats(): { commits: number; writes: number; syncs: number };
 };
 
 export interface DatabaseOptions {
@@ -32,6 +32,13 @@ export interface DatabaseOptions {
    * with `unavailable` (default 5 s; see group-commit.ts).
    */
   lockWaitMs?: GroupCommitOptions["lockWaitMs"];
+  /**
+   * Whether write batches are synced off the event loop (default) or inside COMMIT. Only
+   * one process may serve with the former: see group-commit.ts.
+   */
+  syncOffLoop?: GroupCommitOptions["syncOffLoop"];
+  /** How the WAL is synced off the event loop; tests hold it back. */
+  syncWal?: GroupCommitOptions["syncWal"];
 }
 
 /**
@@ -55,12 +62,12 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   const orm = drizzle(sqlite, { schema });
   migrate(orm, { migrationsFolder: migrationsFolder() });
   const reads = new ReadWindow(sqlite);
-  const commits = new GroupCommit(sqlite, reads, { lockWaitMs: options.lockWaitMs });
+  const commits = new GroupCommit(sqlite, reads, options);
   return Object.assign(orm, {
     write: <T>(work: () => T) => commits.run(work),
     read: <T>(work: () => T) => reads.run(work),
     durable: () => commits.durable(),
-    commitStats: () => ({ ...commits.stats }),
+    commitStats: () => ({ ...commits.stats, syncs: commits.syncs() }),
   });
 }
 

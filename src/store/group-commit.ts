@@ -17,7 +17,15 @@ const LOCK_RETRY_MS = 2;
 
 export interface GroupCommitOptions {
   /** How long a batch waits for another process's write lock before its writes fail with SQLITE_BUSY. */
-  lockWaitMs?: number;
+  lockWaitMs?: number | undefined;
+  /**
+   * Sync batches off the event loop (true, the default) or inside COMMIT. Off the loop,
+   * only this process knows when a commit it made is on disk; another process reading
+   * the same database could show it earlier, so several serving processes sync inline.
+   */
+  syncOffLoop?: boolean | undefined;
+  /** The off-loop sync (fdatasync unless replaced, as tests do to hold it back). */
+  syncWal?: ((fd: number, done: (err: Error | null) => void) => void) | undefined;
 }
 
 /**
@@ -62,7 +70,12 @@ export class GroupCommit {
   ) {
     this.lockWaitMs = options.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS;
     // An in-memory database has nothing to sync: its commits are as durable as they get.
-    this.wal = sqlite.memory ? null : new WalSync(`${sqlite.name}-wal`);
+    this.wal = sqlite.memory || options.syncOffLoop === false ? null : new WalSync(`${sqlite.name}-wal`, options.syncWal ?? fdatasync);
+  }
+
+  /** How many off-loop syncs finished. */
+  syncs(): number {
+    return this.wal?.finished ?? 0;
   }
 
   /**
@@ -193,8 +206,13 @@ class WalSync {
   private synced = 0;
   private running = false;
   private waiting: { upTo: number; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  /** Syncs that returned, failed ones included. */
+  finished = 0;
 
-  constructor(private readonly path: string) {}
+  constructor(
+    private readonly path: string,
+    private readonly sync: NonNullable<GroupCommitOptions["syncWal"]>,
+  ) {}
 
   /** Counts a commit; settles once it is on disk. */
   afterCommit(): Promise<void> {
@@ -223,8 +241,9 @@ class WalSync {
     }
     this.running = true;
     const upTo = this.committed;
-    fdatasync(fd, (err) => {
+    this.sync(fd, (err) => {
       this.running = false;
+      this.finished += 1;
       this.finish(upTo, err ? syncFailure(err) : null);
       this.start();
     });
