@@ -46,6 +46,27 @@ export interface AppOptions {
   interceptors?: Interceptor[];
 }
 
+/**
+ * Clients built against the full public API may send fields this slice leaves out. A JSON
+ * body that is not UTF-8 is refused (invalid_argument) instead of decoded with U+FFFD in
+ * place of the bad bytes, which would store (and seal) altered text. connect-node hands
+ * these options to its JSON serialization, whose options (unlike the adapter's declared
+ * type) include the decoder.
+ */
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+const jsonOptions = {
+  ignoreUnknownFields: true,
+  textDecoder: {
+    decode(bytes?: Uint8Array): string {
+      try {
+        return strictUtf8.decode(bytes);
+      } catch {
+        throw new Error("request body: JSON must be UTF-8, and this body holds bytes that are not");
+      }
+    },
+  },
+};
+
 /** Registers every service; the same routes serve the real server and in-process tests. */
 export function routes(deps: Deps, isHealthy: () => boolean) {
   return (router: ConnectRouter) => {
@@ -85,8 +106,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     contextValues: (req) => createContextValues().set(requestRecordKey, records.get(req) ?? { id: randomUUID(), code: undefined }),
     readMaxBytes: MAX_REQUEST_BYTES,
     maxTimeoutMs: MAX_TIMEOUT_MS,
-    // Clients built against the full public API may send fields this slice leaves out.
-    jsonOptions: { ignoreUnknownFields: true },
+    jsonOptions,
   });
 
   const handler: NodeHandler = (req, res) => {

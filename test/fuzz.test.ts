@@ -12,6 +12,7 @@
  * FUZZ_SEED=<n> replays a run; FUZZ_RUNS=<n> sets the generated inputs per protocol.
  */
 import assert from "node:assert/strict";
+import { isUtf8 } from "node:buffer";
 import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
 import {
@@ -745,6 +746,10 @@ describe("bad input: corpus and property-based fuzzing over every protocol", () 
           outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
           if (v.problem) {
             throw new Error(`${pathOf(input.method)} over ${req.http2 ? "HTTP/2" : "HTTP/1.1"}: ${v.problem}`);
+          }
+          // Bytes that are not UTF-8 in a JSON body are never taken as text.
+          if (v.ok && input.body.kind === "json-bad-utf8" && spoken === "connect-json" && !isUtf8(req.body)) {
+            throw new Error(`${pathOf(input.method)}: a JSON body that is not UTF-8 was accepted`);
           }
           if (v.ok) learn(model, spoken, input.method, input.auth.plan === "other" ? "other" : "acme", req, a);
         }),

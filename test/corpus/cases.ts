@@ -119,7 +119,7 @@ export const CORPUS: CorpusCase[] = [
   { name: "publicKey is 512 KiB", protocol: "connect-json", method: "RunnerInteractionService/Signup", body: `{"publicKey":"${Buffer.alloc(512 * 1024, 9).toString("base64")}"}`, expect: "invalid_argument" },
   // invalid UTF-8 and odd characters
   { name: "invalid UTF-8 in a string", protocol: "connect-json", method: "RunnerService/GetRunner", body: Buffer.concat([Buffer.from('{"runnerId":"'), Buffer.from([0xff, 0xfe, 0xc0, 0xaf]), Buffer.from('"}')]), expect: "invalid_argument" },
-  { name: "invalid UTF-8 in a runner name", protocol: "connect-json", method: "RunnerService/CreateRunner", body: Buffer.concat([Buffer.from('{"name":"ab'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('c","kind":"RUNNER_KIND_REMOTE","provider":"RUNNER_PROVIDER_LINUX_HOST"}')]) },
+  { name: "invalid UTF-8 in a runner name", protocol: "connect-json", method: "RunnerService/CreateRunner", body: Buffer.concat([Buffer.from('{"name":"ab'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('c","kind":"RUNNER_KIND_REMOTE","provider":"RUNNER_PROVIDER_LINUX_HOST"}')]), expect: "invalid_argument" },
   { name: "lone surrogate escape", protocol: "connect-json", method: "RunnerService/GetRunner", body: '{"runnerId":"\\ud800"}', expect: "invalid_argument" },
   { name: "control characters in a host", protocol: "connect-json", method: "RunnerConfigurationService/CreateSCMIntegration", body: (c) => `{"runnerId":"${c.runnerId}","scmId":"github","host":"git\\u0000hub.com","pat":true}`, expect: "invalid_argument" },
   { name: "right-to-left override in a runner name", protocol: "connect-json", method: "RunnerService/CreateRunner", body: '{"name":"abc\\u202edef","kind":"RUNNER_KIND_REMOTE","provider":"RUNNER_PROVIDER_LINUX_HOST"}' },
