@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import net from "node:net";
+import { gzipSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -68,5 +69,33 @@ describe("raw HTTP the framework would choke on", () => {
     assert.match(await raw(`POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: [bad\r\n${body}`), /^HTTP\/1\.1 400/);
     const alive = await fetch(`${s.url}/healthz`);
     assert.equal(alive.status, 200);
+  });
+});
+
+describe("compressed Connect requests", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer({ rateLimit: { perSecond: 1, burst: 1 } })));
+  after(() => s.close());
+
+  const post = (body: Buffer) =>
+    fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-encoding": "gzip", authorization: `Bearer ${s.token}` },
+      body,
+    });
+
+  it("one over 1 MiB once decompressed is final (x-should-retry: false); a rate-limited one may be retried", async () => {
+    const bomb = await post(gzipSync(Buffer.alloc(4 * 1024 * 1024, 0x20)));
+    assert.equal(bomb.status, 429);
+    assert.equal((await bomb.json()).code, "resource_exhausted");
+    assert.equal(bomb.headers.get("x-should-retry"), "false");
+
+    // The bomb was refused before auth, so the token's one call is still there.
+    assert.equal((await post(gzipSync(Buffer.from("{}")))).status, 200);
+    const limited = await post(gzipSync(Buffer.from("{}")));
+    assert.equal(limited.status, 429);
+    assert.equal((await limited.json()).code, "resource_exhausted");
+    assert.ok(Number(limited.headers.get("retry-after-ms")) > 0);
+    assert.equal(limited.headers.get("x-should-retry"), null);
   });
 });

@@ -322,7 +322,8 @@ function limitStreamTime(req: http2.Http2ServerRequest, res: http2.Http2ServerRe
 // - input it cannot decode is answered `internal` (HTTP 500, which clients and the SDK
 //   retry), though it is the client's doing: here it becomes `invalid_argument`;
 // - its errors carry no `x-should-retry`, so the official SDK would retry the 501 of an
-//   unsupported compression: here it gets `x-should-retry: false`.
+//   unsupported compression, or the 429 of a body over the limit once decompressed:
+//   here they get `x-should-retry: false`.
 // Anything else `internal` is left as it is, so that a real fault still shows.
 
 /** Messages of connect-node's `internal` errors that are caused by the request's bytes. */
@@ -357,19 +358,19 @@ function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2ServerReq
     const release = (self: unknown, chunk: unknown) => {
       const args = held!;
       held = undefined;
-      const fixed = chunk instanceof Uint8Array ? fixConnectError(chunk) : undefined;
+      const fixed = chunk instanceof Uint8Array ? fixConnectError(args[0] as number, chunk) : undefined;
       if (!fixed) {
         writeHead.apply(self, args);
         return chunk;
       }
       const headers = { ...(args.find((a) => a && typeof a === "object") as Record<string, string> | undefined) };
-      headers["content-length"] = String(fixed.length);
+      headers["content-length"] = String(fixed.body.length);
       headers["x-should-retry"] = "false";
-      writeHead.call(self, 400, headers);
-      return fixed;
+      writeHead.call(self, fixed.status, headers);
+      return fixed.body;
     };
     r.writeHead = function (this: http.ServerResponse, status: number, ...rest: unknown[]) {
-      if (status === 500 && held === undefined) {
+      if ((status === 500 || status === 429) && held === undefined) {
         held = [status, ...rest];
         return this;
       }
@@ -386,15 +387,20 @@ function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2ServerReq
   }
 }
 
-function fixConnectError(body: Uint8Array): Buffer | undefined {
+/** The corrected answer for a held Connect error, or undefined to send it as it is. */
+function fixConnectError(status: number, body: Uint8Array): { status: number; body: Uint8Array } | undefined {
   let error: { code?: string; message?: string };
   try {
     error = JSON.parse(Buffer.from(body).toString("utf8"));
   } catch {
     return undefined;
   }
-  if (!isUndecodable(error.code, error.message ?? "")) return undefined;
-  return Buffer.from(JSON.stringify({ ...error, code: "invalid_argument", message: `request could not be decoded: ${error.message}` }));
+  const message = error.message ?? "";
+  // Our own 429s (rate limit, full disk) pass errors.ts and are worth a retry; only the
+  // size limit, which connect-node enforces while decompressing, is final.
+  if (status === 429) return error.code === "resource_exhausted" && /readMaxBytes/.test(message) ? { status, body } : undefined;
+  if (!isUndecodable(error.code, message)) return undefined;
+  return { status: 400, body: Buffer.from(JSON.stringify({ ...error, code: "invalid_argument", message: `request could not be decoded: ${message}` })) };
 }
 
 function fixGrpcStatus(trailers: Record<string, string>): Record<string, string> {
