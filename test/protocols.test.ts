@@ -87,14 +87,14 @@ describe("compressed Connect requests", () => {
   it("one over 1 MiB once decompressed is final (x-should-retry: false); a rate-limited one may be retried", async () => {
     const bomb = await post(gzipSync(Buffer.alloc(4 * 1024 * 1024, 0x20)));
     assert.equal(bomb.status, 429);
-    assert.equal((await bomb.json()).code, "resource_exhausted");
+    assert.equal(((await bomb.json()) as { code: string }).code, "resource_exhausted");
     assert.equal(bomb.headers.get("x-should-retry"), "false");
 
     // The bomb was refused before auth, so the token's one call is still there.
     assert.equal((await post(gzipSync(Buffer.from("{}")))).status, 200);
     const limited = await post(gzipSync(Buffer.from("{}")));
     assert.equal(limited.status, 429);
-    assert.equal((await limited.json()).code, "resource_exhausted");
+    assert.equal(((await limited.json()) as { code: string }).code, "resource_exhausted");
     assert.ok(Number(limited.headers.get("retry-after-ms")) > 0);
     assert.equal(limited.headers.get("x-should-retry"), null);
   });
