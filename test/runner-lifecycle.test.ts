@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { eq } from "drizzle-orm";
-import { open } from "../src/crypto/sealed-box.js";
+import { newKeyPair, open } from "../src/crypto/sealed-box.js";
+import { signup } from "../src/services/runners.js";
+import { createScmIntegration } from "../src/services/scm-integrations.js";
 import { runners, scmIntegrations } from "../src/store/schema.js";
 import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
 
@@ -199,5 +201,28 @@ describe("a runner's whole life", () => {
     assert.equal((await call(s, `${RUNNERS}/DeleteRunner`, { runnerId })).body.code, "not_found");
     const gone = await call(s, `${RUNNER_SIDE}/ListRunnerSCMIntegrations`, { runnerId }, fresh.body.accessToken);
     assert.equal(gone.body.code, "unauthenticated");
+  });
+});
+
+describe("a Signup racing a create's sealing", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  it("the secret, sealed ahead to the old key, is sealed again to the new one", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    await signUp(s, runnerToken);
+    const orgId = s.db.select({ orgId: runners.orgId }).from(runners).where(eq(runners.id, runnerId)).get()!.orgId;
+    // The create reads the runner's key and hands the secret to the seal worker at once;
+    // the Signup's write commits before the create's does.
+    const created = createScmIntegration(s.db, { kind: "api", orgId, tokenId: "test" }, {
+      runnerId, scmId: "github", host: "race.example.com", oauthClientId: "client", oauthClientSecret: "raced-secret", pat: false,
+    });
+    const fresh = newKeyPair();
+    await signup(s.db, { kind: "runner", orgId, runnerId }, fresh.publicKey);
+    const id = await created;
+    const row = s.db.select().from(scmIntegrations).where(eq(scmIntegrations.id, id)).get()!;
+    assert.ok(row.oauthSealedTo!.equals(fresh.publicKey), "recorded as sealed to the new key");
+    assert.equal(open(row.oauthEncryptedSecret!, fresh.publicKey, fresh.secretKey), "raced-secret");
   });
 });

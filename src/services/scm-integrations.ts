@@ -4,8 +4,10 @@ import { normalizeHost } from "../domain/host.js";
 import { AZURE_ENTRA, AZURE_SERVER } from "../domain/scm-schema.js";
 import { newId } from "../crypto/ids.js";
 import { seal } from "../crypto/sealed-box.js";
+import { sealOffLoop } from "../crypto/seal-worker.js";
 import type { Db } from "../store/database.js";
 import type { RunnerRow, ScmIntegrationRow } from "../store/schema.js";
+import { findRunner } from "../store/runners.js";
 import * as store from "../store/scm-integrations.js";
 import type { IdempotentCall } from "./idempotency.js";
 import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem } from "./checks.js";
@@ -56,7 +58,7 @@ interface Outcome {
  * secret is sealed to the runner's key before the row is written. With `once` (an
  * Idempotency-Key), a retry of a create that succeeded answers its id instead.
  */
-export function createScmIntegration(
+export async function createScmIntegration(
   db: Db,
   caller: ApiCaller,
   input: CreateScmIntegrationInput,
@@ -84,6 +86,7 @@ export function createScmIntegration(
   checkRules(v, input.scmId, { oauth: oauthRequested, oauthUsable: oauthRequested, pat: input.pat, issuerUrl, virtualDirectory });
   v.throwIfAny();
 
+  const ahead = secret !== undefined ? await sealAhead(db, caller.orgId, input.runnerId, secret) : null;
   return db.write(() => {
     const now = Date.now();
     const replayed = once?.replay(now);
@@ -94,7 +97,7 @@ export function createScmIntegration(
       unknown.add("scm_id", "scm_id.known", `"${truncate(input.scmId)}" is not in the runner's configuration schema; allowed: ${knownScmIds(runner).join(", ")}`);
       unknown.throwIfAny();
     }
-    const sealed = secret !== undefined ? sealFor(runner, secret) : null;
+    const sealed = secret === undefined ? null : ahead && runner.publicKey?.equals(ahead.key) ? ahead.box : sealFor(runner, secret);
     const id = newId(now);
     store.insertScmIntegration(db, {
       id,
@@ -341,6 +344,16 @@ function extends_(input: UpdateScmIntegrationInput, row: ScmIntegrationRow): boo
   const setsIssuer = input.issuerUrl !== undefined && input.issuerUrl !== "" && input.issuerUrl !== row.issuerUrl;
   const setsDirectory = input.virtualDirectory !== undefined && input.virtualDirectory !== "" && input.virtualDirectory !== row.virtualDirectory;
   return newClient || patOn || setsIssuer || setsDirectory;
+}
+
+/**
+ * The secret sealed, off the event loop, to the key the runner has now; null when it has
+ * none (or no such runner: the write then says why). The write uses the box only while
+ * that is still the runner's key, and seals again should a Signup have changed it.
+ */
+async function sealAhead(db: Db, orgId: string, runnerId: string, secret: string): Promise<{ key: Buffer; box: Buffer } | null> {
+  const key = db.read(() => findRunner(db, orgId, runnerId))?.publicKey;
+  return key ? { key, box: await sealOffLoop(secret, key) } : null;
 }
 
 function sealFor(runner: RunnerRow, secret: string): Buffer {
