@@ -5,6 +5,7 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { Gitpod } from "@gitpod/sdk";
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
+import { ConfigError, loadConfig } from "../src/config.js";
 import { createApiToken } from "../src/services/accounts.js";
 import { createRunner, signUp, startServer, type TestServer } from "./harness.js";
 
@@ -148,5 +149,26 @@ describe("Idempotency-Key expiry", () => {
     } finally {
       await s.close();
     }
+  });
+});
+
+describe("IDEMPOTENCY_TTL_SECONDS", () => {
+  // That the running service uses it is checked in rate-limit.test.ts, with the rate
+  // limit settings, on one started process.
+  it("is read in seconds, a day unless set", () => {
+    assert.equal(loadConfig({ IDEMPOTENCY_TTL_SECONDS: "90" }).idempotencyTtlMs, 90_000);
+    assert.equal(loadConfig({ IDEMPOTENCY_TTL_SECONDS: "" }).idempotencyTtlMs, 86_400_000);
+    assert.equal(loadConfig({}).idempotencyTtlMs, 86_400_000);
+  });
+
+  it("a value that is not 1 s to 30 days stops the start, naming the variable", () => {
+    for (const value of ["0", "-5", "1.5", "1h", String(30 * 86_400 + 1)]) {
+      assert.throws(
+        () => loadConfig({ IDEMPOTENCY_TTL_SECONDS: value }),
+        (err: Error) => err instanceof ConfigError && err.message.startsWith("IDEMPOTENCY_TTL_SECONDS"),
+        value,
+      );
+    }
+    assert.equal(loadConfig({ IDEMPOTENCY_TTL_SECONDS: String(30 * 86_400) }).idempotencyTtlMs, 30 * 86_400_000);
   });
 });

@@ -1,10 +1,17 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { Gitpod } from "@gitpod/sdk";
+import { ConfigError, loadConfig, type Config } from "../src/config.js";
 import { RateLimiter } from "../src/services/rate-limit.js";
 import { call, createRunner, startServer, type TestServer } from "./harness.js";
 
 const LIST_RUNNERS = "gitpod.v1.RunnerService/ListRunners";
+const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
 
 describe("per-token rate limit", () => {
   let s: TestServer;
@@ -45,18 +52,137 @@ describe("per-token rate limit", () => {
     assert.deepEqual(codes.slice(0, 5), Array(5).fill("permission_denied"));
     assert.ok(codes.includes("resource_exhausted"), codes.join(", "));
   });
+});
 
-  it("the official SDK waits as told and its retries get through", async () => {
-    const client = new Gitpod({ bearerToken: s.token, baseURL: s.url, maxRetries: 10 });
-    // Spend the bucket, then ask through the SDK: it must wait for retry-after-ms.
-    while ((await call(s, LIST_RUNNERS, {})).status === 200);
-    const before = s.logs.filter((l) => l.includes('"code":"resource_exhausted"')).length;
-    const page = await client.runners.list({});
-    assert.ok(Array.isArray(page.runners));
-    const refusedMeanwhile = s.logs.filter((l) => l.includes('"code":"resource_exhausted"')).length - before;
-    assert.ok(refusedMeanwhile >= 1, "the SDK's first attempt was refused and it retried");
+describe("the official SDK against the rate limit", () => {
+  it("waits as long as the server's hint says, and its one retry gets through", async () => {
+    // One call per second, no burst: right after one call the next waits about 1000 ms,
+    // twice the SDK's own first backoff (375-500 ms), so a retry on that would be refused.
+    const s = await startServer({ rateLimit: { perSecond: 1, burst: 1 } });
+    try {
+      // What each of the SDK's attempts was answered, as the server sent it.
+      const answers: { status: number; requestId: string; retryAfterMs: number }[] = [];
+      const recording = async (input: string | URL | Request, init?: RequestInit) => {
+        const res = await fetch(input, init);
+        answers.push({ status: res.status, requestId: res.headers.get("x-request-id")!, retryAfterMs: Number(res.headers.get("retry-after-ms")) });
+        return res;
+      };
+      const client = new Gitpod({ bearerToken: s.token, baseURL: s.url, maxRetries: 3, fetch: recording });
+      assert.equal((await call(s, LIST_RUNNERS, {})).status, 200);
+      const page = await client.runners.list({});
+      assert.ok(Array.isArray(page.runners));
+
+      assert.deepEqual(answers.map((a) => a.status), [429, 200], "one refusal, then the retry passed");
+      const hint = answers[0]!.retryAfterMs;
+      assert.ok(hint > 500, `the hint (${hint} ms) must be longer than the SDK's own backoff to tell them apart`);
+      const [refused, retry] = await Promise.all(answers.map((a) => requestLogged(s, a.requestId)));
+      assert.equal(refused!.code, "resource_exhausted");
+      assert.equal(retry!.code, "ok");
+      assert.equal(s.logs.filter((l) => l.includes('"code":"resource_exhausted"')).length, 1, "the server refused one call in all");
+      // Timestamps have whole milliseconds, hence the 1 ms.
+      const waited = retry!.arrivedAt - refused!.arrivedAt;
+      assert.ok(waited >= hint - 1, `the retry arrived ${waited} ms after the refused call, before the ${hint} ms hinted`);
+    } finally {
+      await s.close();
+    }
   });
 });
+
+/** The server's "request" log line of one request: its code, and when it arrived. */
+async function requestLogged(s: TestServer, requestId: string) {
+  // The line is written when the response closes, which may be just after the client has it.
+  for (let i = 0; i < 100; i++) {
+    const line = s.logs.find((l) => l.includes('"msg":"request"') && l.includes(`"request_id":"${requestId}"`));
+    if (line) {
+      const entry = JSON.parse(line) as { time: string; code: string; duration_ms: number };
+      return { code: entry.code, arrivedAt: Date.parse(entry.time) - entry.duration_ms };
+    }
+    await sleep(10);
+  }
+  assert.fail(`no request log line for ${requestId}`);
+}
+
+describe("rate limit settings from the environment", () => {
+  it("RATE_LIMIT_PER_SECOND and RATE_LIMIT_BURST are read, the burst defaulting to twice the rate", () => {
+    assert.deepEqual(pick(loadConfig({ RATE_LIMIT_PER_SECOND: "7", RATE_LIMIT_BURST: "3" })), [7, 3]);
+    assert.deepEqual(pick(loadConfig({ RATE_LIMIT_PER_SECOND: " 7 " })), [7, 14]);
+    assert.deepEqual(pick(loadConfig({})), [100, 200]);
+    assert.deepEqual(pick(loadConfig({ RATE_LIMIT_PER_SECOND: "0" })), [0, 1]);
+  });
+
+  it("a bad value stops the start, naming the variable", () => {
+    for (const [name, value] of [
+      ["RATE_LIMIT_PER_SECOND", "-1"],
+      ["RATE_LIMIT_PER_SECOND", "2.5"],
+      ["RATE_LIMIT_PER_SECOND", "ten"],
+      ["RATE_LIMIT_PER_SECOND", "1000001"],
+      ["RATE_LIMIT_BURST", "0"],
+    ] as const) {
+      assert.throws(() => loadConfig({ [name]: value }), (err: Error) => err instanceof ConfigError && err.message.startsWith(name), `${name}=${value}`);
+    }
+  });
+
+  it("the running service takes them, and IDEMPOTENCY_TTL_SECONDS, from its environment", async () => {
+    const service = await startService({ RATE_LIMIT_PER_SECOND: "1", RATE_LIMIT_BURST: "3", IDEMPOTENCY_TTL_SECONDS: "1" });
+    try {
+      const post = async (path: string, body: object, headers: Record<string, string> = {}) => {
+        const res = await fetch(`${service.url}/${path}`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${service.token}`, ...headers },
+          body: JSON.stringify(body),
+        });
+        return { status: res.status, body: (await res.json()) as any, retryAfterMs: Number(res.headers.get("retry-after-ms")) };
+      };
+      // The burst of 3 (the default would be 200): a runner, a create and its replay.
+      const runner = await post("gitpod.v1.RunnerService/CreateRunner", { name: "env", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" });
+      assert.equal(runner.status, 200, JSON.stringify(runner.body));
+      const create = () =>
+        post(CREATE, { runnerId: runner.body.runner.runnerId, scmId: "github", host: "github.com", pat: true }, { "idempotency-key": "env-key" });
+      const first = await create();
+      assert.equal(first.status, 200, JSON.stringify(first.body));
+      assert.equal((await create()).body.id, first.body.id, "within the TTL the key replays");
+      const limited = await post(LIST_RUNNERS, {});
+      assert.equal(limited.body.code, "resource_exhausted", "the fourth call at once is past the burst");
+      // About a second to wait: one call per second, not the default 100.
+      assert.ok(limited.retryAfterMs > 500 && limited.retryAfterMs <= 1000, `retry-after-ms ${limited.retryAfterMs}`);
+      // Past the 1 s TTL (the default is a day) the key is forgotten, and the bucket has a call again.
+      await sleep(1200);
+      const late = await create();
+      assert.equal(late.body.code, "already_exists", JSON.stringify(late.body));
+    } finally {
+      await service.stop();
+    }
+  });
+});
+
+function pick(config: Config): [number, number] {
+  return [config.rateLimitPerSecond, config.rateLimitBurst];
+}
+
+/** src/main.ts as a child process on a fresh database; answers its URL and the first-start token. */
+async function startService(env: Record<string, string>) {
+  const dir = mkdtempSync(join(tmpdir(), "scm-env-"));
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    env: { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: join(dir, "s.db"), ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  const stop = async () => {
+    child.kill("SIGTERM");
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  };
+  for (let i = 0; i < 1000 && child.exitCode === null; i++) {
+    const port = /"msg":"listening","address":"[^"]*:(\d+)"/.exec(out)?.[1];
+    const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(out)?.[0];
+    if (port && token) return { url: `http://127.0.0.1:${port}`, token, stop };
+    await sleep(20);
+  }
+  await stop();
+  throw new Error(`the service did not start: ${out}`);
+}
 
 describe("the token bucket", () => {
   it("refills at the rate, never past the burst, and says how long to wait", () => {
