@@ -233,6 +233,18 @@ describe("the leak watch every test server runs", () => {
     await assert.rejects(s.close(), (err: Error) => /leaked/.test(err.message) && /client secret plan/.test(String((err as { actual?: unknown }).actual)));
   });
 
+  it("finds, in its JSON-escaped form, a secret sent in a request that auth refused", async () => {
+    const s = await startServer();
+    s.watch.planted = true;
+    const secret = 'planted "refused" secret, caf\u00e9';
+    const refused = await call(s, "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", {
+      runnerId: "0190a0a0-0000-7000-8000-000000000000", scmId: "github", host: "github.com", oauthClientId: "app", oauthPlaintextClientSecret: secret,
+    }, "not-a-real-token");
+    assert.equal(refused.body.code, "unauthenticated");
+    s.logs.push(`${JSON.stringify({ msg: "oops", detail: secret })}\n`);
+    await assert.rejects(s.close(), /leaked/);
+  });
+
   it("finds a token written to the log", async () => {
     const s = await startServer();
     s.watch.planted = true;

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { it } from "node:test";
 import Database from "better-sqlite3";
 import { newKeyPair, open } from "../src/crypto/sealed-box.js";
-import { SecretWatch } from "./secret-watch.js";
+import { logLines, SecretWatch } from "./secret-watch.js";
 
 // Crash test: the real service as a child process under concurrent creates is killed
 // with SIGKILL (no chance to flush or close anything), restarted on the same database
@@ -19,6 +19,8 @@ const KILLS = 6;
 const CONCURRENCY = 24;
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
 const LIST = "gitpod.v1.RunnerConfigurationService/ListSCMIntegrations";
+/** Every request and answer of the one test here goes through this, for the leak scan at the end. */
+const watch = new SecretWatch();
 
 interface Sent {
   host: string;
@@ -30,7 +32,8 @@ interface Sent {
 interface Service {
   child: ChildProcess;
   port: number;
-  out: { text: string };
+  /** stdout and stderr as they came. */
+  out: { text: string; err: string };
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -45,9 +48,9 @@ async function startService(dbFile: string): Promise<Service> {
     RATE_LIMIT_PER_SECOND: "0",
   };
   const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
-  const out = { text: "" };
+  const out = { text: "", err: "" };
   child.stdout!.on("data", (d) => (out.text += d));
-  child.stderr!.on("data", (d) => (out.text += d));
+  child.stderr!.on("data", (d) => (out.err += d));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once("exit", (code, signal) => resolve({ code, signal })),
   );
@@ -61,7 +64,7 @@ async function startService(dbFile: string): Promise<Service> {
     }, 10);
     void exited.then(({ code }) => {
       clearInterval(timer);
-      reject(new Error(`the service exited (${code}) before listening: ${out.text}`));
+      reject(new Error(`the service exited (${code}) before listening: ${out.text}${out.err}`));
     });
   });
   return { child, port, out, exited };
@@ -70,22 +73,18 @@ async function startService(dbFile: string): Promise<Service> {
 /** One Connect JSON call over HTTP/1.1; rejects when no whole response arrives. */
 function post(port: number, path: string, token: string, body: unknown, agent?: http.Agent): Promise<{ status: number; body: any }> {
   const data = JSON.stringify(body);
+  const headers = { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(data) };
+  watch.noteSent(`/${path}`, headers, data);
   return new Promise((resolve, reject) => {
     const req = http.request(
-      {
-        host: "127.0.0.1",
-        port,
-        method: "POST",
-        path: `/${path}`,
-        agent,
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(data) },
-      },
+      { host: "127.0.0.1", port, method: "POST", path: `/${path}`, agent, headers },
       (res) => {
         const chunks: Buffer[] = [];
         let ended = false;
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("end", () => {
           ended = true;
+          watch.noteReceived(res.headers, Buffer.concat(chunks));
           try {
             resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) });
           } catch (err) {
@@ -122,7 +121,7 @@ it(`SIGKILL under concurrent creates, ${KILLS} times: every acknowledged create 
   const dbFile = join(dir, "db", "crash.db");
   let service: Service | undefined;
   /** Every start's output, for the leak scan at the end. */
-  const outputs: Array<{ text: string }> = [];
+  const outputs: Array<Service["out"]> = [];
   try {
     service = await startService(dbFile);
     outputs.push(service.out);
@@ -260,17 +259,12 @@ it(`SIGKILL under concurrent creates, ${KILLS} times: every acknowledged create 
     service.child.kill("SIGTERM");
     assert.equal((await service.exited).code, 0);
 
-    // No token or client secret of this run is in the database files or the log lines
-    // (the first-start message that shows the token once is not a log line).
-    const watch = new SecretWatch();
-    watch.noteToken(token);
-    watch.noteToken(runner.body.accessToken);
-    for (const s of sent.values()) if (s.oauthPlaintextClientSecret) watch.noteSecret(s.oauthPlaintextClientSecret);
-    const logLines = outputs.flatMap((o) => o.text.split("\n").filter((l) => l.startsWith("{")).map((l) => `${l}\n`));
-    const scan = watch.scan([dbFile, `${dbFile}-wal`, `${dbFile}-shm`], logLines);
-    assert.deepEqual(scan.leaks, []);
-    assert.ok(scan.secrets > 0 && logLines.length > 0);
-    t.diagnostic(`leak scan: ${scan.tokens} tokens, ${scan.secrets} secrets, ${logLines.length} log lines: ${scan.leaks.length} leaks`);
+    // No token or client secret of this run is in the database files, the output of any
+    // start or the answers (the first-start message that shows the token once is not a log line).
+    const logs = outputs.flatMap((o) => [...logLines(o.text), o.err]).filter((l) => l !== "");
+    const scan = watch.finish(dbFile, logs);
+    assert.ok(scan.secrets > 0 && logs.length > 0);
+    t.diagnostic(`leak scan: ${scan.tokens} tokens, ${scan.secrets} secrets, ${logs.length} log lines, ${scan.responses} answers: ${scan.leaks.length} leaks`);
     t.diagnostic(
       `total over ${KILLS} kills: acknowledged ${totals.acknowledged}, found ${totals.found}, lost ${totals.lost}, committed but unacknowledged ${totals.extra}`,
     );

@@ -13,6 +13,7 @@ import { createApp } from "../src/server.js";
 import { openDatabase, type DatabaseOptions, type Db } from "../src/store/database.js";
 import { listen } from "../src/transport/http-server.js";
 import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
+import { SecretWatch } from "./secret-watch.js";
 
 // Database trouble (no space, a file that cannot be written, a lock held too long) and
 // racing writers, against real servers on real SQLite files.
@@ -32,7 +33,7 @@ function assertNoDriverText(message: string): void {
   );
 }
 
-/** A server of our own over `file`, as the harness builds one, but with database options. */
+/** A server of our own over `file`, as the harness builds one (leak watch included), but with database options. */
 async function serveFile(file: string, options: DatabaseOptions = {}, token?: string) {
   const db = openDatabase(file, options);
   if (token === undefined) {
@@ -40,18 +41,25 @@ async function serveFile(file: string, options: DatabaseOptions = {}, token?: st
     token = createApiToken(db, "acme").token;
   }
   const logs: string[] = [];
-  const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: "https://scm.example.test" });
-  const server = await listen(app.handler, 0, "127.0.0.1");
-  const s = { url: `http://127.0.0.1:${server.address.port}`, db, token, logs, otherToken: "" } as unknown as TestServer;
+  const watch = new SecretWatch();
+  watch.noteToken(token);
+  const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: "https://scm.example.test", interceptors: [watch.interceptor()] });
+  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1");
+  const s = { url: `http://127.0.0.1:${server.address.port}`, db, token, logs, otherToken: "", watch } as unknown as TestServer;
+  let closed: Promise<void> | undefined;
   return {
     s,
     db,
     logs,
-    async close() {
-      await server.shutdown(1000);
-      await app.close();
-      if (db.$client.open) db.$client.close();
-    },
+    // Some tests close early and again in `finally`: the leak scan runs once.
+    close: () =>
+      (closed ??= (async () => {
+        await server.shutdown(1000);
+        await app.close();
+        watch.finish(file, logs, () => {
+          if (db.$client.open) db.$client.close();
+        });
+      })()),
   };
 }
 

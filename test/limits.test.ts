@@ -23,6 +23,7 @@ import { openDatabase, type Db } from "../src/store/database.js";
 import { listen, MAX_REQUEST_BYTES, type HttpServerOptions, type RunningServer } from "../src/transport/http-server.js";
 import { envelope } from "./corpus/wire.js";
 import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
+import { logLines, SecretWatch } from "./secret-watch.js";
 
 const MIB = 1024 * 1024;
 /** How long any "eventually" below may take; generous, for a slow machine. */
@@ -37,14 +38,18 @@ interface LimitedServer {
   close(): Promise<void>;
 }
 
-/** A server built as the harness builds one, but with these HTTP server options. */
+/** A server built as the harness builds one (leak watch included), but with these HTTP server options. */
 async function startLimited(options: HttpServerOptions): Promise<LimitedServer> {
   const dir = mkdtempSync(join(tmpdir(), "scm-limits-"));
-  const db = openDatabase(join(dir, "test.db"));
+  const file = join(dir, "test.db");
+  const db = openDatabase(file);
   createOrganization(db, "acme");
   const token = createApiToken(db, "acme").token;
-  const app = createApp(db, createLogger("silent"), { publicUrl: PUBLIC_URL });
-  const server = await listen(app.handler, 0, "127.0.0.1", options);
+  const logs: string[] = [];
+  const watch = new SecretWatch();
+  watch.noteToken(token);
+  const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: PUBLIC_URL, interceptors: [watch.interceptor()] });
+  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", options);
   return {
     url: `http://127.0.0.1:${server.address.port}`,
     port: server.address.port,
@@ -54,8 +59,11 @@ async function startLimited(options: HttpServerOptions): Promise<LimitedServer> 
     async close() {
       await server.shutdown(500);
       await app.close();
-      db.$client.close();
-      rmSync(dir, { recursive: true, force: true });
+      try {
+        watch.finish(file, logs, () => db.$client.close());
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     },
   };
 }
@@ -572,11 +580,14 @@ describe("timeouts from the environment", () => {
 
   it("the service started with HEADERS_TIMEOUT_MS=300 cuts off slow headers", async () => {
     const dir = mkdtempSync(join(tmpdir(), "scm-limits-env-"));
-    const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", DATABASE_URL: join(dir, "s.db"), HEADERS_TIMEOUT_MS: "300", REQUEST_TIMEOUT_MS: "600" };
+    const dbFile = join(dir, "s.db");
+    const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", DATABASE_URL: dbFile, HEADERS_TIMEOUT_MS: "300", REQUEST_TIMEOUT_MS: "600" };
     const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
     try {
-      let out = "";
-      child.stdout.on("data", (d) => (out += d));
       const port = await new Promise<number>((resolve, reject) => {
         child.once("exit", (code) => reject(new Error(`the service exited with ${code}: ${out}`)));
         const poll = setInterval(() => {
@@ -602,6 +613,15 @@ describe("timeouts from the environment", () => {
       const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
       await exited;
+    }
+    try {
+      // The slow request carried no token; the one the first start made must be nowhere but its message.
+      const watch = new SecretWatch();
+      const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(out)?.[0];
+      assert.ok(token, "the first start prints an API token");
+      watch.noteToken(token);
+      watch.finish(dbFile, [...logLines(out), err]);
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });

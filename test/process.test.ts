@@ -9,13 +9,19 @@ import { it } from "node:test";
 import Database from "better-sqlite3";
 import { loadConfig } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
+import { logLines, SecretWatch } from "./secret-watch.js";
 
-/** Starts src/main.ts on a fresh database and resolves once it is listening. */
+/**
+ * Starts src/main.ts on a fresh database and resolves once it is listening. What the test
+ * sends and gets goes through `watch`; `finish`, once the process exited, looks for leaks.
+ */
 async function startProcess(dir: string, extraEnv: Record<string, string> = {}) {
-  const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: join(dir, "db", "s.db"), ...extraEnv };
+  const dbFile = join(dir, "db", "s.db");
+  const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: dbFile, ...extraEnv };
   const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
-  const state = { out: "" };
+  const state = { out: "", err: "" };
   child.stdout.on("data", (d) => (state.out += d));
+  child.stderr.on("data", (d) => (state.err += d));
   const port = await new Promise<number>((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`exited ${code}: ${state.out}`)));
     const timer = setInterval(() => {
@@ -28,22 +34,30 @@ async function startProcess(dir: string, extraEnv: Record<string, string> = {}) 
   });
   const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(state.out)?.[0];
   const exited = new Promise<number | null>((r) => child.once("exit", r));
-  return { child, port, token, state, exited };
+  const watch = new SecretWatch();
+  if (token) watch.noteToken(token);
+  const finish = () => watch.finish(dbFile, [...logLines(state.out), state.err]);
+  return { child, port, token, state, exited, watch, finish };
 }
 
 it("SIGTERM lets a request in flight finish, refuses new connections, and exits 0", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-drain-"));
   try {
-    const { child, port, token, exited } = await startProcess(dir);
+    const { child, port, token, exited, watch, finish } = await startProcess(dir);
     const body = JSON.stringify({ name: "drain-runner", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" });
+    const path = "/gitpod.v1.RunnerService/CreateRunner";
+    const headers = { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) };
+    watch.noteSent(path, headers, body);
     const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
       const req = http.request(
-        { port, host: "127.0.0.1", method: "POST", path: "/gitpod.v1.RunnerService/CreateRunner",
-          headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
+        { port, host: "127.0.0.1", method: "POST", path, headers },
         (res) => {
           let text = "";
           res.on("data", (d) => (text += d));
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+          res.on("end", () => {
+            watch.noteReceived(res.headers, text);
+            resolve({ status: res.statusCode ?? 0, text });
+          });
         },
       );
       req.on("error", reject);
@@ -59,6 +73,7 @@ it("SIGTERM lets a request in flight finish, refuses new connections, and exits 
     assert.match(JSON.parse(text).runner.runnerId, /^[0-9a-f-]{36}$/);
     await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`));
     assert.equal(await exited, 0);
+    finish();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -71,21 +86,25 @@ interface Held {
   finish(): Promise<{ status: number; text: string }>;
 }
 
+const CREATE_PATH = "/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+
 /** A create sent over HTTP/1.1 with `Expect: 100-continue`, its body withheld until `finish`. */
-function holdHttp1(port: number, token: string, body: string): Held {
+function holdHttp1(port: number, token: string, body: string, watch: SecretWatch): Held {
   let answer!: Promise<{ status: number; text: string }>;
   let req!: http.ClientRequest;
+  const headers = { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" };
+  watch.noteSent(CREATE_PATH, headers, body);
   const inFlight = new Promise<void>((continued, failed) => {
     answer = new Promise((resolve, reject) => {
       req = http.request(
-        {
-          port, host: "127.0.0.1", method: "POST", path: "/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", agent: false,
-          headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" },
-        },
+        { port, host: "127.0.0.1", method: "POST", path: CREATE_PATH, agent: false, headers },
         (res) => {
           let text = "";
           res.on("data", (d) => (text += d));
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+          res.on("end", () => {
+            watch.noteReceived(res.headers, text);
+            resolve({ status: res.statusCode ?? 0, text });
+          });
           res.on("error", reject);
         },
       );
@@ -98,21 +117,20 @@ function holdHttp1(port: number, token: string, body: string): Held {
 }
 
 /** The same over an HTTP/2 session: a stream whose body waits until `finish`. */
-function holdHttp2(session: http2.ClientHttp2Session, token: string, body: string): Held {
-  const stream = session.request(
-    {
-      ":method": "POST", ":path": "/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration",
-      authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue",
-    },
-    { endStream: false },
-  );
+function holdHttp2(session: http2.ClientHttp2Session, token: string, body: string, watch: SecretWatch): Held {
+  const headers = { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" };
+  watch.noteSent(CREATE_PATH, headers, body);
+  const stream = session.request({ ":method": "POST", ":path": CREATE_PATH, ...headers }, { endStream: false });
   const inFlight = new Promise<void>((resolve, reject) => (stream.once("continue", resolve), stream.once("error", reject)));
   const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
-    let status = 0;
+    let got: http2.IncomingHttpHeaders = {};
     let text = "";
-    stream.on("response", (headers) => (status = Number(headers[":status"])));
+    stream.on("response", (h) => (got = h));
     stream.on("data", (d) => (text += d));
-    stream.on("end", () => resolve({ status, text }));
+    stream.on("end", () => {
+      watch.noteReceived(got, text);
+      resolve({ status: Number(got[":status"]), text });
+    });
     stream.on("error", reject);
   });
   return { inFlight, finish: () => (stream.end(body), answer) };
@@ -122,21 +140,21 @@ it("SIGTERM under load: requests in flight finish OK, new ones are refused clean
   const dir = mkdtempSync(join(tmpdir(), "scm-drain-load-"));
   try {
     // One token sends everything; the per-token rate limit would only get in the way.
-    const { child, port, token, state, exited } = await startProcess(dir, { RATE_LIMIT_PER_SECOND: "0" });
+    const { child, port, token, state, exited, watch, finish } = await startProcess(dir, { RATE_LIMIT_PER_SECOND: "0" });
     const post = (path: string, body: unknown, agent?: http.Agent) =>
       new Promise<{ status: number; body: any }>((resolve, reject) => {
         const data = JSON.stringify(body);
+        const headers = { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(data) };
+        watch.noteSent(`/${path}`, headers, data);
         const req = http.request(
-          {
-            port, host: "127.0.0.1", method: "POST", path: `/${path}`, agent,
-            headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(data) },
-          },
+          { port, host: "127.0.0.1", method: "POST", path: `/${path}`, agent, headers },
           (res) => {
             let text = "";
             let ended = false;
             res.on("data", (d) => (text += d));
             res.on("end", () => {
               ended = true;
+              watch.noteReceived(res.headers, text);
               try {
                 resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) });
               } catch {
@@ -163,8 +181,8 @@ it("SIGTERM under load: requests in flight finish OK, new ones are refused clean
     session.on("error", () => {});
     const goaway = new Promise<void>((resolve) => session.once("goaway", () => resolve()));
     const held = [
-      ...Array.from({ length: 3 }, (_, i) => holdHttp1(port, token!, JSON.stringify(createBody(`slow-h1-${i}.example.com`)))),
-      ...Array.from({ length: 2 }, (_, i) => holdHttp2(session, token!, JSON.stringify(createBody(`slow-h2-${i}.example.com`)))),
+      ...Array.from({ length: 3 }, (_, i) => holdHttp1(port, token!, JSON.stringify(createBody(`slow-h1-${i}.example.com`)), watch)),
+      ...Array.from({ length: 2 }, (_, i) => holdHttp2(session, token!, JSON.stringify(createBody(`slow-h2-${i}.example.com`)), watch)),
     ];
     await Promise.all(held.map((h) => h.inFlight));
 
@@ -260,6 +278,7 @@ it("SIGTERM under load: requests in flight finish OK, new ones are refused clean
     } finally {
       db.close();
     }
+    finish();
     t.diagnostic(`acknowledged ${acked.size} (${held.length} held over the signal); refused without an answer: ${JSON.stringify(Object.fromEntries(refused))}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -269,12 +288,12 @@ it("SIGTERM under load: requests in flight finish OK, new ones are refused clean
 it("the service starts on an empty database, prints a working token once, and exits 0 on SIGTERM", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-proc-"));
   try {
-    const { child, port, token, state, exited } = await startProcess(dir);
+    const { child, port, token, state, exited, watch, finish } = await startProcess(dir);
     assert.ok(token, "the first start prints an API token");
-    const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+    const health = await watch.fetch(`http://127.0.0.1:${port}/healthz`);
     assert.equal(health.status, 200);
     assert.ok(health.headers.get("x-request-id"));
-    const res = await fetch(`http://127.0.0.1:${port}/gitpod.v1.RunnerService/CreateRunner`, {
+    const res = await watch.fetch(`http://127.0.0.1:${port}/gitpod.v1.RunnerService/CreateRunner`, {
       method: "POST",
       headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "x-request-id": "req-42" },
       body: JSON.stringify({ name: "my-runner", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" }),
@@ -291,6 +310,7 @@ it("the service starts on an empty database, prints a working token once, and ex
     assert.equal(logged.code, "ok");
     assert.equal(typeof logged.duration_ms, "number");
     assert.equal(out.split(token!).length - 1, 2, "the token appears only in the first-start message (alone and in the curl example)");
+    finish();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -333,6 +353,10 @@ it("the admin CLI creates an organization and a token (alone on stdout), lists a
     admin("token", "revoke", id!);
     assert.match(admin("token", "list", "--org", "team-a"), /\trevoked /);
     assert.throws(() => admin("token", "create", "--org", "missing"), /not found/);
+    // The token is shown on stdout alone, by design; the database keeps no copy of it.
+    const watch = new SecretWatch();
+    watch.noteToken(token.trim());
+    watch.finish(join(dir, "a.db"), []);
     rmSync(join(dir, "a.db"));
     assert.throws(() => admin("tokn", "create"), /usage:/);
     assert.equal(existsSync(join(dir, "a.db")), false, "a usage error creates no database");
@@ -344,7 +368,7 @@ it("the admin CLI creates an organization and a token (alone on stdout), lists a
 it("WORKERS=2 serves one port from two processes sharing the database, and drains both on SIGTERM", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-workers-"));
   try {
-    const { child, port, token, state, exited } = await startProcess(dir, { WORKERS: "2" });
+    const { child, port, token, state, exited, watch, finish } = await startProcess(dir, { WORKERS: "2" });
     for (let i = 0; i < 100 && (state.out.match(/"msg":"listening"/g) ?? []).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
     const listening = [...state.out.matchAll(/"msg":"listening","address":"[^"]*:(\d+)"[^\n]*"worker":(\d+)/g)];
     assert.deepEqual(new Set(listening.map((m) => m[2])).size, 2, "two workers listen");
@@ -353,7 +377,7 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
     // A write through one connection is seen by reads on fresh connections, whichever
     // worker they reach.
     const post = (path: string, body: unknown) =>
-      fetch(`http://127.0.0.1:${port}/${path}`, {
+      watch.fetch(`http://127.0.0.1:${port}/${path}`, {
         method: "POST",
         headers: { "content-type": "application/json", authorization: `Bearer ${token}`, connection: "close" },
         body: JSON.stringify(body),
@@ -368,6 +392,7 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
     child.kill("SIGTERM");
     assert.equal(await exited, 0);
     assert.equal((state.out.match(/"msg":"stopped"/g) ?? []).length, 3, "both workers and the primary stopped");
+    finish();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -11,6 +11,7 @@ import { createLogger } from "../src/log.js";
 import { createApp } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
 import { listen } from "../src/transport/http-server.js";
+import { SecretWatch } from "./secret-watch.js";
 
 it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-tls-"));
@@ -18,9 +19,12 @@ it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN",
   const key = join(dir, "key.pem");
   execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
-  const db = openDatabase(join(dir, "t.db"));
-  const app = createApp(db, createLogger("silent"), { publicUrl: "https://scm.example.test" });
-  const server = await listen(app.handler, 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key } });
+  const file = join(dir, "t.db");
+  const db = openDatabase(file);
+  const logs: string[] = [];
+  const watch = new SecretWatch();
+  const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: "https://scm.example.test", interceptors: [watch.interceptor()] });
+  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key } });
   try {
     const baseUrl = `https://127.0.0.1:${server.address.port}`;
     const ca = readFileSync(cert);
@@ -35,7 +39,10 @@ it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN",
   } finally {
     await server.shutdown(500);
     await app.close();
-    db.$client.close();
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      watch.finish(file, logs, () => db.$client.close());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 });
