@@ -49,7 +49,8 @@ export function scmIntegrationToProto(row: IntegrationView): SCMIntegration {
         ? undefined
         : create(SCMIntegrationOAuthConfigSchema, {
             clientId: row.oauthClientId,
-            encryptedClientSecret: row.oauthEncryptedSecret ? new Uint8Array(row.oauthEncryptedSecret) : new Uint8Array(0),
+            // A Buffer is a Uint8Array: no copy per row.
+            encryptedClientSecret: row.oauthEncryptedSecret ?? new Uint8Array(0),
             issuerUrl: row.issuerUrl ?? "",
           }),
     virtualDirectory: row.virtualDirectory ?? undefined,
