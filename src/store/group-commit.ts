@@ -122,6 +122,14 @@ export class GroupCommit {
     return this.prepared;
   }
 
+  /**
+   * synchronous=FULL again for any other write on this connection. SQLite refuses the
+   * change inside a transaction, which only a ROLLBACK that itself failed leaves open.
+   */
+  private restoreSync(): void {
+    if (this.wal && !this.sqlite.inTransaction) this.statements().syncNow.run();
+  }
+
   private commit(batch: Pending[], since: number): void {
     const db = this.sqlite;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; err: unknown })[] = [];
@@ -134,7 +142,7 @@ export class GroupCommit {
       // Another process (a second worker, the admin CLI) holds the write lock. Waiting
       // here would stall every request of this process, so the batch waits off the
       // event loop and tries again; the connection's busy_timeout is kept short.
-      if (this.wal) s.syncNow.run();
+      this.restoreSync();
       if (isBusy(err) && Date.now() - since < this.lockWaitMs) {
         setTimeout(() => this.commit(batch, since), LOCK_RETRY_MS);
         return;
@@ -175,11 +183,11 @@ export class GroupCommit {
       } catch {
         // SQLite rolls back by itself when it cannot; the writes fail either way.
       }
-      if (this.wal) s.syncNow.run();
+      this.restoreSync();
       for (const p of batch) p.reject(err);
       return;
     }
-    if (this.wal) s.syncNow.run();
+    this.restoreSync();
     const settle = () =>
       batch.forEach((p, i) => {
         const o = outcomes[i]!;
