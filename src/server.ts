@@ -87,7 +87,7 @@ export function routes(deps: Deps, isHealthy: () => boolean) {
 export function createApp(db: Db, log: Logger, options: AppOptions): App {
   const records = new WeakMap<object, RequestRecord>();
   const shutdown = new AbortController();
-  const isHealthy = () => !shutdown.signal.aborted && db.$client.open;
+  const isHealthy = () => !shutdown.signal.aborted && db.$client.open && db.syncFailure() === null;
   // Serving, a lock held by another process must not stall the event loop: waits are
   // short here, and the group commit retries its BEGIN asynchronously instead.
   db.$client.pragma("busy_timeout = 2");

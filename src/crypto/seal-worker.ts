@@ -10,10 +10,14 @@ const { workerData, parentPort } = require("node:worker_threads");
 const sodium = require(workerData.sodium);
 parentPort.on("message", (jobs) => {
   const boxes = jobs.map(({ text, key }) => {
-    const message = Buffer.from(text, "utf8");
-    const out = Buffer.alloc(message.length + sodium.crypto_box_SEALBYTES);
-    sodium.crypto_box_seal(out, message, Buffer.from(key));
-    return out;
+    try {
+      const message = Buffer.from(text, "utf8");
+      const out = Buffer.alloc(message.length + sodium.crypto_box_SEALBYTES);
+      sodium.crypto_box_seal(out, message, Buffer.from(key));
+      return out;
+    } catch {
+      return null; // a key libsodium refuses: that job fails, the others go on
+    }
   });
   parentPort.postMessage(boxes);
 });
@@ -23,11 +27,13 @@ interface Job {
   text: string;
   key: Uint8Array;
   resolve: (box: Buffer) => void;
+  reject: (err: unknown) => void;
 }
 
 /**
  * Seals off the event loop, one worker thread for the process (its first use starts it).
- * Should the thread fail, sealing falls back to this thread: slower, never wrong.
+ * Should the thread fail, sealing falls back to this thread: slower, never wrong. A job
+ * whose key libsodium refuses fails alone.
  */
 class SealWorker {
   private worker: Worker | null = null;
@@ -39,8 +45,8 @@ class SealWorker {
 
   seal(plaintext: string, publicKey: Buffer): Promise<Buffer> {
     if (this.failed) return Promise.resolve(seal(plaintext, publicKey));
-    return new Promise((resolve) => {
-      this.queue.push({ text: plaintext, key: publicKey, resolve });
+    return new Promise((resolve, reject) => {
+      this.queue.push({ text: plaintext, key: publicKey, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.send());
@@ -53,10 +59,15 @@ class SealWorker {
     const batch = this.queue;
     this.queue = [];
     if (this.failed) return this.sealHere(batch);
-    const worker = this.start();
-    this.inFlight.push(batch);
-    worker.ref(); // until its answer is in: a waiting create keeps the process alive
-    worker.postMessage(batch.map(({ text, key }) => ({ text, key })));
+    try {
+      const worker = this.start();
+      worker.postMessage(batch.map(({ text, key }) => ({ text, key })));
+      this.inFlight.push(batch);
+      worker.ref(); // until its answer is in: a waiting create keeps the process alive
+    } catch {
+      this.failed = true; // no thread to be had: seal here from now on
+      this.sealHere(batch);
+    }
   }
 
   private start(): Worker {
@@ -65,7 +76,11 @@ class SealWorker {
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { sodium } });
     worker.on("message", (boxes: Uint8Array[]) => {
       const batch = this.inFlight.shift()!;
-      batch.forEach((job, i) => job.resolve(Buffer.from(boxes[i]!.buffer, boxes[i]!.byteOffset, boxes[i]!.byteLength)));
+      batch.forEach((job, i) => {
+        const box = boxes[i];
+        if (box) job.resolve(Buffer.from(box.buffer, box.byteOffset, box.byteLength));
+        else job.reject(new Error("the public key could not be sealed to"));
+      });
       if (this.inFlight.length === 0) worker.unref();
     });
     const fail = () => {
@@ -83,7 +98,13 @@ class SealWorker {
   }
 
   private sealHere(batch: Job[]): void {
-    for (const job of batch) job.resolve(seal(job.text, Buffer.from(job.key)));
+    for (const job of batch) {
+      try {
+        job.resolve(seal(job.text, Buffer.from(job.key)));
+      } catch (err) {
+        job.reject(err);
+      }
+    }
   }
 }
 

@@ -22,6 +22,8 @@ export type Db = BetterSQLite3Database<typeof schema> & {
    * they all are. Reads wait for it before they answer.
    */
   durable(): Promise<void> | undefined;
+  /** Set once a sync of the WAL failed: writes and reads then fail until a restart. */
+  syncFailure(): Error | null;
   /** How many group commits ran and how many writes they carried. */
   commitStats(): { commits: number; writes: number; syncs: number };
 };
@@ -67,6 +69,7 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     write: <T>(work: () => T) => commits.run(work),
     read: <T>(work: () => T) => reads.run(work),
     durable: () => commits.durable(),
+    syncFailure: () => commits.syncFailure(),
     commitStats: () => ({ ...commits.stats, syncs: commits.syncs() }),
   });
 }

@@ -70,7 +70,12 @@ export class GroupCommit {
   ) {
     this.lockWaitMs = options.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS;
     // An in-memory database has nothing to sync: its commits are as durable as they get.
-    this.wal = sqlite.memory || options.syncOffLoop === false ? null : new WalSync(`${sqlite.name}-wal`, options.syncWal ?? fdatasync);
+    this.wal = sqlite.memory || options.syncOffLoop === false ? null : new WalSync(`${mainFile(sqlite)}-wal`, options.syncWal ?? fdatasync);
+  }
+
+  /** Why writes and reads fail for good (a sync failed), or null while all is well. */
+  syncFailure(): Error | null {
+    return this.wal?.broken ?? null;
   }
 
   /** How many off-loop syncs finished. */
@@ -108,35 +113,43 @@ export class GroupCommit {
   }
 
   // Prepared once: exec() would parse the statement again for every write.
-  private prepared: Record<"savepoint" | "release" | "rollbackTo" | "syncLater" | "syncNow", Database.Statement> | undefined;
+  private prepared: Record<"savepoint" | "release" | "rollbackTo", Database.Statement> | undefined;
   private statements() {
     this.prepared ??= {
       savepoint: this.sqlite.prepare("SAVEPOINT write"),
       release: this.sqlite.prepare("RELEASE write"),
       rollbackTo: this.sqlite.prepare("ROLLBACK TO write"),
-      // The batch's own fdatasync replaces SQLite's; every other write on this
-      // connection (start-up, tests) keeps synchronous=FULL.
-      syncLater: this.sqlite.prepare("PRAGMA synchronous = NORMAL"),
-      syncNow: this.sqlite.prepare("PRAGMA synchronous = FULL"),
     };
     return this.prepared;
   }
 
   /**
-   * synchronous=FULL again for any other write on this connection. SQLite refuses the
-   * change inside a transaction, which only a ROLLBACK that itself failed leaves open.
+   * The batch's own fdatasync replaces SQLite's: it commits with synchronous=NORMAL, and
+   * every other write on this connection (first start, tests) keeps FULL. SQLite takes
+   * the change only outside a transaction (a PRAGMA applies as it is compiled, so it runs
+   * through pragma(), not a prepared statement).
    */
+  private setSync(level: "NORMAL" | "FULL"): void {
+    if (this.wal && !this.sqlite.inTransaction) this.sqlite.pragma(`synchronous = ${level}`);
+  }
+
+  /** Back to FULL; a failure here must not undo the answer to a batch already decided. */
   private restoreSync(): void {
-    if (this.wal && !this.sqlite.inTransaction) this.statements().syncNow.run();
+    try {
+      this.setSync("FULL");
+    } catch {
+      // The next batch sets the level again before it begins.
+    }
   }
 
   private commit(batch: Pending[], since: number): void {
     const db = this.sqlite;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; err: unknown })[] = [];
-    this.reads.close();
     const s = this.statements();
-    if (this.wal) s.syncLater.run();
     try {
+      this.wal?.usable();
+      this.reads.close();
+      this.setSync("NORMAL");
       db.exec("BEGIN IMMEDIATE");
     } catch (err) {
       // Another process (a second worker, the admin CLI) holds the write lock. Waiting
@@ -206,6 +219,12 @@ export class GroupCommit {
  * fdatasyncs one WAL file off the event loop, one call at a time: commits made while a
  * call runs are covered by the next one, so under load each sync serves every batch
  * committed during the one before.
+ *
+ * A failed sync is final. The kernel may have dropped the pages it could not write and
+ * report the next sync as a success, and the WAL's chained checksums make recovery stop
+ * at the first lost frame, so nothing committed since can be vouched for: every write
+ * and every read fails with `unavailable` from then on, and the service reports itself
+ * unhealthy until it is restarted and SQLite recovers from what is really on disk.
  */
 class WalSync {
   private fd: number | null = null;
@@ -216,11 +235,18 @@ class WalSync {
   private waiting: { upTo: number; resolve: () => void; reject: (err: unknown) => void }[] = [];
   /** Syncs that returned, failed ones included. */
   finished = 0;
+  /** Why syncing stopped for good, once a sync failed. */
+  broken: Error | null = null;
 
   constructor(
     private readonly path: string,
     private readonly sync: NonNullable<GroupCommitOptions["syncWal"]>,
   ) {}
+
+  /** Throws once syncing has failed: a batch must not commit what cannot be made durable. */
+  usable(): void {
+    if (this.broken) throw this.broken;
+  }
 
   /** Counts a commit; settles once it is on disk. */
   afterCommit(): Promise<void> {
@@ -229,10 +255,12 @@ class WalSync {
   }
 
   durable(): Promise<void> | undefined {
+    if (this.broken) return Promise.reject(this.broken);
     return this.synced === this.committed ? undefined : this.until(this.committed);
   }
 
   private until(upTo: number): Promise<void> {
+    if (this.broken) return Promise.reject(this.broken);
     return new Promise((resolve, reject) => {
       this.waiting.push({ upTo, resolve, reject });
       this.start();
@@ -240,33 +268,30 @@ class WalSync {
   }
 
   private start(): void {
-    if (this.running || this.synced === this.committed) return;
+    if (this.running || this.broken || this.synced === this.committed) return;
     let fd: number;
     try {
       fd = this.open();
     } catch (err) {
-      return this.finish(this.committed, syncFailure(err));
+      return this.fail(syncFailure(err));
     }
     this.running = true;
     const upTo = this.committed;
     this.sync(fd, (err) => {
       this.running = false;
       this.finished += 1;
-      this.finish(upTo, err ? syncFailure(err) : null);
+      if (err) return this.fail(syncFailure(err));
+      this.synced = upTo;
+      const done = this.waiting.filter((w) => w.upTo <= upTo);
+      this.waiting = this.waiting.filter((w) => w.upTo > upTo);
+      for (const w of done) w.resolve();
       this.start();
     });
   }
 
-  private finish(upTo: number, err: Error | null): void {
-    // A sync that failed leaves its commits in an unknown state: their writes fail (as
-    // SQLite's own failed fsync would fail the COMMIT) and the next commit syncs afresh.
-    this.synced = upTo;
-    const done = this.waiting.filter((w) => w.upTo <= upTo);
-    this.waiting = this.waiting.filter((w) => w.upTo > upTo);
-    for (const w of done) {
-      if (err) w.reject(err);
-      else w.resolve();
-    }
+  private fail(err: Error): void {
+    this.broken = err;
+    for (const w of this.waiting.splice(0)) w.reject(err);
   }
 
   /**
@@ -277,11 +302,16 @@ class WalSync {
   private open(): number {
     if (this.fd !== null) return this.fd;
     const fd = openSync(this.path, "r");
-    const dir = openSync(dirname(this.path), "r");
     try {
-      fsyncSync(dir);
-    } finally {
-      closeSync(dir);
+      const dir = openSync(dirname(this.path), "r");
+      try {
+        fsyncSync(dir);
+      } finally {
+        closeSync(dir);
+      }
+    } catch (err) {
+      closeSync(fd);
+      throw err;
     }
     this.fd = fd;
     return fd;
@@ -292,6 +322,12 @@ class WalSync {
 function syncFailure(err: unknown): Error {
   const detail = err instanceof Error ? err.message : String(err);
   return new Database.SqliteError(`the WAL could not be synced to disk: ${detail}`, "SQLITE_IOERR_FSYNC");
+}
+
+/** The main database file as SQLite opened it (symbolic links resolved), next to which its WAL lives. */
+function mainFile(sqlite: Database.Database): string {
+  const main = (sqlite.pragma("database_list") as { name: string; file: string }[]).find((d) => d.name === "main");
+  return main?.file || sqlite.name;
 }
 
 function isBusy(err: unknown): boolean {
