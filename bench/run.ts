@@ -361,7 +361,8 @@ ${r.plan}
 - OAuth secrets are sealed in a worker thread (\`src/crypto/seal-worker.ts\`), one message per
   event-loop turn each way, instead of two X25519 multiplications on the event loop per create.
 - WAL checkpoints run in a worker thread (\`src/store/checkpointer.ts\`), not inside a
-  request's COMMIT; the WAL is emptied once it passes 64 MiB.
+  request's COMMIT, every 50 ms, so that little is left to copy (under the write lock) when the
+  WAL is started over past 64 MiB.
 - One read transaction per event-loop turn (\`src/store/read-window.ts\`): in WAL mode the
   per-statement read lock costs more than a primary-key lookup.
 - Statements prepared once; reads select only the columns the API returns and decide in SQL

@@ -291,7 +291,7 @@ describe("main database file alone not writable", () => {
       assert.ok(await waitForLog('"msg":"checkpoints work again"'), `the checkpointer recovers by itself: ${server.logs.filter((l) => !l.includes('"msg":"request"')).join("")}`);
       assert.ok(!server.logs.some((l) => l.includes("checkpointer failed")), "the checkpointer thread never died");
       // Once checkpointed, the main file alone holds the rows: a copy of it without its WAL
-      // has all eleven (checkpoints run every 250 ms, so this may take a few rounds).
+      // has all eleven (checkpoints run every 50 ms, so this may take a few rounds).
       const copy = join(dir, "main-only.db");
       let found = -1;
       for (let i = 0; i < 40 && found !== 11; i++) {
