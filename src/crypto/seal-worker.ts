@@ -5,6 +5,8 @@ import { seal } from "./sealed-box.js";
 // Seals in a worker thread: crypto_box_seal costs two X25519 multiplications (about
 // 45 µs here), the largest single cost of a create, and on the event loop it delays
 // every other request. The jobs of one event-loop turn travel as one message each way.
+// The thread runs plain JavaScript (no TypeScript loader there), so it spells out what
+// seal() in sealed-box.ts does.
 const WORKER_SOURCE = `
 const { workerData, parentPort } = require("node:worker_threads");
 const sodium = require(workerData.sodium);
@@ -44,7 +46,13 @@ class SealWorker {
   private scheduled = false;
 
   seal(plaintext: string, publicKey: Buffer): Promise<Buffer> {
-    if (this.failed) return Promise.resolve(seal(plaintext, publicKey));
+    if (this.failed) {
+      try {
+        return Promise.resolve(seal(plaintext, publicKey));
+      } catch (err) {
+        return Promise.reject(err); // as a rejection, like the worker's, never a throw
+      }
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ text: plaintext, key: publicKey, resolve, reject });
       if (!this.scheduled) {
