@@ -375,6 +375,28 @@ The figures move by up to ±30% between runs of the same build on this machine (
 shared with the load generator), which is why every figure is a median and a ratio against a
 baseline measured next to it.
 
+## Where the remaining gap is
+
+Measured by hand, outside this run (4-second runs of Connect JSON at 64, against the empty-answer
+baseline):
+
+- List: a bare connect-node handler that answers with a prebuilt page of 25 real integrations
+  (7.5 KB of JSON, no database) reaches only 0.64 to 0.74 of the empty-answer baseline. Encoding
+  and sending the page costs about 100 µs per call, so the List target of 0.75 against an empty
+  answer is above what the framework itself does with this page. The page query alone, warm and
+  isolated, takes about 116 µs, about 40 µs of it copying the 25 sealed secrets out of SQLite.
+- Get, step by step from the empty-answer baseline (1.00): a real-size answer 0.96; the
+  service's routing without interceptors, answering a fixed message 0.95; with the interceptors
+  and token authentication 0.83; with the lookup and conversion (the real service) 0.75.
+- Create: an fdatasync of the WAL on this VM takes 4 to 8 ms on average and up to 28 ms; at
+  64 about 40 syncs a second carry about 45 writes each. The event loop is about 90% busy:
+  inserts with BEGIN/COMMIT about 13% of its time, the runner lookup 5%, authentication 4%,
+  garbage collection 6%, handing secrets to the seal thread 3%.
+- Left out on purpose: caching answers (stale reads, memory) and a request path beside
+  connect-node (the benchmark would then no longer compare like with like).
+- Next candidates: one interceptor instead of three; raw prepared statements for the lookups
+  on every call (token, runner); a token cache checked against SQLite's data_version.
+
 ## Both cores
 
 \`WORKERS=2\`: two worker processes share the port and the database. Reads scale with the second
