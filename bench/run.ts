@@ -385,7 +385,7 @@ baseline):
   and sending the page costs about 100 µs per call, so the List target of 0.75 against an empty
   answer is above what the framework itself does with this page. The page query alone, warm and
   isolated, takes about 116 µs, about 40 µs of it copying the 25 sealed secrets out of SQLite.
-- Get, step by step from the empty-answer baseline (1.00): a real-size answer 0.96; the
+- Get, step by step in one round, from the empty-answer baseline (1.00): a real-size answer 0.96; the
   service's routing without interceptors, answering a fixed message 0.95; with the interceptors
   and token authentication 0.83; with the lookup and conversion (the real service) 0.75.
 - Create: an fdatasync of the WAL on this VM takes 4 to 8 ms on average and up to 28 ms; at
