@@ -15,8 +15,10 @@ export interface Seeded {
 /**
  * Fills a fresh database the fast way: raw prepared inserts in large transactions with
  * synchronous=OFF (the seed needs no durability). Ids are UUIDv7 made in order, as the
- * service makes them, so the indexes are built by appending. Every integration carries
- * the same sealed secret, which is enough for reading.
+ * service makes them. Integrations are added to the runners in turn, as a live service
+ * gets them over time, so that one runner's rows lie far apart in the table rather
+ * than next to each other (which would flatter List). Every integration carries the
+ * same sealed secret, which is enough for reading.
  */
 export function seed(file: string, runners: number, integrations: number): Seeded {
   const db = openDatabase(file);
@@ -36,23 +38,24 @@ export function seed(file: string, runners: number, integrations: number): Seede
   );
   const runnerIds: string[] = [];
   const integrationIds: string[] = [];
-  const perRunner = Math.ceil(integrations / runners);
   const sampleEvery = Math.max(1, Math.floor(integrations / 10_000));
-  let made = 0;
   const now = Date.now();
-  const batch = sqlite.transaction((from: number, to: number) => {
-    for (let r = from; r < to; r++) {
+  sqlite.transaction(() => {
+    for (let r = 0; r < runners; r++) {
       const runnerId = newId(now);
       runnerIds.push(runnerId);
       insertRunner.run(runnerId, orgId, `bench-runner-${r}`, now, now, newToken("runner").hash, keys.publicKey, now);
-      for (let i = 0; i < perRunner && made < integrations; i++, made++) {
-        const id = newId(now);
-        if (made % sampleEvery === 0) integrationIds.push(id);
-        insertIntegration.run(id, orgId, runnerId, `git${i}.r${r}.seed.example`, sealed, keys.publicKey, now, now);
-      }
+    }
+  })();
+  const batch = sqlite.transaction((from: number, to: number) => {
+    for (let i = from; i < to; i++) {
+      const r = i % runners;
+      const id = newId(now);
+      if (i % sampleEvery === 0) integrationIds.push(id);
+      insertIntegration.run(id, orgId, runnerIds[r], `git${Math.floor(i / runners)}.r${r}.seed.example`, sealed, keys.publicKey, now, now);
     }
   });
-  for (let r = 0; r < runners; r += 500) batch(r, Math.min(runners, r + 500));
+  for (let i = 0; i < integrations; i += 50_000) batch(i, Math.min(integrations, i + 50_000));
   sqlite.pragma("wal_checkpoint(TRUNCATE)");
   sqlite.close();
   return { token, runnerIds, integrationIds };

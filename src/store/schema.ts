@@ -82,7 +82,21 @@ export const scmIntegrations = sqliteTable(
     // One integration per host and runner, enforced here so racing creates cannot both win.
     uniqueIndex("scm_integrations_runner_host_uq").on(t.runnerId, t.host),
     index("scm_integrations_org_idx").on(t.orgId, t.id),
-    index("scm_integrations_runner_idx").on(t.runnerId, t.id),
+    // A runner's page in id order, read from this index alone: it holds every column a
+    // read shows, so a page of 25 is a few adjacent index pages instead of 25 lookups in
+    // the table, where a runner's rows lie wherever they were appended over time.
+    index("scm_integrations_runner_page_idx").on(
+      t.runnerId,
+      t.id,
+      t.scmId,
+      t.host,
+      t.pat,
+      t.oauthClientId,
+      t.oauthEncryptedSecret,
+      t.oauthSealedTo,
+      t.issuerUrl,
+      t.virtualDirectory,
+    ),
   ],
 );
 

@@ -1,0 +1,2 @@
+DROP INDEX `scm_integrations_runner_idx`;--> statement-breakpoint
+CREATE INDEX `scm_integrations_runner_page_idx` ON `scm_integrations` (`runner_id`,`id`,`scm_id`,`host`,`pat`,`oauth_client_id`,`oauth_encrypted_secret`,`oauth_sealed_to`,`issuer_url`,`virtual_directory`);
