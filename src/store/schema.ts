@@ -57,6 +57,9 @@ export const runners = sqliteTable(
   (t) => [index("runners_org_idx").on(t.orgId, t.id)],
 );
 
+// WITHOUT ROWID, keyed by id (migration 0004; drizzle-kit cannot express the clause, so
+// a generated migration that recreates this table must add it back): a Get reads one
+// b-tree instead of the id index and then the table.
 export const scmIntegrations = sqliteTable(
   "scm_integrations",
   {

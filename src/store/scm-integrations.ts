@@ -110,7 +110,7 @@ const views = prepared((db) => {
     );
   return {
     // (id, orgId)
-    byId: raw(selectViews(db).where(and(eq(scmIntegrations.id, sql.placeholder("id")), eq(scmIntegrations.orgId, sql.placeholder("orgId"))))),
+    byId: raw(getQuery(db)),
     // (runnerId, limit)
     firstPageOfRunner: byRunner(false),
     // (runnerId, after, limit)
@@ -134,7 +134,12 @@ export function listScmIntegrations(db: Db, q: IntegrationPageQuery): Integratio
   return listQuery(db, q).all();
 }
 
-/** The query behind listScmIntegrations, unexecuted, so benchmarks can show its plan. */
+/** The query behind findScmIntegrationView, unexecuted, so tests can show its plan. */
+export function getQuery(db: Db) {
+  return selectViews(db).where(and(eq(scmIntegrations.id, sql.placeholder("id")), eq(scmIntegrations.orgId, sql.placeholder("orgId"))));
+}
+
+/** The query behind listScmIntegrations, unexecuted, so benchmarks and tests can show its plan. */
 export function listQuery(db: Db, q: IntegrationPageQuery) {
   const where: SQL[] = [];
   if (q.orgId !== undefined) where.push(eq(scmIntegrations.orgId, q.orgId));

@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { Db } from "../src/store/database.js";
+import { getQuery, listQuery } from "../src/store/scm-integrations.js";
+import { call, createRunner, startServer, type TestServer } from "./harness.js";
+
+const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+
+/** SQLite's plan for a query, one step per line, over the migrated database. */
+function plan(db: Db, q: { toSQL(): { sql: string; params: unknown[] } }, params?: unknown[]): string[] {
+  const { sql, params: own } = q.toSQL();
+  return (db.$client.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...(params ?? own)) as { detail: string }[]).map((r) => r.detail);
+}
+
+// The reads' costs stay independent of the table's size, and of the order its rows came in,
+// only while these plans hold: a changed schema or query that loses them fails here.
+describe("query plans", () => {
+  let s: TestServer;
+  let runnerId: string;
+  const ids: string[] = [];
+
+  before(async () => {
+    s = await startServer();
+    runnerId = (await createRunner(s)).runnerId;
+    for (let i = 0; i < 30; i++) ids.push((await call(s, CREATE, { runnerId, scmId: "github", host: `h${i}.example.com`, pat: true })).body.id);
+  });
+  after(() => s.close());
+
+  it("a Get is one primary-key lookup of the integration (and one of its runner)", () => {
+    const steps = plan(s.db, getQuery(s.db), [ids[3], "any-org"]);
+    assert.equal(steps[0], "SEARCH scm_integrations USING PRIMARY KEY (id=?)", steps.join(" | "));
+    assert.equal(steps.length, 2, steps.join(" | "));
+  });
+
+  it("a runner's page comes from one index in id order: no table lookups, no sort step", () => {
+    for (const after of [null, ids[10]!]) {
+      const steps = plan(s.db, listQuery(s.db, { runnerIds: [runnerId], after, limit: 26 }));
+      assert.ok(steps.some((d) => d.includes("USING COVERING INDEX scm_integrations_runner_page_idx")), steps.join(" | "));
+      assert.ok(!steps.some((d) => /TEMP B-TREE|SCAN/.test(d)), steps.join(" | "));
+    }
+  });
+});
