@@ -59,7 +59,9 @@ const viewColumns = {
   host: scmIntegrations.host,
   pat: scmIntegrations.pat,
   oauthClientId: scmIntegrations.oauthClientId,
-  oauthEncryptedSecret: sql<Buffer | null>`CASE WHEN ${scmIntegrations.oauthSealedTo} = ${runners.publicKey} THEN ${scmIntegrations.oauthEncryptedSecret} END`,
+  // As hex text, which costs less to bring over than a blob: better-sqlite3 makes every blob
+  // a Buffer with its own memory, where Buffer.from(hex) takes a slice of node's shared pool.
+  oauthEncryptedSecret: sql<string>`hex(CASE WHEN ${scmIntegrations.oauthSealedTo} = ${runners.publicKey} THEN ${scmIntegrations.oauthEncryptedSecret} END)`,
   issuerUrl: scmIntegrations.issuerUrl,
   virtualDirectory: scmIntegrations.virtualDirectory,
 };
@@ -74,7 +76,7 @@ export function findScmIntegrationView(db: Db, orgId: string, id: string): Integ
 }
 
 /** A row of viewColumns as SQLite returns it, in that order. */
-type ViewRow = [string, string, string, string, number, string | null, Buffer | null, string | null, string | null];
+type ViewRow = [string, string, string, string, number, string | null, string, string | null, string | null];
 
 function toView(r: ViewRow): IntegrationView {
   return {
@@ -84,7 +86,8 @@ function toView(r: ViewRow): IntegrationView {
     host: r[3],
     pat: r[4] !== 0,
     oauthClientId: r[5],
-    oauthEncryptedSecret: r[6],
+    // hex() of NULL is "" (a sealed secret is never empty).
+    oauthEncryptedSecret: r[6] === "" ? null : Buffer.from(r[6], "hex"),
     issuerUrl: r[7],
     virtualDirectory: r[8],
   };
@@ -131,7 +134,9 @@ export function listScmIntegrations(db: Db, q: IntegrationPageQuery): Integratio
     ) as ViewRow[];
     return rows.map(toView);
   }
-  return listQuery(db, q).all();
+  // Rarer shapes are built per call; their rows are mapped as the prepared ones are.
+  const { sql: text, params } = listQuery(db, q).toSQL();
+  return (db.$client.prepare(text).raw().all(...params) as ViewRow[]).map(toView);
 }
 
 /** The query behind findScmIntegrationView, unexecuted, so tests can show its plan. */
