@@ -77,6 +77,11 @@ export function runnerOf(db: Db, orgId: string, runnerId: string): RunnerRow {
   return runner;
 }
 
+/** not_found unless the organization has this runner; for callers that need none of its columns. */
+export function requireRunner(db: Db, orgId: string, runnerId: string): void {
+  if (!store.hasRunner(db, orgId, runnerId)) throw notFound("runner", runnerId);
+}
+
 /** The schema a runner published, or the built-in default. */
 export function schemaOf(runner: RunnerRow): RunnerSchema {
   return runner.configSchema ? (JSON.parse(runner.configSchema) as RunnerSchema) : DEFAULT_SCHEMA;
@@ -114,7 +119,7 @@ export function updateRunner(db: Db, caller: ApiCaller, input: { runnerId: strin
   v.throwIfAny();
   const { name } = input;
   if (name === undefined) {
-    runnerOf(db, caller.orgId, input.runnerId);
+    db.read(() => requireRunner(db, caller.orgId, input.runnerId));
     return Promise.resolve();
   }
   return db.write(() => {

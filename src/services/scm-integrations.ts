@@ -13,7 +13,7 @@ import type { IdempotentCall } from "./idempotency.js";
 import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem } from "./checks.js";
 import { truncate } from "../domain/text.js";
 import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
-import { runnerOf, schemaOf } from "./runners.js";
+import { requireRunner, runnerOf, schemaOf } from "./runners.js";
 
 const MAX_CLIENT_ID = 255;
 const MAX_SECRET_BYTES = 4096;
@@ -236,7 +236,7 @@ export function listScmIntegrations(
   const { size, after } = pager.start(v, scope, input.page);
   v.throwIfAny();
   return db.read(() => {
-    for (const id of runnerIds) runnerOf(db, caller.orgId, id);
+    for (const id of runnerIds) requireRunner(db, caller.orgId, id);
     // Runners just checked to be the organization's need no org condition, which lets
     // SQLite walk the (runner_id, id) index instead of every row of the organization.
     const scopeBy = runnerIds.length > 0 ? { runnerIds } : { orgId: caller.orgId };

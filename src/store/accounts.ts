@@ -14,14 +14,14 @@ export function insertApiToken(db: Db, row: ApiTokenRow): void {
   db.insert(apiTokens).values(row).run();
 }
 
-/** The live (not revoked) API token with this hash. */
-export function findLiveApiTokenByHash(db: Db, hash: Buffer): ApiTokenRow | null {
+/** What authentication needs of the live (not revoked) API token with this hash. */
+export function findLiveApiTokenByHash(db: Db, hash: Buffer): Pick<ApiTokenRow, "id" | "orgId" | "tokenHash"> | null {
   return liveTokenByHash(db).get({ hash }) ?? null;
 }
 
 const liveTokenByHash = prepared((db) =>
   db
-    .select()
+    .select({ id: apiTokens.id, orgId: apiTokens.orgId, tokenHash: apiTokens.tokenHash })
     .from(apiTokens)
     .where(and(eq(apiTokens.tokenHash, sql.placeholder("hash")), isNull(apiTokens.revokedAt)))
     .prepare(),

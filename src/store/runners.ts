@@ -11,7 +11,13 @@ export function findRunner(db: Db, orgId: string, id: string): RunnerRow | null 
   return statements(db).byId.get({ id, orgId }) ?? null;
 }
 
-export function findRunnerByTokenHash(db: Db, hash: Buffer): RunnerRow | null {
+/** Whether the organization has a runner with this id; reads none of its columns. */
+export function hasRunner(db: Db, orgId: string, id: string): boolean {
+  return statements(db).exists.get(id, orgId) !== undefined;
+}
+
+/** What authentication needs of the runner whose access token has this hash. */
+export function findRunnerByTokenHash(db: Db, hash: Buffer): Pick<RunnerRow, "id" | "orgId" | "accessTokenHash"> | null {
   return statements(db).byTokenHash.get({ hash }) ?? null;
 }
 
@@ -21,7 +27,21 @@ const statements = prepared((db) => ({
     .from(runners)
     .where(and(eq(runners.id, sql.placeholder("id")), eq(runners.orgId, sql.placeholder("orgId"))))
     .prepare(),
-  byTokenHash: db.select().from(runners).where(eq(runners.accessTokenHash, sql.placeholder("hash"))).prepare(),
+  // (id, orgId)
+  exists: db.$client
+    .prepare(
+      db
+        .select({ one: sql`1` })
+        .from(runners)
+        .where(and(eq(runners.id, sql.placeholder("id")), eq(runners.orgId, sql.placeholder("orgId"))))
+        .toSQL().sql,
+    )
+    .pluck(),
+  byTokenHash: db
+    .select({ id: runners.id, orgId: runners.orgId, accessTokenHash: runners.accessTokenHash })
+    .from(runners)
+    .where(eq(runners.accessTokenHash, sql.placeholder("hash")))
+    .prepare(),
 }));
 
 /** Up to `limit` runners of the organization with ids after `after`, in id order. */
