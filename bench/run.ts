@@ -375,9 +375,11 @@ ${r.plan}
   from about 580 to 785 MB) and a larger index entry per create.
 - Statements prepared once; reads select only the columns the API returns and decide in SQL
   whether a sealed secret is still openable; log lines are written once per turn.
-- \`--max-semi-space-size=4\` (in \`npm start\`): V8's young generation stays at 3 × 4 MiB instead of
-  growing to 3 × 16 MiB; scavenges come more often but each is shorter, which kept throughput and
-  cut peak RSS by about 30 MB in a mixed run.
+- \`--max-semi-space-size=8\` (in \`npm start\`): V8's young generation is 3 × 8 MiB. At 4 MiB,
+  requests that wait ~50 ms for their sync at 64 outlived two scavenges and were copied into
+  the old generation: in 5-second runs at 64, scavenges took 655–687 ms (create), 333–340 ms
+  (get) and 303–324 ms (list) at 4 MiB, against 319–363, 231–233 and 224–264 ms at 8 MiB;
+  16 MiB saved little more and raised peak RSS by 10 to 30 MB.
 
 The figures move by up to ±30% between runs of the same build on this machine (a 2-core VM
 shared with the load generator), which is why every figure is a median and a ratio against a
