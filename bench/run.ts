@@ -407,11 +407,20 @@ baseline):
   garbage collection 6%, handing secrets to the seal thread 3%.
 - Left out on purpose: caching answers (stale reads, memory) and a request path beside
   connect-node (the benchmark would then no longer compare like with like).
-- Tried and not worth it, measured in-process: token authentication costs about 7 µs of a Get
-  (SHA-256 1.5 µs, the token lookup 4.6 µs through drizzle, 3.3 µs as a raw statement); folding
-  the three interceptors into one async layer changed nothing measurable. Yet the interceptors
-  cost about 15 to 40 µs per Get over a no-op one that only sets the caller: where the rest
-  goes (the read transaction's BEGIN, the durability wait) is what to profile next.
+- Tried and not worth it, measured in-process: token authentication costs about 4 µs of a Get
+  (SHA-256 1.5 µs, the token lookup about 3.5 µs); folding the three interceptors into one async
+  layer changed nothing measurable.
+- A CPU profile of the service under Get load at 64 (\`node --cpu-prof\`, self time per request):
+  the lookup and its mapping about 40 µs, the token lookup about 15 µs, the request log line
+  about 10 µs; connect-node's own per-call AbortSignal (with the DOMException it makes on
+  completion) about 40 µs, and writing the response about 60 µs, which the baseline pays too.
+  The same SQLite statements cost two to four times as much there as in a tight loop: between
+  two requests the framework's work evicts SQLite's pages and code from the CPU caches.
+- Between 16 and 64 connections the baseline gains throughput (more requests per wake-up) while
+  the service does not, and at 64 some requests wait over a second as wrk sees them, while the
+  service's own log (List) showed at most 55 ms from the call of its handler to the end of the
+  answer. Not yet explained: it is not TCP loss (no retransmissions counted during a Get run)
+  and the event loop never stalled that long (largest delay about 150 ms).
 
 ## Both cores
 
