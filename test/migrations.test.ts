@@ -1,0 +1,121 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { drizzle } from "drizzle-orm/better-sqlite3";
+import { migrate } from "drizzle-orm/better-sqlite3/migrator";
+import { newId } from "../src/crypto/ids.js";
+import { newKeyPair, open, seal } from "../src/crypto/sealed-box.js";
+import { newToken } from "../src/crypto/tokens.js";
+import { createLogger } from "../src/log.js";
+import { createApp, type App } from "../src/server.js";
+import { openDatabase, type Db } from "../src/store/database.js";
+import { listen, type RunningServer } from "../src/transport/http-server.js";
+import { call, PUBLIC_URL, type TestServer } from "./harness.js";
+import { SecretWatch } from "./secret-watch.js";
+
+const GET = "gitpod.v1.RunnerConfigurationService/GetSCMIntegration";
+const LIST = "gitpod.v1.RunnerConfigurationService/ListSCMIntegrations";
+const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+
+/** The last migration before scm_integrations was rebuilt; a database made by an earlier release stops here. */
+const BEFORE_REBUILD = "0002_idempotency_keys";
+
+/** A copy of drizzle/ that ends at `lastTag`, as an earlier release shipped it. */
+function migrationsUpTo(dir: string, lastTag: string): string {
+  const out = join(dir, "old-drizzle");
+  cpSync(join(import.meta.dirname, "..", "drizzle"), out, { recursive: true });
+  const journalFile = join(out, "meta", "_journal.json");
+  const journal = JSON.parse(readFileSync(journalFile, "utf8")) as { entries: { tag: string }[] };
+  const last = journal.entries.findIndex((e) => e.tag === lastTag);
+  assert.ok(last >= 0, `no migration ${lastTag}`);
+  journal.entries = journal.entries.slice(0, last + 1);
+  writeFileSync(journalFile, JSON.stringify(journal));
+  return out;
+}
+
+describe("upgrading a database made before scm_integrations was keyed by id", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-upgrade-"));
+  const file = join(dir, "old.db");
+  const keys = newKeyPair();
+  const oldKey = newKeyPair();
+  const api = newToken("api");
+  const secret = "upgrade-client-secret-7f3a";
+  const orgId = newId(Date.now());
+  const runnerId = newId(Date.now());
+  const ids = { oauth: newId(Date.now()), patOnly: newId(Date.now()), staleKey: newId(Date.now()) };
+  const watch = new SecretWatch();
+  const logs: string[] = [];
+  let db: Db;
+  let app: App;
+  let server: RunningServer;
+  let s: TestServer;
+
+  before(async () => {
+    // What an earlier release left on disk: its schema, with rows written by its code.
+    const old = new Database(file);
+    migrate(drizzle(old), { migrationsFolder: migrationsUpTo(dir, BEFORE_REBUILD) });
+    const now = Date.now();
+    old.prepare("INSERT INTO organizations (id, name, created_at) VALUES (?, 'acme', ?)").run(orgId, now);
+    old.prepare("INSERT INTO api_tokens (id, org_id, token_hash, created_at) VALUES (?, ?, ?, ?)").run(newId(now), orgId, api.hash, now);
+    old
+      .prepare(
+        `INSERT INTO runners (id, org_id, name, kind, provider, creator_id, created_at, updated_at, access_token_hash, public_key, status_updated_at)
+         VALUES (?, ?, 'old-runner', 2, 2, 'someone', ?, ?, ?, ?, ?)`,
+      )
+      .run(runnerId, orgId, now, now, newToken("runner").hash, keys.publicKey, now);
+    const insert = old.prepare(
+      `INSERT INTO scm_integrations (id, org_id, runner_id, scm_id, host, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    insert.run(ids.oauth, orgId, runnerId, "github", "github.com", 0, "client-1", seal(secret, keys.publicKey), keys.publicKey, null, null, now, now);
+    insert.run(ids.patOnly, orgId, runnerId, "azuredevops_server", "ado.example.com", 1, null, null, null, null, "tfs", now, now);
+    // Sealed to a key the runner has since replaced: reads must not hand it out.
+    insert.run(ids.staleKey, orgId, runnerId, "gitlab", "gitlab.example.com", 1, "client-2", seal(secret, oldKey.publicKey), oldKey.publicKey, null, null, now, now);
+    old.close();
+
+    watch.noteToken(api.token);
+    watch.noteSecret(secret);
+    db = openDatabase(file); // applies the migrations this release adds
+    app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: PUBLIC_URL, interceptors: [watch.interceptor()] });
+    server = await listen(watch.wrap(app.handler), 0, "127.0.0.1");
+    s = { url: `http://127.0.0.1:${server.address.port}`, token: api.token } as TestServer;
+  });
+
+  after(async () => {
+    await server.shutdown(1000);
+    await app.close();
+    try {
+      watch.finish(file, logs, () => db.$client.open && db.$client.close());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps every integration as it was, its sealed secret still opening with the runner's key", async () => {
+    const page = await call(s, LIST, { filter: { runnerIds: [runnerId] } });
+    assert.equal(page.status, 200, JSON.stringify(page.body));
+    assert.deepEqual(page.body.integrations.map((i: any) => i.id), [ids.oauth, ids.patOnly, ids.staleKey]);
+    const oauth = (await call(s, GET, { id: ids.oauth })).body.integration;
+    assert.equal(oauth.host, "github.com");
+    assert.equal(oauth.oauth.clientId, "client-1");
+    assert.equal(open(Buffer.from(oauth.oauth.encryptedClientSecret, "base64"), keys.publicKey, keys.secretKey), secret);
+    const patOnly = (await call(s, GET, { id: ids.patOnly })).body.integration;
+    assert.deepEqual([patOnly.scmId, patOnly.pat, patOnly.virtualDirectory, patOnly.oauth], ["azuredevops_server", true, "tfs", undefined]);
+    const stale = (await call(s, GET, { id: ids.staleKey })).body.integration;
+    assert.equal(stale.oauth.clientId, "client-2");
+    assert.equal(stale.oauth.encryptedClientSecret ?? "", "", "a secret sealed to a replaced key is not handed out");
+  });
+
+  it("keeps the table's rules: one integration per runner and host, gone with its runner", async () => {
+    const again = await call(s, CREATE, { runnerId, scmId: "github", host: "github.com", pat: true });
+    assert.equal(again.body.code, "already_exists", JSON.stringify(again.body));
+    const sqlite = db.$client;
+    assert.match(sqlite.prepare("SELECT sql FROM sqlite_master WHERE name = 'scm_integrations'").pluck().get() as string, /WITHOUT ROWID$/);
+    assert.deepEqual(sqlite.pragma("foreign_key_check"), []);
+    await db.write(() => sqlite.prepare("DELETE FROM runners WHERE id = ?").run(runnerId));
+    assert.equal(sqlite.prepare("SELECT count(*) FROM scm_integrations").pluck().get(), 0);
+  });
+});
