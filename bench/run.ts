@@ -421,6 +421,13 @@ baseline):
   service's own log (List) showed at most 55 ms from the call of its handler to the end of the
   answer. Not yet explained: it is not TCP loss (no retransmissions counted during a Get run)
   and the event loop never stalled that long (largest delay about 150 ms).
+- Peak RSS: both full runs of this build peaked at about 400 MB, where the previous build's run
+  peaked at 209 MB. Sampled every half second, the service sat at 160 to 190 MB for most of the
+  run and climbed once, over about 20 s, from 160 to 395 MB, at the switch from Get over gRPC at
+  64 to List, then fell back to about 200 MB within half a second (a collection freeing what had
+  piled up). Replaying that switch alone peaked at 198 MB (and at 279 MB with the young
+  generation at 4 MiB). Not yet explained; which memory it was (V8's heap or native buffers) is
+  the next thing to find out, with \`--trace-gc\` over a whole run.
 
 ## Both cores
 
