@@ -97,7 +97,8 @@ describe("upgrading a database made before scm_integrations was keyed by id", ()
   it("keeps every integration as it was, its sealed secret still opening with the runner's key", async () => {
     const page = await call(s, LIST, { filter: { runnerIds: [runnerId] } });
     assert.equal(page.status, 200, JSON.stringify(page.body));
-    assert.deepEqual(page.body.integrations.map((i: any) => i.id), [ids.oauth, ids.patOnly, ids.staleKey]);
+    // In id order (ids made in one millisecond need not sort in the order they were made).
+    assert.deepEqual(page.body.integrations.map((i: any) => i.id), [ids.oauth, ids.patOnly, ids.staleKey].sort());
     const oauth = (await call(s, GET, { id: ids.oauth })).body.integration;
     assert.equal(oauth.host, "github.com");
     assert.equal(oauth.oauth.clientId, "client-1");
