@@ -42,10 +42,25 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
   createOrganization(db, "other");
   const token = createApiToken(db, "acme").token;
   const otherToken = createApiToken(db, "other").token;
+  return serveDatabase(db, file, dir, { token, otherToken }, options);
+}
+
+/**
+ * Serves an open database as startServer does, for a test that made the database itself;
+ * `token` and `otherToken` are API tokens of two organizations in it. Closing the server
+ * runs the leak watch and removes `dir`, the folder that holds `file`.
+ */
+export async function serveDatabase(
+  db: Db,
+  file: string,
+  dir: string,
+  tokens: { token: string; otherToken: string },
+  options: ServerOptions = {},
+): Promise<TestServer> {
   const logs: string[] = [];
   const watch = new SecretWatch();
-  watch.noteToken(token);
-  watch.noteToken(otherToken);
+  watch.noteToken(tokens.token);
+  watch.noteToken(tokens.otherToken);
   const app = createApp(db, createLogger("info", (l) => logs.push(l)), {
     publicUrl: PUBLIC_URL,
     ...options,
@@ -55,8 +70,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
   return {
     url: `http://127.0.0.1:${server.address.port}`,
     db,
-    token,
-    otherToken,
+    ...tokens,
     logs,
     watch,
     async close() {

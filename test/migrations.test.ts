@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -9,12 +9,8 @@ import { migrate } from "drizzle-orm/better-sqlite3/migrator";
 import { newId } from "../src/crypto/ids.js";
 import { newKeyPair, open, seal } from "../src/crypto/sealed-box.js";
 import { newToken } from "../src/crypto/tokens.js";
-import { createLogger } from "../src/log.js";
-import { createApp, type App } from "../src/server.js";
-import { openDatabase, type Db } from "../src/store/database.js";
-import { listen, type RunningServer } from "../src/transport/http-server.js";
-import { call, PUBLIC_URL, type TestServer } from "./harness.js";
-import { SecretWatch } from "./secret-watch.js";
+import { openDatabase } from "../src/store/database.js";
+import { call, serveDatabase, type TestServer } from "./harness.js";
 
 const GET = "gitpod.v1.RunnerConfigurationService/GetSCMIntegration";
 const LIST = "gitpod.v1.RunnerConfigurationService/ListSCMIntegrations";
@@ -42,15 +38,11 @@ describe("upgrading a database made before scm_integrations was keyed by id", ()
   const keys = newKeyPair();
   const oldKey = newKeyPair();
   const api = newToken("api");
+  const otherApi = newToken("api");
   const secret = "upgrade-client-secret-7f3a";
   const orgId = newId(Date.now());
   const runnerId = newId(Date.now());
   const ids = { oauth: newId(Date.now()), patOnly: newId(Date.now()), staleKey: newId(Date.now()) };
-  const watch = new SecretWatch();
-  const logs: string[] = [];
-  let db: Db;
-  let app: App;
-  let server: RunningServer;
   let s: TestServer;
 
   before(async () => {
@@ -60,6 +52,9 @@ describe("upgrading a database made before scm_integrations was keyed by id", ()
     const now = Date.now();
     old.prepare("INSERT INTO organizations (id, name, created_at) VALUES (?, 'acme', ?)").run(orgId, now);
     old.prepare("INSERT INTO api_tokens (id, org_id, token_hash, created_at) VALUES (?, ?, ?, ?)").run(newId(now), orgId, api.hash, now);
+    const otherOrg = newId(now);
+    old.prepare("INSERT INTO organizations (id, name, created_at) VALUES (?, 'other', ?)").run(otherOrg, now);
+    old.prepare("INSERT INTO api_tokens (id, org_id, token_hash, created_at) VALUES (?, ?, ?, ?)").run(newId(now), otherOrg, otherApi.hash, now);
     old
       .prepare(
         `INSERT INTO runners (id, org_id, name, kind, provider, creator_id, created_at, updated_at, access_token_hash, public_key, status_updated_at)
@@ -76,25 +71,15 @@ describe("upgrading a database made before scm_integrations was keyed by id", ()
     insert.run(ids.staleKey, orgId, runnerId, "gitlab", "gitlab.example.com", 1, "client-2", seal(secret, oldKey.publicKey), oldKey.publicKey, null, null, now, now);
     old.close();
 
-    watch.noteToken(api.token);
-    watch.noteSecret(secret);
-    db = openDatabase(file); // applies the migrations this release adds
-    app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: PUBLIC_URL, interceptors: [watch.interceptor()] });
-    server = await listen(watch.wrap(app.handler), 0, "127.0.0.1");
-    s = { url: `http://127.0.0.1:${server.address.port}`, token: api.token } as TestServer;
+    // openDatabase applies the migrations this release adds.
+    s = await serveDatabase(openDatabase(file), file, dir, { token: api.token, otherToken: otherApi.token });
+    s.watch.noteSecret(secret);
   });
 
-  after(async () => {
-    await server.shutdown(1000);
-    await app.close();
-    try {
-      watch.finish(file, logs, () => db.$client.open && db.$client.close());
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+  after(() => s.close());
 
   it("keeps every integration as it was, its sealed secret still opening with the runner's key", async () => {
+    assert.deepEqual((await call(s, LIST, {}, s.otherToken)).body.integrations ?? [], [], "the other organization sees none");
     const page = await call(s, LIST, { filter: { runnerIds: [runnerId] } });
     assert.equal(page.status, 200, JSON.stringify(page.body));
     // In id order (ids made in one millisecond need not sort in the order they were made).
@@ -113,10 +98,10 @@ describe("upgrading a database made before scm_integrations was keyed by id", ()
   it("keeps the table's rules: one integration per runner and host, gone with its runner", async () => {
     const again = await call(s, CREATE, { runnerId, scmId: "github", host: "github.com", pat: true });
     assert.equal(again.body.code, "already_exists", JSON.stringify(again.body));
-    const sqlite = db.$client;
+    const sqlite = s.db.$client;
     assert.match(sqlite.prepare("SELECT sql FROM sqlite_master WHERE name = 'scm_integrations'").pluck().get() as string, /WITHOUT ROWID$/);
     assert.deepEqual(sqlite.pragma("foreign_key_check"), []);
-    await db.write(() => sqlite.prepare("DELETE FROM runners WHERE id = ?").run(runnerId));
+    await s.db.write(() => sqlite.prepare("DELETE FROM runners WHERE id = ?").run(runnerId));
     assert.equal(sqlite.prepare("SELECT count(*) FROM scm_integrations").pluck().get(), 0);
   });
 });
