@@ -1,2 +1,3 @@
-DROP INDEX `scm_integrations_runner_idx`;--> statement-breakpoint
-CREATE INDEX `scm_integrations_runner_page_idx` ON `scm_integrations` (`runner_id`,`id`,`scm_id`,`host`,`pat`,`oauth_client_id`,`oauth_encrypted_secret`,`oauth_sealed_to`,`issuer_url`,`virtual_directory`);
+DROP INDEX `scm_integrations_runner_idx`;
+-- scm_integrations_runner_page_idx, the covering index that takes its place, is made by 0004,
+-- which rebuilds the table with all its indexes: made here too, it would be built twice.
