@@ -421,18 +421,21 @@ baseline):
   service's own log (List) showed at most 55 ms from the call of its handler to the end of the
   answer. Not yet explained: it is not TCP loss (no retransmissions counted during a Get run)
   and the event loop never stalled that long (largest delay about 150 ms).
-- Peak RSS: both full runs of this build peaked at about 400 MB, where the previous build's run
-  peaked at 209 MB. Sampled every half second, the service sat at 160 to 190 MB for most of the
-  run and climbed once, over about 20 s, from 160 to 395 MB, at the switch from Get over gRPC at
-  64 to List, then fell back to about 200 MB within half a second (a collection freeing what had
-  piled up). Replaying that switch alone peaked at 198 MB (and at 279 MB with the young
-  generation at 4 MiB). Not yet explained; which memory it was (V8's heap or native buffers) is
-  the next thing to find out, with \`--trace-gc\` over a whole run.
+- Peak RSS varies from run to run of one build: three full runs of this build peaked at 400, 395
+  and 219 MB (the previous build's run: 209 MB). Sampled every half second, the 395 MB run sat at
+  160 to 190 MB for most of its time and climbed once, over about 20 s, from 160 to 395 MB, at the
+  switch from Get over gRPC at 64 to List, then fell back to about 200 MB at once. The 219 MB run
+  (the one in this file, made with a preload in NODE_OPTIONS that sampled
+  \`process.memoryUsage()\` every 250 ms) showed where the memory goes: RSS is V8's heap (43 to
+  110 MB) plus a steady 100 MB or so, and the heap swings most under gRPC load, with 20 to 45 MB
+  live after a collection. So the climb is V8 letting its heap grow before a full collection, not
+  native buffers. Capping the heap (\`--max-old-space-size\`) would bound the peak, at the price of
+  a crash instead of a slowdown should live data ever outgrow the cap: still to be measured.
 
 ## Both cores
 
 \`WORKERS=2\`: two worker processes share the port and the database. Reads scale with the second
-core. Writes rise less and less surely (1.46x and 1.73x in this build's two full runs, 1.03x in
+core. Writes rise less and less surely (1.46x, 1.73x and 0.97x in this build's three full runs, 1.03x in
 the previous build's): a single process is held back by its own CPU on creates, which a second
 core relieves, but SQLite admits one writer at a time, so the workers take turns on the write
 lock with smaller batches each, and each worker syncs inside COMMIT (a worker cannot know when
