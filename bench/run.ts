@@ -435,7 +435,7 @@ baseline):
 ## Both cores
 
 \`WORKERS=2\`: two worker processes share the port and the database. Reads scale with the second
-core. Writes rise less and less surely (1.46x, 1.73x and 0.97x in this build's three full runs, 1.03x in
+core. Writes rise less, and not in every run (1.46x, 1.73x and 0.97x in this build's three full runs, 1.03x in
 the previous build's): a single process is held back by its own CPU on creates, which a second
 core relieves, but SQLite admits one writer at a time, so the workers take turns on the write
 lock with smaller batches each, and each worker syncs inside COMMIT (a worker cannot know when
