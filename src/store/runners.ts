@@ -1,5 +1,5 @@
 import { and, asc, eq, gt, sql } from "drizzle-orm";
-import { prepared, type Db } from "./database.js";
+import { prepared, rawStatement, type Db } from "./database.js";
 import { runners, scmIntegrations, type RunnerRow } from "./schema.js";
 
 export function insertRunner(db: Db, row: RunnerRow): void {
@@ -28,15 +28,13 @@ const statements = prepared((db) => ({
     .where(and(eq(runners.id, sql.placeholder("id")), eq(runners.orgId, sql.placeholder("orgId"))))
     .prepare(),
   // (id, orgId)
-  exists: db.$client
-    .prepare(
-      db
-        .select({ one: sql`1` })
-        .from(runners)
-        .where(and(eq(runners.id, sql.placeholder("id")), eq(runners.orgId, sql.placeholder("orgId"))))
-        .toSQL().sql,
-    )
-    .pluck(),
+  exists: rawStatement(
+    db,
+    db
+      .select({ one: sql`1` })
+      .from(runners)
+      .where(and(eq(runners.id, sql.placeholder("id")), eq(runners.orgId, sql.placeholder("orgId")))),
+  ).pluck(),
   byTokenHash: db
     .select({ id: runners.id, orgId: runners.orgId, accessTokenHash: runners.accessTokenHash })
     .from(runners)

@@ -1,6 +1,6 @@
 import { and, asc, eq, gt, inArray, sql, type SQL } from "drizzle-orm";
 import { DomainError } from "../domain/errors.js";
-import { prepared, type Db } from "./database.js";
+import { prepared, rawStatement, type Db } from "./database.js";
 import { isUniqueViolation } from "./errors.js";
 import { runners, scmIntegrations, type NewScmIntegrationRow, type ScmIntegrationRow } from "./schema.js";
 
@@ -99,7 +99,7 @@ function toView(r: ViewRow): IntegrationView {
  * page of 25 rows. Parameters are positional, in the order the SQL names them.
  */
 const views = prepared((db) => {
-  const raw = (query: { toSQL(): { sql: string } }) => db.$client.prepare(query.toSQL().sql).raw();
+  const raw = (query: { toSQL(): { sql: string } }) => rawStatement(db, query).raw();
   const byRunner = (withAfter: boolean) =>
     raw(
       selectViews(db)
