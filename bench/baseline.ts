@@ -1,3 +1,5 @@
+// The service's runtime, so both sides encode alike (see src/runtime/base64.ts).
+import "../src/runtime/base64.js";
 import { create } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";

@@ -1,3 +1,5 @@
+// First: protobuf-es looks for the native base64 encoder when it is imported (see runtime/base64.ts).
+import "./runtime/base64.js";
 import cluster from "node:cluster";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";

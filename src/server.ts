@@ -1,3 +1,5 @@
+// First: protobuf-es looks for the native base64 encoder when it is imported (see runtime/base64.ts).
+import "./runtime/base64.js";
 import { randomUUID } from "node:crypto";
 import type http from "node:http";
 import type http2 from "node:http2";
