@@ -17,7 +17,8 @@ import { seed, type Seeded } from "./seed.js";
 
 type Scenario = "create" | "get" | "list";
 type Protocol = "connect-json" | "connect-binary" | "grpc";
-interface Run { rps: number; p50: number; p99: number; errors: number; requests: number }
+/** cpu: CPU time the target's processes (all their threads, workers included) spent per request, in µs. */
+interface Run { rps: number; p50: number; p99: number; errors: number; requests: number; cpu: number }
 interface Target { name: string; url: string; proc: ChildProcess }
 
 const QUICK = process.env.BENCH_QUICK === "1";
@@ -104,24 +105,40 @@ async function stop(t: Target): Promise<void> {
 
 /** Peak resident set of a process and its children (the workers), in MB. */
 function peakRssMb(pid: number): number {
-  let children: number[] = [];
-  try {
-    children = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number);
-  } catch {
-    // pgrep exits 1 when there are no children.
-  }
-  const pids = [pid, ...children];
   let total = 0;
-  for (const p of pids) {
+  for (const p of processTree(pid)) {
     const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
     total += m ? Number(m[1]) / 1024 : 0;
   }
   return Math.round(total);
 }
 
+/** The target's process and its worker processes, if any. */
+function processTree(pid: number): number[] {
+  try {
+    return [pid, ...execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number)];
+  } catch {
+    return [pid]; // pgrep exits 1 when there are no children
+  }
+}
+
+const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+/** User and system CPU time of these live processes (every thread), in µs. */
+function cpuMicros(pids: number[]): number {
+  let ticks = 0;
+  for (const p of pids) {
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
+    const fields = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return (ticks / TICKS_PER_SECOND) * 1e6;
+}
+
 let tagCounter = 0;
 function load(t: Target, s: Scenario, p: Protocol, c: number, data: { token: string; runnersFile: string; idsFile: string }, seconds = SECONDS): Run {
   const tag = `${process.pid}x${++tagCounter}`;
+  const pids = processTree(t.proc.pid!);
+  const cpuBefore = cpuMicros(pids);
   const out =
     p === "grpc"
       ? execFileSync(process.execPath, ["dist/bench/load/grpc.js", t.url, s, String(c), String(seconds), data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" })
@@ -129,14 +146,15 @@ function load(t: Target, s: Scenario, p: Protocol, c: number, data: { token: str
   const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop();
   if (!line) throw new Error(`no result from the load generator:\n${out}`);
   const r = JSON.parse(line) as { requests: number; duration_us: number; errors: number; p50_us: number; p99_us: number };
-  return { rps: r.requests / (r.duration_us / 1e6), p50: r.p50_us / 1000, p99: r.p99_us / 1000, errors: r.errors, requests: r.requests };
+  const cpu = (cpuMicros(pids) - cpuBefore) / Math.max(1, r.requests);
+  return { rps: r.requests / (r.duration_us / 1e6), p50: r.p50_us / 1000, p99: r.p99_us / 1000, errors: r.errors, requests: r.requests, cpu };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 function summarize(runs: Run[]): Run {
   return {
     rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)),
-    errors: runs.reduce((n, r) => n + r.errors, 0), requests: runs.reduce((n, r) => n + r.requests, 0),
+    errors: runs.reduce((n, r) => n + r.errors, 0), requests: runs.reduce((n, r) => n + r.requests, 0), cpu: median(runs.map((r) => r.cpu)),
   };
 }
 
@@ -201,9 +219,9 @@ function warmFileCache(file: string): void {
 
 const fmt = (n: number, d = 0) => n.toFixed(d);
 function fmtRow(r: Row): string {
-  return `| ${r.dataset} | ${r.scenario} | ${r.protocol} | ${r.concurrency} | ${fmt(r.base.rps)} | ${fmt(r.svc.rps)} | **${fmt(r.svc.rps / r.base.rps, 2)}** | ${fmt(r.base.p50, 2)} / ${fmt(r.base.p99, 2)} | ${fmt(r.svc.p50, 2)} / ${fmt(r.svc.p99, 2)} | ${r.svc.errors} |`;
+  return `| ${r.dataset} | ${r.scenario} | ${r.protocol} | ${r.concurrency} | ${fmt(r.base.rps)} | ${fmt(r.svc.rps)} | **${fmt(r.svc.rps / r.base.rps, 2)}** | ${fmt(r.base.p50, 2)} / ${fmt(r.base.p99, 2)} | ${fmt(r.svc.p50, 2)} / ${fmt(r.svc.p99, 2)} | ${fmt(r.base.cpu)} / ${fmt(r.svc.cpu)} | ${r.svc.errors} |`;
 }
-const HEADER = "| rows | scenario | protocol | conc. | baseline req/s | service req/s | ratio | baseline p50 / p99 ms | service p50 / p99 ms | service errors |\n|---|---|---|---|---|---|---|---|---|---|";
+const HEADER = "| rows | scenario | protocol | conc. | baseline req/s | service req/s | ratio | baseline p50 / p99 ms | service p50 / p99 ms | CPU µs per request, baseline / service | service errors |\n|---|---|---|---|---|---|---|---|---|---|---|";
 
 function queryPlan(dbFile: string, runnerId: string): string {
   const db = openDatabase(dbFile);
