@@ -7,7 +7,7 @@ import { seal } from "../crypto/sealed-box.js";
 import { sealOffLoop } from "../crypto/seal-worker.js";
 import type { Db } from "../store/database.js";
 import type { RunnerRow, ScmIntegrationRow } from "../store/schema.js";
-import { findRunner } from "../store/runners.js";
+import { findRunnerKey } from "../store/runners.js";
 import * as store from "../store/scm-integrations.js";
 import type { IdempotentCall } from "./idempotency.js";
 import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem } from "./checks.js";
@@ -352,7 +352,7 @@ function extends_(input: UpdateScmIntegrationInput, row: ScmIntegrationRow): boo
  * that is still the runner's key, and seals again should a Signup have changed it.
  */
 async function sealAhead(db: Db, orgId: string, runnerId: string, secret: string): Promise<{ key: Buffer; box: Buffer } | null> {
-  const key = db.read(() => findRunner(db, orgId, runnerId))?.publicKey;
+  const key = db.read(() => findRunnerKey(db, orgId, runnerId));
   if (!key) return null;
   // Should sealing fail here, the write seals inline and reports it as it always has.
   const box = await sealOffLoop(secret, key).catch(() => null);

@@ -8,7 +8,48 @@ export function insertRunner(db: Db, row: RunnerRow): void {
 
 /** The runner with this id in this organization. */
 export function findRunner(db: Db, orgId: string, id: string): RunnerRow | null {
-  return statements(db).byId.get({ id, orgId }) ?? null;
+  const r = statements(db).byId.get(id, orgId) as RunnerTuple | undefined;
+  return r ? toRunnerRow(r) : null;
+}
+
+/** The runner's public key, null when it has not signed up; undefined when the organization has no such runner. */
+export function findRunnerKey(db: Db, orgId: string, id: string): Buffer | null | undefined {
+  return statements(db).keyById.get(id, orgId) as Buffer | null | undefined;
+}
+
+// Every column of a runner, in the order the raw statement below returns them: every create
+// reads its runner twice, and drizzle's generic mapping cost more than the lookup.
+const runnerColumns = {
+  id: runners.id,
+  orgId: runners.orgId,
+  name: runners.name,
+  kind: runners.kind,
+  provider: runners.provider,
+  creatorId: runners.creatorId,
+  createdAt: runners.createdAt,
+  updatedAt: runners.updatedAt,
+  accessTokenHash: runners.accessTokenHash,
+  publicKey: runners.publicKey,
+  statusUpdatedAt: runners.statusUpdatedAt,
+  configSchema: runners.configSchema,
+} satisfies Record<keyof RunnerRow, unknown>;
+type RunnerTuple = [string, string, string, number, number, string, number, number, Buffer, Buffer | null, number | null, string | null];
+
+function toRunnerRow(r: RunnerTuple): RunnerRow {
+  return {
+    id: r[0],
+    orgId: r[1],
+    name: r[2],
+    kind: r[3],
+    provider: r[4],
+    creatorId: r[5],
+    createdAt: r[6],
+    updatedAt: r[7],
+    accessTokenHash: r[8],
+    publicKey: r[9],
+    statusUpdatedAt: r[10],
+    configSchema: r[11],
+  };
 }
 
 /** Whether the organization has a runner with this id; reads none of its columns. */
@@ -21,20 +62,15 @@ export function findRunnerByTokenHash(db: Db, hash: Buffer): Pick<RunnerRow, "id
   return statements(db).byTokenHash.get({ hash }) ?? null;
 }
 
+const byIdAndOrg = and(eq(runners.id, sql.placeholder("id")), eq(runners.orgId, sql.placeholder("orgId")));
+
 const statements = prepared((db) => ({
-  byId: db
-    .select()
-    .from(runners)
-    .where(and(eq(runners.id, sql.placeholder("id")), eq(runners.orgId, sql.placeholder("orgId"))))
-    .prepare(),
   // (id, orgId)
-  exists: rawStatement(
-    db,
-    db
-      .select({ one: sql`1` })
-      .from(runners)
-      .where(and(eq(runners.id, sql.placeholder("id")), eq(runners.orgId, sql.placeholder("orgId")))),
-  ).pluck(),
+  byId: rawStatement(db, db.select(runnerColumns).from(runners).where(byIdAndOrg)).raw(),
+  // (id, orgId)
+  keyById: rawStatement(db, db.select({ key: runners.publicKey }).from(runners).where(byIdAndOrg)).pluck(),
+  // (id, orgId)
+  exists: rawStatement(db, db.select({ one: sql`1` }).from(runners).where(byIdAndOrg)).pluck(),
   byTokenHash: db
     .select({ id: runners.id, orgId: runners.orgId, accessTokenHash: runners.accessTokenHash })
     .from(runners)
