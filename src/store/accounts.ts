@@ -1,5 +1,5 @@
 import { and, asc, count, eq, isNull, sql } from "drizzle-orm";
-import { prepared, type Db } from "./database.js";
+import { prepared, rawStatement, type Db } from "./database.js";
 import { apiTokens, organizations, type ApiTokenRow, type OrganizationRow } from "./schema.js";
 
 export function insertOrganization(db: Db, row: OrganizationRow): void {
@@ -16,15 +16,19 @@ export function insertApiToken(db: Db, row: ApiTokenRow): void {
 
 /** What authentication needs of the live (not revoked) API token with this hash. */
 export function findLiveApiTokenByHash(db: Db, hash: Buffer): Pick<ApiTokenRow, "id" | "orgId" | "tokenHash"> | null {
-  return liveTokenByHash(db).get({ hash }) ?? null;
+  const r = liveTokenByHash(db).get(hash) as [string, string, Buffer] | undefined;
+  return r ? { id: r[0], orgId: r[1], tokenHash: r[2] } : null;
 }
 
+// Every call authenticates: a plain statement, its row mapped here, spares drizzle's mapping. (hash)
 const liveTokenByHash = prepared((db) =>
-  db
-    .select({ id: apiTokens.id, orgId: apiTokens.orgId, tokenHash: apiTokens.tokenHash })
-    .from(apiTokens)
-    .where(and(eq(apiTokens.tokenHash, sql.placeholder("hash")), isNull(apiTokens.revokedAt)))
-    .prepare(),
+  rawStatement(
+    db,
+    db
+      .select({ id: apiTokens.id, orgId: apiTokens.orgId, tokenHash: apiTokens.tokenHash })
+      .from(apiTokens)
+      .where(and(eq(apiTokens.tokenHash, sql.placeholder("hash")), isNull(apiTokens.revokedAt))),
+  ).raw(),
 );
 
 export function listApiTokens(db: Db, orgId: string): ApiTokenRow[] {

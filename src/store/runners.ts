@@ -59,7 +59,8 @@ export function hasRunner(db: Db, orgId: string, id: string): boolean {
 
 /** What authentication needs of the runner whose access token has this hash. */
 export function findRunnerByTokenHash(db: Db, hash: Buffer): Pick<RunnerRow, "id" | "orgId" | "accessTokenHash"> | null {
-  return statements(db).byTokenHash.get({ hash }) ?? null;
+  const r = statements(db).byTokenHash.get(hash) as [string, string, Buffer] | undefined;
+  return r ? { id: r[0], orgId: r[1], accessTokenHash: r[2] } : null;
 }
 
 const byIdAndOrg = and(eq(runners.id, sql.placeholder("id")), eq(runners.orgId, sql.placeholder("orgId")));
@@ -71,11 +72,14 @@ const statements = prepared((db) => ({
   keyById: rawStatement(db, db.select({ key: runners.publicKey }).from(runners).where(byIdAndOrg)).pluck(),
   // (id, orgId)
   exists: rawStatement(db, db.select({ one: sql`1` }).from(runners).where(byIdAndOrg)).pluck(),
-  byTokenHash: db
-    .select({ id: runners.id, orgId: runners.orgId, accessTokenHash: runners.accessTokenHash })
-    .from(runners)
-    .where(eq(runners.accessTokenHash, sql.placeholder("hash")))
-    .prepare(),
+  // (hash); every call of a runner authenticates through it
+  byTokenHash: rawStatement(
+    db,
+    db
+      .select({ id: runners.id, orgId: runners.orgId, accessTokenHash: runners.accessTokenHash })
+      .from(runners)
+      .where(eq(runners.accessTokenHash, sql.placeholder("hash"))),
+  ).raw(),
 }));
 
 /** Up to `limit` runners of the organization with ids after `after`, in id order. */
