@@ -40,11 +40,11 @@ export const OAUTH_CALLBACK_PATH = "/auth/oauth2/callback";
  * to set up each system: the OAuth callback URL to register (derived from this
  * service's public URL) and how to make a personal access token.
  */
-export function getRunnerConfigurationSchema(db: Db, caller: ApiCaller, runnerId: string, publicUrl: string): SchemaDescription {
+export async function getRunnerConfigurationSchema(db: Db, caller: ApiCaller, runnerId: string, publicUrl: string): Promise<SchemaDescription> {
   const v = new Violations();
   checkUuid(v, "runner_id", runnerId);
   v.throwIfAny();
-  const schema = schemaOf(db.read(() => runnerOf(db, caller.orgId, runnerId)));
+  const schema = schemaOf(await db.read(() => runnerOf(db, caller.orgId, runnerId)));
   return {
     version: schema.version,
     scm: schema.scm.map((entry) => describe(entry, publicUrl)),

@@ -95,7 +95,7 @@ function checkRunnerName(v: Violations, field: string, name: string): void {
 }
 
 /** The runner with this id in the caller's organization. */
-export function getRunner(db: Db, caller: ApiCaller, runnerId: string): RunnerRow {
+export function getRunner(db: Db, caller: ApiCaller, runnerId: string): Promise<RunnerRow> {
   const v = new Violations();
   checkUuid(v, "runner_id", runnerId);
   v.throwIfAny();
@@ -103,12 +103,12 @@ export function getRunner(db: Db, caller: ApiCaller, runnerId: string): RunnerRo
 }
 
 /** A page of the organization's runners in id order. */
-export function listRunners(db: Db, pager: Pager, caller: ApiCaller, page: PageRequest): Page<RunnerRow> {
+export async function listRunners(db: Db, pager: Pager, caller: ApiCaller, page: PageRequest): Promise<Page<RunnerRow>> {
   const v = new Violations();
   const scope = pageScope("ListRunners", caller.orgId);
   const { size, after } = pager.start(v, scope, page);
   v.throwIfAny();
-  return pager.page(scope, db.read(() => store.listRunners(db, caller.orgId, after, size + 1)), size);
+  return pager.page(scope, await db.read(() => store.listRunners(db, caller.orgId, after, size + 1)), size);
 }
 
 /** Renames a runner; an absent name changes nothing (but the runner must exist). */
@@ -119,8 +119,7 @@ export function updateRunner(db: Db, caller: ApiCaller, input: { runnerId: strin
   v.throwIfAny();
   const { name } = input;
   if (name === undefined) {
-    db.read(() => requireRunner(db, caller.orgId, input.runnerId));
-    return Promise.resolve();
+    return db.read(() => requireRunner(db, caller.orgId, input.runnerId));
   }
   return db.write(() => {
     if (!store.updateRunner(db, caller.orgId, input.runnerId, { name, updatedAt: Date.now() })) {

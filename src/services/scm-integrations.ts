@@ -120,11 +120,11 @@ export async function createScmIntegration(
 }
 
 /** The integration with this id in the caller's organization. */
-export function getScmIntegration(db: Db, caller: ApiCaller, id: string): store.IntegrationView {
+export async function getScmIntegration(db: Db, caller: ApiCaller, id: string): Promise<store.IntegrationView> {
   const v = new Violations();
   checkUuid(v, "id", id);
   v.throwIfAny();
-  const row = db.read(() => store.findScmIntegrationView(db, caller.orgId, id));
+  const row = await db.read(() => store.findScmIntegrationView(db, caller.orgId, id));
   if (!row) throw notFound("SCM integration", id);
   return row;
 }
@@ -224,12 +224,12 @@ export function deleteScmIntegration(db: Db, caller: ApiCaller, id: string): Pro
  * some runners. A runner in the filter that the organization does not have is
  * not_found, so a mistyped or foreign id is not mistaken for "no integrations".
  */
-export function listScmIntegrations(
+export async function listScmIntegrations(
   db: Db,
   pager: Pager,
   caller: ApiCaller,
   input: { runnerIds: readonly string[]; page: PageRequest },
-): Page<store.IntegrationView> {
+): Promise<Page<store.IntegrationView>> {
   const v = new Violations();
   const runnerIds = checkUuidList(v, "filter.runner_ids", input.runnerIds);
   const scope = pageScope("ListSCMIntegrations", caller.orgId, runnerIds);
@@ -246,12 +246,12 @@ export function listScmIntegrations(
 }
 
 /** A page of the calling runner's own integrations, optionally only the given ids. */
-export function listRunnerScmIntegrations(
+export async function listRunnerScmIntegrations(
   db: Db,
   pager: Pager,
   caller: RunnerCaller,
   input: { runnerId: string; ids: readonly string[]; page: PageRequest },
-): Page<store.IntegrationView> {
+): Promise<Page<store.IntegrationView>> {
   const v = new Violations();
   checkUuid(v, "runner_id", input.runnerId);
   v.throwIfAny();
@@ -260,7 +260,7 @@ export function listRunnerScmIntegrations(
   const scope = pageScope("ListRunnerSCMIntegrations", caller.runnerId, ids);
   const { size, after } = pager.start(v, scope, input.page);
   v.throwIfAny();
-  const rows = db.read(() => store.listScmIntegrations(db, { runnerId: caller.runnerId, ids, after, limit: size + 1 }));
+  const rows = await db.read(() => store.listScmIntegrations(db, { runnerId: caller.runnerId, ids, after, limit: size + 1 }));
   return pager.page(scope, rows, size);
 }
 
@@ -352,7 +352,7 @@ function extends_(input: UpdateScmIntegrationInput, row: ScmIntegrationRow): boo
  * that is still the runner's key, and seals again should a Signup have changed it.
  */
 async function sealAhead(db: Db, orgId: string, runnerId: string, secret: string): Promise<{ key: Buffer; box: Buffer } | null> {
-  const key = db.read(() => findRunnerKey(db, orgId, runnerId));
+  const key = await db.read(() => findRunnerKey(db, orgId, runnerId));
   if (!key) return null;
   // Should sealing fail here, the write seals inline and reports it as it always has.
   const box = await sealOffLoop(secret, key).catch(() => null);

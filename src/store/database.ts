@@ -5,7 +5,7 @@ import Database from "better-sqlite3";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
 import { GroupCommit, type GroupCommitOptions } from "./group-commit.js";
-import { ReadWindow } from "./read-window.js";
+import { ReadBatch } from "./read-batch.js";
 import * as schema from "./schema.js";
 
 export type Db = BetterSQLite3Database<typeof schema> & {
@@ -15,8 +15,11 @@ export type Db = BetterSQLite3Database<typeof schema> & {
    * durable. Every write the API acknowledges goes through here.
    */
   write<T>(work: () => T): Promise<T>;
-  /** Runs reads in the read transaction this event-loop turn shares (see read-window.ts). */
-  read<T>(work: () => T): T;
+  /**
+   * Runs reads with the others of this event-loop turn, back to back at its end, in one
+   * read transaction (see read-batch.ts).
+   */
+  read<T>(work: () => T): Promise<T>;
   /**
    * Settles once every commit so far is on disk (see group-commit.ts); undefined when
    * they all are. Reads wait for it before they answer.
@@ -63,8 +66,8 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   sqlite.pragma("busy_timeout = 5000");
   const orm = drizzle(sqlite, { schema });
   migrate(orm, { migrationsFolder: migrationsFolder() });
-  const reads = new ReadWindow(sqlite);
-  const commits = new GroupCommit(sqlite, reads, options);
+  const reads = new ReadBatch(sqlite);
+  const commits = new GroupCommit(sqlite, options);
   return Object.assign(orm, {
     write: <T>(work: () => T) => commits.run(work),
     read: <T>(work: () => T) => reads.run(work),

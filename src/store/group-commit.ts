@@ -1,7 +1,6 @@
 import { closeSync, fdatasync, fsyncSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import type { ReadWindow } from "./read-window.js";
 
 interface Pending {
   work: () => unknown;
@@ -65,7 +64,6 @@ export class GroupCommit {
 
   constructor(
     private readonly sqlite: Database.Database,
-    private readonly reads: ReadWindow,
     options: GroupCommitOptions = {},
   ) {
     this.lockWaitMs = options.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS;
@@ -148,7 +146,6 @@ export class GroupCommit {
     const s = this.statements();
     try {
       this.wal?.usable();
-      this.reads.close();
       this.setSync("NORMAL");
       db.exec("BEGIN IMMEDIATE");
     } catch (err) {

@@ -68,7 +68,7 @@ export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null
     if (policy === undefined) return next(req);
     let caller: Caller;
     try {
-      caller = db.read(() => authenticate(db, req.header.get("authorization")));
+      caller = await db.read(() => authenticate(db, req.header.get("authorization")));
       // The limit counts every call of a token, also the ones refused below, so a token
       // cannot flood the service (or its log) with calls it is not allowed to make.
       if (limiter) {

@@ -37,12 +37,12 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
       }, once);
       return create(CreateSCMIntegrationResponseSchema, { id });
     },
-    getSCMIntegration(req, ctx) {
-      const row = integrations.getScmIntegration(db, apiCaller(ctx), req.id);
+    async getSCMIntegration(req, ctx) {
+      const row = await integrations.getScmIntegration(db, apiCaller(ctx), req.id);
       return create(GetSCMIntegrationResponseSchema, { integration: scmIntegrationToProto(row) });
     },
-    listSCMIntegrations(req, ctx) {
-      const page = integrations.listScmIntegrations(db, pager, apiCaller(ctx), {
+    async listSCMIntegrations(req, ctx) {
+      const page = await integrations.listScmIntegrations(db, pager, apiCaller(ctx), {
         runnerIds: req.filter?.runnerIds ?? [],
         page: pageRequest(req.pagination, ctx),
       });
@@ -66,8 +66,8 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
       await integrations.deleteScmIntegration(db, apiCaller(ctx), req.id);
       return create(DeleteSCMIntegrationResponseSchema);
     },
-    getRunnerConfigurationSchema(req, ctx) {
-      const schema = getRunnerConfigurationSchema(db, apiCaller(ctx), req.runnerId, publicUrl);
+    async getRunnerConfigurationSchema(req, ctx) {
+      const schema = await getRunnerConfigurationSchema(db, apiCaller(ctx), req.runnerId, publicUrl);
       return create(GetRunnerConfigurationSchemaResponseSchema, { schema: schemaToProto(schema) });
     },
   };

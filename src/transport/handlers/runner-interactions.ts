@@ -26,8 +26,8 @@ export function runnerInteractionService({ db, pager }: Deps): ServiceImpl<typeo
       });
       return create(UpdateRunnerConfigurationSchemaResponseSchema);
     },
-    listRunnerSCMIntegrations(req, ctx) {
-      const page = listRunnerScmIntegrations(db, pager, runnerCaller(ctx), {
+    async listRunnerSCMIntegrations(req, ctx) {
+      const page = await listRunnerScmIntegrations(db, pager, runnerCaller(ctx), {
         runnerId: req.runnerId,
         ids: req.filter?.scmIntegrationIds ?? [],
         page: pageRequest(req.pagination, ctx),

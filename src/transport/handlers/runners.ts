@@ -25,11 +25,11 @@ export function runnerService({ db, pager }: Deps): ServiceImpl<typeof RunnerSer
       });
       return create(CreateRunnerResponseSchema, { runner: runnerToProto(runner), accessToken });
     },
-    getRunner(req, ctx) {
-      return create(GetRunnerResponseSchema, { runner: runnerToProto(runners.getRunner(db, apiCaller(ctx), req.runnerId)) });
+    async getRunner(req, ctx) {
+      return create(GetRunnerResponseSchema, { runner: runnerToProto(await runners.getRunner(db, apiCaller(ctx), req.runnerId)) });
     },
-    listRunners(req, ctx) {
-      const page = runners.listRunners(db, pager, apiCaller(ctx), pageRequest(req.pagination, ctx));
+    async listRunners(req, ctx) {
+      const page = await runners.listRunners(db, pager, apiCaller(ctx), pageRequest(req.pagination, ctx));
       return create(ListRunnersResponseSchema, {
         pagination: pageResponse(page.nextToken),
         runners: page.items.map(runnerToProto),
