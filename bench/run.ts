@@ -346,6 +346,8 @@ and the ratio is service / baseline throughput from the same invocation.
   h2load sends one fixed body, so it cannot create unique hosts, and one driver for all gRPC
   runs keeps those ratios like for like.
 - Latency is per request as the load generator saw it; peak RSS is VmHWM of the service process.
+  CPU per request is the user and system time of the target's processes (all threads, and the
+  worker processes with \`WORKERS=2\`) over the run, from /proc, divided by the requests served.
 - Before each row the database file is read once into the OS page cache: this VM reclaims cold
   file pages (a DAMON reclaim thread runs; \`free\` showed no file cache with 22 GB free), and a cold
   1M-row file turns Get and List into reads from its virtual disk (Get fell to about half its
@@ -373,6 +375,15 @@ ${r.plan}
 
 ## What the design does for speed
 
+- Reads run in batches (\`src/store/read-batch.ts\`): the reads of one event-loop turn, token
+  lookups included, run together at its end (setImmediate), one after another, in one read
+  transaction. Before, each request was answered inside the I/O callback that brought it in and
+  ran the whole path (HTTP, connect-node, its lookup, encoding, the write to the socket) before
+  the next one started; staged, the requests of a turn pass each stage one after another. Old
+  and new build side by side (4-second runs, Connect JSON at 64, 1M rows): CPU per Get 355 -> 192
+  µs, per List 588 -> 431 µs. It is not SQLite alone: the no-op baseline, made to answer at the
+  end of its turn in the same way, went from 4668 to 7781 req/s (234 -> 144 µs of CPU a call).
+  The Get ratio above 1 comes from there: the baseline, as defined, answers at once.
 - Group commit (\`src/store/group-commit.ts\`): the writes of one event-loop turn share one
   transaction, each in its own savepoint. The batch commits with \`synchronous=NORMAL\` and the WAL
   is then fdatasync'd on libuv's thread pool; its writes are answered when that returns, so the
@@ -383,81 +394,57 @@ ${r.plan}
 - WAL checkpoints run in a worker thread (\`src/store/checkpointer.ts\`), not inside a
   request's COMMIT, every 50 ms, so that little is left to copy (under the write lock) when the
   WAL is started over past 64 MiB.
-- One read transaction per event-loop turn (\`src/store/read-window.ts\`): in WAL mode the
-  per-statement read lock costs more than a primary-key lookup.
+- Bytes in JSON answers are base64-encoded natively (\`src/runtime/base64.ts\`): protobuf-es
+  uses \`Uint8Array.prototype.toBase64\` where the runtime has it, and Node 20 does not, so each
+  sealed secret was encoded a character at a time in JavaScript. Encoding a page of 25 went from
+  63 to 33 µs in a loop; CPU per List under load from 726 to 665 µs.
 - A runner's page is read from one covering index, \`scm_integrations_runner_page_idx\` on
-  (runner_id, id) and every column a read shows. With the plain (runner_id, id) index each of the
-  25 rows was a lookup in the table, where a runner's rows lie wherever they were appended: with
-  rows added over time, List at 64 went from about 820 to 970 req/s (old and new build side by
-  side on the same 1M-row data), Get and Create unchanged. It costs disk (the 1M-row file grows
-  from about 580 to 785 MB) and a larger index entry per create.
-- Statements prepared once; reads select only the columns the API returns and decide in SQL
-  whether a sealed secret is still openable; log lines are written once per turn.
-- \`--max-semi-space-size=8\` (in \`npm start\`): V8's young generation is 3 × 8 MiB. At 4 MiB,
-  requests that wait ~50 ms for their sync at 64 outlived two scavenges and were copied into
-  the old generation: in 5-second runs at 64, scavenges took 655–687 ms (create), 333–340 ms
-  (get) and 303–324 ms (list) at 4 MiB, against 319–363, 231–233 and 224–264 ms at 8 MiB;
-  16 MiB saved little more and raised peak RSS by 10 to 30 MB.
+  (runner_id, id) and every column a read shows, so a page of 25 is a few adjacent index pages
+  rather than 25 lookups in the table. It costs disk (the 1M-row file grows from about 580 to
+  785 MB) and a larger index entry per create.
+- Statements prepared once; the hot ones (token lookup, Get, List, a create's runner and
+  insert) are plain better-sqlite3 statements with rows mapped by hand (drizzle's generic mapping
+  cost 1.3 to 2.3 µs a statement in a loop); reads select only the columns the API returns and
+  decide in SQL whether a sealed secret is still openable; log lines are written once per turn.
+- \`--max-semi-space-size=16\` (in \`npm start\`, node's own default on this machine): with
+  batched reads more of a turn's objects are alive at each scavenge, and at 8 MiB (the setting
+  before) they were copied more often. Side by side at 64: CPU per List 447 -> 377 µs, per
+  create 531 -> 502 µs, per Get 184 -> 197 µs; peak RSS in that 2.5-minute run 205 -> 226 MB.
 
 The figures move by up to ±30% between runs of the same build on this machine (a 2-core VM
-shared with the load generator), which is why every figure is a median and a ratio against a
-baseline measured next to it.
+whose second core also runs the load generator and the service's helper threads), which is why
+every figure is a median and a ratio against a baseline measured next to it, and why the CPU
+time per request is given too: it moves much less.
 
 ## Where the remaining gap is
 
-Measured by hand, outside this run (4-second runs of Connect JSON at 64, against the empty-answer
-baseline):
+Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-row table):
 
-- List: a bare connect-node handler that answers with a prebuilt page of 25 real integrations
-  (7.5 KB of JSON, no database) reaches only 0.64 to 0.74 of the empty-answer baseline. Encoding
-  and sending the page costs about 100 µs per call, so the List target of 0.75 against an empty
-  answer is above what the framework itself does with this page. The page query alone, isolated
-  on the 1M-row table, takes about 110 µs (it was about 210 µs before the covering index); SQLite's
-  own share of it is small: most of it is better-sqlite3 making the page's ~230 JavaScript values
-  (26 rows of six nulls alone cost 27 µs, the 26 sealed secrets as Buffers about 40 µs).
-- Get, step by step in one round, from the empty-answer baseline (1.00): a real-size answer
-  0.96; the service's routing without interceptors, answering a fixed message 0.95; with the
-  interceptors and token authentication 0.83; with the lookup and conversion (the real service)
-  0.75.
-- Create: an fdatasync of the WAL on this VM takes 4 to 8 ms on average and up to 28 ms; at
-  64 about 40 syncs a second carry about 45 writes each. The event loop is about 90% busy:
-  inserts with BEGIN/COMMIT about 13% of its time, the runner lookup 5%, authentication 4%,
-  garbage collection 6%, handing secrets to the seal thread 3%.
+- List: the page query itself is the largest single cost. Under \`node --cpu-prof\` the one
+  better-sqlite3 call that reads a page took about 30% of the samples; in a loop it takes 58 to
+  72 µs, most of it making the page's ~230 JavaScript values (the index walk alone is about
+  20 µs). Encoding the page through protobuf-es is the second: about 33 µs in a loop.
+- Create: the event loop is about 75% busy; the seal thread uses 14% of a core and the
+  checkpointer 8 to 12%. Per create, the event loop spends about 60 µs in its runner lookup and
+  insert and 30 µs in its share of the COMMIT, with the covering index (a second random page per
+  insert) about half of both. An fdatasync of the WAL took 0.35 ms at the median and 0.56 ms at
+  p99 here today (64 KiB written, then synced, one at a time), so a create no longer waits long
+  for the disk; earlier runs on this VM saw 4 to 8 ms.
 - Left out on purpose: caching answers (stale reads, memory) and a request path beside
   connect-node (the benchmark would then no longer compare like with like).
-- Tried and not worth it, measured in-process: token authentication costs about 4 µs of a Get
-  (SHA-256 1.5 µs, the token lookup about 3.5 µs); folding the three interceptors into one async
-  layer changed nothing measurable.
-- A CPU profile of the service under Get load at 64 (\`node --cpu-prof\`, self time per request):
-  the lookup and its mapping about 40 µs, the token lookup about 15 µs, the request log line
-  about 10 µs; connect-node's own per-call AbortSignal (with the DOMException it makes on
-  completion) about 40 µs, and writing the response about 60 µs, which the baseline pays too.
-  The same SQLite statements cost two to four times as much there as in a tight loop: between
-  two requests the framework's work evicts SQLite's pages and code from the CPU caches.
-- Between 16 and 64 connections the baseline gains throughput (more requests per wake-up) while
-  the service does not, and at 64 some requests wait over a second as wrk sees them, while the
-  service's own log (List) showed at most 55 ms from the call of its handler to the end of the
-  answer. Not yet explained: it is not TCP loss (no retransmissions counted during a Get run)
-  and the event loop never stalled that long (largest delay about 150 ms).
-- Peak RSS varies from run to run of one build: three full runs of this build peaked at 400, 395
-  and 219 MB (the previous build's run: 209 MB). Sampled every half second, the 395 MB run sat at
-  160 to 190 MB for most of its time and climbed once, over about 20 s, from 160 to 395 MB, at the
-  switch from Get over gRPC at 64 to List, then fell back to about 200 MB at once. The 219 MB run
-  (the one in this file, made with a preload in NODE_OPTIONS that sampled
-  \`process.memoryUsage()\` every 250 ms) showed where the memory goes: RSS is V8's heap (43 to
-  110 MB) plus a steady 100 MB or so, and the heap swings most under gRPC load, with 20 to 45 MB
-  live after a collection. So the climb is V8 letting its heap grow before a full collection, not
-  native buffers. Capping the heap (\`--max-old-space-size\`) would bound the peak, at the price of
-  a crash instead of a slowdown should live data ever outgrow the cap: still to be measured.
+- Peak RSS varies from run to run of one build (earlier builds peaked at 209 to 400 MB over
+  whole runs): RSS is V8's heap plus about 100 MB (worker threads, SQLite's page caches, code),
+  and the heap grows before a full collection. Capping the old generation would bound the peak
+  but turn a burst of large requests into a crash, so it is not done.
 
 ## Both cores
 
 \`WORKERS=2\`: two worker processes share the port and the database. Reads scale with the second
-core. Writes rise less, and not in every run (1.46x, 1.73x and 0.97x in this build's three full runs, 1.03x in
-the previous build's): a single process is held back by its own CPU on creates, which a second
-core relieves, but SQLite admits one writer at a time, so the workers take turns on the write
-lock with smaller batches each, and each worker syncs inside COMMIT (a worker cannot know when
-another's commit is on disk, so it cannot hold its reads back for it).
+core. Writes rise less, and not in every run: a single process is held back by its own CPU on
+creates, which a second core relieves, but SQLite admits one writer at a time, so the workers
+take turns on the write lock with smaller batches each, and each worker syncs inside COMMIT (a
+worker cannot know when another's commit is on disk, so it cannot hold its reads back for it).
+On this 2-core VM the second worker also competes with the load generator for its core.
 
 | scenario | 1 process req/s | 2 workers req/s | speed-up |
 |---|---|---|---|
