@@ -95,7 +95,7 @@ function checkRunnerName(v: Violations, field: string, name: string): void {
 }
 
 /** The runner with this id in the caller's organization. */
-export function getRunner(db: Db, caller: ApiCaller, runnerId: string): Promise<RunnerRow> {
+export async function getRunner(db: Db, caller: ApiCaller, runnerId: string): Promise<RunnerRow> {
   const v = new Violations();
   checkUuid(v, "runner_id", runnerId);
   v.throwIfAny();

@@ -1,0 +1,74 @@
+import { execFileSync } from "node:child_process";
+import { copyFileSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import os from "node:os";
+import { join } from "node:path";
+import { ROOT, load, log, median, prepareData, startBaseline, startService, stop, warmFileCache, type Run, type Scenario, type Target } from "./drive.js";
+
+/**
+ * `npm run bench:compare -- REV [SCENARIOS] [CONCURRENCY]`: this checkout against git
+ * revision REV, side by side with the baseline, on copies of one seeded database.
+ * Each round runs baseline, REV and this checkout in turn, so drift on the machine touches
+ * all three alike; figures are medians of the rounds. For a change's effect, where the
+ * full `npm run bench` is too slow and one run too noisy to tell a few percent.
+ *
+ *   npm run bench:compare -- HEAD~1 get,list 64
+ *
+ * BENCH_ROWS (default 1000000) and BENCH_ROUNDS (default 3) size it; Connect JSON throughout.
+ */
+
+const [rev, scenarioArg = "create,get,list", concurrencyArg = "64"] = process.argv.slice(2);
+if (!rev) {
+  process.stderr.write("usage: npm run bench:compare -- REV [create,get,list] [concurrency]\n");
+  process.exit(2);
+}
+const scenarios = scenarioArg.split(",") as Scenario[];
+for (const s of scenarios) if (!["create", "get", "list"].includes(s)) throw new Error(`unknown scenario: ${s}`);
+const concurrency = Number(concurrencyArg);
+const rows = Number(process.env.BENCH_ROWS ?? 1_000_000);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const SECONDS = 4;
+
+const work = mkdtempSync(join(os.tmpdir(), "scm-compare-"));
+const other = join(work, "checkout");
+try {
+  // The other revision, built with this checkout's dependencies.
+  execFileSync("git", ["worktree", "add", "--detach", other, rev], { cwd: ROOT, stdio: "ignore" });
+  symlinkSync(join(ROOT, "node_modules"), join(other, "node_modules"));
+  execFileSync(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], { cwd: other, stdio: "inherit" });
+
+  const data = prepareData(work, "compare", { runners: Math.max(1, Math.round(rows / 100)), integrations: rows });
+  // Each service writes its own copy: creates of one must not grow the other's table.
+  const files = ["before", "after"].map((name) => {
+    const file = join(work, `${name}.db`);
+    copyFileSync(data.file, file);
+    return file;
+  });
+  const targets: Target[] = [
+    await startBaseline(),
+    await startService(files[0]!, { dir: other, name: rev }),
+    await startService(files[1]!, { name: "this checkout" }),
+  ];
+
+  log(`Connect JSON at ${concurrency}, ${rows} rows, median of ${rounds} rounds of ${SECONDS} s`);
+  log("| scenario | target | req/s | ratio to baseline | CPU µs per request | p99 ms | errors |\n|---|---|---|---|---|---|---|");
+  for (const s of scenarios) {
+    for (const file of files) warmFileCache(file);
+    for (const t of targets) load(t, s, "connect-json", 64, data, 2); // JIT and caches settle
+    const runs: Run[][] = targets.map(() => []);
+    for (let round = 0; round < rounds; round++) targets.forEach((t, i) => runs[i]!.push(load(t, s, "connect-json", concurrency, data, SECONDS)));
+    const base = median(runs[0]!.map((r) => r.rps));
+    targets.forEach((t, i) => {
+      const m = (f: (r: Run) => number) => median(runs[i]!.map(f));
+      const errors = runs[i]!.reduce((n, r) => n + r.errors, 0);
+      log(`| ${s} | ${t.name} | ${m((r) => r.rps).toFixed(0)} | ${(m((r) => r.rps) / base).toFixed(2)} | ${m((r) => r.cpu).toFixed(0)} | ${m((r) => r.p99).toFixed(1)} | ${errors} |`);
+    });
+  }
+  for (const t of targets) await stop(t);
+} finally {
+  try {
+    execFileSync("git", ["worktree", "remove", "--force", other], { cwd: ROOT, stdio: "ignore" });
+  } catch {
+    // never added
+  }
+  rmSync(work, { recursive: true, force: true });
+}

@@ -1,0 +1,183 @@
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { closeSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { join } from "node:path";
+import { seed, type Seeded } from "./seed.js";
+
+/**
+ * What the benchmarks share: starting the compiled service and the baseline, driving load at
+ * them over 127.0.0.1, and reading what a run cost them (CPU time, peak memory) from /proc.
+ */
+
+export type Scenario = "create" | "get" | "list";
+export type Protocol = "connect-json" | "connect-binary" | "grpc";
+/** cpu: CPU time the target's processes (all their threads, workers included) spent per request, in µs. */
+export interface Run { rps: number; p50: number; p99: number; errors: number; requests: number; cpu: number }
+export interface Target { name: string; url: string; proc: ChildProcess }
+export type Dataset = Seeded & { file: string; runnersFile: string; idsFile: string };
+
+export const ROOT = process.cwd();
+export const log = (line: string) => process.stdout.write(`${line}\n`);
+// Whatever happens, no service or baseline outlives the benchmark.
+const children = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+});
+
+/**
+ * The node flags `npm start` runs the service with (package.json), read from there so
+ * the benchmark measures what is deployed; the baseline gets the same runtime.
+ */
+export const NODE_FLAGS = (() => {
+  const start = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts.start ?? "";
+  const m = /\bnode((?: --\S+)*) dist\/src\/main\.js/.exec(start);
+  if (!m) throw new Error(`package.json's start script does not run dist/src/main.js with node: ${start}`);
+  return m[1]!.trim().split(" ").filter(Boolean);
+})();
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer().listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
+
+async function waitForHealth(url: string, proc: ChildProcess): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (proc.exitCode !== null) throw new Error(`process exited with ${proc.exitCode}`);
+    try {
+      // The baseline has no /healthz: any HTTP answer means it listens.
+      await fetch(`${url}/healthz`);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+/** The compiled service of the checkout at `dir` (this one unless given) on `dbFile`. */
+export async function startService(dbFile: string, options: { workers?: number; dir?: string; name?: string } = {}): Promise<Target> {
+  const workers = options.workers ?? 1;
+  const port = await freePort();
+  // One token drives all the load here, far past any sensible per-token limit: it is off.
+  const proc = spawn(process.execPath, [...NODE_FLAGS, "dist/src/main.js"], {
+    cwd: options.dir ?? ROOT,
+    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: dbFile, LOG_LEVEL: "info", WORKERS: String(workers), RATE_LIMIT_PER_SECOND: "0" },
+    stdio: "ignore",
+  });
+  children.add(proc);
+  const url = `http://127.0.0.1:${port}`;
+  await waitForHealth(url, proc);
+  return { name: options.name ?? (workers > 1 ? `service x${workers}` : "service"), url, proc };
+}
+
+export async function startBaseline(): Promise<Target> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, [...NODE_FLAGS, "dist/bench/baseline.js"], { cwd: ROOT, env: { ...process.env, PORT: String(port) }, stdio: "ignore" });
+  children.add(proc);
+  const url = `http://127.0.0.1:${port}`;
+  await waitForHealth(url, proc);
+  return { name: "baseline", url, proc };
+}
+
+export async function stop(t: Target): Promise<void> {
+  if (t.proc.exitCode !== null) return;
+  const exited = new Promise((r) => t.proc.once("exit", r));
+  t.proc.kill("SIGTERM");
+  await exited;
+}
+
+/** Peak resident set of a process and its children (the workers), in MB. */
+export function peakRssMb(pid: number): number {
+  let total = 0;
+  for (const p of processTree(pid)) {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+    total += m ? Number(m[1]) / 1024 : 0;
+  }
+  return Math.round(total);
+}
+
+/** The target's process and its worker processes, if any. */
+export function processTree(pid: number): number[] {
+  try {
+    return [pid, ...execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number)];
+  } catch {
+    return [pid]; // pgrep exits 1 when there are no children
+  }
+}
+
+const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+/** User and system CPU time of these live processes (every thread), in µs. */
+export function cpuMicros(pids: number[]): number {
+  let ticks = 0;
+  for (const p of pids) {
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
+    const fields = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return (ticks / TICKS_PER_SECOND) * 1e6;
+}
+
+let tagCounter = 0;
+/** One run of `seconds` at concurrency `c`, wrk for HTTP/1.1 and our gRPC driver for gRPC. */
+export function load(t: Target, s: Scenario, p: Protocol, c: number, data: { token: string; runnersFile: string; idsFile: string }, seconds: number): Run {
+  const tag = `${process.pid}x${++tagCounter}`;
+  const pids = processTree(t.proc.pid!);
+  const cpuBefore = cpuMicros(pids);
+  const out =
+    p === "grpc"
+      ? execFileSync(process.execPath, ["dist/bench/load/grpc.js", t.url, s, String(c), String(seconds), data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" })
+      : execFileSync("wrk", ["-t1", `-c${c}`, `-d${seconds}s`, "-s", "bench/load/wrk.lua", t.url, "--", s, p === "connect-json" ? "json" : "binary", data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" });
+  const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop();
+  if (!line) throw new Error(`no result from the load generator:\n${out}`);
+  const r = JSON.parse(line) as { requests: number; duration_us: number; errors: number; p50_us: number; p99_us: number };
+  const cpu = (cpuMicros(pids) - cpuBefore) / Math.max(1, r.requests);
+  return { rps: r.requests / (r.duration_us / 1e6), p50: r.p50_us / 1000, p99: r.p99_us / 1000, errors: r.errors, requests: r.requests, cpu };
+}
+
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+export function summarize(runs: Run[]): Run {
+  return {
+    rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)),
+    errors: runs.reduce((n, r) => n + r.errors, 0), requests: runs.reduce((n, r) => n + r.requests, 0), cpu: median(runs.map((r) => r.cpu)),
+  };
+}
+
+/** Seeds a database in `work` and writes the runner and integration ids the load generators pick from. */
+export function prepareData(work: string, name: string, size: { runners: number; integrations: number }): Dataset {
+  const file = join(work, `${name}.db`);
+  const t0 = Date.now();
+  const seeded = seed(file, size.runners, size.integrations);
+  log(`seeded ${name}: ${size.integrations} integrations over ${size.runners} runners in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const runnersFile = join(work, `${name}-runners.txt`);
+  const idsFile = join(work, `${name}-ids.txt`);
+  writeFileSync(runnersFile, seeded.runnerIds.join("\n") + "\n");
+  writeFileSync(idsFile, seeded.integrationIds.join("\n") + "\n");
+  return { ...seeded, file, runnersFile, idsFile };
+}
+
+/**
+ * Reads the database file (and its WAL) once, so it is in the OS page cache. This VM
+ * reclaims cold file pages (a DAMON reclaim thread runs) even with most of its memory
+ * free; without this, figures on the large table measure its virtual disk instead.
+ */
+export function warmFileCache(file: string): void {
+  const chunk = Buffer.allocUnsafe(1 << 20);
+  for (const f of [file, `${file}-wal`]) {
+    let fd: number;
+    try {
+      fd = openSync(f, "r");
+    } catch {
+      continue; // no WAL at the moment
+    }
+    try {
+      while (readSync(fd, chunk, 0, chunk.length, null) > 0);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
