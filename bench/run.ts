@@ -245,11 +245,11 @@ ${r.plan}
   insert) are plain better-sqlite3 statements with rows mapped by hand (drizzle's generic mapping
   cost 1.3 to 2.3 µs a statement in a loop); reads select only the columns the API returns and
   decide in SQL whether a sealed secret is still openable; log lines are written once per turn.
-- \`--max-semi-space-size=8\` (in \`npm start\`; node's own is 16 here) for peak memory: a full
-  run of this benchmark with 16 MiB peaked at 260 MB. With batched reads more of a turn's
-  objects are alive at each scavenge, so 16 MiB would be faster: side by side at 64, CPU per
-  List 447 -> 377 µs and per create 531 -> 502 µs, per Get 184 -> 197 µs; peak RSS in that
-  2.5-minute run 205 -> 226 MB.
+- \`--max-semi-space-size=8\` (in \`npm start\`; node's own is 16 here). Side by side at 64,
+  16 MiB made List and create cheaper (CPU per List 447 -> 377 µs, per create 531 -> 502 µs,
+  per Get 184 -> 197 µs), but two full runs, one with each, do not tell them apart (16 MiB:
+  create 0.59, Get 1.19, List 0.60; 8 MiB: 0.62, 1.01, 0.71), so the smaller young generation
+  stays.
 
 The figures move by up to ±30% between runs of the same build on this machine (a 2-core VM
 whose second core also runs the load generator and the service's helper threads), which is why
@@ -272,10 +272,12 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   for the disk; earlier runs on this VM saw 4 to 8 ms.
 - Left out on purpose: caching answers (stale reads, memory) and a request path beside
   connect-node (the benchmark would then no longer compare like with like).
-- Peak RSS varies from run to run of one build (earlier builds peaked at 209 to 400 MB over
-  whole runs): RSS is V8's heap plus about 100 MB (worker threads, SQLite's page caches, code),
-  and the heap grows before a full collection. Capping the old generation would bound the peak
-  but turn a burst of large requests into a crash, so it is not done.
+- Peak RSS is not under control: whole runs of one build peak far apart (this build: 260 MB
+  with 16 MiB semi-spaces, 402 MB with 8; earlier builds 209 to 400 MB), while a process
+  sampled every second through 24 s of Get over gRPC and then List (where an earlier run saw
+  its climb) stayed at 192 MB, its anonymous memory at 90 to 130 MB and malloc's heap at 20
+  to 43 MB. What climbs in the bad runs is not known yet. Capping V8's old generation would
+  bound the heap but turn a burst of large requests into a crash, so it is not done.
 
 ## Both cores
 
