@@ -245,11 +245,11 @@ ${r.plan}
   insert) are plain better-sqlite3 statements with rows mapped by hand (drizzle's generic mapping
   cost 1.3 to 2.3 µs a statement in a loop); reads select only the columns the API returns and
   decide in SQL whether a sealed secret is still openable; log lines are written once per turn.
-- \`--max-semi-space-size=8\` (in \`npm start\`; node's own is 16 here). Side by side at 64,
-  16 MiB made List and create cheaper (CPU per List 447 -> 377 µs, per create 531 -> 502 µs,
-  per Get 184 -> 197 µs), but two full runs, one with each, do not tell them apart (16 MiB:
-  create 0.59, Get 1.19, List 0.60; 8 MiB: 0.62, 1.01, 0.71), so the smaller young generation
-  stays.
+- \`--max-semi-space-size=8\` (in \`npm start\`; node's own is 16 here). 8 and 16 MiB could not
+  be told apart on this build: side by side at 64, a first comparison gave CPU per List 447 µs
+  with 8 against 377 with 16 and per create 531 against 502, a second one 521 against 559 for
+  List and 552 against 499 for create; two full runs, one with each, gave create 0.62 / 0.59,
+  Get 1.01 / 1.19, List 0.71 / 0.60. The smaller young generation stays.
 
 The figures move by up to ±30% between runs of the same build on this machine (a 2-core VM
 whose second core also runs the load generator and the service's helper threads), which is why
