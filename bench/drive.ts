@@ -102,7 +102,7 @@ export function peakRssMb(pid: number): number {
 }
 
 /** The target's process and its worker processes, if any. */
-export function processTree(pid: number): number[] {
+function processTree(pid: number): number[] {
   try {
     return [pid, ...execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number)];
   } catch {
@@ -112,7 +112,7 @@ export function processTree(pid: number): number[] {
 
 const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
 /** User and system CPU time of these live processes (every thread), in µs. */
-export function cpuMicros(pids: number[]): number {
+function cpuMicros(pids: number[]): number {
   let ticks = 0;
   for (const p of pids) {
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.

@@ -66,7 +66,8 @@ describe("read batches", () => {
       db.write(() => db.insert(organizations).values({ id: "o-3", name: "beside-reads", createdAt: 3 }).run()),
       db.read(() => names(db)),
     ]);
-    // Both reads ran in one batch, before or after the write's batch, never inside it.
+    // A read transaction left open would make the write's BEGIN IMMEDIATE fail on this
+    // connection (and Promise.all reject). Both reads ran in one batch, never around the write.
     assert.deepEqual(before, afterwards);
     assert.ok((await db.read(() => names(db))).includes("beside-reads"));
   });

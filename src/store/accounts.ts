@@ -20,7 +20,7 @@ export function findLiveApiTokenByHash(db: Db, hash: Buffer): Pick<ApiTokenRow, 
   return r ? { id: r[0], orgId: r[1], tokenHash: r[2] } : null;
 }
 
-// Every call authenticates: a plain statement, its row mapped here, spares drizzle's mapping. (hash)
+// (hash) Every call authenticates: a plain statement with its row mapped here spares drizzle's mapping.
 const liveTokenByHash = prepared((db) =>
   rawStatement(
     db,
