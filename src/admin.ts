@@ -1,13 +1,15 @@
 import { ConfigError, loadConfig } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
-import { openDatabase, type Db } from "./store/database.js";
+import { convertPageSize, openDatabase, type Db } from "./store/database.js";
 
 const USAGE = `usage:
   admin org create NAME
   admin token create --org NAME     prints the new token alone on stdout
   admin token list --org NAME
-  admin token revoke ID`;
+  admin token revoke ID
+  admin db page-size                rewrites a database made with 4 KiB pages in 2 KiB ones
+                                    (service stopped; needs room for a copy of the file)`;
 
 /** Command-line administration of organizations and API tokens, against DATABASE_URL. */
 function run(args: string[]): void {
@@ -46,6 +48,11 @@ function run(args: string[]): void {
     command = (db) => {
       revokeApiToken(db, id);
       process.stderr.write(`revoked API token ${id}\n`);
+    };
+  } else if (noun === "db" && verb === "page-size" && rest.length === 0) {
+    command = (db) => {
+      const { from, to } = convertPageSize(db);
+      process.stderr.write(from === to ? `pages are already ${to} bytes\n` : `pages were ${from} bytes, now ${to}\n`);
     };
   } else {
     throw new UsageError(USAGE);

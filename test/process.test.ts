@@ -365,6 +365,62 @@ it("the admin CLI creates an organization and a token (alone on stdout), lists a
   }
 });
 
+it("a new database has 2 KiB pages; `admin db page-size` rewrites an older 4 KiB one, only while no one else has it open", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-pages-"));
+  try {
+    const file = join(dir, "old.db");
+    const env = { ...process.env, DATABASE_URL: file };
+    const admin = (...args: string[]) =>
+      execFileSync(process.execPath, ["--import", "tsx", "src/admin.ts", ...args], { env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    const pageSize = () => {
+      const db = new Database(file, { readonly: true });
+      try {
+        return db.pragma("page_size", { simple: true });
+      } finally {
+        db.close();
+      }
+    };
+    // A database as earlier releases made it: 4 KiB pages, WAL.
+    const old = new Database(file);
+    old.pragma("page_size = 4096");
+    old.pragma("journal_mode = WAL");
+    old.exec("CREATE TABLE made_by_an_earlier_release (x); DROP TABLE made_by_an_earlier_release");
+    old.close();
+    admin("org", "create", "team-a");
+    admin("token", "create", "--org", "team-a");
+    assert.equal(pageSize(), 4096, "opening an existing database keeps its page size");
+
+    const service = new Database(file); // stands for the running service
+    service.prepare("SELECT count(*) FROM organizations").get();
+    assert.throws(() => admin("db", "page-size"), /in use by another process; stop the service first/);
+    service.close();
+    assert.equal(pageSize(), 4096);
+
+    assert.equal(admin("db", "page-size"), "", "the report goes to stderr");
+    assert.equal(pageSize(), 2048);
+    const after = new Database(file, { readonly: true });
+    try {
+      assert.equal(after.pragma("journal_mode", { simple: true }), "wal");
+      assert.equal(after.pragma("integrity_check", { simple: true }), "ok");
+    } finally {
+      after.close();
+    }
+    const [, , state] = admin("token", "list", "--org", "team-a").trim().split("\t");
+    assert.equal(state, "live", "the data came through");
+
+    const fresh = join(dir, "new.db");
+    execFileSync(process.execPath, ["--import", "tsx", "src/admin.ts", "org", "create", "team-b"], { env: { ...env, DATABASE_URL: fresh }, stdio: "ignore" });
+    const db = new Database(fresh, { readonly: true });
+    try {
+      assert.equal(db.pragma("page_size", { simple: true }), 2048);
+    } finally {
+      db.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 it("WORKERS=2 serves one port from two processes sharing the database, and drains both on SIGTERM", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-workers-"));
   try {

@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
+import { DomainError } from "../domain/errors.js";
 import { GroupCommit, type GroupCommitOptions } from "./group-commit.js";
 import { ReadBatch } from "./read-batch.js";
 import * as schema from "./schema.js";
@@ -31,6 +32,9 @@ export type Db = BetterSQLite3Database<typeof schema> & {
   commitStats(): { commits: number; writes: number; syncs: number };
 };
 
+/** The page size of a new database (see openDatabase). */
+export const PAGE_SIZE = 2048;
+
 export interface DatabaseOptions {
   /**
    * How long a write batch waits for another process's write lock before its writes fail
@@ -53,6 +57,13 @@ export interface DatabaseOptions {
 export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
   const sqlite = new Database(file);
+  // 2 KiB pages instead of 4: a create changes a few index pages at random places, and
+  // each changed page is written whole to the WAL and again by the checkpoint, so smaller
+  // pages halve what a create writes (about 41 -> 24 KB under load on a million rows) with
+  // reads as fast. Rows and index entries of the usual size (about 300 bytes) still fit a page without
+  // overflow, which 1 KiB would not. It applies only to a new, empty file; an existing
+  // database keeps its size (the admin CLI's `page-size` converts one).
+  sqlite.pragma(`page_size = ${PAGE_SIZE}`);
   // WAL lets readers run beside the writer. synchronous=FULL fsyncs the WAL on every
   // commit, so an acknowledged write survives power loss, not only a process crash; the
   // group commit syncs its batches itself, off the event loop, to the same effect.
@@ -75,6 +86,34 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     syncFailure: () => commits.syncFailure(),
     commitStats: () => ({ ...commits.stats, syncs: commits.syncs() }),
   });
+}
+
+/**
+ * Rewrites a database made with another page size in PAGE_SIZE pages (VACUUM, which can
+ * change the size only outside WAL mode), for the admin CLI. It needs the database to
+ * itself, so the service must be stopped, and room for a second copy of the file while it
+ * runs. Returns the page size before and after.
+ */
+export function convertPageSize(db: Db): { from: number; to: number } {
+  const sqlite = db.$client;
+  const from = sqlite.pragma("page_size", { simple: true }) as number;
+  if (from === PAGE_SIZE) return { from, to: from };
+  try {
+    sqlite.pragma("journal_mode = DELETE");
+  } catch (err) {
+    // Leaving WAL mode needs the only connection: another process (the service) has one.
+    if (String((err as { code?: unknown }).code).startsWith("SQLITE_BUSY")) {
+      throw new DomainError("failed_precondition", "the database is in use by another process; stop the service first");
+    }
+    throw err;
+  }
+  try {
+    sqlite.pragma(`page_size = ${PAGE_SIZE}`);
+    sqlite.exec("VACUUM");
+  } finally {
+    sqlite.pragma("journal_mode = WAL");
+  }
+  return { from, to: sqlite.pragma("page_size", { simple: true }) as number };
 }
 
 /** The committed drizzle/ folder, found from here both in src/ (tsx) and dist/src/ (built). */
