@@ -239,10 +239,16 @@ ${r.plan}
   uses \`Uint8Array.prototype.toBase64\` where the runtime has it, and Node 20 does not, so each
   sealed secret was encoded a character at a time in JavaScript. Encoding a page of 25 went from
   63 to 33 µs in a loop; CPU per List under load from 726 to 665 µs.
+- New databases have 2 KiB pages (\`src/store/database.ts\`; SQLite's default is 4). A create
+  changes a few index pages at random places in a large table, and each changed page is written
+  whole twice, to the WAL and by the checkpoint: under load on the 1M-row table a create wrote
+  41 KB with 4 KiB pages and 24 KB with 2 KiB (\`wchar\` in \`/proc/PID/io\`), and side by side
+  it made 11049 / 9802 creates in 5 s against 12162 / 13656 (4 KiB / 2 KiB, two runs each),
+  with Get and List within noise. Rows and index entries of the usual size still fit in one page.
 - A runner's page is read from one covering index, \`scm_integrations_runner_page_idx\` on
   (runner_id, id) and every column a read shows, so a page of 25 is a few adjacent index pages
   rather than 25 lookups in the table. It costs disk (the 1M-row file grows from about 580 to
-  785 MB) and a larger index entry per create.
+  785 MB with 4 KiB pages; 834 MB with 2 KiB) and a larger index entry per create.
 - Statements prepared once; the hot ones (token lookup, Get, List, a create's runner and
   insert) are plain better-sqlite3 statements with rows mapped by hand (drizzle's generic mapping
   cost 1.3 to 2.3 µs a statement in a loop); reads select only the columns the API returns and
@@ -266,12 +272,18 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   better-sqlite3 call that reads a page took about 30% of the samples; in a loop it takes 58 to
   72 µs, most of it making the page's ~230 JavaScript values (the index walk alone is about
   20 µs). Encoding the page through protobuf-es is the second: about 33 µs in a loop.
-- Create: the event loop is about 75% busy; the seal thread uses 14% of a core and the
-  checkpointer 8 to 12%. Per create, the event loop spends about 60 µs in its runner lookup and
-  insert and 30 µs in its share of the COMMIT, with the covering index (a second random page per
-  insert) about half of both. An fdatasync of the WAL took 0.35 ms at the median and 0.56 ms at
-  p99 here today (64 KiB written, then synced, one at a time), so a create no longer waits long
-  for the disk; earlier runs on this VM saw 4 to 8 ms.
+- Create: the event loop is not the limit, and neither is the second core. With 64 or 256
+  connections alike the event loop ran about 75% of the time; a system-wide \`perf record -e
+  sched:sched_switch\` showed it asleep in epoll 24% of the time, about 2.3 ms at a time (p90
+  6 ms), and hardly ever waiting for a core or the disk. The creates move in convoys: a turn's
+  creates are sealed together, committed together (about 3 ms of event-loop time for 37 of
+  them) and synced together (3 to 5 ms under load), and while a convoy waits for the seal
+  thread or the sync there is often nothing else to do. Sending the seals in messages of 8
+  breaks a convoy into parts (above); a writer thread with its own connection would take the
+  commit off the event loop too, but would need its own way of holding reads back until its
+  commits are synced, and is not built. In the commit, a create's runner lookup and insert take
+  about 55 µs under load against about 8 in a loop (random index pages, out of every cache),
+  and its share of the COMMIT about 30 µs.
 - Left out on purpose: caching answers (stale reads, memory) and a request path beside
   connect-node (the benchmark would then no longer compare like with like).
 - Peak RSS is not under control: whole runs of one build peak far apart (this build: 260 MB
