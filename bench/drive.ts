@@ -101,6 +101,14 @@ export function peakRssMb(pid: number): number {
   return Math.round(total);
 }
 
+/** What the process holds in memory now, by kind (anonymous, file pages, shared memory), for the report. */
+export function residentMb(pid: number): string {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0);
+  const mb = (name: string) => Math.round(kb(name) / 1024);
+  return `${mb("VmRSS")} MB resident: ${mb("RssAnon")} anonymous, ${mb("RssFile")} file, ${mb("RssShmem")} shared`;
+}
+
 /** The target's process and its worker processes, if any. */
 function processTree(pid: number): number[] {
   try {

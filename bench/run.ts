@@ -6,7 +6,7 @@ import Database from "better-sqlite3";
 import { openDatabase } from "../src/store/database.js";
 import { listQuery } from "../src/store/scm-integrations.js";
 import {
-  NODE_FLAGS, ROOT, load as loadFor, log, peakRssMb, prepareData as seedInto, startBaseline, startService as startFor, stop, summarize, warmFileCache,
+  NODE_FLAGS, ROOT, load as loadFor, log, peakRssMb, prepareData as seedInto, residentMb, startBaseline, startService as startFor, stop, summarize, warmFileCache,
   type Dataset, type Protocol, type Run, type Scenario, type Target,
 } from "./drive.js";
 
@@ -31,7 +31,7 @@ const load = (t: Target, s: Scenario, p: Protocol, c: number, data: Dataset, sec
 const prepareData = (name: string, size: { runners: number; integrations: number }) => seedInto(work, name, size);
 const startService = (dbFile: string, workers = 1) => startFor(dbFile, { workers });
 
-interface Row { dataset: string; scenario: Scenario; protocol: Protocol; concurrency: number; base: Run; svc: Run }
+interface Row { dataset: string; scenario: Scenario; protocol: Protocol; concurrency: number; base: Run; svc: Run; peakRss: number }
 
 async function matrix(dataset: string, data: ReturnType<typeof prepareData>, svc: Target, base: Target, combos: [Scenario, Protocol, number][]): Promise<Row[]> {
   const rows: Row[] = [];
@@ -49,7 +49,8 @@ async function matrix(dataset: string, data: ReturnType<typeof prepareData>, svc
       a.push(load(base, s, p, c, data));
       b.push(load(svc, s, p, c, data));
     }
-    const row = { dataset, scenario: s, protocol: p, concurrency: c, base: summarize(a), svc: summarize(b) };
+    // The peak so far after every row, so that the report can tell which runs raised it.
+    const row = { dataset, scenario: s, protocol: p, concurrency: c, base: summarize(a), svc: summarize(b), peakRss: peakRssMb(svc.proc.pid!) };
     rows.push(row);
     log(fmtRow(row));
   }
@@ -97,6 +98,7 @@ async function main(): Promise<void> {
   log(HEADER);
   const rows = await matrix(labelLarge, large, svc, base, combos);
   const rss = peakRssMb(svc.proc.pid!);
+  const rssNow = residentMb(svc.proc.pid!);
   await stop(svc);
   const rowsAfter = countRows(large.file);
   const plan = queryPlan(large.file, large.runnerIds[0]!);
@@ -115,7 +117,7 @@ async function main(): Promise<void> {
   await stop(svc);
   await stop(base);
 
-  const report = renderReport({ rows, growth, multi, rss, rssMulti, plan, rowsAfter, labelLarge, labelSmall, minutes: (Date.now() - started) / 60000 });
+  const report = renderReport({ rows, growth, multi, rss, rssNow, rssMulti, plan, rowsAfter, labelLarge, labelSmall, minutes: (Date.now() - started) / 60000 });
   if (!QUICK) writeFileSync(join(ROOT, "BENCHMARKS.md"), report);
   log(`\n${report}`);
   rmSync(work, { recursive: true, force: true });
@@ -129,8 +131,19 @@ function versionOf(cmd: string, args: string[]): string {
   }
 }
 
+/** The rows after which the peak RSS had risen by 5 MB or more, with the peak after each. */
+function rssSteps(rows: Row[]): string {
+  const steps: string[] = [];
+  let last = 0;
+  for (const x of rows) {
+    if (x.peakRss - last >= 5) steps.push(`${x.scenario} ${x.protocol} ${x.concurrency} (${x.peakRss} MB)`);
+    last = Math.max(last, x.peakRss);
+  }
+  return steps.join(", ");
+}
+
 function renderReport(r: {
-  rows: Row[]; growth: Row[]; multi: Row[]; rss: number; rssMulti: number; plan: string; rowsAfter: number;
+  rows: Row[]; growth: Row[]; multi: Row[]; rss: number; rssNow: string; rssMulti: number; plan: string; rowsAfter: number;
   labelLarge: string; labelSmall: string; minutes: number;
 }): string {
   const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string> };
@@ -234,7 +247,7 @@ ${r.plan}
   (creates 2174 -> 2689 req/s at 64 connections, measured with \`npm run bench:compare\`).
 - WAL checkpoints run in a worker thread (\`src/store/checkpointer.ts\`), not inside a
   request's COMMIT, every 50 ms, so that little is left to copy (under the write lock) when the
-  WAL is started over past 64 MiB.
+  WAL is started over past 16,384 pages (32 MiB).
 - Bytes in JSON answers are base64-encoded natively (\`src/runtime/base64.ts\`): protobuf-es
   uses \`Uint8Array.prototype.toBase64\` where the runtime has it, and Node 20 does not, so each
   sealed secret was encoded a character at a time in JavaScript. Encoding a page of 25 went from
@@ -286,8 +299,11 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   and its share of the COMMIT about 30 µs.
 - Left out on purpose: caching answers (stale reads, memory) and a request path beside
   connect-node (the benchmark would then no longer compare like with like).
-- Peak RSS is not under control: whole runs of one build peak far apart (this build: 260 MB
-  with 16 MiB semi-spaces, 402 MB with 8; earlier builds 209 to 400 MB), while a process
+- Peak RSS of this run: ${r.rss} MB. The rows that raised it (VmHWM after each row of the
+  ${r.labelLarge} matrix, in the order they ran): ${rssSteps(r.rows)}. At the end of the matrix the
+  process held ${r.rssNow}.
+- Peak RSS is not under control: whole runs of one build peak far apart (the previous build:
+  260 MB with 16 MiB semi-spaces, 402 MB with 8; earlier builds 209 to 400 MB), while a process
   sampled every second through 24 s of Get over gRPC and then List (where an earlier run saw
   its climb) stayed at 192 MB, its anonymous memory at 90 to 130 MB and malloc's heap at 20
   to 43 MB. What climbs in the bad runs is not known yet. Capping V8's old generation would

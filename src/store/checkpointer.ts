@@ -11,7 +11,7 @@ import type { Db } from "./database.js";
  */
 const INTERVAL_MS = 50;
 
-/** WAL frames (pages) past which the checkpointer also resets the WAL: 64 MiB of 4 KiB pages. */
+/** WAL frames (pages) past which the checkpointer also resets the WAL: 32 MiB of 2 KiB pages (64 MiB in an older database with 4 KiB ones). */
 const RESET_FRAMES = 16_384;
 
 // Runs in a worker thread with its own connection. PASSIVE never waits for readers or
