@@ -60,9 +60,9 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   // 2 KiB pages instead of 4: a create changes a few index pages at random places, and
   // each changed page is written whole to the WAL and again by the checkpoint, so smaller
   // pages halve what a create writes (about 41 -> 24 KB under load on a million rows) with
-  // reads as fast. Rows and index entries of the usual size (about 300 bytes) still fit a page without
-  // overflow, which 1 KiB would not. It applies only to a new, empty file; an existing
-  // database keeps its size (the admin CLI's `page-size` converts one).
+  // reads as fast. Rows and index entries of the usual size (about 300 bytes) still fit a
+  // page without overflow, which 1 KiB would not. It applies only to a new, empty file; an
+  // existing database keeps its size (the admin CLI's `db page-size` converts one).
   sqlite.pragma(`page_size = ${PAGE_SIZE}`);
   // WAL lets readers run beside the writer. synchronous=FULL fsyncs the WAL on every
   // commit, so an acknowledged write survives power loss, not only a process crash; the
