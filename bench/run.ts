@@ -302,12 +302,14 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
 - Peak RSS of this run: ${r.rss} MB. The rows that raised it (VmHWM after each row of the
   ${r.labelLarge} matrix, in the order they ran): ${rssSteps(r.rows)}. At the end of the matrix the
   process held ${r.rssNow}.
-- Peak RSS is not under control: whole runs of one build peak far apart (the previous build:
-  260 MB with 16 MiB semi-spaces, 402 MB with 8; earlier builds 209 to 400 MB), while a process
-  sampled every second through 24 s of Get over gRPC and then List (where an earlier run saw
-  its climb) stayed at 192 MB, its anonymous memory at 90 to 130 MB and malloc's heap at 20
-  to 43 MB. What climbs in the bad runs is not known yet. Capping V8's old generation would
-  bound the heap but turn a burst of large requests into a crash, so it is not done.
+- Peak RSS is not under control: whole runs peak far apart (this build 409 and 343 MB; the
+  previous one 260 MB with 16 MiB semi-spaces, 402 MB with 8; earlier builds 209 to 400 MB).
+  The one run that recorded it row by row climbed from 196 to 343 MB during Get at 64 after the
+  create rows, and was back at 184 MB at the end: a passing peak, not a leak. A fresh process
+  driven with Get at 64 for 10 s peaks at 177 to 196 MB (semi-spaces of 8 or 16 MiB alike),
+  and one sampled every second through 24 s of Get over gRPC and then List stayed at 192 MB.
+  What makes the peak in a long run is not known yet. Capping V8's old generation would bound
+  the heap but turn a burst of large requests into a crash, so it is not done.
 
 ## Both cores
 
