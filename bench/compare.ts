@@ -14,6 +14,8 @@ import { ROOT, load, log, median, prepareData, startBaseline, startService, stop
  *   npm run bench:compare -- HEAD~1 get,list 64
  *
  * BENCH_ROWS (default 1000000) and BENCH_ROUNDS (default 3) size it; Connect JSON throughout.
+ * The database is seeded by this checkout's code, so a change to how a new database is made
+ * (its page size, its schema) is on both sides and does not show here.
  */
 
 const [rev, scenarioArg = "create,get,list", concurrencyArg = "64"] = process.argv.slice(2);

@@ -5,6 +5,7 @@ import Database from "better-sqlite3";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
 import { DomainError } from "../domain/errors.js";
+import { isBusy } from "./errors.js";
 import { GroupCommit, type GroupCommitOptions } from "./group-commit.js";
 import { ReadBatch } from "./read-batch.js";
 import * as schema from "./schema.js";
@@ -102,7 +103,7 @@ export function convertPageSize(db: Db): { from: number; to: number } {
     sqlite.pragma("journal_mode = DELETE");
   } catch (err) {
     // Leaving WAL mode needs the only connection: another process (the service) has one.
-    if (String((err as { code?: unknown }).code).startsWith("SQLITE_BUSY")) {
+    if (isBusy(err)) {
       throw new DomainError("failed_precondition", "the database is in use by another process; stop the service first");
     }
     throw err;

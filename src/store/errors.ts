@@ -8,6 +8,12 @@ export function isUniqueViolation(err: unknown): boolean {
   );
 }
 
+/** Whether a driver error is SQLITE_BUSY (or one of its extended codes): another connection holds a lock. */
+export function isBusy(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === "string" && code.startsWith("SQLITE_BUSY");
+}
+
 /** A database failure a client should hear about as something other than `internal`. */
 export interface DriverTrouble {
   reason: "resource_exhausted" | "unavailable";

@@ -1,6 +1,7 @@
 import { closeSync, fdatasync, fsyncSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import { isBusy } from "./errors.js";
 
 interface Pending {
   work: () => unknown;
@@ -325,9 +326,4 @@ function syncFailure(err: unknown): Error {
 function mainFile(sqlite: Database.Database): string {
   const main = (sqlite.pragma("database_list") as { name: string; file: string }[]).find((d) => d.name === "main");
   return main?.file || sqlite.name;
-}
-
-function isBusy(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
-  return typeof code === "string" && code.startsWith("SQLITE_BUSY");
 }
