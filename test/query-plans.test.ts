@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Db } from "../src/store/database.js";
-import { getQuery, listQuery } from "../src/store/scm-integrations.js";
+import { getQuery, listQuery, listScmIntegrations } from "../src/store/scm-integrations.js";
 import { call, createRunner, startServer, type TestServer } from "./harness.js";
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
@@ -38,5 +38,21 @@ describe("query plans", () => {
       assert.ok(steps.some((d) => d.includes("USING COVERING INDEX scm_integrations_runner_page_idx")), steps.join(" | "));
       assert.ok(!steps.some((d) => /TEMP B-TREE|SCAN/.test(d)), steps.join(" | "));
     }
+  });
+
+  // Given a bare `LIMIT ?`, SQLite plans with the bound value and compiles the statement
+  // again each time that parameter is bound, so a statement prepared once is parsed anew on
+  // every page (store/database.ts, rowLimit).
+  it("a page's row limit is bound inside an expression, so its statement is planned once", () => {
+    for (const after of [null, ids[10]!]) {
+      const { sql } = listQuery(s.db, { runnerIds: [runnerId], after, limit: 26 }).toSQL();
+      assert.match(sql, / limit \? \+ 0$/, sql);
+      assert.doesNotMatch(sql, /limit \?(?! \+ 0)/, sql);
+    }
+    // The expression still limits: 7 rows asked, 7 rows had, in id order.
+    const rows = listScmIntegrations(s.db, { runnerIds: [runnerId], after: null, limit: 7 });
+    assert.deepEqual(rows.map((r) => r.id), [...ids].sort().slice(0, 7));
+    const after = listScmIntegrations(s.db, { runnerIds: [runnerId], after: ids[20]!, limit: 3 });
+    assert.deepEqual(after.map((r) => r.id), [...ids].sort().filter((id) => id > ids[20]!).slice(0, 3));
   });
 });

@@ -1,5 +1,5 @@
 import { and, asc, eq, gt, sql } from "drizzle-orm";
-import { prepared, rawStatement, type Db } from "./database.js";
+import { prepared, rawStatement, rowLimit, type Db } from "./database.js";
 import { runners, scmIntegrations, type RunnerRow } from "./schema.js";
 
 export function insertRunner(db: Db, row: RunnerRow): void {
@@ -89,7 +89,7 @@ export function listRunners(db: Db, orgId: string, after: string | null, limit: 
     .from(runners)
     .where(after === null ? eq(runners.orgId, orgId) : and(eq(runners.orgId, orgId), gt(runners.id, after)))
     .orderBy(asc(runners.id))
-    .limit(limit)
+    .limit(rowLimit(limit))
     .all();
 }
 

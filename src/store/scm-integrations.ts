@@ -1,6 +1,6 @@
 import { and, asc, eq, getTableName, gt, inArray, sql, type SQL } from "drizzle-orm";
 import { DomainError } from "../domain/errors.js";
-import { prepared, rawStatement, type Db } from "./database.js";
+import { prepared, rawStatement, rowLimit, type Db } from "./database.js";
 import { isUniqueViolation } from "./errors.js";
 import { runners, scmIntegrations, type NewScmIntegrationRow, type ScmIntegrationRow } from "./schema.js";
 
@@ -115,7 +115,7 @@ const views = prepared((db) => {
             : eq(scmIntegrations.runnerId, sql.placeholder("runnerId")),
         )
         .orderBy(asc(scmIntegrations.id))
-        .limit(sql.placeholder("limit")),
+        .limit(rowLimit(sql.placeholder("limit"))),
     );
   return {
     // (id, orgId)
@@ -159,7 +159,7 @@ export function listQuery(db: Db, q: IntegrationPageQuery) {
   else if (q.runnerIds && q.runnerIds.length > 1) where.push(inArray(scmIntegrations.runnerId, [...q.runnerIds]));
   if (q.ids && q.ids.length > 0) where.push(inArray(scmIntegrations.id, [...q.ids]));
   if (q.after !== null) where.push(gt(scmIntegrations.id, q.after));
-  return selectViews(db).where(and(...where)).orderBy(asc(scmIntegrations.id)).limit(q.limit);
+  return selectViews(db).where(and(...where)).orderBy(asc(scmIntegrations.id)).limit(rowLimit(q.limit));
 }
 
 export function updateScmIntegration(
