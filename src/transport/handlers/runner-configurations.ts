@@ -5,8 +5,6 @@ import {
   CreateSCMIntegrationResponseSchema,
   DeleteSCMIntegrationResponseSchema,
   GetRunnerConfigurationSchemaResponseSchema,
-  GetSCMIntegrationResponseSchema,
-  ListSCMIntegrationsResponseSchema,
   RunnerConfigurationService,
   UpdateSCMIntegrationResponseSchema,
 } from "../../../gen/gitpod/v1/runner_configurations_pb.js";
@@ -39,17 +37,18 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
     },
     async getSCMIntegration(req, ctx) {
       const row = await integrations.getScmIntegration(db, apiCaller(ctx), req.id);
-      return create(GetSCMIntegrationResponseSchema, { integration: scmIntegrationToProto(row) });
+      return { $typeName: "gitpod.v1.GetSCMIntegrationResponse", integration: scmIntegrationToProto(row) };
     },
     async listSCMIntegrations(req, ctx) {
       const page = await integrations.listScmIntegrations(db, pager, apiCaller(ctx), {
         runnerIds: req.filter?.runnerIds ?? [],
         page: pageRequest(req.pagination, ctx),
       });
-      return create(ListSCMIntegrationsResponseSchema, {
+      return {
+        $typeName: "gitpod.v1.ListSCMIntegrationsResponse",
         pagination: pageResponse(page.nextToken),
         integrations: page.items.map(scmIntegrationToProto),
-      });
+      };
     },
     async updateSCMIntegration(req, ctx) {
       await integrations.updateScmIntegration(db, apiCaller(ctx), {
