@@ -252,6 +252,14 @@ ${r.plan}
   uses \`Uint8Array.prototype.toBase64\` where the runtime has it, and Node 20 does not, so each
   sealed secret was encoded a character at a time in JavaScript. Encoding a page of 25 went from
   63 to 33 µs in a loop; CPU per List under load from 726 to 665 µs.
+- A page's row limit is bound as \`LIMIT ? + 0\` (\`rowLimit\` in \`src/store/database.ts\`).
+  With a bare \`LIMIT ?\`, SQLite 3.51 plans with the value bound to it and compiles the statement
+  again whenever that parameter is bound: the List statement, prepared once, was parsed and
+  planned anew on every page (\`sqlite3Reprepare\` under \`perf\`, 16% of a loop of page reads).
+  A page read in a loop went from 108 to 48 µs; under load, side by side, CPU per List went
+  from 574 to 547 µs (\`npm run bench:compare\`, 4 rounds).
+- Integrations become API messages as plain objects, not through protobuf-es's \`create()\`, which
+  walks the schema to fill each message: 12 µs per page of 25 in a loop, 0.4 as literals.
 - New databases have 2 KiB pages (\`src/store/database.ts\`; SQLite's default is 4). A create
   changes a few index pages at random places in a large table, and each changed page is written
   whole twice, to the WAL and by the checkpoint: under load on the 1M-row table a create wrote
@@ -281,10 +289,15 @@ time per request is given too: it moves much less.
 
 Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-row table):
 
-- List: the page query itself is the largest single cost. Under \`node --cpu-prof\` the one
-  better-sqlite3 call that reads a page took about 30% of the samples; in a loop it takes 58 to
-  72 µs, most of it making the page's ~230 JavaScript values (the index walk alone is about
-  20 µs). Encoding the page through protobuf-es is the second: about 33 µs in a loop.
+- List: the event loop is the limit (98% of a core at 64 connections; V8's helper threads
+  another 16%), and no one part dominates it. Under \`perf\` the largest shares are V8's runtime
+  (property lookups and stores, mostly protobuf-es's reflective JSON writer and better-sqlite3
+  building rows) about 30%, garbage collection 12%, the kernel (socket writes, reads of the
+  database file) 10%, SQLite and its binding 6%, and \`JSON.stringify\` 4%. In a loop a page
+  costs about 50 µs to read and 42 µs to encode as JSON; the baseline answers an empty message
+  and does neither. protobuf-es offers no way to encode a message other than by walking its
+  schema, and connect-node encodes whatever the handler returns, so closing the gap would
+  mean answering beside connect-node, which this benchmark is meant to rule out.
 - Create: the event loop is not the limit, and neither is the second core. With 64 or 256
   connections alike the event loop ran about 75% of the time; a system-wide \`perf record -e
   sched:sched_switch\` showed it asleep in epoll 24% of the time, about 2.3 ms at a time (p90
@@ -296,20 +309,24 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   commit off the event loop too, but would need its own way of holding reads back until its
   commits are synced, and is not built. In the commit, a create's runner lookup and insert take
   about 55 µs under load against about 8 in a loop (random index pages, out of every cache),
-  and its share of the COMMIT about 30 µs.
+  and its share of the COMMIT about 30 µs. A scratch copy of the build that skipped the insert,
+  all else the same, made 2826 and 2982 creates/s against 2148 and 2309 alongside it, at 130 µs
+  less CPU per create: the most that moving the database work off the event loop could give
+  here, where that work would still need the second core, which the load generator shares.
 - Left out on purpose: caching answers (stale reads, memory) and a request path beside
   connect-node (the benchmark would then no longer compare like with like).
 - Peak RSS of this run: ${r.rss} MB. The rows that raised it (VmHWM after each row of the
   ${r.labelLarge} matrix, in the order they ran): ${rssSteps(r.rows)}. At the end of the matrix the
   process held ${r.rssNow}.
-- Peak RSS is not under control: whole runs peak far apart (this build 409 and 343 MB; the
-  previous one 260 MB with 16 MiB semi-spaces, 402 MB with 8; earlier builds 209 to 400 MB).
-  The one run that recorded it row by row climbed from 196 to 343 MB during Get at 64 after the
-  create rows, and was back at 184 MB at the end: a passing peak, not a leak. A fresh process
-  driven with Get at 64 for 10 s peaks at 177 to 196 MB (semi-spaces of 8 or 16 MiB alike),
-  and one sampled every second through 24 s of Get over gRPC and then List stayed at 192 MB.
-  What makes the peak in a long run is not known yet. Capping V8's old generation would bound
-  the heap but turn a burst of large requests into a crash, so it is not done.
+- What raised the peak: V8's heap growth. Left to itself, under load V8 let the old generation
+  grow to about four times what survived its last full collection (\`--trace-gc\` through this
+  matrix's create rows and Get rows: collections at 70 to 90 MB with 17 to 21 MB live), so most of
+  the heap was garbage waiting for a collection, and how much depended on V8's estimate at that
+  moment: whole runs of earlier builds peaked anywhere from 209 to 409 MB, and the last one rose
+  from 196 to 343 MB within one row. \`npm start\` now lets it only double
+  (\`--heap-growing-percent=100\`). Through the same sequence the peak fell from 199 to 170 MB
+  (largest heap 103 -> 80 MB, at about one more full collection a second), and 10-second runs at
+  64 peaked at 129 to 151 MB instead of 178 to 221, with throughput within noise.
 
 ## Both cores
 
