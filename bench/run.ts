@@ -313,6 +313,15 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   all else the same, made 2826 and 2982 creates/s against 2148 and 2309 alongside it, at 130 µs
   less CPU per create: the most that moving the database work off the event loop could give
   here, where that work would still need the second core, which the load generator shares.
+- Create p99 at concurrency 16 is the disk's tail. Instrumented (a scratch copy of this build,
+  15 s of creates at 16 connections): the event loop's delay was 5 ms at p99, but the WAL's
+  fdatasync took 1.1 ms at p50, 10 ms at p99 and up to 17 to 35 ms, and a batch's creates wait
+  for their sync plus the one already running. Every 16,384 frames the checkpointer's RESTART
+  holds the write lock for 8 to 86 ms, mostly syncing the database file (about the same with a
+  busy timeout of 0 and of 50 ms), and writes queue behind it. A copy that restarted the WAL a
+  quarter as often and wrote the new WAL's first frame from the checkpointer's thread brought
+  p99 from 34 / 44 to 27 / 33 ms in two pairs of runs: within this machine's noise, so not
+  taken.
 - Left out on purpose: caching answers (stale reads, memory) and a request path beside
   connect-node (the benchmark would then no longer compare like with like).
 - Peak RSS of this run: ${r.rss} MB. The rows that raised it (VmHWM after each row of the
