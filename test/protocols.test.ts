@@ -7,7 +7,8 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { RunnerKind, RunnerProvider, RunnerService } from "../gen/gitpod/v1/runners_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
-import { startServer, type TestServer } from "./harness.js";
+import { open } from "../src/crypto/sealed-box.js";
+import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
 
 describe("every protocol reaches the same port", () => {
   let s: TestServer;
@@ -37,6 +38,60 @@ describe("every protocol reaches the same port", () => {
       assert.equal(health.status, HealthCheckResponse_ServingStatus.SERVING);
     });
   }
+});
+
+describe("reads answer the same integration over every protocol", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  // Integrations become API messages as plain objects (transport/converters.ts); every codec
+  // must find in them each field that is set, and no field that is not.
+  it("Get and List show every field that was set, and only those, in JSON and binary alike", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    const keys = await signUp(s, runnerToken);
+    const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+    const made = [
+      { runnerId, scmId: "azuredevops_entra", host: "dev.azure.com/acme", pat: false, oauthClientId: "client-1", oauthPlaintextClientSecret: "s3cret-1", issuerUrl: "https://login.microsoftonline.com/t/v2.0" },
+      { runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/tfs" },
+      { runnerId, scmId: "github", host: "github.com", pat: true },
+    ];
+    const ids: string[] = [];
+    for (const body of made) {
+      const r = await call(s, CREATE, body);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      ids.push(r.body.id);
+    }
+    const expected = made.map((m, i) => ({
+      id: ids[i]!, runnerId, scmId: m.scmId, host: m.host, pat: m.pat,
+      oauth: m.oauthClientId ? { clientId: m.oauthClientId, secret: m.oauthPlaintextClientSecret, issuerUrl: m.issuerUrl ?? "" } : undefined,
+      virtualDirectory: m.virtualDirectory,
+    }));
+    const seen = (i: { id: string; runnerId: string; scmId: string; host: string; pat: boolean; oauth?: { clientId: string; encryptedClientSecret: Uint8Array; issuerUrl: string } | undefined; virtualDirectory?: string | undefined }) => ({
+      id: i.id, runnerId: i.runnerId, scmId: i.scmId, host: i.host, pat: i.pat,
+      oauth: i.oauth ? { clientId: i.oauth.clientId, secret: open(Buffer.from(i.oauth.encryptedClientSecret), keys.publicKey, keys.secretKey), issuerUrl: i.oauth.issuerUrl } : undefined,
+      virtualDirectory: i.virtualDirectory,
+    });
+    const byId = (a: { id: string }, b: { id: string }) => a.id.localeCompare(b.id);
+    const transports: Array<[string, Transport]> = [
+      ["Connect JSON", createConnectTransport({ baseUrl: s.url, httpVersion: "1.1", interceptors: [bearer(s.token)] })],
+      ["Connect binary", createConnectTransport({ baseUrl: s.url, httpVersion: "1.1", useBinaryFormat: true, interceptors: [bearer(s.token)] })],
+      ["gRPC", createGrpcTransport({ baseUrl: s.url, interceptors: [bearer(s.token)] })],
+    ];
+    for (const [name, transport] of transports) {
+      const configs = createClient(RunnerConfigurationService, transport);
+      for (const [i, id] of ids.entries()) {
+        const { integration } = await configs.getSCMIntegration({ id });
+        assert.deepEqual(seen(integration!), expected[i], `${name}: Get ${made[i]!.scmId}`);
+      }
+      const page = await configs.listSCMIntegrations({ filter: { runnerIds: [runnerId] } });
+      assert.deepEqual(page.integrations.map(seen).sort(byId), [...expected].sort(byId), `${name}: List`);
+      assert.equal(page.pagination?.nextToken, "", `${name}: one page`);
+    }
+    // Over JSON, fields that are not set are left out, as protobuf's JSON mapping has it.
+    const raw = await call(s, "gitpod.v1.RunnerConfigurationService/GetSCMIntegration", { id: ids[2] });
+    assert.deepEqual(Object.keys(raw.body.integration).sort(), ["host", "id", "pat", "runnerId", "scmId"]);
+  });
 });
 
 function bearer(token: string) {
