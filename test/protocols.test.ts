@@ -38,12 +38,6 @@ describe("every protocol reaches the same port", () => {
       assert.equal(health.status, HealthCheckResponse_ServingStatus.SERVING);
     });
   }
-});
-
-describe("reads answer the same integration over every protocol", () => {
-  let s: TestServer;
-  before(async () => (s = await startServer()));
-  after(() => s.close());
 
   // Integrations become API messages as plain objects (transport/converters.ts); every codec
   // must find in them each field that is set, and no field that is not.
@@ -73,12 +67,12 @@ describe("reads answer the same integration over every protocol", () => {
       virtualDirectory: i.virtualDirectory,
     });
     const byId = (a: { id: string }, b: { id: string }) => a.id.localeCompare(b.id);
-    const transports: Array<[string, Transport]> = [
+    const codecs: Array<[string, Transport]> = [
       ["Connect JSON", createConnectTransport({ baseUrl: s.url, httpVersion: "1.1", interceptors: [bearer(s.token)] })],
       ["Connect binary", createConnectTransport({ baseUrl: s.url, httpVersion: "1.1", useBinaryFormat: true, interceptors: [bearer(s.token)] })],
       ["gRPC", createGrpcTransport({ baseUrl: s.url, interceptors: [bearer(s.token)] })],
     ];
-    for (const [name, transport] of transports) {
+    for (const [name, transport] of codecs) {
       const configs = createClient(RunnerConfigurationService, transport);
       for (const [i, id] of ids.entries()) {
         const { integration } = await configs.getSCMIntegration({ id });
