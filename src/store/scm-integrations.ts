@@ -150,6 +150,11 @@ export function getQuery(db: Db) {
   return selectViews(db).where(and(eq(scmIntegrations.id, sql.placeholder("id")), eq(scmIntegrations.orgId, sql.placeholder("orgId"))));
 }
 
+/** The SQL of the statements prepared once for a runner's pages, so tests can check their shape. */
+export function runnerPageSql(db: Db): string[] {
+  return [views(db).firstPageOfRunner.source, views(db).pageOfRunner.source];
+}
+
 /** The query behind listScmIntegrations, unexecuted, so benchmarks and tests can show its plan. */
 export function listQuery(db: Db, q: IntegrationPageQuery) {
   const where: SQL[] = [];
