@@ -4,7 +4,7 @@ import { gzipSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
+import { RunnerConfigurationService, type SCMIntegration } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { RunnerKind, RunnerProvider, RunnerService } from "../gen/gitpod/v1/runners_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { open } from "../src/crypto/sealed-box.js";
@@ -61,7 +61,7 @@ describe("every protocol reaches the same port", () => {
       oauth: m.oauthClientId ? { clientId: m.oauthClientId, secret: m.oauthPlaintextClientSecret, issuerUrl: m.issuerUrl ?? "" } : undefined,
       virtualDirectory: m.virtualDirectory,
     }));
-    const seen = (i: { id: string; runnerId: string; scmId: string; host: string; pat: boolean; oauth?: { clientId: string; encryptedClientSecret: Uint8Array; issuerUrl: string } | undefined; virtualDirectory?: string | undefined }) => ({
+    const seen = (i: SCMIntegration) => ({
       id: i.id, runnerId: i.runnerId, scmId: i.scmId, host: i.host, pat: i.pat,
       oauth: i.oauth ? { clientId: i.oauth.clientId, secret: open(Buffer.from(i.oauth.encryptedClientSecret), keys.publicKey, keys.secretKey), issuerUrl: i.oauth.issuerUrl } : undefined,
       virtualDirectory: i.virtualDirectory,
