@@ -299,21 +299,42 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   and does neither. protobuf-es offers no way to encode a message other than by walking its
   schema, and connect-node encodes whatever the handler returns, so closing the gap would
   mean answering beside connect-node, which this benchmark is meant to rule out.
-- Create: the event loop is not the limit, and neither is the second core. With 64 or 256
-  connections alike the event loop ran about 75% of the time; a system-wide \`perf record -e
-  sched:sched_switch\` showed it asleep in epoll 24% of the time, about 2.3 ms at a time (p90
-  6 ms), and hardly ever waiting for a core or the disk. The creates move in convoys: a turn's
-  creates are sealed together, committed together (about 3 ms of event-loop time for 37 of
-  them) and synced together (3 to 5 ms under load), and while a convoy waits for the seal
-  thread or the sync there is often nothing else to do. Sending the seals in messages of 8
-  breaks a convoy into parts (above); a writer thread with its own connection would take the
-  commit off the event loop too, but would need its own way of holding reads back until its
-  commits are synced, and is not built. In the commit, a create's runner lookup and insert take
-  about 55 µs under load against about 8 in a loop (random index pages, out of every cache),
-  and its share of the COMMIT about 30 µs. A scratch copy of the build that skipped the insert,
-  all else the same, made 2826 and 2982 creates/s against 2148 and 2309 alongside it, at 130 µs
-  less CPU per create: the most that moving the database work off the event loop could give
-  here, where that work would still need the second core, which the load generator shares.
+- Create: the event loop is the limit. Measured again on this build with
+  \`performance.eventLoopUtilization()\` (a scratch copy, 8-second runs): busy 95 to 98% of the
+  time at 64 connections and 100% at 256, so the idle quarter that earlier builds showed is gone.
+  At 2,000 to 2,300 creates/s that is 420 to 480 µs of event-loop time per create, against about
+  300 µs per call for the baseline. Under \`perf\` SQLite takes about a quarter of the event loop:
+  the insert and its savepoints about 10%, BEGIN and COMMIT about 10% (at about 120 commits a
+  second, some 17 creates each), the token and runner lookups about 5%. connect's two aborts per
+  call (each builds a \`DOMException\` with a stack trace) take about 8%, as they do in the baseline.
+- Part of each COMMIT is a quirk of SQLite's page cache. When a B-tree split puts its new
+  pages in order, SQLite parks one of them for a moment under the number of the lock-byte page
+  (page 524,289 with 2 KiB pages), which lies past the end of any database under 1 GiB. At
+  COMMIT the cache drops pages past the end, and a page that far past it makes SQLite walk its
+  whole hash table instead of a few slots (\`pcache1TruncateUnsafe\`). Under create load that is
+  about 3.5% of the event loop. Reproduced in C against the SQLite that better-sqlite3 bundles
+  (3.51.2): 940 of 1,000 commits of 8 inserts into the 1M-row file took the long walk, about
+  150 µs each. The walk grows with the cache, which is why the cache stays at 16 MiB: side by
+  side, creates/s were 2308 and 2596 with 16 MiB, 1880 and 2035 with 64 MiB, and 2125 and 2124
+  with 4 MiB. The page cache cannot be swapped from outside: SQLite picks it when it starts, and
+  better-sqlite3 offers no way in.
+- Tried on creates and dropped, each as a scratch copy, side by side with this build (8-second
+  runs at 64 connections on the 1M-row table, alternating):
+  - A writer thread with its own connection, which ran the creates in one transaction per
+    drain of its queue and synced inside COMMIT: 2258 against 2457 creates/s (mean of 6 pairs,
+    -8%), 31 µs more CPU per create. Its own commits paid the walk above (18% of its time), and
+    SQLite drops a connection's whole page cache once another connection has written, so the
+    event loop's token and runner lookups ran cold. (An earlier copy that skipped the insert
+    altogether made 2826 and 2982 creates/s against 2148 and 2309: the work is needed somewhere,
+    and on this VM the second core is shared with the load generator.)
+  - A second fdatasync started while one runs: 2154 against 2249 (5 pairs). The sync is not
+    the limit: timed in a thread of its own, the WAL's fdatasync took 0.7 ms at p50, 4.4 at p90
+    and 9.5 at p99 under this load, with 1.14 commits per sync.
+  - Holding writes while a sync runs, so that each sync covers one commit: 28% fewer commits,
+    2117 against 2073 creates/s (4 pairs), within noise.
+  - No checkpoints during the run: 1977, 2022 and 1996 against 2376, 1811 and 2039.
+  - \`--stack-trace-limit=0\`, to make those \`DOMException\`s cheaper (7 µs less each in a loop):
+    within noise for creates and List.
 - Create p99 at concurrency 16 is the disk's tail. Instrumented (a scratch copy of this build,
   15 s of creates at 16 connections): the event loop's delay was 5 ms at p99, but the WAL's
   fdatasync took 1.1 ms at p50, 10 ms at p99 and up to 17 to 35 ms, and a batch's creates wait

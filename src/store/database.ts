@@ -73,7 +73,9 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   sqlite.pragma("synchronous = FULL");
   sqlite.pragma("foreign_keys = ON");
   // 16 MiB of page cache (the default is 2 MiB) keeps the interior pages of every index
-  // in memory; more bought little speed and counts fully against the process's memory.
+  // in memory. More makes creates slower: after most commits that split a page, SQLite walks
+  // the whole cache (BENCHMARKS.md, "Where the remaining gap is"); at 64 MiB that cost more
+  // than the cache saved.
   sqlite.pragma("cache_size = -16384");
   // A second process (the admin CLI) may hold the write lock for a moment.
   sqlite.pragma("busy_timeout = 5000");
