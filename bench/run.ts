@@ -247,7 +247,13 @@ ${r.plan}
   (creates 2174 -> 2689 req/s at 64 connections, measured with \`npm run bench:compare\`).
 - WAL checkpoints run in a worker thread (\`src/store/checkpointer.ts\`), not inside a
   request's COMMIT, every 50 ms, so that little is left to copy (under the write lock) when the
-  WAL is started over past 16,384 pages (32 MiB).
+  WAL is started over past 16,384 pages (32 MiB). Before starting it over, the thread syncs the
+  database file itself, holding no lock: SQLite syncs that file only when a checkpoint has
+  copied the whole WAL, which under steady writes never happens, so the RESTART used to flush
+  every page copied since, while writes waited. Timed in the thread under creates at 16
+  connections, the RESTART took 14 ms at the median and up to 60 before, 8 and up to 29 after;
+  create p99 at 16 went from 31.9 to 27.5 ms (median of 6 alternating pairs, scratch script;
+  throughput at 64 2037 against 1986 creates/s, 6 pairs).
 - Bytes in JSON answers are base64-encoded natively (\`src/runtime/base64.ts\`): protobuf-es
   uses \`Uint8Array.prototype.toBase64\` where the runtime has it, and Node 20 does not, so each
   sealed secret was encoded a character at a time in JavaScript. Encoding a page of 25 went from
@@ -343,7 +349,10 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   busy timeout of 0 and of 50 ms), and writes queue behind it. A copy that restarted the WAL a
   quarter as often and wrote the new WAL's first frame from the checkpointer's thread brought
   p99 from 34 / 44 to 27 / 33 ms in two pairs of runs: within this machine's noise, so not
-  taken.
+  taken. How much of the tail is checkpointing, from scratch copies at 16 connections (3 runs
+  each, before the sync ahead of the RESTART): 33 to 37 ms as built, 24 to 31 ms with the WAL
+  never started over, 19 to 25 ms with no checkpoints at all. The rest is the WAL's own
+  fdatasync, which the checkpoints' writes to the database file slow down.
 - Left out on purpose: caching answers (stale reads, memory) and a request path beside
   connect-node (the benchmark would then no longer compare like with like).
 - Peak RSS of this run: ${r.rss} MB. The rows that raised it (VmHWM after each row of the

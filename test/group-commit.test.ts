@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { fdatasync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, fdatasync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -9,6 +9,7 @@ import { open } from "../src/crypto/sealed-box.js";
 import { createLogger } from "../src/log.js";
 import { createApp } from "../src/server.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
+import { startCheckpointer } from "../src/store/checkpointer.js";
 import { openDatabase } from "../src/store/database.js";
 import { scmIntegrations } from "../src/store/schema.js";
 import { listen } from "../src/transport/http-server.js";
@@ -108,6 +109,64 @@ describe("checkpoints", () => {
     }
     for (let i = 0; i < 50 && pagesInFile() <= before; i++) await new Promise((r) => setTimeout(r, 100));
     assert.ok(pagesInFile() > before, `the database file grew from ${before} pages once checkpointed`);
+  });
+
+  it("past its threshold the WAL starts over from its beginning, with every row kept", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-restart-"));
+    const file = join(dir, "restart.db");
+    const db = openDatabase(file);
+    const logs: string[] = [];
+    // A low threshold (the service's is 16,384 frames) so that a few hundred KB start it over.
+    const checkpointer = startCheckpointer(db, createLogger("debug", (line) => logs.push(line)), { resetFrames: 64 });
+    try {
+      const sqlite = db.$client;
+      sqlite.exec("CREATE TABLE blobs (n INTEGER PRIMARY KEY, v BLOB)");
+      // Bytes 12..15 of the WAL's header count the times it was started over.
+      const restarts = () => readFileSync(`${file}-wal`).readUInt32BE(12);
+      let rows = 0;
+      const write = (count: number) =>
+        Promise.all(Array.from({ length: count }, () => db.write(() => sqlite.prepare("INSERT INTO blobs VALUES (?, ?)").run(++rows, Buffer.alloc(3000, rows % 251)))));
+      await write(1);
+      const first = restarts();
+      // Each row takes two pages; keep writing until a new WAL has been begun over the old one.
+      for (let i = 0; i < 200 && restarts() === first; i++) {
+        await write(20);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(restarts() > first, `the WAL started over (header count ${first} -> ${restarts()}) after ${rows} rows`);
+      const done = logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "wal restart" && l.done === true);
+      assert.ok(done.length > 0, `a RESTART checkpoint completed: ${logs.join("")}`);
+      assert.equal(typeof done[0]!.sync_ms, "number", "the database file was synced before the RESTART");
+
+      // Rows written before the WAL started over were copied into the main file, which alone
+      // now holds them; the rows after are in the new WAL until the next checkpoint.
+      const before = rows;
+      await write(5);
+      assert.equal((sqlite.prepare("SELECT count(*) AS n FROM blobs").get() as { n: number }).n, rows, "the connection sees every row");
+      const copy = join(dir, "main-only.db");
+      let found = -1;
+      for (let i = 0; i < 40 && found < before; i++) {
+        copyFileSync(file, copy);
+        const alone = new Database(copy, { readonly: true });
+        try {
+          // A copy taken while a checkpoint writes may be torn: that round does not count.
+          const whole = alone.pragma("integrity_check", { simple: true }) === "ok";
+          found = whole ? (alone.prepare("SELECT count(*) AS n FROM blobs").get() as { n: number }).n : -1;
+        } catch {
+          found = -1;
+        } finally {
+          alone.close();
+        }
+        if (found < before) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(found >= before, `the main file alone holds the ${before} rows from before the WAL started over (found ${found})`);
+      const v = sqlite.prepare("SELECT v FROM blobs WHERE n = ?").pluck();
+      for (const n of [1, Math.floor(rows / 2), rows]) assert.ok((v.get(n) as Buffer).equals(Buffer.alloc(3000, n % 251)), `row ${n} reads back whole`);
+    } finally {
+      await checkpointer.stop();
+      db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

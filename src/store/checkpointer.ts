@@ -15,17 +15,23 @@ const INTERVAL_MS = 50;
 const RESET_FRAMES = 16_384;
 
 // Runs in a worker thread with its own connection. PASSIVE never waits for readers or
-// the writer; it copies what it can and fsyncs the database file, all off the event loop.
+// the writer; it syncs the WAL, copies what it can into the database file and, only when
+// that was everything, syncs the database file too, all off the event loop.
 // Under steady load some reader or writer is always active, so the WAL is never found
-// idle and would only grow; past RESET_FRAMES a RESTART checkpoint waits (50 ms at most, in
+// idle and would only grow; past resetFrames a RESTART checkpoint waits (50 ms at most, in
 // this thread) for a quiet moment and starts it over from its beginning. (RESTART, not
 // TRUNCATE: the file keeps its size, so the syncs of the frames written over it have no
-// file size to record.) Writers meanwhile get SQLITE_BUSY,
-// which the group commit answers by retrying off the event loop. A checkpoint that fails
-// for another reason (disk full, file not writable) is tried again at the next interval;
-// the WAL keeps every commit meanwhile.
+// file size to record.) Writers meanwhile get SQLITE_BUSY, which the group commit answers
+// by retrying off the event loop.
+// The RESTART syncs the database file while it holds the write lock, and the PASSIVE
+// rounds before it left that file unsynced, so the thread first syncs the file itself,
+// holding nothing: the RESTART then has little left to flush (under creates at concurrency
+// 16 it took 8 ms at the median instead of 14, and at most 29 instead of 60).
+// A checkpoint that fails for another reason (disk full, file not writable) is tried again
+// at the next interval; the WAL keeps every commit meanwhile.
 const WORKER_SOURCE = `
 const { workerData, parentPort } = require("node:worker_threads");
+const { closeSync, fdatasyncSync, openSync } = require("node:fs");
 const Database = require(workerData.driver);
 const connect = () => {
   const db = new Database(workerData.file);
@@ -33,6 +39,7 @@ const connect = () => {
   return db;
 };
 let db = connect();
+let file = null; // the database file, opened for syncing only
 const busy = (err) => String(err && err.code).startsWith("SQLITE_BUSY");
 let failing = null;
 const timer = setInterval(() => {
@@ -40,8 +47,14 @@ const timer = setInterval(() => {
     db = db || connect();
     const [state] = db.pragma("wal_checkpoint(PASSIVE)");
     if (state.log > workerData.resetFrames) {
+      const start = performance.now();
+      file = file === null ? openSync(workerData.file, "r") : file;
+      fdatasyncSync(file);
+      const synced = performance.now();
       db.pragma("busy_timeout = 50");
-      try { db.pragma("wal_checkpoint(RESTART)"); } finally { db.pragma("busy_timeout = 0"); }
+      let restart;
+      try { [restart] = db.pragma("wal_checkpoint(RESTART)"); } finally { db.pragma("busy_timeout = 0"); }
+      parentPort.postMessage({ restart: { frames: state.log, done: restart.busy === 0, syncMs: synced - start, restartMs: performance.now() - synced } });
     }
     if (failing !== null) { failing = null; parentPort.postMessage({ failing: null }); }
   } catch (err) {
@@ -52,11 +65,22 @@ const timer = setInterval(() => {
     const code = String((err && err.code) || (err && err.name) || "error");
     if (code !== failing) { failing = code; parentPort.postMessage({ failing: code, detail: String(err && err.message) }); }
     try { if (db) db.close(); } catch {}
+    try { if (file !== null) closeSync(file); } catch {}
     db = null;
+    file = null;
   }
 }, workerData.intervalMs);
-parentPort.on("message", () => { clearInterval(timer); if (db) db.close(); process.exit(0); });
+parentPort.on("message", () => {
+  clearInterval(timer);
+  if (db) db.close();
+  if (file !== null) closeSync(file);
+  process.exit(0);
+});
 `;
+
+type CheckpointerMessage =
+  | { failing: string | null; detail?: string }
+  | { restart: { frames: number; done: boolean; syncMs: number; restartMs: number } };
 
 /**
  * Moves WAL checkpoints off the event loop. SQLite's automatic checkpoint runs inside the
@@ -64,18 +88,22 @@ parentPort.on("message", () => { clearInterval(timer); if (db) db.close(); proce
  * every request waits; here the serving connection turns it off and a worker thread
  * checkpoints instead. Should the thread fail, the automatic checkpoint comes back.
  */
-export function startCheckpointer(db: Db, log: Logger): { stop(): Promise<void> } {
+export function startCheckpointer(db: Db, log: Logger, options: { resetFrames?: number } = {}): { stop(): Promise<void> } {
   const sqlite = db.$client;
   if (sqlite.memory) return { stop: async () => {} };
   const driver = createRequire(import.meta.url).resolve("better-sqlite3");
-  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file: sqlite.name, driver, intervalMs: INTERVAL_MS, resetFrames: RESET_FRAMES } });
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file: sqlite.name, driver, intervalMs: INTERVAL_MS, resetFrames: options.resetFrames ?? RESET_FRAMES } });
   worker.unref();
   sqlite.pragma("wal_autocheckpoint = 0");
   let stopped = false;
   let exited = false;
   worker.once("exit", () => (exited = true));
-  worker.on("message", (m: { failing: string | null; detail?: string }) => {
-    if (m.failing === null) log.info("checkpoints work again");
+  worker.on("message", (m: CheckpointerMessage) => {
+    if ("restart" in m) {
+      const r = m.restart;
+      // Whether it finished (a busy one is tried again next interval), and how long the sync before it and the RESTART itself took.
+      log.debug("wal restart", { frames: r.frames, done: r.done, sync_ms: Math.round(r.syncMs), restart_ms: Math.round(r.restartMs) });
+    } else if (m.failing === null) log.info("checkpoints work again");
     else log.warn("checkpoint failed; trying again", { driver_code: m.failing, detail: m.detail });
   });
   worker.on("error", (err) => {
