@@ -40,6 +40,11 @@ const connect = () => {
 };
 let db = connect();
 let file = null; // the database file, opened for syncing only
+// Only to shorten the RESTART, which syncs the file again itself and reports real trouble
+// (each open descriptor is told of a failed write), so a failure here changes nothing.
+const syncAhead = () => {
+  try { file = file === null ? openSync(workerData.file, "r") : file; fdatasyncSync(file); } catch {}
+};
 const busy = (err) => String(err && err.code).startsWith("SQLITE_BUSY");
 let failing = null;
 const timer = setInterval(() => {
@@ -48,8 +53,7 @@ const timer = setInterval(() => {
     const [state] = db.pragma("wal_checkpoint(PASSIVE)");
     if (state.log > workerData.resetFrames) {
       const start = performance.now();
-      file = file === null ? openSync(workerData.file, "r") : file;
-      fdatasyncSync(file);
+      syncAhead();
       const synced = performance.now();
       db.pragma("busy_timeout = 50");
       let restart;
