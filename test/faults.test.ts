@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, copyFileSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -12,7 +12,7 @@ import { createApiToken, createOrganization } from "../src/services/accounts.js"
 import { createApp } from "../src/server.js";
 import { openDatabase, type DatabaseOptions, type Db } from "../src/store/database.js";
 import { listen } from "../src/transport/http-server.js";
-import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
+import { call, countInMainFile, createRunner, signUp, startServer, type TestServer } from "./harness.js";
 import { SecretWatch } from "./secret-watch.js";
 
 // Database trouble (no space, a file that cannot be written, a lock held too long) and
@@ -292,22 +292,7 @@ describe("main database file alone not writable", () => {
       assert.ok(!server.logs.some((l) => l.includes("checkpointer failed")), "the checkpointer thread never died");
       // Once checkpointed, the main file alone holds the rows: a copy of it without its WAL
       // has all eleven (checkpoints run every 50 ms, so this may take a few rounds).
-      const copy = join(dir, "main-only.db");
-      let found = -1;
-      for (let i = 0; i < 40 && found !== 11; i++) {
-        copyFileSync(file, copy);
-        const alone = new Database(copy, { readonly: true });
-        try {
-          // A copy taken while a checkpoint writes may be torn: that round does not count.
-          const whole = alone.pragma("integrity_check", { simple: true }) === "ok";
-          found = whole ? (alone.prepare("SELECT count(*) AS n FROM scm_integrations WHERE host LIKE 'ck-%'").get() as { n: number }).n : -1;
-        } catch {
-          found = -1;
-        } finally {
-          alone.close();
-        }
-        if (found !== 11) await new Promise((r) => setTimeout(r, 250));
-      }
+      const found = await countInMainFile(file, "SELECT count(*) FROM scm_integrations WHERE host LIKE 'ck-%'", 11);
       assert.equal(found, 11, "the main file alone holds every row once the checkpointer recovered");
     } finally {
       try {

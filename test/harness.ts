@@ -1,7 +1,8 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
+import Database from "better-sqlite3";
 import { newKeyPair } from "../src/crypto/sealed-box.js";
 import { createLogger } from "../src/log.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
@@ -115,4 +116,30 @@ export async function signUp(s: TestServer, runnerToken: string) {
   const r = await call(s, "gitpod.v1.RunnerInteractionService/Signup", { publicKey: keys.publicKey.toString("base64") }, runnerToken);
   assert.equal(r.status, 200, JSON.stringify(r.body));
   return keys;
+}
+
+/**
+ * Counts with `countSql` in a copy of the database's main file alone, without its WAL: what
+ * checkpoints have put there. Tries again (checkpoints run every 50 ms) until the count
+ * reaches `want`; a copy taken while a checkpoint writes may be torn, and that round does
+ * not count. Returns the last count, -1 when no whole copy was seen.
+ */
+export async function countInMainFile(file: string, countSql: string, want: number): Promise<number> {
+  const copy = `${file}.main-only`;
+  let found = -1;
+  for (let i = 0; i < 40 && found < want; i++) {
+    copyFileSync(file, copy);
+    const alone = new Database(copy, { readonly: true });
+    try {
+      const whole = alone.pragma("integrity_check", { simple: true }) === "ok";
+      found = whole ? (alone.prepare(countSql).pluck().get() as number) : -1;
+    } catch {
+      found = -1;
+    } finally {
+      alone.close();
+    }
+    if (found < want) await new Promise((r) => setTimeout(r, 250));
+  }
+  rmSync(copy, { force: true });
+  return found;
 }
