@@ -43,7 +43,7 @@ let file = null; // the database file, opened for syncing only
 // Only to shorten the RESTART, which syncs the file again itself and reports real trouble
 // (each open descriptor is told of a failed write), so a failure here changes nothing.
 const syncAhead = () => {
-  try { file = file === null ? openSync(workerData.file, "r") : file; fdatasyncSync(file); } catch {}
+  try { file = file === null ? openSync(workerData.file, "r") : file; fdatasyncSync(file); return true; } catch { return false; }
 };
 const busy = (err) => String(err && err.code).startsWith("SQLITE_BUSY");
 let failing = null;
@@ -53,12 +53,12 @@ const timer = setInterval(() => {
     const [state] = db.pragma("wal_checkpoint(PASSIVE)");
     if (state.log > workerData.resetFrames) {
       const start = performance.now();
-      syncAhead();
+      const syncedAhead = syncAhead();
       const synced = performance.now();
       db.pragma("busy_timeout = 50");
       let restart;
       try { [restart] = db.pragma("wal_checkpoint(RESTART)"); } finally { db.pragma("busy_timeout = 0"); }
-      parentPort.postMessage({ restart: { frames: state.log, done: restart.busy === 0, syncMs: synced - start, restartMs: performance.now() - synced } });
+      parentPort.postMessage({ restart: { frames: state.log, done: restart.busy === 0, syncedAhead, syncMs: synced - start, restartMs: performance.now() - synced } });
     }
     if (failing !== null) { failing = null; parentPort.postMessage({ failing: null }); }
   } catch (err) {
@@ -84,7 +84,7 @@ parentPort.on("message", () => {
 
 type CheckpointerMessage =
   | { failing: string | null; detail?: string }
-  | { restart: { frames: number; done: boolean; syncMs: number; restartMs: number } };
+  | { restart: { frames: number; done: boolean; syncedAhead: boolean; syncMs: number; restartMs: number } };
 
 /**
  * Moves WAL checkpoints off the event loop. SQLite's automatic checkpoint runs inside the
@@ -105,8 +105,9 @@ export function startCheckpointer(db: Db, log: Logger, options: { resetFrames?: 
   worker.on("message", (m: CheckpointerMessage) => {
     if ("restart" in m) {
       const r = m.restart;
-      // Whether it finished (a busy one is tried again next interval), and how long the sync before it and the RESTART itself took.
-      log.debug("wal restart", { frames: r.frames, done: r.done, sync_ms: Math.round(r.syncMs), restart_ms: Math.round(r.restartMs) });
+      // Whether it finished (a busy one is tried again next interval), whether the sync ahead
+      // of it worked, and how long each took.
+      log.debug("wal restart", { frames: r.frames, done: r.done, synced_ahead: r.syncedAhead, sync_ms: Math.round(r.syncMs), restart_ms: Math.round(r.restartMs) });
     } else if (m.failing === null) log.info("checkpoints work again");
     else log.warn("checkpoint failed; trying again", { driver_code: m.failing, detail: m.detail });
   });
