@@ -128,19 +128,25 @@ describe("checkpoints", () => {
         Promise.all(Array.from({ length: count }, () => db.write(() => sqlite.prepare("INSERT INTO blobs VALUES (?, ?)").run(++rows, Buffer.alloc(3000, rows % 251)))));
       await write(1);
       const first = restarts();
-      // Each row takes two pages; keep writing until a new WAL has been begun over the old one.
-      for (let i = 0; i < 200 && restarts() === first; i++) {
-        await write(20);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      assert.ok(restarts() > first, `the WAL started over (header count ${first} -> ${restarts()}) after ${rows} rows`);
-      const done = logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "wal restart" && l.done === true);
+      const restartLogs = () => logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "wal restart");
+      // Each row takes two pages: 60 rows pass the threshold. Then no more writes, so that
+      // the checkpointer is left to find the WAL past its threshold on its own.
+      await write(60);
+      for (let i = 0; i < 100 && !restartLogs().some((l) => l.done === true); i++) await new Promise((r) => setTimeout(r, 50));
+      const done = restartLogs().filter((l) => l.done === true);
       assert.ok(done.length > 0, `a RESTART checkpoint completed: ${logs.join("")}`);
       assert.ok(done.every((l) => l.synced_ahead === true), "the database file was synced ahead of each RESTART");
+      // Done, it is not repeated while nothing is written (checkpoints run every 50 ms).
+      const attempts = restartLogs().length;
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(restartLogs().length, attempts, "no RESTART again until a write has started the WAL over");
+      // The next write begins a new WAL over the old one.
+      const before = rows;
+      await write(1);
+      assert.ok(restarts() > first, `the WAL started over (header count ${first} -> ${restarts()}) after ${rows} rows`);
 
       // Rows written before the WAL started over were copied into the main file, which alone
       // now holds them; the rows after are in the new WAL until the next checkpoint.
-      const before = rows;
       await write(5);
       assert.equal((sqlite.prepare("SELECT count(*) AS n FROM blobs").get() as { n: number }).n, rows, "the connection sees every row");
       const found = await countInMainFile(file, "SELECT count(*) FROM blobs", before);

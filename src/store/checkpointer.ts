@@ -47,17 +47,21 @@ const syncAhead = () => {
 };
 const busy = (err) => String(err && err.code).startsWith("SQLITE_BUSY");
 let failing = null;
+// The WAL's length when a RESTART last finished. Until a write starts the WAL over, a
+// checkpoint finds it just as long, and there is nothing more to do.
+let restartedAt = -1;
 const timer = setInterval(() => {
   try {
     db = db || connect();
     const [state] = db.pragma("wal_checkpoint(PASSIVE)");
-    if (state.log > workerData.resetFrames) {
+    if (state.log > workerData.resetFrames && state.log !== restartedAt) {
       const start = performance.now();
       const syncedAhead = syncAhead();
       const synced = performance.now();
       db.pragma("busy_timeout = 50");
       let restart;
       try { [restart] = db.pragma("wal_checkpoint(RESTART)"); } finally { db.pragma("busy_timeout = 0"); }
+      restartedAt = restart.busy === 0 ? state.log : -1;
       parentPort.postMessage({ restart: { frames: state.log, done: restart.busy === 0, syncedAhead, syncMs: synced - start, restartMs: performance.now() - synced } });
     }
     if (failing !== null) { failing = null; parentPort.postMessage({ failing: null }); }
