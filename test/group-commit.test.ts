@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { fdatasync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -278,5 +278,72 @@ describe("syncing off the event loop", () => {
     assert.equal(list.body.code, "unavailable", JSON.stringify(list.body));
     assert.equal((await fetch(`${s.url}/healthz`)).status, 503);
     assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.host, "after.example.com")).all().length, 0, "nothing more was committed");
+  });
+});
+
+describe("two syncs at once", () => {
+  // Each WAL sync waits here, with the descriptor it was given, until the test ends it.
+  type Held = { fd: number; done: (err: Error | null) => void };
+  let held: Held[] = [];
+  const syncWal = (fd: number, done: (err: Error | null) => void) => void held.push({ fd, done });
+  let dir: string;
+  let db: ReturnType<typeof openDatabase>;
+  const insert = (name: string) => db.write(() => db.$client.prepare("INSERT INTO t (name) VALUES (?)").run(name).changes);
+  /** Settles the writes' promises that can settle now, then says which have. */
+  const settled = async (writes: Promise<unknown>[]) => {
+    const state = writes.map(() => "pending");
+    writes.forEach((w, i) => w.then(() => (state[i] = "ok"), () => (state[i] = "failed")));
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    return state;
+  };
+  const syncsStarted = async (n: number) => {
+    for (let i = 0; i < 100 && held.length < n; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(held.length, n, `${n} syncs running`);
+  };
+
+  beforeEach(() => {
+    held = [];
+    dir = mkdtempSync(join(tmpdir(), "scm-syncs-"));
+    db = openDatabase(join(dir, "syncs.db"), { syncWal });
+    db.$client.exec("CREATE TABLE t (name TEXT NOT NULL)");
+  });
+  afterEach(() => {
+    db.$client.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("a second sync starts while the first runs, through its own descriptor, and answers the commits before it", async () => {
+    const first = insert("a");
+    await syncsStarted(1);
+    const second = insert("b");
+    await syncsStarted(2);
+    const third = insert("c");
+    assert.deepEqual(await settled([first, second, third]), ["pending", "pending", "pending"]);
+    assert.equal(held.length, 2, "no third sync while two run");
+    assert.notEqual(held[0]!.fd, held[1]!.fd, "each sync has a descriptor of its own");
+
+    // The second began after both first commits: its success answers them both.
+    held[1]!.done(null);
+    assert.deepEqual(await settled([first, second, third]), ["ok", "ok", "pending"]);
+    assert.equal(held.length, 3, "the freed slot syncs the third commit");
+    held[0]!.done(null);
+    assert.deepEqual(await settled([first, second, third]), ["ok", "ok", "pending"], "the first sync began before the third commit");
+    held[2]!.done(null);
+    assert.deepEqual(await settled([first, second, third]), ["ok", "ok", "ok"]);
+    assert.equal(db.durable(), undefined, "everything committed is on disk");
+  });
+
+  it("when one of two syncs fails, a success of the other answers nothing, and the database stops", async () => {
+    const first = insert("a");
+    await syncsStarted(1);
+    const second = insert("b");
+    await syncsStarted(2);
+    held[0]!.done(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+    held[1]!.done(null);
+    assert.deepEqual(await settled([first, second]), ["failed", "failed"]);
+    await assert.rejects(first, (err: Error & { code?: string }) => err.code === "SQLITE_IOERR_FSYNC");
+    await assert.rejects(insert("c"), (err: Error & { code?: string }) => err.code === "SQLITE_IOERR_FSYNC");
+    assert.ok(db.syncFailure(), "syncing has stopped for good");
+    assert.equal(held.length, 2, "nothing more was synced");
   });
 });

@@ -50,7 +50,7 @@ class TransactionLost extends Error {
  * WAL mode writes the frames without syncing them (and never corrupts the database), and
  * then the WAL file is fdatasync'd on libuv's thread pool; its writes are answered when
  * that returns. Meanwhile the event loop serves other requests and commits the next
- * batch, whose frames the next fdatasync covers. An answered write therefore survives
+ * batch, whose frames the next fdatasync covers (see WalSync). An answered write therefore survives
  * power loss exactly as under synchronous=FULL, without each COMMIT stalling the process.
  * Commits are visible to reads before their fdatasync returns, so reads wait for it
  * (see `durable`) before they answer: nothing shown can be lost.
@@ -213,23 +213,37 @@ export class GroupCommit {
   }
 }
 
+/** How many fdatasyncs of the WAL may run at once. */
+const SYNC_SLOTS = 2;
+
 /**
- * fdatasyncs one WAL file off the event loop, one call at a time: commits made while a
- * call runs are covered by the next one, so under load each sync serves every batch
- * committed during the one before.
+ * fdatasyncs one WAL file off the event loop. A commit is answered by the first sync that
+ * started after it. Two may run at once: with one at a time, a commit made just after a
+ * sync began waited for that sync to end and then for a whole one of its own; now the
+ * second starts at once (under creates at 16 connections, the disk's flushes overlap).
+ * A sync covers every commit made before it started, so one that finishes early answers
+ * them without waiting for the other.
+ *
+ * Each slot syncs through a descriptor of its own. Linux reports a failed writeback once
+ * per open file: through one shared descriptor, of two syncs waiting for the same lost
+ * page, only the first to return would hear of it, and the other would vouch for a commit
+ * that is not on disk. Each descriptor hears of every failure at its next sync.
  *
  * A failed sync is final. The kernel may have dropped the pages it could not write and
  * report the next sync as a success, and the WAL's chained checksums make recovery stop
  * at the first lost frame, so nothing committed since can be vouched for: every write
- * and every read fails with `unavailable` from then on, and the service reports itself
- * unhealthy until it is restarted and SQLite recovers from what is really on disk.
+ * and every read fails with `unavailable` from then on (a sync that succeeds afterwards
+ * answers nothing), and the service reports itself unhealthy until it is restarted and
+ * SQLite recovers from what is really on disk.
  */
 class WalSync {
-  private fd: number | null = null;
-  /** Transactions committed, and how many of them a finished sync covers. */
+  /** One descriptor per slot, opened on first use; null while that slot is syncing. */
+  private idle: (number | null)[] = [];
+  private opened = false;
+  /** Transactions committed; the most of them a started sync covers; the most a finished one does. */
   private committed = 0;
+  private issued = 0;
   private synced = 0;
-  private running = false;
   private waiting: { upTo: number; resolve: () => void; reject: (err: unknown) => void }[] = [];
   /** Syncs that returned, failed ones included. */
   finished = 0;
@@ -266,22 +280,25 @@ class WalSync {
   }
 
   private start(): void {
-    if (this.running || this.broken || this.synced === this.committed) return;
-    let fd: number;
+    if (this.broken || this.issued === this.committed) return;
     try {
-      fd = this.open();
+      this.open();
     } catch (err) {
       return this.fail(syncFailure(err));
     }
-    this.running = true;
-    const upTo = this.committed;
+    const slot = this.idle.findIndex((fd) => fd !== null);
+    if (slot < 0) return; // both are running; the first to finish starts the next
+    const fd = this.idle[slot]!;
+    this.idle[slot] = null;
+    const upTo = (this.issued = this.committed);
     this.sync(fd, (err) => {
-      this.running = false;
+      this.idle[slot] = fd;
       this.finished += 1;
+      if (this.broken) return;
       if (err) return this.fail(syncFailure(err));
-      this.synced = upTo;
-      const done = this.waiting.filter((w) => w.upTo <= upTo);
-      this.waiting = this.waiting.filter((w) => w.upTo > upTo);
+      this.synced = Math.max(this.synced, upTo);
+      const done = this.waiting.filter((w) => w.upTo <= this.synced);
+      this.waiting = this.waiting.filter((w) => w.upTo > this.synced);
       for (const w of done) w.resolve();
       this.start();
     });
@@ -297,10 +314,11 @@ class WalSync {
    * this connection is open (SQLite deletes it only when the last connection closes).
    * Its directory entry is synced once, as SQLite does for a new journal.
    */
-  private open(): number {
-    if (this.fd !== null) return this.fd;
-    const fd = openSync(this.path, "r");
+  private open(): void {
+    if (this.opened) return;
+    const fds: number[] = [];
     try {
+      for (let i = 0; i < SYNC_SLOTS; i++) fds.push(openSync(this.path, "r"));
       const dir = openSync(dirname(this.path), "r");
       try {
         fsyncSync(dir);
@@ -308,11 +326,11 @@ class WalSync {
         closeSync(dir);
       }
     } catch (err) {
-      closeSync(fd);
+      for (const fd of fds) closeSync(fd);
       throw err;
     }
-    this.fd = fd;
-    return fd;
+    this.idle = fds;
+    this.opened = true;
   }
 }
 
