@@ -6,7 +6,7 @@ import Database from "better-sqlite3";
 import { openDatabase } from "../src/store/database.js";
 import { listQuery } from "../src/store/scm-integrations.js";
 import {
-  NODE_FLAGS, ROOT, load as loadFor, log, peakRssMb, prepareData as seedInto, residentMb, startBaseline, startService as startFor, stop, summarize, warmFileCache,
+  NODE_FLAGS, ROOT, load as loadFor, log, median, peakRssMb, prepareData as seedInto, residentMb, startBaseline, startService as startFor, stop, summarize, warmFileCache,
   type Dataset, type Protocol, type Run, type Scenario, type Target,
 } from "./drive.js";
 
@@ -20,6 +20,7 @@ import {
 const QUICK = process.env.BENCH_QUICK === "1";
 const SECONDS = QUICK ? 2 : 5;
 const REPS = QUICK ? 1 : 3;
+const TARGET_REPS = 5;
 const LARGE = QUICK ? { runners: 1_000, integrations: 100_000 } : { runners: 10_000, integrations: 1_000_000 };
 const SMALL = { runners: 100, integrations: 10_000 };
 const SCENARIOS: Scenario[] = ["create", "get", "list"];
@@ -31,35 +32,54 @@ const load = (t: Target, s: Scenario, p: Protocol, c: number, data: Dataset, sec
 const prepareData = (name: string, size: { runners: number; integrations: number }) => seedInto(work, name, size);
 const startService = (dbFile: string, workers = 1) => startFor(dbFile, { workers });
 
-interface Row { dataset: string; scenario: Scenario; protocol: Protocol; concurrency: number; base: Run; svc: Run; peakRss: number }
+/** ratio: the median, over the runs, of each service run's throughput over the baseline run just before it. */
+interface Row { dataset: string; scenario: Scenario; protocol: Protocol; concurrency: number; base: Run; svc: Run; ratio: number; ratios: number[]; runs: Run[]; peakRss: number }
+/** A service under test and the data its load is drawn from. */
+interface Subject { dataset: string; data: Dataset; target: Target }
 
-async function matrix(dataset: string, data: ReturnType<typeof prepareData>, svc: Target, base: Target, combos: [Scenario, Protocol, number][]): Promise<Row[]> {
+/** The rows the targets are read from get more runs, so that one odd run moves them less. */
+const repsFor = (p: Protocol, c: number) => (!QUICK && p === "connect-json" && c >= 16 ? TARGET_REPS : REPS);
+
+/**
+ * Each combination on every subject, interleaved with the baseline: baseline, subject 1,
+ * subject 2, baseline, ... so that drift on the machine touches all alike.
+ */
+async function matrix(subjects: Subject[], base: Target, combos: [Scenario, Protocol, number][]): Promise<Row[]> {
   const rows: Row[] = [];
   const warmed = new Set<Scenario>();
   for (const [s, p, c] of combos) {
-    warmFileCache(data.file);
+    for (const x of subjects) warmFileCache(x.data.file);
     // A first, unrecorded run per scenario lets the JIT and SQLite's page cache settle.
     if (!warmed.has(s)) {
       warmed.add(s);
-      for (const t of [base, svc]) load(t, s, "connect-json", 64, data, 2);
+      load(base, s, "connect-json", 64, subjects[0]!.data, 2);
+      for (const x of subjects) load(x.target, s, "connect-json", 64, x.data, 2);
     }
     const a: Run[] = [];
-    const b: Run[] = [];
-    for (let rep = 0; rep < REPS; rep++) {
-      a.push(load(base, s, p, c, data));
-      b.push(load(svc, s, p, c, data));
+    const b: Run[][] = subjects.map(() => []);
+    for (let rep = 0; rep < repsFor(p, c); rep++) {
+      a.push(load(base, s, p, c, subjects[0]!.data));
+      subjects.forEach((x, i) => b[i]!.push(load(x.target, s, p, c, x.data)));
     }
-    // The peak so far after every row, so that the report can tell which runs raised it.
-    const row = { dataset, scenario: s, protocol: p, concurrency: c, base: summarize(a), svc: summarize(b), peakRss: peakRssMb(svc.proc.pid!) };
-    rows.push(row);
-    log(fmtRow(row));
+    subjects.forEach((x, i) => {
+      const ratios = b[i]!.map((run, rep) => run.rps / a[rep]!.rps);
+      // The peak so far after every row, so that the report can tell which runs raised it.
+      const row = {
+        dataset: x.dataset, scenario: s, protocol: p, concurrency: c, base: summarize(a), svc: summarize(b[i]!),
+        ratio: median(ratios), ratios, runs: b[i]!, peakRss: peakRssMb(x.target.proc.pid!),
+      };
+      rows.push(row);
+      log(fmtRow(row));
+    });
   }
   return rows;
 }
 
 const fmt = (n: number, d = 0) => n.toFixed(d);
+/** A target's ratios round by round, lowest to highest, so the report shows how far they spread. */
+const spread = (xs: number[]) => [...xs].sort((a, b) => a - b).map((x) => fmt(x, 2)).join(", ");
 function fmtRow(r: Row): string {
-  return `| ${r.dataset} | ${r.scenario} | ${r.protocol} | ${r.concurrency} | ${fmt(r.base.rps)} | ${fmt(r.svc.rps)} | **${fmt(r.svc.rps / r.base.rps, 2)}** | ${fmt(r.base.p50, 2)} / ${fmt(r.base.p99, 2)} | ${fmt(r.svc.p50, 2)} / ${fmt(r.svc.p99, 2)} | ${fmt(r.base.cpu)} / ${fmt(r.svc.cpu)} | ${r.svc.errors} |`;
+  return `| ${r.dataset} | ${r.scenario} | ${r.protocol} | ${r.concurrency} | ${fmt(r.base.rps)} | ${fmt(r.svc.rps)} | **${fmt(r.ratio, 2)}** | ${fmt(r.base.p50, 2)} / ${fmt(r.base.p99, 2)} | ${fmt(r.svc.p50, 2)} / ${fmt(r.svc.p99, 2)} | ${fmt(r.base.cpu)} / ${fmt(r.svc.cpu)} | ${r.svc.errors} |`;
 }
 const HEADER = "| rows | scenario | protocol | conc. | baseline req/s | service req/s | ratio | baseline p50 / p99 ms | service p50 / p99 ms | CPU µs per request, baseline / service | service errors |\n|---|---|---|---|---|---|---|---|---|---|---|";
 
@@ -96,23 +116,28 @@ async function main(): Promise<void> {
   let svc = await startService(large.file);
   const combos = SCENARIOS.flatMap((s) => PROTOCOLS.flatMap((p) => CONCURRENCY.map((c) => [s, p, c] as [Scenario, Protocol, number])));
   log(HEADER);
-  const rows = await matrix(labelLarge, large, svc, base, combos);
+  const rows = await matrix([{ dataset: labelLarge, data: large, target: svc }], base, combos);
   const rss = peakRssMb(svc.proc.pid!);
   const rssNow = residentMb(svc.proc.pid!);
+
+  // Growth: the same Connect JSON runs at 64 on a small table, each round also running them
+  // on the large one (the service above), so that both sides of the comparison are seconds apart.
+  const small = prepareData("small", SMALL);
+  const svcSmall = await startService(small.file);
+  const growthCombos = SCENARIOS.map((s) => [s, "connect-json", 64] as [Scenario, Protocol, number]);
+  const growth = await matrix(
+    [{ dataset: `${labelLarge} (growth)`, data: large, target: svc }, { dataset: `${labelSmall} (growth)`, data: small, target: svcSmall }],
+    base,
+    growthCombos,
+  );
+  await stop(svcSmall);
   await stop(svc);
   const rowsAfter = countRows(large.file);
   const plan = queryPlan(large.file, large.runnerIds[0]!);
 
-  // Growth: the same Connect JSON runs at 64 on a small table.
-  const small = prepareData("small", SMALL);
-  svc = await startService(small.file);
-  const growthCombos = SCENARIOS.map((s) => [s, "connect-json", 64] as [Scenario, Protocol, number]);
-  const growth = await matrix(labelSmall, small, svc, base, growthCombos);
-  await stop(svc);
-
   // Both cores: two worker processes on the large table.
   svc = await startService(large.file, 2);
-  const multi = await matrix(`${labelLarge} x2`, large, svc, base, growthCombos);
+  const multi = await matrix([{ dataset: `${labelLarge} x2`, data: large, target: svc }], base, growthCombos);
   const rssMulti = peakRssMb(svc.proc.pid!);
   await stop(svc);
   await stop(base);
@@ -151,16 +176,17 @@ function renderReport(r: {
   const targets = SCENARIOS.map((s) => {
     const row = find(r.rows, s, "connect-json", 64);
     const goal = { create: 0.7, get: 0.85, list: 0.75 }[s];
-    return `| ${s} ratio, Connect JSON, 64 | >= ${goal} | ${fmt(row.svc.rps / row.base.rps, 2)} |`;
+    return `| ${s} ratio, Connect JSON, 64 | >= ${goal} | ${fmt(row.ratio, 2)} (rounds: ${spread(row.ratios)}) |`;
   });
   const p99 = SCENARIOS.flatMap((s) => PROTOCOLS.map((p) => {
     const row = find(r.rows, s, p, 16);
     return `| p99 at 16, ${s}, ${p} | <= 2x baseline | ${fmt(row.svc.p99 / row.base.p99, 2)}x (${fmt(row.svc.p99, 2)} vs ${fmt(row.base.p99, 2)} ms) |`;
   }));
   const growth = SCENARIOS.map((s) => {
-    const big = find(r.rows, s, "connect-json", 64).svc.rps;
-    const little = find(r.growth, s, "connect-json", 64).svc.rps;
-    return `| ${s} req/s, ${r.labelLarge} vs ${r.labelSmall} rows | within 15% | ${fmt(big)} vs ${fmt(little)} (${fmt((big / little - 1) * 100, 1)}%) |`;
+    const [big, little] = [r.labelLarge, r.labelSmall].map((label) => r.growth.find((x) => x.scenario === s && x.dataset.startsWith(`${label} `))!);
+    // Round by round, the large table's run over the small one's just after it.
+    const change = median(big!.runs.map((run, i) => run.rps / little!.runs[i]!.rps)) - 1;
+    return `| ${s} req/s, ${r.labelLarge} vs ${r.labelSmall} rows | within 15% | ${fmt(big!.svc.rps)} vs ${fmt(little!.svc.rps)} (${fmt(change * 100, 1)}%) |`;
   });
   const cores = SCENARIOS.map((s) => {
     const one = find(r.rows, s, "connect-json", 64).svc.rps;
@@ -169,9 +195,13 @@ function renderReport(r: {
   });
   return `# Benchmarks
 
-Made by \`npm run bench\` (${fmt(r.minutes, 1)} minutes). Every figure is the median of ${REPS} runs of ${SECONDS} s; each
-service run follows a baseline run of the same scenario, protocol and concurrency (A B A B ...),
-and the ratio is service / baseline throughput from the same invocation.
+Made by \`npm run bench\` (${fmt(r.minutes, 1)} minutes). Every figure is the median of ${REPS} runs of ${SECONDS} s${
+    repsFor("connect-json", 64) === REPS ? "" : `\n(${repsFor("connect-json", 64)} for Connect JSON at 16 and 64, which the targets are read from)`
+  }; each service run follows a
+baseline run of the same scenario, protocol and concurrency (A B A B ...), and the ratio is the
+median, over the runs, of each service run's throughput over the baseline run just before it.
+Growth runs the small and the large table in the same rounds (baseline, large, small, ...) and
+compares them round by round.
 
 ## Machine and versions
 
