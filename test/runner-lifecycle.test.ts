@@ -225,4 +225,27 @@ describe("a Signup racing a create's sealing", () => {
     assert.ok(row.oauthSealedTo!.equals(fresh.publicKey), "recorded as sealed to the new key");
     assert.equal(open(row.oauthEncryptedSecret!, fresh.publicKey, fresh.secretKey), "raced-secret");
   });
+
+  it("a create after a Signup with a new key seals to that key, though the one before sealed ahead to the old", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    const oldKeys = await signUp(s, runnerToken);
+    const create = (host: string) =>
+      call(s, `gitpod.v1.RunnerConfigurationService/CreateSCMIntegration`, {
+        runnerId, scmId: "github", host, oauthClientId: "client", oauthPlaintextClientSecret: `secret-of-${host}`, pat: false,
+      });
+    const first = await create("before.example.com");
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    const newKeys = await signUp(s, runnerToken);
+    const second = await create("after.example.com");
+    assert.equal(second.status, 200, JSON.stringify(second.body));
+    const row = s.db.select().from(scmIntegrations).where(eq(scmIntegrations.id, second.body.id)).get()!;
+    assert.ok(row.oauthSealedTo!.equals(newKeys.publicKey), "recorded as sealed to the new key");
+    assert.equal(open(row.oauthEncryptedSecret!, newKeys.publicKey, newKeys.secretKey), "secret-of-after.example.com");
+    assert.equal(open(row.oauthEncryptedSecret!, oldKeys.publicKey, oldKeys.secretKey), null);
+
+    // Once the runner is gone, a create for it is not_found, whatever was sealed to it before.
+    assert.equal((await call(s, "gitpod.v1.RunnerService/DeleteRunner", { runnerId })).status, 200);
+    const gone = await create("gone.example.com");
+    assert.equal(gone.body.code, "not_found", JSON.stringify(gone.body));
+  });
 });

@@ -66,7 +66,9 @@ class SealWorker {
       this.queue.push({ text: plaintext, key: publicKey, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => this.send());
+        // Once the current callback's promise continuations have run: the creates resolved by
+        // one read batch or one poll callback go together, without waiting a turn of the loop.
+        queueMicrotask(() => this.send());
       }
     });
   }

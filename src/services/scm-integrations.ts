@@ -347,13 +347,29 @@ function extends_(input: UpdateScmIntegrationInput, row: ScmIntegrationRow): boo
 }
 
 /**
+ * Runner keys recently sealed to, by organization and runner, oldest first. A key found
+ * here may be out of date (the runner signed up again, or is gone): the write compares it
+ * with the runner's key in its own transaction and seals again, or fails, as it must. So
+ * this only spares a create the lookup, and the turn of the event loop it waits for.
+ */
+const recentKeys = new Map<string, Buffer>();
+const RECENT_KEYS = 16_384;
+
+/**
  * The secret sealed, off the event loop, to the key the runner has now; null when it has
  * none (or no such runner: the write then says why). The write uses the box only while
  * that is still the runner's key, and seals again should a Signup have changed it.
  */
 async function sealAhead(db: Db, orgId: string, runnerId: string, secret: string): Promise<{ key: Buffer; box: Buffer } | null> {
-  const key = await db.read(() => findRunnerKey(db, orgId, runnerId));
-  if (!key) return null;
+  const known = `${orgId}/${runnerId}`;
+  let key = recentKeys.get(known);
+  if (key === undefined) {
+    const found = await db.read(() => findRunnerKey(db, orgId, runnerId));
+    if (!found) return null;
+    key = found;
+    if (recentKeys.size >= RECENT_KEYS) recentKeys.delete(recentKeys.keys().next().value!);
+    recentKeys.set(known, key);
+  }
   // Should sealing fail here, the write seals inline and reports it as it always has.
   const box = await sealOffLoop(secret, key).catch(() => null);
   return box ? { key, box } : null;
