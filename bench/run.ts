@@ -270,11 +270,23 @@ ${r.plan}
   transaction, each in its own savepoint. The batch commits with \`synchronous=NORMAL\` and the WAL
   is then fdatasync'd on libuv's thread pool; its writes are answered when that returns, so the
   event loop never waits for the disk and one sync covers every batch committed during the one
-  before. Reads (and refusals) wait for the sync of what they may show.
+  before. Reads (and refusals) wait for the sync of what they may show. Two syncs may run at
+  once, each through a file descriptor of its own (Linux reports a failed writeback once per
+  open file, so through a shared one a sync could miss a failure that another sync saw): a
+  commit made just after a sync began used to wait for that sync to end and then for a whole
+  one of its own; now the second starts at once. Side by side with the build before
+  (\`npm run bench:compare\`, creates, Connect JSON): at 16 connections, 8 rounds, p99 26.8
+  against 31.4 ms and 1669 against 1647 creates/s; at 64, 6 rounds, 1633 against 1370.
 - OAuth secrets are sealed in a worker thread (\`src/crypto/seal-worker.ts\`), instead of two
   X25519 multiplications on the event loop per create, in messages of 8 jobs: sent as one
   message, a turn's creates all waited for the last seal and the event loop sat idle meanwhile
   (creates 2174 -> 2689 req/s at 64 connections, measured with \`npm run bench:compare\`).
+  A create seals to the key of its runner as remembered from a recent create for it, when there
+  is one, instead of reading it first (a key out of date is caught by the write, which compares
+  it with the runner's in its transaction and seals again), and a turn's secrets are sent as
+  soon as the callback that produced them has run its promise continuations, not a loop turn
+  later. Side by side, 6 rounds at 64: 2359 against 2219 creates/s, 607 against 632 µs of CPU
+  per create; at 16, 8 rounds, within noise (2055 against 2076, p99 25.8 against 24.4 ms).
 - WAL checkpoints run in a worker thread (\`src/store/checkpointer.ts\`), not inside a
   request's COMMIT, every 50 ms, so that little is left to copy (under the write lock) when the
   WAL is started over past 16,384 pages (32 MiB). Before starting it over, the thread syncs the
@@ -363,9 +375,10 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     event loop's token and runner lookups ran cold. (An earlier copy that skipped the insert
     altogether made 2826 and 2982 creates/s against 2148 and 2309: the work is needed somewhere,
     and on this VM the second core is shared with the load generator.)
-  - A second fdatasync started while one runs: 2154 against 2249 (5 pairs). The sync is not
-    the limit: timed in a thread of its own, the WAL's fdatasync took 0.7 ms at p50, 4.4 at p90
-    and 9.5 at p99 under this load, with 1.14 commits per sync.
+  - (Since taken, see above, for what it does at 16 connections.) A second fdatasync started
+    while one runs: 2154 against 2249 (5 pairs) at 64. The sync is not the limit there: timed in
+    a thread of its own, the WAL's fdatasync took 0.7 ms at p50, 4.4 at p90 and 9.5 at p99 under
+    this load, with 1.14 commits per sync.
   - Holding writes while a sync runs, so that each sync covers one commit: 28% fewer commits,
     2117 against 2073 creates/s (4 pairs), within noise.
   - No checkpoints during the run: 1977, 2022 and 1996 against 2376, 1811 and 2039.
@@ -373,8 +386,13 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     within noise for creates and List.
 - Create p99 at concurrency 16 is the disk's tail. Instrumented (a scratch copy of this build,
   15 s of creates at 16 connections): the event loop's delay was 5 ms at p99, but the WAL's
-  fdatasync took 1.1 ms at p50, 10 ms at p99 and up to 17 to 35 ms, and a batch's creates wait
-  for their sync plus the one already running. Every 16,384 frames the checkpointer's RESTART
+  fdatasync took 1.1 ms at p50, 10 ms at p99 and up to 17 to 35 ms, and a batch's creates waited
+  for their sync plus the one already running (two now overlap, see above). Timed inside the
+  handler on the build before that (a scratch copy, 10 s at 16 connections, about 1,300 to
+  1,600 creates/s), a create spent, at p50 / p99: 2.5 / 13 ms reading its runner's key and
+  getting the secret sealed by the worker thread, 0.4 / 2 ms waiting for its batch to begin,
+  and 2.5 / 19 ms in its commit and the sync after it; 6 / 29 ms in all, of the 10 / 35 ms wrk
+  saw. Every 16,384 frames the checkpointer's RESTART
   holds the write lock for 8 to 86 ms, mostly syncing the database file (about the same with a
   busy timeout of 0 and of 50 ms), and writes queue behind it. A copy that restarted the WAL a
   quarter as often and wrote the new WAL's first frame from the checkpointer's thread brought
