@@ -97,7 +97,10 @@ export async function createScmIntegration(
       unknown.add("scm_id", "scm_id.known", `"${truncate(input.scmId)}" is not in the runner's configuration schema; allowed: ${knownScmIds(runner).join(", ")}`);
       unknown.throwIfAny();
     }
-    const sealed = secret === undefined ? null : ahead && runner.publicKey?.equals(ahead.key) ? ahead.box : sealFor(runner, secret);
+    const fresh = ahead !== null && runner.publicKey?.equals(ahead.key) === true;
+    // A remembered key out of date is forgotten, so the runner's next create reads the new one.
+    if (ahead && !fresh) forgetKey(caller.orgId, runner.id);
+    const sealed = secret === undefined ? null : fresh ? ahead!.box : sealFor(runner, secret);
     const id = newId(now);
     store.insertScmIntegration(db, {
       id,
@@ -354,6 +357,8 @@ function extends_(input: UpdateScmIntegrationInput, row: ScmIntegrationRow): boo
  */
 const recentKeys = new Map<string, Buffer>();
 const RECENT_KEYS = 16_384;
+const keyName = (orgId: string, runnerId: string) => `${orgId}/${runnerId}`;
+const forgetKey = (orgId: string, runnerId: string) => recentKeys.delete(keyName(orgId, runnerId));
 
 /**
  * The secret sealed, off the event loop, to the key the runner has now; null when it has
@@ -361,7 +366,7 @@ const RECENT_KEYS = 16_384;
  * that is still the runner's key, and seals again should a Signup have changed it.
  */
 async function sealAhead(db: Db, orgId: string, runnerId: string, secret: string): Promise<{ key: Buffer; box: Buffer } | null> {
-  const known = `${orgId}/${runnerId}`;
+  const known = keyName(orgId, runnerId);
   let key = recentKeys.get(known);
   if (key === undefined) {
     const found = await db.read(() => findRunnerKey(db, orgId, runnerId));
