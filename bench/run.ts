@@ -401,6 +401,17 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   each, before the sync ahead of the RESTART): 33 to 37 ms as built, 24 to 31 ms with the WAL
   never started over, 19 to 25 ms with no checkpoints at all. The rest is the WAL's own
   fdatasync, which the checkpoints' writes to the database file slow down.
+- Growth, now that both tables run in the same rounds: in the first full run so measured,
+  the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
+  alike (-19%, -20%, -18%). (When the
+  small table ran minutes after the large one, the same comparison gave anything from -26% to
+  +34%: that was drift.) Measured by hand, with fresh services on copies of the seeded files
+  (a scratch script: 6-second Get runs at 64, order alternating, 4 rounds), the gap was
+  smaller: -9% at the median (CPU per Get 243 to 291 µs on 1M rows against 214 to 272 on 10k).
+  After 40 s of creates on the 1M-row service first, as in the benchmark, where its matrix runs
+  before, it was -19% (322 to 390 µs against 250 to 272). So part of it is not the size of the
+  table but what the creates before left behind. The likely parts are a WAL of up to 32 MiB,
+  an index page cache filled by the creates, and a larger heap; none of them is confirmed.
 - Left out on purpose: caching answers (stale reads, memory) and a request path beside
   connect-node (the benchmark would then no longer compare like with like).
 - Peak RSS of this run: ${r.rss} MB. The rows that raised it (VmHWM after each row of the
