@@ -50,8 +50,9 @@ class TransactionLost extends Error {
  * WAL mode writes the frames without syncing them (and never corrupts the database), and
  * then the WAL file is fdatasync'd on libuv's thread pool; its writes are answered when
  * that returns. Meanwhile the event loop serves other requests and commits the next
- * batch, whose frames the next fdatasync covers (see WalSync). An answered write therefore survives
- * power loss exactly as under synchronous=FULL, without each COMMIT stalling the process.
+ * batch, whose frames the next fdatasync covers (see WalSync). An answered write
+ * therefore survives power loss exactly as under synchronous=FULL, without each COMMIT
+ * stalling the process.
  * Commits are visible to reads before their fdatasync returns, so reads wait for it
  * (see `durable`) before they answer: nothing shown can be lost.
  */
@@ -220,7 +221,7 @@ const SYNC_SLOTS = 2;
  * fdatasyncs one WAL file off the event loop. A commit is answered by the first sync that
  * started after it. Two may run at once: with one at a time, a commit made just after a
  * sync began waited for that sync to end and then for a whole one of its own; now the
- * second starts at once (under creates at 16 connections, the disk's flushes overlap).
+ * second starts at once (create p99 at 16 connections 31.4 -> 26.8 ms, BENCHMARKS.md).
  * A sync covers every commit made before it started, so one that finishes early answers
  * them without waiting for the other.
  *
