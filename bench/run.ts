@@ -355,6 +355,10 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   the insert and its savepoints about 10%, BEGIN and COMMIT about 10% (at about 120 commits a
   second, some 17 creates each), the token and runner lookups about 5%. connect's two aborts per
   call (each builds a \`DOMException\` with a stack trace) take about 8%, as they do in the baseline.
+  Take the shares of JavaScript functions with care: \`--perf-basic-prof\` names code by address,
+  and code that V8 moved or replaced keeps its old name. In a List profile of this build,
+  better-sqlite3 reading rows showed up under connect's \`onAbort\`. The native frames, SQLite's
+  included, are not affected.
 - Part of each COMMIT is a quirk of SQLite's page cache. When a B-tree split puts its new
   pages in order, SQLite parks one of them for a moment under the number of the lock-byte page
   (page 524,289 with 2 KiB pages), which lies past the end of any database under 1 GiB. At
@@ -403,7 +407,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   fdatasync, which the checkpoints' writes to the database file slow down.
 - Growth, now that both tables run in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
-  alike (-19%, -20%, -18%). (When the
+  alike (-19%, -20%, -18%); in the second, the one above, -10%, -3% and -5%. (When the
   small table ran minutes after the large one, the same comparison gave anything from -26% to
   +34%: that was drift.) Measured by hand, with fresh services on copies of the seeded files
   (a scratch script: 6-second Get runs at 64, order alternating, 4 rounds), the gap was
