@@ -240,7 +240,6 @@ const SYNC_SLOTS = 2;
 class WalSync {
   /** One descriptor per slot, opened on first use; null while that slot is syncing. */
   private idle: (number | null)[] = [];
-  private opened = false;
   /** Transactions committed; the most of them a started sync covers; the most a finished one does. */
   private committed = 0;
   private issued = 0;
@@ -316,7 +315,7 @@ class WalSync {
    * Its directory entry is synced once, as SQLite does for a new journal.
    */
   private open(): void {
-    if (this.opened) return;
+    if (this.idle.length > 0) return;
     const fds: number[] = [];
     try {
       for (let i = 0; i < SYNC_SLOTS; i++) fds.push(openSync(this.path, "r"));
@@ -331,7 +330,6 @@ class WalSync {
       throw err;
     }
     this.idle = fds;
-    this.opened = true;
   }
 }
 
