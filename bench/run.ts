@@ -295,7 +295,12 @@ ${r.plan}
   every page copied since, while writes waited. Timed in the thread under creates at 16
   connections, the RESTART took 14 ms at the median and up to 60 before, 8 and up to 29 after;
   create p99 at 16 went from 31.9 to 27.5 ms (median of 6 alternating pairs, scratch script;
-  throughput at 64 2037 against 1986 creates/s, 6 pairs).
+  throughput at 64 2037 against 1986 creates/s, 6 pairs). That sync itself takes tens of
+  milliseconds under load, and the commits made during it were then copied and synced under
+  the lock, so the thread now copies and syncs twice before the RESTART: the second round has
+  only those commits to handle. Create p99 at 16 went from 26.9 to 23.8 ms (median of 9
+  alternating pairs of 10-second runs, scratch script; lower in 8 of the 9), with 1849
+  against 1735 creates/s at the median.
 - Bytes in JSON answers are base64-encoded natively (\`src/runtime/base64.ts\`): protobuf-es
   uses \`Uint8Array.prototype.toBase64\` where the runtime has it, and Node 20 does not, so each
   sealed secret was encoded a character at a time in JavaScript. Encoding a page of 25 went from
@@ -388,6 +393,22 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   - No checkpoints during the run: 1977, 2022 and 1996 against 2376, 1811 and 2039.
   - \`--stack-trace-limit=0\`, to make those \`DOMException\`s cheaper (7 µs less each in a loop):
     within noise for creates and List.
+- Tried on the table's layout and dropped: rows placed by runner. SQLite keeps whole entries
+  in the interior pages of an index, and of a table without rowid, so wide entries make a deep
+  tree with many interior pages. On the seeded 1M-row file (\`dbstat\`), the id-keyed table holds
+  about 6 rows per page and has 24,536 interior pages over 7 levels, the covering index 7.7
+  entries per page and 14,963 interior pages: with the other two indexes some 45,000 interior
+  pages (90 MB), against a page cache of 16 MiB. A scratch build kept the rows in a rowid
+  table whose rowid is a region chosen from a hash of the runner id plus a count within it,
+  so a runner's rows are adjacent, with indexes of short keys only: id, (runner_id, id),
+  (runner_id, host), (org_id, id). Seeded the same way, through the service's insert, its file
+  was 662 MB instead of 834, with 8,700 interior pages in all. In a loop on both files (16 MiB
+  cache, the service's statements, two runs): Get 17.2 / 19.1 µs against 18.5 / 18.6, a create
+  in batches of 17 138 / 129 µs against 151 / 132, but a page of 25 123 / 140 µs against 92 / 90:
+  each row is a lookup in the table, however close the rows lie. Under load, creates at 64
+  made 1764, 1731 and 1940 a second against 1997, 2011 and 1902 for this build (alternating).
+  Built from a sorted copy instead (every page full, as after VACUUM), the same layout had
+  looked a fifth faster for creates: a layout has to be measured as the inserts leave it.
 - Create p99 at concurrency 16 is the disk's tail. Instrumented (a scratch copy of this build,
   15 s of creates at 16 connections): the event loop's delay was 5 ms at p99, but the WAL's
   fdatasync took 1.1 ms at p50, 10 ms at p99 and up to 17 to 35 ms, and a batch's creates waited
@@ -401,7 +422,9 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   busy timeout of 0 and of 50 ms), and writes queue behind it. A copy that restarted the WAL a
   quarter as often and wrote the new WAL's first frame from the checkpointer's thread brought
   p99 from 34 / 44 to 27 / 33 ms in two pairs of runs: within this machine's noise, so not
-  taken. How much of the tail is checkpointing, from scratch copies at 16 connections (3 runs
+  taken. Tried again beside the second copy-and-sync round (three rounds of 10-second runs):
+  restarting at 65,536 frames gave 23.3, 28.5 and 26.3 ms, against 28.5, 29.3 and 28.1 as built
+  before and 25.0, 22.9 and 21.0 with the second round, which was taken. How much of the tail is checkpointing, from scratch copies at 16 connections (3 runs
   each, before the sync ahead of the RESTART): 33 to 37 ms as built, 24 to 31 ms with the WAL
   never started over, 19 to 25 ms with no checkpoints at all. The rest is the WAL's own
   fdatasync, which the checkpoints' writes to the database file slow down.
@@ -413,9 +436,24 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   (a scratch script: 6-second Get runs at 64, order alternating, 4 rounds), the gap was
   smaller: -9% at the median (CPU per Get 243 to 291 µs on 1M rows against 214 to 272 on 10k).
   After 40 s of creates on the 1M-row service first, as in the benchmark, where its matrix runs
-  before, it was -19% (322 to 390 µs against 250 to 272). So part of it is not the size of the
-  table but what the creates before left behind. The likely parts are a WAL of up to 32 MiB,
-  an index page cache filled by the creates, and a larger heap; none of them is confirmed.
+  before, it was -19% (322 to 390 µs against 250 to 272). That pointed at what the creates
+  leave behind, but it did not hold up: repeated four times (a scratch script: three 5-second
+  Get runs on a fresh service, again after 40 s of creates, and again after restarting it on
+  the same file), Gets after the creates were about a quarter slower than after the restart
+  once (2572 to 2794 against 2816 to 3574 a second) and as fast or faster the other three
+  times (for instance 4363 to 4895 against 3852 to 4107). On this machine the spread between
+  runs minutes apart is as large as the gap being measured.
+  Creates are another matter: they do cost more on the large table, and not only in SQLite.
+  CPU per create by thread (a scratch script, fresh services, 8 s at 64, two rounds): the event
+  loop 501 and 522 µs on 1M rows against 369 and 417 on 10k, the checkpointer 113 and 114
+  against 57 and 60 (it copies pages to scattered places in an 830 MB file instead of a few
+  over and over in an 8 MB one), the sealing thread about 90 on both. Under \`perf\` (all
+  threads), SQLite's share went from 18% to 27% of the samples: reading pages from the OS 1.0
+  -> 3.2%, index seeks 1.3 -> 4.2%, inserts 2.0 -> 3.7%, the cache walk at COMMIT 0.7 -> 2.3%
+  (the small file's cache is a quarter the size). In a loop with the service's statements and
+  cache, a create in batches of 17 took 95 and 102 µs on 10k rows against 120 and 144 on 1M, a
+  Get 12.5 against 19 to 21 µs. The 10k-row file fits in the page cache whole; the 1M-row
+  file's indexes do not, and no cache size helps both ways (see the cache walk above).
 - Left out on purpose: caching answers (stale reads, memory) and a request path beside
   connect-node (the benchmark would then no longer compare like with like).
 - Peak RSS of this run: ${r.rss} MB. The rows that raised it (VmHWM after each row of the
