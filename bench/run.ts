@@ -435,8 +435,8 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
 - Growth, now that both tables run in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
-  -35%, -10% and -15%, then -7%, -2% and -12%, then -14%, -2% and -13% (the figures above are
-  from the last of these). (When the
+  -35%, -10% and -15%, then -7%, -2% and -12%, then -14%, -2% and -13% (the table above is the
+  run that wrote this file). (When the
   small table ran minutes after the large one, the same comparison gave anything from -26% to
   +34%: that was drift.) Measured by hand, with fresh services on copies of the seeded files
   (a scratch script: 6-second Get runs at 64, order alternating, 4 rounds), the gap was
