@@ -352,6 +352,22 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   and does neither. protobuf-es offers no way to encode a message other than by walking its
   schema, and connect-node encodes whatever the handler returns, so closing the gap would
   mean answering beside connect-node, which this benchmark is meant to rule out.
+  - Where a List's time goes beside the baseline's, from V8's own profiler (6 s at 64 on
+    both, the same rows; the profiler slows both): of the 474 µs it added per List, reading the
+    page (SQLite, and better-sqlite3 building the rows) took 29% (the runner check, a statement
+    of its own, 3% of it), protobuf-es's JSON writer 14%, garbage collection 10%, node's own code
+    (abort signals, the text encoder, streams) 20%, and this service's other code (request
+    checks, page token, log line) 7%. In a loop on pages already in the cache, a page of 25 took
+    about 55 µs: walking its 26 index entries 6, SQLite decoding their columns, the join and the
+    hex 24, and bringing the rows into JavaScript the rest. Other shapes of that last step (one
+    JSON text per row or per page, no runner_id column, the secret as a blob) measured 44 to 75
+    µs against 53 to 60: none stood out. On random runners of the 1M-row file the same page took
+    about 90 µs (16 of them the kernel's, copying pages in); with a 128 MiB cache about 60.
+  - Tried and dropped: reading a runner's pages on a worker thread with its own connection (a
+    scratch copy; each turn's pages went out and came back as one message). 1679 and 1698
+    Lists/s against 2218 and 2172; by thread, the event loop spent 432 to 443 µs per List
+    against 441 to 452, the new thread 107 to 115, and V8's four helper threads about 50 each
+    instead of 17: taking the rows in as a message cost the event loop what reading them had.
 - Create: the event loop is the limit. Measured again on this build with
   \`performance.eventLoopUtilization()\` (a scratch copy, 8-second runs): busy 95 to 98% of the
   time at 64 connections and 100% at 256, so the idle quarter that earlier builds showed is gone.
@@ -409,6 +425,19 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   made 1764, 1731 and 1940 a second against 1997, 2011 and 1902 for this build (alternating).
   Built from a sorted copy instead (every page full, as after VACUUM), the same layout had
   looked a fifth faster for creates: a layout has to be measured as the inserts leave it.
+  Two more layouts, each built like this build's file in a scratch copy (a fresh file, the
+  rows inserted in creation order with every index in place): a rowid table with an index on
+  id, the covering index kept (the table as it was before migration 0004); and the table
+  clustered by (runner_id, id) without rowid, serving a runner's page itself, with indexes on
+  id, (runner_id, host) and (org_id, id). The first made 2025, 1825, 1690 and 1752 creates/s
+  under load against 2118, 2052, 1671 and 1975 (alternating). The second read slower in a
+  loop, a page of 25 in 94 and 101 µs against 87 and 79 and a Get in 21 and 25 against 17 and
+  18: its rows are wider than the covering index's entries. The loop that compares layouts had
+  inserted random (version 4) ids, which scatters the inserts into the id-keyed table; the
+  service's ids are ordered by time, so the loop's create figures, here and for the rows placed
+  by runner above, flattered the other layouts. With ordered ids a create, in batches of 17,
+  writes 5.8 pages to the WAL: 2.0 leaves and 0.7 interior pages of the covering index, 1.7 and
+  0.4 of the (runner_id, host) index, 0.6 of the table and 0.3 of the (org_id, id) index.
 - Not tried under load: \`PRAGMA mmap_size\`, which lets SQLite read pages through a memory map
   instead of copying them in with a system call. A page of 25 read about 17% faster in a loop
   (110 -> 91 µs on the 1M-row file), but mapped pages of the file count in the process's RSS,
@@ -432,6 +461,11 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   each, before the sync ahead of the RESTART): 33 to 37 ms as built, 24 to 31 ms with the WAL
   never started over, 19 to 25 ms with no checkpoints at all. The rest is the WAL's own
   fdatasync, which the checkpoints' writes to the database file slow down.
+  Syncing the database file after every checkpoint instead, so that no large sync comes
+  before a RESTART (a scratch copy, 11 alternating pairs of 10-second runs at 16): p99 27.0
+  against 30.5 ms at the median, lower in 7 pairs of the 11, with 1414 against 1458 creates/s;
+  timed, the WAL's own fdatasync got slower (p90 6.6 to 8.6 ms against 4.3 to 7.1, 4 pairs).
+  Not taken.
 - Growth, now that both tables run in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
