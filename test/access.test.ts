@@ -121,3 +121,35 @@ describe("who may call what", () => {
     assert.match(missing.body.message, /^runner_id: is required/);
   });
 });
+
+describe("ids in upper case", () => {
+  // RFC 9562 reads a uuid's hex digits without regard to case, and some platforms write
+  // them in upper case; answers always carry the lower case the ids were issued in.
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  it("are the same ids as in lower case, on every call that takes one", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    await signUp(s, runnerToken);
+    const upper = runnerId.toUpperCase();
+    assert.notEqual(upper, runnerId);
+    const created = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId: upper, scmId: "github", host: "github.com", pat: true });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    const id: string = created.body.id;
+    const got = await call(s, `${CFG}/GetSCMIntegration`, { id: id.toUpperCase() });
+    assert.equal(got.body.integration.id, id);
+    assert.equal(got.body.integration.runnerId, runnerId);
+    const listed = await call(s, `${CFG}/ListSCMIntegrations`, { filter: { runnerIds: [upper, runnerId] } });
+    assert.deepEqual(listed.body.integrations.map((i: any) => i.id), [id], "one runner, named twice");
+    assert.equal((await call(s, `${RUNNERS}/GetRunner`, { runnerId: upper })).body.runner.runnerId, runnerId);
+    assert.equal((await call(s, `${RUNNERS}/UpdateRunner`, { runnerId: upper })).status, 200);
+    assert.equal((await call(s, `${CFG}/GetRunnerConfigurationSchema`, { runnerId: upper })).status, 200);
+    const own = await call(s, `${RUNNER_SIDE}/ListRunnerSCMIntegrations`, { runnerId: upper, filter: { scmIntegrationIds: [id.toUpperCase()] } }, runnerToken);
+    assert.deepEqual(own.body.scmIntegrations.map((i: any) => i.id), [id], JSON.stringify(own.body));
+    assert.equal((await call(s, `${CFG}/UpdateSCMIntegration`, { id: id.toUpperCase(), pat: false, oauthClientId: "c", oauthPlaintextClientSecret: "s" })).status, 200);
+    assert.equal((await call(s, `${CFG}/DeleteSCMIntegration`, { id: id.toUpperCase() })).status, 200);
+    assert.equal((await call(s, `${CFG}/GetSCMIntegration`, { id })).body.code, "not_found");
+    assert.equal(s.db.select().from(scmIntegrations).all().length, 0);
+  });
+});

@@ -17,6 +17,9 @@ import { call, countInMainFile, createRunner, PUBLIC_URL, signUp, startServer, t
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
 const LIST = "gitpod.v1.RunnerConfigurationService/ListSCMIntegrations";
+const GET = "gitpod.v1.RunnerConfigurationService/GetSCMIntegration";
+const DELETE = "gitpod.v1.RunnerConfigurationService/DeleteSCMIntegration";
+const UPDATE_RUNNER = "gitpod.v1.RunnerService/UpdateRunner";
 
 describe("group commit", () => {
   let s: TestServer;
@@ -258,6 +261,29 @@ describe("syncing off the event loop", () => {
     assert.equal(s.db.$client.pragma("synchronous", { simple: true }), 2, "FULL outside");
   });
 
+  it("a refusal resting on an unsynced delete, and an UpdateRunner that writes nothing, wait for the sync too", async () => {
+    const { runnerId } = await createRunner(s);
+    const created = await call(s, CREATE, { runnerId, scmId: "github", host: "gone.example.com", pat: true });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    holding = true;
+    const synced = nextHeld();
+    const deleted = call(s, DELETE, { id: created.body.id });
+    await synced; // the delete is committed; its sync is held
+    const answered = new Set<string>();
+    const get = call(s, GET, { id: created.body.id }).then((r) => (answered.add("get"), r));
+    const update = call(s, UPDATE_RUNNER, { runnerId }).then((r) => (answered.add("update"), r));
+    // Both read what they show within a few turns; the update's wait is inside its handler,
+    // so the handled set cannot tell when, and a generous pause stands in for it.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual([...answered], [], "the not_found shows the delete, the update shows what the runner's read saw");
+    holding = false;
+    held.splice(0).forEach((done) => done(null));
+    const [d, g, u] = await Promise.all([deleted, get, update]);
+    assert.equal(d.status, 200, JSON.stringify(d.body));
+    assert.equal(g.body.code, "not_found", JSON.stringify(g.body));
+    assert.equal(u.status, 200, JSON.stringify(u.body));
+  });
+
   // Last in this suite: a failed sync stops the database for good.
   it("a failed sync fails its writes with unavailable, and every write, read and health check after it until a restart", async () => {
     const { runnerId } = await createRunner(s);
@@ -276,6 +302,11 @@ describe("syncing off the event loop", () => {
     assert.equal(next.body.code, "unavailable", JSON.stringify(next.body));
     const list = await call(s, LIST, { filter: { runnerIds: [runnerId] } });
     assert.equal(list.body.code, "unavailable", JSON.stringify(list.body));
+    // Refusals too: a not_found could rest on a delete that never reached the disk.
+    const missing = await call(s, GET, { id: "01a23a85-70c0-7000-8000-000000000000" });
+    assert.equal(missing.body.code, "unavailable", JSON.stringify(missing.body));
+    const rename = await call(s, UPDATE_RUNNER, { runnerId });
+    assert.equal(rename.body.code, "unavailable", JSON.stringify(rename.body));
     assert.equal((await fetch(`${s.url}/healthz`)).status, 503);
     assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.host, "after.example.com")).all().length, 0, "nothing more was committed");
   });

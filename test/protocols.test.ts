@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import net from "node:net";
 import { gzipSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
@@ -119,7 +120,53 @@ describe("raw HTTP the framework would choke on", () => {
     const alive = await fetch(`${s.url}/healthz`);
     assert.equal(alive.status, 200);
   });
+
+  it("what connect-node refuses by itself is final too (x-should-retry: false), over HTTP/1.1 and HTTP/2", async () => {
+    const path = "gitpod.v1.RunnerService/ListRunners";
+    const headers = { authorization: `Bearer ${s.token}`, "content-type": "application/json" };
+    const cases: [Record<string, string>, string, number, string][] = [
+      [headers, "{not json", 400, "invalid_argument"],
+      [{ ...headers, "connect-timeout-ms": "600000" }, "{}", 400, "invalid_argument"],
+      [{ ...headers, "content-type": "text/plain" }, "{}", 415, ""],
+    ];
+    for (const [h, body, status, code] of cases) {
+      const r = await fetch(`${s.url}/${path}`, { method: "POST", headers: h, body });
+      const text = await r.text();
+      assert.equal(r.status, status, text);
+      if (code) assert.equal(JSON.parse(text).code, code);
+      assert.equal(r.headers.get("x-should-retry"), "false", `${status} ${text}`);
+      const h2 = await http2Post(s.url, `/${path}`, h, body);
+      assert.equal(h2.status, status, h2.body);
+      assert.equal(h2.headers["x-should-retry"], "false", `HTTP/2 ${status} ${h2.body}`);
+    }
+    const ok = await fetch(`${s.url}/${path}`, { method: "POST", headers, body: "{}" });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get("x-should-retry"), null, "a success says nothing about retries");
+    const missing = await call(s, "gitpod.v1.RunnerService/GetRunner", { runnerId: "01a23a85-70c0-7000-8000-000000000000" });
+    assert.equal(missing.body.code, "not_found");
+    assert.equal(missing.headers.get("x-should-retry"), "false", "set by the service's own error mapping, once");
+  });
 });
+
+/** One request over a fresh HTTP/2 (h2c) connection. */
+function http2Post(url: string, path: string, headers: Record<string, string>, body: string): Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(url);
+    session.on("error", reject);
+    const req = session.request({ ":method": "POST", ":path": path, ...headers });
+    let status = 0;
+    let got: http2.IncomingHttpHeaders = {};
+    let text = "";
+    req.on("response", (h) => ((status = Number(h[":status"])), (got = h)));
+    req.on("data", (d) => (text += d));
+    req.on("end", () => {
+      session.close();
+      resolve({ status, headers: got, body: text });
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
 
 describe("compressed Connect requests", () => {
   let s: TestServer;

@@ -179,6 +179,16 @@ describe("a runner's whole life", () => {
     assert.equal((await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.runner.name, "renamed runner");
     const badName = await call(s, `${RUNNERS}/UpdateRunner`, { runnerId, name: "x" });
     assert.match(badName.body.message, /^name: must be 3 to 127 characters/);
+    // Length is the contract's only rule for a name: spaces around it are kept as given, and
+    // characters count as code points (127 emoji are 254 UTF-16 units).
+    for (const name of ["  padded name  ", "\u{1F680}".repeat(127)]) {
+      const renamed = await call(s, `${RUNNERS}/UpdateRunner`, { runnerId, name });
+      assert.equal(renamed.status, 200, JSON.stringify(renamed.body));
+      assert.equal((await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.runner.name, name);
+    }
+    const spaced = await call(s, `${RUNNERS}/CreateRunner`, { name: " spaced ", kind: 2, provider: 2 });
+    assert.equal(spaced.body.runner.name, " spaced ", JSON.stringify(spaced.body));
+    assert.equal((await call(s, `${RUNNERS}/UpdateRunner`, { runnerId, name: "renamed runner" })).status, 200);
     assert.equal((await call(s, `${RUNNERS}/UpdateRunner`, { runnerId })).status, 200, "no fields, no change");
 
     const listed = await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } });

@@ -1,8 +1,10 @@
 import { randomFillSync } from "node:crypto";
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+// Either case: RFC 9562 reads the hex digits without regard to case, and some platforms
+// write them in upper case. Ids are stored and answered in lower case.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** Whether `s` is a uuid in its canonical lower-case text form. */
+/** Whether `s` is a uuid in its text form, in either case. */
 export function isUuid(s: string): boolean {
   return UUID.test(s);
 }

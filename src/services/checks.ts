@@ -5,20 +5,20 @@ import { truncate } from "../domain/text.js";
 /** The most ids a List filter takes. */
 export const MAX_FILTER_IDS = 25;
 
-/** Adds a violation when `value` is not a uuid. */
-export function checkUuid(v: Violations, field: string, value: string): void {
+/** Adds a violation when `value` is not a uuid; answers it in the lower case ids are stored in. */
+export function checkUuid(v: Violations, field: string, value: string): string {
   if (value === "") v.add(field, "required", "is required");
   else if (!isUuid(value)) v.add(field, "string.uuid", `must be a uuid, got "${truncate(value)}"`);
+  return value.toLowerCase();
 }
 
-/** Checks a filter's id list (at most 25 uuids) and answers it without repeats. */
+/** Checks a filter's id list (at most 25 uuids) and answers it in lower case, without repeats. */
 export function checkUuidList(v: Violations, field: string, values: readonly string[]): string[] {
   if (values.length > MAX_FILTER_IDS) {
     v.add(field, "repeated.max_items", `must have at most ${MAX_FILTER_IDS} items, got ${values.length}`);
     return [];
   }
-  values.forEach((value, i) => checkUuid(v, `${field}[${i}]`, value));
-  return [...new Set(values)];
+  return [...new Set(values.map((value, i) => checkUuid(v, `${field}[${i}]`, value)))];
 }
 
 /** Whether `s` has control characters, which no name or label may hold. */

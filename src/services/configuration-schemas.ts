@@ -40,9 +40,9 @@ export const OAUTH_CALLBACK_PATH = "/auth/oauth2/callback";
  * to set up each system: the OAuth callback URL to register (derived from this
  * service's public URL) and how to make a personal access token.
  */
-export async function getRunnerConfigurationSchema(db: Db, caller: ApiCaller, runnerId: string, publicUrl: string): Promise<SchemaDescription> {
+export async function getRunnerConfigurationSchema(db: Db, caller: ApiCaller, given: string, publicUrl: string): Promise<SchemaDescription> {
   const v = new Violations();
-  checkUuid(v, "runner_id", runnerId);
+  const runnerId = checkUuid(v, "runner_id", given);
   v.throwIfAny();
   const schema = schemaOf(await db.read(() => runnerOf(db, caller.orgId, runnerId)));
   return {
@@ -82,10 +82,10 @@ export function updateRunnerConfigurationSchema(
   input: { runnerId: string; schema: PublishedSchema | undefined },
 ): Promise<void> {
   const v = new Violations();
-  checkUuid(v, "runner_id", input.runnerId);
+  const runnerId = checkUuid(v, "runner_id", input.runnerId);
   v.throwIfAny();
   // Another runner's id is refused before its schema is looked at.
-  ownRunnerOnly(caller, input.runnerId);
+  ownRunnerOnly(caller, runnerId);
   const schema = input.schema ? checkSchema(v, input.schema) : null;
   if (!input.schema) v.add("config_schema", "required", "is required");
   v.throwIfAny();

@@ -4,7 +4,7 @@ import { DEFAULT_SCHEMA, type RunnerSchema } from "../domain/scm-schema.js";
 import { newId } from "../crypto/ids.js";
 import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
 import { newToken } from "../crypto/tokens.js";
-import { checkUuid, hasControl } from "./checks.js";
+import { checkUuid } from "./checks.js";
 import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import type { Db } from "../store/database.js";
 import * as store from "../store/runners.js";
@@ -87,17 +87,19 @@ export function schemaOf(runner: RunnerRow): RunnerSchema {
   return runner.configSchema ? (JSON.parse(runner.configSchema) as RunnerSchema) : DEFAULT_SCHEMA;
 }
 
+/**
+ * 3 to 127 characters (code points), the contract's only rule: a name the public API takes
+ * (spaces around it, say) is taken here too, as given.
+ */
 function checkRunnerName(v: Violations, field: string, name: string): void {
   const length = [...name].length;
   if (length < 3 || length > 127) v.add(field, "string.len", `must be 3 to 127 characters, got ${length}`);
-  else if (hasControl(name)) v.add(field, "string.printable", "must not contain control characters");
-  else if (name.trim() !== name) v.add(field, "string.trimmed", "must not start or end with whitespace");
 }
 
 /** The runner with this id in the caller's organization. */
-export async function getRunner(db: Db, caller: ApiCaller, runnerId: string): Promise<RunnerRow> {
+export async function getRunner(db: Db, caller: ApiCaller, given: string): Promise<RunnerRow> {
   const v = new Violations();
-  checkUuid(v, "runner_id", runnerId);
+  const runnerId = checkUuid(v, "runner_id", given);
   v.throwIfAny();
   return db.read(() => runnerOf(db, caller.orgId, runnerId));
 }
@@ -114,16 +116,18 @@ export async function listRunners(db: Db, pager: Pager, caller: ApiCaller, page:
 /** Renames a runner; an absent name changes nothing (but the runner must exist). */
 export function updateRunner(db: Db, caller: ApiCaller, input: { runnerId: string; name?: string | undefined }): Promise<void> {
   const v = new Violations();
-  checkUuid(v, "runner_id", input.runnerId);
+  const runnerId = checkUuid(v, "runner_id", input.runnerId);
   if (input.name !== undefined) checkRunnerName(v, "name", input.name);
   v.throwIfAny();
   const { name } = input;
   if (name === undefined) {
-    return db.read(() => requireRunner(db, caller.orgId, input.runnerId));
+    // Nothing to write, but the answer says the runner exists: like a Get's, it waits until
+    // what it read is on disk (the durability interceptor waits only for Get and List).
+    return db.read(() => requireRunner(db, caller.orgId, runnerId)).then(() => db.durable());
   }
   return db.write(() => {
-    if (!store.updateRunner(db, caller.orgId, input.runnerId, { name, updatedAt: Date.now() })) {
-      throw notFound("runner", input.runnerId);
+    if (!store.updateRunner(db, caller.orgId, runnerId, { name, updatedAt: Date.now() })) {
+      throw notFound("runner", runnerId);
     }
   });
 }
@@ -132,9 +136,9 @@ export function updateRunner(db: Db, caller: ApiCaller, input: { runnerId: strin
  * Deletes a runner with all its integrations and their sealed secrets. There is nothing
  * else hanging on a runner here, so `force` changes nothing.
  */
-export function deleteRunner(db: Db, caller: ApiCaller, runnerId: string): Promise<void> {
+export function deleteRunner(db: Db, caller: ApiCaller, given: string): Promise<void> {
   const v = new Violations();
-  checkUuid(v, "runner_id", runnerId);
+  const runnerId = checkUuid(v, "runner_id", given);
   v.throwIfAny();
   return db.write(() => {
     if (!store.deleteRunner(db, caller.orgId, runnerId)) throw notFound("runner", runnerId);
@@ -142,9 +146,9 @@ export function deleteRunner(db: Db, caller: ApiCaller, runnerId: string): Promi
 }
 
 /** Issues a new access token for the runner; the previous one stops working at once. */
-export function createRunnerToken(db: Db, caller: ApiCaller, runnerId: string): Promise<string> {
+export function createRunnerToken(db: Db, caller: ApiCaller, given: string): Promise<string> {
   const v = new Violations();
-  checkUuid(v, "runner_id", runnerId);
+  const runnerId = checkUuid(v, "runner_id", given);
   v.throwIfAny();
   const { token, hash } = newToken("runner");
   return db.write(() => {

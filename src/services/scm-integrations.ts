@@ -70,7 +70,7 @@ export async function createScmIntegration(
   const virtualDirectory = emptyAsAbsent(input.virtualDirectory) ?? null;
 
   const v = new Violations();
-  checkUuid(v, "runner_id", input.runnerId);
+  const runnerId = checkUuid(v, "runner_id", input.runnerId);
   if (input.scmId === "") v.add("scm_id", "required", "is required");
   else if (input.scmId.length > MAX_SCM_ID) v.add("scm_id", "string.max_len", `must be at most ${MAX_SCM_ID} characters`);
   const host = normalizeHost(input.host);
@@ -86,12 +86,12 @@ export async function createScmIntegration(
   checkRules(v, input.scmId, { oauth: oauthRequested, oauthUsable: oauthRequested, pat: input.pat, issuerUrl, virtualDirectory });
   v.throwIfAny();
 
-  const ahead = secret !== undefined ? await sealAhead(db, caller.orgId, input.runnerId, secret) : null;
+  const ahead = secret !== undefined ? await sealAhead(db, caller.orgId, runnerId, secret) : null;
   return db.write(() => {
     const now = Date.now();
     const replayed = once?.replay(now);
     if (replayed) return replayed;
-    const runner = runnerOf(db, caller.orgId, input.runnerId);
+    const runner = runnerOf(db, caller.orgId, runnerId);
     if (!knownScmIds(runner).includes(input.scmId)) {
       const unknown = new Violations();
       unknown.add("scm_id", "scm_id.known", `"${truncate(input.scmId)}" is not in the runner's configuration schema; allowed: ${knownScmIds(runner).join(", ")}`);
@@ -123,9 +123,9 @@ export async function createScmIntegration(
 }
 
 /** The integration with this id in the caller's organization. */
-export async function getScmIntegration(db: Db, caller: ApiCaller, id: string): Promise<store.IntegrationView> {
+export async function getScmIntegration(db: Db, caller: ApiCaller, given: string): Promise<store.IntegrationView> {
   const v = new Violations();
-  checkUuid(v, "id", id);
+  const id = checkUuid(v, "id", given);
   v.throwIfAny();
   const row = await db.read(() => store.findScmIntegrationView(db, caller.orgId, id));
   if (!row) throw notFound("SCM integration", id);
@@ -142,7 +142,7 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScm
   const secret = emptyAsAbsent(input.oauthClientSecret);
   const removeOAuth = input.oauthClientId === "";
   const v = new Violations();
-  checkUuid(v, "id", input.id);
+  const id = checkUuid(v, "id", input.id);
   checkFieldShapes(v, {
     clientId: emptyAsAbsent(input.oauthClientId),
     secret,
@@ -155,8 +155,8 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScm
   v.throwIfAny();
 
   return db.write(() => {
-    const row = store.findScmIntegration(db, caller.orgId, input.id);
-    if (!row) throw notFound("SCM integration", input.id);
+    const row = store.findScmIntegration(db, caller.orgId, id);
+    if (!row) throw notFound("SCM integration", id);
     const runner = runnerOf(db, caller.orgId, row.runnerId);
     if (!knownScmIds(runner).includes(row.scmId) && extends_(input, row)) {
       throw new DomainError(
@@ -213,9 +213,9 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScm
 }
 
 /** Deletes the integration and its sealed secret. */
-export function deleteScmIntegration(db: Db, caller: ApiCaller, id: string): Promise<void> {
+export function deleteScmIntegration(db: Db, caller: ApiCaller, given: string): Promise<void> {
   const v = new Violations();
-  checkUuid(v, "id", id);
+  const id = checkUuid(v, "id", given);
   v.throwIfAny();
   return db.write(() => {
     if (!store.deleteScmIntegration(db, caller.orgId, id)) throw notFound("SCM integration", id);
@@ -256,9 +256,9 @@ export async function listRunnerScmIntegrations(
   input: { runnerId: string; ids: readonly string[]; page: PageRequest },
 ): Promise<Page<store.IntegrationView>> {
   const v = new Violations();
-  checkUuid(v, "runner_id", input.runnerId);
+  const runnerId = checkUuid(v, "runner_id", input.runnerId);
   v.throwIfAny();
-  ownRunnerOnly(caller, input.runnerId);
+  ownRunnerOnly(caller, runnerId);
   const ids = checkUuidList(v, "filter.scm_integration_ids", input.ids);
   const scope = pageScope("ListRunnerSCMIntegrations", caller.runnerId, ids);
   const { size, after } = pager.start(v, scope, input.page);

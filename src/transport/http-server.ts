@@ -9,6 +9,33 @@ export type NodeHandler = (
   res: http.ServerResponse | http2.Http2ServerResponse,
 ) => void;
 
+/**
+ * Whether a client error is final. connect-node answers some requests itself, before any
+ * interceptor runs (undecodable JSON, a deadline over the limit, a wrong content type),
+ * without `x-should-retry`; the official SDK reads that header before the status. Every
+ * 4xx but a timeout (408) and a rate limit (429) gets it here, once per response, unless
+ * the answer already says.
+ */
+function markFinal(res: { hasHeader(name: string): boolean; setHeader(name: string, value: string): unknown }, status: number): void {
+  if (status >= 400 && status < 500 && status !== 408 && status !== 429 && !res.hasHeader("x-should-retry")) {
+    res.setHeader("x-should-retry", "false");
+  }
+}
+
+class Http1Response extends http.ServerResponse {
+  override writeHead(status: number, ...rest: any[]): this {
+    if (!this.headersSent) markFinal(this, status);
+    return super.writeHead(status, ...rest);
+  }
+}
+
+class Http2Response extends http2.Http2ServerResponse {
+  override writeHead(status: number, ...rest: any[]): this {
+    if (!this.headersSent) markFinal(this, status);
+    return (super.writeHead as (...args: unknown[]) => this)(status, ...rest);
+  }
+}
+
 /** Requests larger than this are refused before they are read in full (here and in connect-node). */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
 
@@ -106,6 +133,8 @@ export function listen(handler: NodeHandler, port: number, host: string, options
         allowHTTP1: true,
         settings,
         handshakeTimeout: headersTimeoutMs,
+        Http1ServerResponse: Http1Response,
+        Http2ServerResponse: Http2Response,
       },
       counted,
     );
@@ -117,8 +146,8 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     secure.on("session", (s) => trackSession(s));
     server = secure;
   } else {
-    h1 = http.createServer(h1Timeouts, counted);
-    const h2 = http2.createServer({ settings }, counted);
+    h1 = http.createServer({ ...h1Timeouts, ServerResponse: Http1Response }, counted);
+    const h2 = http2.createServer({ settings, Http2ServerResponse: Http2Response }, counted);
     h2.setTimeout(idleTimeoutMs);
     h2.on("timeout", closeIdleSession);
     h2.on("session", (s) => trackSession(s));

@@ -42,6 +42,8 @@ const READS = /^(Get|List)/;
  * before their sync returns (see group-commit.ts), so a read, or any refusal, waits
  * for the sync of every commit made so far. A write that succeeded needs no wait: it is
  * answered after its own sync, which covers every commit it could have seen.
+ * Once a sync has failed, a refusal is `unavailable` like every other call: a not_found
+ * may rest on a delete that never reached the disk.
  */
 export function durabilityInterceptor(db: Db): Interceptor {
   return (next) => async (req) => {
@@ -49,7 +51,7 @@ export function durabilityInterceptor(db: Db): Interceptor {
     try {
       res = await next(req);
     } catch (err) {
-      await db.durable()?.catch(() => undefined); // the call's own error is the answer
+      await db.durable();
       throw err;
     }
     if (READS.test(req.method.name)) await db.durable();
