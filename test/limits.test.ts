@@ -318,6 +318,70 @@ describe("request size limit", () => {
   });
 });
 
+describe("request bodies held at once", () => {
+  // 256 KiB for all bodies in flight: two requests that announce 100 KiB and send almost
+  // nothing hold most of it, without any credentials.
+  const KIB = 1024;
+  let s: LimitedServer;
+  before(async () => (s = await startLimited({ maxBufferedBytes: 256 * KIB })));
+  after(() => s.close());
+  const listRunners = "/gitpod.v1.RunnerService/ListRunners";
+
+  /** A stream that announces `length` bytes (or none) and sends `sent` of them, then waits. */
+  function hold(session: http2.ClientHttp2Session, length: number | null, sent: number, headers: http2.OutgoingHttpHeaders = {}) {
+    const stream = session.request({ ":method": "POST", ":path": listRunners, "content-type": "application/json", ...(length === null ? {} : { "content-length": String(length) }), ...headers });
+    stream.on("error", () => {});
+    stream.write(Buffer.alloc(sent, 0x20));
+    const closed = new Promise<{ status: number; rstCode: number }>((resolve) => {
+      let status = 0;
+      stream.on("response", (h) => (status = Number(h[":status"])));
+      stream.resume();
+      stream.on("close", () => resolve({ status, rstCode: stream.rstCode ?? -1 }));
+    });
+    return { stream, closed };
+  }
+
+  it("past the budget new requests are refused as retryable (HTTP/2 REFUSED_STREAM, HTTP/1.1 503), and served again once it frees up", async () => {
+    const session = http2.connect(s.url);
+    try {
+      const held = [hold(session, 100 * KIB, 10), hold(session, 100 * KIB, 10)];
+      // Announced: refused when its headers arrive.
+      const announced = await hold(session, 100 * KIB, 10).closed;
+      assert.equal(announced.rstCode, http2.constants.NGHTTP2_REFUSED_STREAM);
+      assert.equal(announced.status, 0, "no answer, only the reset");
+      // Not announced: refused once what it sent does not fit.
+      const streamed = hold(session, null, 0);
+      for (let i = 0; i < 8; i++) streamed.stream.write(Buffer.alloc(16 * KIB, 0x20));
+      assert.equal((await streamed.closed).rstCode, http2.constants.NGHTTP2_REFUSED_STREAM);
+      // HTTP/1.1: 503 unavailable, worth a retry, and the connection closed unread.
+      const h1 = await new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+        const req = http.request({ port: s.port, host: "127.0.0.1", method: "POST", path: listRunners, headers: { "content-type": "application/json", "content-length": String(100 * KIB) } }, (res) => {
+          let body = "";
+          res.on("data", (d) => (body += d));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        });
+        req.on("error", reject);
+        req.write("{");
+      });
+      assert.equal(h1.status, 503, h1.body);
+      assert.equal(JSON.parse(h1.body).code, "unavailable");
+      assert.equal(h1.headers["x-should-retry"], undefined);
+      assert.equal(h1.headers.connection, "close");
+      // A small request still fits.
+      const small = await call({ url: s.url, token: s.token } as TestServer, "gitpod.v1.RunnerService/ListRunners", {});
+      assert.equal(small.status, 200, JSON.stringify(small.body));
+      // The held ones go; a large request fits again.
+      for (const h of held) h.stream.close(http2.constants.NGHTTP2_CANCEL);
+      await Promise.all(held.map((h) => h.closed));
+      const big = await fetch(`${s.url}${listRunners}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: "{}" + " ".repeat(100 * KIB) });
+      assert.equal(big.status, 200, await big.text());
+      assert.equal(s.server.inFlight(), 0);
+    } finally {
+      session.close();
+    }
+  });
+});
+
 describe("field length limits", () => {
   let s: TestServer;
   let runnerId: string;

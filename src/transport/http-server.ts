@@ -39,12 +39,17 @@ class Http2Response extends http2.Http2ServerResponse {
 /** Requests larger than this are refused before they are read in full (here and in connect-node). */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
 
+/** The most request-body bytes all requests in flight may hold at once (see BodyBudget). */
+export const MAX_BUFFERED_BYTES = 32 * 1024 * 1024;
+
 export interface HttpServerOptions {
   tls?: { certFile: string; keyFile: string } | undefined;
   /** Concurrent HTTP/2 streams per connection; more are refused with REFUSED_STREAM. */
   maxConcurrentStreams?: number;
   /** The largest request body; a larger one is refused without being read. */
   maxRequestBytes?: number;
+  /** The most body bytes all requests in flight may hold at once; past it new ones are refused as busy. */
+  maxBufferedBytes?: number;
   /**
    * How long a client may take to send a request's headers (HTTP/1.1), or to open its first
    * stream (HTTP/2), counted from the moment it connected.
@@ -94,6 +99,7 @@ const { NGHTTP2_NO_ERROR, NGHTTP2_STREAM_STATE_OPEN, NGHTTP2_STREAM_STATE_HALF_C
 export function listen(handler: NodeHandler, port: number, host: string, options: HttpServerOptions = {}): Promise<RunningServer> {
   const settings = { maxConcurrentStreams: options.maxConcurrentStreams ?? 100 };
   const maxRequestBytes = options.maxRequestBytes ?? MAX_REQUEST_BYTES;
+  const budget = new BodyBudget(options.maxBufferedBytes ?? MAX_BUFFERED_BYTES);
   const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_TIMEOUTS.headersTimeoutMs;
   // Node refuses a headers timeout longer than the request timeout.
   const requestTimeoutMs = Math.max(options.requestTimeoutMs ?? DEFAULT_TIMEOUTS.requestTimeoutMs, headersTimeoutMs);
@@ -112,7 +118,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     res.once("close", () => inFlight--);
     // During shutdown HTTP/1.1 clients are told not to reuse the connection.
     if (closing && req.httpVersionMajor === 1) (res as http.ServerResponse).setHeader("connection", "close");
-    limitBody(req, res, maxRequestBytes);
+    if (!limitBody(req, res, maxRequestBytes, budget)) return;
     if ("stream" in req) limitStreamTime(req, res as http2.Http2ServerResponse, requestTimeoutMs);
     if (GRPC_JSON.test(req.headers["content-type"] ?? "")) {
       res.writeHead(415, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
@@ -244,7 +250,54 @@ function closeIdleSession(session: http2.Http2Session): void {
  *   closes the connection after the answer, HTTP/2 resets the stream with NO_ERROR once the
  *   answer is out (RFC 9113, 8.1), so the client stops sending and the stream is freed.
  */
-function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number): void {
+/**
+ * What request bodies hold in memory, all requests together. connect-node reads a whole
+ * body before any interceptor runs, so before the token is checked: without a cap, clients
+ * with no credentials at all could keep 1 MiB on each of 100 streams of as many connections
+ * as they like, for the whole request timeout. A request takes its declared length from
+ * the budget when its headers arrive (a body that trickles in holds its place from the
+ * start), or, without one, each chunk as it comes, and gives it back once answered.
+ */
+class BodyBudget {
+  private held = 0;
+  constructor(private readonly max: number) {}
+
+  /** A taker for one request: what it takes is given back when its response closes. */
+  forRequest(res: http.ServerResponse | http2.Http2ServerResponse): (bytes: number) => boolean {
+    let taken = 0;
+    return (bytes) => {
+      if (bytes === 0) return true;
+      if (this.held + bytes > this.max) return false;
+      if (taken === 0) res.once("close", () => (this.held -= taken));
+      this.held += bytes;
+      taken += bytes;
+      return true;
+    };
+  }
+}
+
+/**
+ * A request the budget cannot take: HTTP/2 refuses the stream (REFUSED_STREAM tells the
+ * client nothing was processed, so it may send it again); HTTP/1.1 answers 503 unavailable,
+ * worth a retry, and closes the connection, whose body is not read.
+ */
+function refuseBusy(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, midBody: boolean): void {
+  if ("stream" in req) {
+    req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    return;
+  }
+  if (midBody) {
+    // connect-node is reading this request and will answer it: the connection goes instead.
+    req.socket.destroy();
+    return;
+  }
+  const body = JSON.stringify({ code: "unavailable", message: "the server is holding as many request bodies as it takes; retry shortly" });
+  (res as http.ServerResponse).writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(body), "retry-after": "1", connection: "close" });
+  res.end(body);
+}
+
+/** Applies the size limit and the budget to a request's body; false when the request was refused here. */
+function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number, budget: BodyBudget): boolean {
   const isH2 = "stream" in req;
   let refused = false;
   const refuse = () => {
@@ -257,11 +310,17 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
   if (declared !== undefined) {
     // Node checks that a body matches its Content-Length, so that is all there is to count.
     if (Number(declared) > maxBytes) refuse();
-  } else if (!isH2 || !(req.headers["content-type"] ?? "").startsWith("application/grpc")) {
-    // gRPC over HTTP/2, which never sends a length, skips the counting (it runs per request):
-    // connect-node refuses the body past the limit, the stream is reset once the answer is
-    // out (see endUnreadRequest), and gRPC clients do not read x-should-retry.
+    else if (!budget.forRequest(res)(Number(declared) || 0)) {
+      refuseBusy(req, res, false);
+      return false;
+    }
+  } else {
     const body = req as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Buffer> } & Record<symbol, unknown>;
+    // gRPC over HTTP/2 never sends a length: past the limit connect-node refuses the body, the
+    // stream is reset once the answer is out (see endUnreadRequest), and gRPC clients do not
+    // read x-should-retry, so only the budget counts there.
+    const checkSize = !isH2 || !(req.headers["content-type"] ?? "").startsWith("application/grpc");
+    const take = budget.forRequest(res);
     let seen = 0;
     // connect-node reads the body through its async iterator. Counting there, and not
     // destroying the request when the reader stops early (the default), keeps the
@@ -269,7 +328,11 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
     body[Symbol.asyncIterator] = async function* () {
       for await (const chunk of body.iterator({ destroyOnReturn: false })) {
         seen += chunk.length;
-        if (seen > maxBytes) refuse();
+        if (checkSize && seen > maxBytes) refuse();
+        if (seen <= maxBytes && !take(chunk.length)) {
+          refuseBusy(req, res, true);
+          throw new Error("request body refused: the server holds as many as it takes");
+        }
         yield chunk;
       }
     };
@@ -283,7 +346,7 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
     // a body of unknown or large size: then the connection closes after the answer.
     const largeOrUnknown = req.headers["transfer-encoding"] !== undefined || Number(declared ?? 0) > 64 * 1024;
     // Most requests are small and sized: they keep the plain writeHead (this runs per request).
-    if (!largeOrUnknown) return;
+    if (!largeOrUnknown) return true;
     const h1res = res as http.ServerResponse;
     const writeHead = h1res.writeHead;
     h1res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
@@ -291,6 +354,7 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
       return writeHead.apply(this, args);
     } as typeof writeHead;
   }
+  return true;
 }
 
 /**
