@@ -4,7 +4,9 @@ import { after, before, describe, it } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { Gitpod } from "@gitpod/sdk";
-import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
+import { create as create_, toBinary } from "@bufbuild/protobuf";
+import { createHmac } from "node:crypto";
+import { CreateSCMIntegrationRequestSchema, RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { ConfigError, loadConfig } from "../src/config.js";
 import { createApiToken } from "../src/services/accounts.js";
 import { createRunner, signUp, startServer, type TestServer } from "./harness.js";
@@ -117,6 +119,25 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
       assert.equal((row.fingerprint as Buffer).length, 32);
       assert.ok(!JSON.stringify(row).includes("idem-secret-value"));
     }
+  });
+
+  it("leaves the secret out of the fingerprint: the database alone cannot tell a right guess of it", async () => {
+    const request = { ...body("guess.example.com"), oauthPlaintextClientSecret: "hunter2" };
+    const first = await create(s, request, "key-guess");
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    // What a copy of the file holds: the fingerprint, its key, and every other field in the row.
+    const stored = (s.db.$client.prepare("SELECT fingerprint FROM idempotency_keys WHERE key = 'key-guess'").get() as { fingerprint: Buffer }).fingerprint;
+    const key = (s.db.$client.prepare("SELECT value FROM service_secrets WHERE name = 'idempotency_key'").get() as { value: Buffer }).value;
+    const guess = (secret: string) =>
+      createHmac("sha256", key)
+        .update(CreateSCMIntegrationRequestSchema.typeName)
+        .update("\0")
+        .update(toBinary(CreateSCMIntegrationRequestSchema, create_(CreateSCMIntegrationRequestSchema, { ...request, oauthPlaintextClientSecret: secret })))
+        .digest();
+    for (const secret of ["hunter2", "letmein", ""]) assert.notDeepEqual(guess(secret), stored, secret);
+    // So a retry that changes only the secret is the same request.
+    const retried = await create(s, { ...request, oauthPlaintextClientSecret: "other" }, "key-guess");
+    assert.deepEqual(retried, first);
   });
 });
 

@@ -22,8 +22,8 @@ export interface IdempotentCall {
 
 /**
  * Remembers successful creates by (caller, Idempotency-Key) for `ttlMs`. A request
- * is told apart from another by an HMAC of its bytes under a key of the service's own,
- * so the stored fingerprint reveals nothing about the secret it covered.
+ * is told apart from another by an HMAC of its bytes under a key of the service's own;
+ * the caller leaves secrets out of those bytes, since the key is stored beside them.
  */
 export class Idempotency {
   private lastSweep = 0;

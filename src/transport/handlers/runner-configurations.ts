@@ -19,9 +19,16 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
   return {
     async createSCMIntegration(req, ctx) {
       const caller = apiCaller(ctx);
-      // A retry with the same Idempotency-Key gets the first call's answer (see README).
+      // A retry with the same Idempotency-Key gets the first call's answer (see README). The
+      // request is told apart without its plaintext secret, only whether it had one: the
+      // fingerprint's key lives in the same database, so a copy of the file could otherwise
+      // test guesses of the secret.
       const once = idempotency.call(ctx.requestHeader.get("idempotency-key"), `api:${caller.tokenId}`, CreateSCMIntegrationRequestSchema.typeName, () =>
-        toBinary(CreateSCMIntegrationRequestSchema, req, { writeUnknownFields: false }),
+        toBinary(
+          CreateSCMIntegrationRequestSchema,
+          { ...req, oauthPlaintextClientSecret: req.oauthPlaintextClientSecret === "" ? "" : "given" },
+          { writeUnknownFields: false },
+        ),
       );
       const id = await integrations.createScmIntegration(db, caller, {
         runnerId: req.runnerId,
