@@ -119,7 +119,11 @@ function supervise(config: Config, log: Logger): void {
   process.on("SIGINT", () => stop("SIGINT"));
 }
 
-/** Shown once, on the start that created the first token; it goes to stdout, never to the log. */
+/**
+ * Shown once, on the start that created the first token, on stdout beside the log lines
+ * (not as one of them). Where a supervisor keeps stdout, it is kept with them: the README
+ * says how to start without it.
+ */
 function printFirstStart(orgName: string, token: string, url: string): void {
   process.stdout.write(
     [

@@ -15,6 +15,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Gitpod, { RateLimitError } from "@gitpod/sdk";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
 import { loadConfig } from "../src/config.js";
 import { createLogger } from "../src/log.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
@@ -460,6 +463,18 @@ describe("field length limits", () => {
     await ok("RunnerConfigurationService/CreateSCMIntegration", create({ scmId: "azuredevops_server", host: "tfs.example", virtualDirectory: `/${"v".repeat(254)}` })());
     await ok("RunnerConfigurationService/ListSCMIntegrations", { filter: { runnerIds: Array(25).fill(runnerId) }, pagination: { pageSize: 100 } });
     await ok("RunnerInteractionService/UpdateRunnerConfigurationSchema", schema({ name: "n".repeat(128), pat: { description: "d".repeat(1024) } }, { version: "v".repeat(64) })(), runnerToken);
+  });
+
+  it("a request that breaks a rule in 1,250 places is answered with the first 20, in JSON and over gRPC", async () => {
+    const scm = Array.from({ length: 50 }, (_, i) => ({ scmId: `scm${i}`, name: "n", defaultHosts: Array.from({ length: 25 }, (_, j) => `bad host ${i}-${j}${"x".repeat(40)}`) }));
+    const body = { runnerId, configSchema: { version: "1", scm } };
+    const r = await call(s, "gitpod.v1.RunnerInteractionService/UpdateRunnerConfigurationSchema", body, runnerToken);
+    assert.equal(r.body.code, "invalid_argument");
+    assert.equal(r.body.details[0].debug.violations.length, 20);
+    assert.match(r.body.message, /^config_schema\.scm\[0\]\.default_hosts\[0\]: .*; and 1230 more$/);
+    assert.ok(JSON.stringify(r.body).length < 20_000, `${JSON.stringify(r.body).length} bytes`);
+    const grpc = createClient(RunnerInteractionService, createGrpcTransport({ baseUrl: s.url, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${runnerToken}`), next(req))] }));
+    await assert.rejects(grpc.updateRunnerConfigurationSchema(body as never), (err: unknown) => err instanceof ConnectError && err.code === Code.InvalidArgument);
   });
 });
 
