@@ -135,9 +135,12 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
         .update(toBinary(CreateSCMIntegrationRequestSchema, create_(CreateSCMIntegrationRequestSchema, { ...request, oauthPlaintextClientSecret: secret })))
         .digest();
     for (const secret of ["hunter2", "letmein", ""]) assert.notDeepEqual(guess(secret), stored, secret);
-    // So a retry that changes only the secret is the same request.
+    // So a retry that changes only the secret is the same request, as is one that writes the
+    // runner id in upper case.
     const retried = await create(s, { ...request, oauthPlaintextClientSecret: "other" }, "key-guess");
     assert.deepEqual(retried, first);
+    const upper = await create(s, { ...request, runnerId: runnerId.toUpperCase() }, "key-guess");
+    assert.deepEqual(upper, first);
   });
 });
 

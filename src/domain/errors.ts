@@ -29,7 +29,6 @@ export class DomainError extends Error {
   }
 }
 
-/** An invalid_argument error for the given violations, its message naming each field. */
 /**
  * The most violations one answer reports. A published schema can break a rule in well over
  * a thousand places; all of them made an answer of about 1 MB from a 100 KB request, and
@@ -37,6 +36,7 @@ export class DomainError extends Error {
  */
 export const MAX_REPORTED_VIOLATIONS = 20;
 
+/** An invalid_argument error for the given violations, its message naming each field (the first MAX_REPORTED_VIOLATIONS). */
 export function invalidArgument(violations: readonly FieldViolation[]): DomainError {
   const shown = violations.slice(0, MAX_REPORTED_VIOLATIONS);
   const more = violations.length - shown.length;

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { Code, ConnectError } from "@connectrpc/connect";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -115,10 +116,24 @@ export function listen(handler: NodeHandler, port: number, host: string, options
 
   const counted: NodeHandler = (req, res) => {
     inFlight++;
-    res.once("close", () => inFlight--);
+    const body = budget.forRequest();
+    // A response closes when it is done or its connection goes, except on HTTP/1.1 a response
+    // queued behind an unfinished one of the same connection (pipelining): if the connection
+    // goes first, only the socket says so.
+    const socket = "stream" in req ? null : req.socket;
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      inFlight--;
+      body.release();
+      socket?.off("close", finish);
+    };
+    res.once("close", finish);
+    socket?.once("close", finish);
     // During shutdown HTTP/1.1 clients are told not to reuse the connection.
     if (closing && req.httpVersionMajor === 1) (res as http.ServerResponse).setHeader("connection", "close");
-    if (!limitBody(req, res, maxRequestBytes, budget)) return;
+    limitBody(req, res, maxRequestBytes, body.take);
     if ("stream" in req) limitStreamTime(req, res as http2.Http2ServerResponse, requestTimeoutMs);
     if (GRPC_JSON.test(req.headers["content-type"] ?? "")) {
       res.writeHead(415, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
@@ -254,50 +269,37 @@ function closeIdleSession(session: http2.Http2Session): void {
  * What request bodies hold in memory, all requests together. connect-node reads a whole
  * body before any interceptor runs, so before the token is checked: without a cap, clients
  * with no credentials at all could keep 1 MiB on each of 100 streams of as many connections
- * as they like, for the whole request timeout. A request takes its declared length from
- * the budget when its headers arrive (a body that trickles in holds its place from the
- * start), or, without one, each chunk as it comes, and gives it back once answered.
+ * as they like, for the whole request timeout. Each chunk is taken from the budget as it is
+ * read, and all of a request's is given back once it is answered (or its connection gone).
+ * What is counted is what arrived, not what a request announces: announcing costs a client
+ * nothing, so a few headers could otherwise hold the whole budget.
  */
 class BodyBudget {
   private held = 0;
   constructor(private readonly max: number) {}
 
-  /** A taker for one request: what it takes is given back when its response closes. */
-  forRequest(res: http.ServerResponse | http2.Http2ServerResponse): (bytes: number) => boolean {
+  forRequest(): { take(bytes: number): boolean; release(): void } {
     let taken = 0;
-    return (bytes) => {
-      if (bytes === 0) return true;
-      if (this.held + bytes > this.max) return false;
-      if (taken === 0) res.once("close", () => (this.held -= taken));
-      this.held += bytes;
-      taken += bytes;
-      return true;
+    return {
+      take: (bytes) => {
+        if (this.held + bytes > this.max) return false;
+        this.held += bytes;
+        taken += bytes;
+        return true;
+      },
+      release: () => {
+        this.held -= taken;
+        taken = 0;
+      },
     };
   }
 }
 
-/**
- * A request the budget cannot take: HTTP/2 refuses the stream (REFUSED_STREAM tells the
- * client nothing was processed, so it may send it again); HTTP/1.1 answers 503 unavailable,
- * worth a retry, and closes the connection, whose body is not read.
- */
-function refuseBusy(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, midBody: boolean): void {
-  if ("stream" in req) {
-    req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
-    return;
-  }
-  if (midBody) {
-    // connect-node is reading this request and will answer it: the connection goes instead.
-    req.socket.destroy();
-    return;
-  }
-  const body = JSON.stringify({ code: "unavailable", message: "the server is holding as many request bodies as it takes; retry shortly" });
-  (res as http.ServerResponse).writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(body), "retry-after": "1", connection: "close" });
-  res.end(body);
-}
+/** Thrown from the body a request is read through when the budget is spent; connect-node answers it in the call's protocol. */
+const busy = () => new ConnectError("the server holds as many request bodies as it takes; retry shortly", Code.Unavailable);
 
-/** Applies the size limit and the budget to a request's body; false when the request was refused here. */
-function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number, budget: BodyBudget): boolean {
+/** Applies the size limit and the body budget (through `take`) to a request's body. */
+function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number, take: (bytes: number) => boolean): void {
   const isH2 = "stream" in req;
   let refused = false;
   const refuse = () => {
@@ -307,45 +309,33 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
     if (!isH2) res.setHeader("connection", "close");
   };
   const declared = req.headers["content-length"];
-  if (declared !== undefined) {
-    // Node checks that a body matches its Content-Length, so that is all there is to count.
-    if (Number(declared) > maxBytes) refuse();
-    else if (!budget.forRequest(res)(Number(declared) || 0)) {
-      refuseBusy(req, res, false);
-      return false;
-    }
-  } else {
-    const body = req as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Buffer> } & Record<symbol, unknown>;
-    // gRPC over HTTP/2 never sends a length: past the limit connect-node refuses the body, the
-    // stream is reset once the answer is out (see endUnreadRequest), and gRPC clients do not
-    // read x-should-retry, so only the budget counts there.
-    const checkSize = !isH2 || !(req.headers["content-type"] ?? "").startsWith("application/grpc");
-    const take = budget.forRequest(res);
-    let seen = 0;
-    // connect-node reads the body through its async iterator. Counting there, and not
-    // destroying the request when the reader stops early (the default), keeps the
-    // connection alive long enough for the answer to get out.
-    // A plain iterator rather than an async generator, which cost every gRPC call several
-    // promise turns per chunk.
-    body[Symbol.asyncIterator] = () => {
-      const chunks = body.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
-      const counted: AsyncIterator<Buffer> = {
-        next: () =>
-          chunks.next().then((r) => {
-            if (r.done) return r;
-            seen += r.value.length;
-            if (checkSize && seen > maxBytes) refuse();
-            if (seen <= maxBytes && !take(r.value.length)) {
-              refuseBusy(req, res, true);
-              throw new Error("request body refused: the server holds as many as it takes");
-            }
-            return r;
-          }),
-        return: (value?: unknown) => chunks.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
-      };
-      return counted;
+  // Node checks that a body matches its Content-Length, so a declared one needs no counting
+  // for the size limit. gRPC over HTTP/2 never sends a length: past the limit connect-node
+  // refuses the body, the stream is reset once the answer is out (see endUnreadRequest), and
+  // gRPC clients do not read x-should-retry, so only the budget counts there.
+  if (declared !== undefined && Number(declared) > maxBytes) refuse();
+  const checkSize = declared === undefined && (!isH2 || !(req.headers["content-type"] ?? "").startsWith("application/grpc"));
+  const body = req as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Buffer> } & Record<symbol, unknown>;
+  let seen = 0;
+  // connect-node reads the body through its async iterator. Counting there, and not
+  // destroying the request when the reader stops early (the default), keeps the connection
+  // alive long enough for the answer to get out. A plain iterator, not an async generator,
+  // which cost every call several promise turns per chunk.
+  body[Symbol.asyncIterator] = () => {
+    const chunks = body.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
+    const counted: AsyncIterator<Buffer> = {
+      next: () =>
+        chunks.next().then((r) => {
+          if (r.done) return r;
+          seen += r.value.length;
+          if (checkSize && seen > maxBytes) refuse();
+          if (seen <= maxBytes && !take(r.value.length)) throw busy();
+          return r;
+        }),
+      return: (value?: unknown) => chunks.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
     };
-  }
+    return counted;
+  };
   if (isH2) {
     // The stream's own "finish" (the response's comes only once the stream has closed).
     (req as http2.Http2ServerRequest).stream.once("finish", () => endUnreadRequest(req as http2.Http2ServerRequest));
@@ -355,7 +345,7 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
     // a body of unknown or large size: then the connection closes after the answer.
     const largeOrUnknown = req.headers["transfer-encoding"] !== undefined || Number(declared ?? 0) > 64 * 1024;
     // Most requests are small and sized: they keep the plain writeHead (this runs per request).
-    if (!largeOrUnknown) return true;
+    if (!largeOrUnknown) return;
     const h1res = res as http.ServerResponse;
     const writeHead = h1res.writeHead;
     h1res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
@@ -363,7 +353,6 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
       return writeHead.apply(this, args);
     } as typeof writeHead;
   }
-  return true;
 }
 
 /**

@@ -26,7 +26,8 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
       const once = idempotency.call(ctx.requestHeader.get("idempotency-key"), `api:${caller.tokenId}`, CreateSCMIntegrationRequestSchema.typeName, () =>
         toBinary(
           CreateSCMIntegrationRequestSchema,
-          { ...req, oauthPlaintextClientSecret: req.oauthPlaintextClientSecret === "" ? "" : "given" },
+          // The runner id as stored: it is taken in either case.
+          { ...req, runnerId: req.runnerId.toLowerCase(), oauthPlaintextClientSecret: req.oauthPlaintextClientSecret === "" ? "" : "given" },
           { writeUnknownFields: false },
         ),
       );
