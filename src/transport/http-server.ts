@@ -23,17 +23,69 @@ function markFinal(res: { hasHeader(name: string): boolean; setHeader(name: stri
   }
 }
 
-class Http1Response extends http.ServerResponse {
+class Http1Response extends http.ServerResponse<Http1Request> {
   override writeHead(status: number, ...rest: any[]): this {
     if (!this.headersSent) markFinal(this, status);
     return super.writeHead(status, ...rest);
   }
 }
 
-class Http2Response extends http2.Http2ServerResponse {
+class Http2Response extends http2.Http2ServerResponse<Http2Request> {
   override writeHead(status: number, ...rest: any[]): this {
     if (!this.headersSent) markFinal(this, status);
     return (super.writeHead as (...args: unknown[]) => this)(status, ...rest);
+  }
+}
+
+/** What limitBody set for one request's body: the size limit and its share of the budget. */
+interface BodyLimit {
+  maxBytes: number;
+  /** Whether the size limit is counted here (not when node or connect-node enforce it). */
+  checkSize: boolean;
+  /** Marks the answer as final once the body passed the size limit. */
+  refuse(): void;
+  take(bytes: number): boolean;
+}
+
+/**
+ * The chunks of a request body as connect-node reads them (through the request's async
+ * iterator), counted against its limit. The request is not destroyed when the reader stops
+ * early (the default), so the connection lives long enough for the answer to get out. A
+ * plain iterator, not an async generator, which cost every call several promise turns.
+ */
+function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Buffer> }, limit: BodyLimit | null): AsyncIterableIterator<Buffer> {
+  const chunks = req.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
+  let seen = 0;
+  const counted: AsyncIterableIterator<Buffer> = {
+    next: () =>
+      chunks.next().then((r) => {
+        if (r.done || limit === null) return r;
+        seen += r.value.length;
+        if (limit.checkSize && seen > limit.maxBytes) limit.refuse();
+        if (seen <= limit.maxBytes && !limit.take(r.value.length)) throw busy();
+        return r;
+      }),
+    return: (value?: unknown) => chunks.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
+    [Symbol.asyncIterator]: () => counted,
+  };
+  return counted;
+}
+
+// The request classes the servers make: the body's iterator is a method of the class, set
+// up per request through a field every instance has, because an iterator assigned to each
+// request object gave every one a shape of its own (the no-op baseline's CPU per Get rose by
+// a tenth), and node's HTTP code then ran on requests of many shapes.
+class Http1Request extends http.IncomingMessage {
+  bodyLimit: BodyLimit | null = null;
+  override [Symbol.asyncIterator](): AsyncIterableIterator<any> {
+    return countedChunks(this, this.bodyLimit);
+  }
+}
+
+class Http2Request extends http2.Http2ServerRequest {
+  bodyLimit: BodyLimit | null = null;
+  override [Symbol.asyncIterator](): AsyncIterableIterator<any> {
+    return countedChunks(this, this.bodyLimit);
   }
 }
 
@@ -118,9 +170,9 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     inFlight++;
     const body = budget.forRequest();
     // A response closes when it is done or its connection goes, except on HTTP/1.1 a response
-    // queued behind an unfinished one of the same connection (pipelining): if the connection
-    // goes first, only the socket says so.
-    const socket = "stream" in req ? null : req.socket;
+    // queued behind an unfinished one of the same connection (pipelining), which has no
+    // socket yet: if the connection goes first, only the socket says so.
+    const socket = "stream" in req || (res as http.ServerResponse).socket ? null : req.socket;
     let done = false;
     const finish = () => {
       if (done) return;
@@ -154,7 +206,9 @@ export function listen(handler: NodeHandler, port: number, host: string, options
         allowHTTP1: true,
         settings,
         handshakeTimeout: headersTimeoutMs,
+        Http1IncomingMessage: Http1Request,
         Http1ServerResponse: Http1Response,
+        Http2ServerRequest: Http2Request,
         Http2ServerResponse: Http2Response,
       },
       counted,
@@ -167,8 +221,8 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     secure.on("session", (s) => trackSession(s));
     server = secure;
   } else {
-    h1 = http.createServer({ ...h1Timeouts, ServerResponse: Http1Response }, counted);
-    const h2 = http2.createServer({ settings, Http2ServerResponse: Http2Response }, counted);
+    h1 = http.createServer({ ...h1Timeouts, IncomingMessage: Http1Request, ServerResponse: Http1Response }, counted);
+    const h2 = http2.createServer({ settings, Http2ServerRequest: Http2Request, Http2ServerResponse: Http2Response }, counted);
     h2.setTimeout(idleTimeoutMs);
     h2.on("timeout", closeIdleSession);
     h2.on("session", (s) => trackSession(s));
@@ -315,27 +369,8 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
   // gRPC clients do not read x-should-retry, so only the budget counts there.
   if (declared !== undefined && Number(declared) > maxBytes) refuse();
   const checkSize = declared === undefined && (!isH2 || !(req.headers["content-type"] ?? "").startsWith("application/grpc"));
-  const body = req as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Buffer> } & Record<symbol, unknown>;
-  let seen = 0;
-  // connect-node reads the body through its async iterator. Counting there, and not
-  // destroying the request when the reader stops early (the default), keeps the connection
-  // alive long enough for the answer to get out. A plain iterator, not an async generator,
-  // which cost every call several promise turns per chunk.
-  body[Symbol.asyncIterator] = () => {
-    const chunks = body.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
-    const counted: AsyncIterator<Buffer> = {
-      next: () =>
-        chunks.next().then((r) => {
-          if (r.done) return r;
-          seen += r.value.length;
-          if (checkSize && seen > maxBytes) refuse();
-          if (seen <= maxBytes && !take(r.value.length)) throw busy();
-          return r;
-        }),
-      return: (value?: unknown) => chunks.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
-    };
-    return counted;
-  };
+  // The servers make every request an Http1Request or Http2Request (see countedChunks).
+  (req as Http1Request | Http2Request).bodyLimit = { maxBytes, checkSize, refuse, take };
   if (isH2) {
     // The stream's own "finish" (the response's comes only once the stream has closed).
     (req as http2.Http2ServerRequest).stream.once("finish", () => endUnreadRequest(req as http2.Http2ServerRequest));
