@@ -310,16 +310,6 @@ function closeIdleSession(session: http2.Http2Session): void {
 }
 
 /**
- * Enforces the body limit at the connection, where connect-node cannot:
- * - a body announced (Content-Length) or found (counted while read) to be over the limit
- *   is answered by connect-node's `resource_exhausted`, to which this adds
- *   `x-should-retry: false` (resending it cannot help) and, on HTTP/1.1, `connection: close`
- *   so that node does not read the rest of the body just to reuse the connection;
- * - any answer sent before the request was received in full ends the request: HTTP/1.1
- *   closes the connection after the answer, HTTP/2 resets the stream with NO_ERROR once the
- *   answer is out (RFC 9113, 8.1), so the client stops sending and the stream is freed.
- */
-/**
  * What request bodies hold in memory, all requests together. connect-node reads a whole
  * body before any interceptor runs, so before the token is checked: without a cap, clients
  * with no credentials at all could keep 1 MiB on each of 100 streams of as many connections
@@ -352,7 +342,17 @@ class BodyBudget {
 /** Thrown from the body a request is read through when the budget is spent; connect-node answers it in the call's protocol. */
 const busy = () => new ConnectError("the server holds as many request bodies as it takes; retry shortly", Code.Unavailable);
 
-/** Applies the size limit and the body budget (through `take`) to a request's body. */
+/**
+ * Enforces the body limit at the connection, where connect-node cannot:
+ * - a body announced (Content-Length) or found (counted while read) to be over the limit
+ *   is answered by connect-node's `resource_exhausted`, to which this adds
+ *   `x-should-retry: false` (resending it cannot help) and, on HTTP/1.1, `connection: close`
+ *   so that node does not read the rest of the body just to reuse the connection;
+ * - every chunk read is taken from the body budget (`take`; see BodyBudget);
+ * - any answer sent before the request was received in full ends the request: HTTP/1.1
+ *   closes the connection after the answer, HTTP/2 resets the stream with NO_ERROR once the
+ *   answer is out (RFC 9113, 8.1), so the client stops sending and the stream is freed.
+ */
 function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number, take: (bytes: number) => boolean): void {
   const isH2 = "stream" in req;
   let refused = false;
