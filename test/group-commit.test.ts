@@ -194,6 +194,42 @@ describe("a batch SQLite rolls back as a whole", () => {
   });
 });
 
+describe("writes with and without a savepoint of their own", () => {
+  it("a one-statement write runs without a savepoint, a failure undoing only its statement; a guarded write is undone whole", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-savepoint-"));
+    const db = openDatabase(join(dir, "savepoint.db"));
+    try {
+      const sqlite = db.$client;
+      sqlite.exec("CREATE TABLE names (name TEXT PRIMARY KEY)");
+      const add = (...names: string[]) => () => {
+        for (const n of names) sqlite.prepare("INSERT INTO names VALUES (?)").run(n);
+        return names.length;
+      };
+      const one = { oneStatement: true };
+      // One batch: a duplicate among one-statement writes, and a two-statement write whose
+      // second statement is a duplicate.
+      const results = await Promise.allSettled([
+        db.write(add("a"), one),
+        db.write(add("a"), one),
+        db.write(add("b", "a")),
+        db.write(add("c"), one),
+        db.write(add("d", "e")),
+        // Breaking the promise shows there is no savepoint: f stays.
+        db.write(add("f", "a"), one),
+      ]);
+      assert.deepEqual(
+        results.map((r) => (r.status === "fulfilled" ? r.value : (r.reason as { code?: string }).code)),
+        [1, "SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_PRIMARYKEY", 1, 2, "SQLITE_CONSTRAINT_PRIMARYKEY"],
+      );
+      assert.equal(db.commitStats().commits, 1, "the writes shared one transaction");
+      assert.deepEqual(sqlite.prepare("SELECT name FROM names ORDER BY name").pluck().all(), ["a", "c", "d", "e", "f"], "b went with its write");
+    } finally {
+      db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("syncing off the event loop", () => {
   // Holds each WAL sync until the test lets it go, so what waits for a sync can be seen.
   const held: ((err: Error | null) => void)[] = [];

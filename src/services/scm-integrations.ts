@@ -119,7 +119,7 @@ export async function createScmIntegration(
     });
     once?.remember(id, now);
     return id;
-  });
+  }, { oneStatement: once === null }); // without an idempotency key, the insert is the only change
 }
 
 /** The integration with this id in the caller's organization. */

@@ -15,9 +15,10 @@ export type Db = BetterSQLite3Database<typeof schema> & {
   $client: Database.Database;
   /**
    * Runs a write in the next group commit (see group-commit.ts) and settles once it is
-   * durable. Every write the API acknowledges goes through here.
+   * durable. Every write the API acknowledges goes through here. `oneStatement`: the work
+   * changes the database through one statement at most, so it needs no savepoint.
    */
-  write<T>(work: () => T): Promise<T>;
+  write<T>(work: () => T, options?: { oneStatement: boolean }): Promise<T>;
   /**
    * Runs reads with the others of this event-loop turn, back to back at its end, in one
    * read transaction (see read-batch.ts).
@@ -84,7 +85,7 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   const reads = new ReadBatch(sqlite);
   const commits = new GroupCommit(sqlite, options);
   return Object.assign(orm, {
-    write: <T>(work: () => T) => commits.run(work),
+    write: <T>(work: () => T, options?: { oneStatement: boolean }) => commits.run(work, options?.oneStatement),
     read: <T>(work: () => T) => reads.run(work),
     durable: () => commits.durable(),
     syncFailure: () => commits.syncFailure(),

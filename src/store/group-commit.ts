@@ -5,6 +5,8 @@ import { isBusy } from "./errors.js";
 
 interface Pending {
   work: () => unknown;
+  /** The work changes the database through one statement at most (see GroupCommit.run). */
+  oneStatement: boolean;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
 }
@@ -91,10 +93,17 @@ export class GroupCommit {
     return this.wal?.durable();
   }
 
-  /** Runs `work` in the next shared transaction; settles once that transaction is durable. */
-  run<T>(work: () => T): Promise<T> {
+  /**
+   * Runs `work` in the next shared transaction; settles once that transaction is durable.
+   * With `oneStatement`, the caller promises that `work` changes the database through one
+   * statement at most, and it runs without a savepoint of its own: SQLite undoes a failed
+   * statement by itself (or the whole transaction, which the batch then reports), so the
+   * savepoint would only cost its two statements and a copy of every page the write
+   * touches.
+   */
+  run<T>(work: () => T, oneStatement = false): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ work, resolve: resolve as (value: unknown) => void, reject });
+      this.queue.push({ work, oneStatement, resolve: resolve as (value: unknown) => void, reject });
       this.schedule();
     });
   }
@@ -164,22 +173,25 @@ export class GroupCommit {
     }
     try {
       for (const p of batch) {
-        s.savepoint.run();
+        const guarded = !p.oneStatement;
+        if (guarded) s.savepoint.run();
         let value: unknown;
         try {
           value = p.work();
         } catch (err) {
           // Most failures (a duplicate, a rule) leave the transaction open and undo only
-          // this savepoint. Some (SQLITE_FULL, SQLITE_IOERR) make SQLite roll back the whole
-          // transaction: then there is no savepoint to return to, and the writes before
-          // this one are gone as well.
+          // this savepoint (or, unguarded, the one failed statement). Some (SQLITE_FULL,
+          // SQLITE_IOERR) make SQLite roll back the whole transaction: then there is no
+          // savepoint to return to, and the writes before this one are gone as well.
           if (!db.inTransaction) throw new TransactionLost(err);
-          s.rollbackTo.run();
-          s.release.run();
+          if (guarded) {
+            s.rollbackTo.run();
+            s.release.run();
+          }
           outcomes.push({ ok: false, err });
           continue;
         }
-        s.release.run();
+        if (guarded) s.release.run();
         outcomes.push({ ok: true, value });
       }
       db.exec("COMMIT");
