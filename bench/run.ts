@@ -4,7 +4,7 @@ import os from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { openDatabase } from "../src/store/database.js";
-import { listQuery } from "../src/store/scm-integrations.js";
+import { runnerPageSql } from "../src/store/scm-integrations.js";
 import {
   NODE_FLAGS, ROOT, load as loadFor, log, median, peakRssMb, prepareData as seedInto, residentMb, startBaseline, startService as startFor, stop, summarize, warmFileCache,
   type Dataset, type Protocol, type Run, type Scenario, type Target,
@@ -85,10 +85,13 @@ const HEADER = "| rows | scenario | protocol | conc. | baseline req/s | service 
 
 function queryPlan(dbFile: string, runnerId: string): string {
   const db = openDatabase(dbFile);
-  const q = listQuery(db, { runnerIds: [runnerId], after: "0190a0a0-0000-7000-8000-000000000000", limit: 26 }).toSQL();
-  const plan = (db.$client.prepare(`EXPLAIN QUERY PLAN ${q.sql}`).all(...(q.params as unknown[])) as { detail: string }[]).map((r) => r.detail);
+  // The statement a List of one runner's page after the first runs: (runnerId, runnerId, orgId, after, limit).
+  const text = runnerPageSql(db)[3]!;
+  const orgId = (db.$client.prepare("SELECT org_id FROM runners WHERE id = ?").pluck().get(runnerId) as string | undefined) ?? "";
+  const params = [runnerId, runnerId, orgId, "0190a0a0-0000-7000-8000-000000000000", 26];
+  const plan = (db.$client.prepare(`EXPLAIN QUERY PLAN ${text}`).all(...params) as { detail: string }[]).map((r) => r.detail);
   db.$client.close();
-  return `${q.sql}\n-- plan: ${plan.join(" | ")}`;
+  return `${text}\n-- plan: ${plan.join(" | ")}`;
 }
 
 function countRows(dbFile: string): number {
@@ -249,7 +252,7 @@ ${p99.join("\n")}
 ${growth.join("\n")}
 | peak RSS under load, ${r.labelLarge} rows | <= 250 MB | ${r.rss} MB (two workers: ${r.rssMulti} MB in all) |
 
-List query plan on the large table (one covering index, read in id order: no table lookups, no sort step):
+List query plan on the large table, for a page after the first (the runner and its organization read once by key, then one covering index in id order: no table lookups, no sort step):
 
 \`\`\`
 ${r.plan}

@@ -71,6 +71,12 @@ describe("pagination", () => {
     const foreign = (await createRunner(s, s.otherToken, "other-org")).runnerId;
     const notMine = await call(s, LIST, { filter: { runnerIds: [runnerA, foreign] } });
     assert.equal(notMine.body.code, "not_found");
+    // One runner: its page checks the organization, and an empty page tells "none yet" from "no such runner".
+    assert.equal((await call(s, LIST, { filter: { runnerIds: [foreign] } })).body.code, "not_found");
+    assert.equal((await call(s, LIST, { filter: { runnerIds: ["0190a0a0-0000-7000-8000-00000000abcd"] } })).body.code, "not_found");
+    const empty = await call(s, LIST, { filter: { runnerIds: [(await createRunner(s)).runnerId] } });
+    assert.equal(empty.status, 200);
+    assert.deepEqual(empty.body.integrations ?? [], []);
     // Unfiltered lists hold only the caller's organization.
     const asOther = await call(s, LIST, {}, s.otherToken);
     assert.deepEqual(asOther.body.integrations ?? [], []);

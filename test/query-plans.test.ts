@@ -38,6 +38,14 @@ describe("query plans", () => {
       assert.ok(steps.some((d) => d.includes("USING COVERING INDEX scm_integrations_runner_page_idx")), steps.join(" | "));
       assert.ok(!steps.some((d) => /TEMP B-TREE|SCAN/.test(d)), steps.join(" | "));
     }
+    // The statements prepared once for it, with and without the organization's check on the runner.
+    for (const sql of runnerPageSql(s.db)) {
+      const params = Array.from(sql.match(/\?/g)!, () => runnerId);
+      const steps = (s.db.$client.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[]).map((r) => r.detail);
+      assert.equal(steps[0], "SEARCH runners USING INDEX sqlite_autoindex_runners_1 (id=?)", steps.join(" | "));
+      assert.equal(steps[1], "SEARCH scm_integrations USING COVERING INDEX scm_integrations_runner_page_idx (runner_id=?" + (sql.includes(" > ?") ? " AND id>?)" : ")"), steps.join(" | "));
+      assert.equal(steps.length, 2, steps.join(" | "));
+    }
   });
 
   // Given a bare `LIMIT ?`, SQLite plans with the bound value and compiles the statement

@@ -239,6 +239,13 @@ export async function listScmIntegrations(
   const { size, after } = pager.start(v, scope, input.page);
   v.throwIfAny();
   return db.read(() => {
+    if (runnerIds.length === 1) {
+      // The common shape: the page itself checks the runner's organization, and only an
+      // empty one needs the lookup that tells "no such runner" from "none yet".
+      const rows = store.listRunnerPageInOrg(db, caller.orgId, runnerIds[0]!, after, size + 1);
+      if (rows.length === 0) requireRunner(db, caller.orgId, runnerIds[0]!);
+      return pager.page(scope, rows, size);
+    }
     for (const id of runnerIds) requireRunner(db, caller.orgId, id);
     // Runners just checked to be the organization's need no org condition, which lets
     // SQLite walk the (runner_id, id) index instead of every row of the organization.

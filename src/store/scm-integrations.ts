@@ -106,13 +106,19 @@ function toView(r: ViewRow): IntegrationView {
  */
 const views = prepared((db) => {
   const raw = (query: { toSQL(): { sql: string } }) => rawStatement(db, query).raw();
-  const byRunner = (withAfter: boolean) =>
+  // A runner's page; inOrg adds the organization's check on the runner row, which SQLite
+  // reads once per page anyway (the outer loop of the join), so it costs nothing.
+  const byRunner = (withAfter: boolean, inOrg: boolean) =>
     raw(
       selectViews(db)
         .where(
-          withAfter
-            ? and(eq(scmIntegrations.runnerId, sql.placeholder("runnerId")), gt(scmIntegrations.id, sql.placeholder("after")))
-            : eq(scmIntegrations.runnerId, sql.placeholder("runnerId")),
+          and(
+            eq(scmIntegrations.runnerId, sql.placeholder("runnerId")),
+            // The runner named as well, so that SQLite reads it first, once, by its key;
+            // by the organization alone it would look the runner up again for every row.
+            inOrg ? and(eq(runners.id, sql.placeholder("runnerId")), eq(runners.orgId, sql.placeholder("orgId"))) : undefined,
+            withAfter ? gt(scmIntegrations.id, sql.placeholder("after")) : undefined,
+          ),
         )
         .orderBy(asc(scmIntegrations.id))
         .limit(rowLimit(sql.placeholder("limit"))),
@@ -121,11 +127,25 @@ const views = prepared((db) => {
     // (id, orgId)
     byId: raw(getQuery(db)),
     // (runnerId, limit)
-    firstPageOfRunner: byRunner(false),
+    firstPageOfRunner: byRunner(false, false),
     // (runnerId, after, limit)
-    pageOfRunner: byRunner(true),
+    pageOfRunner: byRunner(true, false),
+    // (runnerId, runnerId, orgId, limit)
+    firstPageOfRunnerInOrg: byRunner(false, true),
+    // (runnerId, runnerId, orgId, after, limit)
+    pageOfRunnerInOrg: byRunner(true, true),
   };
 });
+
+/**
+ * A page of one runner's integrations, provided the runner is the organization's: empty
+ * when it is not (or has no such page), so only an empty page needs to ask which.
+ */
+export function listRunnerPageInOrg(db: Db, orgId: string, runnerId: string, after: string | null, limit: number): IntegrationView[] {
+  const v = views(db);
+  const rows = (after === null ? v.firstPageOfRunnerInOrg.all(runnerId, runnerId, orgId, limit) : v.pageOfRunnerInOrg.all(runnerId, runnerId, orgId, after, limit)) as ViewRow[];
+  return rows.map(toView);
+}
 
 /**
  * One keyset page in id order: rows with ids after `after`. With one runner the
@@ -152,7 +172,8 @@ export function getQuery(db: Db) {
 
 /** The SQL of the statements prepared once for a runner's pages, so tests can check their shape. */
 export function runnerPageSql(db: Db): string[] {
-  return [views(db).firstPageOfRunner.source, views(db).pageOfRunner.source];
+  const v = views(db);
+  return [v.firstPageOfRunner.source, v.pageOfRunner.source, v.firstPageOfRunnerInOrg.source, v.pageOfRunnerInOrg.source];
 }
 
 /** The query behind listScmIntegrations, unexecuted, so benchmarks and tests can show its plan. */
