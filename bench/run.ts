@@ -270,7 +270,11 @@ ${r.plan}
   end of its turn in the same way, went from 4668 to 7781 req/s (234 -> 144 µs of CPU a call).
   The Get ratio above 1 comes from there: the baseline, as defined, answers at once.
 - Group commit (\`src/store/group-commit.ts\`): the writes of one event-loop turn share one
-  transaction, each in its own savepoint. The batch commits with \`synchronous=NORMAL\` and the WAL
+  transaction, each in its own savepoint, except a write that changes the database through one
+  statement, as a create without an idempotency key does: SQLite undoes a failed statement by
+  itself, so a duplicate still fails only its own create, and the savepoint would cost two more
+  statements and a copy of each page the insert touches (in a loop of batches of 17 on the 1M-row
+  file, 53 to 66 µs per insert against 72 to 88 with savepoints). The batch commits with \`synchronous=NORMAL\` and the WAL
   is then fdatasync'd on libuv's thread pool; its writes are answered when that returns, so the
   event loop never waits for the disk and one sync covers every batch committed during the one
   before. Reads (and refusals) wait for the sync of what they may show. Two syncs may run at
@@ -326,7 +330,11 @@ ${r.plan}
 - A runner's page is read from one covering index, \`scm_integrations_runner_page_idx\` on
   (runner_id, id) and every column a read shows, so a page of 25 is a few adjacent index pages
   rather than 25 lookups in the table. It costs disk (the 1M-row file grows from about 580 to
-  785 MB with 4 KiB pages; 834 MB with 2 KiB) and a larger index entry per create.
+  785 MB with 4 KiB pages; 834 MB with 2 KiB) and a larger index entry per create. The page's
+  statement also checks that the runner is the caller organization's, on the runner row it reads
+  once for the join anyway, so only an empty page needs a lookup of its own to tell "no such
+  runner" from "none yet" (a loop of cached pages: 47 to 51 µs a List against 51 to 75 with the
+  lookup first).
 - Statements prepared once; the hot ones (token lookup, Get, List, a create's runner and
   insert) are plain better-sqlite3 statements with rows mapped by hand (drizzle's generic mapping
   cost 1.3 to 2.3 µs a statement in a loop); reads select only the columns the API returns and
@@ -357,8 +365,8 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   mean answering beside connect-node, which this benchmark is meant to rule out.
   - Where a List's time goes beside the baseline's, from V8's own profiler (6 s at 64 on
     both, the same rows; the profiler slows both): of the 474 µs it added per List, reading the
-    page (SQLite, and better-sqlite3 building the rows) took 29% (the runner check, a statement
-    of its own, 3% of it), protobuf-es's JSON writer 14%, garbage collection 10%, node's own code
+    page (SQLite, and better-sqlite3 building the rows) took 29% (the runner check, then a
+    statement of its own, 3% of it; now part of the page's statement, see above), protobuf-es's JSON writer 14%, garbage collection 10%, node's own code
     (abort signals, the text encoder, streams) 20%, and this service's other code (request
     checks, page token, log line) 7%. In a loop on pages already in the cache, a page of 25 took
     about 55 µs: walking its 26 index entries 6, SQLite decoding their columns, the join and the
@@ -376,7 +384,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   time at 64 connections and 100% at 256, so the idle quarter that earlier builds showed is gone.
   At 2,000 to 2,300 creates/s that is 420 to 480 µs of event-loop time per create, against about
   300 µs per call for the baseline. Under \`perf\` SQLite takes about a quarter of the event loop:
-  the insert and its savepoints about 10%, BEGIN and COMMIT about 10% (at about 120 commits a
+  the insert and its savepoints about 10% (measured while every create still had a savepoint), BEGIN and COMMIT about 10% (at about 120 commits a
   second, some 17 creates each), the token and runner lookups about 5%. connect's two aborts per
   call (each builds a \`DOMException\` with a stack trace) take about 8%, as they do in the baseline.
   Take the shares of JavaScript functions with care: \`--perf-basic-prof\` names code by address,
@@ -468,7 +476,12 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   before a RESTART (a scratch copy, 11 alternating pairs of 10-second runs at 16): p99 27.0
   against 30.5 ms at the median, lower in 7 pairs of the 11, with 1414 against 1458 creates/s;
   timed, the WAL's own fdatasync got slower (p90 6.6 to 8.6 ms against 4.3 to 7.1, 4 pairs).
-  Not taken.
+  Not taken. Nor was letting the writers start the WAL over themselves: SQLite does so at the
+  next commit once a checkpoint has copied every frame (and then synced the file), so a copy of
+  the checkpointer ran up to five more PASSIVE rounds past the threshold and used RESTART only
+  when none of them caught up. Most did, and no RESTART held the write lock, but over 10
+  alternating pairs of 10-second runs at 16 the p99 was 26.4 ms at the median against 25.4 as
+  built (two runs of each above 120 ms, from the machine).
 - Growth, now that both tables run in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
