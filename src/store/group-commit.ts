@@ -43,10 +43,11 @@ class TransactionLost extends Error {
 
 /**
  * Group commit. Writes queued during one turn of the event loop run in one
- * `BEGIN IMMEDIATE … COMMIT`, each inside its own savepoint, and are answered only once
- * that transaction is on disk. One fsync then serves many requests instead of one, while
- * a write that throws (a duplicate, a rule that fails against current data) rolls back
- * only its own savepoint and fails only its own request.
+ * `BEGIN IMMEDIATE … COMMIT`, each inside its own savepoint (unless it changes the
+ * database through one statement, see `run`), and are answered only once that
+ * transaction is on disk. One fsync then serves many requests instead of one, while a
+ * write that throws (a duplicate, a rule that fails against current data) rolls back only
+ * its own changes and fails only its own request.
  *
  * The fsync runs off the event loop. The batch commits with synchronous=NORMAL, which in
  * WAL mode writes the frames without syncing them (and never corrupts the database), and
