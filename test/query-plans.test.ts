@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Db } from "../src/store/database.js";
-import { getQuery, listQuery, listScmIntegrations, runnerPageSql } from "../src/store/scm-integrations.js";
+import { getQuery, listQuery, listRunnerPageInOrg, listScmIntegrations, runnerPageSql } from "../src/store/scm-integrations.js";
 import { call, createRunner, startServer, type TestServer } from "./harness.js";
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
@@ -59,9 +59,14 @@ describe("query plans", () => {
       assert.doesNotMatch(sql, /limit \?(?! \+ 0)/, sql);
     }
     // The expression still limits: 7 rows asked, 7 rows had, in id order.
-    const rows = listScmIntegrations(s.db, { runnerIds: [runnerId], after: null, limit: 7 });
-    assert.deepEqual(rows.map((r) => r.id), [...ids].sort().slice(0, 7));
-    const after = listScmIntegrations(s.db, { runnerIds: [runnerId], after: ids[20]!, limit: 3 });
-    assert.deepEqual(after.map((r) => r.id), [...ids].sort().filter((id) => id > ids[20]!).slice(0, 3));
+    const orgId = s.db.$client.prepare("SELECT org_id FROM runners WHERE id = ?").pluck().get(runnerId) as string;
+    const pages = [
+      (after: string | null, limit: number) => listScmIntegrations(s.db, { runnerId, after, limit }),
+      (after: string | null, limit: number) => listRunnerPageInOrg(s.db, orgId, runnerId, after, limit),
+    ];
+    for (const page of pages) {
+      assert.deepEqual(page(null, 7).map((r) => r.id), [...ids].sort().slice(0, 7));
+      assert.deepEqual(page(ids[20]!, 3).map((r) => r.id), [...ids].sort().filter((id) => id > ids[20]!).slice(0, 3));
+    }
   });
 });

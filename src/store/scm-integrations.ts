@@ -152,8 +152,9 @@ export function listRunnerPageInOrg(db: Db, orgId: string, runnerId: string, aft
  * (runner_id, id) index serves both filter and order, so no sort step is needed.
  */
 export function listScmIntegrations(db: Db, q: IntegrationPageQuery): IntegrationView[] {
-  // The common shape, one runner's page, runs from a statement prepared once.
-  const runnerId = q.runnerId ?? (q.runnerIds?.length === 1 ? q.runnerIds[0] : undefined);
+  // A runner's own page (RunnerInteractionService) runs from a statement prepared once; an
+  // API List of one runner reads with listRunnerPageInOrg.
+  const runnerId = q.runnerId;
   if (runnerId !== undefined && q.orgId === undefined && !q.ids?.length) {
     const rows = (
       q.after === null ? views(db).firstPageOfRunner.all(runnerId, q.limit) : views(db).pageOfRunner.all(runnerId, q.after, q.limit)
