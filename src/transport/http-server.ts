@@ -121,6 +121,8 @@ export interface RunningServer {
   address: AddressInfo;
   /** How many requests are being served right now. */
   inFlight(): number;
+  /** Bytes of request bodies held right now, counted against the body budget. */
+  bodyBytesHeld(): number;
   /**
    * Stops accepting connections, lets in-flight requests finish for up to
    * `timeoutMs`, then closes every connection that is left.
@@ -257,6 +259,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
       resolve({
         address: server.address() as AddressInfo,
         inFlight: () => inFlight,
+        bodyBytesHeld: () => budget.held,
         async shutdown(timeoutMs) {
           closing = true;
           server.close();
@@ -319,7 +322,7 @@ function closeIdleSession(session: http2.Http2Session): void {
  * nothing, so a few headers could otherwise hold the whole budget.
  */
 class BodyBudget {
-  private held = 0;
+  held = 0;
   constructor(private readonly max: number) {}
 
   forRequest(): { take(bytes: number): boolean; release(): void } {
