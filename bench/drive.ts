@@ -75,13 +75,15 @@ export async function startService(dbFile: string, options: { workers?: number; 
   return { name: options.name ?? (workers > 1 ? `service x${workers}` : "service"), url, proc };
 }
 
-export async function startBaseline(): Promise<Target> {
+/** The baseline; with `durableFile`, the durable no-op, whose creates are answered after a sync of that file (bench/baseline.ts). */
+export async function startBaseline(options: { durableFile?: string } = {}): Promise<Target> {
   const port = await freePort();
-  const proc = spawn(process.execPath, [...NODE_FLAGS, "dist/bench/baseline.js"], { cwd: ROOT, env: { ...process.env, PORT: String(port) }, stdio: "ignore" });
+  const env = { ...process.env, PORT: String(port), ...(options.durableFile ? { DURABLE_FILE: options.durableFile } : {}) };
+  const proc = spawn(process.execPath, [...NODE_FLAGS, "dist/bench/baseline.js"], { cwd: ROOT, env, stdio: "ignore" });
   children.add(proc);
   const url = `http://127.0.0.1:${port}`;
   await waitForHealth(url, proc);
-  return { name: "baseline", url, proc };
+  return { name: options.durableFile ? "durable no-op" : "baseline", url, proc };
 }
 
 export async function stop(t: Target): Promise<void> {
