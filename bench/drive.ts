@@ -78,7 +78,7 @@ export async function startService(dbFile: string, options: { workers?: number; 
 /** The baseline; with `durableFile`, the durable no-op, whose creates are answered after a sync of that file (bench/baseline.ts). */
 export async function startBaseline(options: { durableFile?: string } = {}): Promise<Target> {
   const port = await freePort();
-  const env = { ...process.env, PORT: String(port), ...(options.durableFile ? { DURABLE_FILE: options.durableFile } : {}) };
+  const env = { ...process.env, PORT: String(port), DURABLE_FILE: options.durableFile ?? "" };
   const proc = spawn(process.execPath, [...NODE_FLAGS, "dist/bench/baseline.js"], { cwd: ROOT, env, stdio: "ignore" });
   children.add(proc);
   const url = `http://127.0.0.1:${port}`;
