@@ -322,20 +322,25 @@ function closeIdleSession(session: http2.Http2Session): void {
  * nothing, so a few headers could otherwise hold the whole budget.
  */
 class BodyBudget {
-  held = 0;
+  private bytes = 0;
   constructor(private readonly max: number) {}
+
+  /** Bytes held now; only requests change it, through forRequest. */
+  get held(): number {
+    return this.bytes;
+  }
 
   forRequest(): { take(bytes: number): boolean; release(): void } {
     let taken = 0;
     return {
       take: (bytes) => {
-        if (this.held + bytes > this.max) return false;
-        this.held += bytes;
+        if (this.bytes + bytes > this.max) return false;
+        this.bytes += bytes;
         taken += bytes;
         return true;
       },
       release: () => {
-        this.held -= taken;
+        this.bytes -= taken;
         taken = 0;
       },
     };
