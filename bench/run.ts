@@ -407,6 +407,50 @@ time per request is given too: it moves much less.
 
 ## Where the remaining gap is
 
+### A day the baseline ran faster (2026-12-04)
+
+The runs of 2026-12-03 (in this file's history) and the run of 2026-12-04 differ in the
+baseline far more than in the service. At 64 connections over Connect JSON, the baseline's CPU
+per create went from 272 to 381 µs in the earlier runs to 198, and its creates from 2,200 to
+3,950 a second to 5,769, about the 6,000 a bare handler is known to make on this machine. The
+service's CPU per call hardly moved (create 511 to 774 µs before, 452 now; Get 250 to 385, 238;
+List 401 to 610, 379), so the ratios fell: create from 0.54 to 0.69 to 0.49, Get from 0.96 to
+1.15 to 0.78, List from 0.54 to 0.77 to 0.49. Why the earlier days slowed the bare handler more
+than the service is a guess, not a measurement: a host that leaves the VM's CPU caches cold
+costs most on a short path run once per request, as the baseline's is (how much that path gains
+from running its requests together is under "Reads run in batches", above). The machine-speed
+line at the top of this file came after those runs, so they cannot be checked against it;
+later runs can.
+
+What a create costs on such a day (\`perf record\` at 2,000 Hz over 8 s of creates at 64
+connections on the 1M-row table, for the service and for the baseline; \`perf stat\` for the
+system calls):
+
+- The event loop spent 333 µs per create against the baseline's 210 per no-op create; all
+  threads 533 against 253 (the sealing thread 63, the checkpointer 61, V8's helper threads
+  about 68). wrk itself used about 29 µs per request (\`/usr/bin/time\` around three 8-second
+  runs against the baseline).
+- SQLite is about 31% of the event loop: the insert 13% (reading pages from the OS 7% of the
+  event loop), COMMIT 13.7% (writing WAL frames 7.2%, the cache walk described below 4%), the token and
+  runner lookups 4.3%. System calls take 18.8% of the event loop against the baseline's 12.7%:
+  about 22 per create, among them 6.5 preads and 12.5 pwrites (SQLite writes each WAL frame as
+  its 24-byte header, then its page), and 11 more on the checkpointer's thread. A system call
+  with nothing to do costs about 1.2 µs here, a 2 KiB read from the OS page cache 2.8.
+  Outside SQLite, the service's event loop does about 20 µs per create more than the baseline's.
+- Ruled out: the WAL's restarts (with the restart threshold raised from 16,384 frames to 100
+  million, 6.40 preads per create against 6.49); the page cache's size (4 against 16 MiB, 7
+  alternating rounds of 5 s: creates at 16 connections 2,048 / 1,970 a second, at 64 2,545 /
+  2,538, Get 4,893 / 5,117, List 3,237 / 3,122); the X25519 code (node's OpenSSL X25519 took
+  31.9 µs a Diffie-Hellman, libsodium's scalar multiplication 32.5).
+
+The budget this leaves for the create target: 0.70 of 5,769 is about 4,040 durable creates a
+second. On the event loop that is 250 µs each, less than the baseline's own path (210) plus
+SQLite's share (about 100). Moved to the second core, SQLite's part would join the sealing,
+the checkpoints, V8's helper threads and wrk there: at 4,040 creates a second those alone come to
+about 1.3 cores' worth (100 + 63 + 61 + 68 + 29 µs per create). On this 2-core VM the create
+target needs a create that costs less in all, not the same work moved between threads; a
+writer thread was tried and lost 8% (below).
+
 Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-row table):
 
 - List: the event loop is the limit (98% of a core at 64 connections; V8's helper threads
