@@ -418,7 +418,8 @@ List 401 to 610, 379), so the ratios fell: create from 0.54 to 0.69 to 0.49, Get
 1.15 to 0.78, List from 0.54 to 0.77 to 0.49. Why the earlier days slowed the bare handler more
 than the service is a guess, not a measurement: a host that leaves the VM's CPU caches cold
 costs most on a short path run once per request, as the baseline's is (how much that path gains
-from running its requests together is under "Reads run in batches", above). The machine-speed
+from running its requests together is under "Reads run in batches", above); this VM exposes no
+hardware counters (\`perf stat\` reports cycles and instructions as not supported) to check it. The machine-speed
 line at the top of this file came after those runs, so they cannot be checked against it;
 later runs can.
 
