@@ -78,7 +78,10 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
       const cutOff = server.inFlight();
       if (cutOff > 0) log.warn("requests still running at the shutdown timeout were cut off", { requests: cutOff, timeout_ms: config.shutdownTimeoutMs });
       await app.close();
-      db.$client.close();
+      // After a failed sync the files stay as they are: closing the last connection would
+      // checkpoint the WAL into the database file, commits that never reached the disk too.
+      if (db.syncFailure() === null) db.$client.close();
+      else log.warn("database left unclosed: a sync failed, and SQLite recovers from the files at the next start");
     } catch (err) {
       log.error("shutdown failed", { error: err instanceof Error ? err.name : typeof err, detail: err instanceof Error ? err.message : undefined });
       process.exit(1);

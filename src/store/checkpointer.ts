@@ -1,7 +1,9 @@
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
+import Database from "better-sqlite3";
 import type { Logger } from "../log.js";
 import type { Db } from "./database.js";
+import { mainFile } from "./group-commit.js";
 
 /**
  * How often the checkpointer copies the WAL back into the database file. Often, so that
@@ -31,98 +33,141 @@ const RESET_FRAMES = 16_384;
 // synced under the lock, so a second PASSIVE copies them first and a second sync, short now,
 // flushes them (create p99 at 16: 23.8 against 26.9 ms, median of 9 alternating pairs).
 // A checkpoint that fails for another reason (disk full, file not writable) is tried again
-// at the next interval; the WAL keeps every commit meanwhile.
+// at the next interval on a fresh connection; the WAL keeps every commit meanwhile.
+// A failed sync is another matter. Linux tells each descriptor open at the time of a failed
+// writeback once, and a descriptor opened later not at all, so after one the pages may be
+// lost and a later sync through a fresh connection would succeed: copying the WAL on then
+// could put into the database file a commit whose frames never reached the disk, which
+// recovery after a power loss would half undo. So a failed sync stops the thread for good,
+// and so does the service's own (it sets the shared halt flag, checked before each
+// checkpoint). The thread keeps a descriptor of each file open from its start and syncs
+// through them before a fresh connection copies anything, which covers the failures that
+// happened before that connection opened.
 const WORKER_SOURCE = `
 const { workerData, parentPort } = require("node:worker_threads");
 const { closeSync, fdatasyncSync, openSync } = require("node:fs");
 const Database = require(workerData.driver);
+const halted = new Int32Array(workerData.halt);
 const connect = () => {
   const db = new Database(workerData.file);
   db.pragma("busy_timeout = 0");
   return db;
 };
-let db = connect();
-let file = null; // the database file, opened for syncing only
-// Only to shorten the RESTART, which syncs the file again itself and reports real trouble
-// (each open descriptor is told of a failed write), so a failure here changes nothing.
-const syncAhead = () => {
-  try { file = file === null ? openSync(workerData.file, "r") : file; fdatasyncSync(file); return true; } catch { return false; }
+// A failed sync; never retried.
+class Fatal extends Error {}
+const STOPPED = new Fatal("stopped: the service's own sync of the WAL failed");
+const guards = {};
+const guard = (path) => (guards[path] ??= openSync(path, "r"));
+const syncFile = (path) => {
+  const fd = guard(path); // a file that cannot be opened is ordinary trouble, tried again
+  try { fdatasyncSync(fd); } catch (err) { throw new Fatal(path + ": " + String(err && err.message), { cause: err }); }
 };
-const busy = (err) => String(err && err.code).startsWith("SQLITE_BUSY");
+const checkpoint = (mode) => {
+  if (Atomics.load(halted, 0) !== 0) throw STOPPED;
+  return db.pragma("wal_checkpoint(" + mode + ")")[0];
+};
+const fatal = (err) => err instanceof Fatal || /^SQLITE_IOERR_(DIR_)?FSYNC/.test(String(err && err.code));
+let db = null;
 let failing = null;
 // The WAL's length when a RESTART last finished. Until a write starts the WAL over, a
 // checkpoint finds it just as long, and there is nothing more to do.
 let restartedAt = -1;
+const stop = () => {
+  clearInterval(timer);
+  try { if (db) db.close(); } catch {}
+  for (const fd of Object.values(guards)) try { closeSync(fd); } catch {}
+  process.exit(0);
+};
+// Opened before any connection of this thread, so they hear of every failed writeback since.
+try { guard(workerData.file); guard(workerData.wal); } catch {}
 const timer = setInterval(() => {
   try {
-    db = db || connect();
-    const [state] = db.pragma("wal_checkpoint(PASSIVE)");
+    if (db === null) {
+      db = connect();
+      syncFile(workerData.file);
+      syncFile(workerData.wal);
+    }
+    const state = checkpoint("PASSIVE");
     if (state.log > workerData.resetFrames && state.log !== restartedAt) {
       const start = performance.now();
-      let syncedAhead = syncAhead();
-      if (syncedAhead) {
-        db.pragma("wal_checkpoint(PASSIVE)");
-        syncedAhead = syncAhead();
-      }
+      syncFile(workerData.file);
+      checkpoint("PASSIVE");
+      syncFile(workerData.file);
       const synced = performance.now();
       db.pragma("busy_timeout = 50");
       let restart;
-      try { [restart] = db.pragma("wal_checkpoint(RESTART)"); } finally { db.pragma("busy_timeout = 0"); }
+      try { restart = checkpoint("RESTART"); } finally { db.pragma("busy_timeout = 0"); }
       restartedAt = restart.busy === 0 ? state.log : -1;
-      parentPort.postMessage({ restart: { frames: state.log, done: restart.busy === 0, syncedAhead, syncMs: synced - start, restartMs: performance.now() - synced } });
+      parentPort.postMessage({ restart: { frames: state.log, done: restart.busy === 0, syncMs: synced - start, restartMs: performance.now() - synced } });
     }
     if (failing !== null) { failing = null; parentPort.postMessage({ failing: null }); }
   } catch (err) {
-    if (busy(err)) return;
+    if (err === STOPPED) return stop();
+    if (fatal(err)) {
+      parentPort.postMessage({ halted: String((err.cause && err.cause.code) || err.code || "EIO"), detail: String(err.message) });
+      return stop();
+    }
+    if (String(err && err.code).startsWith("SQLITE_BUSY")) return;
     // A full disk or a file that cannot be written: tell the service (once per kind of
     // trouble, not every interval) and try again next time on a fresh connection, since
     // one opened while the file was not writable stays read-only.
     const code = String((err && err.code) || (err && err.name) || "error");
     if (code !== failing) { failing = code; parentPort.postMessage({ failing: code, detail: String(err && err.message) }); }
     try { if (db) db.close(); } catch {}
-    try { if (file !== null) closeSync(file); } catch {}
     db = null;
-    file = null;
   }
 }, workerData.intervalMs);
-parentPort.on("message", () => {
-  clearInterval(timer);
-  if (db) db.close();
-  if (file !== null) closeSync(file);
-  process.exit(0);
-});
+parentPort.on("message", stop);
 `;
 
 type CheckpointerMessage =
   | { failing: string | null; detail?: string }
-  | { restart: { frames: number; done: boolean; syncedAhead: boolean; syncMs: number; restartMs: number } };
+  | { halted: string; detail: string }
+  | { restart: { frames: number; done: boolean; syncMs: number; restartMs: number } };
 
 /**
  * Moves WAL checkpoints off the event loop. SQLite's automatic checkpoint runs inside the
  * COMMIT that crosses its threshold, copying pages and fsyncing the database file while
  * every request waits; here the serving connection turns it off and a worker thread
- * checkpoints instead. Should the thread fail, the automatic checkpoint comes back.
+ * checkpoints instead. Should the thread fail, the automatic checkpoint comes back, unless
+ * a sync failed: then nothing may be copied any more (see the worker's comment), and a
+ * failed sync in the thread stops the service's writes and reads as the WAL's own does.
  */
 export function startCheckpointer(db: Db, log: Logger, options: { resetFrames?: number } = {}): { stop(): Promise<void> } {
   const sqlite = db.$client;
   if (sqlite.memory) return { stop: async () => {} };
   const driver = createRequire(import.meta.url).resolve("better-sqlite3");
-  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file: sqlite.name, driver, intervalMs: INTERVAL_MS, resetFrames: options.resetFrames ?? RESET_FRAMES } });
+  const halt = new SharedArrayBuffer(4);
+  const file = mainFile(sqlite);
+  const worker = new Worker(WORKER_SOURCE, {
+    eval: true,
+    workerData: { file, wal: `${file}-wal`, halt, driver, intervalMs: INTERVAL_MS, resetFrames: options.resetFrames ?? RESET_FRAMES },
+  });
   worker.unref();
   sqlite.pragma("wal_autocheckpoint = 0");
   let stopped = false;
   let exited = false;
   worker.once("exit", () => (exited = true));
+  db.whenHalted(() => {
+    // Set before any message could arrive: the thread checks it before each checkpoint.
+    Atomics.store(new Int32Array(halt), 0, 1);
+    if (!exited) worker.postMessage("stop");
+    log.error("checkpoints stopped until a restart: a sync failed, so the WAL is not copied into the database file any more");
+  });
   worker.on("message", (m: CheckpointerMessage) => {
     if ("restart" in m) {
       const r = m.restart;
-      // Whether it finished (a busy one is tried again next interval), whether the sync ahead
-      // of it worked, and how long each took.
-      log.debug("wal restart", { frames: r.frames, done: r.done, synced_ahead: r.syncedAhead, sync_ms: Math.round(r.syncMs), restart_ms: Math.round(r.restartMs) });
+      // Whether it finished (a busy one is tried again next interval), and how long the
+      // syncs ahead of it and the RESTART itself took.
+      log.debug("wal restart", { frames: r.frames, done: r.done, sync_ms: Math.round(r.syncMs), restart_ms: Math.round(r.restartMs) });
+    } else if ("halted" in m) {
+      log.error("a checkpoint could not sync to disk", { driver_code: m.halted, detail: m.detail });
+      db.halt(new Database.SqliteError(`a checkpoint could not sync to disk: ${m.detail}`, "SQLITE_IOERR_FSYNC"));
     } else if (m.failing === null) log.info("checkpoints work again");
     else log.warn("checkpoint failed; trying again", { driver_code: m.failing, detail: m.detail });
   });
   worker.on("error", (err) => {
+    if (db.syncFailure() !== null) return log.error("checkpointer failed", { error: err.name, detail: err.message });
     log.error("checkpointer failed; automatic checkpoints are back on", { error: err.name, detail: err.message });
     if (sqlite.open) sqlite.pragma("wal_autocheckpoint = 1000");
   });

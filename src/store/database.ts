@@ -31,6 +31,10 @@ export type Db = BetterSQLite3Database<typeof schema> & {
   durable(): Promise<void> | undefined;
   /** Set once a sync of the WAL failed: writes and reads then fail until a restart. */
   syncFailure(): Error | null;
+  /** Makes writes and reads fail until a restart, as a failed sync of the WAL does. */
+  halt(err: Error): void;
+  /** Calls `listener` once writes and reads have stopped for good (at once if they have). */
+  whenHalted(listener: (err: Error) => void): void;
   /** How many group commits ran and how many writes they carried. */
   commitStats(): { commits: number; writes: number; syncs: number };
 };
@@ -89,6 +93,8 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     read: <T>(work: () => T) => reads.run(work),
     durable: () => commits.durable(),
     syncFailure: () => commits.syncFailure(),
+    halt: (err: Error) => commits.halt(err),
+    whenHalted: (listener: (err: Error) => void) => commits.whenHalted(listener),
     commitStats: () => ({ ...commits.stats, syncs: commits.syncs() }),
   });
 }

@@ -66,6 +66,9 @@ export class GroupCommit {
   private scheduled = false;
   private readonly lockWaitMs: number;
   private readonly wal: WalSync | null;
+  /** Why writes and reads fail for good, or null while all is well. */
+  private failure: Error | null = null;
+  private readonly onHalt: ((err: Error) => void)[] = [];
 
   constructor(
     private readonly sqlite: Database.Database,
@@ -73,12 +76,30 @@ export class GroupCommit {
   ) {
     this.lockWaitMs = options.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS;
     // An in-memory database has nothing to sync: its commits are as durable as they get.
-    this.wal = sqlite.memory || options.syncOffLoop === false ? null : new WalSync(`${mainFile(sqlite)}-wal`, options.syncWal ?? fdatasync);
+    this.wal = sqlite.memory || options.syncOffLoop === false ? null : new WalSync(`${mainFile(sqlite)}-wal`, options.syncWal ?? fdatasync, (err) => this.halt(err));
   }
 
   /** Why writes and reads fail for good (a sync failed), or null while all is well. */
   syncFailure(): Error | null {
-    return this.wal?.broken ?? null;
+    return this.failure;
+  }
+
+  /**
+   * Stops every write and read for good, as a failed sync of the WAL does: what the disk
+   * holds can no longer be vouched for (see WalSync). The checkpointer calls it when a sync
+   * of its own fails.
+   */
+  halt(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.wal?.fail(err);
+    for (const listener of this.onHalt.splice(0)) listener(err);
+  }
+
+  /** Calls `listener` once writes and reads have stopped for good (at once if they have). */
+  whenHalted(listener: (err: Error) => void): void {
+    if (this.failure) listener(this.failure);
+    else this.onHalt.push(listener);
   }
 
   /** How many off-loop syncs finished. */
@@ -91,6 +112,7 @@ export class GroupCommit {
    * them already are. A response that shows what the database holds waits for this.
    */
   durable(): Promise<void> | undefined {
+    if (this.failure) return Promise.reject(this.failure);
     return this.wal?.durable();
   }
 
@@ -157,7 +179,8 @@ export class GroupCommit {
     const outcomes: ({ ok: true; value: unknown } | { ok: false; err: unknown })[] = [];
     const s = this.statements();
     try {
-      this.wal?.usable();
+      // Nothing may be committed once it can no longer be made durable.
+      if (this.failure) throw this.failure;
       this.setSync("NORMAL");
       db.exec("BEGIN IMMEDIATE");
     } catch (err) {
@@ -266,12 +289,8 @@ class WalSync {
   constructor(
     private readonly path: string,
     private readonly sync: NonNullable<GroupCommitOptions["syncWal"]>,
+    private readonly onBroken: (err: Error) => void,
   ) {}
-
-  /** Throws once syncing has failed: a batch must not commit what cannot be made durable. */
-  usable(): void {
-    if (this.broken) throw this.broken;
-  }
 
   /** Counts a commit; settles once it is on disk. */
   afterCommit(): Promise<void> {
@@ -317,9 +336,12 @@ class WalSync {
     });
   }
 
-  private fail(err: Error): void {
+  /** Ends syncing for good: every waiting commit fails, and so does every later one. */
+  fail(err: Error): void {
+    if (this.broken) return;
     this.broken = err;
     for (const w of this.waiting.splice(0)) w.reject(err);
+    this.onBroken(err);
   }
 
   /**
@@ -353,7 +375,7 @@ function syncFailure(err: unknown): Error {
 }
 
 /** The main database file as SQLite opened it (symbolic links resolved), next to which its WAL lives. */
-function mainFile(sqlite: Database.Database): string {
+export function mainFile(sqlite: Database.Database): string {
   const main = (sqlite.pragma("database_list") as { name: string; file: string }[]).find((d) => d.name === "main");
   return main?.file || sqlite.name;
 }
