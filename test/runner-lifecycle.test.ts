@@ -143,6 +143,8 @@ describe("a runner's whole life", () => {
         { scmId: "github", name: "Again" },
         { scmId: "Git Hub", name: "Spaces" },
         { scmId: "", name: "Empty", pat: { docsLink: "http://insecure.example" } },
+        // What the WHATWG parser alone would take, repaired, and others would not.
+        { scmId: "gitea", name: "Gitea", pat: { docsLink: "https:docs.gitea.com" } },
       ],
     };
     const r = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: bad }, runnerToken);
@@ -155,6 +157,7 @@ describe("a runner's whole life", () => {
       "config_schema.scm[2].scm_id",
       "config_schema.scm[3].scm_id",
       "config_schema.scm[3].pat.docs_link",
+      "config_schema.scm[4].pat.docs_link",
     ]);
     const missing = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId }, runnerToken);
     assert.match(missing.body.message, /^config_schema: is required/);

@@ -31,17 +31,24 @@ export function hasSpaceOrControl(s: string): boolean {
   return /[\u0000-\u0020\u007f]/.test(s);
 }
 
-/** Why `value` is not an absolute https URL without credentials or fragment, or null when it is. */
+/**
+ * Why `value` is not an absolute https URL without credentials or fragment, or null when it
+ * is. The text is stored and handed to runners as sent, so it must read as such a URL to any
+ * parser, not only to the WHATWG one, which quietly repairs `https:host`, `https:///host` and
+ * backslashes for slashes.
+ */
 export function httpsUrlProblem(value: string, maxLength = 2048): string | null {
   if (value.length > maxLength) return `must be at most ${maxLength} characters`;
   if (hasSpaceOrControl(value)) return "must not contain whitespace or control characters";
+  if (value.includes("\\")) return "must not contain backslashes";
   let url: URL;
   try {
     url = new URL(value);
   } catch {
-    return "must be an absolute https URL";
+    return "must be an absolute https URL, such as https://login.example.com/";
   }
   if (url.protocol !== "https:") return `must be an https URL, got scheme ${url.protocol.replace(/:$/, "")}`;
+  if (!/^https:\/\/[^/]/i.test(value)) return "must begin with https:// and a host name, such as https://login.example.com/";
   if (url.username || url.password) return "must not include credentials";
   if (url.hash) return "must not include a fragment";
   return null;
