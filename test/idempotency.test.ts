@@ -142,6 +142,16 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
     const upper = await create(s, { ...request, runnerId: runnerId.toUpperCase() }, "key-guess");
     assert.deepEqual(upper, first);
   });
+
+  it("an empty optional string is the same request as the field left out, as Create reads it", async () => {
+    const request = { runnerId, scmId: "github", host: "empty.example.com", pat: true };
+    const first = await create(s, request, "key-empty");
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    const empties = { oauthClientId: "", oauthPlaintextClientSecret: "", issuerUrl: "", virtualDirectory: "" };
+    assert.deepEqual(await create(s, { ...request, ...empties }, "key-empty"), first);
+    const other = await create(s, { ...request, ...empties, host: "other.example.com" }, "key-empty");
+    assert.match(other.body.message!, /Idempotency-Key/, "a field with a value is still told apart");
+  });
 });
 
 describe("Idempotency-Key expiry", () => {

@@ -22,12 +22,19 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
       // A retry with the same Idempotency-Key gets the first call's answer (see README). The
       // request is told apart without its plaintext secret, only whether it had one: the
       // fingerprint's key lives in the same database, so a copy of the file could otherwise
-      // test guesses of the secret.
+      // test guesses of the secret. An empty optional string means what an absent one does.
       const once = idempotency.call(ctx.requestHeader.get("idempotency-key"), `api:${caller.tokenId}`, CreateSCMIntegrationRequestSchema.typeName, () =>
         toBinary(
           CreateSCMIntegrationRequestSchema,
-          // The runner id as stored: it is taken in either case.
-          { ...req, runnerId: req.runnerId.toLowerCase(), oauthPlaintextClientSecret: req.oauthPlaintextClientSecret === "" ? "" : "given" },
+          {
+            ...req,
+            // The runner id as stored: it is taken in either case.
+            runnerId: req.runnerId.toLowerCase(),
+            oauthClientId: req.oauthClientId || undefined,
+            oauthPlaintextClientSecret: req.oauthPlaintextClientSecret ? "given" : undefined,
+            issuerUrl: req.issuerUrl || undefined,
+            virtualDirectory: req.virtualDirectory || undefined,
+          },
           { writeUnknownFields: false },
         ),
       );
