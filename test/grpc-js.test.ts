@@ -29,6 +29,12 @@ it("@grpc/grpc-js, an independent gRPC implementation, creates a runner and an i
     assert.match(res.id, /^[0-9a-f-]{36}$/);
     await assert.rejects(unary(configs, "CreateSCMIntegration", { runner_id: runnerId, scm_id: "gitlab", host: "gitlab.example.com:8443", pat: true }), (e: any) => e.code === grpc.status.ALREADY_EXISTS);
     await assert.rejects(unary(configs, "CreateSCMIntegration", { runner_id: "bad", scm_id: "gitlab", host: "h", pat: true }), (e: any) => e.code === grpc.status.INVALID_ARGUMENT && /runner_id/.test(e.details));
+    // The message reads as written: grpc-js unescapes only what the gRPC spec has escaped,
+    // and non-ASCII text (a host name here) comes through whole.
+    await assert.rejects(unary(configs, "GetSCMIntegration", { id: "bad, 100% (or ünïcode?)" }), (e: any) => {
+      assert.equal(e.details, 'id: must be a uuid, got "bad, 100% (or ünïcode?)"');
+      return e.code === grpc.status.INVALID_ARGUMENT;
+    });
   } finally {
     runners.close();
     configs.close();

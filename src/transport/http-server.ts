@@ -537,16 +537,35 @@ function fixConnectError(status: number, body: Uint8Array): { status: number; bo
   return { status: 400, body: Buffer.from(JSON.stringify({ ...error, code: "invalid_argument", message: `request could not be decoded: ${message}` })) };
 }
 
+/**
+ * The status trailers of a gRPC or gRPC-Web call: a request that could not be decoded is
+ * invalid_argument, not internal, and grpc-message is escaped as the gRPC spec writes it.
+ * connect-node escapes it with encodeURIComponent, which the spec allows, but
+ * @grpc/grpc-js unescapes with decodeURI, which leaves `%3A`, `%2C` and the like in place,
+ * so its clients read "id%3A must be a uuid%2C got ...".
+ */
 function fixGrpcStatus(trailers: Record<string, string>): Record<string, string> {
-  if (trailers["grpc-status"] !== "13") return trailers;
+  const escaped = trailers["grpc-message"];
+  if (escaped === undefined) return trailers;
   let message: string;
   try {
-    message = decodeURIComponent(trailers["grpc-message"] ?? "");
+    message = decodeURIComponent(escaped);
   } catch {
     return trailers;
   }
-  if (!isUndecodable("internal", message)) return trailers;
-  return { ...trailers, "grpc-status": "3", "grpc-message": encodeURIComponent(`request could not be decoded: ${message}`) };
+  if (trailers["grpc-status"] === "13" && isUndecodable("internal", message)) {
+    return { ...trailers, "grpc-status": "3", "grpc-message": escapeGrpcMessage(`request could not be decoded: ${message}`) };
+  }
+  const minimal = escapeGrpcMessage(message);
+  return minimal === escaped ? trailers : { ...trailers, "grpc-message": minimal };
+}
+
+/** Percent-escapes `%` and every UTF-8 byte outside printable ASCII, and nothing else (the gRPC spec's form). */
+export function escapeGrpcMessage(message: string): string {
+  return encodeURIComponent(message).replace(/%([0-9A-F]{2})/g, (escape, hex: string) => {
+    const byte = parseInt(hex, 16);
+    return byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : escape;
+  });
 }
 
 function fixGrpcWebTrailer(frame: Uint8Array): Uint8Array {
