@@ -44,7 +44,6 @@ describe("UpdateSCMIntegration, GetSCMIntegration, DeleteSCMIntegration", () => 
   it("refuses every update that breaks a rule, naming the field, and changes nothing", async () => {
     const cases: [string, () => object, string][] = [
       ["id", () => ({ id: "not-a-uuid", pat: true }), "id"],
-      ["remove OAuth but send a secret", () => ({ id: github, oauthClientId: "", oauthPlaintextClientSecret: "x" }), "oauth_plaintext_client_secret"],
       ["new client id without its secret", () => ({ id: github, oauthClientId: "gh-2" }), "oauth_plaintext_client_secret"],
       ["client id alone does not turn OAuth on", () => ({ id: patOnly, oauthClientId: "gl-1" }), "oauth_plaintext_client_secret"],
       ["a secret alone does not turn OAuth on", () => ({ id: patOnly, oauthPlaintextClientSecret: "gl-secret" }), "oauth_client_id"],
@@ -110,7 +109,8 @@ describe("UpdateSCMIntegration, GetSCMIntegration, DeleteSCMIntegration", () => 
     assert.equal(open(stored(s, patOnly).oauthEncryptedSecret!, keys.publicKey, keys.secretKey), "gl-secret");
 
     // Removing OAuth from Entra takes the secret and the issuer with it; PAT keeps it usable.
-    const removed = await call(s, `${CFG}/UpdateSCMIntegration`, { id: entra, oauthClientId: "", pat: true });
+    // A secret sent along changes nothing: "" removes OAuth regardless, as the public API has it.
+    const removed = await call(s, `${CFG}/UpdateSCMIntegration`, { id: entra, oauthClientId: "", oauthPlaintextClientSecret: "ignored", pat: true });
     assert.equal(removed.status, 200, JSON.stringify(removed.body));
     const plain = stored(s, entra);
     assert.deepEqual([plain.oauthClientId, plain.oauthEncryptedSecret, plain.oauthSealedTo, plain.issuerUrl, plain.pat], [null, null, null, null, true]);

@@ -134,13 +134,15 @@ export async function getScmIntegration(db: Db, caller: ApiCaller, given: string
 
 /**
  * Changes an integration by field presence. `oauth_client_id: ""` removes OAuth with its
- * secret and issuer URL; a new secret is sealed to the runner's current key; a stored
+ * secret and issuer URL (a secret sent with it is ignored); a new secret is sealed to the runner's current key; a stored
  * secret carries over only while the client id stays the same. The result must pass
  * every rule Create checks, or nothing changes.
  */
 export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScmIntegrationInput): Promise<void> {
-  const secret = emptyAsAbsent(input.oauthClientSecret);
   const removeOAuth = input.oauthClientId === "";
+  // "" removes OAuth whether or not a secret comes with it, as the public API documents
+  // the field: a secret sent beside it is dropped unread.
+  const secret = removeOAuth ? undefined : emptyAsAbsent(input.oauthClientSecret);
   const v = new Violations();
   const id = checkUuid(v, "id", input.id);
   checkFieldShapes(v, {
@@ -149,9 +151,6 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScm
     issuerUrl: emptyAsAbsent(input.issuerUrl),
     virtualDirectory: emptyAsAbsent(input.virtualDirectory),
   });
-  if (removeOAuth && secret !== undefined) {
-    v.add("oauth_plaintext_client_secret", "oauth.pair", 'must not be set while oauth_client_id is "", which removes OAuth');
-  }
   v.throwIfAny();
 
   return db.write(() => {
