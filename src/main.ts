@@ -141,7 +141,7 @@ function printFirstStart(orgName: string, token: string, url: string): void {
       `  curl -sS ${url}/gitpod.v1.RunnerService/CreateRunner \\`,
       `    -H 'Authorization: Bearer ${token}' \\`,
       `    -H 'Content-Type: application/json' \\`,
-      `    -d '{"name":"my-runner","kind":"RUNNER_KIND_REMOTE","provider":"RUNNER_PROVIDER_LINUX_HOST"}'`,
+      `    -d '{"name":"my-runner","provider":"RUNNER_PROVIDER_AWS_EC2"}'`,
       "",
       "",
     ].join("\n"),

@@ -71,7 +71,10 @@ it("the official SDK runs the whole lifecycle: create, retrieve, for-await over 
   assert.equal((await integrations.retrieve({ id: id! })).integration!.pat, true);
 
   // Runners page the same way.
-  for (let i = 0; i < 4; i++) await client.runners.create({ name: `extra-${i}`, kind: "RUNNER_KIND_LOCAL", provider: "RUNNER_PROVIDER_DESKTOP_MAC" });
+  for (let i = 0; i < 3; i++) await client.runners.create({ name: `extra-${i}`, kind: "RUNNER_KIND_LOCAL", provider: "RUNNER_PROVIDER_DESKTOP_MAC" });
+  // The SDK's own example names the provider alone; the kind follows from it.
+  const byProvider = (await client.runners.create({ name: "extra-3", provider: "RUNNER_PROVIDER_AWS_EC2" })).runner!;
+  assert.equal(byProvider.kind, "RUNNER_KIND_REMOTE");
   const runnerIds: string[] = [];
   for await (const r of client.runners.list({ pagination: { pageSize: 2 } })) runnerIds.push(r.runnerId!);
   assert.equal(new Set(runnerIds).size, runnerIds.length);

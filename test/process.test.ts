@@ -296,7 +296,7 @@ it("the service starts on an empty database, prints a working token once, and ex
     const res = await watch.fetch(`http://127.0.0.1:${port}/gitpod.v1.RunnerService/CreateRunner`, {
       method: "POST",
       headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "x-request-id": "req-42" },
-      body: JSON.stringify({ name: "my-runner", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" }),
+      body: JSON.stringify({ name: "my-runner", provider: "RUNNER_PROVIDER_AWS_EC2" }), // the printed example
     });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("x-request-id"), "req-42");

@@ -167,6 +167,38 @@ describe("a runner's whole life", () => {
     assert.equal(schema.scm[4].oauth, undefined, "Azure DevOps Server takes personal access tokens only");
   });
 
+  it("CreateRunner takes the provider alone (the kind deduced where the API documents it) or the kind alone", async () => {
+    const create = (body: object) => call(s, `${RUNNERS}/CreateRunner`, { name: "kind-test", ...body });
+    const cases: [object, string, string][] = [
+      [{ provider: "RUNNER_PROVIDER_AWS_EC2" }, "RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_AWS_EC2"],
+      [{ provider: "RUNNER_PROVIDER_GCP" }, "RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_GCP"],
+      [{ provider: "RUNNER_PROVIDER_DESKTOP_MAC" }, "RUNNER_KIND_LOCAL", "RUNNER_PROVIDER_DESKTOP_MAC"],
+      // A kind sent wins over the deduced one; a kind alone leaves the provider unspecified.
+      [{ kind: "RUNNER_KIND_LOCAL_CONFIGURATION", provider: "RUNNER_PROVIDER_AWS_EC2" }, "RUNNER_KIND_LOCAL_CONFIGURATION", "RUNNER_PROVIDER_AWS_EC2"],
+      [{ kind: "RUNNER_KIND_REMOTE" }, "RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_UNSPECIFIED"],
+    ];
+    for (const [body, kind, provider] of cases) {
+      const r = await create(body);
+      assert.equal(r.status, 200, `${JSON.stringify(body)}: ${JSON.stringify(r.body)}`);
+      const stored = (await call(s, `${RUNNERS}/GetRunner`, { runnerId: r.body.runner.runnerId })).body.runner;
+      // JSON leaves out an enum at its zero value.
+      assert.deepEqual([stored.kind, stored.provider ?? "RUNNER_PROVIDER_UNSPECIFIED"], [kind, provider], JSON.stringify(body));
+    }
+    const refused: [object, RegExp][] = [
+      [{}, /^provider: is required \(or kind/],
+      [{ provider: "RUNNER_PROVIDER_LINUX_HOST" }, /^kind: is required with provider RUNNER_PROVIDER_LINUX_HOST/],
+      [{ provider: 99 }, /^provider: must be one of/],
+      [{ kind: 7, provider: "RUNNER_PROVIDER_GCP" }, /^kind: must be one of/],
+    ];
+    const before = (await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } })).body.runners.length;
+    for (const [body, message] of refused) {
+      const r = await create(body);
+      assert.equal(r.body.code, "invalid_argument", JSON.stringify(r.body));
+      assert.match(r.body.message, message);
+    }
+    assert.equal((await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } })).body.runners.length, before, "nothing was created");
+  });
+
   it("the registry: get, list, rename, new token, delete with everything hanging on it", async () => {
     const { runnerId, runnerToken } = await createRunner(s, s.token, "registry-runner");
     const before = (await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.runner;

@@ -15,6 +15,13 @@ const KINDS = new Map([[1, "LOCAL"], [2, "REMOTE"], [3, "LOCAL_CONFIGURATION"]])
 const PROVIDERS = new Map([
   [1, "AWS_EC2"], [2, "LINUX_HOST"], [3, "DESKTOP_MAC"], [4, "MANAGED"], [5, "GCP"], [6, "DEV_AGENT"],
 ]);
+/**
+ * The kind a provider implies, for a CreateRunner that names the provider alone, as the
+ * public API lets it: AWS EC2 and GCP runners are remote (the API documents both), Gitpod
+ * Desktop on a Mac runs environments on that Mac. The other providers are deprecated or
+ * for the hosted service's own use, and need their kind sent.
+ */
+const KIND_OF_PROVIDER = new Map([[1, 2], [5, 2], [3, 1]]);
 
 export interface CreateRunnerInput {
   name: string;
@@ -26,11 +33,20 @@ export interface CreateRunnerInput {
 export function createRunner(db: Db, caller: ApiCaller, input: CreateRunnerInput): Promise<{ runner: RunnerRow; accessToken: string }> {
   const v = new Violations();
   checkRunnerName(v, "name", input.name);
-  if (!KINDS.has(input.kind)) {
+  // Either may be left unspecified (0): the provider is the field of today's clients, the
+  // kind the one of older ones.
+  if (input.kind !== 0 && !KINDS.has(input.kind)) {
     v.add("kind", "enum.defined", `must be one of ${[...KINDS.values()].map((k) => `RUNNER_KIND_${k}`).join(", ")}`);
   }
-  if (!PROVIDERS.has(input.provider)) {
+  if (input.provider !== 0 && !PROVIDERS.has(input.provider)) {
     v.add("provider", "enum.defined", `must be one of ${[...PROVIDERS.values()].map((p) => `RUNNER_PROVIDER_${p}`).join(", ")}`);
+  }
+  if (input.kind === 0 && input.provider === 0) {
+    v.add("provider", "required", "is required (or kind, which older clients send instead)");
+  }
+  const kind = input.kind !== 0 ? input.kind : (KIND_OF_PROVIDER.get(input.provider) ?? 0);
+  if (kind === 0 && PROVIDERS.has(input.provider)) {
+    v.add("kind", "required", `is required with provider RUNNER_PROVIDER_${PROVIDERS.get(input.provider)}, whose kind cannot be deduced`);
   }
   v.throwIfAny();
   const now = Date.now();
@@ -39,7 +55,7 @@ export function createRunner(db: Db, caller: ApiCaller, input: CreateRunnerInput
     id: newId(now),
     orgId: caller.orgId,
     name: input.name,
-    kind: input.kind,
+    kind,
     provider: input.provider,
     creatorId: caller.tokenId,
     createdAt: now,
