@@ -149,6 +149,16 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
     assert.equal(first.status, 200, JSON.stringify(first.body));
     const empties = { oauthClientId: "", oauthPlaintextClientSecret: "", issuerUrl: "", virtualDirectory: "" };
     assert.deepEqual(await create(s, { ...request, ...empties }, "key-empty"), first);
+    // The fingerprint is the one earlier versions stored for such a request (the secret
+    // marked "given" whether or not one came), so keys saved before an upgrade still match.
+    const stored = (s.db.$client.prepare("SELECT fingerprint FROM idempotency_keys WHERE key = 'key-empty'").get() as { fingerprint: Buffer }).fingerprint;
+    const key = (s.db.$client.prepare("SELECT value FROM service_secrets WHERE name = 'idempotency_key'").get() as { value: Buffer }).value;
+    const earlier = createHmac("sha256", key)
+      .update(CreateSCMIntegrationRequestSchema.typeName)
+      .update("\0")
+      .update(toBinary(CreateSCMIntegrationRequestSchema, create_(CreateSCMIntegrationRequestSchema, { ...request, oauthPlaintextClientSecret: "given" })))
+      .digest();
+    assert.deepEqual(stored, earlier);
     const other = await create(s, { ...request, ...empties, host: "other.example.com" }, "key-empty");
     assert.match(other.body.message!, /Idempotency-Key/, "a field with a value is still told apart");
   });

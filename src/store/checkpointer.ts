@@ -51,6 +51,9 @@ const halted = new Int32Array(workerData.halt);
 const connect = () => {
   const db = new Database(workerData.file);
   db.pragma("busy_timeout = 0");
+  // SQLite opens the WAL at the first read: open it now, before the guards' syncs, so that
+  // every failure after those syncs reaches this connection's own descriptor.
+  db.pragma("user_version");
   return db;
 };
 // A failed sync; never retried.
@@ -152,7 +155,7 @@ export function startCheckpointer(db: Db, log: Logger, options: { resetFrames?: 
     // Set before any message could arrive: the thread checks it before each checkpoint.
     Atomics.store(new Int32Array(halt), 0, 1);
     if (!exited) worker.postMessage("stop");
-    log.error("checkpoints stopped until a restart: a sync failed, so the WAL is not copied into the database file any more");
+    log.error("checkpoints stopped until a restart: a sync failed, so the WAL is not copied into the database file any more; reboot the host (or drop its page cache) before restarting, see README");
   });
   worker.on("message", (m: CheckpointerMessage) => {
     if ("restart" in m) {

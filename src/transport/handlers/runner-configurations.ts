@@ -31,7 +31,11 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
             // The runner id as stored: it is taken in either case.
             runnerId: req.runnerId.toLowerCase(),
             oauthClientId: req.oauthClientId || undefined,
-            oauthPlaintextClientSecret: req.oauthPlaintextClientSecret ? "given" : undefined,
+            // One marker whether a secret came or not: OAuth needs both client id and secret,
+            // so among requests Create takes, the client id already tells them apart. (The
+            // marker is what fingerprints stored by earlier versions hold, so their keys
+            // still match.)
+            oauthPlaintextClientSecret: "given",
             issuerUrl: req.issuerUrl || undefined,
             virtualDirectory: req.virtualDirectory || undefined,
           },
