@@ -50,10 +50,11 @@ export function httpsUrlProblem(value: string, maxLength = 2048): string | null 
   if (url.protocol !== "https:") return `must be an https URL, got scheme ${url.protocol.replace(/:$/, "")}`;
   if (!/^https:\/\/[^/]/i.test(value)) return "must begin with https:// and a host name, such as https://login.example.com/";
   if (value.includes("#")) return "must not include a fragment";
-  if (value.slice(8).split(/[/?]/)[0]!.includes("@")) return "must not include credentials";
+  // What comes between "https://" and the path or query, as written.
+  const written = value.slice("https://".length).split(/[/?]/)[0]!.toLowerCase();
+  if (written.includes("@")) return "must not include credentials";
   // The host as written must be the host the parser found: no escapes, numeric shorthands
   // or Unicode it maps to something else (international names go in punycode).
-  const written = value.slice(8).split(/[/?]/)[0]!.toLowerCase();
   if (written !== url.host && written !== `${url.host}:443`) return `must name its host as written plainly (ASCII, punycode for international names), got "${truncate(written)}"`;
   return null;
 }

@@ -134,9 +134,9 @@ export async function getScmIntegration(db: Db, caller: ApiCaller, given: string
 
 /**
  * Changes an integration by field presence. `oauth_client_id: ""` removes OAuth with its
- * secret and issuer URL (a secret sent with it is ignored); a new secret is sealed to the runner's current key; a stored
- * secret carries over only while the client id stays the same. The result must pass
- * every rule Create checks, or nothing changes.
+ * secret and issuer URL (a secret sent with it is ignored); a new secret is sealed to the
+ * runner's current key; a stored secret carries over only while the client id stays the
+ * same. The result must pass every rule Create checks, or nothing changes.
  */
 export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScmIntegrationInput): Promise<void> {
   const removeOAuth = input.oauthClientId === "";
