@@ -561,7 +561,7 @@ function fixGrpcStatus(trailers: Record<string, string>): Record<string, string>
 }
 
 /** Percent-escapes `%` and every UTF-8 byte outside printable ASCII, and nothing else (the gRPC spec's form). */
-export function escapeGrpcMessage(message: string): string {
+function escapeGrpcMessage(message: string): string {
   return encodeURIComponent(message).replace(/%([0-9A-F]{2})/g, (escape, hex: string) => {
     const byte = parseInt(hex, 16);
     return byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : escape;

@@ -20,9 +20,9 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
     async createSCMIntegration(req, ctx) {
       const caller = apiCaller(ctx);
       // A retry with the same Idempotency-Key gets the first call's answer (see README). The
-      // request is told apart without its plaintext secret, only whether it had one: the
-      // fingerprint's key lives in the same database, so a copy of the file could otherwise
-      // test guesses of the secret. An empty optional string means what an absent one does.
+      // request is fingerprinted without its plaintext secret: the fingerprint's key lives in
+      // the same database, so a copy of the file could otherwise test guesses of the secret.
+      // An empty optional string means what an absent one does.
       const once = idempotency.call(ctx.requestHeader.get("idempotency-key"), `api:${caller.tokenId}`, CreateSCMIntegrationRequestSchema.typeName, () =>
         toBinary(
           CreateSCMIntegrationRequestSchema,
