@@ -344,7 +344,12 @@ function plausible(method: DescMethod): fc.Arbitrary<Record<string, unknown>> | 
         runnerId: fc.nat().map((n) => new Ref("own-runner", n)),
         configSchema: fc.record({
           version: fc.string({ maxLength: 10 }),
-          scm: fc.subarray(SCM_IDS, { minLength: 1 }).map((ids) => ids.map((scmId) => ({ scmId, name: scmId, defaultHosts: [] }))),
+          // Each entry offers OAuth, PAT or both, as the message's presence says.
+          scm: fc.subarray(SCM_IDS, { minLength: 1 }).chain((ids) =>
+            fc.tuple(...ids.map((scmId) =>
+              fc.constantFrom({ oauth: {} }, { pat: {} }, { oauth: {}, pat: {} }).map((methods) => ({ scmId, name: scmId, defaultHosts: [], ...methods })),
+            )),
+          ),
         }),
       });
     default:

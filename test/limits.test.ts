@@ -413,7 +413,7 @@ describe("field length limits", () => {
   const create = (extra: Record<string, unknown>) => () => ({ runnerId, scmId: "github", host: "limits.example", pat: true, ...extra });
   const schema = (entry: Record<string, unknown>, top: Record<string, unknown> = {}) => () => ({
     runnerId,
-    configSchema: { version: "1", scm: [{ scmId: "github", name: "GitHub", defaultHosts: ["github.com"], ...entry }], ...top },
+    configSchema: { version: "1", scm: [{ scmId: "github", name: "GitHub", defaultHosts: ["github.com"], oauth: {}, pat: {}, ...entry }], ...top },
   });
   const runnerApi = () => runnerToken;
 
@@ -432,7 +432,7 @@ describe("field length limits", () => {
     { name: "page size of 101", method: "RunnerService/ListRunners", field: "pagination.page_size", body: () => ({ pagination: { pageSize: 101 } }) },
     { name: "runner id of 37 characters", method: "RunnerService/GetRunner", field: "runner_id", body: () => ({ runnerId: `${runnerId}0` }) },
     { name: "schema version of 65 characters", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.version", token: runnerApi, body: schema({}, { version: "v".repeat(65) }) },
-    { name: "51 schema entries", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm", token: runnerApi, body: () => ({ runnerId, configSchema: { scm: Array.from({ length: 51 }, (_, i) => ({ scmId: `scm${i}` })) } }) },
+    { name: "51 schema entries", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm", token: runnerApi, body: () => ({ runnerId, configSchema: { scm: Array.from({ length: 51 }, (_, i) => ({ scmId: `scm${i}`, pat: {} })) } }) },
     { name: "schema name of 129 characters", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm[0].name", token: runnerApi, body: schema({ name: "n".repeat(129) }) },
     { name: "26 default hosts", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm[0].default_hosts", token: runnerApi, body: schema({ defaultHosts: Array.from({ length: 26 }, (_, i) => `h${i}.example`) }) },
     { name: "PAT description of 1025 characters", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm[0].pat.description", token: runnerApi, body: schema({ pat: { description: "d".repeat(1025) } }) },
@@ -467,7 +467,7 @@ describe("field length limits", () => {
   });
 
   it("a request that breaks a rule in 1,250 places is answered with the first 20, in JSON and over gRPC", async () => {
-    const scm = Array.from({ length: 50 }, (_, i) => ({ scmId: `scm${i}`, name: "n", defaultHosts: Array.from({ length: 25 }, (_, j) => `bad host ${i}-${j}${"x".repeat(40)}`) }));
+    const scm = Array.from({ length: 50 }, (_, i) => ({ scmId: `scm${i}`, name: "n", pat: {}, defaultHosts: Array.from({ length: 25 }, (_, j) => `bad host ${i}-${j}${"x".repeat(40)}`) }));
     const body = { runnerId, configSchema: { version: "1", scm } };
     const r = await call(s, "gitpod.v1.RunnerInteractionService/UpdateRunnerConfigurationSchema", body, runnerToken);
     assert.equal(r.body.code, "invalid_argument");

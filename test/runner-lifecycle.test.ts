@@ -14,7 +14,7 @@ const RUNNER_SIDE = "gitpod.v1.RunnerInteractionService";
 const SCHEMA = {
   version: "runner-2.4",
   scm: [
-    { scmId: "github", name: "GitHub", defaultHosts: ["github.com"] },
+    { scmId: "github", name: "GitHub", defaultHosts: ["github.com"], oauth: {}, pat: {} },
     {
       scmId: "gitea", name: "Gitea", defaultHosts: ["Gitea.Acme.dev"],
       pat: { description: "An access token with repository scope.", docsLink: "https://docs.gitea.com/development/api-usage" },
@@ -120,7 +120,7 @@ describe("a runner's whole life", () => {
     const { runnerId, runnerToken } = await createRunner(s);
     const { body } = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "bitbucket", host: "bitbucket.org", pat: true });
     const id = body.id;
-    const onlyGithub = { version: "2", scm: [{ scmId: "github", name: "GitHub", defaultHosts: ["github.com"] }] };
+    const onlyGithub = { version: "2", scm: [{ scmId: "github", name: "GitHub", defaultHosts: ["github.com"], oauth: {}, pat: {} }] };
     assert.equal((await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: onlyGithub }, runnerToken)).status, 200);
 
     assert.equal((await call(s, `${CFG}/GetSCMIntegration`, { id })).body.integration.scmId, "bitbucket");
@@ -134,14 +134,87 @@ describe("a runner's whole life", () => {
     assert.equal((await call(s, `${CFG}/GetSCMIntegration`, { id })).body.code, "not_found");
   });
 
+  it("an entry offers only the methods it carries: oauth, pat or both", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    await signUp(s, runnerToken);
+    const publish = (scm: object[]) => call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: { version: "3", scm } }, runnerToken);
+
+    // An entry that offers nothing, and Azure DevOps Server without PAT, are refused.
+    const none = await publish([{ scmId: "gitea", name: "Gitea" }, { scmId: "azuredevops_server", oauth: {} }]);
+    assert.equal(none.status, 400);
+    assert.equal(none.body.message, "config_schema.scm[0]: must offer at least one authentication method: send oauth, pat or both; config_schema.scm[1].pat: is required: azuredevops_server takes personal access tokens only");
+
+    const published = await publish([
+      { scmId: "gitea", name: "Gitea", pat: {} },
+      { scmId: "forgejo", name: "Forgejo", oauth: {} },
+      { scmId: "github", name: "GitHub", oauth: {}, pat: {} },
+      { scmId: "azuredevops_server", oauth: {}, pat: {} },
+    ]);
+    assert.equal(published.status, 200, JSON.stringify(published.body));
+    const shown = (await call(s, `${CFG}/GetRunnerConfigurationSchema`, { runnerId })).body.schema.scm;
+    assert.deepEqual(
+      shown.map((e: any) => [e.scmId, e.oauth !== undefined, e.pat !== undefined]),
+      [["gitea", false, true], ["forgejo", true, false], ["github", true, true], ["azuredevops_server", false, true]],
+    );
+
+    const oauth = { oauthClientId: "app", oauthPlaintextClientSecret: "s3cret" };
+    const refusedOAuth = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitea", host: "gitea.example", ...oauth });
+    assert.equal(refusedOAuth.status, 400);
+    assert.equal(refusedOAuth.body.message, "oauth_client_id: the runner takes personal access tokens only for gitea; remove the OAuth settings");
+    const refusedPat = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "forgejo", host: "forgejo.example", pat: true, ...oauth });
+    assert.equal(refusedPat.status, 400);
+    assert.equal(refusedPat.body.message, "pat: the runner takes OAuth only for forgejo; set pat to false");
+    const listed = async () => {
+      const r = await call(s, `${CFG}/ListSCMIntegrations`, { filter: { runnerIds: [runnerId] } });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      return (r.body.integrations ?? []).map((i: any) => i.host).sort();
+    };
+    assert.deepEqual(await listed(), [], "nothing was created");
+
+    const gitea = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitea", host: "gitea.example", pat: true });
+    const forgejo = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "forgejo", host: "forgejo.example", ...oauth });
+    const github = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "github.com", pat: true, ...oauth });
+    for (const r of [gitea, forgejo, github]) assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(await listed(), ["forgejo.example", "gitea.example", "github.com"]);
+
+    // Update may not add what the entry does not offer either.
+    const addOAuth = await call(s, `${CFG}/UpdateSCMIntegration`, { id: gitea.body.id, ...oauth });
+    assert.match(addOAuth.body.message, /^oauth_client_id: the runner takes personal access tokens only for gitea/);
+    const addPat = await call(s, `${CFG}/UpdateSCMIntegration`, { id: forgejo.body.id, pat: true });
+    assert.match(addPat.body.message, /^pat: the runner takes OAuth only for forgejo/);
+
+    // The runner stops offering PAT for github: the integration keeps what it has and may
+    // change its OAuth app, but PAT once off cannot come back.
+    assert.equal((await publish([{ scmId: "github", name: "GitHub", oauth: {} }])).status, 200);
+    const id = github.body.id;
+    assert.equal((await call(s, `${CFG}/UpdateSCMIntegration`, { id, oauthClientId: "app-2", oauthPlaintextClientSecret: "s2" })).status, 200);
+    assert.equal((await call(s, `${CFG}/UpdateSCMIntegration`, { id, pat: false })).status, 200);
+    assert.match((await call(s, `${CFG}/UpdateSCMIntegration`, { id, pat: true })).body.message, /^pat: the runner takes OAuth only for github/);
+    const kept = (await call(s, `${CFG}/GetSCMIntegration`, { id })).body.integration;
+    assert.equal(kept.oauth.clientId, "app-2");
+    assert.equal(kept.pat ?? false, false);
+  });
+
+  it("a schema stored before entries recorded their methods reads as offering both", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    await signUp(s, runnerToken);
+    const earlier = { version: "old", scm: [{ scmId: "gitea", name: "Gitea", defaultHosts: [], patDescription: "", patDocsLink: "" }] };
+    s.db.update(runners).set({ configSchema: JSON.stringify(earlier) }).where(eq(runners.id, runnerId)).run();
+    const [entry] = (await call(s, `${CFG}/GetRunnerConfigurationSchema`, { runnerId })).body.schema.scm;
+    assert.equal(entry.oauth.callbackUrl, `${PUBLIC_URL}/auth/oauth2/callback`);
+    assert.match(entry.pat.description, /Gitea/);
+    const r = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitea", host: "gitea.example", pat: true, oauthClientId: "a", oauthPlaintextClientSecret: "b" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  });
+
   it("refuses a malformed schema naming each field, and keeps the previous one", async () => {
     const { runnerId, runnerToken } = await createRunner(s);
     const bad = {
       version: "v\u0000",
       scm: [
-        { scmId: "github", name: "GitHub", defaultHosts: ["github.com", "https://x.example"] },
-        { scmId: "github", name: "Again" },
-        { scmId: "Git Hub", name: "Spaces" },
+        { scmId: "github", name: "GitHub", defaultHosts: ["github.com", "https://x.example"], pat: {} },
+        { scmId: "github", name: "Again", pat: {} },
+        { scmId: "Git Hub", name: "Spaces", oauth: {} },
         { scmId: "", name: "Empty", pat: { docsLink: "http://insecure.example" } },
         // What the WHATWG parser alone would take, repaired, and others would not.
         { scmId: "gitea", name: "Gitea", pat: { docsLink: "https:docs.gitea.com" } },

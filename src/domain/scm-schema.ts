@@ -3,6 +3,10 @@ export interface ScmEntry {
   scmId: string;
   name: string;
   defaultHosts: string[];
+  /** Whether the runner takes an OAuth app for this system (it sent `oauth`). */
+  oauth: boolean;
+  /** Whether the runner takes personal access tokens for it (it sent `pat`). */
+  pat: boolean;
   patDescription: string;
   patDocsLink: string;
 }
@@ -20,6 +24,8 @@ export const DEFAULT_SCHEMA: RunnerSchema = {
       scmId: "github",
       name: "GitHub",
       defaultHosts: ["github.com"],
+      oauth: true,
+      pat: true,
       patDescription: "A classic or fine-grained token with read and write access to repository contents.",
       patDocsLink:
         "https://docs.github.com/en/authentication/keeping-your-account-and-data-secure/managing-your-personal-access-tokens",
@@ -28,6 +34,8 @@ export const DEFAULT_SCHEMA: RunnerSchema = {
       scmId: "gitlab",
       name: "GitLab",
       defaultHosts: ["gitlab.com"],
+      oauth: true,
+      pat: true,
       patDescription: "A token with the api, read_repository and write_repository scopes.",
       patDocsLink: "https://docs.gitlab.com/ee/user/profile/personal_access_tokens.html",
     },
@@ -35,6 +43,8 @@ export const DEFAULT_SCHEMA: RunnerSchema = {
       scmId: "bitbucket",
       name: "Bitbucket",
       defaultHosts: ["bitbucket.org"],
+      oauth: true,
+      pat: true,
       patDescription: "An API token or app password with repository read and write permission.",
       patDocsLink: "https://support.atlassian.com/bitbucket-cloud/docs/access-tokens/",
     },
@@ -42,6 +52,8 @@ export const DEFAULT_SCHEMA: RunnerSchema = {
       scmId: "azuredevops_entra",
       name: "Azure DevOps (Microsoft Entra ID)",
       defaultHosts: ["dev.azure.com"],
+      oauth: true,
+      pat: true,
       patDescription: "A token with the Code (Read & write) scope.",
       patDocsLink:
         "https://learn.microsoft.com/en-us/azure/devops/organizations/accounts/use-personal-access-tokens-to-authenticate",
@@ -50,6 +62,8 @@ export const DEFAULT_SCHEMA: RunnerSchema = {
       scmId: "azuredevops_server",
       name: "Azure DevOps Server",
       defaultHosts: [],
+      oauth: false,
+      pat: true,
       patDescription: "A token with the Code (Read & write) scope on your server.",
       patDocsLink:
         "https://learn.microsoft.com/en-us/azure/devops/organizations/accounts/use-personal-access-tokens-to-authenticate",

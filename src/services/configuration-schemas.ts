@@ -21,10 +21,10 @@ export interface ScmDescription {
   scmId: string;
   name: string;
   defaultHosts: string[];
-  /** Null for systems that only take personal access tokens. */
+  /** Null where the runner takes personal access tokens only. */
   oauthCallbackUrl: string | null;
-  patDescription: string;
-  patDocsLink: string;
+  /** Null where the runner takes OAuth only. */
+  pat: { description: string; docsLink: string } | null;
 }
 
 export interface SchemaDescription {
@@ -57,19 +57,26 @@ function describe(entry: ScmEntry, publicUrl: string): ScmDescription {
     scmId: entry.scmId,
     name: entry.name,
     defaultHosts: entry.defaultHosts,
-    oauthCallbackUrl: entry.scmId === AZURE_SERVER ? null : publicUrl + OAUTH_CALLBACK_PATH,
-    patDescription:
-      entry.patDescription ||
-      builtin?.patDescription ||
-      `A personal access token for ${entry.name || entry.scmId} with read and write access to repositories.`,
-    patDocsLink: entry.patDocsLink || builtin?.patDocsLink || "",
+    oauthCallbackUrl: entry.oauth ? publicUrl + OAUTH_CALLBACK_PATH : null,
+    pat: entry.pat
+      ? {
+          description:
+            entry.patDescription ||
+            builtin?.patDescription ||
+            `A personal access token for ${entry.name || entry.scmId} with read and write access to repositories.`,
+          docsLink: entry.patDocsLink || builtin?.patDocsLink || "",
+        }
+      : null,
   };
 }
 
-/** A schema as a runner sends it; `oauth.callback_url` is not taken, this service derives it. */
+/**
+ * A schema as a runner sends it. Which of `oauth` and `pat` an entry carries says which
+ * methods the runner takes; `oauth.callback_url` is not taken, this service derives it.
+ */
 export interface PublishedSchema {
   version: string;
-  scm: { scmId: string; name: string; defaultHosts: string[]; patDescription: string; patDocsLink: string }[];
+  scm: ScmEntry[];
 }
 
 /**
@@ -125,6 +132,11 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
         else hosts.push(host.host);
       });
     }
+    if (e.scmId === AZURE_SERVER && !e.pat) {
+      v.add(`${f}.pat`, "required", `is required: ${AZURE_SERVER} takes personal access tokens only`);
+    } else if (!e.oauth && !e.pat) {
+      v.add(f, "scm.auth_method_required", "must offer at least one authentication method: send oauth, pat or both");
+    }
     if (e.patDescription.length > MAX_PAT_DESCRIPTION) {
       v.add(`${f}.pat.description`, "string.max_len", `must be at most ${MAX_PAT_DESCRIPTION} characters`);
     }
@@ -132,7 +144,15 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
       const problem = httpsUrlProblem(e.patDocsLink);
       if (problem) v.add(`${f}.pat.docs_link`, "string.https_url", problem);
     }
-    return { scmId: e.scmId, name: e.name, defaultHosts: hosts, patDescription: e.patDescription, patDocsLink: e.patDocsLink };
+    return {
+      scmId: e.scmId,
+      name: e.name,
+      defaultHosts: hosts,
+      oauth: e.oauth && e.scmId !== AZURE_SERVER,
+      pat: e.pat,
+      patDescription: e.patDescription,
+      patDocsLink: e.patDocsLink,
+    };
   });
   return { version: s.version, scm };
 }

@@ -1,6 +1,6 @@
 import type { ApiCaller, RunnerCaller } from "../domain/caller.js";
 import { Violations, notFound } from "../domain/errors.js";
-import { DEFAULT_SCHEMA, type RunnerSchema } from "../domain/scm-schema.js";
+import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "../domain/scm-schema.js";
 import { newId } from "../crypto/ids.js";
 import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
 import { newToken } from "../crypto/tokens.js";
@@ -98,9 +98,18 @@ export function requireRunner(db: Db, orgId: string, runnerId: string): void {
   if (!store.hasRunner(db, orgId, runnerId)) throw notFound("runner", runnerId);
 }
 
-/** The schema a runner published, or the built-in default. */
+/**
+ * The schema a runner published, or the built-in default. Schemas stored before the
+ * service recorded which methods an entry offers read as offering both, as they were
+ * treated then; Azure DevOps Server never takes OAuth, whatever its entry says.
+ */
 export function schemaOf(runner: RunnerRow): RunnerSchema {
-  return runner.configSchema ? (JSON.parse(runner.configSchema) as RunnerSchema) : DEFAULT_SCHEMA;
+  if (!runner.configSchema) return DEFAULT_SCHEMA;
+  const stored = JSON.parse(runner.configSchema) as { version: string; scm: (Omit<ScmEntry, "oauth" | "pat"> & Partial<ScmEntry>)[] };
+  return {
+    version: stored.version,
+    scm: stored.scm.map((e) => ({ ...e, oauth: e.scmId !== AZURE_SERVER && (e.oauth ?? true), pat: e.pat ?? true })),
+  };
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { ApiCaller, RunnerCaller } from "../domain/caller.js";
 import { DomainError, Violations, notFound } from "../domain/errors.js";
 import { normalizeHost } from "../domain/host.js";
-import { AZURE_ENTRA, AZURE_SERVER } from "../domain/scm-schema.js";
+import { AZURE_ENTRA, AZURE_SERVER, type ScmEntry } from "../domain/scm-schema.js";
 import { newId } from "../crypto/ids.js";
 import { seal } from "../crypto/sealed-box.js";
 import { sealOffLoop } from "../crypto/seal-worker.js";
@@ -92,11 +92,16 @@ export async function createScmIntegration(
     const replayed = once?.replay(now);
     if (replayed) return replayed;
     const runner = runnerOf(db, caller.orgId, runnerId);
-    if (!knownScmIds(runner).includes(input.scmId)) {
-      const unknown = new Violations();
-      unknown.add("scm_id", "scm_id.known", `"${truncate(input.scmId)}" is not in the runner's configuration schema; allowed: ${knownScmIds(runner).join(", ")}`);
-      unknown.throwIfAny();
+    const schema = schemaOf(runner);
+    const entry = schema.scm.find((e) => e.scmId === input.scmId);
+    const offered = new Violations();
+    if (!entry) {
+      const allowed = schema.scm.map((e) => e.scmId).join(", ");
+      offered.add("scm_id", "scm_id.known", `"${truncate(input.scmId)}" is not in the runner's configuration schema; allowed: ${allowed}`);
+    } else {
+      checkOffered(offered, entry, { oauth: oauthRequested, pat: input.pat });
     }
+    offered.throwIfAny();
     const fresh = ahead !== null && runner.publicKey?.equals(ahead.key) === true;
     // A remembered key out of date is forgotten, so the runner's next create reads the new one.
     if (ahead && !fresh) forgetKey(caller.orgId, runner.id);
@@ -157,7 +162,8 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScm
     const row = store.findScmIntegration(db, caller.orgId, id);
     if (!row) throw notFound("SCM integration", id);
     const runner = runnerOf(db, caller.orgId, row.runnerId);
-    if (!knownScmIds(runner).includes(row.scmId) && extends_(input, row)) {
+    const entry = schemaOf(runner).scm.find((e) => e.scmId === row.scmId);
+    if (!entry && extends_(input, row)) {
       throw new DomainError(
         "failed_precondition",
         `scm_id "${row.scmId}" is no longer in runner ${runner.id}'s configuration schema: this integration can be read, deleted, narrowed (OAuth removed, PAT turned off) or have its secret entered again, but nothing can be added to it`,
@@ -193,6 +199,9 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScm
       virtualDirectory: cleared(input.virtualDirectory, row.virtualDirectory),
     };
     checkRules(v, row.scmId, outcome);
+    // Only what the update adds must be on offer: an integration made before the runner
+    // stopped offering a method keeps it until someone removes it.
+    if (entry) checkOffered(v, entry, { oauth: addsClient(input, row), pat: input.pat === true && !row.pat });
     v.throwIfAny();
 
     if (secret !== undefined) {
@@ -337,9 +346,18 @@ function checkRules(v: Violations, scmId: string, o: Outcome): void {
   }
 }
 
-/** The scm_ids Create accepts for this runner now. */
-function knownScmIds(runner: RunnerRow): string[] {
-  return schemaOf(runner).scm.map((s) => s.scmId);
+/** Refuses methods the runner's schema entry does not offer (it sent no `oauth` or no `pat`). */
+function checkOffered(v: Violations, entry: ScmEntry, wants: { oauth: boolean; pat: boolean }): void {
+  if (wants.oauth && !entry.oauth && !v.has("oauth_client_id")) {
+    v.add("oauth_client_id", "scm.pat_only", `the runner takes personal access tokens only for ${entry.scmId}; remove the OAuth settings`);
+  }
+  if (wants.pat && !entry.pat) {
+    v.add("pat", "scm.oauth_only", `the runner takes OAuth only for ${entry.scmId}; set pat to false`);
+  }
+}
+
+function addsClient(input: UpdateScmIntegrationInput, row: ScmIntegrationRow): boolean {
+  return input.oauthClientId !== undefined && input.oauthClientId !== "" && input.oauthClientId !== row.oauthClientId;
 }
 
 /**
@@ -348,7 +366,7 @@ function knownScmIds(runner: RunnerRow): string[] {
  * removing OAuth and turning PAT off do not.
  */
 function extends_(input: UpdateScmIntegrationInput, row: ScmIntegrationRow): boolean {
-  const newClient = input.oauthClientId !== undefined && input.oauthClientId !== "" && input.oauthClientId !== row.oauthClientId;
+  const newClient = addsClient(input, row);
   const patOn = input.pat === true && !row.pat;
   const setsIssuer = input.issuerUrl !== undefined && input.issuerUrl !== "" && input.issuerUrl !== row.issuerUrl;
   const setsDirectory = input.virtualDirectory !== undefined && input.virtualDirectory !== "" && input.virtualDirectory !== row.virtualDirectory;

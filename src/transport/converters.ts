@@ -70,7 +70,7 @@ export function schemaToProto(s: SchemaDescription): RunnerConfigurationSchema {
         name: e.name,
         defaultHosts: e.defaultHosts,
         oauth: e.oauthCallbackUrl === null ? undefined : { callbackUrl: e.oauthCallbackUrl },
-        pat: { description: e.patDescription, docsLink: e.patDocsLink },
+        pat: e.pat ?? undefined,
       }),
     ),
   });
@@ -84,6 +84,8 @@ export function publishedSchemaFromProto(s: RunnerConfigurationSchema): Publishe
       scmId: e.scmId,
       name: e.name,
       defaultHosts: e.defaultHosts,
+      oauth: e.oauth !== undefined,
+      pat: e.pat !== undefined,
       patDescription: e.pat?.description ?? "",
       patDocsLink: e.pat?.docsLink ?? "",
     })),

@@ -77,7 +77,7 @@ const WIRE = {
   unknownField: Buffer.concat([Buffer.from([0x9a, 0x06, 0x80, 0x08]), Buffer.alloc(1024, 0x41)]),
 };
 
-const SCHEMA_ENTRY = { scmId: "github", name: "GitHub", defaultHosts: ["github.com"] };
+const SCHEMA_ENTRY = { scmId: "github", name: "GitHub", defaultHosts: ["github.com"], oauth: {}, pat: {} };
 
 export const CORPUS: CorpusCase[] = [
   // ---- Connect JSON: the body ----
