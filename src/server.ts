@@ -3,7 +3,8 @@ import "./runtime/base64.js";
 import { randomUUID } from "node:crypto";
 import type http from "node:http";
 import type http2 from "node:http2";
-import { createContextValues, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import type { DescService } from "@bufbuild/protobuf";
+import { createContextValues, type ConnectRouter, type Interceptor, type MethodImpl, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
@@ -24,6 +25,7 @@ import { runnerInteractionService } from "./transport/handlers/runner-interactio
 import { runnerService } from "./transport/handlers/runners.js";
 import { MAX_REQUEST_BYTES, type NodeHandler } from "./transport/http-server.js";
 import { authInterceptor, durabilityInterceptor, errorInterceptor } from "./transport/interceptors.js";
+import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 
 /** The longest deadline a client may ask for. */
 const MAX_TIMEOUT_MS = 60_000;
@@ -48,35 +50,28 @@ export interface AppOptions {
   interceptors?: Interceptor[];
 }
 
-/**
- * Clients built against the full public API may send fields this slice leaves out. A JSON
- * body that is not UTF-8 is refused (invalid_argument) instead of decoded with U+FFFD in
- * place of the bad bytes, which would store (and seal) altered text. connect-node hands
- * these options to its JSON serialization, whose options (unlike the adapter's declared
- * type) include the decoder.
- */
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
-const jsonOptions = {
-  ignoreUnknownFields: true,
-  textDecoder: {
-    decode(bytes?: Uint8Array): string {
-      try {
-        return strictUtf8.decode(bytes);
-      } catch {
-        throw new Error("request body: JSON must be UTF-8, and this body holds bytes that are not");
-      }
-    },
-  },
-};
-
 /** Registers every service; the same routes serve the real server and in-process tests. */
 export function routes(deps: Deps, isHealthy: () => boolean) {
   return (router: ConnectRouter) => {
-    router.service(RunnerService, runnerService(deps));
-    router.service(RunnerConfigurationService, runnerConfigurationService(deps));
-    router.service(RunnerInteractionService, runnerInteractionService(deps));
-    router.service(Health, healthService(isHealthy));
+    serve(router, RunnerService, runnerService(deps));
+    serve(router, RunnerConfigurationService, runnerConfigurationService(deps));
+    serve(router, RunnerInteractionService, runnerInteractionService(deps));
+    serve(router, Health, healthService(isHealthy));
   };
+}
+
+/** Registers a service, each method with the JSON options its request needs (see json-options.ts). */
+function serve<S extends DescService>(router: ConnectRouter, service: S, impl: ServiceImpl<S>): void {
+  if (!service.methods.some((m) => jsonOptionsFor(m))) {
+    router.service(service, impl);
+    return;
+  }
+  const fns = impl as unknown as Record<string, (...args: never[]) => unknown>;
+  for (const method of service.methods) {
+    const fn = fns[method.localName]!.bind(impl) as unknown as MethodImpl<typeof method>;
+    const json = jsonOptionsFor(method);
+    router.rpc(method, fn, json ? { jsonOptions: json } : undefined);
+  }
 }
 
 /**

@@ -249,6 +249,8 @@ describe("a runner's whole life", () => {
       // A kind sent wins over the deduced one; a kind alone leaves the provider unspecified.
       [{ kind: "RUNNER_KIND_LOCAL_CONFIGURATION", provider: "RUNNER_PROVIDER_AWS_EC2" }, "RUNNER_KIND_LOCAL_CONFIGURATION", "RUNNER_PROVIDER_AWS_EC2"],
       [{ kind: "RUNNER_KIND_REMOTE" }, "RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_UNSPECIFIED"],
+      // Fields of the full public API this slice leaves out are ignored.
+      [{ provider: "RUNNER_PROVIDER_GCP", spec: { desiredPhase: "RUNNER_PHASE_ACTIVE" }, runnerManagerId: "x" }, "RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_GCP"],
     ];
     for (const [body, kind, provider] of cases) {
       const r = await create(body);
@@ -262,6 +264,10 @@ describe("a runner's whole life", () => {
       [{ provider: "RUNNER_PROVIDER_LINUX_HOST" }, /^kind: is required with provider RUNNER_PROVIDER_LINUX_HOST/],
       [{ provider: 99 }, /^provider: must be one of/],
       [{ kind: 7, provider: "RUNNER_PROVIDER_GCP" }, /^kind: must be one of/],
+      // An enum name the API does not define is refused like an unknown number, not
+      // read as absent (which would leave a kind alone to create the runner).
+      [{ kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_AWS_EC" }, /^provider: "RUNNER_PROVIDER_AWS_EC" is not a value of gitpod\.v1\.RunnerProvider$/],
+      [{ kind: "REMOTE", provider: "RUNNER_PROVIDER_GCP" }, /^kind: "REMOTE" is not a value of gitpod\.v1\.RunnerKind$/],
     ];
     const before = (await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } })).body.runners.length;
     for (const [body, message] of refused) {
