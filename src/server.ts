@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import type http from "node:http";
 import type http2 from "node:http2";
 import type { DescService } from "@bufbuild/protobuf";
-import { createContextValues, type ConnectRouter, type Interceptor, type MethodImpl, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createContextValues, type ConnectRouter, type Interceptor, type MethodImpl, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
@@ -66,9 +66,14 @@ function serve<S extends DescService>(router: ConnectRouter, service: S, impl: S
     router.service(service, impl);
     return;
   }
-  const fns = impl as unknown as Record<string, (...args: never[]) => unknown>;
+  const fns = impl as unknown as Record<string, ((...args: never[]) => unknown) | undefined>;
   for (const method of service.methods) {
-    const fn = fns[method.localName]!.bind(impl) as unknown as MethodImpl<typeof method>;
+    const given = fns[method.localName];
+    // As router.service does for a method left out: answer unimplemented.
+    const fn = (given?.bind(impl) ??
+      (() => {
+        throw new ConnectError(`${service.typeName}.${method.name} is not implemented`, Code.Unimplemented);
+      })) as unknown as MethodImpl<typeof method>;
     const json = jsonOptionsFor(method);
     router.rpc(method, fn, json ? { jsonOptions: json } : undefined);
   }
@@ -104,6 +109,8 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     readMaxBytes: MAX_REQUEST_BYTES,
     maxTimeoutMs: MAX_TIMEOUT_MS,
     jsonOptions,
+    // connect-node's response type is a union of the HTTP/1 and HTTP/2 shapes; both take these calls.
+    fallback: (req, res) => notServed(req, res as unknown as http.ServerResponse, records.get(req)),
   });
 
   const handler: NodeHandler = (req, res) => {
@@ -147,6 +154,44 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
   };
 
   return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop() };
+}
+
+const API_METHOD = /^\/(gitpod\.v1\.[A-Za-z][A-Za-z0-9]{0,99}\/[A-Za-z][A-Za-z0-9]{0,99})$/;
+
+/**
+ * Calls of the public API that this service does not serve answer `unimplemented`, not a
+ * bare 404: the official SDK reads 404 as NotFoundError, and a client that takes
+ * not_found on a Delete as "already gone" (the Terraform provider does) would record a
+ * deletion that never happened. Connect answers 501 with `x-should-retry: false` (the
+ * SDK retries other 5xx), gRPC and gRPC-Web status 12; anything else stays 404.
+ */
+function notServed(
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse,
+  record: RequestRecord | undefined,
+): void {
+  const method = req.method === "POST" ? API_METHOD.exec((req.url ?? "").split("?")[0]!)?.[1] : undefined;
+  const protocol = protocolOf(req.headers["content-type"]);
+  const message = `${method} is not implemented by this service, which serves the SCM-integration part of the gitpod.v1 API`;
+  if (method && protocol === "connect") {
+    if (record) record.code = "unimplemented";
+    res.writeHead(501, { "content-type": "application/json", "x-should-retry": "false" });
+    res.end(JSON.stringify({ code: "unimplemented", message }));
+  } else if (method && (protocol === "grpc" || protocol === "grpc-web")) {
+    if (record) record.code = "unimplemented";
+    // Trailers-only: the status travels in headers that end the stream (node's
+    // compatibility layer would end it with an empty DATA frame instead, which gRPC
+    // clients read as a call without status). The message is ASCII without '%': no escaping.
+    const headers = { "content-type": req.headers["content-type"]!, "grpc-status": "12", "grpc-message": message };
+    if ("stream" in req) req.stream.respond({ ":status": 200, ...headers }, { endStream: true });
+    else {
+      res.writeHead(200, headers);
+      res.end();
+    }
+  } else {
+    res.writeHead(404);
+    res.end();
+  }
 }
 
 function validAuthority(req: http.IncomingMessage | http2.Http2ServerRequest): boolean {

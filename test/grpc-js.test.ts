@@ -40,3 +40,25 @@ it("@grpc/grpc-js, an independent gRPC implementation, creates a runner and an i
     configs.close();
   }
 });
+
+it("a gitpod.v1 method this service does not serve is UNIMPLEMENTED, with a message saying so", async () => {
+  const client = new grpc.Client(s.url.replace("http://", ""), grpc.credentials.createInsecure());
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${s.token}`);
+  try {
+    const err = await new Promise<any>((resolve) =>
+      client.makeUnaryRequest(
+        "/gitpod.v1.RunnerService/ParseContextURL",
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.alloc(0),
+        metadata,
+        (e: unknown) => resolve(e),
+      ),
+    );
+    assert.equal(err?.code, grpc.status.UNIMPLEMENTED, String(err));
+    assert.equal(err.details, "gitpod.v1.RunnerService/ParseContextURL is not implemented by this service, which serves the SCM-integration part of the gitpod.v1 API");
+  } finally {
+    client.close();
+  }
+});

@@ -30,6 +30,20 @@ it("the official SDK creates an integration and gets ConflictError for the dupli
   );
 });
 
+it("a method of the public API this service does not serve is unimplemented (501, not retried), never NotFoundError", async () => {
+  // A client taking not_found on a Delete as "already gone" must not think it deleted something.
+  const client = new Gitpod({ bearerToken: s.token, baseURL: s.url, maxRetries: 2 });
+  const calls = () => s.logs.filter((l) => l.includes("DeleteHostAuthenticationToken"));
+  await assert.rejects(client.runners.configurations.hostAuthenticationTokens.delete({ id: "0190a0a0-0000-7000-8000-000000000000" }), (e: unknown) => {
+    assert.ok(!(e instanceof NotFoundError), String(e));
+    assert.equal((e as { status?: number }).status, 501);
+    assert.match(String(e), /^Error: 501 gitpod\.v1\.RunnerConfigurationService\/DeleteHostAuthenticationToken is not implemented by this service/);
+    return true;
+  });
+  assert.equal(calls().length, 1, "sent once: x-should-retry: false stops the SDK's retry of a 5xx");
+  assert.match(calls()[0]!, /"code":"unimplemented"/);
+});
+
 it("the official SDK runs the whole lifecycle: create, retrieve, for-await over 60, update, delete", async () => {
   const client = new Gitpod({ bearerToken: s.token, baseURL: s.url, maxRetries: 0 });
   const integrations = client.runners.configurations.scmIntegrations;

@@ -266,8 +266,8 @@ describe("a runner's whole life", () => {
       [{ kind: 7, provider: "RUNNER_PROVIDER_GCP" }, /^kind: must be one of/],
       // An enum name the API does not define is refused like an unknown number, not
       // read as absent (which would leave a kind alone to create the runner).
-      [{ kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_AWS_EC" }, /^provider: "RUNNER_PROVIDER_AWS_EC" is not a value of gitpod\.v1\.RunnerProvider$/],
-      [{ kind: "REMOTE", provider: "RUNNER_PROVIDER_GCP" }, /^kind: "REMOTE" is not a value of gitpod\.v1\.RunnerKind$/],
+      [{ kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_AWS_EC" }, /^provider: must be one of RUNNER_PROVIDER_/],
+      [{ kind: "REMOTE", provider: "RUNNER_PROVIDER_GCP" }, /^kind: must be one of RUNNER_KIND_/],
     ];
     const before = (await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } })).body.runners.length;
     for (const [body, message] of refused) {
@@ -276,6 +276,12 @@ describe("a runner's whole life", () => {
       assert.match(r.body.message, message);
     }
     assert.equal((await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } })).body.runners.length, before, "nothing was created");
+    // An unknown name is refused where an unknown number is: after authentication, with
+    // the field in a Violations detail.
+    const unknownName = { name: "kind-test", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_AWS_EC" };
+    assert.equal((await call(s, `${RUNNERS}/CreateRunner`, unknownName, null)).body.code, "unauthenticated");
+    const refusedName = await create(unknownName);
+    assert.equal(refusedName.body.details?.[0]?.type, "buf.validate.Violations", JSON.stringify(refusedName.body));
   });
 
   it("the registry: get, list, rename, new token, delete with everything hanging on it", async () => {

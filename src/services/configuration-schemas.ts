@@ -81,7 +81,8 @@ export interface PublishedSchema {
 
 /**
  * Stores the schema the runner publishes. From then on Create and Update accept only its
- * scm_ids; integrations whose scm_id it drops stay readable and deletable.
+ * scm_ids, and of each only the methods its entry offers; integrations whose scm_id it
+ * drops stay readable and deletable.
  */
 export function updateRunnerConfigurationSchema(
   db: Db,

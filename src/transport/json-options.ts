@@ -1,15 +1,16 @@
-import type { DescField, DescMessage, DescMethod } from "@bufbuild/protobuf";
-import { truncate } from "../domain/text.js";
+import type { DescEnum, DescField, DescMessage, DescMethod } from "@bufbuild/protobuf";
 
 /**
- * How request JSON is read (Connect JSON and gRPC with JSON).
+ * How request JSON is read (Connect JSON; gRPC with a JSON codec is refused earlier).
  *
  * Fields this slice leaves out are ignored: clients built against the full public API may
  * send them. protobuf-es ties one more thing to that option, though: an enum *name* it
  * does not know is dropped as if the field were absent, so `"provider": "RUNNER_PROVIDER_AWS_EC"`
  * would read as no provider at all, where the same mistake as a number is refused. Methods
- * whose request holds an enum therefore read their JSON once more, before protobuf-es,
- * to refuse unknown names (invalid_argument, naming the field).
+ * whose request holds an enum therefore read their JSON once more, before protobuf-es, and
+ * put a number the enum does not define in place of each unknown name. The handler then
+ * refuses it as it refuses an unknown number from a binary client: after authentication,
+ * with the field named in a Violations detail.
  *
  * A JSON body that is not UTF-8 is refused instead of decoded with U+FFFD in place of the
  * bad bytes, which would store (and seal) altered text. connect-node hands these options
@@ -33,9 +34,7 @@ export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefin
         } catch {
           return text; // protobuf-es reports the syntax error
         }
-        const problem = unknownEnumName(input, json, "");
-        if (problem) throw new Error(problem);
-        return text;
+        return replaceUnknownNames(input, json) ? JSON.stringify(json) : text;
       },
     },
   };
@@ -61,7 +60,8 @@ function holdsEnum(desc: DescMessage): boolean {
 }
 
 function reachesEnum(desc: DescMessage, seen: Set<string>): boolean {
-  if (seen.has(desc.typeName)) return false;
+  // Well-known types have JSON forms of their own (Struct's NullValue is no enum name).
+  if (seen.has(desc.typeName) || desc.typeName.startsWith("google.protobuf.")) return false;
   seen.add(desc.typeName);
   return desc.fields.some((f) => {
     if (f.fieldKind === "enum" || (f.fieldKind === "list" && f.listKind === "enum") || (f.fieldKind === "map" && f.mapKind === "enum")) return true;
@@ -70,57 +70,50 @@ function reachesEnum(desc: DescMessage, seen: Set<string>): boolean {
   });
 }
 
-/** The first enum name in `json` that its field's enum does not define, as an error message. */
-function unknownEnumName(desc: DescMessage, json: unknown, at: string): string | null {
-  if (!holdsEnum(desc)) return null;
-  if (json === null || typeof json !== "object" || Array.isArray(json)) return null;
+/** Puts an undefined number in place of every enum name in `json` that its enum lacks; whether any was. */
+function replaceUnknownNames(desc: DescMessage, json: unknown): boolean {
+  if (!holdsEnum(desc) || json === null || typeof json !== "object" || Array.isArray(json)) return false;
   const object = json as Record<string, unknown>;
+  let replaced = false;
   for (const field of desc.fields) {
-    const value = object[field.jsonName] ?? object[field.name];
-    if (value === undefined || value === null) continue;
-    const path = at + field.name;
-    const problem = checkField(field, value, path);
-    if (problem) return problem;
+    for (const key of new Set([field.jsonName, field.name])) {
+      if (object[key] !== undefined && object[key] !== null && replaceInField(field, object, key)) replaced = true;
+    }
   }
-  return null;
+  return replaced;
 }
 
-function checkField(field: DescField, value: unknown, path: string): string | null {
+function replaceInField(field: DescField, holder: Record<string, unknown>, key: string): boolean {
+  const value = holder[key];
   switch (field.fieldKind) {
     case "enum":
-      return checkName(field.enum.values, field.enum.typeName, value, path);
+      return replaceName(field.enum, holder, key);
     case "message":
-      return unknownEnumName(field.message, value, `${path}.`);
+      return replaceUnknownNames(field.message, value);
     case "list":
-      if (!Array.isArray(value)) return null;
-      for (const [i, item] of value.entries()) {
-        const problem =
-          field.listKind === "enum"
-            ? checkName(field.enum.values, field.enum.typeName, item, `${path}[${i}]`)
-            : field.listKind === "message"
-              ? unknownEnumName(field.message, item, `${path}[${i}].`)
-              : null;
-        if (problem) return problem;
+    case "map": {
+      if (typeof value !== "object" || value === null || Array.isArray(value) !== (field.fieldKind === "list")) return false;
+      const items = value as Record<string, unknown>;
+      const kind = field.fieldKind === "list" ? field.listKind : field.mapKind;
+      let replaced = false;
+      for (const k of Object.keys(items)) {
+        if (kind === "enum" ? replaceName(field.enum!, items, k) : kind === "message" && replaceUnknownNames(field.message!, items[k])) replaced = true;
       }
-      return null;
-    case "map":
-      if (typeof value !== "object" || Array.isArray(value)) return null;
-      for (const [key, item] of Object.entries(value as object)) {
-        const problem =
-          field.mapKind === "enum"
-            ? checkName(field.enum.values, field.enum.typeName, item, `${path}[${truncate(key)}]`)
-            : field.mapKind === "message"
-              ? unknownEnumName(field.message, item, `${path}[${truncate(key)}].`)
-              : null;
-        if (problem) return problem;
-      }
-      return null;
+      return replaced;
+    }
     default:
-      return null;
+      return false;
   }
 }
 
-function checkName(values: readonly { name: string }[], typeName: string, value: unknown, path: string): string | null {
-  if (typeof value !== "string" || values.some((v) => v.name === value)) return null;
-  return `${path}: "${truncate(value)}" is not a value of ${typeName}`;
+function replaceName(e: DescEnum, holder: Record<string, unknown>, key: string): boolean {
+  const value = holder[key];
+  if (typeof value !== "string" || e.values.some((v) => v.name === value)) return false;
+  holder[key] = undefinedNumber(e);
+  return true;
+}
+
+/** A number the enum does not define: one below its lowest value (and below zero). */
+function undefinedNumber(e: DescEnum): number {
+  return Math.min(0, ...e.values.map((v) => v.number)) - 1;
 }

@@ -162,8 +162,10 @@ export const CORPUS: CorpusCase[] = [
   { name: "gzip bomb (64 MiB of zeros)", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "content-encoding": "gzip" }, body: () => gzipSync(Buffer.alloc(64 * mib, 0x20)), expect: "resource_exhausted" },
   { name: "content-encoding br, body not brotli", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "content-encoding": "br" }, body: "{}", expect: "invalid_argument" },
   { name: "content-encoding unknown", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "content-encoding": "lzma" }, body: "{}", expect: "unimplemented" },
-  { name: "unknown method", protocol: "connect-json", method: "RunnerService/DropAllTables", body: "{}", expect: "http_404" },
-  { name: "unknown service", protocol: "connect-json", method: "/gitpod.v1.AdminService/Everything", body: "{}", expect: "http_404" },
+  // A gitpod.v1 method not served here is unimplemented, not 404 (which the SDK reads as not found).
+  { name: "unknown method", protocol: "connect-json", method: "RunnerService/DropAllTables", body: "{}", expect: "unimplemented" },
+  { name: "unknown service", protocol: "connect-json", method: "/gitpod.v1.AdminService/Everything", body: "{}", expect: "unimplemented" },
+  { name: "another package", protocol: "connect-json", method: "/other.v1.AdminService/Everything", body: "{}", expect: "http_404" },
   { name: "path traversal", protocol: "connect-json", method: "/gitpod.v1.RunnerService/../RunnerService/ListRunners", body: "{}", expect: "http_404" },
   { name: "query string on a List call", protocol: "connect-json", method: "/gitpod.v1.RunnerService/ListRunners?pageSize=abc&token=%00", body: "{}", expect: "invalid_argument" },
   { name: "huge pageSize in the query", protocol: "connect-json", method: "/gitpod.v1.RunnerService/ListRunners?pageSize=99999999999999999999", body: "{}", expect: "invalid_argument" },
@@ -232,7 +234,7 @@ export const CORPUS: CorpusCase[] = [
   { name: "grpc-timeout of one nanosecond", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "1n" }, body: envelope(new Uint8Array(0)) },
   { name: "grpc-timeout with 9 digits", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "123456789m" }, body: envelope(new Uint8Array(0)), expect: "invalid_argument" },
   { name: "no token (gRPC)", protocol: "grpc", method: "RunnerConfigurationService/ListSCMIntegrations", auth: "none", body: envelope(new Uint8Array(0)), expect: "unauthenticated" },
-  { name: "unknown method (gRPC)", protocol: "grpc", method: "RunnerService/Nope", body: envelope(new Uint8Array(0)) },
+  { name: "unknown method (gRPC)", protocol: "grpc", method: "RunnerService/Nope", body: envelope(new Uint8Array(0)), expect: "unimplemented" },
   { name: "another organization's token", protocol: "grpc", method: "RunnerService/GetRunner", auth: "other", body: (c) => envelope(pb(GetRunnerRequestSchema, { runnerId: c.runnerId })), expect: "not_found" },
 
   // ---- gRPC-Web ----

@@ -71,14 +71,16 @@ export type RunnerConfigurationSchema_SCMConfigSchema = Message<"gitpod.v1.Runne
   defaultHosts: string[];
 
   /**
-   * How to set up an OAuth app for it.
+   * How to set up an OAuth app for it. Present when the runner takes OAuth apps for this
+   * system; a runner publishing its schema sends it (empty will do) to offer OAuth.
    *
    * @generated from field: gitpod.v1.RunnerConfigurationSchema.OAuth oauth = 4;
    */
   oauth?: RunnerConfigurationSchema_OAuth | undefined;
 
   /**
-   * How to use personal access tokens with it.
+   * How to use personal access tokens with it. Present when the runner takes them; a
+   * runner publishing its schema sends it to offer them. An entry offers at least one.
    *
    * @generated from field: gitpod.v1.RunnerConfigurationSchema.PersonalAccessToken pat = 5;
    */
