@@ -94,6 +94,13 @@ it("the official SDK runs the whole lifecycle: create, retrieve, for-await over 
   assert.equal(new Set(runnerIds).size, runnerIds.length);
   assert.ok(runnerIds.includes(runnerId));
   assert.equal(runnerIds.length, 7, "two from the first test, this one, four extra");
+  // The SDK's own list example filters by provider, page by page.
+  const aws: string[] = [];
+  for await (const r of client.runners.list({ filter: { providers: ["RUNNER_PROVIDER_AWS_EC2"] }, pagination: { pageSize: 1 } })) {
+    assert.equal(r.provider, "RUNNER_PROVIDER_AWS_EC2");
+    aws.push(r.runnerId!);
+  }
+  assert.deepEqual(aws.sort(), [runnerId, byProvider.runnerId!].sort());
 
   await integrations.delete({ id: id! });
   await assert.rejects(integrations.retrieve({ id: id! }), NotFoundError);

@@ -284,6 +284,61 @@ describe("a runner's whole life", () => {
     assert.equal(refusedName.body.details?.[0]?.type, "buf.validate.Violations", JSON.stringify(refusedName.body));
   });
 
+  it("ListRunners narrows by the filter's creator ids, kinds and providers, page by page", async () => {
+    for (const [kind, provider] of [["RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_AWS_EC2"], ["RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_GCP"], ["RUNNER_KIND_LOCAL", "RUNNER_PROVIDER_DESKTOP_MAC"], ["RUNNER_KIND_REMOTE", undefined], ["RUNNER_KIND_LOCAL_CONFIGURATION", "RUNNER_PROVIDER_AWS_EC2"]]) {
+      assert.equal((await call(s, `${RUNNERS}/CreateRunner`, { name: "filtered", kind, provider })).status, 200);
+    }
+    const list = async (body: object) => {
+      const r = await call(s, `${RUNNERS}/ListRunners`, body);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      return r.body;
+    };
+    const everyone: any[] = (await list({ pagination: { pageSize: 100 } })).runners;
+    const creator = everyone[0].creator.id;
+    const ids = (runners: any[]) => runners.map((r) => r.runnerId);
+    const cases: [object, (r: any) => boolean][] = [
+      [{ providers: ["RUNNER_PROVIDER_AWS_EC2"] }, (r) => r.provider === "RUNNER_PROVIDER_AWS_EC2"],
+      [{ kinds: ["RUNNER_KIND_LOCAL", "RUNNER_KIND_LOCAL_CONFIGURATION"] }, (r) => r.kind !== "RUNNER_KIND_REMOTE"],
+      [{ kinds: ["RUNNER_KIND_REMOTE"], providers: ["RUNNER_PROVIDER_GCP", "RUNNER_PROVIDER_AWS_EC2"] }, (r) => r.kind === "RUNNER_KIND_REMOTE" && ["RUNNER_PROVIDER_GCP", "RUNNER_PROVIDER_AWS_EC2"].includes(r.provider)],
+      // JSON leaves out a provider at zero: these runners were created with their kind alone.
+      [{ providers: ["RUNNER_PROVIDER_UNSPECIFIED"] }, (r) => r.provider === undefined],
+      [{ creatorIds: [creator] }, (r) => r.creator.id === creator],
+      [{ creatorIds: ["0190a0a0-0000-7000-8000-000000000000"] }, () => false],
+    ];
+    for (const [filter, matches] of cases) {
+      const expected = ids(everyone.filter(matches));
+      assert.deepEqual(ids((await list({ filter, pagination: { pageSize: 100 } })).runners ?? []), expected, JSON.stringify(filter));
+      // Page by page, two at a time, the same runners in the same order.
+      const paged: string[] = [];
+      let token: string | undefined;
+      do {
+        const page = await list({ filter, pagination: { pageSize: 2, token } });
+        paged.push(...ids(page.runners ?? []));
+        token = page.pagination?.nextToken || undefined;
+      } while (token);
+      assert.deepEqual(paged, expected, `paged ${JSON.stringify(filter)}`);
+    }
+    assert.ok(cases.slice(0, 3).every(([filter, matches]) => everyone.some(matches) && !everyone.every(matches)), "each filter narrows");
+
+    // A token made for one filter is not good for another.
+    const first = await list({ filter: { kinds: ["RUNNER_KIND_REMOTE"] }, pagination: { pageSize: 1 } });
+    const other = await call(s, `${RUNNERS}/ListRunners`, { filter: { kinds: ["RUNNER_KIND_LOCAL"] }, pagination: { pageSize: 1, token: first.pagination.nextToken } });
+    assert.equal(other.body.code, "invalid_argument");
+    assert.match(other.body.message, /^pagination\.token: /);
+
+    const refused: [object, RegExp][] = [
+      [{ kinds: [9] }, /^filter\.kinds\[0\]: must be one of RUNNER_KIND_UNSPECIFIED, RUNNER_KIND_LOCAL/],
+      [{ providers: ["RUNNER_PROVIDER_AWS_EC2", "RUNNER_PROVIDER_NOPE"] }, /^filter\.providers\[1\]: must be one of/],
+      [{ creatorIds: ["me"] }, /^filter\.creator_ids\[0\]: must be a uuid/],
+      [{ kinds: Array(26).fill("RUNNER_KIND_REMOTE") }, /^filter\.kinds: must have at most 25 items, got 26/],
+    ];
+    for (const [filter, message] of refused) {
+      const r = await call(s, `${RUNNERS}/ListRunners`, { filter });
+      assert.equal(r.body.code, "invalid_argument", JSON.stringify(filter));
+      assert.match(r.body.message, message);
+    }
+  });
+
   it("the registry: get, list, rename, new token, delete with everything hanging on it", async () => {
     const { runnerId, runnerToken } = await createRunner(s, s.token, "registry-runner");
     const before = (await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.runner;

@@ -4,10 +4,11 @@ import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "
 import { newId } from "../crypto/ids.js";
 import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
 import { newToken } from "../crypto/tokens.js";
-import { checkUuid } from "./checks.js";
+import { MAX_FILTER_IDS, checkUuid, checkUuidList } from "./checks.js";
 import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import type { Db } from "../store/database.js";
 import * as store from "../store/runners.js";
+import type { RunnerFilter } from "../store/runners.js";
 import type { RunnerRow } from "../store/schema.js";
 
 // The defined, meaningful values of the RunnerKind and RunnerProvider enums.
@@ -129,13 +130,45 @@ export async function getRunner(db: Db, caller: ApiCaller, given: string): Promi
   return db.read(() => runnerOf(db, caller.orgId, runnerId));
 }
 
-/** A page of the organization's runners in id order. */
-export async function listRunners(db: Db, pager: Pager, caller: ApiCaller, page: PageRequest): Promise<Page<RunnerRow>> {
+/** A page of the organization's runners in id order, narrowed by the filter's lists. */
+export async function listRunners(
+  db: Db,
+  pager: Pager,
+  caller: ApiCaller,
+  input: { filter: RunnerFilter; page: PageRequest },
+): Promise<Page<RunnerRow>> {
   const v = new Violations();
-  const scope = pageScope("ListRunners", caller.orgId);
-  const { size, after } = pager.start(v, scope, page);
+  const filter: RunnerFilter = {
+    creatorIds: checkUuidList(v, "filter.creator_ids", input.filter.creatorIds),
+    kinds: checkEnumList(v, "filter.kinds", input.filter.kinds, KINDS, "RUNNER_KIND_"),
+    providers: checkEnumList(v, "filter.providers", input.filter.providers, PROVIDERS, "RUNNER_PROVIDER_"),
+  };
+  // A page token is good only for the filter it was made for.
+  const scope = pageScope("ListRunners", caller.orgId, [
+    ...filter.creatorIds.map((id) => `creator:${id}`),
+    ...filter.kinds.map((k) => `kind:${k}`),
+    ...filter.providers.map((p) => `provider:${p}`),
+  ]);
+  const { size, after } = pager.start(v, scope, input.page);
   v.throwIfAny();
-  return pager.page(scope, await db.read(() => store.listRunners(db, caller.orgId, after, size + 1)), size);
+  return pager.page(scope, await db.read(() => store.listRunners(db, caller.orgId, after, size + 1, filter)), size);
+}
+
+/**
+ * Distinct values of a filter's enum list, each one the enum defines. UNSPECIFIED is
+ * taken: a runner created with its kind alone has no provider.
+ */
+function checkEnumList(v: Violations, field: string, values: readonly number[], known: Map<number, string>, prefix: string): number[] {
+  if (values.length > MAX_FILTER_IDS) {
+    v.add(field, "repeated.max_items", `must have at most ${MAX_FILTER_IDS} items, got ${values.length}`);
+    return [];
+  }
+  values.forEach((value, i) => {
+    if (value !== 0 && !known.has(value)) {
+      v.add(`${field}[${i}]`, "enum.defined", `must be one of ${[0, ...known.keys()].map((n) => prefix + (known.get(n) ?? "UNSPECIFIED")).join(", ")}`);
+    }
+  });
+  return [...new Set(values)];
 }
 
 /** Renames a runner; an absent name changes nothing (but the runner must exist). */

@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, sql } from "drizzle-orm";
+import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
 import { prepared, rawStatement, rowLimit, type Db } from "./database.js";
 import { runners, scmIntegrations, type RunnerRow } from "./schema.js";
 
@@ -83,11 +83,26 @@ const statements = prepared((db) => ({
 }));
 
 /** Up to `limit` runners of the organization with ids after `after`, in id order. */
-export function listRunners(db: Db, orgId: string, after: string | null, limit: number): RunnerRow[] {
+/** Narrows a runner listing; an empty list does not narrow. */
+export interface RunnerFilter {
+  creatorIds: readonly string[];
+  kinds: readonly number[];
+  providers: readonly number[];
+}
+
+export function listRunners(db: Db, orgId: string, after: string | null, limit: number, filter: RunnerFilter): RunnerRow[] {
   return db
     .select()
     .from(runners)
-    .where(after === null ? eq(runners.orgId, orgId) : and(eq(runners.orgId, orgId), gt(runners.id, after)))
+    .where(
+      and(
+        eq(runners.orgId, orgId),
+        after === null ? undefined : gt(runners.id, after),
+        filter.creatorIds.length > 0 ? inArray(runners.creatorId, [...filter.creatorIds]) : undefined,
+        filter.kinds.length > 0 ? inArray(runners.kind, [...filter.kinds]) : undefined,
+        filter.providers.length > 0 ? inArray(runners.provider, [...filter.providers]) : undefined,
+      ),
+    )
     .orderBy(asc(runners.id))
     .limit(rowLimit(limit))
     .all();

@@ -29,7 +29,10 @@ export function runnerService({ db, pager }: Deps): ServiceImpl<typeof RunnerSer
       return create(GetRunnerResponseSchema, { runner: runnerToProto(await runners.getRunner(db, apiCaller(ctx), req.runnerId)) });
     },
     async listRunners(req, ctx) {
-      const page = await runners.listRunners(db, pager, apiCaller(ctx), pageRequest(req.pagination, ctx));
+      const page = await runners.listRunners(db, pager, apiCaller(ctx), {
+        filter: { creatorIds: req.filter?.creatorIds ?? [], kinds: req.filter?.kinds ?? [], providers: req.filter?.providers ?? [] },
+        page: pageRequest(req.pagination, ctx),
+      });
       return create(ListRunnersResponseSchema, {
         pagination: pageResponse(page.nextToken),
         runners: page.items.map(runnerToProto),
