@@ -119,6 +119,9 @@ describe("who may call what", () => {
     assert.match(bad.body.message, /^filter\.scm_integration_ids\[0\]: must be a uuid/);
     const missing = await call(s, `${RUNNER_SIDE}/ListRunnerSCMIntegrations`, {}, runnerToken);
     assert.match(missing.body.message, /^runner_id: is required/);
+    // Every problem at once, as the other methods report them.
+    const all = await call(s, `${RUNNER_SIDE}/ListRunnerSCMIntegrations`, { runnerId: "x", filter: { scmIntegrationIds: ["y"] }, pagination: { pageSize: 101 } }, runnerToken);
+    assert.deepEqual([...all.body.message.matchAll(/(?:^|; )([a-z_.\[\]0-9]+):/g)].map((m: RegExpMatchArray) => m[1]), ["runner_id", "filter.scm_integration_ids[0]", "pagination.page_size"]);
   });
 });
 

@@ -25,7 +25,7 @@ export interface TestServer {
 }
 
 /** What a test may change about its server; the rate limit is off unless given. */
-export type ServerOptions = Pick<AppOptions, "rateLimit" | "idempotencyTtlMs">;
+export type ServerOptions = Pick<AppOptions, "rateLimit" | "idempotencyTtlMs" | "interceptors">;
 
 /** The PUBLIC_URL test servers are configured with. */
 export const PUBLIC_URL = "https://scm.example.test";
@@ -65,7 +65,7 @@ export async function serveDatabase(
   const app = createApp(db, createLogger("info", (l) => logs.push(l)), {
     publicUrl: PUBLIC_URL,
     ...options,
-    interceptors: [watch.interceptor()],
+    interceptors: [watch.interceptor(), ...(options.interceptors ?? [])],
   });
   const server: RunningServer = await listen(watch.wrap(app.handler), 0, "127.0.0.1");
   return {

@@ -1,3 +1,4 @@
+import type { Interceptor } from "@connectrpc/connect";
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { eq } from "drizzle-orm";
@@ -282,6 +283,26 @@ describe("a runner's whole life", () => {
     assert.equal((await call(s, `${RUNNERS}/CreateRunner`, unknownName, null)).body.code, "unauthenticated");
     const refusedName = await create(unknownName);
     assert.equal(refusedName.body.details?.[0]?.type, "buf.validate.Violations", JSON.stringify(refusedName.body));
+  });
+
+  it("a runner deleted between the check of its token and its Signup's write: not_found, nothing written", async () => {
+    // Deletes the runner after authentication, just before the handler writes, as a
+    // DeleteRunner committed in that moment would.
+    let victim = "";
+    const deleteFirst: Interceptor = (next) => async (req) => {
+      if (req.method.name === "Signup" && victim) await call(racing, `${RUNNERS}/DeleteRunner`, { runnerId: victim });
+      return next(req);
+    };
+    const racing = await startServer({ interceptors: [deleteFirst] });
+    try {
+      const { runnerId, runnerToken } = await createRunner(racing);
+      victim = runnerId;
+      const r = await call(racing, `${RUNNER_SIDE}/Signup`, { publicKey: Buffer.alloc(32, 9).toString("base64") }, runnerToken);
+      assert.equal(r.body.code, "not_found", JSON.stringify(r.body));
+      assert.equal(racing.db.select().from(runners).all().length, 0);
+    } finally {
+      await racing.close();
+    }
   });
 
   it("ListRunners narrows by the filter's creator ids, kinds and providers, page by page", async () => {

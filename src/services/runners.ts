@@ -82,7 +82,8 @@ export function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): Pro
   }
   v.throwIfAny();
   return db.write(() => {
-    store.setRunnerPublicKey(db, caller.runnerId, Buffer.from(publicKey), Date.now());
+    // The token was checked before this write: the runner may have been deleted since.
+    if (!store.setRunnerPublicKey(db, caller.runnerId, Buffer.from(publicKey), Date.now())) throw notFound("runner", caller.runnerId);
     return caller.runnerId;
   });
 }

@@ -272,8 +272,8 @@ export async function listRunnerScmIntegrations(
 ): Promise<Page<store.IntegrationView>> {
   const v = new Violations();
   const runnerId = checkUuid(v, "runner_id", input.runnerId);
-  v.throwIfAny();
-  ownRunnerOnly(caller, runnerId);
+  // Another runner's id is refused first; a malformed one is reported with the rest.
+  if (!v.has("runner_id")) ownRunnerOnly(caller, runnerId);
   const ids = checkUuidList(v, "filter.scm_integration_ids", input.ids);
   const scope = pageScope("ListRunnerSCMIntegrations", caller.runnerId, ids);
   const { size, after } = pager.start(v, scope, input.page);

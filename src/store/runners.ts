@@ -111,18 +111,21 @@ export function listRunners(db: Db, orgId: string, after: string | null, limit: 
 /**
  * Records the runner's key. Secrets sealed to any other key can no longer be opened by
  * the runner, so they are dropped in the same transaction; their integrations keep the
- * OAuth client id and report an empty secret until an Update seals a new one.
+ * OAuth client id and report an empty secret until an Update seals a new one. False when
+ * the runner is gone.
  */
-export function setRunnerPublicKey(db: Db, id: string, publicKey: Buffer, at: number): void {
-  db.transaction(
+export function setRunnerPublicKey(db: Db, id: string, publicKey: Buffer, at: number): boolean {
+  return db.transaction(
     (tx) => {
       const current = tx.select({ key: runners.publicKey }).from(runners).where(eq(runners.id, id)).get();
+      if (!current) return false;
       tx.update(runners).set({ publicKey, statusUpdatedAt: at, updatedAt: at }).where(eq(runners.id, id)).run();
-      if (current?.key && current.key.equals(publicKey)) return;
+      if (current.key && current.key.equals(publicKey)) return true;
       tx.update(scmIntegrations)
         .set({ oauthEncryptedSecret: null, oauthSealedTo: null, updatedAt: at })
         .where(eq(scmIntegrations.runnerId, id))
         .run();
+      return true;
     },
     { behavior: "immediate" },
   );
