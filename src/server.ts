@@ -183,8 +183,9 @@ function notServed(
     // compatibility layer would end it with an empty DATA frame instead, which gRPC
     // clients read as a call without status). The message is ASCII without '%': no escaping.
     const headers = { "content-type": req.headers["content-type"]!, "grpc-status": "12", "grpc-message": message };
-    if ("stream" in req) req.stream.respond({ ":status": 200, ...headers }, { endStream: true });
-    else {
+    if ("stream" in req) {
+      if (!req.stream.destroyed && !req.stream.headersSent) req.stream.respond({ ":status": 200, ...headers }, { endStream: true });
+    } else {
       res.writeHead(200, headers);
       res.end();
     }
