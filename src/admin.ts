@@ -2,6 +2,7 @@ import { ConfigError, loadConfig } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
 import { convertPageSize, openDatabase, type Db } from "./store/database.js";
+import { describeStartupError } from "./startup-errors.js";
 
 const USAGE = `usage:
   admin org create NAME
@@ -14,16 +15,18 @@ const USAGE = `usage:
 /** Command-line administration of organizations and API tokens, against DATABASE_URL. */
 function run(args: string[]): void {
   const [noun, verb, ...rest] = args;
+  // Exactly `--org NAME`: anything more is a mistake better refused than ignored.
   const org = () => {
     const i = rest.indexOf("--org");
     const name = i >= 0 ? rest[i + 1] : undefined;
     if (!name) throw new UsageError("--org NAME is required");
+    if (rest.length !== 2) throw new UsageError(`unexpected arguments: ${rest.filter((_, j) => j !== i && j !== i + 1).join(" ")}\n${USAGE}`);
     return name;
   };
   // The command is recognised before the database is opened, so a typo creates no file.
   let command: (db: Db) => void;
-  if (noun === "org" && verb === "create" && rest[0]) {
-    const name = rest[0];
+  if (noun === "org" && verb === "create" && rest.length === 1) {
+    const name = rest[0]!;
     command = (db) => {
       const row = createOrganization(db, name);
       process.stderr.write(`created organization ${row.name} (${row.id})\n`);
@@ -43,8 +46,8 @@ function run(args: string[]): void {
         process.stdout.write(`${t.id}\t${new Date(t.createdAt).toISOString()}\t${state}\n`);
       }
     };
-  } else if (noun === "token" && verb === "revoke" && rest[0]) {
-    const id = rest[0];
+  } else if (noun === "token" && verb === "revoke" && rest.length === 1) {
+    const id = rest[0]!;
     command = (db) => {
       revokeApiToken(db, id);
       process.stderr.write(`revoked API token ${id}\n`);
@@ -57,9 +60,19 @@ function run(args: string[]): void {
   } else {
     throw new UsageError(USAGE);
   }
-  const db = openDatabase(loadConfig().databaseFile);
+  const { databaseFile } = loadConfig();
+  let db: Db;
+  try {
+    db = openDatabase(databaseFile);
+  } catch (err) {
+    const reason = describeStartupError(err, { databaseFile });
+    throw reason === null ? err : new UsageError(reason);
+  }
   try {
     command(db);
+  } catch (err) {
+    const reason = err instanceof DomainError ? null : describeStartupError(err, { databaseFile });
+    throw reason === null ? err : new UsageError(reason);
   } finally {
     db.$client.close();
   }

@@ -58,16 +58,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (file && !existsSync(file)) throw new ConfigError(`${name}: no file at ${file}`);
   }
   const scheme = tlsCertFile ? "https" : "http";
-  const shownHost = host === "0.0.0.0" || host === "::" ? "localhost" : host;
-  const publicUrl = (env.PUBLIC_URL?.trim() || `${scheme}://${shownHost}:${port}`).replace(/\/+$/, "");
+  const shownHost = host === "0.0.0.0" || host === "::" ? "localhost" : host.includes(":") ? `[${host}]` : host;
+  const given = env.PUBLIC_URL?.trim();
+  const publicUrl = (given || `${scheme}://${shownHost}:${port}`).replace(/\/+$/, "");
+  // Unset, the URL is made from HOST and PORT, and a problem with it is theirs.
+  const source = given ? "PUBLIC_URL" : "HOST";
   let parsed: URL;
   try {
     parsed = new URL(publicUrl);
   } catch {
-    throw new ConfigError(`PUBLIC_URL must be an absolute http(s) URL, got "${env.PUBLIC_URL}"`);
+    throw new ConfigError(given ? `PUBLIC_URL must be an absolute http(s) URL, got "${given}"` : `HOST "${host}" is not a host name or IP address`);
   }
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-    throw new ConfigError(`PUBLIC_URL must be an absolute http(s) URL, got "${env.PUBLIC_URL}"`);
+    throw new ConfigError(`${source} must make an absolute http(s) URL, got "${publicUrl}"`);
+  }
+  // The OAuth callback URL is this plus a path: a query, fragment or credentials would
+  // end up in the middle of it.
+  if (parsed.search || parsed.hash || publicUrl.includes("#") || publicUrl.includes("?") || parsed.username || parsed.password || publicUrl.includes("@")) {
+    throw new ConfigError(`${source} must be a plain base URL (scheme, host, optional port and path; no query, fragment or credentials), got "${publicUrl}"`);
   }
   const shutdownTimeoutMs = integer(env, "SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const bootstrapOrgName = env.BOOTSTRAP_ORG_NAME?.trim() || "default";
@@ -110,14 +118,29 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
   return n;
 }
 
-/** DATABASE_URL is a file path, optionally written as a `file:` URL. */
+/**
+ * DATABASE_URL is a file path, optionally written as a `file:` URL (`file:///abs`,
+ * `file:rel`). Whatever SQLite would open as something other than one durable file
+ * (`:memory:`, an empty name, URI parameters such as `?mode=memory`) is refused: each
+ * worker would get a database of its own, and every write would be gone at exit.
+ */
 function databasePath(raw: string | undefined): string {
   const value = raw?.trim();
   if (!value) return "./data/scm-integrations.db";
-  if (value.startsWith("file://")) return decodeURIComponent(new URL(value).pathname);
-  if (value.startsWith("file:")) return value.slice("file:".length);
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) {
+  let path = value;
+  if (value.startsWith("file://")) {
+    const url = new URL(value);
+    if (url.host !== "" && url.host !== "localhost") throw new ConfigError(`DATABASE_URL must name a file on this machine, got host "${url.host}"`);
+    if (url.search || url.hash) throw new ConfigError("DATABASE_URL must be a plain file path, without URI parameters");
+    path = decodeURIComponent(url.pathname);
+  } else if (value.startsWith("file:")) {
+    path = value.slice("file:".length);
+    if (/[?#]/.test(path)) throw new ConfigError("DATABASE_URL must be a plain file path, without URI parameters");
+  } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) {
     throw new ConfigError(`DATABASE_URL must be a SQLite file path or file: URL, got a ${value.split(":")[0]} URL`);
   }
-  return value;
+  if (path === "" || path === ":memory:" || path.endsWith("/")) {
+    throw new ConfigError(`DATABASE_URL must name a database file, got "${value}"`);
+  }
+  return path;
 }

@@ -1,11 +1,13 @@
 // First: protobuf-es looks for the native base64 encoder when it is imported (see runtime/base64.ts).
 import "./runtime/base64.js";
 import cluster from "node:cluster";
+import Database from "better-sqlite3";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
 import { bootstrap } from "./services/accounts.js";
 import { createApp } from "./server.js";
-import { openDatabase } from "./store/database.js";
+import { openDatabase, type Db } from "./store/database.js";
+import { describeStartupError } from "./startup-errors.js";
 import { listen } from "./transport/http-server.js";
 
 /**
@@ -25,15 +27,22 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger(config.logLevel);
-  if (cluster.isWorker) return serve(config, log);
+  try {
+    if (cluster.isWorker) return await serve(config, log);
 
-  // Migrations and the first-start token happen once, before any worker opens the database.
-  const db = openDatabase(config.databaseFile);
-  const first = bootstrap(db, config.bootstrapOrgName);
-  if (first) printFirstStart(first.orgName, first.token, config.publicUrl);
-  if (config.workers === 1) return serve(config, log, db);
-  db.$client.close();
-  supervise(config, log);
+    // Migrations and the first-start token happen once, before any worker opens the database.
+    const db = openDatabase(config.databaseFile);
+    const first = bootstrap(db, config.bootstrapOrgName);
+    if (first) printFirstStart(first.orgName, first.token, config.publicUrl);
+    if (config.workers === 1) return await serve(config, log, db);
+    db.$client.close();
+    supervise(config, log);
+  } catch (err) {
+    const reason = describeStartupError(err, config);
+    if (reason === null) throw err;
+    process.stderr.write(`startup error: ${reason}\n`);
+    process.exit(1);
+  }
 }
 
 /** How long past SHUTDOWN_TIMEOUT_MS a shutdown may take to close up before the process just exits. */
@@ -48,6 +57,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     rateLimit: config.rateLimitPerSecond > 0 ? { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst } : null,
     idempotencyTtlMs: config.idempotencyTtlMs,
   });
+  if (cluster.isWorker) relayHalts(db);
   const server = await listen(app.handler, config.port, config.host, {
     tls: config.tlsCertFile && config.tlsKeyFile ? { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile } : undefined,
     headersTimeoutMs: config.headersTimeoutMs,
@@ -94,30 +104,70 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
 }
 
 /**
+ * Messages between the primary and its workers about a failed sync. A worker whose sync
+ * failed says so; the primary tells every worker (and each one started later), so that the
+ * whole service stops writing and reading, as one process does (see GroupCommit.halt).
+ * The kernel would report the lost writeback to the other workers' own descriptors at
+ * their next sync too, but only if they had the file open when it happened.
+ */
+type HaltMessage = { halt: string };
+const isHaltMessage = (m: unknown): m is HaltMessage => typeof (m as HaltMessage | null)?.halt === "string";
+
+/** In a worker: tells the primary when this worker's sync fails, and halts when told another's did. */
+function relayHalts(db: Db): void {
+  db.whenHalted((err) => process.send?.({ halt: String((err as { code?: unknown }).code ?? "SQLITE_IOERR_FSYNC") } satisfies HaltMessage));
+  process.on("message", (m: unknown) => {
+    if (isHaltMessage(m)) db.halt(new Database.SqliteError("another worker could not sync the database to disk", m.halt));
+  });
+}
+
+/**
  * The primary of a multi-process service: forks the workers, passes SIGTERM/SIGINT on so
- * each drains its own requests, and exits 0 once all have stopped. A worker that dies
- * on its own is replaced.
+ * each drains its own requests, and exits once all have stopped (0, or 1 if one failed to).
+ * A worker that dies while serving is replaced; one that dies before it could listen
+ * (a port in use, an unreadable certificate) stops the service, since its replacement
+ * would fail the same way.
  */
 function supervise(config: Config, log: Logger): void {
   let stopping = false;
-  for (let i = 0; i < config.workers; i++) cluster.fork();
-  cluster.on("exit", (worker, code, signal) => {
-    if (stopping) {
-      if (Object.keys(cluster.workers ?? {}).length === 0) {
-        log.info("stopped");
-        process.exit(0);
-      }
-      return;
-    }
-    log.error("worker exited; starting another", { worker: worker.id, code, signal });
-    cluster.fork();
-  });
+  let exitCode = 0;
+  let halted: string | null = null;
+  const listening = new Set<number>();
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
     log.info("shutting down", { signal, workers: config.workers });
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
   };
+  for (let i = 0; i < config.workers; i++) cluster.fork();
+  cluster.on("listening", (worker) => {
+    listening.add(worker.id);
+    if (halted) worker.send({ halt: halted } satisfies HaltMessage);
+  });
+  cluster.on("message", (worker, m: unknown) => {
+    if (!isHaltMessage(m) || halted) return;
+    halted = m.halt;
+    log.error("a worker could not sync the database to disk: every worker refuses calls until the service is restarted", { worker: worker.id, code: m.halt });
+    for (const other of Object.values(cluster.workers ?? {})) if (other && other !== worker && listening.has(other.id)) other.send(m);
+  });
+  cluster.on("exit", (worker, code, signal) => {
+    const started = listening.delete(worker.id);
+    // A worker whose own shutdown failed exits 1; so does the service then.
+    if (stopping && code !== 0 && code !== null) exitCode = 1;
+    if (!stopping && !started) {
+      log.error("a worker could not start; stopping the service", { worker: worker.id, code, signal });
+      exitCode = 1;
+      stop("SIGTERM");
+    } else if (!stopping) {
+      log.error("worker exited; starting another", { worker: worker.id, code, signal });
+      cluster.fork();
+      return;
+    }
+    if (Object.keys(cluster.workers ?? {}).length === 0) {
+      log.info("stopped", { code: exitCode });
+      process.exit(exitCode);
+    }
+  });
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
 }

@@ -90,15 +90,19 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
   const records = new WeakMap<object, RequestRecord>();
   const shutdown = new AbortController();
   const isHealthy = () => !shutdown.signal.aborted && db.$client.open && db.syncFailure() === null;
+  // Read (or made) while the connection still waits patiently for a lock: a worker
+  // started while the others write must not fail its start on a busy database.
+  const pageTokenKey = serviceSecret(db, "page_token_key");
+  const idempotencyKey = serviceSecret(db, "idempotency_key");
   // Serving, a lock held by another process must not stall the event loop: waits are
   // short here, and the group commit retries its BEGIN asynchronously instead.
   db.$client.pragma("busy_timeout = 2");
   const checkpointer = startCheckpointer(db, log);
   const deps: Deps = {
     db,
-    pager: new Pager(serviceSecret(db, "page_token_key")),
+    pager: new Pager(pageTokenKey),
     publicUrl: options.publicUrl.replace(/\/+$/, ""),
-    idempotency: new Idempotency(db, serviceSecret(db, "idempotency_key"), options.idempotencyTtlMs ?? 86_400_000),
+    idempotency: new Idempotency(db, idempotencyKey, options.idempotencyTtlMs ?? 86_400_000),
   };
   const limiter = options.rateLimit ? new RateLimiter(options.rateLimit) : null;
 

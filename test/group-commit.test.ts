@@ -93,6 +93,21 @@ describe("another process holding the write lock", () => {
       other.close();
     }
   });
+
+  it("does not keep a process from starting on a database that is in use (a worker replacing another)", async () => {
+    const other = new Database(s.db.$client.name);
+    other.exec("BEGIN IMMEDIATE");
+    const second = openDatabase(s.db.$client.name);
+    try {
+      // Its start reads the service's keys, which exist: no write, so no wait for the lock.
+      const app = createApp(second, createLogger("silent"), { publicUrl: PUBLIC_URL });
+      await app.close();
+    } finally {
+      other.exec("ROLLBACK");
+      other.close();
+      second.$client.close();
+    }
+  });
 });
 
 describe("checkpoints", () => {
@@ -186,6 +201,36 @@ describe("a batch SQLite rolls back as a whole", () => {
       sqlite.pragma(`max_page_count = ${unlimited}`);
       assert.deepEqual(await Promise.all(batch()), [1, 1, 1]);
       assert.equal(sqlite.inTransaction, false);
+    } finally {
+      db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a COMMIT that syncs itself (worker processes)", () => {
+  it("stops every later write and read when its sync fails, as the off-loop sync does", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-worker-sync-"));
+    const db = openDatabase(join(dir, "worker.db"), { syncOffLoop: false });
+    try {
+      const sqlite = db.$client;
+      sqlite.exec("CREATE TABLE t (v INTEGER)");
+      assert.equal(await db.write(() => sqlite.prepare("INSERT INTO t VALUES (1)").run().changes), 1);
+      // What SQLite reports when the fsync inside COMMIT fails (synchronous=FULL).
+      const exec = sqlite.exec.bind(sqlite);
+      let failNext = true;
+      sqlite.exec = ((text: string) => {
+        if (text === "COMMIT" && failNext) {
+          failNext = false;
+          throw new Database.SqliteError("disk I/O error", "SQLITE_IOERR_FSYNC");
+        }
+        return exec(text);
+      }) as typeof sqlite.exec;
+      await assert.rejects(db.write(() => sqlite.prepare("INSERT INTO t VALUES (2)").run()), { code: "SQLITE_IOERR_FSYNC" });
+      assert.equal(db.syncFailure()?.message, "disk I/O error");
+      await assert.rejects(db.write(() => sqlite.prepare("INSERT INTO t VALUES (3)").run()), { code: "SQLITE_IOERR_FSYNC" }, "later writes fail too");
+      await assert.rejects(db.durable() ?? Promise.resolve("no wait"), { code: "SQLITE_IOERR_FSYNC" }, "and so does every answer that shows what was read");
+      assert.deepEqual(sqlite.prepare("SELECT v FROM t").pluck().all(), [1]);
     } finally {
       db.$client.close();
       rmSync(dir, { recursive: true, force: true });

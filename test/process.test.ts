@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import { tmpdir } from "node:os";
@@ -322,7 +322,55 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.throws(() => loadConfig({ LOG_LEVEL: "loud" }), /LOG_LEVEL/);
   assert.throws(() => loadConfig({ TLS_CERT_FILE: "/nope" }), /TLS_CERT_FILE and TLS_KEY_FILE/);
   assert.throws(() => loadConfig({ DATABASE_URL: "postgres://x/y" }), /DATABASE_URL/);
+  // Not one durable file: each worker would have its own, and all of it is gone at exit.
+  for (const memory of [":memory:", "file::memory:", "file:", "file:x.db?mode=memory", "file://db.example/x.db", "./data/"]) {
+    assert.throws(() => loadConfig({ DATABASE_URL: memory }), /^ConfigError: DATABASE_URL must/, memory);
+  }
+  assert.equal(loadConfig({ DATABASE_URL: "file:///var/lib/scm/x.db" }).databaseFile, "/var/lib/scm/x.db");
+  assert.equal(loadConfig({ DATABASE_URL: "file:data/x.db" }).databaseFile, "data/x.db");
+  // The callback URL is PUBLIC_URL plus a path.
+  for (const url of ["https://scm.example.com/?a=b", "https://scm.example.com/#x", "https://user:pw@scm.example.com", "ftp://scm.example.com"]) {
+    assert.throws(() => loadConfig({ PUBLIC_URL: url }), /^ConfigError: PUBLIC_URL must/, url);
+  }
+  assert.equal(loadConfig({ HOST: "::1", PORT: "9000" }).publicUrl, "http://[::1]:9000");
+  assert.throws(() => loadConfig({ HOST: "999.1.1.1" }), /^ConfigError: HOST "999\.1\.1\.1" is not a host name or IP address/);
   assert.equal(loadConfig({}).port, 8080);
+});
+
+it("a start that cannot go on says why in one line, without a stack trace, and exits 1", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-start-"));
+  try {
+    const start = (env: Record<string, string>) => {
+      try {
+        execFileSync(process.execPath, ["--import", "tsx", "src/main.ts"], { env: { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env }, stdio: ["ignore", "pipe", "pipe"], timeout: 30_000 });
+        return { code: 0, stderr: "" };
+      } catch (err) {
+        const e = err as { status: number | null; stderr: Buffer };
+        return { code: e.status, stderr: e.stderr.toString() };
+      }
+    };
+    const notADatabase = join(dir, "notes.txt");
+    writeFileSync(notADatabase, "x".repeat(4096));
+    writeFileSync(join(dir, "file"), "");
+    const cert = join(dir, "junk.pem");
+    writeFileSync(cert, "not a certificate\n");
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ DATABASE_URL: notADatabase }, /^startup error: DATABASE_URL: .*notes\.txt is not a SQLite database\n$/],
+      [{ DATABASE_URL: join(dir, "file", "x.db") }, /^startup error: DATABASE_URL: cannot create the folder for .*\((EEXIST|ENOTDIR)\)\n$/],
+      [{ DATABASE_URL: join(dir, "a.db"), BOOTSTRAP_ORG_NAME: "bad name!" }, /^startup error: BOOTSTRAP_ORG_NAME "bad name!": /],
+      [{ DATABASE_URL: join(dir, "b.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert }, /^startup error: TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used/],
+      // With workers, the one that cannot start stops the service instead of being forked again and again.
+      [{ DATABASE_URL: join(dir, "c.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert, WORKERS: "2" }, /startup error: TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used/],
+    ];
+    for (const [env, expected] of cases) {
+      const r = start(env);
+      assert.equal(r.code, 1, `${JSON.stringify(env)}: ${r.stderr}`);
+      assert.match(r.stderr, expected);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 it("hosts are normalized and checked", () => {
@@ -350,8 +398,18 @@ it("the admin CLI creates an organization and a token (alone on stdout), lists a
     assert.match(token, /^scmapi_[A-Za-z0-9_-]{43}\n$/);
     const [id, , state] = admin("token", "list", "--org", "team-a").trim().split("\t");
     assert.equal(state, "live");
-    admin("token", "revoke", id!);
+    assert.throws(() => admin("token", "revoke", id!, "extra"), /usage:/, "extra arguments are refused, not ignored");
+    assert.throws(() => admin("org", "create", "team-b", "team-c"), /usage:/);
+    assert.throws(() => admin("token", "list", "--org", "team-a", "--all"), /unexpected arguments: --all/);
+    // Ids are shown in lower case; one typed in upper case names the same token.
+    admin("token", "revoke", id!.toUpperCase());
     assert.match(admin("token", "list", "--org", "team-a"), /\trevoked /);
+    // A file that is no database: one line saying so, no stack trace.
+    writeFileSync(join(dir, "notes.txt"), "x".repeat(4096));
+    assert.throws(
+      () => execFileSync(process.execPath, ["--import", "tsx", "src/admin.ts", "org", "create", "x-team"], { env: { ...env, DATABASE_URL: join(dir, "notes.txt") }, stdio: ["ignore", "pipe", "pipe"] }),
+      (e: { stderr: Buffer; status: number }) => /^DATABASE_URL: .*notes\.txt is not a SQLite database\n$/.test(e.stderr.toString()) && e.status === 2,
+    );
     assert.throws(() => admin("token", "create", "--org", "missing"), /not found/);
     // The token is shown on stdout alone, by design; the database keeps no copy of it.
     const watch = new SecretWatch();

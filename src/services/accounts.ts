@@ -52,7 +52,8 @@ export function listApiTokens(db: Db, orgName: string): ApiTokenInfo[] {
 }
 
 export function revokeApiToken(db: Db, id: string): void {
-  if (!store.revokeApiToken(db, id, Date.now())) {
+  // Ids are shown in lower case; one typed in upper case names the same token.
+  if (!store.revokeApiToken(db, id.toLowerCase(), Date.now())) {
     throw new DomainError("not_found", `no live API token with id ${id}`);
   }
 }
@@ -62,6 +63,9 @@ export function revokeApiToken(db: Db, id: string): void {
  * token for it, so a fresh install can be used at once. Null when tokens exist.
  */
 export function bootstrap(db: Db, orgName: string): { orgName: string; token: string } | null {
+  // Read first: a start with tokens in place needs no write lock, which another process
+  // (the admin CLI, a migration of another copy) may be holding.
+  if (store.countApiTokens(db) > 0) return null;
   return db.transaction(
     () => {
       if (store.countApiTokens(db) > 0) return null;

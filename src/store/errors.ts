@@ -14,6 +14,15 @@ export function isBusy(err: unknown): boolean {
   return typeof code === "string" && code.startsWith("SQLITE_BUSY");
 }
 
+/**
+ * Whether a driver error is a failed sync of the database or its WAL: what the disk holds
+ * can no longer be vouched for, so the service stops writing and reading (GroupCommit.halt).
+ */
+export function isSyncFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === "string" && /^SQLITE_IOERR_(DIR_)?FSYNC/.test(code);
+}
+
 /** A database failure a client should hear about as something other than `internal`. */
 export interface DriverTrouble {
   reason: "resource_exhausted" | "unavailable";

@@ -1,7 +1,7 @@
 import { closeSync, fdatasync, fsyncSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import { isBusy } from "./errors.js";
+import { isBusy, isSyncFailure } from "./errors.js";
 
 interface Pending {
   work: () => unknown;
@@ -233,6 +233,9 @@ export class GroupCommit {
       }
       this.restoreSync();
       for (const p of batch) p.reject(err);
+      // Where COMMIT syncs itself (worker processes), its failed sync is as final as the
+      // off-loop one's.
+      if (isSyncFailure(err)) this.halt(err as Error);
       return;
     }
     this.restoreSync();

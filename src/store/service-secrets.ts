@@ -8,6 +8,9 @@ import { serviceSecrets } from "./schema.js";
  * asked for. Insert-or-ignore then read, so processes starting together agree on one.
  */
 export function serviceSecret(db: Db, name: string, bytes = 32): Buffer {
+  // Read first: once it exists, a start needs no write lock (another worker may hold it).
+  const existing = db.select().from(serviceSecrets).where(eq(serviceSecrets.name, name)).get();
+  if (existing) return existing.value;
   db.insert(serviceSecrets)
     .values({ name, value: randomBytes(bytes), createdAt: Date.now() })
     .onConflictDoNothing()

@@ -1,0 +1,52 @@
+import Database from "better-sqlite3";
+import { DomainError } from "./domain/errors.js";
+
+/** What a start needs from the configuration to explain its failures. */
+export interface StartContext {
+  databaseFile: string;
+  host?: string;
+  port?: number;
+  bootstrapOrgName?: string;
+}
+
+/**
+ * A failure to start (a port in use, an unreadable database, a bad first-start name) as one
+ * line naming what to fix, instead of a stack trace with driver text. Null for anything
+ * else, which is a bug and keeps its stack.
+ */
+export function describeStartupError(err: unknown, at: StartContext): string | null {
+  const code = typeof (err as { code?: unknown })?.code === "string" ? (err as { code: string }).code : "";
+  const where = `${at.host ?? ""}:${at.port ?? ""}`;
+  if (err instanceof DomainError && at.bootstrapOrgName !== undefined) {
+    return `BOOTSTRAP_ORG_NAME "${at.bootstrapOrgName}": ${err.message.replace(/^name: /, "")}`;
+  }
+  if (err instanceof Database.SqliteError) {
+    if (code === "SQLITE_NOTADB") return `DATABASE_URL: ${at.databaseFile} is not a SQLite database`;
+    if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) {
+      return `DATABASE_URL: ${at.databaseFile} is locked by another process (an admin command, or another copy of the service) for longer than a start waits`;
+    }
+    if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_PERM")) {
+      return `DATABASE_URL: ${at.databaseFile} cannot be opened for reading and writing (${code})`;
+    }
+    if (code.startsWith("SQLITE_IOERR") || code === "SQLITE_FULL" || code.startsWith("SQLITE_CORRUPT")) {
+      return `DATABASE_URL: ${at.databaseFile} could not be read or written (${code})`;
+    }
+    return null;
+  }
+  switch ((err as { syscall?: unknown })?.syscall) {
+    case "mkdir":
+      return `DATABASE_URL: cannot create the folder for ${at.databaseFile} (${code})`;
+    case "listen":
+    case "bind":
+      if (code === "EADDRINUSE") return `PORT ${at.port}: ${where} is already in use`;
+      if (code === "EACCES") return `PORT ${at.port}: no permission to listen on ${where}`;
+      if (code === "EADDRNOTAVAIL") return `HOST "${at.host}" is not an address of this machine`;
+      return null;
+    case "getaddrinfo":
+      return `HOST "${at.host}" does not resolve to an address (${code})`;
+  }
+  if (code.startsWith("ERR_OSSL") || /PEM|certificate|private key/i.test(err instanceof Error ? err.message : "")) {
+    return `TLS_CERT_FILE / TLS_KEY_FILE cannot be used as a certificate and its key (${code || "unreadable"})`;
+  }
+  return null;
+}
