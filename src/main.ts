@@ -4,6 +4,7 @@ import cluster from "node:cluster";
 import Database from "better-sqlite3";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
+import { DomainError } from "./domain/errors.js";
 import { bootstrap } from "./services/accounts.js";
 import { createApp } from "./server.js";
 import { openDatabase, type Db } from "./store/database.js";
@@ -13,7 +14,7 @@ import { listen } from "./transport/http-server.js";
 /**
  * Starts the service: config, database and migrations, first-start token, then either
  * serves from this process or, with WORKERS > 1, forks that many workers which share the
- * port (the primary hands out connections) and the SQLite database.
+ * port (each accepting its own connections) and the SQLite database.
  */
 async function main(): Promise<void> {
   let config: Config;
@@ -32,13 +33,20 @@ async function main(): Promise<void> {
 
     // Migrations and the first-start token happen once, before any worker opens the database.
     const db = openDatabase(config.databaseFile);
-    const first = bootstrap(db, config.bootstrapOrgName);
+    let first: ReturnType<typeof bootstrap>;
+    try {
+      first = bootstrap(db, config.bootstrapOrgName);
+    } catch (err) {
+      if (!(err instanceof DomainError)) throw err;
+      process.stderr.write(`startup error: BOOTSTRAP_ORG_NAME "${config.bootstrapOrgName}": ${err.message.replace(/^name: /, "")}\n`);
+      process.exit(1);
+    }
     if (first) printFirstStart(first.orgName, first.token, config.publicUrl);
     if (config.workers === 1) return await serve(config, log, db);
     db.$client.close();
     supervise(config, log);
   } catch (err) {
-    const reason = describeStartupError(err, config);
+    const reason = describeStartupError(err, { ...config, tls: Boolean(config.tlsCertFile) });
     if (reason === null) throw err;
     process.stderr.write(`startup error: ${reason}\n`);
     process.exit(1);
@@ -52,12 +60,12 @@ const STOP_GRACE_MS = 5000;
 // Workers each sync their own commits off the event loop, but a worker cannot tell
 // whether another's commit it reads is on disk yet: they sync inside COMMIT instead.
 async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile, { syncOffLoop: !cluster.isWorker })): Promise<void> {
+  if (cluster.isWorker) relayHalts(db);
   const app = createApp(db, log, {
     publicUrl: config.publicUrl,
     rateLimit: config.rateLimitPerSecond > 0 ? { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst } : null,
     idempotencyTtlMs: config.idempotencyTtlMs,
   });
-  if (cluster.isWorker) relayHalts(db);
   const server = await listen(app.handler, config.port, config.host, {
     tls: config.tlsCertFile && config.tlsKeyFile ? { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile } : undefined,
     headersTimeoutMs: config.headersTimeoutMs,
@@ -113,26 +121,38 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
 type HaltMessage = { halt: string };
 const isHaltMessage = (m: unknown): m is HaltMessage => typeof (m as HaltMessage | null)?.halt === "string";
 
+/** The environment variable that starts a worker halted, when the primary knows of a failed sync. */
+const HALTED_ENV = "SCM_HALTED_BY";
+
 /** In a worker: tells the primary when this worker's sync fails, and halts when told another's did. */
 function relayHalts(db: Db): void {
+  // A worker started after the failure halts before it serves anything.
+  const before = process.env[HALTED_ENV];
+  if (before) db.halt(new Database.SqliteError("another worker could not sync the database to disk", before));
   db.whenHalted((err) => process.send?.({ halt: String((err as { code?: unknown }).code ?? "SQLITE_IOERR_FSYNC") } satisfies HaltMessage));
   process.on("message", (m: unknown) => {
     if (isHaltMessage(m)) db.halt(new Database.SqliteError("another worker could not sync the database to disk", m.halt));
   });
 }
 
+/** Worker deaths before listening, within this window, after which the service gives up. */
+const EARLY_DEATHS = { limit: 5, windowMs: 60_000 };
+
 /**
  * The primary of a multi-process service: forks the workers, passes SIGTERM/SIGINT on so
  * each drains its own requests, and exits once all have stopped (0, or 1 if one failed to).
- * A worker that dies while serving, or is killed, is replaced; one that exits by itself
+ * A worker that dies while serving, or is killed, is replaced. One that exits by itself
  * before it could listen (a port in use, an unreadable certificate) stops the service,
- * since its replacement would fail the same way.
+ * since its replacement would fail the same way; so do five deaths before listening within
+ * a minute, whatever their cause (a crash at start, memory too tight to start at all).
  */
 function supervise(config: Config, log: Logger): void {
   let stopping = false;
   let exitCode = 0;
   let halted: string | null = null;
   const listening = new Set<number>();
+  const earlyDeaths: number[] = [];
+  const fork = () => cluster.fork(halted ? { [HALTED_ENV]: halted } : undefined);
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
@@ -144,29 +164,38 @@ function supervise(config: Config, log: Logger): void {
   // worker that was just killed is never answered; this way it stays in the kernel's queue
   // for another worker. Throughput measured the same either way (README, "All cores").
   cluster.schedulingPolicy = cluster.SCHED_NONE;
-  for (let i = 0; i < config.workers; i++) cluster.fork();
+  for (let i = 0; i < config.workers; i++) fork();
   cluster.on("listening", (worker) => {
     listening.add(worker.id);
+    // Forked before the failure, it learns of it now (later ones are started halted).
     if (halted) worker.send({ halt: halted } satisfies HaltMessage);
   });
   cluster.on("message", (worker, m: unknown) => {
     if (!isHaltMessage(m) || halted) return;
     halted = m.halt;
     log.error("a worker could not sync the database to disk: every worker refuses calls until the service is restarted", { worker: worker.id, code: m.halt });
-    for (const other of Object.values(cluster.workers ?? {})) if (other && other !== worker && listening.has(other.id)) other.send(m);
+    for (const other of Object.values(cluster.workers ?? {})) if (other && other !== worker) other.send(m);
   });
   cluster.on("exit", (worker, code, signal) => {
     const started = listening.delete(worker.id);
     // A worker whose own shutdown failed exits 1; so does the service then.
     if (stopping && code !== 0 && code !== null) exitCode = 1;
-    // Killed by a signal (an operator, the OOM killer), even while starting, it is replaced.
-    if (!stopping && !started && signal === null) {
-      log.error("a worker could not start; stopping the service", { worker: worker.id, code, signal });
-      exitCode = 1;
-      stop("SIGTERM");
+    if (!stopping && !started) {
+      const now = Date.now();
+      earlyDeaths.push(now);
+      while (earlyDeaths[0]! < now - EARLY_DEATHS.windowMs) earlyDeaths.shift();
+      if (signal === null || earlyDeaths.length >= EARLY_DEATHS.limit) {
+        log.error("a worker could not start; stopping the service", { worker: worker.id, code, signal, deaths_before_listening: earlyDeaths.length });
+        exitCode = 1;
+        stop("SIGTERM");
+      } else {
+        log.error("a worker died while starting; starting another", { worker: worker.id, code, signal });
+        fork();
+        return;
+      }
     } else if (!stopping) {
       log.error("worker exited; starting another", { worker: worker.id, code, signal });
-      cluster.fork();
+      fork();
       return;
     }
     if (Object.keys(cluster.workers ?? {}).length === 0) {

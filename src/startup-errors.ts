@@ -1,25 +1,23 @@
 import Database from "better-sqlite3";
-import { DomainError } from "./domain/errors.js";
 
 /** What a start needs from the configuration to explain its failures. */
 export interface StartContext {
   databaseFile: string;
   host?: string;
   port?: number;
-  bootstrapOrgName?: string;
+  /** Whether TLS_CERT_FILE and TLS_KEY_FILE are set. */
+  tls?: boolean;
 }
 
 /**
- * A failure to start (a port in use, an unreadable database, a bad first-start name) as one
- * line naming what to fix, instead of a stack trace with driver text. Null for anything
- * else, which is a bug and keeps its stack.
+ * A failure to start (a port in use, an unreadable database, a certificate that is none) as
+ * one line naming what to fix, instead of a stack trace with driver text. Recognised by
+ * error codes and system calls, never by message text; null for anything else, which is
+ * a bug and keeps its stack.
  */
 export function describeStartupError(err: unknown, at: StartContext): string | null {
   const code = typeof (err as { code?: unknown })?.code === "string" ? (err as { code: string }).code : "";
   const where = `${at.host ?? ""}:${at.port ?? ""}`;
-  if (err instanceof DomainError && at.bootstrapOrgName !== undefined) {
-    return `BOOTSTRAP_ORG_NAME "${at.bootstrapOrgName}": ${err.message.replace(/^name: /, "")}`;
-  }
   if (err instanceof Database.SqliteError) {
     if (code === "SQLITE_NOTADB") return `DATABASE_URL: ${at.databaseFile} is not a SQLite database`;
     if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) {
@@ -45,8 +43,9 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     case "getaddrinfo":
       return `HOST "${at.host}" does not resolve to an address (${code})`;
   }
-  if (code.startsWith("ERR_OSSL") || /PEM|certificate|private key/i.test(err instanceof Error ? err.message : "")) {
-    return `TLS_CERT_FILE / TLS_KEY_FILE cannot be used as a certificate and its key (${code || "unreadable"})`;
+  // OpenSSL's refusal of the PEM files; its text names no key material.
+  if (at.tls && code.startsWith("ERR_OSSL")) {
+    return `TLS_CERT_FILE / TLS_KEY_FILE cannot be used as a certificate and its key (${code})`;
   }
   return null;
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import { tmpdir } from "node:os";
@@ -332,6 +332,8 @@ it("a bad configuration value stops the start with a message naming it", () => {
   for (const url of ["https://scm.example.com/?a=b", "https://scm.example.com/#x", "https://user:pw@scm.example.com", "ftp://scm.example.com"]) {
     assert.throws(() => loadConfig({ PUBLIC_URL: url }), /^ConfigError: PUBLIC_URL must/, url);
   }
+  assert.throws(() => loadConfig({ PUBLIC_URL: "https://admin:s3cr3t-pw@scm.example.com" }), (e: Error) => /credentials/.test(e.message) && !e.message.includes("s3cr3t"));
+  assert.equal(loadConfig({ PUBLIC_URL: "https://scm.example.com/@team/scm" }).publicUrl, "https://scm.example.com/@team/scm");
   assert.equal(loadConfig({ HOST: "::1", PORT: "9000" }).publicUrl, "http://[::1]:9000");
   assert.throws(() => loadConfig({ HOST: "999.1.1.1" }), /^ConfigError: HOST "999\.1\.1\.1" is not a host name or IP address/);
   assert.equal(loadConfig({}).port, 8080);
@@ -474,6 +476,71 @@ it("a new database has 2 KiB pages; `admin db page-size` rewrites an older 4 KiB
     } finally {
       db.close();
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The worker processes of a primary, from /proc. */
+function childrenOf(pid: number): number[] {
+  return readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        // Field 4 of stat is the parent; the command name before it is in parentheses.
+        return Number(readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1]) === pid;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+it("WORKERS=2: a failed sync in one worker stops every worker, and a worker started after it too", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-workers-halt-"));
+  const flag = join(dir, "fail-next-commit");
+  try {
+    const fixture = join(process.cwd(), "test", "fixtures", "fail-worker-commit.mjs");
+    const { child, port, token, state, exited, watch, finish } = await startProcess(dir, {
+      WORKERS: "2",
+      FAIL_COMMIT_FLAG: flag,
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${fixture}`,
+    });
+    const listeners = () => (state.out.match(/"msg":"listening"/g) ?? []).length;
+    for (let i = 0; i < 100 && listeners() < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    const post = (path: string, body: unknown) =>
+      watch.fetch(`http://127.0.0.1:${port}/${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}`, connection: "close" },
+        body: JSON.stringify(body),
+      }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+    const health = async () => (await fetch(`http://127.0.0.1:${port}/healthz`, { headers: { connection: "close" } })).status;
+    const runnerId = (await post("gitpod.v1.RunnerService/CreateRunner", { name: "halting", provider: "RUNNER_PROVIDER_AWS_EC2" })).body.runner.runnerId;
+
+    writeFileSync(flag, "");
+    const failed = await post("gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", { runnerId, scmId: "github", host: "lost.example.com", pat: true });
+    assert.equal(failed.body.code, "unavailable", JSON.stringify(failed.body));
+    assert.equal(existsSync(flag), false, "one COMMIT took the failure");
+    // Whichever worker a new connection reaches: unavailable, and not healthy.
+    for (let i = 0; i < 3 && !state.out.includes("every worker refuses calls"); i++) await new Promise((r) => setTimeout(r, 100));
+    const everyone = async () => {
+      for (let i = 0; i < 8; i++) {
+        assert.equal((await post("gitpod.v1.RunnerService/GetRunner", { runnerId })).body.code, "unavailable");
+        assert.equal(await health(), 503);
+      }
+    };
+    await everyone();
+
+    // A worker killed now is replaced by one that starts halted.
+    process.kill(childrenOf(child.pid!)[0]!, "SIGKILL");
+    for (let i = 0; i < 200 && listeners() < 3; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(listeners(), 3, "a replacement listens");
+    await everyone();
+
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0);
+    assert.match(state.out, /database left unclosed/);
+    finish();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

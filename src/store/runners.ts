@@ -82,7 +82,6 @@ const statements = prepared((db) => ({
   ).raw(),
 }));
 
-/** Up to `limit` runners of the organization with ids after `after`, in id order. */
 /** Narrows a runner listing; an empty list does not narrow. */
 export interface RunnerFilter {
   creatorIds: readonly string[];
@@ -90,6 +89,7 @@ export interface RunnerFilter {
   providers: readonly number[];
 }
 
+/** Up to `limit` runners of the organization with ids after `after`, in id order, narrowed by `filter`. */
 export function listRunners(db: Db, orgId: string, after: string | null, limit: number, filter: RunnerFilter): RunnerRow[] {
   return db
     .select()
