@@ -481,6 +481,16 @@ it("a new database has 2 KiB pages; `admin db page-size` rewrites an older 4 KiB
   }
 });
 
+/** A Connect JSON call on a connection of its own, so that with workers any of them may answer it. */
+function freshConnectionPost(watch: SecretWatch, port: number, token: string) {
+  return (path: string, body: unknown) =>
+    watch.fetch(`http://127.0.0.1:${port}/${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}`, connection: "close" },
+      body: JSON.stringify(body),
+    }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+}
+
 /** The worker processes of a primary, from /proc. */
 function childrenOf(pid: number): number[] {
   return readdirSync("/proc")
@@ -508,12 +518,7 @@ it("WORKERS=2: a failed sync in one worker stops every worker, and a worker star
     });
     const listeners = () => (state.out.match(/"msg":"listening"/g) ?? []).length;
     for (let i = 0; i < 100 && listeners() < 2; i++) await new Promise((r) => setTimeout(r, 50));
-    const post = (path: string, body: unknown) =>
-      watch.fetch(`http://127.0.0.1:${port}/${path}`, {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${token}`, connection: "close" },
-        body: JSON.stringify(body),
-      }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+    const post = freshConnectionPost(watch, port, token!);
     const health = async () => (await fetch(`http://127.0.0.1:${port}/healthz`, { headers: { connection: "close" } })).status;
     const runnerId = (await post("gitpod.v1.RunnerService/CreateRunner", { name: "halting", provider: "RUNNER_PROVIDER_AWS_EC2" })).body.runner.runnerId;
 
@@ -557,12 +562,7 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
 
     // A write through one connection is seen by reads on fresh connections, whichever
     // worker they reach.
-    const post = (path: string, body: unknown) =>
-      watch.fetch(`http://127.0.0.1:${port}/${path}`, {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${token}`, connection: "close" },
-        body: JSON.stringify(body),
-      }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+    const post = freshConnectionPost(watch, port, token!);
     const created = await post("gitpod.v1.RunnerService/CreateRunner", { name: "two-workers", kind: 2, provider: 2 });
     assert.equal(created.status, 200, JSON.stringify(created.body));
     for (let i = 0; i < 6; i++) {
