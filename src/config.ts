@@ -73,12 +73,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`${source} must make an absolute http(s) URL, got "${publicUrl}"`);
   }
   // The OAuth callback URL is this plus a path: a query, fragment or credentials would
-  // end up in the middle of it.
-  // Credentials are not echoed: the message goes to logs.
-  if (parsed.username || parsed.password || (publicUrl.split("/")[2] ?? "").includes("@")) {
+  // end up in the middle of it. Credentials (any '@' in the authority, empty ones too)
+  // are not echoed: the message goes to logs.
+  if ((publicUrl.split("/")[2] ?? "").includes("@")) {
     throw new ConfigError(`${source} must not carry credentials (user:password@ before the host)`);
   }
-  if (parsed.search || parsed.hash || publicUrl.includes("#") || publicUrl.includes("?")) {
+  if (/[?#]/.test(publicUrl)) {
     throw new ConfigError(`${source} must be a plain base URL (scheme, host, optional port and path; no query or fragment), got "${publicUrl}"`);
   }
   const shutdownTimeoutMs = integer(env, "SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);

@@ -17,6 +17,7 @@ export function isBusy(err: unknown): boolean {
 /**
  * Whether a driver error is a failed sync of the database or its WAL: what the disk holds
  * can no longer be vouched for, so the service stops writing and reading (GroupCommit.halt).
+ * The checkpointer thread, whose source is a string, carries the same test as `fatal`.
  */
 export function isSyncFailure(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;

@@ -5,7 +5,8 @@ import { serviceSecrets } from "./schema.js";
 
 /**
  * The secret stored under `name`, made (random, `bytes` long) the first time it is
- * asked for. Insert-or-ignore then read, so processes starting together agree on one.
+ * asked for: read, else insert-or-ignore and read again, so processes starting together
+ * agree on one.
  */
 export function serviceSecret(db: Db, name: string, bytes = 32): Buffer {
   // Read first: once it exists, a start needs no write lock (another worker may hold it).
