@@ -14,6 +14,8 @@ export interface Config {
   tlsKeyFile: string | undefined;
   /** The address clients use to reach this service; used in printed examples and callback URLs. */
   publicUrl: string;
+  /** Whether PUBLIC_URL set it; else it is made from HOST and PORT (see `publicUrlOn`). */
+  publicUrlGiven: boolean;
   /** How long a shutdown waits for in-flight requests. */
   shutdownTimeoutMs: number;
   /** Name of the organization created on the first start. */
@@ -58,16 +60,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (file && !existsSync(file)) throw new ConfigError(`${name}: no file at ${file}`);
   }
   const scheme = tlsCertFile ? "https" : "http";
-  const shownHost = host === "0.0.0.0" || host === "::" ? "localhost" : host.includes(":") ? `[${host}]` : host;
   const given = env.PUBLIC_URL?.trim();
-  const publicUrl = (given || `${scheme}://${shownHost}:${port}`).replace(/\/+$/, "");
+  const publicUrl = (given || defaultUrl(scheme, host, port)).replace(/\/+$/, "");
   // Unset, the URL is made from HOST and PORT, and a problem with it is theirs.
   const source = given ? "PUBLIC_URL" : "HOST";
   let parsed: URL;
   try {
     parsed = new URL(publicUrl);
   } catch {
-    throw new ConfigError(given ? `PUBLIC_URL must be an absolute http(s) URL, got "${given}"` : `HOST "${host}" is not a host name or IP address`);
+    if (given) throw new ConfigError(`PUBLIC_URL must be an absolute http(s) URL, got "${given}"`);
+    // URLs cannot carry an IPv6 zone (WHATWG), so no address made from such a HOST parses.
+    if (host.includes(":") && host.includes("%")) throw new ConfigError(`HOST "${host}" has an IPv6 zone, which a URL cannot carry: set PUBLIC_URL to the address clients use`);
+    throw new ConfigError(`HOST "${host}" is not a host name or IP address`);
   }
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
     throw new ConfigError(`${source} must make an absolute http(s) URL, got "${publicUrl}"`);
@@ -101,6 +105,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     tlsCertFile,
     tlsKeyFile,
     publicUrl,
+    publicUrlGiven: Boolean(given),
     shutdownTimeoutMs,
     bootstrapOrgName,
     workers,
@@ -111,6 +116,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     requestTimeoutMs,
     idleTimeoutMs,
   };
+}
+
+function defaultUrl(scheme: string, host: string, port: number): string {
+  const shown = host === "0.0.0.0" || host === "::" ? "localhost" : host.includes(":") ? `[${host}]` : host;
+  return `${scheme}://${shown}:${port}`;
+}
+
+/**
+ * The public URL once the service listens on `port`. Only with PORT=0 and no PUBLIC_URL
+ * does it differ from `config.publicUrl`: the system picks the port at listen.
+ */
+export function publicUrlOn(config: Config, port: number): string {
+  if (config.publicUrlGiven || config.port !== 0) return config.publicUrl;
+  return defaultUrl(config.tlsCertFile ? "https" : "http", config.host, port);
 }
 
 function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {

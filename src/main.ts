@@ -2,7 +2,7 @@
 import "./runtime/base64.js";
 import cluster from "node:cluster";
 import Database from "better-sqlite3";
-import { ConfigError, loadConfig, type Config } from "./config.js";
+import { ConfigError, loadConfig, publicUrlOn, type Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
 import { DomainError } from "./domain/errors.js";
 import { bootstrap } from "./services/accounts.js";
@@ -41,10 +41,13 @@ async function main(): Promise<void> {
       process.stderr.write(`startup error: BOOTSTRAP_ORG_NAME "${config.bootstrapOrgName}": ${err.message.replace(/^name: /, "")}\n`);
       process.exit(1);
     }
-    if (first) printFirstStart(first.orgName, first.token, config.publicUrl);
-    if (config.workers === 1) return await serve(config, log, db);
+    // With PORT=0 the example's address is known only once a server listens.
+    const welcome = first ? (url: string) => printFirstStart(first.orgName, first.token, url) : undefined;
+    const known = config.publicUrlGiven || config.port !== 0;
+    if (welcome && known) welcome(config.publicUrl);
+    if (config.workers === 1) return await serve(config, log, db, known ? undefined : welcome);
     db.$client.close();
-    supervise(config, log);
+    supervise(config, log, known ? undefined : welcome);
   } catch (err) {
     const reason = describeStartupError(err, { ...config, tls: Boolean(config.tlsCertFile) });
     if (reason === null) throw err;
@@ -59,10 +62,16 @@ const STOP_GRACE_MS = 5000;
 /** Serves requests from this process until SIGTERM/SIGINT, then drains and exits 0. */
 // Workers each sync their own commits off the event loop, but a worker cannot tell
 // whether another's commit it reads is on disk yet: they sync inside COMMIT instead.
-async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile, { syncOffLoop: !cluster.isWorker })): Promise<void> {
+async function serve(
+  config: Config,
+  log: Logger,
+  db = openDatabase(config.databaseFile, { syncOffLoop: !cluster.isWorker }),
+  welcome?: (url: string) => void,
+): Promise<void> {
   if (cluster.isWorker) relayHalts(db);
+  let publicUrl = config.publicUrl;
   const app = createApp(db, log, {
-    publicUrl: config.publicUrl,
+    publicUrl: () => publicUrl,
     rateLimit: config.rateLimitPerSecond > 0 ? { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst } : null,
     idempotencyTtlMs: config.idempotencyTtlMs,
   });
@@ -72,6 +81,8 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     requestTimeoutMs: config.requestTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
   });
+  publicUrl = publicUrlOn(config, server.address.port);
+  welcome?.(publicUrl);
   log.info("listening", {
     address: `${server.address.address}:${server.address.port}`,
     tls: Boolean(config.tlsCertFile),
@@ -146,7 +157,7 @@ const EARLY_DEATHS = { limit: 5, windowMs: 60_000 };
  * since its replacement would fail the same way; so do five deaths before listening within
  * a minute, whatever their cause (a crash at start, memory too tight to start at all).
  */
-function supervise(config: Config, log: Logger): void {
+function supervise(config: Config, log: Logger, welcome?: (url: string) => void): void {
   let stopping = false;
   let exitCode = 0;
   let halted: string | null = null;
@@ -165,8 +176,11 @@ function supervise(config: Config, log: Logger): void {
   // for another worker. Throughput measured the same either way (README, "All cores").
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   for (let i = 0; i < config.workers; i++) fork();
-  cluster.on("listening", (worker) => {
+  cluster.on("listening", (worker, address) => {
     listening.add(worker.id);
+    // Every worker listens on the same port, PORT=0 too: the first one tells it.
+    welcome?.(publicUrlOn(config, address.port));
+    welcome = undefined;
     // Forked before the failure, it learns of it now (later ones are started halted).
     if (halted) worker.send({ halt: halted } satisfies HaltMessage);
   });

@@ -40,8 +40,11 @@ export interface App {
 }
 
 export interface AppOptions {
-  /** This service's public base URL (PUBLIC_URL), used for OAuth callback URLs. */
-  publicUrl: string;
+  /**
+   * This service's public base URL (PUBLIC_URL), used for OAuth callback URLs; a function
+   * when it is known only once the server listens (PORT=0).
+   */
+  publicUrl: string | (() => string);
   /** Calls per token (RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST); absent or null: no limit. */
   rateLimit?: RateLimit | null;
   /** How long an Idempotency-Key is remembered (IDEMPOTENCY_TTL_SECONDS); a day if absent. */
@@ -101,7 +104,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
   const deps: Deps = {
     db,
     pager: new Pager(pageTokenKey),
-    publicUrl: options.publicUrl.replace(/\/+$/, ""),
+    publicUrl: () => (typeof options.publicUrl === "string" ? options.publicUrl : options.publicUrl()).replace(/\/+$/, ""),
     idempotency: new Idempotency(db, idempotencyKey, options.idempotencyTtlMs ?? 86_400_000),
   };
   const limiter = options.rateLimit ? new RateLimiter(options.rateLimit) : null;

@@ -18,6 +18,7 @@ import { logLines, SecretWatch } from "./secret-watch.js";
 async function startProcess(dir: string, extraEnv: Record<string, string> = {}) {
   const dbFile = join(dir, "db", "s.db");
   const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: dbFile, ...extraEnv };
+  const fresh = !existsSync(dbFile);
   const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
   const state = { out: "", err: "" };
   child.stdout.on("data", (d) => (state.out += d));
@@ -26,7 +27,8 @@ async function startProcess(dir: string, extraEnv: Record<string, string> = {}) 
     child.once("exit", (code) => reject(new Error(`exited ${code}: ${state.out}`)));
     const timer = setInterval(() => {
       const m = /"msg":"listening","address":"[^"]*:(\d+)"/.exec(state.out);
-      if (m) {
+      // With workers, the primary prints the first-start message once one of them listens.
+      if (m && (!fresh || /Create a runner with it:[^]*-d '/.test(state.out))) {
         clearInterval(timer);
         resolve(Number(m[1]));
       }
@@ -300,6 +302,13 @@ it("the service starts on an empty database, prints a working token once, and ex
     });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("x-request-id"), "req-42");
+    const schema = await watch.fetch(`http://127.0.0.1:${port}/gitpod.v1.RunnerConfigurationService/GetRunnerConfigurationSchema`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ runnerId: (await res.json()).runner.runnerId }),
+    });
+    const callbacks = (await schema.json()).schema.scm.map((e: { oauth?: { callbackUrl: string } }) => e.oauth?.callbackUrl).filter(Boolean);
+    assert.ok(callbacks.length > 0 && callbacks.every((u: string) => u === `http://127.0.0.1:${port}/auth/oauth2/callback`), JSON.stringify(callbacks));
     child.kill("SIGTERM");
     assert.equal(await exited, 0);
     const out = state.out;
@@ -310,6 +319,8 @@ it("the service starts on an empty database, prints a working token once, and ex
     assert.equal(logged.code, "ok");
     assert.equal(typeof logged.duration_ms, "number");
     assert.equal(out.split(token!).length - 1, 2, "the token appears only in the first-start message (alone and in the curl example)");
+    // PORT=0: the example names the port the system chose.
+    assert.ok(out.includes(`curl -sS http://127.0.0.1:${port}/gitpod.v1.RunnerService/CreateRunner`), out);
     finish();
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -336,6 +347,8 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.equal(loadConfig({ PUBLIC_URL: "https://scm.example.com/@team/scm" }).publicUrl, "https://scm.example.com/@team/scm");
   assert.equal(loadConfig({ HOST: "::1", PORT: "9000" }).publicUrl, "http://[::1]:9000");
   assert.throws(() => loadConfig({ HOST: "999.1.1.1" }), /^ConfigError: HOST "999\.1\.1\.1" is not a host name or IP address/);
+  assert.throws(() => loadConfig({ HOST: "fe80::1%lo" }), /^ConfigError: HOST "fe80::1%lo" has an IPv6 zone[^]*set PUBLIC_URL/);
+  assert.equal(loadConfig({ HOST: "fe80::1%lo", PUBLIC_URL: "http://scm.lan:8080" }).publicUrl, "http://scm.lan:8080");
   assert.equal(loadConfig({}).port, 8080);
 });
 
@@ -559,6 +572,7 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
     const listening = [...state.out.matchAll(/"msg":"listening","address":"[^"]*:(\d+)"[^\n]*"worker":(\d+)/g)];
     assert.deepEqual(new Set(listening.map((m) => m[2])).size, 2, "two workers listen");
     assert.ok(listening.every((m) => Number(m[1]) === port), "on the same port");
+    assert.ok(state.out.includes(`curl -sS http://127.0.0.1:${port}/gitpod.v1.RunnerService/CreateRunner`), "the example names the port the workers share");
 
     // A write through one connection is seen by reads on fresh connections, whichever
     // worker they reach.

@@ -7,6 +7,6 @@ export interface Deps {
   db: Db;
   pager: Pager;
   /** This service's public base URL, without a trailing slash (PUBLIC_URL). */
-  publicUrl: string;
+  publicUrl: () => string;
   idempotency: Idempotency;
 }

@@ -85,7 +85,7 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
       return create(DeleteSCMIntegrationResponseSchema);
     },
     async getRunnerConfigurationSchema(req, ctx) {
-      const schema = await getRunnerConfigurationSchema(db, apiCaller(ctx), req.runnerId, publicUrl);
+      const schema = await getRunnerConfigurationSchema(db, apiCaller(ctx), req.runnerId, publicUrl());
       return create(GetRunnerConfigurationSchemaResponseSchema, { schema: schemaToProto(schema) });
     },
   };
