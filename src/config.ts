@@ -147,6 +147,15 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
  * (`:memory:`, an empty name, URI parameters such as `?mode=memory`) is refused: each
  * worker would get a database of its own, and every write would be gone at exit.
  */
+/** A `file:` URL's path is percent-encoded (`%20` is a space), in both of its forms. */
+function percentDecoded(path: string): string {
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    throw new ConfigError(`DATABASE_URL has a '%' that is not followed by two hex digits; write a literal '%' as %25`);
+  }
+}
+
 function databasePath(raw: string | undefined): string {
   const value = raw?.trim();
   if (!value) return "./data/scm-integrations.db";
@@ -155,10 +164,11 @@ function databasePath(raw: string | undefined): string {
     const url = new URL(value);
     if (url.host !== "" && url.host !== "localhost") throw new ConfigError(`DATABASE_URL must name a file on this machine, got host "${url.host}"`);
     if (url.search || url.hash) throw new ConfigError("DATABASE_URL must be a plain file path, without URI parameters");
-    path = decodeURIComponent(url.pathname);
+    path = percentDecoded(url.pathname);
   } else if (value.startsWith("file:")) {
     path = value.slice("file:".length);
     if (/[?#]/.test(path)) throw new ConfigError("DATABASE_URL must be a plain file path, without URI parameters");
+    path = percentDecoded(path);
   } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) {
     throw new ConfigError(`DATABASE_URL must be a SQLite file path or file: URL, got a ${value.split(":")[0]} URL`);
   }

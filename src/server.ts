@@ -170,15 +170,19 @@ const API_METHOD = /^\/(gitpod\.v1\.[A-Za-z][A-Za-z0-9]{0,99}\/[A-Za-z][A-Za-z0-
  * bare 404: the official SDK reads 404 as NotFoundError, and a client that takes
  * not_found on a Delete as "already gone" (the Terraform provider does) would record a
  * deletion that never happened. Connect answers 501 with `x-should-retry: false` (the
- * SDK retries other 5xx), gRPC and gRPC-Web status 12; anything else stays 404.
+ * SDK retries other 5xx), a Connect GET too, gRPC and gRPC-Web status 12; anything else
+ * stays 404.
  */
 function notServed(
   req: http.IncomingMessage | http2.Http2ServerRequest,
   res: http.ServerResponse,
   record: RequestRecord | undefined,
 ): void {
-  const method = req.method === "POST" ? API_METHOD.exec((req.url ?? "").split("?")[0]!)?.[1] : undefined;
-  const protocol = protocolOf(req.headers["content-type"]);
+  const [path, query = ""] = (req.url ?? "").split("?");
+  // A Connect GET names its protocol in the query (connect=v1), not in a content type.
+  const connectGet = req.method === "GET" && new URLSearchParams(query).get("connect") === "v1";
+  const method = req.method === "POST" || connectGet ? API_METHOD.exec(path!)?.[1] : undefined;
+  const protocol = connectGet ? "connect" : protocolOf(req.headers["content-type"]);
   const message = `${method} is not implemented by this service, which serves the SCM-integration part of the gitpod.v1 API`;
   if (method && protocol === "connect") {
     if (record) record.code = "unimplemented";

@@ -42,6 +42,14 @@ it("a method of the public API this service does not serve is unimplemented (501
   });
   assert.equal(calls().length, 1, "sent once: x-should-retry: false stops the SDK's retry of a 5xx");
   assert.match(calls()[0]!, /"code":"unimplemented"/);
+
+  // A Connect GET says unimplemented too; a GET that is not Connect's stays a bare 404.
+  const path = `${s.url}/gitpod.v1.RunnerService/ParseContextURL`;
+  const get = await fetch(`${path}?connect=v1&encoding=json&message=${encodeURIComponent("{}")}`, { headers: { authorization: `Bearer ${s.token}` } });
+  assert.equal(get.status, 501);
+  assert.equal(get.headers.get("x-should-retry"), "false");
+  assert.equal((await get.json()).code, "unimplemented");
+  assert.equal((await fetch(path)).status, 404);
 });
 
 it("the official SDK runs the whole lifecycle: create, retrieve, for-await over 60, update, delete", async () => {

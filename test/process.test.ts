@@ -339,6 +339,11 @@ it("a bad configuration value stops the start with a message naming it", () => {
   }
   assert.equal(loadConfig({ DATABASE_URL: "file:///var/lib/scm/x.db" }).databaseFile, "/var/lib/scm/x.db");
   assert.equal(loadConfig({ DATABASE_URL: "file:data/x.db" }).databaseFile, "data/x.db");
+  // Percent-encoded in both forms of file: URL, as SQLite reads them.
+  assert.equal(loadConfig({ DATABASE_URL: "file:my%20data/x.db" }).databaseFile, "my data/x.db");
+  assert.equal(loadConfig({ DATABASE_URL: "file:///srv/my%20data/x.db" }).databaseFile, "/srv/my data/x.db");
+  for (const bad of ["file:100%.db", "file:///srv/%zz.db"]) assert.throws(() => loadConfig({ DATABASE_URL: bad }), /^ConfigError: DATABASE_URL has a '%'/, bad);
+  assert.equal(loadConfig({ DATABASE_URL: "./100%.db" }).databaseFile, "./100%.db", "a plain path is taken as written");
   // The callback URL is PUBLIC_URL plus a path.
   for (const url of ["https://scm.example.com/?a=b", "https://scm.example.com/#x", "https://user:pw@scm.example.com", "ftp://scm.example.com"]) {
     assert.throws(() => loadConfig({ PUBLIC_URL: url }), /^ConfigError: PUBLIC_URL must/, url);
