@@ -48,7 +48,7 @@ it("a method of the public API this service does not serve is unimplemented (501
   const get = await fetch(`${path}?connect=v1&encoding=json&message=${encodeURIComponent("{}")}`, { headers: { authorization: `Bearer ${s.token}` } });
   assert.equal(get.status, 501);
   assert.equal(get.headers.get("x-should-retry"), "false");
-  assert.equal((await get.json()).code, "unimplemented");
+  assert.equal(((await get.json()) as { code: string }).code, "unimplemented");
   assert.equal((await fetch(path)).status, 404);
 });
 

@@ -305,10 +305,11 @@ it("the service starts on an empty database, prints a working token once, and ex
     const schema = await watch.fetch(`http://127.0.0.1:${port}/gitpod.v1.RunnerConfigurationService/GetRunnerConfigurationSchema`, {
       method: "POST",
       headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: JSON.stringify({ runnerId: (await res.json()).runner.runnerId }),
+      body: JSON.stringify({ runnerId: ((await res.json()) as { runner: { runnerId: string } }).runner.runnerId }),
     });
-    const callbacks = (await schema.json()).schema.scm.map((e: { oauth?: { callbackUrl: string } }) => e.oauth?.callbackUrl).filter(Boolean);
-    assert.ok(callbacks.length > 0 && callbacks.every((u: string) => u === `http://127.0.0.1:${port}/auth/oauth2/callback`), JSON.stringify(callbacks));
+    type Entry = { oauth?: { callbackUrl: string } };
+    const callbacks = ((await schema.json()) as { schema: { scm: Entry[] } }).schema.scm.map((e) => e.oauth?.callbackUrl).filter(Boolean);
+    assert.ok(callbacks.length > 0 && callbacks.every((u) => u === `http://127.0.0.1:${port}/auth/oauth2/callback`), JSON.stringify(callbacks));
     child.kill("SIGTERM");
     assert.equal(await exited, 0);
     const out = state.out;
