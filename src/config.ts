@@ -147,15 +147,6 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
  * (`:memory:`, an empty name, URI parameters such as `?mode=memory`) is refused: each
  * worker would get a database of its own, and every write would be gone at exit.
  */
-/** A `file:` URL's path is percent-encoded (`%20` is a space), in both of its forms. */
-function percentDecoded(path: string): string {
-  try {
-    return decodeURIComponent(path);
-  } catch {
-    throw new ConfigError(`DATABASE_URL has a '%' that is not followed by two hex digits; write a literal '%' as %25`);
-  }
-}
-
 function databasePath(raw: string | undefined): string {
   const value = raw?.trim();
   if (!value) return "./data/scm-integrations.db";
@@ -176,4 +167,13 @@ function databasePath(raw: string | undefined): string {
     throw new ConfigError(`DATABASE_URL must name a database file, got "${value}"`);
   }
   return path;
+}
+
+/** A `file:` URL's path is percent-encoded (`%20` is a space), in both of its forms. */
+function percentDecoded(path: string): string {
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    throw new ConfigError(`DATABASE_URL has a '%' that is not followed by two hex digits; write a literal '%' as %25`);
+  }
 }

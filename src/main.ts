@@ -41,13 +41,11 @@ async function main(): Promise<void> {
       process.stderr.write(`startup error: BOOTSTRAP_ORG_NAME "${config.bootstrapOrgName}": ${err.message.replace(/^name: /, "")}\n`);
       process.exit(1);
     }
-    // With PORT=0 the example's address is known only once a server listens.
+    // Printed once listening: with PORT=0, only then is the example's address known.
     const welcome = first ? (url: string) => printFirstStart(first.orgName, first.token, url) : undefined;
-    const known = config.publicUrlGiven || config.port !== 0;
-    if (welcome && known) welcome(config.publicUrl);
-    if (config.workers === 1) return await serve(config, log, db, known ? undefined : welcome);
+    if (config.workers === 1) return await serve(config, log, db, welcome);
     db.$client.close();
-    supervise(config, log, known ? undefined : welcome);
+    supervise(config, log, welcome);
   } catch (err) {
     const reason = describeStartupError(err, { ...config, tls: Boolean(config.tlsCertFile) });
     if (reason === null) throw err;
