@@ -48,6 +48,12 @@ describe("pagination", () => {
       assert.equal(r.body.code, "invalid_argument", String(pageSize));
       assert.match(r.body.message, /^pagination\.page_size: must be from 0 to 100/);
     }
+    // Number() would read these as 16, 3 and 7; the JSON mapping allows a JSON number only.
+    for (const pageSize of ["0x10", "0b11", "0o7"]) {
+      const r = await call(s, LIST, { filter, pagination: { pageSize } });
+      assert.equal(r.body.code, "invalid_argument", pageSize);
+      assert.equal(r.body.message, `cannot decode field gitpod.v1.PaginationRequest.page_size from JSON: "${pageSize}"`);
+    }
   });
 
   it("next_token is empty on the last page, and a page that ends exactly at the last item says so", async () => {

@@ -1,4 +1,4 @@
-import type { DescEnum, DescField, DescMessage, DescMethod } from "@bufbuild/protobuf";
+import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescMethod } from "@bufbuild/protobuf";
 
 /**
  * How request JSON is read (Connect JSON; gRPC with a JSON codec is refused earlier).
@@ -12,6 +12,11 @@ import type { DescEnum, DescField, DescMessage, DescMethod } from "@bufbuild/pro
  * refuses it as it refuses an unknown number from a binary client: after authentication,
  * with the field named in a Violations detail.
  *
+ * An integer may come as a string; protobuf-es reads it with `Number()`, which also takes
+ * "0x10", "0b11", "+5" or "5.". The protobuf JSON mapping allows only a JSON number in the
+ * string, so methods whose request holds an integer refuse any other string there, as
+ * protobuf-es refuses "ten": a decode error naming the field.
+ *
  * A JSON body that is not UTF-8 is refused instead of decoded with U+FFFD in place of the
  * bad bytes, which would store (and seal) altered text. connect-node hands these options
  * to its JSON serialization, whose options (unlike the adapter's declared type) include
@@ -19,25 +24,74 @@ import type { DescEnum, DescField, DescMessage, DescMethod } from "@bufbuild/pro
  */
 export const jsonOptions = { ignoreUnknownFields: true, textDecoder: { decode: decodeUtf8 } };
 
-/** Per-method options for methods whose request holds an enum; undefined for the others. */
+/** Per-method options for methods whose request holds an enum or an integer; undefined for the others. */
 export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefined {
-  if (!holdsEnum(method.input)) return undefined;
   const input = method.input;
+  const enums = holdsEnum(input);
+  const integers = holdsInteger(input);
+  if (!enums && !integers) return undefined;
+  // A string that opens as a number might: only with one can an integer be odd. Where
+  // no list holds integers, only a member's own value can be one (not an id in a list).
+  const hint = reaches(input, (f) => f.fieldKind === "list" && isIntegerField(f), new Set()) ? /[:,[]\s*"\s*[-+.\d]/ : /:\s*"\s*[-+.\d]/;
   return {
     ignoreUnknownFields: true,
     textDecoder: {
       decode(bytes?: Uint8Array): string {
         const text = decodeUtf8(bytes);
+        // Most bodies hold neither an enum nor an integer written as a string: spare them the parse.
+        if (!enums && !hint.test(text)) return text;
         let json: unknown;
         try {
           json = JSON.parse(text);
         } catch {
           return text; // protobuf-es reports the syntax error
         }
-        return replaceUnknownNames(input, json) ? JSON.stringify(json) : text;
+        if (integers) refuseOddIntegers(input, json);
+        return enums && replaceUnknownNames(input, json) ? JSON.stringify(json) : text;
       },
     },
   };
+}
+
+/** A JSON number, which is all the JSON mapping allows inside a string for an integer field. */
+const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?$/;
+const INTEGER_TYPES = new Set([
+  ScalarType.INT32, ScalarType.SINT32, ScalarType.SFIXED32, ScalarType.UINT32, ScalarType.FIXED32,
+  ScalarType.INT64, ScalarType.SINT64, ScalarType.SFIXED64, ScalarType.UINT64, ScalarType.FIXED64,
+]);
+
+const isIntegerField = (f: DescField) => (f.fieldKind === "scalar" || (f.fieldKind === "list" && f.listKind === "scalar")) && INTEGER_TYPES.has(f.scalar!);
+
+const integerBearing = new Map<string, boolean>();
+
+/** Whether a message of this type can carry an integer field (maps aside) anywhere inside it. */
+function holdsInteger(desc: DescMessage): boolean {
+  let known = integerBearing.get(desc.typeName);
+  if (known === undefined) integerBearing.set(desc.typeName, (known = reaches(desc, isIntegerField, new Set())));
+  return known;
+}
+
+/** Throws, as protobuf-es does for a value it cannot read, on an integer given as a string that is not a JSON number. */
+function refuseOddIntegers(desc: DescMessage, json: unknown): void {
+  if (!holdsInteger(desc) || json === null || typeof json !== "object" || Array.isArray(json)) return;
+  const object = json as Record<string, unknown>;
+  for (const field of desc.fields) {
+    for (const key of new Set([field.jsonName, field.name])) {
+      const value = object[key];
+      if (value === undefined || value === null) continue;
+      if (isIntegerField(field)) {
+        for (const item of Array.isArray(value) ? value : [value]) {
+          if (typeof item === "string" && !JSON_NUMBER.test(item)) {
+            throw new Error(`cannot decode field ${desc.typeName}.${field.name} from JSON: ${JSON.stringify(item)}`);
+          }
+        }
+      } else if (field.fieldKind === "message") {
+        refuseOddIntegers(field.message, value);
+      } else if (field.fieldKind === "list" && field.listKind === "message" && Array.isArray(value)) {
+        for (const item of value) refuseOddIntegers(field.message, item);
+      }
+    }
+  }
 }
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
@@ -55,18 +109,21 @@ const enumBearing = new Map<string, boolean>();
 /** Whether a message of this type can carry an enum anywhere inside it. */
 function holdsEnum(desc: DescMessage): boolean {
   let known = enumBearing.get(desc.typeName);
-  if (known === undefined) enumBearing.set(desc.typeName, (known = reachesEnum(desc, new Set())));
+  if (known === undefined) enumBearing.set(desc.typeName, (known = reaches(desc, isEnumField, new Set())));
   return known;
 }
 
-function reachesEnum(desc: DescMessage, seen: Set<string>): boolean {
+const isEnumField = (f: DescField) => f.fieldKind === "enum" || (f.fieldKind === "list" && f.listKind === "enum") || (f.fieldKind === "map" && f.mapKind === "enum");
+
+/** Whether a field that `is` can be found in this message or any it holds. */
+function reaches(desc: DescMessage, is: (f: DescField) => boolean, seen: Set<string>): boolean {
   // Well-known types have JSON forms of their own (Struct's NullValue is no enum name).
   if (seen.has(desc.typeName) || desc.typeName.startsWith("google.protobuf.")) return false;
   seen.add(desc.typeName);
   return desc.fields.some((f) => {
-    if (f.fieldKind === "enum" || (f.fieldKind === "list" && f.listKind === "enum") || (f.fieldKind === "map" && f.mapKind === "enum")) return true;
+    if (is(f)) return true;
     const inner = f.fieldKind === "message" || ((f.fieldKind === "list" || f.fieldKind === "map") && f.message) ? f.message : undefined;
-    return inner !== undefined && reachesEnum(inner, seen);
+    return inner !== undefined && reaches(inner, is, seen);
   });
 }
 

@@ -107,6 +107,12 @@ export const CORPUS: CorpusCase[] = [
   { name: "pageSize 1e40", protocol: "connect-json", method: "RunnerService/ListRunners", body: '{"pagination":{"pageSize":1e40}}', expect: "invalid_argument" },
   { name: "pageSize negative", protocol: "connect-json", method: "RunnerService/ListRunners", body: '{"pagination":{"pageSize":-1}}', expect: "invalid_argument" },
   { name: "pageSize as a quoted number (legal JSON mapping)", protocol: "connect-json", method: "RunnerService/ListRunners", body: '{"pagination":{"pageSize":"3"}}', expect: "ok" },
+  { name: "pageSize as a quoted number with an exponent (a JSON number)", protocol: "connect-json", method: "RunnerService/ListRunners", body: '{"pagination":{"pageSize":"1e1"}}', expect: "ok" },
+  // Number() reads these; the JSON mapping allows only a JSON number in the string.
+  { name: "pageSize as quoted hex", protocol: "connect-json", method: "RunnerService/ListRunners", body: '{"pagination":{"pageSize":"0x10"}}', expect: "invalid_argument" },
+  { name: "pageSize as quoted binary", protocol: "connect-json", method: "RunnerConfigurationService/ListSCMIntegrations", body: '{"pagination":{"pageSize":"0b11"}}', expect: "invalid_argument" },
+  { name: "pageSize quoted with a plus", protocol: "connect-json", method: "RunnerService/ListRunners", body: '{"pagination":{"pageSize":"+3"}}', expect: "invalid_argument" },
+  { name: "pageSize quoted with a trailing dot", protocol: "connect-json", method: "RunnerService/ListRunners", body: '{"pagination":{"pageSize":"3."}}', expect: "invalid_argument" },
   { name: "pat is a string", protocol: "connect-json", method: "RunnerConfigurationService/CreateSCMIntegration", body: (c) => `{"runnerId":"${c.runnerId}","scmId":"github","host":"x.example","pat":"yes"}`, expect: "invalid_argument" },
   { name: "pat is null (means default)", protocol: "connect-json", method: "RunnerConfigurationService/CreateSCMIntegration", body: (c) => `{"runnerId":"${c.runnerId}","scmId":"github","host":"null-pat.example","pat":null}`, expect: "invalid_argument" },
   { name: "unknown enum name", protocol: "connect-json", method: "RunnerService/CreateRunner", body: '{"name":"enum-test","kind":"RUNNER_KIND_NOPE","provider":"RUNNER_PROVIDER_LINUX_HOST"}', expect: "invalid_argument" },
