@@ -62,7 +62,7 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     const { runnerId } = await createRunner(s);
     const r = await call(s, CREATE, { runnerId, scmId: "github", host: "github.com", oauthClientId: "c", oauthPlaintextClientSecret: "x" });
     assert.equal(r.body.code, "failed_precondition");
-    assert.match(r.body.message, /runner does not have a public key/);
+    assert.match(r.body.message, /^runner_id: runner does not have a public key/);
   });
 
   it("rejects bad input with invalid_argument naming each field, and writes nothing", async () => {

@@ -126,7 +126,8 @@ describe("UpdateSCMIntegration, GetSCMIntegration, DeleteSCMIntegration", () => 
     const r0 = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId: bare, scmId: "github", host: "github.com", pat: true });
     const r = await call(s, `${CFG}/UpdateSCMIntegration`, { id: r0.body.id, oauthClientId: "c", oauthPlaintextClientSecret: "s" });
     assert.equal(r.body.code, "failed_precondition");
-    assert.match(r.body.message, /runner does not have a public key/);
+    // Named by a field the Update request has (it has no runner_id).
+    assert.match(r.body.message, /^oauth_plaintext_client_secret: runner does not have a public key/);
     assert.equal(stored(s, r0.body.id).oauthClientId, null);
   });
 

@@ -105,7 +105,7 @@ export async function createScmIntegration(
     const fresh = ahead !== null && runner.publicKey?.equals(ahead.key) === true;
     // A remembered key out of date is forgotten, so the runner's next create reads the new one.
     if (ahead && !fresh) forgetKey(caller.orgId, runner.id);
-    const sealed = secret === undefined ? null : fresh ? ahead!.box : sealFor(runner, secret);
+    const sealed = secret === undefined ? null : fresh ? ahead!.box : sealFor(runner, secret, "runner_id");
     const id = newId(now);
     store.insertScmIntegration(db, {
       id,
@@ -205,7 +205,8 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScm
     v.throwIfAny();
 
     if (secret !== undefined) {
-      sealed = sealFor(runner, secret);
+      // Update has no runner_id: the message names what cannot be taken.
+      sealed = sealFor(runner, secret, "oauth_plaintext_client_secret");
       sealedTo = runner.publicKey;
     }
     store.updateScmIntegration(db, row.id, {
@@ -404,11 +405,11 @@ async function sealAhead(db: Db, orgId: string, runnerId: string, secret: string
   return box ? { key, box } : null;
 }
 
-function sealFor(runner: RunnerRow, secret: string): Buffer {
+function sealFor(runner: RunnerRow, secret: string, field: "runner_id" | "oauth_plaintext_client_secret"): Buffer {
   if (!runner.publicKey) {
     throw new DomainError(
       "failed_precondition",
-      `runner_id: runner does not have a public key; runner ${runner.id} must sign up before an OAuth client secret can be sealed to it`,
+      `${field}: runner does not have a public key; runner ${runner.id} must sign up before an OAuth client secret can be sealed to it`,
     );
   }
   return seal(secret, runner.publicKey);
