@@ -136,11 +136,15 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
         .digest();
     for (const secret of ["hunter2", "letmein", ""]) assert.notDeepEqual(guess(secret), stored, secret);
     // So a retry that changes only the secret is the same request, as is one that writes the
-    // runner id in upper case.
+    // runner id in upper case, or the host in another spelling the create would store alike.
     const retried = await create(s, { ...request, oauthPlaintextClientSecret: "other" }, "key-guess");
     assert.deepEqual(retried, first);
     const upper = await create(s, { ...request, runnerId: runnerId.toUpperCase() }, "key-guess");
     assert.deepEqual(upper, first);
+    const host = await create(s, { ...request, host: `${request.host.toUpperCase()}/` }, "key-guess");
+    assert.deepEqual(host, first);
+    const other = await create(s, { ...request, host: `other-${request.host}` }, "key-guess");
+    assert.equal(other.body.code, "invalid_argument", "another host is another request");
   });
 
   it("an empty optional string is the same request as the field left out, as Create reads it", async () => {

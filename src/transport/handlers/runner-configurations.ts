@@ -8,6 +8,7 @@ import {
   RunnerConfigurationService,
   UpdateSCMIntegrationResponseSchema,
 } from "../../../gen/gitpod/v1/runner_configurations_pb.js";
+import { normalizeHost } from "../../domain/host.js";
 import { getRunnerConfigurationSchema } from "../../services/configuration-schemas.js";
 import * as integrations from "../../services/scm-integrations.js";
 import { schemaToProto, scmIntegrationToProto } from "../converters.js";
@@ -28,8 +29,9 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
           CreateSCMIntegrationRequestSchema,
           {
             ...req,
-            // The runner id as stored: it is taken in either case.
+            // The runner id and host as stored: each is taken in more than one spelling.
             runnerId: req.runnerId.toLowerCase(),
+            host: hostAsStored(req.host),
             oauthClientId: req.oauthClientId || undefined,
             // One marker whether a secret came or not: OAuth needs both client id and secret,
             // so among requests Create takes, the client id already tells them apart. (The
@@ -89,4 +91,10 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
       return create(GetRunnerConfigurationSchemaResponseSchema, { schema: schemaToProto(schema) });
     },
   };
+}
+
+/** The host as a create stores it; a host it refuses is left as given. */
+function hostAsStored(given: string): string {
+  const host = normalizeHost(given);
+  return host.ok ? host.host : given;
 }
