@@ -150,6 +150,9 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       res.end("missing or malformed Host header\n");
       return;
     }
+    // Content codings are case-insensitive (RFC 9110, 8.4.1); connect-node matches them as written.
+    const coding = req.headers["content-encoding"];
+    if (coding !== undefined && coding !== coding.toLowerCase()) req.headers["content-encoding"] = coding.toLowerCase();
     try {
       // connect-node's handler type is a union of the HTTP/1 and HTTP/2 shapes.
       adapter(req as never, res as never);

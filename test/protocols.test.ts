@@ -168,6 +168,35 @@ function http2Post(url: string, path: string, headers: Record<string, string>, b
   });
 }
 
+it("a content coding is read in any case (GZIP is gzip), over HTTP/1.1 and HTTP/2", async () => {
+  const s = await startServer();
+  try {
+    const body = gzipSync(Buffer.from("{}"));
+    const headers = { "content-type": "application/json", "content-encoding": "GZIP", authorization: `Bearer ${s.token}` };
+    const one = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers, body });
+    assert.equal(one.status, 200, await one.clone().text());
+    assert.deepEqual(await one.json(), { pagination: {} });
+    const session = http2.connect(s.url);
+    try {
+      const two = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", ...headers, "content-encoding": "Gzip" });
+        let text = "";
+        let status = 0;
+        req.on("response", (h) => (status = Number(h[":status"])));
+        req.on("data", (d) => (text += d));
+        req.on("end", () => resolve({ status, text }));
+        req.on("error", reject);
+        req.end(body);
+      });
+      assert.equal(two.status, 200, two.text);
+    } finally {
+      session.close();
+    }
+  } finally {
+    await s.close();
+  }
+});
+
 describe("compressed Connect requests", () => {
   let s: TestServer;
   before(async () => (s = await startServer({ rateLimit: { perSecond: 1, burst: 1 } })));
