@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -15,6 +15,8 @@ import {
  * compiled service and the bare connect-node baseline, and drives both over 127.0.0.1,
  * interleaved (baseline, service, baseline, service, ...) so machine drift cancels.
  * Prints tables and writes BENCHMARKS.md. BENCH_QUICK=1 makes a short smoke run.
+ * The figures are kept in .bench/last-run.json; `npm run bench:render` writes
+ * BENCHMARKS.md again from them, for a change to its text without a new run.
  */
 
 const QUICK = process.env.BENCH_QUICK === "1";
@@ -26,6 +28,8 @@ const SMALL = { runners: 100, integrations: 10_000 };
 const SCENARIOS: Scenario[] = ["create", "get", "list"];
 const PROTOCOLS: Protocol[] = ["connect-json", "connect-binary", "grpc"];
 const CONCURRENCY = [1, 16, 64];
+const LAST_RUN = join(ROOT, ".bench", "last-run.json");
+type Report = Parameters<typeof renderReport>[0];
 const work = mkdtempSync(join(os.tmpdir(), "scm-bench-"));
 
 const load = (t: Target, s: Scenario, p: Protocol, c: number, data: Dataset, seconds = SECONDS) => loadFor(t, s, p, c, data, seconds);
@@ -157,8 +161,13 @@ async function main(): Promise<void> {
   await stop(base);
   speed.push(machineSpeed(large.file));
 
-  const report = renderReport({ speed, rows, growth, multi, durability, rss, rssNow, rssMulti, plan, rowsAfter, labelLarge, labelSmall, minutes: (Date.now() - started) / 60000 });
-  if (!QUICK) writeFileSync(join(ROOT, "BENCHMARKS.md"), report);
+  const figures: Report = { speed, rows, growth, multi, durability, rss, rssNow, rssMulti, plan, rowsAfter, labelLarge, labelSmall, minutes: (Date.now() - started) / 60000 };
+  const report = renderReport(figures);
+  if (!QUICK) {
+    mkdirSync(join(ROOT, ".bench"), { recursive: true });
+    writeFileSync(LAST_RUN, JSON.stringify(figures));
+    writeFileSync(join(ROOT, "BENCHMARKS.md"), report);
+  }
   log(`\n${report}`);
   rmSync(work, { recursive: true, force: true });
 }
@@ -666,4 +675,9 @@ ${cores.join("\n")}
 `;
 }
 
-await main();
+if (process.argv.includes("--render")) {
+  rmSync(work, { recursive: true, force: true });
+  writeFileSync(join(ROOT, "BENCHMARKS.md"), renderReport(JSON.parse(readFileSync(LAST_RUN, "utf8")) as Report));
+} else {
+  await main();
+}
