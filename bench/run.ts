@@ -672,6 +672,14 @@ On this 2-core VM the second worker also competes with the load generator for it
 | scenario | 1 process req/s | 2 workers req/s | speed-up |
 |---|---|---|---|
 ${cores.join("\n")}
+
+Workers accept their connections from the shared socket themselves (\`cluster.SCHED_NONE\`),
+not through the primary (node's default): a connection the primary handed to a worker that was
+just killed was never answered. Measured by hand before the change, on a copy of the 1M-row
+file (8-second \`wrk\` runs at 64 connections, the policies alternating through
+\`NODE_CLUSTER_SCHED_POLICY\`): Get 5,604 and 4,982 req/s through the primary against 4,812
+and 5,119 accepted by the workers, List 4,140 and 3,685 against 3,659 and 3,703: the same
+within this machine's noise.
 `;
 }
 
