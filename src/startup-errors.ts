@@ -16,6 +16,8 @@ export interface StartContext {
  * a bug and keeps its stack.
  */
 export function describeStartupError(err: unknown, at: StartContext): string | null {
+  // drizzle's migrator wraps the driver's error.
+  if (err instanceof Error && !(err instanceof Database.SqliteError) && err.cause instanceof Database.SqliteError) err = err.cause;
   const code = typeof (err as { code?: unknown })?.code === "string" ? (err as { code: string }).code : "";
   const where = `${at.host ?? ""}:${at.port ?? ""}`;
   if (err instanceof Database.SqliteError) {
@@ -24,7 +26,7 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
       return `DATABASE_URL: ${at.databaseFile} is locked by another process (an admin command, or another copy of the service) for longer than a start waits`;
     }
     if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_PERM")) {
-      return `DATABASE_URL: ${at.databaseFile} cannot be opened for reading and writing (${code})`;
+      return `DATABASE_URL: ${at.databaseFile} cannot be opened for reading and writing (${code}): this user must be able to write the file, its folder, and its -wal and -shm files if they exist`;
     }
     if (code.startsWith("SQLITE_IOERR") || code === "SQLITE_FULL" || code.startsWith("SQLITE_CORRUPT")) {
       return `DATABASE_URL: ${at.databaseFile} could not be read or written (${code})`;

@@ -11,6 +11,7 @@ import { createLogger } from "../src/log.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
 import { createApp } from "../src/server.js";
 import { openDatabase, type DatabaseOptions, type Db } from "../src/store/database.js";
+import { describeStartupError } from "../src/startup-errors.js";
 import { listen } from "../src/transport/http-server.js";
 import { call, countInMainFile, createRunner, signUp, startServer, type TestServer } from "./harness.js";
 import { SecretWatch } from "./secret-watch.js";
@@ -441,5 +442,38 @@ describe("racing writers", () => {
       }
     }
     t.diagnostic(`${rounds} rounds: ${gone} ended deleted, ${rounds - gone} with one update's state whole`);
+  });
+});
+
+describe("a database file this process may not write", () => {
+  it("stops the start with a line saying so, instead of serving with every write failing", (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-ro-"));
+    const file = join(dir, "ro.db");
+    openDatabase(file).$client.close();
+    try {
+      try {
+        execFileSync("chattr", ["+i", file], { stdio: "pipe" });
+      } catch (err) {
+        if (process.env.CI) throw err;
+        t.skip(`cannot make files immutable here: ${(err as Error).message.split("\n")[0]}`);
+        return;
+      }
+      // SQLite falls back to opening the file read-only, and reads still work: only a
+      // write can tell.
+      assert.throws(
+        () => openDatabase(file),
+        (err: unknown) => {
+          assert.match(describeStartupError(err, { databaseFile: file }) ?? String(err), /^DATABASE_URL: .*ro\.db cannot be opened for reading and writing \(SQLITE_READONLY\): this user must be able to write the file/);
+          return true;
+        },
+      );
+    } finally {
+      try {
+        execFileSync("chattr", ["-i", file], { stdio: "pipe" });
+      } catch {
+        // not supported here
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -86,6 +86,10 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   sqlite.pragma("busy_timeout = 5000");
   const orm = drizzle(sqlite, { schema });
   migrate(orm, { migrationsFolder: migrationsFolder() });
+  // SQLite opens a file it may not write read-only without a word (and BEGIN IMMEDIATE
+  // passes), so every write would fail later: a statement that would write, though it
+  // changes nothing, makes that a failure to start.
+  sqlite.exec("UPDATE service_secrets SET name = name WHERE 0");
   const reads = new ReadBatch(sqlite);
   const commits = new GroupCommit(sqlite, options);
   return Object.assign(orm, {
