@@ -61,30 +61,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const scheme = tlsCertFile ? "https" : "http";
   const given = env.PUBLIC_URL?.trim();
-  const publicUrl = (given || defaultUrl(scheme, host, port)).replace(/\/+$/, "");
-  // Unset, the URL is made from HOST and PORT, and a problem with it is theirs.
-  const source = given ? "PUBLIC_URL" : "HOST";
-  let parsed: URL;
-  try {
-    parsed = new URL(publicUrl);
-  } catch {
-    if (given) throw new ConfigError(`PUBLIC_URL must be an absolute http(s) URL, got "${given}"`);
-    // URLs cannot carry an IPv6 zone (WHATWG), so no address made from such a HOST parses.
-    if (host.includes(":") && host.includes("%")) throw new ConfigError(`HOST "${host}" has an IPv6 zone, which a URL cannot carry: set PUBLIC_URL to the address clients use`);
-    throw new ConfigError(`HOST "${host}" is not a host name or IP address`);
+  if (!given && host.includes(":") && host.includes("%")) {
+    // URLs cannot carry an IPv6 zone (WHATWG), so no address made from such a HOST works.
+    throw new ConfigError(`HOST "${host}" has an IPv6 zone, which a URL cannot carry: set PUBLIC_URL to the address clients use`);
   }
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-    throw new ConfigError(`${source} must make an absolute http(s) URL, got "${publicUrl}"`);
-  }
-  // The OAuth callback URL is this plus a path: a query, fragment or credentials would
-  // end up in the middle of it. Credentials (any '@' in the authority, empty ones too)
-  // are not echoed: the message goes to logs.
-  if ((publicUrl.split("/")[2] ?? "").includes("@")) {
-    throw new ConfigError(`${source} must not carry credentials (user:password@ before the host)`);
-  }
-  if (/[?#]/.test(publicUrl)) {
-    throw new ConfigError(`${source} must be a plain base URL (scheme, host, optional port and path; no query or fragment), got "${publicUrl}"`);
-  }
+  const publicUrl = given ? checkedPublicUrl(given) : defaultUrl(scheme, host, port);
+  if (!given && !URL.canParse(publicUrl)) throw new ConfigError(`HOST "${host}" is not a host name or IP address`);
   const shutdownTimeoutMs = integer(env, "SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const bootstrapOrgName = env.BOOTSTRAP_ORG_NAME?.trim() || "default";
   const workers = integer(env, "WORKERS", 1, 1, 64);
@@ -116,6 +98,36 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     requestTimeoutMs,
     idleTimeoutMs,
   };
+}
+
+/**
+ * PUBLIC_URL as services and callbacks will show it. The OAuth callback URL is this plus a
+ * path, so it must be written out whole (scheme, "//", host, optional port and path) with
+ * nothing a URL parser would repair or read its own way (a missing "//", a backslash, a
+ * space), and without a query, fragment or credentials, which would end up in the middle
+ * of it. A value holding an '@' is not echoed: the message goes to logs, and it may be a
+ * password.
+ */
+function checkedPublicUrl(given: string): string {
+  const shown = given.includes("@") ? "a value (not shown: it holds an '@')" : `"${given}"`;
+  let parsed: URL;
+  try {
+    parsed = new URL(given);
+  } catch {
+    throw new ConfigError(`PUBLIC_URL must be an absolute http(s) URL, got ${shown}`);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new ConfigError(`PUBLIC_URL must be an absolute http(s) URL, got ${shown}`);
+  if (parsed.username !== "" || parsed.password !== "" || /^[a-z]+:[/\\]*[^/\\]*@/i.test(given)) {
+    throw new ConfigError("PUBLIC_URL must not carry credentials (user:password@ before the host)");
+  }
+  if (/[?#]/.test(given)) {
+    throw new ConfigError(`PUBLIC_URL must be a plain base URL (scheme, host, optional port and path; no query or fragment), got ${shown}`);
+  }
+  if (!/^https?:\/\/[^\s\\]+$/i.test(given)) {
+    throw new ConfigError(`PUBLIC_URL must be written out as http(s)://host[:port][/path], without spaces or backslashes, got ${shown}`);
+  }
+  // As the parser wrote it (host in lower case, default port left out), without the trailing slash.
+  return parsed.href.replace(/\/+$/, "");
 }
 
 function defaultUrl(scheme: string, host: string, port: number): string {

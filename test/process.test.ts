@@ -349,7 +349,15 @@ it("a bad configuration value stops the start with a message naming it", () => {
   for (const url of ["https://scm.example.com/?a=b", "https://scm.example.com/#x", "https://user:pw@scm.example.com", "ftp://scm.example.com"]) {
     assert.throws(() => loadConfig({ PUBLIC_URL: url }), /^ConfigError: PUBLIC_URL must/, url);
   }
-  assert.throws(() => loadConfig({ PUBLIC_URL: "https://admin:s3cr3t-pw@scm.example.com" }), (e: Error) => /credentials/.test(e.message) && !e.message.includes("s3cr3t"));
+  // Credentials however written (a URL parser reads each of these with a user name), never echoed.
+  for (const url of ["https://admin:s3cr3t-pw@scm.example.com", "http:admin:s3cr3t-pw@scm.example.com", "http:/admin:s3cr3t-pw@scm.example.com", "https:\\admin:s3cr3t-pw@scm.example.com", "https://admin:s3cr3t-pw@[bad"]) {
+    assert.throws(() => loadConfig({ PUBLIC_URL: url }), (e: Error) => /^PUBLIC_URL must/.test(e.message) && !e.message.includes("s3cr3t"), url);
+  }
+  // Whatever a parser would repair, or read its own way, is not taken as a callback base.
+  for (const url of ["http:scm.example.com", "https://scm.example.com/a b", "http://scm.example.com\\evil.example"]) {
+    assert.throws(() => loadConfig({ PUBLIC_URL: url }), /^ConfigError: PUBLIC_URL must be written out as http\(s\):\/\/host/, url);
+  }
+  assert.equal(loadConfig({ PUBLIC_URL: "HTTPS://SCM.Example.com:443/" }).publicUrl, "https://scm.example.com");
   assert.equal(loadConfig({ PUBLIC_URL: "https://scm.example.com/@team/scm" }).publicUrl, "https://scm.example.com/@team/scm");
   assert.equal(loadConfig({ HOST: "::1", PORT: "9000" }).publicUrl, "http://[::1]:9000");
   assert.throws(() => loadConfig({ HOST: "999.1.1.1" }), /^ConfigError: HOST "999\.1\.1\.1" is not a host name or IP address/);
