@@ -606,3 +606,34 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+it("`npm start`, the README's way to run, passes SIGTERM to the service, which drains and stops", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-npm-"));
+  const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: join(dir, "s.db") };
+  // detached: a group of its own, as under a supervisor, so nothing else passes the signal on.
+  const npm = spawn("npm", ["start"], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  try {
+    let out = "";
+    npm.stdout.on("data", (d) => (out += d));
+    npm.stderr.on("data", (d) => (out += d));
+    const exited = new Promise<number | null>((r) => npm.once("exit", r));
+    for (let i = 0; i < 1200 && !/"msg":"listening"/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+    const port = Number(/"msg":"listening","address":"[^"]*:(\d+)"/.exec(out)?.[1]);
+    assert.ok(port > 0, out);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+    npm.kill("SIGTERM");
+    await exited;
+    for (let i = 0; i < 100 && !/"msg":"stopped"/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.match(out, /"msg":"shutting down","signal":"SIGTERM"/);
+    assert.match(out, /"msg":"stopped"/);
+    await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`), "nothing listens any more");
+  } finally {
+    // Should the service outlive npm (the failure this test is for), it still goes.
+    try {
+      if (npm.pid) process.kill(-npm.pid, "SIGKILL");
+    } catch {
+      // the group is gone already
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
