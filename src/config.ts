@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { statSync } from "node:fs";
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 
@@ -57,7 +57,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together");
   }
   for (const [name, file] of [["TLS_CERT_FILE", tlsCertFile], ["TLS_KEY_FILE", tlsKeyFile]] as const) {
-    if (file && !existsSync(file)) throw new ConfigError(`${name}: no file at ${file}`);
+    if (file && !statSync(file, { throwIfNoEntry: false })?.isFile()) throw new ConfigError(`${name}: no file at ${file}`);
   }
   const scheme = tlsCertFile ? "https" : "http";
   const given = env.PUBLIC_URL?.trim();
@@ -164,6 +164,7 @@ function databasePath(raw: string | undefined): string {
   if (!value) return "./data/scm-integrations.db";
   let path = value;
   if (value.startsWith("file://")) {
+    if (!URL.canParse(value)) throw new ConfigError(`DATABASE_URL is not a well-formed file: URL, got "${value}"`);
     const url = new URL(value);
     if (url.host !== "" && url.host !== "localhost") throw new ConfigError(`DATABASE_URL must name a file on this machine, got host "${url.host}"`);
     if (url.search || url.hash) throw new ConfigError("DATABASE_URL must be a plain file path, without URI parameters");
@@ -183,9 +184,13 @@ function databasePath(raw: string | undefined): string {
 
 /** A `file:` URL's path is percent-encoded (`%20` is a space), in both of its forms. */
 function percentDecoded(path: string): string {
+  let decoded: string;
   try {
-    return decodeURIComponent(path);
+    decoded = decodeURIComponent(path);
   } catch {
     throw new ConfigError(`DATABASE_URL has a '%' that is not followed by two hex digits; write a literal '%' as %25`);
   }
+  // SQLite would end the name at the NUL and open another file than the one named.
+  if (decoded.includes("\0")) throw new ConfigError("DATABASE_URL must not hold %00");
+  return decoded;
 }

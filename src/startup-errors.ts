@@ -45,6 +45,10 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     case "getaddrinfo":
       return `HOST "${at.host}" does not resolve to an address (${code})`;
   }
+  // The PEM files are the only files read at start outside SQLite.
+  if (at.tls && (code === "EACCES" || code === "EISDIR" || code === "ENOENT" || code === "EPERM")) {
+    return `TLS_CERT_FILE / TLS_KEY_FILE cannot be read (${code})`;
+  }
   // OpenSSL's refusal of the PEM files; its text names no key material.
   if (at.tls && code.startsWith("ERR_OSSL")) {
     return `TLS_CERT_FILE / TLS_KEY_FILE cannot be used as a certificate and its key (${code})`;

@@ -9,6 +9,7 @@ import { it } from "node:test";
 import Database from "better-sqlite3";
 import { loadConfig } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
+import { describeStartupError } from "../src/startup-errors.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
 
 /**
@@ -344,6 +345,13 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.equal(loadConfig({ DATABASE_URL: "file:my%20data/x.db" }).databaseFile, "my data/x.db");
   assert.equal(loadConfig({ DATABASE_URL: "file:///srv/my%20data/x.db" }).databaseFile, "/srv/my data/x.db");
   for (const bad of ["file:100%.db", "file:///srv/%zz.db"]) assert.throws(() => loadConfig({ DATABASE_URL: bad }), /^ConfigError: DATABASE_URL has a '%'/, bad);
+  assert.throws(() => loadConfig({ DATABASE_URL: "file:///srv/x%00y.db" }), /^ConfigError: DATABASE_URL must not hold %00/);
+  assert.throws(() => loadConfig({ DATABASE_URL: "file://[bad" }), /^ConfigError: DATABASE_URL is not a well-formed file: URL/);
+  // A folder is no certificate.
+  assert.throws(() => loadConfig({ TLS_CERT_FILE: tmpdir(), TLS_KEY_FILE: tmpdir() }), /^ConfigError: TLS_CERT_FILE: no file at /);
+  // One that exists but cannot be read (the start reads it after these checks; root reads anything, so the error is made here).
+  const denied = Object.assign(new Error("EACCES: permission denied, open '/etc/scm/key.pem'"), { code: "EACCES", syscall: "open" });
+  assert.equal(describeStartupError(denied, { databaseFile: "x.db", tls: true }), "TLS_CERT_FILE / TLS_KEY_FILE cannot be read (EACCES)");
   assert.equal(loadConfig({ DATABASE_URL: "./100%.db" }).databaseFile, "./100%.db", "a plain path is taken as written");
   // The callback URL is PUBLIC_URL plus a path.
   for (const url of ["https://scm.example.com/?a=b", "https://scm.example.com/#x", "https://user:pw@scm.example.com", "ftp://scm.example.com"]) {
