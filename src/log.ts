@@ -33,11 +33,15 @@ export function createLogger(level: LogLevel, write: (line: string) => void = ba
  */
 function batchedStdout(): (line: string) => void {
   let pending = "";
+  // A reader that went away (EPIPE) must not take the service down with it: the lines
+  // have nowhere to go, and are dropped from then on.
+  let gone = false;
+  process.stdout.on("error", () => (gone = true));
   const flush = () => {
     if (pending === "") return;
     const out = pending;
     pending = "";
-    process.stdout.write(out);
+    if (!gone) process.stdout.write(out);
   };
   process.on("exit", flush);
   return (line) => {

@@ -645,3 +645,21 @@ it("`npm start`, the README's way to run, passes SIGTERM to the service, which d
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+it("a log reader that goes away (EPIPE on stdout) does not stop the service", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-epipe-"));
+  try {
+    const { child, port, exited } = await startProcess(dir);
+    child.stdout.destroy();
+    // Each request writes a log line into the closed pipe.
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(child.exitCode, null, "still running");
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
