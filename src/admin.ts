@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { ConfigError, loadConfig } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
@@ -61,6 +62,11 @@ function run(args: string[]): void {
     throw new UsageError(USAGE);
   }
   const { databaseFile } = loadConfig();
+  // The service makes its database; a path that names none is a mistake (a typo, another
+  // working directory), and a new empty file there would take changes it never sees.
+  if (!existsSync(databaseFile)) {
+    throw new UsageError(`DATABASE_URL: no database at ${databaseFile}; set DATABASE_URL to the service's database file (the service creates it at its first start)`);
+  }
   let db: Db;
   try {
     db = openDatabase(databaseFile);

@@ -10,6 +10,7 @@ import Database from "better-sqlite3";
 import { loadConfig } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
 import { describeStartupError } from "../src/startup-errors.js";
+import { openDatabase } from "../src/store/database.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
 
 /**
@@ -430,6 +431,10 @@ it("the admin CLI creates an organization and a token (alone on stdout), lists a
     const env = { ...process.env, DATABASE_URL: join(dir, "a.db") };
     const admin = (...args: string[]) =>
       execFileSync(process.execPath, ["--import", "tsx", "src/admin.ts", ...args], { env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    // Where there is no database, the CLI makes none: it would not be the service's.
+    assert.throws(() => admin("org", "create", "team-a"), (e: { stderr: string; status: number }) => /^DATABASE_URL: no database at .*a\.db;/.test(e.stderr) && e.status === 2);
+    assert.equal(existsSync(join(dir, "a.db")), false);
+    openDatabase(join(dir, "a.db")).$client.close(); // as the service's first start leaves it
     admin("org", "create", "team-a");
     const token = admin("token", "create", "--org", "team-a");
     assert.match(token, /^scmapi_[A-Za-z0-9_-]{43}\n$/);
@@ -504,7 +509,7 @@ it("a new database has 2 KiB pages; `admin db page-size` rewrites an older 4 KiB
     assert.equal(state, "live", "the data came through");
 
     const fresh = join(dir, "new.db");
-    execFileSync(process.execPath, ["--import", "tsx", "src/admin.ts", "org", "create", "team-b"], { env: { ...env, DATABASE_URL: fresh }, stdio: "ignore" });
+    openDatabase(fresh).$client.close(); // as the service's first start makes it
     const db = new Database(fresh, { readonly: true });
     try {
       assert.equal(db.pragma("page_size", { simple: true }), 2048);
