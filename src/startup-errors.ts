@@ -34,6 +34,8 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     return null;
   }
   switch ((err as { syscall?: unknown })?.syscall) {
+    case "access":
+      return `DATABASE_URL: ${at.databaseFile} cannot be opened for reading and writing (${code}): this user must be able to write the file, its folder, and its -wal and -shm files if they exist`;
     case "mkdir":
       return `DATABASE_URL: cannot create the folder for ${at.databaseFile} (${code})`;
     case "listen":

@@ -463,7 +463,7 @@ describe("a database file this process may not write", () => {
       assert.throws(
         () => openDatabase(file),
         (err: unknown) => {
-          assert.match(describeStartupError(err, { databaseFile: file }) ?? String(err), /^DATABASE_URL: .*ro\.db cannot be opened for reading and writing \(SQLITE_READONLY\): this user must be able to write the file/);
+          assert.match(describeStartupError(err, { databaseFile: file }) ?? String(err), /^DATABASE_URL: .*ro\.db cannot be opened for reading and writing \((SQLITE_READONLY|EPERM)\): this user must be able to write the file/);
           return true;
         },
       );

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
@@ -62,7 +62,10 @@ export interface DatabaseOptions {
  * connection needs and applies the committed migrations.
  */
 export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
-  if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
+  if (file !== ":memory:") {
+    mkdirSync(dirname(file), { recursive: true });
+    requireWritable(file);
+  }
   const sqlite = new Database(file);
   // 2 KiB pages instead of 4: a create changes a few index pages at random places, and
   // each changed page is written whole to the WAL and again by the checkpoint, so smaller
@@ -86,10 +89,6 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   sqlite.pragma("busy_timeout = 5000");
   const orm = drizzle(sqlite, { schema });
   migrate(orm, { migrationsFolder: migrationsFolder() });
-  // SQLite opens a file it may not write read-only without a word (and BEGIN IMMEDIATE
-  // passes), so every write would fail later: a statement that would write, though it
-  // changes nothing, makes that a failure to start.
-  sqlite.exec("UPDATE service_secrets SET name = name WHERE 0");
   const reads = new ReadBatch(sqlite);
   const commits = new GroupCommit(sqlite, options);
   return Object.assign(orm, {
@@ -101,6 +100,20 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     whenHalted: (listener: (err: Error) => void) => commits.whenHalted(listener),
     commitStats: () => ({ ...commits.stats, syncs: commits.syncs() }),
   });
+}
+
+/**
+ * Throws (EACCES, EPERM for an immutable file, EROFS) unless this process may write the
+ * database, its folder (where SQLite makes the -wal and -shm files) and those files if
+ * they exist. SQLite would open a file it may not write read-only without a word, and the
+ * service would start and then fail every write; asking the kernel takes no lock, so a
+ * worker starts as quickly while another writes.
+ */
+function requireWritable(file: string): void {
+  for (const path of [file, `${file}-wal`, `${file}-shm`]) {
+    if (existsSync(path)) accessSync(path, constants.R_OK | constants.W_OK);
+  }
+  accessSync(dirname(file), constants.W_OK | constants.X_OK);
 }
 
 /**
