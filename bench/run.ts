@@ -161,7 +161,7 @@ async function main(): Promise<void> {
   await stop(base);
   speed.push(machineSpeed(large.file));
 
-  const figures: Report = { speed, rows, growth, multi, durability, rss, rssNow, rssMulti, plan, rowsAfter, labelLarge, labelSmall, minutes: (Date.now() - started) / 60000 };
+  const figures: Report = { speed, rows, growth, multi, durability, rss, rssNow, rssMulti, plan, rowsAfter, labelLarge, labelSmall, minutes: (Date.now() - started) / 60000, date: new Date().toISOString().slice(0, 10) };
   const report = renderReport(figures);
   if (!QUICK) {
     mkdirSync(join(ROOT, ".bench"), { recursive: true });
@@ -193,10 +193,11 @@ function rssSteps(rows: Row[]): string {
 
 function renderReport(r: {
   speed: MachineSpeed[]; rows: Row[]; growth: Row[]; multi: Row[]; durability: Row[]; rss: number; rssNow: string; rssMulti: number; plan: string; rowsAfter: number;
-  labelLarge: string; labelSmall: string; minutes: number;
+  labelLarge: string; labelSmall: string; minutes: number; date: string;
 }): string {
   const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string> };
   const find = (rows: Row[], s: Scenario, p: Protocol, c: number) => rows.find((x) => x.scenario === s && x.protocol === p && x.concurrency === c)!;
+  const at64 = (s: Scenario) => r.rows.find((x) => x.scenario === s && x.protocol === "connect-json" && x.concurrency === 64)!;
   const targets = SCENARIOS.map((s) => {
     const row = find(r.rows, s, "connect-json", 64);
     const goal = { create: 0.7, get: 0.85, list: 0.75 }[s];
@@ -317,10 +318,11 @@ the mean latency is the connections over the throughput (Little's law), so a p99
 inverse of the throughput ratio times how far each side's p99 lies above its own mean: at 16
 here, ${fmt(at16.svc.base.rps / at16.svc.svc.rps, 2)} x ${fmt(at16.tailSvc, 2)} / ${fmt(at16.tailBase, 2)} = ${fmt(at16.svc.svc.p99 / at16.svc.base.p99, 2)}x (from the medians above). The
 durable no-op's p99 at 16 is ${fmt(at16.noop.svc.p99 / at16.svc.base.p99, 2)}x the baseline's: waiting for the disk, tail included, does not by
-itself break the 2x target. The service's own costs do, in two parts: its throughput, at
+itself break the 2x target. The service's own costs do: its throughput, at
 ${fmt(at16.svc.svc.rps / at16.svc.base.rps, 2)} of the baseline's median req/s, would put it at ${fmt(at16.svc.base.rps / at16.svc.svc.rps, 2)}x even with the baseline's tail, and its tail,
-${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16.tailBase, 2)}, multiplies that. The first is CPU per
-create (see where the remaining gap is, below).
+${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16.tailBase, 2)}, ${
+    at16.tailSvc > at16.tailBase ? "multiplies that" : "takes a little off it: the gap is throughput alone"
+  }. Throughput is CPU per create (see where the remaining gap is, below).
 
 ## What the design does for speed
 
@@ -416,23 +418,32 @@ time per request is given too: it moves much less.
 
 ## Where the remaining gap is
 
-### A day the baseline ran faster (2026-12-04)
+### From one run to the next
 
-The runs of 2026-12-03 (in this file's history) and the run of 2026-12-04 differ in the
-baseline far more than in the service. At 64 connections over Connect JSON, the baseline's CPU
-per create went from 272 to 381 µs in the earlier runs to 198, and its creates from 2,200 to
-3,950 a second to 5,769, about the 6,000 a bare handler is known to make on this machine. The
-service's CPU per call hardly moved (create 511 to 774 µs before, 452 now; Get 250 to 385, 238;
-List 401 to 610, 379), so the ratios fell: create from 0.54 to 0.69 to 0.49, Get from 0.96 to
-1.15 to 0.78, List from 0.54 to 0.77 to 0.49. Why the earlier days slowed the bare handler more
-than the service is a guess, not a measurement: a host that leaves the VM's CPU caches cold
-costs most on a short path run once per request, as the baseline's is (how much that path gains
-from running its requests together is under "Reads run in batches", above); this VM exposes no
-hardware counters (\`perf stat\` reports cycles and instructions as not supported) to check it. The machine-speed
-line at the top of this file came after those runs, so they cannot be checked against it;
-later runs can.
+The same code measures differently from day to day, the bare handler as much as the service or
+more. At 64 connections over Connect JSON (CPU time per call in µs; the machine-speed line is
+described at the top of this file):
 
-What a create costs on such a day (\`perf record\` at 2,000 Hz over 8 s of creates at 64
+| run | JavaScript loop, ms | baseline CPU per create | service CPU per create / Get / List | ratios create / Get / List |
+|---|---|---|---|---|
+| 2026-12-03, three runs (in this file's history) | not measured | 272 to 381 | 511 to 774 / 250 to 385 / 401 to 610 | 0.54 to 0.69 / 0.96 to 1.15 / 0.54 to 0.77 |
+| 2026-12-04, morning (in this file's history) | 182 / 181 | 198 | 452 / 238 / 379 | 0.49 / 0.78 / 0.49 |
+| ${r.date}, this run | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${(["create", "get", "list"] as const).map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${(["create", "get", "list"] as const).map((s) => fmt(at64(s).ratio, 2)).join(" / ")} |
+
+On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
+on the morning of 2026-12-04 it made 5,769, about the 6,000 a bare handler is known to make on
+this machine, while the service's CPU per call hardly moved, so the ratios fell. Why some days
+slow the bare handler more than the service is a guess, not a measurement: a host that leaves
+the VM's CPU caches cold costs most on a short path run once per request, as the baseline's is
+(how much that path gains from running its requests together is under "Reads run in batches",
+above); this VM exposes no hardware counters (\`perf stat\` reports cycles and instructions as
+not supported) to check it. Nor does the JavaScript loop of the machine-speed line follow these
+moves closely: a run on the afternoon of 2026-12-04 ran it 6% slower than the morning's while
+both the baseline's and the service's CPU per create rose by about two fifths (269 against 198
+µs, and 646 against 452), and the ratios stayed where they were (create 0.52, Get 0.82, List
+0.52).
+
+What a create costs on a day the bare handler ran fast (the morning of 2026-12-04; \`perf record\` at 2,000 Hz over 8 s of creates at 64
 connections on the 1M-row table, for the service and for the baseline; \`perf stat\` for the
 system calls):
 
@@ -620,8 +631,8 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
 - Growth, now that both tables run in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
-  -35%, -10% and -15%, then -7%, -2% and -12%, then -14%, -2% and -13% (the table above is the
-  run that wrote this file). (When the
+  -35%, -10% and -15%, then -7%, -2% and -12%, then -14%, -2% and -13% (the morning of
+  2026-12-04), and in the run of that afternoon -24%, -12% and -18%. (When the
   small table ran minutes after the large one, the same comparison gave anything from -26% to
   +34%: that was drift.) Measured by hand, with fresh services on copies of the seeded files
   (a scratch script: 6-second Get runs at 64, order alternating, 4 rounds), the gap was

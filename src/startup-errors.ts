@@ -26,7 +26,7 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
       return `DATABASE_URL: ${at.databaseFile} is locked by another process (an admin command, or another copy of the service) for longer than a start waits`;
     }
     if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_PERM")) {
-      return `DATABASE_URL: ${at.databaseFile} cannot be opened for reading and writing (${code}): this user must be able to write the file, its folder, and its -wal and -shm files if they exist`;
+      return notWritable(at.databaseFile, code);
     }
     if (code.startsWith("SQLITE_IOERR") || code === "SQLITE_FULL" || code.startsWith("SQLITE_CORRUPT")) {
       return `DATABASE_URL: ${at.databaseFile} could not be read or written (${code})`;
@@ -34,8 +34,8 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     return null;
   }
   switch ((err as { syscall?: unknown })?.syscall) {
-    case "access":
-      return `DATABASE_URL: ${at.databaseFile} cannot be opened for reading and writing (${code}): this user must be able to write the file, its folder, and its -wal and -shm files if they exist`;
+    case "access": // the database's own check (see openDatabase)
+      return notWritable(at.databaseFile, code);
     case "mkdir":
       return `DATABASE_URL: cannot create the folder for ${at.databaseFile} (${code})`;
     case "listen":
@@ -47,7 +47,7 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     case "getaddrinfo":
       return `HOST "${at.host}" does not resolve to an address (${code})`;
   }
-  // The PEM files are the only files read at start outside SQLite.
+  // Past the database's own checks, the PEM files are the files a start reads.
   if (at.tls && (code === "EACCES" || code === "EISDIR" || code === "ENOENT" || code === "EPERM")) {
     return `TLS_CERT_FILE / TLS_KEY_FILE cannot be read (${code})`;
   }
@@ -56,4 +56,8 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     return `TLS_CERT_FILE / TLS_KEY_FILE cannot be used as a certificate and its key (${code})`;
   }
   return null;
+}
+
+function notWritable(databaseFile: string, code: string): string {
+  return `DATABASE_URL: ${databaseFile} cannot be opened for reading and writing (${code}): this user must be able to write the file, its folder, and its -wal and -shm files if they exist`;
 }
