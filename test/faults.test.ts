@@ -35,6 +35,31 @@ function assertNoDriverText(message: string): void {
 }
 
 /** A server of our own over `file`, as the harness builds one (leak watch included), but with database options. */
+/**
+ * Makes the files immutable (chattr +i): as root, permissions stop no writes, and this stops
+ * every write from then on, as a read-only disk would. False when this machine cannot, and
+ * the test is skipped then; CI runs as root on a machine like ours, where that is a failure.
+ */
+function makeImmutable(t: { skip(message: string): void }, files: string[]): boolean {
+  try {
+    execFileSync("chattr", ["+i", ...files], { stdio: "pipe" });
+    return true;
+  } catch (err) {
+    if (process.env.CI) throw err;
+    t.skip(`cannot make files immutable here (needs root and chattr on ${tmpdir()}): ${(err as Error).message.split("\n")[0]}`);
+    return false;
+  }
+}
+
+/** Clears what makeImmutable set; quiet where it was never set or is cleared already. */
+function clearImmutable(files: string[]): void {
+  try {
+    execFileSync("chattr", ["-i", ...files], { stdio: "pipe" });
+  } catch {
+    // not supported here, or already cleared
+  }
+}
+
 async function serveFile(file: string, options: DatabaseOptions = {}, token?: string) {
   const db = openDatabase(file, options);
   if (token === undefined) {
@@ -212,22 +237,12 @@ describe("database file not writable", () => {
     // SIGBUS in any program. A real read-only condition cannot do that: Linux refuses to
     // remount a filesystem read-only while files on it are open for writing.
     const files = [file, `${file}-wal`];
-    const chattr = (flag: string) => execFileSync("chattr", [flag, ...files], { stdio: "pipe" });
     try {
       const { s } = server;
       const { runnerId } = await createRunner(s);
       const first = await call(s, CREATE, { runnerId, scmId: "github", host: "before.example.com", pat: true });
       assert.equal(first.status, 200);
-      try {
-        // As root, permissions do not stop writes to files already open; the immutable
-        // attribute does, for every write from then on, as a read-only disk would.
-        chattr("+i");
-      } catch (err) {
-        // CI runs as root on a machine like ours: there a missing capability is a failure.
-        if (process.env.CI) throw err;
-        t.skip(`cannot make files immutable here (needs root and chattr on ${tmpdir()}): ${(err as Error).message.split("\n")[0]}`);
-        return;
-      }
+      if (!makeImmutable(t, files)) return;
       try {
         const results = await Promise.all(
           Array.from({ length: 6 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `ro-${i}.example.com`, pat: true })),
@@ -239,7 +254,7 @@ describe("database file not writable", () => {
         }
         await readsStillWork(s, runnerId, first.body.id);
       } finally {
-        chattr("-i");
+        clearImmutable(files);
       }
       const again = await Promise.all(
         Array.from({ length: 6 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `ro-${i}.example.com`, pat: true })),
@@ -247,11 +262,7 @@ describe("database file not writable", () => {
       assert.deepEqual(again.map((r) => r.status), Array(6).fill(200));
       assert.equal(s.db.$client.pragma("integrity_check", { simple: true }), "ok");
     } finally {
-      try {
-        chattr("-i");
-      } catch {
-        // not supported here, or already cleared
-      }
+      clearImmutable(files);
       await server.close();
       rmSync(dir, { recursive: true, force: true });
     }
@@ -270,14 +281,7 @@ describe("main database file alone not writable", () => {
     try {
       const { s } = server;
       const { runnerId } = await createRunner(s);
-      try {
-        execFileSync("chattr", ["+i", file], { stdio: "pipe" });
-      } catch (err) {
-        // CI runs as root on a machine like ours: there a missing capability is a failure.
-        if (process.env.CI) throw err;
-        t.skip(`cannot make files immutable here: ${(err as Error).message.split("\n")[0]}`);
-        return;
-      }
+      if (!makeImmutable(t, [file])) return;
       try {
         // Commits only append to the WAL; copying them into the main file is the
         // checkpointer's job, and that now fails.
@@ -287,7 +291,7 @@ describe("main database file alone not writable", () => {
         const more = await call(s, CREATE, { runnerId, scmId: "github", host: "ck-more.example.com", pat: true });
         assert.equal(more.status, 200);
       } finally {
-        execFileSync("chattr", ["-i", file], { stdio: "pipe" });
+        clearImmutable([file]);
       }
       assert.ok(await waitForLog('"msg":"checkpoints work again"'), `the checkpointer recovers by itself: ${server.logs.filter((l) => !l.includes('"msg":"request"')).join("")}`);
       assert.ok(!server.logs.some((l) => l.includes("checkpointer failed")), "the checkpointer thread never died");
@@ -296,11 +300,7 @@ describe("main database file alone not writable", () => {
       const found = await countInMainFile(file, "SELECT count(*) FROM scm_integrations WHERE host LIKE 'ck-%'", 11);
       assert.equal(found, 11, "the main file alone holds every row once the checkpointer recovered");
     } finally {
-      try {
-        execFileSync("chattr", ["-i", file], { stdio: "pipe" });
-      } catch {
-        // not supported here, or already cleared
-      }
+      clearImmutable([file]);
       await server.close();
       rmSync(dir, { recursive: true, force: true });
     }
@@ -451,28 +451,18 @@ describe("a database file this process may not write", () => {
     const file = join(dir, "ro.db");
     openDatabase(file).$client.close();
     try {
-      try {
-        execFileSync("chattr", ["+i", file], { stdio: "pipe" });
-      } catch (err) {
-        if (process.env.CI) throw err;
-        t.skip(`cannot make files immutable here: ${(err as Error).message.split("\n")[0]}`);
-        return;
-      }
-      // SQLite falls back to opening the file read-only, and reads still work: only a
-      // write can tell.
+      if (!makeImmutable(t, [file])) return;
+      // SQLite would open it read-only without a word, and fail only the first write; the
+      // start asks the kernel first, which answers EPERM for an immutable file.
       assert.throws(
         () => openDatabase(file),
         (err: unknown) => {
-          assert.match(describeStartupError(err, { databaseFile: file }) ?? String(err), /^DATABASE_URL: .*ro\.db cannot be opened for reading and writing \((SQLITE_READONLY|EPERM)\): this user must be able to write the file/);
+          assert.match(describeStartupError(err, { databaseFile: file }) ?? String(err), /^DATABASE_URL: .*ro\.db cannot be opened for reading and writing \(EPERM\): this user must be able to write the file/);
           return true;
         },
       );
     } finally {
-      try {
-        execFileSync("chattr", ["-i", file], { stdio: "pipe" });
-      } catch {
-        // not supported here
-      }
+      clearImmutable([file]);
       rmSync(dir, { recursive: true, force: true });
     }
   });
