@@ -147,6 +147,20 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
     assert.equal(other.body.code, "invalid_argument", "another host is another request");
   });
 
+  it("a retry across the upgrade that began comparing hosts as stored still matches what the earlier version kept", async () => {
+    const request = { runnerId, scmId: "github", host: "Upgrade.Example.com", pat: true };
+    const first = await create(s, request, "key-upgrade");
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    // What a version before it stored: the HMAC of the request with the host as sent.
+    const key = (s.db.$client.prepare("SELECT value FROM service_secrets WHERE name = 'idempotency_key'").get() as { value: Buffer }).value;
+    const asSent = toBinary(CreateSCMIntegrationRequestSchema, create_(CreateSCMIntegrationRequestSchema, { ...request, oauthPlaintextClientSecret: "given" }));
+    const earlier = createHmac("sha256", key).update(CreateSCMIntegrationRequestSchema.typeName).update("\0").update(asSent).digest();
+    assert.equal(s.db.$client.prepare("UPDATE idempotency_keys SET fingerprint = ? WHERE key = 'key-upgrade'").run(earlier).changes, 1);
+    assert.deepEqual(await create(s, request, "key-upgrade"), first);
+    const other = await create(s, { ...request, host: "other.example.com" }, "key-upgrade");
+    assert.equal(other.body.code, "invalid_argument", "the earlier encoding matches only the same request");
+  });
+
   it("an empty optional string is the same request as the field left out, as Create reads it", async () => {
     const request = { runnerId, scmId: "github", host: "empty.example.com", pat: true };
     const first = await create(s, request, "key-empty");

@@ -38,19 +38,24 @@ export class Idempotency {
    * The idempotent form of one call, or null when the client sent no key. `request`
    * makes the canonical encoding of the whole request (binary protobuf, unknown fields
    * left out), so JSON and binary forms of one request match; it runs only with a key.
+   * `earlier`, when given, is the encoding an earlier version of the service made of the
+   * same request, so that a retry across an upgrade still matches what that version stored.
    */
-  call(header: string | null, scope: string, method: string, request: () => Uint8Array): IdempotentCall | null {
+  call(header: string | null, scope: string, method: string, request: () => Uint8Array, earlier?: () => Uint8Array | null): IdempotentCall | null {
     if (header === null) return null;
     if (!KEY_SHAPE.test(header)) {
       throw new DomainError("invalid_argument", "Idempotency-Key header: must be 1 to 255 visible ASCII characters");
     }
     const key = header;
-    const fingerprint = createHmac("sha256", this.hmacKey).update(method).update("\0").update(request()).digest();
+    const fingerprintOf = (bytes: Uint8Array) => createHmac("sha256", this.hmacKey).update(method).update("\0").update(bytes).digest();
+    const fingerprint = fingerprintOf(request());
+    const same = (a: Buffer, b: Buffer) => a.length === b.length && timingSafeEqual(a, b);
     return {
       replay: (now) => {
         const prior = findIdempotencyKey(this.db, scope, key);
         if (prior === null || prior.createdAt + this.ttlMs <= now) return null;
-        if (!(prior.fingerprint.length === fingerprint.length && timingSafeEqual(prior.fingerprint, fingerprint))) {
+        const before = same(prior.fingerprint, fingerprint) ? null : earlier?.();
+        if (!same(prior.fingerprint, fingerprint) && !(before && same(prior.fingerprint, fingerprintOf(before)))) {
           throw new DomainError(
             "invalid_argument",
             "Idempotency-Key header: this key was already used for a different request; send a new key for a new request",

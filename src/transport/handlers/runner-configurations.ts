@@ -24,14 +24,14 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
       // request is fingerprinted without its plaintext secret: the fingerprint's key lives in
       // the same database, so a copy of the file could otherwise test guesses of the secret.
       // An empty optional string means what an absent one does.
-      const once = idempotency.call(ctx.requestHeader.get("idempotency-key"), `api:${caller.tokenId}`, CreateSCMIntegrationRequestSchema.typeName, () =>
+      const fingerprinted = (host: string) =>
         toBinary(
           CreateSCMIntegrationRequestSchema,
           {
             ...req,
             // The runner id and host as stored: each is taken in more than one spelling.
             runnerId: req.runnerId.toLowerCase(),
-            host: hostAsStored(req.host),
+            host,
             oauthClientId: req.oauthClientId || undefined,
             // One marker whether a secret came or not: OAuth needs both client id and secret,
             // so among requests Create takes, the client id already tells them apart. (The
@@ -42,7 +42,14 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
             virtualDirectory: req.virtualDirectory || undefined,
           },
           { writeUnknownFields: false },
-        ),
+        );
+      const once = idempotency.call(
+        ctx.requestHeader.get("idempotency-key"),
+        `api:${caller.tokenId}`,
+        CreateSCMIntegrationRequestSchema.typeName,
+        () => fingerprinted(hostAsStored(req.host)),
+        // Versions before 2026-12-04 fingerprinted the host as sent.
+        () => (hostAsStored(req.host) === req.host ? null : fingerprinted(req.host)),
       );
       const id = await integrations.createScmIntegration(db, caller, {
         runnerId: req.runnerId,
