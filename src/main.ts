@@ -41,12 +41,16 @@ async function main(): Promise<void> {
       process.stderr.write(`startup error: BOOTSTRAP_ORG_NAME "${config.bootstrapOrgName}": ${err.message.replace(/^name: /, "")}\n`);
       process.exit(1);
     }
-    // Printed once listening: with PORT=0, only then is the example's address known.
-    const welcome = first ? (url: string) => printFirstStart(first.orgName, first.token, url) : undefined;
-    if (config.workers === 1) return await serve(config, log, db, welcome);
+    // The token is in the database now and shown only this once, so it is printed whatever
+    // happens next: at once where the address is known, else once listening (PORT=0), and
+    // should the start fail first, with the failure.
+    if (first && (config.publicUrlGiven || config.port !== 0)) printFirstStart(first.orgName, first.token, config.publicUrl);
+    else if (first) welcome = (url) => printFirstStart(first.orgName, first.token, url);
+    if (config.workers === 1) return await serve(config, log, db);
     db.$client.close();
-    supervise(config, log, welcome);
+    supervise(config, log);
   } catch (err) {
+    showWelcome(config.publicUrl);
     const reason = describeStartupError(err, { ...config, tls: Boolean(config.tlsCertFile) });
     if (reason === null) throw err;
     process.stderr.write(`startup error: ${reason}\n`);
@@ -60,12 +64,7 @@ const STOP_GRACE_MS = 5000;
 /** Serves requests from this process until SIGTERM/SIGINT, then drains and exits 0. */
 // Workers each sync their own commits off the event loop, but a worker cannot tell
 // whether another's commit it reads is on disk yet: they sync inside COMMIT instead.
-async function serve(
-  config: Config,
-  log: Logger,
-  db = openDatabase(config.databaseFile, { syncOffLoop: !cluster.isWorker }),
-  welcome?: (url: string) => void,
-): Promise<void> {
+async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile, { syncOffLoop: !cluster.isWorker })): Promise<void> {
   if (cluster.isWorker) relayHalts(db);
   let publicUrl = config.publicUrl;
   const app = createApp(db, log, {
@@ -80,7 +79,7 @@ async function serve(
     idleTimeoutMs: config.idleTimeoutMs,
   });
   publicUrl = publicUrlOn(config, server.address.port);
-  welcome?.(publicUrl);
+  showWelcome(publicUrl);
   log.info("listening", {
     address: `${server.address.address}:${server.address.port}`,
     tls: Boolean(config.tlsCertFile),
@@ -155,7 +154,7 @@ const EARLY_DEATHS = { limit: 5, windowMs: 60_000 };
  * since its replacement would fail the same way; so do five deaths before listening within
  * a minute, whatever their cause (a crash at start, memory too tight to start at all).
  */
-function supervise(config: Config, log: Logger, welcome?: (url: string) => void): void {
+function supervise(config: Config, log: Logger): void {
   let stopping = false;
   let exitCode = 0;
   let halted: string | null = null;
@@ -177,8 +176,7 @@ function supervise(config: Config, log: Logger, welcome?: (url: string) => void)
   cluster.on("listening", (worker, address) => {
     listening.add(worker.id);
     // Every worker listens on the same port, PORT=0 too: the first one tells it.
-    welcome?.(publicUrlOn(config, address.port));
-    welcome = undefined;
+    showWelcome(publicUrlOn(config, address.port));
     // Forked before the failure, it learns of it now (later ones are started halted).
     if (halted) worker.send({ halt: halted } satisfies HaltMessage);
   });
@@ -211,12 +209,21 @@ function supervise(config: Config, log: Logger, welcome?: (url: string) => void)
       return;
     }
     if (Object.keys(cluster.workers ?? {}).length === 0) {
+      showWelcome(config.publicUrl); // no worker ever listened
       log.info("stopped", { code: exitCode });
       process.exit(exitCode);
     }
   });
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+}
+
+/** The first-start message while it waits for the address a server listens on (PORT=0). */
+let welcome: ((url: string) => void) | undefined;
+
+function showWelcome(url: string): void {
+  welcome?.(url);
+  welcome = undefined;
 }
 
 /**

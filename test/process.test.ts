@@ -3,6 +3,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { it } from "node:test";
@@ -375,18 +376,21 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.equal(loadConfig({}).port, 8080);
 });
 
-it("a start that cannot go on says why in one line, without a stack trace, and exits 1", () => {
+it("a start that cannot go on says why in one line, without a stack trace, and exits 1", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-start-"));
+  const taken = net.createServer();
+  await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
   try {
     const start = (env: Record<string, string>) => {
       try {
         execFileSync(process.execPath, ["--import", "tsx", "src/main.ts"], { env: { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env }, stdio: ["ignore", "pipe", "pipe"], timeout: 30_000 });
-        return { code: 0, stderr: "" };
+        return { code: 0, stderr: "", stdout: "" };
       } catch (err) {
-        const e = err as { status: number | null; stderr: Buffer };
-        return { code: e.status, stderr: e.stderr.toString() };
+        const e = err as { status: number | null; stderr: Buffer; stdout: Buffer };
+        return { code: e.status, stderr: e.stderr.toString(), stdout: e.stdout.toString() };
       }
     };
+    const port = String((taken.address() as net.AddressInfo).port);
     const notADatabase = join(dir, "notes.txt");
     writeFileSync(notADatabase, "x".repeat(4096));
     writeFileSync(join(dir, "file"), "");
@@ -399,14 +403,21 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       [{ DATABASE_URL: join(dir, "b.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert }, /^startup error: TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used/],
       // With workers, the one that cannot start stops the service instead of being forked again and again.
       [{ DATABASE_URL: join(dir, "c.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert, WORKERS: "2" }, /startup error: TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used/],
+      [{ DATABASE_URL: join(dir, "d.db"), PORT: port }, /^startup error: PORT \d+: 127\.0\.0\.1:\d+ is already in use\n$/],
+      [{ DATABASE_URL: join(dir, "e.db"), PORT: port, WORKERS: "2" }, /startup error: PORT \d+: 127\.0\.0\.1:\d+ is already in use\n/],
     ];
     for (const [env, expected] of cases) {
       const r = start(env);
       assert.equal(r.code, 1, `${JSON.stringify(env)}: ${r.stderr}`);
       assert.match(r.stderr, expected);
       assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+      // A first start that got as far as making the admin token shows it, failed or not:
+      // it is shown only once, and the next start would make none.
+      const bootstrapped = /[b-e]\.db$/.test(env.DATABASE_URL ?? ""); // the starts that failed after making it
+      assert.equal(/scmapi_[A-Za-z0-9_-]{43}/.test(r.stdout), bootstrapped, `${JSON.stringify(env)}: the token is shown if made`);
     }
   } finally {
+    taken.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
