@@ -26,7 +26,11 @@ function run(args: string[]): void {
   };
   // The command is recognised before the database is opened, so a typo creates no file.
   let command: (db: Db) => void;
+  // Only the first step of setting up before the service's first start (README, "Quick
+  // start") makes a database where there is none; every other command needs one.
+  let makesDatabase = false;
   if (noun === "org" && verb === "create" && rest.length === 1) {
+    makesDatabase = true;
     const name = rest[0]!;
     command = (db) => {
       const row = createOrganization(db, name);
@@ -62,11 +66,14 @@ function run(args: string[]): void {
     throw new UsageError(USAGE);
   }
   const { databaseFile } = loadConfig();
-  // The service makes its database; a path that names none is a mistake (a typo, another
-  // working directory), and a new empty file there would take changes it never sees.
-  if (!existsSync(databaseFile)) {
-    throw new UsageError(`DATABASE_URL: no database at ${databaseFile}; set DATABASE_URL to the service's database file (the service creates it at its first start)`);
+  // A path that names no database is a mistake (a typo, another working directory) for
+  // anything but that first step: a new empty file there would take changes the service
+  // never sees. The first step says where it made one, so a mistyped path shows.
+  const exists = existsSync(databaseFile);
+  if (!exists && !makesDatabase) {
+    throw new UsageError(`DATABASE_URL: no database at ${databaseFile}; set DATABASE_URL to the service's database file (the service, or \`admin org create\`, creates it)`);
   }
+  if (!exists) process.stderr.write(`no database at ${databaseFile}: making a new one\n`);
   let db: Db;
   try {
     db = openDatabase(databaseFile);

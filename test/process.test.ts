@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
@@ -442,11 +442,13 @@ it("the admin CLI creates an organization and a token (alone on stdout), lists a
     const env = { ...process.env, DATABASE_URL: join(dir, "a.db") };
     const admin = (...args: string[]) =>
       execFileSync(process.execPath, ["--import", "tsx", "src/admin.ts", ...args], { env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-    // Where there is no database, the CLI makes none: it would not be the service's.
-    assert.throws(() => admin("org", "create", "team-a"), (e: { stderr: string; status: number }) => /^DATABASE_URL: no database at .*a\.db;/.test(e.stderr) && e.status === 2);
+    // Where there is no database, only `org create` (the first step before a first start)
+    // makes one, and says so; anything else is refused, as a path that is likely mistyped.
+    assert.throws(() => admin("token", "create", "--org", "team-a"), (e: { stderr: string; status: number }) => /^DATABASE_URL: no database at .*a\.db;/.test(e.stderr) && e.status === 2);
     assert.equal(existsSync(join(dir, "a.db")), false);
-    openDatabase(join(dir, "a.db")).$client.close(); // as the service's first start leaves it
-    admin("org", "create", "team-a");
+    const made = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "org", "create", "team-a"], { env, encoding: "utf8" });
+    assert.equal(made.status, 0, made.stderr);
+    assert.match(made.stderr, /^no database at .*a\.db: making a new one\ncreated organization team-a /);
     const token = admin("token", "create", "--org", "team-a");
     assert.match(token, /^scmapi_[A-Za-z0-9_-]{43}\n$/);
     const [id, , state] = admin("token", "list", "--org", "team-a").trim().split("\t");
