@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -696,6 +696,10 @@ within this machine's noise.
 
 if (process.argv.includes("--render")) {
   rmSync(work, { recursive: true, force: true });
+  if (!existsSync(LAST_RUN)) {
+    process.stderr.write(`no figures kept in ${LAST_RUN}: \`npm run bench\` makes them (they are not committed)\n`);
+    process.exit(2);
+  }
   writeFileSync(join(ROOT, "BENCHMARKS.md"), renderReport(JSON.parse(readFileSync(LAST_RUN, "utf8")) as Report));
 } else {
   await main();

@@ -1,4 +1,4 @@
-import { statSync } from "node:fs";
+import { existsSync, statSync, type Stats } from "node:fs";
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 
@@ -57,7 +57,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together");
   }
   for (const [name, file] of [["TLS_CERT_FILE", tlsCertFile], ["TLS_KEY_FILE", tlsKeyFile]] as const) {
-    if (file && !statSync(file, { throwIfNoEntry: false })?.isFile()) throw new ConfigError(`${name}: no file at ${file}`);
+    if (!file) continue;
+    let found: Stats | undefined;
+    try {
+      found = statSync(file, { throwIfNoEntry: false });
+    } catch (err) {
+      throw new ConfigError(`${name}: cannot look up ${file} (${(err as NodeJS.ErrnoException).code})`);
+    }
+    // A pipe (a process substitution, a secrets tool) is fine; a folder is not.
+    if (!found) throw new ConfigError(`${name}: no file at ${file}`);
+    if (found.isDirectory()) throw new ConfigError(`${name}: ${file} is a folder, not a file`);
   }
   const scheme = tlsCertFile ? "https" : "http";
   const given = env.PUBLIC_URL?.trim();
@@ -66,7 +75,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`HOST "${host}" has an IPv6 zone, which a URL cannot carry: set PUBLIC_URL to the address clients use`);
   }
   const publicUrl = given ? checkedPublicUrl(given) : defaultUrl(scheme, host, port);
-  if (!given && !URL.canParse(publicUrl)) throw new ConfigError(`HOST "${host}" is not a host name or IP address`);
+  // Only a name or address: a URL made from it would read '@', '/', '?', '#' as more than a host.
+  if (!given && (/[@/?#\\\s]/.test(host) || !URL.canParse(publicUrl))) throw new ConfigError(`HOST "${host}" is not a host name or IP address`);
   const shutdownTimeoutMs = integer(env, "SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const bootstrapOrgName = env.BOOTSTRAP_ORG_NAME?.trim() || "default";
   const workers = integer(env, "WORKERS", 1, 1, 64);
@@ -123,8 +133,9 @@ function checkedPublicUrl(given: string): string {
   if (/[?#]/.test(given)) {
     throw new ConfigError(`PUBLIC_URL must be a plain base URL (scheme, host, optional port and path; no query or fragment), got ${shown}`);
   }
-  if (!/^https?:\/\/[^\s\\]+$/i.test(given)) {
-    throw new ConfigError(`PUBLIC_URL must be written out as http(s)://host[:port][/path], without spaces or backslashes, got ${shown}`);
+  // A host right after "//", no '.' or '..' path segment (plain or %2e), no space or backslash.
+  if (!/^https?:\/\/[^\s\\/]+(\/[^\s\\]*)?$/i.test(given) || /\/(\.|%2e){1,2}(\/|$)/i.test(given)) {
+    throw new ConfigError(`PUBLIC_URL must be written out as http(s)://host[:port][/path], without spaces, backslashes or . and .. segments, got ${shown}`);
   }
   // As the parser wrote it (host in lower case, default port left out), without the trailing slash.
   return parsed.href.replace(/\/+$/, "");
@@ -170,16 +181,31 @@ function databasePath(raw: string | undefined): string {
     if (url.search || url.hash) throw new ConfigError("DATABASE_URL must be a plain file path, without URI parameters");
     path = percentDecoded(url.pathname);
   } else if (value.startsWith("file:")) {
-    path = value.slice("file:".length);
-    if (/[?#]/.test(path)) throw new ConfigError("DATABASE_URL must be a plain file path, without URI parameters");
-    path = percentDecoded(path);
+    const asWritten = value.slice("file:".length);
+    if (/[?#]/.test(asWritten)) throw new ConfigError("DATABASE_URL must be a plain file path, without URI parameters");
+    path = percentDecoded(asWritten);
+    // Before 2026-12-04 this form was taken as written: a database kept under that name is
+    // not silently swapped for a new, empty one under the decoded name.
+    if (path !== asWritten && !existsSync(path) && existsSync(asWritten)) {
+      throw new ConfigError(
+        `DATABASE_URL: file: URLs are percent-decoded now, so "${value}" names ${path}, where there is no database, while ${asWritten} holds one: set DATABASE_URL=${asWritten} to keep using it`,
+      );
+    }
   } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) {
     throw new ConfigError(`DATABASE_URL must be a SQLite file path or file: URL, got a ${value.split(":")[0]} URL`);
   }
-  if (path === "" || path === ":memory:" || path.endsWith("/")) {
+  if (path === "" || path === ":memory:" || path.endsWith("/") || isFolder(path)) {
     throw new ConfigError(`DATABASE_URL must name a database file, got "${value}"`);
   }
   return path;
+}
+
+function isFolder(path: string): boolean {
+  try {
+    return statSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
+  } catch {
+    return false; // opening it will say what is wrong
+  }
 }
 
 /** A `file:` URL's path is percent-encoded (`%20` is a space), in both of its forms. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -463,6 +463,29 @@ describe("a database file this process may not write", () => {
       );
     } finally {
       clearImmutable([file]);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a database reached through a link is checked where it is: the link's own folder may be read-only", (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-link-"));
+    const data = join(dir, "data");
+    const etc = join(dir, "etc");
+    mkdirSync(data);
+    mkdirSync(etc);
+    openDatabase(join(data, "s.db")).$client.close();
+    symlinkSync(join(data, "s.db"), join(etc, "s.db"));
+    try {
+      if (!makeImmutable(t, [etc])) return;
+      const db = openDatabase(join(etc, "s.db"));
+      try {
+        db.$client.exec("UPDATE service_secrets SET name = name");
+        assert.ok(existsSync(join(data, "s.db-wal")), "SQLite keeps its WAL beside the file the link points to");
+      } finally {
+        db.$client.close();
+      }
+    } finally {
+      clearImmutable([etc]);
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -349,8 +349,25 @@ it("a bad configuration value stops the start with a message naming it", () => {
   for (const bad of ["file:100%.db", "file:///srv/%zz.db"]) assert.throws(() => loadConfig({ DATABASE_URL: bad }), /^ConfigError: DATABASE_URL has a '%'/, bad);
   assert.throws(() => loadConfig({ DATABASE_URL: "file:///srv/x%00y.db" }), /^ConfigError: DATABASE_URL must not hold %00/);
   assert.throws(() => loadConfig({ DATABASE_URL: "file://[bad" }), /^ConfigError: DATABASE_URL is not a well-formed file: URL/);
-  // A folder is no certificate.
-  assert.throws(() => loadConfig({ TLS_CERT_FILE: tmpdir(), TLS_KEY_FILE: tmpdir() }), /^ConfigError: TLS_CERT_FILE: no file at /);
+  // A folder is no certificate, and a path that cannot be looked up is said so; a pipe (a
+  // process substitution, a secrets tool) is taken.
+  assert.throws(() => loadConfig({ TLS_CERT_FILE: tmpdir(), TLS_KEY_FILE: tmpdir() }), /^ConfigError: TLS_CERT_FILE: .* is a folder, not a file/);
+  assert.throws(() => loadConfig({ TLS_CERT_FILE: "/etc/passwd/x", TLS_KEY_FILE: "/etc/passwd/x" }), /^ConfigError: TLS_CERT_FILE: cannot look up \/etc\/passwd\/x \(ENOTDIR\)/);
+  const fifoDir = mkdtempSync(join(tmpdir(), "scm-fifo-"));
+  try {
+    execFileSync("mkfifo", [join(fifoDir, "cert"), join(fifoDir, "key")]);
+    assert.equal(loadConfig({ TLS_CERT_FILE: join(fifoDir, "cert"), TLS_KEY_FILE: join(fifoDir, "key") }).tlsCertFile, join(fifoDir, "cert"));
+    // DATABASE_URL naming a folder is refused by name, not left to SQLite.
+    assert.throws(() => loadConfig({ DATABASE_URL: fifoDir }), /^ConfigError: DATABASE_URL must name a database file/);
+    // file: URLs were taken as written before they were percent-decoded: a database kept
+    // under the written name is not swapped for a new one under the decoded name.
+    writeFileSync(join(fifoDir, "my%20data.db"), "");
+    assert.throws(() => loadConfig({ DATABASE_URL: `file:${fifoDir}/my%20data.db` }), /^ConfigError: DATABASE_URL: file: URLs are percent-decoded now, so .* names .*my data\.db, where there is no database, while .*my%20data\.db holds one/);
+    writeFileSync(join(fifoDir, "my data.db"), "");
+    assert.equal(loadConfig({ DATABASE_URL: `file:${fifoDir}/my%20data.db` }).databaseFile, join(fifoDir, "my data.db"));
+  } finally {
+    rmSync(fifoDir, { recursive: true, force: true });
+  }
   // One that exists but cannot be read (the start reads it after these checks; root reads anything, so the error is made here).
   const denied = Object.assign(new Error("EACCES: permission denied, open '/etc/scm/key.pem'"), { code: "EACCES", syscall: "open" });
   assert.equal(describeStartupError(denied, { databaseFile: "x.db", tls: true }), "TLS_CERT_FILE / TLS_KEY_FILE cannot be read (EACCES)");
@@ -364,13 +381,16 @@ it("a bad configuration value stops the start with a message naming it", () => {
     assert.throws(() => loadConfig({ PUBLIC_URL: url }), (e: Error) => /^PUBLIC_URL must/.test(e.message) && !e.message.includes("s3cr3t"), url);
   }
   // Whatever a parser would repair, or read its own way, is not taken as a callback base.
-  for (const url of ["http:scm.example.com", "https://scm.example.com/a b", "http://scm.example.com\\evil.example"]) {
+  for (const url of ["http:scm.example.com", "https://scm.example.com/a b", "http://scm.example.com\\evil.example", "https:///scm.example.com", "https://scm.example.com/a/../b", "https://scm.example.com/%2e%2e/b", "https://scm.example.com/./b"]) {
     assert.throws(() => loadConfig({ PUBLIC_URL: url }), /^ConfigError: PUBLIC_URL must be written out as http\(s\):\/\/host/, url);
   }
   assert.equal(loadConfig({ PUBLIC_URL: "HTTPS://SCM.Example.com:443/" }).publicUrl, "https://scm.example.com");
   assert.equal(loadConfig({ PUBLIC_URL: "https://scm.example.com/@team/scm" }).publicUrl, "https://scm.example.com/@team/scm");
   assert.equal(loadConfig({ HOST: "::1", PORT: "9000" }).publicUrl, "http://[::1]:9000");
   assert.throws(() => loadConfig({ HOST: "999.1.1.1" }), /^ConfigError: HOST "999\.1\.1\.1" is not a host name or IP address/);
+  for (const host of ["user@scm.example.com", "scm#x", "scm/x", "scm?x"]) {
+    assert.throws(() => loadConfig({ HOST: host }), /^ConfigError: HOST ".*" is not a host name or IP address/, host);
+  }
   assert.throws(() => loadConfig({ HOST: "fe80::1%lo" }), /^ConfigError: HOST "fe80::1%lo" has an IPv6 zone[^]*set PUBLIC_URL/);
   assert.equal(loadConfig({ HOST: "fe80::1%lo", PUBLIC_URL: "http://scm.lan:8080" }).publicUrl, "http://scm.lan:8080");
   assert.equal(loadConfig({}).port, 8080);

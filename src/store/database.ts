@@ -1,4 +1,4 @@
-import { accessSync, constants, existsSync, mkdirSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, realpathSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
@@ -109,9 +109,16 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
  * service would start and then fail every write; asking the kernel takes no lock, so a
  * worker starts as quickly while another writes.
  */
-function requireWritable(file: string): void {
+function requireWritable(given: string): void {
+  // SQLite follows a symbolic link and keeps -wal and -shm beside the file it points to.
+  const file = existsSync(given) ? realpathSync(given) : given;
   for (const path of [file, `${file}-wal`, `${file}-shm`]) {
-    if (existsSync(path)) accessSync(path, constants.R_OK | constants.W_OK);
+    try {
+      accessSync(path, constants.R_OK | constants.W_OK);
+    } catch (err) {
+      // Not there (yet, or any more: the last other connection to close removes -wal and -shm).
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
   }
   accessSync(dirname(file), constants.W_OK | constants.X_OK);
 }

@@ -32,7 +32,8 @@ export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefin
   if (!enums && !integers) return undefined;
   // A string that opens as a number might: only with one can an integer be odd. Where
   // no list holds integers, only a member's own value can be one (not an id in a list).
-  const hint = reaches(input, (f) => f.fieldKind === "list" && isIntegerField(f), new Set()) ? /[:,[]\s*"\s*[-+.\d]/ : /:\s*"\s*[-+.\d]/;
+  // (A backslash may be an escape that spells any of these.)
+  const hint = reaches(input, (f) => f.fieldKind === "list" && isIntegerField(f), new Set()) ? /[:,[]\s*"\s*[-+.\d\\]/ : /:\s*"\s*[-+.\d\\]/;
   return {
     ignoreUnknownFields: true,
     textDecoder: {

@@ -112,6 +112,7 @@ export const CORPUS: CorpusCase[] = [
   { name: "pageSize as quoted hex", protocol: "connect-json", method: "RunnerService/ListRunners", body: '{"pagination":{"pageSize":"0x10"}}', expect: "invalid_argument" },
   { name: "pageSize as quoted binary", protocol: "connect-json", method: "RunnerConfigurationService/ListSCMIntegrations", body: '{"pagination":{"pageSize":"0b11"}}', expect: "invalid_argument" },
   { name: "pageSize quoted with a plus", protocol: "connect-json", method: "RunnerService/ListRunners", body: '{"pagination":{"pageSize":"+3"}}', expect: "invalid_argument" },
+  { name: "pageSize as quoted hex spelled with an escape", protocol: "connect-json", method: "RunnerConfigurationService/ListSCMIntegrations", body: '{"pagination":{"pageSize":"\\u0030x10"}}', expect: "invalid_argument" },
   { name: "pageSize quoted with a trailing dot", protocol: "connect-json", method: "RunnerService/ListRunners", body: '{"pagination":{"pageSize":"3."}}', expect: "invalid_argument" },
   { name: "pat is a string", protocol: "connect-json", method: "RunnerConfigurationService/CreateSCMIntegration", body: (c) => `{"runnerId":"${c.runnerId}","scmId":"github","host":"x.example","pat":"yes"}`, expect: "invalid_argument" },
   { name: "pat is null (means default)", protocol: "connect-json", method: "RunnerConfigurationService/CreateSCMIntegration", body: (c) => `{"runnerId":"${c.runnerId}","scmId":"github","host":"null-pat.example","pat":null}`, expect: "invalid_argument" },
