@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { ConfigError, loadConfig } from "./config.js";
 import { DomainError } from "./domain/errors.js";
-import { createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
+import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
 import { convertPageSize, openDatabase, type Db } from "./store/database.js";
 import { describeStartupError } from "./startup-errors.js";
 
@@ -32,6 +32,7 @@ function run(args: string[]): void {
   if (noun === "org" && verb === "create" && rest.length === 1) {
     makesDatabase = true;
     const name = rest[0]!;
+    checkOrganizationName(name); // before a database is made for it
     command = (db) => {
       const row = createOrganization(db, name);
       process.stderr.write(`created organization ${row.name} (${row.id})\n`);

@@ -51,6 +51,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${env.LOG_LEVEL}"`);
   }
+  const workers = integer(env, "WORKERS", 1, 1, 64);
   const tlsCertFile = env.TLS_CERT_FILE?.trim() || undefined;
   const tlsKeyFile = env.TLS_KEY_FILE?.trim() || undefined;
   if (Boolean(tlsCertFile) !== Boolean(tlsKeyFile)) {
@@ -67,6 +68,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // A pipe (a process substitution, a secrets tool) is fine; a folder is not.
     if (!found) throw new ConfigError(`${name}: no file at ${file}`);
     if (found.isDirectory()) throw new ConfigError(`${name}: ${file} is a folder, not a file`);
+    // Each worker reads the files itself, and a pipe gives its contents to one reader only.
+    if (!found.isFile() && workers > 1) throw new ConfigError(`${name}: ${file} is not a regular file, and with WORKERS above 1 every worker reads it`);
   }
   const scheme = tlsCertFile ? "https" : "http";
   const given = env.PUBLIC_URL?.trim();
@@ -76,10 +79,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const publicUrl = given ? checkedPublicUrl(given) : defaultUrl(scheme, host, port);
   // Only a name or address: a URL made from it would read '@', '/', '?', '#' as more than a host.
-  if (!given && (/[@/?#\\\s]/.test(host) || !URL.canParse(publicUrl))) throw new ConfigError(`HOST "${host}" is not a host name or IP address`);
+  if (!given && (/[@/?#\\\s]/.test(host) || !URL.canParse(publicUrl))) {
+    // Not echoed with an '@': it may hold a password.
+    throw new ConfigError(`HOST ${host.includes("@") ? "(not shown: it holds an '@')" : `"${host}"`} is not a host name or IP address`);
+  }
   const shutdownTimeoutMs = integer(env, "SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const bootstrapOrgName = env.BOOTSTRAP_ORG_NAME?.trim() || "default";
-  const workers = integer(env, "WORKERS", 1, 1, 64);
   const rateLimitPerSecond = integer(env, "RATE_LIMIT_PER_SECOND", 100, 0, 1_000_000);
   const rateLimitBurst = integer(env, "RATE_LIMIT_BURST", Math.max(1, 2 * rateLimitPerSecond), 1, 1_000_000);
   const idempotencyTtlMs = integer(env, "IDEMPOTENCY_TTL_SECONDS", 86_400, 1, 30 * 86_400) * 1000;

@@ -476,13 +476,16 @@ describe("a database file this process may not write", () => {
     openDatabase(join(data, "s.db")).$client.close();
     symlinkSync(join(data, "s.db"), join(etc, "s.db"));
     try {
+      symlinkSync(join(data, "new.db"), join(etc, "new.db")); // a link to a database not made yet
       if (!makeImmutable(t, [etc])) return;
-      const db = openDatabase(join(etc, "s.db"));
-      try {
-        db.$client.exec("UPDATE service_secrets SET name = name");
-        assert.ok(existsSync(join(data, "s.db-wal")), "SQLite keeps its WAL beside the file the link points to");
-      } finally {
-        db.$client.close();
+      for (const name of ["s.db", "new.db"]) {
+        const db = openDatabase(join(etc, name));
+        try {
+          db.$client.exec("UPDATE service_secrets SET name = name");
+          assert.ok(existsSync(join(data, `${name}-wal`)), `${name}: SQLite keeps its WAL beside the file the link points to`);
+        } finally {
+          db.$client.close();
+        }
       }
     } finally {
       clearImmutable([etc]);

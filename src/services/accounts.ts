@@ -9,12 +9,17 @@ import type { OrganizationRow } from "../store/schema.js";
 const ORG_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 /** Creates an organization; names are 1..63 letters, digits, '.', '_' or '-'. */
-export function createOrganization(db: Db, name: string): OrganizationRow {
+/** Throws invalid_argument unless `name` can name an organization. */
+export function checkOrganizationName(name: string): void {
   if (!ORG_NAME.test(name)) {
     throw invalidArgument([
       { field: "name", rule: "org.name", message: "must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit" },
     ]);
   }
+}
+
+export function createOrganization(db: Db, name: string): OrganizationRow {
+  checkOrganizationName(name);
   const row: OrganizationRow = { id: newId(), name, createdAt: Date.now() };
   try {
     store.insertOrganization(db, row);

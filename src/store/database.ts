@@ -1,5 +1,5 @@
-import { accessSync, constants, existsSync, mkdirSync, realpathSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { accessSync, constants, existsSync, lstatSync, mkdirSync, readlinkSync, realpathSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { sql, type Placeholder } from "drizzle-orm";
@@ -110,8 +110,9 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
  * worker starts as quickly while another writes.
  */
 function requireWritable(given: string): void {
-  // SQLite follows a symbolic link and keeps -wal and -shm beside the file it points to.
-  const file = existsSync(given) ? realpathSync(given) : given;
+  // SQLite follows a symbolic link (one still dangling too, making the file it names) and
+  // keeps -wal and -shm beside the file it points to.
+  const file = existsSync(given) ? realpathSync(given) : lstatSync(given, { throwIfNoEntry: false })?.isSymbolicLink() ? resolve(dirname(given), readlinkSync(given)) : given;
   for (const path of [file, `${file}-wal`, `${file}-shm`]) {
     try {
       accessSync(path, constants.R_OK | constants.W_OK);
