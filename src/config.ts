@@ -151,12 +151,15 @@ function defaultUrl(scheme: string, host: string, port: number): string {
   return `${scheme}://${shown}:${port}`;
 }
 
+/** Whether `config.publicUrl` is final before listening: not with PORT=0 and no PUBLIC_URL. */
+export const publicUrlKnown = (config: Config) => config.publicUrlGiven || config.port !== 0;
+
 /**
  * The public URL once the service listens on `port`. Only with PORT=0 and no PUBLIC_URL
  * does it differ from `config.publicUrl`: the system picks the port at listen.
  */
 export function publicUrlOn(config: Config, port: number): string {
-  if (config.publicUrlGiven || config.port !== 0) return config.publicUrl;
+  if (publicUrlKnown(config)) return config.publicUrl;
   return defaultUrl(config.tlsCertFile ? "https" : "http", config.host, port);
 }
 

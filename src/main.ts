@@ -2,7 +2,7 @@
 import "./runtime/base64.js";
 import cluster from "node:cluster";
 import Database from "better-sqlite3";
-import { ConfigError, loadConfig, publicUrlOn, type Config } from "./config.js";
+import { ConfigError, loadConfig, publicUrlKnown, publicUrlOn, type Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
 import { DomainError } from "./domain/errors.js";
 import { bootstrap } from "./services/accounts.js";
@@ -44,8 +44,8 @@ async function main(): Promise<void> {
     // The token is in the database now and shown only this once, so it is printed whatever
     // happens next: at once where the address is known, else once listening (PORT=0), and
     // should the start fail first, with the failure.
-    if (first && (config.publicUrlGiven || config.port !== 0)) printFirstStart(first.orgName, first.token, config.publicUrl);
-    else if (first) welcome = (url) => printFirstStart(first.orgName, first.token, url);
+    if (first) welcome = (url) => printFirstStart(first.orgName, first.token, url);
+    if (publicUrlKnown(config)) showWelcome(config.publicUrl);
     if (config.workers === 1) return await serve(config, log, db);
     db.$client.close();
     supervise(config, log);
