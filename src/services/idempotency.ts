@@ -54,14 +54,13 @@ export class Idempotency {
       replay: (now) => {
         const prior = findIdempotencyKey(this.db, scope, key);
         if (prior === null || prior.createdAt + this.ttlMs <= now) return null;
-        const before = same(prior.fingerprint, fingerprint) ? null : earlier?.();
-        if (!same(prior.fingerprint, fingerprint) && !(before && same(prior.fingerprint, fingerprintOf(before)))) {
-          throw new DomainError(
-            "invalid_argument",
-            "Idempotency-Key header: this key was already used for a different request; send a new key for a new request",
-          );
-        }
-        return prior.resultId;
+        if (same(prior.fingerprint, fingerprint)) return prior.resultId;
+        const before = earlier?.();
+        if (before && same(prior.fingerprint, fingerprintOf(before))) return prior.resultId;
+        throw new DomainError(
+          "invalid_argument",
+          "Idempotency-Key header: this key was already used for a different request; send a new key for a new request",
+        );
       },
       remember: (resultId, now) => {
         saveIdempotencyKey(this.db, { scope, key, fingerprint, resultId, createdAt: now });
