@@ -1,4 +1,5 @@
 import { existsSync, statSync, type Stats } from "node:fs";
+import { plainUrlProblem } from "./services/checks.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 
@@ -117,33 +118,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
 /**
  * PUBLIC_URL as services and callbacks will show it. The OAuth callback URL is this plus a
- * path, so it must be written out whole (scheme, "//", host, optional port and path) with
- * nothing a URL parser would repair or read its own way (a missing "//", a backslash, a
- * space), and without a query, fragment or credentials, which would end up in the middle
- * of it. A value holding an '@' is not echoed: the message goes to logs, and it may be a
- * password.
+ * path, so it must be a URL written plainly (see plainUrlProblem: nothing a parser would
+ * repair or read its own way, no credentials or fragment), and without a query or a . or
+ * .. segment, which would end up in the middle of it or be dropped. A value holding an '@'
+ * is not echoed: the message goes to logs, and it may be a password.
  */
 function checkedPublicUrl(given: string): string {
-  const shown = given.includes("@") ? "a value (not shown: it holds an '@')" : `"${given}"`;
-  let parsed: URL;
-  try {
-    parsed = new URL(given);
-  } catch {
-    throw new ConfigError(`PUBLIC_URL must be an absolute http(s) URL, got ${shown}`);
-  }
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new ConfigError(`PUBLIC_URL must be an absolute http(s) URL, got ${shown}`);
-  if (parsed.username !== "" || parsed.password !== "" || /^[a-z]+:[/\\]*[^/\\]*@/i.test(given)) {
-    throw new ConfigError("PUBLIC_URL must not carry credentials (user:password@ before the host)");
-  }
-  if (/[?#]/.test(given)) {
-    throw new ConfigError(`PUBLIC_URL must be a plain base URL (scheme, host, optional port and path; no query or fragment), got ${shown}`);
-  }
-  // A host right after "//", no '.' or '..' path segment (plain or %2e), no space or backslash.
-  if (!/^https?:\/\/[^\s\\/]+(\/[^\s\\]*)?$/i.test(given) || /\/(\.|%2e){1,2}(\/|$)/i.test(given)) {
-    throw new ConfigError(`PUBLIC_URL must be written out as http(s)://host[:port][/path], without spaces, backslashes or . and .. segments, got ${shown}`);
-  }
+  const shown = given.includes("@") ? "(not shown: it holds an '@')" : `"${given}"`;
+  const problem =
+    plainUrlProblem(given, ["http", "https"], "https://scm.example.com") ??
+    (given.includes("?") ? "must not include a query" : null) ??
+    (/\/(\.|%2e){1,2}(\/|$)/i.test(given) ? "must not include . or .. path segments" : null);
+  if (problem) throw new ConfigError(`PUBLIC_URL ${shown} ${problem}`);
   // As the parser wrote it (host in lower case, default port left out), without the trailing slash.
-  return parsed.href.replace(/\/+$/, "");
+  return new URL(given).href.replace(/\/+$/, "");
 }
 
 function defaultUrl(scheme: string, host: string, port: number): string {

@@ -38,6 +38,17 @@ export function hasSpaceOrControl(s: string): boolean {
  * backslashes for slashes.
  */
 export function httpsUrlProblem(value: string, maxLength = 2048): string | null {
+  return plainUrlProblem(value, ["https"], "https://login.example.com/", maxLength);
+}
+
+/**
+ * Why `value` is not an absolute URL of one of `schemes`, written plainly (as any parser
+ * reads it: "scheme://" and the host as written, no backslash, whitespace, credentials or
+ * fragment), or null when it is. `example` is shown in the messages. No message repeats
+ * the text before the host, where credentials would be.
+ */
+export function plainUrlProblem(value: string, schemes: readonly ("http" | "https")[], example: string, maxLength = 2048): string | null {
+  const named = schemes.join(" or ");
   if (value.length > maxLength) return `must be at most ${maxLength} characters`;
   if (hasSpaceOrControl(value)) return "must not contain whitespace or control characters";
   if (value.includes("\\")) return "must not contain backslashes";
@@ -45,16 +56,18 @@ export function httpsUrlProblem(value: string, maxLength = 2048): string | null 
   try {
     url = new URL(value);
   } catch {
-    return "must be an absolute https URL, such as https://login.example.com/";
+    return `must be an absolute ${named} URL, such as ${example}`;
   }
-  if (url.protocol !== "https:") return `must be an https URL, got scheme ${url.protocol.replace(/:$/, "")}`;
-  if (!/^https:\/\/[^/]/i.test(value)) return "must begin with https:// and a host name, such as https://login.example.com/";
+  const scheme = url.protocol.replace(/:$/, "");
+  if (!(schemes as readonly string[]).includes(scheme)) return `must be an ${named} URL, got scheme ${scheme}`;
+  if (!new RegExp(`^${scheme}://[^/]`, "i").test(value)) return `must begin with ${scheme}:// and a host name, such as ${example}`;
   if (value.includes("#")) return "must not include a fragment";
-  // What comes between "https://" and the path or query, as written.
-  const written = value.slice("https://".length).split(/[/?]/)[0]!.toLowerCase();
+  // What comes between "scheme://" and the path or query, as written.
+  const written = value.slice(scheme.length + 3).split(/[/?]/)[0]!.toLowerCase();
   if (written.includes("@")) return "must not include credentials";
   // The host as written must be the host the parser found: no escapes, numeric shorthands
   // or Unicode it maps to something else (international names go in punycode).
-  if (written !== url.host && written !== `${url.host}:443`) return `must name its host as written plainly (ASCII, punycode for international names), got "${truncate(written)}"`;
+  const defaultPort = scheme === "https" ? 443 : 80;
+  if (written !== url.host && written !== `${url.host}:${defaultPort}`) return `must name its host as written plainly (ASCII, punycode for international names), got "${truncate(written)}"`;
   return null;
 }
