@@ -65,19 +65,20 @@ export function routes(deps: Deps, isHealthy: () => boolean) {
 
 /** Registers a service, each method with the JSON options its request needs (see json-options.ts). */
 function serve<S extends DescService>(router: ConnectRouter, service: S, impl: ServiceImpl<S>): void {
-  if (!service.methods.some((m) => jsonOptionsFor(m))) {
+  const options = service.methods.map(jsonOptionsFor);
+  if (options.every((o) => o === undefined)) {
     router.service(service, impl);
     return;
   }
   const fns = impl as unknown as Record<string, ((...args: never[]) => unknown) | undefined>;
-  for (const method of service.methods) {
+  for (const [i, method] of service.methods.entries()) {
     const given = fns[method.localName];
     // As router.service does for a method left out: answer unimplemented.
     const fn = (given?.bind(impl) ??
       (() => {
         throw new ConnectError(`${service.typeName}.${method.name} is not implemented`, Code.Unimplemented);
       })) as unknown as MethodImpl<typeof method>;
-    const json = jsonOptionsFor(method);
+    const json = options[i];
     router.rpc(method, fn, json ? { jsonOptions: json } : undefined);
   }
 }

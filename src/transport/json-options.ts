@@ -63,14 +63,8 @@ const INTEGER_TYPES = new Set([
 
 const isIntegerField = (f: DescField) => (f.fieldKind === "scalar" || (f.fieldKind === "list" && f.listKind === "scalar")) && INTEGER_TYPES.has(f.scalar!);
 
-const integerBearing = new Map<string, boolean>();
-
 /** Whether a message of this type can carry an integer field (maps aside) anywhere inside it. */
-function holdsInteger(desc: DescMessage): boolean {
-  let known = integerBearing.get(desc.typeName);
-  if (known === undefined) integerBearing.set(desc.typeName, (known = reaches(desc, isIntegerField, new Set())));
-  return known;
-}
+const holdsInteger = remembered(isIntegerField);
 
 /** Throws, as protobuf-es does for a value it cannot read, on an integer given as a string that is not a JSON number. */
 function refuseOddIntegers(desc: DescMessage, json: unknown): void {
@@ -105,16 +99,20 @@ function decodeUtf8(bytes?: Uint8Array): string {
   }
 }
 
-const enumBearing = new Map<string, boolean>();
+const isEnumField = (f: DescField) => f.fieldKind === "enum" || (f.fieldKind === "list" && f.listKind === "enum") || (f.fieldKind === "map" && f.mapKind === "enum");
 
 /** Whether a message of this type can carry an enum anywhere inside it. */
-function holdsEnum(desc: DescMessage): boolean {
-  let known = enumBearing.get(desc.typeName);
-  if (known === undefined) enumBearing.set(desc.typeName, (known = reaches(desc, isEnumField, new Set())));
-  return known;
-}
+const holdsEnum = remembered(isEnumField);
 
-const isEnumField = (f: DescField) => f.fieldKind === "enum" || (f.fieldKind === "list" && f.listKind === "enum") || (f.fieldKind === "map" && f.mapKind === "enum");
+/** `reaches` for one kind of field, remembered per message type (the decoders ask per body). */
+function remembered(is: (f: DescField) => boolean): (desc: DescMessage) => boolean {
+  const known = new Map<string, boolean>();
+  return (desc) => {
+    let answer = known.get(desc.typeName);
+    if (answer === undefined) known.set(desc.typeName, (answer = reaches(desc, is, new Set())));
+    return answer;
+  };
+}
 
 /** Whether a field that `is` can be found in this message or any it holds. */
 function reaches(desc: DescMessage, is: (f: DescField) => boolean, seen: Set<string>): boolean {
