@@ -54,6 +54,17 @@ describe("pagination", () => {
       assert.equal(r.body.code, "invalid_argument", pageSize);
       assert.equal(r.body.message, `cannot decode field gitpod.v1.PaginationRequest.page_size from JSON: "${pageSize}"`);
     }
+    // A message field given something else is named, not only its message type.
+    for (const [body, reason] of [
+      [{ filter, pagination: 5 }, "pagination from JSON: expected object, got 5"],
+      [{ filter, pagination: [] }, "pagination from JSON: expected object, got Array(0)"],
+      [{ filter: "runner", pagination: {} }, 'filter from JSON: expected object, got "runner"'],
+    ] as const) {
+      const r = await call(s, LIST, body);
+      assert.equal(r.body.code, "invalid_argument", JSON.stringify(body));
+      assert.equal(r.body.message, `cannot decode field gitpod.v1.ListSCMIntegrationsRequest.${reason}`);
+    }
+    assert.equal((await call(s, LIST, { filter, pagination: null })).body.integrations.length, 25, "null is an absent message");
   });
 
   it("next_token is empty on the last page, and a page that ends exactly at the last item says so", async () => {

@@ -235,6 +235,9 @@ describe("a runner's whole life", () => {
     ]);
     const missing = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId }, runnerToken);
     assert.match(missing.body.message, /^config_schema: is required/);
+    const notAnEntry = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: { version: "2", scm: [{ scmId: "github", name: "GitHub" }, "gitlab"] } }, runnerToken);
+    assert.equal(notAnEntry.body.code, "invalid_argument");
+    assert.equal(notAnEntry.body.message, 'cannot decode field gitpod.v1.RunnerConfigurationSchema.scm from JSON: list item #2: expected object, got "gitlab"');
     const schema = (await call(s, `${CFG}/GetRunnerConfigurationSchema`, { runnerId })).body.schema;
     assert.equal(schema.version, "builtin-1", "still the built-in default");
     assert.deepEqual(schema.scm.map((e: any) => e.scmId), ["github", "gitlab", "bitbucket", "azuredevops_entra", "azuredevops_server"]);

@@ -17,6 +17,10 @@ import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescM
  * string, so methods whose request holds an integer refuse any other string there, as
  * protobuf-es refuses "ten": a decode error naming the field.
  *
+ * A message field given something other than an object (`"pagination": 5`) makes
+ * protobuf-es name the message type but not the field; those methods refuse it here
+ * instead, naming the field as protobuf-es does for a wrong scalar.
+ *
  * A JSON body that is not UTF-8 is refused instead of decoded with U+FFFD in place of the
  * bad bytes, which would store (and seal) altered text. connect-node hands these options
  * to its JSON serialization, whose options (unlike the adapter's declared type) include
@@ -24,34 +28,53 @@ import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescM
  */
 export const jsonOptions = { ignoreUnknownFields: true, textDecoder: { decode: decodeUtf8 } };
 
-/** Per-method options for methods whose request holds an enum or an integer; undefined for the others. */
+/** Per-method options for methods whose request holds an enum, an integer or a message; undefined for the others. */
 export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefined {
   const input = method.input;
   const enums = holdsEnum(input);
-  const integers = holdsInteger(input);
-  if (!enums && !integers) return undefined;
-  // A string that opens as a number might: only with one can an integer be odd. Where
-  // no list holds integers, only a member's own value can be one (not an id in a list).
-  // (A backslash may be an escape that spells any of these.)
-  const hint = reaches(input, (f) => f.fieldKind === "list" && isIntegerField(f), new Set()) ? /[:,[]\s*"\s*[-+.\d\\]/ : /:\s*"\s*[-+.\d\\]/;
+  const hint = oddValueHint(input);
+  if (!enums && !hint) return undefined;
   return {
     ignoreUnknownFields: true,
     textDecoder: {
       decode(bytes?: Uint8Array): string {
         const text = decodeUtf8(bytes);
-        // Most bodies hold neither an enum nor an integer written as a string: spare them the parse.
-        if (!enums && !hint.test(text)) return text;
+        // Most bodies hold neither an enum nor a value that might be odd: spare them the parse.
+        if (!enums && !hint!.test(text)) return text;
         let json: unknown;
         try {
           json = JSON.parse(text);
         } catch {
           return text; // protobuf-es reports the syntax error
         }
-        if (integers) refuseOddIntegers(input, json);
+        if (hint) refuseOddValues(input, json);
         return enums && replaceUnknownNames(input, json) ? JSON.stringify(json) : text;
       },
     },
   };
+}
+
+/**
+ * A test a body must pass for it to be worth parsing for `refuseOddValues`: a string that
+ * opens like a number (only such a string can be an odd integer; where no list holds
+ * integers, only a member's own value), or a message field's name followed by anything
+ * but an object or null (for a list or map of messages, the name at all). A backslash in
+ * a string may be an escape that spells a number's first character. (A key spelled with
+ * escapes is missed: protobuf-es then refuses its value without naming the field.)
+ * Undefined when the request holds neither.
+ */
+function oddValueHint(desc: DescMessage): RegExp | undefined {
+  const parts: string[] = [];
+  if (holdsInteger(desc)) parts.push(reaches(desc, (f) => f.fieldKind === "list" && isIntegerField(f), new Set()) ? '[:,[]\\s*"\\s*[-+.\\d\\\\]' : ':\\s*"\\s*[-+.\\d\\\\]');
+  const singular = new Set<string>();
+  const plural = new Set<string>();
+  reaches(desc, (f) => {
+    if (isMessageField(f)) for (const key of [f.jsonName, f.name]) (f.fieldKind === "message" ? singular : plural).add(key);
+    return false;
+  }, new Set());
+  if (singular.size > 0) parts.push(`"(?:${[...singular].join("|")})"\\s*:\\s*[^\\s{n]`);
+  if (plural.size > 0) parts.push(`"(?:${[...plural].join("|")})"\\s*:`);
+  return parts.length > 0 ? new RegExp(parts.join("|")) : undefined;
 }
 
 /** A JSON number, which is all the JSON mapping allows inside a string for an integer field. */
@@ -66,27 +89,51 @@ const isIntegerField = (f: DescField) => (f.fieldKind === "scalar" || (f.fieldKi
 /** Whether a message of this type can carry an integer field (maps aside) anywhere inside it. */
 const holdsInteger = remembered(isIntegerField);
 
-/** Throws, as protobuf-es does for a value it cannot read, on an integer given as a string that is not a JSON number. */
-function refuseOddIntegers(desc: DescMessage, json: unknown): void {
-  if (!holdsInteger(desc) || json === null || typeof json !== "object" || Array.isArray(json)) return;
+/** A field holding messages that have no JSON form of their own (well-known types do). */
+const isMessageField = (f: DescField) => f.message !== undefined && (f.fieldKind === "message" || f.fieldKind === "list" || f.fieldKind === "map") && !f.message.typeName.startsWith("google.protobuf.");
+
+/**
+ * Throws, as protobuf-es does for a value it cannot read, on an integer given as a string
+ * that is not a JSON number, and on a message given as anything but an object.
+ */
+function refuseOddValues(desc: DescMessage, json: unknown): void {
+  if (json === null || typeof json !== "object" || Array.isArray(json)) return;
   const object = json as Record<string, unknown>;
   for (const field of desc.fields) {
     for (const key of new Set([field.jsonName, field.name])) {
       const value = object[key];
       if (value === undefined || value === null) continue;
+      const odd = (reason: string) => new Error(`cannot decode field ${desc.typeName}.${field.name} from JSON: ${reason}`);
       if (isIntegerField(field)) {
         for (const item of Array.isArray(value) ? value : [value]) {
-          if (typeof item === "string" && !JSON_NUMBER.test(item)) {
-            throw new Error(`cannot decode field ${desc.typeName}.${field.name} from JSON: ${JSON.stringify(item)}`);
-          }
+          if (typeof item === "string" && !JSON_NUMBER.test(item)) throw odd(JSON.stringify(item));
         }
-      } else if (field.fieldKind === "message") {
-        refuseOddIntegers(field.message, value);
-      } else if (field.fieldKind === "list" && field.listKind === "message" && Array.isArray(value)) {
-        for (const item of value) refuseOddIntegers(field.message, item);
+      } else if (isMessageField(field)) {
+        if (field.fieldKind === "message") {
+          if (!isObject(value)) throw odd(`expected object, got ${describe(value)}`);
+          refuseOddValues(field.message!, value);
+          continue;
+        }
+        // protobuf-es itself names the field when the list or map is not one.
+        if (typeof value !== "object" || Array.isArray(value) !== (field.fieldKind === "list")) continue;
+        const items = value as Record<string, unknown>;
+        for (const [i, k] of Object.keys(items).entries()) {
+          const item = items[k];
+          if (item === null) continue; // protobuf-es: "list item must not be null"
+          if (!isObject(item)) throw odd(`${field.fieldKind === "list" ? `list item #${i + 1}` : `map value for key "${k}"`}: expected object, got ${describe(item)}`);
+          refuseOddValues(field.message!, item);
+        }
       }
     }
   }
+}
+
+const isObject = (value: unknown) => typeof value === "object" && value !== null && !Array.isArray(value);
+
+/** A value as protobuf-es shows one in its messages. */
+function describe(value: unknown): string {
+  if (Array.isArray(value)) return `Array(${value.length})`;
+  return typeof value === "string" ? JSON.stringify(value) : String(value);
 }
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
