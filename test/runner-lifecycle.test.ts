@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { eq } from "drizzle-orm";
 import { newKeyPair, open } from "../src/crypto/sealed-box.js";
+import { sealsRequested } from "../src/crypto/seal-worker.js";
 import { signup } from "../src/services/runners.js";
 import { createScmIntegration } from "../src/services/scm-integrations.js";
 import { runners, scmIntegrations } from "../src/store/schema.js";
@@ -137,7 +138,7 @@ describe("a runner's whole life", () => {
 
   it("an entry offers only the methods it carries: oauth, pat or both", async () => {
     const { runnerId, runnerToken } = await createRunner(s);
-    await signUp(s, runnerToken);
+    const keys = await signUp(s, runnerToken);
     const publish = (scm: object[]) => call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: { version: "3", scm } }, runnerToken);
 
     // An entry that offers nothing, and Azure DevOps Server without PAT, are refused.
@@ -159,12 +160,14 @@ describe("a runner's whole life", () => {
     );
 
     const oauth = { oauthClientId: "app", oauthPlaintextClientSecret: "s3cret" };
+    const seals = sealsRequested();
     const refusedOAuth = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitea", host: "gitea.example", ...oauth });
     assert.equal(refusedOAuth.status, 400);
     assert.equal(refusedOAuth.body.message, "oauth_client_id: the runner takes personal access tokens only for gitea; remove the OAuth settings");
     const refusedPat = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "forgejo", host: "forgejo.example", pat: true, ...oauth });
     assert.equal(refusedPat.status, 400);
     assert.equal(refusedPat.body.message, "pat: the runner takes OAuth only for forgejo; set pat to false");
+    assert.equal(sealsRequested(), seals + 1, "the secret refused with its entry was not sealed; the one refused for PAT was, ahead");
     const listed = async () => {
       const r = await call(s, `${CFG}/ListSCMIntegrations`, { filter: { runnerIds: [runnerId] } });
       assert.equal(r.status, 200, JSON.stringify(r.body));
@@ -194,6 +197,18 @@ describe("a runner's whole life", () => {
     const kept = (await call(s, `${CFG}/GetSCMIntegration`, { id })).body.integration;
     assert.equal(kept.oauth.clientId, "app-2");
     assert.equal(kept.pat ?? false, false);
+
+    // Remembered without OAuth for gitea, the runner is looked up again once its schema offers it.
+    assert.equal((await publish([{ scmId: "gitea", name: "Gitea", oauth: {}, pat: {} }])).status, 200);
+    for (const [host, secret] of [["gitea-2.example", "first"], ["gitea-3.example", "second"]]) {
+      const before = sealsRequested();
+      const r = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitea", host, oauthClientId: "app", oauthPlaintextClientSecret: secret });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      const shown = (await runnerList(s, runnerId, runnerToken, { filter: { scmIntegrationIds: [r.body.id] } }))[0];
+      assert.equal(open(Buffer.from(shown.oauth.encryptedClientSecret, "base64"), keys.publicKey, keys.secretKey), secret);
+      // The first is sealed by its write (what was remembered said no OAuth), the second ahead.
+      assert.equal(sealsRequested(), before + (secret === "first" ? 0 : 1), host);
+    }
   });
 
   it("a schema stored before entries recorded their methods reads as offering both", async () => {

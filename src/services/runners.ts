@@ -105,7 +105,7 @@ export function requireRunner(db: Db, orgId: string, runnerId: string): void {
  * service recorded which methods an entry offers read as offering both, as they were
  * treated then; Azure DevOps Server never takes OAuth, whatever its entry says.
  */
-export function schemaOf(runner: RunnerRow): RunnerSchema {
+export function schemaOf(runner: Pick<RunnerRow, "configSchema">): RunnerSchema {
   if (!runner.configSchema) return DEFAULT_SCHEMA;
   const stored = JSON.parse(runner.configSchema) as { version: string; scm: (Omit<ScmEntry, "oauth" | "pat"> & Partial<ScmEntry>)[] };
   return {

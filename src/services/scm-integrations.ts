@@ -1,7 +1,7 @@
 import type { ApiCaller, RunnerCaller } from "../domain/caller.js";
 import { DomainError, Violations, notFound } from "../domain/errors.js";
 import { normalizeHost } from "../domain/host.js";
-import { AZURE_ENTRA, AZURE_SERVER, type ScmEntry } from "../domain/scm-schema.js";
+import { AZURE_ENTRA, AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "../domain/scm-schema.js";
 import { newId } from "../crypto/ids.js";
 import { seal } from "../crypto/sealed-box.js";
 import { sealOffLoop } from "../crypto/seal-worker.js";
@@ -86,7 +86,7 @@ export async function createScmIntegration(
   checkRules(v, input.scmId, { oauth: oauthRequested, oauthUsable: oauthRequested, pat: input.pat, issuerUrl, virtualDirectory });
   v.throwIfAny();
 
-  const ahead = secret !== undefined ? await sealAhead(db, caller.orgId, runnerId, secret) : null;
+  const ahead = secret !== undefined ? await sealAhead(db, caller.orgId, runnerId, input.scmId, secret) : null;
   return db.write(() => {
     const now = Date.now();
     const replayed = once?.replay(now);
@@ -103,8 +103,9 @@ export async function createScmIntegration(
     }
     offered.throwIfAny();
     const fresh = ahead !== null && runner.publicKey?.equals(ahead.key) === true;
-    // A remembered key out of date is forgotten, so the runner's next create reads the new one.
-    if (ahead && !fresh) forgetKey(caller.orgId, runner.id);
+    // What was remembered of the runner is out of date (its key, or a schema that had no
+    // OAuth here): forgotten, so its next create reads them again.
+    if (secret !== undefined && !fresh) forgetKey(caller.orgId, runner.id);
     const sealed = secret === undefined ? null : fresh ? ahead!.box : sealFor(runner, secret, "runner_id");
     const id = newId(now);
     store.insertScmIntegration(db, {
@@ -375,34 +376,41 @@ function extends_(input: UpdateScmIntegrationInput, row: ScmIntegrationRow): boo
 }
 
 /**
- * Runner keys recently sealed to, by organization and runner, oldest first. A key found
- * here may be out of date (the runner signed up again, or is gone): the write compares it
- * with the runner's key in its own transaction and seals again, or fails, as it must. So
- * this only spares a create the lookup, and the turn of the event loop it waits for.
+ * Runners recently sealed to, by organization and runner, oldest first: the key, and the
+ * scm_ids whose schema entry takes OAuth. Either may be out of date (the runner signed up
+ * again or published a schema, or is gone): the write checks both against the runner in
+ * its own transaction and seals again, or fails, as it must. So this only spares a create
+ * the lookup, and the turn of the event loop it waits for.
  */
-const recentKeys = new Map<string, Buffer>();
+const recentKeys = new Map<string, { key: Buffer; oauth: ReadonlySet<string> }>();
 const RECENT_KEYS = 16_384;
 const keyName = (orgId: string, runnerId: string) => `${orgId}/${runnerId}`;
 const forgetKey = (orgId: string, runnerId: string) => recentKeys.delete(keyName(orgId, runnerId));
+const takesOAuth = (schema: RunnerSchema): ReadonlySet<string> => new Set(schema.scm.filter((e) => e.oauth).map((e) => e.scmId));
+const DEFAULT_OAUTH = takesOAuth(DEFAULT_SCHEMA);
 
 /**
  * The secret sealed, off the event loop, to the key the runner has now; null when it has
- * none (or no such runner: the write then says why). The write uses the box only while
- * that is still the runner's key, and seals again should a Signup have changed it.
+ * none, when its schema's entry for `scmId` takes no OAuth (the write refuses the create:
+ * no sealing for that), or when there is no such runner (the write says why). The write
+ * uses the box only while that is still the runner's key, and seals again should a Signup
+ * have changed it.
  */
-async function sealAhead(db: Db, orgId: string, runnerId: string, secret: string): Promise<{ key: Buffer; box: Buffer } | null> {
+async function sealAhead(db: Db, orgId: string, runnerId: string, scmId: string, secret: string): Promise<{ key: Buffer; box: Buffer } | null> {
   const known = keyName(orgId, runnerId);
-  let key = recentKeys.get(known);
-  if (key === undefined) {
+  let runner = recentKeys.get(known);
+  if (runner === undefined) {
     const found = await db.read(() => findRunnerKey(db, orgId, runnerId));
-    if (!found) return null;
-    key = found;
+    if (!found?.publicKey) return null;
+    const schema = schemaOf(found);
+    runner = { key: found.publicKey, oauth: schema === DEFAULT_SCHEMA ? DEFAULT_OAUTH : takesOAuth(schema) };
     if (recentKeys.size >= RECENT_KEYS) recentKeys.delete(recentKeys.keys().next().value!);
-    recentKeys.set(known, key);
+    recentKeys.set(known, runner);
   }
+  if (!runner.oauth.has(scmId)) return null;
   // Should sealing fail here, the write seals inline and reports it as it always has.
-  const box = await sealOffLoop(secret, key).catch(() => null);
-  return box ? { key, box } : null;
+  const box = await sealOffLoop(secret, runner.key).catch(() => null);
+  return box ? { key: runner.key, box } : null;
 }
 
 function sealFor(runner: RunnerRow, secret: string, field: "runner_id" | "oauth_plaintext_client_secret"): Buffer {

@@ -12,9 +12,10 @@ export function findRunner(db: Db, orgId: string, id: string): RunnerRow | null 
   return r ? toRunnerRow(r) : null;
 }
 
-/** The runner's public key, null when it has not signed up; undefined when the organization has no such runner. */
-export function findRunnerKey(db: Db, orgId: string, id: string): Buffer | null | undefined {
-  return statements(db).keyById.get(id, orgId) as Buffer | null | undefined;
+/** What a create needs to seal ahead: the runner's public key (null before it signs up) and stored schema; undefined when the organization has no such runner. */
+export function findRunnerKey(db: Db, orgId: string, id: string): Pick<RunnerRow, "publicKey" | "configSchema"> | undefined {
+  const row = statements(db).keyById.get(id, orgId) as [Buffer | null, string | null] | undefined;
+  return row && { publicKey: row[0], configSchema: row[1] };
 }
 
 // Every column of a runner, in the order the raw statement below returns them: every create
@@ -69,7 +70,7 @@ const statements = prepared((db) => ({
   // (id, orgId)
   byId: rawStatement(db, db.select(runnerColumns).from(runners).where(byIdAndOrg)).raw(),
   // (id, orgId)
-  keyById: rawStatement(db, db.select({ key: runners.publicKey }).from(runners).where(byIdAndOrg)).pluck(),
+  keyById: rawStatement(db, db.select({ key: runners.publicKey, schema: runners.configSchema }).from(runners).where(byIdAndOrg)).raw(),
   // (id, orgId)
   exists: rawStatement(db, db.select({ one: sql`1` }).from(runners).where(byIdAndOrg)).pluck(),
   // (hash); every call of a runner authenticates through it
