@@ -41,10 +41,12 @@ describe("CreateSCMIntegration over Connect JSON", () => {
       oauthPlaintextClientSecret: "x", issuerUrl: "https://login.microsoftonline.com/tenant/v2.0",
     });
     assert.equal(entra.status, 200, JSON.stringify(entra.body));
-    const v6 = await call(s, CREATE, { runnerId, scmId: "gitlab", host: "[2001:db8::1]:8443", pat: true });
+    const v6 = await call(s, CREATE, { runnerId, scmId: "gitlab", host: "[2001:DB8:0:0:0:0:0:1]:8443", pat: true });
     assert.equal(v6.status, 200, JSON.stringify(v6.body));
     const hosts = s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().map((r) => r.host).sort();
-    assert.deepEqual(hosts, ["[2001:db8::1]:8443", "dev.azure.com/acme"]);
+    assert.deepEqual(hosts, ["[2001:db8::1]:8443", "dev.azure.com/acme"], "an IPv6 address is kept in its shortest form");
+    const again = await call(s, CREATE, { runnerId, scmId: "gitlab", host: "[2001:db8:0::1]:8443", pat: true });
+    assert.equal(again.body.code, "already_exists", "the same address spelled otherwise is the same host");
   });
 
   it("answers already_exists for a second integration on the same host, telling the SDK not to retry", async () => {
@@ -56,6 +58,18 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     const dup = results.find((r) => r.status !== 200)!;
     assert.equal(dup.status, 409);
     assert.equal(dup.headers.get("x-should-retry"), "false");
+  });
+
+  it("refuses a secret of the wrong JSON type without repeating it", async () => {
+    const { runnerId } = await createRunner(s);
+    for (const [secret, kind] of [[12345678, "a number"], [true, "a boolean"], [[1234], "an array"]] as const) {
+      const r = await call(s, CREATE, { runnerId, scmId: "github", host: "github.com", oauthClientId: "c", oauthPlaintextClientSecret: secret });
+      assert.equal(r.body.code, "invalid_argument");
+      assert.equal(r.body.message, `cannot decode field gitpod.v1.CreateSCMIntegrationRequest.oauth_plaintext_client_secret from JSON: expected string, got ${kind} (the value is not shown)`);
+    }
+    const update = await call(s, "gitpod.v1.RunnerConfigurationService/UpdateSCMIntegration", { id: "0190a0a0-0000-7000-8000-000000000000", oauth_plaintext_client_secret: 987654 });
+    assert.equal(update.body.code, "invalid_argument");
+    assert.doesNotMatch(update.body.message, /987654/);
   });
 
   it("refuses OAuth for a runner without a public key with failed_precondition", async () => {
@@ -74,6 +88,8 @@ describe("CreateSCMIntegration over Connect JSON", () => {
       [{ runnerId, scmId: "github", host: "user@github.com", pat: true }, "host"],
       [{ runnerId, scmId: "github", host: "github.com?x=1", pat: true }, "host"],
       [{ runnerId, scmId: "github", host: "git hub.com", pat: true }, "host"],
+      [{ runnerId, scmId: "github", host: "0x7f.1", pat: true }, "host"], // 127.0.0.1 to URL parsers
+      [{ runnerId, scmId: "github", host: "git.example.42", pat: true }, "host"],
       [{ runnerId, scmId: "github", host: "", pat: true }, "host"],
       [{ runnerId, scmId: "github", host: "github.com" }, "pat"],
       [{ runnerId, scmId: "github", host: "github.com", oauthClientId: "c" }, "oauth_plaintext_client_secret"],
@@ -91,6 +107,7 @@ describe("CreateSCMIntegration over Connect JSON", () => {
       [{ runnerId, scmId: "github", host: "github.com", pat: true, virtualDirectory: "/tfs" }, "virtual_directory"],
       [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true }, "virtual_directory"],
       [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "tfs" }, "virtual_directory"],
+      [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/tfs/../x" }, "virtual_directory"],
     ];
     for (const [body, field] of cases) {
       const r = await call(s, CREATE, body);

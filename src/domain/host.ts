@@ -14,8 +14,9 @@ export type HostCheck = { ok: true; host: string } | { ok: false; reason: string
 
 /**
  * Checks and normalizes an integration host: `name[:port][/path]`, where name is a DNS
- * name, an IPv4 address or a bracketed IPv6 address. The result is lower case and
- * has no trailing slash.
+ * name, an IPv4 address or a bracketed IPv6 address. The result is lower case, has no
+ * trailing slash, and writes an IPv6 address in its shortest form (as URLs do), so that one
+ * address is one host however it was spelled.
  */
 export function normalizeHost(input: string): HostCheck {
   if (input.length === 0) return fail("is required");
@@ -64,6 +65,7 @@ function splitAuthority(authority: string): HostCheck {
       port = rest.slice(1);
     }
     if (!isIPv6(name.slice(1, -1))) return fail("has an invalid IPv6 address");
+    name = new URL(`http://${name}`).hostname; // the WHATWG serializer: lower case, zeros compressed
   } else {
     const colon = authority.indexOf(":");
     if (colon >= 0) {
@@ -87,8 +89,10 @@ function isHostName(name: string): boolean {
   if (name.length === 0 || name.length > 253) return false;
   if (IPV4.test(name)) return true;
   const labels = name.split(".");
-  // A name made only of digits and dots that is not a valid IPv4 address is a typo.
-  if (labels.every((l) => /^\d+$/.test(l))) return false;
+  // A name whose last label is a number (decimal or 0x hex) is an IPv4 address to URL
+  // parsers and inet_aton (`0x7f.1` is 127.0.0.1), or a typo of one: only the dotted
+  // quad above is taken.
+  if (/^(?:\d+|0x[0-9a-f]*)$/.test(labels[labels.length - 1]!)) return false;
   return labels.every((l) => LABEL.test(l));
 }
 

@@ -429,6 +429,7 @@ function virtualDirectoryProblem(value: string): string | null {
   if (!/^(\/[A-Za-z0-9._~%!$&'()*+,;=:-]+)+\/?$/.test(value)) {
     return "must be a path of non-empty segments without whitespace, '?', '#' or '@'";
   }
+  if (value.split("/").some((segment) => segment === "." || segment === "..")) return "must not contain . or .. segments";
   return null;
 }
 

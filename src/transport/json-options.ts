@@ -21,6 +21,9 @@ import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescM
  * protobuf-es name the message type but not the field; those methods refuse it here
  * instead, naming the field as protobuf-es does for a wrong scalar.
  *
+ * A secret given as something other than a string (`"oauthPlaintextClientSecret": 1234`)
+ * is refused without the value: protobuf-es would repeat a number or boolean in its message.
+ *
  * A JSON body that is not UTF-8 is refused instead of decoded with U+FFFD in place of the
  * bad bytes, which would store (and seal) altered text. connect-node hands these options
  * to its JSON serialization, whose options (unlike the adapter's declared type) include
@@ -57,23 +60,28 @@ export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefin
 /**
  * A test a body must pass for it to be worth parsing for `refuseOddValues`: a string that
  * opens like a number (only such a string can be an odd integer; where no list holds
- * integers, only a member's own value), or a message field's name followed by anything
- * but an object or null (for a list or map of messages, the name at all). A backslash in
- * a string may be an escape that spells a number's first character. (A key spelled with
- * escapes is missed: protobuf-es then refuses its value without naming the field.)
- * Undefined when the request holds neither.
+ * integers, only a member's own value), a message field's name followed by anything but
+ * an object or null, a secret's by anything but a string or null, or a list or map of
+ * messages at all. A backslash in a string may be an escape that spells a number's first
+ * character. (A key spelled with escapes is missed: protobuf-es then refuses its value
+ * itself, without naming the field or, for a secret, repeating a number or boolean.)
+ * Undefined when the request holds none of these.
  */
 function oddValueHint(desc: DescMessage): RegExp | undefined {
   const parts: string[] = [];
   if (holdsInteger(desc)) parts.push(reaches(desc, (f) => f.fieldKind === "list" && isIntegerField(f), new Set()) ? '[:,[]\\s*"\\s*[-+.\\d\\\\]' : ':\\s*"\\s*[-+.\\d\\\\]');
-  const singular = new Set<string>();
-  const plural = new Set<string>();
+  const messages = new Set<string>();
+  const secrets = new Set<string>();
+  const collections = new Set<string>();
   reaches(desc, (f) => {
-    if (isMessageField(f)) for (const key of [f.jsonName, f.name]) (f.fieldKind === "message" ? singular : plural).add(key);
+    const keys = isSecretField(f) ? secrets : !isMessageField(f) ? undefined : f.fieldKind === "message" ? messages : collections;
+    keys?.add(f.jsonName).add(f.name);
     return false;
   }, new Set());
-  if (singular.size > 0) parts.push(`"(?:${[...singular].join("|")})"\\s*:\\s*[^\\s{n]`);
-  if (plural.size > 0) parts.push(`"(?:${[...plural].join("|")})"\\s*:`);
+  const followedBy = (keys: Set<string>, value: string) => keys.size > 0 && parts.push(`"(?:${[...keys].join("|")})"\\s*:${value}`);
+  followedBy(messages, "\\s*[^\\s{n]");
+  followedBy(secrets, '\\s*[^\\s"n]');
+  followedBy(collections, "");
   return parts.length > 0 ? new RegExp(parts.join("|")) : undefined;
 }
 
@@ -88,6 +96,9 @@ const isIntegerField = (f: DescField) => (f.fieldKind === "scalar" || (f.fieldKi
 
 /** Whether a message of this type can carry an integer field (maps aside) anywhere inside it. */
 const holdsInteger = remembered(isIntegerField);
+
+/** A string field whose value must never be repeated back, not even when it is of the wrong type. */
+const isSecretField = (f: DescField) => f.fieldKind === "scalar" && f.scalar === ScalarType.STRING && f.name.includes("secret");
 
 /** A field holding messages that have no JSON form of their own (well-known types do). */
 const isMessageField = (f: DescField) => f.message !== undefined && (f.fieldKind === "message" || f.fieldKind === "list" || f.fieldKind === "map") && !f.message.typeName.startsWith("google.protobuf.");
@@ -104,7 +115,9 @@ function refuseOddValues(desc: DescMessage, json: unknown): void {
       const value = object[key];
       if (value === undefined || value === null) continue;
       const odd = (reason: string) => new Error(`cannot decode field ${desc.typeName}.${field.name} from JSON: ${reason}`);
-      if (isIntegerField(field)) {
+      if (isSecretField(field)) {
+        if (typeof value !== "string") throw odd(`expected string, got ${Array.isArray(value) ? "an array" : typeof value === "object" ? "an object" : `a ${typeof value}`} (the value is not shown)`);
+      } else if (isIntegerField(field)) {
         for (const item of Array.isArray(value) ? value : [value]) {
           if (typeof item === "string" && !JSON_NUMBER.test(item)) throw odd(JSON.stringify(item));
         }
