@@ -161,15 +161,20 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_TIMEOUTS.idleTimeoutMs;
   // Node looks for HTTP/1.1 connections past their deadline on this interval (30 s by default).
   const checkEveryMs = Math.max(25, Math.min(1000, Math.floor(headersTimeoutMs / 4)));
-  const h1Timeouts = { headersTimeout: headersTimeoutMs, requestTimeout: requestTimeoutMs, connectionsCheckingInterval: checkEveryMs };
+  // keepAliveTimeout is node's default, set for the HTTP/1.1 side of the TLS server, which has none.
+  const h1Timeouts = { headersTimeout: headersTimeoutMs, requestTimeout: requestTimeoutMs, connectionsCheckingInterval: checkEveryMs, keepAliveTimeout: 5_000 };
 
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
   let inFlight = 0;
   let closing = false;
+  // HTTP/1.1 sockets of the TLS server with a request being answered, which its idle timeout spares.
+  const busy = new Map<net.Socket, number>();
 
   const counted: NodeHandler = (req, res) => {
     inFlight++;
+    const h1Socket = "stream" in req ? null : req.socket;
+    if (h1Socket) busy.set(h1Socket, (busy.get(h1Socket) ?? 0) + 1);
     const body = budget.forRequest();
     // A response closes when it is done or its connection goes, except on HTTP/1.1 a response
     // queued behind an unfinished one of the same connection (pipelining), which has no
@@ -180,6 +185,11 @@ export function listen(handler: NodeHandler, port: number, host: string, options
       if (done) return;
       done = true;
       inFlight--;
+      if (h1Socket) {
+        const left = busy.get(h1Socket)! - 1;
+        if (left === 0) busy.delete(h1Socket);
+        else busy.set(h1Socket, left);
+      }
       body.release();
       socket?.off("close", finish);
     };
@@ -215,11 +225,15 @@ export function listen(handler: NodeHandler, port: number, host: string, options
       },
       counted,
     );
-    // The HTTP/1.1 side of a secure HTTP/2 server keeps node's HTTP/1.1 timeouts here.
+    // The HTTP/1.1 side of a secure HTTP/2 server takes its HTTP/1.1 timeouts from here.
     Object.assign(secure, h1Timeouts);
     secure.setTimeout(idleTimeoutMs);
-    // HTTP/2 sessions and, through allowHTTP1, HTTP/1.1 sockets time out here.
-    secure.on("timeout", (idle: http2.Http2Session | net.Socket) => (idle instanceof net.Socket ? idle.destroy() : closeIdleSession(idle)));
+    // HTTP/2 sessions and, through allowHTTP1, HTTP/1.1 sockets time out here; a socket quiet
+    // while its request is worked on is not idle (the plain HTTP/1.1 server has no such timeout).
+    secure.on("timeout", (idle: http2.Http2Session | net.Socket) => {
+      if (!(idle instanceof net.Socket)) closeIdleSession(idle);
+      else if (!busy.has(idle)) idle.destroy();
+    });
     secure.on("session", (s) => trackSession(s));
     server = secure;
   } else {
