@@ -72,12 +72,7 @@ function serve<S extends DescService>(router: ConnectRouter, service: S, impl: S
   }
   const fns = impl as unknown as Record<string, ((...args: never[]) => unknown) | undefined>;
   for (const [i, method] of service.methods.entries()) {
-    const given = fns[method.localName];
-    // As router.service does for a method left out: answer unimplemented.
-    const fn = (given?.bind(impl) ??
-      (() => {
-        throw new ConnectError(`${service.typeName}.${method.name} is not implemented`, Code.Unimplemented);
-      })) as unknown as MethodImpl<typeof method>;
+    const fn = fns[method.localName]!.bind(impl) as unknown as MethodImpl<typeof method>; // ServiceImpl has every method
     const json = options[i];
     router.rpc(method, fn, json ? { jsonOptions: json } : undefined);
   }
@@ -151,6 +146,11 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       res.end("missing or malformed Host header\n");
       return;
     }
+    if (GRPC_JSON.test(req.headers["content-type"] ?? "")) {
+      res.writeHead(415, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
+      res.end("gRPC and gRPC-Web are served with the protobuf codec; for JSON use the Connect protocol (application/json)\n");
+      return;
+    }
     // Content codings are case-insensitive (RFC 9110, 8.4.1); connect-node matches them as written.
     const coding = req.headers["content-encoding"];
     if (coding !== undefined && coding !== coding.toLowerCase()) req.headers["content-encoding"] = coding.toLowerCase();
@@ -166,6 +166,14 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
 
   return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop() };
 }
+
+/**
+ * The JSON codecs of gRPC and gRPC-Web, refused with 415 (as gRPC answers a content type it
+ * does not serve). connect-node 2.1.2 cannot report a JSON syntax error over them: V8 quotes
+ * the input in the message, cut in the middle of a surrogate pair, and the encodeURIComponent
+ * of its grpc-message trailer throws, so the call was never answered at all.
+ */
+const GRPC_JSON = /^application\/grpc(-web)?\+json/i;
 
 const API_METHOD = /^\/(gitpod\.v1\.[A-Za-z][A-Za-z0-9]{0,99}\/[A-Za-z][A-Za-z0-9]{0,99})$/;
 
@@ -199,7 +207,9 @@ function notServed(
     // clients read as a call without status). The message is ASCII without '%': no escaping.
     const headers = { "content-type": req.headers["content-type"]!, "grpc-status": "12", "grpc-message": message };
     if ("stream" in req) {
-      if (!req.stream.destroyed && !req.stream.headersSent) req.stream.respond({ ":status": 200, ...headers }, { endStream: true });
+      // respond() skips what was set on `res`, the request id included.
+      const id = res.getHeader("x-request-id");
+      if (!req.stream.destroyed && !req.stream.headersSent) req.stream.respond({ ":status": 200, ...headers, ...(id ? { "x-request-id": id } : {}) }, { endStream: true });
     } else {
       res.writeHead(200, headers);
       res.end();

@@ -128,6 +128,7 @@ describe("raw HTTP the framework would choke on", () => {
       [headers, "{not json", 400, "invalid_argument"],
       [{ ...headers, "connect-timeout-ms": "600000" }, "{}", 400, "invalid_argument"],
       [{ ...headers, "content-type": "text/plain" }, "{}", 415, ""],
+      [{ ...headers, "content-type": "application/grpc+json" }, "{}", 415, ""],
     ];
     for (const [h, body, status, code] of cases) {
       const r = await fetch(`${s.url}/${path}`, { method: "POST", headers: h, body });
@@ -138,7 +139,12 @@ describe("raw HTTP the framework would choke on", () => {
       const h2 = await http2Post(s.url, `/${path}`, h, body);
       assert.equal(h2.status, status, h2.body);
       assert.equal(h2.headers["x-should-retry"], "false", `HTTP/2 ${status} ${h2.body}`);
+      for (const id of [r.headers.get("x-request-id"), h2.headers["x-request-id"]]) assert.match(String(id), /^[0-9a-f-]{36}$/, `${h["content-type"]}: carries its request id`);
     }
+    // gRPC over HTTP/2 answers a method it does not serve in headers alone, with the id too.
+    const unserved = await http2Post(s.url, "/gitpod.v1.RunnerService/CheckAuthenticationForHost", { ...headers, "content-type": "application/grpc" }, "");
+    assert.equal(unserved.headers["grpc-status"], "12");
+    assert.match(String(unserved.headers["x-request-id"]), /^[0-9a-f-]{36}$/);
     const ok = await fetch(`${s.url}/${path}`, { method: "POST", headers, body: "{}" });
     assert.equal(ok.status, 200);
     assert.equal(ok.headers.get("x-should-retry"), null, "a success says nothing about retries");

@@ -130,14 +130,6 @@ export interface RunningServer {
   shutdown(timeoutMs: number): Promise<void>;
 }
 
-/**
- * The JSON codecs of gRPC and gRPC-Web, refused with 415 (as gRPC answers a content type it
- * does not serve). connect-node 2.1.2 cannot report a JSON syntax error over them: V8 quotes
- * the input in the message, cut in the middle of a surrogate pair, and the encodeURIComponent
- * of its grpc-message trailer throws, so the call was never answered at all.
- */
-const GRPC_JSON = /^application\/grpc(-web)?\+json/i;
-
 // Every HTTP/2 connection without TLS starts with this preface (RFC 9113, 3.4).
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const { NGHTTP2_NO_ERROR, NGHTTP2_STREAM_STATE_OPEN, NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL } = http2.constants;
@@ -199,11 +191,6 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     if (closing && req.httpVersionMajor === 1) (res as http.ServerResponse).setHeader("connection", "close");
     limitBody(req, res, maxRequestBytes, body.take);
     if ("stream" in req) limitStreamTime(req, res as http2.Http2ServerResponse, requestTimeoutMs);
-    if (GRPC_JSON.test(req.headers["content-type"] ?? "")) {
-      res.writeHead(415, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
-      res.end("gRPC and gRPC-Web are served with the protobuf codec; for JSON use the Connect protocol (application/json)\n");
-      return;
-    }
     correctFrameworkErrors(req, res);
     handler(req, res);
   };
