@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { ConfigError, loadConfig } from "./config.js";
+import { ConfigError, loadDatabaseFile } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
 import { convertPageSize, openDatabase, type Db } from "./store/database.js";
@@ -66,7 +66,7 @@ function run(args: string[]): void {
   } else {
     throw new UsageError(USAGE);
   }
-  const { databaseFile } = loadConfig();
+  const databaseFile = loadDatabaseFile();
   // A path that names no database is a mistake (a typo, another working directory) for
   // anything but that first step: a new empty file there would take changes the service
   // never sees. The first step says where it made one, so a mistyped path shows.

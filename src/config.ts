@@ -1,5 +1,5 @@
 import { existsSync, statSync, type Stats } from "node:fs";
-import { plainUrlProblem } from "./services/checks.js";
+import { organizationNameProblem, plainUrlProblem } from "./services/checks.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 
@@ -42,6 +42,9 @@ export class ConfigError extends Error {
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error", "silent"];
+
+/** DATABASE_URL alone, as loadConfig reads it: all the admin CLI needs. */
+export const loadDatabaseFile = (env: NodeJS.ProcessEnv = process.env): string => databasePath(env.DATABASE_URL);
 
 /** Reads and validates the configuration; throws ConfigError naming the variable on a bad value. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -86,6 +89,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const shutdownTimeoutMs = integer(env, "SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const bootstrapOrgName = env.BOOTSTRAP_ORG_NAME?.trim() || "default";
+  // Checked on every start, not only the first that uses it: a bad value is found when it is set.
+  const orgNameProblem = organizationNameProblem(bootstrapOrgName);
+  if (orgNameProblem) throw new ConfigError(`BOOTSTRAP_ORG_NAME "${bootstrapOrgName}" ${orgNameProblem}`);
   const rateLimitPerSecond = integer(env, "RATE_LIMIT_PER_SECOND", 100, 0, 1_000_000);
   const rateLimitBurst = integer(env, "RATE_LIMIT_BURST", Math.max(1, 2 * rateLimitPerSecond), 1, 1_000_000);
   const idempotencyTtlMs = integer(env, "IDEMPOTENCY_TTL_SECONDS", 86_400, 1, 30 * 86_400) * 1000;

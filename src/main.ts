@@ -1,10 +1,9 @@
 // First: protobuf-es looks for the native base64 encoder when it is imported (see runtime/base64.ts).
 import "./runtime/base64.js";
-import cluster from "node:cluster";
+import cluster, { type Worker } from "node:cluster";
 import Database from "better-sqlite3";
 import { ConfigError, loadConfig, publicUrlKnown, publicUrlOn, type Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
-import { DomainError } from "./domain/errors.js";
 import { bootstrap } from "./services/accounts.js";
 import { createApp } from "./server.js";
 import { openDatabase, type Db } from "./store/database.js";
@@ -33,14 +32,7 @@ async function main(): Promise<void> {
 
     // Migrations and the first-start token happen once, before any worker opens the database.
     const db = openDatabase(config.databaseFile);
-    let first: ReturnType<typeof bootstrap>;
-    try {
-      first = bootstrap(db, config.bootstrapOrgName);
-    } catch (err) {
-      if (!(err instanceof DomainError)) throw err;
-      process.stderr.write(`startup error: BOOTSTRAP_ORG_NAME "${config.bootstrapOrgName}": ${err.message.replace(/^name: /, "")}\n`);
-      process.exit(1);
-    }
+    const first = bootstrap(db, config.bootstrapOrgName);
     // The token is in the database now and shown only this once, so it is printed whatever
     // happens next: at once where the address is known, else once listening (PORT=0), and
     // should the start fail first, with the failure.
@@ -178,14 +170,18 @@ function supervise(config: Config, log: Logger): void {
     // Every worker listens on the same port, PORT=0 too: the first one tells it.
     showWelcome(publicUrlOn(config, address.port));
     // Forked before the failure, it learns of it now (later ones are started halted).
-    if (halted) worker.send({ halt: halted } satisfies HaltMessage);
+    if (halted) tell(worker, { halt: halted });
   });
   cluster.on("message", (worker, m: unknown) => {
     if (!isHaltMessage(m) || halted) return;
     halted = m.halt;
     log.error("a worker could not sync the database to disk: every worker refuses calls until the service is restarted", { worker: worker.id, code: m.halt });
-    for (const other of Object.values(cluster.workers ?? {})) if (other && other !== worker) other.send(m);
+    for (const other of Object.values(cluster.workers ?? {})) if (other && other !== worker) tell(other, m);
   });
+  // A worker on its way out may have closed its channel already: without a callback, send
+  // would report that as an 'error' event, which nothing handles, and stop the primary. A
+  // worker that goes is forked again halted anyway.
+  const tell = (worker: Worker, m: HaltMessage) => worker.send(m, () => {});
   cluster.on("exit", (worker, code, signal) => {
     const started = listening.delete(worker.id);
     // A worker whose own shutdown failed exits 1; so does the service then.

@@ -425,7 +425,6 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
     const cases: [Record<string, string>, RegExp][] = [
       [{ DATABASE_URL: notADatabase }, /^startup error: DATABASE_URL: .*notes\.txt is not a SQLite database\n$/],
       [{ DATABASE_URL: join(dir, "file", "x.db") }, /^startup error: DATABASE_URL: cannot create the folder for .*\((EEXIST|ENOTDIR)\)\n$/],
-      [{ DATABASE_URL: join(dir, "a.db"), BOOTSTRAP_ORG_NAME: "bad name!" }, /^startup error: BOOTSTRAP_ORG_NAME "bad name!": /],
       [{ DATABASE_URL: join(dir, "b.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert }, /^startup error: TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used/],
       // With workers, the one that cannot start stops the service instead of being forked again and again.
       [{ DATABASE_URL: join(dir, "c.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert, WORKERS: "2" }, /startup error: TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used/],
@@ -444,6 +443,11 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       // Once as it is and once in the example, when made.
       assert.equal(tokens.length, bootstrapped ? 2 : 0, `${JSON.stringify(env)}: the token is shown once if made: ${r.stdout}`);
     }
+    // A bad value is a configuration error (exit 2) on every start, not only on the first,
+    // which is the one that would use it: here the database has its token already.
+    const badName = start({ DATABASE_URL: join(dir, "b.db"), BOOTSTRAP_ORG_NAME: "bad name!" });
+    assert.equal(badName.code, 2, badName.stderr);
+    assert.match(badName.stderr, /^configuration error: BOOTSTRAP_ORG_NAME "bad name!" must be 1 to 63 letters/);
   } finally {
     taken.close();
     rmSync(dir, { recursive: true, force: true });
@@ -484,6 +488,11 @@ it("the admin CLI creates an organization and a token (alone on stdout), lists a
     assert.match(token, /^scmapi_[A-Za-z0-9_-]{43}\n$/);
     const [id, , state] = admin("token", "list", "--org", "team-a").trim().split("\t");
     assert.equal(state, "live");
+    // It reads DATABASE_URL alone: the service's other settings, even broken ones, do not stop it.
+    const elsewhere = execFileSync(process.execPath, ["--import", "tsx", "src/admin.ts", "token", "list", "--org", "team-a"], {
+      env: { ...env, PORT: "not a port", TLS_CERT_FILE: join(dir, "missing.pem"), TLS_KEY_FILE: join(dir, "missing.pem") }, encoding: "utf8",
+    });
+    assert.equal(elsewhere.trim().split("\t")[0], id);
     assert.throws(() => admin("token", "revoke", id!, "extra"), /usage:/, "extra arguments are refused, not ignored");
     assert.throws(() => admin("org", "create", "team-b", "team-c"), /usage:/);
     assert.throws(() => admin("token", "list", "--org", "team-a", "--all"), /unexpected arguments: --all/);

@@ -1,6 +1,6 @@
 import { truncate } from "./text.js";
 /** The longest host (with port and path) an integration may name. */
-export const MAX_HOST_LENGTH = 255;
+const MAX_HOST_LENGTH = 255;
 
 const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;

@@ -5,19 +5,15 @@ import type { Db } from "../store/database.js";
 import * as store from "../store/accounts.js";
 import { isUniqueViolation } from "../store/errors.js";
 import type { OrganizationRow } from "../store/schema.js";
+import { organizationNameProblem } from "./checks.js";
 
-const ORG_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-
-/** Creates an organization; names are 1..63 letters, digits, '.', '_' or '-'. */
 /** Throws invalid_argument unless `name` can name an organization. */
 export function checkOrganizationName(name: string): void {
-  if (!ORG_NAME.test(name)) {
-    throw invalidArgument([
-      { field: "name", rule: "org.name", message: "must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit" },
-    ]);
-  }
+  const problem = organizationNameProblem(name);
+  if (problem) throw invalidArgument([{ field: "name", rule: "org.name", message: problem }]);
 }
 
+/** Creates an organization; see `organizationNameProblem` for its name. */
 export function createOrganization(db: Db, name: string): OrganizationRow {
   checkOrganizationName(name);
   const row: OrganizationRow = { id: newId(), name, createdAt: Date.now() };
@@ -30,7 +26,7 @@ export function createOrganization(db: Db, name: string): OrganizationRow {
   return row;
 }
 
-export function organizationByName(db: Db, name: string): OrganizationRow {
+function organizationByName(db: Db, name: string): OrganizationRow {
   const org = store.findOrganizationByName(db, name);
   if (!org) throw new DomainError("not_found", `organization "${name}" not found`);
   return org;

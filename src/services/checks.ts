@@ -2,6 +2,11 @@ import type { Violations } from "../domain/errors.js";
 import { isUuid } from "../crypto/ids.js";
 import { truncate } from "../domain/text.js";
 
+/** Why `name` cannot name an organization (1 to 63 letters, digits, '.', '_' or '-'), or null. */
+export function organizationNameProblem(name: string): string | null {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(name) ? null : "must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit";
+}
+
 /** The most ids a List filter takes. */
 export const MAX_FILTER_IDS = 25;
 

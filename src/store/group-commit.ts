@@ -14,7 +14,7 @@ interface Pending {
 /** The most writes that share one transaction; more wait for the next one. */
 const MAX_BATCH = 512;
 /** How long a batch waits for another process's write lock before its writes fail, unless configured. */
-export const DEFAULT_LOCK_WAIT_MS = 5000;
+const DEFAULT_LOCK_WAIT_MS = 5000;
 const LOCK_RETRY_MS = 2;
 
 export interface GroupCommitOptions {

@@ -93,7 +93,7 @@ class Http2Request extends http2.Http2ServerRequest {
 export const MAX_REQUEST_BYTES = 1024 * 1024;
 
 /** The most request-body bytes all requests in flight may hold at once (see BodyBudget). */
-export const MAX_BUFFERED_BYTES = 32 * 1024 * 1024;
+const MAX_BUFFERED_BYTES = 32 * 1024 * 1024;
 
 export interface HttpServerOptions {
   tls?: { certFile: string; keyFile: string } | undefined;
@@ -115,7 +115,7 @@ export interface HttpServerOptions {
 }
 
 /** Slow clients get these unless told otherwise (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS). */
-export const DEFAULT_TIMEOUTS = { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 120_000 } as const;
+const DEFAULT_TIMEOUTS = { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 120_000 } as const;
 
 export interface RunningServer {
   address: AddressInfo;

@@ -112,6 +112,6 @@ function rateLimited(waitMs: number): ConnectError {
 }
 
 /** `Code.InvalidArgument` → `invalid_argument`, as Connect writes codes on the wire. */
-export function codeName(code: Code): string {
+function codeName(code: Code): string {
   return (Code[code] ?? "unknown").replace(/[A-Z]/g, (c, i: number) => (i > 0 ? "_" : "") + c.toLowerCase());
 }
