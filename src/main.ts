@@ -38,7 +38,15 @@ async function main(): Promise<void> {
     // should the start fail first, with the failure.
     if (first) welcome = (url) => printFirstStart(first.orgName, first.token, url);
     if (publicUrlKnown(config)) showWelcome(config.publicUrl);
-    if (config.workers === 1) return await serve(config, log, db);
+    if (config.workers === 1) {
+      // A WAL the last run left long (a crash, a reader that held it) is emptied first, as
+      // the primary's open and close below does with workers. SQLite starts the -shm over
+      // small on its first open, and while a long WAL is reused in place, the -shm alone
+      // must grow: on a full disk that fails a commit after its frames are written, and a
+      // crash then would bring back a write that was answered with an error.
+      db.$client.pragma("wal_checkpoint(TRUNCATE)");
+      return await serve(config, log, db);
+    }
     db.$client.close();
     supervise(config, log);
   } catch (err) {

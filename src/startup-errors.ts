@@ -1,4 +1,5 @@
 import Database from "better-sqlite3";
+import { isOutOfSpace } from "./store/errors.js";
 
 /** What a start needs from the configuration to explain its failures. */
 export interface StartContext {
@@ -28,7 +29,8 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_PERM")) {
       return notWritable(at.databaseFile, code);
     }
-    if (code.startsWith("SQLITE_IOERR") || code === "SQLITE_FULL" || code.startsWith("SQLITE_CORRUPT")) {
+    if (isOutOfSpace(code)) return `DATABASE_URL: the disk that holds ${at.databaseFile} is full (${code}); free some space there and start again`;
+    if (code.startsWith("SQLITE_IOERR") || code.startsWith("SQLITE_CORRUPT")) {
       return `DATABASE_URL: ${at.databaseFile} could not be read or written (${code})`;
     }
     return null;

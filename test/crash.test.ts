@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -271,6 +271,37 @@ it(`SIGKILL under concurrent creates, ${KILLS} times: every acknowledged create 
     console.log(
       `crash test: ${KILLS} kills, acknowledged ${totals.acknowledged}, found ${totals.found}, lost ${totals.lost}, committed but unacknowledged ${totals.extra}`,
     );
+  } finally {
+    if (service && service.child.exitCode === null && service.child.signalCode === null) service.child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("a start after a crash empties the long WAL it left (one process), so the -shm grows with it again", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-crash-"));
+  const dbFile = join(dir, "wal.db");
+  let service: Service | undefined;
+  try {
+    service = await startService(dbFile);
+    service.child.kill("SIGTERM");
+    assert.equal((await service.exited).code, 0);
+    // Another process writes some 10 MiB through the WAL, never checkpointing, and is killed.
+    const writer = spawn(process.execPath, ["-e", `
+      const db = require("better-sqlite3")(${JSON.stringify(dbFile)});
+      db.pragma("wal_autocheckpoint = 0");
+      db.exec("CREATE TABLE filler (b BLOB)");
+      const insert = db.prepare("INSERT INTO filler VALUES (randomblob(1500))");
+      db.transaction(() => { for (let i = 0; i < 6000; i++) insert.run(); })();
+      db.exec("DROP TABLE filler");
+      process.kill(process.pid, "SIGKILL");
+    `], { stdio: "inherit" });
+    await new Promise((resolve) => writer.once("exit", resolve));
+    assert.ok(statSync(`${dbFile}-wal`).size > 8 << 20, "the WAL was left long");
+    service = await startService(dbFile);
+    assert.equal(statSync(`${dbFile}-wal`).size, 0, "emptied before serving");
+    assert.equal((await fetch(`http://127.0.0.1:${service.port}/healthz`)).status, 200);
+    service.child.kill("SIGTERM");
+    assert.equal((await service.exited).code, 0);
   } finally {
     if (service && service.child.exitCode === null && service.child.signalCode === null) service.child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });

@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { after, before, describe, it, type TestContext } from "node:test";
 import Database from "better-sqlite3";
 import { newKeyPair, open } from "../src/crypto/sealed-box.js";
 import { createLogger } from "../src/log.js";
@@ -165,18 +165,47 @@ describe("disk full, as a page limit on the server's connection", () => {
   });
 });
 
+/** A fresh tmpfs of `size` (e.g. "3m"); null, with the test skipped, where mounting takes a capability this user lacks. */
+function tinyFilesystem(t: TestContext, size: string): string | null {
+  const dir = mkdtempSync(join(tmpdir(), "scm-full-"));
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir], { stdio: "pipe" });
+    return dir;
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    // CI runs as root on a machine like ours: there a missing capability is a failure.
+    if (process.env.CI) throw err;
+    t.skip(`cannot mount a tmpfs here (needs root): ${(err as Error).message.split("\n")[0]}`);
+    return null;
+  }
+}
+
+function removeFilesystem(dir: string): void {
+  try {
+    execFileSync("umount", [dir], { stdio: "pipe" });
+  } catch {
+    execFileSync("umount", ["-l", dir], { stdio: "pipe" });
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Writes to a new file in `dir` until the filesystem is full, as some other program would. */
+function fillUp(dir: string): void {
+  const fd = openSync(join(dir, "filler"), "w");
+  try {
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    for (;;) writeSync(fd, chunk);
+  } catch (err) {
+    assert.equal((err as NodeJS.ErrnoException).code, "ENOSPC");
+  } finally {
+    closeSync(fd);
+  }
+}
+
 describe("disk full, on a tiny filesystem", () => {
   it("creates are resource_exhausted, reads work, nothing half-written, and creates work again once space is freed", async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), "scm-full-"));
-    try {
-      execFileSync("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", dir], { stdio: "pipe" });
-    } catch (err) {
-      rmSync(dir, { recursive: true, force: true });
-      // CI runs as root on a machine like ours: there a missing capability is a failure.
-      if (process.env.CI) throw err;
-      t.skip(`cannot mount a tmpfs here (needs root): ${(err as Error).message.split("\n")[0]}`);
-      return;
-    }
+    const dir = tinyFilesystem(t, "3m");
+    if (!dir) return;
     let server: Awaited<ReturnType<typeof serveFile>> | undefined;
     try {
       server = await serveFile(join(dir, "full.db"));
@@ -186,17 +215,7 @@ describe("disk full, on a tiny filesystem", () => {
       const first = await call(s, CREATE, bigCreate(runnerId, "before-full"));
       assert.equal(first.status, 200);
 
-      // Fill the filesystem with another file, as some other program would.
-      const filler = join(dir, "filler");
-      const fd = openSync(filler, "w");
-      try {
-        const chunk = Buffer.alloc(64 * 1024, 1);
-        for (;;) writeSync(fd, chunk);
-      } catch (err) {
-        assert.equal((err as NodeJS.ErrnoException).code, "ENOSPC");
-      } finally {
-        closeSync(fd);
-      }
+      fillUp(dir);
 
       const refused = await createUntilRefused(s, runnerId, "full", 30);
       assert.ok(refused.length > 0, "the filesystem filled up");
@@ -207,7 +226,7 @@ describe("disk full, on a tiny filesystem", () => {
       }
       await readsStillWork(s, runnerId, first.body.id);
 
-      rmSync(filler);
+      rmSync(join(dir, "filler"));
       const again = await Promise.all(Array.from({ length: 8 }, (_, i) => call(s, CREATE, bigCreate(runnerId, `after-full-${i}`))));
       assert.deepEqual(again.map((r) => r.status), Array(8).fill(200));
       assert.equal(s.db.$client.pragma("integrity_check", { simple: true }), "ok");
@@ -217,12 +236,49 @@ describe("disk full, on a tiny filesystem", () => {
       server = undefined;
     } finally {
       await server?.close();
+      removeFilesystem(dir);
+    }
+  });
+
+  it("with the WAL reusing the length a crashed process left it, the -shm that cannot grow is resource_exhausted too", async (t) => {
+    const dir = tinyFilesystem(t, "32m");
+    if (!dir) return;
+    const file = join(dir, "shm.db");
+    let server: Awaited<ReturnType<typeof serveFile>> | undefined;
+    try {
+      const made = await serveFile(file);
+      await made.close();
+      // A process spills a large transaction into the WAL and dies before it commits: the
+      // WAL keeps its length, all of it free to reuse, and the next open starts a -shm that
+      // covers 4096 frames. Past those the -shm must grow while the WAL need not.
       try {
-        execFileSync("umount", [dir], { stdio: "pipe" });
-      } catch {
-        execFileSync("umount", ["-l", dir], { stdio: "pipe" });
+        execFileSync(process.execPath, ["-e", `
+          const db = require("better-sqlite3")(${JSON.stringify(file)});
+          db.pragma("wal_autocheckpoint = 0");
+          db.pragma("cache_size = 20");
+          db.exec("BEGIN; CREATE TABLE pad (b BLOB)");
+          const insert = db.prepare("INSERT INTO pad VALUES (randomblob(1500))");
+          for (let i = 0; i < 12000; i++) insert.run();
+          process.kill(process.pid, "SIGKILL");
+        `], { stdio: "ignore" });
+      } catch (err) {
+        if ((err as { signal?: string }).signal !== "SIGKILL") throw err;
       }
-      rmSync(dir, { recursive: true, force: true });
+      server = await serveFile(file, {}, made.s.token);
+      const { s } = server;
+      const { runnerId, runnerToken } = await createRunner(s);
+      await signUp(s, runnerToken);
+      fillUp(dir);
+      const refused = await createUntilRefused(s, runnerId, "shm", 200);
+      assert.ok(refused.length > 0, "the WAL came to need a larger -shm");
+      assert.ok(server.logs.some((l) => l.includes("SQLITE_IOERR_SHMSIZE")), `it was the -shm that could not grow: ${server.logs.filter((l) => !l.includes('"msg":"request"')).slice(0, 3).join("")}`);
+      for (const r of refused) {
+        assert.equal(r.body.code, "resource_exhausted", JSON.stringify(r.body));
+        assertNoDriverText(r.body.message);
+      }
+    } finally {
+      await server?.close();
+      removeFilesystem(dir);
     }
   });
 });

@@ -72,6 +72,11 @@ const checkpoint = (mode) => {
 const fatal = (err) => err instanceof Fatal || /^SQLITE_IOERR_(DIR_)?FSYNC/.test(String(err && err.code));
 let db = null;
 let failing = null;
+// When checkpoints began to succeed again. Recovery is reported after a second of them:
+// on a disk that is nearly full, or with another worker checkpointing the same WAL, one
+// may succeed between failures (having little or nothing to copy), and the log would
+// otherwise say "failed" and "work again" in turn many times a second.
+let okSince = -1;
 // The WAL's length when a RESTART last finished. Until a write starts the WAL over, a
 // checkpoint finds it just as long, and there is nothing more to do.
 let restartedAt = -1;
@@ -103,8 +108,12 @@ const timer = setInterval(() => {
       restartedAt = restart.busy === 0 ? state.log : -1;
       parentPort.postMessage({ restart: { frames: state.log, done: restart.busy === 0, syncMs: synced - start, restartMs: performance.now() - synced } });
     }
-    if (failing !== null) { failing = null; parentPort.postMessage({ failing: null }); }
+    if (failing !== null) {
+      if (okSince < 0) okSince = performance.now();
+      else if (performance.now() - okSince >= 1000) { failing = null; parentPort.postMessage({ failing: null }); }
+    }
   } catch (err) {
+    okSince = -1;
     if (err === STOPPED) return stop();
     if (fatal(err)) {
       parentPort.postMessage({ halted: String((err.cause && err.cause.code) || err.code || "EIO"), detail: String(err.message) });

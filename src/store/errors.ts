@@ -24,6 +24,12 @@ export function isSyncFailure(err: unknown): boolean {
   return typeof code === "string" && /^SQLITE_IOERR_(DIR_)?FSYNC/.test(code);
 }
 
+/**
+ * Whether a driver error code means the disk (or a size limit) is full. SQLITE_IOERR_SHMSIZE
+ * is the WAL's shared-memory file (-shm) failing to grow, which is a full disk in practice.
+ */
+export const isOutOfSpace = (code: string) => code === "SQLITE_FULL" || code === "SQLITE_IOERR_SHMSIZE";
+
 /** A database failure a client should hear about as something other than `internal`. */
 export interface DriverTrouble {
   reason: "resource_exhausted" | "unavailable";
@@ -40,7 +46,7 @@ export interface DriverTrouble {
 export function classifyDriverError(err: unknown): DriverTrouble | null {
   if (!(err instanceof Database.SqliteError)) return null;
   const code = err.code;
-  if (code === "SQLITE_FULL") {
+  if (isOutOfSpace(code)) {
     return { reason: "resource_exhausted", message: "the database is out of storage space: writes are refused until space is freed, reads still work" };
   }
   if (/^SQLITE_(BUSY|LOCKED|PROTOCOL)/.test(code)) {
