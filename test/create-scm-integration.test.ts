@@ -70,6 +70,13 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     const update = await call(s, "gitpod.v1.RunnerConfigurationService/UpdateSCMIntegration", { id: "0190a0a0-0000-7000-8000-000000000000", oauth_plaintext_client_secret: 987654 });
     assert.equal(update.body.code, "invalid_argument");
     assert.doesNotMatch(update.body.message, /987654/);
+    // Nor is a secret sent without quotes, which makes the body no JSON at all.
+    for (const [body, position] of [[`{"runnerId":"${runnerId}","oauthPlaintextClientSecret":TOPSECRET123}`, ""], [`{"oauthPlaintextClientSecret":"TOP\\qSECRET"}`, " (at position 35)"]]) {
+      const r = await fetch(`${s.url}/${CREATE}`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": "application/json" }, body });
+      const answer = (await r.json()) as { code: string; message: string };
+      assert.equal(answer.code, "invalid_argument");
+      assert.equal(answer.message, `cannot decode message gitpod.v1.CreateSCMIntegrationRequest from JSON: the body is not valid JSON${position}; the text there is not repeated, as it may be a secret`);
+    }
   });
 
   it("refuses OAuth for a runner without a public key with failed_precondition", async () => {

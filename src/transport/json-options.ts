@@ -23,6 +23,8 @@ import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescM
  *
  * A secret given as something other than a string (`"oauthPlaintextClientSecret": 1234`)
  * is refused without the value: protobuf-es would repeat a number or boolean in its message.
+ * Bodies of methods that take a secret are parsed here in any case, so that one that is not
+ * JSON at all is refused without the excerpt V8 puts in its syntax errors.
  *
  * A JSON body that is not UTF-8 is refused instead of decoded with U+FFFD in place of the
  * bad bytes, which would store (and seal) altered text. connect-node hands these options
@@ -35,6 +37,7 @@ export const jsonOptions = { ignoreUnknownFields: true, textDecoder: { decode: d
 export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefined {
   const input = method.input;
   const enums = holdsEnum(input);
+  const secrets = holdsSecret(input);
   const hint = oddValueHint(input);
   if (!enums && !hint) return undefined;
   return {
@@ -43,12 +46,15 @@ export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefin
       decode(bytes?: Uint8Array): string {
         const text = decodeUtf8(bytes);
         // Most bodies hold neither an enum nor a value that might be odd: spare them the parse.
-        if (!enums && !hint!.test(text)) return text;
+        if (!enums && !secrets && !hint!.test(text)) return text;
         let json: unknown;
         try {
           json = JSON.parse(text);
-        } catch {
-          return text; // protobuf-es reports the syntax error
+        } catch (err) {
+          // V8's message quotes the text around the fault, which may be a secret sent unquoted.
+          if (!secrets) return text; // protobuf-es reports the syntax error
+          const at = /at position \d+(?: \(line \d+ column \d+\))?/.exec(String((err as Error).message))?.[0];
+          throw new Error(`cannot decode message ${input.typeName} from JSON: the body is not valid JSON${at ? ` (${at})` : ""}; the text there is not repeated, as it may be a secret`);
         }
         if (hint) refuseOddValues(input, json);
         return enums && replaceUnknownNames(input, json) ? JSON.stringify(json) : text;
@@ -99,6 +105,9 @@ const holdsInteger = remembered(isIntegerField);
 
 /** A string field whose value must never be repeated back, not even when it is of the wrong type. */
 const isSecretField = (f: DescField) => f.fieldKind === "scalar" && f.scalar === ScalarType.STRING && f.name.includes("secret");
+
+/** Whether a message of this type can carry a secret anywhere inside it. */
+const holdsSecret = remembered(isSecretField);
 
 /** A field holding messages that have no JSON form of their own (well-known types do). */
 const isMessageField = (f: DescField) => f.message !== undefined && (f.fieldKind === "message" || f.fieldKind === "list" || f.fieldKind === "map") && !f.message.typeName.startsWith("google.protobuf.");
