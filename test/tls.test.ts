@@ -15,12 +15,18 @@ import { openDatabase } from "../src/store/database.js";
 import { listen } from "../src/transport/http-server.js";
 import { SecretWatch } from "./secret-watch.js";
 
-it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN", async () => {
+/** A fresh folder holding a self-signed certificate for 127.0.0.1 and its key. */
+function selfSigned(): { dir: string; cert: string; key: string } {
   const dir = mkdtempSync(join(tmpdir(), "scm-tls-"));
   const cert = join(dir, "cert.pem");
   const key = join(dir, "key.pem");
   execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
+  return { dir, cert, key };
+}
+
+it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN", async () => {
+  const { dir, cert, key } = selfSigned();
   const file = join(dir, "t.db");
   const db = openDatabase(file);
   const logs: string[] = [];
@@ -50,11 +56,7 @@ it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN",
 });
 
 it("over TLS, HTTP/1.1 times out as over plain HTTP: a slow answer outlasts the idle timeout, an idle keep-alive connection closes after 5 s", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "scm-tls-"));
-  const cert = join(dir, "cert.pem");
-  const key = join(dir, "key.pem");
-  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
+  const { dir, cert, key } = selfSigned();
   const ca = readFileSync(cert);
   // Answers after 600 ms of saying nothing on the connection.
   const slow = (_req: unknown, res: { end(body: string): void }) => void setTimeout(() => res.end("done"), 600);
