@@ -70,6 +70,12 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     const update = await call(s, "gitpod.v1.RunnerConfigurationService/UpdateSCMIntegration", { id: "0190a0a0-0000-7000-8000-000000000000", oauth_plaintext_client_secret: 987654 });
     assert.equal(update.body.code, "invalid_argument");
     assert.doesNotMatch(update.body.message, /987654/);
+    // A key spelled with escapes is the same key.
+    const escaped = await fetch(`${s.url}/${CREATE}`, {
+      method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": "application/json" },
+      body: `{"runnerId":"${runnerId}","scmId":"github","host":"github.com","oauthClientId":"c","oauth\\u0050laintextClientSecret":24681357}`,
+    });
+    assert.doesNotMatch(await escaped.text(), /24681357/);
     // Nor is a secret sent without quotes, which makes the body no JSON at all.
     for (const [body, position] of [[`{"runnerId":"${runnerId}","oauthPlaintextClientSecret":TOPSECRET123}`, ""], [`{"oauthPlaintextClientSecret":"TOP\\qSECRET"}`, " (at position 35)"]]) {
       const r = await fetch(`${s.url}/${CREATE}`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": "application/json" }, body });

@@ -57,7 +57,8 @@ export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefin
           const at = /at position \d+(?: \(line \d+ column \d+\))?/.exec(String((err as Error).message))?.[0];
           throw new Error(`cannot decode message ${input.typeName} from JSON: the body is not valid JSON${at ? ` (${at})` : ""}; the text there is not repeated, as it may be a secret`);
         }
-        if (odd) refuseOddValues(input, json);
+        // With a secret, always: a key spelled with escapes would slip past the hint.
+        if (odd || secrets) refuseOddValues(input, json);
         return enums && replaceUnknownNames(input, json) ? JSON.stringify(json) : text;
       },
     },
@@ -71,8 +72,8 @@ export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefin
  * an object or null, a secret's by anything but a string or null, or a list or map of
  * messages at all. A backslash in a string may be an escape that spells a number's first
  * character. (A key spelled with escapes is missed: protobuf-es then refuses its value
- * itself, without naming the field or, for a secret, repeating a number or boolean.)
- * Undefined when the request holds none of these.
+ * itself, without naming the field. Bodies of methods with a secret are walked whatever
+ * the hint says.) Undefined when the request holds none of these.
  */
 function oddValueHint(desc: DescMessage): RegExp | undefined {
   const parts: string[] = [];
@@ -120,23 +121,21 @@ const isMessageField = (f: DescField) => f.message !== undefined && (f.fieldKind
 function refuseOddValues(desc: DescMessage, json: unknown): void {
   if (json === null || typeof json !== "object" || Array.isArray(json)) return;
   const object = json as Record<string, unknown>;
-  for (const field of desc.fields) {
-    for (const key of new Set([field.jsonName, field.name])) {
+  for (const { field, keys, kind } of checksOf(desc)) {
+    for (const key of keys) {
       const value = object[key];
       if (value === undefined || value === null) continue;
       const odd = (reason: string) => new Error(`cannot decode field ${desc.typeName}.${field.name} from JSON: ${reason}`);
-      if (isSecretField(field)) {
+      if (kind === "secret") {
         if (typeof value !== "string") throw odd(`expected string, got ${Array.isArray(value) ? "an array" : typeof value === "object" ? "an object" : `a ${typeof value}`} (the value is not shown)`);
-      } else if (isIntegerField(field)) {
+      } else if (kind === "integer") {
         for (const item of Array.isArray(value) ? value : [value]) {
           if (typeof item === "string" && !JSON_NUMBER.test(item)) throw odd(JSON.stringify(item));
         }
-      } else if (isMessageField(field)) {
-        if (field.fieldKind === "message") {
-          if (!isObject(value)) throw odd(`expected object, got ${describe(value)}`);
-          refuseOddValues(field.message!, value);
-          continue;
-        }
+      } else if (field.fieldKind === "message") {
+        if (!isObject(value)) throw odd(`expected object, got ${describe(value)}`);
+        refuseOddValues(field.message, value);
+      } else {
         // protobuf-es itself names the field when the list or map is not one.
         if (typeof value !== "object" || Array.isArray(value) !== (field.fieldKind === "list")) continue;
         const items = value as Record<string, unknown>;
@@ -150,6 +149,20 @@ function refuseOddValues(desc: DescMessage, json: unknown): void {
     }
   }
 }
+
+/** The fields of a message type that refuseOddValues looks at, with the keys JSON may give each (worked out once per type). */
+function checksOf(desc: DescMessage): { field: DescField; keys: string[]; kind: "secret" | "integer" | "messages" }[] {
+  let checks = checkLists.get(desc.typeName);
+  if (checks === undefined) {
+    checks = desc.fields.flatMap((field) => {
+      const kind = isSecretField(field) ? "secret" : isIntegerField(field) ? "integer" : isMessageField(field) ? "messages" : undefined;
+      return kind ? [{ field, keys: field.jsonName === field.name ? [field.name] : [field.jsonName, field.name], kind }] : [];
+    });
+    checkLists.set(desc.typeName, checks);
+  }
+  return checks;
+}
+const checkLists = new Map<string, ReturnType<typeof checksOf>>();
 
 const isObject = (value: unknown) => typeof value === "object" && value !== null && !Array.isArray(value);
 
