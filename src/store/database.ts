@@ -1,4 +1,4 @@
-import { accessSync, constants, existsSync, lstatSync, mkdirSync, readlinkSync, realpathSync } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, lstatSync, mkdirSync, openSync, readlinkSync, realpathSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
@@ -63,8 +63,16 @@ export interface DatabaseOptions {
  */
 export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   if (file !== ":memory:") {
-    mkdirSync(dirname(file), { recursive: true });
+    // A new database is this user's alone (SQLite gives its -wal and -shm the file's mode):
+    // it holds the keys that sign page tokens and idempotency records. Existing files and
+    // folders keep the mode they were given.
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     requireWritable(file);
+    try {
+      closeSync(openSync(file, "wx", 0o600));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
   }
   const sqlite = new Database(file);
   // 2 KiB pages instead of 4: a create changes a few index pages at random places, and
@@ -80,6 +88,10 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   sqlite.pragma("journal_mode = WAL");
   sqlite.pragma("synchronous = FULL");
   sqlite.pragma("foreign_keys = ON");
+  // Deleted rows are overwritten with zeros rather than left in free space: a ciphertext
+  // dropped on a key change (or with its integration) must not stay in the file, where
+  // the old key, if it leaked, would open it. Creates free next to nothing, so it costs them little.
+  sqlite.pragma("secure_delete = ON");
   // 16 MiB of page cache (the default is 2 MiB) keeps the interior pages of every index
   // in memory. More makes creates slower: after most commits that split a page, SQLite walks
   // the whole cache (BENCHMARKS.md, "Where the remaining gap is"); at 64 MiB that cost more
