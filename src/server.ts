@@ -120,6 +120,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     const incoming = req.headers["x-request-id"];
     const id = typeof incoming === "string" && REQUEST_ID.test(incoming) ? incoming : randomUUID();
     const record: RequestRecord = { id, code: undefined };
+    if (repeatsAuthorization(req.rawHeaders)) record.repeatedAuthorization = true;
     records.set(req, record);
     res.setHeader("x-request-id", id);
     const started = process.hrtime.bigint();
@@ -174,6 +175,16 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
  * of its grpc-message trailer throws, so the call was never answered at all.
  */
 const GRPC_JSON = /^application\/grpc(-web)?\+json/i;
+
+/** Whether the raw header list (name, value, name, value...) names Authorization more than once. */
+function repeatsAuthorization(raw: string[]): boolean {
+  let seen = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 13 && name.toLowerCase() === "authorization" && ++seen > 1) return true;
+  }
+  return false;
+}
 
 const API_METHOD = /^\/(gitpod\.v1\.[A-Za-z][A-Za-z0-9]{0,99}\/[A-Za-z][A-Za-z0-9]{0,99})$/;
 

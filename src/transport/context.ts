@@ -6,6 +6,11 @@ export interface RequestRecord {
   id: string;
   /** The Connect code the call ended with, set by the error interceptor. */
   code: string | undefined;
+  /**
+   * Whether the request carried more than one Authorization field. Node keeps the first,
+   * and a proxy in front may have checked another: such a call is refused, not guessed at.
+   */
+  repeatedAuthorization?: boolean;
 }
 
 export const requestRecordKey = createContextKey<RequestRecord>({ id: "", code: undefined });

@@ -70,6 +70,9 @@ export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null
     if (policy === undefined) return next(req);
     let caller: Caller;
     try {
+      if (req.contextValues.get(requestRecordKey).repeatedAuthorization) {
+        throw new DomainError("unauthenticated", "more than one Authorization header; send exactly one");
+      }
       caller = await db.read(() => authenticate(db, req.header.get("authorization")));
       // The limit counts every call of a token, also the ones refused below, so a token
       // cannot flood the service (or its log) with calls it is not allowed to make.
