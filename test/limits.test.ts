@@ -708,12 +708,21 @@ describe("timeouts from the environment", () => {
 });
 
 describe("concurrent HTTP/2 streams", () => {
-  it("the default server advertises at most 100 concurrent streams", async () => {
+  it("the default server advertises at most 100 concurrent streams, and header lists of 16 KiB as over HTTP/1.1", async () => {
     const s = await startServer();
     const session = http2.connect(s.url);
+    session.on("error", () => {});
     try {
       await new Promise<void>((resolve) => session.once("remoteSettings", () => resolve()));
       assert.equal(session.remoteSettings.maxConcurrentStreams, 100);
+      assert.equal(session.remoteSettings.maxHeaderListSize, 16 * 1024);
+      const big = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json", "x-padding": "a".repeat(100_000) });
+      const refused = await new Promise<string>((resolve) => {
+        big.on("response", (h) => resolve(`answered ${h[":status"]}`));
+        big.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error"));
+        big.end("{}");
+      });
+      assert.equal(refused, "ERR_HTTP2_STREAM_ERROR");
     } finally {
       session.close();
       await s.close();

@@ -144,7 +144,8 @@ const { NGHTTP2_NO_ERROR, NGHTTP2_STREAM_STATE_OPEN, NGHTTP2_STREAM_STATE_HALF_C
  * headers or body are answered 408 (HTTP/1.1) or reset (HTTP/2 streams) and closed.
  */
 export function listen(handler: NodeHandler, port: number, host: string, options: HttpServerOptions = {}): Promise<RunningServer> {
-  const settings = { maxConcurrentStreams: options.maxConcurrentStreams ?? 100 };
+  // Header lists as large as HTTP/1.1 takes (node's 16 KiB), not nghttp2's 64 KiB.
+  const settings = { maxConcurrentStreams: options.maxConcurrentStreams ?? 100, maxHeaderListSize: 16 * 1024 };
   const maxRequestBytes = options.maxRequestBytes ?? MAX_REQUEST_BYTES;
   const budget = new BodyBudget(options.maxBufferedBytes ?? MAX_BUFFERED_BYTES);
   const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_TIMEOUTS.headersTimeoutMs;
