@@ -44,7 +44,12 @@ async function main(): Promise<void> {
       // small on its first open, and while a long WAL is reused in place, the -shm alone
       // must grow: on a full disk that fails a commit after its frames are written, and a
       // crash then would bring back a write that was answered with an error.
-      db.$client.pragma("wal_checkpoint(TRUNCATE)");
+      // Best effort: on a full disk the copy fails, and the service still starts to serve reads.
+      try {
+        db.$client.pragma("wal_checkpoint(TRUNCATE)");
+      } catch (err) {
+        log.warn("could not empty the WAL at start; serving with it as it is", { error: err instanceof Error ? err.name : typeof err, driver_code: String((err as { code?: unknown }).code) });
+      }
       return await serve(config, log, db);
     }
     db.$client.close();

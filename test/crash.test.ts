@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import http from "node:http";
@@ -8,6 +7,7 @@ import { join } from "node:path";
 import { it } from "node:test";
 import Database from "better-sqlite3";
 import { newKeyPair, open } from "../src/crypto/sealed-box.js";
+import { crashMidWrite, startService, type Service } from "./harness.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
 
 // Crash test: the real service as a child process under concurrent creates is killed
@@ -27,47 +27,6 @@ interface Sent {
   oauthClientId?: string;
   oauthPlaintextClientSecret?: string;
   pat: boolean;
-}
-
-interface Service {
-  child: ChildProcess;
-  port: number;
-  /** stdout and stderr as they came. */
-  out: { text: string; err: string };
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-/** Starts src/main.ts on `dbFile` and resolves once it listens. */
-async function startService(dbFile: string): Promise<Service> {
-  const env = {
-    ...process.env,
-    PORT: "0",
-    HOST: "127.0.0.1",
-    DATABASE_URL: dbFile,
-    // One token sends everything here; the per-token rate limit would only get in the way.
-    RATE_LIMIT_PER_SECOND: "0",
-  };
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
-  const out = { text: "", err: "" };
-  child.stdout!.on("data", (d) => (out.text += d));
-  child.stderr!.on("data", (d) => (out.err += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("exit", (code, signal) => resolve({ code, signal })),
-  );
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setInterval(() => {
-      const m = /"msg":"listening","address":"[^"]*:(\d+)"/.exec(out.text);
-      if (m) {
-        clearInterval(timer);
-        resolve(Number(m[1]));
-      }
-    }, 10);
-    void exited.then(({ code }) => {
-      clearInterval(timer);
-      reject(new Error(`the service exited (${code}) before listening: ${out.text}${out.err}`));
-    });
-  });
-  return { child, port, out, exited };
 }
 
 /** One Connect JSON call over HTTP/1.1; rejects when no whole response arrives. */
@@ -285,17 +244,7 @@ it("a start after a crash empties the long WAL it left (one process), so the -sh
     service = await startService(dbFile);
     service.child.kill("SIGTERM");
     assert.equal((await service.exited).code, 0);
-    // Another process writes some 10 MiB through the WAL, never checkpointing, and is killed.
-    const writer = spawn(process.execPath, ["-e", `
-      const db = require("better-sqlite3")(${JSON.stringify(dbFile)});
-      db.pragma("wal_autocheckpoint = 0");
-      db.exec("CREATE TABLE filler (b BLOB)");
-      const insert = db.prepare("INSERT INTO filler VALUES (randomblob(1500))");
-      db.transaction(() => { for (let i = 0; i < 6000; i++) insert.run(); })();
-      db.exec("DROP TABLE filler");
-      process.kill(process.pid, "SIGKILL");
-    `], { stdio: "inherit" });
-    await new Promise((resolve) => writer.once("exit", resolve));
+    crashMidWrite(dbFile, true);
     assert.ok(statSync(`${dbFile}-wal`).size > 8 << 20, "the WAL was left long");
     service = await startService(dbFile);
     assert.equal(statSync(`${dbFile}-wal`).size, 0, "emptied before serving");

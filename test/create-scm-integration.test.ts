@@ -77,11 +77,13 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     });
     assert.doesNotMatch(await escaped.text(), /24681357/);
     // Nor is a secret sent without quotes, which makes the body no JSON at all.
-    for (const [body, position] of [[`{"runnerId":"${runnerId}","oauthPlaintextClientSecret":TOPSECRET123}`, ""], [`{"oauthPlaintextClientSecret":"TOP\\qSECRET"}`, " (at position 35)"]]) {
+    for (const [body, position] of [[`{"runnerId":"${runnerId}","oauthPlaintextClientSecret":TOPSECRET123}`, ""], [`{"oauthPlaintextClientSecret":"TOP\\qSECRET"}`, " \\(at position 35[^)]*\\)"]]) {
       const r = await fetch(`${s.url}/${CREATE}`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": "application/json" }, body });
       const answer = (await r.json()) as { code: string; message: string };
       assert.equal(answer.code, "invalid_argument");
-      assert.equal(answer.message, `cannot decode message gitpod.v1.CreateSCMIntegrationRequest from JSON: the body is not valid JSON${position}; the text there is not repeated, as it may be a secret`);
+      // (Newer V8 adds the line and column to the position.)
+      assert.match(answer.message, new RegExp(`^cannot decode message gitpod\\.v1\\.CreateSCMIntegrationRequest from JSON: the body is not valid JSON${position}; the text there is not repeated, as it may be a secret$`));
+      assert.doesNotMatch(answer.message, /SECRET/);
     }
   });
 
@@ -121,6 +123,8 @@ describe("CreateSCMIntegration over Connect JSON", () => {
       [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true }, "virtual_directory"],
       [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "tfs" }, "virtual_directory"],
       [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/tfs/../x" }, "virtual_directory"],
+      [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/tfs/.%2E/x" }, "virtual_directory"],
+      [{ runnerId, scmId: "github", host: "git.example.com/a/%2e%2e", pat: true }, "host"],
     ];
     for (const [body, field] of cases) {
       const r = await call(s, CREATE, body);

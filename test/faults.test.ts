@@ -13,7 +13,7 @@ import { createApp } from "../src/server.js";
 import { openDatabase, type DatabaseOptions, type Db } from "../src/store/database.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { listen } from "../src/transport/http-server.js";
-import { call, countInMainFile, createRunner, signUp, startServer, type TestServer } from "./harness.js";
+import { call, countInMainFile, crashMidWrite, createRunner, signUp, startServer, startService, type TestServer } from "./harness.js";
 import { SecretWatch } from "./secret-watch.js";
 
 // Database trouble (no space, a file that cannot be written, a lock held too long) and
@@ -240,6 +240,33 @@ describe("disk full, on a tiny filesystem", () => {
     }
   });
 
+  it("the service started (one process) on a full disk after a crash serves reads, though it cannot empty the WAL", async (t) => {
+    const dir = tinyFilesystem(t, "24m");
+    if (!dir) return;
+    const file = join(dir, "start.db");
+    let service: Awaited<ReturnType<typeof startService>> | undefined;
+    try {
+      service = await startService(file);
+      const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(service.out.text)?.[0];
+      assert.ok(token);
+      service.child.kill("SIGTERM");
+      await service.exited;
+      crashMidWrite(file, true); // committed: copying it back into the file needs room
+      fillUp(dir);
+      service = await startService(file);
+      assert.match(service.out.text, /could not empty the WAL at start/);
+      const listed = await fetch(`http://127.0.0.1:${service.port}/gitpod.v1.RunnerService/ListRunners`, {
+        method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: "{}",
+      });
+      assert.equal(listed.status, 200, await listed.text());
+      service.child.kill("SIGTERM");
+      assert.equal((await service.exited).code, 0);
+    } finally {
+      if (service && service.child.exitCode === null && service.child.signalCode === null) service.child.kill("SIGKILL");
+      removeFilesystem(dir);
+    }
+  });
+
   it("with the WAL reusing the length a crashed process left it, the -shm that cannot grow is resource_exhausted too", async (t) => {
     const dir = tinyFilesystem(t, "32m");
     if (!dir) return;
@@ -248,22 +275,9 @@ describe("disk full, on a tiny filesystem", () => {
     try {
       const made = await serveFile(file);
       await made.close();
-      // A process spills a large transaction into the WAL and dies before it commits: the
-      // WAL keeps its length, all of it free to reuse, and the next open starts a -shm that
+      // The WAL is left long, all of it free to reuse, and the next open starts a -shm that
       // covers 4096 frames. Past those the -shm must grow while the WAL need not.
-      try {
-        execFileSync(process.execPath, ["-e", `
-          const db = require("better-sqlite3")(${JSON.stringify(file)});
-          db.pragma("wal_autocheckpoint = 0");
-          db.pragma("cache_size = 20");
-          db.exec("BEGIN; CREATE TABLE pad (b BLOB)");
-          const insert = db.prepare("INSERT INTO pad VALUES (randomblob(1500))");
-          for (let i = 0; i < 12000; i++) insert.run();
-          process.kill(process.pid, "SIGKILL");
-        `], { stdio: "ignore" });
-      } catch (err) {
-        if ((err as { signal?: string }).signal !== "SIGKILL") throw err;
-      }
+      crashMidWrite(file, false);
       server = await serveFile(file, {}, made.s.token);
       const { s } = server;
       const { runnerId, runnerToken } = await createRunner(s);

@@ -1,3 +1,4 @@
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -142,4 +143,68 @@ export async function countInMainFile(file: string, countSql: string, want: numb
   }
   rmSync(copy, { force: true });
   return found;
+}
+
+/** The service as a child process (src/main.ts), as `npm start` runs it. */
+export interface Service {
+  child: ChildProcess;
+  port: number;
+  /** stdout and stderr as they came. */
+  out: { text: string; err: string };
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts src/main.ts on `dbFile` (with `extraEnv` added to the environment) and resolves once it listens. */
+export async function startService(dbFile: string, extraEnv: Record<string, string> = {}): Promise<Service> {
+  const env = {
+    ...process.env,
+    PORT: "0",
+    HOST: "127.0.0.1",
+    DATABASE_URL: dbFile,
+    // One token sends everything here; the per-token rate limit would only get in the way.
+    RATE_LIMIT_PER_SECOND: "0",
+    ...extraEnv,
+  };
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const out = { text: "", err: "" };
+  child.stdout!.on("data", (d) => (out.text += d));
+  child.stderr!.on("data", (d) => (out.err += d));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setInterval(() => {
+      const m = /"msg":"listening","address":"[^"]*:(\d+)"/.exec(out.text);
+      if (m) {
+        clearInterval(timer);
+        resolve(Number(m[1]));
+      }
+    }, 10);
+    void exited.then(({ code }) => {
+      clearInterval(timer);
+      reject(new Error(`the service exited (${code}) before listening: ${out.text}${out.err}`));
+    });
+  });
+  return { child, port, out, exited };
+}
+
+/**
+ * Another process writes some 10 MiB through the database's WAL, never checkpointing, and is
+ * killed (SIGKILL) before it closes: the WAL is left that long. With `committed`, the writes
+ * are committed (a table filled and dropped); without, they are a transaction's pages that
+ * spilled into the WAL before it committed, which a later open ignores, leaving all that
+ * length free to reuse.
+ */
+export function crashMidWrite(file: string, committed: boolean): void {
+  const result = spawnSync(process.execPath, ["-e", `
+    const db = require("better-sqlite3")(${JSON.stringify(file)});
+    db.pragma("wal_autocheckpoint = 0");
+    db.pragma("cache_size = 20");
+    db.exec("BEGIN; CREATE TABLE filler (b BLOB)");
+    const insert = db.prepare("INSERT INTO filler VALUES (randomblob(1500))");
+    for (let i = 0; i < 7000; i++) insert.run();
+    if (${committed}) db.exec("DROP TABLE filler; COMMIT");
+    process.kill(process.pid, "SIGKILL");
+  `], { stdio: "inherit" });
+  assert.equal(result.signal, "SIGKILL", `the writer was to be killed: ${result.error ?? result.status}`);
 }

@@ -211,6 +211,30 @@ describe("a runner's whole life", () => {
     }
   });
 
+  it("a create that finds what was remembered of its runner's schema out of date has it read again", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    await signUp(s, runnerToken);
+    const publish = (scm: object[]) => call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: { version: "4", scm } }, runnerToken);
+    const create = async (host: string) => {
+      const before = sealsRequested();
+      const r = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host, oauthClientId: "app", oauthPlaintextClientSecret: "s3cret" });
+      return { r, sealed: sealsRequested() - before };
+    };
+    assert.equal((await publish([{ scmId: "github", name: "GitHub", oauth: {}, pat: {} }])).status, 200);
+    const first = await create("one.example");
+    assert.equal(first.r.status, 200, JSON.stringify(first.r.body));
+    assert.equal(first.sealed, 1, "sealed ahead; the runner's key and schema are remembered");
+    // The runner withdraws OAuth for github: the next create still seals ahead (what was
+    // remembered says OAuth), is refused, and has the runner forgotten; the one after reads
+    // the new schema and seals nothing.
+    assert.equal((await publish([{ scmId: "github", name: "GitHub", pat: {} }])).status, 200);
+    for (const [host, sealed] of [["two.example", 1], ["three.example", 0]] as const) {
+      const { r, sealed: n } = await create(host);
+      assert.match(r.body.message, /^oauth_client_id: the runner takes personal access tokens only for github/);
+      assert.equal(n, sealed, host);
+    }
+  });
+
   it("a schema stored before entries recorded their methods reads as offering both", async () => {
     const { runnerId, runnerToken } = await createRunner(s);
     await signUp(s, runnerToken);

@@ -44,7 +44,7 @@ export function normalizeHost(input: string): HostCheck {
     const segments = path.slice(1).split("/");
     for (const segment of segments) {
       if (segment === "") return fail("must not contain empty path segments");
-      if (segment === "." || segment === "..") return fail("must not contain . or .. path segments");
+      if (isDotSegment(segment)) return fail("must not contain . or .. path segments");
       if (!PATH_SEGMENT.test(segment)) return fail(`has an invalid character in path segment "${truncate(segment)}"`);
     }
   }
@@ -115,6 +115,12 @@ function isIPv6(body: string): boolean {
     }
   }
   return doubleColons === 1 ? count < 8 : count === 8;
+}
+
+/** `.` or `..`, also percent-encoded (`%2e%2E`), as URL parsers read them. */
+export function isDotSegment(segment: string): boolean {
+  const plain = segment.replace(/%2e/gi, ".");
+  return plain === "." || plain === "..";
 }
 
 function fail(reason: string): HostCheck {

@@ -1,6 +1,6 @@
 import type { ApiCaller, RunnerCaller } from "../domain/caller.js";
 import { DomainError, Violations, notFound } from "../domain/errors.js";
-import { normalizeHost } from "../domain/host.js";
+import { isDotSegment, normalizeHost } from "../domain/host.js";
 import { AZURE_ENTRA, AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "../domain/scm-schema.js";
 import { newId } from "../crypto/ids.js";
 import { seal } from "../crypto/sealed-box.js";
@@ -101,11 +101,12 @@ export async function createScmIntegration(
     } else {
       checkOffered(offered, entry, { oauth: oauthRequested, pat: input.pat });
     }
-    offered.throwIfAny();
-    const fresh = ahead !== null && runner.publicKey?.equals(ahead.key) === true;
-    // What was remembered of the runner is out of date (its key, or a schema that had no
+    const schemaTakesIt = !offered.has("scm_id") && !offered.has("oauth_client_id");
+    const fresh = ahead !== null && runner.publicKey?.equals(ahead.key) === true && schemaTakesIt;
+    // What was remembered of the runner is out of date (its key, or its schema's word on
     // OAuth here): forgotten, so its next create reads them again.
     if (secret !== undefined && !fresh) forgetKey(caller.orgId, runner.id);
+    offered.throwIfAny();
     const sealed = secret === undefined ? null : fresh ? ahead!.box : sealFor(runner, secret, "runner_id");
     const id = newId(now);
     store.insertScmIntegration(db, {
@@ -429,7 +430,7 @@ function virtualDirectoryProblem(value: string): string | null {
   if (!/^(\/[A-Za-z0-9._~%!$&'()*+,;=:-]+)+\/?$/.test(value)) {
     return "must be a path of non-empty segments without whitespace, '?', '#' or '@'";
   }
-  if (value.split("/").some((segment) => segment === "." || segment === "..")) return "must not contain . or .. segments";
+  if (value.split("/").some(isDotSegment)) return "must not contain . or .. segments";
   return null;
 }
 
