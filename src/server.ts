@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import type http from "node:http";
 import type http2 from "node:http2";
 import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues, type ConnectRouter, type Interceptor, type MethodImpl, type ServiceImpl } from "@connectrpc/connect";
+import { createContextValues, type ConnectRouter, type Interceptor, type MethodImpl, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";

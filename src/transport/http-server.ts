@@ -166,7 +166,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
 
   const counted: NodeHandler = (req, res) => {
     inFlight++;
-    const h1Socket = "stream" in req ? null : req.socket;
+    const h1Socket = options.tls && !("stream" in req) ? req.socket : null;
     if (h1Socket) busy.set(h1Socket, (busy.get(h1Socket) ?? 0) + 1);
     const body = budget.forRequest();
     // A response closes when it is done or its connection goes, except on HTTP/1.1 a response
