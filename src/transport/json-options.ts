@@ -33,13 +33,13 @@ import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescM
  */
 export const jsonOptions = { ignoreUnknownFields: true, textDecoder: { decode: decodeUtf8 } };
 
-/** Per-method options for methods whose request holds an enum, an integer or a message; undefined for the others. */
+/** Per-method options for methods whose request holds an enum, a secret, an integer or a message; undefined for the others. */
 export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefined {
   const input = method.input;
   const enums = holdsEnum(input);
   const secrets = holdsSecret(input);
   const hint = oddValueHint(input);
-  if (!enums && !hint) return undefined;
+  if (!enums && !secrets && !hint) return undefined;
   return {
     ignoreUnknownFields: true,
     textDecoder: {
@@ -57,7 +57,6 @@ export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefin
           const at = /at position \d+(?: \(line \d+ column \d+\))?/.exec(String((err as Error).message))?.[0];
           throw new Error(`cannot decode message ${input.typeName} from JSON: the body is not valid JSON${at ? ` (${at})` : ""}; the text there is not repeated, as it may be a secret`);
         }
-        // With a secret, always: a key spelled with escapes would slip past the hint.
         if (odd || secrets) refuseOddValues(input, json);
         return enums && replaceUnknownNames(input, json) ? JSON.stringify(json) : text;
       },
@@ -69,26 +68,22 @@ export function jsonOptionsFor(method: DescMethod): typeof jsonOptions | undefin
  * A test a body must pass for it to be worth parsing for `refuseOddValues`: a string that
  * opens like a number (only such a string can be an odd integer; where no list holds
  * integers, only a member's own value), a message field's name followed by anything but
- * an object or null, a secret's by anything but a string or null, or a list or map of
- * messages at all. A backslash in a string may be an escape that spells a number's first
- * character. (A key spelled with escapes is missed: protobuf-es then refuses its value
- * itself, without naming the field. Bodies of methods with a secret are walked whatever
- * the hint says.) Undefined when the request holds none of these.
+ * an object or null, or a list or map of messages at all. A backslash in a string may be
+ * an escape that spells a number's first character. (A key spelled with escapes is missed:
+ * protobuf-es then refuses its value itself, without naming the field.) Undefined when the
+ * request holds none of these. Bodies of methods with a secret are walked in any case.
  */
 function oddValueHint(desc: DescMessage): RegExp | undefined {
   const parts: string[] = [];
   if (holdsInteger(desc)) parts.push(reaches(desc, (f) => f.fieldKind === "list" && isIntegerField(f), new Set()) ? '[:,[]\\s*"\\s*[-+.\\d\\\\]' : ':\\s*"\\s*[-+.\\d\\\\]');
   const messages = new Set<string>();
-  const secrets = new Set<string>();
   const collections = new Set<string>();
   reaches(desc, (f) => {
-    const keys = isSecretField(f) ? secrets : !isMessageField(f) ? undefined : f.fieldKind === "message" ? messages : collections;
-    keys?.add(f.jsonName).add(f.name);
+    if (isMessageField(f)) (f.fieldKind === "message" ? messages : collections).add(f.jsonName).add(f.name);
     return false;
   }, new Set());
   const followedBy = (keys: Set<string>, value: string) => keys.size > 0 && parts.push(`"(?:${[...keys].join("|")})"\\s*:${value}`);
   followedBy(messages, "\\s*[^\\s{n]");
-  followedBy(secrets, '\\s*[^\\s"n]');
   followedBy(collections, "");
   return parts.length > 0 ? new RegExp(parts.join("|")) : undefined;
 }
@@ -116,7 +111,8 @@ const isMessageField = (f: DescField) => f.message !== undefined && (f.fieldKind
 
 /**
  * Throws, as protobuf-es does for a value it cannot read, on an integer given as a string
- * that is not a JSON number, and on a message given as anything but an object.
+ * that is not a JSON number, on a message given as anything but an object, and (without
+ * repeating it) on a secret given as anything but a string.
  */
 function refuseOddValues(desc: DescMessage, json: unknown): void {
   if (json === null || typeof json !== "object" || Array.isArray(json)) return;
