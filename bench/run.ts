@@ -428,6 +428,7 @@ described at the top of this file):
 |---|---|---|---|---|
 | 2026-12-03, three runs (in this file's history) | not measured | 272 to 381 | 511 to 774 / 250 to 385 / 401 to 610 | 0.54 to 0.69 / 0.96 to 1.15 / 0.54 to 0.77 |
 | 2026-12-04, morning (in this file's history) | 182 / 181 | 198 | 452 / 238 / 379 | 0.49 / 0.78 / 0.49 |
+| 2026-12-04, afternoon (in this file's history) | 193 / 196 | 269 | 646 / 402 / 454 | 0.52 / 0.82 / 0.52 |
 | ${r.date}, this run | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${(["create", "get", "list"] as const).map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${(["create", "get", "list"] as const).map((s) => fmt(at64(s).ratio, 2)).join(" / ")} |
 
 On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
