@@ -1,4 +1,5 @@
 import { existsSync, statSync, type Stats } from "node:fs";
+import { isDotSegment } from "./domain/host.js";
 import { organizationNameProblem, plainUrlProblem } from "./services/checks.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
@@ -134,7 +135,8 @@ function checkedPublicUrl(given: string): string {
   const problem =
     plainUrlProblem(given, ["http", "https"], "https://scm.example.com") ??
     (given.includes("?") ? "must not include a query" : null) ??
-    (/\/(\.|%2e){1,2}(\/|$)/i.test(given) ? "must not include . or .. path segments" : null);
+    // (Past plainUrlProblem there is no fragment, and past the line above no query.)
+    (given.split("/").slice(3).some(isDotSegment) ? "must not include . or .. path segments" : null);
   if (problem) throw new ConfigError(`PUBLIC_URL ${shown} ${problem}`);
   // As the parser wrote it (host in lower case, default port left out), without the trailing slash.
   return new URL(given).href.replace(/\/+$/, "");
