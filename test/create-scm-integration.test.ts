@@ -124,6 +124,11 @@ describe("CreateSCMIntegration over Connect JSON", () => {
       [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "tfs" }, "virtual_directory"],
       [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/tfs/../x" }, "virtual_directory"],
       [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/tfs/.%2E/x" }, "virtual_directory"],
+      // Escapes must be well formed, as in a host's path: a runner's URL would not parse.
+      [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/tfs%zz" }, "virtual_directory"],
+      [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/tfs%" }, "virtual_directory"],
+      [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/tfs//x" }, "virtual_directory"],
+      [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/" }, "virtual_directory"],
       [{ runnerId, scmId: "github", host: "git.example.com/a/%2e%2e", pat: true }, "host"],
     ];
     for (const [body, field] of cases) {
@@ -137,6 +142,14 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length, 0);
     const ok = await call(s, CREATE, { runnerId, scmId: "azuredevops_server", host: "tfs.example.com:8443/collection", pat: true, virtualDirectory: "/tfs" });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    // A virtual directory keeps its case and escapes, and loses a trailing slash, on
+    // create and on update alike.
+    const slashed = await call(s, CREATE, { runnerId, scmId: "azuredevops_server", host: "ado.example.com", pat: true, virtualDirectory: "/TFS%2fA/" });
+    assert.equal(slashed.status, 200, JSON.stringify(slashed.body));
+    const shown = async (id: string) => (await call(s, "gitpod.v1.RunnerConfigurationService/GetSCMIntegration", { id })).body.integration.virtualDirectory;
+    assert.equal(await shown(slashed.body.id), "/TFS%2fA");
+    assert.equal((await call(s, "gitpod.v1.RunnerConfigurationService/UpdateSCMIntegration", { id: ok.body.id, virtualDirectory: "/tfs/" })).status, 200);
+    assert.equal(await shown(ok.body.id), "/tfs");
   });
 
   it("keeps organizations apart: another organization's runner is not_found", async () => {

@@ -258,6 +258,8 @@ describe("a runner's whole life", () => {
         { scmId: "", name: "Empty", pat: { docsLink: "http://insecure.example" } },
         // What the WHATWG parser alone would take, repaired, and others would not.
         { scmId: "gitea", name: "Gitea", pat: { docsLink: "https:docs.gitea.com" } },
+        // Text shown to admins, in terminals too: no escape sequences, C1 controls or NULs.
+        { scmId: "forgejo", name: "Forge\u009bjo", pat: { description: "ok\u0000\u001b[2J\u0007 text" } },
       ],
     };
     const r = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: bad }, runnerToken);
@@ -271,6 +273,8 @@ describe("a runner's whole life", () => {
       "config_schema.scm[3].scm_id",
       "config_schema.scm[3].pat.docs_link",
       "config_schema.scm[4].pat.docs_link",
+      "config_schema.scm[5].name",
+      "config_schema.scm[5].pat.description",
     ]);
     const missing = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId }, runnerToken);
     assert.match(missing.body.message, /^config_schema: is required/);
@@ -281,6 +285,16 @@ describe("a runner's whole life", () => {
     assert.equal(schema.version, "builtin-1", "still the built-in default");
     assert.deepEqual(schema.scm.map((e: any) => e.scmId), ["github", "gitlab", "bitbucket", "azuredevops_entra", "azuredevops_server"]);
     assert.equal(schema.scm[4].oauth, undefined, "Azure DevOps Server takes personal access tokens only");
+
+    // A description may lay itself out with line breaks and tabs, and counts characters,
+    // not UTF-16 units: 1024 emoji are 2048 units.
+    for (const description of ["Line one.\n\tLine two.", "\u{1f511}".repeat(1024)]) {
+      const laidOut = { version: "3", scm: [{ scmId: "gitea", name: "Gitea", pat: { description } }] };
+      const ok = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: laidOut }, runnerToken);
+      assert.equal(ok.status, 200, JSON.stringify(ok.body).slice(0, 300));
+      const shown = (await call(s, `${CFG}/GetRunnerConfigurationSchema`, { runnerId })).body.schema;
+      assert.equal(shown.scm[0].pat.description, description);
+    }
   });
 
   it("CreateRunner takes the provider alone (the kind deduced where the API documents it) or the kind alone", async () => {

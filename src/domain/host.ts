@@ -7,7 +7,7 @@ const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]
 const IPV6_BODY = /^[0-9a-f:.]+$/;
 // Path characters: RFC 3986 unreserved, percent escapes, and the sub-delimiters that
 // are harmless in a path. '@', '?', '#' and whitespace are never allowed.
-const PATH_SEGMENT = /^(?:[a-z0-9._~!$&'()*+,;=:-]|%[0-9a-f]{2})+$/;
+const PATH_SEGMENT = /^(?:[a-z0-9._~!$&'()*+,;=:-]|%[0-9a-f]{2})+$/i;
 
 /** Either the normalized host or why it was refused. */
 export type HostCheck = { ok: true; host: string } | { ok: false; reason: string };
@@ -45,7 +45,7 @@ export function normalizeHost(input: string): HostCheck {
     for (const segment of segments) {
       if (segment === "") return fail("must not contain empty path segments");
       if (isDotSegment(segment)) return fail("must not contain . or .. path segments");
-      if (!PATH_SEGMENT.test(segment)) return fail(`has an invalid character in path segment "${truncate(segment)}"`);
+      if (!isPathSegment(segment)) return fail(`has an invalid character in path segment "${truncate(segment)}"`);
     }
   }
   return { ok: true, host: parsed.host + path };
@@ -115,6 +115,11 @@ function isIPv6(body: string): boolean {
     }
   }
   return doubleColons === 1 ? count < 8 : count === 8;
+}
+
+/** Whether a path segment holds only the characters allowed above, escapes well formed. */
+export function isPathSegment(segment: string): boolean {
+  return PATH_SEGMENT.test(segment);
 }
 
 /** `.` or `..`, also percent-encoded (`%2e%2E`), as URL parsers read them. */

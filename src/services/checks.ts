@@ -26,14 +26,14 @@ export function checkUuidList(v: Violations, field: string, values: readonly str
   return [...new Set(values.map((value, i) => checkUuid(v, `${field}[${i}]`, value)))];
 }
 
-/** Whether `s` has control characters, which no name or label may hold. */
+/** Whether `s` has control characters (C0, DEL or C1), which no name or label may hold. */
 export function hasControl(s: string): boolean {
-  return /[\u0000-\u001f\u007f]/.test(s);
+  return /[\u0000-\u001f\u007f-\u009f]/.test(s);
 }
 
 /** Whether `s` has whitespace or control characters, which no identifier-like field may hold. */
 export function hasSpaceOrControl(s: string): boolean {
-  return /[\u0000-\u0020\u007f]/.test(s);
+  return /[\u0000-\u0020\u007f-\u009f]/.test(s);
 }
 
 /**

@@ -106,7 +106,7 @@ export function updateRunnerConfigurationSchema(
 
 function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
   const at = "config_schema";
-  if (s.version.length > MAX_VERSION) v.add(`${at}.version`, "string.max_len", `must be at most ${MAX_VERSION} characters`);
+  if ([...s.version].length > MAX_VERSION) v.add(`${at}.version`, "string.max_len", `must be at most ${MAX_VERSION} characters`);
   else if (hasControl(s.version)) v.add(`${at}.version`, "string.printable", "must not contain control characters");
   if (s.scm.length > MAX_SCM_ENTRIES) {
     v.add(`${at}.scm`, "repeated.max_items", `must have at most ${MAX_SCM_ENTRIES} entries, got ${s.scm.length}`);
@@ -138,8 +138,12 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
     } else if (!e.oauth && !e.pat) {
       v.add(f, "scm.auth_method_required", "must offer at least one authentication method: send oauth, pat or both");
     }
-    if (e.patDescription.length > MAX_PAT_DESCRIPTION) {
+    // Admins read this text (in a terminal too): line breaks and tabs may lay it out, no
+    // other control character may reach them.
+    if ([...e.patDescription].length > MAX_PAT_DESCRIPTION) {
       v.add(`${f}.pat.description`, "string.max_len", `must be at most ${MAX_PAT_DESCRIPTION} characters`);
+    } else if (hasControl(e.patDescription.replace(/[\n\t]/g, ""))) {
+      v.add(`${f}.pat.description`, "string.printable", "must not contain control characters other than line breaks and tabs");
     }
     if (e.patDocsLink !== "") {
       const problem = httpsUrlProblem(e.patDocsLink);

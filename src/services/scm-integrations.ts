@@ -1,6 +1,6 @@
 import type { ApiCaller, RunnerCaller } from "../domain/caller.js";
 import { DomainError, Violations, notFound } from "../domain/errors.js";
-import { isDotSegment, normalizeHost } from "../domain/host.js";
+import { isDotSegment, isPathSegment, normalizeHost } from "../domain/host.js";
 import { AZURE_ENTRA, AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "../domain/scm-schema.js";
 import { newId } from "../crypto/ids.js";
 import { seal } from "../crypto/sealed-box.js";
@@ -67,7 +67,7 @@ export async function createScmIntegration(
   const clientId = emptyAsAbsent(input.oauthClientId);
   const secret = emptyAsAbsent(input.oauthClientSecret);
   const issuerUrl = emptyAsAbsent(input.issuerUrl) ?? null;
-  const virtualDirectory = emptyAsAbsent(input.virtualDirectory) ?? null;
+  const virtualDirectory = directoryAsStored(emptyAsAbsent(input.virtualDirectory)) ?? null;
 
   const v = new Violations();
   const runnerId = checkUuid(v, "runner_id", input.runnerId);
@@ -145,7 +145,8 @@ export async function getScmIntegration(db: Db, caller: ApiCaller, given: string
  * runner's current key; a stored secret carries over only while the client id stays the
  * same. The result must pass every rule Create checks, or nothing changes.
  */
-export function updateScmIntegration(db: Db, caller: ApiCaller, input: UpdateScmIntegrationInput): Promise<void> {
+export function updateScmIntegration(db: Db, caller: ApiCaller, given: UpdateScmIntegrationInput): Promise<void> {
+  const input = { ...given, virtualDirectory: directoryAsStored(given.virtualDirectory) };
   const removeOAuth = input.oauthClientId === "";
   // "" removes OAuth whether or not a secret comes with it, as the public API documents
   // the field: a secret sent beside it is dropped unread.
@@ -424,13 +425,25 @@ function sealFor(runner: RunnerRow, secret: string, field: "runner_id" | "oauth_
   return seal(secret, runner.publicKey);
 }
 
+/**
+ * A virtual directory as stored: without the trailing slash a client may add, so "/tfs/" and
+ * "/tfs" are one directory and a runner can append "/collection" to either.
+ */
+function directoryAsStored(value: string | undefined): string | undefined {
+  return value !== undefined && value.length > 1 && value.endsWith("/") ? value.slice(0, -1) : value;
+}
+
+/** Why a virtual directory (as stored) is refused: its segments follow the rules of a host's path. */
 function virtualDirectoryProblem(value: string): string | null {
   if (value.length > MAX_VIRTUAL_DIRECTORY) return `must be at most ${MAX_VIRTUAL_DIRECTORY} characters`;
   if (!value.startsWith("/")) return 'must start with "/", e.g. /tfs';
-  if (!/^(\/[A-Za-z0-9._~%!$&'()*+,;=:-]+)+\/?$/.test(value)) {
-    return "must be a path of non-empty segments without whitespace, '?', '#' or '@'";
+  for (const segment of value.slice(1).split("/")) {
+    if (segment === "") return "must be a path of non-empty segments, e.g. /tfs";
+    if (isDotSegment(segment)) return "must not contain . or .. segments";
+    if (!isPathSegment(segment)) {
+      return `has an invalid character in segment "${truncate(segment)}": letters, digits, -._~!$&'()*+,;=: and %XX escapes only`;
+    }
   }
-  if (value.split("/").some(isDotSegment)) return "must not contain . or .. segments";
   return null;
 }
 
