@@ -11,7 +11,11 @@ import { seed, type Seeded } from "./seed.js";
 
 export type Scenario = "create" | "get" | "list";
 export type Protocol = "connect-json" | "connect-binary" | "grpc";
-/** cpu: CPU time the target's processes (all their threads, workers included) spent per request, in µs. */
+/**
+ * rps and requests count successful calls only; errors, the failed ones (a run with any is
+ * not a valid figure, and the report says so). cpu: CPU time the target's processes (all their
+ * threads, workers included) spent per successful request, in µs.
+ */
 export interface Run { rps: number; p50: number; p99: number; errors: number; requests: number; cpu: number }
 export interface Target { name: string; url: string; proc: ChildProcess }
 export type Dataset = Seeded & { file: string; runnersFile: string; idsFile: string };
@@ -93,15 +97,16 @@ export async function stop(t: Target): Promise<void> {
   await exited;
 }
 
-/** Peak resident set of a process and its children (the workers), in MB. */
-export function peakRssMb(pid: number): number {
-  let total = 0;
-  for (const p of processTree(pid)) {
+/** Peak resident set (VmHWM) of a process and of each of its children (the workers), in MB, in that order. */
+export function peakRssEachMb(pid: number): number[] {
+  return processTree(pid).map((p) => {
     const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
-    total += m ? Number(m[1]) / 1024 : 0;
-  }
-  return Math.round(total);
+    return m ? Math.round(Number(m[1]) / 1024) : 0;
+  });
 }
+
+/** Peak resident set of a single-process target, in MB. */
+export const peakRssMb = (pid: number): number => Math.max(...peakRssEachMb(pid));
 
 /** What the process holds in memory now, by kind (anonymous, file pages, shared memory), for the report. */
 export function residentMb(pid: number): string {
@@ -144,9 +149,9 @@ export function load(t: Target, s: Scenario, p: Protocol, c: number, data: { tok
       : execFileSync("wrk", ["-t1", `-c${c}`, `-d${seconds}s`, "-s", "bench/load/wrk.lua", t.url, "--", s, p === "connect-json" ? "json" : "binary", data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" });
   const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop();
   if (!line) throw new Error(`no result from the load generator:\n${out}`);
-  const r = JSON.parse(line) as { requests: number; duration_us: number; errors: number; p50_us: number; p99_us: number };
-  const cpu = (cpuMicros(pids) - cpuBefore) / Math.max(1, r.requests);
-  return { rps: r.requests / (r.duration_us / 1e6), p50: r.p50_us / 1000, p99: r.p99_us / 1000, errors: r.errors, requests: r.requests, cpu };
+  const r = JSON.parse(line) as { ok: number; duration_us: number; errors: number; p50_us: number; p99_us: number };
+  const cpu = (cpuMicros(pids) - cpuBefore) / Math.max(1, r.ok);
+  return { rps: r.ok / (r.duration_us / 1e6), p50: r.p50_us / 1000, p99: r.p99_us / 1000, errors: r.errors, requests: r.ok, cpu };
 }
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

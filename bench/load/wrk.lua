@@ -1,6 +1,7 @@
 -- Drives one scenario over HTTP/1.1 with Connect JSON or Connect binary.
 -- wrk ... -s bench/load/wrk.lua URL -- SCENARIO ENCODING TOKEN RUNNERS_FILE IDS_FILE TAG
--- Prints one JSON line: requests, duration, errors (any non-2xx or socket error), p50 and p99.
+-- Prints one JSON line: requests (every answer), ok (the 2xx ones, which alone count as
+-- throughput), duration, errors (any non-2xx or socket error), p50 and p99.
 
 local scenario, encoding, token, tag
 local runners, ids = {}, {}
@@ -63,7 +64,7 @@ end
 
 function done(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('{"requests":%d,"duration_us":%d,"errors":%d,"p50_us":%d,"p99_us":%d}\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+  io.write(string.format('{"requests":%d,"ok":%d,"duration_us":%d,"errors":%d,"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.requests - e.status, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
     latency:percentile(50), latency:percentile(99)))
 end
