@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
-import { copyFileSync, fdatasync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, fdatasync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -427,6 +427,31 @@ describe("checkpoints after a failed sync", () => {
     } finally {
       await checkpointer.stop();
       db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the WAL's sync descriptors", () => {
+  it("are open from the start, so a process short of descriptors later still syncs, and close with the connection", () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-walfds-"));
+    const file = join(dir, "fds.db");
+    const walDescriptors = () =>
+      readdirSync("/proc/self/fd").filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === `${file}-wal`;
+        } catch {
+          return false; // closed meanwhile (the listing's own descriptor)
+        }
+      }).length;
+    try {
+      const db = openDatabase(file);
+      // SQLite's own descriptor and the two the syncs use, before any write was committed.
+      assert.equal(db.commitStats().commits, 0);
+      assert.equal(walDescriptors(), 3);
+      db.$client.close();
+      assert.equal(walDescriptors(), 0);
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });

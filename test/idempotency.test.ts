@@ -9,6 +9,7 @@ import { createHmac } from "node:crypto";
 import { CreateSCMIntegrationRequestSchema, RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { ConfigError, loadConfig } from "../src/config.js";
 import { createApiToken } from "../src/services/accounts.js";
+import { SWEEP_LIMIT } from "../src/services/idempotency.js";
 import { createRunner, signUp, startServer, type TestServer } from "./harness.js";
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
@@ -208,6 +209,34 @@ describe("Idempotency-Key expiry", () => {
       // Expired keys are also swept from the table, not only ignored.
       const keys = s.db.$client.prepare("SELECT key FROM idempotency_keys ORDER BY key").all() as Array<{ key: string }>;
       assert.deepEqual(keys.map((k) => k.key), ["short-lived"]);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe("sweeping expired keys", () => {
+  it("takes at most SWEEP_LIMIT a time, the oldest first, and keeps going at each keyed create while more are left", async () => {
+    const s = await startServer({ idempotencyTtlMs: 60_000 });
+    try {
+      const { runnerId } = await createRunner(s);
+      // 1,200 entries long expired, and one that is not.
+      const insert = s.db.$client.prepare("INSERT INTO idempotency_keys (scope, key, fingerprint, result_id, created_at) VALUES ('api:old', ?, x'00', 'r', ?)");
+      s.db.$client.transaction(() => {
+        for (let i = 0; i < 1200; i++) insert.run(`old-${i}`, 1_000 + i);
+        insert.run("recent", Date.now());
+      })();
+      const left = () => (s.db.$client.prepare("SELECT count(*) AS n FROM idempotency_keys WHERE scope = 'api:old' AND key != 'recent'").get() as { n: number }).n;
+      const oldestLeft = () => (s.db.$client.prepare("SELECT min(created_at) AS t FROM idempotency_keys WHERE scope = 'api:old'").get() as { t: number }).t;
+      const counts: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        assert.equal((await create(s, { runnerId, scmId: "github", host: `sweep${i}.example.com`, pat: true }, `sweep-${i}`)).status, 200);
+        counts.push(left());
+        if (i === 0) assert.equal(oldestLeft(), 1_000 + SWEEP_LIMIT, "the oldest went first");
+      }
+      assert.deepEqual(counts, [1200 - SWEEP_LIMIT, 1200 - 2 * SWEEP_LIMIT, 0, 0]);
+      assert.equal((s.db.$client.prepare("SELECT count(*) AS n FROM idempotency_keys WHERE key = 'recent'").get() as { n: number }).n, 1, "a live key stays");
+      assert.equal((s.db.$client.prepare("SELECT count(*) AS n FROM idempotency_keys WHERE key LIKE 'sweep-%'").get() as { n: number }).n, 4);
     } finally {
       await s.close();
     }

@@ -3,7 +3,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { eq } from "drizzle-orm";
 import { newKeyPair, open } from "../src/crypto/sealed-box.js";
+import { hashToken } from "../src/crypto/tokens.js";
 import { sealsRequested } from "../src/crypto/seal-worker.js";
+import { createApiToken, revokeApiToken } from "../src/services/accounts.js";
 import { signup } from "../src/services/runners.js";
 import { createScmIntegration } from "../src/services/scm-integrations.js";
 import { runners, scmIntegrations } from "../src/store/schema.js";
@@ -361,6 +363,44 @@ describe("a runner's whole life", () => {
     }
   });
 
+  it("a token replaced or revoked between the check of a call and its write: unauthenticated, nothing written", async () => {
+    // Acts after authentication, just before the handler writes: a CreateRunnerToken
+    // answered in that moment, or the admin CLI revoking the API token.
+    let rotate = "";
+    let revoke = "";
+    const actFirst: Interceptor = (next) => async (req) => {
+      if (req.method.name === "Signup" && rotate) {
+        const replaced = await call(racing, `${RUNNERS}/CreateRunnerToken`, { runnerId: rotate });
+        assert.equal(replaced.status, 200, JSON.stringify(replaced.body));
+      }
+      if (req.method.name === "CreateSCMIntegration" && revoke) revokeApiToken(racing.db, revoke);
+      return next(req);
+    };
+    const racing = await startServer({ interceptors: [actFirst] });
+    try {
+      const { runnerId, runnerToken } = await createRunner(racing);
+      rotate = runnerId;
+      const signup = await call(racing, `${RUNNER_SIDE}/Signup`, { publicKey: Buffer.alloc(32, 9).toString("base64") }, runnerToken);
+      assert.equal(signup.body.code, "unauthenticated", JSON.stringify(signup.body));
+      assert.match(signup.body.message, /access token was replaced/);
+      assert.equal(racing.db.select().from(runners).where(eq(runners.id, runnerId)).get()!.publicKey, null, "the old token installed no key");
+      rotate = "";
+
+      const doomed = createApiToken(racing.db, "acme");
+      revoke = doomed.id;
+      const create = await call(racing, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "revoked.example.com", pat: true }, doomed.token);
+      assert.equal(create.body.code, "unauthenticated", JSON.stringify(create.body));
+      assert.match(create.body.message, /revoked/);
+      assert.equal(racing.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length, 0);
+      revoke = "";
+      // The organization's other token still writes.
+      const ok = await call(racing, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "revoked.example.com", pat: true });
+      assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    } finally {
+      await racing.close();
+    }
+  });
+
   it("ListRunners narrows by the filter's creator ids, kinds and providers, page by page", async () => {
     for (const [kind, provider] of [["RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_AWS_EC2"], ["RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_GCP"], ["RUNNER_KIND_LOCAL", "RUNNER_PROVIDER_DESKTOP_MAC"], ["RUNNER_KIND_REMOTE", undefined], ["RUNNER_KIND_LOCAL_CONFIGURATION", "RUNNER_PROVIDER_AWS_EC2"]]) {
       assert.equal((await call(s, `${RUNNERS}/CreateRunner`, { name: "filtered", kind, provider })).status, 200);
@@ -477,11 +517,13 @@ describe("a Signup racing a create's sealing", () => {
     const orgId = s.db.select({ orgId: runners.orgId }).from(runners).where(eq(runners.id, runnerId)).get()!.orgId;
     // The create reads the runner's key and hands the secret to the seal worker at once;
     // the Signup's write commits before the create's does.
-    const created = createScmIntegration(s.db, { kind: "api", orgId, tokenId: "test" }, {
+    // Called as the test's own tokens would: a write checks they are still good.
+    const tokenId = s.db.$client.prepare("SELECT id FROM api_tokens WHERE token_hash = ?").pluck().get(hashToken(s.token)) as string;
+    const created = createScmIntegration(s.db, { kind: "api", orgId, tokenId }, {
       runnerId, scmId: "github", host: "race.example.com", oauthClientId: "client", oauthClientSecret: "raced-secret", pat: false,
     });
     const fresh = newKeyPair();
-    await signup(s.db, { kind: "runner", orgId, runnerId }, fresh.publicKey);
+    await signup(s.db, { kind: "runner", orgId, runnerId, tokenHash: hashToken(runnerToken) }, fresh.publicKey);
     const id = await created;
     const row = s.db.select().from(scmIntegrations).where(eq(scmIntegrations.id, id)).get()!;
     assert.ok(row.oauthSealedTo!.equals(fresh.publicKey), "recorded as sealed to the new key");

@@ -13,4 +13,6 @@ export interface RunnerCaller {
   kind: "runner";
   orgId: string;
   runnerId: string;
+  /** SHA-256 of the token the call came with, so a write can tell whether it was replaced since. */
+  tokenHash: Buffer;
 }

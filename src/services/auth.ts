@@ -2,8 +2,8 @@ import type { Caller } from "../domain/caller.js";
 import { DomainError } from "../domain/errors.js";
 import { hashToken, sameHash, tokenKind } from "../crypto/tokens.js";
 import type { Db } from "../store/database.js";
-import { findLiveApiTokenByHash } from "../store/accounts.js";
-import { findRunnerByTokenHash } from "../store/runners.js";
+import { findLiveApiTokenByHash, isLiveApiToken } from "../store/accounts.js";
+import { findRunnerByTokenHash, runnerTokenHash } from "../store/runners.js";
 
 // Longer headers are refused before any work is done on them.
 const MAX_AUTHORIZATION_LENGTH = 512;
@@ -32,9 +32,44 @@ export function authenticate(db: Db, authorization: string | null): Caller {
     if (row && sameHash(row.tokenHash, hash)) return { kind: "api", orgId: row.orgId, tokenId: row.id };
   } else {
     const row = findRunnerByTokenHash(db, hash);
-    if (row && sameHash(row.accessTokenHash, hash)) return { kind: "runner", orgId: row.orgId, runnerId: row.id };
+    if (row && sameHash(row.accessTokenHash, hash)) return { kind: "runner", orgId: row.orgId, runnerId: row.id, tokenHash: row.accessTokenHash };
   }
   throw unauthenticated("the bearer token is unknown or revoked");
+}
+
+/**
+ * Runs `work` as a write of `caller`, provided the caller's token is still good inside the
+ * write's transaction. The token was checked when the call came in, before the write
+ * waited for its batch: a revocation (admin CLI) or a new runner token committed in
+ * between must stop it, so that a rotated credential writes nothing once its rotation is
+ * acknowledged. An API token is looked up once per transaction (another process cannot
+ * revoke it while the transaction holds the write lock); a runner's, whose replacement
+ * may come in the same batch, at every write. A runner gone altogether is left to `work`,
+ * which answers not_found.
+ */
+export function writeAs<T>(db: Db, caller: Caller, work: () => T, options?: { oneStatement: boolean }): Promise<T> {
+  return db.write(() => {
+    requireLiveToken(db, caller);
+    return work();
+  }, options);
+}
+
+/** API tokens found live, by id, with the write transaction that found them so. */
+const liveInTransaction = new Map<string, number>();
+
+function requireLiveToken(db: Db, caller: Caller): void {
+  if (caller.kind === "runner") {
+    const current = runnerTokenHash(db, caller.runnerId);
+    if (current !== null && !sameHash(current, caller.tokenHash)) {
+      throw unauthenticated("the runner's access token was replaced while this call waited; use the new token");
+    }
+    return;
+  }
+  const transaction = db.writeTransaction();
+  if (liveInTransaction.get(caller.tokenId) === transaction) return;
+  if (!isLiveApiToken(db, caller.tokenId)) throw unauthenticated("the bearer token was revoked while this call waited");
+  if (liveInTransaction.size >= 1024) liveInTransaction.clear();
+  liveInTransaction.set(caller.tokenId, transaction);
 }
 
 function unauthenticated(message: string): DomainError {

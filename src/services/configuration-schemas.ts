@@ -3,6 +3,7 @@ import { Violations, notFound } from "../domain/errors.js";
 import { normalizeHost } from "../domain/host.js";
 import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "../domain/scm-schema.js";
 import type { Db } from "../store/database.js";
+import { writeAs } from "./auth.js";
 import * as store from "../store/runners.js";
 import { checkUuid, hasControl, httpsUrlProblem } from "./checks.js";
 import { truncate } from "../domain/text.js";
@@ -97,7 +98,7 @@ export function updateRunnerConfigurationSchema(
   const schema = input.schema ? checkSchema(v, input.schema) : null;
   if (!input.schema) v.add("config_schema", "required", "is required");
   v.throwIfAny();
-  return db.write(() => {
+  return writeAs(db, caller, () => {
     if (!store.updateRunner(db, caller.orgId, caller.runnerId, { configSchema: JSON.stringify(schema), updatedAt: Date.now() })) {
       throw notFound("runner", caller.runnerId);
     }

@@ -7,6 +7,7 @@ import { newToken } from "../crypto/tokens.js";
 import { MAX_FILTER_IDS, checkUuid, checkUuidList } from "./checks.js";
 import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import type { Db } from "../store/database.js";
+import { writeAs } from "./auth.js";
 import * as store from "../store/runners.js";
 import type { RunnerFilter } from "../store/runners.js";
 import type { RunnerRow } from "../store/schema.js";
@@ -66,7 +67,7 @@ export function createRunner(db: Db, caller: ApiCaller, input: CreateRunnerInput
     statusUpdatedAt: null,
     configSchema: null,
   };
-  return db.write(() => {
+  return writeAs(db, caller, () => {
     store.insertRunner(db, runner);
     return { runner, accessToken: token };
   });
@@ -81,7 +82,7 @@ export function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): Pro
     v.add("public_key", "x25519.order", "is a low-order X25519 point (such as all zeros); send the runner's real public key");
   }
   v.throwIfAny();
-  return db.write(() => {
+  return writeAs(db, caller, () => {
     // The token was checked before this write: the runner may have been deleted since.
     if (!store.setRunnerPublicKey(db, caller.runnerId, Buffer.from(publicKey), Date.now())) throw notFound("runner", caller.runnerId);
     return caller.runnerId;
@@ -184,7 +185,7 @@ export function updateRunner(db: Db, caller: ApiCaller, input: { runnerId: strin
     // what it read is on disk (the durability interceptor waits only for Get and List).
     return db.read(() => requireRunner(db, caller.orgId, runnerId)).then(() => db.durable());
   }
-  return db.write(() => {
+  return writeAs(db, caller, () => {
     if (!store.updateRunner(db, caller.orgId, runnerId, { name, updatedAt: Date.now() })) {
       throw notFound("runner", runnerId);
     }
@@ -199,7 +200,7 @@ export function deleteRunner(db: Db, caller: ApiCaller, given: string): Promise<
   const v = new Violations();
   const runnerId = checkUuid(v, "runner_id", given);
   v.throwIfAny();
-  return db.write(() => {
+  return writeAs(db, caller, () => {
     if (!store.deleteRunner(db, caller.orgId, runnerId)) throw notFound("runner", runnerId);
   });
 }
@@ -210,7 +211,7 @@ export function createRunnerToken(db: Db, caller: ApiCaller, given: string): Pro
   const runnerId = checkUuid(v, "runner_id", given);
   v.throwIfAny();
   const { token, hash } = newToken("runner");
-  return db.write(() => {
+  return writeAs(db, caller, () => {
     if (!store.updateRunner(db, caller.orgId, runnerId, { accessTokenHash: hash, updatedAt: Date.now() })) {
       throw notFound("runner", runnerId);
     }

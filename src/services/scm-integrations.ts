@@ -6,6 +6,7 @@ import { newId } from "../crypto/ids.js";
 import { seal } from "../crypto/sealed-box.js";
 import { sealOffLoop } from "../crypto/seal-worker.js";
 import type { Db } from "../store/database.js";
+import { writeAs } from "./auth.js";
 import type { RunnerRow, ScmIntegrationRow } from "../store/schema.js";
 import { findRunnerKey } from "../store/runners.js";
 import * as store from "../store/scm-integrations.js";
@@ -87,7 +88,7 @@ export async function createScmIntegration(
   v.throwIfAny();
 
   const ahead = secret !== undefined ? await sealAhead(db, caller.orgId, runnerId, input.scmId, secret) : null;
-  return db.write(() => {
+  return writeAs(db, caller, () => {
     const now = Date.now();
     const replayed = once?.replay(now);
     if (replayed) return replayed;
@@ -161,7 +162,7 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, given: UpdateScm
   });
   v.throwIfAny();
 
-  return db.write(() => {
+  return writeAs(db, caller, () => {
     const row = store.findScmIntegration(db, caller.orgId, id);
     if (!row) throw notFound("SCM integration", id);
     const runner = runnerOf(db, caller.orgId, row.runnerId);
@@ -229,7 +230,7 @@ export function deleteScmIntegration(db: Db, caller: ApiCaller, given: string): 
   const v = new Violations();
   const id = checkUuid(v, "id", given);
   v.throwIfAny();
-  return db.write(() => {
+  return writeAs(db, caller, () => {
     if (!store.deleteScmIntegration(db, caller.orgId, id)) throw notFound("SCM integration", id);
   });
 }

@@ -35,6 +35,16 @@ export function listApiTokens(db: Db, orgId: string): ApiTokenRow[] {
   return db.select().from(apiTokens).where(eq(apiTokens.orgId, orgId)).orderBy(asc(apiTokens.id)).all();
 }
 
+/** Whether an API token with this id exists and is not revoked. */
+export function isLiveApiToken(db: Db, id: string): boolean {
+  return liveTokenById(db).get(id) !== undefined;
+}
+
+// (id) Looked up once per write transaction and token (services/auth.ts).
+const liveTokenById = prepared((db) =>
+  rawStatement(db, db.select({ one: sql`1` }).from(apiTokens).where(and(eq(apiTokens.id, sql.placeholder("id")), isNull(apiTokens.revokedAt)))).pluck(),
+);
+
 /** Marks a token revoked; false when no live token has this id. */
 export function revokeApiToken(db: Db, id: string, at: number): boolean {
   const r = db

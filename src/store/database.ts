@@ -37,6 +37,8 @@ export type Db = BetterSQLite3Database<typeof schema> & {
   whenHalted(listener: (err: Error) => void): void;
   /** How many group commits ran and how many writes they carried. */
   commitStats(): { commits: number; writes: number; syncs: number };
+  /** Which write transaction is running (inside a write): the same number means the same transaction. */
+  writeTransaction(): number;
 };
 
 /** The page size of a new database (see openDatabase). */
@@ -103,6 +105,12 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   migrate(orm, { migrationsFolder: migrationsFolder() });
   const reads = new ReadBatch(sqlite);
   const commits = new GroupCommit(sqlite, options);
+  // The group commit keeps descriptors of the WAL open for its syncs: they close with the connection.
+  const close = sqlite.close.bind(sqlite);
+  sqlite.close = () => {
+    commits.close();
+    return close();
+  };
   return Object.assign(orm, {
     write: <T>(work: () => T, options?: { oneStatement: boolean }) => commits.run(work, options?.oneStatement),
     read: <T>(work: () => T) => reads.run(work),
@@ -111,6 +119,7 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     halt: (err: Error) => commits.halt(err),
     whenHalted: (listener: (err: Error) => void) => commits.whenHalted(listener),
     commitStats: () => ({ ...commits.stats, syncs: commits.syncs() }),
+    writeTransaction: () => commits.transactions,
   });
 }
 

@@ -62,6 +62,11 @@ class TransactionLost extends Error {
 export class GroupCommit {
   /** Transactions committed and writes they carried, for tests and benchmarks. */
   readonly stats = { commits: 0, writes: 0 };
+  /**
+   * Counts the batches' transactions as they begin: two writes that see the same number run
+   * in one transaction, which holds the write lock, so no other process wrote between them.
+   */
+  transactions = 0;
   private queue: Pending[] = [];
   private scheduled = false;
   private readonly lockWaitMs: number;
@@ -100,6 +105,11 @@ export class GroupCommit {
   whenHalted(listener: (err: Error) => void): void {
     if (this.failure) listener(this.failure);
     else this.onHalt.push(listener);
+  }
+
+  /** Closes the descriptors the off-loop syncs use; for when the connection closes. */
+  close(): void {
+    this.wal?.close();
   }
 
   /** How many off-loop syncs finished. */
@@ -183,6 +193,7 @@ export class GroupCommit {
       if (this.failure) throw this.failure;
       this.setSync("NORMAL");
       db.exec("BEGIN IMMEDIATE");
+      this.transactions += 1;
     } catch (err) {
       // Another process (a second worker, the admin CLI) holds the write lock. Waiting
       // here would stall every request of this process, so the batch waits off the
@@ -288,12 +299,21 @@ class WalSync {
   finished = 0;
   /** Why syncing stopped for good, once a sync failed. */
   broken: Error | null = null;
+  private closed = false;
 
   constructor(
     private readonly path: string,
     private readonly sync: NonNullable<GroupCommitOptions["syncWal"]>,
     private readonly onBroken: (err: Error) => void,
-  ) {}
+  ) {
+    // Opened at start where the WAL exists already, so that a process short of descriptors
+    // later (many clients at once) still syncs; otherwise at the first commit.
+    try {
+      this.open();
+    } catch {
+      // no WAL yet
+    }
+  }
 
   /** Counts a commit; settles once it is on disk. */
   afterCommit(): Promise<void> {
@@ -319,7 +339,12 @@ class WalSync {
     try {
       this.open();
     } catch (err) {
-      return this.fail(syncFailure(err));
+      // Not a failed sync: nothing was written back and lost, the process only could not
+      // open a descriptor (EMFILE, say). The calls waiting now fail and may be retried; the
+      // next commit or read tries again.
+      const unopened = new Database.SqliteError(`the WAL could not be opened to sync it: ${err instanceof Error ? err.message : String(err)}`, "SQLITE_CANTOPEN");
+      for (const w of this.waiting.splice(0)) w.reject(unopened);
+      return;
     }
     const slot = this.idle.findIndex((fd) => fd !== null);
     if (slot < 0) return; // both are running; the first to finish starts the next
@@ -327,6 +352,7 @@ class WalSync {
     this.idle[slot] = null;
     const upTo = (this.issued = this.committed);
     this.sync(fd, (err) => {
+      if (this.closed) return closeSync(fd);
       this.idle[slot] = fd;
       this.finished += 1;
       if (this.broken) return;
@@ -339,6 +365,13 @@ class WalSync {
     });
   }
 
+  /** Closes the idle descriptors; one still syncing is closed when its sync returns. */
+  close(): void {
+    this.closed = true;
+    for (const fd of this.idle) if (fd !== null) closeSync(fd);
+    this.idle = [];
+  }
+
   /** Ends syncing for good: every waiting commit fails, and so does every later one. */
   fail(err: Error): void {
     if (this.broken) return;
@@ -348,12 +381,13 @@ class WalSync {
   }
 
   /**
-   * The WAL exists once the first transaction committed, and stays the same file while
+   * The WAL exists once the connection first read or wrote, and stays the same file while
    * this connection is open (SQLite deletes it only when the last connection closes).
    * Its directory entry is synced once, as SQLite does for a new journal.
    */
   private open(): void {
     if (this.idle.length > 0) return;
+    if (this.closed) throw new Error("the database is closed");
     const fds: number[] = [];
     try {
       for (let i = 0; i < SYNC_SLOTS; i++) fds.push(openSync(this.path, "r"));

@@ -26,7 +26,13 @@ export function saveIdempotencyKey(db: Db, row: IdempotencyKeyRow): void {
     .run();
 }
 
-/** Drops every entry made at or before `cutoff`. */
-export function deleteIdempotencyKeysBefore(db: Db, cutoff: number): number {
-  return db.delete(idempotencyKeys).where(lte(idempotencyKeys.createdAt, cutoff)).run().changes;
+/** Drops the oldest entries made at or before `cutoff`, at most `limit` of them; answers how many. */
+export function deleteIdempotencyKeysBefore(db: Db, cutoff: number, limit: number): number {
+  const oldest = db
+    .select({ scope: idempotencyKeys.scope, key: idempotencyKeys.key })
+    .from(idempotencyKeys)
+    .where(lte(idempotencyKeys.createdAt, cutoff))
+    .orderBy(idempotencyKeys.createdAt)
+    .limit(limit);
+  return db.delete(idempotencyKeys).where(sql`(${idempotencyKeys.scope}, ${idempotencyKeys.key}) IN ${oldest}`).run().changes;
 }

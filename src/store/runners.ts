@@ -58,6 +58,11 @@ export function hasRunner(db: Db, orgId: string, id: string): boolean {
   return statements(db).exists.get(id, orgId) !== undefined;
 }
 
+/** The hash of the runner's current access token, or null when there is no such runner. */
+export function runnerTokenHash(db: Db, id: string): Buffer | null {
+  return (statements(db).tokenHashById.get(id) as Buffer | undefined) ?? null;
+}
+
 /** What authentication needs of the runner whose access token has this hash. */
 export function findRunnerByTokenHash(db: Db, hash: Buffer): Pick<RunnerRow, "id" | "orgId" | "accessTokenHash"> | null {
   const r = statements(db).byTokenHash.get(hash) as [string, string, Buffer] | undefined;
@@ -73,6 +78,8 @@ const statements = prepared((db) => ({
   keyById: rawStatement(db, db.select({ key: runners.publicKey, schema: runners.configSchema }).from(runners).where(byIdAndOrg)).raw(),
   // (id, orgId)
   exists: rawStatement(db, db.select({ one: sql`1` }).from(runners).where(byIdAndOrg)).pluck(),
+  // (id)
+  tokenHashById: rawStatement(db, db.select({ hash: runners.accessTokenHash }).from(runners).where(eq(runners.id, sql.placeholder("id")))).pluck(),
   // (hash); every call of a runner authenticates through it
   byTokenHash: rawStatement(
     db,
