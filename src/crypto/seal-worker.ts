@@ -97,6 +97,8 @@ class SealWorker {
     const sodium = createRequire(import.meta.url).resolve("sodium-native");
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { sodium } });
     worker.on("message", (boxes: Uint8Array[]) => {
+      // An answer that comes in after the thread failed finds its jobs sealed here already.
+      if (this.failed) return;
       const batch = this.inFlight.shift()!;
       batch.forEach((job, i) => {
         const box = boxes[i];

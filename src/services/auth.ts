@@ -54,8 +54,8 @@ export function writeAs<T>(db: Db, caller: Caller, work: () => T, options?: { on
   }, options);
 }
 
-/** API tokens found live, by id, with the write transaction that found them so. */
-const liveInTransaction = new Map<string, number>();
+/** Per database, the API tokens found live in its current write transaction. */
+const liveInTransaction = new WeakMap<Db, { transaction: number; tokenIds: Set<string> }>();
 
 function requireLiveToken(db: Db, caller: Caller): void {
   if (caller.kind === "runner") {
@@ -66,10 +66,11 @@ function requireLiveToken(db: Db, caller: Caller): void {
     return;
   }
   const transaction = db.writeTransaction();
-  if (liveInTransaction.get(caller.tokenId) === transaction) return;
+  let live = liveInTransaction.get(db);
+  if (live?.transaction !== transaction) liveInTransaction.set(db, (live = { transaction, tokenIds: new Set() }));
+  if (live.tokenIds.has(caller.tokenId)) return;
   if (!isLiveApiToken(db, caller.tokenId)) throw unauthenticated("the bearer token was revoked while this call waited");
-  if (liveInTransaction.size >= 1024) liveInTransaction.clear();
-  liveInTransaction.set(caller.tokenId, transaction);
+  live.tokenIds.add(caller.tokenId);
 }
 
 function unauthenticated(message: string): DomainError {

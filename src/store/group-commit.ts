@@ -233,9 +233,6 @@ export class GroupCommit {
       this.stats.commits += 1;
       this.stats.writes += batch.length;
     } catch (caught) {
-      // The transaction was lost, or COMMIT itself failed (disk full, I/O error): no write
-      // of this batch can be acknowledged, so every one fails, with the error that caused
-      // it (not a follow-on "no such savepoint"), and the next batch starts afresh.
       const err = caught instanceof TransactionLost ? caught.cause : caught;
       try {
         if (db.inTransaction) db.exec("ROLLBACK");
@@ -243,6 +240,22 @@ export class GroupCommit {
         // SQLite rolls back by itself when it cannot; the writes fail either way.
       }
       this.restoreSync();
+      if (caught instanceof TransactionLost && !isSyncFailure(err)) {
+        // One write made SQLite give up the transaction (a full disk, say): it fails, with
+        // the error that caused it (not a follow-on "no such savepoint"). The others did
+        // nothing wrong and are undone with it, so they run again, first in the next batch:
+        // a delete that frees space must not fail with a large create it happened to meet.
+        // Each round fails one write at least, so this ends. A write's work makes no change
+        // outside the database that running it again would repeat.
+        const failed = outcomes.length;
+        batch[failed]!.reject(err);
+        this.queue.unshift(...batch.slice(0, failed), ...batch.slice(failed + 1));
+        if (this.queue.length > 0) this.schedule();
+        return;
+      }
+      // COMMIT itself failed (disk full, I/O error), or a sync inside it: no write of this
+      // batch can be acknowledged, and which one made it fail cannot be told, so every one
+      // fails with the error, and the next batch starts afresh.
       for (const p of batch) p.reject(err);
       // Where COMMIT syncs itself (worker processes), its failed sync is as final as the
       // off-loop one's.
