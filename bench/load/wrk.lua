@@ -23,8 +23,9 @@ local function pick(list) return list[math.random(#list)] end
 function init(args)
   scenario, encoding, token = args[1], args[2], args[3]
   runners, ids = lines(args[4]), lines(args[5])
+  -- Seeded before the tag is drawn: unseeded, every wrk process drew the same number.
+  math.randomseed(os.time() + math.floor(os.clock() * 1e6))
   tag = args[6] .. "-" .. tostring(math.random(1e9))
-  math.randomseed(os.time() + math.random(1e6))
 end
 
 local paths = {
