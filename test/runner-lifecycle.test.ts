@@ -35,6 +35,20 @@ async function runnerList(s: TestServer, runnerId: string, runnerToken: string, 
   return r.body.scmIntegrations as any[];
 }
 
+/**
+ * A server that runs `act` on every call after authentication, just before the handler
+ * writes: what another call committed in that moment would do.
+ */
+async function startActingBeforeWrites(act: (method: string, self: TestServer) => Promise<void> | void): Promise<TestServer> {
+  let self: TestServer | undefined;
+  const interceptor: Interceptor = (next) => async (req) => {
+    await act(req.method.name, self!);
+    return next(req);
+  };
+  self = await startServer({ interceptors: [interceptor] });
+  return self;
+}
+
 describe("a runner's whole life", () => {
   let s: TestServer;
   before(async () => (s = await startServer()));
@@ -347,11 +361,9 @@ describe("a runner's whole life", () => {
     // Deletes the runner after authentication, just before the handler writes, as a
     // DeleteRunner committed in that moment would.
     let victim = "";
-    const deleteFirst: Interceptor = (next) => async (req) => {
-      if (req.method.name === "Signup" && victim) await call(racing, `${RUNNERS}/DeleteRunner`, { runnerId: victim });
-      return next(req);
-    };
-    const racing = await startServer({ interceptors: [deleteFirst] });
+    const racing = await startActingBeforeWrites(async (method, self) => {
+      if (method === "Signup" && victim) await call(self, `${RUNNERS}/DeleteRunner`, { runnerId: victim });
+    });
     try {
       const { runnerId, runnerToken } = await createRunner(racing);
       victim = runnerId;
@@ -368,15 +380,13 @@ describe("a runner's whole life", () => {
     // answered in that moment, or the admin CLI revoking the API token.
     let rotate = "";
     let revoke = "";
-    const actFirst: Interceptor = (next) => async (req) => {
-      if (req.method.name === "Signup" && rotate) {
-        const replaced = await call(racing, `${RUNNERS}/CreateRunnerToken`, { runnerId: rotate });
+    const racing = await startActingBeforeWrites(async (method, self) => {
+      if (method === "Signup" && rotate) {
+        const replaced = await call(self, `${RUNNERS}/CreateRunnerToken`, { runnerId: rotate });
         assert.equal(replaced.status, 200, JSON.stringify(replaced.body));
       }
-      if (req.method.name === "CreateSCMIntegration" && revoke) revokeApiToken(racing.db, revoke);
-      return next(req);
-    };
-    const racing = await startServer({ interceptors: [actFirst] });
+      if (method === "CreateSCMIntegration" && revoke) revokeApiToken(self.db, revoke);
+    });
     try {
       const { runnerId, runnerToken } = await createRunner(racing);
       rotate = runnerId;
