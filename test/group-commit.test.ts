@@ -525,4 +525,20 @@ describe("two syncs at once", () => {
     assert.ok(db.syncFailure(), "syncing has stopped for good");
     assert.equal(held.length, 2, "nothing more was synced");
   });
+
+  it("closing the connection answers every waiting commit: by the syncs running, or as not synced", async () => {
+    const first = insert("a");
+    await syncsStarted(1);
+    const second = insert("b");
+    await syncsStarted(2);
+    const third = insert("c"); // no slot free: no sync covers it yet
+    assert.deepEqual(await settled([first, second, third]), ["pending", "pending", "pending"]);
+    db.$client.close();
+    assert.deepEqual(await settled([first, second, third]), ["pending", "pending", "failed"]);
+    await assert.rejects(third, (err: Error & { code?: string }) => err.code === "SQLITE_MISUSE" && /closed before/.test(err.message));
+    held[0]!.done(null);
+    held[1]!.done(null);
+    assert.deepEqual(await settled([first, second]), ["ok", "ok"], "the syncs that ran still count");
+    assert.equal(held.length, 2, "no sync starts after the close");
+  });
 });

@@ -162,6 +162,21 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
     assert.equal(other.body.code, "invalid_argument", "the earlier encoding matches only the same request");
   });
 
+  it("a virtual directory is compared as stored, also against what the version before stored", async () => {
+    const request = { runnerId, scmId: "azuredevops_server", host: "tfs.upgrade.example", pat: true, virtualDirectory: "/tfs/" };
+    const first = await create(s, request, "key-directory");
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    assert.deepEqual(await create(s, { ...request, virtualDirectory: "/tfs" }, "key-directory"), first, "one directory, two spellings");
+    // The version before fingerprinted the directory as sent (and the host as stored).
+    const key = (s.db.$client.prepare("SELECT value FROM service_secrets WHERE name = 'idempotency_key'").get() as { value: Buffer }).value;
+    const asSent = toBinary(CreateSCMIntegrationRequestSchema, create_(CreateSCMIntegrationRequestSchema, { ...request, oauthPlaintextClientSecret: "given" }));
+    const earlier = createHmac("sha256", key).update(CreateSCMIntegrationRequestSchema.typeName).update("\0").update(asSent).digest();
+    assert.equal(s.db.$client.prepare("UPDATE idempotency_keys SET fingerprint = ? WHERE key = 'key-directory'").run(earlier).changes, 1);
+    assert.deepEqual(await create(s, request, "key-directory"), first);
+    const other = await create(s, { ...request, virtualDirectory: "/collections" }, "key-directory");
+    assert.equal(other.body.code, "invalid_argument", "another directory is another request");
+  });
+
   it("an empty optional string is the same request as the field left out, as Create reads it", async () => {
     const request = { runnerId, scmId: "github", host: "empty.example.com", pat: true };
     const first = await create(s, request, "key-empty");
@@ -216,7 +231,7 @@ describe("Idempotency-Key expiry", () => {
 });
 
 describe("sweeping expired keys", () => {
-  it("takes at most SWEEP_LIMIT a time, the oldest first, and keeps going at each keyed create while more are left", async () => {
+  it("takes at most SWEEP_LIMIT a time, the oldest first, in a write of its own, and keeps going at each keyed create while more are left", async () => {
     const s = await startServer({ idempotencyTtlMs: 60_000 });
     try {
       const { runnerId } = await createRunner(s);
@@ -231,6 +246,8 @@ describe("sweeping expired keys", () => {
       const counts: number[] = [];
       for (let i = 0; i < 4; i++) {
         assert.equal((await create(s, { runnerId, scmId: "github", host: `sweep${i}.example.com`, pat: true }, `sweep-${i}`)).status, 200);
+        // The sweep is a write of its own, queued by the create: one queued after it commits after it.
+        await s.db.write(() => undefined);
         counts.push(left());
         if (i === 0) assert.equal(oldestLeft(), 1_000 + SWEEP_LIMIT, "the oldest went first");
       }

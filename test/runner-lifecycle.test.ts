@@ -304,7 +304,7 @@ describe("a runner's whole life", () => {
 
     // A description may lay itself out with line breaks and tabs, and counts characters,
     // not UTF-16 units: 1024 emoji are 2048 units.
-    for (const description of ["Line one.\n\tLine two.", "\u{1f511}".repeat(1024)]) {
+    for (const description of ["Line one.\n\tLine two.", "Windows line one.\r\nLine two.", "\u{1f511}".repeat(1024)]) {
       const laidOut = { version: "3", scm: [{ scmId: "gitea", name: "Gitea", pat: { description } }] };
       const ok = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: laidOut }, runnerToken);
       assert.equal(ok.status, 200, JSON.stringify(ok.body).slice(0, 300));
@@ -401,6 +401,10 @@ describe("a runner's whole life", () => {
       const create = await call(racing, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "revoked.example.com", pat: true }, doomed.token);
       assert.equal(create.body.code, "unauthenticated", JSON.stringify(create.body));
       assert.match(create.body.message, /revoked/);
+      // Logged as every refused credential is, with the reason and never the token.
+      const refusals = racing.logs.filter((l) => l.includes('"authentication refused"'));
+      assert.ok(refusals.some((l) => /access token was replaced/.test(l)) && refusals.some((l) => /was revoked while/.test(l)), refusals.join("\n"));
+      assert.ok(!racing.logs.some((l) => l.includes(doomed.token)));
       assert.equal(racing.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length, 0);
       revoke = "";
       // The organization's other token still writes.

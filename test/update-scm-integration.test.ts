@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { eq } from "drizzle-orm";
 import { open } from "../src/crypto/sealed-box.js";
+import { hashToken } from "../src/crypto/tokens.js";
+import { updateScmIntegration } from "../src/services/scm-integrations.js";
 import { scmIntegrations } from "../src/store/schema.js";
 import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
 
@@ -138,5 +140,32 @@ describe("UpdateSCMIntegration, GetSCMIntegration, DeleteSCMIntegration", () => 
     assert.equal((await call(s, `${CFG}/GetSCMIntegration`, { id })).body.code, "not_found");
     // The host is free again.
     await create({ scmId: "github", host: "delete-me.example", pat: true });
+  });
+});
+
+describe("an Update run again by the group commit", () => {
+  it("judges the row afresh: a refusal is not repeated once per run", async () => {
+    const s = await startServer();
+    try {
+      const { runnerId } = await createRunner(s);
+      const made = await call(s, "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", { runnerId, scmId: "gitlab", host: "gitlab.com", pat: true });
+      assert.equal(made.status, 200, JSON.stringify(made.body));
+      const sqlite = s.db.$client;
+      sqlite.exec("CREATE TABLE blobs (v BLOB)");
+      // No page more than the file has: the big write in the same batch makes SQLite give
+      // the transaction up, and the Update, refused in it, runs again in the next batch.
+      sqlite.pragma(`max_page_count = ${sqlite.pragma("page_count", { simple: true }) as number}`);
+      const orgId = s.db.select({ orgId: scmIntegrations.orgId }).from(scmIntegrations).where(eq(scmIntegrations.id, made.body.id)).get()!.orgId;
+      const tokenId = sqlite.prepare("SELECT id FROM api_tokens WHERE token_hash = ?").pluck().get(hashToken(s.token)) as string;
+      const update = updateScmIntegration(s.db, { kind: "api", orgId, tokenId }, { id: made.body.id, oauthClientId: "new-client" });
+      const big = s.db.write(() => sqlite.prepare("INSERT INTO blobs VALUES (?)").run(Buffer.alloc(64 * 1024)));
+      await assert.rejects(big, (err: Error & { code?: string }) => err.code === "SQLITE_FULL");
+      await assert.rejects(update, (err: Error) => {
+        assert.equal(err.message.match(/oauth_plaintext_client_secret:/g)?.length, 1, err.message);
+        return true;
+      });
+    } finally {
+      await s.close();
+    }
   });
 });

@@ -78,18 +78,28 @@ class SealWorker {
     const batch = this.queue;
     this.queue = [];
     if (this.failed) return this.sealHere(batch);
+    let posted = 0;
     try {
       const worker = this.start();
-      for (let i = 0; i < batch.length; i += MAX_JOBS) {
-        const part = batch.slice(i, i + MAX_JOBS);
+      for (; posted < batch.length; posted += MAX_JOBS) {
+        const part = batch.slice(posted, posted + MAX_JOBS);
         worker.postMessage(part.map(({ text, key }) => ({ text, key })));
         this.inFlight.push(part);
       }
       worker.ref(); // until its answer is in: a waiting create keeps the process alive
     } catch {
-      this.failed = true; // no thread to be had: seal here from now on
-      this.sealHere(batch);
+      // No thread to be had: seal here from now on, what the thread still held included.
+      this.fail();
+      this.sealHere(batch.slice(posted));
     }
+  }
+
+  /** Gives the thread up: the jobs it held are sealed here, and so is every later one. */
+  private fail(): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.worker = null;
+    for (const batch of this.inFlight.splice(0)) this.sealHere(batch);
   }
 
   private start(): Worker {
@@ -107,14 +117,8 @@ class SealWorker {
       });
       if (this.inFlight.length === 0) worker.unref();
     });
-    const fail = () => {
-      if (this.failed) return;
-      this.failed = true;
-      this.worker = null;
-      for (const batch of this.inFlight.splice(0)) this.sealHere(batch);
-    };
-    worker.on("error", fail);
-    worker.on("exit", fail);
+    worker.on("error", () => this.fail());
+    worker.on("exit", () => this.fail());
     // After the listeners, which ref it again: an idle thread keeps no process alive.
     worker.unref();
     this.worker = worker;

@@ -143,7 +143,7 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
     // other control character may reach them.
     if ([...e.patDescription].length > MAX_PAT_DESCRIPTION) {
       v.add(`${f}.pat.description`, "string.max_len", `must be at most ${MAX_PAT_DESCRIPTION} characters`);
-    } else if (hasControl(e.patDescription.replace(/[\n\t]/g, ""))) {
+    } else if (hasControl(e.patDescription.replace(/[\r\n\t]/g, ""))) {
       v.add(`${f}.pat.description`, "string.printable", "must not contain control characters other than line breaks and tabs");
     }
     if (e.patDocsLink !== "") {

@@ -5,10 +5,10 @@ import { deleteIdempotencyKeysBefore, findIdempotencyKey, saveIdempotencyKey } f
 
 // Visible ASCII only: keys are compared byte for byte and appear in no log.
 const KEY_SHAPE = /^[\x21-\x7e]{1,255}$/;
-// Expired entries are swept at most this often (or once per TTL, if shorter), from inside
-// a write that is running anyway, and at most SWEEP_LIMIT at a time: the write's whole batch
-// waits for the sweep (300,000 at once took 0.7 s). While more are left, every keyed create
-// sweeps the next ones.
+// Expired entries are swept at most this often (or once per TTL, if shorter), by a write of
+// their own that a keyed create starts, and at most SWEEP_LIMIT at a time: the whole batch
+// waits for the sweep (300,000 at once took 0.7 s). While more are left, the next keyed
+// create starts another.
 const SWEEP_EVERY_MS = 60_000;
 export const SWEEP_LIMIT = 500;
 
@@ -32,6 +32,7 @@ export class Idempotency {
   private lastSweep = 0;
   /** Whether the last sweep left expired entries behind. */
   private backlog = false;
+  private sweeping = false;
 
   constructor(
     private readonly db: Db,
@@ -43,10 +44,11 @@ export class Idempotency {
    * The idempotent form of one call, or null when the client sent no key. `request`
    * makes the canonical encoding of the whole request (binary protobuf, unknown fields
    * left out), so JSON and binary forms of one request match; it runs only with a key.
-   * `earlier`, when given, is the encoding an earlier version of the service made of the
-   * same request, so that a retry across an upgrade still matches what that version stored.
+   * `earlier`, when given, makes the encodings earlier versions of the service made of the
+   * same request, where they differ, so that a retry across an upgrade still matches what
+   * those versions stored.
    */
-  call(header: string | null, scope: string, method: string, request: () => Uint8Array, earlier?: () => Uint8Array | null): IdempotentCall | null {
+  call(header: string | null, scope: string, method: string, request: () => Uint8Array, earlier?: () => Uint8Array[]): IdempotentCall | null {
     if (header === null) return null;
     if (!KEY_SHAPE.test(header)) {
       throw new DomainError("invalid_argument", "Idempotency-Key header: must be 1 to 255 visible ASCII characters");
@@ -60,8 +62,7 @@ export class Idempotency {
         const prior = findIdempotencyKey(this.db, scope, key);
         if (prior === null || prior.createdAt + this.ttlMs <= now) return null;
         if (same(prior.fingerprint, fingerprint)) return prior.resultId;
-        const before = earlier?.();
-        if (before && same(prior.fingerprint, fingerprintOf(before))) return prior.resultId;
+        if (earlier?.().some((before) => same(prior.fingerprint, fingerprintOf(before)))) return prior.resultId;
         throw new DomainError(
           "invalid_argument",
           "Idempotency-Key header: this key was already used for a different request; send a new key for a new request",
@@ -69,11 +70,30 @@ export class Idempotency {
       },
       remember: (resultId, now) => {
         saveIdempotencyKey(this.db, { scope, key, fingerprint, resultId, createdAt: now });
-        if (this.backlog || now - this.lastSweep >= Math.min(SWEEP_EVERY_MS, this.ttlMs)) {
-          this.lastSweep = now;
-          this.backlog = deleteIdempotencyKeysBefore(this.db, now - this.ttlMs, SWEEP_LIMIT) === SWEEP_LIMIT;
-        }
+        this.sweepIfDue(now);
       },
     };
+  }
+
+  /**
+   * Starts a sweep in a write of its own (the next batch) when one is due. Not inside the
+   * create's write: the group commit may run that again, or roll it back, and what the sweep
+   * did or was due to do would be lost with it. What it records, it records once committed.
+   */
+  private sweepIfDue(now: number): void {
+    if (this.sweeping || (!this.backlog && now - this.lastSweep < Math.min(SWEEP_EVERY_MS, this.ttlMs))) return;
+    this.sweeping = true;
+    this.db
+      .write(() => deleteIdempotencyKeysBefore(this.db, now - this.ttlMs, SWEEP_LIMIT), { oneStatement: true })
+      .then(
+        (deleted) => {
+          this.lastSweep = now;
+          this.backlog = deleted === SWEEP_LIMIT;
+        },
+        () => {
+          // Tried again at the next keyed create; the keys are ignored once expired meanwhile.
+        },
+      )
+      .finally(() => (this.sweeping = false));
   }
 }

@@ -163,6 +163,9 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, given: UpdateScm
   v.throwIfAny();
 
   return writeAs(db, caller, () => {
+    // Its own list of problems: the group commit may run this more than once (see run in
+    // group-commit.ts), and each run judges the row as it finds it.
+    const rules = new Violations();
     const row = store.findScmIntegration(db, caller.orgId, id);
     if (!row) throw notFound("SCM integration", id);
     const runner = runnerOf(db, caller.orgId, row.runnerId);
@@ -182,7 +185,7 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, given: UpdateScm
     } else {
       const changesClient = input.oauthClientId !== undefined && input.oauthClientId !== row.oauthClientId;
       if (changesClient && secret === undefined) {
-        v.add(
+        rules.add(
           "oauth_plaintext_client_secret",
           "oauth.pair",
           row.oauthClientId === null
@@ -191,7 +194,7 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, given: UpdateScm
         );
       }
       if (input.oauthClientId === undefined && row.oauthClientId === null && secret !== undefined) {
-        v.add("oauth_client_id", "oauth.pair", "is required to turn on OAuth (this integration has no OAuth client id yet)");
+        rules.add("oauth_client_id", "oauth.pair", "is required to turn on OAuth (this integration has no OAuth client id yet)");
       }
       if (input.oauthClientId !== undefined) clientId = input.oauthClientId;
     }
@@ -202,11 +205,11 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, given: UpdateScm
       issuerUrl: cleared(input.issuerUrl, removeOAuth ? null : row.issuerUrl),
       virtualDirectory: cleared(input.virtualDirectory, row.virtualDirectory),
     };
-    checkRules(v, row.scmId, outcome);
+    checkRules(rules, row.scmId, outcome);
     // Only what the update adds must be on offer: an integration made before the runner
     // stopped offering a method keeps it until someone removes it.
-    if (entry) checkOffered(v, entry, { oauth: addsClient(input, row), pat: input.pat === true && !row.pat });
-    v.throwIfAny();
+    if (entry) checkOffered(rules, entry, { oauth: addsClient(input, row), pat: input.pat === true && !row.pat });
+    rules.throwIfAny();
 
     if (secret !== undefined) {
       // Update has no runner_id: the message names what cannot be taken.
@@ -430,7 +433,7 @@ function sealFor(runner: RunnerRow, secret: string, field: "runner_id" | "oauth_
  * A virtual directory as stored: without the trailing slash a client may add, so "/tfs/" and
  * "/tfs" are one directory and a runner can append "/collection" to either.
  */
-function directoryAsStored(value: string | undefined): string | undefined {
+export function directoryAsStored(value: string | undefined): string | undefined {
   return value !== undefined && value.length > 1 && value.endsWith("/") ? value.slice(0, -1) : value;
 }
 

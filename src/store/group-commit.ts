@@ -133,6 +133,9 @@ export class GroupCommit {
    * statement by itself (or the whole transaction, which the batch then reports), so the
    * savepoint would only cost its two statements and a copy of every page the write
    * touches.
+   * `work` may run more than once (see commit): it must keep what it decides to itself,
+   * not add to state it shares with its caller, and whatever it does outside the database
+   * must do no harm twice.
    */
   run<T>(work: () => T, oneStatement = false): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -245,8 +248,8 @@ export class GroupCommit {
         // the error that caused it (not a follow-on "no such savepoint"). The others did
         // nothing wrong and are undone with it, so they run again, first in the next batch:
         // a delete that frees space must not fail with a large create it happened to meet.
-        // Each round fails one write at least, so this ends. A write's work makes no change
-        // outside the database that running it again would repeat.
+        // Each round fails one write at least, so this ends. (Hence the rule in `run`: work
+        // must be safe to run again.)
         const failed = outcomes.length;
         batch[failed]!.reject(err);
         this.queue.unshift(...batch.slice(0, failed), ...batch.slice(failed + 1));
@@ -341,6 +344,7 @@ class WalSync {
 
   private until(upTo: number): Promise<void> {
     if (this.broken) return Promise.reject(this.broken);
+    if (this.closed) return Promise.reject(closedBeforeSync());
     return new Promise((resolve, reject) => {
       this.waiting.push({ upTo, resolve, reject });
       this.start();
@@ -348,7 +352,7 @@ class WalSync {
   }
 
   private start(): void {
-    if (this.broken || this.issued === this.committed) return;
+    if (this.broken || this.closed || this.issued === this.committed) return;
     try {
       this.open();
     } catch (err) {
@@ -365,8 +369,8 @@ class WalSync {
     this.idle[slot] = null;
     const upTo = (this.issued = this.committed);
     this.sync(fd, (err) => {
-      if (this.closed) return closeSync(fd);
-      this.idle[slot] = fd;
+      if (this.closed) closeSync(fd);
+      else this.idle[slot] = fd;
       this.finished += 1;
       if (this.broken) return;
       if (err) return this.fail(syncFailure(err));
@@ -378,11 +382,17 @@ class WalSync {
     });
   }
 
-  /** Closes the idle descriptors; one still syncing is closed when its sync returns. */
+  /**
+   * Closes the idle descriptors; one still syncing is closed when its sync returns, and
+   * answers the commits it covers. Commits no running sync covers fail: none will start.
+   */
   close(): void {
     this.closed = true;
     for (const fd of this.idle) if (fd !== null) closeSync(fd);
     this.idle = [];
+    const uncovered = this.waiting.filter((w) => w.upTo > this.issued);
+    this.waiting = this.waiting.filter((w) => w.upTo <= this.issued);
+    for (const w of uncovered) w.reject(closedBeforeSync());
   }
 
   /** Ends syncing for good: every waiting commit fails, and so does every later one. */
@@ -416,6 +426,11 @@ class WalSync {
     }
     this.idle = fds;
   }
+}
+
+/** Why a commit was not answered: its connection closed before a sync covered it. */
+function closedBeforeSync(): Error {
+  return new Database.SqliteError("the database was closed before this write was synced to disk", "SQLITE_MISUSE");
 }
 
 /** A failed sync as the driver reports a failed fsync, so callers classify it alike (unavailable). */

@@ -69,6 +69,12 @@ export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null
     const policy = TOKEN_POLICY[req.service.typeName];
     if (policy === undefined) return next(req);
     let caller: Caller;
+    const refused = (reason: string) =>
+      log.warn("authentication refused", {
+        request_id: req.contextValues.get(requestRecordKey).id,
+        procedure: `/${req.service.typeName}/${req.method.name}`,
+        reason,
+      });
     try {
       if (req.contextValues.get(requestRecordKey).repeatedAuthorization) {
         throw new DomainError("unauthenticated", "more than one Authorization header; send exactly one");
@@ -89,17 +95,16 @@ export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null
         );
       }
     } catch (err) {
-      if (err instanceof DomainError) {
-        log.warn("authentication refused", {
-          request_id: req.contextValues.get(requestRecordKey).id,
-          procedure: `/${req.service.typeName}/${req.method.name}`,
-          reason: err.message,
-        });
-      }
+      if (err instanceof DomainError) refused(err.message);
       throw err;
     }
     req.contextValues.set(callerKey, caller);
-    return next(req);
+    // A write checks the token again in its transaction (writeAs): a token revoked or
+    // replaced meanwhile is refused there, and logged as every other refusal is.
+    return next(req).catch((err: unknown) => {
+      if (err instanceof DomainError && err.reason === "unauthenticated") refused(err.message);
+      throw err;
+    });
   };
 }
 

@@ -24,12 +24,13 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
       // request is fingerprinted without its plaintext secret: the fingerprint's key lives in
       // the same database, so a copy of the file could otherwise test guesses of the secret.
       // An empty optional string means what an absent one does.
-      const fingerprinted = (host: string) =>
+      const fingerprinted = (host: string, virtualDirectory: string | undefined) =>
         toBinary(
           CreateSCMIntegrationRequestSchema,
           {
             ...req,
-            // The runner id and host as stored: each is taken in more than one spelling.
+            // The runner id, host and virtual directory as stored: each is taken in more than
+            // one spelling.
             runnerId: req.runnerId.toLowerCase(),
             host,
             oauthClientId: req.oauthClientId || undefined,
@@ -39,7 +40,7 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
             // still match.)
             oauthPlaintextClientSecret: "given",
             issuerUrl: req.issuerUrl || undefined,
-            virtualDirectory: req.virtualDirectory || undefined,
+            virtualDirectory: virtualDirectory || undefined,
           },
           { writeUnknownFields: false },
         );
@@ -47,9 +48,17 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
         ctx.requestHeader.get("idempotency-key"),
         `api:${caller.tokenId}`,
         CreateSCMIntegrationRequestSchema.typeName,
-        () => fingerprinted(hostAsStored(req.host)),
-        // Versions before 2026-12-04 fingerprinted the host as sent.
-        () => (hostAsStored(req.host) === req.host ? null : fingerprinted(req.host)),
+        () => fingerprinted(hostAsStored(req.host), integrations.directoryAsStored(req.virtualDirectory)),
+        // Versions before 2026-12-04 fingerprinted the host and the virtual directory as sent,
+        // those until 2026-12-05 the virtual directory as sent.
+        () => {
+          const host = hostAsStored(req.host);
+          const asSent = integrations.directoryAsStored(req.virtualDirectory) === req.virtualDirectory;
+          return [
+            ...(asSent ? [] : [fingerprinted(host, req.virtualDirectory)]),
+            ...(host === req.host ? [] : [fingerprinted(req.host, req.virtualDirectory)]),
+          ];
+        },
       );
       const id = await integrations.createScmIntegration(db, caller, {
         runnerId: req.runnerId,
