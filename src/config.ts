@@ -144,7 +144,9 @@ function checkedPublicUrl(given: string): string {
 
 function defaultUrl(scheme: string, host: string, port: number): string {
   const shown = host === "0.0.0.0" || host === "::" ? "localhost" : host.includes(":") ? `[${host}]` : host;
-  return `${scheme}://${shown}:${port}`;
+  const url = `${scheme}://${shown}:${port}`;
+  // As the URL parser writes it, as a PUBLIC_URL given is: HOST=LOCALHOST is localhost.
+  return URL.canParse(url) ? new URL(url).origin : url;
 }
 
 /** Whether `config.publicUrl` is final before listening: not with PORT=0 and no PUBLIC_URL. */

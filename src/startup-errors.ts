@@ -53,6 +53,9 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
   if (at.tls && (code === "EACCES" || code === "EISDIR" || code === "ENOENT" || code === "EPERM")) {
     return `TLS_CERT_FILE / TLS_KEY_FILE cannot be read (${code})`;
   }
+  if (at.tls && code === "ERR_TLS_KEY_NOT_CERTIFICATES") {
+    return "TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE";
+  }
   // OpenSSL's refusal of the PEM files; its text names no key material.
   if (at.tls && code.startsWith("ERR_OSSL")) {
     return `TLS_CERT_FILE / TLS_KEY_FILE cannot be used as a certificate and its key (${code})`;

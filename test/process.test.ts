@@ -392,6 +392,9 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.equal(loadConfig({ PUBLIC_URL: "HTTPS://SCM.Example.com:443/" }).publicUrl, "https://scm.example.com");
   assert.equal(loadConfig({ PUBLIC_URL: "https://scm.example.com/@team/scm" }).publicUrl, "https://scm.example.com/@team/scm");
   assert.equal(loadConfig({ HOST: "::1", PORT: "9000" }).publicUrl, "http://[::1]:9000");
+  // Made from HOST, it is written as the URL parser writes it, as a PUBLIC_URL given is.
+  assert.equal(loadConfig({ HOST: "LOCALHOST", PORT: "9000" }).publicUrl, "http://localhost:9000");
+  assert.equal(loadConfig({ HOST: "0x7f.1", PORT: "9000" }).publicUrl, "http://127.0.0.1:9000");
   assert.throws(() => loadConfig({ HOST: "999.1.1.1" }), /^ConfigError: HOST "999\.1\.1\.1" is not a host name or IP address/);
   for (const host of ["scm#x", "scm/x", "scm?x"]) {
     assert.throws(() => loadConfig({ HOST: host }), /^ConfigError: HOST ".*" is not a host name or IP address/, host);
@@ -422,6 +425,11 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
     writeFileSync(join(dir, "file"), "");
     const cert = join(dir, "junk.pem");
     writeFileSync(cert, "not a certificate\n");
+    // A real certificate, and keys that are not its own: one of another type, one OpenSSL cannot serve with at all.
+    const [ecCert, ecKey, rsaKey, x25519Key] = ["ec.crt", "ec.key", "rsa.key", "x25519.key"].map((f) => join(dir, f)) as [string, string, string, string];
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ecKey, "-out", ecCert, "-days", "1", "-subj", "/CN=localhost"], { stdio: "ignore" });
+    execFileSync("openssl", ["genpkey", "-algorithm", "RSA", "-out", rsaKey], { stdio: "ignore" });
+    execFileSync("openssl", ["genpkey", "-algorithm", "X25519", "-out", x25519Key], { stdio: "ignore" });
     const cases: [Record<string, string>, RegExp][] = [
       [{ DATABASE_URL: notADatabase }, /^startup error: DATABASE_URL: .*notes\.txt is not a SQLite database\n$/],
       [{ DATABASE_URL: join(dir, "file", "x.db") }, /^startup error: DATABASE_URL: cannot create the folder for .*\((EEXIST|ENOTDIR)\)\n$/],
@@ -430,6 +438,10 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       [{ DATABASE_URL: join(dir, "c.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert, WORKERS: "2" }, /startup error: TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used/],
       [{ DATABASE_URL: join(dir, "d.db"), PORT: port }, /^startup error: PORT \d+: 127\.0\.0\.1:\d+ is already in use\n$/],
       [{ DATABASE_URL: join(dir, "e.db"), PORT: port, WORKERS: "2" }, /startup error: PORT \d+: 127\.0\.0\.1:\d+ is already in use\n/],
+      [{ DATABASE_URL: join(dir, "f.db"), TLS_CERT_FILE: ecCert, TLS_KEY_FILE: rsaKey }, /^startup error: TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE\n$/],
+      [{ DATABASE_URL: join(dir, "g.db"), TLS_CERT_FILE: ecCert, TLS_KEY_FILE: x25519Key }, /^startup error: TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE\n$/],
+      // A folder that cannot be made though its parent exists (node's recursive mkdir loops there).
+      [{ DATABASE_URL: "/proc/scm-no-such/x.db" }, /^startup error: DATABASE_URL: cannot create the folder for \/proc\/scm-no-such\/x\.db \((ENOENT|EACCES)\)\n$/],
     ];
     for (const [env, expected] of cases) {
       const r = start(env);
@@ -438,7 +450,7 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
       // A first start that got as far as making the admin token shows it, failed or not:
       // it is shown only once, and the next start would make none.
-      const bootstrapped = /[b-e]\.db$/.test(env.DATABASE_URL ?? ""); // the starts that failed after making it
+      const bootstrapped = /[b-g]\.db$/.test(env.DATABASE_URL ?? ""); // the starts that failed after making it
       const tokens = r.stdout.match(/scmapi_[A-Za-z0-9_-]{43}/g) ?? [];
       // Once as it is and once in the example, when made.
       assert.equal(tokens.length, bootstrapped ? 2 : 0, `${JSON.stringify(env)}: the token is shown once if made: ${r.stdout}`);

@@ -68,7 +68,7 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     // A new database is this user's alone (SQLite gives its -wal and -shm the file's mode):
     // it holds the keys that sign page tokens and idempotency records. Existing files and
     // folders keep the mode they were given.
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    makeFolders(dirname(file));
     requireWritable(file);
     try {
       closeSync(openSync(file, "wx", 0o600));
@@ -121,6 +121,18 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     commitStats: () => ({ ...commits.stats, syncs: commits.syncs() }),
     writeTransaction: () => commits.transactions,
   });
+}
+
+/**
+ * `mkdir -p`, a level at a time. Node 20's recursive mkdir tries again for ever where a level
+ * cannot be made but its parent exists (under /proc, say), and a start hung there.
+ */
+function makeFolders(dir: string): void {
+  const missing: string[] = [];
+  for (let d = dir; !existsSync(d) && dirname(d) !== d; d = dirname(d)) missing.unshift(d);
+  // Nothing missing: a file in the folder's place still fails here (EEXIST), as it should.
+  if (missing.length === 0) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  for (const d of missing) mkdirSync(d, { mode: 0o700 });
 }
 
 /**

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import http from "node:http";
 import http2 from "node:http2";
@@ -199,10 +200,13 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   let server: net.Server;
   let h1: http.Server | undefined;
   if (options.tls) {
+    const cert = readFileSync(options.tls.certFile);
+    const key = readFileSync(options.tls.keyFile);
+    requireKeyOfCertificate(cert, key);
     const secure = http2.createSecureServer(
       {
-        cert: readFileSync(options.tls.certFile),
-        key: readFileSync(options.tls.keyFile),
+        cert,
+        key,
         allowHTTP1: true,
         settings,
         handshakeTimeout: headersTimeoutMs,
@@ -586,4 +590,15 @@ function fixGrpcWebTrailer(frame: Uint8Array): Uint8Array {
   head[0] = 0x80;
   head.writeUInt32BE(text.length, 1);
   return Buffer.concat([head, text]);
+}
+
+/**
+ * Refuses a key that is not the certificate's. OpenSSL itself catches only a key of the
+ * same type that does not match: with a key of another type (RSA beside an EC certificate)
+ * the server started and failed every handshake, and an X25519 key crashed it.
+ */
+function requireKeyOfCertificate(cert: Buffer, key: Buffer): void {
+  if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) {
+    throw Object.assign(new Error("the key is not the certificate's"), { code: "ERR_TLS_KEY_NOT_CERTIFICATES" });
+  }
 }
