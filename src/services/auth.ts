@@ -61,7 +61,7 @@ function requireLiveToken(db: Db, caller: Caller): void {
   if (caller.kind === "runner") {
     const current = runnerTokenHash(db, caller.runnerId);
     if (current !== null && !sameHash(current, caller.tokenHash)) {
-      throw unauthenticated("the runner's access token was replaced while this call waited; use the new token");
+      throw new StaleCredential("the runner's access token was replaced while this call waited; use the new token");
     }
     return;
   }
@@ -69,8 +69,15 @@ function requireLiveToken(db: Db, caller: Caller): void {
   let live = liveInTransaction.get(db);
   if (live?.transaction !== transaction) liveInTransaction.set(db, (live = { transaction, tokenIds: new Set() }));
   if (live.tokenIds.has(caller.tokenId)) return;
-  if (!isLiveApiToken(db, caller.tokenId)) throw unauthenticated("the bearer token was revoked while this call waited");
+  if (!isLiveApiToken(db, caller.tokenId)) throw new StaleCredential("the bearer token was revoked while this call waited");
   live.tokenIds.add(caller.tokenId);
+}
+
+/** A token that was good when its call came in and no longer is when its write runs. */
+export class StaleCredential extends DomainError {
+  constructor(message: string) {
+    super("unauthenticated", message);
+  }
 }
 
 function unauthenticated(message: string): DomainError {

@@ -2,7 +2,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Caller } from "../domain/caller.js";
 import { DomainError } from "../domain/errors.js";
 import type { Logger } from "../log.js";
-import { authenticate } from "../services/auth.js";
+import { authenticate, StaleCredential } from "../services/auth.js";
 import type { RateLimiter } from "../services/rate-limit.js";
 import type { Db } from "../store/database.js";
 import { callerKey, requestRecordKey } from "./context.js";
@@ -27,6 +27,9 @@ export function errorInterceptor(log: Logger): Interceptor {
       record.code = "ok";
       return res;
     } catch (err) {
+      // A token revoked or replaced while its call waited, refused inside the write (writeAs):
+      // logged as the refusals at the door are.
+      if (err instanceof StaleCredential) logRefusal(log, req, err.message);
       const connectErr = toConnectError(err, req.method, record.id, log);
       record.code = codeName(connectErr.code);
       throw connectErr;
@@ -69,12 +72,6 @@ export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null
     const policy = TOKEN_POLICY[req.service.typeName];
     if (policy === undefined) return next(req);
     let caller: Caller;
-    const refused = (reason: string) =>
-      log.warn("authentication refused", {
-        request_id: req.contextValues.get(requestRecordKey).id,
-        procedure: `/${req.service.typeName}/${req.method.name}`,
-        reason,
-      });
     try {
       if (req.contextValues.get(requestRecordKey).repeatedAuthorization) {
         throw new DomainError("unauthenticated", "more than one Authorization header; send exactly one");
@@ -95,17 +92,23 @@ export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null
         );
       }
     } catch (err) {
-      if (err instanceof DomainError) refused(err.message);
+      if (err instanceof DomainError) logRefusal(log, req, err.message);
       throw err;
     }
     req.contextValues.set(callerKey, caller);
-    // A write checks the token again in its transaction (writeAs): a token revoked or
-    // replaced meanwhile is refused there, and logged as every other refusal is.
-    return next(req).catch((err: unknown) => {
-      if (err instanceof DomainError && err.reason === "unauthenticated") refused(err.message);
-      throw err;
-    });
+    // Returned as it is: a .catch() here to log the refusals of writeAs (see errorInterceptor)
+    // cost 26 µs of CPU per Get (bench:compare, 6 rounds).
+    return next(req);
   };
+}
+
+/** A refused credential, logged with its reason and never the token. */
+function logRefusal(log: Logger, req: Parameters<ReturnType<Interceptor>>[0], reason: string): void {
+  log.warn("authentication refused", {
+    request_id: req.contextValues.get(requestRecordKey).id,
+    procedure: `/${req.service.typeName}/${req.method.name}`,
+    reason,
+  });
 }
 
 /**
