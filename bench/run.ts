@@ -569,9 +569,15 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     against 441 to 452, the new thread 107 to 115, and V8's four helper threads about 50 each
     instead of 17: taking the rows in as a message cost the event loop what reading them had.
   - Found by side-by-side runs, and undone: a \`.catch()\` on the promise the auth interceptor
-    returns (to log refusals made later, inside writes) cost every call. Gets, 6 rounds at 64:
-    5139 req/s and 238 µs of CPU each without it, 4573 and 264 with it. Those refusals are
-    logged by the outermost interceptor, which catches errors anyway.
+    returns (to log refusals made later, inside writes) cost every call. Gets, 6 rounds at 64
+    (\`npm run bench:compare\`, the build without it as REV): 5139 req/s and 238 µs of CPU each
+    without it, 4573 and 264 with it. The tool favours the build it runs as REV: run with the
+    same code on both sides, Gets took 212 µs there and 225 in the checkout, Lists 353 and 362.
+    So the \`.catch()\` cost about 13 µs a call. Those refusals are now logged by the outermost
+    interceptor, which catches errors anyway. The build after the run above (a3237e6, which also
+    checks tokens again inside writes) against 432b3a2, both ways round: Gets 219 against 216 µs,
+    Lists 329 against 327 with a3237e6 as REV; 295 against 271 and 499 against 423 with it in the
+    checkout (a noisier run).
 - Create: the event loop is the limit. Measured again on this build with
   \`performance.eventLoopUtilization()\` (a scratch copy, 8-second runs): busy 95 to 98% of the
   time at 64 connections and 100% at 256, so the idle quarter that earlier builds showed is gone.

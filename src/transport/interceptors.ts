@@ -97,7 +97,7 @@ export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null
     }
     req.contextValues.set(callerKey, caller);
     // Returned as it is: a .catch() here to log the refusals of writeAs (see errorInterceptor)
-    // cost 26 µs of CPU per Get (bench:compare, 6 rounds).
+    // cost about 13 µs of CPU per Get (BENCHMARKS.md).
     return next(req);
   };
 }
