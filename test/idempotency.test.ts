@@ -14,6 +14,14 @@ import { createRunner, signUp, startServer, type TestServer } from "./harness.js
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
 
+/** Makes `key` hold what earlier versions stored for `request`: the HMAC of it as sent (the secret marked). */
+function storeFingerprintAsSent(s: TestServer, key: string, request: object): void {
+  const hmacKey = (s.db.$client.prepare("SELECT value FROM service_secrets WHERE name = 'idempotency_key'").get() as { value: Buffer }).value;
+  const asSent = toBinary(CreateSCMIntegrationRequestSchema, create_(CreateSCMIntegrationRequestSchema, { ...request, oauthPlaintextClientSecret: "given" }));
+  const earlier = createHmac("sha256", hmacKey).update(CreateSCMIntegrationRequestSchema.typeName).update("\0").update(asSent).digest();
+  assert.equal(s.db.$client.prepare("UPDATE idempotency_keys SET fingerprint = ? WHERE key = ?").run(earlier, key).changes, 1);
+}
+
 async function create(s: TestServer, body: object, key: string | null, token = s.token) {
   const headers: Record<string, string> = { "content-type": "application/json", authorization: `Bearer ${token}` };
   if (key !== null) headers["idempotency-key"] = key;
@@ -153,10 +161,7 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
     const first = await create(s, request, "key-upgrade");
     assert.equal(first.status, 200, JSON.stringify(first.body));
     // What a version before it stored: the HMAC of the request with the host as sent.
-    const key = (s.db.$client.prepare("SELECT value FROM service_secrets WHERE name = 'idempotency_key'").get() as { value: Buffer }).value;
-    const asSent = toBinary(CreateSCMIntegrationRequestSchema, create_(CreateSCMIntegrationRequestSchema, { ...request, oauthPlaintextClientSecret: "given" }));
-    const earlier = createHmac("sha256", key).update(CreateSCMIntegrationRequestSchema.typeName).update("\0").update(asSent).digest();
-    assert.equal(s.db.$client.prepare("UPDATE idempotency_keys SET fingerprint = ? WHERE key = 'key-upgrade'").run(earlier).changes, 1);
+    storeFingerprintAsSent(s, "key-upgrade", request);
     assert.deepEqual(await create(s, request, "key-upgrade"), first);
     const other = await create(s, { ...request, host: "other.example.com" }, "key-upgrade");
     assert.equal(other.body.code, "invalid_argument", "the earlier encoding matches only the same request");
@@ -168,10 +173,7 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
     assert.equal(first.status, 200, JSON.stringify(first.body));
     assert.deepEqual(await create(s, { ...request, virtualDirectory: "/tfs" }, "key-directory"), first, "one directory, two spellings");
     // The version before fingerprinted the directory as sent (and the host as stored).
-    const key = (s.db.$client.prepare("SELECT value FROM service_secrets WHERE name = 'idempotency_key'").get() as { value: Buffer }).value;
-    const asSent = toBinary(CreateSCMIntegrationRequestSchema, create_(CreateSCMIntegrationRequestSchema, { ...request, oauthPlaintextClientSecret: "given" }));
-    const earlier = createHmac("sha256", key).update(CreateSCMIntegrationRequestSchema.typeName).update("\0").update(asSent).digest();
-    assert.equal(s.db.$client.prepare("UPDATE idempotency_keys SET fingerprint = ? WHERE key = 'key-directory'").run(earlier).changes, 1);
+    storeFingerprintAsSent(s, "key-directory", request);
     assert.deepEqual(await create(s, request, "key-directory"), first);
     const other = await create(s, { ...request, virtualDirectory: "/collections" }, "key-directory");
     assert.equal(other.body.code, "invalid_argument", "another directory is another request");
