@@ -244,11 +244,11 @@ export class GroupCommit {
       }
       this.restoreSync();
       if (caught instanceof TransactionLost && !isSyncFailure(err)) {
-        // One write made SQLite give up the transaction (a full disk, say): it fails, with
-        // the error that caused it (not a follow-on "no such savepoint"). The others did
-        // nothing wrong and are undone with it, so they run again, first in the next batch:
-        // a delete that frees space must not fail with a large create it happened to meet.
-        // Each round fails one write at least, so this ends. (Hence the rule in `run`: work
+        // One write made SQLite give up the transaction as it ran (a size limit such as
+        // max_page_count, memory): it fails, with the error that caused it (not a follow-on
+        // "no such savepoint"). The others did nothing wrong and are undone with it, so they
+        // run again, first in the next batch, rather than fail with the write they happened
+        // to meet. Each round fails one write at least, so this ends. (Hence the rule in `run`: work
         // must be safe to run again.)
         const failed = outcomes.length;
         batch[failed]!.reject(err);
@@ -410,7 +410,6 @@ class WalSync {
    */
   private open(): void {
     if (this.idle.length > 0) return;
-    if (this.closed) throw new Error("the database is closed");
     const fds: number[] = [];
     try {
       for (let i = 0; i < SYNC_SLOTS; i++) fds.push(openSync(this.path, "r"));
