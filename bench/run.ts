@@ -577,7 +577,9 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     interceptor, which catches errors anyway. The build after the run above (a3237e6, which also
     checks tokens again inside writes) against 432b3a2, both ways round: Gets 219 against 216 µs,
     Lists 329 against 327 with a3237e6 as REV; 295 against 271 and 499 against 423 with it in the
-    checkout (a noisier run).
+    checkout (a noisier run). Corrected for the tool's lean (13 µs a Get), both runs put a3237e6
+    11 to 16 µs a Get behind 432b3a2, about 5%; no change on the read path accounts for it, and
+    its cause was not found.
 - Create: the event loop is the limit. Measured again on this build with
   \`performance.eventLoopUtilization()\` (a scratch copy, 8-second runs): busy 95 to 98% of the
   time at 64 connections and 100% at 256, so the idle quarter that earlier builds showed is gone.
