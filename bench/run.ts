@@ -578,8 +578,10 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     checks tokens again inside writes) against 432b3a2, both ways round: Gets 219 against 216 µs,
     Lists 329 against 327 with a3237e6 as REV; 295 against 271 and 499 against 423 with it in the
     checkout (a noisier run). Corrected for the tool's lean (13 µs a Get), both runs put a3237e6
-    11 to 16 µs a Get behind 432b3a2, about 5%; no change on the read path accounts for it, and
-    its cause was not found.
+    11 to 16 µs a Get behind 432b3a2, about 5%, though no change on the read path accounts for
+    it. On 100,000 rows (6 rounds, each build in the checkout's place) it did not show: 2b1c537,
+    which added the token check inside writes, 184 µs a Get against 432b3a2's 192, and f922ba4
+    196 against 215. Within what this machine lets two runs tell apart.
 - Create: the event loop is the limit. Measured again on this build with
   \`performance.eventLoopUtilization()\` (a scratch copy, 8-second runs): busy 95 to 98% of the
   time at 64 connections and 100% at 256, so the idle quarter that earlier builds showed is gone.
