@@ -55,8 +55,7 @@ function run(args: string[]): void {
   } else if (noun === "token" && verb === "revoke" && rest.length === 1) {
     const id = rest[0]!;
     command = (db) => {
-      revokeApiToken(db, id);
-      process.stderr.write(`revoked API token ${id}\n`);
+      process.stderr.write(`revoked API token ${revokeApiToken(db, id)}\n`);
     };
   } else if (noun === "db" && verb === "page-size" && rest.length === 0) {
     command = (db) => {

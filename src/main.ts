@@ -86,7 +86,8 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
   publicUrl = publicUrlOn(config, server.address.port);
   showWelcome(publicUrl);
   log.info("listening", {
-    address: `${server.address.address}:${server.address.port}`,
+    // As a URL writes it: an IPv6 address in brackets, so the port stands apart.
+    address: `${server.address.family === "IPv6" ? `[${server.address.address}]` : server.address.address}:${server.address.port}`,
     tls: Boolean(config.tlsCertFile),
     database: config.databaseFile,
     worker: cluster.isWorker ? cluster.worker?.id : undefined,
@@ -166,10 +167,12 @@ function supervise(config: Config, log: Logger): void {
   const listening = new Set<number>();
   const earlyDeaths: number[] = [];
   const fork = () => cluster.fork(halted ? { [HALTED_ENV]: halted } : undefined);
-  const stop = (signal: NodeJS.Signals) => {
+  // The signal passed on to the workers; the log names what asked for the stop, which is
+  // not always a signal (a worker that could not start).
+  const stop = (signal: NodeJS.Signals, cause: string = signal) => {
     if (stopping) return;
     stopping = true;
-    log.info("shutting down", { signal, workers: config.workers });
+    log.info("shutting down", { ...(cause === signal ? { signal } : { cause }), workers: config.workers });
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
   };
   // Each worker accepts its own connections from the shared socket. With node's default
@@ -206,7 +209,7 @@ function supervise(config: Config, log: Logger): void {
       if (signal === null || earlyDeaths.length >= EARLY_DEATHS.limit) {
         log.error("a worker could not start; stopping the service", { worker: worker.id, code, signal, deaths_before_listening: earlyDeaths.length });
         exitCode = 1;
-        stop("SIGTERM");
+        stop("SIGTERM", "a worker could not start");
       } else {
         log.error("a worker died while starting; starting another", { worker: worker.id, code, signal });
         fork();

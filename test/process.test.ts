@@ -331,6 +331,20 @@ it("the service starts on an empty database, prints a working token once, and ex
   }
 });
 
+it("on an IPv6 address the log and the printed example write it in brackets, and it serves there", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-ipv6-"));
+  try {
+    const { child, port, state, exited } = await startProcess(dir, { HOST: "::1" });
+    assert.match(state.out, new RegExp(`"msg":"listening","address":"\\[::1\\]:${port}"`));
+    assert.ok(state.out.includes(`curl -sS http://[::1]:${port}/gitpod.v1.RunnerService/CreateRunner`), state.out);
+    assert.equal((await fetch(`http://[::1]:${port}/healthz`)).status, 200);
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 it("a bad configuration value stops the start with a message naming it", () => {
   assert.throws(() => loadConfig({ PORT: "http" }), /PORT/);
   assert.throws(() => loadConfig({ PORT: "70000" }), /PORT/);
@@ -448,6 +462,8 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       assert.equal(r.code, 1, `${JSON.stringify(env)}: ${r.stderr}`);
       assert.match(r.stderr, expected);
       assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+      // The primary's log names why it stopped: no one sent it a signal.
+      if (env.WORKERS) assert.match(r.stdout, /"msg":"shutting down","cause":"a worker could not start"/);
       // A first start that got as far as making the admin token shows it, failed or not:
       // it is shown only once, and the next start would make none.
       const bootstrapped = /[b-g]\.db$/.test(env.DATABASE_URL ?? ""); // the starts that failed after making it
@@ -509,7 +525,10 @@ it("the admin CLI creates an organization and a token (alone on stdout), lists a
     assert.throws(() => admin("org", "create", "team-b", "team-c"), /usage:/);
     assert.throws(() => admin("token", "list", "--org", "team-a", "--all"), /unexpected arguments: --all/);
     // Ids are shown in lower case; one typed in upper case names the same token.
-    admin("token", "revoke", id!.toUpperCase());
+    const revoked = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "token", "revoke", id!.toUpperCase()], { env, encoding: "utf8" });
+    assert.equal(revoked.status, 0, revoked.stderr);
+    assert.equal(revoked.stderr, `revoked API token ${id}\n`, "the id as it is shown, not as typed");
+    assert.throws(() => admin("token", "revoke", "not-an-id"), (e: { stderr: string; status: number }) => /id: must be a uuid/.test(e.stderr) && e.status === 2);
     assert.match(admin("token", "list", "--org", "team-a"), /\trevoked /);
     // A file that is no database: one line saying so, no stack trace.
     writeFileSync(join(dir, "notes.txt"), "x".repeat(4096));

@@ -1,11 +1,11 @@
-import { DomainError, invalidArgument } from "../domain/errors.js";
+import { DomainError, Violations, invalidArgument } from "../domain/errors.js";
 import { newId } from "../crypto/ids.js";
 import { newToken } from "../crypto/tokens.js";
 import type { Db } from "../store/database.js";
 import * as store from "../store/accounts.js";
 import { isUniqueViolation } from "../store/errors.js";
 import type { OrganizationRow } from "../store/schema.js";
-import { organizationNameProblem } from "./checks.js";
+import { checkUuid, organizationNameProblem } from "./checks.js";
 
 /** Throws invalid_argument unless `name` can name an organization. */
 export function checkOrganizationName(name: string): void {
@@ -52,11 +52,15 @@ export function listApiTokens(db: Db, orgName: string): ApiTokenInfo[] {
   return store.listApiTokens(db, org.id).map(({ id, createdAt, revokedAt }) => ({ id, createdAt, revokedAt }));
 }
 
-export function revokeApiToken(db: Db, id: string): void {
-  // Ids are shown in lower case; one typed in upper case names the same token.
-  if (!store.revokeApiToken(db, id.toLowerCase(), Date.now())) {
+/** Revokes a live API token; answers its id as stored (ids are shown in lower case). */
+export function revokeApiToken(db: Db, given: string): string {
+  const v = new Violations();
+  const id = checkUuid(v, "id", given);
+  v.throwIfAny();
+  if (!store.revokeApiToken(db, id, Date.now())) {
     throw new DomainError("not_found", `no live API token with id ${id}`);
   }
+  return id;
 }
 
 /**
