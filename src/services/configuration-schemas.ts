@@ -7,7 +7,7 @@ import { writeAs } from "./auth.js";
 import * as store from "../store/runners.js";
 import { checkUuid, hasControl, httpsUrlProblem } from "./checks.js";
 import { truncate } from "../domain/text.js";
-import { runnerOf, schemaOf } from "./runners.js";
+import { runnerKeyOf, schemaOf } from "./runners.js";
 import { ownRunnerOnly } from "./scm-integrations.js";
 
 const MAX_SCM_ENTRIES = 50;
@@ -45,7 +45,7 @@ export async function getRunnerConfigurationSchema(db: Db, caller: ApiCaller, gi
   const v = new Violations();
   const runnerId = checkUuid(v, "runner_id", given);
   v.throwIfAny();
-  const schema = schemaOf(await db.read(() => runnerOf(db, caller.orgId, runnerId)));
+  const schema = schemaOf(await db.read(() => runnerKeyOf(db, caller.orgId, runnerId)));
   return {
     version: schema.version,
     scm: schema.scm.map((entry) => describe(entry, publicUrl)),

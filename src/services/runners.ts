@@ -96,6 +96,18 @@ export function runnerOf(db: Db, orgId: string, runnerId: string): RunnerRow {
   return runner;
 }
 
+/**
+ * The columns a write that seals to a runner needs (its key and schema): a create reads
+ * them in every write, and the whole row costs two more blobs and eight columns more.
+ */
+export function runnerKeyOf(db: Db, orgId: string, runnerId: string): SealingRunner {
+  const found = store.findRunnerKey(db, orgId, runnerId);
+  if (!found) throw notFound("runner", runnerId);
+  return { id: runnerId, ...found };
+}
+
+export type SealingRunner = Pick<RunnerRow, "id" | "publicKey" | "configSchema">;
+
 /** not_found unless the organization has this runner; for callers that need none of its columns. */
 export function requireRunner(db: Db, orgId: string, runnerId: string): void {
   if (!store.hasRunner(db, orgId, runnerId)) throw notFound("runner", runnerId);

@@ -7,14 +7,14 @@ import { seal } from "../crypto/sealed-box.js";
 import { sealOffLoop } from "../crypto/seal-worker.js";
 import type { Db } from "../store/database.js";
 import { writeAs } from "./auth.js";
-import type { RunnerRow, ScmIntegrationRow } from "../store/schema.js";
+import type { ScmIntegrationRow } from "../store/schema.js";
 import { findRunnerKey } from "../store/runners.js";
 import * as store from "../store/scm-integrations.js";
 import type { IdempotentCall } from "./idempotency.js";
 import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem } from "./checks.js";
 import { truncate } from "../domain/text.js";
 import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
-import { requireRunner, runnerOf, schemaOf } from "./runners.js";
+import { requireRunner, runnerKeyOf, schemaOf, type SealingRunner } from "./runners.js";
 
 const MAX_CLIENT_ID = 255;
 const MAX_SECRET_BYTES = 4096;
@@ -92,7 +92,7 @@ export async function createScmIntegration(
     const now = Date.now();
     const replayed = once?.replay(now);
     if (replayed) return replayed;
-    const runner = runnerOf(db, caller.orgId, runnerId);
+    const runner = runnerKeyOf(db, caller.orgId, runnerId);
     const schema = schemaOf(runner);
     const entry = schema.scm.find((e) => e.scmId === input.scmId);
     const offered = new Violations();
@@ -168,7 +168,7 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, given: UpdateScm
     const rules = new Violations();
     const row = store.findScmIntegration(db, caller.orgId, id);
     if (!row) throw notFound("SCM integration", id);
-    const runner = runnerOf(db, caller.orgId, row.runnerId);
+    const runner = runnerKeyOf(db, caller.orgId, row.runnerId);
     const entry = schemaOf(runner).scm.find((e) => e.scmId === row.scmId);
     if (!entry && extends_(input, row)) {
       throw new DomainError(
@@ -419,7 +419,7 @@ async function sealAhead(db: Db, orgId: string, runnerId: string, scmId: string,
   return box ? { key: runner.key, box } : null;
 }
 
-function sealFor(runner: RunnerRow, secret: string, field: "runner_id" | "oauth_plaintext_client_secret"): Buffer {
+function sealFor(runner: SealingRunner, secret: string, field: "runner_id" | "oauth_plaintext_client_secret"): Buffer {
   if (!runner.publicKey) {
     throw new DomainError(
       "failed_precondition",

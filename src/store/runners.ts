@@ -12,7 +12,7 @@ export function findRunner(db: Db, orgId: string, id: string): RunnerRow | null 
   return r ? toRunnerRow(r) : null;
 }
 
-/** What a create needs to seal ahead: the runner's public key (null before it signs up) and stored schema; undefined when the organization has no such runner. */
+/** What a write that seals needs of a runner: its public key (null before it signs up) and stored schema; undefined when the organization has no such runner. */
 export function findRunnerKey(db: Db, orgId: string, id: string): Pick<RunnerRow, "publicKey" | "configSchema"> | undefined {
   const row = statements(db).keyById.get(id, orgId) as [Buffer | null, string | null] | undefined;
   return row && { publicKey: row[0], configSchema: row[1] };
