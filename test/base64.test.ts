@@ -37,6 +37,15 @@ describe("Uint8Array.prototype.toBase64 on Node 20 (src/runtime/base64.ts)", asy
     assert.equal(method!.call(view), Buffer.from(whole.slice(5, 21)).toString("base64"));
   });
 
+  it("encodes a Buffer, also one in node's shared pool (as sealed secrets are read), like any Uint8Array", () => {
+    for (let length = 0; length <= 40; length++) {
+      const pooled = Buffer.from(randomBytes(length).toString("hex"), "hex");
+      for (const encoding of ["std", "std_raw", "url"] as Encoding[]) {
+        assert.equal(method!.call(pooled, OPTIONS[encoding]), base64Encode(new Uint8Array(pooled), encoding), `${length} bytes, ${encoding}`);
+      }
+    }
+  });
+
   it("follows the standard's defaults and padding", () => {
     const bytes = new Uint8Array([0xfb, 0xff]);
     assert.equal(toBase64(bytes), "+/8=");
