@@ -23,8 +23,8 @@ import { healthService } from "./transport/handlers/health.js";
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
-import { MAX_REQUEST_BYTES, type NodeHandler } from "./transport/http-server.js";
-import { authInterceptor, durabilityInterceptor, errorInterceptor } from "./transport/interceptors.js";
+import { MAX_REQUEST_BYTES, withoutBody, type NodeHandler } from "./transport/http-server.js";
+import { admitter, authInterceptor, durabilityInterceptor, errorInterceptor } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 
 /** The longest deadline a client may ask for. */
@@ -104,10 +104,11 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     idempotency: new Idempotency(db, idempotencyKey, options.idempotencyTtlMs ?? 86_400_000),
   };
   const limiter = options.rateLimit ? new RateLimiter(options.rateLimit) : null;
+  const admit = admitter(db, limiter);
 
   const adapter = connectNodeAdapter({
     routes: routes(deps, isHealthy),
-    interceptors: [errorInterceptor(log), durabilityInterceptor(db), authInterceptor(db, log, limiter), ...(options.interceptors ?? [])],
+    interceptors: [errorInterceptor(log), durabilityInterceptor(db), authInterceptor(log, admit), ...(options.interceptors ?? [])],
     contextValues: (req) => createContextValues().set(requestRecordKey, records.get(req) ?? { id: randomUUID(), code: undefined }),
     readMaxBytes: MAX_REQUEST_BYTES,
     maxTimeoutMs: MAX_TIMEOUT_MS,
@@ -155,14 +156,26 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     // Content codings are case-insensitive (RFC 9110, 8.4.1); connect-node matches them as written.
     const coding = req.headers["content-encoding"];
     if (coding !== undefined && coding !== coding.toLowerCase()) req.headers["content-encoding"] = coding.toLowerCase();
-    try {
-      // connect-node's handler type is a union of the HTTP/1 and HTTP/2 shapes.
-      adapter(req as never, res as never);
-    } catch (err) {
-      log.error("request could not be handled", { request_id: id, error: err instanceof Error ? err.name : typeof err });
-      if (!res.headersSent) res.writeHead(400, { "content-type": "text/plain; charset=utf-8" });
-      res.end();
-    }
+    const dispatch = () => {
+      try {
+        // connect-node's handler type is a union of the HTTP/1 and HTTP/2 shapes.
+        adapter(req as never, res as never);
+      } catch (err) {
+        log.error("request could not be handled", { request_id: id, error: err instanceof Error ? err.name : typeof err });
+        if (!res.headersSent) res.writeHead(400, { "content-type": "text/plain; charset=utf-8" });
+        res.end();
+      }
+    };
+    // The token is checked before connect-node reads the body: a call refused here costs
+    // no decompression or parsing and holds none of the body budget, whatever it sends.
+    const service = req.method === "POST" ? SERVICE_OF.exec(req.url ?? "")?.[1] : undefined;
+    const admission = service === undefined ? undefined : admit(service, req.headers.authorization ?? null, record.repeatedAuthorization === true);
+    if (admission === undefined) return dispatch();
+    admission.then((decided) => {
+      record.admission = decided;
+      if ("refusal" in decided) withoutBody(req);
+      dispatch();
+    });
   };
 
   return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop() };
@@ -185,6 +198,9 @@ function repeatsAuthorization(raw: string[]): boolean {
   }
   return false;
 }
+
+/** The service a call's path names, as connect-node routes it (`/package.Service/Method`). */
+const SERVICE_OF = /^\/([A-Za-z_][A-Za-z0-9_.]*)\/[A-Za-z_][A-Za-z0-9_]*$/;
 
 const API_METHOD = /^\/(gitpod\.v1\.[A-Za-z][A-Za-z0-9]{0,99}\/[A-Za-z][A-Za-z0-9]{0,99})$/;
 

@@ -192,8 +192,9 @@ describe("request size limit", () => {
     const r = await pushBody(portOf(s.url), head, 64 * MIB, true);
     assert.match(r.response, /^HTTP\/1\.1 200 /);
     assert.match(r.response, /grpc-status: 8/);
-    assert.equal(headerOf(r.response, "connection"), "close");
+    // What is left of the body is read on only up to the size limit (see limitBody).
     assert.ok(r.closedEarly, `the server let the client send all ${r.sent} bytes`);
+    assert.ok(r.sent < 32 * MIB, `the connection took ${r.sent} bytes`);
   });
 
   it("ordinary HTTP/1.1 requests keep their connection", async () => {
@@ -220,6 +221,14 @@ describe("request size limit", () => {
     } finally {
       agent.destroy();
     }
+  });
+
+  it("HTTP/1.1: an answer sent before a chunked body is through (a method not served here) keeps the connection; the body is read past", async () => {
+    // connect-es sends every body chunked: closing the connection here made it report write EPIPE instead of the answer.
+    const r = await answeredBeforeBody(s.url, s.token, `POST /gitpod.v1.RunnerService/NoSuchMethod HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer ${s.token}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    assert.match(r.first, /^HTTP\/1\.1 501 /);
+    assert.equal(headerOf(r.first, "connection"), "keep-alive");
+    assert.match(r.next, /^HTTP\/1\.1 200 /);
   });
 
   /** Opens an HTTP/2 stream and writes `total` body bytes as flow control allows, until the stream ends. */
@@ -257,8 +266,40 @@ describe("request size limit", () => {
     );
   }
 
-  it("HTTP/2, Connect: a declared 64 MiB body is refused and its stream reset; the connection serves on", async () => {
+  it("HTTP/2: oversized calls whose bodies the client still sends after the answer do not wear out the connection", async () => {
+    // Each message claims 64 MiB and is refused at once; the 900 KiB sent after the answer
+    // are read and thrown away. 20 of them are 18 MB: had each stream been reset while its
+    // body still came, node would have refused every new stream past about 10 MB.
     const session = http2.connect(s.url);
+    let goaway = false;
+    session.on("goaway", () => (goaway = true));
+    try {
+      // Written at once, as a client with the whole message in hand does.
+      const body = Buffer.concat([envelope(Buffer.alloc(0), 0, 64 * MIB), Buffer.alloc(900 * 1024, 0x61)]);
+      for (let i = 0; i < 20; i++) {
+        const stream = session.request({ ":method": "POST", ":path": listRunners, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${s.token}` });
+        const status = new Promise<string | undefined>((resolve) => {
+          let found: string | undefined;
+          stream.on("trailers", (t) => (found = t["grpc-status"] as string | undefined));
+          stream.on("error", () => {});
+          stream.on("close", () => resolve(found));
+        });
+        stream.resume();
+        stream.end(body);
+        assert.equal(await status, "8", `call ${i}`);
+      }
+      const next = await h2Push(session, { ":path": listRunners, "content-type": "application/json", authorization: `Bearer ${s.token}` }, Buffer.from("{}"), 2);
+      assert.equal(next.status, 200);
+      assert.equal(goaway, false);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("HTTP/2, Connect: a declared 64 MiB body is refused; past the limit the connection gets GOAWAY and the next call a new one", async () => {
+    const session = http2.connect(s.url);
+    let goaway = false;
+    session.on("goaway", () => (goaway = true));
     try {
       const r = await h2Push(
         session,
@@ -271,10 +312,16 @@ describe("request size limit", () => {
       assert.match(r.body, /resource_exhausted/);
       assert.ok(r.sent < 32 * MIB, `the stream took ${r.sent} bytes`);
       assert.equal(r.rstCode, http2.constants.NGHTTP2_NO_ERROR);
-      const next = await h2Push(session, { ":path": listRunners, "content-type": "application/json", authorization: `Bearer ${s.token}` }, Buffer.from("{}"), 2);
-      assert.equal(next.status, 200);
+      assert.ok(goaway, "the connection was asked to wind down");
     } finally {
       session.close();
+    }
+    const fresh = http2.connect(s.url);
+    try {
+      const next = await h2Push(fresh, { ":path": listRunners, "content-type": "application/json", authorization: `Bearer ${s.token}` }, Buffer.from("{}"), 2);
+      assert.equal(next.status, 200);
+    } finally {
+      fresh.close();
     }
   });
 
@@ -303,10 +350,16 @@ describe("request size limit", () => {
       assert.equal(r.status, 200);
       assert.equal(r.trailers["grpc-status"], "8");
       assert.ok(r.sent < 32 * MIB, `the stream took ${r.sent} bytes`);
-      const next = await h2Push(session, { ":path": listRunners, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${s.token}` }, envelope(Buffer.alloc(0)), 5);
-      assert.equal(next.trailers["grpc-status"], "0");
     } finally {
       session.close();
+    }
+    // That connection was sent GOAWAY (more than the limit came after the answer); a new one serves.
+    const fresh = http2.connect(s.url);
+    try {
+      const next = await h2Push(fresh, { ":path": listRunners, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${s.token}` }, envelope(Buffer.alloc(0)), 5);
+      assert.equal(next.trailers["grpc-status"], "0");
+    } finally {
+      fresh.close();
     }
   });
 
@@ -320,6 +373,32 @@ describe("request size limit", () => {
     assert.equal(s.logs.filter((l) => l.includes("/CreateRunner")).length - before, 1, "sent exactly once");
   });
 });
+
+/**
+ * Sends `head` and 100 KiB of chunked body, waits for the answer, then sends the rest of the
+ * body and, on the same connection, a small call: answers both responses.
+ */
+async function answeredBeforeBody(url: string, token: string, head: string): Promise<{ first: string; next: string }> {
+  const sock = net.connect(portOf(url), "127.0.0.1");
+  let text = "";
+  sock.on("data", (d) => (text += d.toString("latin1")));
+  sock.on("error", () => {});
+  try {
+    await new Promise((r) => sock.once("connect", r));
+    const junk = "x".repeat(100 * 1024);
+    sock.write(head);
+    sock.write(`${junk.length.toString(16)}\r\n${junk}\r\n`);
+    for (let i = 0; i < 250 && !/\r\n\r\n[^]*(\}|\r\n0\r\n\r\n)/.test(text); i++) await sleep(20);
+    const first = text;
+    text = "";
+    sock.write(`${junk.length.toString(16)}\r\n${junk}\r\n0\r\n\r\n`);
+    sock.write(`POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer ${token}\r\nContent-Length: 2\r\n\r\n{}`);
+    for (let i = 0; i < 250 && !/\r\n\r\n[^]*\}/.test(text); i++) await sleep(20);
+    return { first, next: text };
+  } finally {
+    sock.destroy();
+  }
+}
 
 describe("request bodies held at once", () => {
   // 160 KiB for all bodies in flight; what counts is what arrived, not what was announced.
@@ -357,7 +436,7 @@ describe("request bodies held at once", () => {
       const arrived = await fetch(`${s.url}${listRunners}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: "{}" + " ".repeat(60 * KIB - 2) });
       assert.equal(arrived.status, 200, "announcing costs a client nothing, so it holds nothing");
       // Two that send 60 KiB of 61 hold 120 KiB; a third that sends 60 KiB does not fit.
-      const held = [hold(session, 61 * KIB, 60 * KIB), hold(session, 61 * KIB, 60 * KIB)];
+      const held = [hold(session, 61 * KIB, 60 * KIB, s.token), hold(session, 61 * KIB, 60 * KIB, s.token)];
       open.push(...held);
       // Once both have arrived whole (sent beside them, a third could take the room first and
       // leave one of them refused instead).
@@ -379,6 +458,47 @@ describe("request bodies held at once", () => {
       assert.equal(s.server.bodyBytesHeld(), 0);
       const big = await fetch(`${s.url}${listRunners}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: "{}" + " ".repeat(150 * KIB) });
       assert.equal(big.status, 200, await big.text());
+    } finally {
+      for (const h of open) h.stream.close(http2.constants.NGHTTP2_CANCEL);
+      session.close();
+    }
+  });
+
+  it("a call without a good token holds none of it, whatever it sends, and is answered unauthenticated without its body being read", async () => {
+    const session = http2.connect(s.url);
+    const open: ReturnType<typeof hold>[] = [];
+    try {
+      // Four streams with no token and two with a wrong one send 60 KiB of 61 each, far past
+      // the budget together; their bodies are not read, so not held.
+      const bad = `scmapi_${"A".repeat(43)}`;
+      open.push(...Array.from({ length: 6 }, (_, i) => hold(session, 61 * KIB, 60 * KIB, i < 4 ? undefined : bad)));
+      const answers = await Promise.all(open.map((h) => h.closed));
+      for (const a of answers) {
+        assert.equal(a.status, 401, a.body);
+        assert.equal(JSON.parse(a.body).code, "unauthenticated");
+      }
+      assert.equal(s.server.bodyBytesHeld(), 0);
+      assert.equal((await small()).status, 200);
+      // gRPC: a frame that could never be read (a 1.6 GB message, compressed without an
+      // encoding) is not looked at: the call is unauthenticated.
+      const grpc = session.request({ ":method": "POST", ":path": listRunners, "content-type": "application/grpc", te: "trailers" });
+      grpc.on("error", () => {});
+      grpc.end(Buffer.alloc(64, 0x61));
+      const status = await new Promise<string | undefined>((resolve) => {
+        let found: string | undefined;
+        const see = (h: http2.IncomingHttpHeaders) => (found ??= h["grpc-status"] as string | undefined);
+        grpc.on("response", see);
+        grpc.on("trailers", see);
+        grpc.on("close", () => resolve(found));
+        grpc.resume();
+      });
+      assert.equal(status, "16");
+      // Over HTTP/1.1 alike: a chunked body that is not JSON at all, with no token, gets the
+      // refusal (not a decoding error), and the connection serves on (its body was read past).
+      const h1 = await answeredBeforeBody(s.url, s.token, `POST ${listRunners} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      assert.match(h1.first, /^HTTP\/1\.1 401 /);
+      assert.equal(headerOf(h1.first, "connection"), "keep-alive");
+      assert.match(h1.next, /^HTTP\/1\.1 200 /, "the same connection serves the next call");
     } finally {
       for (const h of open) h.stream.close(http2.constants.NGHTTP2_CANCEL);
       session.close();

@@ -1,5 +1,6 @@
 import { createContextKey } from "@connectrpc/connect";
 import type { Caller } from "../domain/caller.js";
+import type { Admission } from "./interceptors.js";
 
 /** What the HTTP layer knows about one request and what it logs when it ends. */
 export interface RequestRecord {
@@ -11,6 +12,8 @@ export interface RequestRecord {
    * and a proxy in front may have checked another: such a call is refused, not guessed at.
    */
   repeatedAuthorization?: boolean;
+  /** The caller, or why the call is refused, decided before its body was read (see server.ts). */
+  admission?: Admission;
 }
 
 export const requestRecordKey = createContextKey<RequestRecord>({ id: "", code: undefined });

@@ -46,6 +46,10 @@ interface BodyLimit {
   /** Marks the answer as final once the body passed the size limit. */
   refuse(): void;
   take(bytes: number): boolean;
+  /** What connect-node reads instead of the body, once the request is answered without it (see withoutBody). */
+  standIn?: Buffer;
+  /** Reads what is left of the body and throws it away (HTTP/1.1; see limitBody). */
+  discard(): void;
 }
 
 /**
@@ -55,6 +59,7 @@ interface BodyLimit {
  * plain iterator, not an async generator, which cost every call several promise turns.
  */
 function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Buffer> }, limit: BodyLimit | null): AsyncIterableIterator<Buffer> {
+  if (limit?.standIn) return standInChunks(limit.standIn);
   const chunks = req.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
   let seen = 0;
   const counted: AsyncIterableIterator<Buffer> = {
@@ -71,6 +76,46 @@ function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIt
   };
   return counted;
 }
+
+/** One chunk, then the end: the body connect-node reads for a request answered without its own. */
+function standInChunks(chunk: Buffer): AsyncIterableIterator<Buffer> {
+  let given = false;
+  const it: AsyncIterableIterator<Buffer> = {
+    next: () => {
+      if (given || chunk.length === 0) return Promise.resolve({ done: true as const, value: undefined });
+      given = true;
+      return Promise.resolve({ done: false as const, value: chunk });
+    },
+    return: () => Promise.resolve({ done: true as const, value: undefined }),
+    [Symbol.asyncIterator]: () => it,
+  };
+  return it;
+}
+
+/**
+ * Lets a request be answered without its body being read: connect-node reads an empty
+ * message in the request's own format instead (gRPC and gRPC-Web an empty uncompressed
+ * frame, Connect JSON `{}`, Connect binary nothing), and the body itself is thrown away
+ * as it arrives, never held, decompressed or parsed. Over HTTP/1.1 up to the size limit
+ * (past it the connection closes after the answer), over HTTP/2 until the answer is out
+ * (then the stream is reset, see endUnreadRequest). For calls refused before their body
+ * (see server.ts); call it before connect-node sees the request.
+ */
+export function withoutBody(req: http.IncomingMessage | http2.Http2ServerRequest): void {
+  const limit = (req as Http1Request | Http2Request).bodyLimit;
+  if (!limit) return;
+  const type = (req.headers["content-type"] ?? "").toLowerCase();
+  limit.standIn = type.startsWith("application/grpc") ? EMPTY_FRAME : type.startsWith("application/json") ? EMPTY_JSON : EMPTY;
+  // The stand-in is not compressed (a gRPC frame says so itself, in its flag byte), and
+  // connect-node checks a body against its announced length.
+  delete req.headers["content-encoding"];
+  if (req.headers["content-length"] !== undefined) req.headers["content-length"] = String(limit.standIn.length);
+  limit.discard();
+}
+
+const EMPTY_FRAME = Buffer.alloc(5);
+const EMPTY_JSON = Buffer.from("{}");
+const EMPTY = Buffer.alloc(0);
 
 // The request classes the servers make: the body's iterator is a method of the class, set
 // up per request through a field every instance has, because an iterator assigned to each
@@ -320,9 +365,9 @@ function closeIdleSession(session: http2.Http2Session): void {
 
 /**
  * What request bodies hold in memory, all requests together. connect-node reads a whole
- * body before any interceptor runs, so before the token is checked: without a cap, clients
- * with no credentials at all could keep 1 MiB on each of 100 streams of as many connections
- * as they like, for the whole request timeout. Each chunk is taken from the budget as it is
+ * body before any interceptor runs; the token is checked before that (server.ts), but a
+ * client with a token could still keep 1 MiB on each of 100 streams of as many connections
+ * as it likes, for the whole request timeout. Each chunk is taken from the budget as it is
  * read, and all of a request's is given back once it is answered (or its connection gone).
  * What is counted is what arrived, not what a request announces: announcing costs a client
  * nothing, so a few headers could otherwise hold the whole budget.
@@ -363,9 +408,10 @@ const busy = () => new ConnectError("the server holds as many request bodies as 
  *   `x-should-retry: false` (resending it cannot help) and, on HTTP/1.1, `connection: close`
  *   so that node does not read the rest of the body just to reuse the connection;
  * - every chunk read is taken from the body budget (`take`; see BodyBudget);
- * - any answer sent before the request was received in full ends the request: HTTP/1.1
- *   closes the connection after the answer, HTTP/2 resets the stream with NO_ERROR once the
- *   answer is out (RFC 9113, 8.1), so the client stops sending and the stream is freed.
+ * - any answer sent before the request was received in full reads the rest of the body and
+ *   throws it away (`discard`, and endUnreadRequest on HTTP/2), so the connection serves on;
+ *   a body over the limit closes the connection after the answer (HTTP/1.1) or gets it
+ *   GOAWAY (HTTP/2).
  */
 function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number, take: (bytes: number) => boolean): void {
   const isH2 = "stream" in req;
@@ -383,48 +429,96 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
   // gRPC clients do not read x-should-retry, so only the budget counts there.
   if (declared !== undefined && Number(declared) > maxBytes) refuse();
   const checkSize = declared === undefined && (!isH2 || !(req.headers["content-type"] ?? "").startsWith("application/grpc"));
+  let discarding = false;
+  const discard = () => {
+    // HTTP/2 streams are reset once answered (endUnreadRequest), which ends the upload.
+    if (isH2 || discarding || (req as http.IncomingMessage).complete) return;
+    discarding = true;
+    let seen = 0;
+    req.on("data", (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen <= maxBytes) return;
+      // No more than a body may hold: the connection closes once the answer is out.
+      req.pause();
+      refuse();
+      if (res.headersSent) {
+        if (res.writableFinished) req.socket?.destroy();
+        else res.once("finish", () => req.socket?.destroy());
+      }
+    });
+  };
   // The servers make every request an Http1Request or Http2Request (see countedChunks).
-  (req as Http1Request | Http2Request).bodyLimit = { maxBytes, checkSize, refuse, take };
+  (req as Http1Request | Http2Request).bodyLimit = { maxBytes, checkSize, refuse, take, discard };
   if (isH2) {
     // The stream's own "finish" (the response's comes only once the stream has closed).
-    (req as http2.Http2ServerRequest).stream.once("finish", () => endUnreadRequest(req as http2.Http2ServerRequest));
+    (req as http2.Http2ServerRequest).stream.once("finish", () => endUnreadRequest(req as http2.Http2ServerRequest, maxBytes));
   } else {
     // node reads an unread body to its end before it reuses the connection. That is fine for
-    // a few bytes still in flight (a handler may answer before node has parsed them), not for
-    // a body of unknown or large size: then the connection closes after the answer.
+    // a few bytes still in flight (a handler may answer before node has parsed them). A body
+    // of unknown or large size is read on only up to the size limit (discard), so that a
+    // client still sending it (connect-es sends every body chunked) gets the answer rather
+    // than a closed connection; one already over the limit closes the connection instead.
     const largeOrUnknown = req.headers["transfer-encoding"] !== undefined || Number(declared ?? 0) > 64 * 1024;
     // Most requests are small and sized: they keep the plain writeHead (this runs per request).
     if (!largeOrUnknown) return;
     const h1res = res as http.ServerResponse;
     const writeHead = h1res.writeHead;
     h1res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
-      if (!(req as http.IncomingMessage).complete) this.setHeader("connection", "close");
+      if (!(req as http.IncomingMessage).complete) {
+        if (refused) this.setHeader("connection", "close");
+        else discard();
+      }
       return writeHead.apply(this, args);
     } as typeof writeHead;
   }
 }
 
 /**
- * Ends a stream whose answer is complete while its request was not read to the end:
- * - if the client is still sending, resets it with NO_ERROR once the answer has left (the
- *   stream is half-closed on our side; a reset sent earlier could overtake the answer's
- *   last frames);
- * - then discards what is left of the request. node frees a stream only once its readable
- *   side has ended, so an abandoned request would otherwise hold its stream, its slot of
- *   maxConcurrentStreams and its buffered data for as long as the connection lives.
+ * Ends a stream whose answer is complete while its request was not read to the end: what
+ * is left of the request is read and thrown away, up to the size limit, so that the client
+ * finishes sending and the stream closes as usual. node frees a stream only once its
+ * readable side has ended, so an abandoned request would otherwise hold its stream, its
+ * slot of maxConcurrentStreams and its buffered data for as long as the connection lives.
+ *
+ * The stream is not reset while its client may still be sending: node counts the data
+ * that arrives for a stream after it was reset against the connection's memory and never
+ * gives it back, and once about 10 MB have added up it refuses every new stream of the
+ * connection with ENHANCE_YOUR_CALM, for good. A client that sends more than the limit
+ * after its answer gets GOAWAY instead (its calls in flight finish; new ones take a new
+ * connection), and then the stream is reset.
  */
-function endUnreadRequest(req: http2.Http2ServerRequest, attempts = 100): void {
+function endUnreadRequest(req: http2.Http2ServerRequest, maxBytes: number): void {
   const stream = req.stream;
   if (stream.destroyed || req.readableEnded) return;
-  const state = stream.state.state;
-  if (state === NGHTTP2_STREAM_STATE_OPEN && attempts > 0) {
-    setTimeout(() => endUnreadRequest(req, attempts - 1), 10).unref();
-    return;
-  }
-  if (!stream.closed && state === NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL) stream.close(NGHTTP2_NO_ERROR);
+  // A request given up on (timed out, see limitStreamTime) reads nothing more.
+  if (req.destroyed) return resetOnceAnswered(stream);
+  let seen = 0;
+  const count = (chunk: Buffer) => {
+    seen += chunk.length;
+    if (seen <= maxBytes) return;
+    req.off("data", count);
+    stream.session?.close();
+    resetOnceAnswered(stream);
+  };
+  req.on("data", count);
   // The request, not its stream: node's compatibility layer pauses the stream again
   // whenever the request it feeds is full.
   req.resume();
+}
+
+/**
+ * Resets a stream with NO_ERROR once its answer has left (the stream is half-closed on our
+ * side; a reset sent earlier could overtake the answer's last frames), so the client stops
+ * sending (RFC 9113, 8.1).
+ */
+function resetOnceAnswered(stream: http2.ServerHttp2Stream, attempts = 100): void {
+  if (stream.destroyed || stream.closed) return;
+  const state = stream.state.state;
+  if (state === NGHTTP2_STREAM_STATE_OPEN && attempts > 0) {
+    setTimeout(() => resetOnceAnswered(stream, attempts - 1), 10).unref();
+    return;
+  }
+  if (state === NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL) stream.close(NGHTTP2_NO_ERROR);
 }
 
 /**

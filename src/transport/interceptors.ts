@@ -62,21 +62,21 @@ export function durabilityInterceptor(db: Db): Interceptor {
   };
 }
 
+/** What the door decided for a call that needs a token: who calls, or why not. */
+export type Admission = { caller: Caller } | { refusal: unknown };
+
 /**
  * Establishes the caller from the bearer token, takes the call from the caller's rate
- * limit, and enforces which token kind a service takes. Refusals are logged with their
- * reason and never with the token.
+ * limit, and enforces which token kind a service takes. Undefined for services that take
+ * no token. The HTTP handler runs this before the request's body is read (see server.ts),
+ * so that a call without a good token costs no decompression or parsing; the auth
+ * interceptor then only applies what was decided.
  */
-export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null): Interceptor {
-  return (next) => async (req) => {
-    const policy = TOKEN_POLICY[req.service.typeName];
-    if (policy === undefined) return next(req);
-    let caller: Caller;
+export function admitter(db: Db, limiter: RateLimiter | null) {
+  async function admit(policy: "api" | "runner", serviceName: string, authorization: string | null, repeated: boolean): Promise<Admission> {
     try {
-      if (req.contextValues.get(requestRecordKey).repeatedAuthorization) {
-        throw new DomainError("unauthenticated", "more than one Authorization header; send exactly one");
-      }
-      caller = await db.read(() => authenticate(db, req.header.get("authorization")));
+      if (repeated) throw new DomainError("unauthenticated", "more than one Authorization header; send exactly one");
+      const caller = await db.read(() => authenticate(db, authorization));
       // The limit counts every call of a token, also the ones refused below, so a token
       // cannot flood the service (or its log) with calls it is not allowed to make.
       if (limiter) {
@@ -87,15 +87,36 @@ export function authInterceptor(db: Db, log: Logger, limiter: RateLimiter | null
         throw new DomainError(
           "permission_denied",
           policy === "api"
-            ? `${req.service.typeName} needs an API token; a runner access token may only call gitpod.v1.RunnerInteractionService`
-            : `${req.service.typeName} is for runners and needs the runner's own access token, not an API token`,
+            ? `${serviceName} needs an API token; a runner access token may only call gitpod.v1.RunnerInteractionService`
+            : `${serviceName} is for runners and needs the runner's own access token, not an API token`,
         );
       }
-    } catch (err) {
-      if (err instanceof DomainError) logRefusal(log, req, err.message);
-      throw err;
+      return { caller };
+    } catch (refusal) {
+      return { refusal };
     }
-    req.contextValues.set(callerKey, caller);
+  }
+  return (serviceName: string, authorization: string | null, repeatedAuthorization: boolean): Promise<Admission> | undefined => {
+    const policy = TOKEN_POLICY[serviceName];
+    return policy === undefined ? undefined : admit(policy, serviceName, authorization, repeatedAuthorization);
+  };
+}
+
+/**
+ * Applies the admission the HTTP handler made for the call (or makes it, for a call that
+ * reached connect-node another way): the caller goes into the context, a refusal is thrown
+ * here, inside the durability interceptor, and logged with its reason, never the token.
+ */
+export function authInterceptor(log: Logger, admit: ReturnType<typeof admitter>): Interceptor {
+  return (next) => async (req) => {
+    const record = req.contextValues.get(requestRecordKey);
+    const admission = record.admission ?? (await admit(req.service.typeName, req.header.get("authorization"), record.repeatedAuthorization === true));
+    if (admission === undefined) return next(req);
+    if ("refusal" in admission) {
+      if (admission.refusal instanceof DomainError) logRefusal(log, req, admission.refusal.message);
+      throw admission.refusal;
+    }
+    req.contextValues.set(callerKey, admission.caller);
     // Returned as it is: a .catch() here to log the refusals of writeAs (see errorInterceptor)
     // cost about 13 µs of CPU per Get (BENCHMARKS.md).
     return next(req);

@@ -186,7 +186,9 @@ export const CORPUS: CorpusCase[] = [
   { name: "token with a Latin-1 byte", protocol: "connect-json", method: "RunnerService/ListRunners", auth: "none", headers: { authorization: "Bearer \u00e9\u00ff" }, body: "{}", expect: "unauthenticated" },
   { name: "runner token on the admin API", protocol: "connect-json", method: "RunnerService/ListRunners", auth: "runner", body: "{}", expect: "permission_denied" },
   { name: "API token on the runner API", protocol: "connect-json", method: "RunnerInteractionService/Signup", auth: "api", body: "{}", expect: "permission_denied" },
-  { name: "no token and a broken body", protocol: "connect-json", method: "RunnerService/CreateRunner", auth: "none", body: "{", expect: "invalid_argument" },
+  // The token is checked before the body is read: a body no one reads cannot be the reason.
+  { name: "no token and a broken body", protocol: "connect-json", method: "RunnerService/CreateRunner", auth: "none", body: "{", expect: "unauthenticated" },
+  { name: "no token and a broken gRPC frame", protocol: "grpc", method: "RunnerService/CreateRunner", auth: "none", body: new Uint8Array([0x61, 0x61, 0x61, 0x61, 0x61]), expect: "unauthenticated" },
 
   // ---- Connect binary ----
   { name: "empty body is an empty message", protocol: "connect-proto", method: "RunnerService/ListRunners", body: new Uint8Array(0), expect: "ok" },
