@@ -556,6 +556,13 @@ describe("field length limits", () => {
     { name: "schema name of 129 characters", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm[0].name", token: runnerApi, body: schema({ name: "n".repeat(129) }) },
     { name: "26 default hosts", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm[0].default_hosts", token: runnerApi, body: schema({ defaultHosts: Array.from({ length: 26 }, (_, i) => `h${i}.example`) }) },
     { name: "PAT description of 1025 characters", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm[0].pat.description", token: runnerApi, body: schema({ pat: { description: "d".repeat(1025) } }) },
+    {
+      name: "schema of about 80 KB as stored (each field within its limit)",
+      method: "RunnerInteractionService/UpdateRunnerConfigurationSchema",
+      field: "config_schema",
+      token: runnerApi,
+      body: () => ({ runnerId, configSchema: { version: "1", scm: Array.from({ length: 50 }, (_, i) => ({ scmId: `scm${i}`, name: "n", pat: {}, defaultHosts: Array.from({ length: 25 }, (_, j) => `h${i}-${j}-${"x".repeat(50)}.example`) })) } }),
+    },
     { name: "PAT docs link of 2049 characters", method: "RunnerInteractionService/UpdateRunnerConfigurationSchema", field: "config_schema.scm[0].pat.docs_link", token: runnerApi, body: schema({ pat: { docsLink: `https://docs.example/${"d".repeat(2049 - 21)}` } }) },
   ];
 

@@ -15,6 +15,8 @@ const MAX_DEFAULT_HOSTS = 25;
 const MAX_VERSION = 64;
 const MAX_NAME = 128;
 const MAX_PAT_DESCRIPTION = 1024;
+/** The most a schema may take as stored (JSON), all its entries together. */
+const MAX_STORED_SCHEMA_BYTES = 64 * 1024;
 const SCM_ID = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 
 /** One scm entry as GetRunnerConfigurationSchema shows it. */
@@ -97,9 +99,15 @@ export function updateRunnerConfigurationSchema(
   ownRunnerOnly(caller, runnerId);
   const schema = input.schema ? checkSchema(v, input.schema) : null;
   if (!input.schema) v.add("config_schema", "required", "is required");
+  const stored = JSON.stringify(schema);
+  // Each field has its limit, but together they allow about 1 MB, read by every create for
+  // the runner: the schema as stored has a limit of its own.
+  if (schema && !v.has("config_schema") && Buffer.byteLength(stored) > MAX_STORED_SCHEMA_BYTES) {
+    v.add("config_schema", "schema.max_size", `is ${Buffer.byteLength(stored)} bytes as stored; at most ${MAX_STORED_SCHEMA_BYTES} are taken`);
+  }
   v.throwIfAny();
   return writeAs(db, caller, () => {
-    if (!store.updateRunner(db, caller.orgId, caller.runnerId, { configSchema: JSON.stringify(schema), updatedAt: Date.now() })) {
+    if (!store.updateRunner(db, caller.orgId, caller.runnerId, { configSchema: stored, updatedAt: Date.now() })) {
       throw notFound("runner", caller.runnerId);
     }
   });

@@ -9,7 +9,7 @@ import { pageScope, type Page, type PageRequest, type Pager } from "./pagination
 import type { Db } from "../store/database.js";
 import { writeAs } from "./auth.js";
 import * as store from "../store/runners.js";
-import type { RunnerFilter } from "../store/runners.js";
+import type { RunnerFilter, RunnerView } from "../store/runners.js";
 import type { RunnerRow } from "../store/schema.js";
 
 // The defined, meaningful values of the RunnerKind and RunnerProvider enums.
@@ -90,7 +90,7 @@ export function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): Pro
 }
 
 /** The runner with this id in this organization; not_found when absent or in another organization. */
-export function runnerOf(db: Db, orgId: string, runnerId: string): RunnerRow {
+export function runnerOf(db: Db, orgId: string, runnerId: string): RunnerView {
   const runner = store.findRunner(db, orgId, runnerId);
   if (!runner) throw notFound("runner", runnerId);
   return runner;
@@ -137,7 +137,7 @@ function checkRunnerName(v: Violations, field: string, name: string): void {
 }
 
 /** The runner with this id in the caller's organization. */
-export async function getRunner(db: Db, caller: ApiCaller, given: string): Promise<RunnerRow> {
+export async function getRunner(db: Db, caller: ApiCaller, given: string): Promise<RunnerView> {
   const v = new Violations();
   const runnerId = checkUuid(v, "runner_id", given);
   v.throwIfAny();
@@ -150,7 +150,7 @@ export async function listRunners(
   pager: Pager,
   caller: ApiCaller,
   input: { filter: RunnerFilter; page: PageRequest },
-): Promise<Page<RunnerRow>> {
+): Promise<Page<RunnerView>> {
   const v = new Violations();
   const filter: RunnerFilter = {
     creatorIds: checkUuidList(v, "filter.creator_ids", input.filter.creatorIds),

@@ -7,9 +7,9 @@ export function insertRunner(db: Db, row: RunnerRow): void {
 }
 
 /** The runner with this id in this organization. */
-export function findRunner(db: Db, orgId: string, id: string): RunnerRow | null {
-  const r = statements(db).byId.get(id, orgId) as RunnerTuple | undefined;
-  return r ? toRunnerRow(r) : null;
+export function findRunner(db: Db, orgId: string, id: string): RunnerView | null {
+  const r = statements(db).byId.get(id, orgId) as ViewTuple | undefined;
+  return r ? toView(r) : null;
 }
 
 /** What a write that seals needs of a runner: its public key (null before it signs up) and stored schema; undefined when the organization has no such runner. */
@@ -18,9 +18,16 @@ export function findRunnerKey(db: Db, orgId: string, id: string): Pick<RunnerRow
   return row && { publicKey: row[0], configSchema: row[1] };
 }
 
-// Every column of a runner, in the order the raw statement below returns them: every create
-// reads its runner twice, and drizzle's generic mapping cost more than the lookup.
-const runnerColumns = {
+/**
+ * A runner as reads show it: neither its token hash nor its published schema, which may be
+ * hundreds of KB and is read only where it is used (findRunnerKey). A page of runners once
+ * read every schema, and a few concurrent pages of large ones ran the process out of memory.
+ */
+export type RunnerView = Omit<RunnerRow, "accessTokenHash" | "configSchema">;
+
+// The columns of a RunnerView, in the order the raw statement below returns them: drizzle's
+// generic mapping cost more than the lookup.
+const viewColumns = {
   id: runners.id,
   orgId: runners.orgId,
   name: runners.name,
@@ -29,14 +36,12 @@ const runnerColumns = {
   creatorId: runners.creatorId,
   createdAt: runners.createdAt,
   updatedAt: runners.updatedAt,
-  accessTokenHash: runners.accessTokenHash,
   publicKey: runners.publicKey,
   statusUpdatedAt: runners.statusUpdatedAt,
-  configSchema: runners.configSchema,
-} satisfies Record<keyof RunnerRow, unknown>;
-type RunnerTuple = [string, string, string, number, number, string, number, number, Buffer, Buffer | null, number | null, string | null];
+} satisfies Record<keyof RunnerView, unknown>;
+type ViewTuple = [string, string, string, number, number, string, number, number, Buffer | null, number | null];
 
-function toRunnerRow(r: RunnerTuple): RunnerRow {
+function toView(r: ViewTuple): RunnerView {
   return {
     id: r[0],
     orgId: r[1],
@@ -46,10 +51,8 @@ function toRunnerRow(r: RunnerTuple): RunnerRow {
     creatorId: r[5],
     createdAt: r[6],
     updatedAt: r[7],
-    accessTokenHash: r[8],
-    publicKey: r[9],
-    statusUpdatedAt: r[10],
-    configSchema: r[11],
+    publicKey: r[8],
+    statusUpdatedAt: r[9],
   };
 }
 
@@ -73,7 +76,7 @@ const byIdAndOrg = and(eq(runners.id, sql.placeholder("id")), eq(runners.orgId, 
 
 const statements = prepared((db) => ({
   // (id, orgId)
-  byId: rawStatement(db, db.select(runnerColumns).from(runners).where(byIdAndOrg)).raw(),
+  byId: rawStatement(db, db.select(viewColumns).from(runners).where(byIdAndOrg)).raw(),
   // (id, orgId)
   keyById: rawStatement(db, db.select({ key: runners.publicKey, schema: runners.configSchema }).from(runners).where(byIdAndOrg)).raw(),
   // (id, orgId)
@@ -98,9 +101,9 @@ export interface RunnerFilter {
 }
 
 /** Up to `limit` runners of the organization with ids after `after`, in id order, narrowed by `filter`. */
-export function listRunners(db: Db, orgId: string, after: string | null, limit: number, filter: RunnerFilter): RunnerRow[] {
+export function listRunners(db: Db, orgId: string, after: string | null, limit: number, filter: RunnerFilter): RunnerView[] {
   return db
-    .select()
+    .select(viewColumns)
     .from(runners)
     .where(
       and(

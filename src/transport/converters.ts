@@ -9,11 +9,11 @@ import {
   type SCMIntegration,
 } from "../../gen/gitpod/v1/runner_configurations_pb.js";
 import type { PublishedSchema, SchemaDescription } from "../services/configuration-schemas.js";
-import type { RunnerRow } from "../store/schema.js";
+import type { RunnerView } from "../store/runners.js";
 import type { IntegrationView } from "../store/scm-integrations.js";
 
 /** A stored runner as the API shows it; the access-token hash never leaves the store. */
-export function runnerToProto(row: RunnerRow): Runner {
+export function runnerToProto(row: RunnerView): Runner {
   return create(RunnerSchema, {
     runnerId: row.id,
     createdAt: timestampFromMs(row.createdAt),
