@@ -148,11 +148,13 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       res.end("missing or malformed Host header\n");
       return;
     }
-    if (GRPC_JSON.test(req.headers["content-type"] ?? "")) {
+    const unserved = UNSERVED_GRPC.find(([type]) => type.test(req.headers["content-type"] ?? ""));
+    if (unserved) {
       res.writeHead(415, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
-      res.end("gRPC and gRPC-Web are served with the protobuf codec; for JSON use the Connect protocol (application/json)\n");
+      res.end(unserved[1]);
       return;
     }
+    shortenDeadline(req.headers);
     // Content codings are case-insensitive (RFC 9110, 8.4.1); connect-node matches them as written.
     const coding = req.headers["content-encoding"];
     if (coding !== undefined && coding !== coding.toLowerCase()) req.headers["content-encoding"] = coding.toLowerCase();
@@ -182,12 +184,37 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
 }
 
 /**
- * The JSON codecs of gRPC and gRPC-Web, refused with 415 (as gRPC answers a content type it
- * does not serve). connect-node 2.1.2 cannot report a JSON syntax error over them: V8 quotes
- * the input in the message, cut in the middle of a surrogate pair, and the encodeURIComponent
- * of its grpc-message trailer throws, so the call was never answered at all.
+ * Kinds of gRPC this service does not serve, refused with 415 (as gRPC answers a content type
+ * it does not serve) and a line saying what is served instead:
+ * - the JSON codecs of gRPC and gRPC-Web. connect-node 2.1.2 cannot report a JSON syntax
+ *   error over them: V8 quotes the input in the message, cut in the middle of a surrogate
+ *   pair, and the encodeURIComponent of its grpc-message trailer throws, so the call was
+ *   never answered at all;
+ * - gRPC-Web's text mode (base64 frames; the default of the `grpc-web` npm client), which
+ *   connect-node does not speak: it answered a bare 415.
  */
-const GRPC_JSON = /^application\/grpc(-web)?\+json/i;
+const UNSERVED_GRPC: [RegExp, string][] = [
+  [/^application\/grpc(-web)?\+json/i, "gRPC and gRPC-Web are served with the protobuf codec; for JSON use the Connect protocol (application/json)\n"],
+  [/^application\/grpc-web-text/i, "gRPC-Web is served in binary mode only (application/grpc-web+proto; the grpc-web client's mode: \"grpcweb\"), not in text mode\n"],
+];
+
+/**
+ * Shortens a deadline over MAX_TIMEOUT_MS to it, as gRPC servers do, rather than let
+ * connect-node refuse the call: gRPC's C core rounds a deadline up when it writes it, so a
+ * Python client asking for exactly 60 s sent 60100 ms and was refused. Malformed values are
+ * left for connect-node to refuse.
+ */
+function shortenDeadline(headers: http.IncomingHttpHeaders): void {
+  const connect = headers["connect-timeout-ms"];
+  if (typeof connect === "string" && /^\d{1,10}$/.test(connect) && Number(connect) > MAX_TIMEOUT_MS) {
+    headers["connect-timeout-ms"] = String(MAX_TIMEOUT_MS);
+  }
+  const grpc = headers["grpc-timeout"];
+  const m = typeof grpc === "string" ? /^(\d{1,8})([HMSmun])$/.exec(grpc) : null;
+  if (m && Number(m[1]) * GRPC_TIMEOUT_UNIT_MS[m[2]!]! > MAX_TIMEOUT_MS) headers["grpc-timeout"] = `${MAX_TIMEOUT_MS}m`;
+}
+
+const GRPC_TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
 
 /** Whether the raw header list (name, value, name, value...) names Authorization more than once. */
 function repeatsAuthorization(raw: string[]): boolean {

@@ -177,6 +177,30 @@ describe("request size limit", () => {
     assert.ok(r.sent < 32 * MIB, `the connection took ${r.sent} bytes`);
   });
 
+  it("HTTP/1.1, Expect: 100-continue: a body announced over the limit is refused without a 100; one within it is asked for", async () => {
+    const exchange = (length: number, body: string) =>
+      new Promise<string>((resolve) => {
+        const sock = net.connect(portOf(s.url), "127.0.0.1");
+        let text = "";
+        sock.on("data", (d) => {
+          text += d.toString("latin1");
+          if (text.startsWith("HTTP/1.1 100 ") && body !== "") {
+            sock.write(body);
+            body = "";
+          }
+          if (/\r\n\r\n[^]*\}/.test(text.replace(/^HTTP\/1\.1 100 [^]*?\r\n\r\n/, ""))) sock.end();
+        });
+        sock.on("error", () => {});
+        sock.on("close", () => resolve(text));
+        sock.write(`POST ${listRunners} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: ${length}\r\n\r\n`);
+        setTimeout(() => sock.destroy(), EVENTUALLY_MS).unref();
+      });
+    const big = await exchange(2 * MIB, "");
+    assert.match(big, /^HTTP\/1\.1 429 /, "no 100 Continue first");
+    const small = await exchange(2, "{}");
+    assert.match(small, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
+  });
+
   it("HTTP/1.1: a chunked body without a length is refused once it passes the limit", async () => {
     const head = `POST ${listRunners} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`;
     const r = await pushBody(portOf(s.url), head, 64 * MIB, true);

@@ -126,7 +126,7 @@ describe("raw HTTP the framework would choke on", () => {
     const headers = { authorization: `Bearer ${s.token}`, "content-type": "application/json" };
     const cases: [Record<string, string>, string, number, string][] = [
       [headers, "{not json", 400, "invalid_argument"],
-      [{ ...headers, "connect-timeout-ms": "600000" }, "{}", 400, "invalid_argument"],
+      [{ ...headers, "connect-timeout-ms": "soon" }, "{}", 400, "invalid_argument"],
       [{ ...headers, "content-type": "text/plain" }, "{}", 415, ""],
       [{ ...headers, "content-type": "application/grpc+json" }, "{}", 415, ""],
     ];

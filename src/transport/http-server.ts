@@ -242,6 +242,13 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     handler(req, res);
   };
 
+  // Expect: 100-continue. node would send "100 Continue" to every such request, also to one
+  // whose announced length is already over the limit, which then starts sending it.
+  const continueOrRefuse = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    if (!(Number(req.headers["content-length"] ?? 0) > maxRequestBytes)) res.writeContinue();
+    counted(req, res);
+  };
+
   let server: net.Server;
   let h1: http.Server | undefined;
   if (options.tls) {
@@ -272,6 +279,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
       else if (!busy.has(idle)) idle.destroy();
     });
     secure.on("session", (s) => trackSession(s));
+    secure.on("checkContinue", continueOrRefuse);
     server = secure;
   } else {
     h1 = http.createServer({ ...h1Timeouts, IncomingMessage: Http1Request, ServerResponse: Http1Response }, counted);
@@ -279,6 +287,8 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     h2.setTimeout(idleTimeoutMs);
     h2.on("timeout", closeIdleSession);
     h2.on("session", (s) => trackSession(s));
+    h1.on("checkContinue", continueOrRefuse);
+    h2.on("checkContinue", continueOrRefuse);
     server = net.createServer((socket) => {
       sniff(socket, headersTimeoutMs, (isH2) => (isH2 ? h2 : h1!).emit("connection", socket));
     });
@@ -563,7 +573,14 @@ function limitStreamTime(req: http2.Http2ServerRequest, res: http2.Http2ServerRe
 /** Messages of connect-node's `internal` errors that are caused by the request's bytes. */
 const UNDECODABLE = [/^parse binary: /, /^received compressed envelope, but do not know how to decompress$/, /^decompression failed$/];
 
+/**
+ * Messages of connect-node's `unimplemented` errors for a unary gRPC call with no message or
+ * more than one: frames that do not make a request, not a method missing here.
+ */
+const NOT_ONE_MESSAGE = [/^protocol error: missing input message for unary method$/, /^protocol error: received extra input message for unary method$/];
+
 function isUndecodable(code: string | undefined, message: string): boolean {
+  if (code === "unimplemented") return NOT_ONE_MESSAGE.some((re) => re.test(message));
   return code === "internal" && UNDECODABLE.some((re) => re.test(message));
 }
 
@@ -653,7 +670,8 @@ function fixGrpcStatus(trailers: Record<string, string>): Record<string, string>
   } catch {
     return trailers;
   }
-  if (trailers["grpc-status"] === "13" && isUndecodable("internal", message)) {
+  const code = { "12": "unimplemented", "13": "internal" }[trailers["grpc-status"] ?? ""];
+  if (isUndecodable(code, message)) {
     return { ...trailers, "grpc-status": "3", "grpc-message": escapeGrpcMessage(`request could not be decoded: ${message}`) };
   }
   const minimal = escapeGrpcMessage(message);

@@ -160,7 +160,9 @@ export const CORPUS: CorpusCase[] = [
   { name: "connect-protocol-version garbage", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-protocol-version": "\u00ff\u00fe" }, body: "{}" },
   { name: "connect-timeout-ms garbage", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "soon" }, body: "{}", expect: "invalid_argument" },
   { name: "connect-timeout-ms negative", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "-5" }, body: "{}", expect: "invalid_argument" },
-  { name: "connect-timeout-ms enormous", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "9999999999" }, body: "{}", expect: "invalid_argument" },
+  // Deadlines over 60 s are shortened to it, not refused (a gRPC client rounds its deadline up).
+  { name: "connect-timeout-ms enormous", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "9999999999" }, body: "{}" },
+  { name: "connect-timeout-ms of 60.1 s", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "60100" }, body: "{}" },
   { name: "connect-timeout-ms 40 digits", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "9".repeat(40) }, body: "{}", expect: "invalid_argument" },
   { name: "connect-timeout-ms zero", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "0" }, body: "{}" },
   { name: "content-encoding gzip, body not gzip", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "content-encoding": "gzip" }, body: "{}", expect: "invalid_argument" },
@@ -215,8 +217,8 @@ export const CORPUS: CorpusCase[] = [
   { name: "create with an unknown scm_id", protocol: "connect-proto", method: "RunnerConfigurationService/CreateSCMIntegration", body: (c) => pb(CreateSCMIntegrationRequestSchema, { runnerId: c.runnerId, scmId: "sourceforge", host: "sf.example", pat: true }), expect: "invalid_argument" },
 
   // ---- gRPC (HTTP/2) ----
-  { name: "no message at all", protocol: "grpc", method: "RunnerService/ListRunners", body: new Uint8Array(0), expect: "unimplemented" },
-  { name: "two messages on a unary method", protocol: "grpc", method: "RunnerService/ListRunners", body: Buffer.concat([envelope(new Uint8Array(0)), envelope(new Uint8Array(0))]), expect: "unimplemented" },
+  { name: "no message at all", protocol: "grpc", method: "RunnerService/ListRunners", body: new Uint8Array(0), expect: "invalid_argument" },
+  { name: "two messages on a unary method", protocol: "grpc", method: "RunnerService/ListRunners", body: Buffer.concat([envelope(new Uint8Array(0)), envelope(new Uint8Array(0))]), expect: "invalid_argument" },
   { name: "truncated frame header", protocol: "grpc", method: "RunnerService/ListRunners", body: Buffer.from([0, 0, 0]), expect: "invalid_argument" },
   { name: "length prefix longer than the data", protocol: "grpc", method: "RunnerService/GetRunner", body: envelope(Buffer.from([0x0a, 0x01, 0x61]), 0, 100), expect: "invalid_argument" },
   { name: "length prefix shorter than the data", protocol: "grpc", method: "RunnerService/GetRunner", body: envelope(Buffer.from([0x0a, 0x01, 0x61]), 0, 1), expect: "invalid_argument" },
@@ -239,7 +241,9 @@ export const CORPUS: CorpusCase[] = [
   { name: "gRPC without te: trailers", protocol: "grpc", method: "RunnerService/ListRunners", headers: { te: null }, body: envelope(new Uint8Array(0)) },
   { name: "grpc-timeout garbage", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "soon" }, body: envelope(new Uint8Array(0)), expect: "invalid_argument" },
   { name: "grpc-timeout without a unit", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "100" }, body: envelope(new Uint8Array(0)), expect: "invalid_argument" },
-  { name: "grpc-timeout of 99999999 hours", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "99999999H" }, body: envelope(new Uint8Array(0)), expect: "invalid_argument" },
+  { name: "grpc-timeout of 99999999 hours", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "99999999H" }, body: envelope(new Uint8Array(0)) },
+  { name: "grpc-timeout of 60100 ms (Python's 60 s)", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "60100m" }, body: envelope(new Uint8Array(0)) },
+  { name: "gRPC-Web text mode", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "content-type": "application/grpc-web-text" }, body: envelope(new Uint8Array(0)), expect: "http_415" },
   { name: "grpc-timeout of one nanosecond", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "1n" }, body: envelope(new Uint8Array(0)) },
   { name: "grpc-timeout with 9 digits", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "123456789m" }, body: envelope(new Uint8Array(0)), expect: "invalid_argument" },
   { name: "no token (gRPC)", protocol: "grpc", method: "RunnerConfigurationService/ListSCMIntegrations", auth: "none", body: envelope(new Uint8Array(0)), expect: "unauthenticated" },
@@ -247,7 +251,7 @@ export const CORPUS: CorpusCase[] = [
   { name: "another organization's token", protocol: "grpc", method: "RunnerService/GetRunner", auth: "other", body: (c) => envelope(pb(GetRunnerRequestSchema, { runnerId: c.runnerId })), expect: "not_found" },
 
   // ---- gRPC-Web ----
-  { name: "no message at all (gRPC-Web)", protocol: "grpc-web", method: "RunnerService/ListRunners", body: new Uint8Array(0), expect: "unimplemented" },
+  { name: "no message at all (gRPC-Web)", protocol: "grpc-web", method: "RunnerService/ListRunners", body: new Uint8Array(0), expect: "invalid_argument" },
   { name: "truncated frame (gRPC-Web)", protocol: "grpc-web", method: "RunnerService/GetRunner", body: envelope(Buffer.from([0x0a, 0x05]), 0, 7), expect: "invalid_argument" },
   { name: "length prefix of 4 GiB (gRPC-Web)", protocol: "grpc-web", method: "RunnerService/ListRunners", body: envelope(new Uint8Array(0), 0, 0xffffffff), expect: "resource_exhausted" },
   { name: "compressed flag without encoding (gRPC-Web)", protocol: "grpc-web", method: "RunnerService/ListRunners", body: envelope(Buffer.from([9, 9]), 1), expect: "invalid_argument" },
