@@ -402,6 +402,16 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   end of its turn in the same way, went from 4668 to 7781 req/s (234 -> 144 µs of CPU a call).
   Where a read's ratio comes out above 1, it comes from there: the baseline, as defined,
   answers at once.
+- The token before the body (\`admitter\` in \`src/transport/interceptors.ts\`, called from
+  \`src/server.ts\`): a call's token is looked up, with the other reads of its turn, before
+  connect-node sees the request, and the calls of the turn then go into connect-node one after
+  another. It was made so that a call without a good token has its body neither read nor
+  parsed, and it also took CPU off every call, staging one more part of the path as the read
+  batches do. Side by side with the build before (\`BENCH_ROWS=100000 BENCH_ROUNDS=5 npm run
+  bench:compare\`, Connect JSON at 64, run twice with the builds in swapped places; this
+  machine's drift between the two runs was larger than the tool's lean), CPU per Get 176 and 183
+  µs against 214 and 188, per List 278 and 324 against 316 and 327, per create 371 and 351
+  against 442 and 372.
 - Group commit (\`src/store/group-commit.ts\`): the writes of one event-loop turn share one
   transaction, each in its own savepoint, except a write that changes the database through one
   statement, as a create without an idempotency key does: SQLite undoes a failed statement by
@@ -497,7 +507,8 @@ described at the top of this file):
 | 2026-12-04, morning (in this file's history) | 182 / 181 | 198 | 452 / 238 / 379 | 0.49 / 0.78 / 0.49 |
 | 2026-12-04, afternoon (in this file's history) | 193 / 196 | 269 | 646 / 402 / 454 | 0.52 / 0.82 / 0.52 |
 | 2026-12-04, evening (in this file's history) | 192 / 183 | 230 | 641 / 344 / 448 | 0.46 / 0.91 / 0.57 |
-| ${r.date}, this run (Gets over 100,000 ids instead of 10,000; the ratios pooled over two blocks, see "Targets") | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-04, late evening (in this file's history; Gets over 100,000 ids instead of 10,000, the ratios pooled over two blocks from here on, see "Targets") | 178 / 178 | 253 | 469 / 273 / 358 | 0.67 / 1.02 / 0.64 |
+| ${r.date}, this run (the token checked before the body, see "What the design does for speed") | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
 on the morning of 2026-12-04 it made 5,769, about the 6,000 a bare handler is known to make on
@@ -533,13 +544,14 @@ system calls):
   2,538, Get 4,893 / 5,117, List 3,237 / 3,122); the X25519 code (node's OpenSSL X25519 took
   31.9 µs a Diffie-Hellman, libsodium's scalar multiplication 32.5).
 
-The budget this leaves for the create target: 0.70 of 5,769 is about 4,040 durable creates a
-second. On the event loop that is 250 µs each, less than the baseline's own path (210) plus
-SQLite's share (about 100). Moved to the second core, SQLite's part would join the sealing,
-the checkpoints, V8's helper threads and wrk there: at 4,040 creates a second those alone come to
-about 1.3 cores' worth (100 + 63 + 61 + 68 + 29 µs per create). On this 2-core VM the create
-target needs a create that costs less in all, not the same work moved between threads; a
-writer thread was tried and lost 8% (below).
+The budget this left for the create target (written before the token was checked ahead of the
+body, which took about 40 µs of CPU off a create; the run above met the target): 0.70 of 5,769 is
+about 4,040 durable creates a second. On the event loop that is 250 µs each, less than the
+baseline's own path (210) plus SQLite's share (about 100). Moved to the second core, SQLite's
+part would join the sealing, the checkpoints, V8's helper threads and wrk there: at 4,040
+creates a second those alone come to about 1.3 cores' worth (100 + 63 + 61 + 68 + 29 µs per
+create). On this 2-core VM a create that costs less in all was needed, not the same work moved
+between threads; a writer thread was tried and lost 8% (below).
 
 Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-row table):
 
@@ -716,7 +728,8 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   it some 80,000 rows by the time its Gets and Lists ran, and Gets on the large table touched a
   sample of 10,000 rows that stayed in SQLite's cache, both of which made the two tables look
   closer than they are. The first run so measured gave -13.0% for creates, -15.5% for Gets (just
-  past the target) and -12.2% for Lists; the runs before it, below, are not comparable.
+  past the target) and -12.2% for Lists, the second (the token checked before the body) -11.0%,
+  -15.2% and -11.6%; the runs before them, below, are not comparable.
 - Growth, once both tables ran in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
@@ -757,7 +770,12 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   fresh service over the same 1M-row seed, the same sequence of rows (creates in every protocol,
   then Gets at 1, 16 and 64; \`--trace-gc\`, RSS sampled every 50 ms) peaked at 171 to 197 MB, the
   largest step also at the first Gets at 64, with V8's heap at most 78 MB committed: a transient
-  outside V8's heap that a second run did not show, not found.
+  outside V8's heap that a second run did not show, not found. The next full run (the token
+  checked before the body) peaked at 264 MB, at the same row again (169 MB before it). By hand
+  once more, the matrix's create rows in every protocol first, then Gets at 1, 16 and 64
+  (\`scratch/rss.ts\`, gitignored), it peaked at 166 MB. What the full run does around that row
+  and a run by hand does not is still not known; sampling the service's RSS by kind (anonymous,
+  file, shared) every few milliseconds inside the benchmark is the next step.
 - What raised the peak before: V8's heap growth. Left to itself, under load V8 let the old generation
   grow to about four times what survived its last full collection (\`--trace-gc\` through this
   matrix's create rows and Get rows: collections at 70 to 90 MB with 17 to 21 MB live), so most of
