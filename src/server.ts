@@ -178,8 +178,10 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     // no decompression or parsing and holds none of the body budget, whatever it sends.
     // The admissions of one event-loop turn are read together, and the calls then go on
     // into connect-node one after another, which also costs less CPU per call (BENCHMARKS.md).
-    const service = req.method === "POST" ? SERVICE_OF.exec(req.url ?? "")?.[1] : undefined;
-    const admission = service === undefined ? undefined : admit(service, req.headers.authorization ?? null, record.repeatedAuthorization === true);
+    // Only calls of a method served here, routed as connect-node routes them (by the path
+    // without its query): a path it answers 404 or 501 is no call, and takes no rate limit.
+    const service = req.method === "POST" ? TOKEN_METHODS.get((req.url ?? "").split("?", 1)[0]!) : undefined;
+    const admission = service === undefined ? undefined : admit.admit(service, req.headers.authorization ?? null, record.repeatedAuthorization === true);
     if (admission === undefined) dispatch();
     else void admission.then(dispatch);
   };
@@ -230,8 +232,10 @@ function repeatsAuthorization(raw: string[]): boolean {
   return false;
 }
 
-/** The service a call's path names, as connect-node routes it (`/package.Service/Method`). */
-const SERVICE_OF = /^\/([A-Za-z_][A-Za-z0-9_.]*)\/[A-Za-z_][A-Za-z0-9_]*$/;
+/** The path of every method that takes a token (`/package.Service/Method`), to its service. */
+const TOKEN_METHODS = new Map<string, string>(
+  [RunnerService, RunnerConfigurationService, RunnerInteractionService].flatMap((service) => service.methods.map((m): [string, string] => [`/${service.typeName}/${m.name}`, service.typeName])),
+);
 
 const API_METHOD = /^\/(gitpod\.v1\.[A-Za-z][A-Za-z0-9]{0,99}\/[A-Za-z][A-Za-z0-9]{0,99})$/;
 

@@ -192,6 +192,29 @@ describe("abuse of authentication", () => {
     assert.equal((await call(s, LIST_RUNNERS, {})).status, 200);
   });
 
+  it("a token revoked while a call's body is still coming is refused once the body is in", async () => {
+    // The call is admitted when its headers arrive; a body that takes longer than a moment
+    // has its token looked up again before the call goes on.
+    const third = createApiToken(s.db, "acme");
+    s.watch.noteToken(third.token);
+    const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = http.request(`${s.url}/${LIST_RUNNERS}`, { method: "POST", headers: { authorization: `Bearer ${third.token}`, "content-type": "application/json" } }, (res) => {
+        let text = "";
+        res.on("data", (d) => (text += d));
+        res.on("end", () => resolve({ status: res.statusCode!, text }));
+      });
+      req.on("error", reject);
+      req.write("{");
+      setTimeout(() => {
+        revokeApiToken(s.db, third.id);
+        req.end("}");
+      }, 1500);
+    });
+    const r = await answer;
+    assert.equal(r.status, 401, r.text);
+    assert.equal(JSON.parse(r.text).code, "unauthenticated");
+  });
+
   it("a rotated runner token is refused; the new one works; neither works on admin calls", async () => {
     const { runnerId, runnerToken } = await createRunner(s, s.token, "rotating");
     await signUp(s, runnerToken);

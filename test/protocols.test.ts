@@ -129,12 +129,14 @@ describe("raw HTTP the framework would choke on", () => {
       [{ ...headers, "connect-timeout-ms": "soon" }, "{}", 400, "invalid_argument"],
       [{ ...headers, "content-type": "text/plain" }, "{}", 415, ""],
       [{ ...headers, "content-type": "application/grpc+json" }, "{}", 415, ""],
+      [{ ...headers, "content-type": "application/grpc-web-text" }, "AAAAAAA=", 415, ""],
     ];
     for (const [h, body, status, code] of cases) {
       const r = await fetch(`${s.url}/${path}`, { method: "POST", headers: h, body });
       const text = await r.text();
       assert.equal(r.status, status, text);
       if (code) assert.equal(JSON.parse(text).code, code);
+      if (/grpc-web-text/.test(h["content-type"]!)) assert.match(text, /binary mode only/, "says what is served instead");
       assert.equal(r.headers.get("x-should-retry"), "false", `${status} ${text}`);
       const h2 = await http2Post(s.url, `/${path}`, h, body);
       assert.equal(h2.status, status, h2.body);

@@ -45,6 +45,22 @@ describe("per-token rate limit", () => {
     assert.ok(s.logs.some((l) => l.includes('"code":"resource_exhausted"')));
   });
 
+  it("paths that are no call of this service (404, 501, odd names) take nothing from the limit", async () => {
+    const fresh = await startServer({ rateLimit: { perSecond: 1, burst: 2 } });
+    try {
+      for (const path of ["gitpod.v1.RunnerService/ParseContextURL", "gitpod.v1.RunnerService/NoSuchMethod", "constructor/X", "__proto__/X", "toString/X", `${LIST_RUNNERS}/extra`]) {
+        const r = await fetch(`${fresh.url}/${path}`, { method: "POST", headers: { authorization: `Bearer ${fresh.token}`, "content-type": "application/json" }, body: "{}" });
+        assert.ok(r.status === 404 || r.status === 501, `${path}: ${r.status}`);
+      }
+      // A query string does not hide a call: it is counted (and admitted) like any other.
+      assert.equal((await fetch(`${fresh.url}/${LIST_RUNNERS}?x=1`, { method: "POST", headers: { authorization: `Bearer ${fresh.token}`, "content-type": "application/json" }, body: "{}" })).status, 200);
+      assert.equal((await call(fresh, LIST_RUNNERS, {})).status, 200, "the burst of two was left whole by the paths above");
+      assert.equal((await call(fresh, LIST_RUNNERS, {})).status, 429);
+    } finally {
+      await fresh.close();
+    }
+  });
+
   it("calls refused for the wrong kind of token count against the token too", async () => {
     const { runnerToken } = await createRunner(s, s.otherToken, "wrong-kind");
     const codes = [];

@@ -96,10 +96,10 @@ function standInChunks(chunk: Buffer): AsyncIterableIterator<Buffer> {
  * Lets a request be answered without its body being read: connect-node reads an empty
  * message in the request's own format instead (gRPC and gRPC-Web an empty uncompressed
  * frame, Connect JSON `{}`, Connect binary nothing), and the body itself is thrown away
- * as it arrives, never held, decompressed or parsed. Over HTTP/1.1 up to the size limit
- * (past it the connection closes after the answer), over HTTP/2 until the answer is out
- * (then the stream is reset, see endUnreadRequest). For calls refused before their body
- * (see server.ts); call it before connect-node sees the request.
+ * as it arrives, never held, decompressed or parsed: up to the size limit, past which the
+ * connection closes after the answer (HTTP/1.1, see limitBody) or gets GOAWAY (HTTP/2, see
+ * endUnreadRequest). For calls refused before their body (see server.ts); call it before
+ * connect-node sees the request.
  */
 export function withoutBody(req: http.IncomingMessage | http2.Http2ServerRequest): void {
   const limit = (req as Http1Request | Http2Request).bodyLimit;
@@ -134,6 +134,9 @@ class Http2Request extends http2.Http2ServerRequest {
     return countedChunks(this, this.bodyLimit);
   }
 }
+
+/** How long the rest of a body is read after its answer went out (HTTP/1.1; see limitBody). */
+const DISCARD_GRACE_MS = 2000;
 
 /** Requests larger than this are refused before they are read in full (here and in connect-node). */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
@@ -435,15 +438,27 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
   const declared = req.headers["content-length"];
   // Node checks that a body matches its Content-Length, so a declared one needs no counting
   // for the size limit. gRPC over HTTP/2 never sends a length: past the limit connect-node
-  // refuses the body, the stream is reset once the answer is out (see endUnreadRequest), and
-  // gRPC clients do not read x-should-retry, so only the budget counts there.
+  // refuses the body, what follows the answer is read on to the limit and then the connection
+  // gets GOAWAY (see endUnreadRequest), and gRPC clients do not read x-should-retry, so only
+  // the budget counts there.
   if (declared !== undefined && Number(declared) > maxBytes) refuse();
   const checkSize = declared === undefined && (!isH2 || !(req.headers["content-type"] ?? "").startsWith("application/grpc"));
   let discarding = false;
   const discard = () => {
-    // HTTP/2 streams are reset once answered (endUnreadRequest), which ends the upload.
+    // HTTP/2 has endUnreadRequest, which does the same for a stream once it is answered.
     if (isH2 || discarding || (req as http.IncomingMessage).complete) return;
     discarding = true;
+    // Only for a client finishing an upload already under way: one still sending a while after
+    // its answer is cut off, before node's request timeout would write a 408 after that answer.
+    const giveUp = () => {
+      const timer = setTimeout(() => {
+        if (!(req as http.IncomingMessage).complete) req.socket?.destroy();
+      }, DISCARD_GRACE_MS);
+      timer.unref();
+      req.once("end", () => clearTimeout(timer));
+    };
+    if (res.writableFinished) giveUp();
+    else res.once("finish", giveUp);
     let seen = 0;
     req.on("data", (chunk: Buffer) => {
       seen += chunk.length;

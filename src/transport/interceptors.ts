@@ -62,8 +62,16 @@ export function durabilityInterceptor(db: Db): Interceptor {
   };
 }
 
-/** What the door decided for a call that needs a token: who calls, or why not. */
-export type Admission = { caller: Caller } | { refusal: unknown };
+/** What the door decided for a call that needs a token: who calls (and when that was found), or why not. */
+export type Admission = { caller: Caller; at: number } | { refusal: unknown };
+
+/**
+ * An admission older than this is checked again before the call goes on. A call is admitted
+ * when its headers arrive, and its body may take up to REQUEST_TIMEOUT_MS: a token revoked
+ * meanwhile must not be served once the revocation is acknowledged (writes check again in
+ * their transaction anyway, see writeAs).
+ */
+const READMIT_AFTER_MS = 1000;
 
 /**
  * Establishes the caller from the bearer token, takes the call from the caller's rate
@@ -91,14 +99,24 @@ export function admitter(db: Db, limiter: RateLimiter | null) {
             : `${serviceName} is for runners and needs the runner's own access token, not an API token`,
         );
       }
-      return { caller };
+      return { caller, at: Date.now() };
     } catch (refusal) {
       return { refusal };
     }
   }
-  return (serviceName: string, authorization: string | null, repeatedAuthorization: boolean): Promise<Admission> | undefined => {
-    const policy = TOKEN_POLICY[serviceName];
-    return policy === undefined ? undefined : admit(policy, serviceName, authorization, repeatedAuthorization);
+  return {
+    admit(serviceName: string, authorization: string | null, repeatedAuthorization: boolean): Promise<Admission> | undefined {
+      const policy = Object.hasOwn(TOKEN_POLICY, serviceName) ? TOKEN_POLICY[serviceName] : undefined;
+      return policy === undefined ? undefined : admit(policy, serviceName, authorization, repeatedAuthorization);
+    },
+    /** The same token looked up again; the rate limit is not taken twice. */
+    async recheck(authorization: string | null): Promise<Admission> {
+      try {
+        return { caller: await db.read(() => authenticate(db, authorization)), at: Date.now() };
+      } catch (refusal) {
+        return { refusal };
+      }
+    },
   };
 }
 
@@ -110,8 +128,9 @@ export function admitter(db: Db, limiter: RateLimiter | null) {
 export function authInterceptor(log: Logger, admit: ReturnType<typeof admitter>): Interceptor {
   return (next) => async (req) => {
     const record = req.contextValues.get(requestRecordKey);
-    const admission = record.admission ?? (await admit(req.service.typeName, req.header.get("authorization"), record.repeatedAuthorization === true));
+    let admission = record.admission ?? (await admit.admit(req.service.typeName, req.header.get("authorization"), record.repeatedAuthorization === true));
     if (admission === undefined) return next(req);
+    if ("caller" in admission && Date.now() - admission.at > READMIT_AFTER_MS) admission = await admit.recheck(req.header.get("authorization"));
     if ("refusal" in admission) {
       if (admission.refusal instanceof DomainError) logRefusal(log, req, admission.refusal.message);
       throw admission.refusal;
