@@ -102,8 +102,9 @@ export function updateRunnerConfigurationSchema(
   const stored = JSON.stringify(schema);
   // Each field has its limit, but together they allow about 1 MB, read by every create for
   // the runner: the schema as stored has a limit of its own.
-  if (schema && !v.has("config_schema") && Buffer.byteLength(stored) > MAX_STORED_SCHEMA_BYTES) {
-    v.add("config_schema", "schema.max_size", `is ${Buffer.byteLength(stored)} bytes as stored; at most ${MAX_STORED_SCHEMA_BYTES} are taken`);
+  const storedBytes = Buffer.byteLength(stored);
+  if (schema && storedBytes > MAX_STORED_SCHEMA_BYTES) {
+    v.add("config_schema", "schema.max_size", `is ${storedBytes} bytes as stored; at most ${MAX_STORED_SCHEMA_BYTES} are taken`);
   }
   v.throwIfAny();
   return writeAs(db, caller, () => {

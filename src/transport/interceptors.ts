@@ -75,8 +75,8 @@ const READMIT_AFTER_MS = 1000;
 
 /**
  * Establishes the caller from the bearer token, takes the call from the caller's rate
- * limit, and enforces which token kind a service takes. Undefined for services that take
- * no token. The HTTP handler runs this before the request's body is read (see server.ts),
+ * limit, and enforces which token kind a service takes (`admit` answers undefined for a
+ * service that takes no token). The HTTP handler runs this before the request's body is read (see server.ts),
  * so that a call without a good token costs no decompression or parsing; the auth
  * interceptor then only applies what was decided.
  */
