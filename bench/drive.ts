@@ -64,7 +64,8 @@ async function waitForHealth(url: string, proc: ChildProcess): Promise<void> {
 }
 
 /** The compiled service of the checkout at `dir` (this one unless given) on `dbFile`. */
-export async function startService(dbFile: string, options: { workers?: number; dir?: string; name?: string } = {}): Promise<Target> {
+/** With `watch`, bench/rss-watch.ts follows its resident set and writes its makeup at each high there. */
+export async function startService(dbFile: string, options: { workers?: number; dir?: string; name?: string; watch?: string } = {}): Promise<Target> {
   const workers = options.workers ?? 1;
   const port = await freePort();
   // One token drives all the load here, far past any sensible per-token limit: it is off.
@@ -76,6 +77,10 @@ export async function startService(dbFile: string, options: { workers?: number; 
   children.add(proc);
   const url = `http://127.0.0.1:${port}`;
   await waitForHealth(url, proc);
+  if (options.watch) {
+    // It exits by itself once the service is gone.
+    children.add(spawn(process.execPath, ["dist/bench/rss-watch.js", String(proc.pid), options.watch], { cwd: ROOT, stdio: "ignore" }));
+  }
   return { name: options.name ?? (workers > 1 ? `service x${workers}` : "service"), url, proc };
 }
 

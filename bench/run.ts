@@ -9,6 +9,7 @@ import {
   NODE_FLAGS, ROOT, load as loadFor, log, machineSpeed, median, peakRssEachMb, peakRssMb, prepareData as seedInto, residentMb, startBaseline, startService as startFor, stop, summarize, warmFileCache,
   type Dataset, type MachineSpeed, type Protocol, type Run, type Scenario, type Target,
 } from "./drive.js";
+import type { RssMakeup } from "./rss-watch.js";
 
 /**
  * `npm run bench`: builds (the npm script), seeds on-disk SQLite databases, starts the
@@ -34,13 +35,14 @@ const work = mkdtempSync(join(os.tmpdir(), "scm-bench-"));
 
 const load = (t: Target, s: Scenario, p: Protocol, c: number, data: Dataset, seconds = SECONDS) => loadFor(t, s, p, c, data, seconds);
 const prepareData = (name: string, size: { runners: number; integrations: number }) => seedInto(work, name, size);
-const startService = (dbFile: string, workers = 1) => startFor(dbFile, { workers });
+const startService = (dbFile: string, workers = 1, watch?: string) => startFor(dbFile, { workers, watch });
 
 /**
  * ratio: the median, over the rounds, of each service run's throughput over the baseline run
  * of the same round. baseRuns and runs are the rounds' runs, in order.
  */
-interface Row { dataset: string; scenario: Scenario; protocol: Protocol; concurrency: number; base: Run; svc: Run; ratio: number; ratios: number[]; runs: Run[]; baseRuns: Run[]; peakRss: number }
+/** endedAt: when the row's last run ended (ms since the epoch), to place a memory high in a row. */
+interface Row { dataset: string; scenario: Scenario; protocol: Protocol; concurrency: number; base: Run; svc: Run; ratio: number; ratios: number[]; runs: Run[]; baseRuns: Run[]; peakRss: number; endedAt?: number }
 /** A service under test and the data its load is drawn from. */
 interface Subject { dataset: string; data: Dataset; target: Target }
 
@@ -77,7 +79,7 @@ async function matrix(subjects: Subject[], base: Target, combos: [Scenario, Prot
       // The peak so far after every row, so that the report can tell which runs raised it.
       const row = {
         dataset: x.dataset, scenario: s, protocol: p, concurrency: c, base: summarize(a), svc: summarize(b[i]!),
-        ratio: median(ratios), ratios, runs: b[i]!, baseRuns: a, peakRss: peakRssMb(x.target.proc.pid!),
+        ratio: median(ratios), ratios, runs: b[i]!, baseRuns: a, peakRss: peakRssMb(x.target.proc.pid!), endedAt: Date.now(),
       };
       rows.push(row);
       log(fmtRow(row));
@@ -134,7 +136,8 @@ async function main(): Promise<void> {
   const speed = [machineSpeed(large.file)];
 
   // The full matrix on the large table.
-  let svc = await startService(large.file);
+  const watchFile = join(work, "rss-large.json");
+  let svc = await startService(large.file, 1, watchFile);
   const combos = SCENARIOS.flatMap((s) => PROTOCOLS.flatMap((p) => CONCURRENCY.map((c) => [s, p, c] as [Scenario, Protocol, number])));
   log(HEADER);
   const rows = await matrix([{ dataset: labelLarge, data: large, target: svc }], base, combos);
@@ -171,6 +174,7 @@ async function main(): Promise<void> {
   // VmHWM only rises: read at the end of everything this process served.
   const rss = peakRssMb(svc.proc.pid!);
   await stop(svc);
+  const rssMakeup = existsSync(watchFile) ? (JSON.parse(readFileSync(watchFile, "utf8")) as RssMakeup) : undefined;
   const rowsAfter = countRows(large.file);
   const plans = queryPlans(large.file, large.runnerIds[0]!);
 
@@ -192,7 +196,7 @@ async function main(): Promise<void> {
   await stop(base);
   speed.push(machineSpeed(large.file));
 
-  const figures: Report = { speed, rows, growth, multi, durability, rss, rssNow, rssMulti, plans, rowsAfter, labelLarge, labelSmall, minutes: (Date.now() - started) / 60000, date: new Date().toISOString().slice(0, 10) };
+  const figures: Report = { speed, rows, growth, multi, durability, rss, rssNow, rssMakeup, rssMulti, plans, rowsAfter, labelLarge, labelSmall, minutes: (Date.now() - started) / 60000, date: new Date().toISOString().slice(0, 10) };
   const report = renderReport(figures);
   if (!QUICK) {
     mkdirSync(join(ROOT, ".bench"), { recursive: true });
@@ -222,8 +226,16 @@ function rssSteps(rows: Row[]): string {
   return steps.join(", ");
 }
 
+/** What the service's memory was made of at its highest sample (bench/rss-watch.ts), and in which row that came. */
+function rssMakeupLine(m: RssMakeup | undefined, rows: Row[]): string {
+  if (!m) return "";
+  const row = rows.find((x) => (x.endedAt ?? 0) >= m.at);
+  const where = row ? ` during the rows of ${row.scenario} ${row.protocol} ${row.concurrency}${row.dataset.includes("growth") ? " (growth block)" : ""}` : "";
+  return ` Sampled every 10 ms (\`bench/rss-watch.ts\`), its highest resident set was ${m.rssMb} MB${where}: malloc's main heap ${m.mallocMb} MB, malloc's thread arenas ${m.arenasMb}, other anonymous memory (V8's heap, mostly) ${m.otherAnonMb}, mapped files ${m.fileMb}.`;
+}
+
 function renderReport(r: {
-  speed: MachineSpeed[]; rows: Row[]; growth: Row[]; multi: Row[]; durability: Row[]; rss: number; rssNow: string; rssMulti: number[]; plans: { first: string; after: string }; rowsAfter: number;
+  speed: MachineSpeed[]; rows: Row[]; growth: Row[]; multi: Row[]; durability: Row[]; rss: number; rssNow: string; rssMakeup?: RssMakeup; rssMulti: number[]; plans: { first: string; after: string }; rowsAfter: number;
   labelLarge: string; labelSmall: string; minutes: number; date: string;
 }): string {
   const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string> };
@@ -768,7 +780,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
 - Peak RSS of this run: ${r.rss} MB at the end. The rows that raised it (VmHWM after each row of
   the ${r.labelLarge} matrix, then of the durability and growth blocks, in the order they ran):
   ${rssSteps([...r.rows, ...r.durability.filter((x) => x.dataset === r.labelLarge), ...r.growth.filter((x) => x.dataset.startsWith(`${r.labelLarge} `))])}. At the end of the matrix the
-  process held ${r.rssNow}.
+  process held ${r.rssNow}.${rssMakeupLine(r.rssMakeup, [...r.rows, ...r.durability, ...r.growth].filter((x) => x.dataset.startsWith(r.labelLarge)))}
 - The run of the evening of 2026-12-04 (the first to read the peak at the end of the growth
   block rather than after the matrix) peaked at 258 MB, over the target, within one row (Gets,
   Connect JSON at 64), and was back to 170 MB at the end of the matrix. Repeated by hand on a
