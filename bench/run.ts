@@ -130,6 +130,9 @@ async function main(): Promise<void> {
   const started = Date.now();
   const base = await startBaseline();
   const large = prepareData("large", LARGE);
+  // The growth comparison starts the large table from here again, as it does the small one.
+  const largeSeed = `${large.file}.seed`;
+  copyFileSync(large.file, largeSeed);
   const labelLarge = `${LARGE.integrations / 1000}k`;
   const labelSmall = `${SMALL.integrations / 1000}k`;
   warmFileCache(large.file);
@@ -152,29 +155,40 @@ async function main(): Promise<void> {
   );
   await stop(noop);
 
-  // Growth: the same Connect JSON runs at 64 on a small table, each round also running them
-  // on the large one (the service above), so that both sides of the comparison are seconds apart.
-  // Each scenario starts the small table afresh from its seed: the creates would otherwise
-  // have made it several times its size before Get and List ran on it.
+  // VmHWM only rises: read at the end of everything this process served.
+  const rssMatrix = peakRssMb(svc.proc.pid!);
+  await stop(svc);
+  const rssMakeup = existsSync(watchFile) ? (JSON.parse(readFileSync(watchFile, "utf8")) as RssMakeup) : undefined;
+
+  // Growth: the same Connect JSON runs at 64 on a small and on the large table in the same
+  // rounds, so that both sides of the comparison are seconds apart. For each scenario both
+  // tables start afresh from their seeds, each with a fresh service: the matrix's creates
+  // have made the large one half as large again by now, and the small one's own creates would
+  // make it several times its size before Get and List ran on it.
   const small = prepareData("small", SMALL);
   const smallSeed = `${small.file}.seed`;
   copyFileSync(small.file, smallSeed);
+  const largeGrowth = join(work, "large-growth.db");
   const growth: Row[] = [];
+  const rssGrowth: number[] = [];
   for (const s of SCENARIOS) {
-    for (const suffix of ["-wal", "-shm"]) rmSync(`${small.file}${suffix}`, { force: true });
-    copyFileSync(smallSeed, small.file);
+    for (const [seedFile, file] of [[smallSeed, small.file], [largeSeed, largeGrowth]] as const) {
+      for (const suffix of ["-wal", "-shm"]) rmSync(`${file}${suffix}`, { force: true });
+      copyFileSync(seedFile, file);
+    }
+    const svcLarge = await startService(largeGrowth);
     const svcSmall = await startService(small.file);
     growth.push(...(await matrix(
-      [{ dataset: `${labelLarge} (growth)`, data: large, target: svc }, { dataset: `${labelSmall} (growth)`, data: small, target: svcSmall }],
+      [{ dataset: `${labelLarge} (growth)`, data: { ...large, file: largeGrowth }, target: svcLarge }, { dataset: `${labelSmall} (growth)`, data: small, target: svcSmall }],
       base,
       [[s, "connect-json", 64]],
     )));
+    rssGrowth.push(peakRssMb(svcLarge.proc.pid!));
     await stop(svcSmall);
+    await stop(svcLarge);
   }
-  // VmHWM only rises: read at the end of everything this process served.
-  const rss = peakRssMb(svc.proc.pid!);
-  await stop(svc);
-  const rssMakeup = existsSync(watchFile) ? (JSON.parse(readFileSync(watchFile, "utf8")) as RssMakeup) : undefined;
+  rmSync(largeGrowth, { force: true });
+  const rss = Math.max(rssMatrix, ...rssGrowth);
   const rowsAfter = countRows(large.file);
   const plans = queryPlans(large.file, large.runnerIds[0]!);
 
@@ -247,8 +261,8 @@ function renderReport(r: {
     const n = xs.reduce((sum, x) => sum + x.svc.errors + x.base.errors, 0);
     return n > 0 ? ` **not valid: ${n} failed calls**` : "";
   };
-  // The ratio targets pool the rounds of the two blocks that run the same thing on the same
-  // service and table (the matrix's and the growth block's large side), so that one block
+  // The ratio targets pool the rounds of the two blocks that run the same thing on the large
+  // table (the matrix's and the growth block's large side), so that one block
   // whose baseline ran oddly moves the figure less; each block is shown with its baseline's cost.
   const pooled = (s: Scenario) => {
     const blocks = [find(r.rows, s, "connect-json", 64), growthRow(s, r.labelLarge)];
@@ -318,9 +332,10 @@ calls is marked as not valid.
 - The service: \`node ${NODE_FLAGS.join(" ")} dist/src/main.js\` (compiled, the flags of \`npm start\`), SQLite on
   disk in a temp directory, WAL, every write answered only after its fdatasync, request logging on
   (to /dev/null). The large table holds ${r.labelLarge} integrations
-  over ${LARGE.runners} runners (${r.rowsAfter} after the create runs). The small table of the
-  growth comparison, ${r.labelSmall} integrations over ${SMALL.runners} runners, is made afresh from its seed, with a
-  fresh service, for each scenario (its create runs added ${r.growth.find((x) => x.scenario === "create" && x.dataset.startsWith(`${r.labelSmall} `))!.svc.requests} rows to it).
+  over ${LARGE.runners} runners (${r.rowsAfter} after the create runs of the matrix and durability blocks). The growth
+  comparison sets it beside a small table of ${r.labelSmall} integrations over ${SMALL.runners} runners; for each
+  scenario both are made afresh from their seeds, each with a fresh service (the create runs added
+  ${r.growth.find((x) => x.scenario === "create" && x.dataset.startsWith(`${r.labelLarge} `))!.svc.requests} and ${r.growth.find((x) => x.scenario === "create" && x.dataset.startsWith(`${r.labelSmall} `))!.svc.requests} rows to them).
 - The baseline: \`node ${NODE_FLAGS.join(" ")} dist/bench/baseline.js\`, the same three methods as no-ops on bare
   connect-node, behind the same HTTP server (\`src/transport/http-server.ts\`), without interceptors, auth or
   database.
@@ -340,8 +355,9 @@ calls is marked as not valid.
   costs about 215 µs of CPU per request, on the core the service's helper threads share, and its
   own queueing is part of the latency it sees on both sides: gRPC ratios, and p99 ratios most,
   are pulled towards 1 and do not compare with the HTTP/1.1 ones.
-- Latency is per request as the load generator saw it. Peak RSS is the service process's VmHWM
-  at the end of everything it served (the matrix, durability and growth blocks); with two workers,
+- Latency is per request as the load generator saw it. Peak RSS is the highest VmHWM of the
+  services on the large table: the one that served the matrix and durability blocks, and the
+  growth block's (one per scenario); with two workers,
   each process's own peak, which need not have come at the same moment.
   CPU per request is the user and system time of the target's processes (all threads, and the
   worker processes with \`WORKERS=2\`) over the run, from /proc, divided by the requests served.
@@ -710,6 +726,20 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     in one set of 8 alternating pairs, 26.2 against 24.6 in another (medians), noise both times.
   - Checkpointing every 200 ms instead of every 50: 1758 against 1772 creates/s and p99 26.6
     against 28.4 ms (medians of 8 pairs), within noise.
+  - Garbage collection's share, by node flags (the morning of 2026-12-05; two services on
+    copies of the 1M-row file, one with \`npm start\`'s flags, alternating 5-second runs of
+    creates at 16 connections, medians of 8 rounds; scratch script). V8 ran about 2.5 full
+    collections a second here under load, with 20 MB live and 3 to 9 ms pauses
+    (\`--trace-gc\`). Node's own heap growth instead of \`--heap-growing-percent=100\`: 3,523
+    against 3,387 creates/s, p99 16.5 against 18.0 ms, peak RSS 199 against 153 MB. A young
+    generation of 16 MiB: 3,667 against 3,539, p99 18.3 against 19.0, 169 against 154 MB.
+    Both: 3,732 against 3,421, p99 16.0 against 17.5, 208 against 154 MB. That is 1 to 1.5 ms
+    off a p99 that needs about 4 more, for 45 to 55 MB more at the peak, which the RSS target
+    has no room for; not taken.
+  - Starting the WAL over every 65,536 frames instead of 16,384, so that a RESTART holds the
+    write lock about once every 3 s instead of every 0.8 (\`BENCH_ROUNDS=6 npm run
+    bench:compare -- HEAD create 16\`): 3,261 against 2,987 creates/s, p99 20.8 against 19.7
+    ms. Not taken.
 
   Measured on earlier builds, when the disk's tail looked like the cause: instrumented (a
   scratch copy, 15 s of creates at 16 connections), the event loop's delay was 5 ms at p99, but the WAL's
@@ -746,7 +776,14 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   sample of 10,000 rows that stayed in SQLite's cache, both of which made the two tables look
   closer than they are. The first run so measured gave -13.0% for creates, -15.5% for Gets (just
   past the target) and -12.2% for Lists, the second (the token checked before the body) -11.0%,
-  -15.2% and -11.6%; the runs before them, below, are not comparable.
+  -15.2% and -11.6%, the third (that of the morning of 2026-12-05) -21.2%, -14.7% and -7.8%.
+  The runs before them, below, are not comparable. Until that third run the large table of the
+  comparison was the matrix's own, grown by then to about 1.5 million rows by the matrix's
+  and durability block's creates (1,646,786 at the end of that run) and served by a process
+  that had been under load for 20 minutes, while the small table started afresh; now both
+  start from their seeds with fresh services, so that the comparison is of the sizes the
+  target names. In that third run the large table's creates were slower in every round
+  (-9% to -26%).
 - Growth, once both tables ran in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
@@ -777,10 +814,11 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   file's indexes do not, and no cache size helps both ways (see the cache walk above).
 - Left out on purpose: caching answers (stale reads, memory) and a request path beside
   connect-node (the benchmark would then no longer compare like with like).
-- Peak RSS of this run: ${r.rss} MB at the end. The rows that raised it (VmHWM after each row of
-  the ${r.labelLarge} matrix, then of the durability and growth blocks, in the order they ran):
-  ${rssSteps([...r.rows, ...r.durability.filter((x) => x.dataset === r.labelLarge), ...r.growth.filter((x) => x.dataset.startsWith(`${r.labelLarge} `))])}. At the end of the matrix the
-  process held ${r.rssNow}.${rssMakeupLine(r.rssMakeup, [...r.rows, ...r.durability, ...r.growth].filter((x) => x.dataset.startsWith(r.labelLarge)))}
+- Peak RSS of this run: ${r.rss} MB. The rows that raised the matrix service's peak (VmHWM after
+  each row of the ${r.labelLarge} matrix, then of the durability block, in the order they ran):
+  ${rssSteps([...r.rows, ...r.durability.filter((x) => x.dataset === r.labelLarge)])}; the growth block's services on the
+  large table peaked at ${r.growth.filter((x) => x.dataset.startsWith(`${r.labelLarge} `)).map((x) => `${x.peakRss} MB (${x.scenario})`).join(", ")}. At the end of the matrix the
+  process held ${r.rssNow}.${rssMakeupLine(r.rssMakeup, [...r.rows, ...r.durability].filter((x) => x.dataset === r.labelLarge))}
 - The run of the evening of 2026-12-04 (the first to read the peak at the end of the growth
   block rather than after the matrix) peaked at 258 MB, over the target, within one row (Gets,
   Connect JSON at 64), and was back to 170 MB at the end of the matrix. Repeated by hand on a
