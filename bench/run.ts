@@ -541,7 +541,9 @@ described at the top of this file):
 | 2026-12-04, afternoon (in this file's history) | 193 / 196 | 269 | 646 / 402 / 454 | 0.52 / 0.82 / 0.52 |
 | 2026-12-04, evening (in this file's history) | 192 / 183 | 230 | 641 / 344 / 448 | 0.46 / 0.91 / 0.57 |
 | 2026-12-04, late evening (in this file's history; Gets over 100,000 ids instead of 10,000, the ratios pooled over two blocks from here on, see "Targets") | 178 / 178 | 253 | 469 / 273 / 358 | 0.67 / 1.02 / 0.64 |
-| ${r.date}, this run (the token checked before the body, see "What the design does for speed") | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-04, night (in this file's history; the token checked before the body, see "What the design does for speed") | 179 / 178 | 234 | 427 / 191 / 275 | 0.76 / 1.25 / 0.79 |
+| 2026-12-05, early morning (in this file's history; the same code, with the memory sampler) | 177 / 177 | 223 | 385 / 203 / 297 | 0.73 / 1.20 / 0.79 |
+| ${r.date}, this run (the growth block's large table from its seed, see "Growth as measured" under "Where the remaining gap is") | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
 on the morning of 2026-12-04 it made 5,769, about the 6,000 a bare handler is known to make on
@@ -783,7 +785,10 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   that had been under load for 20 minutes, while the small table started afresh; now both
   start from their seeds with fresh services, so that the comparison is of the sizes the
   target names. In that third run the large table's creates were slower in every round
-  (-9% to -26%).
+  (-9% to -26%). The first run so measured (the morning of 2026-12-05) gave -21.9% for creates,
+  +4.4% for Gets and +1.5% for Lists: at the same size and age of process, Gets and Lists cost
+  the same on both tables, creates do not (CPU per create 332 to 372 µs on the large table
+  against 273 to 305 on the small one, round by round, and slower in all five rounds, by 13% to 24%).
 - Growth, once both tables ran in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
@@ -831,6 +836,12 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   (\`scratch/rss.ts\`, gitignored), it peaked at 166 MB. What the full run does around that row
   and a run by hand does not is still not known; sampling the service's RSS by kind (anonymous,
   file, shared) every few milliseconds inside the benchmark is the next step.
+- With the sampler (\`bench/rss-watch.ts\`, from the morning of 2026-12-05 on), the first two
+  runs peaked at 200 and 203 MB, both at the first Gets at 64 connections after the create rows
+  (the rows of get connect-json 1, whose warm-up runs Gets at 64, and of get connect-json 64),
+  with 110 and 114 MB of anonymous memory outside malloc (V8's heap, mostly) and malloc's at
+  27 + 11 and 27 + 10 MB, as during the creates before: the transient is V8's heap, when the
+  load turns from creates to the fastest reads, not memory outside it.
 - What raised the peak before: V8's heap growth. Left to itself, under load V8 let the old generation
   grow to about four times what survived its last full collection (\`--trace-gc\` through this
   matrix's create rows and Get rows: collections at 70 to 90 MB with 17 to 21 MB live), so most of
