@@ -63,8 +63,10 @@ async function waitForHealth(url: string, proc: ChildProcess): Promise<void> {
   throw new Error(`${url} did not come up`);
 }
 
-/** The compiled service of the checkout at `dir` (this one unless given) on `dbFile`. */
-/** With `watch`, bench/rss-watch.ts follows its resident set and writes its makeup at each high there. */
+/**
+ * The compiled service of the checkout at `dir` (this one unless given) on `dbFile`. With
+ * `watch`, bench/rss-watch.ts follows its resident set and writes its makeup at each high to that file.
+ */
 export async function startService(dbFile: string, options: { workers?: number; dir?: string; name?: string; watch?: string } = {}): Promise<Target> {
   const workers = options.workers ?? 1;
   const port = await freePort();
