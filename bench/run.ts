@@ -785,7 +785,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   that had been under load for 20 minutes, while the small table started afresh; now both
   start from their seeds with fresh services, so that the comparison is of the sizes the
   target names. In that third run the large table's creates were slower in every round
-  (-9% to -26%). The first run so measured (the morning of 2026-12-05) gave -21.9% for creates,
+  (-9% to -26%). The first run with both tables from their seeds (later that morning) gave -21.9% for creates,
   +4.4% for Gets and +1.5% for Lists: at the same size and age of process, Gets and Lists cost
   the same on both tables, creates do not (CPU per create 332 to 372 µs on the large table
   against 273 to 305 on the small one, round by round, and slower in all five rounds, by 13% to 24%).
