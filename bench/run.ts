@@ -244,7 +244,7 @@ function rssSteps(rows: Row[]): string {
 function rssMakeupLine(m: RssMakeup | undefined, rows: Row[]): string {
   if (!m) return "";
   const row = rows.find((x) => (x.endedAt ?? 0) >= m.at);
-  const where = row ? ` during the rows of ${row.scenario} ${row.protocol} ${row.concurrency}${row.dataset.includes("growth") ? " (growth block)" : ""}` : "";
+  const where = row ? ` during the rows of ${row.scenario} ${row.protocol} ${row.concurrency}` : "";
   return ` Sampled every 10 ms (\`bench/rss-watch.ts\`), its highest resident set was ${m.rssMb} MB${where}: malloc's main heap ${m.mallocMb} MB, malloc's thread arenas ${m.arenasMb}, other anonymous memory (V8's heap, mostly) ${m.otherAnonMb}, mapped files ${m.fileMb}.`;
 }
 
@@ -840,7 +840,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   runs peaked at 200 and 203 MB, both at the first Gets at 64 connections after the create rows
   (the rows of get connect-json 1, whose warm-up runs Gets at 64, and of get connect-json 64),
   with 110 and 114 MB of anonymous memory outside malloc (V8's heap, mostly) and malloc's at
-  27 + 11 and 27 + 10 MB, as during the creates before: the transient is V8's heap, when the
+  27 + 11 and 27 + 10 MB (main heap + thread arenas): the transient is V8's heap, when the
   load turns from creates to the fastest reads, not memory outside it.
 - What raised the peak before: V8's heap growth. Left to itself, under load V8 let the old generation
   grow to about four times what survived its last full collection (\`--trace-gc\` through this
