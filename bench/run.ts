@@ -26,6 +26,9 @@ const REPS = QUICK ? 1 : 3;
 const TARGET_REPS = 5;
 const LARGE = QUICK ? { runners: 1_000, integrations: 100_000 } : { runners: 10_000, integrations: 1_000_000 };
 const SMALL = { runners: 100, integrations: 10_000 };
+// For creates, the small table's size over the large table's runners as well: which part of
+// the growth is the table's size and which the number of runners the creates go to.
+const WIDE = { runners: LARGE.runners, integrations: SMALL.integrations };
 const SCENARIOS: Scenario[] = ["create", "get", "list"];
 const PROTOCOLS: Protocol[] = ["connect-json", "connect-binary", "grpc"];
 const CONCURRENCY = [1, 16, 64];
@@ -168,22 +171,32 @@ async function main(): Promise<void> {
   const small = prepareData("small", SMALL);
   const smallSeed = `${small.file}.seed`;
   copyFileSync(small.file, smallSeed);
+  const wide = prepareData("wide", WIDE);
+  const wideSeed = `${wide.file}.seed`;
+  copyFileSync(wide.file, wideSeed);
   const largeGrowth = join(work, "large-growth.db");
   const growth: Row[] = [];
   const rssGrowth: number[] = [];
   for (const s of SCENARIOS) {
-    for (const [seedFile, file] of [[smallSeed, small.file], [largeSeed, largeGrowth]] as const) {
+    const withWide = s === "create";
+    for (const [seedFile, file] of [[smallSeed, small.file], [largeSeed, largeGrowth], ...(withWide ? [[wideSeed, wide.file]] : [])] as const) {
       for (const suffix of ["-wal", "-shm"]) rmSync(`${file}${suffix}`, { force: true });
       copyFileSync(seedFile, file);
     }
     const svcLarge = await startService(largeGrowth);
     const svcSmall = await startService(small.file);
+    const svcWide = withWide ? await startService(wide.file) : null;
     growth.push(...(await matrix(
-      [{ dataset: `${labelLarge} (growth)`, data: { ...large, file: largeGrowth }, target: svcLarge }, { dataset: `${labelSmall} (growth)`, data: small, target: svcSmall }],
+      [
+        { dataset: `${labelLarge} (growth)`, data: { ...large, file: largeGrowth }, target: svcLarge },
+        { dataset: `${labelSmall} (growth)`, data: small, target: svcSmall },
+        ...(svcWide ? [{ dataset: `${labelSmall} wide (growth)`, data: wide, target: svcWide }] : []),
+      ],
       base,
       [[s, "connect-json", 64]],
     )));
     rssGrowth.push(peakRssMb(svcLarge.proc.pid!));
+    if (svcWide) await stop(svcWide);
     await stop(svcSmall);
     await stop(svcLarge);
   }
@@ -255,7 +268,7 @@ function renderReport(r: {
   const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string> };
   const find = (rows: Row[], s: Scenario, p: Protocol, c: number) => rows.find((x) => x.scenario === s && x.protocol === p && x.concurrency === c)!;
   const at64 = (s: Scenario) => r.rows.find((x) => x.scenario === s && x.protocol === "connect-json" && x.concurrency === 64)!;
-  const growthRow = (s: Scenario, label: string) => r.growth.find((x) => x.scenario === s && x.dataset.startsWith(`${label} `))!;
+  const growthRow = (s: Scenario, label: string) => r.growth.find((x) => x.scenario === s && x.dataset === `${label} (growth)`)!;
   // A figure from runs that had failed calls measures something else: say so where it is read.
   const failed = (...xs: Row[]) => {
     const n = xs.reduce((sum, x) => sum + x.svc.errors + x.base.errors, 0);
@@ -278,12 +291,26 @@ function renderReport(r: {
     const row = find(r.rows, s, p, 16);
     return `| p99 at 16, ${s}, ${p} | <= 2x baseline | ${fmt(row.svc.p99 / row.base.p99, 2)}x (${fmt(row.svc.p99, 2)} vs ${fmt(row.base.p99, 2)} ms)${failed(row)} |`;
   }));
+  // Round by round, the large table's run over the small one's of the same round.
+  const change = (big: Row, little: Row) => median(big.runs.map((run, i) => run.rps / little.runs[i]!.rps)) - 1;
   const growth = SCENARIOS.map((s) => {
     const [big, little] = [r.labelLarge, r.labelSmall].map((label) => growthRow(s, label));
-    // Round by round, the large table's run over the small one's of the same round.
-    const change = median(big!.runs.map((run, i) => run.rps / little!.runs[i]!.rps)) - 1;
-    return `| ${s} req/s, ${r.labelLarge} vs ${r.labelSmall} rows | within 15% | ${fmt(change * 100, 1)}% (median of the rounds' ratios; medians ${fmt(big!.svc.rps)} vs ${fmt(little!.svc.rps)} req/s)${failed(big!, little!)} |`;
+    return `| ${s} req/s, ${r.labelLarge} vs ${r.labelSmall} rows | within 15% | ${fmt(change(big!, little!) * 100, 1)}% (median of the rounds' ratios; medians ${fmt(big!.svc.rps)} vs ${fmt(little!.svc.rps)} req/s)${failed(big!, little!)} |`;
   });
+  // Runs before the wide table was added have no such row.
+  const wideRow = r.growth.find((x) => x.scenario === "create" && x.dataset === `${r.labelSmall} wide (growth)`);
+  const wideLine = (() => {
+    if (!wideRow) return "";
+    const [big, little] = [growthRow("create", r.labelLarge), growthRow("create", r.labelSmall)];
+    return `
+In the same rounds, creates also ran on a third table, ${r.labelSmall} integrations over the large table's
+${LARGE.runners} runners (one each): ${r.labelLarge} rows against it ${fmt(change(big, wideRow) * 100, 1)}% (medians
+${fmt(big.svc.rps)} vs ${fmt(wideRow.svc.rps)} creates/s; CPU per create ${fmt(big.svc.cpu)} vs ${fmt(wideRow.svc.cpu)} µs, and ${fmt(little.svc.cpu)} on
+${SMALL.runners} runners)${failed(wideRow)}. So of the create growth above, that much comes with the table's size and the
+rest with the number of runners the creates spread over (see "Create growth, taken apart" under "Where the
+remaining gap is").
+`;
+  })();
   // Durability alone, with each side's p99 over its mean latency (connections over throughput, Little's law).
   const durable = [16, 64].map((c) => {
     const svcRow = r.durability.find((x) => x.concurrency === c && x.dataset === r.labelLarge)!;
@@ -335,7 +362,7 @@ calls is marked as not valid.
   over ${LARGE.runners} runners (${r.rowsAfter} after the create runs of the matrix and durability blocks). The growth
   comparison sets it beside a small table of ${r.labelSmall} integrations over ${SMALL.runners} runners; for each
   scenario both are made afresh from their seeds, each with a fresh service (the create runs added
-  ${r.growth.find((x) => x.scenario === "create" && x.dataset.startsWith(`${r.labelLarge} `))!.svc.requests} and ${r.growth.find((x) => x.scenario === "create" && x.dataset.startsWith(`${r.labelSmall} `))!.svc.requests} rows to them).
+  ${growthRow("create", r.labelLarge).svc.requests} and ${growthRow("create", r.labelSmall).svc.requests} rows to them).
 - The baseline: \`node ${NODE_FLAGS.join(" ")} dist/bench/baseline.js\`, the same three methods as no-ops on bare
   connect-node, behind the same HTTP server (\`src/transport/http-server.ts\`), without interceptors, auth or
   database.
@@ -382,7 +409,7 @@ ${targets.join("\n")}
 ${p99.join("\n")}
 ${growth.join("\n")}
 | peak RSS under load, ${r.labelLarge} rows | <= 250 MB | ${r.rss} MB (two workers: the primary ${r.rssMulti[0]} MB, the workers ${r.rssMulti.slice(1).join(" and ")} MB) |
-
+${wideLine}
 List query plans on the large table, for the first page (what the benchmark's Lists read) and a
 page after it (the runner and its organization read once by key, then one covering index in id
 order: no table lookups, no sort step):
@@ -520,6 +547,18 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   with 8 against 377 with 16 and per create 531 against 502, a second one 521 against 559 for
   List and 552 against 499 for create; two full runs, one with each, gave create 0.62 / 0.59,
   Get 1.01 / 1.19, List 0.71 / 0.60. The smaller young generation stays.
+- \`--v8-pool-size=1\` (in \`npm start\`, from 2026-12-05; node's own is 4): one helper thread
+  for V8's background work instead of four. On this 2-core VM the event loop, the sealing
+  thread, the checkpointer, the WAL's syncs and the load generator already want more than the
+  cores, and a parallel scavenge waits for its slowest helper. Two services side by side on
+  copies of the 1M-row file, alternating 5-second runs, medians of 8 rounds (scratch script),
+  creates at 16 connections: p99 15.5 against 19.7 ms with four helpers (3,137 against 3,205
+  creates/s), 13.8 against 16.4 with two (3,569 against 3,451), 13.6 against 16.9 for
+  \`--single-threaded-gc\` (3,689 against 3,268); creates at 64, 6 rounds: 4,519 against 4,306
+  a second. Lists at 16: p99 8.2 against 11.7 ms, 4,222 against 4,398 a second; at 64, 4,436
+  against 4,631 (-4% both times); Gets at 64 8,281 against 8,243. The bare handler gains as
+  well (p99 of creates at 16 7.3 against 9.4 ms), and the benchmark runs it with the same flags,
+  so its ratios move less than the service's own figures.
 
 The figures move by up to ±30% between runs of the same build on this machine (a 2-core VM
 whose second core also runs the load generator and the service's helper threads), which is why
@@ -543,7 +582,8 @@ described at the top of this file):
 | 2026-12-04, late evening (in this file's history; Gets over 100,000 ids instead of 10,000, the ratios pooled over two blocks from here on, see "Targets") | 178 / 178 | 253 | 469 / 273 / 358 | 0.67 / 1.02 / 0.64 |
 | 2026-12-04, night (in this file's history; the token checked before the body, see "What the design does for speed") | 179 / 178 | 234 | 427 / 191 / 275 | 0.76 / 1.25 / 0.79 |
 | 2026-12-05, early morning (in this file's history; the same code, with the memory sampler) | 177 / 177 | 223 | 385 / 203 / 297 | 0.73 / 1.20 / 0.79 |
-| ${r.date}, this run (the growth block's large table from its seed, see "Growth as measured" under "Where the remaining gap is") | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-05, morning (in this file's history; the growth block's large table from its seed, see "Growth as measured" under "Where the remaining gap is") | 177 / 179 | 212 | 332 / 169 / 261 | 0.81 / 1.40 / 0.88 |
+| ${r.date}, this run (one V8 helper thread, \`--v8-pool-size=1\`, see "What the design does for speed") | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
 on the morning of 2026-12-04 it made 5,769, about the 6,000 a bare handler is known to make on
@@ -822,7 +862,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
 - Peak RSS of this run: ${r.rss} MB. The rows that raised the matrix service's peak (VmHWM after
   each row of the ${r.labelLarge} matrix, then of the durability block, in the order they ran):
   ${rssSteps([...r.rows, ...r.durability.filter((x) => x.dataset === r.labelLarge)])}; the growth block's services on the
-  large table peaked at ${r.growth.filter((x) => x.dataset.startsWith(`${r.labelLarge} `)).map((x) => `${x.peakRss} MB (${x.scenario})`).join(", ")}. At the end of the matrix the
+  large table peaked at ${r.growth.filter((x) => x.dataset === `${r.labelLarge} (growth)`).map((x) => `${x.peakRss} MB (${x.scenario})`).join(", ")}. At the end of the matrix the
   process held ${r.rssNow}.${rssMakeupLine(r.rssMakeup, [...r.rows, ...r.durability].filter((x) => x.dataset === r.labelLarge))}
 - The run of the evening of 2026-12-04 (the first to read the peak at the end of the growth
   block rather than after the matrix) peaked at 258 MB, over the target, within one row (Gets,
