@@ -782,6 +782,17 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     write lock about once every 3 s instead of every 0.8 (\`BENCH_ROUNDS=6 npm run
     bench:compare -- HEAD create 16\`): 3,261 against 2,987 creates/s, p99 20.8 against 19.7
     ms. Not taken.
+  - Four fdatasyncs of the WAL at once instead of two (2026-12-05, one V8
+    helper thread on both sides; a scratch copy beside this build, 8 alternating rounds at 16):
+    p99 15.0 against 14.3 ms, 3,494 against 3,301 creates/s. Not taken.
+  - Where that p99 comes from, on this build (a scratch trace of 6 s at 16 connections: a node
+    driver that records each create's start and latency, the service under \`strace\` for its
+    syncs, and a preloaded script that records event-loop gaps and collections): the 1% slowest
+    creates (18 ms and more) came in 18 bursts, most of 4 to 20 at once, that is every
+    connection together. Around them: scavenges of 1.2 to 6 ms (about 24 a second), event-loop
+    gaps of 5 to 10 ms (35 in the 6 s), and fdatasyncs of the WAL of 8 to 12 ms. No one cause:
+    87 of the 143 slowest overlapped no sync longer than 3 ms, and the checkpointer's syncs of
+    the database file (8 in the 6 s, 2.5 ms at the median) came near one burst only.
 
   Measured on earlier builds, when the disk's tail looked like the cause: instrumented (a
   scratch copy, 15 s of creates at 16 connections), the event loop's delay was 5 ms at p99, but the WAL's
@@ -829,6 +840,34 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   +4.4% for Gets and +1.5% for Lists: at the same size and age of process, Gets and Lists cost
   the same on both tables, creates do not (CPU per create 332 to 372 µs on the large table
   against 273 to 305 on the small one, round by round, and slower in all five rounds, by 13% to 24%).
+  The first full run with one V8 helper thread (\`--v8-pool-size=1\`) gave -14.7%, -11.8% and -4.9%.
+- Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
+  three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
+  5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
+  the same 10,000 runners, one each (the "wide" table, which the growth block runs since).
+  - With \`npm start\`'s flags before \`--v8-pool-size=1\`: 3,658, 4,646 and 4,267 creates/s (-21% and
+    -14%); CPU per create 389, 302 and 326 µs.
+  - With one V8 helper thread: 3,801, 5,143 and 4,520 (-26% and -16%); 394, 283 and 322 µs. By
+    thread: the event loop 224, 180 and 204 µs; the checkpointer 43, 12 and 20; V8's helper 53,
+    36 and 37; the sealing thread 54, 52 and 53 (the same work everywhere).
+  - Again, with the disk's counters (\`/proc/diskstats\`, the disk under /tmp): 3,597, 4,722 and
+    4,257 creates/s; 32.8, 19.9 and 26.5 KB and 4.61, 1.52 and 2.67 write requests a create.
+  - So about half of the gap goes with the number of runners the creates spread over and half
+    with the table's size, and what grows is writing. Each create changes a leaf of the
+    covering index and one of the (runner_id, host) index, at the place of its runner. On 100
+    runners those leaves are few: they stay in SQLite's cache, and between two checkpoints
+    the same pages are written again and copied once. On 10,000 runners they are not, and on
+    a 1M-row file nearly every one is a 4 KiB page of the file that no other create of the
+    interval touched, which the checkpointer copies and the disk writes back whole. The
+    checkpointer's CPU and the disk's write requests per create rise with the size, and the
+    event loop's with both (its reads of leaves that are not in the cache, and scavenges
+    that find more requests in flight while creates take longer).
+  - Closing it means fewer index pages at random places per create. Uniqueness of (runner_id,
+    host) and a runner's page in id order are two orders, so two b-trees; one alone would mean
+    pages of a runner in host order, or uniqueness checked outside SQLite by reading the
+    runner's whole range. Neither is taken: List pages in id order are part of what the
+    service promises (README, "Lists"), and a constraint outside the database is one that a
+    second writer can break.
 - Growth, once both tables ran in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
