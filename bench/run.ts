@@ -907,6 +907,11 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   ${rssSteps([...r.rows, ...r.durability.filter((x) => x.dataset === r.labelLarge)])}; the growth block's services on the
   large table peaked at ${r.growth.filter((x) => x.dataset === `${r.labelLarge} (growth)`).map((x) => `${x.peakRss} MB (${x.scenario})`).join(", ")}. At the end of the matrix the
   process held ${r.rssNow}.${rssMakeupLine(r.rssMakeup, [...r.rows, ...r.durability].filter((x) => x.dataset === r.labelLarge))}
+- With one V8 helper thread (from the third run of 2026-12-05): 206 MB in its first run, during
+  Gets at 64 (V8's heap, mostly, 118 MB of it), and 250 in its second, during creates at 64 (164
+  MB). Four helpers had given 200 to 264 in the runs before. One helper marks the old generation
+  more slowly while creates go on allocating, which may let the heap grow further before a
+  collection ends; two runs do not settle that, and in the second the target had no margin left.
 - The run of the evening of 2026-12-04 (the first to read the peak at the end of the growth
   block rather than after the matrix) peaked at 258 MB, over the target, within one row (Gets,
   Connect JSON at 64), and was back to 170 MB at the end of the matrix. Repeated by hand on a
