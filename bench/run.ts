@@ -550,7 +550,8 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
 - \`--v8-pool-size=1\` (in \`npm start\`, from 2026-12-05; node's own is 4): one helper thread
   for V8's background work instead of four. On this 2-core VM the event loop, the sealing
   thread, the checkpointer, the WAL's syncs and the load generator already want more than the
-  cores, and a parallel scavenge waits for its slowest helper. Two services side by side on
+  cores, and a parallel scavenge ends only when its slowest helper does (our reading of the
+  figures below, not measured directly). Two services side by side on
   copies of the 1M-row file, alternating 5-second runs, medians of 8 rounds (scratch script),
   creates at 16 connections: p99 15.5 against 19.7 ms with four helpers (3,137 against 3,205
   creates/s), 13.8 against 16.4 with two (3,569 against 3,451), 13.6 against 16.9 for
@@ -790,7 +791,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     driver that records each create's start and latency, the service under \`strace\` for its
     syncs, and a preloaded script that records event-loop gaps and collections): the 1% slowest
     creates (18 ms and more) came in 18 bursts, most of 4 to 20 at once, that is every
-    connection together. Around them: scavenges of 1.2 to 6 ms (about 24 a second), event-loop
+    connection together. Around them: scavenges longer than 1 ms (about 24 a second, up to 6 ms), event-loop
     gaps of 5 to 10 ms (35 in the 6 s), and fdatasyncs of the WAL of 8 to 12 ms. No one cause:
     87 of the 143 slowest overlapped no sync longer than 3 ms, and the checkpointer's syncs of
     the database file (8 in the 6 s, 2.5 ms at the median) came near one burst only.
