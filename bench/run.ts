@@ -586,7 +586,8 @@ described at the top of this file):
 | 2026-12-05, early morning (in this file's history; the same code, with the memory sampler) | 177 / 177 | 223 | 385 / 203 / 297 | 0.73 / 1.20 / 0.79 |
 | 2026-12-05, morning (in this file's history; the growth block's large table from its seed, see "Growth as measured" under "Where the remaining gap is") | 177 / 179 | 212 | 332 / 169 / 261 | 0.81 / 1.40 / 0.88 |
 | 2026-12-05, later that morning (in this file's history; one V8 helper thread, \`--v8-pool-size=1\`, see "What the design does for speed") | 177 / 178 | 210 | 310 / 147 / 259 | 0.84 / 1.52 / 0.91 |
-| ${r.date}, this run (the same service; the growth block adds the wide table) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-05, about 03:40 UTC (in this file's history; the same service; the growth block adds the wide table) | 179 / 179 | 212 | 349 / 162 / 286 | 0.78 / 1.44 / 0.84 |
+| ${r.date}, this run (the same code, run again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
 on the morning of 2026-12-04 it made 5,769, about the 6,000 a bare handler is known to make on
@@ -844,7 +845,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   the same on both tables, creates do not (CPU per create 332 to 372 µs on the large table
   against 273 to 305 on the small one, round by round, and slower in all five rounds, by 13% to 24%).
   The first full run with one V8 helper thread (\`--v8-pool-size=1\`) gave -14.7%, -11.8% and -4.9%,
-  the second -16.7%, -11.3% and -8.0%.
+  the second -16.7%, -11.3% and -8.0%, the third -20.1%, -3.2% and -7.4%.
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
   three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
   5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
@@ -859,7 +860,8 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   - So about half of the gap goes with the number of runners the creates spread over and half
     with the table's size, and what grows is writing. (In the benchmark's own growth block the
     split comes out otherwise from run to run: in its first run with the wide table, -15.4%
-    against the wide table and -16.7% against the target's, nearly all of it size.) Each create changes a leaf of the
+    against the wide table and -16.7% against the target's, in its second -19.0% and -20.1%,
+    nearly all of it size both times.) Each create changes a leaf of the
     covering index and one of the (runner_id, host) index, at the place of its runner. On 100
     runners those leaves are few: they stay in SQLite's cache, and between two checkpoints
     the same pages are written again and copied once. On 10,000 runners they are not, and on
@@ -909,11 +911,12 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   ${rssSteps([...r.rows, ...r.durability.filter((x) => x.dataset === r.labelLarge)])}; the growth block's services on the
   large table peaked at ${r.growth.filter((x) => x.dataset === `${r.labelLarge} (growth)`).map((x) => `${x.peakRss} MB (${x.scenario})`).join(", ")}. At the end of the matrix the
   process held ${r.rssNow}.${rssMakeupLine(r.rssMakeup, [...r.rows, ...r.durability].filter((x) => x.dataset === r.labelLarge))}
-- With one V8 helper thread (from the third run of 2026-12-05): 206 MB in its first run, during
+- With one V8 helper thread (from the third run of 2026-12-05 on): 206 MB in its first run, during
   Gets at 64 (V8's heap, mostly, 118 MB of it), and 250 in its second, during creates at 64 (164
-  MB). Four helpers had given 200 to 264 in the runs before. One helper marks the old generation
-  more slowly while creates go on allocating, which may let the heap grow further before a
-  collection ends; two runs do not settle that, and in the second the target had no margin left.
+  MB), and 182 in its third. Four helpers had given 200 to 264 in the runs before. One helper
+  marks the old generation more slowly while creates go on allocating, which may let the heap
+  grow further before a collection ends; three runs do not settle that, and in the second the
+  target had no margin left.
 - The run of the evening of 2026-12-04 (the first to read the peak at the end of the growth
   block rather than after the matrix) peaked at 258 MB, over the target, within one row (Gets,
   Connect JSON at 64), and was back to 170 MB at the end of the matrix. Repeated by hand on a
