@@ -362,7 +362,7 @@ calls is marked as not valid.
   over ${LARGE.runners} runners (${r.rowsAfter} after the create runs of the matrix and durability blocks). The growth
   comparison sets it beside a small table of ${r.labelSmall} integrations over ${SMALL.runners} runners; for each
   scenario both are made afresh from their seeds, each with a fresh service (the create runs added
-  ${growthRow("create", r.labelLarge).svc.requests} and ${growthRow("create", r.labelSmall).svc.requests} rows to them).${r.growth.some((x) => x.dataset === `${r.labelSmall} wide (growth)`) ? ` Creates also ran, in the same rounds, on a
+  ${growthRow("create", r.labelLarge).svc.requests} and ${growthRow("create", r.labelSmall).svc.requests} rows to them).${wideRow ? ` Creates also ran, in the same rounds, on a
   third table of ${r.labelSmall} integrations over the large table's ${LARGE.runners} runners, made the same way.` : ""}
 - The baseline: \`node ${NODE_FLAGS.join(" ")} dist/bench/baseline.js\`, the same three methods as no-ops on bare
   connect-node, behind the same HTTP server (\`src/transport/http-server.ts\`), without interceptors, auth or
