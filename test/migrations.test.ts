@@ -82,8 +82,8 @@ describe("upgrading a database made before scm_integrations was keyed by id", ()
     assert.deepEqual((await call(s, LIST, {}, s.otherToken)).body.integrations ?? [], [], "the other organization sees none");
     const page = await call(s, LIST, { filter: { runnerIds: [runnerId] } });
     assert.equal(page.status, 200, JSON.stringify(page.body));
-    // In id order (ids made in one millisecond need not sort in the order they were made).
-    assert.deepEqual(page.body.integrations.map((i: any) => i.id), [ids.oauth, ids.patOnly, ids.staleKey].sort());
+    // In host order: ado.example.com, github.com, gitlab.example.com.
+    assert.deepEqual(page.body.integrations.map((i: any) => i.id), [ids.patOnly, ids.oauth, ids.staleKey]);
     const oauth = (await call(s, GET, { id: ids.oauth })).body.integration;
     assert.equal(oauth.host, "github.com");
     assert.equal(oauth.oauth.clientId, "client-1");

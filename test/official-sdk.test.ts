@@ -71,10 +71,14 @@ it("the official SDK runs the whole lifecycle: create, retrieve, for-await over 
     created.add((await integrations.create({ runnerId, scmId: "gitlab", host: `git${i}.example.com`, pat: true })).id!);
   }
   const seen: string[] = [];
-  for await (const item of integrations.list({ filter: { runnerIds: [runnerId] }, pagination: { pageSize: 25 } })) seen.push(item.id!);
+  const hosts: string[] = [];
+  for await (const item of integrations.list({ filter: { runnerIds: [runnerId] }, pagination: { pageSize: 25 } })) {
+    seen.push(item.id!);
+    hosts.push(item.host!);
+  }
   assert.equal(seen.length, 60);
   assert.deepEqual(new Set(seen), created);
-  assert.deepEqual(seen, [...seen].sort(), "ordered by id");
+  assert.deepEqual(hosts, [...hosts].sort(), "a runner's integrations, ordered by host");
   const requests = s.logs.filter((l) => l.includes("ListSCMIntegrations")).length;
   assert.equal(requests, 3, "25 + 25 + 10: three pages, then it stops");
 

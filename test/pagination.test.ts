@@ -21,6 +21,8 @@ describe("pagination", () => {
   let runnerA: string;
   let runnerB: string;
   const idsA: string[] = [];
+  /** runnerA's integrations in the order its pages show them: by host. */
+  let byHostA: string[];
 
   before(async () => {
     s = await startServer();
@@ -31,6 +33,7 @@ describe("pagination", () => {
       idsA.push(r.body.id);
     }
     for (let i = 0; i < 5; i++) await call(s, CREATE, { runnerId: runnerB, scmId: "gitlab", host: `b${i}.example.com`, pat: true });
+    byHostA = idsA.map((id, i) => ({ id, host: `a${i}.example.com` })).sort((x, y) => (x.host < y.host ? -1 : 1)).map((x) => x.id);
   });
   after(() => s.close());
 
@@ -38,7 +41,7 @@ describe("pagination", () => {
     const filter = { runnerIds: [runnerA] };
     const byDefault = await call(s, LIST, { filter });
     assert.equal(byDefault.body.integrations.length, 25);
-    assert.deepEqual(byDefault.body.integrations.map((i: any) => i.id), idsA.slice(0, 25));
+    assert.deepEqual(byDefault.body.integrations.map((i: any) => i.id), byHostA.slice(0, 25));
     const hundred = await call(s, LIST, { filter, pagination: { pageSize: 100 } });
     assert.equal(hundred.body.integrations.length, 100);
     const one = await call(s, LIST, { filter, pagination: { pageSize: 1 } });
@@ -104,7 +107,7 @@ describe("pagination", () => {
     const first = await listWithQuery(s, { pageSize: "10" }, { filter, pagination: { pageSize: 50 } });
     assert.equal(first.body.integrations.length, 10);
     const second = await listWithQuery(s, { token: first.body.pagination.nextToken }, { filter, pagination: { pageSize: 10, token: "ignored-because-the-query-has-one" } });
-    assert.deepEqual(second.body.integrations.map((i: any) => i.id), idsA.slice(10, 20));
+    assert.deepEqual(second.body.integrations.map((i: any) => i.id), byHostA.slice(10, 20));
     const bad = await listWithQuery(s, { pageSize: "ten" }, { filter });
     assert.match(bad.body.message, /^pagination\.page_size: must be a whole number/);
     const tooBig = await listWithQuery(s, { pageSize: "1000" }, { filter });
@@ -145,13 +148,13 @@ describe("pagination", () => {
     const doomed = initial.filter((_, i) => i % 3 === 0);
     const stayed = new Set(initial.filter((_, i) => i % 3 !== 0));
 
-    const seen: string[] = [];
+    const seen: { id: string; runnerId: string; host: string }[] = [];
     let token = "";
     let writes = 0;
     for (;;) {
       const page = await call(s, LIST, { filter, pagination: { pageSize: 7, token } });
       assert.equal(page.status, 200, JSON.stringify(page.body));
-      seen.push(...page.body.integrations.map((i: any) => i.id));
+      seen.push(...page.body.integrations.map((i: any) => ({ id: i.id, runnerId: i.runnerId, host: i.host })));
       // Between pages: delete some items (ahead and behind), create new ones.
       const churn = [
         ...doomed.splice(0, 4).map((id) => call(s, DELETE, { id })),
@@ -161,8 +164,61 @@ describe("pagination", () => {
       token = page.body.pagination.nextToken ?? "";
       if (!token) break;
     }
+    const seenIds = seen.map((i) => i.id);
+    assert.equal(new Set(seenIds).size, seenIds.length, "no item twice");
+    for (const id of stayed) assert.ok(seenIds.includes(id), `skipped ${id}, which existed throughout`);
+    const keys = seen.map((i) => `${i.runnerId} ${i.host}`);
+    assert.deepEqual(keys, [...keys].sort(), "runner, then host order");
+  });
+
+  it("the whole organization's list walks in id order, through pages whose tokens name ids", async () => {
+    const seen: string[] = [];
+    let token = "";
+    for (;;) {
+      const page = await call(s, LIST, { pagination: { pageSize: 30, token } });
+      assert.equal(page.status, 200, JSON.stringify(page.body));
+      seen.push(...page.body.integrations.map((i: any) => i.id));
+      token = page.body.pagination.nextToken ?? "";
+      if (!token) break;
+    }
+    assert.ok(seen.length > 60, String(seen.length));
     assert.equal(new Set(seen).size, seen.length, "no item twice");
-    for (const id of stayed) assert.ok(seen.includes(id), `skipped ${id}, which existed throughout`);
     assert.deepEqual(seen, [...seen].sort(), "id order");
+    // A token of a runner's list (runner-then-host order) is not one of these, and the other way round.
+    const runnerToken = (await call(s, LIST, { filter: { runnerIds: [runnerA] }, pagination: { pageSize: 2 } })).body.pagination.nextToken;
+    const orgToken = (await call(s, LIST, { pagination: { pageSize: 2 } })).body.pagination.nextToken;
+    assert.equal((await call(s, LIST, { pagination: { token: runnerToken } })).body.code, "invalid_argument");
+    assert.equal((await call(s, LIST, { filter: { runnerIds: [runnerA] }, pagination: { token: orgToken } })).body.code, "invalid_argument");
+  });
+
+  it("several runners' pages run through each runner in id order, and through its hosts", async () => {
+    const filter = { runnerIds: [runnerB, runnerA] };
+    const seen: { runnerId: string; host: string }[] = [];
+    let token = "";
+    for (;;) {
+      const page = await call(s, LIST, { filter, pagination: { pageSize: 9, token } });
+      assert.equal(page.status, 200, JSON.stringify(page.body));
+      seen.push(...page.body.integrations.map((i: any) => ({ runnerId: i.runnerId, host: i.host })));
+      token = page.body.pagination.nextToken ?? "";
+      if (!token) break;
+    }
+    const [first, second] = [runnerA, runnerB].sort();
+    const firstHosts = seen.filter((i) => i.runnerId === first).map((i) => i.host);
+    const secondHosts = seen.filter((i) => i.runnerId === second).map((i) => i.host);
+    assert.deepEqual(seen.map((i) => i.runnerId), [...firstHosts.map(() => first), ...secondHosts.map(() => second)]);
+    assert.deepEqual(firstHosts, [...firstHosts].sort());
+    assert.deepEqual(secondHosts, [...secondHosts].sort());
+    const count = async (runnerId: string) => {
+      let n = 0;
+      let t = "";
+      for (;;) {
+        const p = await call(s, LIST, { filter: { runnerIds: [runnerId] }, pagination: { pageSize: 100, token: t } });
+        n += p.body.integrations.length;
+        t = p.body.pagination.nextToken ?? "";
+        if (!t) return n;
+      }
+    };
+    assert.equal(firstHosts.length, await count(first!));
+    assert.equal(secondHosts.length, await count(second!));
   });
 });

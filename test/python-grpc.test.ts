@@ -53,7 +53,7 @@ it("a Python gRPC client generated from proto/ creates, gets and lists integrati
     assert.match(id ?? "", /^[0-9a-f-]{36}$/);
     assert.equal(duplicate, "ALREADY_EXISTS");
     assert.equal(got, "github.python.example -");
-    assert.deepEqual(listed?.split(" "), [fromTs.body.id, id], "both, in id order, one page at a time");
+    assert.deepEqual(listed?.split(" "), [id, fromTs.body.id], "both, in host order (github.python.example, gitlab.com), one page at a time");
     assert.equal(unknown, "NOT_FOUND");
   } finally {
     rmSync(out, { recursive: true, force: true });

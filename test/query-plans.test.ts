@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Db } from "../src/store/database.js";
-import { getQuery, listQuery, listRunnerPageInOrg, listScmIntegrations, runnerPageSql } from "../src/store/scm-integrations.js";
+import { getQuery, listOrgPage, listRunnerPage, listRunnerPageInOrg, orgPageQuery, runnerPageQuery, runnerPageSql } from "../src/store/scm-integrations.js";
 import { call, createRunner, startServer, type TestServer } from "./harness.js";
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
@@ -32,41 +32,69 @@ describe("query plans", () => {
     assert.equal(steps.length, 2, steps.join(" | "));
   });
 
-  it("a runner's page comes from one index in id order: no table lookups, no sort step", () => {
-    for (const after of [null, ids[10]!]) {
-      const steps = plan(s.db, listQuery(s.db, { runnerIds: [runnerId], after, limit: 26 }));
-      assert.ok(steps.some((d) => d.includes("USING COVERING INDEX scm_integrations_runner_page_idx")), steps.join(" | "));
-      assert.ok(!steps.some((d) => /TEMP B-TREE|SCAN/.test(d)), steps.join(" | "));
-    }
+  it("a runner's page comes from one index in host order: no table lookups, no sort step", () => {
     // The statements prepared once for it, with and without the organization's check on the runner.
     for (const sql of runnerPageSql(s.db)) {
       const params = Array.from(sql.match(/\?/g)!, () => runnerId);
       const steps = (s.db.$client.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[]).map((r) => r.detail);
       assert.equal(steps[0], "SEARCH runners USING INDEX sqlite_autoindex_runners_1 (id=?)", steps.join(" | "));
-      assert.equal(steps[1], "SEARCH scm_integrations USING COVERING INDEX scm_integrations_runner_page_idx (runner_id=?" + (sql.includes(" > ?") ? " AND id>?)" : ")"), steps.join(" | "));
+      assert.equal(steps[1], "SEARCH scm_integrations USING COVERING INDEX scm_integrations_runner_host_idx (runner_id=?" + (sql.includes(" > ?") ? " AND host>?)" : ")"), steps.join(" | "));
       assert.equal(steps.length, 2, steps.join(" | "));
     }
+    // Narrowed to some ids (a runner's own list), built per call: the same index, in the same order.
+    for (const afterHost of [null, "h10.example.com"]) {
+      const steps = plan(s.db, runnerPageQuery(s.db, runnerId, afterHost, 26, [ids[3]!, ids[12]!]));
+      assert.ok(steps.some((d) => d.includes("USING COVERING INDEX scm_integrations_runner_host_idx")), steps.join(" | "));
+      assert.ok(!steps.some((d) => /TEMP B-TREE|SCAN/.test(d)), steps.join(" | "));
+    }
+  });
+
+  it("the organization's page comes from the (org_id, id) index in id order, without a sort step", () => {
+    for (const after of [null, ids[10]!]) {
+      const steps = plan(s.db, orgPageQuery(s.db, "any-org", after, 26));
+      assert.ok(steps.some((d) => d.includes("scm_integrations USING INDEX scm_integrations_org_idx (org_id=?" + (after ? " AND id>?)" : ")"))), steps.join(" | "));
+      assert.ok(!steps.some((d) => /TEMP B-TREE|SCAN/.test(d)), steps.join(" | "));
+    }
+  });
+
+  it("a create checks its runner and host in the same index, by a trigger, not by a scan", () => {
+    const steps = (
+      s.db.$client.prepare("EXPLAIN QUERY PLAN SELECT 1 FROM scm_integrations WHERE runner_id = ? AND host = ?").all(runnerId, "h1.example.com") as { detail: string }[]
+    ).map((r) => r.detail);
+    assert.deepEqual(steps, ["SEARCH scm_integrations USING COVERING INDEX scm_integrations_runner_host_idx (runner_id=? AND host=?)"]);
+    const triggers = s.db.$client.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'scm_integrations'").all() as { name: string; sql: string }[];
+    assert.deepEqual(triggers.map((t) => t.name).sort(), ["scm_integrations_runner_host_unique_insert", "scm_integrations_runner_host_unique_update"]);
+    for (const t of triggers) assert.match(t.sql, /WHERE `runner_id` = NEW.`runner_id` AND `host` = NEW.`host`/);
   });
 
   // Given a bare `LIMIT ?`, SQLite plans with the bound value and compiles the statement
   // again each time that parameter is bound, so a statement prepared once is parsed anew on
   // every page (store/database.ts, rowLimit).
   it("a page's row limit is bound inside an expression, so its statement is planned once", () => {
-    const built = [null, ids[10]!].map((after) => listQuery(s.db, { runnerIds: [runnerId], after, limit: 26 }).toSQL().sql);
+    const built = [
+      runnerPageQuery(s.db, runnerId, null, 26, [ids[1]!]),
+      runnerPageQuery(s.db, runnerId, "h2.example.com", 26, [ids[1]!]),
+      orgPageQuery(s.db, "any-org", null, 26),
+      orgPageQuery(s.db, "any-org", ids[10]!, 26),
+    ].map((q) => q.toSQL().sql);
     // The statements the common page is read with, and the ones built per call for rarer filters.
     for (const sql of [...runnerPageSql(s.db), ...built]) {
       assert.match(sql, / limit \? \+ 0$/, sql);
       assert.doesNotMatch(sql, /limit \?(?! \+ 0)/, sql);
     }
-    // The expression still limits: 7 rows asked, 7 rows had, in id order.
+    // The expression still limits: 7 rows asked, 7 rows had, in host order (and in id order
+    // for the organization's page).
     const orgId = s.db.$client.prepare("SELECT org_id FROM runners WHERE id = ?").pluck().get(runnerId) as string;
+    const hosts = ids.map((_, i) => `h${i}.example.com`).sort();
     const pages = [
-      (after: string | null, limit: number) => listScmIntegrations(s.db, { runnerId, after, limit }),
-      (after: string | null, limit: number) => listRunnerPageInOrg(s.db, orgId, runnerId, after, limit),
+      (afterHost: string | null, limit: number) => listRunnerPage(s.db, runnerId, afterHost, limit),
+      (afterHost: string | null, limit: number) => listRunnerPageInOrg(s.db, orgId, runnerId, afterHost, limit),
     ];
     for (const page of pages) {
-      assert.deepEqual(page(null, 7).map((r) => r.id), [...ids].sort().slice(0, 7));
-      assert.deepEqual(page(ids[20]!, 3).map((r) => r.id), [...ids].sort().filter((id) => id > ids[20]!).slice(0, 3));
+      assert.deepEqual(page(null, 7).map((r) => r.host), hosts.slice(0, 7));
+      assert.deepEqual(page("h20.example.com", 3).map((r) => r.host), hosts.filter((h) => h > "h20.example.com").slice(0, 3));
     }
+    assert.deepEqual(listOrgPage(s.db, orgId, null, 7).map((r) => r.id), [...ids].sort().slice(0, 7));
+    assert.deepEqual(listOrgPage(s.db, orgId, ids[20]!, 3).map((r) => r.id), [...ids].sort().filter((id) => id > ids[20]!).slice(0, 3));
   });
 });

@@ -17,18 +17,64 @@ export interface Page<T> {
   nextToken: string;
 }
 
-const VERSION = 1;
-const ID_BYTES = 16;
 const MAC_BYTES = 16;
-const TOKEN_BYTES = 1 + ID_BYTES + MAC_BYTES;
-const TOKEN_CHARS = Math.ceil((TOKEN_BYTES * 8) / 6);
+const ID_BYTES = 16;
+/** The most a token's cursor may take: a runner id and a host of up to 255 characters, as UTF-8. */
+const MAX_CURSOR_BYTES = ID_BYTES + 4 * 255;
 
 /**
- * Keyset pagination over id-ordered rows. A page token carries the last id it showed and
- * an HMAC over that id and the call's scope (method, caller, filter), so a token that was
- * altered, or made for another call or filter, is refused instead of silently misread.
- * Paging by id rather than offset means rows created or deleted meanwhile never make a
- * walk repeat an item or skip one that existed throughout.
+ * An order a list is read in, and how a page token names the place in it where the next
+ * page starts: the key of the last item shown. Each order has its own version byte in the
+ * token, so that a token of one order is never read as another's.
+ */
+export interface Order<T, C> {
+  version: number;
+  cursorOf(item: T): C;
+  encode(cursor: C): Buffer;
+  /** null for bytes no cursor of this order encodes to. */
+  decode(bytes: Buffer): C | null;
+}
+
+const uuidBytes = (id: string) => Buffer.from(id.replaceAll("-", ""), "hex");
+function uuidText(bytes: Buffer): string {
+  const h = bytes.toString("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** Id order (UUIDv7, so creation order): the cursor is the last id shown. */
+export const ID_ORDER: Order<{ id: string }, string> = {
+  version: 1,
+  cursorOf: (item) => item.id,
+  encode: uuidBytes,
+  decode: (bytes) => (bytes.length === ID_BYTES ? uuidText(bytes) : null),
+};
+
+/** Where a page in runner-then-host order ends. */
+export interface RunnerHost {
+  runnerId: string;
+  host: string;
+}
+
+/** By runner id, then by host within a runner: the cursor is the last pair shown. */
+export const RUNNER_HOST_ORDER: Order<RunnerHost, RunnerHost> = {
+  version: 2,
+  cursorOf: (item) => ({ runnerId: item.runnerId, host: item.host }),
+  encode: (c) => Buffer.concat([uuidBytes(c.runnerId), Buffer.from(c.host, "utf8")]),
+  decode(bytes) {
+    if (bytes.length <= ID_BYTES) return null;
+    const host = bytes.subarray(ID_BYTES).toString("utf8");
+    // Bytes that are not the UTF-8 of the text they decode to were never made by encode.
+    if (!Buffer.from(host, "utf8").equals(bytes.subarray(ID_BYTES))) return null;
+    return { runnerId: uuidText(bytes.subarray(0, ID_BYTES)), host };
+  },
+};
+
+/**
+ * Keyset pagination. A page token carries the key of the last item it showed, in the
+ * list's order, and an HMAC over that key and the call's scope (method, caller, filter), so
+ * a token that was altered, or made for another call or filter, is refused instead of
+ * silently misread. Paging by key rather than offset means rows created or deleted
+ * meanwhile never make a walk repeat an item or skip one that existed throughout.
  */
 export class Pager {
   constructor(private readonly key: Buffer) {}
@@ -36,9 +82,9 @@ export class Pager {
   /**
    * Checks `pagination.page_size` and `pagination.token`, adding violations to `v`.
    * Answers how many rows to fetch (one more than the page, to learn whether another
-   * page follows) and the id to start after.
+   * page follows) and the key to start after.
    */
-  start(v: Violations, scope: string, req: PageRequest): { size: number; after: string | null } {
+  start<C>(v: Violations, scope: string, req: PageRequest, order: Order<never, C>): { size: number; after: C | null } {
     let size = DEFAULT_PAGE_SIZE;
     if (!Number.isInteger(req.pageSize)) {
       v.add("pagination.page_size", "int32.valid", "must be a whole number from 0 to 100");
@@ -47,9 +93,9 @@ export class Pager {
     } else if (req.pageSize > 0) {
       size = req.pageSize;
     }
-    let after: string | null = null;
+    let after: C | null = null;
     if (req.token !== "") {
-      after = this.open(scope, req.token);
+      after = this.open(scope, req.token, order);
       if (after === null) {
         v.add(
           "pagination.token",
@@ -62,28 +108,26 @@ export class Pager {
   }
 
   /** Cuts `rows` (fetched with `size + 1`) to a page and signs the token for the next one. */
-  page<T extends { id: string }>(scope: string, rows: T[], size: number): Page<T> {
+  page<T extends K, K, C>(scope: string, rows: T[], size: number, order: Order<K, C>): Page<T> {
     if (rows.length <= size) return { items: rows, nextToken: "" };
     const items = rows.slice(0, size);
-    return { items, nextToken: this.seal(scope, items[items.length - 1]!.id) };
+    return { items, nextToken: this.seal(scope, order.version, order.encode(order.cursorOf(items[items.length - 1]!))) };
   }
 
-  private seal(scope: string, lastId: string): string {
-    const body = Buffer.alloc(1 + ID_BYTES);
-    body[0] = VERSION;
-    Buffer.from(lastId.replaceAll("-", ""), "hex").copy(body, 1);
+  private seal(scope: string, version: number, cursor: Buffer): string {
+    const body = Buffer.concat([Buffer.of(version), cursor]);
     return Buffer.concat([body, this.mac(scope, body)]).toString("base64url");
   }
 
-  private open(scope: string, token: string): string | null {
-    if (token.length !== TOKEN_CHARS || !/^[A-Za-z0-9_-]+$/.test(token)) return null;
+  private open<C>(scope: string, token: string, order: Order<never, C>): C | null {
+    const most = Math.ceil(((1 + MAX_CURSOR_BYTES + MAC_BYTES) * 8) / 6);
+    if (token.length > most || !/^[A-Za-z0-9_-]+$/.test(token)) return null;
     const raw = Buffer.from(token, "base64url");
     // Exactly the encoding seal() makes: base64url decoding ignores stray trailing bits.
-    if (raw.length !== TOKEN_BYTES || raw[0] !== VERSION || raw.toString("base64url") !== token) return null;
-    const body = raw.subarray(0, 1 + ID_BYTES);
-    if (!timingSafeEqual(raw.subarray(1 + ID_BYTES), this.mac(scope, body))) return null;
-    const h = body.subarray(1).toString("hex");
-    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+    if (raw.length <= 1 + MAC_BYTES || raw[0] !== order.version || raw.toString("base64url") !== token) return null;
+    const body = raw.subarray(0, raw.length - MAC_BYTES);
+    if (!timingSafeEqual(raw.subarray(body.length), this.mac(scope, body))) return null;
+    return order.decode(body.subarray(1));
   }
 
   private mac(scope: string, body: Buffer): Buffer {

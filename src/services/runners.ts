@@ -5,7 +5,7 @@ import { newId } from "../crypto/ids.js";
 import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
 import { newToken } from "../crypto/tokens.js";
 import { MAX_FILTER_IDS, checkUuid, checkUuidList } from "./checks.js";
-import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
+import { ID_ORDER, pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import type { Db } from "../store/database.js";
 import { writeAs } from "./auth.js";
 import * as store from "../store/runners.js";
@@ -163,9 +163,9 @@ export async function listRunners(
     ...filter.kinds.map((k) => `kind:${k}`),
     ...filter.providers.map((p) => `provider:${p}`),
   ]);
-  const { size, after } = pager.start(v, scope, input.page);
+  const { size, after } = pager.start(v, scope, input.page, ID_ORDER);
   v.throwIfAny();
-  return pager.page(scope, await db.read(() => store.listRunners(db, caller.orgId, after, size + 1, filter)), size);
+  return pager.page(scope, await db.read(() => store.listRunners(db, caller.orgId, after, size + 1, filter)), size, ID_ORDER);
 }
 
 /**

@@ -13,7 +13,7 @@ import * as store from "../store/scm-integrations.js";
 import type { IdempotentCall } from "./idempotency.js";
 import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem } from "./checks.js";
 import { truncate } from "../domain/text.js";
-import { pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
+import { ID_ORDER, pageScope, RUNNER_HOST_ORDER, type Page, type PageRequest, type Pager } from "./pagination.js";
 import { requireRunner, runnerKeyOf, schemaOf, type SealingRunner } from "./runners.js";
 
 const MAX_CLIENT_ID = 255;
@@ -239,9 +239,10 @@ export function deleteScmIntegration(db: Db, caller: ApiCaller, given: string): 
 }
 
 /**
- * A page of the organization's integrations in id order, optionally only those of
- * some runners. A runner in the filter that the organization does not have is
- * not_found, so a mistyped or foreign id is not mistaken for "no integrations".
+ * A page of the organization's integrations: all of them in id order, or only those of
+ * some runners, by runner id and then host. A runner in the filter that the organization
+ * does not have is not_found, so a mistyped or foreign id is not mistaken for "no
+ * integrations".
  */
 export async function listScmIntegrations(
   db: Db,
@@ -252,26 +253,29 @@ export async function listScmIntegrations(
   const v = new Violations();
   const runnerIds = checkUuidList(v, "filter.runner_ids", input.runnerIds);
   const scope = pageScope("ListSCMIntegrations", caller.orgId, runnerIds);
-  const { size, after } = pager.start(v, scope, input.page);
+  if (runnerIds.length === 0) {
+    const { size, after } = pager.start(v, scope, input.page, ID_ORDER);
+    v.throwIfAny();
+    return db.read(() => pager.page(scope, store.listOrgPage(db, caller.orgId, after, size + 1), size, ID_ORDER));
+  }
+  const { size, after } = pager.start(v, scope, input.page, RUNNER_HOST_ORDER);
   v.throwIfAny();
   return db.read(() => {
     if (runnerIds.length === 1) {
       // The common shape: the page itself checks the runner's organization, and only an
-      // empty one needs the lookup that tells "no such runner" from "none yet".
-      const rows = store.listRunnerPageInOrg(db, caller.orgId, runnerIds[0]!, after, size + 1);
+      // empty one needs the lookup that tells "no such runner" from "none yet". The token
+      // is bound to this runner, so its cursor is in this runner's page.
+      const rows = store.listRunnerPageInOrg(db, caller.orgId, runnerIds[0]!, after?.host ?? null, size + 1);
       if (rows.length === 0) requireRunner(db, caller.orgId, runnerIds[0]!);
-      return pager.page(scope, rows, size);
+      return pager.page(scope, rows, size, RUNNER_HOST_ORDER);
     }
+    // Runners just checked to be the organization's need no org condition on their pages.
     for (const id of runnerIds) requireRunner(db, caller.orgId, id);
-    // Runners just checked to be the organization's need no org condition, which lets
-    // SQLite walk the (runner_id, id) index instead of every row of the organization.
-    const scopeBy = runnerIds.length > 0 ? { runnerIds } : { orgId: caller.orgId };
-    const rows = store.listScmIntegrations(db, { ...scopeBy, after, limit: size + 1 });
-    return pager.page(scope, rows, size);
+    return pager.page(scope, store.listRunnersPage(db, runnerIds, after, size + 1), size, RUNNER_HOST_ORDER);
   });
 }
 
-/** A page of the calling runner's own integrations, optionally only the given ids. */
+/** A page of the calling runner's own integrations in host order, optionally only the given ids. */
 export async function listRunnerScmIntegrations(
   db: Db,
   pager: Pager,
@@ -284,10 +288,10 @@ export async function listRunnerScmIntegrations(
   if (!v.has("runner_id")) ownRunnerOnly(caller, runnerId);
   const ids = checkUuidList(v, "filter.scm_integration_ids", input.ids);
   const scope = pageScope("ListRunnerSCMIntegrations", caller.runnerId, ids);
-  const { size, after } = pager.start(v, scope, input.page);
+  const { size, after } = pager.start(v, scope, input.page, RUNNER_HOST_ORDER);
   v.throwIfAny();
-  const rows = await db.read(() => store.listScmIntegrations(db, { runnerId: caller.runnerId, ids, after, limit: size + 1 }));
-  return pager.page(scope, rows, size);
+  const rows = await db.read(() => store.listRunnerPage(db, caller.runnerId, after?.host ?? null, size + 1, ids));
+  return pager.page(scope, rows, size, RUNNER_HOST_ORDER);
 }
 
 /** A runner token speaks for its own runner only. */

@@ -1,10 +1,15 @@
 import Database from "better-sqlite3";
 
-/** Whether a driver error is a UNIQUE or PRIMARY KEY violation. */
+/**
+ * Whether a driver error is a UNIQUE or PRIMARY KEY violation, or a trigger that enforces
+ * uniqueness where an index cannot (migration 0005: it raises SQLite's own message).
+ */
 export function isUniqueViolation(err: unknown): boolean {
   return (
     err instanceof Database.SqliteError &&
-    (err.code === "SQLITE_CONSTRAINT_UNIQUE" || err.code === "SQLITE_CONSTRAINT_PRIMARYKEY")
+    (err.code === "SQLITE_CONSTRAINT_UNIQUE" ||
+      err.code === "SQLITE_CONSTRAINT_PRIMARYKEY" ||
+      (err.code === "SQLITE_CONSTRAINT_TRIGGER" && err.message.startsWith("UNIQUE constraint failed")))
   );
 }
 

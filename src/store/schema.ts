@@ -5,7 +5,6 @@ import {
   primaryKey,
   sqliteTable,
   text,
-  uniqueIndex,
 } from "drizzle-orm/sqlite-core";
 
 // Times are milliseconds since the epoch; ids are uuids (v7, so new rows append to
@@ -58,8 +57,8 @@ export const runners = sqliteTable(
 );
 
 // WITHOUT ROWID, keyed by id (migration 0004; drizzle-kit cannot express the clause, so
-// a generated migration that recreates this table must add it back): a Get reads one
-// b-tree instead of the id index and then the table.
+// a generated migration that recreates this table must add it back, and the triggers of
+// migration 0005 with it): a Get reads one b-tree instead of the id index and then the table.
 export const scmIntegrations = sqliteTable(
   "scm_integrations",
   {
@@ -82,17 +81,21 @@ export const scmIntegrations = sqliteTable(
     updatedAt: integer("updated_at").notNull(),
   },
   (t) => [
-    // One integration per host and runner, enforced here so racing creates cannot both win.
-    uniqueIndex("scm_integrations_runner_host_uq").on(t.runnerId, t.host),
     index("scm_integrations_org_idx").on(t.orgId, t.id),
-    // A runner's page in id order, read from this index alone: it holds every column a
-    // read shows, so a page of 25 is a few adjacent index pages instead of 25 lookups in
-    // the table, where a runner's rows lie wherever they were appended over time.
-    index("scm_integrations_runner_page_idx").on(
+    // A runner's integrations in host order, read from this index alone: it holds every
+    // column a read shows, so a page of 25 is a few adjacent index pages instead of 25
+    // lookups in the table, where a runner's rows lie wherever they were appended over time.
+    // It also keeps one integration per host and runner: SQLite has no unique index with
+    // extra columns, so triggers (migration 0005, which drizzle-kit cannot express either)
+    // refuse a second (runner_id, host), looking it up here. One index where there were two
+    // (a unique one on (runner_id, host) and this one in id order): each is written at a
+    // random place by every create, which on a large table is most of what a create costs
+    // (BENCHMARKS.md, "Create growth").
+    index("scm_integrations_runner_host_idx").on(
       t.runnerId,
+      t.host,
       t.id,
       t.scmId,
-      t.host,
       t.pat,
       t.oauthClientId,
       t.oauthEncryptedSecret,

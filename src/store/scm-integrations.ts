@@ -1,4 +1,4 @@
-import { and, asc, eq, getTableName, gt, inArray, sql, type SQL } from "drizzle-orm";
+import { and, asc, eq, getTableName, gt, inArray, sql } from "drizzle-orm";
 import { DomainError } from "../domain/errors.js";
 import { prepared, rawStatement, rowLimit, type Db } from "./database.js";
 import { isUniqueViolation } from "./errors.js";
@@ -28,16 +28,6 @@ export function insertScmIntegration(db: Db, row: NewScmIntegrationRow): void {
 /** The integration with this id in this organization. */
 export function findScmIntegration(db: Db, orgId: string, id: string): ScmIntegrationRow | null {
   return statements(db).byId.get({ id, orgId }) ?? null;
-}
-
-export interface IntegrationPageQuery {
-  /** Exactly one of orgId, runnerId and runnerIds scopes the query. */
-  orgId?: string;
-  runnerId?: string;
-  runnerIds?: readonly string[];
-  ids?: readonly string[];
-  after: string | null;
-  limit: number;
 }
 
 /**
@@ -117,10 +107,10 @@ const views = prepared((db) => {
             // The runner named as well, so that SQLite reads it first, once, by its key;
             // by the organization alone it would look the runner up again for every row.
             inOrg ? and(eq(runners.id, sql.placeholder("runnerId")), eq(runners.orgId, sql.placeholder("orgId"))) : undefined,
-            withAfter ? gt(scmIntegrations.id, sql.placeholder("after")) : undefined,
+            withAfter ? gt(scmIntegrations.host, sql.placeholder("afterHost")) : undefined,
           ),
         )
-        .orderBy(asc(scmIntegrations.id))
+        .orderBy(asc(scmIntegrations.host))
         .limit(rowLimit(sql.placeholder("limit"))),
     );
   return {
@@ -128,41 +118,69 @@ const views = prepared((db) => {
     byId: raw(getQuery(db)),
     // (runnerId, limit)
     firstPageOfRunner: byRunner(false, false),
-    // (runnerId, after, limit)
+    // (runnerId, afterHost, limit)
     pageOfRunner: byRunner(true, false),
     // (runnerId, runnerId, orgId, limit)
     firstPageOfRunnerInOrg: byRunner(false, true),
-    // (runnerId, runnerId, orgId, after, limit)
+    // (runnerId, runnerId, orgId, afterHost, limit)
     pageOfRunnerInOrg: byRunner(true, true),
   };
 });
 
 /**
- * A page of one runner's integrations, provided the runner is the organization's: empty
- * when it is not (or has no such page), so only an empty page needs to ask which.
+ * A page of one runner's integrations in host order, provided the runner is the
+ * organization's: empty when it is not (or has no such page), so only an empty page needs
+ * to ask which.
  */
-export function listRunnerPageInOrg(db: Db, orgId: string, runnerId: string, after: string | null, limit: number): IntegrationView[] {
+export function listRunnerPageInOrg(db: Db, orgId: string, runnerId: string, afterHost: string | null, limit: number): IntegrationView[] {
   const v = views(db);
-  const rows = (after === null ? v.firstPageOfRunnerInOrg.all(runnerId, runnerId, orgId, limit) : v.pageOfRunnerInOrg.all(runnerId, runnerId, orgId, after, limit)) as ViewRow[];
+  const rows = (
+    afterHost === null
+      ? v.firstPageOfRunnerInOrg.all(runnerId, runnerId, orgId, limit)
+      : v.pageOfRunnerInOrg.all(runnerId, runnerId, orgId, afterHost, limit)
+  ) as ViewRow[];
   return rows.map(toView);
 }
 
 /**
- * One keyset page in id order: rows with ids after `after`. With one runner the
- * (runner_id, id) index serves both filter and order, so no sort step is needed.
+ * A page of one runner's integrations in host order, optionally only those with the given
+ * ids; the caller has established whose runner it is. The (runner_id, host) index serves
+ * filter and order, so no sort step is needed.
  */
-export function listScmIntegrations(db: Db, q: IntegrationPageQuery): IntegrationView[] {
-  // A runner's own page (RunnerInteractionService) runs from a statement prepared once; an
-  // API List of one runner reads with listRunnerPageInOrg.
-  const runnerId = q.runnerId;
-  if (runnerId !== undefined && q.orgId === undefined && !q.ids?.length) {
-    const rows = (
-      q.after === null ? views(db).firstPageOfRunner.all(runnerId, q.limit) : views(db).pageOfRunner.all(runnerId, q.after, q.limit)
-    ) as ViewRow[];
+export function listRunnerPage(db: Db, runnerId: string, afterHost: string | null, limit: number, ids: readonly string[] = []): IntegrationView[] {
+  if (ids.length === 0) {
+    const v = views(db);
+    const rows = (afterHost === null ? v.firstPageOfRunner.all(runnerId, limit) : v.pageOfRunner.all(runnerId, afterHost, limit)) as ViewRow[];
     return rows.map(toView);
   }
-  // Rarer shapes are built per call; their rows are mapped as the prepared ones are.
-  const { sql: text, params } = listQuery(db, q).toSQL();
+  // Rarer, built per call; its rows are mapped as the prepared ones are.
+  return runQuery(db, runnerPageQuery(db, runnerId, afterHost, limit, ids));
+}
+
+/**
+ * A page over several runners (already checked to be the caller's), by runner id and then
+ * host: each runner's own page in turn, from the one the cursor is in, until the page is
+ * full. One `runner_id IN (...)` query would read the runners before the cursor's too,
+ * only to drop them.
+ */
+export function listRunnersPage(db: Db, runnerIds: readonly string[], after: { runnerId: string; host: string } | null, limit: number): IntegrationView[] {
+  const out: IntegrationView[] = [];
+  for (const runnerId of [...new Set(runnerIds)].sort()) {
+    if (after !== null && runnerId < after.runnerId) continue;
+    const afterHost = after !== null && runnerId === after.runnerId ? after.host : null;
+    out.push(...listRunnerPage(db, runnerId, afterHost, limit - out.length));
+    if (out.length >= limit) break;
+  }
+  return out;
+}
+
+/** A page of the organization's integrations in id order, from the (org_id, id) index. */
+export function listOrgPage(db: Db, orgId: string, afterId: string | null, limit: number): IntegrationView[] {
+  return runQuery(db, orgPageQuery(db, orgId, afterId, limit));
+}
+
+function runQuery(db: Db, query: { toSQL(): { sql: string; params: unknown[] } }): IntegrationView[] {
+  const { sql: text, params } = query.toSQL();
   return (db.$client.prepare(text).raw().all(...params) as ViewRow[]).map(toView);
 }
 
@@ -177,16 +195,26 @@ export function runnerPageSql(db: Db): string[] {
   return [v.firstPageOfRunner.source, v.pageOfRunner.source, v.firstPageOfRunnerInOrg.source, v.pageOfRunnerInOrg.source];
 }
 
-/** The query behind listScmIntegrations, unexecuted, so benchmarks and tests can show its plan. */
-export function listQuery(db: Db, q: IntegrationPageQuery) {
-  const where: SQL[] = [];
-  if (q.orgId !== undefined) where.push(eq(scmIntegrations.orgId, q.orgId));
-  if (q.runnerId !== undefined) where.push(eq(scmIntegrations.runnerId, q.runnerId));
-  if (q.runnerIds && q.runnerIds.length === 1) where.push(eq(scmIntegrations.runnerId, q.runnerIds[0]!));
-  else if (q.runnerIds && q.runnerIds.length > 1) where.push(inArray(scmIntegrations.runnerId, [...q.runnerIds]));
-  if (q.ids && q.ids.length > 0) where.push(inArray(scmIntegrations.id, [...q.ids]));
-  if (q.after !== null) where.push(gt(scmIntegrations.id, q.after));
-  return selectViews(db).where(and(...where)).orderBy(asc(scmIntegrations.id)).limit(rowLimit(q.limit));
+/** The query behind listRunnerPage with ids, unexecuted, so tests can show its plan. */
+export function runnerPageQuery(db: Db, runnerId: string, afterHost: string | null, limit: number, ids: readonly string[]) {
+  return selectViews(db)
+    .where(
+      and(
+        eq(scmIntegrations.runnerId, runnerId),
+        inArray(scmIntegrations.id, [...ids]),
+        afterHost === null ? undefined : gt(scmIntegrations.host, afterHost),
+      ),
+    )
+    .orderBy(asc(scmIntegrations.host))
+    .limit(rowLimit(limit));
+}
+
+/** The query behind listOrgPage, unexecuted, so tests can show its plan. */
+export function orgPageQuery(db: Db, orgId: string, afterId: string | null, limit: number) {
+  return selectViews(db)
+    .where(and(eq(scmIntegrations.orgId, orgId), afterId === null ? undefined : gt(scmIntegrations.id, afterId)))
+    .orderBy(asc(scmIntegrations.id))
+    .limit(rowLimit(limit));
 }
 
 export function updateScmIntegration(
