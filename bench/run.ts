@@ -109,7 +109,7 @@ function queryPlans(dbFile: string, runnerId: string): { first: string; after: s
   // (runnerId, runnerId, orgId, limit) and (runnerId, runnerId, orgId, after, limit).
   const plans = {
     first: explain(sql[2]!, [runnerId, runnerId, orgId, 26]),
-    after: explain(sql[3]!, [runnerId, runnerId, orgId, "0190a0a0-0000-7000-8000-000000000000", 26]),
+    after: explain(sql[3]!, [runnerId, runnerId, orgId, "github.example.com", 26]),
   };
   db.$client.close();
   return plans;
@@ -531,10 +531,12 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   41 KB with 4 KiB pages and 24 KB with 2 KiB (\`wchar\` in \`/proc/PID/io\`), and side by side
   it made 11049 / 9802 creates in 5 s against 12162 / 13656 (4 KiB / 2 KiB, two runs each),
   with Get and List within noise. Rows and index entries of the usual size still fit in one page.
-- A runner's page is read from one covering index, \`scm_integrations_runner_page_idx\` on
-  (runner_id, id) and every column a read shows, so a page of 25 is a few adjacent index pages
-  rather than 25 lookups in the table. It costs disk (the 1M-row file grows from about 580 to
-  785 MB with 4 KiB pages; 834 MB with 2 KiB) and a larger index entry per create. The page's
+- A runner's page is read from one covering index, \`scm_integrations_runner_host_idx\` on
+  (runner_id, host) and every column a read shows, so a page of 25 is a few adjacent index pages
+  rather than 25 lookups in the table. It costs disk (the 1M-row file is about 700 MB with it)
+  and a wide index entry per create. The same index keeps one integration per runner and host,
+  through two triggers that look the pair up in it (migration 0005; see "Create growth, taken
+  apart" for why one index and not two). The page's
   statement also checks that the runner is the caller organization's, on the runner row it reads
   once for the join anyway, so only an empty page needs a lookup of its own to tell "no such
   runner" from "none yet" (a loop of cached pages: 47 to 51 µs a List against 51 to 75 with the
@@ -587,7 +589,8 @@ described at the top of this file):
 | 2026-12-05, morning (in this file's history; the growth block's large table from its seed, see "Growth as measured" under "Where the remaining gap is") | 177 / 179 | 212 | 332 / 169 / 261 | 0.81 / 1.40 / 0.88 |
 | 2026-12-05, later that morning (in this file's history; one V8 helper thread, \`--v8-pool-size=1\`, see "What the design does for speed") | 177 / 178 | 210 | 310 / 147 / 259 | 0.84 / 1.52 / 0.91 |
 | 2026-12-05, about 03:40 UTC (in this file's history; the same service; the growth block adds the wide table) | 179 / 179 | 212 | 349 / 162 / 286 | 0.78 / 1.44 / 0.84 |
-| ${r.date}, this run (the same code, run again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-05, about 04:20 UTC (in this file's history; the same code, run again) | 178 / 177 | 222 | 330 / 167 / 270 | 0.84 / 1.44 / 0.86 |
+| ${r.date}, this run (one covering index in (runner_id, host) order instead of two indexes written at random places, see "Create growth, taken apart") | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
 on the morning of 2026-12-04 it made 5,769, about the 6,000 a bare handler is known to make on
@@ -861,7 +864,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     with the table's size, and what grows is writing. (In the benchmark's own growth block the
     split comes out otherwise from run to run: in its first run with the wide table, -15.4%
     against the wide table and -16.7% against the target's, in its second -19.0% and -20.1%,
-    nearly all of it size both times.) Each create changes a leaf of the
+    nearly all of it size both times.) Each create changed (before migration 0005) a leaf of the
     covering index and one of the (runner_id, host) index, at the place of its runner. On 100
     runners those leaves are few: they stay in SQLite's cache, and between two checkpoints
     the same pages are written again and copied once. On 10,000 runners they are not, and on
@@ -871,11 +874,24 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     event loop's with both (its reads of leaves that are not in the cache, and scavenges
     that find more requests in flight while creates take longer).
   - Closing it means fewer index pages at random places per create. Uniqueness of (runner_id,
-    host) and a runner's page in id order are two orders, so two b-trees; one alone would mean
-    pages of a runner in host order, or uniqueness checked outside SQLite by reading the
-    runner's whole range. Neither is taken: List pages in id order are part of what the
-    service promises (README, "Lists"), and a constraint outside the database is one that a
-    second writer can break.
+    host) and a runner's page in id order were two orders, so two b-trees. Taken since
+    (migration 0005): a runner's pages come in host order, from one covering index on
+    (runner_id, host), and two triggers keep one integration per runner and host by looking the
+    pair up in that index, on the leaf the insert then writes (SQLite has no unique index with
+    extra columns). A runner's page in id order was this service's own choice, not the public
+    API's. Measured before taking it (2026-12-05, a scratch A/B: the build before and this one,
+    each on its own seed made by its own code, 5-second runs at 64 connections alternating, medians
+    of 6 rounds; the machine was noisy that hour): on 1M rows 3,098 against 3,711 creates/s
+    (+20%), CPU per create 456 against 405 µs; on the small table 4,584 against 4,914 (+7%).
+    Run side by side in the same rounds, the new build's large and small tables gave 3,625 and
+    4,488 (-19%), CPU 429 and 333 µs: the growth that is left is the one random b-tree, its
+    leaves read from the OS and copied back by the checkpointer. The triggers' own cost did not
+    show under load (the same seed with and without them, 3,367 and 3,261 creates/s); in a
+    loop of inserts in batches of 15 they took 5 to 10 µs an insert. Tried beside it and not
+    taken: the table itself keyed by (runner_id, host) without a rowid (the key then keeps the
+    rule), with a unique index on id for Gets: creates 4,031 against 3,627, but Gets 5,638
+    against 5,779 and Lists 3,495 against 3,809, a Get being two lookups and a List reading the
+    table's wider rows.
 - Growth, once both tables ran in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
