@@ -412,7 +412,7 @@ ${growth.join("\n")}
 | peak RSS under load, ${r.labelLarge} rows | <= 250 MB | ${r.rss} MB (two workers: the primary ${r.rssMulti[0]} MB, the workers ${r.rssMulti.slice(1).join(" and ")} MB) |
 ${wideLine}
 List query plans on the large table, for the first page (what the benchmark's Lists read) and a
-page after it (the runner and its organization read once by key, then one covering index in id
+page after it (the runner and its organization read once by key, then one covering index in host
 order: no table lookups, no sort step):
 
 \`\`\`
@@ -849,6 +849,9 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   against 273 to 305 on the small one, round by round, and slower in all five rounds, by 13% to 24%).
   The first full run with one V8 helper thread (\`--v8-pool-size=1\`) gave -14.7%, -11.8% and -4.9%,
   the second -16.7%, -11.3% and -8.0%, the third -20.1%, -3.2% and -7.4%.
+  The first with one covering index in (runner_id, host) order (migration 0005) gave -15.0%,
+  +1.0% and -6.5%, in a run where the machine was slow all through: CPU per Get and List a
+  quarter above the run before it, the baseline's a tenth.
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
   three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
   5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
@@ -883,6 +886,10 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     each on its own seed made by its own code, 5-second runs at 64 connections alternating, medians
     of 6 rounds; the machine was noisy that hour): on 1M rows 3,098 against 3,711 creates/s
     (+20%), CPU per create 456 against 405 µs; on the small table 4,584 against 4,914 (+7%).
+    At 16 connections on 1M rows (8 rounds): 2,798 against 3,413 creates/s (+22%), p99 17.5
+    against 15.1 ms, CPU per create 483 against 386 µs. Lists at 64 (6 rounds), which read the
+    new index in host order as they read the old one in id order: 3,923 against 3,837 a second,
+    CPU 313 against 315 µs, the same.
     Run side by side in the same rounds, the new build's large and small tables gave 3,625 and
     4,488 (-19%), CPU 429 and 333 µs: the growth that is left is the one random b-tree, its
     leaves read from the OS and copied back by the checkpointer. The triggers' own cost did not

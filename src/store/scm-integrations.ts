@@ -158,14 +158,14 @@ export function listRunnerPage(db: Db, runnerId: string, afterHost: string | nul
 }
 
 /**
- * A page over several runners (already checked to be the caller's), by runner id and then
+ * A page over several distinct runners (already checked to be the caller's), by runner id and then
  * host: each runner's own page in turn, from the one the cursor is in, until the page is
  * full. One `runner_id IN (...)` query would read the runners before the cursor's too,
  * only to drop them.
  */
 export function listRunnersPage(db: Db, runnerIds: readonly string[], after: { runnerId: string; host: string } | null, limit: number): IntegrationView[] {
   const out: IntegrationView[] = [];
-  for (const runnerId of [...new Set(runnerIds)].sort()) {
+  for (const runnerId of [...runnerIds].sort()) {
     if (after !== null && runnerId < after.runnerId) continue;
     const afterHost = after !== null && runnerId === after.runnerId ? after.host : null;
     out.push(...listRunnerPage(db, runnerId, afterHost, limit - out.length));
