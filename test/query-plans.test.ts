@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Db } from "../src/store/database.js";
+import { isUniqueViolation } from "../src/store/errors.js";
 import { getQuery, listOrgPage, listRunnerPage, listRunnerPageInOrg, orgPageQuery, runnerPageQuery, runnerPageSql } from "../src/store/scm-integrations.js";
 import { call, createRunner, startServer, type TestServer } from "./harness.js";
 
@@ -65,6 +66,32 @@ describe("query plans", () => {
     const triggers = s.db.$client.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'scm_integrations'").all() as { name: string; sql: string }[];
     assert.deepEqual(triggers.map((t) => t.name).sort(), ["scm_integrations_runner_host_unique_insert", "scm_integrations_runner_host_unique_update"]);
     for (const t of triggers) assert.match(t.sql, /WHERE `runner_id` = NEW.`runner_id` AND `host` = NEW.`host`/);
+  });
+
+  it("the triggers refuse a second (runner_id, host) from any writer, by INSERT or UPDATE, as a unique index would", () => {
+    const sqlite = s.db.$client;
+    const count = () => sqlite.prepare("SELECT count(*) FROM scm_integrations WHERE runner_id = ?").pluck().get(runnerId);
+    const before = count();
+    const refused = (work: () => unknown) => {
+      assert.throws(work, (err: unknown) => {
+        assert.ok(isUniqueViolation(err), String(err));
+        assert.equal((err as Error).message, "UNIQUE constraint failed: scm_integrations.runner_id, scm_integrations.host");
+        return true;
+      });
+    };
+    // A copy of h1's row under a new id: the same runner and host.
+    refused(() =>
+      sqlite
+        .prepare("INSERT INTO scm_integrations SELECT ?, org_id, runner_id, scm_id, host, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at FROM scm_integrations WHERE id = ?")
+        .run("0190a0a0-0000-7000-8000-00000000beef", ids[1]),
+    );
+    refused(() => sqlite.prepare("UPDATE scm_integrations SET host = 'h2.example.com' WHERE id = ?").run(ids[1]));
+    assert.equal(count(), before, "nothing written");
+    // Another host, or the same row written again, is no second pair.
+    sqlite.prepare("UPDATE scm_integrations SET host = 'h1-moved.example.com' WHERE id = ?").run(ids[1]);
+    sqlite.prepare("UPDATE scm_integrations SET host = 'h1.example.com' WHERE id = ?").run(ids[1]);
+    sqlite.prepare("UPDATE scm_integrations SET host = host, runner_id = runner_id WHERE id = ?").run(ids[1]);
+    assert.equal(count(), before);
   });
 
   // Given a bare `LIMIT ?`, SQLite plans with the bound value and compiles the statement
