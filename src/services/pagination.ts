@@ -21,6 +21,8 @@ const MAC_BYTES = 16;
 const ID_BYTES = 16;
 /** The most a token's cursor may take: a runner id and a host of up to 255 characters, as UTF-8. */
 const MAX_CURSOR_BYTES = ID_BYTES + 4 * 255;
+/** The longest token seal() can make; longer ones are refused unread. */
+const MAX_TOKEN_CHARS = Math.ceil(((1 + MAX_CURSOR_BYTES + MAC_BYTES) * 8) / 6);
 
 /**
  * An order a list is read in, and how a page token names the place in it where the next
@@ -120,8 +122,7 @@ export class Pager {
   }
 
   private open<C>(scope: string, token: string, order: Order<never, C>): C | null {
-    const most = Math.ceil(((1 + MAX_CURSOR_BYTES + MAC_BYTES) * 8) / 6);
-    if (token.length > most || !/^[A-Za-z0-9_-]+$/.test(token)) return null;
+    if (token.length > MAX_TOKEN_CHARS || !/^[A-Za-z0-9_-]+$/.test(token)) return null;
     const raw = Buffer.from(token, "base64url");
     // Exactly the encoding seal() makes: base64url decoding ignores stray trailing bits.
     if (raw.length <= 1 + MAC_BYTES || raw[0] !== order.version || raw.toString("base64url") !== token) return null;
