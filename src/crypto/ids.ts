@@ -20,7 +20,17 @@ export function newId(now = Date.now()): string {
   // random10() fills bytes 6..15; the version and variant bits go over two of them.
   b[6] = 0x70 | (b[6]! & 0x0f);
   b[8] = 0x80 | (b[8]! & 0x3f);
-  const h = b.toString("hex");
+  return uuidFromBytes(b);
+}
+
+/** The 16 bytes of a uuid given in its text form. */
+export function uuidToBytes(id: string): Buffer {
+  return Buffer.from(id.replaceAll("-", ""), "hex");
+}
+
+/** A uuid's text form, in lower case, from its 16 bytes. */
+export function uuidFromBytes(bytes: Buffer): string {
+  const h = bytes.toString("hex");
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 

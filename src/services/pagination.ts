@@ -1,5 +1,6 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { Violations } from "../domain/errors.js";
+import { uuidFromBytes, uuidToBytes } from "../crypto/ids.js";
 
 export const DEFAULT_PAGE_SIZE = 25;
 export const MAX_PAGE_SIZE = 100;
@@ -37,18 +38,12 @@ export interface Order<T, C> {
   decode(bytes: Buffer): C | null;
 }
 
-const uuidBytes = (id: string) => Buffer.from(id.replaceAll("-", ""), "hex");
-function uuidText(bytes: Buffer): string {
-  const h = bytes.toString("hex");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
 /** Id order (UUIDv7, so creation order): the cursor is the last id shown. */
 export const ID_ORDER: Order<{ id: string }, string> = {
   version: 1,
   cursorOf: (item) => item.id,
-  encode: uuidBytes,
-  decode: (bytes) => (bytes.length === ID_BYTES ? uuidText(bytes) : null),
+  encode: uuidToBytes,
+  decode: (bytes) => (bytes.length === ID_BYTES ? uuidFromBytes(bytes) : null),
 };
 
 /** Where a page in runner-then-host order ends. */
@@ -61,13 +56,13 @@ export interface RunnerHost {
 export const RUNNER_HOST_ORDER: Order<RunnerHost, RunnerHost> = {
   version: 2,
   cursorOf: (item) => ({ runnerId: item.runnerId, host: item.host }),
-  encode: (c) => Buffer.concat([uuidBytes(c.runnerId), Buffer.from(c.host, "utf8")]),
+  encode: (c) => Buffer.concat([uuidToBytes(c.runnerId), Buffer.from(c.host, "utf8")]),
   decode(bytes) {
     if (bytes.length <= ID_BYTES) return null;
     const host = bytes.subarray(ID_BYTES).toString("utf8");
     // Bytes that are not the UTF-8 of the text they decode to were never made by encode.
     if (!Buffer.from(host, "utf8").equals(bytes.subarray(ID_BYTES))) return null;
-    return { runnerId: uuidText(bytes.subarray(0, ID_BYTES)), host };
+    return { runnerId: uuidFromBytes(bytes.subarray(0, ID_BYTES)), host };
   },
 };
 
