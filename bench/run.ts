@@ -905,6 +905,30 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     rule), with a unique index on id for Gets: creates 4,031 against 3,627, but Gets 5,638
     against 5,779 and Lists 3,495 against 3,809, a Get being two lookups and a List reading the
     table's wider rows.
+  - Where the large table's extra time goes on this build (later on 2026-12-05; fresh services on
+    copies of the two seeds, creates at 64, scratch scripts). The event loop was 94 to 96% busy
+    on both tables (\`performance.eventLoopUtilization()\`, 3 alternating rounds), so throughput
+    is its time per create: on a core 271 to 306 µs on 1M rows against 221 to 260 on 10k,
+    waiting for one 24 to 25 against 13 to 25 (the thread's \`schedstat\`). Under \`perf\` (the
+    event loop's thread, 6 s on each table, twice, in both orders), per create: SQLite's code
+    +21 µs (the cache walk at COMMIT 14.6 against 6.3, finding pages in its cache 8.7 against
+    2.1, index seeks +1.2), the kernel's +16 to 20 (about 7 of it copying pages in from the OS
+    page cache), and node's own +26 to 54, spread thinly over everything it runs (scavenges +3
+    to 10, property lookups and promise handling a few each): the same code running slower
+    beside a working set that no longer fits the processor's caches, as we read it; this VM
+    shows no cache counters to confirm it.
+  - Tried on that and dropped (two services on copies of the same 1M-row seed, alternating
+    5-second runs, medians; scratch copies of this build): an 8 MiB page cache, for a shorter
+    walk, made creates at 64 4,530 against 4,284 a second and at 16 3,707 against 3,564, Gets
+    the same, but Lists 3,384 against 3,852 (CPU 370 against 324 µs a List); malloc on
+    transparent huge pages (\`GLIBC_TUNABLES=glibc.malloc.hugetlb=1\`, 22 MB of the heap, the
+    page cache included, in 2 MiB pages): 3,580 against 3,485 creates/s, within noise; the
+    checkpointer's thread at nice 10, so that the event loop and the sealing thread get a core
+    first: the rounds' ratios 0.97 at 16 (10 rounds) and 1.00 at 64 at the median. Not measured,
+    because the seed showed it could not help: a table keyed by (runner_id, host) kept by a
+    trigger in place of the covering index, in the hope of interior pages that hold keys only.
+    SQLite keeps whole rows in the interior pages of a table without rowid as in those of an
+    index: seeded the same way, 14,466 interior pages of 7.7 cells against the index's 14,482.
 - Growth, once both tables ran in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
