@@ -856,9 +856,10 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   +1.0% and -6.5%, in a run where the machine was slow all through: CPU per Get and List a
   quarter above the run before it, the baseline's a tenth; the second (the machine calmer)
   -2.5%, +0.1% and -18.7%; the third -19.9%, -3.7% and -15.3% (its growth block slower than its
-  matrix: the baseline's CPU per create 268 µs there against 218). Lists do the same work on both tables (the plan above; CPU per List
+  matrix: the baseline's CPU per create 268 µs there against 218); the fourth -16.7%, -8.9%
+  and -9.7%. Lists do the same work on both tables (the plan above; CPU per List
   324 and 317 µs on the large and small tables side by side, 6 rounds, a scratch script), and
-  their rounds spread widely (that run's List ratios went from 0.66 to 0.84).
+  their rounds spread widely (the second run's List ratios went from 0.66 to 0.84).
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
   three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
   5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
