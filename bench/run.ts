@@ -787,7 +787,10 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     generation of 16 MiB: 3,667 against 3,539, p99 18.3 against 19.0, 169 against 154 MB.
     Both: 3,732 against 3,421, p99 16.0 against 17.5, 208 against 154 MB. That is 1 to 1.5 ms
     off a p99 that needs about 4 more, for 45 to 55 MB more at the peak, which the RSS target
-    has no room for; not taken.
+    has no room for; not taken. Later that day, \`--no-compact\` (full collections that do not
+    move objects, for shorter pauses), 10 rounds twice: 3,529 against 3,324 creates/s and p99
+    15.1 against 17.8 ms the first time, 3,527 against 3,506 and 14.7 against 14.9 the second,
+    with the peak 27 MB higher both times; not taken.
   - Starting the WAL over every 65,536 frames instead of 16,384, so that a RESTART holds the
     write lock about once every 3 s instead of every 0.8 (\`BENCH_ROUNDS=6 npm run
     bench:compare -- HEAD create 16\`): 3,261 against 2,987 creates/s, p99 20.8 against 19.7
@@ -926,7 +929,11 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     transparent huge pages (\`GLIBC_TUNABLES=glibc.malloc.hugetlb=1\`, 22 MB of the heap, the
     page cache included, in 2 MiB pages): 3,580 against 3,485 creates/s, within noise; the
     checkpointer's thread at nice 10, so that the event loop and the sealing thread get a core
-    first: the rounds' ratios 0.97 at 16 (10 rounds) and 1.00 at 64 at the median. Not measured,
+    first: the rounds' ratios 0.97 at 16 (10 rounds) and 1.00 at 64 at the median; the covering
+    index 32 bytes narrower an entry (without \`oauth_sealed_to\`, seeded the same way: 10% fewer
+    leaves, 20% fewer interior pages), to see whether narrower entries, which smaller ids would
+    also give, were worth a migration: 3,706 against 3,793 creates/s at 64 and 3,625 against
+    3,556 at 16, within noise. Not measured,
     because the seed showed it could not help: a table keyed by (runner_id, host) kept by a
     trigger in place of the covering index, in the hope of interior pages that hold keys only.
     SQLite keeps whole rows in the interior pages of a table without rowid as in those of an
