@@ -916,8 +916,8 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     is its time per create: on a core 271 to 306 µs on 1M rows against 221 to 260 on 10k,
     waiting for one 24 to 25 against 13 to 25 (the thread's \`schedstat\`). Under \`perf\` (the
     event loop's thread, 6 s on each table, twice, in both orders), per create: SQLite's code
-    +21 µs (the cache walk at COMMIT 14.6 against 6.3, finding pages in its cache 8.7 against
-    2.1, index seeks +1.2), the kernel's +16 to 20 (about 7 of it copying pages in from the OS
+    +20 to 21 µs (the second time, the cache walk at COMMIT 14.6 against 6.3, finding pages in
+    its cache 8.7 against 2.1, index seeks +1.2), the kernel's +16 to 20 (about 7 of it copying pages in from the OS
     page cache), and node's own +26 to 54, spread thinly over everything it runs (scavenges +3
     to 10, property lookups and promise handling a few each): the same code running slower
     beside a working set that no longer fits the processor's caches, as we read it; this VM
