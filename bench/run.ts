@@ -1021,8 +1021,16 @@ ${cores.join("\n")}
 Reads scale with the second core, as far as the load generator, which shares it, leaves room.
 Writes do not gain as much: a single process is held back by its own CPU on creates, which a
 second core relieves, but SQLite admits one writer at a time, so the workers take turns on the
-write lock with smaller batches each, and each worker syncs inside COMMIT (a worker cannot know
-when another's commit is on disk, so it cannot hold its reads back for it).
+write lock with smaller batches each. Each worker syncs its commits off its event loop, as one
+process does; an answer that may show another worker's commit, which that worker may not have
+synced yet, waits for a sync of the WAL that the answering worker begins after it
+(\`durable\` in \`src/store/group-commit.ts\`). Until the evening of 2026-12-05 each worker
+synced inside COMMIT instead, its event loop waiting for the disk. Side by side with that
+build (both with \`WORKERS=2\`, on copies of the 1M-row file, alternating 5-second runs at 64
+connections, medians; a scratch script): creates 4,590 against 3,564 a second, p99 36.1
+against 46.4 ms (6 rounds); Gets 10,235 against 10,452 and Lists 6,194 against 6,632 (4
+rounds). What reads pay for it is one \`PRAGMA data_version\` a call, 2 µs in a loop, so most
+of that difference is this machine's noise.
 
 Workers accept their connections from the shared socket themselves (\`cluster.SCHED_NONE\`),
 not through the primary (node's default): a connection the primary handed to a worker that was

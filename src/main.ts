@@ -67,9 +67,9 @@ async function main(): Promise<void> {
 const STOP_GRACE_MS = 5000;
 
 /** Serves requests from this process until SIGTERM/SIGINT, then drains and exits 0. */
-// Workers each sync their own commits off the event loop, but a worker cannot tell
-// whether another's commit it reads is on disk yet: they sync inside COMMIT instead.
-async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile, { syncOffLoop: !cluster.isWorker })): Promise<void> {
+// Workers sync their commits off the event loop as one process does; what a worker reads of
+// another's commits, it syncs itself before answering (group-commit.ts, `durable`).
+async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile, { sharedWithProcesses: cluster.isWorker })): Promise<void> {
   if (cluster.isWorker) relayHalts(db);
   let publicUrl = config.publicUrl;
   const app = createApp(db, log, {

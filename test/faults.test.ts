@@ -422,8 +422,8 @@ describe("racing writers", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "scm-race-"));
     // Two servers, each with its own connection to one file, as WORKERS=2 runs.
-    a = await serveFile(join(dir, "race.db"));
-    b = await serveFile(join(dir, "race.db"), {}, a.s.token);
+    a = await serveFile(join(dir, "race.db"), { sharedWithProcesses: true });
+    b = await serveFile(join(dir, "race.db"), { sharedWithProcesses: true }, a.s.token);
   });
   after(async () => {
     await a.close();

@@ -211,33 +211,71 @@ describe("a batch SQLite rolls back as a whole", () => {
   });
 });
 
-describe("a COMMIT that syncs itself (worker processes)", () => {
-  it("stops every later write and read when its sync fails, as the off-loop sync does", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "scm-worker-sync-"));
-    const db = openDatabase(join(dir, "worker.db"), { syncOffLoop: false });
-    try {
-      const sqlite = db.$client;
-      sqlite.exec("CREATE TABLE t (v INTEGER)");
-      assert.equal(await db.write(() => sqlite.prepare("INSERT INTO t VALUES (1)").run().changes), 1);
-      // What SQLite reports when the fsync inside COMMIT fails (synchronous=FULL).
-      const exec = sqlite.exec.bind(sqlite);
-      let failNext = true;
-      sqlite.exec = ((text: string) => {
-        if (text === "COMMIT" && failNext) {
-          failNext = false;
-          throw new Database.SqliteError("disk I/O error", "SQLITE_IOERR_FSYNC");
-        }
-        return exec(text);
-      }) as typeof sqlite.exec;
-      await assert.rejects(db.write(() => sqlite.prepare("INSERT INTO t VALUES (2)").run()), { code: "SQLITE_IOERR_FSYNC" });
-      assert.equal(db.syncFailure()?.message, "disk I/O error");
-      await assert.rejects(db.write(() => sqlite.prepare("INSERT INTO t VALUES (3)").run()), { code: "SQLITE_IOERR_FSYNC" }, "later writes fail too");
-      await assert.rejects(db.durable() ?? Promise.resolve("no wait"), { code: "SQLITE_IOERR_FSYNC" }, "and so does every answer that shows what was read");
-      assert.deepEqual(sqlite.prepare("SELECT v FROM t").pluck().all(), [1]);
-    } finally {
-      db.$client.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+describe("a database shared with other processes (worker processes)", () => {
+  // Two connections to one file, as two workers have; each holds its WAL syncs until the test ends them.
+  type Held = { fd: number; done: (err: Error | null) => void };
+  let dir: string;
+  let a: ReturnType<typeof openDatabase>;
+  let b: ReturnType<typeof openDatabase>;
+  let heldA: Held[];
+  const settled = async (p: Promise<unknown> | undefined) => {
+    if (p === undefined) return "no wait";
+    let state = "pending";
+    p.then(() => (state = "ok"), () => (state = "failed"));
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    return state;
+  };
+
+  beforeEach(() => {
+    heldA = [];
+    dir = mkdtempSync(join(tmpdir(), "scm-shared-"));
+    const file = join(dir, "shared.db");
+    a = openDatabase(file, { sharedWithProcesses: true, syncWal: (fd, done) => void heldA.push({ fd, done }) });
+    b = openDatabase(file, { sharedWithProcesses: true });
+    b.$client.exec("CREATE TABLE t (name TEXT NOT NULL)");
+  });
+  afterEach(() => {
+    for (const h of heldA.splice(0)) h.done(null);
+    a.$client.close();
+    b.$client.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("an answer showing another process's commit waits for a sync that begins after it", async () => {
+    assert.equal(await b.write(() => b.$client.prepare("INSERT INTO t VALUES ('from b')").run().changes), 1);
+    assert.deepEqual(await a.read(() => a.$client.prepare("SELECT name FROM t").pluck().all()), ["from b"]);
+    const shown = a.durable();
+    assert.equal(heldA.length, 1, "this process syncs the WAL itself");
+    assert.equal(await settled(shown), "pending", "not answered before that sync returns");
+    heldA[0]!.done(null);
+    assert.equal(await settled(shown), "ok");
+    assert.equal(a.durable(), undefined, "no other commit since: nothing more to wait for");
+    assert.equal(heldA.length, 1);
+  });
+
+  it("its own commits do not count as another's, and reads with no commit anywhere do not wait", async () => {
+    // The other connection made the table: this one syncs that once, then has nothing to wait for.
+    const setup = a.durable();
+    assert.equal(heldA.length, 1);
+    heldA.shift()!.done(null);
+    await setup;
+    assert.equal(a.durable(), undefined);
+    const own = a.write(() => a.$client.prepare("INSERT INTO t VALUES ('from a')").run().changes);
+    for (let i = 0; i < 100 && heldA.length < 1; i++) await new Promise((r) => setTimeout(r, 5));
+    heldA[0]!.done(null);
+    assert.equal(await own, 1);
+    assert.deepEqual(await a.read(() => a.$client.prepare("SELECT name FROM t").pluck().all()), ["from a"]);
+    assert.equal(a.durable(), undefined, "the write was answered after its own sync");
+    assert.equal(heldA.length, 1, "and no second sync began");
+  });
+
+  it("a failed sync of another process's commits stops every later write and read here", async () => {
+    await b.write(() => b.$client.prepare("INSERT INTO t VALUES ('from b')").run());
+    const shown = a.durable();
+    heldA[0]!.done(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+    await assert.rejects(shown!, { code: "SQLITE_IOERR_FSYNC" });
+    assert.match(a.syncFailure()?.message ?? "", /could not be synced/);
+    await assert.rejects(a.write(() => a.$client.prepare("INSERT INTO t VALUES ('later')").run()), { code: "SQLITE_IOERR_FSYNC" });
   });
 });
 

@@ -632,12 +632,12 @@ function childrenOf(pid: number): number[] {
 
 it("WORKERS=2: a failed sync in one worker stops every worker, and a worker started after it too", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-workers-halt-"));
-  const flag = join(dir, "fail-next-commit");
+  const flag = join(dir, "fail-next-sync");
   try {
-    const fixture = join(process.cwd(), "test", "fixtures", "fail-worker-commit.mjs");
+    const fixture = join(process.cwd(), "test", "fixtures", "fail-worker-sync.mjs");
     const { child, port, token, state, exited, watch, finish } = await startProcess(dir, {
       WORKERS: "2",
-      FAIL_COMMIT_FLAG: flag,
+      FAIL_SYNC_FLAG: flag,
       NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${fixture}`,
     });
     const listeners = () => (state.out.match(/"msg":"listening"/g) ?? []).length;
@@ -649,7 +649,7 @@ it("WORKERS=2: a failed sync in one worker stops every worker, and a worker star
     writeFileSync(flag, "");
     const failed = await post("gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", { runnerId, scmId: "github", host: "lost.example.com", pat: true });
     assert.equal(failed.body.code, "unavailable", JSON.stringify(failed.body));
-    assert.equal(existsSync(flag), false, "one COMMIT took the failure");
+    assert.equal(existsSync(flag), false, "one sync took the failure");
     // Whichever worker a new connection reaches: unavailable, and not healthy.
     for (let i = 0; i < 3 && !state.out.includes("every worker refuses calls"); i++) await new Promise((r) => setTimeout(r, 100));
     const everyone = async () => {

@@ -50,11 +50,8 @@ export interface DatabaseOptions {
    * with `unavailable` (default 5 s; see group-commit.ts).
    */
   lockWaitMs?: GroupCommitOptions["lockWaitMs"];
-  /**
-   * Whether write batches are synced off the event loop (default) or inside COMMIT. Only
-   * one process may serve with the former: see group-commit.ts.
-   */
-  syncOffLoop?: GroupCommitOptions["syncOffLoop"];
+  /** Other processes serve from this database too (worker processes): see group-commit.ts. */
+  sharedWithProcesses?: GroupCommitOptions["sharedWithProcesses"];
   /** How the WAL is synced off the event loop; tests hold it back. */
   syncWal?: GroupCommitOptions["syncWal"];
 }

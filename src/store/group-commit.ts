@@ -21,11 +21,12 @@ export interface GroupCommitOptions {
   /** How long a batch waits for another process's write lock before its writes fail with SQLITE_BUSY. */
   lockWaitMs?: number | undefined;
   /**
-   * Sync batches off the event loop (true, the default) or inside COMMIT. Off the loop,
-   * only this process knows when a commit it made is on disk; another process reading
-   * the same database could show it earlier, so several serving processes sync inline.
+   * Other processes serving from the same database write to it as this one does, syncing
+   * their commits off their own event loops (worker processes). Their commits become
+   * visible here before they are on disk, so an answer that shows what the database holds
+   * then also waits for a sync of the WAL that began after those commits (see `durable`).
    */
-  syncOffLoop?: boolean | undefined;
+  sharedWithProcesses?: boolean | undefined;
   /** The off-loop sync (fdatasync unless replaced, as tests do to hold it back). */
   syncWal?: ((fd: number, done: (err: Error | null) => void) => void) | undefined;
 }
@@ -74,6 +75,13 @@ export class GroupCommit {
   /** Why writes and reads fail for good, or null while all is well. */
   private failure: Error | null = null;
   private readonly onHalt: ((err: Error) => void)[] = [];
+  /**
+   * With other writing processes: SQLite's count of commits made by other connections, and
+   * its value when last read. It changes when this connection next begins a transaction
+   * after such a commit, never for this connection's own.
+   */
+  private readonly dataVersion: Database.Statement | null;
+  private seenVersion: unknown = undefined;
 
   constructor(
     private readonly sqlite: Database.Database,
@@ -81,7 +89,9 @@ export class GroupCommit {
   ) {
     this.lockWaitMs = options.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS;
     // An in-memory database has nothing to sync: its commits are as durable as they get.
-    this.wal = sqlite.memory || options.syncOffLoop === false ? null : new WalSync(`${mainFile(sqlite)}-wal`, options.syncWal ?? fdatasync, (err) => this.halt(err));
+    this.wal = sqlite.memory ? null : new WalSync(`${mainFile(sqlite)}-wal`, options.syncWal ?? fdatasync, (err) => this.halt(err));
+    this.dataVersion = options.sharedWithProcesses && this.wal ? sqlite.prepare("PRAGMA data_version").pluck() : null;
+    this.seenVersion = this.dataVersion?.get();
   }
 
   /** Why writes and reads fail for good (a sync failed), or null while all is well. */
@@ -120,9 +130,22 @@ export class GroupCommit {
   /**
    * Settles once every transaction committed so far is on disk; undefined when all of
    * them already are. A response that shows what the database holds waits for this.
+   * Another process's commits count too (with `sharedWithProcesses`): what this process
+   * read may include them, and their own syncs are not seen from here, so when another
+   * process has committed since this was last asked, a sync of this process's own begins
+   * and covers them (a sync of the WAL flushes every frame written to it before it began,
+   * whoever wrote them). The other process commits the same way in turn; its writers wait
+   * for their own syncs.
    */
   durable(): Promise<void> | undefined {
     if (this.failure) return Promise.reject(this.failure);
+    if (this.dataVersion !== null) {
+      const version = this.dataVersion.get();
+      if (version !== this.seenVersion) {
+        this.seenVersion = version;
+        this.wal!.foreignCommit();
+      }
+    }
     return this.wal?.durable();
   }
 
@@ -260,8 +283,8 @@ export class GroupCommit {
       // batch can be acknowledged, and which one made it fail cannot be told, so every one
       // fails with the error, and the next batch starts afresh.
       for (const p of batch) p.reject(err);
-      // Where COMMIT syncs itself (worker processes), its failed sync is as final as the
-      // off-loop one's.
+      // Should COMMIT report a failed sync (batches commit with synchronous=NORMAL, which
+      // leaves syncing to WalSync), it is as final as a failed off-loop sync.
       if (isSyncFailure(err)) this.halt(err as Error);
       return;
     }
@@ -335,6 +358,11 @@ class WalSync {
   afterCommit(): Promise<void> {
     this.committed += 1;
     return this.until(this.committed);
+  }
+
+  /** Counts another process's commit(s), made before now: the next `durable` waits for a sync that covers them. */
+  foreignCommit(): void {
+    this.committed += 1;
   }
 
   durable(): Promise<void> | undefined {
