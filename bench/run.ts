@@ -593,7 +593,8 @@ described at the top of this file):
 | 2026-12-05, about 06:20 UTC (in this file's history; one covering index in (runner_id, host) order instead of two indexes written at random places, see "Create growth, taken apart") | 178 / 177 | 228 | 349 / 218 / 345 | 0.82 / 1.26 / 0.75 |
 | 2026-12-05, about 06:55 UTC (in this file's history; the same code, run again) | 180 / 178 | 220 | 315 / 196 / 321 | 0.90 / 1.39 / 0.78 |
 | 2026-12-05, about 07:30 UTC (in this file's history; the same code, run again) | 177 / 177 | 218 | 306 / 168 / 337 | 0.89 / 1.39 / 0.78 |
-| ${r.date}, this run (the same code, run again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-05, about 08:45 UTC (in this file's history; the same code, run again) | 177 / 178 | 207 | 303 / 198 / 334 | 0.89 / 1.28 / 0.79 |
+| ${r.date}, this run (one process as before; workers sync off their event loops, see "Both cores") | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
 on the morning of 2026-12-04 it made 5,769, about the 6,000 a bare handler is known to make on
