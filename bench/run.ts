@@ -1025,8 +1025,8 @@ second core relieves, but SQLite admits one writer at a time, so the workers tak
 write lock with smaller batches each. Each worker syncs its commits off its event loop, as one
 process does; an answer that may show another worker's commit, which that worker may not have
 synced yet, waits for a sync of the WAL that the answering worker begins after it
-(\`durable\` in \`src/store/group-commit.ts\`). Until the evening of 2026-12-05 each worker
-synced inside COMMIT instead, its event loop waiting for the disk. Side by side with that
+(\`durable\` in \`src/store/group-commit.ts\`). Before a change of 2026-12-05 (about 09:45 UTC) each
+worker synced inside COMMIT instead, its event loop waiting for the disk. Side by side with that
 build (both with \`WORKERS=2\`, on copies of the 1M-row file, alternating 5-second runs at 64
 connections, medians; a scratch script): creates 4,590 against 3,564 a second, p99 36.1
 against 46.4 ms (6 rounds); Gets 10,235 against 10,452 and Lists 6,194 against 6,632 (4
