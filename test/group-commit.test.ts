@@ -211,6 +211,37 @@ describe("a batch SQLite rolls back as a whole", () => {
   });
 });
 
+describe("a COMMIT that reports a failed sync", () => {
+  it("stops every later write and read, as a failed off-loop sync does", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-commit-sync-"));
+    const db = openDatabase(join(dir, "commit.db"));
+    try {
+      const sqlite = db.$client;
+      sqlite.exec("CREATE TABLE t (v INTEGER)");
+      assert.equal(await db.write(() => sqlite.prepare("INSERT INTO t VALUES (1)").run().changes), 1);
+      // Batches commit with synchronous=NORMAL, which syncs nothing inside COMMIT; should
+      // SQLite report a failed fsync there all the same, nothing after it can be vouched for.
+      const exec = sqlite.exec.bind(sqlite);
+      let failNext = true;
+      sqlite.exec = ((text: string) => {
+        if (text === "COMMIT" && failNext) {
+          failNext = false;
+          throw new Database.SqliteError("disk I/O error", "SQLITE_IOERR_FSYNC");
+        }
+        return exec(text);
+      }) as typeof sqlite.exec;
+      await assert.rejects(db.write(() => sqlite.prepare("INSERT INTO t VALUES (2)").run()), { code: "SQLITE_IOERR_FSYNC" });
+      assert.equal(db.syncFailure()?.message, "disk I/O error");
+      await assert.rejects(db.write(() => sqlite.prepare("INSERT INTO t VALUES (3)").run()), { code: "SQLITE_IOERR_FSYNC" }, "later writes fail too");
+      await assert.rejects(db.durable() ?? Promise.resolve("no wait"), { code: "SQLITE_IOERR_FSYNC" }, "and so does every answer that shows what was read");
+      assert.deepEqual(sqlite.prepare("SELECT v FROM t").pluck().all(), [1]);
+    } finally {
+      db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("a database shared with other processes (worker processes)", () => {
   // Two connections to one file, as two workers have; each holds its WAL syncs until the test ends them.
   type Held = { fd: number; done: (err: Error | null) => void };
