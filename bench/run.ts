@@ -594,7 +594,8 @@ described at the top of this file):
 | 2026-12-05, about 06:55 UTC (in this file's history; the same code, run again) | 180 / 178 | 220 | 315 / 196 / 321 | 0.90 / 1.39 / 0.78 |
 | 2026-12-05, about 07:30 UTC (in this file's history; the same code, run again) | 177 / 177 | 218 | 306 / 168 / 337 | 0.89 / 1.39 / 0.78 |
 | 2026-12-05, about 08:45 UTC (in this file's history; the same code, run again) | 177 / 178 | 207 | 303 / 198 / 334 | 0.89 / 1.28 / 0.79 |
-| ${r.date}, this run (one process as before; workers sync off their event loops, see "Both cores") | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-05, about 09:50 UTC (in this file's history; one process as before; workers sync off their event loops, see "Both cores") | 179 / 177 | 211 | 290 / 151 / 282 | 0.91 / 1.45 / 0.85 |
+| ${r.date}, this run (the same code, run again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
 on the morning of 2026-12-04 it made 5,769, about the 6,000 a bare handler is known to make on
@@ -703,6 +704,18 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   side, creates/s were 2308 and 2596 with 16 MiB, 1880 and 2035 with 64 MiB, and 2125 and 2124
   with 4 MiB. The page cache cannot be swapped from outside: SQLite picks it when it starts, and
   better-sqlite3 offers no way in.
+  - What the walk costs under load, measured on the build of the morning of 2026-12-05 with a
+    scratch build of better-sqlite3 whose SQLite parks that page one past the end of the file
+    instead (one line of \`balance_nonroot\` changed, so a COMMIT scans a slot or two). Fresh
+    services on copies of the same seeds, creates over Connect JSON, 5-second runs in rotating
+    order, medians (a scratch script). At 64 connections, with the wide 10k-row table beside the
+    1M-row one (6 rounds): 3,716 against 3,755 creates/s on 1M rows, 4,942 against 4,306 on
+    10k, the rounds of each pair overlapping. At 64 on 1M rows, four services (6 rounds): as
+    built 4,243, patched 4,004, a 40 MiB cache 3,821, patched with a 40 MiB cache 4,106. At 16 on
+    1M rows (8 rounds, twice, the order swapped): 3,346 against 3,048, then 3,437 against 3,395,
+    p99 15.5 against 16.2 ms, then 16.2 against 15.2. Within this machine's noise every time: the
+    walk, and what a larger cache would save once it is gone, are not where the large table's
+    create time goes, so a SQLite patched and built by this project would not pay for itself.
 - Tried on creates and dropped, each as a scratch copy, side by side with this build (8-second
   runs at 64 connections on the 1M-row table, alternating):
   - A writer thread with its own connection, which ran the creates in one transaction per
