@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
@@ -605,14 +605,37 @@ it("a new database has 2 KiB pages; `admin db page-size` rewrites an older 4 KiB
   }
 });
 
+/**
+ * How long a step of the workers' tests may take. Past it the step fails, naming itself and
+ * showing the service's last output, instead of holding the run until the test's own timeout.
+ */
+const STEP_TIMEOUT_MS = 20_000;
+
+/** `step` as it is, or an error naming `what` with the end of the service's output once STEP_TIMEOUT_MS pass. */
+async function inTime<T>(what: string, state: { out: string; err: string }, step: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const signal = AbortSignal.timeout(STEP_TIMEOUT_MS);
+  const timedOut = new Promise<never>((_, reject) =>
+    signal.addEventListener("abort", () => reject(new Error(`${what}: nothing after ${STEP_TIMEOUT_MS} ms; the service's last output:\n${(state.out + state.err).slice(-2000)}`))),
+  );
+  return Promise.race([step(signal), timedOut]);
+}
+
+/** Kills a service a failed test left running (its workers exit with it). */
+function stopIfRunning(child: ChildProcess): void {
+  if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+}
+
 /** A Connect JSON call on a connection of its own, so that with workers any of them may answer it. */
-function freshConnectionPost(watch: SecretWatch, port: number, token: string) {
+function freshConnectionPost(watch: SecretWatch, port: number, token: string, state: { out: string; err: string }) {
   return (path: string, body: unknown) =>
-    watch.fetch(`http://127.0.0.1:${port}/${path}`, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${token}`, connection: "close" },
-      body: JSON.stringify(body),
-    }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+    inTime(path, state, (signal) =>
+      watch.fetch(`http://127.0.0.1:${port}/${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}`, connection: "close" },
+        body: JSON.stringify(body),
+        signal,
+      }).then(async (r) => ({ status: r.status, body: (await r.json()) as any })),
+    );
 }
 
 /** The worker processes of a primary, from /proc. */
@@ -630,7 +653,7 @@ function childrenOf(pid: number): number[] {
     .map(Number);
 }
 
-it("WORKERS=2: a failed sync in one worker stops every worker, and a worker started after it too", async () => {
+it("WORKERS=2: a failed sync in one worker stops every worker, and a worker started after it too", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "scm-workers-halt-"));
   const flag = join(dir, "fail-next-sync");
   try {
@@ -640,10 +663,11 @@ it("WORKERS=2: a failed sync in one worker stops every worker, and a worker star
       FAIL_SYNC_FLAG: flag,
       NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${fixture}`,
     });
+    t.after(() => stopIfRunning(child));
     const listeners = () => (state.out.match(/"msg":"listening"/g) ?? []).length;
     for (let i = 0; i < 100 && listeners() < 2; i++) await new Promise((r) => setTimeout(r, 50));
-    const post = freshConnectionPost(watch, port, token!);
-    const health = async () => (await fetch(`http://127.0.0.1:${port}/healthz`, { headers: { connection: "close" } })).status;
+    const post = freshConnectionPost(watch, port, token!, state);
+    const health = () => inTime("healthz", state, async (signal) => (await fetch(`http://127.0.0.1:${port}/healthz`, { headers: { connection: "close" }, signal })).status);
     const runnerId = (await post("gitpod.v1.RunnerService/CreateRunner", { name: "halting", provider: "RUNNER_PROVIDER_AWS_EC2" })).body.runner.runnerId;
 
     writeFileSync(flag, "");
@@ -667,7 +691,7 @@ it("WORKERS=2: a failed sync in one worker stops every worker, and a worker star
     await everyone();
 
     child.kill("SIGTERM");
-    assert.equal(await exited, 0);
+    assert.equal(await inTime("exit on SIGTERM", state, () => exited), 0);
     assert.match(state.out, /database left unclosed/);
     finish();
   } finally {
@@ -675,10 +699,11 @@ it("WORKERS=2: a failed sync in one worker stops every worker, and a worker star
   }
 });
 
-it("WORKERS=2 serves one port from two processes sharing the database, and drains both on SIGTERM", async () => {
+it("WORKERS=2 serves one port from two processes sharing the database, and drains both on SIGTERM", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "scm-workers-"));
   try {
     const { child, port, token, state, exited, watch, finish } = await startProcess(dir, { WORKERS: "2" });
+    t.after(() => stopIfRunning(child));
     for (let i = 0; i < 100 && (state.out.match(/"msg":"listening"/g) ?? []).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
     const listening = [...state.out.matchAll(/"msg":"listening","address":"[^"]*:(\d+)"[^\n]*"worker":(\d+)/g)];
     assert.deepEqual(new Set(listening.map((m) => m[2])).size, 2, "two workers listen");
@@ -687,7 +712,7 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
 
     // A write through one connection is seen by reads on fresh connections, whichever
     // worker they reach.
-    const post = freshConnectionPost(watch, port, token!);
+    const post = freshConnectionPost(watch, port, token!, state);
     const created = await post("gitpod.v1.RunnerService/CreateRunner", { name: "two-workers", kind: 2, provider: 2 });
     assert.equal(created.status, 200, JSON.stringify(created.body));
     for (let i = 0; i < 6; i++) {
@@ -696,7 +721,7 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
     }
 
     child.kill("SIGTERM");
-    assert.equal(await exited, 0);
+    assert.equal(await inTime("exit on SIGTERM", state, () => exited), 0);
     assert.equal((state.out.match(/"msg":"stopped"/g) ?? []).length, 3, "both workers and the primary stopped");
     finish();
   } finally {
