@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { it } from "node:test";
 import Database from "better-sqlite3";
+import fc from "fast-check";
 import { loadConfig } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
 import { describeStartupError } from "../src/startup-errors.js";
@@ -491,9 +492,22 @@ it("hosts are normalized and checked", () => {
     ["[::1]:3000/x", "[::1]:3000/x"],
   ];
   for (const [input, expected] of ok) assert.deepEqual(normalizeHost(input), { ok: true, host: expected }, input);
-  for (const bad of ["", "https://github.com", "a@b.com", "h.com?q", "h.com#f", "h .com", "h.com\n", "-h.com", "h.com:99999", "1.2.3.999", "h.com//x", "h.com/../x", "[::1", "a".repeat(256)]) {
+  for (const bad of ["", "https://github.com", "a@b.com", "h.com?q", "h.com#f", "h .com", "h.com\n", "-h.com", "h.com:99999", "1.2.3.999", "h.com//x", "h.com/../x", "[::1", "a".repeat(256), "[1.2.3.4::]", "[1.2.3.4:1::]", "[1::1.2.3.4:5]", "[:::]", "[1:::2]"]) {
     assert.equal(normalizeHost(bad).ok, false, JSON.stringify(bad));
   }
+  assert.deepEqual(normalizeHost("[::FFFF:1.2.3.4]"), { ok: true, host: "[::ffff:102:304]" }, "an embedded IPv4 address may end one");
+});
+
+it("any bracketed address is refused or taken as the URL parser writes it, never thrown on", () => {
+  const unit = fc.constantFrom(..."0123456789abcdef:.".split(""), "::", "1.2.3.4", "ffff");
+  fc.assert(
+    fc.property(fc.string({ unit, maxLength: 16 }), fc.boolean(), (body, withPort) => {
+      const input = `[${body}]${withPort ? ":8443" : ""}`;
+      const checked = normalizeHost(input);
+      if (checked.ok) assert.equal(checked.host, new URL(`http://${input}`).host, input);
+    }),
+    { numRuns: 5000 },
+  );
 });
 
 it("the admin CLI creates an organization and a token (alone on stdout), lists and revokes it", () => {

@@ -65,7 +65,13 @@ function splitAuthority(authority: string): HostCheck {
       port = rest.slice(1);
     }
     if (!isIPv6(name.slice(1, -1))) return fail("has an invalid IPv6 address");
-    name = new URL(`http://${name}`).hostname; // the WHATWG serializer: lower case, zeros compressed
+    // The WHATWG serializer: lower case, zeros compressed. isIPv6 should leave it nothing to
+    // refuse; should it refuse anyway, that is still the caller's bad address, not our fault.
+    try {
+      name = new URL(`http://${name}`).hostname;
+    } catch {
+      return fail("has an invalid IPv6 address");
+    }
   } else {
     const colon = authority.indexOf(":");
     if (colon >= 0) {
@@ -99,15 +105,18 @@ function isHostName(name: string): boolean {
 function isIPv6(body: string): boolean {
   if (!IPV6_BODY.test(body) || body.length < 2) return false;
   const doubleColons = body.split("::").length - 1;
-  if (doubleColons > 1) return false;
+  if (doubleColons > 1 || body.includes(":::")) return false;
   // A lone colon may not open or close the address; "::" may.
   if ((body.startsWith(":") && !body.startsWith("::")) || (body.endsWith(":") && !body.endsWith("::"))) {
     return false;
   }
   let count = 0;
-  for (const g of body.split(":").filter((g) => g !== "")) {
+  const groups = body.split(":");
+  for (const [i, g] of groups.entries()) {
+    if (g === "") continue;
     if (g.includes(".")) {
-      if (!IPV4.test(g)) return false;
+      // An embedded IPv4 address can only end the address (`::ffff:1.2.3.4`).
+      if (i !== groups.length - 1 || !IPV4.test(g)) return false;
       count += 2;
     } else {
       if (!/^[0-9a-f]{1,4}$/.test(g)) return false;

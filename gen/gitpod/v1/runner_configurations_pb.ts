@@ -459,7 +459,7 @@ export type ListSCMIntegrationsResponse = Message<"gitpod.v1.ListSCMIntegrations
   pagination?: PaginationResponse | undefined;
 
   /**
-   * Ordered by id.
+   * In id order; with filter.runner_ids, by runner id, then host.
    *
    * @generated from field: repeated gitpod.v1.SCMIntegration integrations = 2;
    */
