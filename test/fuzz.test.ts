@@ -161,6 +161,8 @@ const SCM_IDS = ["github", "gitlab", "bitbucket", "azuredevops_entra", "azuredev
 const hostValue = fc.oneof(
   { weight: 3, arbitrary: fc.domain() },
   { weight: 1, arbitrary: fc.constantFrom("github.com", "gitlab.com", "dev.azure.com/acme", "[::1]:8443", "10.0.0.1:443/git") },
+  // Near-IPv6 addresses, where a check and the URL parser could disagree.
+  { weight: 1, arbitrary: fc.string({ unit: fc.constantFrom(..."0123456789abcdefABCDEF:.".split(""), "::", "1.2.3.4"), maxLength: 12 }).map((b) => `[${b}]`) },
   { weight: 2, arbitrary: anyString },
 );
 // Client secrets are made unique so that the leak watch of the test server (test/secret-watch.ts),

@@ -329,6 +329,63 @@ describe("request size limit", () => {
     }
   });
 
+  it("HTTP/2, gRPC: a unary call sent three 200 KB messages is refused once it has read two, and the client still gets to send the rest", async () => {
+    // connect-node stops reading at the second message. The rest (more than the stream's
+    // flow-control window) must still be read and thrown away, or the client waits for
+    // credit that never comes until the request timeout cancels the stream.
+    const session = http2.connect(s.url);
+    try {
+      // Field 1 of ListRunnersRequest (pagination), empty, over and over: a valid message.
+      const message = Buffer.alloc(200 * 1024, Buffer.from([0x0a, 0x00]));
+      const body = Buffer.concat([envelope(message), envelope(message), envelope(message)]);
+      const stream = session.request({ ":method": "POST", ":path": listRunners, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${s.token}` });
+      const outcome = new Promise<{ status: string | undefined; message: string | undefined; rstCode: number | undefined }>((resolve) => {
+        let trailers: http2.IncomingHttpHeaders = {};
+        stream.on("trailers", (t) => (trailers = t));
+        stream.on("error", () => {});
+        stream.on("close", () => resolve({ status: trailers["grpc-status"] as string | undefined, message: trailers["grpc-message"] as string | undefined, rstCode: stream.rstCode }));
+      });
+      stream.resume();
+      stream.end(body);
+      const got = await outcome;
+      assert.equal(got.status, "3", JSON.stringify(got));
+      assert.match(decodeURIComponent(got.message ?? ""), /received extra input message/);
+      // Not CANCEL: the server did not have to give up on a body that stopped coming.
+      assert.equal(got.rstCode, http2.constants.NGHTTP2_NO_ERROR, "the stream ended as usual");
+    } finally {
+      session.close();
+    }
+  });
+
+  it("gRPC-Web over HTTP/1.1: the same call, chunked, is refused and its connection then serves the next call", async () => {
+    const message = Buffer.alloc(200 * 1024, Buffer.from([0x0a, 0x00]));
+    const body = Buffer.concat([envelope(message), envelope(message), envelope(message)]);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const send = (headers: http.OutgoingHttpHeaders, chunks: Buffer[]) =>
+      new Promise<{ status: number; text: string; reused: boolean }>((resolve, reject) => {
+        const req = http.request(`${s.url}${listRunners}`, { method: "POST", agent, headers: { authorization: `Bearer ${s.token}`, ...headers } }, (res) => {
+          const got: Buffer[] = [];
+          res.on("data", (c: Buffer) => got.push(c));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(got).toString("latin1"), reused: req.reusedSocket }));
+        });
+        req.on("error", reject);
+        for (const c of chunks) req.write(c);
+        req.end();
+      });
+    try {
+      const pieces = Array.from({ length: Math.ceil(body.length / 16384) }, (_, i) => body.subarray(i * 16384, (i + 1) * 16384));
+      const refused = await send({ "content-type": "application/grpc-web+proto", "transfer-encoding": "chunked" }, pieces);
+      assert.match(refused.text, /grpc-status: ?3\r\n/);
+      assert.match(refused.text, /received extra input message/);
+      // Before the rest of the body was read past, the server cut this connection under the next call.
+      const next = await send({ "content-type": "application/json" }, [Buffer.from("{}")]);
+      assert.equal(next.status, 200, next.text);
+      assert.equal(next.reused, true, "the same connection");
+    } finally {
+      agent.destroy();
+    }
+  });
+
   it("HTTP/2, Connect: a declared 64 MiB body is refused; past the limit the connection gets GOAWAY and the next call a new one", async () => {
     const session = http2.connect(s.url);
     let goaway = false;

@@ -5,6 +5,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
+import type { Readable } from "node:stream";
 
 export type NodeHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -459,12 +460,8 @@ function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: ht
     };
     if (res.writableFinished) giveUp();
     else res.once("finish", giveUp);
-    let seen = 0;
-    req.on("data", (chunk: Buffer) => {
-      seen += chunk.length;
-      if (seen <= maxBytes) return;
+    throwAway(req, maxBytes, () => {
       // No more than a body may hold: the connection closes once the answer is out.
-      req.pause();
       refuse();
       if (res.headersSent) {
         if (res.writableFinished) req.socket?.destroy();
@@ -517,18 +514,37 @@ function endUnreadRequest(req: http2.Http2ServerRequest, maxBytes: number): void
   if (stream.destroyed || req.readableEnded) return;
   // A request given up on (timed out, see limitStreamTime) reads nothing more.
   if (req.destroyed) return resetOnceAnswered(stream);
-  let seen = 0;
-  const count = (chunk: Buffer) => {
-    seen += chunk.length;
-    if (seen <= maxBytes) return;
-    req.off("data", count);
-    stream.session?.close();
-    resetOnceAnswered(stream);
-  };
-  req.on("data", count);
   // The request, not its stream: node's compatibility layer pauses the stream again
   // whenever the request it feeds is full.
-  req.resume();
+  throwAway(req, maxBytes, () => {
+    stream.session?.close();
+    resetOnceAnswered(stream);
+  });
+}
+
+/**
+ * Reads what is left of a request body and throws it away, until its end or until more than
+ * `maxBytes` have come, when it stops reading and calls `tooMuch`. It reads in paused mode
+ * ("readable" and read()), not with a "data" listener: when connect-node stops reading
+ * part-way (at a unary call's second message, say), the async iterator it read through keeps
+ * its "readable" listener, and while one is attached a "data" listener or resume() never
+ * starts the flow. The client then waited for the body to be taken: over HTTP/2 for
+ * flow-control credit until the stream timed out, over HTTP/1.1 until the connection was cut
+ * under the next call on it.
+ */
+function throwAway(req: Readable, maxBytes: number, tooMuch: () => void): void {
+  let seen = 0;
+  const drain = () => {
+    for (let chunk: Buffer | null; (chunk = req.read() as Buffer | null) !== null; ) {
+      seen += chunk.length;
+      if (seen <= maxBytes) continue;
+      req.off("readable", drain);
+      tooMuch();
+      return;
+    }
+  };
+  req.on("readable", drain);
+  drain();
 }
 
 /**
