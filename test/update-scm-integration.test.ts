@@ -58,6 +58,10 @@ describe("UpdateSCMIntegration, GetSCMIntegration, DeleteSCMIntegration", () => 
       ["Azure DevOps Server is PAT only", () => ({ id: server, oauthClientId: "c", oauthPlaintextClientSecret: "s" }), "oauth_client_id"],
       ["Entra OAuth needs its issuer", () => ({ id: entra, issuerUrl: "" }), "issuer_url"],
       ["client id with whitespace", () => ({ id: github, oauthClientId: "a b", oauthPlaintextClientSecret: "s" }), "oauth_client_id"],
+      ["client id with a no-break space", () => ({ id: github, oauthClientId: "Iv1\u00a0new", oauthPlaintextClientSecret: "s" }), "oauth_client_id"],
+      ["client id with a zero-width space", () => ({ id: github, oauthClientId: "Iv1abc\u200b", oauthPlaintextClientSecret: "s" }), "oauth_client_id"],
+      ["client id with a direction mark", () => ({ id: github, oauthClientId: "\u202eIv1abc", oauthPlaintextClientSecret: "s" }), "oauth_client_id"],
+      ["issuer with an ideographic space", () => ({ id: entra, issuerUrl: "https://login.example.com/t\u3000/v2.0" }), "issuer_url"],
       ["secret too large", () => ({ id: github, oauthPlaintextClientSecret: "x".repeat(5000) }), "oauth_plaintext_client_secret"],
     ];
     const before = s.db.select().from(scmIntegrations).all();

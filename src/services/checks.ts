@@ -31,9 +31,14 @@ export function hasControl(s: string): boolean {
   return /[\u0000-\u001f\u007f-\u009f]/.test(s);
 }
 
-/** Whether `s` has whitespace or control characters, which no identifier-like field may hold. */
+/**
+ * Whether `s` has whitespace (any Unicode space, not only ASCII), control characters, or
+ * invisible format characters (zero-width spaces, direction marks), which no identifier-like
+ * field may hold: an OAuth client id with a no-break space in it looks right to an admin and
+ * never matches the app.
+ */
 export function hasSpaceOrControl(s: string): boolean {
-  return /[\u0000-\u0020\u007f-\u009f]/.test(s);
+  return /[\u0000-\u0020\u007f-\u009f\p{White_Space}\p{Cf}]/u.test(s);
 }
 
 /**
