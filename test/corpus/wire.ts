@@ -221,6 +221,8 @@ export class WireClient {
   private session: http2.ClientHttp2Session | undefined;
   /** Errors of HTTP/2 sessions (GOAWAY with an error, protocol errors): each is a failure. */
   readonly sessionErrors: string[] = [];
+  /** The last stream a session's GOAWAY let through, for the sessions that got one. */
+  private readonly goawayLast = new WeakMap<http2.ClientHttp2Session, number>();
 
   constructor(readonly baseUrl: string) {}
 
@@ -272,7 +274,8 @@ export class WireClient {
       // sends many large bodies the server rightly does not read, so the client needs room.
       const s = http2.connect(this.baseUrl, { maxSessionMemory: 256 });
       s.on("error", (e) => this.sessionErrors.push(`session error: ${e.message}`));
-      s.on("goaway", (code) => {
+      s.on("goaway", (code, lastStreamId) => {
+        this.goawayLast.set(s, lastStreamId);
         if (code !== http2.constants.NGHTTP2_NO_ERROR) this.sessionErrors.push(`GOAWAY with code ${code}`);
       });
       this.session = s;
@@ -307,7 +310,16 @@ export class WireClient {
       stream.on("error", () => {
         /* the close event below reports the reset code */
       });
+      const session = this.session;
       stream.on("close", () => {
+        // A stream opened while the server's GOAWAY was on its way, past the last one it let
+        // through: refused unprocessed, which HTTP/2 clients retry on a new connection.
+        const last = session && this.goawayLast.get(session);
+        if (status === 0 && stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM && last !== undefined && stream.id !== undefined && stream.id > last) {
+          clearTimeout(timer);
+          void this.sendH2(req, timeoutMs).then(resolve);
+          return;
+        }
         if (status === 0) done({ kind: "dropped", error: `stream closed without a response (rst code ${stream.rstCode})` });
         else done({ kind: "answer", status, headers, body: Buffer.concat(chunks), trailers, rstCode: stream.rstCode });
       });
