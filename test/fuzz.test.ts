@@ -47,7 +47,7 @@ import {
 import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261125);
-const RUNS_PER_PROTOCOL = Number(process.env.FUZZ_RUNS ?? 300);
+const RUNS_PER_PROTOCOL = Number(process.env.FUZZ_RUNS ?? 2000);
 
 const SERVICES = [RunnerService, RunnerConfigurationService, RunnerInteractionService];
 const METHODS: DescMethod[] = SERVICES.flatMap((s) => s.methods);

@@ -264,6 +264,42 @@ describe("request size limit", () => {
     assert.ok(r.drips < 60, `it took ${r.drips} drips`);
   });
 
+  it("HTTP/1.1: so is a sized body (Content-Length) still dripping after its answer", async () => {
+    const head = `POST /gitpod.v1.RunnerService/ParseContextURL HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{`;
+    const r = await slowExchange((onConnect) => net.connect(portOf(s.url), "127.0.0.1", onConnect), head, "   ");
+    assert.ok(r.closedByServer, "the server closed the connection");
+    assert.match(r.response, /^HTTP\/1\.1 501 /);
+    assert.equal(r.response.match(/HTTP\/1\.1 \d{3}/g)?.length, 1, `no 408 after the answer: ${r.response}`);
+  });
+
+  it("HTTP/1.1: a sized 48 KB gRPC-Web body refused after its first bytes is read past, and the connection serves the next call", async () => {
+    // The compressed flag without a grpc-encoding: connect-node refuses the call once it has
+    // read the frame's header, and node reads past only bodies no one began to read.
+    const body = Buffer.concat([Buffer.from([1, 0, 0, 0, 0]), Buffer.alloc(47_995)]);
+    const sock = net.connect(portOf(s.url), "127.0.0.1");
+    let got = "";
+    sock.on("data", (d) => (got += d.toString("latin1")));
+    sock.on("error", () => {});
+    const closed = new Promise<void>((resolve) => sock.on("close", resolve));
+    const pause = () => new Promise((r) => setTimeout(r, 50));
+    try {
+      sock.write(`POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/grpc-web+proto\r\nContent-Length: ${body.length}\r\n\r\n`);
+      sock.write(body.subarray(0, 1000));
+      for (let i = 0; i < 100 && !got.includes("grpc-status"); i++) await pause();
+      assert.match(got, /grpc-status: ?3\r\n/, "refused as undecodable");
+      // The rest in pieces, so that it arrives after the answer in more than one read.
+      for (let at = 1000; at < body.length; at += 16_000) {
+        sock.write(body.subarray(at, at + 16_000));
+        await pause();
+      }
+      sock.write("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      await Promise.race([closed, later(EVENTUALLY_MS, "still open")]);
+      assert.deepEqual(got.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200", "HTTP/1.1 200"], got);
+    } finally {
+      sock.destroy();
+    }
+  });
+
   /** Opens an HTTP/2 stream and writes `total` body bytes as flow control allows, until the stream ends. */
   function h2Push(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, first: Buffer, total: number) {
     return new Promise<{ status: number; headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; body: string; sent: number; rstCode: number }>(

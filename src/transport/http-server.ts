@@ -223,6 +223,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     // queued behind an unfinished one of the same connection (pipelining), which has no
     // socket yet: if the connection goes first, only the socket says so.
     const socket = "stream" in req || (res as http.ServerResponse).socket ? null : req.socket;
+    const h1 = "stream" in req ? null : (req as Http1Request);
     let done = false;
     const finish = () => {
       if (done) return;
@@ -235,6 +236,10 @@ export function listen(handler: NodeHandler, port: number, host: string, options
       }
       body.release();
       socket?.off("close", finish);
+      // An HTTP/1.1 answer that went out before its body had all come: node reads the rest
+      // only of a body no one began to read, so when connect-node stopped part-way, read
+      // past it here (limitBody's discard, with its grace) or the connection stalls.
+      if (h1 && !h1.complete && (res as http.ServerResponse).writableFinished) h1.bodyLimit?.discard();
     };
     res.once("close", finish);
     socket?.once("close", finish);
