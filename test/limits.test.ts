@@ -970,7 +970,8 @@ describe("concurrent HTTP/2 streams", () => {
       await new Promise<void>((resolve) => session.once("remoteSettings", () => resolve()));
       assert.equal(session.remoteSettings.maxConcurrentStreams, 100);
       assert.equal(session.remoteSettings.maxHeaderListSize, 16 * 1024);
-      const big = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json", "x-padding": "a".repeat(100_000) });
+      // Between our 16 KiB and nghttp2's own 64 KiB, so that only our limit can refuse it.
+      const big = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json", "x-padding": "a".repeat(30_000) });
       const refused = await new Promise<string>((resolve) => {
         big.on("response", (h) => resolve(`answered ${h[":status"]}`));
         big.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error"));
@@ -979,6 +980,30 @@ describe("concurrent HTTP/2 streams", () => {
       assert.equal(refused, "ERR_HTTP2_STREAM_ERROR");
     } finally {
       session.close();
+      await s.close();
+    }
+  });
+
+  it("a header list over 16 KiB is refused also from a client that has not acknowledged the limit, and one under it served", async () => {
+    // nghttp2 enforces the advertised size only once the client has acknowledged it; curl's
+    // first request goes out before that.
+    const s = await startLimited({});
+    try {
+      const outcome = async (paddingBytes: number) => {
+        const raw = await RawH2.connect(s.port, { ackSettings: false });
+        try {
+          const block = Buffer.concat([requestBlock("/gitpod.v1.RunnerService/ListRunners", s.token), literal("x-padding", "a".repeat(paddingBytes))]);
+          raw.send(headerFrames(1, block));
+          raw.send(frame(FRAME.DATA, FLAG.END_STREAM, 1, Buffer.from("{}")));
+          await raw.until(() => raw.answered.has(1) || raw.resets.has(1));
+          return raw.resets.has(1) ? `reset ${raw.resets.get(1)}` : raw.answered.has(1) ? "answered" : "nothing";
+        } finally {
+          raw.destroy();
+        }
+      };
+      assert.equal(await outcome(30_000), `reset ${http2.constants.NGHTTP2_ENHANCE_YOUR_CALM}`);
+      assert.equal(await outcome(16 * 1024 - 1024), "answered");
+    } finally {
       await s.close();
     }
   });
@@ -1084,6 +1109,17 @@ function literal(name: string, value: string): Buffer {
   const n = Buffer.from(name);
   const v = Buffer.from(value);
   return Buffer.concat([Buffer.from([0]), hpackInt(n.length, 7), n, hpackInt(v.length, 7), v]);
+}
+
+/** A header block as one HEADERS frame and as many CONTINUATION frames as the default frame size needs. */
+function headerFrames(streamId: number, block: Buffer): Buffer {
+  const MAX_FRAME = 16_384;
+  const frames: Buffer[] = [];
+  for (let at = 0; at < block.length || at === 0; at += MAX_FRAME) {
+    const last = at + MAX_FRAME >= block.length;
+    frames.push(frame(at === 0 ? FRAME.HEADERS : FRAME.CONTINUATION, last ? FLAG.END_HEADERS : 0, streamId, block.subarray(at, at + MAX_FRAME)));
+  }
+  return Buffer.concat(frames);
 }
 
 function requestBlock(path: string, token: string): Buffer {

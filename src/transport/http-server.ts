@@ -184,6 +184,26 @@ export interface RunningServer {
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const { NGHTTP2_NO_ERROR, NGHTTP2_STREAM_STATE_OPEN, NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL } = http2.constants;
 
+/** The header list an HTTP/2 request may send, as HTTP/1.1 headers may take (node's 16 KiB). */
+const MAX_HEADER_LIST_BYTES = 16 * 1024;
+
+/**
+ * Refuses an HTTP/2 stream whose header list is over MAX_HEADER_LIST_BYTES, as nghttp2 does
+ * (ENHANCE_YOUR_CALM), and says whether it did. nghttp2 holds a client to the size we
+ * advertise only once the client has acknowledged our SETTINGS: a request sent before that
+ * (curl's first one, or any from a client that never acknowledges) would be held to 64 KiB.
+ * Counted as the setting counts (RFC 9113, 6.5.2): name, value and 32 bytes a field.
+ */
+function headerListTooLarge(req: http2.Http2ServerRequest): boolean {
+  const raw = req.rawHeaders;
+  let bytes = 16 * raw.length; // 32 a field, two entries a field
+  // node reads HTTP/2 header bytes as latin1: a string's length is its size on the wire.
+  for (const s of raw) bytes += s.length;
+  if (bytes <= MAX_HEADER_LIST_BYTES) return false;
+  req.stream.close(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  return true;
+}
+
 /**
  * Serves `handler` on one port. Without TLS the first bytes of each connection decide
  * between HTTP/1.1 and cleartext HTTP/2 (prior knowledge, as gRPC clients use), so
@@ -195,7 +215,7 @@ const { NGHTTP2_NO_ERROR, NGHTTP2_STREAM_STATE_OPEN, NGHTTP2_STREAM_STATE_HALF_C
  */
 export function listen(handler: NodeHandler, port: number, host: string, options: HttpServerOptions = {}): Promise<RunningServer> {
   // Header lists as large as HTTP/1.1 takes (node's 16 KiB), not nghttp2's 64 KiB.
-  const settings = { maxConcurrentStreams: options.maxConcurrentStreams ?? 100, maxHeaderListSize: 16 * 1024 };
+  const settings = { maxConcurrentStreams: options.maxConcurrentStreams ?? 100, maxHeaderListSize: MAX_HEADER_LIST_BYTES };
   const maxRequestBytes = options.maxRequestBytes ?? MAX_REQUEST_BYTES;
   const budget = new BodyBudget(options.maxBufferedBytes ?? MAX_BUFFERED_BYTES);
   const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_TIMEOUTS.headersTimeoutMs;
@@ -215,6 +235,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   const busy = new Map<net.Socket, number>();
 
   const counted: NodeHandler = (req, res) => {
+    if ("stream" in req && headerListTooLarge(req)) return;
     inFlight++;
     const h1Socket = options.tls && !("stream" in req) ? req.socket : null;
     if (h1Socket) busy.set(h1Socket, (busy.get(h1Socket) ?? 0) + 1);
@@ -254,6 +275,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   // Expect: 100-continue. node would send "100 Continue" to every such request, also to one
   // whose announced length is already over the limit, which then starts sending it.
   const continueOrRefuse = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    if ("stream" in req && headerListTooLarge(req)) return;
     if (!(Number(req.headers["content-length"] ?? 0) > maxRequestBytes)) res.writeContinue();
     counted(req, res);
   };

@@ -68,8 +68,9 @@ export type Admission = { caller: Caller; at: number } | { refusal: unknown };
 /**
  * An admission older than this is checked again before the call goes on. A call is admitted
  * when its headers arrive, and its body may take up to REQUEST_TIMEOUT_MS: a token revoked
- * meanwhile must not be served once the revocation is acknowledged (writes check again in
- * their transaction anyway, see writeAs).
+ * while a slow body came is then refused. A read whose body came within this time is served
+ * on its admission, so a revocation reaches such a read up to this late (writes check again
+ * in their transaction anyway, see writeAs).
  */
 const READMIT_AFTER_MS = 1000;
 
