@@ -94,6 +94,41 @@ describe("another process holding the write lock", () => {
     }
   });
 
+  it("keeps many waiting writes from holding up the event loop: one retry for all, none sleeping in SQLite", async () => {
+    const { runnerId } = await createRunner(s);
+    const sqlite = s.db.$client;
+    // The connection's busy_timeout at each BEGIN IMMEDIATE: SQLite's busy handler sleeps on
+    // the event loop for that long when the lock is taken.
+    const patienceAtBegin: number[] = [];
+    const exec = sqlite.exec.bind(sqlite);
+    sqlite.exec = (sql: string) => {
+      if (sql === "BEGIN IMMEDIATE") patienceAtBegin.push(sqlite.pragma("busy_timeout", { simple: true }) as number);
+      return exec(sql);
+    };
+    const other = new Database(sqlite.name);
+    other.exec("BEGIN IMMEDIATE");
+    try {
+      const pending = Array.from({ length: 100 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `wait-${i}.example.com`, pat: true }));
+      // Health answers all the while, until the writes have tried the lock 50 times.
+      while (patienceAtBegin.length < 50) assert.equal((await fetch(`${s.url}/healthz`)).status, 200);
+      assert.equal((await call(s, "gitpod.v1.RunnerService/GetRunner", { runnerId })).status, 200);
+      const whileLocked = patienceAtBegin.length;
+      other.exec("COMMIT");
+      const created = await Promise.all(pending);
+      assert.deepEqual(created.map((r) => r.status), Array(100).fill(200));
+      assert.ok(whileLocked > 1, `the writes tried the lock ${whileLocked} times`);
+      // The first try of the batch that found the lock taken may wait the connection's short
+      // busy_timeout; every retry fails at once and waits on a timer instead.
+      const slept = patienceAtBegin.slice(0, whileLocked).filter((ms) => ms > 0).length;
+      assert.ok(slept <= 1, `${slept} of ${whileLocked} tries waited in SQLite's busy handler`);
+      assert.equal(sqlite.pragma("busy_timeout", { simple: true }), 2, "the connection's busy_timeout is as it was");
+    } finally {
+      sqlite.exec = exec;
+      if (other.inTransaction) other.exec("ROLLBACK");
+      other.close();
+    }
+  });
+
   it("does not keep a process from starting on a database that is in use (a worker replacing another)", async () => {
     const other = new Database(s.db.$client.name);
     other.exec("BEGIN IMMEDIATE");

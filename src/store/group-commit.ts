@@ -9,12 +9,15 @@ interface Pending {
   oneStatement: boolean;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
+  /** When it was queued: it waits for another process's write lock until lockWaitMs after. */
+  queuedAt: number;
 }
 
 /** The most writes that share one transaction; more wait for the next one. */
 const MAX_BATCH = 512;
 /** How long a batch waits for another process's write lock before its writes fail, unless configured. */
 const DEFAULT_LOCK_WAIT_MS = 5000;
+/** How often writes waiting for another process's write lock try it again. */
 const LOCK_RETRY_MS = 2;
 
 export interface GroupCommitOptions {
@@ -70,6 +73,11 @@ export class GroupCommit {
   transactions = 0;
   private queue: Pending[] = [];
   private scheduled = false;
+  /**
+   * Set while another process holds the write lock: the one timer that tries it again for
+   * every waiting write. Until it fires no batch is cut; new writes wait in the queue.
+   */
+  private retry: NodeJS.Timeout | null = null;
   private readonly lockWaitMs: number;
   private readonly wal: WalSync | null;
   /** Why writes and reads fail for good, or null while all is well. */
@@ -162,22 +170,63 @@ export class GroupCommit {
    */
   run<T>(work: () => T, oneStatement = false): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ work, oneStatement, resolve: resolve as (value: unknown) => void, reject });
+      this.queue.push({ work, oneStatement, resolve: resolve as (value: unknown) => void, reject, queuedAt: Date.now() });
       this.schedule();
     });
   }
 
   private schedule(): void {
-    if (this.scheduled) return;
+    if (this.scheduled || this.retry !== null) return;
     this.scheduled = true;
     // setImmediate runs after the poll phase, so every request that arrived in this turn
     // has queued its write before the batch is cut.
     setImmediate(() => {
       this.scheduled = false;
-      const batch = this.queue.splice(0, MAX_BATCH);
-      if (this.queue.length > 0) this.schedule();
-      this.commit(batch, Date.now());
+      if (this.retry === null) this.flush(false);
     });
+  }
+
+  /** Commits the next batch off the queue, and schedules the one after it if more wait. */
+  private flush(retrying: boolean): void {
+    this.commit(this.queue.splice(0, MAX_BATCH), retrying);
+    if (this.queue.length > 0) this.schedule();
+  }
+
+  /**
+   * BEGIN IMMEDIATE. A retry does not wait in SQLite's busy handler: that sleeps on the event
+   * loop (the connection's busy_timeout, kept short for the first try), and retries every
+   * LOCK_RETRY_MS slept through most of it while a lock was held.
+   */
+  private begin(retrying: boolean): void {
+    if (!retrying) return void this.sqlite.exec("BEGIN IMMEDIATE");
+    const patience = this.sqlite.pragma("busy_timeout", { simple: true }) as number;
+    this.sqlite.pragma("busy_timeout = 0");
+    try {
+      this.sqlite.exec("BEGIN IMMEDIATE");
+    } finally {
+      this.sqlite.pragma(`busy_timeout = ${patience}`);
+    }
+  }
+
+  /**
+   * The batch found the write lock held by another process. Its writes wait off the event
+   * loop, at the head of the queue, with every write that comes meanwhile: one timer tries
+   * the lock for all of them (one per batch had the loop doing little else), and a write
+   * that has waited lockWaitMs fails with the error.
+   */
+  private waitForLock(batch: Pending[], err: unknown): void {
+    const now = Date.now();
+    const waiting: Pending[] = [];
+    for (const p of batch) {
+      if (now - p.queuedAt < this.lockWaitMs) waiting.push(p);
+      else p.reject(err);
+    }
+    this.queue.unshift(...waiting);
+    if (this.retry !== null || this.queue.length === 0) return;
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      this.flush(true);
+    }, LOCK_RETRY_MS);
   }
 
   // Prepared once: exec() would parse the statement again for every write.
@@ -210,7 +259,7 @@ export class GroupCommit {
     }
   }
 
-  private commit(batch: Pending[], since: number): void {
+  private commit(batch: Pending[], retrying: boolean): void {
     const db = this.sqlite;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; err: unknown })[] = [];
     const s = this.statements();
@@ -218,17 +267,14 @@ export class GroupCommit {
       // Nothing may be committed once it can no longer be made durable.
       if (this.failure) throw this.failure;
       this.setSync("NORMAL");
-      db.exec("BEGIN IMMEDIATE");
+      this.begin(retrying);
       this.transactions += 1;
     } catch (err) {
       // Another process (a second worker, the admin CLI) holds the write lock. Waiting
       // here would stall every request of this process, so the batch waits off the
       // event loop and tries again; the connection's busy_timeout is kept short.
       this.restoreSync();
-      if (isBusy(err) && Date.now() - since < this.lockWaitMs) {
-        setTimeout(() => this.commit(batch, since), LOCK_RETRY_MS);
-        return;
-      }
+      if (isBusy(err)) return this.waitForLock(batch, err);
       for (const p of batch) p.reject(err);
       return;
     }
