@@ -1,5 +1,6 @@
 import Database from "better-sqlite3";
 import { isOutOfSpace } from "./store/errors.js";
+import { NewerDatabaseError } from "./store/migrations.js";
 
 /** What a start needs from the configuration to explain its failures. */
 export interface StartContext {
@@ -17,10 +18,13 @@ export interface StartContext {
  * a bug and keeps its stack.
  */
 export function describeStartupError(err: unknown, at: StartContext): string | null {
-  // drizzle's migrator wraps the driver's error.
+  // drizzle wraps the driver's error.
   if (err instanceof Error && !(err instanceof Database.SqliteError) && err.cause instanceof Database.SqliteError) err = err.cause;
   const code = typeof (err as { code?: unknown })?.code === "string" ? (err as { code: string }).code : "";
   const where = `${at.host ?? ""}:${at.port ?? ""}`;
+  if (err instanceof NewerDatabaseError) {
+    return `DATABASE_URL: ${at.databaseFile} was upgraded by a newer release of this service (${err.message}); run that release, or this one on a copy made before the upgrade`;
+  }
   if (err instanceof Database.SqliteError) {
     if (code === "SQLITE_NOTADB") return `DATABASE_URL: ${at.databaseFile} is not a SQLite database`;
     if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) {

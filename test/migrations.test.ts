@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,6 +11,8 @@ import { newId } from "../src/crypto/ids.js";
 import { newKeyPair, open, seal } from "../src/crypto/sealed-box.js";
 import { newToken } from "../src/crypto/tokens.js";
 import { openDatabase } from "../src/store/database.js";
+import { NewerDatabaseError } from "../src/store/migrations.js";
+import { describeStartupError } from "../src/startup-errors.js";
 import { call, serveDatabase, type TestServer } from "./harness.js";
 
 const GET = "gitpod.v1.RunnerConfigurationService/GetSCMIntegration";
@@ -103,5 +106,67 @@ describe("upgrading a database made before scm_integrations was keyed by id", ()
     assert.deepEqual(sqlite.pragma("foreign_key_check"), []);
     await s.db.write(() => sqlite.prepare("DELETE FROM runners WHERE id = ?").run(runnerId));
     assert.equal(sqlite.prepare("SELECT count(*) FROM scm_integrations").pluck().get(), 0);
+  });
+});
+
+describe("migrating a database another process migrates too", () => {
+  it("a start that waited for the other's migrations applies none of them twice", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-migrate-race-"));
+    const file = join(dir, "old.db");
+    const old = new Database(file);
+    old.pragma("journal_mode = WAL"); // as every database this service made
+    migrate(drizzle(old), { migrationsFolder: migrationsUpTo(dir, BEFORE_REBUILD) });
+    old.close();
+    // The other process applies the rest as a release does, and holds its transaction open a
+    // moment: this start finds them pending, then waits for the write lock.
+    const other = spawn(
+      process.execPath,
+      [
+        "--input-type=module",
+        "-e",
+        `import Database from "better-sqlite3";
+         import { readMigrationFiles } from "drizzle-orm/migrator";
+         const db = new Database(${JSON.stringify(file)});
+         db.exec("BEGIN IMMEDIATE");
+         const last = db.prepare("SELECT max(created_at) FROM __drizzle_migrations").pluck().get();
+         for (const m of readMigrationFiles({ migrationsFolder: "drizzle" })) {
+           if (m.folderMillis <= last) continue;
+           for (const statement of m.sql) db.exec(statement);
+           db.prepare('INSERT INTO "__drizzle_migrations" ("hash", "created_at") VALUES (?, ?)').run(m.hash, m.folderMillis);
+         }
+         console.log("holding");
+         setTimeout(() => { db.exec("COMMIT"); db.close(); }, 500);`,
+      ],
+      { cwd: join(import.meta.dirname, ".."), stdio: ["ignore", "pipe", "inherit"] },
+    );
+    const exited = new Promise<number | null>((resolve) => other.once("exit", resolve));
+    await new Promise<void>((resolve) => other.stdout.once("data", () => resolve()));
+    const db = openDatabase(file);
+    try {
+      assert.equal(await exited, 0);
+      const applied = db.$client.prepare("SELECT created_at FROM __drizzle_migrations").pluck().all() as number[];
+      assert.equal(new Set(applied).size, applied.length, `a migration recorded twice: ${applied.join(", ")}`);
+      const journal = JSON.parse(readFileSync(join(import.meta.dirname, "..", "drizzle", "meta", "_journal.json"), "utf8")) as { entries: unknown[] };
+      assert.equal(applied.length, journal.entries.length);
+    } finally {
+      db.$client.close();
+    }
+  });
+
+  it("a database a newer release migrated is refused at start, naming the file", () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-migrate-newer-"));
+    const file = join(dir, "newer.db");
+    openDatabase(file).$client.close();
+    const newer = new Database(file);
+    newer.prepare('INSERT INTO "__drizzle_migrations" ("hash", "created_at") VALUES (?, ?)').run("from-a-later-release", 4102444800000);
+    newer.close();
+    let refused: unknown;
+    try {
+      openDatabase(file).$client.close();
+    } catch (err) {
+      refused = err;
+    }
+    assert.ok(refused instanceof NewerDatabaseError, String(refused));
+    assert.match(describeStartupError(refused, { databaseFile: file }) ?? "", new RegExp(`^DATABASE_URL: ${file} was upgraded by a newer release of this service \\(the database has a migration of 2100-01-01T00:00:00.000Z, newer than any this release has`));
   });
 });

@@ -4,10 +4,10 @@ import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { sql, type Placeholder } from "drizzle-orm";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
-import { migrate } from "drizzle-orm/better-sqlite3/migrator";
 import { DomainError } from "../domain/errors.js";
 import { isBusy } from "./errors.js";
 import { GroupCommit, type GroupCommitOptions } from "./group-commit.js";
+import { applyMigrations } from "./migrations.js";
 import { ReadBatch } from "./read-batch.js";
 import * as schema from "./schema.js";
 
@@ -98,8 +98,8 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   sqlite.pragma("cache_size = -16384");
   // A second process (the admin CLI) may hold the write lock for a moment.
   sqlite.pragma("busy_timeout = 5000");
+  applyMigrations(sqlite, migrationsFolder());
   const orm = drizzle(sqlite, { schema });
-  migrate(orm, { migrationsFolder: migrationsFolder() });
   const reads = new ReadBatch(sqlite);
   const commits = new GroupCommit(sqlite, options);
   // The group commit keeps descriptors of the WAL open for its syncs: they close with the connection.

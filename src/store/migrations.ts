@@ -1,0 +1,60 @@
+import type Database from "better-sqlite3";
+import { readMigrationFiles } from "drizzle-orm/migrator";
+
+/** drizzle's table of applied migrations, kept in its format so drizzle-kit reads it as ever. */
+const TABLE = "__drizzle_migrations";
+
+/**
+ * The database was last migrated by a newer release: this one does not know its schema, and
+ * serving from it would fail writes one by one (a column it does not fill, say).
+ */
+export class NewerDatabaseError extends Error {
+  constructor(
+    readonly appliedAt: number,
+    readonly newestKnown: number,
+  ) {
+    super(`the database has a migration of ${new Date(appliedAt).toISOString()}, newer than any this release has (${new Date(newestKnown).toISOString()})`);
+  }
+}
+
+/**
+ * Applies the committed migrations that `sqlite` lacks, in one transaction, and refuses a
+ * database that a newer release has migrated.
+ *
+ * drizzle's own migrate() reads what is applied before it begins its transaction, and begins
+ * it deferred: two processes starting together on an older database (the service and an admin
+ * command, or two workers) both applied the same migrations, and the second failed on what the
+ * first had made. Here the pending migrations are read again holding the write lock. A start
+ * with nothing to apply takes no lock, so a process starts while others write.
+ */
+export function applyMigrations(sqlite: Database.Database, migrationsFolder: string): void {
+  const migrations = readMigrationFiles({ migrationsFolder });
+  const newest = Math.max(0, ...migrations.map((m) => m.folderMillis));
+  const pending = () => {
+    const last = lastApplied(sqlite);
+    if (last !== null && last > newest) throw new NewerDatabaseError(last, newest);
+    return migrations.filter((m) => last === null || last < m.folderMillis);
+  };
+  if (pending().length === 0) return;
+  sqlite.exec("BEGIN IMMEDIATE");
+  try {
+    sqlite.exec(`CREATE TABLE IF NOT EXISTS "${TABLE}" (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at numeric)`);
+    const record = sqlite.prepare(`INSERT INTO "${TABLE}" ("hash", "created_at") VALUES (?, ?)`);
+    for (const m of pending()) {
+      for (const statement of m.sql) sqlite.exec(statement);
+      record.run(m.hash, m.folderMillis);
+    }
+    sqlite.exec("COMMIT");
+  } catch (err) {
+    if (sqlite.inTransaction) sqlite.exec("ROLLBACK");
+    throw err;
+  }
+}
+
+/** When the newest applied migration was made (its folder's time), or null if none is. */
+function lastApplied(sqlite: Database.Database): number | null {
+  const table = sqlite.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(TABLE);
+  if (table === undefined) return null;
+  const last = sqlite.prepare(`SELECT created_at FROM "${TABLE}" ORDER BY created_at DESC LIMIT 1`).pluck().get();
+  return last === undefined || last === null ? null : Number(last);
+}
