@@ -23,12 +23,27 @@ import { healthService } from "./transport/handlers/health.js";
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
-import { MAX_REQUEST_BYTES, withoutBody, type NodeHandler } from "./transport/http-server.js";
-import { admitter, authInterceptor, durabilityInterceptor, errorInterceptor, type Admission } from "./transport/interceptors.js";
+import { MAX_REQUEST_BYTES, sentGrpcStatus, withoutBody, type NodeHandler } from "./transport/http-server.js";
+import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 
 /** The longest deadline a client may ask for. */
 const MAX_TIMEOUT_MS = 60_000;
+/**
+ * The code a request's log line shows: what the client was told. A response that never began
+ * was not answered (the client left, or shutdown cut it off); a gRPC status sent covers the
+ * errors connect-node answers before any interceptor runs; the interceptors' record, then the
+ * HTTP status, cover the rest.
+ */
+function loggedCode(res: http.ServerResponse | http2.Http2ServerResponse, record: RequestRecord): string {
+  // headersSent: a trailers-only gRPC answer goes out through the HTTP/2 stream, not `res` (notServed).
+  if (!res.writableEnded && !res.headersSent) return "canceled";
+  // In trailers, or in the headers of a trailers-only answer (a method not served, say).
+  const grpc = sentGrpcStatus(res) ?? res.getHeader("grpc-status")?.toString();
+  if (grpc !== undefined) return grpc === "0" ? "ok" : codeName(Number(grpc));
+  return record.code ?? (res.statusCode < 400 ? "ok" : `http_${res.statusCode}`);
+}
+
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 export interface App {
@@ -129,8 +144,9 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       log.info("request", {
         request_id: id,
         procedure: (req.url ?? "").split("?")[0],
-        code: record.code ?? (res.statusCode < 400 ? "ok" : `http_${res.statusCode}`),
-        http_status: res.statusCode,
+        code: loggedCode(res, record),
+        // null when nothing was answered (the client went, or shutdown cut the call off).
+        http_status: res.headersSent ? res.statusCode : null,
         protocol: protocolOf(req.headers["content-type"]),
         duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
       });

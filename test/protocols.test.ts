@@ -231,3 +231,49 @@ describe("compressed Connect requests", () => {
     assert.equal(limited.headers.get("x-should-retry"), null);
   });
 });
+
+it("each request's log line shows the code its client was told, and canceled for a call never answered", async () => {
+  const s = await startServer();
+  try {
+    const logged = async (requestId: string) => {
+      for (let i = 0; i < 100; i++) {
+        const line = s.logs.find((l) => l.includes('"msg":"request"') && l.includes(`"request_id":"${requestId}"`));
+        if (line) return JSON.parse(line) as { code: string; http_status: number | null };
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.fail(`no log line for ${requestId}`);
+    };
+    const auth = { authorization: `Bearer ${s.token}` };
+    // A message that cannot be decoded: connect-node refuses it before any interceptor runs.
+    const garbage = Buffer.from([0, 0, 0, 0, 2, 0xff, 0xff]).toString("latin1");
+    const grpc = await http2Post(s.url, "/gitpod.v1.RunnerService/ListRunners", { ...auth, "content-type": "application/grpc", te: "trailers", "x-request-id": "log-grpc" }, garbage);
+    assert.equal(grpc.status, 200);
+    assert.deepEqual([(await logged("log-grpc")).code, (await logged("log-grpc")).http_status], ["invalid_argument", 200]);
+    const web = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/grpc-web+proto", "x-request-id": "log-grpc-web" },
+      body: Buffer.from([0, 0, 0, 0, 2, 0xff, 0xff]),
+    });
+    assert.match(Buffer.from(await web.arrayBuffer()).toString("latin1"), /grpc-status: ?3/);
+    assert.equal((await logged("log-grpc-web")).code, "invalid_argument");
+    // Answered in headers alone (trailers-only).
+    const unserved = await http2Post(s.url, "/gitpod.v1.RunnerService/CheckAuthenticationForHost", { ...auth, "content-type": "application/grpc", "x-request-id": "log-unserved" }, "");
+    assert.equal(unserved.headers["grpc-status"], "12");
+    assert.equal((await logged("log-unserved")).code, "unimplemented");
+    // A client that leaves while its body is still coming is never answered.
+    const u = new URL(s.url);
+    const sock = net.connect(Number(u.port), u.hostname);
+    await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+    sock.write(`POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nX-Request-Id: log-left\r\nContent-Length: 100\r\n\r\n{"pagina`);
+    await new Promise((r) => setTimeout(r, 100));
+    sock.destroy();
+    const left = await logged("log-left");
+    assert.deepEqual([left.code, left.http_status], ["canceled", null]);
+    // And a call that succeeds says so.
+    const ok = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { ...auth, "content-type": "application/json", "x-request-id": "log-ok" }, body: "{}" });
+    assert.equal(ok.status, 200);
+    assert.deepEqual([(await logged("log-ok")).code, (await logged("log-ok")).http_status], ["ok", 200]);
+  } finally {
+    await s.close();
+  }
+});

@@ -642,6 +642,17 @@ function isUndecodable(code: string | undefined, message: string): boolean {
   return code === "internal" && UNDECODABLE.some((re) => re.test(message));
 }
 
+/** The grpc-status each gRPC or gRPC-Web response sent, for its log line. */
+const grpcStatuses = new WeakMap<object, string>();
+
+/**
+ * The grpc-status `res` sent in its trailers, if it is a gRPC or gRPC-Web response that got
+ * that far. Errors connect-node answers before any interceptor runs are seen only here.
+ */
+export function sentGrpcStatus(res: object): string | undefined {
+  return grpcStatuses.get(res);
+}
+
 function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): void {
   const contentType = (req.headers["content-type"] ?? "").toLowerCase();
   const r = res as unknown as Record<string, (...args: any[]) => any>;
@@ -649,12 +660,17 @@ function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2ServerReq
     // gRPC-Web: the status is the last body frame (flag 0x80), written on its own.
     const write = r.write!;
     r.write = function (this: unknown, chunk: unknown, ...rest: unknown[]) {
-      return write.call(this, chunk instanceof Uint8Array && chunk[0] === 0x80 ? fixGrpcWebTrailer(chunk) : chunk, ...rest);
+      if (!(chunk instanceof Uint8Array && chunk[0] === 0x80)) return write.call(this, chunk, ...rest);
+      const trailer = fixGrpcWebTrailer(chunk);
+      if (trailer.status !== undefined) grpcStatuses.set(res, trailer.status);
+      return write.call(this, trailer.frame, ...rest);
     };
   } else if (contentType.startsWith("application/grpc")) {
     const addTrailers = r.addTrailers!;
     r.addTrailers = function (this: unknown, trailers: Record<string, string>) {
-      return addTrailers.call(this, fixGrpcStatus(trailers));
+      const fixed = fixGrpcStatus(trailers);
+      if (fixed["grpc-status"] !== undefined) grpcStatuses.set(res, fixed["grpc-status"]);
+      return addTrailers.call(this, fixed);
     };
   } else if (!contentType.startsWith("application/json") || req.headers["content-encoding"] !== undefined) {
     // Connect unary: the error is a JSON body after writeHead(status); an `internal` one is
@@ -744,9 +760,10 @@ function escapeGrpcMessage(message: string): string {
   });
 }
 
-function fixGrpcWebTrailer(frame: Uint8Array): Uint8Array {
+/** The gRPC-Web trailer frame to send in place of `frame`, and the status it carries. */
+function fixGrpcWebTrailer(frame: Uint8Array): { frame: Uint8Array; status: string | undefined } {
   const buf = Buffer.from(frame);
-  if (buf.length < 5 || buf.readUInt32BE(1) !== buf.length - 5) return frame;
+  if (buf.length < 5 || buf.readUInt32BE(1) !== buf.length - 5) return { frame, status: undefined };
   const fields: Record<string, string> = {};
   const lines = buf.subarray(5).toString("latin1").split("\r\n").filter((l) => l !== "");
   for (const line of lines) {
@@ -754,12 +771,13 @@ function fixGrpcWebTrailer(frame: Uint8Array): Uint8Array {
     if (i > 0) fields[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
   }
   const fixed = fixGrpcStatus(fields);
-  if (fixed === fields) return frame;
+  const status = fixed["grpc-status"];
+  if (fixed === fields) return { frame, status };
   const text = Buffer.from(Object.entries(fixed).map(([k, v]) => `${k}: ${v}\r\n`).join(""), "latin1");
   const head = Buffer.alloc(5);
   head[0] = 0x80;
   head.writeUInt32BE(text.length, 1);
-  return Buffer.concat([head, text]);
+  return { frame: Buffer.concat([head, text]), status };
 }
 
 /**

@@ -164,6 +164,6 @@ function rateLimited(waitMs: number): ConnectError {
 }
 
 /** `Code.InvalidArgument` → `invalid_argument`, as Connect writes codes on the wire. */
-function codeName(code: Code): string {
+export function codeName(code: Code): string {
   return (Code[code] ?? "unknown").replace(/[A-Z]/g, (c, i: number) => (i > 0 ? "_" : "") + c.toLowerCase());
 }
