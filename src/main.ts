@@ -27,6 +27,7 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger(config.logLevel);
+  holdSignals();
   try {
     if (cluster.isWorker) return await serve(config, log);
 
@@ -61,6 +62,32 @@ async function main(): Promise<void> {
     process.stderr.write(`startup error: ${reason}\n`);
     process.exit(1);
   }
+}
+
+/**
+ * SIGTERM or SIGINT before the service can stop cleanly (during migrations, the first-start
+ * token, listening), noted here and acted on once it can. Without a listener node ends the
+ * process at once: a first start stopped so, after its token was made and before it was
+ * printed, left a token that no one had seen.
+ */
+let heldSignal: NodeJS.Signals | null = null;
+const holdSigterm = () => (heldSignal ??= "SIGTERM");
+const holdSigint = () => (heldSignal ??= "SIGINT");
+
+function holdSignals(): void {
+  process.on("SIGTERM", holdSigterm);
+  process.on("SIGINT", holdSigint);
+}
+
+/** Hands SIGTERM and SIGINT to `stop`, including one that came while they were held. */
+function onStopSignals(stop: (signal: NodeJS.Signals) => void): void {
+  // Added before the others go: with no listener left node stops watching the signal, and
+  // one that arrived but was not yet dispatched would be lost.
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.off("SIGTERM", holdSigterm);
+  process.off("SIGINT", holdSigint);
+  if (heldSignal !== null) stop(heldSignal);
 }
 
 /** How long past SHUTDOWN_TIMEOUT_MS a shutdown may take to close up before the process just exits. */
@@ -121,8 +148,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     log.info("stopped");
     process.exit(0);
   };
-  process.on("SIGTERM", () => void stop("SIGTERM"));
-  process.on("SIGINT", () => void stop("SIGINT"));
+  onStopSignals((signal) => void stop(signal));
 }
 
 /**
@@ -226,8 +252,7 @@ function supervise(config: Config, log: Logger): void {
       process.exit(exitCode);
     }
   });
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  onStopSignals((signal) => stop(signal));
 }
 
 /** The first-start message while it waits for the address a server listens on (PORT=0). */

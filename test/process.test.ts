@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -788,6 +789,52 @@ it("a log reader that goes away (EPIPE on stdout) does not stop the service", as
     child.kill("SIGTERM");
     assert.equal(await exited, 0);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("a first start stopped by SIGTERM before it listens still prints the token it made, and exits 0", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-early-stop-"));
+  const dbFile = join(dir, "s.db");
+  // Another process holds the write lock of an empty database, so the start waits in its
+  // migrations: a moment after the signal handlers are in place, before the token exists.
+  const other = new Database(dbFile);
+  other.pragma("journal_mode = WAL");
+  other.exec("BEGIN IMMEDIATE");
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    env: { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: dbFile },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const state = { out: "", err: "" };
+  child.stdout.on("data", (d) => (state.out += d));
+  child.stderr.on("data", (d) => (state.err += d));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  try {
+    // It has the database open: it is inside its migrations, waiting for the lock.
+    const opened = () => readdirSync(`/proc/${child.pid}/fd`).some((fd) => {
+      try {
+        return readlinkSync(`/proc/${child.pid}/fd/${fd}`) === dbFile;
+      } catch {
+        return false;
+      }
+    });
+    while (child.exitCode === null && !opened()) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 200));
+    child.kill("SIGTERM");
+    other.exec("COMMIT");
+    assert.equal(await exited, 0, state.out + state.err);
+    const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(state.out)?.[0];
+    assert.ok(token, `the token was printed: ${state.out}`);
+    assert.match(state.out, /"msg":"stopped"/);
+    const db = new Database(dbFile, { readonly: true });
+    const hashes = db.prepare("SELECT token_hash FROM api_tokens").pluck().all() as Buffer[];
+    db.close();
+    assert.equal(hashes.length, 1);
+    assert.ok(hashes[0]!.equals(createHash("sha256").update(token!).digest()), "the printed token is the one stored");
+  } finally {
+    if (other.inTransaction) other.exec("ROLLBACK");
+    other.close();
+    if (child.exitCode === null) child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   }
 });
