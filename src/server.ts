@@ -74,9 +74,15 @@ export function routes(deps: Deps, isHealthy: () => boolean) {
     serve(router, RunnerService, runnerService(deps));
     serve(router, RunnerConfigurationService, runnerConfigurationService(deps));
     serve(router, RunnerInteractionService, runnerInteractionService(deps));
-    serve(router, Health, healthService(isHealthy));
+    // Health takes no token, so anyone's body is read: no compression (a few bytes inflated
+    // to 1 MiB of nesting or of unknown fields cost 150 to 250 ms of CPU each) and 1 KiB at
+    // most (its request is one service name), so that it holds next to nothing of the body budget.
+    router.service(Health, healthService(isHealthy), { readMaxBytes: HEALTH_MAX_BYTES, acceptCompression: [] });
   };
 }
+
+/** The most a health check's request may be. */
+const HEALTH_MAX_BYTES = 1024;
 
 /** Registers a service, each method with the JSON options its request needs (see json-options.ts). */
 function serve<S extends DescService>(router: ConnectRouter, service: S, impl: ServiceImpl<S>): void {
@@ -126,6 +132,10 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     interceptors: [errorInterceptor(log), durabilityInterceptor(db), authInterceptor(log, admit), ...(options.interceptors ?? [])],
     contextValues: (req) => createContextValues().set(requestRecordKey, records.get(req) ?? { id: randomUUID(), code: undefined }),
     readMaxBytes: MAX_REQUEST_BYTES,
+    // Unknown fields are dropped as they are read, not kept: kept, each became an object of its
+    // own, and 1 MiB of them (from a 1 KB gzip message) took about 75 MB; a hundred such calls
+    // at once ran the process out of memory. Nothing here reads unknown fields.
+    binaryOptions: { readUnknownFields: false },
     maxTimeoutMs: MAX_TIMEOUT_MS,
     jsonOptions,
     // connect-node's response type is a union of the HTTP/1 and HTTP/2 shapes; both take these calls.

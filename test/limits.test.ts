@@ -5,6 +5,7 @@
  * bound on concurrent HTTP/2 streams.
  */
 import assert from "node:assert/strict";
+import { gzipSync } from "node:zlib";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
@@ -1201,3 +1202,69 @@ class RawH2 {
     }
   }
 }
+
+describe("bodies read for anyone, and what a body may make the process hold", () => {
+  it("a health check, which takes no token, is read only uncompressed and up to 1 KiB", async () => {
+    const s = await startServer();
+    try {
+      const check = (headers: Record<string, string>, body: Buffer | string) =>
+        fetch(`${s.url}/grpc.health.v1.Health/Check`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
+      const plain = await check({}, "{}");
+      assert.equal(plain.status, 200);
+      assert.deepEqual(await plain.json(), { status: "SERVING" });
+      // A few bytes that inflate to 1 MiB of nesting.
+      const bomb = gzipSync(Buffer.from("[".repeat(512 * 1024) + "]".repeat(512 * 1024)));
+      const compressed = await check({ "content-encoding": "gzip" }, bomb);
+      const refusal = (await compressed.json()) as { code: string; message: string };
+      assert.equal(compressed.status, 501, JSON.stringify(refusal));
+      assert.equal(refusal.code, "unimplemented");
+      const large = await check({}, JSON.stringify({ service: "x".repeat(2000) }));
+      assert.equal(((await large.json()) as { code: string }).code, "resource_exhausted");
+      // gRPC: a compressed message is refused, not inflated.
+      const h2 = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+        const session = http2.connect(s.url);
+        session.on("error", reject);
+        const frame = Buffer.concat([Buffer.from([1]), Buffer.alloc(4), bomb]);
+        frame.writeUInt32BE(bomb.length, 1);
+        const req = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/grpc", "grpc-encoding": "gzip", te: "trailers" });
+        let status: http2.IncomingHttpHeaders = {};
+        req.on("response", (h) => (status = h));
+        req.on("trailers", (t) => (status = { ...status, ...t }));
+        req.on("close", () => {
+          session.close();
+          resolve(status);
+        });
+        req.on("error", reject);
+        req.resume();
+        req.end(frame);
+      });
+      assert.equal(h2["grpc-status"], "12", JSON.stringify(h2));
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("unknown fields of a binary message are dropped as it is read, not kept", async () => {
+    let kept: unknown = "not seen";
+    const s = await startServer({
+      interceptors: [
+        (next) => async (req) => {
+          if (!req.stream) kept = (req.message as { $unknown?: unknown }).$unknown;
+          return next(req);
+        },
+      ],
+    });
+    try {
+      // ListRunnersRequest with field 99 (a varint), which it does not have.
+      const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, {
+        method: "POST",
+        headers: { "content-type": "application/proto", authorization: `Bearer ${s.token}` },
+        body: Buffer.from([0x98, 0x06, 0x01]),
+      });
+      assert.equal(r.status, 200);
+      assert.equal(kept, undefined);
+    } finally {
+      await s.close();
+    }
+  });
+});
