@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, writeSync } from "node:fs";
 import { ConfigError, loadDatabaseFile } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
@@ -41,8 +41,12 @@ function run(args: string[]): void {
     const name = org();
     command = (db) => {
       const { id, token } = createApiToken(db, name);
+      if (!output(`${token}\n`)) {
+        // No one saw it: a live token no one holds is revoked rather than left behind.
+        revokeApiToken(db, id);
+        throw new UsageError(`stdout could not be written, so the new token ${id} was revoked; run the command again with stdout going somewhere`);
+      }
       process.stderr.write(`created API token ${id}; it is shown only now\n`);
-      process.stdout.write(`${token}\n`);
     };
   } else if (noun === "token" && verb === "list") {
     const name = org();
@@ -92,6 +96,28 @@ function run(args: string[]): void {
 }
 
 class UsageError extends Error {}
+
+/**
+ * Writes to stdout at once, and says whether it could: a reader that is gone (EPIPE) or a
+ * closed descriptor would otherwise surface later, the token long made, as an unhandled
+ * error with a stack trace. (Written before process.stdout is first used, so the
+ * descriptor is still blocking.)
+ */
+function output(text: string): boolean {
+  try {
+    const bytes = Buffer.from(text);
+    for (let at = 0; at < bytes.length; ) at += writeSync(1, bytes, at);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// A listing whose reader went away (`admin token list | head -1`): it changed nothing, so a line says so.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  process.stderr.write(`stdout could not be written (${err.code ?? "error"})\n`);
+  process.exitCode = 1;
+});
 
 try {
   run(process.argv.slice(2));

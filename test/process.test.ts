@@ -838,3 +838,23 @@ it("a first start stopped by SIGTERM before it listens still prints the token it
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+it("`admin token create` whose stdout no one reads revokes the token it made and says so, without a stack trace", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-admin-epipe-"));
+  try {
+    const env = { ...process.env, DATABASE_URL: join(dir, "a.db") };
+    assert.equal(spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "org", "create", "team-a"], { env }).status, 0);
+    const child = spawn(process.execPath, ["--import", "tsx", "src/admin.ts", "token", "create", "--org", "team-a"], { env, stdio: ["ignore", "pipe", "pipe"] });
+    // The reader is gone before the token is written.
+    child.stdout.destroy();
+    let err = "";
+    child.stderr.on("data", (d) => (err += d));
+    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    assert.notEqual(code, 0);
+    assert.match(err, /^stdout could not be written, so the new token \S+ was revoked; run the command again with stdout going somewhere\n$/);
+    const listed = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "token", "list", "--org", "team-a"], { env, encoding: "utf8" });
+    assert.match(listed.stdout, /^\S+\t\S+\trevoked \S+\n$/, "the one token there is revoked");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
