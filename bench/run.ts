@@ -602,7 +602,8 @@ described at the top of this file):
 | 2026-12-05, about 09:50 UTC (in this file's history; one process as before; workers sync off their event loops, see "Both cores") | 179 / 177 | 211 | 290 / 151 / 282 | 0.91 / 1.45 / 0.85 |
 | 2026-12-05, about 11:15 UTC (in this file's history; the same code, run again) | 177 / 178 | 215 | 325 / 193 / 337 | 0.87 / 1.34 / 0.84 |
 | 2026-12-05, about 12:00 UTC (in this file's history; the rest of a refused body read past, stricter checks of hosts and client ids) | 177 / 177 | 248 | 359 / 162 / 295 | 0.88 / 1.38 / 0.80 |
-| ${r.date}, this run (fixes since the run before: writes waiting for another process's lock retry on one timer, HTTP/2 header lists checked before the settings are acknowledged) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-05, about 13:15 UTC (in this file's history; writes waiting for another process's lock retry on one timer, HTTP/2 header lists checked before the settings are acknowledged) | 177 / 177 | 217 | 295 / 168 / 308 | 0.96 / 1.40 / 0.80 |
+| ${r.date}, this run (fixes since the run before: binary messages drop unknown fields as read, health checks read only uncompressed and up to 1 KiB, log lines show the code sent) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
 on the morning of 2026-12-04 it made 5,769, about the 6,000 a bare handler is known to make on
