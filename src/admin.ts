@@ -100,8 +100,8 @@ class UsageError extends Error {}
 /**
  * Writes to stdout at once, and says whether it could: a reader that is gone (EPIPE) or a
  * closed descriptor would otherwise surface later, the token long made, as an unhandled
- * error with a stack trace. (Written before process.stdout is first used, so the
- * descriptor is still blocking.)
+ * error with a stack trace. (For one short line, the first this process writes: a pipe
+ * cannot be full yet, so a non-blocking stdout cannot refuse it with EAGAIN.)
  */
 function output(text: string): boolean {
   try {
