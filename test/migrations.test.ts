@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -150,6 +150,7 @@ describe("migrating a database another process migrates too", () => {
       assert.equal(applied.length, journal.entries.length);
     } finally {
       db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
@@ -165,6 +166,8 @@ describe("migrating a database another process migrates too", () => {
       openDatabase(file).$client.close();
     } catch (err) {
       refused = err;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
     assert.ok(refused instanceof NewerDatabaseError, String(refused));
     assert.match(describeStartupError(refused, { databaseFile: file }) ?? "", new RegExp(`^DATABASE_URL: ${file} was upgraded by a newer release of this service \\(the database has a migration of 2100-01-01T00:00:00.000Z, newer than any this release has`));
