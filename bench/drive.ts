@@ -73,7 +73,7 @@ export async function startService(dbFile: string, options: { workers?: number; 
   // One token drives all the load here, far past any sensible per-token limit: it is off.
   const proc = spawn(process.execPath, [...NODE_FLAGS, "dist/src/main.js"], {
     cwd: options.dir ?? ROOT,
-    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: dbFile, LOG_LEVEL: "info", WORKERS: String(workers), RATE_LIMIT_PER_SECOND: "0" },
+    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: dbFile, LOG_LEVEL: "info", WORKERS: String(workers), RATE_LIMIT_PER_SECOND: "0", RATE_LIMIT_BYTES_PER_SECOND: "0" },
     stdio: "ignore",
   });
   children.add(proc);

@@ -27,6 +27,9 @@ export interface Config {
   /** Calls per second each token may make, with bursts up to `rateLimitBurst`; 0 turns the limit off. */
   rateLimitPerSecond: number;
   rateLimitBurst: number;
+  /** Bytes of request body per second each token may send (a compressed body counted inflated), with bursts up to `rateLimitBytesBurst` (and one body past it); 0 turns it off. */
+  rateLimitBytesPerSecond: number;
+  rateLimitBytesBurst: number;
   /** How long a create's Idempotency-Key is remembered. */
   idempotencyTtlMs: number;
   /** How long a client may take over a request's headers (HTTP/1.1) or to open its first HTTP/2 stream. */
@@ -95,6 +98,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (orgNameProblem) throw new ConfigError(`BOOTSTRAP_ORG_NAME "${bootstrapOrgName}" ${orgNameProblem}`);
   const rateLimitPerSecond = integer(env, "RATE_LIMIT_PER_SECOND", 100, 0, 1_000_000);
   const rateLimitBurst = integer(env, "RATE_LIMIT_BURST", Math.max(1, 2 * rateLimitPerSecond), 1, 1_000_000);
+  const rateLimitBytesPerSecond = integer(env, "RATE_LIMIT_BYTES_PER_SECOND", 256 * 1024, 0, 1 << 30);
+  const rateLimitBytesBurst = integer(env, "RATE_LIMIT_BYTES_BURST", Math.max(1, 4 * rateLimitBytesPerSecond), 1, 1 << 30);
   const idempotencyTtlMs = integer(env, "IDEMPOTENCY_TTL_SECONDS", 86_400, 1, 30 * 86_400) * 1000;
   const headersTimeoutMs = integer(env, "HEADERS_TIMEOUT_MS", 10_000, 100, 600_000);
   const requestTimeoutMs = integer(env, "REQUEST_TIMEOUT_MS", Math.max(30_000, headersTimeoutMs), 100, 3_600_000);
@@ -116,6 +121,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     workers,
     rateLimitPerSecond,
     rateLimitBurst,
+    rateLimitBytesPerSecond,
+    rateLimitBytesBurst,
     idempotencyTtlMs,
     headersTimeoutMs,
     requestTimeoutMs,

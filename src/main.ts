@@ -102,6 +102,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
   const app = createApp(db, log, {
     publicUrl: () => publicUrl,
     rateLimit: config.rateLimitPerSecond > 0 ? { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst } : null,
+    bodyRateLimit: config.rateLimitBytesPerSecond > 0 ? { perSecond: config.rateLimitBytesPerSecond, burst: config.rateLimitBytesBurst } : null,
     idempotencyTtlMs: config.idempotencyTtlMs,
   });
   const server = await listen(app.handler, config.port, config.host, {

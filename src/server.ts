@@ -23,8 +23,8 @@ import { healthService } from "./transport/handlers/health.js";
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
-import { MAX_REQUEST_BYTES, sentGrpcStatus, withoutBody, type NodeHandler } from "./transport/http-server.js";
-import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, type Admission } from "./transport/interceptors.js";
+import { chargeBody, MAX_REQUEST_BYTES, sentGrpcStatus, withoutBody, type NodeHandler } from "./transport/http-server.js";
+import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 
 /** The longest deadline a client may ask for. */
@@ -62,6 +62,11 @@ export interface AppOptions {
   publicUrl: string | (() => string);
   /** Calls per token (RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST); absent or null: no limit. */
   rateLimit?: RateLimit | null;
+  /**
+   * Bytes of request body per token, counted as parsed: a compressed body for what it
+   * inflates to (RATE_LIMIT_BYTES_PER_SECOND / RATE_LIMIT_BYTES_BURST); absent or null: no limit.
+   */
+  bodyRateLimit?: RateLimit | null;
   /** How long an Idempotency-Key is remembered (IDEMPOTENCY_TTL_SECONDS); a day if absent. */
   idempotencyTtlMs?: number;
   /** Extra interceptors, run innermost (after auth); tests use them to watch the traffic. */
@@ -125,7 +130,10 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     idempotency: new Idempotency(db, idempotencyKey, options.idempotencyTtlMs ?? 86_400_000),
   };
   const limiter = options.rateLimit ? new RateLimiter(options.rateLimit) : null;
-  const admit = admitter(db, limiter);
+  // What a call costs grows with its body: 1 MiB of nested JSON takes JSON.parse about a
+  // quarter of a second, so a limit on calls alone let one token ask for many cores' worth.
+  const bodyLimiter = options.bodyRateLimit ? new RateLimiter(options.bodyRateLimit) : null;
+  const admit = admitter(db, limiter, bodyLimiter);
 
   const adapter = connectNodeAdapter({
     routes: routes(deps, isHealthy),
@@ -191,6 +199,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
         if (decided) {
           record.admission = decided;
           if ("refusal" in decided) withoutBody(req);
+          else chargeBody(req, bodyCharge(bodyLimiter, decided.caller));
         }
         // connect-node's handler type is a union of the HTTP/1 and HTTP/2 shapes.
         adapter(req as never, res as never);

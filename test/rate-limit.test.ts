@@ -3,7 +3,9 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import http2 from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
+import { brotliCompressSync, gzipSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
 import { Gitpod } from "@gitpod/sdk";
 import { ConfigError, loadConfig, type Config } from "../src/config.js";
@@ -70,6 +72,140 @@ describe("per-token rate limit", () => {
   });
 });
 
+describe("per-token limit on request body bytes", () => {
+  // 64 KiB at once, then 1 KiB a second: a body that runs a token into debt keeps its next
+  // calls out for minutes, which no test waits for.
+  const LIMIT = { perSecond: 1024, burst: 64 * 1024 };
+  /** A ListRunners request with `size` bytes of an unknown field, which JSON readers ignore. */
+  const padded = (size: number) => Buffer.from(JSON.stringify({ pagination: { pageSize: 1 }, padding: "x".repeat(size) }));
+  const post = async (s: TestServer, body: Buffer, headers: Record<string, string> = {}, token = s.token) => {
+    const res = await fetch(`${s.url}/${LIST_RUNNERS}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}`, ...headers }, body });
+    return { status: res.status, body: (await res.json()) as { code?: string; message?: string }, retryAfterMs: Number(res.headers.get("retry-after-ms")) };
+  };
+
+  it("a body is charged as it inflates: a small compressed one can run its token into debt, and the next call waits it out", async () => {
+    for (const [coding, compress] of [["gzip", gzipSync], ["br", brotliCompressSync]] as const) {
+      const s = await startServer({ bodyRateLimit: LIMIT });
+      try {
+        const inflated = padded(200 * 1024);
+        const sent = compress(inflated);
+        assert.ok(sent.length < 2048, `${coding}: ${sent.length} bytes on the wire`);
+        const first = await post(s, sent, { "content-encoding": coding });
+        assert.equal(first.status, 200, `${coding}: the bucket owed nothing, so the call passes: ${JSON.stringify(first.body)}`);
+        const second = await post(s, padded(10), {});
+        assert.equal(second.status, 429, coding);
+        assert.equal(second.body.code, "resource_exhausted");
+        assert.match(second.body.message!, /byte rate limit/);
+        // Owed: what it inflated to less the 64 KiB burst, at 1 KiB a second.
+        const owed = ((inflated.length - LIMIT.burst) * 1000) / LIMIT.perSecond;
+        assert.ok(Math.abs(second.retryAfterMs - owed) < 2000, `${coding}: retry-after-ms ${second.retryAfterMs}, about ${owed} expected`);
+        // Other tokens have buckets of their own.
+        assert.equal((await post(s, padded(10), {}, s.otherToken)).status, 200);
+      } finally {
+        await s.close();
+      }
+    }
+  });
+
+  it("uncompressed bodies are charged as they are read, sized or streamed", async () => {
+    const s = await startServer({ bodyRateLimit: LIMIT });
+    try {
+      // Streamed in chunks with no Content-Length, as connect-es sends bodies.
+      const body = padded(100 * 1024);
+      const streamed = new ReadableStream({
+        start(c) {
+          for (let at = 0; at < body.length; at += 16 * 1024) c.enqueue(body.subarray(at, at + 16 * 1024));
+          c.close();
+        },
+      });
+      const res = await fetch(`${s.url}/${LIST_RUNNERS}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: streamed, duplex: "half" } as RequestInit);
+      assert.equal(res.status, 200, await res.text());
+      const refused = await post(s, padded(10));
+      assert.equal(refused.body.code, "resource_exhausted");
+      assert.ok(refused.retryAfterMs > 30_000, `retry-after-ms ${refused.retryAfterMs}`);
+    } finally {
+      await s.close();
+    }
+    // Bodies within the burst pass one after another.
+    const t = await startServer({ bodyRateLimit: LIMIT });
+    try {
+      for (let i = 0; i < 5; i++) assert.equal((await post(t, padded(8 * 1024))).status, 200, `call ${i}`);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("gRPC: compressed messages are inflated before connect-node reads them, and charged as inflated", async () => {
+    const s = await startServer({ bodyRateLimit: LIMIT });
+    const session = http2.connect(s.url);
+    try {
+      const { runnerId, runnerToken } = await createRunner(s, s.token, "grpc-bytes");
+      const grpc = (message: Buffer, compressed: boolean) =>
+        new Promise<{ status: string | undefined; message: string | undefined }>((resolve, reject) => {
+          const frame = Buffer.alloc(5 + message.length);
+          frame[0] = compressed ? 1 : 0;
+          frame.writeUInt32BE(message.length, 1);
+          message.copy(frame, 5);
+          const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerInteractionService/ListRunnerSCMIntegrations", "content-type": "application/grpc", "grpc-encoding": "gzip", te: "trailers", authorization: `Bearer ${runnerToken}` });
+          req.on("trailers", (t) => resolve({ status: t["grpc-status"] as string | undefined, message: t["grpc-message"] as string | undefined }));
+          req.on("response", (h) => {
+            if (h["grpc-status"] !== undefined) resolve({ status: h["grpc-status"] as string, message: h["grpc-message"] as string | undefined });
+          });
+          req.on("error", reject);
+          req.resume();
+          req.end(frame);
+        });
+      // runner_id (field 2), then field 99 as length-delimited bytes: unknown to the request, skipped by the reader.
+      const runner = Buffer.concat([Buffer.from([0x12, runnerId.length]), Buffer.from(runnerId)]);
+      const request = (padding: number) => Buffer.concat([runner, Buffer.from([0x9a, 0x06]), varint(padding), Buffer.alloc(padding, 0x61)]);
+      const first = await grpc(gzipSync(request(100 * 1024)), true);
+      assert.equal(first.status, "0", `a compressed message is read as sent: ${first.message}`);
+      const second = await grpc(request(0), false);
+      assert.equal(second.status, "8", `resource_exhausted: ${second.message}`);
+      assert.match(decodeURIComponent(second.message ?? ""), /byte rate limit/);
+    } finally {
+      session.close();
+      await s.close();
+    }
+  });
+
+  it("without a byte limit, compressed bodies still read as before: inflated, broken or too large", async () => {
+    const s = await startServer();
+    try {
+      assert.equal((await post(s, gzipSync(padded(10)), { "content-encoding": "gzip" })).status, 200);
+      const broken = await post(s, Buffer.from("not gzip at all"), { "content-encoding": "gzip" });
+      assert.equal(broken.status, 400);
+      assert.equal(broken.body.code, "invalid_argument");
+      const truncated = gzipSync(padded(1000));
+      const cut = await post(s, truncated.subarray(0, truncated.length - 10), { "content-encoding": "gzip" });
+      assert.equal(cut.body.code, "invalid_argument", JSON.stringify(cut.body));
+      const big = await post(s, gzipSync(padded(1024 * 1024)), { "content-encoding": "gzip" });
+      assert.equal(big.status, 429);
+      assert.equal(big.body.code, "resource_exhausted");
+      assert.match(big.body.message!, /readMaxBytes/);
+      // As without a coding: an empty body is no JSON.
+      for (const empty of [Buffer.alloc(0), gzipSync(Buffer.alloc(0))]) {
+        const answer = await post(s, empty, { "content-encoding": "gzip" });
+        assert.deepEqual([answer.status, answer.body.code], [400, "invalid_argument"]);
+        assert.match(answer.body.message!, /Unexpected end of JSON input/);
+      }
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+/** A protobuf varint. */
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  while (n > 0x7f) {
+    out.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  out.push(n);
+  return Buffer.from(out);
+}
+
 describe("the official SDK against the rate limit", () => {
   it("waits as long as the server's hint says, and its one retry gets through", async () => {
     // One call per second, no burst: right after one call the next waits about 1000 ms,
@@ -124,6 +260,15 @@ describe("rate limit settings from the environment", () => {
     assert.deepEqual(pick(loadConfig({ RATE_LIMIT_PER_SECOND: " 7 " })), [7, 14]);
     assert.deepEqual(pick(loadConfig({})), [100, 200]);
     assert.deepEqual(pick(loadConfig({ RATE_LIMIT_PER_SECOND: "0" })), [0, 1]);
+  });
+
+  it("RATE_LIMIT_BYTES_PER_SECOND and RATE_LIMIT_BYTES_BURST are read, the burst defaulting to four seconds' worth", () => {
+    const bytes = (c: Config) => [c.rateLimitBytesPerSecond, c.rateLimitBytesBurst];
+    assert.deepEqual(bytes(loadConfig({})), [256 * 1024, 1024 * 1024]);
+    assert.deepEqual(bytes(loadConfig({ RATE_LIMIT_BYTES_PER_SECOND: "1000", RATE_LIMIT_BYTES_BURST: "5" })), [1000, 5]);
+    assert.deepEqual(bytes(loadConfig({ RATE_LIMIT_BYTES_PER_SECOND: "0" })), [0, 1]);
+    assert.throws(() => loadConfig({ RATE_LIMIT_BYTES_BURST: "0" }), (err: Error) => err instanceof ConfigError && err.message.startsWith("RATE_LIMIT_BYTES_BURST"));
+    assert.throws(() => loadConfig({ RATE_LIMIT_BYTES_PER_SECOND: "-5" }), (err: Error) => err instanceof ConfigError && err.message.startsWith("RATE_LIMIT_BYTES_PER_SECOND"));
   });
 
   it("a bad value stops the start, naming the variable", () => {
@@ -214,6 +359,23 @@ describe("the token bucket", () => {
     now += 10_000;
     assert.deepEqual([limiter.take("a"), limiter.take("a"), limiter.take("a"), limiter.take("a") > 0], [0, 0, 0, true]);
     assert.equal(limiter.take("b"), 0, "each caller has its own bucket");
+  });
+
+  it("takes what is owed into debt, which later calls wait out, and forgets no caller still owing", () => {
+    let now = 0;
+    const limiter = new RateLimiter({ perSecond: 100, burst: 50 }, () => now);
+    assert.equal(limiter.debtWait("a"), 0, "a caller never seen owes nothing");
+    limiter.owe("a", 40);
+    assert.equal(limiter.debtWait("a"), 0, "within the burst");
+    limiter.owe("a", 210);
+    assert.equal(limiter.debtWait("a"), 2000, "200 owed at 100 a second");
+    now += 1500;
+    assert.equal(limiter.debtWait("a"), 500);
+    for (let i = 0; i < 10_000; i++) limiter.take(`caller-${i}`);
+    now += 500; // every other bucket has refilled by now; "a" has paid off its debt but is not full
+    limiter.take("new");
+    assert.equal(limiter.callers, 2, "the quiet callers were dropped, the one that owed kept");
+    assert.equal(limiter.debtWait("a"), 0);
   });
 
   it("forgets callers whose bucket has refilled once it holds 10,000, and keeps the others", () => {

@@ -1,4 +1,4 @@
-/** How many calls one token may make: `perSecond` on average, up to `burst` at once. */
+/** How much one token may use (calls, or bytes of request body): `perSecond` on average, up to `burst` at once. */
 export interface RateLimit {
   perSecond: number;
   burst: number;
@@ -33,6 +33,31 @@ export class RateLimiter {
 
   /** Takes one call from `caller`'s bucket: 0 if it may proceed, else ms until it may. */
   take(caller: string): number {
+    const bucket = this.bucket(caller);
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1;
+      return 0;
+    }
+    return Math.ceil(((1 - bucket.tokens) * 1000) / this.limit.perSecond);
+  }
+
+  /**
+   * Takes `amount` from `caller`'s bucket whatever it holds, into debt if need be: for what
+   * is only known as it is used, such as the bytes of a body being read.
+   */
+  owe(caller: string, amount: number): void {
+    this.bucket(caller).tokens -= amount;
+  }
+
+  /** 0 if `caller` owes nothing, else ms until its debt is paid off (see owe). */
+  debtWait(caller: string): number {
+    if (!this.buckets.has(caller)) return 0;
+    const tokens = this.bucket(caller).tokens;
+    return tokens >= 0 ? 0 : Math.ceil((-tokens * 1000) / this.limit.perSecond);
+  }
+
+  /** `caller`'s bucket, brought up to date. */
+  private bucket(caller: string): Bucket {
     const now = this.now();
     let bucket = this.buckets.get(caller);
     if (bucket === undefined) {
@@ -43,18 +68,13 @@ export class RateLimiter {
       bucket.tokens = Math.min(this.limit.burst, bucket.tokens + ((now - bucket.at) * this.limit.perSecond) / 1000);
       bucket.at = now;
     }
-    if (bucket.tokens >= 1) {
-      bucket.tokens -= 1;
-      return 0;
-    }
-    return Math.ceil(((1 - bucket.tokens) * 1000) / this.limit.perSecond);
+    return bucket;
   }
 
-  /** Forgets callers whose bucket has refilled: they are indistinguishable from new ones. */
+  /** Forgets callers whose bucket has refilled (debts paid): they are indistinguishable from new ones. */
   private sweep(now: number): void {
-    const refillMs = (this.limit.burst * 1000) / this.limit.perSecond;
     for (const [caller, bucket] of this.buckets) {
-      if (now - bucket.at >= refillMs) this.buckets.delete(caller);
+      if (bucket.tokens + ((now - bucket.at) * this.limit.perSecond) / 1000 >= this.limit.burst) this.buckets.delete(caller);
     }
   }
 }

@@ -6,6 +6,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import type { Readable } from "node:stream";
+import { codingOf, inflateBody, type Coding } from "./inflate.js";
 
 export type NodeHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -51,6 +52,10 @@ interface BodyLimit {
   standIn?: Buffer;
   /** Reads what is left of the body and throws it away (HTTP/1.1; see limitBody). */
   discard(): void;
+  /** Charges each byte read (of a compressed body, what it inflates to) to the caller (see chargeBody). */
+  charge?: ((bytes: number) => void) | undefined;
+  /** The body's coding, when it is inflated here (see inflate.ts). */
+  coding?: Coding | undefined;
 }
 
 /**
@@ -69,13 +74,51 @@ function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIt
         if (r.done || limit === null) return r;
         seen += r.value.length;
         if (limit.checkSize && seen > limit.maxBytes) limit.refuse();
+        limit.charge?.(r.value.length);
         if (seen <= limit.maxBytes && !limit.take(r.value.length)) throw busy();
         return r;
       }),
     return: (value?: unknown) => chunks.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
     [Symbol.asyncIterator]: () => counted,
   };
-  return counted;
+  return limit?.coding ? inflatedChunks(counted, limit, limit.coding) : counted;
+}
+
+/**
+ * A compressed body read whole from `wire`, then inflated (see inflate.ts) and given as one
+ * chunk. What it inflates to beyond what was sent is charged as well, and held in the budget.
+ */
+function inflatedChunks(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, coding: Coding): AsyncIterableIterator<Buffer> {
+  let read = false;
+  const readWhole = async (): Promise<IteratorResult<Buffer>> => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    for (let r = await wire.next(); !r.done; r = await wire.next()) {
+      size += r.value.length;
+      if (size > limit.maxBytes) {
+        limit.refuse();
+        throw new ConnectError(`message size is larger than configured readMaxBytes ${limit.maxBytes}`, Code.ResourceExhausted);
+      }
+      parts.push(r.value);
+    }
+    const sent = Buffer.concat(parts, size);
+    const body = await inflateBody(coding, sent, limit.maxBytes);
+    if (body !== sent) {
+      if (body.length > size) limit.charge?.(body.length - size);
+      if (!limit.take(body.length)) throw busy();
+    }
+    return body.length === 0 ? { done: true, value: undefined } : { done: false, value: body };
+  };
+  const it: AsyncIterableIterator<Buffer> = {
+    next: () => {
+      if (read) return Promise.resolve({ done: true as const, value: undefined });
+      read = true;
+      return readWhole();
+    },
+    return: (value?: unknown) => wire.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
+    [Symbol.asyncIterator]: () => it,
+  };
+  return it;
 }
 
 /** One chunk, then the end: the body connect-node reads for a request answered without its own. */
@@ -112,6 +155,26 @@ export function withoutBody(req: http.IncomingMessage | http2.Http2ServerRequest
   delete req.headers["content-encoding"];
   if (req.headers["content-length"] !== undefined) req.headers["content-length"] = String(limit.standIn.length);
   limit.discard();
+}
+
+/**
+ * For a call admitted with a token, before connect-node sees it: each byte of its body is
+ * charged to `charge` as it is read, and a compressed body is inflated here (see inflate.ts)
+ * and charged for what it inflates to, before anything parses it. A body announced over the
+ * size limit is left to connect-node, which refuses it unread.
+ */
+export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest, charge: ((bytes: number) => void) | null): void {
+  const limit = (req as Http1Request | Http2Request).bodyLimit;
+  if (!limit || limit.standIn) return;
+  if (charge) limit.charge = charge;
+  const coding = codingOf(req.headers);
+  if (!coding || Number(req.headers["content-length"] ?? 0) > limit.maxBytes) return;
+  limit.coding = coding;
+  // What connect-node reads is the inflated body: uncompressed, of a length no header gave.
+  if (!coding.framed) {
+    delete req.headers["content-encoding"];
+    delete req.headers["content-length"];
+  }
 }
 
 const EMPTY_FRAME = Buffer.alloc(5);

@@ -81,7 +81,7 @@ const READMIT_AFTER_MS = 1000;
  * so that a call without a good token costs no decompression or parsing; the auth
  * interceptor then only applies what was decided.
  */
-export function admitter(db: Db, limiter: RateLimiter | null) {
+export function admitter(db: Db, limiter: RateLimiter | null, bodyLimiter: RateLimiter | null = null) {
   async function admit(policy: "api" | "runner", serviceName: string, authorization: string | null, repeated: boolean): Promise<Admission> {
     try {
       if (repeated) throw new DomainError("unauthenticated", "more than one Authorization header; send exactly one");
@@ -89,8 +89,14 @@ export function admitter(db: Db, limiter: RateLimiter | null) {
       // The limit counts every call of a token, also the ones refused below, so a token
       // cannot flood the service (or its log) with calls it is not allowed to make.
       if (limiter) {
-        const waitMs = limiter.take(caller.kind === "api" ? `api:${caller.tokenId}` : `runner:${caller.runnerId}`);
-        if (waitMs > 0) throw rateLimited(waitMs);
+        const waitMs = limiter.take(limitKey(caller));
+        if (waitMs > 0) throw rateLimited(`rate limit exceeded for this token; retry in ${waitMs} ms`, waitMs);
+      }
+      // Bodies are charged as they are read (see bodyCharge), so a call is let in while its
+      // token owes no bytes, and the body it then sends may run it into debt.
+      if (bodyLimiter) {
+        const waitMs = bodyLimiter.debtWait(limitKey(caller));
+        if (waitMs > 0) throw rateLimited(`this token's request bodies are over its byte rate limit; retry in ${waitMs} ms`, waitMs);
       }
       if (caller.kind !== policy) {
         throw new DomainError(
@@ -152,12 +158,28 @@ function logRefusal(log: Logger, req: Parameters<ReturnType<Interceptor>>[0], re
   });
 }
 
+/** The bucket a caller's calls and body bytes are counted in: each API token's own, each runner's own. */
+function limitKey(caller: Caller): string {
+  return caller.kind === "api" ? `api:${caller.tokenId}` : `runner:${caller.runnerId}`;
+}
+
+/**
+ * What an admitted call's body is charged to, byte by byte as it is read (for a compressed
+ * one, what it inflates to): its token's byte bucket, into debt if need be, which the next
+ * calls of the token wait out (see admitter). Null without a byte limit.
+ */
+export function bodyCharge(bodyLimiter: RateLimiter | null, caller: Caller): ((bytes: number) => void) | null {
+  if (!bodyLimiter) return null;
+  const key = limitKey(caller);
+  return (bytes) => bodyLimiter.owe(key, bytes);
+}
+
 /**
  * resource_exhausted (HTTP 429 in Connect) with the wait in both forms the official SDK
  * reads: `retry-after-ms` first, then `retry-after` in whole seconds.
  */
-function rateLimited(waitMs: number): ConnectError {
-  const err = new ConnectError(`rate limit exceeded for this token; retry in ${waitMs} ms`, Code.ResourceExhausted);
+function rateLimited(message: string, waitMs: number): ConnectError {
+  const err = new ConnectError(message, Code.ResourceExhausted);
   err.metadata.set("retry-after-ms", String(waitMs));
   err.metadata.set("retry-after", String(Math.ceil(waitMs / 1000)));
   return err;
