@@ -591,6 +591,17 @@ describe("request bodies held at once", () => {
     }
   });
 
+  it("a compressed body holds what it inflates to", async () => {
+    const post = (inflated: number) =>
+      fetch(`${s.url}${listRunners}`, { method: "POST", headers: { "content-type": "application/json", "content-encoding": "gzip", authorization: `Bearer ${s.token}` }, body: gzipSync("{}" + " ".repeat(inflated - 2)) });
+    const over = await post(170 * KIB);
+    assert.equal(over.status, 503, "a few hundred bytes sent, 170 KiB to hold: more than the 160 KiB budget");
+    assert.equal(((await over.json()) as { code: string }).code, "unavailable");
+    assert.equal((await post(100 * KIB)).status, 200);
+    for (let i = 0; i < 250 && s.server.inFlight() > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(s.server.bodyBytesHeld(), 0, "and gives it back");
+  });
+
   it("a call without a good token holds none of it, whatever it sends, and is answered unauthenticated without its body being read", async () => {
     const session = http2.connect(s.url);
     const open: ReturnType<typeof hold>[] = [];
