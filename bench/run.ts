@@ -363,7 +363,8 @@ calls is marked as not valid.
 
 - The service: \`node ${NODE_FLAGS.join(" ")} dist/src/main.js\` (compiled, the flags of \`npm start\`), SQLite on
   disk in a temp directory, WAL, every write answered only after its fdatasync, request logging on
-  (to /dev/null). The large table holds ${r.labelLarge} integrations
+  (to /dev/null), the per-token limits on calls and on body bytes off (\`RATE_LIMIT_PER_SECOND=0\`,
+  \`RATE_LIMIT_BYTES_PER_SECOND=0\`: all the load comes with one token). The large table holds ${r.labelLarge} integrations
   over ${LARGE.runners} runners (${r.rowsAfter} after the create runs of the matrix and durability blocks). The growth
   comparison sets it beside a small table of ${r.labelSmall} integrations over ${SMALL.runners} runners; for each
   scenario both are made afresh from their seeds, each with a fresh service (the create runs added
