@@ -23,9 +23,11 @@ import { healthService } from "./transport/handlers/health.js";
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
-import { chargeBody, MAX_REQUEST_BYTES, sentGrpcStatus, withoutBody, type NodeHandler } from "./transport/http-server.js";
+import { sentGrpcStatus } from "./transport/framework-errors.js";
+import type { NodeHandler } from "./transport/http-server.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
+import { chargeBody, MAX_REQUEST_BYTES, withoutBody } from "./transport/request-body.js";
 
 /** The longest deadline a client may ask for. */
 const MAX_TIMEOUT_MS = 60_000;

@@ -7,7 +7,8 @@ import type { Interceptor } from "@connectrpc/connect";
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
 import { RunnerService } from "../gen/gitpod/v1/runners_pb.js";
-import { MAX_REQUEST_BYTES, type NodeHandler } from "../src/transport/http-server.js";
+import type { NodeHandler } from "../src/transport/http-server.js";
+import { MAX_REQUEST_BYTES } from "../src/transport/request-body.js";
 
 /**
  * Watches one test server for leaks. It learns every bearer token clients send, every

@@ -29,7 +29,7 @@ const RETRYABLE = new Set<Code>([Code.Unavailable, Code.ResourceExhausted, Code.
 
 /**
  * Where the service's own errors become Connect errors (what connect-node refuses before
- * any of this runs is corrected in http-server.ts). Domain errors keep their message and
+ * any of this runs is corrected in framework-errors.ts). Domain errors keep their message and
  * gain field violations as a `buf.validate.Violations` detail; anything unexpected
  * is logged here and answered as an opaque `internal` with the request id, because
  * driver messages can carry SQL and parameters.

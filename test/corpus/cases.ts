@@ -235,7 +235,7 @@ export const CORPUS: CorpusCase[] = [
   { name: "end-of-stream flag on a request", protocol: "grpc", method: "RunnerService/ListRunners", body: envelope(new Uint8Array(0), 0x80) },
   { name: "garbage protobuf", protocol: "grpc", method: "RunnerService/GetRunner", body: envelope(WIRE.overlongVarint), expect: "invalid_argument" },
   { name: "nested groups", protocol: "grpc", method: "RunnerService/ListRunners", body: envelope(WIRE.nestedGroups), expect: "invalid_argument" },
-  // connect-node could not answer a JSON syntax error over gRPC (see GRPC_JSON in src/transport/http-server.ts).
+  // connect-node could not answer a JSON syntax error over gRPC (see UNSERVED_GRPC in src/server.ts).
   { name: "JSON codec is not served", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "content-type": "application/grpc+json" }, body: envelope(Buffer.from("{}")), expect: "http_415" },
   { name: "JSON codec, broken JSON quoting a character outside the BMP", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "content-type": "application/grpc+json" }, body: envelope(Buffer.from(`\n\u{1f984}\u{1f984}\u{1f984}\u{1f984}\u{1f984}`)), expect: "http_415" },
   { name: "a quoted filter id cut in the middle of a surrogate pair", protocol: "grpc", method: "RunnerConfigurationService/ListSCMIntegrations", body: envelope(pb(ListSCMIntegrationsRequestSchema, { filter: { runnerIds: [`a${"\u{1f984}".repeat(40)}`] } })), expect: "invalid_argument" },

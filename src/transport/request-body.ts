@@ -1,0 +1,364 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import http from "node:http";
+import http2 from "node:http2";
+import type { Readable } from "node:stream";
+import { codingOf, inflateBody, type Coding } from "./inflate.js";
+
+// Request bodies as this server lets connect-node read them: counted against a size limit and
+// a budget shared by all requests, charged to their caller, inflated here when compressed,
+// and thrown away unread when a call is answered without them.
+
+const { NGHTTP2_NO_ERROR, NGHTTP2_STREAM_STATE_OPEN, NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL } = http2.constants;
+
+/** What limitBody set for one request's body: the size limit and its share of the budget. */
+interface BodyLimit {
+  maxBytes: number;
+  /** Whether the size limit is counted here (not when node or connect-node enforce it). */
+  checkSize: boolean;
+  /** Marks the answer as final once the body passed the size limit. */
+  refuse(): void;
+  take(bytes: number): boolean;
+  /** What connect-node reads instead of the body, once the request is answered without it (see withoutBody). */
+  standIn?: Buffer;
+  /** Reads what is left of the body and throws it away (HTTP/1.1; see limitBody). */
+  discard(): void;
+  /** Charges each byte read (of a compressed body, what it inflates to) to the caller (see chargeBody). */
+  charge?: ((bytes: number) => void) | undefined;
+  /** The body's coding, when it is inflated here (see inflate.ts). */
+  coding?: Coding | undefined;
+}
+
+/**
+ * The chunks of a request body as connect-node reads them (through the request's async
+ * iterator), counted against its limit. The request is not destroyed when the reader stops
+ * early (the default), so the connection lives long enough for the answer to get out. A
+ * plain iterator, not an async generator, which cost every call several promise turns.
+ */
+function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Buffer> }, limit: BodyLimit | null): AsyncIterableIterator<Buffer> {
+  if (limit?.standIn) return standInChunks(limit.standIn);
+  const chunks = req.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
+  let seen = 0;
+  const counted: AsyncIterableIterator<Buffer> = {
+    next: () =>
+      chunks.next().then((r) => {
+        if (r.done || limit === null) return r;
+        seen += r.value.length;
+        if (limit.checkSize && seen > limit.maxBytes) limit.refuse();
+        limit.charge?.(r.value.length);
+        if (seen <= limit.maxBytes && !limit.take(r.value.length)) throw busy();
+        return r;
+      }),
+    return: (value?: unknown) => chunks.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
+    [Symbol.asyncIterator]: () => counted,
+  };
+  return limit?.coding ? inflatedChunks(counted, limit, limit.coding) : counted;
+}
+
+/**
+ * A compressed body read whole from `wire`, then inflated (see inflate.ts) and given as one
+ * chunk. What it inflates to beyond what was sent is charged as well, and held in the budget.
+ */
+function inflatedChunks(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, coding: Coding): AsyncIterableIterator<Buffer> {
+  let read = false;
+  const readWhole = async (): Promise<IteratorResult<Buffer>> => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    for (let r = await wire.next(); !r.done; r = await wire.next()) {
+      size += r.value.length;
+      if (size > limit.maxBytes) {
+        limit.refuse();
+        throw new ConnectError(`message size is larger than configured readMaxBytes ${limit.maxBytes}`, Code.ResourceExhausted);
+      }
+      parts.push(r.value);
+    }
+    const sent = Buffer.concat(parts, size);
+    const body = await inflateBody(coding, sent, limit.maxBytes);
+    if (body !== sent) {
+      if (body.length > size) limit.charge?.(body.length - size);
+      if (!limit.take(body.length)) throw busy();
+    }
+    return body.length === 0 ? { done: true, value: undefined } : { done: false, value: body };
+  };
+  const it: AsyncIterableIterator<Buffer> = {
+    next: () => {
+      if (read) return Promise.resolve({ done: true as const, value: undefined });
+      read = true;
+      return readWhole();
+    },
+    return: (value?: unknown) => wire.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
+    [Symbol.asyncIterator]: () => it,
+  };
+  return it;
+}
+
+/** One chunk, then the end: the body connect-node reads for a request answered without its own. */
+function standInChunks(chunk: Buffer): AsyncIterableIterator<Buffer> {
+  let given = false;
+  const it: AsyncIterableIterator<Buffer> = {
+    next: () => {
+      if (given || chunk.length === 0) return Promise.resolve({ done: true as const, value: undefined });
+      given = true;
+      return Promise.resolve({ done: false as const, value: chunk });
+    },
+    return: () => Promise.resolve({ done: true as const, value: undefined }),
+    [Symbol.asyncIterator]: () => it,
+  };
+  return it;
+}
+
+/**
+ * Lets a request be answered without its body being read: connect-node reads an empty
+ * message in the request's own format instead (gRPC and gRPC-Web an empty uncompressed
+ * frame, Connect JSON `{}`, Connect binary nothing), and the body itself is thrown away
+ * as it arrives, never held, decompressed or parsed: up to the size limit, past which the
+ * connection closes after the answer (HTTP/1.1, see limitBody) or gets GOAWAY (HTTP/2, see
+ * endUnreadRequest). For calls refused before their body (see server.ts); call it before
+ * connect-node sees the request.
+ */
+export function withoutBody(req: http.IncomingMessage | http2.Http2ServerRequest): void {
+  const limit = (req as Http1Request | Http2Request).bodyLimit;
+  if (!limit) return;
+  const type = (req.headers["content-type"] ?? "").toLowerCase();
+  limit.standIn = type.startsWith("application/grpc") ? EMPTY_FRAME : type.startsWith("application/json") ? EMPTY_JSON : EMPTY;
+  // The stand-in is not compressed (a gRPC frame says so itself, in its flag byte), and
+  // connect-node checks a body against its announced length.
+  delete req.headers["content-encoding"];
+  if (req.headers["content-length"] !== undefined) req.headers["content-length"] = String(limit.standIn.length);
+  limit.discard();
+}
+
+/**
+ * For a call admitted with a token, before connect-node sees it: each byte of its body is
+ * charged to `charge` as it is read, and a compressed body is inflated here (see inflate.ts)
+ * and charged for what it inflates to, before anything parses it. A body announced over the
+ * size limit is left to connect-node, which refuses it unread.
+ */
+export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest, charge: ((bytes: number) => void) | null): void {
+  const limit = (req as Http1Request | Http2Request).bodyLimit;
+  if (!limit || limit.standIn) return;
+  if (charge) limit.charge = charge;
+  const coding = codingOf(req.headers);
+  if (!coding || Number(req.headers["content-length"] ?? 0) > limit.maxBytes) return;
+  limit.coding = coding;
+  // What connect-node reads is the inflated body: uncompressed, of a length no header gave.
+  if (!coding.framed) {
+    delete req.headers["content-encoding"];
+    delete req.headers["content-length"];
+  }
+}
+
+const EMPTY_FRAME = Buffer.alloc(5);
+const EMPTY_JSON = Buffer.from("{}");
+const EMPTY = Buffer.alloc(0);
+
+// The request classes the servers make: the body's iterator is a method of the class, set
+// up per request through a field every instance has, because an iterator assigned to each
+// request object gave every one a shape of its own (the no-op baseline's CPU per Get rose by
+// a tenth), and node's HTTP code then ran on requests of many shapes.
+export class Http1Request extends http.IncomingMessage {
+  bodyLimit: BodyLimit | null = null;
+  override [Symbol.asyncIterator](): AsyncIterableIterator<any> {
+    return countedChunks(this, this.bodyLimit);
+  }
+}
+
+export class Http2Request extends http2.Http2ServerRequest {
+  bodyLimit: BodyLimit | null = null;
+  override [Symbol.asyncIterator](): AsyncIterableIterator<any> {
+    return countedChunks(this, this.bodyLimit);
+  }
+}
+
+/** How long the rest of a body is read after its answer went out (HTTP/1.1; see limitBody). */
+const DISCARD_GRACE_MS = 2000;
+
+/** Requests larger than this are refused before they are read in full (here and in connect-node). */
+export const MAX_REQUEST_BYTES = 1024 * 1024;
+
+/** The most request-body bytes all requests in flight may hold at once (see BodyBudget). */
+export const MAX_BUFFERED_BYTES = 32 * 1024 * 1024;
+
+/**
+ * What request bodies hold in memory, all requests together. connect-node reads a whole
+ * body before any interceptor runs; the token is checked before that (server.ts), but a
+ * client with a token could still keep 1 MiB on each of 100 streams of as many connections
+ * as it likes, for the whole request timeout. Each chunk is taken from the budget as it is
+ * read, and all of a request's is given back once it is answered (or its connection gone).
+ * What is counted is what arrived, not what a request announces: announcing costs a client
+ * nothing, so a few headers could otherwise hold the whole budget.
+ */
+export class BodyBudget {
+  private bytes = 0;
+  constructor(private readonly max: number) {}
+
+  /** Bytes held now; only requests change it, through forRequest. */
+  get held(): number {
+    return this.bytes;
+  }
+
+  forRequest(): { take(bytes: number): boolean; release(): void } {
+    let taken = 0;
+    return {
+      take: (bytes) => {
+        if (this.bytes + bytes > this.max) return false;
+        this.bytes += bytes;
+        taken += bytes;
+        return true;
+      },
+      release: () => {
+        this.bytes -= taken;
+        taken = 0;
+      },
+    };
+  }
+}
+
+/** Thrown from the body a request is read through when the budget is spent; connect-node answers it in the call's protocol. */
+const busy = () => new ConnectError("the server holds as many request bodies as it takes; retry shortly", Code.Unavailable);
+
+/**
+ * Enforces the body limit at the connection, where connect-node cannot:
+ * - a body announced (Content-Length) or found (counted while read) to be over the limit
+ *   is answered by connect-node's `resource_exhausted`, to which this adds
+ *   `x-should-retry: false` (resending it cannot help) and, on HTTP/1.1, `connection: close`
+ *   so that node does not read the rest of the body just to reuse the connection;
+ * - every chunk read is taken from the body budget (`take`; see BodyBudget);
+ * - any answer sent before the request was received in full reads the rest of the body and
+ *   throws it away (`discard`, and endUnreadRequest on HTTP/2), so the connection serves on;
+ *   a body over the limit closes the connection after the answer (HTTP/1.1) or gets it
+ *   GOAWAY (HTTP/2).
+ */
+export function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number, take: (bytes: number) => boolean): void {
+  const isH2 = "stream" in req;
+  let refused = false;
+  const refuse = () => {
+    if (refused || res.headersSent) return;
+    refused = true;
+    res.setHeader("x-should-retry", "false");
+    if (!isH2) res.setHeader("connection", "close");
+  };
+  const declared = req.headers["content-length"];
+  // Node checks that a body matches its Content-Length, so a declared one needs no counting
+  // for the size limit. gRPC over HTTP/2 never sends a length: past the limit connect-node
+  // refuses the body, what follows the answer is read on to the limit and then the connection
+  // gets GOAWAY (see endUnreadRequest), and gRPC clients do not read x-should-retry, so only
+  // the budget counts there.
+  if (declared !== undefined && Number(declared) > maxBytes) refuse();
+  const checkSize = declared === undefined && (!isH2 || !(req.headers["content-type"] ?? "").startsWith("application/grpc"));
+  let discarding = false;
+  const discard = () => {
+    // HTTP/2 has endUnreadRequest, which does the same for a stream once it is answered.
+    if (isH2 || discarding || (req as http.IncomingMessage).complete) return;
+    discarding = true;
+    // Only for a client finishing an upload already under way: one still sending a while after
+    // its answer is cut off, before node's request timeout would write a 408 after that answer.
+    const giveUp = () => {
+      const timer = setTimeout(() => {
+        if (!(req as http.IncomingMessage).complete) req.socket?.destroy();
+      }, DISCARD_GRACE_MS);
+      timer.unref();
+      req.once("end", () => clearTimeout(timer));
+    };
+    if (res.writableFinished) giveUp();
+    else res.once("finish", giveUp);
+    throwAway(req, maxBytes, () => {
+      // No more than a body may hold: the connection closes once the answer is out.
+      refuse();
+      if (res.headersSent) {
+        if (res.writableFinished) req.socket?.destroy();
+        else res.once("finish", () => req.socket?.destroy());
+      }
+    });
+  };
+  // The servers make every request an Http1Request or Http2Request (see countedChunks).
+  (req as Http1Request | Http2Request).bodyLimit = { maxBytes, checkSize, refuse, take, discard };
+  if (isH2) {
+    // The stream's own "finish" (the response's comes only once the stream has closed).
+    (req as http2.Http2ServerRequest).stream.once("finish", () => endUnreadRequest(req as http2.Http2ServerRequest, maxBytes));
+  } else {
+    // node reads an unread body to its end before it reuses the connection. That is fine for
+    // a few bytes still in flight (a handler may answer before node has parsed them). A body
+    // of unknown or large size is read on only up to the size limit (discard), so that a
+    // client still sending it (connect-es sends every body chunked) gets the answer rather
+    // than a closed connection; one already over the limit closes the connection instead.
+    const largeOrUnknown = req.headers["transfer-encoding"] !== undefined || Number(declared ?? 0) > 64 * 1024;
+    // Most requests are small and sized: they keep the plain writeHead (this runs per request).
+    if (!largeOrUnknown) return;
+    const h1res = res as http.ServerResponse;
+    const writeHead = h1res.writeHead;
+    h1res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
+      if (!(req as http.IncomingMessage).complete) {
+        if (refused) this.setHeader("connection", "close");
+        else discard();
+      }
+      return writeHead.apply(this, args);
+    } as typeof writeHead;
+  }
+}
+
+/**
+ * Ends a stream whose answer is complete while its request was not read to the end: what
+ * is left of the request is read and thrown away, up to the size limit, so that the client
+ * finishes sending and the stream closes as usual. node frees a stream only once its
+ * readable side has ended, so an abandoned request would otherwise hold its stream, its
+ * slot of maxConcurrentStreams and its buffered data for as long as the connection lives.
+ *
+ * The stream is not reset while its client may still be sending: node counts the data
+ * that arrives for a stream after it was reset against the connection's memory and never
+ * gives it back, and once about 10 MB have added up it refuses every new stream of the
+ * connection with ENHANCE_YOUR_CALM, for good. A client that sends more than the limit
+ * after its answer gets GOAWAY instead (its calls in flight finish; new ones take a new
+ * connection), and then the stream is reset.
+ */
+function endUnreadRequest(req: http2.Http2ServerRequest, maxBytes: number): void {
+  const stream = req.stream;
+  if (stream.destroyed || req.readableEnded) return;
+  // A request given up on (timed out, see limitStreamTime) reads nothing more.
+  if (req.destroyed) return resetOnceAnswered(stream);
+  // The request, not its stream: node's compatibility layer pauses the stream again
+  // whenever the request it feeds is full.
+  throwAway(req, maxBytes, () => {
+    stream.session?.close();
+    resetOnceAnswered(stream);
+  });
+}
+
+/**
+ * Reads what is left of a request body and throws it away, until its end or until more than
+ * `maxBytes` have come, when it stops reading and calls `tooMuch`. It reads in paused mode
+ * ("readable" and read()), not with a "data" listener: when connect-node stops reading
+ * part-way (at a unary call's second message, say), the async iterator it read through keeps
+ * its "readable" listener, and while one is attached a "data" listener or resume() never
+ * starts the flow. The client then waited for the body to be taken: over HTTP/2 for
+ * flow-control credit until the stream timed out, over HTTP/1.1 until the connection was cut
+ * under the next call on it.
+ */
+function throwAway(req: Readable, maxBytes: number, tooMuch: () => void): void {
+  let seen = 0;
+  const drain = () => {
+    for (let chunk: Buffer | null; (chunk = req.read() as Buffer | null) !== null; ) {
+      seen += chunk.length;
+      if (seen <= maxBytes) continue;
+      req.off("readable", drain);
+      tooMuch();
+      return;
+    }
+  };
+  req.on("readable", drain);
+  drain();
+}
+
+/**
+ * Resets a stream with NO_ERROR once its answer has left (the stream is half-closed on our
+ * side; a reset sent earlier could overtake the answer's last frames), so the client stops
+ * sending (RFC 9113, 8.1).
+ */
+function resetOnceAnswered(stream: http2.ServerHttp2Stream, attempts = 100): void {
+  if (stream.destroyed || stream.closed) return;
+  const state = stream.state.state;
+  if (state === NGHTTP2_STREAM_STATE_OPEN && attempts > 0) {
+    setTimeout(() => resetOnceAnswered(stream, attempts - 1), 10).unref();
+    return;
+  }
+  if (state === NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL) stream.close(NGHTTP2_NO_ERROR);
+}
