@@ -25,7 +25,7 @@ import { createApiToken, createOrganization } from "../src/services/accounts.js"
 import { createApp } from "../src/server.js";
 import { openDatabase, type Db } from "../src/store/database.js";
 import { listen, type HttpServerOptions, type RunningServer } from "../src/transport/http-server.js";
-import { MAX_REQUEST_BYTES } from "../src/transport/request-body.js";
+import { BodyBudget, MAX_REQUEST_BYTES } from "../src/transport/request-body.js";
 import { envelope } from "./corpus/wire.js";
 import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
@@ -590,6 +590,22 @@ describe("request bodies held at once", () => {
       for (const h of open) h.stream.close(http2.constants.NGHTTP2_CANCEL);
       session.close();
     }
+  });
+
+  it("a request's share comes back once, and nothing is taken for it after that", () => {
+    // A body still being inflated when its call was cancelled took its share after the
+    // release: held for good, until the budget refused every body.
+    const budget = new BodyBudget(100);
+    const share = budget.forRequest();
+    assert.equal(share.take(60), true);
+    assert.equal(budget.held, 60);
+    assert.equal(share.take(50), false, "over the budget");
+    share.release();
+    assert.equal(budget.held, 0);
+    assert.equal(share.take(10), false, "released: nothing more is taken");
+    share.release();
+    assert.equal(budget.held, 0);
+    assert.equal(budget.forRequest().take(100), true, "the whole budget is there for the next");
   });
 
   it("a compressed body holds what it inflates to", async () => {

@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import http from "node:http";
 import http2 from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
 import { brotliCompressSync, gzipSync } from "node:zlib";
@@ -169,6 +170,88 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
+  it("bodies sent side by side on admissions made together: only the one that runs the token into debt is read on", async () => {
+    const s = await startServer({ bodyRateLimit: LIMIT });
+    const session = http2.connect(s.url);
+    try {
+      // Ten calls admitted at once (their headers first), then their bodies, each over the burst.
+      const streams = Array.from({ length: 10 }, () => {
+        const req = session.request({ ":method": "POST", ":path": `/${LIST_RUNNERS}`, "content-type": "application/json", authorization: `Bearer ${s.token}` });
+        const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+          let status = 0;
+          let body = "";
+          req.on("response", (h) => (status = Number(h[":status"])));
+          req.on("data", (d) => (body += d));
+          req.on("end", () => resolve({ status, body }));
+          req.on("error", reject);
+        });
+        return { req, answer };
+      });
+      await sleep(200);
+      for (const { req } of streams) req.end(padded(200 * 1024));
+      const answers = await Promise.all(streams.map((st) => st.answer));
+      const statuses = answers.map((a) => a.status).sort();
+      assert.deepEqual(statuses, [200, ...Array(9).fill(429)], JSON.stringify(answers.map((a) => a.body.slice(0, 120))));
+      for (const a of answers.filter((x) => x.status === 429)) assert.match(JSON.parse(a.body).message, /byte rate limit/);
+    } finally {
+      session.close();
+      await s.close();
+    }
+  });
+
+  it("gRPC-Web announcing a length over the limit: its compressed message is still charged as inflated", async () => {
+    const s = await startServer({ bodyRateLimit: LIMIT });
+    try {
+      const message = gzipSync(Buffer.concat([Buffer.from([0x9a, 0x06]), varint(200 * 1024), Buffer.alloc(200 * 1024, 0x61)]));
+      const frames = Buffer.concat([frame(message, 1), frame(Buffer.alloc(0), 0)]);
+      // The rest of the announced length never comes; the answer comes without it.
+      const answer = await new Promise<{ status: string | undefined }>((resolve, reject) => {
+        const req = http.request(`${s.url}/gitpod.v1.RunnerService/ListRunners`, {
+          method: "POST",
+          headers: { "content-type": "application/grpc-web+proto", "grpc-encoding": "gzip", "content-length": String(1024 * 1024 + 1), authorization: `Bearer ${s.token}` },
+        });
+        req.on("response", (res) => {
+          let body = Buffer.alloc(0);
+          res.on("data", (d: Buffer) => (body = Buffer.concat([body, d])));
+          res.on("end", () => {
+            req.destroy();
+            resolve({ status: (res.headers["grpc-status"] as string | undefined) ?? /grpc-status:\s*(\d+)/.exec(body.toString("latin1"))?.[1] });
+          });
+        });
+        req.on("error", reject);
+        req.write(frames);
+      });
+      assert.equal(answer.status, "3", "a second message in a unary call");
+      const next = await post(s, padded(10));
+      assert.equal(next.body.code, "resource_exhausted", "the first message, 200 KiB inflated, was charged");
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("gRPC: compressed messages after the second are not inflated (a unary call reads two at most)", async () => {
+    const s = await startServer();
+    const session = http2.connect(s.url);
+    try {
+      // Fifty brotli messages of 30-odd bytes, each 1 MiB inflated: 50 MiB to hold had they been inflated.
+      const bomb = brotliCompressSync(Buffer.concat([Buffer.from([0x9a, 0x06]), varint(1024 * 1024 - 8), Buffer.alloc(1024 * 1024 - 8)]));
+      const body = Buffer.concat(Array.from({ length: 50 }, () => frame(bomb, 1)));
+      const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/grpc", "grpc-encoding": "br", te: "trailers", authorization: `Bearer ${s.token}` });
+        req.on("trailers", resolve);
+        req.on("response", (h) => h["grpc-status"] !== undefined && resolve(h));
+        req.on("error", reject);
+        req.resume();
+        req.end(body);
+      });
+      assert.equal(trailers["grpc-status"], "3", String(trailers["grpc-message"]));
+      assert.match(decodeURIComponent(String(trailers["grpc-message"])), /extra input message/);
+    } finally {
+      session.close();
+      await s.close();
+    }
+  });
+
   it("without a byte limit, compressed bodies still read as before: inflated, broken or too large", async () => {
     const s = await startServer();
     try {
@@ -194,6 +277,14 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 });
+
+/** A gRPC frame: flags, length, message. */
+function frame(message: Buffer, flags: number): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix[0] = flags;
+  prefix.writeUInt32BE(message.length, 1);
+  return Buffer.concat([prefix, message]);
+}
 
 /** A protobuf varint. */
 function varint(n: number): Buffer {

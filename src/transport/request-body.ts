@@ -2,7 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import http from "node:http";
 import http2 from "node:http2";
 import type { Readable } from "node:stream";
-import { codingOf, inflateBody, type Coding } from "./inflate.js";
+import { codingOf, inflate, type Coding } from "./inflate.js";
 
 // Request bodies as this server lets connect-node read them: counted against a size limit and
 // a budget shared by all requests, charged to their caller, inflated here when compressed,
@@ -55,40 +55,103 @@ function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIt
 }
 
 /**
- * A compressed body read whole from `wire`, then inflated (see inflate.ts) and given as one
- * chunk. What it inflates to beyond what was sent is charged as well, and held in the budget.
+ * A compressed body as connect-node is to read it, inflated here (see inflate.ts). What it
+ * inflates to beyond what was sent is charged as well, and held in the budget.
  */
 function inflatedChunks(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, coding: Coding): AsyncIterableIterator<Buffer> {
-  let read = false;
-  const readWhole = async (): Promise<IteratorResult<Buffer>> => {
-    const parts: Buffer[] = [];
-    let size = 0;
+  return coding.framed ? firstMessagesInflated(wire, limit, coding.name) : wholeBodyInflated(wire, limit, coding.name);
+}
+
+/** Connect: the body read whole, inflated, and given as one chunk, its coding dropped (see chargeBody). */
+async function* wholeBodyInflated(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, name: string): AsyncGenerator<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  try {
     for (let r = await wire.next(); !r.done; r = await wire.next()) {
       size += r.value.length;
-      if (size > limit.maxBytes) {
-        limit.refuse();
-        throw new ConnectError(`message size is larger than configured readMaxBytes ${limit.maxBytes}`, Code.ResourceExhausted);
-      }
+      if (size > limit.maxBytes) throw new ConnectError(`message size is larger than configured readMaxBytes ${limit.maxBytes}`, Code.ResourceExhausted);
       parts.push(r.value);
     }
-    const sent = Buffer.concat(parts, size);
-    const body = await inflateBody(coding, sent, limit.maxBytes);
-    if (body !== sent) {
-      if (body.length > size) limit.charge?.(body.length - size);
-      if (!limit.take(body.length)) throw busy();
+    const body = await inflatedCharged(name, Buffer.concat(parts, size), limit);
+    if (body.length > 0) yield body;
+  } finally {
+    await wire.return?.();
+  }
+}
+
+/**
+ * gRPC and gRPC-Web: the messages connect-node reads, inflated, their compressed flags cleared.
+ * Every method here is unary: connect-node reads a first message and, if there is one, a
+ * second, which it refuses after parsing it. Frames after those two pass as they come with
+ * only their flags cleared, never inflated: nothing reads them, and a 30-byte brotli frame
+ * inflates to 1 MiB. A message announced over the size limit, or cut short, passes as it
+ * came, for connect-node to refuse as it would have.
+ */
+async function* firstMessagesInflated(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, name: string): AsyncGenerator<Buffer> {
+  let pending: Buffer = Buffer.alloc(0);
+  const whole = () => pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1);
+  const tooLong = () => pending.length >= 5 && pending.readUInt32BE(1) > limit.maxBytes;
+  try {
+    for (let n = 0; n < 2; n++) {
+      let r: IteratorResult<Buffer> | undefined;
+      while (!whole() && !tooLong() && !(r = await wire.next()).done) pending = pending.length === 0 ? r.value : Buffer.concat([pending, r.value]);
+      if (!whole() || tooLong()) {
+        // Cut short, or over the limit: nothing to inflate, and connect-node reads no further.
+        if (pending.length > 0) yield pending;
+        if (r?.done) return;
+        for (r = await wire.next(); !r.done; r = await wire.next()) yield r.value;
+        return;
+      }
+      const end = 5 + pending.readUInt32BE(1);
+      let message: Buffer = pending.subarray(5, end);
+      if (pending[0]! & 1) message = await inflatedCharged(name, message, limit);
+      const prefix = Buffer.alloc(5);
+      prefix[0] = pending[0]! & ~1;
+      prefix.writeUInt32BE(message.length, 1);
+      yield Buffer.concat([prefix, message]);
+      pending = pending.subarray(end);
     }
-    return body.length === 0 ? { done: true, value: undefined } : { done: false, value: body };
-  };
-  const it: AsyncIterableIterator<Buffer> = {
-    next: () => {
-      if (read) return Promise.resolve({ done: true as const, value: undefined });
-      read = true;
-      return readWhole();
-    },
-    return: (value?: unknown) => wire.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
-    [Symbol.asyncIterator]: () => it,
-  };
-  return it;
+    const flags = new FlagClearer();
+    if (pending.length > 0) yield flags.pass(Buffer.from(pending));
+    for (let r = await wire.next(); !r.done; r = await wire.next()) yield flags.pass(r.value);
+  } finally {
+    await wire.return?.();
+  }
+}
+
+/** Clears the compressed flag of each gRPC frame in a stream of chunks, whatever their bounds. */
+class FlagClearer {
+  /** How much of the current frame's 5-byte prefix has passed, and of its message is still to pass. */
+  private prefixAt = 0;
+  private readonly header = Buffer.alloc(5);
+  private messageLeft = 0;
+
+  pass(chunk: Buffer): Buffer {
+    for (let i = 0; i < chunk.length; ) {
+      if (this.messageLeft > 0) {
+        const n = Math.min(this.messageLeft, chunk.length - i);
+        this.messageLeft -= n;
+        i += n;
+        continue;
+      }
+      if (this.prefixAt === 0) chunk[i] = chunk[i]! & ~1;
+      this.header[this.prefixAt++] = chunk[i++]!;
+      if (this.prefixAt === 5) {
+        this.messageLeft = this.header.readUInt32BE(1);
+        this.prefixAt = 0;
+      }
+    }
+    return chunk;
+  }
+}
+
+/** `data` inflated, what it inflated to beyond what was sent charged and held. */
+async function inflatedCharged(name: string, data: Buffer, limit: BodyLimit): Promise<Buffer> {
+  const out = await inflate(name, data, limit.maxBytes);
+  if (out === data) return out;
+  if (out.length > data.length) limit.charge?.(out.length - data.length);
+  if (!limit.take(out.length)) throw busy();
+  return out;
 }
 
 /** One chunk, then the end: the body connect-node reads for a request answered without its own. */
@@ -130,15 +193,16 @@ export function withoutBody(req: http.IncomingMessage | http2.Http2ServerRequest
 /**
  * For a call admitted with a token, before connect-node sees it: each byte of its body is
  * charged to `charge` as it is read, and a compressed body is inflated here (see inflate.ts)
- * and charged for what it inflates to, before anything parses it. A body announced over the
- * size limit is left to connect-node, which refuses it unread.
+ * and charged for what it inflates to, before anything parses it.
  */
 export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest, charge: ((bytes: number) => void) | null): void {
   const limit = (req as Http1Request | Http2Request).bodyLimit;
   if (!limit || limit.standIn) return;
   if (charge) limit.charge = charge;
   const coding = codingOf(req.headers);
-  if (!coding || Number(req.headers["content-length"] ?? 0) > limit.maxBytes) return;
+  // connect-node refuses a Connect body announced over the limit before reading it (gRPC
+  // checks each message's own length instead, which inflatedChunks passes on for it to refuse).
+  if (!coding || (!coding.framed && Number(req.headers["content-length"] ?? 0) > limit.maxBytes)) return;
   limit.coding = coding;
   // What connect-node reads is the inflated body: uncompressed, of a length no header gave.
   if (!coding.framed) {
@@ -198,14 +262,18 @@ export class BodyBudget {
 
   forRequest(): { take(bytes: number): boolean; release(): void } {
     let taken = 0;
+    let released = false;
     return {
+      // Nothing once released: a body still being read (or inflated) when its call was
+      // answered or cancelled would otherwise hold what nothing will give back.
       take: (bytes) => {
-        if (this.bytes + bytes > this.max) return false;
+        if (released || this.bytes + bytes > this.max) return false;
         this.bytes += bytes;
         taken += bytes;
         return true;
       },
       release: () => {
+        released = true;
         this.bytes -= taken;
         taken = 0;
       },
