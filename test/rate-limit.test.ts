@@ -252,6 +252,38 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
+  it("gRPC: compressed messages split across chunks at any byte read as sent", async () => {
+    const s = await startServer();
+    const session = http2.connect(s.url);
+    try {
+      const { runnerId, runnerToken } = await createRunner(s, s.token, "grpc-split");
+      const request = Buffer.concat([Buffer.from([0x12, runnerId.length]), Buffer.from(runnerId)]);
+      const send = (body: Buffer) =>
+        new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+          const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerInteractionService/ListRunnerSCMIntegrations", "content-type": "application/grpc", "grpc-encoding": "gzip", te: "trailers", authorization: `Bearer ${runnerToken}` });
+          req.on("trailers", resolve);
+          req.on("response", (h) => h["grpc-status"] !== undefined && resolve(h));
+          req.on("error", reject);
+          req.resume();
+          // A byte at a time, each its own DATA frame.
+          const write = (at: number): void => {
+            if (at === body.length) return void req.end();
+            req.write(body.subarray(at, at + 1), () => write(at + 1));
+          };
+          write(0);
+        });
+      const one = frame(gzipSync(request), 1);
+      assert.equal((await send(one))["grpc-status"], "0");
+      // Two messages, then a third compressed one that is never inflated: the second is refused once read.
+      const three = await send(Buffer.concat([one, frame(gzipSync(request), 1), frame(Buffer.from("not gzip"), 1)]));
+      assert.equal(three["grpc-status"], "3");
+      assert.match(decodeURIComponent(String(three["grpc-message"])), /extra input message/);
+    } finally {
+      session.close();
+      await s.close();
+    }
+  });
+
   it("without a byte limit, compressed bodies still read as before: inflated, broken or too large", async () => {
     const s = await startServer();
     try {

@@ -88,18 +88,39 @@ async function* wholeBodyInflated(wire: AsyncIterableIterator<Buffer>, limit: Bo
  * came, for connect-node to refuse as it would have.
  */
 async function* firstMessagesInflated(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, name: string): AsyncGenerator<Buffer> {
+  // What has come of the frame being read. Chunks wait in `more` and are joined only once
+  // enough has come for the prefix, then for the whole message: joined at every chunk, a body
+  // sent in tiny chunks would be copied over and over.
   let pending: Buffer = Buffer.alloc(0);
-  const whole = () => pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1);
-  const tooLong = () => pending.length >= 5 && pending.readUInt32BE(1) > limit.maxBytes;
+  const more: Buffer[] = [];
+  let size = 0;
+  const join = () => {
+    if (more.length > 0) pending = Buffer.concat([pending, ...more.splice(0)], size);
+  };
   try {
     for (let n = 0; n < 2; n++) {
-      let r: IteratorResult<Buffer> | undefined;
-      while (!whole() && !tooLong() && !(r = await wire.next()).done) pending = pending.length === 0 ? r.value : Buffer.concat([pending, r.value]);
-      if (!whole() || tooLong()) {
+      let ended = false;
+      let need = 5;
+      for (;;) {
+        if (need === 5 && size >= 5) {
+          join();
+          const length = pending.readUInt32BE(1);
+          if (length <= limit.maxBytes) need = 5 + length;
+        }
+        if (size >= need) break;
+        const r = await wire.next();
+        if (r.done) {
+          ended = true;
+          break;
+        }
+        more.push(r.value);
+        size += r.value.length;
+      }
+      join();
+      if (size < 5 || pending.readUInt32BE(1) > limit.maxBytes || size < 5 + pending.readUInt32BE(1)) {
         // Cut short, or over the limit: nothing to inflate, and connect-node reads no further.
         if (pending.length > 0) yield pending;
-        if (r?.done) return;
-        for (r = await wire.next(); !r.done; r = await wire.next()) yield r.value;
+        if (!ended) for (let r = await wire.next(); !r.done; r = await wire.next()) yield r.value;
         return;
       }
       const end = 5 + pending.readUInt32BE(1);
@@ -110,6 +131,7 @@ async function* firstMessagesInflated(wire: AsyncIterableIterator<Buffer>, limit
       prefix.writeUInt32BE(message.length, 1);
       yield Buffer.concat([prefix, message]);
       pending = pending.subarray(end);
+      size = pending.length;
     }
     const flags = new FlagClearer();
     if (pending.length > 0) yield flags.pass(Buffer.from(pending));
