@@ -272,12 +272,27 @@ describe("per-token limit on request body bytes", () => {
           };
           write(0);
         });
+      const sendWhole = (body: Buffer) =>
+        new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+          const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerInteractionService/ListRunnerSCMIntegrations", "content-type": "application/grpc", "grpc-encoding": "gzip", te: "trailers", authorization: `Bearer ${runnerToken}` });
+          req.on("trailers", resolve);
+          req.on("response", (h) => h["grpc-status"] !== undefined && resolve(h));
+          req.on("error", reject);
+          req.resume();
+          req.end(body);
+        });
       const one = frame(gzipSync(request), 1);
       assert.equal((await send(one))["grpc-status"], "0");
       // Two messages, then a third compressed one that is never inflated: the second is refused once read.
       const three = await send(Buffer.concat([one, frame(gzipSync(request), 1), frame(Buffer.from("not gzip"), 1)]));
       assert.equal(three["grpc-status"], "3");
       assert.match(decodeURIComponent(String(three["grpc-message"])), /extra input message/);
+      // A prefix announcing more than the limit, after a broken first message, in one chunk:
+      // refused by its length, as connect-node checks every prefix of a chunk before any message.
+      const announced = Buffer.alloc(5);
+      announced.writeUInt32BE(2 * 1024 * 1024, 1);
+      const oversized = await sendWhole(Buffer.concat([frame(Buffer.from("not gzip"), 1), announced]));
+      assert.equal(oversized["grpc-status"], "8", decodeURIComponent(String(oversized["grpc-message"])));
     } finally {
       session.close();
       await s.close();
@@ -484,21 +499,28 @@ describe("the token bucket", () => {
     assert.equal(limiter.take("b"), 0, "each caller has its own bucket");
   });
 
-  it("takes what is owed into debt, which later calls wait out, and forgets no caller still owing", () => {
+  it("spends into debt for one use at a time, which later calls wait out, and forgets no caller still owing", () => {
     let now = 0;
     const limiter = new RateLimiter({ perSecond: 100, burst: 50 }, () => now);
+    const [first, second, third] = [{}, {}, {}];
     assert.equal(limiter.debtWait("a"), 0, "a caller never seen owes nothing");
-    limiter.owe("a", 40);
-    assert.equal(limiter.debtWait("a"), 0, "within the burst");
-    limiter.owe("a", 210);
-    assert.equal(limiter.debtWait("a"), 2000, "200 owed at 100 a second");
-    now += 1500;
-    assert.equal(limiter.debtWait("a"), 500);
+    assert.equal(limiter.spend("a", 40, first), 0, "within the burst");
+    assert.equal(limiter.spend("a", 5, second), 0);
+    assert.equal(limiter.spend("a", 20, second), 0, "the use that crosses zero goes on");
+    assert.equal(limiter.debtWait("a"), 150, "15 owed at 100 a second");
+    assert.equal(limiter.spend("a", 1, first), 150, "another use is refused while the bucket owes");
+    assert.equal(limiter.spend("a", 200, second), 0, "the one in debt goes on");
+    assert.equal(limiter.debtWait("a"), 2150);
+    now += 2150;
+    assert.equal(limiter.debtWait("a"), 0);
+    // Paid off: the next use to cross is the one let on, and the one before no longer.
+    assert.equal(limiter.spend("a", 10, third), 0);
+    assert.equal(limiter.spend("a", 1, second), 100, "its debt was paid off; the bucket now owes for another");
+    assert.equal(limiter.spend("a", 5, third), 0);
     for (let i = 0; i < 10_000; i++) limiter.take(`caller-${i}`);
-    now += 500; // every other bucket has refilled by now; "a" has paid off its debt but is not full
+    now += 100; // every other bucket has refilled by now; "a" is still short of full
     limiter.take("new");
     assert.equal(limiter.callers, 2, "the quiet callers were dropped, the one that owed kept");
-    assert.equal(limiter.debtWait("a"), 0);
   });
 
   it("forgets callers whose bucket has refilled once it holds 10,000, and keeps the others", () => {

@@ -8,6 +8,8 @@ interface Bucket {
   tokens: number;
   /** When `tokens` was last brought up to date, in ms (performance.now()). */
   at: number;
+  /** What took `tokens` below zero last (see spend). */
+  debtor?: object | undefined;
 }
 
 // Buckets of callers that went quiet are dropped once there are this many.
@@ -42,11 +44,19 @@ export class RateLimiter {
   }
 
   /**
-   * Takes `amount` from `caller`'s bucket whatever it holds, into debt if need be: for what
-   * is only known as it is used, such as the bytes of a body being read.
+   * Takes `amount` for `user` (an object naming one use, such as one body being read) from
+   * `caller`'s bucket, into debt if need be: for what is only known as it is used. While the
+   * bucket is below zero only the use that took it there goes on; any other gets the ms
+   * until the debt is paid off, and nothing is taken. So one use at a time runs into debt,
+   * whatever the others do meanwhile: a use that crossed zero by a little, paid back in a
+   * moment, is not let on once another has crossed since.
    */
-  owe(caller: string, amount: number): void {
-    this.bucket(caller).tokens -= amount;
+  spend(caller: string, amount: number, user: object): number {
+    const bucket = this.bucket(caller);
+    if (bucket.tokens < 0 && bucket.debtor !== user) return Math.ceil((-bucket.tokens * 1000) / this.limit.perSecond);
+    bucket.tokens -= amount;
+    if (bucket.tokens < 0) bucket.debtor = user;
+    return 0;
   }
 
   /** 0 if `caller` owes nothing, else ms until its debt is paid off (see owe). */

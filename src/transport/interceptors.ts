@@ -167,20 +167,16 @@ function limitKey(caller: Caller): string {
  * What an admitted call's body is charged to, byte by byte as it is read (for a compressed
  * one, what it inflates to): its token's byte bucket. The body that takes the bucket below
  * zero goes on into debt, which the token's next calls wait out (see admitter); any other
- * body of the token still being read then is refused (it throws), so that bodies sent side
- * by side cannot all pass on one admission. Null without a byte limit.
+ * body of the token still being read meanwhile is refused (it throws), so that bodies sent
+ * side by side cannot all pass on admissions made together. Null without a byte limit.
  */
 export function bodyCharge(bodyLimiter: RateLimiter | null, caller: Caller): ((bytes: number) => void) | null {
   if (!bodyLimiter) return null;
   const key = limitKey(caller);
-  let inDebtByThis = false;
+  const body = {};
   return (bytes) => {
-    if (!inDebtByThis) {
-      const waitMs = bodyLimiter.debtWait(key);
-      if (waitMs > 0) throw rateLimited(`this token's request bodies are over its byte rate limit; retry in ${waitMs} ms`, waitMs);
-    }
-    bodyLimiter.owe(key, bytes);
-    if (!inDebtByThis && bodyLimiter.debtWait(key) > 0) inDebtByThis = true;
+    const waitMs = bodyLimiter.spend(key, bytes, body);
+    if (waitMs > 0) throw rateLimited(`this token's request bodies are over its byte rate limit; retry in ${waitMs} ms`, waitMs);
   };
 }
 

@@ -124,6 +124,13 @@ async function* firstMessagesInflated(wire: AsyncIterableIterator<Buffer>, limit
         return;
       }
       const end = 5 + pending.readUInt32BE(1);
+      if (announcesTooMuch(pending, end, limit.maxBytes)) {
+        // connect-node checks the length of every frame in a chunk before it reads any of
+        // them: it refuses this one by that length, reading nothing.
+        yield pending;
+        for (let r = await wire.next(); !r.done; r = await wire.next()) yield r.value;
+        return;
+      }
       let message: Buffer = pending.subarray(5, end);
       if (pending[0]! & 1) message = await inflatedCharged(name, message, limit);
       const prefix = Buffer.alloc(5);
@@ -139,6 +146,12 @@ async function* firstMessagesInflated(wire: AsyncIterableIterator<Buffer>, limit
   } finally {
     await wire.return?.();
   }
+}
+
+/** Whether a frame prefix in `data` from `at` on announces a message over `maxBytes`. */
+function announcesTooMuch(data: Buffer, at: number, maxBytes: number): boolean {
+  for (; at + 5 <= data.length; at += 5 + data.readUInt32BE(at + 1)) if (data.readUInt32BE(at + 1) > maxBytes) return true;
+  return false;
 }
 
 /** Clears the compressed flag of each gRPC frame in a stream of chunks, whatever their bounds. */
