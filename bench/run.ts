@@ -293,6 +293,7 @@ function renderReport(r: {
   }));
   // Round by round, the large table's run over the small one's of the same round.
   const change = (big: Row, little: Row) => median(big.runs.map((run, i) => run.rps / little.runs[i]!.rps)) - 1;
+  const growthPct = (s: Scenario) => `${fmt(change(growthRow(s, r.labelLarge), growthRow(s, r.labelSmall)) * 100, 1)}%`;
   const growth = SCENARIOS.map((s) => {
     const [big, little] = [r.labelLarge, r.labelSmall].map((label) => growthRow(s, label));
     return `| ${s} req/s, ${r.labelLarge} vs ${r.labelSmall} rows | within 15% | ${fmt(change(big!, little!) * 100, 1)}% (median of the rounds' ratios; medians ${fmt(big!.svc.rps)} vs ${fmt(little!.svc.rps)} req/s)${failed(big!, little!)} |`;
@@ -604,7 +605,8 @@ described at the top of this file):
 | 2026-12-05, about 11:15 UTC (in this file's history; the same code, run again) | 177 / 178 | 215 | 325 / 193 / 337 | 0.87 / 1.34 / 0.84 |
 | 2026-12-05, about 12:00 UTC (in this file's history; the rest of a refused body read past, stricter checks of hosts and client ids) | 177 / 177 | 248 | 359 / 162 / 295 | 0.88 / 1.38 / 0.80 |
 | 2026-12-05, about 13:15 UTC (in this file's history; writes waiting for another process's lock retry on one timer, HTTP/2 header lists checked before the settings are acknowledged) | 177 / 177 | 217 | 295 / 168 / 308 | 0.96 / 1.40 / 0.80 |
-| ${r.date}, this run (fixes since the run before: binary messages drop unknown fields as read, health checks read only uncompressed and up to 1 KiB, log lines show the code sent) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-05, about 14:15 UTC (in this file's history; binary messages drop unknown fields as read, health checks read only uncompressed and up to 1 KiB, log lines show the code sent) | 178 / 178 | 252 | 382 / 161 / 325 | 0.87 / 1.45 / 0.81 |
+| ${r.date}, this run (since the run before: a limit on each token's body bytes, compressed bodies inflated before connect-node reads them) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
 on the morning of 2026-12-04 it made 5,769, about the 6,000 a bare handler is known to make on
@@ -883,7 +885,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   quarter above the run before it, the baseline's a tenth; the second (the machine calmer)
   -2.5%, +0.1% and -18.7%; the third -19.9%, -3.7% and -15.3% (its growth block slower than its
   matrix: the baseline's CPU per create 268 µs there against 218); the fourth -16.7%, -8.9%
-  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). Lists do the same work on both tables (the plan above; CPU per List
+  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists do the same work on both tables (the plan above; CPU per List
   324 and 317 µs on the large and small tables side by side, 6 rounds, a scratch script), and
   their rounds spread widely (the second run's List ratios went from 0.66 to 0.84).
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
