@@ -199,6 +199,64 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
+  it("bodies paid for slowly side by side are charged as they are parsed, not as they came: only one goes on", async () => {
+    // 16 KiB at once, 64 KiB a second. Five bodies of 30 KiB come in 2 KiB pieces, 40 KiB a
+    // second in all: charged as they came, the bucket would never have run dry, and all five
+    // would have been parsed together once their last bytes came.
+    const s = await startServer({ bodyRateLimit: { perSecond: 64 * 1024, burst: 16 * 1024 } });
+    const session = http2.connect(s.url);
+    try {
+      const body = padded(30 * 1024);
+      const streams = Array.from({ length: 5 }, () => {
+        const req = session.request({ ":method": "POST", ":path": `/${LIST_RUNNERS}`, "content-type": "application/json", authorization: `Bearer ${s.token}` });
+        const answer = new Promise<number>((resolve, reject) => {
+          let status = 0;
+          req.on("response", (h) => (status = Number(h[":status"])));
+          req.on("end", () => resolve(status));
+          req.on("error", reject);
+          req.resume();
+        });
+        return { req, answer };
+      });
+      for (let at = 0; at < body.length - 1; at += 2048) {
+        for (const { req } of streams) req.write(body.subarray(at, Math.min(at + 2048, body.length - 1)));
+        await sleep(250);
+      }
+      for (const { req } of streams) req.end(body.subarray(body.length - 1));
+      const statuses = (await Promise.all(streams.map((st) => st.answer))).sort();
+      assert.deepEqual(statuses, [200, 429, 429, 429, 429]);
+    } finally {
+      session.close();
+      await s.close();
+    }
+  });
+
+  it("gRPC-Web: frames with the trailer flag are skipped, never inflated, and the messages after them read as sent", async () => {
+    const s = await startServer({ bodyRateLimit: LIMIT });
+    try {
+      const { runnerId, runnerToken } = await createRunner(s, s.token, "web-trailers");
+      const request = Buffer.concat([Buffer.from([0x12, runnerId.length]), Buffer.from(runnerId)]);
+      const web = async (body: Buffer) => {
+        const res = await fetch(`${s.url}/gitpod.v1.RunnerInteractionService/ListRunnerSCMIntegrations`, {
+          method: "POST",
+          headers: { "content-type": "application/grpc-web+proto", "grpc-encoding": "br", authorization: `Bearer ${runnerToken}` },
+          body,
+        });
+        const text = Buffer.from(await res.arrayBuffer()).toString("latin1");
+        return res.headers.get("grpc-status") ?? /grpc-status:\s*(\d+)/.exec(text)?.[1];
+      };
+      // Two empty trailer frames, then the message, compressed.
+      assert.equal(await web(Buffer.concat([frame(Buffer.alloc(0), 0x80), frame(Buffer.alloc(0), 0x80), frame(brotliCompressSync(request), 1)])), "0");
+      // Two hundred compressed trailer frames of 1 MiB each, inflated, then the message: none
+      // is inflated (200 MiB held or charged would have refused the call), and the call reads.
+      const bomb = brotliCompressSync(Buffer.alloc(1024 * 1024));
+      assert.equal(await web(Buffer.concat([...Array.from({ length: 200 }, () => frame(bomb, 0x81)), frame(request, 0)])), "0");
+      assert.equal(await web(frame(request, 0)), "0", "the runner's token was not charged for them: it owes nothing");
+    } finally {
+      await s.close();
+    }
+  });
+
   it("gRPC-Web announcing a length over the limit: its compressed message is still charged as inflated", async () => {
     const s = await startServer({ bodyRateLimit: LIMIT });
     try {

@@ -2,7 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import http from "node:http";
 import http2 from "node:http2";
 import type { Readable } from "node:stream";
-import { codingOf, inflate, type Coding } from "./inflate.js";
+import { codingOf, inflate } from "./inflate.js";
 
 // Request bodies as this server lets connect-node read them: counted against a size limit and
 // a budget shared by all requests, charged to their caller, inflated here when compressed,
@@ -22,10 +22,20 @@ interface BodyLimit {
   standIn?: Buffer;
   /** Reads what is left of the body and throws it away (HTTP/1.1; see limitBody). */
   discard(): void;
-  /** Charges each byte read (of a compressed body, what it inflates to) to the caller (see chargeBody). */
+  /** Charges what connect-node parses to the caller, as it is about to parse it (see chargeBody). */
   charge?: ((bytes: number) => void) | undefined;
-  /** The body's coding, when it is inflated here (see inflate.ts). */
-  coding?: Coding | undefined;
+  /** How the body is read here, when it is inflated or read by message (see chargeBody). */
+  reading?: Reading | undefined;
+}
+
+/** A body read here for connect-node rather than passed as it comes. */
+interface Reading {
+  /** gRPC and gRPC-Web: messages in frames; else the Connect protocol's one message. */
+  framed: boolean;
+  /** gRPC-Web, whose frames with the trailer flag (0x80) connect-node skips. */
+  web: boolean;
+  /** The coding compressed messages are inflated from here, if it is one inflated here. */
+  coding: string | undefined;
 }
 
 /**
@@ -41,25 +51,23 @@ function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIt
   const counted: AsyncIterableIterator<Buffer> = {
     next: () =>
       chunks.next().then((r) => {
-        if (r.done || limit === null) return r;
+        if (limit === null) return r;
+        if (r.done) {
+          // A Connect body read as it came is parsed once it has all come: charged now.
+          if (limit.charge && !limit.reading && seen <= limit.maxBytes) limit.charge(seen);
+          return r;
+        }
         seen += r.value.length;
         if (limit.checkSize && seen > limit.maxBytes) limit.refuse();
-        limit.charge?.(r.value.length);
         if (seen <= limit.maxBytes && !limit.take(r.value.length)) throw busy();
         return r;
       }),
     return: (value?: unknown) => chunks.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
     [Symbol.asyncIterator]: () => counted,
   };
-  return limit?.coding ? inflatedChunks(counted, limit, limit.coding) : counted;
-}
-
-/**
- * A compressed body as connect-node is to read it, inflated here (see inflate.ts). What it
- * inflates to beyond what was sent is charged as well, and held in the budget.
- */
-function inflatedChunks(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, coding: Coding): AsyncIterableIterator<Buffer> {
-  return coding.framed ? firstMessagesInflated(wire, limit, coding.name) : wholeBodyInflated(wire, limit, coding.name);
+  const reading = limit?.reading;
+  if (!reading) return counted;
+  return reading.framed ? firstMessages(counted, limit!, reading) : wholeBodyInflated(counted, limit!, reading.coding!);
 }
 
 /** Connect: the body read whole, inflated, and given as one chunk, its coding dropped (see chargeBody). */
@@ -72,7 +80,8 @@ async function* wholeBodyInflated(wire: AsyncIterableIterator<Buffer>, limit: Bo
       if (size > limit.maxBytes) throw new ConnectError(`message size is larger than configured readMaxBytes ${limit.maxBytes}`, Code.ResourceExhausted);
       parts.push(r.value);
     }
-    const body = await inflatedCharged(name, Buffer.concat(parts, size), limit);
+    const body = await inflatedHeld(name, Buffer.concat(parts, size), limit);
+    limit.charge?.(Math.max(size, body.length));
     if (body.length > 0) yield body;
   } finally {
     await wire.return?.();
@@ -80,14 +89,17 @@ async function* wholeBodyInflated(wire: AsyncIterableIterator<Buffer>, limit: Bo
 }
 
 /**
- * gRPC and gRPC-Web: the messages connect-node reads, inflated, their compressed flags cleared.
- * Every method here is unary: connect-node reads a first message and, if there is one, a
- * second, which it refuses after parsing it. Frames after those two pass as they come with
- * only their flags cleared, never inflated: nothing reads them, and a 30-byte brotli frame
- * inflates to 1 MiB. A message announced over the size limit, or cut short, passes as it
- * came, for connect-node to refuse as it would have.
+ * gRPC and gRPC-Web: the messages connect-node parses, each charged as it is handed over, and
+ * inflated here first when compressed (their flag cleared). Every method here is unary:
+ * connect-node parses a first message and, if there is one, a second, which it then refuses.
+ * gRPC-Web frames with the trailer flag are skipped by connect-node (after inflating them, which
+ * it no longer gets to do: their compressed flag is cleared, so none is inflated here or
+ * there, and a body of many costs nothing but its reading). Frames after the second message
+ * pass as they come with only their compressed flags cleared: nothing reads them, and a
+ * 30-byte brotli frame inflates to 1 MiB. A message announced over the size limit, or cut
+ * short, passes as it came, for connect-node to refuse as it would have.
  */
-async function* firstMessagesInflated(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, name: string): AsyncGenerator<Buffer> {
+async function* firstMessages(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, reading: Reading): AsyncGenerator<Buffer> {
   // What has come of the frame being read. Chunks wait in `more` and are joined only once
   // enough has come for the prefix, then for the whole message: joined at every chunk, a body
   // sent in tiny chunks would be copied over and over.
@@ -98,7 +110,7 @@ async function* firstMessagesInflated(wire: AsyncIterableIterator<Buffer>, limit
     if (more.length > 0) pending = Buffer.concat([pending, ...more.splice(0)], size);
   };
   try {
-    for (let n = 0; n < 2; n++) {
+    for (let messages = 0; messages < 2; ) {
       let ended = false;
       let need = 5;
       for (;;) {
@@ -117,24 +129,26 @@ async function* firstMessagesInflated(wire: AsyncIterableIterator<Buffer>, limit
         size += r.value.length;
       }
       join();
-      if (size < 5 || pending.readUInt32BE(1) > limit.maxBytes || size < 5 + pending.readUInt32BE(1)) {
-        // Cut short, or over the limit: nothing to inflate, and connect-node reads no further.
+      const end = 5 + (size >= 5 ? pending.readUInt32BE(1) : 0);
+      if (size < 5 || end - 5 > limit.maxBytes || size < end || announcesTooMuch(pending, end, limit.maxBytes)) {
+        // Cut short, or a length over the limit (connect-node checks the length of every frame
+        // in a chunk before it reads any of them): passed as it came, and connect-node reads no
+        // further than the length it refuses.
         if (pending.length > 0) yield pending;
         if (!ended) for (let r = await wire.next(); !r.done; r = await wire.next()) yield r.value;
         return;
       }
-      const end = 5 + pending.readUInt32BE(1);
-      if (announcesTooMuch(pending, end, limit.maxBytes)) {
-        // connect-node checks the length of every frame in a chunk before it reads any of
-        // them: it refuses this one by that length, reading nothing.
-        yield pending;
-        for (let r = await wire.next(); !r.done; r = await wire.next()) yield r.value;
-        return;
-      }
+      const flags = pending[0]!;
       let message: Buffer = pending.subarray(5, end);
-      if (pending[0]! & 1) message = await inflatedCharged(name, message, limit);
+      if (reading.web && flags & 0x80) {
+        // A trailer frame: skipped by connect-node, so neither inflated nor charged.
+      } else {
+        if (flags & 1 && reading.coding) message = await inflatedHeld(reading.coding, message, limit);
+        limit.charge?.(Math.max(end - 5, message.length));
+        messages++;
+      }
       const prefix = Buffer.alloc(5);
-      prefix[0] = pending[0]! & ~1;
+      prefix[0] = reading.coding ? flags & ~1 : flags;
       prefix.writeUInt32BE(message.length, 1);
       yield Buffer.concat([prefix, message]);
       pending = pending.subarray(end);
@@ -180,12 +194,10 @@ class FlagClearer {
   }
 }
 
-/** `data` inflated, what it inflated to beyond what was sent charged and held. */
-async function inflatedCharged(name: string, data: Buffer, limit: BodyLimit): Promise<Buffer> {
+/** `data` inflated, and held in the budget. */
+async function inflatedHeld(name: string, data: Buffer, limit: BodyLimit): Promise<Buffer> {
   const out = await inflate(name, data, limit.maxBytes);
-  if (out === data) return out;
-  if (out.length > data.length) limit.charge?.(out.length - data.length);
-  if (!limit.take(out.length)) throw busy();
+  if (out !== data && !limit.take(out.length)) throw busy();
   return out;
 }
 
@@ -226,24 +238,28 @@ export function withoutBody(req: http.IncomingMessage | http2.Http2ServerRequest
 }
 
 /**
- * For a call admitted with a token, before connect-node sees it: each byte of its body is
- * charged to `charge` as it is read, and a compressed body is inflated here (see inflate.ts)
- * and charged for what it inflates to, before anything parses it.
+ * For a call admitted with a token, before connect-node sees it: what connect-node parses of
+ * its body is charged to `charge` as it is about to parse it (the Connect protocol's body once
+ * it has all come, each gRPC message once its frame has), which throws to refuse the call;
+ * and a compressed body is inflated here (see inflate.ts) and charged for what it inflates to.
+ * Charged on arrival instead, bodies paid for slowly side by side could all be parsed at once.
  */
 export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest, charge: ((bytes: number) => void) | null): void {
   const limit = (req as Http1Request | Http2Request).bodyLimit;
   if (!limit || limit.standIn) return;
   if (charge) limit.charge = charge;
+  const type = (req.headers["content-type"] ?? "").toLowerCase();
   const coding = codingOf(req.headers);
-  // connect-node refuses a Connect body announced over the limit before reading it (gRPC
-  // checks each message's own length instead, which inflatedChunks passes on for it to refuse).
-  if (!coding || (!coding.framed && Number(req.headers["content-length"] ?? 0) > limit.maxBytes)) return;
-  limit.coding = coding;
-  // What connect-node reads is the inflated body: uncompressed, of a length no header gave.
-  if (!coding.framed) {
-    delete req.headers["content-encoding"];
-    delete req.headers["content-length"];
+  if (type.startsWith("application/grpc")) {
+    if (coding || charge) limit.reading = { framed: true, web: type.startsWith("application/grpc-web"), coding: coding?.name };
+    return;
   }
+  // connect-node refuses a Connect body announced over the limit before reading it.
+  if (!coding || Number(req.headers["content-length"] ?? 0) > limit.maxBytes) return;
+  limit.reading = { framed: false, web: false, coding: coding.name };
+  // What connect-node reads is the inflated body: uncompressed, of a length no header gave.
+  delete req.headers["content-encoding"];
+  delete req.headers["content-length"];
 }
 
 const EMPTY_FRAME = Buffer.alloc(5);
