@@ -44,7 +44,7 @@ export class RateLimiter {
   }
 
   /**
-   * Takes `amount` for `user` (an object naming one use, such as one body being read) from
+   * Takes `amount` for `user` (an object naming one use, such as one body being parsed) from
    * `caller`'s bucket, into debt if need be: for what is only known as it is used. While the
    * bucket is below zero only the use that took it there goes on; any other gets the ms
    * until the debt is paid off, and nothing is taken. So one use at a time runs into debt,
@@ -59,7 +59,7 @@ export class RateLimiter {
     return 0;
   }
 
-  /** 0 if `caller` owes nothing, else ms until its debt is paid off (see owe). */
+  /** 0 if `caller` owes nothing, else ms until its debt is paid off (see spend). */
   debtWait(caller: string): number {
     if (!this.buckets.has(caller)) return 0;
     const tokens = this.bucket(caller).tokens;

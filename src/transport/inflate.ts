@@ -7,7 +7,7 @@ import { brotliDecompress, gunzip, type InputType, type ZlibOptions } from "node
  * call costs to parse is known, and charged to its token, before anything parses it: a 1 KB
  * gzip body inflates to 1 MiB of JSON that takes JSON.parse a quarter of a second (see
  * `bodyRateLimit` in server.ts). connect-node then reads the body as if sent uncompressed
- * (see inflatedChunks in request-body.ts), with the outcomes it had: the same codes and
+ * (see chargeBody in request-body.ts), with the outcomes it had: the same codes and
  * messages, the same size limit.
  */
 
@@ -17,22 +17,16 @@ const INFLATERS: Record<string, (data: InputType, options: ZlibOptions, done: (e
   br: brotliDecompress,
 };
 
-/** How a request's body is compressed, if it is in a coding inflated here. */
-export interface Coding {
-  name: string;
-  /** gRPC and gRPC-Web: messages in frames, each saying whether it is compressed. */
-  framed: boolean;
-}
-
-/** The coding of `headers`' body if this module inflates it; undefined for a body left as it is. */
-export function codingOf(headers: http.IncomingHttpHeaders): Coding | undefined {
-  const type = (headers["content-type"] ?? "").toLowerCase();
-  const framed = type.startsWith("application/grpc");
-  // Connect streaming frames its messages under connect-content-encoding; no method here
-  // streams, so connect-node refuses such calls whatever their coding.
+/**
+ * The coding a body's messages are compressed in, if it is one inflated here: gRPC and gRPC-Web
+ * (`framed`) name it in grpc-encoding, the Connect protocol's unary calls in Content-Encoding.
+ * Connect streaming names it elsewhere, but no method here streams, so connect-node refuses
+ * such calls whatever their coding.
+ */
+export function codingOf(headers: http.IncomingHttpHeaders, type: string, framed: boolean): string | undefined {
   if (type.startsWith("application/connect+")) return undefined;
   const name = headers[framed ? "grpc-encoding" : "content-encoding"];
-  return typeof name === "string" && Object.hasOwn(INFLATERS, name) ? { name, framed } : undefined;
+  return typeof name === "string" && Object.hasOwn(INFLATERS, name) ? name : undefined;
 }
 
 /**

@@ -92,11 +92,11 @@ export function admitter(db: Db, limiter: RateLimiter | null, bodyLimiter: RateL
         const waitMs = limiter.take(limitKey(caller));
         if (waitMs > 0) throw rateLimited(`rate limit exceeded for this token; retry in ${waitMs} ms`, waitMs);
       }
-      // Bodies are charged as they are read (see bodyCharge), so a call is let in while its
+      // Bodies are charged as they are parsed (see bodyCharge), so a call is let in while its
       // token owes no bytes, and the body it then sends may run it into debt.
       if (bodyLimiter) {
         const waitMs = bodyLimiter.debtWait(limitKey(caller));
-        if (waitMs > 0) throw rateLimited(`this token's request bodies are over its byte rate limit; retry in ${waitMs} ms`, waitMs);
+        if (waitMs > 0) throw bodyRateLimited(waitMs);
       }
       if (caller.kind !== policy) {
         throw new DomainError(
@@ -164,11 +164,12 @@ function limitKey(caller: Caller): string {
 }
 
 /**
- * What an admitted call's body is charged to, byte by byte as it is read (for a compressed
- * one, what it inflates to): its token's byte bucket. The body that takes the bucket below
- * zero goes on into debt, which the token's next calls wait out (see admitter); any other
- * body of the token still being read meanwhile is refused (it throws), so that bodies sent
- * side by side cannot all pass on admissions made together. Null without a byte limit.
+ * What an admitted call's body is charged to as connect-node is about to parse it (see
+ * chargeBody; a compressed one for what it inflates to): its token's byte bucket. The body
+ * that takes the bucket below zero goes on into debt, which the token's next calls wait out
+ * (see admitter); any other body of the token that comes to be parsed meanwhile is refused (it
+ * throws), so that bodies sent side by side cannot all pass on admissions made together.
+ * Null without a byte limit.
  */
 export function bodyCharge(bodyLimiter: RateLimiter | null, caller: Caller): ((bytes: number) => void) | null {
   if (!bodyLimiter) return null;
@@ -176,9 +177,11 @@ export function bodyCharge(bodyLimiter: RateLimiter | null, caller: Caller): ((b
   const body = {};
   return (bytes) => {
     const waitMs = bodyLimiter.spend(key, bytes, body);
-    if (waitMs > 0) throw rateLimited(`this token's request bodies are over its byte rate limit; retry in ${waitMs} ms`, waitMs);
+    if (waitMs > 0) throw bodyRateLimited(waitMs);
   };
 }
+
+const bodyRateLimited = (waitMs: number) => rateLimited(`this token's request bodies are over its byte rate limit; retry in ${waitMs} ms`, waitMs);
 
 /**
  * resource_exhausted (HTTP 429 in Connect) with the wait in both forms the official SDK

@@ -53,8 +53,13 @@ function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIt
       chunks.next().then((r) => {
         if (limit === null) return r;
         if (r.done) {
-          // A Connect body read as it came is parsed once it has all come: charged now.
-          if (limit.charge && !limit.reading && seen <= limit.maxBytes) limit.charge(seen);
+          // A Connect body read as it came is parsed once it has all come (connect-node reads
+          // to the end, a Content-Length or not): charged now, once.
+          if (limit.charge && !limit.reading) {
+            const charge = limit.charge;
+            limit.charge = undefined;
+            if (seen <= limit.maxBytes) charge(seen);
+          }
           return r;
         }
         seen += r.value.length;
@@ -249,14 +254,15 @@ export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest,
   if (!limit || limit.standIn) return;
   if (charge) limit.charge = charge;
   const type = (req.headers["content-type"] ?? "").toLowerCase();
-  const coding = codingOf(req.headers);
-  if (type.startsWith("application/grpc")) {
-    if (coding || charge) limit.reading = { framed: true, web: type.startsWith("application/grpc-web"), coding: coding?.name };
+  const framed = type.startsWith("application/grpc");
+  const coding = codingOf(req.headers, type, framed);
+  if (framed) {
+    if (coding || charge) limit.reading = { framed, web: type.startsWith("application/grpc-web"), coding };
     return;
   }
   // connect-node refuses a Connect body announced over the limit before reading it.
   if (!coding || Number(req.headers["content-length"] ?? 0) > limit.maxBytes) return;
-  limit.reading = { framed: false, web: false, coding: coding.name };
+  limit.reading = { framed, web: false, coding };
   // What connect-node reads is the inflated body: uncompressed, of a length no header gave.
   delete req.headers["content-encoding"];
   delete req.headers["content-length"];
