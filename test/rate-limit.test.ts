@@ -108,7 +108,7 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
-  it("uncompressed bodies are charged as they are read, sized or streamed", async () => {
+  it("uncompressed bodies are charged once they have all come, sized or streamed", async () => {
     const s = await startServer({ bodyRateLimit: LIMIT });
     try {
       // Streamed in chunks with no Content-Length, as connect-es sends bodies.
