@@ -217,7 +217,7 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
-  it("gRPC-Web: frames with the trailer flag are skipped, never inflated, and the messages after them read as sent", async () => {
+  it("gRPC-Web: frames with the trailer flag are skipped, never inflated but charged, and the messages after them read as sent", async () => {
     const s = await startServer({ bodyRateLimit: LIMIT });
     try {
       const { runnerId, runnerToken } = await createRunner(s, s.token, "web-trailers");
@@ -237,7 +237,11 @@ describe("per-token limit on request body bytes", () => {
       // is inflated (200 MiB held or charged would have refused the call), and the call reads.
       const bomb = brotliCompressSync(Buffer.alloc(1024 * 1024));
       assert.equal(await web(Buffer.concat([...Array.from({ length: 200 }, () => frame(bomb, 0x81)), frame(request, 0)])), "0");
-      assert.equal(await web(frame(request, 0)), "0", "the runner's token was not charged for them: it owes nothing");
+      assert.equal(await web(frame(request, 0)), "0", "the runner's token was charged only for what came (a few KiB): it owes nothing");
+      // Twenty thousand empty trailer frames, 100 KB, then the message: read in one pass (each
+      // frame's length checked once), and charged as they came: the token owes now.
+      assert.equal(await web(Buffer.concat([...Array.from({ length: 20_000 }, () => frame(Buffer.alloc(0), 0x80)), frame(request, 0)])), "0");
+      assert.equal(await web(frame(request, 0)), "8", "resource_exhausted: the trailer frames were charged");
     } finally {
       await s.close();
     }

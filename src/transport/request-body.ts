@@ -99,13 +99,13 @@ async function* wholeBodyInflated(wire: AsyncIterableIterator<Buffer>, limit: Bo
  * connect-node parses a first message and, if there is one, a second, which it then refuses.
  * gRPC-Web frames with the trailer flag are skipped by connect-node (after inflating them, which
  * it no longer gets to do: their compressed flag is cleared, so none is inflated here or
- * there, and a body of many costs nothing but its reading). Frames after the second message
+ * there); they are charged as they came, since connect-node splits each off. Frames after the second message
  * pass as they come with only their compressed flags cleared: nothing reads them, and a
  * 30-byte brotli frame inflates to 1 MiB. A message announced over the size limit, or cut
  * short, passes as it came, for connect-node to refuse as it would have.
  */
 async function* firstMessages(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, reading: Reading): AsyncGenerator<Buffer> {
-  // What has come of the frame being read. Chunks wait in `more` and are joined only once
+  // What has come of the frames being read. Chunks wait in `more` and are joined only once
   // enough has come for the prefix, then for the whole message: joined at every chunk, a body
   // sent in tiny chunks would be copied over and over.
   let pending: Buffer = Buffer.alloc(0);
@@ -113,6 +113,13 @@ async function* firstMessages(wire: AsyncIterableIterator<Buffer>, limit: BodyLi
   let size = 0;
   const join = () => {
     if (more.length > 0) pending = Buffer.concat([pending, ...more.splice(0)], size);
+  };
+  // Where in `pending` the frame lengths checked so far end (see framesEnd): each is checked once.
+  let checked = 0;
+  const advance = (by: number) => {
+    pending = pending.subarray(by);
+    size = pending.length;
+    checked = Math.max(0, checked - by);
   };
   try {
     for (let messages = 0; messages < 2; ) {
@@ -134,8 +141,8 @@ async function* firstMessages(wire: AsyncIterableIterator<Buffer>, limit: BodyLi
         size += r.value.length;
       }
       join();
-      const end = 5 + (size >= 5 ? pending.readUInt32BE(1) : 0);
-      if (size < 5 || end - 5 > limit.maxBytes || size < end || announcesTooMuch(pending, end, limit.maxBytes)) {
+      if (size >= 5) checked = framesEnd(pending, checked, limit.maxBytes);
+      if (size < 5 || checked < 0 || size < 5 + pending.readUInt32BE(1)) {
         // Cut short, or a length over the limit (connect-node checks the length of every frame
         // in a chunk before it reads any of them): passed as it came, and connect-node reads no
         // further than the length it refuses.
@@ -143,21 +150,29 @@ async function* firstMessages(wire: AsyncIterableIterator<Buffer>, limit: BodyLi
         if (!ended) for (let r = await wire.next(); !r.done; r = await wire.next()) yield r.value;
         return;
       }
+      if (reading.web && pending[0]! & 0x80) {
+        // Trailer frames, which connect-node splits off and skips: every whole one here passes
+        // at once, never inflated (their compressed flag cleared), charged as they came.
+        let at = 0;
+        for (; at + 5 <= size && pending[at]! & 0x80 && at + 5 + pending.readUInt32BE(at + 1) <= size; at += 5 + pending.readUInt32BE(at + 1)) {
+          if (reading.coding) pending[at] = pending[at]! & ~1;
+        }
+        limit.charge?.(at);
+        yield pending.subarray(0, at);
+        advance(at);
+        continue;
+      }
+      const end = 5 + pending.readUInt32BE(1);
       const flags = pending[0]!;
       let message: Buffer = pending.subarray(5, end);
-      if (reading.web && flags & 0x80) {
-        // A trailer frame: skipped by connect-node, so neither inflated nor charged.
-      } else {
-        if (flags & 1 && reading.coding) message = await inflatedHeld(reading.coding, message, limit);
-        limit.charge?.(Math.max(end - 5, message.length));
-        messages++;
-      }
+      if (flags & 1 && reading.coding) message = await inflatedHeld(reading.coding, message, limit);
+      limit.charge?.(Math.max(end - 5, message.length));
+      messages++;
       const prefix = Buffer.alloc(5);
       prefix[0] = reading.coding ? flags & ~1 : flags;
       prefix.writeUInt32BE(message.length, 1);
       yield Buffer.concat([prefix, message]);
-      pending = pending.subarray(end);
-      size = pending.length;
+      advance(end);
     }
     const flags = new FlagClearer();
     if (pending.length > 0) yield flags.pass(Buffer.from(pending));
@@ -167,10 +182,13 @@ async function* firstMessages(wire: AsyncIterableIterator<Buffer>, limit: BodyLi
   }
 }
 
-/** Whether a frame prefix in `data` from `at` on announces a message over `maxBytes`. */
-function announcesTooMuch(data: Buffer, at: number, maxBytes: number): boolean {
-  for (; at + 5 <= data.length; at += 5 + data.readUInt32BE(at + 1)) if (data.readUInt32BE(at + 1) > maxBytes) return true;
-  return false;
+/**
+ * Walks the frame prefixes of `data` from `at` (a frame's start) to the first one not wholly
+ * there: where that is, or -1 if a prefix on the way announces a message over `maxBytes`.
+ */
+function framesEnd(data: Buffer, at: number, maxBytes: number): number {
+  for (; at + 5 <= data.length; at += 5 + data.readUInt32BE(at + 1)) if (data.readUInt32BE(at + 1) > maxBytes) return -1;
+  return at;
 }
 
 /** Clears the compressed flag of each gRPC frame in a stream of chunks, whatever their bounds. */
