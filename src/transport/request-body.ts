@@ -99,10 +99,10 @@ async function* wholeBodyInflated(wire: AsyncIterableIterator<Buffer>, limit: Bo
  * connect-node parses a first message and, if there is one, a second, which it then refuses.
  * gRPC-Web frames with the trailer flag are skipped by connect-node (after inflating them, which
  * it no longer gets to do: their compressed flag is cleared, so none is inflated here or
- * there); they are charged as they came, since connect-node splits each off. Frames after the second message
- * pass as they come with only their compressed flags cleared: nothing reads them, and a
- * 30-byte brotli frame inflates to 1 MiB. A message announced over the size limit, or cut
- * short, passes as it came, for connect-node to refuse as it would have.
+ * there); they are charged as they came, since connect-node splits each off. Frames after
+ * the second message pass as they come with only their compressed flags cleared: nothing
+ * reads them, and a 30-byte brotli frame inflates to 1 MiB. A message announced over the
+ * size limit, or cut short, passes as it came, for connect-node to refuse as it would have.
  */
 async function* firstMessages(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, reading: Reading): AsyncGenerator<Buffer> {
   // What has come of the frames being read. Chunks wait in `more` and are joined only once
