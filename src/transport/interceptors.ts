@@ -88,14 +88,15 @@ export function admitter(db: Db, limiter: RateLimiter | null, bodyLimiter: RateL
       const caller = await db.read(() => authenticate(db, authorization));
       // The limit counts every call of a token, also the ones refused below, so a token
       // cannot flood the service (or its log) with calls it is not allowed to make.
+      const key = limitKey(caller);
       if (limiter) {
-        const waitMs = limiter.take(limitKey(caller));
+        const waitMs = limiter.take(key);
         if (waitMs > 0) throw rateLimited(`rate limit exceeded for this token; retry in ${waitMs} ms`, waitMs);
       }
       // Bodies are charged as they are parsed (see bodyCharge), so a call is let in while its
       // token owes no bytes, and the body it then sends may run it into debt.
       if (bodyLimiter) {
-        const waitMs = bodyLimiter.debtWait(limitKey(caller));
+        const waitMs = bodyLimiter.debtWait(key);
         if (waitMs > 0) throw bodyRateLimited(waitMs);
       }
       if (caller.kind !== policy) {
