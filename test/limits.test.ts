@@ -25,7 +25,7 @@ import { createApiToken, createOrganization } from "../src/services/accounts.js"
 import { createApp } from "../src/server.js";
 import { openDatabase, type Db } from "../src/store/database.js";
 import { listen, type HttpServerOptions, type RunningServer } from "../src/transport/http-server.js";
-import { BodyBudget, MAX_REQUEST_BYTES } from "../src/transport/request-body.js";
+import { BodyBudget, chargeBody, MAX_REQUEST_BYTES } from "../src/transport/request-body.js";
 import { envelope } from "./corpus/wire.js";
 import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
@@ -1291,6 +1291,105 @@ describe("bodies read for anyone, and what a body may make the process hold", ()
       });
       assert.equal(r.status, 200);
       assert.equal(kept, undefined);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+/**
+ * One-byte pieces of a body, each sent on its own with a pause between, so that the server
+ * reads them one at a time: connect-node's readers are quadratic in the chunks of one message
+ * (60 KB sent so held the event loop for 3 s).
+ */
+async function sendInPieces(write: (piece: Buffer) => void, body: Buffer): Promise<void> {
+  for (let i = 0; i < body.length; i++) {
+    write(body.subarray(i, i + 1));
+    await sleep(1);
+  }
+}
+
+/** POSTs `body` over HTTP/1.1 in one-byte pieces, chunked (no Content-Length); answers the status and the body. */
+function h1InPieces(url: string, path: string, headers: Record<string, string>, body: Buffer): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${url}${path}`, { method: "POST", headers: { ...headers, "transfer-encoding": "chunked" }, agent: false }, (res) => {
+      const parts: Buffer[] = [];
+      res.on("data", (d: Buffer) => parts.push(d));
+      res.on("end", () => resolve({ status: res.statusCode!, body: Buffer.concat(parts) }));
+    });
+    req.on("error", reject);
+    req.flushHeaders();
+    sendInPieces((p) => req.write(p), body).then(() => req.end(), reject);
+  });
+}
+
+/** POSTs `body` over HTTP/2 in one-byte DATA frames (no content-length); answers the headers and trailers, and the body. */
+function h2InPieces(url: string, headers: http2.OutgoingHttpHeaders, body: Buffer): Promise<{ headers: http2.IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(url);
+    session.on("error", reject);
+    const req = session.request({ ":method": "POST", ...headers });
+    let got: http2.IncomingHttpHeaders = {};
+    const parts: Buffer[] = [];
+    req.on("response", (h) => (got = h));
+    req.on("trailers", (t) => (got = { ...got, ...t }));
+    req.on("data", (d: Buffer) => parts.push(d));
+    req.on("close", () => {
+      session.close();
+      resolve({ headers: got, body: Buffer.concat(parts) });
+    });
+    req.on("error", reject);
+    sendInPieces((p) => req.write(p), body).then(() => req.end(), reject);
+  });
+}
+
+describe("bodies sent in many small pieces", () => {
+  it("connect-node is handed a Connect body without a length, and each gRPC message, in one piece", async () => {
+    // The server the service runs on, with a handler that reads each body as connect-node
+    // does (through the request's iterator, after chargeBody) and answers what it was handed.
+    const server = await listen(
+      (req, res) => {
+        chargeBody(req, null);
+        void (async () => {
+          const chunks: number[] = [];
+          for await (const chunk of req as AsyncIterable<Buffer>) chunks.push(chunk.length);
+          res.writeHead(200, { "content-type": "application/json" });
+          res.end(JSON.stringify(chunks));
+        })();
+      },
+      0,
+      "127.0.0.1",
+    );
+    const url = `http://127.0.0.1:${server.address.port}`;
+    try {
+      const json = Buffer.from(JSON.stringify({ pagination: { pageSize: 5 }, filter: { creatorIds: [] } }));
+      const overH1 = await h1InPieces(url, "/gitpod.v1.RunnerService/ListRunners", { "content-type": "application/json" }, json);
+      assert.deepEqual(JSON.parse(overH1.body.toString()), [json.length]);
+      const overH2 = await h2InPieces(url, { ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json" }, json);
+      assert.deepEqual(JSON.parse(overH2.body.toString()), [json.length]);
+      const frame = envelope(Buffer.alloc(150, 0x20));
+      const grpc = await h2InPieces(url, { ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/grpc", te: "trailers" }, frame);
+      assert.deepEqual(JSON.parse(grpc.body.toString()), [frame.length]);
+      const grpcWeb = await h1InPieces(url, "/gitpod.v1.RunnerService/ListRunners", { "content-type": "application/grpc-web+proto" }, frame);
+      assert.deepEqual(JSON.parse(grpcWeb.body.toString()), [frame.length]);
+    } finally {
+      await server.shutdown(500);
+    }
+  });
+
+  it("the service answers calls whose bodies come in one-byte pieces, over Connect and gRPC", async () => {
+    const s = await startServer();
+    try {
+      const { runnerId } = await createRunner(s);
+      const auth = { authorization: `Bearer ${s.token}` };
+      const connect = await h1InPieces(s.url, "/gitpod.v1.RunnerService/GetRunner", { "content-type": "application/json", ...auth }, Buffer.from(JSON.stringify({ runnerId })));
+      assert.equal(connect.status, 200, connect.body.toString());
+      assert.equal(JSON.parse(connect.body.toString()).runner.runnerId, runnerId);
+      // GetRunnerRequest { runner_id = 1 }, over gRPC.
+      const message = Buffer.concat([Buffer.from([0x0a, runnerId.length]), Buffer.from(runnerId)]);
+      const grpc = await h2InPieces(s.url, { ":path": "/gitpod.v1.RunnerService/GetRunner", "content-type": "application/grpc", te: "trailers", ...auth }, envelope(message));
+      assert.equal(grpc.headers["grpc-status"], "0", JSON.stringify(grpc.headers));
+      assert.ok(grpc.body.includes(Buffer.from(runnerId)), "the answer names the runner");
     } finally {
       await s.close();
     }

@@ -24,7 +24,7 @@ interface BodyLimit {
   discard(): void;
   /** Charges what connect-node parses to the caller, as it is about to parse it (see chargeBody). */
   charge?: ((bytes: number) => void) | undefined;
-  /** How the body is read here, when it is inflated or read by message (see chargeBody). */
+  /** How the body is read here, when it is read whole, by message or inflated (see chargeBody). */
   reading?: Reading | undefined;
 }
 
@@ -72,11 +72,14 @@ function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIt
   };
   const reading = limit?.reading;
   if (!reading) return counted;
-  return reading.framed ? firstMessages(counted, limit!, reading) : wholeBodyInflated(counted, limit!, reading.coding!);
+  return reading.framed ? firstMessages(counted, limit!, reading) : wholeBody(counted, limit!, reading.coding);
 }
 
-/** Connect: the body read whole, inflated, and given as one chunk, its coding dropped (see chargeBody). */
-async function* wholeBodyInflated(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, name: string): AsyncGenerator<Buffer> {
+/**
+ * Connect: the body read whole and given as one chunk, inflated first when compressed (its
+ * coding dropped; see chargeBody).
+ */
+async function* wholeBody(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, coding: string | undefined): AsyncGenerator<Buffer> {
   const parts: Buffer[] = [];
   let size = 0;
   try {
@@ -85,7 +88,8 @@ async function* wholeBodyInflated(wire: AsyncIterableIterator<Buffer>, limit: Bo
       if (size > limit.maxBytes) throw new ConnectError(`message size is larger than configured readMaxBytes ${limit.maxBytes}`, Code.ResourceExhausted);
       parts.push(r.value);
     }
-    const body = await inflatedHeld(name, Buffer.concat(parts, size), limit);
+    const whole = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
+    const body = coding ? await inflatedHeld(coding, whole, limit) : whole;
     limit.charge?.(Math.max(size, body.length));
     if (body.length > 0) yield body;
   } finally {
@@ -274,13 +278,20 @@ export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest,
   const type = (req.headers["content-type"] ?? "").toLowerCase();
   const framed = type.startsWith("application/grpc");
   const coding = codingOf(req.headers, type, framed);
+  // Bodies reach connect-node here in as few chunks as they can: its readers are quadratic in
+  // the chunks of one message (the gRPC one sums all it holds at each new chunk, the Connect
+  // one takes them off an array from the front), and 60 KB sent as one-byte chunks held the
+  // event loop for 3 s. A gRPC message is handed over whole, and so is a Connect body no
+  // Content-Length gave the size of (with one, connect-node copies each chunk into place).
   if (framed) {
-    if (coding || charge) limit.reading = { framed, web: type.startsWith("application/grpc-web"), coding };
+    limit.reading = { framed, web: type.startsWith("application/grpc-web"), coding };
     return;
   }
+  const announced = req.headers["content-length"];
   // connect-node refuses a Connect body announced over the limit before reading it.
-  if (!coding || Number(req.headers["content-length"] ?? 0) > limit.maxBytes) return;
+  if ((!coding && announced !== undefined) || Number(announced ?? 0) > limit.maxBytes) return;
   limit.reading = { framed, web: false, coding };
+  if (!coding) return;
   // What connect-node reads is the inflated body: uncompressed, of a length no header gave.
   delete req.headers["content-encoding"];
   delete req.headers["content-length"];
