@@ -37,13 +37,24 @@ const MAX_TIMEOUT_MS = 60_000;
  * errors connect-node answers before any interceptor runs; the interceptors' record, then the
  * HTTP status, cover the rest.
  */
-function loggedCode(res: http.ServerResponse | http2.Http2ServerResponse, record: RequestRecord): string {
+function loggedCode(res: http.ServerResponse | http2.Http2ServerResponse, record: RequestRecord, timedOut: boolean): string {
+  if (timedOut) return "http_408";
   // headersSent: a trailers-only gRPC answer goes out through the HTTP/2 stream, not `res` (notServed).
   if (!res.writableEnded && !res.headersSent) return "canceled";
   // In trailers, or in the headers of a trailers-only answer (a method not served, say).
   const grpc = sentGrpcStatus(res) ?? res.getHeader("grpc-status")?.toString();
   if (grpc !== undefined) return grpc === "0" ? "ok" : codeName(Number(grpc));
   return record.code ?? (res.statusCode < 400 ? "ok" : `http_${res.statusCode}`);
+}
+
+/**
+ * Whether node's HTTP/1.1 server answered this request 408 by itself: past REQUEST_TIMEOUT_MS
+ * it writes that straight to the socket, unless an answer of ours had begun, and destroys the
+ * socket with the reason (which `res` never hears of).
+ */
+function answeredTimeoutByNode(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): boolean {
+  if (res.headersSent || "stream" in req) return false;
+  return (req.socket.errored as { code?: string } | null)?.code === "ERR_HTTP_REQUEST_TIMEOUT";
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -161,12 +172,13 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     res.setHeader("x-request-id", id);
     const started = process.hrtime.bigint();
     res.once("close", () => {
+      const timedOut = answeredTimeoutByNode(req, res);
       log.info("request", {
         request_id: id,
         procedure: (req.url ?? "").split("?")[0],
-        code: loggedCode(res, record),
+        code: loggedCode(res, record, timedOut),
         // null when nothing was answered (the client went, or shutdown cut the call off).
-        http_status: res.headersSent ? res.statusCode : null,
+        http_status: res.headersSent ? res.statusCode : timedOut ? 408 : null,
         protocol: protocolOf(req.headers["content-type"]),
         duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
       });

@@ -40,6 +40,8 @@ interface LimitedServer {
   token: string;
   db: Db;
   server: RunningServer;
+  /** The service's log lines so far. */
+  logs: string[];
   close(): Promise<void>;
 }
 
@@ -61,6 +63,7 @@ async function startLimited(options: HttpServerOptions): Promise<LimitedServer> 
     token,
     db,
     server,
+    logs,
     async close() {
       await server.shutdown(500);
       await app.close();
@@ -779,10 +782,18 @@ describe("slow clients", () => {
   });
 
   it("HTTP/1.1: a body sent a byte at a time is cut off with 408", async () => {
-    const head = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n`;
+    const head = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: slow-body\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n`;
     const r = await drip(head, " ");
     assert.ok(r.closedByServer, "the server kept waiting for the body");
     assert.match(r.response, /^HTTP\/1\.1 408 /);
+    assert.doesNotMatch(r.response, /x-should-retry/i, "a request that timed out may be sent again");
+    // Logged as what the client was told.
+    let line: { code?: string; http_status?: number } | undefined;
+    for (const t0 = Date.now(); !line && Date.now() - t0 < EVENTUALLY_MS; await sleep(20)) {
+      line = s.logs.map((l) => JSON.parse(l) as { request_id?: string; code?: string; http_status?: number }).find((l) => l.request_id === "slow-body");
+    }
+    assert.equal(line?.code, "http_408", JSON.stringify(line));
+    assert.equal(line?.http_status, 408);
   });
 
   it("a connection that sends nothing, or half an HTTP/2 preface, is closed", async () => {
@@ -819,7 +830,8 @@ describe("slow clients", () => {
     try {
       const stream = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json", authorization: `Bearer ${s.token}` });
       let status = 0;
-      stream.on("response", (h) => (status = Number(h[":status"])));
+      let retryHeader: unknown;
+      stream.on("response", (h) => ((status = Number(h[":status"])), (retryHeader = h["x-should-retry"])));
       stream.on("error", () => {});
       stream.resume();
       stream.write("{");
@@ -829,6 +841,7 @@ describe("slow clients", () => {
       clearInterval(timer);
       assert.equal(outcome, "closed");
       assert.equal(status, 408);
+      assert.equal(retryHeader, undefined, "a request that timed out may be sent again");
       // Right away, before the idle timeout: the same connection still serves.
       const next = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json", authorization: `Bearer ${s.token}` });
       next.end("{}");

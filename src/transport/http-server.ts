@@ -316,7 +316,8 @@ function limitStreamTime(req: http2.Http2ServerRequest, res: http2.Http2ServerRe
       // The body reader (connect-node, still waiting for the rest) must fail, or bytes that
       // arrive after the 408 would complete the request and carry it out after all.
       req.destroy(new Error("request timeout"));
-      res.writeHead(408, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
+      // Without x-should-retry: false, as node's own 408 over HTTP/1.1: sent again in time, it may succeed.
+      res.writeHead(408, { "content-type": "text/plain; charset=utf-8" });
       res.end("request timeout: the request body did not arrive in time\n");
     } else {
       stream.close(http2.constants.NGHTTP2_CANCEL);
