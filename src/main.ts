@@ -57,7 +57,7 @@ async function main(): Promise<void> {
     supervise(config, log);
   } catch (err) {
     showWelcome(config.publicUrl);
-    const reason = describeStartupError(err, { ...config, tls: Boolean(config.tlsCertFile) });
+    const reason = describeStartupError(err, { ...config, tls: Boolean(config.tlsCertFile), tlsFiles: [config.tlsCertFile, config.tlsKeyFile].filter((f) => f !== undefined) });
     if (reason === null) throw err;
     process.stderr.write(`startup error: ${reason}\n`);
     process.exit(1);

@@ -1,3 +1,4 @@
+import { resolve } from "node:path";
 import Database from "better-sqlite3";
 import { isOutOfSpace } from "./store/errors.js";
 import { NewerDatabaseError } from "./store/migrations.js";
@@ -9,6 +10,8 @@ export interface StartContext {
   port?: number;
   /** Whether TLS_CERT_FILE and TLS_KEY_FILE are set. */
   tls?: boolean;
+  /** Their paths, as given. */
+  tlsFiles?: string[];
 }
 
 /**
@@ -39,9 +42,13 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     }
     return null;
   }
+  const path = (err as { path?: unknown })?.path;
   switch ((err as { syscall?: unknown })?.syscall) {
     case "access": // the database's own check (see openDatabase)
       return notWritable(at.databaseFile, code);
+    case "open": // the database file made with its mode (see openDatabase), where access() let it by
+      if (typeof path === "string" && resolve(path).startsWith(resolve(at.databaseFile))) return notWritable(at.databaseFile, code);
+      break;
     case "mkdir":
       return `DATABASE_URL: cannot create the folder for ${at.databaseFile} (${code})`;
     case "listen":
@@ -53,8 +60,9 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     case "getaddrinfo":
       return `HOST "${at.host}" does not resolve to an address (${code})`;
   }
-  // Past the database's own checks, the PEM files are the files a start reads.
-  if (at.tls && (code === "EACCES" || code === "EISDIR" || code === "ENOENT" || code === "EPERM")) {
+  // Past the database's own checks, the PEM files are the files a start reads (by the path it names, when the error names one).
+  const pemFile = path === undefined || (at.tlsFiles ?? []).includes(String(path));
+  if (at.tls && pemFile && (code === "EACCES" || code === "EISDIR" || code === "ENOENT" || code === "EPERM")) {
     return `TLS_CERT_FILE / TLS_KEY_FILE cannot be read (${code})`;
   }
   if (at.tls && code === "ERR_TLS_KEY_NOT_CERTIFICATES") {

@@ -389,6 +389,15 @@ it("a bad configuration value stops the start with a message naming it", () => {
   // One that exists but cannot be read (the start reads it after these checks; root reads anything, so the error is made here).
   const denied = Object.assign(new Error("EACCES: permission denied, open '/etc/scm/key.pem'"), { code: "EACCES", syscall: "open" });
   assert.equal(describeStartupError(denied, { databaseFile: "x.db", tls: true }), "TLS_CERT_FILE / TLS_KEY_FILE cannot be read (EACCES)");
+  const tlsFiles = ["/etc/scm/cert.pem", "/etc/scm/key.pem"];
+  assert.equal(describeStartupError(Object.assign(denied, { path: "/etc/scm/key.pem" }), { databaseFile: "x.db", tls: true, tlsFiles }), "TLS_CERT_FILE / TLS_KEY_FILE cannot be read (EACCES)");
+  // The database file refused where access() let it by (a special file system, a security module): named as the database, also beside TLS.
+  const dbDenied = Object.assign(new Error("EACCES: permission denied, open '/sys/x.db'"), { code: "EACCES", syscall: "open", path: "/sys/x.db" });
+  for (const tls of [false, true]) {
+    assert.match(describeStartupError(dbDenied, { databaseFile: "/sys/x.db", tls, tlsFiles }) ?? "", /^DATABASE_URL: \/sys\/x\.db cannot be opened for reading and writing \(EACCES\)/);
+  }
+  // Another file's: not explained, so it keeps its stack.
+  assert.equal(describeStartupError(Object.assign(new Error("x"), { code: "EACCES", syscall: "open", path: "/elsewhere" }), { databaseFile: "/sys/x.db", tls: true, tlsFiles }), null);
   assert.equal(loadConfig({ DATABASE_URL: "./100%.db" }).databaseFile, "./100%.db", "a plain path is taken as written");
   // The callback URL is PUBLIC_URL plus a path.
   const refused: [string, RegExp][] = [
