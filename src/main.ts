@@ -193,7 +193,8 @@ function supervise(config: Config, log: Logger): void {
   let halted: string | null = null;
   const listening = new Set<number>();
   const earlyDeaths: number[] = [];
-  const fork = () => cluster.fork(halted ? { [HALTED_ENV]: halted } : undefined);
+  // Always set, so that a value in the operator's environment never reaches a worker.
+  const fork = () => cluster.fork({ [HALTED_ENV]: halted ?? "" });
   // The signal passed on to the workers; the log names what asked for the stop, which is
   // not always a signal (a worker that could not start).
   const stop = (signal: NodeJS.Signals, cause: string = signal) => {
