@@ -1,4 +1,4 @@
-import { existsSync, writeSync } from "node:fs";
+import { existsSync, fstatSync, statSync, writeSync } from "node:fs";
 import { ConfigError, loadDatabaseFile } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
@@ -40,6 +40,7 @@ function run(args: string[]): void {
   } else if (noun === "token" && verb === "create") {
     const name = org();
     command = (db) => {
+      if (goesNowhere()) throw new UsageError("stdout goes to /dev/null (or was closed), where no one would see the new token; none was made. Run the command again with stdout going somewhere");
       const { id, token } = createApiToken(db, name);
       if (!output(`${token}\n`)) {
         // No one saw it: a live token no one holds is revoked rather than left behind.
@@ -110,6 +111,17 @@ function output(text: string): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Whether stdout is /dev/null: as given (`>/dev/null`), or closed (`>&-`), which node fills with it at start. */
+function goesNowhere(): boolean {
+  try {
+    const out = fstatSync(1);
+    const nul = statSync("/dev/null");
+    return out.isCharacterDevice() && out.rdev === nul.rdev;
+  } catch {
+    return false; // no /dev/null to compare with: the write itself still tells (see output)
   }
 }
 

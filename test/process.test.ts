@@ -850,7 +850,7 @@ it("a first start stopped by SIGTERM before it listens still prints the token it
   }
 });
 
-it("`admin token create` whose stdout no one reads revokes the token it made and says so, without a stack trace", async () => {
+it("`admin token create` whose stdout no one reads revokes the token it made and says so, without a stack trace; to /dev/null it makes none", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-admin-epipe-"));
   try {
     const env = { ...process.env, DATABASE_URL: join(dir, "a.db") };
@@ -865,6 +865,14 @@ it("`admin token create` whose stdout no one reads revokes the token it made and
     assert.match(err, /^stdout could not be written, so the new token \S+ was revoked; run the command again with stdout going somewhere\n$/);
     const listed = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "token", "list", "--org", "team-a"], { env, encoding: "utf8" });
     assert.match(listed.stdout, /^\S+\t\S+\trevoked \S+\n$/, "the one token there is revoked");
+    // stdout closed (node then gives the process /dev/null) or sent to /dev/null: no token is made.
+    for (const shell of ["node --import tsx src/admin.ts token create --org team-a >&-", "node --import tsx src/admin.ts token create --org team-a >/dev/null"]) {
+      const nowhere = spawnSync("sh", ["-c", shell], { env, encoding: "utf8" });
+      assert.notEqual(nowhere.status, 0, shell);
+      assert.match(nowhere.stderr, /^stdout goes to \/dev\/null \(or was closed\), where no one would see the new token; none was made/, shell);
+    }
+    const after = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "token", "list", "--org", "team-a"], { env, encoding: "utf8" });
+    assert.equal(after.stdout, listed.stdout, "no token was made");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
