@@ -186,7 +186,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
       const ok = isHealthy();
       res.writeHead(ok ? 200 : 503, { "content-type": "text/plain; charset=utf-8" });
-      res.end(ok ? "ok\n" : "shutting down\n");
+      res.end(ok ? "ok\n" : shutdown.signal.aborted ? "shutting down\n" : "unavailable: the database cannot be used (see the log); restart the service\n");
       return;
     }
     // connect-node builds a URL from the Host header (or :authority) before any of our

@@ -494,7 +494,9 @@ describe("syncing off the event loop", () => {
     assert.equal(missing.body.code, "unavailable", JSON.stringify(missing.body));
     const rename = await call(s, UPDATE_RUNNER, { runnerId });
     assert.equal(rename.body.code, "unavailable", JSON.stringify(rename.body));
-    assert.equal((await fetch(`${s.url}/healthz`)).status, 503);
+    const health = await fetch(`${s.url}/healthz`);
+    assert.equal(health.status, 503);
+    assert.match(await health.text(), /^unavailable: the database cannot be used/, "not \"shutting down\": nothing is");
     assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.host, "after.example.com")).all().length, 0, "nothing more was committed");
   });
 });
