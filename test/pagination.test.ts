@@ -57,6 +57,9 @@ describe("pagination", () => {
       assert.equal(r.body.code, "invalid_argument", pageSize);
       assert.equal(r.body.message, `cannot decode field gitpod.v1.PaginationRequest.page_size from JSON: "${pageSize}"`);
     }
+    // A long one is shown cut short: the answer does not grow with the request.
+    const long = await call(s, LIST, { filter, pagination: { pageSize: `0x${"1".repeat(100_000)}` } });
+    assert.equal(long.body.message, `cannot decode field gitpod.v1.PaginationRequest.page_size from JSON: "0x${"1".repeat(62)}…"`);
     // A message field given something else is named, not only its message type.
     for (const [body, reason] of [
       [{ filter, pagination: 5 }, "pagination from JSON: expected object, got 5"],

@@ -1,4 +1,5 @@
 import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescMethod } from "@bufbuild/protobuf";
+import { truncate } from "../domain/text.js";
 
 /**
  * How request JSON is read (Connect JSON; gRPC with a JSON codec is refused earlier).
@@ -126,7 +127,8 @@ function refuseOddValues(desc: DescMessage, json: unknown): void {
         if (typeof value !== "string") throw odd(`expected string, got ${Array.isArray(value) ? "an array" : typeof value === "object" ? "an object" : `a ${typeof value}`} (the value is not shown)`);
       } else if (kind === "integer") {
         for (const item of Array.isArray(value) ? value : [value]) {
-          if (typeof item === "string" && !JSON_NUMBER.test(item)) throw odd(JSON.stringify(item));
+          // Cut to its first characters: the message echoes it, and a 1 MB value made a 1 MB answer.
+          if (typeof item === "string" && !JSON_NUMBER.test(item)) throw odd(JSON.stringify(truncate(item)));
         }
       } else if (field.fieldKind === "message") {
         if (!isObject(value)) throw odd(`expected object, got ${describe(value)}`);
