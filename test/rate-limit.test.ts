@@ -300,14 +300,23 @@ describe("per-token limit on request body bytes", () => {
       const { runnerId, runnerToken } = await createRunner(s, s.token, "grpc-split");
       const request = Buffer.concat([Buffer.from([0x12, runnerId.length]), Buffer.from(runnerId)]);
       const path = "/gitpod.v1.RunnerInteractionService/ListRunnerSCMIntegrations";
-      const send = (body: Buffer) => grpcCall(session, path, runnerToken, "gzip", body, true);
+      // Each body is sent once split in two at every byte (a body of many tiny pieces is refused
+      // as such, see notePiece in request-body.ts), and once one byte at a time where it is short enough.
+      const sendSplit = async (body: Buffer) => {
+        const outcomes = [];
+        for (let at = 1; at < body.length; at++) outcomes.push(await grpcCall(session, path, runnerToken, "gzip", body, [at]));
+        return outcomes;
+      };
       const sendWhole = (body: Buffer) => grpcCall(session, path, runnerToken, "gzip", body);
       const one = frame(gzipSync(request), 1);
-      assert.equal((await send(one)).status, "0");
+      assert.ok(one.length <= 64);
+      assert.equal((await grpcCall(session, path, runnerToken, "gzip", one, Array.from({ length: one.length - 1 }, (_, i) => i + 1))).status, "0");
+      for (const r of await sendSplit(one)) assert.equal(r.status, "0");
       // Two messages, then a third compressed one that is never inflated: the second is refused once read.
-      const three = await send(Buffer.concat([one, frame(gzipSync(request), 1), frame(Buffer.from("not gzip"), 1)]));
-      assert.equal(three.status, "3");
-      assert.match(three.message, /extra input message/);
+      for (const three of await sendSplit(Buffer.concat([one, frame(gzipSync(request), 1), frame(Buffer.from("not gzip"), 1)]))) {
+        assert.equal(three.status, "3");
+        assert.match(three.message, /extra input message/);
+      }
       // A prefix announcing more than the limit, after a broken first message, in one chunk:
       // refused by its length, as connect-node checks every prefix of a chunk before any message.
       const announced = Buffer.alloc(5);
@@ -351,7 +360,8 @@ describe("per-token limit on request body bytes", () => {
  * message (from the trailers, or the headers of a trailers-only answer). `byteAtATime` sends
  * each byte as a DATA frame of its own.
  */
-function grpcCall(session: http2.ClientHttp2Session, path: string, token: string, encoding: string, body: Buffer, byteAtATime = false) {
+/** A gRPC call with `body` sent whole, or in pieces cut at `cuts` (offsets, ascending), each written once the one before has gone. */
+function grpcCall(session: http2.ClientHttp2Session, path: string, token: string, encoding: string, body: Buffer, cuts: number[] = []) {
   return new Promise<{ status: string | undefined; message: string }>((resolve, reject) => {
     const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", "grpc-encoding": encoding, te: "trailers", authorization: `Bearer ${token}` });
     const done = (h: http2.IncomingHttpHeaders) => resolve({ status: h["grpc-status"] as string | undefined, message: decodeURIComponent(String(h["grpc-message"] ?? "")) });
@@ -359,10 +369,10 @@ function grpcCall(session: http2.ClientHttp2Session, path: string, token: string
     req.on("response", (h) => h["grpc-status"] !== undefined && done(h));
     req.on("error", reject);
     req.resume();
-    if (!byteAtATime) return void req.end(body);
-    const write = (at: number): void => {
-      if (at === body.length) return void req.end();
-      req.write(body.subarray(at, at + 1), () => write(at + 1));
+    const bounds = [0, ...cuts, body.length];
+    const write = (i: number): void => {
+      if (i === bounds.length - 1) return void req.end();
+      req.write(body.subarray(bounds[i], bounds[i + 1]), () => write(i + 1));
     };
     write(0);
   });
