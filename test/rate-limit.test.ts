@@ -108,6 +108,40 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
+  it("a body in many small pieces is charged at least 256 bytes a piece", async () => {
+    const body = padded(10 * 1024);
+    /** POSTs `body` over HTTP/1.1 chunked, `size` bytes a write; answers the status. */
+    const inPieces = (s: TestServer, size: number) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request(`${s.url}/${LIST_RUNNERS}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}`, "transfer-encoding": "chunked" }, agent: false }, (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode!));
+        });
+        req.on("error", reject);
+        for (let at = 0; at < body.length; at += size) req.write(body.subarray(at, at + size));
+        req.end();
+      });
+    const s = await startServer({ bodyRateLimit: LIMIT });
+    try {
+      // About 520 pieces of 20 bytes: charged about 133,000 bytes, past the 64 KiB burst.
+      assert.equal(await inPieces(s, 20), 200);
+      const refused = await post(s, padded(10));
+      assert.equal(refused.status, 429);
+      const owed = ((Math.ceil(body.length / 20) * 256 - LIMIT.burst) * 1000) / LIMIT.perSecond;
+      assert.ok(Math.abs(refused.retryAfterMs - owed) < 3000, `retry-after-ms ${refused.retryAfterMs}, about ${owed} expected`);
+    } finally {
+      await s.close();
+    }
+    // The same body in pieces of 1 KiB is charged its bytes: room is left.
+    const t = await startServer({ bodyRateLimit: LIMIT });
+    try {
+      assert.equal(await inPieces(t, 1024), 200);
+      assert.equal((await post(t, padded(10))).status, 200);
+    } finally {
+      await t.close();
+    }
+  });
+
   it("uncompressed bodies are charged once they have all come, sized or streamed", async () => {
     const s = await startServer({ bodyRateLimit: LIMIT });
     try {

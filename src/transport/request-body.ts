@@ -32,9 +32,11 @@ interface BodyLimit {
   choppy: boolean;
 }
 
-/** Pieces a body may come in for free, and the bytes each piece past those must bring on average. */
-const FREE_PIECES = 64;
-const BYTES_PER_PIECE = 1024;
+/** Pieces a body may come in for nothing, and the bytes each piece past those must bring on average. */
+const FREE_PIECES = 1024;
+const BYTES_PER_PIECE = 64;
+/** What a piece costs against the token's byte limit at the least (see chargeBody). */
+export const PIECE_CHARGE_BYTES = 256;
 
 /**
  * Counts a piece of a body as node hands it over (a chunk of a chunked HTTP/1.1 body, an
@@ -43,9 +45,12 @@ const BYTES_PER_PIECE = 1024;
  * as one sent in large ones: 960 KB of them took 3 s of CPU, and a stream refused without a
  * token took as long to read past. Past FREE_PIECES, a body that brings less than
  * BYTES_PER_PIECE a piece on average is marked choppy: connect-node is not given more of it
- * (the call is `resource_exhausted`), and what the answer leaves of it is not read past (the
- * connection closes, or gets GOAWAY, as for a body over the size limit). Real clients write
- * whole messages: a 1 MiB body in TCP segments of 1448 bytes comes in about 720 pieces.
+ * (the call is `resource_exhausted`), and what the answer leaves of it is not read past (an
+ * HTTP/1.1 connection closes after the answer, an HTTP/2 stream is reset). So one body costs
+ * a few ms at most; what a token's bodies cost over time is bounded by charging each piece at
+ * least PIECE_CHARGE_BYTES against its byte limit. Clients that write in small pieces stay
+ * well inside: 200 writes of 50 bytes, a 1 MiB body in TCP segments of 536 bytes (about 2,000
+ * pieces, some split in two at HTTP/2 frame ends).
  */
 function notePiece(limit: BodyLimit, bytes: number): void {
   limit.pieces += 1;
@@ -313,7 +318,15 @@ export function withoutBody(req: http.IncomingMessage | http2.Http2ServerRequest
 export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest, charge: ((bytes: number) => void) | null): void {
   const limit = (req as Http1Request | Http2Request).bodyLimit;
   if (!limit || limit.standIn) return;
-  if (charge) limit.charge = charge;
+  if (charge) {
+    // Each charge adds what the pieces that came so far cost beyond their bytes (see notePiece).
+    let piecesCharged = 0;
+    limit.charge = (bytes) => {
+      const extra = Math.max(0, limit.pieces * PIECE_CHARGE_BYTES - limit.pieceBytes - piecesCharged);
+      piecesCharged += extra;
+      charge(bytes + extra);
+    };
+  }
   const type = (req.headers["content-type"] ?? "").toLowerCase();
   const framed = type.startsWith("application/grpc");
   const coding = codingOf(req.headers, type, framed);
@@ -520,7 +533,9 @@ function endUnreadRequest(req: http2.Http2ServerRequest, maxBytes: number): void
   // The request, not its stream: node's compatibility layer pauses the stream again
   // whenever the request it feeds is full.
   throwAway(req, maxBytes, () => {
-    stream.session?.close();
+    // A choppy body only has its stream reset: a GOAWAY refused the client's next stream,
+    // opened as the answer went out, and connect-node does not retry those.
+    if (!(req as Http2Request).bodyLimit?.choppy) stream.session?.close();
     resetOnceAnswered(stream);
   });
 }
