@@ -36,7 +36,7 @@ interface BodyLimit {
 const FREE_PIECES = 1024;
 const BYTES_PER_PIECE = 64;
 /** What a piece costs against the token's byte limit at the least (see chargeBody). */
-export const PIECE_CHARGE_BYTES = 256;
+const PIECE_CHARGE_BYTES = 256;
 
 /**
  * Counts a piece of a body as node hands it over (a chunk of a chunked HTTP/1.1 body, an
@@ -542,10 +542,10 @@ function endUnreadRequest(req: http2.Http2ServerRequest, maxBytes: number): void
 
 /**
  * Reads what is left of a request body and throws it away, until its end or until more than
- * `maxBytes` have come or it proves choppy (see notePiece), when it stops reading and calls `tooMuch`. It reads in paused mode
- * ("readable" and read()), not with a "data" listener: when connect-node stops reading
- * part-way (at a unary call's second message, say), the async iterator it read through keeps
- * its "readable" listener, and while one is attached a "data" listener or resume() never
+ * `maxBytes` have come or it proves choppy (see notePiece), when it stops reading and calls
+ * `tooMuch`. It reads in paused mode ("readable" and read()), not with a "data" listener:
+ * when connect-node stops reading part-way (at a unary call's second message, say), the async
+ * iterator it read through keeps its "readable" listener, and while one is attached a "data" listener or resume() never
  * starts the flow. The client then waited for the body to be taken: over HTTP/2 for
  * flow-control credit until the stream timed out, over HTTP/1.1 until the connection was cut
  * under the next call on it.
