@@ -607,7 +607,20 @@ described at the top of this file):
 | 2026-12-05, about 13:15 UTC (in this file's history; writes waiting for another process's lock retry on one timer, HTTP/2 header lists checked before the settings are acknowledged) | 177 / 177 | 217 | 295 / 168 / 308 | 0.96 / 1.40 / 0.80 |
 | 2026-12-05, about 14:15 UTC (in this file's history; binary messages drop unknown fields as read, health checks read only uncompressed and up to 1 KiB, log lines show the code sent) | 178 / 178 | 252 | 382 / 161 / 325 | 0.87 / 1.45 / 0.81 |
 | 2026-12-05, about 16:15 UTC (in this file's history; a limit on each token's body bytes, compressed bodies inflated before connect-node reads them) | 180 / 177 | 212 | 323 / 163 / 291 | 0.88 / 1.46 / 0.82 |
-| ${r.date}, this run (since the run before: bodies in many pieces handed to connect-node whole, every gRPC message read here; fixes from a review of the README) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| ${r.date}, this run (since the run before: bodies in many pieces handed to connect-node whole, every gRPC message read here; fixes from a review of the README; and another VM, see below) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+
+The eleventh run (2026-12-05, evening) came on another VM: an Intel Xeon instead of the AMD
+EPYC of every run before it, its JavaScript loop 224 ms against 177 to 180, a system call 0.45
+µs against 0.73, a page read from the OS cache 0.94 µs against 1.34 to 1.47. There the bare
+handler is cheap and the service dear: CPU per no-op create 176 µs at 64 connections, per
+create 376, per Get 270 (162 to 218 before), and the ratios fell to 0.58, 1.01 and 0.63. The
+code of that run is not the cause: side by side with the build of the tenth run on that VM
+(\`BENCH_ROWS=100000 BENCH_ROUNDS=5 npm run bench:compare -- 98e7241 create,get,list 64\`),
+it made 4,560 creates a second against 4,325 (CPU 321 against 345 µs), 7,213 Gets against
+7,273 (166 against 177 µs) and 3,867 Lists against 3,849 (304 against 305 µs), beside a bare
+handler making 8,103, 8,681 and 7,897. What makes this VM kinder to the bare handler than to
+the service, whose own work is mostly JavaScript and SQLite's C over memory, is not measured
+here. The ten runs before are the ones whose figures compare.
 
 On 2026-12-03 the bare handler was slow (2,200 to 3,950 creates a second) and the ratios high;
 on the morning of 2026-12-04 it made 5,769, about the 6,000 a bare handler is known to make on
