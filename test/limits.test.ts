@@ -1425,6 +1425,7 @@ describe("bodies sent in many small pieces", () => {
       await s.close();
     }
   });
+
   it("a body in very many tiny pieces is refused, and one refused before it is read is not read past", async () => {
     const s = await startServer();
     try {
