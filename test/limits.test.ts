@@ -1322,8 +1322,11 @@ async function sendInPieces(write: (piece: Buffer) => void, body: Buffer): Promi
   }
 }
 
-/** POSTs `pieces` over HTTP/1.1 chunked, one write each, back to back; answers the status, headers and body. */
-function h1Pieces(url: string, path: string, headers: Record<string, string>, pieces: Buffer[]): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+/**
+ * POSTs `pieces` over HTTP/1.1 chunked (no Content-Length), one write each, back to back or
+ * `pauseMs` apart; answers the status, headers and body.
+ */
+function h1Pieces(url: string, path: string, headers: Record<string, string>, pieces: Buffer[], pauseMs = 0): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const req = http.request(`${url}${path}`, { method: "POST", headers: { ...headers, "transfer-encoding": "chunked" }, agent: false }, (res) => {
       const parts: Buffer[] = [];
@@ -1332,25 +1335,22 @@ function h1Pieces(url: string, path: string, headers: Record<string, string>, pi
     });
     // A server that refuses the body may close the connection before it is all written.
     req.on("error", () => {});
-    for (const piece of pieces) req.write(piece);
-    req.end();
+    req.flushHeaders();
+    void (async () => {
+      for (const piece of pieces) {
+        if (req.destroyed) return;
+        req.write(piece);
+        if (pauseMs > 0) await sleep(pauseMs);
+      }
+      req.end();
+    })();
     setTimeout(() => reject(new Error("no answer")), EVENTUALLY_MS).unref();
   });
 }
 
-/** POSTs `body` over HTTP/1.1 in one-byte pieces, chunked (no Content-Length); answers the status and the body. */
-function h1InPieces(url: string, path: string, headers: Record<string, string>, body: Buffer): Promise<{ status: number; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${url}${path}`, { method: "POST", headers: { ...headers, "transfer-encoding": "chunked" }, agent: false }, (res) => {
-      const parts: Buffer[] = [];
-      res.on("data", (d: Buffer) => parts.push(d));
-      res.on("end", () => resolve({ status: res.statusCode!, body: Buffer.concat(parts) }));
-    });
-    req.on("error", reject);
-    req.flushHeaders();
-    sendInPieces((p) => req.write(p), body).then(() => req.end(), reject);
-  });
-}
+/** POSTs `body` over HTTP/1.1 in one-byte pieces 1 ms apart (see sendInPieces). */
+const h1InPieces = (url: string, path: string, headers: Record<string, string>, body: Buffer) =>
+  h1Pieces(url, path, headers, Array.from(body, (_, i) => body.subarray(i, i + 1)), 1);
 
 /** POSTs `body` over HTTP/2 in one-byte DATA frames (no content-length); answers the headers and trailers, and the body. */
 function h2InPieces(url: string, headers: http2.OutgoingHttpHeaders, body: Buffer): Promise<{ headers: http2.IncomingHttpHeaders; body: Buffer }> {
