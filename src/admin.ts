@@ -2,6 +2,7 @@ import { existsSync, fstatSync, statSync, writeSync } from "node:fs";
 import { ConfigError, loadDatabaseFile } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
+import { backupDatabase, restoreDatabase, type BackupSummary } from "./store/backup.js";
 import { convertPageSize, openDatabase, type Db } from "./store/database.js";
 import { describeStartupError } from "./startup-errors.js";
 
@@ -11,10 +12,13 @@ const USAGE = `usage:
   admin token list --org NAME
   admin token revoke ID
   admin db page-size                rewrites a database made with 4 KiB pages in 2 KiB ones
-                                    (service stopped; needs room for a copy of the file)`;
+                                    (service stopped; needs room for a copy of the file)
+  admin db backup PATH              copies the database to PATH, a new file, while the service runs
+  admin db restore PATH             puts the backup at PATH in the database's place
+                                    (service stopped; the database it replaces is kept aside)`;
 
-/** Command-line administration of organizations and API tokens, against DATABASE_URL. */
-function run(args: string[]): void {
+/** Command-line administration of organizations, API tokens and the database file, against DATABASE_URL. */
+async function run(args: string[]): Promise<void> {
   const [noun, verb, ...rest] = args;
   // Exactly `--org NAME`: anything more is a mistake better refused than ignored.
   const org = () => {
@@ -25,7 +29,7 @@ function run(args: string[]): void {
     return name;
   };
   // The command is recognised before the database is opened, so a typo creates no file.
-  let command: (db: Db) => void;
+  let command: (db: Db) => void | Promise<void>;
   // Only the first step of setting up before the service's first start (README, "Quick
   // start") makes a database where there is none; every other command needs one.
   let makesDatabase = false;
@@ -67,6 +71,25 @@ function run(args: string[]): void {
       const { from, to } = convertPageSize(db);
       process.stderr.write(from === to ? `pages are already ${to} bytes\n` : `pages were ${from} bytes, now ${to}\n`);
     };
+  } else if (noun === "db" && verb === "backup" && rest.length === 1) {
+    const target = rest[0]!;
+    command = async (db) => {
+      const made = await backupDatabase(db, target);
+      process.stderr.write(`backed up to ${target}: ${describe(made)}\n`);
+    };
+  } else if (noun === "db" && verb === "restore" && rest.length === 1) {
+    // Not through openDatabase: the database in place may be missing, damaged or in use,
+    // and is not to be migrated or changed before it is moved aside.
+    const databaseFile = loadDatabaseFile();
+    try {
+      const { replaced, ...restored } = restoreDatabase(databaseFile, rest[0]!);
+      process.stderr.write(`restored ${rest[0]} to ${databaseFile}: ${describe(restored)}\n`);
+      if (replaced) process.stderr.write(`the database it replaced is now ${replaced}; delete it once the restored one is known good\n`);
+    } catch (err) {
+      const reason = err instanceof DomainError ? null : describeStartupError(err, { databaseFile });
+      throw reason === null ? err : new UsageError(reason);
+    }
+    return;
   } else {
     throw new UsageError(USAGE);
   }
@@ -87,7 +110,7 @@ function run(args: string[]): void {
     throw reason === null ? err : new UsageError(reason);
   }
   try {
-    command(db);
+    await command(db);
   } catch (err) {
     const reason = err instanceof DomainError ? null : describeStartupError(err, { databaseFile });
     throw reason === null ? err : new UsageError(reason);
@@ -97,6 +120,11 @@ function run(args: string[]): void {
 }
 
 class UsageError extends Error {}
+
+function describe(b: BackupSummary): string {
+  const n = (count: number, noun: string) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+  return `${n(b.bytes, "byte")}; ${n(b.organizations, "organization")}, ${n(b.runners, "runner")}, ${n(b.integrations, "SCM integration")}`;
+}
 
 /**
  * Writes to stdout at once, and says whether it could: a reader that is gone (EPIPE) or a
@@ -132,7 +160,7 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
 });
 
 try {
-  run(process.argv.slice(2));
+  await run(process.argv.slice(2));
 } catch (err) {
   if (err instanceof UsageError || err instanceof ConfigError || err instanceof DomainError) {
     process.stderr.write(`${err.message}\n`);

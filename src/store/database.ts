@@ -124,7 +124,7 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
  * `mkdir -p`, a level at a time. Node 20's recursive mkdir tries again for ever where a level
  * cannot be made but its parent exists (under /proc, say), and a start hung there.
  */
-function makeFolders(dir: string): void {
+export function makeFolders(dir: string): void {
   const missing: string[] = [];
   for (let d = dir; !existsSync(d) && dirname(d) !== d; d = dirname(d)) missing.unshift(d);
   // Nothing missing: a file in the folder's place still fails here (EEXIST), as it should.
@@ -183,7 +183,7 @@ export function convertPageSize(db: Db): { from: number; to: number } {
 }
 
 /** The committed drizzle/ folder, found from here both in src/ (tsx) and dist/src/ (built). */
-function migrationsFolder(): string {
+export function migrationsFolder(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const candidate = join(dir, "drizzle");

@@ -29,10 +29,9 @@ export class NewerDatabaseError extends Error {
  */
 export function applyMigrations(sqlite: Database.Database, migrationsFolder: string): void {
   const migrations = readMigrationFiles({ migrationsFolder });
-  const newest = Math.max(0, ...migrations.map((m) => m.folderMillis));
   const pending = () => {
     const last = lastApplied(sqlite);
-    if (last !== null && last > newest) throw new NewerDatabaseError(last, newest);
+    refuseNewer(last, migrations);
     return migrations.filter((m) => last === null || last < m.folderMillis);
   };
   if (pending().length === 0) return;
@@ -49,6 +48,21 @@ export function applyMigrations(sqlite: Database.Database, migrationsFolder: str
     if (sqlite.inTransaction) sqlite.exec("ROLLBACK");
     throw err;
   }
+}
+
+/**
+ * Throws NewerDatabaseError if a newer release has migrated `sqlite`, and says whether it
+ * is a database of this service at all (a migration applied); applies nothing.
+ */
+export function knownMigrations(sqlite: Database.Database, migrationsFolder: string): boolean {
+  const last = lastApplied(sqlite);
+  refuseNewer(last, readMigrationFiles({ migrationsFolder }));
+  return last !== null;
+}
+
+function refuseNewer(last: number | null, known: { folderMillis: number }[]): void {
+  const newest = Math.max(0, ...known.map((m) => m.folderMillis));
+  if (last !== null && last > newest) throw new NewerDatabaseError(last, newest);
 }
 
 /** When the newest applied migration was made (its folder's time), or null if none is. */
