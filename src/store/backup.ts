@@ -4,7 +4,7 @@ import Database from "better-sqlite3";
 import { DomainError } from "../domain/errors.js";
 import { makeFolders, migrationsFolder, type Db } from "./database.js";
 import { isBusy } from "./errors.js";
-import { knownMigrations } from "./migrations.js";
+import { knownMigrations, NewerDatabaseError } from "./migrations.js";
 
 /** What a backup holds, read back from the copy itself once it is made. */
 export interface BackupSummary {
@@ -110,6 +110,9 @@ function inspect(file: string, shownAs: string): BackupSummary {
     const count = (table: string) => conn!.prepare(`SELECT count(*) FROM ${table}`).pluck().get() as number;
     return { bytes: statSync(file).size, organizations: count("organizations"), runners: count("runners"), integrations: count("scm_integrations") };
   } catch (err) {
+    if (err instanceof NewerDatabaseError) {
+      throw new DomainError("failed_precondition", `${shownAs} was made by a newer release of this service (${err.message}); restore it with that release`);
+    }
     if (err instanceof Database.SqliteError && (err.code === "SQLITE_NOTADB" || err.code.startsWith("SQLITE_CORRUPT"))) {
       throw new DomainError("invalid_argument", `${shownAs} is not a readable SQLite database (${err.code})`);
     }

@@ -1,0 +1,276 @@
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import Database from "better-sqlite3";
+import { newKeyPair, open } from "../src/crypto/sealed-box.js";
+import { createLogger } from "../src/log.js";
+import { createApiToken, createOrganization } from "../src/services/accounts.js";
+import { startCheckpointer } from "../src/store/checkpointer.js";
+import { openDatabase } from "../src/store/database.js";
+import { startService, type Service } from "./harness.js";
+
+const CFG = "gitpod.v1.RunnerConfigurationService";
+
+/** A database with organization "acme" and an API token of it, closed again; answers the token. */
+function makeDatabase(file: string): string {
+  const db = openDatabase(file);
+  try {
+    createOrganization(db, "acme");
+    return createApiToken(db, "acme").token;
+  } finally {
+    db.$client.close();
+  }
+}
+
+/** The admin CLI on `databaseFile`, run to its end without blocking this process's event loop. */
+function admin(databaseFile: string, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ["--import", "tsx", "src/admin.ts", ...args], { env: { ...process.env, DATABASE_URL: databaseFile }, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  return new Promise((resolve) => child.once("close", (status) => resolve({ status, stdout, stderr })));
+}
+
+async function api(svc: Service, token: string, path: string, body: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(`http://127.0.0.1:${svc.port}/${path}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+/** A runner, signed up with a fresh key pair; answers its id and the keys. */
+async function signedUpRunner(svc: Service, token: string) {
+  const made = await api(svc, token, "gitpod.v1.RunnerService/CreateRunner", { name: "runner-one", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" });
+  assert.equal(made.status, 200, JSON.stringify(made.body));
+  const keys = newKeyPair();
+  const signup = await api(svc, made.body.accessToken, "gitpod.v1.RunnerInteractionService/Signup", { publicKey: keys.publicKey.toString("base64") });
+  assert.equal(signup.status, 200, JSON.stringify(signup.body));
+  return { runnerId: made.body.runner.runnerId as string, keys };
+}
+
+async function create(svc: Service, token: string, runnerId: string, host: string): Promise<string> {
+  const r = await api(svc, token, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host, oauthClientId: `client-${host}`, oauthPlaintextClientSecret: `backup-secret-${host}` });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.id as string;
+}
+
+/** Every integration of the runner, by id. */
+async function listAll(svc: Service, token: string, runnerId: string): Promise<Map<string, any>> {
+  const byId = new Map<string, any>();
+  let pageToken = "";
+  do {
+    const r = await api(svc, token, `${CFG}/ListSCMIntegrations`, { filter: { runnerIds: [runnerId] }, pagination: { pageSize: 100, token: pageToken } });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    for (const i of r.body.integrations ?? []) byId.set(i.id, i);
+    pageToken = r.body.pagination?.nextToken ?? "";
+  } while (pageToken !== "");
+  return byId;
+}
+
+async function stopService(svc: Service): Promise<void> {
+  svc.child.kill("SIGTERM");
+  assert.equal((await svc.exited).code, 0);
+}
+
+describe("admin db backup and restore", () => {
+  let dir: string;
+  before(() => (dir = mkdtempSync(join(tmpdir(), "scm-backup-"))));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("a backup taken while the service takes creates holds every create acknowledged before it began; restored elsewhere, it serves them", async () => {
+    const live = join(dir, "live", "scm.db");
+    mkdirSync(join(dir, "live"));
+    const token = makeDatabase(live);
+    const svc = await startService(live);
+    try {
+      const { runnerId, keys } = await signedUpRunner(svc, token);
+      for (let i = 0; i < 20; i++) await create(svc, token, runnerId, `before-${i}.example.com`);
+
+      // Creates go on, four at a time, all through the backup.
+      const acked = new Set<string>();
+      let running = true;
+      let n = 0;
+      const writers = Array.from({ length: 4 }, async () => {
+        while (running) acked.add(await create(svc, token, runnerId, `during-${n++}.example.com`));
+      });
+      while (acked.size < 20) await new Promise((r) => setTimeout(r, 5));
+      const ackedBefore = new Set([...(await listAll(svc, token, runnerId)).keys()]);
+      const backup = join(dir, "scm-backup.db");
+      const atStart = acked.size;
+      const made = await admin(live, "db", "backup", backup);
+      const atEnd = acked.size;
+      running = false;
+      await Promise.all(writers);
+      assert.equal(made.status, 0, made.stderr);
+      assert.match(made.stderr, /^backed up to .*scm-backup\.db: \d+ bytes; 1 organization, 1 runner, \d+ SCM integrations\n$/);
+      assert.ok(atEnd > atStart, `creates were answered while the backup ran (${atStart} before, ${atEnd} after)`);
+      assert.equal(statSync(backup).mode & 0o777, 0o600, "the backup is readable by its owner alone, as the database is");
+      assert.deepEqual(readdirSync(dir).sort(), ["live", "scm-backup.db"], "no partial copy is left behind");
+      assert.ok(!readFileSync(backup).includes("backup-secret-"), "client secrets are in the backup only sealed");
+
+      const restored = join(dir, "elsewhere", "restored.db");
+      const put = await admin(restored, "db", "restore", backup);
+      assert.equal(put.status, 0, put.stderr);
+      assert.match(put.stderr, /^restored .*scm-backup\.db to .*restored\.db: \d+ bytes; 1 organization, 1 runner, \d+ SCM integrations\n$/);
+      const copy = await startService(restored);
+      try {
+        const found = await listAll(copy, token, runnerId);
+        for (const id of ackedBefore) assert.ok(found.has(id), `${id}, acknowledged before the backup began, is in it`);
+        const everything = new Set([...ackedBefore, ...acked]);
+        for (const id of found.keys()) assert.ok(everything.has(id), `${id} in the backup is an acknowledged create`);
+        const one = found.get([...ackedBefore][0]!);
+        assert.equal(open(Buffer.from(one.oauth.encryptedClientSecret, "base64"), keys.publicKey, keys.secretKey), `backup-secret-${one.host}`, "the runner still opens a restored secret");
+      } finally {
+        await stopService(copy);
+      }
+    } finally {
+      await stopService(svc);
+    }
+  });
+
+  it("restore is refused while the service has the database open; stopped, the backup takes its place and the replaced database is kept aside", async () => {
+    const folder = join(dir, "swap");
+    mkdirSync(folder);
+    const live = join(folder, "scm.db");
+    const token = makeDatabase(live);
+    let svc = await startService(live);
+    const { runnerId } = await signedUpRunner(svc, token);
+    const kept = await create(svc, token, runnerId, "kept.example.com");
+    const backup = join(dir, "swap-backup.db");
+    assert.equal((await admin(live, "db", "backup", backup)).status, 0);
+    const later = await create(svc, token, runnerId, "later.example.com");
+
+    const refused = await admin(live, "db", "restore", backup);
+    assert.equal(refused.status, 2);
+    assert.match(refused.stderr, /in use by another process; stop the service first/);
+    assert.deepEqual([...(await listAll(svc, token, runnerId)).keys()].sort(), [kept, later].sort(), "the service serves on, unchanged");
+    await stopService(svc);
+
+    const put = await admin(live, "db", "restore", backup);
+    assert.equal(put.status, 0, put.stderr);
+    const aside = /the database it replaced is now (.*scm\.db\.replaced-[0-9TZ-]+);/.exec(put.stderr)?.[1];
+    assert.ok(aside, put.stderr);
+    assert.deepEqual(readdirSync(folder).sort(), ["scm.db", aside.slice(folder.length + 1)].sort(), "no WAL of the old database beside the new one, no copy left over");
+    const old = new Database(aside, { readonly: true });
+    try {
+      assert.equal(old.prepare("SELECT count(*) FROM scm_integrations").pluck().get(), 2, "the replaced database, WAL folded in, has both");
+    } finally {
+      old.close();
+    }
+    svc = await startService(live);
+    try {
+      assert.deepEqual([...(await listAll(svc, token, runnerId)).keys()], [kept], "the service now serves the backup");
+    } finally {
+      await stopService(svc);
+    }
+  });
+
+  it("refuses targets and sources it should not use, with exit 2 and a line saying why, and changes nothing", async () => {
+    const folder = join(dir, "refusals");
+    mkdirSync(folder);
+    const live = join(folder, "scm.db");
+    makeDatabase(live);
+    const good = join(folder, "good.db");
+    assert.equal((await admin(live, "db", "backup", good)).status, 0);
+    const state = () => readdirSync(folder).sort().map((f) => `${f}:${statSync(join(folder, f)).size}:${statSync(join(folder, f)).mtimeMs}`);
+    const before = state();
+
+    const refusals: [string[], RegExp][] = [
+      [["db", "backup", good], /good\.db exists; a backup never overwrites a file/],
+      [["db", "backup", join(folder, "missing", "b.db")], /the folder .*missing does not exist/],
+      [["db", "backup"], /usage:/],
+      [["db", "restore", join(folder, "none.db")], /none\.db: no such file/],
+      [["db", "restore", live], /is the database itself/],
+    ];
+    const notes = join(dir, "notes.txt");
+    writeFileSync(notes, "not a database\n".repeat(200));
+    refusals.push([["db", "restore", notes], /notes\.txt is not a readable SQLite database \(SQLITE_NOTADB\)/]);
+    const foreign = join(dir, "foreign.db");
+    const f = new Database(foreign);
+    f.exec("CREATE TABLE notes (body TEXT)");
+    f.close();
+    refusals.push([["db", "restore", foreign], /foreign\.db is not a database of this service/]);
+    // A backup from a release with a migration this one does not know.
+    const newer = join(dir, "newer.db");
+    assert.equal((await admin(live, "db", "backup", newer)).status, 0);
+    const n = new Database(newer);
+    n.prepare(`INSERT INTO "__drizzle_migrations" ("hash", "created_at") VALUES ('future', ?)`).run(Date.UTC(2100, 0, 1));
+    n.close();
+    refusals.push([["db", "restore", newer], /newer\.db was made by a newer release of this service/]);
+    // A database file whose WAL still holds commits: a copy of the file alone would lose them.
+    const walled = join(dir, "walled", "w.db");
+    mkdirSync(join(dir, "walled"));
+    makeDatabase(walled);
+    const holder = spawnSync(process.execPath, ["-e", `
+      const db = require("better-sqlite3")(${JSON.stringify(walled)});
+      db.pragma("wal_autocheckpoint = 0");
+      db.exec("CREATE TABLE later (x)");
+      process.kill(process.pid, "SIGKILL");
+    `]);
+    assert.equal(holder.signal, "SIGKILL");
+    assert.ok(statSync(`${walled}-wal`).size > 0);
+    refusals.push([["db", "restore", walled], /w\.db has a WAL beside it \(w\.db-wal\)/]);
+
+    for (const [args, why] of refusals) {
+      const r = await admin(live, ...args);
+      assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, why);
+      assert.doesNotMatch(r.stderr, /\n {4}at /, "a line, not a stack trace");
+    }
+    assert.deepEqual(state(), before, "no file was made, changed or left behind");
+  });
+});
+
+describe("the checkpointer and a long reader", () => {
+  it("backs off from RESTART while a reader holds it off, and starts the WAL over once the reader is gone", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-backoff-"));
+    const file = join(dir, "backoff.db");
+    const db = openDatabase(file);
+    const logs: string[] = [];
+    // A low threshold (the service's is 16,384 frames), so that a few rows pass it.
+    const checkpointer = startCheckpointer(db, createLogger("debug", (line) => logs.push(line)), { resetFrames: 64 });
+    const reader = new Database(file);
+    try {
+      const sqlite = db.$client;
+      sqlite.exec("CREATE TABLE blobs (n INTEGER PRIMARY KEY, v BLOB)");
+      let rows = 0;
+      const write = () => db.write(() => sqlite.prepare("INSERT INTO blobs VALUES (?, ?)").run(++rows, Buffer.alloc(3000, rows % 251)));
+      const restarts = () => logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "wal restart");
+      // Bytes 12..15 of the WAL's header count the times it was started over.
+      const startedOver = () => readFileSync(`${file}-wal`).readUInt32BE(12);
+      // The reader's snapshot, held as a backup holds its own while it copies.
+      reader.exec("BEGIN");
+      reader.prepare("SELECT count(*) FROM sqlite_master").get();
+      // Past the threshold, then a row every 20 ms for 1.5 s: a RESTART could be tried at
+      // every 50 ms checkpoint, 30 times.
+      for (let i = 0; i < 60; i++) await write();
+      for (const end = Date.now() + 1500; Date.now() < end; ) {
+        await write();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const failed = restarts().filter((l) => l.done === false).length;
+      assert.ok(failed >= 1, `a RESTART was tried and found the reader: ${logs.join("")}`);
+      assert.ok(failed <= 8, `${failed} RESTART tries in 1.5 s, each holding the writers off: it backs off`);
+      const held = startedOver();
+      reader.exec("COMMIT");
+      // With no reader left, a checkpoint copies the whole WAL and the next write starts it
+      // over (by itself, or through the checkpointer's next RESTART).
+      for (let i = 0; i < 100 && startedOver() === held; i++) {
+        await write();
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok(startedOver() > held, `the WAL started over once the reader had gone: ${logs.join("")}`);
+    } finally {
+      reader.close();
+      await checkpointer.stop();
+      db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
