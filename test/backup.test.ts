@@ -184,6 +184,7 @@ describe("admin db backup and restore", () => {
     const refusals: [string[], RegExp][] = [
       [["db", "backup", good], /good\.db exists; a backup never overwrites a file/],
       [["db", "backup", join(folder, "missing", "b.db")], /the folder .*missing does not exist/],
+      [["db", "backup", `${live}-wal`], /scm\.db-wal: a name ending in -wal is SQLite's for the file beside a database/],
       [["db", "backup"], /usage:/],
       [["db", "restore", join(folder, "none.db")], /none\.db: no such file/],
       [["db", "restore", live], /is the database itself/],

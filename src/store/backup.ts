@@ -27,6 +27,9 @@ export interface BackupSummary {
  */
 export async function backupDatabase(db: Db, target: string): Promise<BackupSummary> {
   const path = resolve(target);
+  // Beside a database of that name, SQLite would read the backup as part of it.
+  const companion = /-(wal|shm|journal)$/.exec(path)?.[0];
+  if (companion) throw new DomainError("invalid_argument", `${target}: a name ending in ${companion} is SQLite's for the file beside a database; choose another`);
   if (lstatSync(path, { throwIfNoEntry: false })) throw new DomainError("already_exists", `${target} exists; a backup never overwrites a file`);
   const folder = dirname(path);
   if (!statSync(folder, { throwIfNoEntry: false })?.isDirectory()) throw new DomainError("failed_precondition", `the folder ${folder} does not exist`);
