@@ -2,8 +2,10 @@ import { existsSync, fstatSync, statSync, writeSync } from "node:fs";
 import { ConfigError, loadDatabaseFile } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
-import { backupDatabase, restoreDatabase, type BackupSummary } from "./store/backup.js";
-import { convertPageSize, openDatabase, type Db } from "./store/database.js";
+import Database from "better-sqlite3";
+import { abandonCopies, backupDatabase, restoreDatabase, type BackupSummary } from "./store/backup.js";
+import { convertPageSize, migrationsFolder, openDatabase, type Db } from "./store/database.js";
+import { knownMigrations } from "./store/migrations.js";
 import { describeStartupError } from "./startup-errors.js";
 
 const USAGE = `usage:
@@ -29,7 +31,7 @@ async function run(args: string[]): Promise<void> {
     return name;
   };
   // The command is recognised before the database is opened, so a typo creates no file.
-  let command: (db: Db) => void | Promise<void>;
+  let command: (db: Db) => void;
   // Only the first step of setting up before the service's first start (README, "Quick
   // start") makes a database where there is none; every other command needs one.
   let makesDatabase = false;
@@ -71,20 +73,13 @@ async function run(args: string[]): Promise<void> {
       const { from, to } = convertPageSize(db);
       process.stderr.write(from === to ? `pages are already ${to} bytes\n` : `pages were ${from} bytes, now ${to}\n`);
     };
-  } else if (noun === "db" && verb === "backup" && rest.length === 1) {
-    const target = rest[0]!;
-    command = async (db) => {
-      const made = await backupDatabase(db, target);
-      process.stderr.write(`backed up to ${target}: ${describe(made)}\n`);
-    };
-  } else if (noun === "db" && verb === "restore" && rest.length === 1) {
-    // Not through openDatabase: the database in place may be missing, damaged or in use,
-    // and is not to be migrated or changed before it is moved aside.
+  } else if (noun === "db" && (verb === "backup" || verb === "restore") && rest.length === 1) {
+    // Not through openDatabase, which migrates: a backup copies the database as the running
+    // service has it, and the database a restore replaces may be missing, damaged or in use.
     const databaseFile = loadDatabaseFile();
     try {
-      const { replaced, ...restored } = restoreDatabase(databaseFile, rest[0]!);
-      process.stderr.write(`restored ${rest[0]} to ${databaseFile}: ${describe(restored)}\n`);
-      if (replaced) process.stderr.write(`the database it replaced is now ${replaced}; delete it once the restored one is known good\n`);
+      if (verb === "backup") await backup(databaseFile, rest[0]!);
+      else restore(databaseFile, rest[0]!);
     } catch (err) {
       const reason = err instanceof DomainError ? null : describeStartupError(err, { databaseFile });
       throw reason === null ? err : new UsageError(reason);
@@ -110,7 +105,7 @@ async function run(args: string[]): Promise<void> {
     throw reason === null ? err : new UsageError(reason);
   }
   try {
-    await command(db);
+    command(db);
   } catch (err) {
     const reason = err instanceof DomainError ? null : describeStartupError(err, { databaseFile });
     throw reason === null ? err : new UsageError(reason);
@@ -120,6 +115,34 @@ async function run(args: string[]): Promise<void> {
 }
 
 class UsageError extends Error {}
+
+async function backup(databaseFile: string, target: string): Promise<void> {
+  if (!existsSync(databaseFile)) throw new UsageError(`DATABASE_URL: no database at ${databaseFile}; set DATABASE_URL to the service's database file`);
+  const source = new Database(databaseFile, { fileMustExist: true });
+  // Interrupted, the copy is removed: a hidden file the size of the database is not left behind.
+  const interrupted = (signal: NodeJS.Signals) => {
+    abandonCopies();
+    process.stderr.write(`interrupted (${signal}); no backup was made\n`);
+    process.exit(128 + (signal === "SIGINT" ? 2 : signal === "SIGHUP" ? 1 : 15));
+  };
+  const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  for (const signal of signals) process.once(signal, interrupted);
+  try {
+    source.pragma("busy_timeout = 5000");
+    if (!knownMigrations(source, migrationsFolder())) throw new UsageError(`DATABASE_URL: ${databaseFile} is not a database of this service`);
+    const made = await backupDatabase(source, target);
+    process.stderr.write(`backed up to ${target}: ${describe(made)}\n`);
+  } finally {
+    for (const signal of signals) process.off(signal, interrupted);
+    source.close();
+  }
+}
+
+function restore(databaseFile: string, backupFile: string): void {
+  const { replaced, ...restored } = restoreDatabase(databaseFile, backupFile);
+  process.stderr.write(`restored ${backupFile} to ${databaseFile}: ${describe(restored)}\n`);
+  if (replaced) process.stderr.write(`what it replaced is now ${replaced}; delete it once the restored database is known good\n`);
+}
 
 function describe(b: BackupSummary): string {
   const n = (count: number, noun: string) => `${count} ${noun}${count === 1 ? "" : "s"}`;

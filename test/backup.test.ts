@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -73,6 +73,29 @@ async function listAll(svc: Service, token: string, runnerId: string): Promise<M
   return byId;
 }
 
+const FILLER_ROWS = 40_000;
+
+/** Adds `rows` integrations to a runner straight into the database (another connection beside the service's). */
+function fillRunner(file: string, runnerId: string, rows: number): void {
+  const db = new Database(file);
+  try {
+    db.pragma("busy_timeout = 5000");
+    const orgId = db.prepare("SELECT org_id FROM runners WHERE id = ?").pluck().get(runnerId);
+    const insert = db.prepare(
+      `INSERT INTO scm_integrations (id, org_id, runner_id, scm_id, host, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at)
+       VALUES (?, ?, ?, 'github', ?, 0, ?, ?, ?, NULL, NULL, 0, 0)`,
+    );
+    db.transaction(() => {
+      for (let i = 0; i < rows; i++) {
+        const id = `00000000-0000-7000-8000-${i.toString(16).padStart(12, "0")}`;
+        insert.run(id, orgId, runnerId, `filler-${i}.example.com`, `client-${i}`, Buffer.alloc(80, i % 251), Buffer.alloc(32, 7));
+      }
+    })();
+  } finally {
+    db.close();
+  }
+}
+
 async function stopService(svc: Service): Promise<void> {
   svc.child.kill("SIGTERM");
   assert.equal((await svc.exited).code, 0);
@@ -91,13 +114,18 @@ describe("admin db backup and restore", () => {
     try {
       const { runnerId, keys } = await signedUpRunner(svc, token);
       for (let i = 0; i < 20; i++) await create(svc, token, runnerId, `before-${i}.example.com`);
+      // Some 25 MB more, under a second runner, so that the copy takes several steps (16 MiB
+      // each): steps that began a read of their own would start over at every commit below.
+      const filler = FILLER_ROWS;
+      fillRunner(live, (await signedUpRunner(svc, token)).runnerId, filler);
 
-      // Creates go on, four at a time, all through the backup.
+      // Creates go on, four at a time, all through the backup (for 30 s at most).
       const acked = new Set<string>();
       let running = true;
+      const deadline = Date.now() + 30_000;
       let n = 0;
       const writers = Array.from({ length: 4 }, async () => {
-        while (running) acked.add(await create(svc, token, runnerId, `during-${n++}.example.com`));
+        while (running && Date.now() < deadline) acked.add(await create(svc, token, runnerId, `during-${n++}.example.com`));
       });
       while (acked.size < 20) await new Promise((r) => setTimeout(r, 5));
       const ackedBefore = new Set([...(await listAll(svc, token, runnerId)).keys()]);
@@ -105,10 +133,14 @@ describe("admin db backup and restore", () => {
       const atStart = acked.size;
       const made = await admin(live, "db", "backup", backup);
       const atEnd = acked.size;
+      const endedInTime = Date.now() < deadline;
       running = false;
       await Promise.all(writers);
       assert.equal(made.status, 0, made.stderr);
-      assert.match(made.stderr, /^backed up to .*scm-backup\.db: \d+ bytes; 1 organization, 1 runner, \d+ SCM integrations\n$/);
+      const holds = /^backed up to .*scm-backup\.db: \d+ bytes; 1 organization, 2 runners, (\d+) SCM integrations\n$/.exec(made.stderr);
+      assert.ok(holds, made.stderr);
+      assert.ok(Number(holds[1]) >= filler + ackedBefore.size, made.stderr);
+      assert.ok(endedInTime, "the backup ended while the creates went on");
       assert.ok(atEnd > atStart, `creates were answered while the backup ran (${atStart} before, ${atEnd} after)`);
       assert.equal(statSync(backup).mode & 0o777, 0o600, "the backup is readable by its owner alone, as the database is");
       assert.deepEqual(readdirSync(dir).sort(), ["live", "scm-backup.db"], "no partial copy is left behind");
@@ -117,7 +149,7 @@ describe("admin db backup and restore", () => {
       const restored = join(dir, "elsewhere", "restored.db");
       const put = await admin(restored, "db", "restore", backup);
       assert.equal(put.status, 0, put.stderr);
-      assert.match(put.stderr, /^restored .*scm-backup\.db to .*restored\.db: \d+ bytes; 1 organization, 1 runner, \d+ SCM integrations\n$/);
+      assert.match(put.stderr, /^restored .*scm-backup\.db to .*restored\.db: \d+ bytes; 1 organization, 2 runners, \d+ SCM integrations\n$/);
       const copy = await startService(restored);
       try {
         const found = await listAll(copy, token, runnerId);
@@ -154,7 +186,7 @@ describe("admin db backup and restore", () => {
 
     const put = await admin(live, "db", "restore", backup);
     assert.equal(put.status, 0, put.stderr);
-    const aside = /the database it replaced is now (.*scm\.db\.replaced-[0-9TZ-]+);/.exec(put.stderr)?.[1];
+    const aside = /what it replaced is now (.*scm\.db\.replaced-[0-9TZ-]+);/.exec(put.stderr)?.[1];
     assert.ok(aside, put.stderr);
     assert.deepEqual(readdirSync(folder).sort(), ["scm.db", aside.slice(folder.length + 1)].sort(), "no WAL of the old database beside the new one, no copy left over");
     const old = new Database(aside, { readonly: true });
@@ -178,11 +210,13 @@ describe("admin db backup and restore", () => {
     makeDatabase(live);
     const good = join(folder, "good.db");
     assert.equal((await admin(live, "db", "backup", good)).status, 0);
+    writeFileSync(join(folder, "stale.db-wal"), "left by an earlier database of that name");
     const state = () => readdirSync(folder).sort().map((f) => `${f}:${statSync(join(folder, f)).size}:${statSync(join(folder, f)).mtimeMs}`);
     const before = state();
 
     const refusals: [string[], RegExp][] = [
       [["db", "backup", good], /good\.db exists; a backup never overwrites a file/],
+      [["db", "backup", join(folder, "stale.db")], /stale\.db-wal exists beside it, and SQLite would read it into the backup/],
       [["db", "backup", join(folder, "missing", "b.db")], /the folder .*missing does not exist/],
       [["db", "backup", `${live}-wal`], /scm\.db-wal: a name ending in -wal is SQLite's for the file beside a database/],
       [["db", "backup"], /usage:/],
@@ -228,6 +262,48 @@ describe("admin db backup and restore", () => {
   });
 });
 
+describe("admin db backup and restore, at the edges", () => {
+  let dir: string;
+  before(() => (dir = mkdtempSync(join(tmpdir(), "scm-backup-edges-"))));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("a backup changes nothing in the database it copies, not even a migration the CLI would apply", async () => {
+    const live = join(dir, "older.db");
+    makeDatabase(live);
+    // As a database the running service (an older release) has not migrated as far.
+    const migrations = (file: string) => {
+      const db = new Database(file, { readonly: true });
+      try {
+        return db.prepare(`SELECT count(*) FROM "__drizzle_migrations"`).pluck().get() as number;
+      } finally {
+        db.close();
+      }
+    };
+    const db = new Database(live);
+    db.prepare(`DELETE FROM "__drizzle_migrations" WHERE created_at = (SELECT max(created_at) FROM "__drizzle_migrations")`).run();
+    db.close();
+    const before = migrations(live);
+    const made = await admin(live, "db", "backup", join(dir, "older-backup.db"));
+    assert.equal(made.status, 0, made.stderr);
+    assert.equal(migrations(live), before, "the live database was not migrated");
+    assert.equal(migrations(join(dir, "older-backup.db")), before, "the backup is the database as it was");
+  });
+
+  it("restores through a symbolic link to a database not there yet: the link is kept and the file it names made", async () => {
+    const source = join(dir, "source.db");
+    makeDatabase(source);
+    const backup = join(dir, "linked-backup.db");
+    assert.equal((await admin(source, "db", "backup", backup)).status, 0);
+    mkdirSync(join(dir, "volume"));
+    const link = join(dir, "scm.db");
+    symlinkSync(join(dir, "volume", "scm.db"), link);
+    const put = await admin(link, "db", "restore", backup);
+    assert.equal(put.status, 0, put.stderr);
+    assert.ok(lstatSync(link).isSymbolicLink(), "the link is still a link");
+    assert.ok(statSync(join(dir, "volume", "scm.db")).isFile(), "the database is where the link points");
+  });
+});
+
 describe("the checkpointer and a long reader", () => {
   it("backs off from RESTART while a reader holds it off, and starts the WAL over once the reader is gone", async () => {
     const dir = mkdtempSync(join(tmpdir(), "scm-backoff-"));
@@ -260,13 +336,12 @@ describe("the checkpointer and a long reader", () => {
       assert.ok(failed <= 8, `${failed} RESTART tries in 1.5 s, each holding the writers off: it backs off`);
       const held = startedOver();
       reader.exec("COMMIT");
-      // With no reader left, a checkpoint copies the whole WAL and the next write starts it
-      // over (by itself, or through the checkpointer's next RESTART).
-      for (let i = 0; i < 100 && startedOver() === held; i++) {
-        await write();
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      assert.ok(startedOver() > held, `the WAL started over once the reader had gone: ${logs.join("")}`);
+      // Nothing more is written, so the writers cannot start the WAL over themselves: the
+      // checkpointer must come back to it (1.6 s after its last try at most).
+      for (let i = 0; i < 100 && !restarts().some((l) => l.done === true); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(restarts().some((l) => l.done === true), `a RESTART was tried again once the reader had gone, and finished: ${logs.join("")}`);
+      await write();
+      assert.ok(startedOver() > held, "the next write began the WAL over from its start");
     } finally {
       reader.close();
       await checkpointer.stop();

@@ -1,9 +1,28 @@
-import { closeSync, existsSync, fchmodSync, fchownSync, fdatasyncSync, fstatSync, fsyncSync, lstatSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import {
+  closeSync,
+  existsSync,
+  fchmodSync,
+  fchownSync,
+  fdatasyncSync,
+  fstatSync,
+  fsyncSync,
+  linkSync,
+  lstatSync,
+  openSync,
+  readSync,
+  realpathSync,
+  renameSync,
+  rmdirSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { DomainError } from "../domain/errors.js";
-import { makeFolders, migrationsFolder, type Db } from "./database.js";
-import { isBusy } from "./errors.js";
+import { databasePath, makeFolders, migrationsFolder } from "./database.js";
+import { isBusy, isOutOfSpace } from "./errors.js";
 import { knownMigrations, NewerDatabaseError } from "./migrations.js";
 
 /** What a backup holds, read back from the copy itself once it is made. */
@@ -14,87 +33,138 @@ export interface BackupSummary {
   integrations: number;
 }
 
+/** The files SQLite keeps beside a database, named after it. */
+const COMPANIONS = ["-wal", "-shm", "-journal"] as const;
+
+/** Pages copied between two syncs of a backup: 16 MiB of 2 KiB pages (32 of 4 KiB ones). */
+const STEP_PAGES = 8192;
+
 /**
- * Copies the database, as it stands at one moment, to `target` while the service keeps
- * serving: SQLite's online backup, all of it read inside one read transaction. Writers go
- * on meanwhile; checkpoints cannot start the WAL over until the copy ends, so the WAL
- * grows for that long.
+ * Copies the database open on `source` (the admin CLI's own connection, opened without
+ * migrating it) as it stands at one moment to `target`, while the service keeps serving:
+ * SQLite's online backup, all of it read inside one read transaction. Writers go on
+ * meanwhile; checkpoints cannot start the WAL over until the copy ends, so the WAL grows
+ * for that long.
  *
- * The copy is made under a hidden name beside `target`, checked, synced and only then
- * renamed into place: a backup that exists is whole. Like the database, it is readable by
- * this user alone, and it holds what the database holds (token hashes, sealed secrets, the
- * keys that sign page tokens): keep it as the database is kept.
+ * The copy is made under a hidden name beside `target`, checked (integrity_check), synced
+ * and only then linked into place, which fails if `target` has appeared meanwhile: a
+ * backup that exists is whole, and no file is overwritten. Like the database, it is readable
+ * by this user alone, and it holds what the database holds (token hashes, sealed secrets,
+ * the keys that sign page tokens): keep it as the database is kept.
  */
-export async function backupDatabase(db: Db, target: string): Promise<BackupSummary> {
+export async function backupDatabase(source: Database.Database, target: string): Promise<BackupSummary> {
   const path = resolve(target);
   // Beside a database of that name, SQLite would read the backup as part of it.
-  const companion = /-(wal|shm|journal)$/.exec(path)?.[0];
+  const companion = COMPANIONS.find((s) => path.endsWith(s));
   if (companion) throw new DomainError("invalid_argument", `${target}: a name ending in ${companion} is SQLite's for the file beside a database; choose another`);
-  if (lstatSync(path, { throwIfNoEntry: false })) throw new DomainError("already_exists", `${target} exists; a backup never overwrites a file`);
+  fsCall(`cannot use ${target}`, () => refuseTaken(path, target));
   const folder = dirname(path);
   if (!statSync(folder, { throwIfNoEntry: false })?.isDirectory()) throw new DomainError("failed_precondition", `the folder ${folder} does not exist`);
-  const partial = join(folder, `.${basename(path)}.${process.pid}.partial`);
-  const sqlite = db.$client;
-  let out: number | undefined;
+  const partial = temporary(folder, basename(path), "partial");
   try {
-    out = fsCall(`cannot write in ${folder}`, () => openSync(partial, "wx", 0o600));
-    sqlite.exec("BEGIN");
+    const out = fsCall(`cannot write in ${folder}`, () => openSync(partial, "wx", 0o600));
     try {
-      // The copy's moment: this read transaction's snapshot, which every step reads, so the
-      // service's commits meanwhile do not start the copy over.
-      sqlite.prepare("SELECT count(*) FROM sqlite_master").pluck().get();
-      // Synced as it goes: left to the end, the copy's hundreds of MB waited to be written
-      // out ahead of the service's own syncs, and its writes stalled for as long.
-      await sqlite.backup(partial, { progress: () => (fdatasyncSync(out!), STEP_PAGES) });
+      await copyAtOneMoment(source, partial, out, target);
+      const summary = inspect(partial, target);
+      fsCall(`cannot sync ${partial}`, () => fsyncSync(out));
+      fsCall(`cannot use ${target}`, () => refuseTaken(path, target));
+      place(partial, path, target);
+      fsCall(`cannot sync the folder ${folder}`, () => syncPath(folder));
+      return summary;
     } finally {
-      sqlite.exec("COMMIT");
+      closeSync(out);
     }
-    const summary = inspect(partial, target);
-    fsyncSync(out);
-    renameSync(partial, path);
-    syncFile(folder);
-    return summary;
   } finally {
-    if (out !== undefined) closeSync(out);
-    removeWithCompanions(partial);
+    removeOwn(partial);
   }
 }
 
-/** Pages copied between two syncs of a backup: 16 MiB of 2 KiB pages. */
-const STEP_PAGES = 8192;
+/** A backup at `path`, or a file beside it that SQLite would read into one, is refused. */
+function refuseTaken(path: string, target: string): void {
+  if (lstatSync(path, { throwIfNoEntry: false })) throw new DomainError("already_exists", `${target} exists; a backup never overwrites a file`);
+  for (const s of COMPANIONS) {
+    if (lstatSync(path + s, { throwIfNoEntry: false })) {
+      throw new DomainError("already_exists", `${target}${s} exists beside it, and SQLite would read it into the backup; move it away first`);
+    }
+  }
+}
+
+async function copyAtOneMoment(source: Database.Database, partial: string, out: number, target: string): Promise<void> {
+  source.exec("BEGIN");
+  try {
+    // The copy's moment: this read transaction's snapshot, which every step reads, so the
+    // service's commits meanwhile do not start the copy over.
+    source.prepare("SELECT count(*) FROM sqlite_master").pluck().get();
+    // Synced as it goes: left to the end, the copy's hundreds of MB waited to be written
+    // out ahead of the service's own syncs, and its writes stalled for as long.
+    await source.backup(partial, { progress: () => (fdatasyncSync(out), STEP_PAGES) });
+  } catch (err) {
+    if (err instanceof Database.SqliteError || (err as NodeJS.ErrnoException).syscall === "fdatasync") {
+      const code = (err as { code: string }).code;
+      // Only the copy is written: a full disk is the backup's.
+      if (isOutOfSpace(code)) throw new DomainError("failed_precondition", `the disk that holds ${dirname(partial)} is full (${code}); no backup was made`);
+      throw new DomainError("failed_precondition", `the copy to ${target} failed (${code}); no backup was made`);
+    }
+    throw err;
+  } finally {
+    source.exec("COMMIT");
+  }
+}
+
+/** Gives the finished copy its name: a hard link, which fails if that name was taken meanwhile. */
+function place(from: string, to: string, shownAs: string): void {
+  try {
+    linkSync(from, to);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") throw new DomainError("already_exists", `${shownAs} exists; a backup never overwrites a file`);
+    // A file system without hard links: the name was checked just before.
+    if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP") return fsCall(`cannot name the backup ${shownAs}`, () => renameSync(from, to));
+    throw fsError(`cannot name the backup ${shownAs}`, err);
+  }
+}
 
 /**
  * Puts the backup at `source` in the place of the database at `file`, for a service that is
  * stopped. The backup is copied beside the database and checked there first (a SQLite
- * database of this service, by a release no newer than this one, whose pages pass
- * quick_check), so a bad one changes nothing. The database it replaces is not deleted: it
- * is folded into one file (its WAL checkpointed) and renamed `<file>.replaced-<time>`, which
- * the answer names. Refused while another process has the database open.
+ * database of this service, by a release no newer than this one, that passes
+ * integrity_check), so a bad one changes nothing. The database it replaces is not deleted:
+ * it is folded into one file (its WAL checkpointed) and kept as `<file>.replaced-<time>`,
+ * which the answer names, and the copy then takes its name in one rename. Refused while
+ * another process has the database open.
  */
 export function restoreDatabase(file: string, source: string): BackupSummary & { replaced: string | null } {
-  const from = resolve(source);
-  if (!statSync(from, { throwIfNoEntry: false })?.isFile()) throw new DomainError("not_found", `${source}: no such file`);
-  // Commits in a WAL beside it are not in the file: a live database, or one not closed cleanly.
-  if ((statSync(`${from}-wal`, { throwIfNoEntry: false })?.size ?? 0) > 0) {
-    throw new DomainError("failed_precondition", `${source} has a WAL beside it (${basename(from)}-wal) whose commits a copy of the file alone would lose; make backups with \`admin db backup\``);
-  }
-  // Through a symbolic link, the file it names is replaced and the link kept.
-  const path = existsSync(file) ? realpathSync(file) : resolve(file);
-  if (existsSync(path) && realpathSync(from) === path) throw new DomainError("invalid_argument", `${source} is the database itself`);
+  const from = fsCall(`cannot read ${source}`, () => {
+    if (!statSync(source, { throwIfNoEntry: false })?.isFile()) throw new DomainError("not_found", `${source}: no such file`);
+    const real = realpathSync(source);
+    // Commits in a WAL or a hot journal beside it are not in the file: a live database, or
+    // one not closed cleanly.
+    for (const [s, what] of [["-wal", "a WAL"], ["-journal", "a rollback journal"]] as const) {
+      if ((statSync(real + s, { throwIfNoEntry: false })?.size ?? 0) > 0) {
+        throw new DomainError("failed_precondition", `${source} has ${what} beside it (${basename(real)}${s}) whose changes a copy of the file alone would lose; make backups with \`admin db backup\``);
+      }
+    }
+    return real;
+  });
+  const path = fsCall(`DATABASE_URL: cannot use ${file}`, () => databasePath(file));
+  if (path === from) throw new DomainError("invalid_argument", `${source} is the database itself`);
   const folder = dirname(path);
-  fsCall(`cannot create the folder ${folder}`, () => makeFolders(folder));
+  const madeFolders = fsCall(`cannot create the folder ${folder}`, () => makeFolders(folder));
   const before = statSync(path, { throwIfNoEntry: false });
-  const restoring = join(folder, `.${basename(path)}.${process.pid}.restoring`);
+  const restoring = temporary(folder, basename(path), "restoring");
+  let placed = false;
   try {
-    copyPrivately(from, restoring, before);
+    copyPrivately(from, restoring, before, source);
     const summary = inspect(restoring, source);
-    syncFile(restoring);
-    const replaced = moveAside(path);
-    renameSync(restoring, path);
-    syncFile(folder);
+    fsCall(`cannot sync ${restoring}`, () => syncPath(restoring));
+    const replaced = replace(path, restoring);
+    placed = true;
+    fsCall(`cannot sync the folder ${folder}`, () => syncPath(folder));
     return { ...summary, replaced };
   } finally {
-    removeWithCompanions(restoring);
+    removeOwn(restoring);
+    // A restore refused leaves no folder it made behind.
+    if (!placed) for (const d of madeFolders.reverse()) try { rmdirSync(d); } catch { /* not empty: keep it */ }
   }
 }
 
@@ -108,20 +178,24 @@ function inspect(file: string, shownAs: string): BackupSummary {
   try {
     conn = new Database(file, { fileMustExist: true });
     if (!knownMigrations(conn, migrationsFolder())) throw new DomainError("invalid_argument", `${shownAs} is not a database of this service`);
-    const check = conn.pragma("quick_check", { simple: true });
-    if (check !== "ok") throw new DomainError("invalid_argument", `${shownAs} is damaged: SQLite's quick_check found faults`);
+    // Tables against their indexes too, which quick_check does not compare: 4 s on a
+    // 700 MB database here.
+    const check = conn.pragma("integrity_check", { simple: true });
+    if (check !== "ok") throw new DomainError("invalid_argument", `${shownAs} is damaged: SQLite's integrity_check found faults`);
     const count = (table: string) => conn!.prepare(`SELECT count(*) FROM ${table}`).pluck().get() as number;
     return { bytes: statSync(file).size, organizations: count("organizations"), runners: count("runners"), integrations: count("scm_integrations") };
   } catch (err) {
     if (err instanceof NewerDatabaseError) {
       throw new DomainError("failed_precondition", `${shownAs} was made by a newer release of this service (${err.message}); restore it with that release`);
     }
-    if (err instanceof Database.SqliteError && (err.code === "SQLITE_NOTADB" || err.code.startsWith("SQLITE_CORRUPT"))) {
-      throw new DomainError("invalid_argument", `${shownAs} is not a readable SQLite database (${err.code})`);
-    }
-    if (err instanceof Database.SqliteError && err.code === "SQLITE_ERROR") {
+    if (err instanceof Database.SqliteError) {
+      if (err.code === "SQLITE_NOTADB" || err.code.startsWith("SQLITE_CORRUPT")) {
+        throw new DomainError("invalid_argument", `${shownAs} is not a readable SQLite database (${err.code})`);
+      }
       // A SQLite database without this service's tables (some other program's).
-      throw new DomainError("invalid_argument", `${shownAs} is not a database of this service`);
+      if (err.code === "SQLITE_ERROR") throw new DomainError("invalid_argument", `${shownAs} is not a database of this service`);
+      if (isOutOfSpace(err.code)) throw new DomainError("failed_precondition", `the disk that holds ${dirname(file)} is full (${err.code})`);
+      throw new DomainError("failed_precondition", `${shownAs} could not be checked (${err.code})`);
     }
     throw err;
   } finally {
@@ -130,55 +204,107 @@ function inspect(file: string, shownAs: string): BackupSummary {
 }
 
 /**
- * Moves the database at `path` out of the way, with any -wal, -shm or -journal file beside
- * it (a stale one left next to the restored file would be read into it). Checkpointing it
- * into one file first proves that no other process has it open.
+ * Puts `restoring` in the place of the database at `path` and answers where the one it
+ * replaced went, if there was one. The old one is checkpointed into one file first, which
+ * also proves that no other process has it open, then linked to its new name, and the
+ * copy is renamed over it: at every moment a database is at `path`. A -wal, -shm or
+ * -journal left beside it (a damaged database's, or strays) goes with it, since SQLite
+ * would read a stale one into the restored file.
  */
-function moveAside(path: string): string | null {
-  const companions = ["", "-wal", "-shm", "-journal"].filter((s) => existsSync(path + s));
-  if (companions.length === 0) return null;
-  if (companions.includes("")) {
+function replace(path: string, restoring: string): string | null {
+  const exists = existsSync(path);
+  if (exists) {
     const old = new Database(path, { fileMustExist: true });
     try {
       // Leaving WAL mode needs the only connection: the service, if it runs, has another.
       old.pragma("journal_mode = DELETE");
     } catch (err) {
       if (isBusy(err)) throw new DomainError("failed_precondition", "the database is in use by another process; stop the service first");
-      // Damaged past reading (the reason for a restore, perhaps): moved aside as it is.
+      // Damaged past reading (the reason for a restore, perhaps): kept as it is.
     } finally {
       old.close();
     }
   }
+  const strays = COMPANIONS.filter((s) => existsSync(path + s));
+  if (!exists && strays.length === 0) {
+    fsCall(`cannot rename ${restoring}`, () => renameSync(restoring, path));
+    return null;
+  }
   const aside = `${path}.replaced-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-  for (const s of ["", "-wal", "-shm", "-journal"]) if (existsSync(path + s)) renameSync(path + s, aside + s);
-  return existsSync(aside) ? aside : null;
+  for (const s of strays) fsCall(`cannot move ${path}${s} aside`, () => renameSync(path + s, aside + s));
+  if (exists) {
+    try {
+      linkSync(path, aside);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP") throw fsError(`cannot keep the database as ${aside}`, err);
+      // A file system without hard links: moved, leaving the name empty for a moment.
+      fsCall(`cannot keep the database as ${aside}`, () => renameSync(path, aside));
+    }
+  }
+  fsCall(`cannot rename ${restoring}`, () => renameSync(restoring, path));
+  return aside;
 }
 
 /**
- * Copies `from` to a new file readable by this user alone (or with the mode and owner of the
- * database it will replace, `like`), synced. copyFileSync would give it the backup's mode.
+ * Copies `from` to a new file readable by this user alone, or with the mode (and, run as
+ * root, the owner) of the database it will replace, `like`; synced. copyFileSync would
+ * give it the backup's mode.
  */
-function copyPrivately(from: string, to: string, like: { mode: number; uid: number; gid: number } | undefined): void {
-  const out = fsCall(`cannot write in ${dirname(to)}`, () => openSync(to, "wx", 0o600));
-  const input = openSync(from, "r");
+function copyPrivately(from: string, to: string, like: { mode: number; uid: number; gid: number } | undefined, shownAs: string): void {
+  const input = fsCall(`cannot read ${shownAs}`, () => openSync(from, "r"));
   try {
-    if (like) {
-      fchmodSync(out, like.mode & 0o777);
-      if (process.getuid?.() === 0 && fstatSync(out).uid !== like.uid) fchownSync(out, like.uid, like.gid);
+    const out = fsCall(`cannot write in ${dirname(to)}`, () => openSync(to, "wx", 0o600));
+    try {
+      fsCall(`cannot copy ${shownAs} to ${to}`, () => {
+        if (like) {
+          fchmodSync(out, like.mode & 0o777);
+          const now = fstatSync(out);
+          if (process.getuid?.() === 0 && (now.uid !== like.uid || now.gid !== like.gid)) fchownSync(out, like.uid, like.gid);
+        }
+        const chunk = Buffer.allocUnsafe(1 << 20);
+        for (let n; (n = readSync(input, chunk, 0, chunk.length, null)) > 0; ) {
+          for (let at = 0; at < n; ) at += writeSync(out, chunk, at, n - at);
+        }
+        fsyncSync(out);
+      });
+    } finally {
+      closeSync(out);
     }
-    const chunk = Buffer.allocUnsafe(1 << 20);
-    for (let n; (n = readSync(input, chunk, 0, chunk.length, null)) > 0; ) {
-      for (let at = 0; at < n; ) at += writeSync(out, chunk, at, n - at);
-    }
-    fsyncSync(out);
   } finally {
     closeSync(input);
-    closeSync(out);
   }
 }
 
+// The temporary files this process made, for removeOwn and abandonCopies.
+const own = new Set<string>();
+
+/** A new name beside `name` in `folder`, hidden, for this process alone (a reused pid does not collide). */
+function temporary(folder: string, name: string, kind: string): string {
+  const path = join(folder, `.${name}.${process.pid}-${randomBytes(4).toString("hex")}.${kind}`);
+  own.add(path);
+  return path;
+}
+
+/** Removes a temporary file of this process and SQLite's files beside it; never throws. */
+function removeOwn(path: string): void {
+  if (!own.delete(path)) return;
+  for (const s of ["", ...COMPANIONS]) {
+    try {
+      unlinkSync(path + s);
+    } catch {
+      // not there, or already gone
+    }
+  }
+}
+
+/** Removes every temporary file this process made: for a backup interrupted by a signal. */
+export function abandonCopies(): void {
+  for (const path of [...own]) removeOwn(path);
+}
+
 /** fsync of a file or a folder (a folder's, so that a rename in it is on disk). */
-function syncFile(path: string): void {
+function syncPath(path: string): void {
   const fd = openSync(path, "r");
   try {
     fsyncSync(fd);
@@ -187,17 +313,17 @@ function syncFile(path: string): void {
   }
 }
 
-function removeWithCompanions(path: string): void {
-  for (const s of ["", "-wal", "-shm", "-journal"]) rmSync(path + s, { force: true });
-}
-
 /** Runs a file-system call, turning a refusal of the system's into a DomainError that says what could not be done. */
 function fsCall<T>(what: string, call: () => T): T {
   try {
     return call();
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (typeof code === "string" && /^E[A-Z]+$/.test(code)) throw new DomainError("failed_precondition", `${what} (${code})`);
-    throw err;
+    throw fsError(what, err);
   }
+}
+
+function fsError(what: string, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (typeof code !== "string" || !/^E[A-Z]+$/.test(code)) return err;
+  return new DomainError("failed_precondition", code === "ENOSPC" ? `${what}: the disk is full (ENOSPC)` : `${what} (${code})`);
 }

@@ -110,6 +110,9 @@ const timer = setInterval(() => {
       syncFile(workerData.wal);
     }
     const state = checkpoint("PASSIVE");
+    // Started over by the writers themselves (they do once a checkpoint has copied it all
+    // and no reader holds it): whatever held the last RESTART off has gone.
+    if (state.log <= workerData.resetFrames) restartBackoff = restartNotBefore = 0;
     if (state.log > workerData.resetFrames && state.log !== restartedAt && performance.now() >= restartNotBefore) {
       const start = performance.now();
       syncFile(workerData.file);

@@ -124,12 +124,22 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
  * `mkdir -p`, a level at a time. Node 20's recursive mkdir tries again for ever where a level
  * cannot be made but its parent exists (under /proc, say), and a start hung there.
  */
-export function makeFolders(dir: string): void {
+export function makeFolders(dir: string): string[] {
   const missing: string[] = [];
   for (let d = dir; !existsSync(d) && dirname(d) !== d; d = dirname(d)) missing.unshift(d);
   // Nothing missing: a file in the folder's place still fails here (EEXIST), as it should.
   if (missing.length === 0) mkdirSync(dir, { recursive: true, mode: 0o700 });
   for (const d of missing) mkdirSync(d, { mode: 0o700 });
+  return missing;
+}
+
+/**
+ * The file SQLite opens for `given`: it follows a symbolic link (one still dangling too,
+ * making the file it names) and keeps -wal and -shm beside the file it points to.
+ */
+export function databasePath(given: string): string {
+  if (existsSync(given)) return realpathSync(given);
+  return lstatSync(given, { throwIfNoEntry: false })?.isSymbolicLink() ? resolve(dirname(given), readlinkSync(given)) : resolve(given);
 }
 
 /**
@@ -140,9 +150,7 @@ export function makeFolders(dir: string): void {
  * worker starts as quickly while another writes.
  */
 function requireWritable(given: string): void {
-  // SQLite follows a symbolic link (one still dangling too, making the file it names) and
-  // keeps -wal and -shm beside the file it points to.
-  const file = existsSync(given) ? realpathSync(given) : lstatSync(given, { throwIfNoEntry: false })?.isSymbolicLink() ? resolve(dirname(given), readlinkSync(given)) : given;
+  const file = databasePath(given);
   for (const path of [file, `${file}-wal`, `${file}-shm`]) {
     try {
       accessSync(path, constants.R_OK | constants.W_OK);
