@@ -1,4 +1,5 @@
 import { existsSync, fstatSync, statSync, writeSync } from "node:fs";
+import { getPriority, setPriority } from "node:os";
 import { ConfigError, loadDatabaseFile } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
@@ -116,6 +117,9 @@ async function run(args: string[]): Promise<void> {
 
 class UsageError extends Error {}
 
+/** The backup's scheduling priority (nice), lower than the service's. */
+const BACKUP_NICENESS = 10;
+
 async function backup(databaseFile: string, target: string): Promise<void> {
   if (!existsSync(databaseFile)) throw new UsageError(`DATABASE_URL: no database at ${databaseFile}; set DATABASE_URL to the service's database file`);
   const source = new Database(databaseFile, { fileMustExist: true });
@@ -128,6 +132,9 @@ async function backup(databaseFile: string, target: string): Promise<void> {
   const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const signal of signals) process.once(signal, interrupted);
   try {
+    // Beside a busy service, the copy and its check (seconds of CPU on a large database)
+    // give way to it.
+    setPriority(Math.max(getPriority(), BACKUP_NICENESS));
     source.pragma("busy_timeout = 5000");
     if (!knownMigrations(source, migrationsFolder())) throw new UsageError(`DATABASE_URL: ${databaseFile} is not a database of this service`);
     const made = await backupDatabase(source, target);
