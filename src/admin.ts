@@ -1,9 +1,9 @@
 import { existsSync, fstatSync, statSync, writeSync } from "node:fs";
 import { getPriority, setPriority } from "node:os";
+import Database from "better-sqlite3";
 import { ConfigError, loadDatabaseFile } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
-import Database from "better-sqlite3";
 import { abandonCopies, backupDatabase, restoreDatabase, type BackupSummary } from "./store/backup.js";
 import { convertPageSize, migrationsFolder, openDatabase, type Db } from "./store/database.js";
 import { knownMigrations } from "./store/migrations.js";
@@ -126,6 +126,12 @@ async function backup(databaseFile: string, target: string): Promise<void> {
   // Interrupted, the copy is removed: a hidden file the size of the database is not left behind.
   const interrupted = (signal: NodeJS.Signals) => {
     abandonCopies();
+    try {
+      // Closed, its -wal and -shm go with it if no one else has the database open.
+      source.close();
+    } catch {
+      // exiting anyway
+    }
     process.stderr.write(`interrupted (${signal}); no backup was made\n`);
     process.exit(128 + (signal === "SIGINT" ? 2 : signal === "SIGHUP" ? 1 : 15));
   };

@@ -11,6 +11,7 @@ import { createApiToken, createOrganization } from "../src/services/accounts.js"
 import { startCheckpointer } from "../src/store/checkpointer.js";
 import { openDatabase } from "../src/store/database.js";
 import { startService, type Service } from "./harness.js";
+import { logLines, SecretWatch } from "./secret-watch.js";
 
 const CFG = "gitpod.v1.RunnerConfigurationService";
 
@@ -19,7 +20,9 @@ function makeDatabase(file: string): string {
   const db = openDatabase(file);
   try {
     createOrganization(db, "acme");
-    return createApiToken(db, "acme").token;
+    const { token } = createApiToken(db, "acme");
+    watch.noteToken(token);
+    return token;
   } finally {
     db.$client.close();
   }
@@ -35,13 +38,17 @@ function admin(databaseFile: string, ...args: string[]): Promise<{ status: numbe
   return new Promise((resolve) => child.once("close", (status) => resolve({ status, stdout, stderr })));
 }
 
+/** Every request and answer here goes through this; each service's files and log, and each backup, are scanned with it. */
+const watch = new SecretWatch();
+
 async function api(svc: Service, token: string, path: string, body: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(`http://127.0.0.1:${svc.port}/${path}`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  return { status: res.status, body: await res.json() };
+  const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+  const data = JSON.stringify(body);
+  watch.noteSent(`/${path}`, headers, data);
+  const res = await fetch(`http://127.0.0.1:${svc.port}/${path}`, { method: "POST", headers, body: data });
+  const text = await res.text();
+  watch.noteReceived(Object.fromEntries(res.headers), text);
+  return { status: res.status, body: JSON.parse(text) };
 }
 
 /** A runner, signed up with a fresh key pair; answers its id and the keys. */
@@ -96,9 +103,11 @@ function fillRunner(file: string, runnerId: string, rows: number): void {
   }
 }
 
-async function stopService(svc: Service): Promise<void> {
+/** Stops a service, then scans its database files and log for tokens and secrets. */
+async function stopService(svc: Service, dbFile: string): Promise<void> {
   svc.child.kill("SIGTERM");
   assert.equal((await svc.exited).code, 0);
+  watch.finish(dbFile, [...logLines(svc.out.text), svc.out.err]);
 }
 
 describe("admin db backup and restore", () => {
@@ -144,7 +153,7 @@ describe("admin db backup and restore", () => {
       assert.ok(atEnd > atStart, `creates were answered while the backup ran (${atStart} before, ${atEnd} after)`);
       assert.equal(statSync(backup).mode & 0o777, 0o600, "the backup is readable by its owner alone, as the database is");
       assert.deepEqual(readdirSync(dir).sort(), ["live", "scm-backup.db"], "no partial copy is left behind");
-      assert.ok(!readFileSync(backup).includes("backup-secret-"), "client secrets are in the backup only sealed");
+      assert.deepEqual(watch.scan([backup], []).leaks, [], "no token or client secret is in the backup as it was sent");
 
       const restored = join(dir, "elsewhere", "restored.db");
       const put = await admin(restored, "db", "restore", backup);
@@ -159,10 +168,10 @@ describe("admin db backup and restore", () => {
         const one = found.get([...ackedBefore][0]!);
         assert.equal(open(Buffer.from(one.oauth.encryptedClientSecret, "base64"), keys.publicKey, keys.secretKey), `backup-secret-${one.host}`, "the runner still opens a restored secret");
       } finally {
-        await stopService(copy);
+        await stopService(copy, restored);
       }
     } finally {
-      await stopService(svc);
+      await stopService(svc, live);
     }
   });
 
@@ -182,7 +191,7 @@ describe("admin db backup and restore", () => {
     assert.equal(refused.status, 2);
     assert.match(refused.stderr, /in use by another process; stop the service first/);
     assert.deepEqual([...(await listAll(svc, token, runnerId)).keys()].sort(), [kept, later].sort(), "the service serves on, unchanged");
-    await stopService(svc);
+    await stopService(svc, live);
 
     const put = await admin(live, "db", "restore", backup);
     assert.equal(put.status, 0, put.stderr);
@@ -199,7 +208,7 @@ describe("admin db backup and restore", () => {
     try {
       assert.deepEqual([...(await listAll(svc, token, runnerId)).keys()], [kept], "the service now serves the backup");
     } finally {
-      await stopService(svc);
+      await stopService(svc, live);
     }
   });
 
@@ -287,6 +296,32 @@ describe("admin db backup and restore, at the edges", () => {
     assert.equal(made.status, 0, made.stderr);
     assert.equal(migrations(live), before, "the live database was not migrated");
     assert.equal(migrations(join(dir, "older-backup.db")), before, "the backup is the database as it was");
+  });
+
+  it("a backup interrupted by Ctrl-C removes its partial copy and exits 130", async () => {
+    const folder = join(dir, "interrupted");
+    mkdirSync(folder);
+    const live = join(folder, "scm.db");
+    const token = makeDatabase(live);
+    // Large enough (some 60 MB) that the copy and its check take a moment to interrupt.
+    const svc = await startService(live);
+    try {
+      fillRunner(live, (await signedUpRunner(svc, token)).runnerId, 100_000);
+    } finally {
+      await stopService(svc, live);
+    }
+    const target = join(folder, "cut.db");
+    const child = spawn(process.execPath, ["--import", "tsx", "src/admin.ts", "db", "backup", target], { env: { ...process.env, DATABASE_URL: live }, stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    const closed = new Promise<number | null>((resolve) => child.once("close", resolve));
+    const partial = () => readdirSync(folder).find((f) => f.endsWith(".partial") && statSync(join(folder, f)).size > 0);
+    for (let i = 0; i < 2000 && !partial() && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(partial(), `the copy was under way: ${stderr}`);
+    child.kill("SIGINT");
+    assert.equal(await closed, 130, stderr);
+    assert.match(stderr, /^interrupted \(SIGINT\); no backup was made\n$/);
+    assert.deepEqual(readdirSync(folder), ["scm.db"], "neither the partial copy nor a backup is left");
   });
 
   it("restores through a symbolic link to a database not there yet: the link is kept and the file it names made", async () => {
