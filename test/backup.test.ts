@@ -1,14 +1,12 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { newKeyPair, open } from "../src/crypto/sealed-box.js";
-import { createLogger } from "../src/log.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
-import { startCheckpointer } from "../src/store/checkpointer.js";
 import { openDatabase } from "../src/store/database.js";
 import { startService, type Service } from "./harness.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
@@ -26,6 +24,13 @@ function makeDatabase(file: string): string {
   } finally {
     db.$client.close();
   }
+}
+
+/** A new folder holding a database made by makeDatabase, `scm.db`. */
+function databaseIn(folder: string): { folder: string; live: string; token: string } {
+  mkdirSync(folder);
+  const live = join(folder, "scm.db");
+  return { folder, live, token: makeDatabase(live) };
 }
 
 /** The admin CLI on `databaseFile`, run to its end without blocking this process's event loop. */
@@ -176,10 +181,7 @@ describe("admin db backup and restore", () => {
   });
 
   it("restore is refused while the service has the database open; stopped, the backup takes its place and the replaced database is kept aside", async () => {
-    const folder = join(dir, "swap");
-    mkdirSync(folder);
-    const live = join(folder, "scm.db");
-    const token = makeDatabase(live);
+    const { folder, live, token } = databaseIn(join(dir, "swap"));
     let svc = await startService(live);
     const { runnerId } = await signedUpRunner(svc, token);
     const kept = await create(svc, token, runnerId, "kept.example.com");
@@ -213,10 +215,7 @@ describe("admin db backup and restore", () => {
   });
 
   it("refuses targets and sources it should not use, with exit 2 and a line saying why, and changes nothing", async () => {
-    const folder = join(dir, "refusals");
-    mkdirSync(folder);
-    const live = join(folder, "scm.db");
-    makeDatabase(live);
+    const { folder, live } = databaseIn(join(dir, "refusals"));
     const good = join(folder, "good.db");
     assert.equal((await admin(live, "db", "backup", good)).status, 0);
     writeFileSync(join(folder, "stale.db-wal"), "left by an earlier database of that name");
@@ -299,10 +298,7 @@ describe("admin db backup and restore, at the edges", () => {
   });
 
   it("a backup interrupted by Ctrl-C removes its partial copy and exits 130", async () => {
-    const folder = join(dir, "interrupted");
-    mkdirSync(folder);
-    const live = join(folder, "scm.db");
-    const token = makeDatabase(live);
+    const { folder, live, token } = databaseIn(join(dir, "interrupted"));
     // Large enough (some 60 MB) that the copy and its check take a moment to interrupt.
     const svc = await startService(live);
     try {
@@ -336,52 +332,5 @@ describe("admin db backup and restore, at the edges", () => {
     assert.equal(put.status, 0, put.stderr);
     assert.ok(lstatSync(link).isSymbolicLink(), "the link is still a link");
     assert.ok(statSync(join(dir, "volume", "scm.db")).isFile(), "the database is where the link points");
-  });
-});
-
-describe("the checkpointer and a long reader", () => {
-  it("backs off from RESTART while a reader holds it off, and starts the WAL over once the reader is gone", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "scm-backoff-"));
-    const file = join(dir, "backoff.db");
-    const db = openDatabase(file);
-    const logs: string[] = [];
-    // A low threshold (the service's is 16,384 frames), so that a few rows pass it.
-    const checkpointer = startCheckpointer(db, createLogger("debug", (line) => logs.push(line)), { resetFrames: 64 });
-    const reader = new Database(file);
-    try {
-      const sqlite = db.$client;
-      sqlite.exec("CREATE TABLE blobs (n INTEGER PRIMARY KEY, v BLOB)");
-      let rows = 0;
-      const write = () => db.write(() => sqlite.prepare("INSERT INTO blobs VALUES (?, ?)").run(++rows, Buffer.alloc(3000, rows % 251)));
-      const restarts = () => logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "wal restart");
-      // Bytes 12..15 of the WAL's header count the times it was started over.
-      const startedOver = () => readFileSync(`${file}-wal`).readUInt32BE(12);
-      // The reader's snapshot, held as a backup holds its own while it copies.
-      reader.exec("BEGIN");
-      reader.prepare("SELECT count(*) FROM sqlite_master").get();
-      // Past the threshold, then a row every 20 ms for 1.5 s: a RESTART could be tried at
-      // every 50 ms checkpoint, 30 times.
-      for (let i = 0; i < 60; i++) await write();
-      for (const end = Date.now() + 1500; Date.now() < end; ) {
-        await write();
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      const failed = restarts().filter((l) => l.done === false).length;
-      assert.ok(failed >= 1, `a RESTART was tried and found the reader: ${logs.join("")}`);
-      assert.ok(failed <= 8, `${failed} RESTART tries in 1.5 s, each holding the writers off: it backs off`);
-      const held = startedOver();
-      reader.exec("COMMIT");
-      // Nothing more is written, so the writers cannot start the WAL over themselves: the
-      // checkpointer must come back to it (1.6 s after its last try at most).
-      for (let i = 0; i < 100 && !restarts().some((l) => l.done === true); i++) await new Promise((r) => setTimeout(r, 50));
-      assert.ok(restarts().some((l) => l.done === true), `a RESTART was tried again once the reader had gone, and finished: ${logs.join("")}`);
-      await write();
-      assert.ok(startedOver() > held, "the next write began the WAL over from its start");
-    } finally {
-      reader.close();
-      await checkpointer.stop();
-      db.$client.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
   });
 });

@@ -10,7 +10,7 @@ import { createLogger } from "../src/log.js";
 import { createApp } from "../src/server.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
 import { startCheckpointer } from "../src/store/checkpointer.js";
-import { openDatabase } from "../src/store/database.js";
+import { openDatabase, type Db } from "../src/store/database.js";
 import { scmIntegrations } from "../src/store/schema.js";
 import { listen } from "../src/transport/http-server.js";
 import { call, countInMainFile, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
@@ -164,24 +164,11 @@ describe("checkpoints", () => {
     assert.ok(pagesInFile() > before, `the database file grew from ${before} pages once checkpointed`);
   });
 
-  it("past its threshold the WAL starts over from its beginning, with every row kept", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "scm-restart-"));
-    const file = join(dir, "restart.db");
-    const db = openDatabase(file);
-    const logs: string[] = [];
-    // A low threshold (the service's is 16,384 frames) so that a few hundred KB start it over.
-    const checkpointer = startCheckpointer(db, createLogger("debug", (line) => logs.push(line)), { resetFrames: 64 });
-    try {
+  it("past its threshold the WAL starts over from its beginning, with every row kept", () =>
+    withSmallWal("restart", async ({ file, db, logs, write, rows, startedOver, restartLogs }) => {
       const sqlite = db.$client;
-      sqlite.exec("CREATE TABLE blobs (n INTEGER PRIMARY KEY, v BLOB)");
-      // Bytes 12..15 of the WAL's header count the times it was started over.
-      const restarts = () => readFileSync(`${file}-wal`).readUInt32BE(12);
-      let rows = 0;
-      const write = (count: number) =>
-        Promise.all(Array.from({ length: count }, () => db.write(() => sqlite.prepare("INSERT INTO blobs VALUES (?, ?)").run(++rows, Buffer.alloc(3000, rows % 251)))));
       await write(1);
-      const first = restarts();
-      const restartLogs = () => logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "wal restart");
+      const first = startedOver();
       // Each row takes two pages: 60 rows pass the threshold. Then no more writes, so that
       // the checkpointer is left to find the WAL past its threshold on its own.
       await write(60);
@@ -193,25 +180,94 @@ describe("checkpoints", () => {
       await new Promise((r) => setTimeout(r, 400));
       assert.equal(restartLogs().length, attempts, "no RESTART again until a write has started the WAL over");
       // The next write begins a new WAL over the old one.
-      const before = rows;
+      const before = rows();
       await write(1);
-      assert.ok(restarts() > first, `the WAL started over (header count ${first} -> ${restarts()}) after ${rows} rows`);
+      assert.ok(startedOver() > first, `the WAL started over (header count ${first} -> ${startedOver()}) after ${rows()} rows`);
 
       // Rows written before the WAL started over were copied into the main file, which alone
       // now holds them; the rows after are in the new WAL until the next checkpoint.
       await write(5);
-      assert.equal((sqlite.prepare("SELECT count(*) AS n FROM blobs").get() as { n: number }).n, rows, "the connection sees every row");
+      assert.equal((sqlite.prepare("SELECT count(*) AS n FROM blobs").get() as { n: number }).n, rows(), "the connection sees every row");
       const found = await countInMainFile(file, "SELECT count(*) FROM blobs", before);
       assert.ok(found >= before, `the main file alone holds the ${before} rows from before the WAL started over (found ${found})`);
       const v = sqlite.prepare("SELECT v FROM blobs WHERE n = ?").pluck();
-      for (const n of [1, Math.floor(rows / 2), rows]) assert.ok((v.get(n) as Buffer).equals(Buffer.alloc(3000, n % 251)), `row ${n} reads back whole`);
-    } finally {
-      await checkpointer.stop();
-      db.$client.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+      for (const n of [1, Math.floor(rows() / 2), rows()]) assert.ok((v.get(n) as Buffer).equals(Buffer.alloc(3000, n % 251)), `row ${n} reads back whole`);
+    }));
+
+  it("backs off from a RESTART that a long reader holds off, and comes back to it once the reader is gone", () =>
+    withSmallWal("backoff", async ({ file, logs, write, startedOver, restartLogs }) => {
+      // The reader's snapshot, held as a backup holds its own while it copies.
+      const reader = new Database(file);
+      try {
+        reader.exec("BEGIN");
+        reader.prepare("SELECT count(*) FROM sqlite_master").get();
+        // Past the threshold, then a row every 20 ms for 1.5 s: a RESTART could be tried at
+        // every 50 ms checkpoint, 30 times.
+        await write(60);
+        for (const end = Date.now() + 1500; Date.now() < end; ) {
+          await write(1);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        const failed = restartLogs().filter((l) => l.done === false).length;
+        assert.ok(failed >= 1, `a RESTART was tried and found the reader: ${logs.join("")}`);
+        assert.ok(failed <= 8, `${failed} RESTART tries in 1.5 s, each holding the writers off: it backs off`);
+        const held = startedOver();
+        reader.exec("COMMIT");
+        // Nothing more is written, so the writers cannot start the WAL over themselves: the
+        // checkpointer must come back to it (1.6 s after its last try at most).
+        for (let i = 0; i < 100 && !restartLogs().some((l) => l.done === true); i++) await new Promise((r) => setTimeout(r, 50));
+        assert.ok(restartLogs().some((l) => l.done === true), `a RESTART was tried again once the reader had gone, and finished: ${logs.join("")}`);
+        await write(1);
+        assert.ok(startedOver() > held, "the next write began the WAL over from its start");
+      } finally {
+        reader.close();
+      }
+    }));
 });
+
+/**
+ * Runs `test` on a database of its own whose checkpointer starts the WAL over past 64 frames
+ * (the service's threshold is 16,384), so that a few hundred KB do it, with a table of
+ * 3,000-byte rows (two pages each) to write to.
+ */
+async function withSmallWal(
+  name: string,
+  test: (t: {
+    file: string;
+    db: Db;
+    logs: string[];
+    write: (count: number) => Promise<unknown>;
+    rows: () => number;
+    startedOver: () => number;
+    restartLogs: () => Record<string, unknown>[];
+  }) => Promise<void>,
+): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), `scm-${name}-`));
+  const file = join(dir, `${name}.db`);
+  const db = openDatabase(file);
+  const logs: string[] = [];
+  const checkpointer = startCheckpointer(db, createLogger("debug", (line) => logs.push(line)), { resetFrames: 64 });
+  try {
+    const sqlite = db.$client;
+    sqlite.exec("CREATE TABLE blobs (n INTEGER PRIMARY KEY, v BLOB)");
+    let rows = 0;
+    await test({
+      file,
+      db,
+      logs,
+      write: (count) =>
+        Promise.all(Array.from({ length: count }, () => db.write(() => sqlite.prepare("INSERT INTO blobs VALUES (?, ?)").run(++rows, Buffer.alloc(3000, rows % 251))))),
+      rows: () => rows,
+      // Bytes 12..15 of the WAL's header count the times it was started over.
+      startedOver: () => readFileSync(`${file}-wal`).readUInt32BE(12),
+      restartLogs: () => logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "wal restart"),
+    });
+  } finally {
+    await checkpointer.stop();
+    db.$client.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 describe("a batch SQLite rolls back as a whole", () => {
   it("fails the write that caused it, with its error, and runs the others again in the next batch", async () => {
