@@ -5,7 +5,7 @@ import { ConfigError, loadDatabaseFile } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
 import { abandonCopies, backupDatabase, restoreDatabase, type BackupSummary } from "./store/backup.js";
-import { convertPageSize, migrationsFolder, openDatabase, type Db } from "./store/database.js";
+import { convertPageSize, migrationsFolder, openDatabase, requireWritable, type Db } from "./store/database.js";
 import { knownMigrations } from "./store/migrations.js";
 import { describeStartupError } from "./startup-errors.js";
 
@@ -122,6 +122,14 @@ const BACKUP_NICENESS = 10;
 
 async function backup(databaseFile: string, target: string): Promise<void> {
   if (!existsSync(databaseFile)) throw new UsageError(`DATABASE_URL: no database at ${databaseFile}; set DATABASE_URL to the service's database file`);
+  try {
+    // Reading it makes SQLite's -wal and -shm beside it when the service is not running:
+    // made by a user who cannot write the database, they would keep the service from it.
+    requireWritable(databaseFile);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "error";
+    throw new UsageError(`DATABASE_URL: this user cannot write ${databaseFile} or beside it (${code}); run \`db backup\` as the service's user (or root), since reading the database writes SQLite's -wal and -shm files there`);
+  }
   const source = new Database(databaseFile, { fileMustExist: true });
   // Interrupted, the copy is removed: a hidden file the size of the database is not left behind.
   const interrupted = (signal: NodeJS.Signals) => {
@@ -152,9 +160,10 @@ async function backup(databaseFile: string, target: string): Promise<void> {
 }
 
 function restore(databaseFile: string, backupFile: string): void {
-  const { replaced, ...restored } = restoreDatabase(databaseFile, backupFile);
+  const { replaced, strays, ...restored } = restoreDatabase(databaseFile, backupFile);
   process.stderr.write(`restored ${backupFile} to ${databaseFile}: ${describe(restored)}\n`);
-  if (replaced) process.stderr.write(`what it replaced is now ${replaced}; delete it once the restored database is known good\n`);
+  if (replaced) process.stderr.write(`the database it replaced is now ${replaced}; delete it once the restored one is known good\n`);
+  if (strays.length > 0) process.stderr.write(`files SQLite had left beside it were moved aside: ${strays.join(", ")}\n`);
 }
 
 function describe(b: BackupSummary): string {

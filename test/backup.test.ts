@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -194,12 +194,14 @@ describe("admin db backup and restore", () => {
     assert.match(refused.stderr, /in use by another process; stop the service first/);
     assert.deepEqual([...(await listAll(svc, token, runnerId)).keys()].sort(), [kept, later].sort(), "the service serves on, unchanged");
     await stopService(svc, live);
+    chmodSync(live, 0o640);
 
     const put = await admin(live, "db", "restore", backup);
     assert.equal(put.status, 0, put.stderr);
-    const aside = /what it replaced is now (.*scm\.db\.replaced-[0-9TZ-]+);/.exec(put.stderr)?.[1];
+    const aside = /the database it replaced is now (.*scm\.db\.replaced-[0-9TZ-]+);/.exec(put.stderr)?.[1];
     assert.ok(aside, put.stderr);
     assert.deepEqual(readdirSync(folder).sort(), ["scm.db", aside.slice(folder.length + 1)].sort(), "no WAL of the old database beside the new one, no copy left over");
+    assert.equal(statSync(live).mode & 0o777, 0o640, "the restored database has the mode of the one it replaced");
     const old = new Database(aside, { readonly: true });
     try {
       assert.equal(old.prepare("SELECT count(*) FROM scm_integrations").pluck().get(), 2, "the replaced database, WAL folded in, has both");
@@ -228,9 +230,28 @@ describe("admin db backup and restore", () => {
       [["db", "backup", join(folder, "missing", "b.db")], /the folder .*missing does not exist/],
       [["db", "backup", `${live}-wal`], /scm\.db-wal: a name ending in -wal is SQLite's for the file beside a database/],
       [["db", "backup"], /usage:/],
+      [["db", "backup", `${folder}/`], /names no file; give the backup's file name/],
+      [["db", "backup", ""], /names no file/],
       [["db", "restore", join(folder, "none.db")], /none\.db: no such file/],
+      [["db", "restore", folder], /refusals is not a regular file/],
       [["db", "restore", live], /is the database itself/],
     ];
+    // A copy whose table and index disagree (a byte of the organization's name changed
+    // where it first appears): sound pages, so quick_check passes; integrity_check does not.
+    const damaged = join(dir, "damaged.db");
+    assert.equal((await admin(live, "db", "backup", damaged)).status, 0);
+    const bytes = readFileSync(damaged);
+    bytes[bytes.indexOf("acme") + 3] = "f".charCodeAt(0);
+    writeFileSync(damaged, bytes);
+    const d = new Database(damaged, { readonly: true });
+    assert.equal(d.pragma("quick_check", { simple: true }), "ok");
+    assert.notEqual(d.pragma("integrity_check", { simple: true }), "ok");
+    d.close();
+    refusals.push([["db", "restore", damaged], /damaged\.db is damaged: SQLite's integrity_check found faults/]);
+    // A copy of a good backup with a hot journal beside it: the file alone is not whole.
+    writeFileSync(join(dir, "journaled.db"), readFileSync(good));
+    writeFileSync(join(dir, "journaled.db-journal"), "a hot journal's bytes");
+    refusals.push([["db", "restore", join(dir, "journaled.db")], /journaled\.db has a rollback journal beside it/]);
     const notes = join(dir, "notes.txt");
     writeFileSync(notes, "not a database\n".repeat(200));
     refusals.push([["db", "restore", notes], /notes\.txt is not a readable SQLite database \(SQLITE_NOTADB\)/]);
@@ -267,6 +288,12 @@ describe("admin db backup and restore", () => {
       assert.doesNotMatch(r.stderr, /\n {4}at /, "a line, not a stack trace");
     }
     assert.deepEqual(state(), before, "no file was made, changed or left behind");
+
+    // Refused on its way into a folder not there yet: the folders it made go again.
+    const elsewhere = join(dir, "made", "for", "x.db");
+    const r = await admin(elsewhere, "db", "restore", notes);
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(existsSync(join(dir, "made")), false, "no folder is left behind");
   });
 });
 
@@ -311,13 +338,38 @@ describe("admin db backup and restore, at the edges", () => {
     let stderr = "";
     child.stderr.on("data", (d) => (stderr += d));
     const closed = new Promise<number | null>((resolve) => child.once("close", resolve));
-    const partial = () => readdirSync(folder).find((f) => f.endsWith(".partial") && statSync(join(folder, f)).size > 0);
+    // The copy is made in a hidden folder of its own beside the target.
+    const partial = () => {
+      const work = readdirSync(folder).find((f) => f.startsWith(".cut.db.partial-"));
+      return work !== undefined && (statSync(join(folder, work, "cut.db"), { throwIfNoEntry: false })?.size ?? 0) > 0;
+    };
     for (let i = 0; i < 2000 && !partial() && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 5));
     assert.ok(partial(), `the copy was under way: ${stderr}`);
     child.kill("SIGINT");
     assert.equal(await closed, 130, stderr);
     assert.match(stderr, /^interrupted \(SIGINT\); no backup was made\n$/);
     assert.deepEqual(readdirSync(folder), ["scm.db"], "neither the partial copy nor a backup is left");
+  });
+
+  it("files SQLite left beside a database that is gone are moved aside, not read into the restored one", async () => {
+    const source = join(dir, "strays-source.db");
+    makeDatabase(source);
+    const backup = join(dir, "strays-backup.db");
+    assert.equal((await admin(source, "db", "backup", backup)).status, 0);
+    mkdirSync(join(dir, "strays"));
+    const file = join(dir, "strays", "scm.db");
+    writeFileSync(`${file}-wal`, "a WAL whose database is gone");
+    const put = await admin(file, "db", "restore", backup);
+    assert.equal(put.status, 0, put.stderr);
+    assert.match(put.stderr, /files SQLite had left beside it were moved aside: .*scm\.db\.replaced-[0-9TZ-]+-wal\n$/);
+    assert.doesNotMatch(put.stderr, /the database it replaced/, "there was none");
+    assert.equal(existsSync(`${file}-wal`), false);
+    const restored = new Database(file, { readonly: true });
+    try {
+      assert.equal(restored.prepare("SELECT count(*) FROM organizations").pluck().get(), 1);
+    } finally {
+      restored.close();
+    }
   });
 
   it("restores through a symbolic link to a database not there yet: the link is kept and the file it names made", async () => {

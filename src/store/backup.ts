@@ -1,5 +1,5 @@
-import { randomBytes } from "node:crypto";
 import {
+  chownSync,
   closeSync,
   existsSync,
   fchmodSync,
@@ -9,13 +9,14 @@ import {
   fsyncSync,
   linkSync,
   lstatSync,
+  mkdtempSync,
   openSync,
   readSync,
   realpathSync,
   renameSync,
   rmdirSync,
+  rmSync,
   statSync,
-  unlinkSync,
   writeSync,
 } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
@@ -31,6 +32,15 @@ export interface BackupSummary {
   organizations: number;
   runners: number;
   integrations: number;
+}
+
+/**
+ * What a restore moved out of the way: the database it replaced (null where there was
+ * none) and any -wal, -shm or -journal that lay beside it, each under the name it now has.
+ */
+export interface Replaced {
+  replaced: string | null;
+  strays: string[];
 }
 
 /** The files SQLite keeps beside a database, named after it. */
@@ -53,6 +63,8 @@ const STEP_PAGES = 8192;
  * the keys that sign page tokens): keep it as the database is kept.
  */
 export async function backupDatabase(source: Database.Database, target: string): Promise<BackupSummary> {
+  // resolve() would drop the slash and make a file of the folder named.
+  if (target === "" || target.endsWith("/")) throw new DomainError("invalid_argument", `"${target}" names no file; give the backup's file name`);
   const path = resolve(target);
   // Beside a database of that name, SQLite would read the backup as part of it.
   const companion = COMPANIONS.find((s) => path.endsWith(s));
@@ -60,13 +72,16 @@ export async function backupDatabase(source: Database.Database, target: string):
   fsCall(`cannot use ${target}`, () => refuseTaken(path, target));
   const folder = dirname(path);
   if (!statSync(folder, { throwIfNoEntry: false })?.isDirectory()) throw new DomainError("failed_precondition", `the folder ${folder} does not exist`);
-  const partial = temporary(folder, basename(path), "partial");
+  const work = workFolder(folder, basename(path), "partial");
   try {
+    const partial = join(work, basename(path));
     const out = fsCall(`cannot write in ${folder}`, () => openSync(partial, "wx", 0o600));
     try {
       await copyAtOneMoment(source, partial, out, target);
       const summary = inspect(partial, target);
       fsCall(`cannot sync ${partial}`, () => fsyncSync(out));
+      // A signal that came during the check above is acted on here, before the backup is named.
+      await new Promise(setImmediate);
       fsCall(`cannot use ${target}`, () => refuseTaken(path, target));
       place(partial, path, target);
       fsCall(`cannot sync the folder ${folder}`, () => syncPath(folder));
@@ -75,7 +90,7 @@ export async function backupDatabase(source: Database.Database, target: string):
       closeSync(out);
     }
   } finally {
-    removeOwn(partial);
+    removeOwn(work);
   }
 }
 
@@ -118,7 +133,8 @@ function place(from: string, to: string, shownAs: string): void {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "EEXIST") throw new DomainError("already_exists", `${shownAs} exists; a backup never overwrites a file`);
-    // A file system without hard links: the name was checked just before.
+    // A file system without hard links: renamed, the name checked just before (a file
+    // that took it in between would be replaced).
     if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP") return fsCall(`cannot name the backup ${shownAs}`, () => renameSync(from, to));
     throw fsError(`cannot name the backup ${shownAs}`, err);
   }
@@ -133,15 +149,17 @@ function place(from: string, to: string, shownAs: string): void {
  * which the answer names, and the copy then takes its name in one rename. Refused while
  * another process has the database open.
  */
-export function restoreDatabase(file: string, source: string): BackupSummary & { replaced: string | null } {
+export function restoreDatabase(file: string, source: string): BackupSummary & Replaced {
   const from = fsCall(`cannot read ${source}`, () => {
-    if (!statSync(source, { throwIfNoEntry: false })?.isFile()) throw new DomainError("not_found", `${source}: no such file`);
+    const found = statSync(source, { throwIfNoEntry: false });
+    if (!found) throw new DomainError("not_found", `${source}: no such file`);
+    if (!found.isFile()) throw new DomainError("invalid_argument", `${source} is not a regular file`);
     const real = realpathSync(source);
-    // Commits in a WAL or a hot journal beside it are not in the file: a live database, or
-    // one not closed cleanly.
+    // Changes in a WAL or a hot journal beside it are not in the file: a live database, or
+    // one not closed cleanly. (A -shm alone is no sign: a read-only look leaves one.)
     for (const [s, what] of [["-wal", "a WAL"], ["-journal", "a rollback journal"]] as const) {
       if ((statSync(real + s, { throwIfNoEntry: false })?.size ?? 0) > 0) {
-        throw new DomainError("failed_precondition", `${source} has ${what} beside it (${basename(real)}${s}) whose changes a copy of the file alone would lose; make backups with \`admin db backup\``);
+        throw new DomainError("failed_precondition", `${source} has ${what} beside it (${basename(real)}${s}): a copy of the file alone is not the database; make backups with \`admin db backup\``);
       }
     }
     return real;
@@ -149,9 +167,14 @@ export function restoreDatabase(file: string, source: string): BackupSummary & {
   const path = fsCall(`DATABASE_URL: cannot use ${file}`, () => databasePath(file));
   if (path === from) throw new DomainError("invalid_argument", `${source} is the database itself`);
   const folder = dirname(path);
+  // Run as root where there is no database yet, what it makes goes to the owner of the
+  // folder it goes in (the nearest that exists), whom the service most likely runs as.
+  const heir = process.getuid?.() === 0 ? statSync(nearestFolder(folder)) : undefined;
   const madeFolders = fsCall(`cannot create the folder ${folder}`, () => makeFolders(folder));
-  const before = statSync(path, { throwIfNoEntry: false });
-  const restoring = temporary(folder, basename(path), "restoring");
+  if (heir) for (const d of madeFolders) fsCall(`cannot give ${d} to its owner`, () => chownSync(d, heir.uid, heir.gid));
+  const before = statSync(path, { throwIfNoEntry: false }) ?? (heir && { mode: 0o600, uid: heir.uid, gid: heir.gid });
+  const work = fsCall(`cannot write in ${folder}`, () => workFolder(folder, basename(path), "restoring"));
+  const restoring = join(work, basename(path));
   let placed = false;
   try {
     copyPrivately(from, restoring, before, source);
@@ -160,9 +183,9 @@ export function restoreDatabase(file: string, source: string): BackupSummary & {
     const replaced = replace(path, restoring);
     placed = true;
     fsCall(`cannot sync the folder ${folder}`, () => syncPath(folder));
-    return { ...summary, replaced };
+    return { ...summary, ...replaced };
   } finally {
-    removeOwn(restoring);
+    removeOwn(work);
     // A restore refused leaves no folder it made behind.
     if (!placed) for (const d of madeFolders.reverse()) try { rmdirSync(d); } catch { /* not empty: keep it */ }
   }
@@ -211,7 +234,7 @@ function inspect(file: string, shownAs: string): BackupSummary {
  * -journal left beside it (a damaged database's, or strays) goes with it, since SQLite
  * would read a stale one into the restored file.
  */
-function replace(path: string, restoring: string): string | null {
+function replace(path: string, restoring: string): Replaced {
   const exists = existsSync(path);
   if (exists) {
     const old = new Database(path, { fileMustExist: true });
@@ -228,10 +251,9 @@ function replace(path: string, restoring: string): string | null {
   const strays = COMPANIONS.filter((s) => existsSync(path + s));
   if (!exists && strays.length === 0) {
     fsCall(`cannot rename ${restoring}`, () => renameSync(restoring, path));
-    return null;
+    return { replaced: null, strays: [] };
   }
   const aside = `${path}.replaced-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-  for (const s of strays) fsCall(`cannot move ${path}${s} aside`, () => renameSync(path + s, aside + s));
   if (exists) {
     try {
       linkSync(path, aside);
@@ -242,8 +264,10 @@ function replace(path: string, restoring: string): string | null {
       fsCall(`cannot keep the database as ${aside}`, () => renameSync(path, aside));
     }
   }
+  // After the database's own name: until it has one, its WAL stays beside it.
+  for (const s of strays) fsCall(`cannot move ${path}${s} aside`, () => renameSync(path + s, aside + s));
   fsCall(`cannot rename ${restoring}`, () => renameSync(restoring, path));
-  return aside;
+  return { replaced: exists ? aside : null, strays: strays.map((s) => aside + s) };
 }
 
 /**
@@ -276,31 +300,41 @@ function copyPrivately(from: string, to: string, like: { mode: number; uid: numb
   }
 }
 
-// The temporary files this process made, for removeOwn and abandonCopies.
+// The work folders this process made, for removeOwn and abandonCopies.
 const own = new Set<string>();
 
-/** A new name beside `name` in `folder`, hidden, for this process alone (a reused pid does not collide). */
-function temporary(folder: string, name: string, kind: string): string {
-  const path = join(folder, `.${name}.${process.pid}-${randomBytes(4).toString("hex")}.${kind}`);
+/**
+ * A new hidden folder in `folder`, readable by this user alone, for a copy and the files
+ * SQLite makes beside it: none of them can be reached through a name planted in a shared
+ * folder (/tmp, say) once the copy's name shows there. Beside its final place, so that a
+ * rename or hard link puts it there.
+ */
+function workFolder(folder: string, name: string, kind: string): string {
+  const path = mkdtempSync(join(folder, `.${name}.${kind}-`));
   own.add(path);
   return path;
 }
 
-/** Removes a temporary file of this process and SQLite's files beside it; never throws. */
+/** Removes a work folder of this process with what is in it; never throws. */
 function removeOwn(path: string): void {
   if (!own.delete(path)) return;
-  for (const s of ["", ...COMPANIONS]) {
-    try {
-      unlinkSync(path + s);
-    } catch {
-      // not there, or already gone
-    }
+  try {
+    rmSync(path, { recursive: true, force: true });
+  } catch {
+    // already gone, or not removable: nothing more to do here
   }
 }
 
-/** Removes every temporary file this process made: for a backup interrupted by a signal. */
+/** Removes every work folder this process made: for a backup interrupted by a signal. */
 export function abandonCopies(): void {
   for (const path of [...own]) removeOwn(path);
+}
+
+/** `folder`, or the nearest folder above it that exists. */
+function nearestFolder(folder: string): string {
+  let d = folder;
+  while (!existsSync(d) && dirname(d) !== d) d = dirname(d);
+  return d;
 }
 
 /** fsync of a file or a folder (a folder's, so that a rename in it is on disk). */

@@ -149,7 +149,7 @@ export function databasePath(given: string): string {
  * service would start and then fail every write; asking the kernel takes no lock, so a
  * worker starts as quickly while another writes.
  */
-function requireWritable(given: string): void {
+export function requireWritable(given: string): void {
   const file = databasePath(given);
   for (const path of [file, `${file}-wal`, `${file}-shm`]) {
     try {
