@@ -6,7 +6,8 @@ import { DomainError } from "./domain/errors.js";
 import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
 import { abandonCopies, backupDatabase, restoreDatabase, type BackupSummary } from "./store/backup.js";
 import { convertPageSize, migrationsFolder, openDatabase, requireWritable, type Db } from "./store/database.js";
-import { knownMigrations } from "./store/migrations.js";
+import { isBusy } from "./store/errors.js";
+import { knownMigrations, NewerDatabaseError } from "./store/migrations.js";
 import { describeStartupError } from "./startup-errors.js";
 
 const USAGE = `usage:
@@ -82,6 +83,10 @@ async function run(args: string[]): Promise<void> {
       if (verb === "backup") await backup(databaseFile, rest[0]!);
       else restore(databaseFile, rest[0]!);
     } catch (err) {
+      if (err instanceof NewerDatabaseError) {
+        throw new UsageError(`DATABASE_URL: ${databaseFile} was migrated by a newer release of this service (${err.message}); use that release's admin CLI`);
+      }
+      if (isBusy(err)) throw new UsageError(`DATABASE_URL: ${databaseFile} stayed locked by another process (an admin command, a migration) for 5 s; try again`);
       const reason = err instanceof DomainError ? null : describeStartupError(err, { databaseFile });
       throw reason === null ? err : new UsageError(reason);
     }

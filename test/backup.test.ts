@@ -289,6 +289,12 @@ describe("admin db backup and restore", () => {
     }
     assert.deepEqual(state(), before, "no file was made, changed or left behind");
 
+    // A backup of a database a newer release migrated is for that release's CLI to make.
+    const fromNewer = await admin(newer, "db", "backup", join(dir, "from-newer.db"));
+    assert.equal(fromNewer.status, 2);
+    assert.match(fromNewer.stderr, /newer\.db was migrated by a newer release of this service .*; use that release's admin CLI\n$/);
+    assert.equal(existsSync(join(dir, "from-newer.db")), false);
+
     // Refused on its way into a folder not there yet: the folders it made go again.
     const elsewhere = join(dir, "made", "for", "x.db");
     const r = await admin(elsewhere, "db", "restore", notes);
