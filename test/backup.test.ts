@@ -33,6 +33,14 @@ function databaseIn(folder: string): { folder: string; live: string; token: stri
   return { folder, live, token: makeDatabase(live) };
 }
 
+/** A backup, at `prefix-backup.db`, of a database made by makeDatabase at `prefix-source.db`. */
+async function freshBackup(prefix: string): Promise<string> {
+  makeDatabase(`${prefix}-source.db`);
+  const made = await admin(`${prefix}-source.db`, "db", "backup", `${prefix}-backup.db`);
+  assert.equal(made.status, 0, made.stderr);
+  return `${prefix}-backup.db`;
+}
+
 /** The admin CLI on `databaseFile`, run to its end without blocking this process's event loop. */
 function admin(databaseFile: string, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, ["--import", "tsx", "src/admin.ts", ...args], { env: { ...process.env, DATABASE_URL: databaseFile }, stdio: ["ignore", "pipe", "pipe"] });
@@ -358,10 +366,7 @@ describe("admin db backup and restore, at the edges", () => {
   });
 
   it("files SQLite left beside a database that is gone are moved aside, not read into the restored one", async () => {
-    const source = join(dir, "strays-source.db");
-    makeDatabase(source);
-    const backup = join(dir, "strays-backup.db");
-    assert.equal((await admin(source, "db", "backup", backup)).status, 0);
+    const backup = await freshBackup(join(dir, "strays"));
     mkdirSync(join(dir, "strays"));
     const file = join(dir, "strays", "scm.db");
     writeFileSync(`${file}-wal`, "a WAL whose database is gone");
@@ -379,10 +384,7 @@ describe("admin db backup and restore, at the edges", () => {
   });
 
   it("restores through a symbolic link to a database not there yet: the link is kept and the file it names made", async () => {
-    const source = join(dir, "source.db");
-    makeDatabase(source);
-    const backup = join(dir, "linked-backup.db");
-    assert.equal((await admin(source, "db", "backup", backup)).status, 0);
+    const backup = await freshBackup(join(dir, "linked"));
     mkdirSync(join(dir, "volume"));
     const link = join(dir, "scm.db");
     symlinkSync(join(dir, "volume", "scm.db"), link);
