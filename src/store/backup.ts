@@ -56,8 +56,8 @@ const STEP_PAGES = 8192;
  * meanwhile; checkpoints cannot start the WAL over until the copy ends, so the WAL grows
  * for that long.
  *
- * The copy is made under a hidden name beside `target`, checked (integrity_check), synced
- * and only then linked into place, which fails if `target` has appeared meanwhile: a
+ * The copy is made in a hidden folder of its own beside `target`, checked (integrity_check),
+ * synced and only then linked into place, which fails if `target` has appeared meanwhile: a
  * backup that exists is whole, and no file is overwritten. Like the database, it is readable
  * by this user alone, and it holds what the database holds (token hashes, sealed secrets,
  * the keys that sign page tokens): keep it as the database is kept.
@@ -72,7 +72,7 @@ export async function backupDatabase(source: Database.Database, target: string):
   fsCall(`cannot use ${target}`, () => refuseTaken(path, target));
   const folder = dirname(path);
   if (!statSync(folder, { throwIfNoEntry: false })?.isDirectory()) throw new DomainError("failed_precondition", `the folder ${folder} does not exist`);
-  const work = workFolder(folder, basename(path), "partial");
+  const work = fsCall(`cannot write in ${folder}`, () => workFolder(folder, basename(path), "partial"));
   try {
     const partial = join(work, basename(path));
     const out = fsCall(`cannot write in ${folder}`, () => openSync(partial, "wx", 0o600));
