@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -363,6 +363,38 @@ describe("admin db backup and restore, at the edges", () => {
     assert.equal(await closed, 130, stderr);
     assert.match(stderr, /^interrupted \(SIGINT\); no backup was made\n$/);
     assert.deepEqual(readdirSync(folder), ["scm.db"], "neither the partial copy nor a backup is left");
+  });
+
+  it("a backup by a user who may read the database but not write beside it is refused, leaving no -wal or -shm the service could not use", async (t) => {
+    // As two other users: the service's (1001, owning the database) and a reader in its group.
+    if (process.getuid?.() !== 0 || spawnSync("setpriv", ["--version"]).status !== 0) {
+      if (process.env.CI === "true") throw new Error("CI runs as root with setpriv (util-linux), which this test needs");
+      return t.skip("needs root and setpriv to run the CLI as other users");
+    }
+    chmodSync(dir, 0o711); // mkdtemp's 0700 would keep the other users out of everything
+    const folder = join(dir, "shared");
+    mkdirSync(folder);
+    const live = join(folder, "scm.db");
+    makeDatabase(live);
+    const out = join(dir, "shared-out");
+    mkdirSync(out);
+    chmodSync(out, 0o777);
+    chownSync(folder, 1001, 65534);
+    chownSync(live, 1001, 65534);
+    chmodSync(folder, 0o750);
+    chmodSync(live, 0o640);
+    const as = (uid: number, target: string) =>
+      spawnSync("setpriv", ["--reuid", String(uid), "--regid", "65534", "--clear-groups", process.execPath, "--import", "tsx", "src/admin.ts", "db", "backup", target], {
+        env: { ...process.env, DATABASE_URL: live },
+        encoding: "utf8",
+      });
+    const reader = as(1002, join(out, "by-reader.db"));
+    assert.equal(reader.status, 2, reader.stderr);
+    assert.match(reader.stderr, /this user cannot write .*scm\.db or beside it \(EACCES\); run `db backup` as the service's user/);
+    assert.deepEqual(readdirSync(folder), ["scm.db"], "no -wal or -shm left for the service to trip on");
+    const owner = as(1001, join(out, "by-owner.db"));
+    assert.equal(owner.status, 0, owner.stderr);
+    assert.deepEqual(readdirSync(folder), ["scm.db"]);
   });
 
   it("files SQLite left beside a database that is gone are moved aside, not read into the restored one", async () => {
