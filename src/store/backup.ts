@@ -272,8 +272,8 @@ function replace(path: string, restoring: string): Replaced {
 
 /**
  * Copies `from` to a new file readable by this user alone, or with the mode (and, run as
- * root, the owner) of the database it will replace, `like`; synced. copyFileSync would
- * give it the backup's mode.
+ * root, the owner) of the database it will replace, `like`; the caller syncs it once it
+ * has been checked. copyFileSync would give it the backup's mode.
  */
 function copyPrivately(from: string, to: string, like: { mode: number; uid: number; gid: number } | undefined, shownAs: string): void {
   const input = fsCall(`cannot read ${shownAs}`, () => openSync(from, "r"));
@@ -290,7 +290,6 @@ function copyPrivately(from: string, to: string, like: { mode: number; uid: numb
         for (let n; (n = readSync(input, chunk, 0, chunk.length, null)) > 0; ) {
           for (let at = 0; at < n; ) at += writeSync(out, chunk, at, n - at);
         }
-        fsyncSync(out);
       });
     } finally {
       closeSync(out);
