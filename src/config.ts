@@ -14,6 +14,8 @@ export interface Config {
   /** With both set, the service speaks HTTPS (h2 and http/1.1 by ALPN). */
   tlsCertFile: string | undefined;
   tlsKeyFile: string | undefined;
+  /** How often the certificate files are looked at for a renewal; 0 never. */
+  tlsReloadCheckMs: number;
   /** The address clients use to reach this service; used in printed examples and callback URLs. */
   publicUrl: string;
   /** Whether PUBLIC_URL set it; else it is made from HOST and PORT (see `publicUrlOn`). */
@@ -107,6 +109,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`REQUEST_TIMEOUT_MS (${requestTimeoutMs}) must not be shorter than HEADERS_TIMEOUT_MS (${headersTimeoutMs})`);
   }
   const idleTimeoutMs = integer(env, "IDLE_TIMEOUT_MS", 120_000, 100, 3_600_000);
+  const tlsReloadCheckMs = integer(env, "TLS_RELOAD_CHECK_MS", 60_000, 0, 86_400_000);
+  if (tlsReloadCheckMs > 0 && tlsReloadCheckMs < 100) throw new ConfigError(`TLS_RELOAD_CHECK_MS must be 0 (off) or at least 100, got ${tlsReloadCheckMs}`);
   return {
     host,
     port,
@@ -114,6 +118,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel,
     tlsCertFile,
     tlsKeyFile,
+    tlsReloadCheckMs,
     publicUrl,
     publicUrlGiven: Boolean(given),
     shutdownTimeoutMs,

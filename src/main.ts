@@ -8,7 +8,8 @@ import { bootstrap } from "./services/accounts.js";
 import { createApp } from "./server.js";
 import { openDatabase, type Db } from "./store/database.js";
 import { describeStartupError } from "./startup-errors.js";
-import { listen } from "./transport/http-server.js";
+import { listen, type RunningServer } from "./transport/http-server.js";
+import { describeTlsFailure, rereadable, watchTlsFiles, type TlsCredentials } from "./transport/tls-files.js";
 
 /**
  * Starts the service: config, database and migrations, first-start token, then either
@@ -68,15 +69,24 @@ async function main(): Promise<void> {
  * SIGTERM or SIGINT before the service can stop cleanly (during migrations, the first-start
  * token, listening), noted here and acted on once it can. Without a listener node ends the
  * process at once: a first start stopped so, after its token was made and before it was
- * printed, left a token that no one had seen.
+ * printed, left a token that no one had seen. SIGHUP asks for the certificate to be read
+ * again, which listening does anyway: until then it is ignored.
  */
 let heldSignal: NodeJS.Signals | null = null;
 const holdSigterm = () => (heldSignal ??= "SIGTERM");
 const holdSigint = () => (heldSignal ??= "SIGINT");
+const ignoreSighup = () => {};
 
 function holdSignals(): void {
   process.on("SIGTERM", holdSigterm);
   process.on("SIGINT", holdSigint);
+  process.on("SIGHUP", ignoreSighup);
+}
+
+/** Hands SIGHUP to `reload` from now on. */
+function onReloadSignal(reload: () => void): void {
+  process.on("SIGHUP", reload);
+  process.off("SIGHUP", ignoreSighup);
 }
 
 /** Hands SIGTERM and SIGINT to `stop`, including one that came while they were held. */
@@ -117,14 +127,17 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     // As a URL writes it: an IPv6 address in brackets, so the port stands apart.
     address: `${server.address.family === "IPv6" ? `[${server.address.address}]` : server.address.address}:${server.address.port}`,
     tls: Boolean(config.tlsCertFile),
+    tls_not_after: server.certificate?.().notAfter,
     database: config.databaseFile,
     worker: cluster.isWorker ? cluster.worker?.id : undefined,
   });
+  const stopWatching = reloadCertificates(server, config, log);
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
+    stopWatching();
     log.info("shutting down", { signal, in_flight: server.inFlight() });
     // Should anything after the drain hang (a stuck background thread), the process
     // still ends, and says so with a non-zero code.
@@ -150,6 +163,35 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     process.exit(0);
   };
   onStopSignals((signal) => void stop(signal));
+}
+
+/**
+ * Serves a renewed certificate without a restart: on SIGHUP, and when the files change
+ * (looked at every TLS_RELOAD_CHECK_MS). New connections get the new one; open ones keep
+ * theirs. Files that cannot be used change nothing and are logged, and the previous
+ * certificate stays. Returns a function that stops the watch.
+ */
+function reloadCertificates(server: RunningServer, config: Config, log: Logger): () => void {
+  const worker = cluster.isWorker ? cluster.worker?.id : undefined;
+  if (!server.reloadCertificate || !config.tlsCertFile || !config.tlsKeyFile) {
+    onReloadSignal(() => log.info("SIGHUP: no TLS certificate to reload", { worker }));
+    return () => {};
+  }
+  const reload = (trigger: "SIGHUP" | "files changed") => {
+    let next: TlsCredentials;
+    try {
+      next = server.reloadCertificate!();
+    } catch (err) {
+      const reason = describeTlsFailure(err) ?? `unexpected ${err instanceof Error ? err.name : typeof err}`;
+      log.error("tls certificate not reloaded; still serving the previous one", { trigger, reason, worker });
+      return;
+    }
+    log.info("tls certificate reloaded", { trigger, subject: next.subject, not_after: next.notAfter, sha256: next.fingerprint, worker });
+  };
+  onReloadSignal(() => reload("SIGHUP"));
+  const files = { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile };
+  if (config.tlsReloadCheckMs === 0 || !rereadable(files)) return () => {};
+  return watchTlsFiles(files, server.certificate!().version, config.tlsReloadCheckMs, () => reload("files changed"));
 }
 
 /**
@@ -203,6 +245,11 @@ function supervise(config: Config, log: Logger): void {
     log.info("shutting down", { ...(cause === signal ? { signal } : { cause }), workers: config.workers });
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
   };
+  // Each worker serves with certificates of its own and reads them again itself; one not yet
+  // listening reads them as it starts to.
+  onReloadSignal(() => {
+    if (!stopping) for (const id of listening) cluster.workers?.[id]?.process.kill("SIGHUP");
+  });
   // Each worker accepts its own connections from the shared socket. With node's default
   // (the primary accepts and hands each connection to a worker), a connection handed to a
   // worker that was just killed is never answered; this way it stays in the kernel's queue

@@ -2,6 +2,7 @@ import { resolve } from "node:path";
 import Database from "better-sqlite3";
 import { isOutOfSpace } from "./store/errors.js";
 import { NewerDatabaseError } from "./store/migrations.js";
+import { describeTlsFailure } from "./transport/tls-files.js";
 
 /** What a start needs from the configuration to explain its failures. */
 export interface StartContext {
@@ -60,18 +61,10 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     case "getaddrinfo":
       return `HOST "${at.host}" does not resolve to an address (${code})`;
   }
-  // Past the database's own checks, the PEM files are the files a start reads (by the path it names, when the error names one).
+  // Past the database's own checks, the PEM files are the files a start reads (by the path
+  // it names, when a system call's error names one).
   const pemFile = path === undefined || (at.tlsFiles ?? []).includes(String(path));
-  if (at.tls && pemFile && (code === "EACCES" || code === "EISDIR" || code === "ENOENT" || code === "EPERM")) {
-    return `TLS_CERT_FILE / TLS_KEY_FILE cannot be read (${code})`;
-  }
-  if (at.tls && code === "ERR_TLS_KEY_NOT_CERTIFICATES") {
-    return "TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE";
-  }
-  // OpenSSL's refusal of the PEM files; its text names no key material.
-  if (at.tls && code.startsWith("ERR_OSSL")) {
-    return `TLS_CERT_FILE / TLS_KEY_FILE cannot be used as a certificate and its key (${code})`;
-  }
+  if (at.tls && (pemFile || !/^E[A-Z]+$/.test(code))) return describeTlsFailure(err);
   return null;
 }
 

@@ -352,6 +352,10 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.throws(() => loadConfig({ PORT: "70000" }), /PORT/);
   assert.throws(() => loadConfig({ LOG_LEVEL: "loud" }), /LOG_LEVEL/);
   assert.throws(() => loadConfig({ TLS_CERT_FILE: "/nope" }), /TLS_CERT_FILE and TLS_KEY_FILE/);
+  assert.throws(() => loadConfig({ TLS_RELOAD_CHECK_MS: "50" }), /^ConfigError: TLS_RELOAD_CHECK_MS must be 0 \(off\) or at least 100, got 50$/);
+  assert.throws(() => loadConfig({ TLS_RELOAD_CHECK_MS: "-1" }), /^ConfigError: TLS_RELOAD_CHECK_MS must be a whole number/);
+  assert.equal(loadConfig({}).tlsReloadCheckMs, 60_000);
+  assert.equal(loadConfig({ TLS_RELOAD_CHECK_MS: "0" }).tlsReloadCheckMs, 0);
   assert.throws(() => loadConfig({ DATABASE_URL: "postgres://x/y" }), /DATABASE_URL/);
   // Not one durable file: each worker would have its own, and all of it is gone at exit.
   for (const memory of [":memory:", "file::memory:", "file:", "file:x.db?mode=memory", "file://db.example/x.db", "./data/"]) {

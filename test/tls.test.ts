@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { X509Certificate } from "node:crypto";
+import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import https from "node:https";
 import type { Socket } from "node:net";
+import tls from "node:tls";
 import { join } from "node:path";
 import { it } from "node:test";
 import { createClient } from "@connectrpc/connect";
@@ -13,6 +16,8 @@ import { createLogger } from "../src/log.js";
 import { createApp } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
 import { listen } from "../src/transport/http-server.js";
+import { describeTlsFailure, readTlsFiles, rereadable, watchTlsFiles } from "../src/transport/tls-files.js";
+import { startService, type Service } from "./harness.js";
 import { SecretWatch } from "./secret-watch.js";
 
 /** A fresh folder holding a self-signed certificate for 127.0.0.1 and its key. */
@@ -83,6 +88,200 @@ it("over TLS, HTTP/1.1 times out as over plain HTTP: a slow answer outlasts the 
   } finally {
     agent.destroy();
     await Promise.all(started.map((s) => s.shutdown(500)));
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Makes a self-signed certificate for 127.0.0.1 (an EC key: quick to make) at these paths. */
+function certificate(cert: string, key: string, name: string): void {
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+    "-days", "1", "-subj", `/CN=${name}`, "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
+}
+
+const fingerprintOf = (pem: string) => new X509Certificate(readFileSync(pem)).fingerprint256;
+
+/** The certificate a new connection is shown, and the protocol ALPN chose. */
+function handshake(port: number): Promise<{ fingerprint: string; alpn: string | false | null }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false, ALPNProtocols: ["h2", "http/1.1"] }, () => {
+      resolve({ fingerprint: socket.getPeerX509Certificate()!.fingerprint256, alpn: socket.alpnProtocol });
+      socket.end();
+    });
+    socket.once("error", reject);
+  });
+}
+
+/** Puts the files at `from` in the place of those at `to`, each by a rename, as certbot and secret volumes do. */
+function replaceFiles(from: { cert: string; key: string }, to: { cert: string; key: string }): void {
+  for (const k of ["cert", "key"] as const) {
+    copyFileSync(from[k], `${to[k]}.new`);
+    renameSync(`${to[k]}.new`, to[k]);
+  }
+}
+
+it("a renewed certificate is served to new connections without a restart, open ones keep theirs, and files that cannot be used change nothing", async () => {
+  const { dir, cert, key } = selfSigned();
+  const first = fingerprintOf(cert);
+  const renewed = { cert: join(dir, "renewed-cert.pem"), key: join(dir, "renewed-key.pem") };
+  certificate(renewed.cert, renewed.key, "renewed");
+  const server = await listen(((_req: unknown, res: { end(b: string): void }) => res.end("ok")) as never, 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key } });
+  const port = server.address.port;
+  // An HTTP/2 connection opened before the renewal.
+  const open = http2.connect(`https://127.0.0.1:${port}`, { ca: readFileSync(cert) });
+  const get = () =>
+    new Promise<string>((resolve, reject) => {
+      let body = "";
+      open.request({ ":path": "/" }).on("data", (c) => (body += c)).on("end", () => resolve(body)).on("error", reject).end();
+    });
+  try {
+    assert.equal(await get(), "ok");
+    assert.deepEqual(await handshake(port), { fingerprint: first, alpn: "h2" });
+    assert.equal(server.certificate!().fingerprint, first);
+
+    replaceFiles(renewed, { cert, key });
+    const loaded = server.reloadCertificate!();
+    assert.equal(loaded.fingerprint, fingerprintOf(renewed.cert));
+    assert.equal(loaded.subject, "CN=renewed");
+    assert.deepEqual(await handshake(port), { fingerprint: loaded.fingerprint, alpn: "h2" }, "new connections get the renewed one, h2 still offered");
+    assert.equal(await get(), "ok", "the connection made before goes on");
+
+    // Each of these is refused with a line naming the setting; the renewed certificate stays.
+    const other = { cert: join(dir, "other-cert.pem"), key: join(dir, "other-key.pem") };
+    certificate(other.cert, other.key, "other");
+    const broken: [string, () => void, RegExp][] = [
+      ["not PEM", () => writeFileSync(cert, "not a certificate\n"), /^TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used as a certificate and its key \(ERR_OSSL/],
+      ["another certificate's key", () => replaceFiles({ cert: renewed.cert, key: other.key }, { cert, key }), /^TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE$/],
+      ["a missing key", () => rmSync(key), /^TLS_CERT_FILE \/ TLS_KEY_FILE cannot be read \(ENOENT\)$/],
+    ];
+    for (const [what, breakIt, says] of broken) {
+      replaceFiles(renewed, { cert, key });
+      breakIt();
+      assert.throws(() => server.reloadCertificate!(), (err) => says.test(describeTlsFailure(err) ?? String(err)), what);
+      assert.equal(server.certificate!().fingerprint, loaded.fingerprint, what);
+      assert.equal((await handshake(port)).fingerprint, loaded.fingerprint, `${what}: still the renewed certificate`);
+    }
+  } finally {
+    open.close();
+    await server.shutdown(500);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("a certificate file read from a pipe is not read again, and says why", async () => {
+  const { dir, cert, key } = selfSigned();
+  const fifo = join(dir, "cert.fifo");
+  execFileSync("mkfifo", [fifo]);
+  // Something writes the certificate into the pipe once, as a process substitution does.
+  const writer = spawn("sh", ["-c", `cat "${cert}" > "${fifo}"`]);
+  const server = await listen((() => {}) as never, 0, "127.0.0.1", { tls: { certFile: fifo, keyFile: key } });
+  try {
+    assert.equal((await handshake(server.address.port)).fingerprint, fingerprintOf(cert));
+    assert.equal(rereadable({ certFile: fifo, keyFile: key }), false, "not watched");
+    // Read again, the pipe would wait for a writer that never comes, and the event loop with it.
+    assert.throws(() => server.reloadCertificate!(), (err) => /^TLS_CERT_FILE is not a regular file: it was read once, at start/.test(describeTlsFailure(err) ?? ""));
+  } finally {
+    writer.kill();
+    await server.shutdown(500);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("the watch on the certificate files reports each change once, a rewrite in place as well as a rename", async () => {
+  const { dir, cert, key } = selfSigned();
+  const files = { certFile: cert, keyFile: key };
+  const changes: number[] = [];
+  const stop = watchTlsFiles(files, readTlsFiles(files).version, 20, () => changes.push(Date.now()));
+  const settle = () => new Promise((r) => setTimeout(r, 150));
+  try {
+    await settle();
+    assert.equal(changes.length, 0, "nothing changed");
+    const renewed = { cert: join(dir, "renewed-cert.pem"), key: join(dir, "renewed-key.pem") };
+    certificate(renewed.cert, renewed.key, "renewed");
+    replaceFiles(renewed, { cert, key });
+    await settle();
+    assert.equal(changes.length, 1, "renamed into place");
+    writeFileSync(key, readFileSync(renewed.key)); // the same bytes, written in place
+    await settle();
+    assert.equal(changes.length, 2, "rewritten in place");
+    rmSync(cert);
+    await settle();
+    assert.equal(changes.length, 3, "removed");
+    await settle();
+    assert.equal(changes.length, 3, "and not reported again while it stays away");
+  } finally {
+    stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("the service reloads its certificate on SIGHUP and when the files change, in every worker, and keeps the previous one when they cannot be used", async (t) => {
+  const { dir, cert, key } = selfSigned();
+  const renewed = { cert: join(dir, "renewed-cert.pem"), key: join(dir, "renewed-key.pem") };
+  certificate(renewed.cert, renewed.key, "renewed");
+  const lines = (s: Service, msg: string) => s.out.text.split("\n").filter((l) => l.includes(`"msg":"${msg}"`)).map((l) => JSON.parse(l));
+  const until = async (what: string, done: () => boolean) => {
+    for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(done(), what);
+  };
+  const started: Service[] = [];
+  t.after(() => started.forEach((s) => s.child.kill("SIGKILL")));
+  try {
+    // Two workers, watching the files every 100 ms.
+    const workers = await startService(join(dir, "w.db"), { WORKERS: "2", TLS_CERT_FILE: cert, TLS_KEY_FILE: key, TLS_RELOAD_CHECK_MS: "100" });
+    started.push(workers);
+    await until("both workers listen", () => lines(workers, "listening").length === 2);
+    assert.ok(lines(workers, "listening").every((l) => l.tls_not_after === new Date(new X509Certificate(readFileSync(cert)).validTo).toISOString()));
+    replaceFiles(renewed, { cert, key });
+    await until("both workers reload", () => lines(workers, "tls certificate reloaded").length === 2);
+    const reloaded = lines(workers, "tls certificate reloaded");
+    assert.deepEqual(new Set(reloaded.map((l) => l.worker)).size, 2);
+    assert.ok(reloaded.every((l) => l.trigger === "files changed" && l.sha256 === fingerprintOf(renewed.cert) && l.subject === "CN=renewed"));
+    for (let i = 0; i < 6; i++) assert.equal((await handshake(workers.port)).fingerprint, fingerprintOf(renewed.cert));
+
+    // Half a renewal: a new certificate whose key has not come yet. Logged by each worker,
+    // without key material, and the renewed certificate stays.
+    const next = { cert: join(dir, "next-cert.pem"), key: join(dir, "next-key.pem") };
+    certificate(next.cert, next.key, "next");
+    replaceFiles({ cert: next.cert, key: renewed.key }, { cert, key });
+    await until("both workers refuse it", () => lines(workers, "tls certificate not reloaded; still serving the previous one").length === 2);
+    for (const l of lines(workers, "tls certificate not reloaded; still serving the previous one")) {
+      assert.equal(l.reason, "TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE");
+      assert.equal(l.level, "error");
+    }
+    for (let i = 0; i < 4; i++) assert.equal((await handshake(workers.port)).fingerprint, fingerprintOf(renewed.cert));
+    // Its key arrives: now it is served.
+    replaceFiles(next, { cert, key });
+    await until("both workers take the whole renewal", () => lines(workers, "tls certificate reloaded").length === 4);
+    for (let i = 0; i < 4; i++) assert.equal((await handshake(workers.port)).fingerprint, fingerprintOf(next.cert));
+    assert.ok(!workers.out.text.includes(readFileSync(next.key, "utf8").split("\n")[1]!), "no key material in the log");
+
+    // SIGHUP reaches the workers through the primary.
+    workers.child.kill("SIGHUP");
+    await until("both workers reload on SIGHUP", () => lines(workers, "tls certificate reloaded").filter((l) => l.trigger === "SIGHUP").length === 2);
+    assert.equal((await handshake(workers.port)).fingerprint, fingerprintOf(next.cert));
+
+    // One process, no watch: only SIGHUP reads the files again.
+    const one = await startService(join(dir, "o.db"), { TLS_CERT_FILE: cert, TLS_KEY_FILE: key, TLS_RELOAD_CHECK_MS: "0" });
+    started.push(one);
+    replaceFiles(renewed, { cert, key });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await handshake(one.port)).fingerprint, fingerprintOf(next.cert), "not watched");
+    one.child.kill("SIGHUP");
+    await until("reloaded on SIGHUP", () => lines(one, "tls certificate reloaded").length === 1);
+    assert.equal((await handshake(one.port)).fingerprint, fingerprintOf(renewed.cert));
+
+    // Without TLS, SIGHUP does not stop the service.
+    const plain = await startService(join(dir, "p.db"));
+    started.push(plain);
+    plain.child.kill("SIGHUP");
+    await until("says so", () => lines(plain, "SIGHUP: no TLS certificate to reload").length === 1);
+    assert.equal(await (await fetch(`http://127.0.0.1:${plain.port}/healthz`)).text(), "ok\n");
+
+    for (const s of started) {
+      s.child.kill("SIGTERM");
+      assert.equal((await s.exited).code, 0);
+    }
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -1,11 +1,10 @@
-import { readFileSync } from "node:fs";
-import { createPrivateKey, X509Certificate } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { correctFrameworkErrors } from "./framework-errors.js";
 import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_REQUEST_BYTES } from "./request-body.js";
+import { readTlsFiles, rereadTlsFiles, type TlsCredentials, type TlsFiles } from "./tls-files.js";
 
 export type NodeHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -41,7 +40,7 @@ class Http2Response extends http2.Http2ServerResponse<Http2Request> {
 
 
 export interface HttpServerOptions {
-  tls?: { certFile: string; keyFile: string } | undefined;
+  tls?: TlsFiles | undefined;
   /** Concurrent HTTP/2 streams per connection; more are refused with REFUSED_STREAM. */
   maxConcurrentStreams?: number;
   /** The largest request body; a larger one is refused without being read. */
@@ -73,6 +72,14 @@ export interface RunningServer {
    * `timeoutMs`, then closes every connection that is left.
    */
   shutdown(timeoutMs: number): Promise<void>;
+  /** With TLS: the certificate served to new connections. */
+  certificate?(): TlsCredentials;
+  /**
+   * With TLS: reads the certificate and key files again and serves them to connections made
+   * from now on; connections already open keep theirs. Throws, changing nothing, when the
+   * files cannot be read or do not belong together.
+   */
+  reloadCertificate?(): TlsCredentials;
 }
 
 // Every HTTP/2 connection without TLS starts with this preface (RFC 9113, 3.4).
@@ -177,14 +184,14 @@ export function listen(handler: NodeHandler, port: number, host: string, options
 
   let server: net.Server;
   let h1: http.Server | undefined;
+  let tls: Pick<RunningServer, "certificate" | "reloadCertificate"> = {};
   if (options.tls) {
-    const cert = readFileSync(options.tls.certFile);
-    const key = readFileSync(options.tls.keyFile);
-    requireKeyOfCertificate(cert, key);
+    const files = options.tls;
+    let serving = readTlsFiles(files);
     const secure = http2.createSecureServer(
       {
-        cert,
-        key,
+        cert: serving.cert,
+        key: serving.key,
         allowHTTP1: true,
         settings,
         handshakeTimeout: headersTimeoutMs,
@@ -207,6 +214,15 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     secure.on("session", (s) => trackSession(s));
     secure.on("checkContinue", continueOrRefuse);
     server = secure;
+    tls = {
+      certificate: () => serving,
+      reloadCertificate() {
+        const next = rereadTlsFiles(files);
+        // Only the credentials change: ALPN and the other server options stay as they are.
+        secure.setSecureContext({ cert: next.cert, key: next.key });
+        return (serving = next);
+      },
+    };
   } else {
     h1 = http.createServer({ ...h1Timeouts, IncomingMessage: Http1Request, ServerResponse: Http1Response }, counted);
     const h2 = http2.createServer({ settings, Http2ServerRequest: Http2Request, Http2ServerResponse: Http2Response }, counted);
@@ -247,6 +263,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
         address: server.address() as AddressInfo,
         inFlight: () => inFlight,
         bodyBytesHeld: () => budget.held,
+        ...tls,
         async shutdown(timeoutMs) {
           closing = true;
           server.close();
@@ -325,15 +342,4 @@ function limitStreamTime(req: http2.Http2ServerRequest, res: http2.Http2ServerRe
   }, timeoutMs);
   timer.unref();
   stream.once("close", () => clearTimeout(timer));
-}
-
-/**
- * Refuses a key that is not the certificate's. OpenSSL itself catches only a key of the
- * same type that does not match: with a key of another type (RSA beside an EC certificate)
- * the server started and failed every handshake, and an X25519 key crashed it.
- */
-function requireKeyOfCertificate(cert: Buffer, key: Buffer): void {
-  if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) {
-    throw Object.assign(new Error("the key is not the certificate's"), { code: "ERR_TLS_KEY_NOT_CERTIFICATES" });
-  }
 }

@@ -1,0 +1,117 @@
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { readFileSync, statSync, type Stats } from "node:fs";
+import { stat } from "node:fs/promises";
+
+/** TLS_CERT_FILE and TLS_KEY_FILE. */
+export interface TlsFiles {
+  certFile: string;
+  keyFile: string;
+}
+
+/** A certificate and its key, read together, with what the log says of them. */
+export interface TlsCredentials {
+  cert: Buffer;
+  key: Buffer;
+  subject: string;
+  /** When the certificate expires, as an ISO 8601 time. */
+  notAfter: string;
+  /** SHA-256 of the certificate, as openssl and browsers show it. */
+  fingerprint: string;
+  /** The files as they were just before they were read (see watchTlsFiles). */
+  version: string;
+}
+
+/**
+ * Reads the certificate and its key and checks that they belong together. OpenSSL itself
+ * catches only a key of the same type that does not match: with a key of another type (RSA
+ * beside an EC certificate) the server started and failed every handshake, and an X25519
+ * key crashed it.
+ */
+export function readTlsFiles(files: TlsFiles): TlsCredentials {
+  const version = versionOf(files, (f) => statSync(f));
+  const cert = readFileSync(files.certFile);
+  const key = readFileSync(files.keyFile);
+  const x509 = new X509Certificate(cert);
+  if (!x509.checkPrivateKey(createPrivateKey(key))) {
+    throw Object.assign(new Error("the key is not the certificate's"), { code: "ERR_TLS_KEY_NOT_CERTIFICATES" });
+  }
+  return { cert, key, subject: x509.subject.replaceAll("\n", ", "), notAfter: new Date(x509.validTo).toISOString(), fingerprint: x509.fingerprint256, version };
+}
+
+/**
+ * Reads them again for a server that already serves. Unlike a start, only regular files:
+ * a pipe (a process substitution) gives its contents once, and a second read would wait
+ * on the event loop for a writer that never comes.
+ */
+export function rereadTlsFiles(files: TlsFiles): TlsCredentials {
+  for (const [name, file] of [["TLS_CERT_FILE", files.certFile], ["TLS_KEY_FILE", files.keyFile]] as const) {
+    if (!statSync(file).isFile()) {
+      throw Object.assign(new Error(`${name} is not a regular file; it was read once, at start`), { code: "ERR_TLS_NOT_REREADABLE", setting: name });
+    }
+  }
+  return readTlsFiles(files);
+}
+
+/**
+ * Why certificate files could not be used, as one line naming the setting, or null when
+ * the error is not about them. Recognised by codes, never by message text; OpenSSL's codes
+ * name no key material.
+ */
+export function describeTlsFailure(err: unknown): string | null {
+  const code = typeof (err as { code?: unknown })?.code === "string" ? (err as { code: string }).code : "";
+  if (code === "EACCES" || code === "EISDIR" || code === "ENOENT" || code === "EPERM") {
+    return `TLS_CERT_FILE / TLS_KEY_FILE cannot be read (${code})`;
+  }
+  if (code === "ERR_TLS_KEY_NOT_CERTIFICATES") return "TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE";
+  if (code === "ERR_TLS_NOT_REREADABLE") return `${(err as { setting: string }).setting} is not a regular file: it was read once, at start; restart the service to read it again`;
+  if (code.startsWith("ERR_OSSL")) return `TLS_CERT_FILE / TLS_KEY_FILE cannot be used as a certificate and its key (${code})`;
+  return null;
+}
+
+/**
+ * Calls `changed` when either file is replaced or rewritten, looking every `everyMs`:
+ * certbot renews in place, and a Kubernetes secret volume swaps a symbolic link, neither
+ * with a signal. `since` is the version the server serves. Pipes are not watched (see
+ * rereadTlsFiles). Returns a function that stops the watch.
+ */
+export function watchTlsFiles(files: TlsFiles, since: string, everyMs: number, changed: () => void): () => void {
+  let last = since;
+  let looking = false;
+  const timer = setInterval(() => {
+    if (looking) return;
+    looking = true;
+    // Asynchronous: a file system that hangs (a lost network mount) must not hold the event loop.
+    void Promise.all([files.certFile, files.keyFile].map((f) => stat(f).catch((err: NodeJS.ErrnoException) => err)))
+      .then(([cert, key]) => {
+        const now = versionOf(files, (f) => (f === files.certFile ? cert : key)!);
+        if (now === last) return;
+        // Looked at again only once something changes again: a pair caught half-written
+        // is reported once, and tried again when its other half arrives.
+        last = now;
+        changed();
+      })
+      .finally(() => (looking = false));
+  }, everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+/** Both files' identity, size and times: any replacement or rewrite changes it. */
+function versionOf(files: TlsFiles, look: (file: string) => Stats | NodeJS.ErrnoException): string {
+  return [files.certFile, files.keyFile]
+    .map((f) => {
+      const s = look(f);
+      if (s instanceof Error) return `missing:${s.code}`;
+      return s.isFile() ? `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}` : "not-a-file";
+    })
+    .join("|");
+}
+
+/** Whether both files are regular files, which a watch can follow. */
+export function rereadable(files: TlsFiles): boolean {
+  try {
+    return statSync(files.certFile).isFile() && statSync(files.keyFile).isFile();
+  } catch {
+    return false;
+  }
+}
