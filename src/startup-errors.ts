@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
 import Database from "better-sqlite3";
 import { isOutOfSpace } from "./store/errors.js";
-import { NewerDatabaseError } from "./store/migrations.js";
+import { ForeignDatabaseError, NewerDatabaseError } from "./store/migrations.js";
 import { describeTlsFailure } from "./transport/tls-files.js";
 
 /** What a start needs from the configuration to explain its failures. */
@@ -28,6 +28,9 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
   const where = `${at.host ?? ""}:${at.port ?? ""}`;
   if (err instanceof NewerDatabaseError) {
     return `DATABASE_URL: ${at.databaseFile} was upgraded by a newer release of this service (${err.message}); run that release, or this one on a copy made before the upgrade`;
+  }
+  if (err instanceof ForeignDatabaseError) {
+    return `DATABASE_URL: ${at.databaseFile} is not a database of this service: ${err.message}; set DATABASE_URL to this service's database, or to a new file`;
   }
   if (err instanceof Database.SqliteError) {
     if (code === "SQLITE_NOTADB") return `DATABASE_URL: ${at.databaseFile} is not a SQLite database`;

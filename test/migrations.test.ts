@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -11,7 +11,7 @@ import { newId } from "../src/crypto/ids.js";
 import { newKeyPair, open, seal } from "../src/crypto/sealed-box.js";
 import { newToken } from "../src/crypto/tokens.js";
 import { openDatabase } from "../src/store/database.js";
-import { NewerDatabaseError } from "../src/store/migrations.js";
+import { ForeignDatabaseError, NewerDatabaseError } from "../src/store/migrations.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { call, serveDatabase, type TestServer } from "./harness.js";
 
@@ -150,6 +150,32 @@ describe("migrating a database another process migrates too", () => {
       assert.equal(applied.length, journal.entries.length);
     } finally {
       db.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a SQLite database of something else is refused and left as it was; an empty file is made one of this service", () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-migrate-foreign-"));
+    try {
+      const file = join(dir, "other.db");
+      const other = new Database(file);
+      other.exec("CREATE TABLE a (x); CREATE TABLE b (x); CREATE VIEW c AS SELECT 1; CREATE TABLE d (x); INSERT INTO a VALUES (1)");
+      other.close();
+      const before = readFileSync(file);
+      assert.throws(
+        () => openDatabase(file),
+        (err) => err instanceof ForeignDatabaseError && describeStartupError(err, { databaseFile: file }) === `DATABASE_URL: ${file} is not a database of this service: it holds tables of something else (a, b, c, ...) and none of this service's; set DATABASE_URL to this service's database, or to a new file`,
+      );
+      assert.ok(readFileSync(file).equals(before), "not migrated, nor switched to WAL");
+      assert.deepEqual(readdirSync(dir), ["other.db"]);
+      // An empty file (made by touch, say) has nothing of anyone's in it.
+      const empty = join(dir, "empty.db");
+      writeFileSync(empty, "");
+      openDatabase(empty).$client.close();
+      const made = new Database(empty, { readonly: true });
+      assert.ok(made.prepare("SELECT 1 FROM sqlite_master WHERE name = 'scm_integrations'").get(), "migrated");
+      made.close();
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -459,8 +459,15 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
     execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ecKey, "-out", ecCert, "-days", "1", "-subj", "/CN=localhost"], { stdio: "ignore" });
     execFileSync("openssl", ["genpkey", "-algorithm", "RSA", "-out", rsaKey], { stdio: "ignore" });
     execFileSync("openssl", ["genpkey", "-algorithm", "X25519", "-out", x25519Key], { stdio: "ignore" });
+    // Another program's database, which a start must leave exactly as it was.
+    const foreign = join(dir, "other.db");
+    const other = new Database(foreign);
+    other.exec("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('keep me')");
+    other.close();
+    const foreignBytes = readFileSync(foreign);
     const cases: [Record<string, string>, RegExp][] = [
       [{ DATABASE_URL: notADatabase }, /^startup error: DATABASE_URL: .*notes\.txt is not a SQLite database\n$/],
+      [{ DATABASE_URL: foreign }, /^startup error: DATABASE_URL: .*other\.db is not a database of this service: it holds tables of something else \(notes\) and none of this service's; set DATABASE_URL to this service's database, or to a new file\n$/],
       [{ DATABASE_URL: join(dir, "file", "x.db") }, /^startup error: DATABASE_URL: cannot create the folder for .*\((EEXIST|ENOTDIR)\)\n$/],
       [{ DATABASE_URL: join(dir, "b.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert }, /^startup error: TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used/],
       // With workers, the one that cannot start stops the service instead of being forked again and again.
@@ -486,6 +493,8 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       // Once as it is and once in the example, when made.
       assert.equal(tokens.length, bootstrapped ? 2 : 0, `${JSON.stringify(env)}: the token is shown once if made: ${r.stdout}`);
     }
+    assert.ok(readFileSync(foreign).equals(foreignBytes), "the other program's database is as it was");
+    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith("other.db")), ["other.db"], "no -wal or -shm beside it");
     // A bad value is a configuration error (exit 2) on every start, not only on the first,
     // which is the one that would use it: here the database has its token already.
     const badName = start({ DATABASE_URL: join(dir, "b.db"), BOOTSTRAP_ORG_NAME: "bad name!" });

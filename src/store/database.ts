@@ -7,7 +7,7 @@ import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3"
 import { DomainError } from "../domain/errors.js";
 import { isBusy } from "./errors.js";
 import { GroupCommit, type GroupCommitOptions } from "./group-commit.js";
-import { applyMigrations } from "./migrations.js";
+import { applyMigrations, refuseForeign } from "./migrations.js";
 import { ReadBatch } from "./read-batch.js";
 import * as schema from "./schema.js";
 
@@ -74,6 +74,13 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     }
   }
   const sqlite = new Database(file);
+  // Before any pragma: journal_mode = WAL would already change another program's file.
+  try {
+    refuseForeign(sqlite);
+  } catch (err) {
+    sqlite.close();
+    throw err;
+  }
   // 2 KiB pages instead of 4: a create changes a few index pages at random places, and
   // each changed page is written whole to the WAL and again by the checkpoint, so smaller
   // pages halve what a create writes (about 41 -> 24 KB under load on a million rows) with

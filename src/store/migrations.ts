@@ -18,6 +18,24 @@ export class NewerDatabaseError extends Error {
 }
 
 /**
+ * The file is a SQLite database of something else: it has tables, and no record of this
+ * service's migrations. Migrated, it would take this service's tables (and with its own
+ * mode, perhaps readable by anyone, their token hashes and signing keys) beside its own.
+ */
+export class ForeignDatabaseError extends Error {
+  constructor(readonly tables: string[]) {
+    super(`it holds tables of something else (${tables.slice(0, 3).join(", ")}${tables.length > 3 ? ", ..." : ""}) and none of this service's`);
+  }
+}
+
+/** Throws ForeignDatabaseError unless `sqlite` is empty or has had this service's migrations. */
+export function refuseForeign(sqlite: Database.Database): void {
+  if (lastApplied(sqlite) !== null) return;
+  const tables = sqlite.prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name").pluck().all() as string[];
+  if (tables.length > 0) throw new ForeignDatabaseError(tables);
+}
+
+/**
  * Applies the committed migrations that `sqlite` lacks, in one transaction, and refuses a
  * database that a newer release has migrated.
  *
