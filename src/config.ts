@@ -16,6 +16,8 @@ export interface Config {
   tlsKeyFile: string | undefined;
   /** How often the certificate files are looked at for a renewal; 0 never. */
   tlsReloadCheckMs: number;
+  /** Web origins whose pages may call the service from a browser (CORS); none when empty. */
+  corsOrigins: readonly string[] | "*";
   /** The address clients use to reach this service; used in printed examples and callback URLs. */
   publicUrl: string;
   /** Whether PUBLIC_URL set it; else it is made from HOST and PORT (see `publicUrlOn`). */
@@ -111,6 +113,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const idleTimeoutMs = integer(env, "IDLE_TIMEOUT_MS", 120_000, 100, 3_600_000);
   const tlsReloadCheckMs = integer(env, "TLS_RELOAD_CHECK_MS", 60_000, 0, 86_400_000);
   if (tlsReloadCheckMs > 0 && tlsReloadCheckMs < 100) throw new ConfigError(`TLS_RELOAD_CHECK_MS must be 0 (off) or at least 100, got ${tlsReloadCheckMs}`);
+  const corsOrigins = allowedOrigins(env.CORS_ALLOWED_ORIGINS);
   return {
     host,
     port,
@@ -119,6 +122,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     tlsCertFile,
     tlsKeyFile,
     tlsReloadCheckMs,
+    corsOrigins,
     publicUrl,
     publicUrlGiven: Boolean(given),
     shutdownTimeoutMs,
@@ -152,6 +156,22 @@ function checkedPublicUrl(given: string): string {
   if (problem) throw new ConfigError(`PUBLIC_URL ${shown} ${problem}`);
   // As the parser wrote it (host in lower case, default port left out), without the trailing slash.
   return new URL(given).href.replace(/\/+$/, "");
+}
+
+/**
+ * CORS_ALLOWED_ORIGINS: `*`, or origins separated by commas, each as a browser sends it in
+ * `Origin` (scheme, host in lower case, the port unless it is the scheme's own): given
+ * otherwise (`HTTPS://App.Example.com:443`) it is written that way, so that it matches.
+ */
+function allowedOrigins(raw: string | undefined): readonly string[] | "*" {
+  const given = (raw ?? "").split(",").map((o) => o.trim()).filter((o) => o !== "");
+  if (given.length === 1 && given[0] === "*") return "*";
+  return given.map((o) => {
+    const url = URL.canParse(o) ? new URL(o) : null;
+    const plain = url !== null && (url.protocol === "https:" || url.protocol === "http:") && !url.username && !url.password && url.pathname === "/" && !url.search && !url.hash && !o.endsWith("/");
+    if (!plain) throw new ConfigError(`CORS_ALLOWED_ORIGINS: ${o.includes("@") ? "a value holding an '@'" : `"${o}"`} is not an origin: write scheme://host[:port], such as https://app.example.com, or * alone`);
+    return url.origin;
+  });
 }
 
 function defaultUrl(scheme: string, host: string, port: number): string {

@@ -114,6 +114,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     rateLimit: config.rateLimitPerSecond > 0 ? { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst } : null,
     bodyRateLimit: config.rateLimitBytesPerSecond > 0 ? { perSecond: config.rateLimitBytesPerSecond, burst: config.rateLimitBytesBurst } : null,
     idempotencyTtlMs: config.idempotencyTtlMs,
+    corsOrigins: config.corsOrigins,
   });
   const server = await listen(app.handler, config.port, config.host, {
     tls: config.tlsCertFile && config.tlsKeyFile ? { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile } : undefined,

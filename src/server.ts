@@ -18,6 +18,7 @@ import type { Db } from "./store/database.js";
 import { startCheckpointer } from "./store/checkpointer.js";
 import { serviceSecret } from "./store/service-secrets.js";
 import { requestRecordKey, type RequestRecord } from "./transport/context.js";
+import { answerCors, type CorsOrigins } from "./transport/cors.js";
 import type { Deps } from "./transport/handlers/deps.js";
 import { healthService } from "./transport/handlers/health.js";
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
@@ -82,6 +83,8 @@ export interface AppOptions {
   bodyRateLimit?: RateLimit | null;
   /** How long an Idempotency-Key is remembered (IDEMPOTENCY_TTL_SECONDS); a day if absent. */
   idempotencyTtlMs?: number;
+  /** Web origins whose pages may call from a browser (CORS_ALLOWED_ORIGINS); absent or empty: none. */
+  corsOrigins?: CorsOrigins;
   /** Extra interceptors, run innermost (after auth); tests use them to watch the traffic. */
   interceptors?: Interceptor[];
 }
@@ -147,6 +150,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
   // quarter of a second, so a limit on calls alone let one token ask for many cores' worth.
   const bodyLimiter = options.bodyRateLimit ? new RateLimiter(options.bodyRateLimit) : null;
   const admit = admitter(db, limiter, bodyLimiter);
+  const corsOrigins = options.corsOrigins === undefined || options.corsOrigins.length === 0 ? null : options.corsOrigins;
 
   const adapter = connectNodeAdapter({
     routes: routes(deps, isHealthy),
@@ -183,6 +187,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
         duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
       });
     });
+    if (corsOrigins !== null && answerCors(corsOrigins, req, res)) return;
     if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
       const ok = isHealthy();
       res.writeHead(ok ? 200 : 503, { "content-type": "text/plain; charset=utf-8" });

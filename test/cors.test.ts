@@ -1,0 +1,110 @@
+import assert from "node:assert/strict";
+import { it } from "node:test";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-node";
+import { RunnerService } from "../gen/gitpod/v1/runners_pb.js";
+import { loadConfig } from "../src/config.js";
+import { startServer } from "./harness.js";
+
+const APP = "https://app.example.test";
+
+/** A preflight as a browser sends it before a cross-origin call with a token. */
+const preflight = (url: string, origin: string) =>
+  fetch(`${url}/gitpod.v1.RunnerService/ListRunners`, {
+    method: "OPTIONS",
+    headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization, content-type, connect-protocol-version" },
+  });
+
+it("with CORS_ALLOWED_ORIGINS, pages of those origins may call from a browser: preflights are answered, answers and errors carry what the browser needs", async () => {
+  const s = await startServer({ corsOrigins: [APP], rateLimit: { perSecond: 1, burst: 3 } });
+  try {
+    const pre = await preflight(s.url, APP);
+    assert.equal(pre.status, 204);
+    assert.equal(pre.headers.get("access-control-allow-origin"), APP);
+    assert.match(pre.headers.get("access-control-allow-methods") ?? "", /\bPOST\b/);
+    const allowed = (pre.headers.get("access-control-allow-headers") ?? "").toLowerCase().split(/,\s*/);
+    for (const h of ["authorization", "content-type", "connect-protocol-version", "idempotency-key", "x-grpc-web", "grpc-timeout"]) assert.ok(allowed.includes(h), h);
+    assert.equal(pre.headers.get("access-control-max-age"), "7200");
+    assert.equal(pre.headers.get("access-control-allow-credentials"), null, "tokens are headers, not cookies");
+    assert.match(pre.headers.get("vary") ?? "", /Origin/);
+
+    // A gRPC-Web call, as a web app makes it, and what its answer shows the page.
+    const transport = createGrpcWebTransport({ baseUrl: s.url, httpVersion: "1.1" });
+    const client = createClient(RunnerService, transport);
+    const seen: Headers[] = [];
+    const onHeader = (h: Headers) => seen.push(h);
+    await client.listRunners({}, { headers: { origin: APP, authorization: `Bearer ${s.token}` }, onHeader });
+    assert.equal(seen[0]!.get("access-control-allow-origin"), APP);
+    const exposed = (seen[0]!.get("access-control-expose-headers") ?? "").toLowerCase().split(/,\s*/);
+    for (const h of ["grpc-status", "grpc-message", "retry-after-ms", "x-request-id", "x-should-retry"]) assert.ok(exposed.includes(h), h);
+    assert.equal(seen[0]!.get("vary"), "Origin");
+    // Refusals too, or the page sees a network error instead of the code: a token refused,
+    // and the rate limit with the wait the page must read.
+    for (const [headers, code] of [
+      [{ origin: APP, authorization: "Bearer scmapi_not-a-token" }, Code.Unauthenticated],
+      [{ origin: APP, authorization: `Bearer ${s.token}` }, Code.ResourceExhausted],
+    ] as const) {
+      let refused: unknown;
+      for (let i = 0; i < 5 && refused === undefined; i++) {
+        await client.listRunners({}, { headers }).catch((err) => (refused = err));
+      }
+      const err = ConnectError.from(refused);
+      assert.equal(err.code, code);
+      // An error's metadata holds the answer's headers.
+      assert.equal(err.metadata.get("access-control-allow-origin"), APP, Code[code]);
+    }
+    const limited = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, {
+      method: "POST",
+      headers: { origin: APP, authorization: `Bearer ${s.token}`, "content-type": "application/json" },
+      body: "{}",
+    });
+    assert.equal(limited.status, 429);
+    assert.equal(limited.headers.get("access-control-allow-origin"), APP);
+    assert.ok(limited.headers.get("retry-after-ms"));
+
+    // Another origin gets nothing that would let a browser hand it the answer.
+    const other = await preflight(s.url, "https://evil.example.test");
+    assert.equal(other.headers.get("access-control-allow-origin"), null);
+    const direct = await fetch(`${s.url}/healthz`, { headers: { origin: "https://evil.example.test" } });
+    assert.equal(direct.headers.get("access-control-allow-origin"), null);
+    assert.ok(s.logs.some((l) => l.includes('"http_status":204')), "preflights are logged as requests");
+  } finally {
+    await s.close();
+  }
+});
+
+it("without CORS_ALLOWED_ORIGINS no browser page of another origin may call; with * any may", async () => {
+  const off = await startServer();
+  try {
+    const pre = await preflight(off.url, APP);
+    assert.notEqual(pre.status, 204);
+    assert.equal(pre.headers.get("access-control-allow-origin"), null);
+    const res = await fetch(`${off.url}/gitpod.v1.RunnerService/ListRunners`, {
+      method: "POST",
+      headers: { origin: APP, authorization: `Bearer ${off.token}`, "content-type": "application/json" },
+      body: "{}",
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("access-control-allow-origin"), null);
+  } finally {
+    await off.close();
+  }
+  const any = await startServer({ corsOrigins: "*" });
+  try {
+    const pre = await preflight(any.url, "http://localhost:5173");
+    assert.equal(pre.status, 204);
+    assert.equal(pre.headers.get("access-control-allow-origin"), "*");
+  } finally {
+    await any.close();
+  }
+});
+
+it("CORS_ALLOWED_ORIGINS takes origins as browsers send them, or * alone", () => {
+  assert.equal(loadConfig({}).corsOrigins.length, 0);
+  assert.equal(loadConfig({ CORS_ALLOWED_ORIGINS: " * " }).corsOrigins, "*");
+  assert.deepEqual(loadConfig({ CORS_ALLOWED_ORIGINS: "HTTPS://App.Example.com:443, http://localhost:5173," }).corsOrigins, ["https://app.example.com", "http://localhost:5173"]);
+  for (const bad of ["app.example.com", "https://app.example.com/", "https://app.example.com/x", "ftp://app.example.com", "*,https://a.example", "https://a.example?x=1"]) {
+    assert.throws(() => loadConfig({ CORS_ALLOWED_ORIGINS: bad }), /^ConfigError: CORS_ALLOWED_ORIGINS: ".*" is not an origin: write scheme:\/\/host\[:port\]/, bad);
+  }
+  assert.throws(() => loadConfig({ CORS_ALLOWED_ORIGINS: "https://user:pw@a.example" }), (e: Error) => e.message.includes("a value holding an '@'") && !e.message.includes("pw"));
+});
