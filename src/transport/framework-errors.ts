@@ -1,5 +1,6 @@
 import type http from "node:http";
 import type http2 from "node:http2";
+import { truncate } from "../domain/text.js";
 
 // ---- Errors connect-node answers before any of our code runs ----
 //
@@ -79,12 +80,19 @@ export function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2Se
       writeHead.call(self, fixed.status, headers);
       return fixed.body;
     };
+    // connect-node answers a content type it does not serve with a bare 415; curl's -d
+    // without -H 'Content-Type: ...' sends a form type, and an empty answer says nothing.
+    let unsupported = false;
     r.writeHead = function (this: http.ServerResponse, status: number, ...rest: unknown[]) {
       if ((status === 500 || status === 429) && held === undefined) {
         held = [status, ...rest];
         return this;
       }
       if (status === 501 && !this.hasHeader("x-should-retry")) this.setHeader("x-should-retry", "false");
+      if (status === 415 && !this.hasHeader("content-type")) {
+        unsupported = true;
+        this.setHeader("content-type", "text/plain; charset=utf-8");
+      }
       return writeHead.call(this, status, ...rest);
     };
     r.write = function (this: unknown, chunk: unknown, ...rest: unknown[]) {
@@ -92,9 +100,19 @@ export function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2Se
     };
     r.end = function (this: unknown, chunk?: unknown, ...rest: unknown[]) {
       if (held) chunk = release(this, typeof chunk === "function" ? undefined : chunk) ?? chunk;
+      if (unsupported && (chunk === undefined || typeof chunk === "function")) {
+        if (typeof chunk === "function") rest.unshift(chunk);
+        chunk = unsupportedMediaType(req.headers["content-type"]);
+      }
       return end.call(this, chunk, ...rest);
     };
   }
+}
+
+/** What a 415 says: the content type sent, and the ones each protocol sends. */
+function unsupportedMediaType(given: string | undefined): string {
+  const sent = given === undefined ? "no Content-Type" : `Content-Type "${truncate(given.replace(/[\x00-\x1f\x7f]/g, "?"))}"`;
+  return `unsupported media type: ${sent}; calls are sent as application/json (Connect JSON), application/proto (Connect binary), application/grpc (gRPC) or application/grpc-web (gRPC-Web)\n`;
 }
 
 /** The corrected answer for a held Connect error, or undefined to send it as it is. */
