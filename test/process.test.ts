@@ -519,6 +519,10 @@ it("hosts are normalized and checked", () => {
     assert.equal(normalizeHost(bad).ok, false, JSON.stringify(bad));
   }
   assert.deepEqual(normalizeHost("[::FFFF:1.2.3.4]"), { ok: true, host: "[::ffff:102:304]" }, "an embedded IPv4 address may end one");
+  // An international name is refused with its ASCII form, which is taken.
+  assert.deepEqual(normalizeHost("Bücher.de/tfs"), { ok: false, reason: '"bücher.de" is an international name: write it in its ASCII form (punycode), "xn--bcher-kva.de"' });
+  assert.deepEqual(normalizeHost("xn--bcher-kva.de/tfs"), { ok: true, host: "xn--bcher-kva.de/tfs" });
+  assert.deepEqual(normalizeHost("bü_cher.de"), { ok: false, reason: '"bü_cher.de" is not a valid host name or IP address' });
 });
 
 it("any bracketed address is refused or taken as the URL parser writes it, never thrown on", () => {

@@ -1,3 +1,4 @@
+import { domainToASCII } from "node:url";
 import { truncate } from "./text.js";
 /** The longest host (with port and path) an integration may name. */
 const MAX_HOST_LENGTH = 255;
@@ -80,7 +81,12 @@ function splitAuthority(authority: string): HostCheck {
     } else {
       name = authority;
     }
-    if (!isHostName(name)) return fail(`"${truncate(name)}" is not a valid host name or IP address`);
+    if (!isHostName(name)) {
+      // An international name is stored as DNS carries it, in its ASCII form, which is said.
+      const ascii = /[^\x00-\x7f]/.test(name) ? domainToASCII(name) : "";
+      if (ascii !== "" && isHostName(ascii)) return fail(`"${truncate(name)}" is an international name: write it in its ASCII form (punycode), "${ascii}"`);
+      return fail(`"${truncate(name)}" is not a valid host name or IP address`);
+    }
   }
   if (port !== undefined) {
     if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
