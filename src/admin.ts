@@ -3,7 +3,7 @@ import { getPriority, setPriority } from "node:os";
 import Database from "better-sqlite3";
 import { ConfigError, loadDatabaseFile } from "./config.js";
 import { DomainError } from "./domain/errors.js";
-import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, revokeApiToken } from "./services/accounts.js";
+import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, listOrganizations, revokeApiToken } from "./services/accounts.js";
 import { abandonCopies, backupDatabase, restoreDatabase, type BackupSummary } from "./store/backup.js";
 import { convertPageSize, migrationsFolder, openDatabase, requireWritable, type Db } from "./store/database.js";
 import { isBusy } from "./store/errors.js";
@@ -12,8 +12,9 @@ import { describeStartupError } from "./startup-errors.js";
 
 const USAGE = `usage:
   admin org create NAME
+  admin org list                    name, id and creation time of each organization
   admin token create --org NAME     prints the new token alone on stdout
-  admin token list --org NAME
+  admin token list --org NAME       id, creation time and state (live, or revoked and when) of each token
   admin token revoke ID
   admin db page-size                rewrites a database made with 4 KiB pages in 2 KiB ones
                                     (service stopped; needs room for a copy of the file)
@@ -23,6 +24,10 @@ const USAGE = `usage:
 
 /** Command-line administration of organizations, API tokens and the database file, against DATABASE_URL. */
 async function run(args: string[]): Promise<void> {
+  if (args.length === 1 && ["help", "--help", "-h"].includes(args[0]!)) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
   const [noun, verb, ...rest] = args;
   // Exactly `--org NAME`: anything more is a mistake better refused than ignored.
   const org = () => {
@@ -44,6 +49,10 @@ async function run(args: string[]): Promise<void> {
     command = (db) => {
       const row = createOrganization(db, name);
       process.stderr.write(`created organization ${row.name} (${row.id})\n`);
+    };
+  } else if (noun === "org" && verb === "list" && rest.length === 0) {
+    command = (db) => {
+      for (const o of listOrganizations(db)) process.stdout.write(`${o.name}\t${o.id}\t${new Date(o.createdAt).toISOString()}\n`);
     };
   } else if (noun === "token" && verb === "create") {
     const name = org();

@@ -564,6 +564,13 @@ it("the admin CLI creates an organization and a token (alone on stdout), lists a
     assert.equal(elsewhere.trim().split("\t")[0], id);
     assert.throws(() => admin("token", "revoke", id!, "extra"), /usage:/, "extra arguments are refused, not ignored");
     assert.throws(() => admin("org", "create", "team-b", "team-c"), /usage:/);
+    admin("org", "create", "team-0");
+    const orgs = admin("org", "list").trim().split("\n").map((l) => l.split("\t"));
+    assert.deepEqual(orgs.map((o) => o[0]), ["team-0", "team-a"], "by name");
+    assert.ok(orgs.every((o) => /^[0-9a-f-]{36}$/.test(o[1]!) && !Number.isNaN(Date.parse(o[2]!))));
+    assert.throws(() => admin("org", "list", "team-a"), /usage:/);
+    // Asked for, the usage goes to stdout and the command succeeds.
+    for (const help of ["--help", "-h", "help"]) assert.match(admin(help), /^usage:\n  admin org create NAME\n  admin org list /);
     assert.throws(() => admin("token", "list", "--org", "team-a", "--all"), /unexpected arguments: --all/);
     // Ids are shown in lower case; one typed in upper case names the same token.
     const revoked = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "token", "revoke", id!.toUpperCase()], { env, encoding: "utf8" });

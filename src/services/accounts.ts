@@ -26,6 +26,10 @@ export function createOrganization(db: Db, name: string): OrganizationRow {
   return row;
 }
 
+export function listOrganizations(db: Db): OrganizationRow[] {
+  return store.listOrganizations(db);
+}
+
 function organizationByName(db: Db, name: string): OrganizationRow {
   const org = store.findOrganizationByName(db, name);
   if (!org) throw new DomainError("not_found", `organization "${name}" not found`);

@@ -6,6 +6,11 @@ export function insertOrganization(db: Db, row: OrganizationRow): void {
   db.insert(organizations).values(row).run();
 }
 
+/** Every organization, by name. */
+export function listOrganizations(db: Db): OrganizationRow[] {
+  return db.select().from(organizations).orderBy(asc(organizations.name)).all();
+}
+
 export function findOrganizationByName(db: Db, name: string): OrganizationRow | null {
   return db.select().from(organizations).where(eq(organizations.name, name)).get() ?? null;
 }
