@@ -49,6 +49,10 @@ it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN",
       const res = await createClient(Health, transport).check({});
       assert.equal(res.status, HealthCheckResponse_ServingStatus.SERVING);
     }
+    // An http:// URL by mistake is told what is wrong, not closed on without a word.
+    const plain = await fetch(`http://127.0.0.1:${server.address.port}/healthz`);
+    assert.equal(plain.status, 400);
+    assert.equal(await plain.text(), "this port serves HTTPS: use an https:// URL\n");
   } finally {
     await server.shutdown(500);
     await app.close();

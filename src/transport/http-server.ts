@@ -213,7 +213,15 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     });
     secure.on("session", (s) => trackSession(s));
     secure.on("checkContinue", continueOrRefuse);
-    server = secure;
+    // Connections come through a plain listener that looks at the first byte: a TLS handshake
+    // goes on to the secure server, plain HTTP (an http:// URL by mistake) is told what is
+    // wrong instead of seeing the connection closed without a word.
+    server = net.createServer((socket) => {
+      sniffTls(socket, headersTimeoutMs, (isTls) => {
+        if (isTls) secure.emit("connection", socket);
+        else socket.end("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n\r\nthis port serves HTTPS: use an https:// URL\n");
+      });
+    });
     tls = {
       certificate: () => serving,
       reloadCertificate() {
@@ -303,6 +311,25 @@ function sniff(socket: net.Socket, timeoutMs: number, route: (isH2: boolean) => 
     if (!matches) socket.resume();
   };
   socket.on("data", onData);
+  socket.once("close", () => clearTimeout(timer));
+  socket.once("error", () => socket.destroy());
+}
+
+/**
+ * Waits for a new connection's first byte and puts it back: 0x16 opens every TLS handshake
+ * record; plain HTTP begins with a method's letters. Anything else is dropped as before.
+ */
+function sniffTls(socket: net.Socket, timeoutMs: number, route: (isTls: boolean) => void): void {
+  const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  timer.unref();
+  socket.once("data", (chunk: Buffer) => {
+    clearTimeout(timer);
+    socket.pause();
+    socket.unshift(chunk);
+    if (chunk[0] === 0x16) route(true);
+    else if (/^[A-Z]+ /.test(chunk.subarray(0, 16).toString("latin1"))) route(false);
+    else socket.destroy();
+  });
   socket.once("close", () => clearTimeout(timer));
   socket.once("error", () => socket.destroy());
 }
