@@ -469,9 +469,11 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       [{ DATABASE_URL: notADatabase }, /^startup error: DATABASE_URL: .*notes\.txt is not a SQLite database\n$/],
       [{ DATABASE_URL: foreign }, /^startup error: DATABASE_URL: .*other\.db is not a database of this service: it holds tables of something else \(notes\) and none of this service's; set DATABASE_URL to this service's database, or to a new file\n$/],
       [{ DATABASE_URL: join(dir, "file", "x.db") }, /^startup error: DATABASE_URL: cannot create the folder for .*\((EEXIST|ENOTDIR)\)\n$/],
-      [{ DATABASE_URL: join(dir, "b.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert }, /^startup error: TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used/],
+      [{ DATABASE_URL: join(dir, "b.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert }, /^startup error: TLS_CERT_FILE does not hold a PEM certificate this service can use \(ERR_OSSL_/],
       // With workers, the one that cannot start stops the service instead of being forked again and again.
-      [{ DATABASE_URL: join(dir, "c.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert, WORKERS: "2" }, /startup error: TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used/],
+      [{ DATABASE_URL: join(dir, "c.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert, WORKERS: "2" }, /startup error: TLS_CERT_FILE does not hold a PEM certificate/],
+      // A certificate where the key belongs: the message names the file.
+      [{ DATABASE_URL: join(dir, "h.db"), TLS_CERT_FILE: ecCert, TLS_KEY_FILE: ecCert }, /^startup error: TLS_KEY_FILE does not hold a PEM private key this service can use \(ERR_OSSL_/],
       [{ DATABASE_URL: join(dir, "d.db"), PORT: port }, /^startup error: PORT \d+: 127\.0\.0\.1:\d+ is already in use\n$/],
       [{ DATABASE_URL: join(dir, "e.db"), PORT: port, WORKERS: "2" }, /startup error: PORT \d+: 127\.0\.0\.1:\d+ is already in use\n/],
       [{ DATABASE_URL: join(dir, "f.db"), TLS_CERT_FILE: ecCert, TLS_KEY_FILE: rsaKey }, /^startup error: TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE\n$/],
@@ -488,7 +490,7 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       if (env.WORKERS) assert.match(r.stdout, /"msg":"shutting down","cause":"a worker could not start"/);
       // A first start that got as far as making the admin token shows it, failed or not:
       // it is shown only once, and the next start would make none.
-      const bootstrapped = /[b-g]\.db$/.test(env.DATABASE_URL ?? ""); // the starts that failed after making it
+      const bootstrapped = /[b-h]\.db$/.test(env.DATABASE_URL ?? ""); // the starts that failed after making it
       const tokens = r.stdout.match(/scmapi_[A-Za-z0-9_-]{43}/g) ?? [];
       // Once as it is and once in the example, when made.
       assert.equal(tokens.length, bootstrapped ? 2 : 0, `${JSON.stringify(env)}: the token is shown once if made: ${r.stdout}`);

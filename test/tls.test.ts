@@ -153,7 +153,8 @@ it("a renewed certificate is served to new connections without a restart, open o
     const other = { cert: join(dir, "other-cert.pem"), key: join(dir, "other-key.pem") };
     certificate(other.cert, other.key, "other");
     const broken: [string, () => void, RegExp][] = [
-      ["not PEM", () => writeFileSync(cert, "not a certificate\n"), /^TLS_CERT_FILE \/ TLS_KEY_FILE cannot be used as a certificate and its key \(ERR_OSSL/],
+      ["not PEM", () => writeFileSync(cert, "not a certificate\n"), /^TLS_CERT_FILE does not hold a PEM certificate this service can use \(ERR_OSSL/],
+      ["a certificate for a key", () => copyFileSync(renewed.cert, key), /^TLS_KEY_FILE does not hold a PEM private key this service can use \(ERR_OSSL/],
       ["another certificate's key", () => replaceFiles({ cert: renewed.cert, key: other.key }, { cert, key }), /^TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE$/],
       ["a missing key", () => rmSync(key), /^TLS_CERT_FILE \/ TLS_KEY_FILE cannot be read \(ENOENT\)$/],
     ];

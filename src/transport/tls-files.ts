@@ -31,11 +31,21 @@ export function readTlsFiles(files: TlsFiles): TlsCredentials {
   const version = versionOf(files, (f) => statSync(f));
   const cert = readFileSync(files.certFile);
   const key = readFileSync(files.keyFile);
-  const x509 = new X509Certificate(cert);
-  if (!x509.checkPrivateKey(createPrivateKey(key))) {
+  const x509 = attributed("TLS_CERT_FILE", () => new X509Certificate(cert));
+  const privateKey = attributed("TLS_KEY_FILE", () => createPrivateKey(key));
+  if (!x509.checkPrivateKey(privateKey)) {
     throw Object.assign(new Error("the key is not the certificate's"), { code: "ERR_TLS_KEY_NOT_CERTIFICATES" });
   }
   return { cert, key, subject: x509.subject.replaceAll("\n", ", "), notAfter: new Date(x509.validTo).toISOString(), fingerprint: x509.fingerprint256, version };
+}
+
+/** Runs `parse`, marking an OpenSSL error from it as the named file's. */
+function attributed<T>(setting: "TLS_CERT_FILE" | "TLS_KEY_FILE", parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    throw Object.assign(err as Error, { setting });
+  }
 }
 
 /**
@@ -64,7 +74,12 @@ export function describeTlsFailure(err: unknown): string | null {
   }
   if (code === "ERR_TLS_KEY_NOT_CERTIFICATES") return "TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE";
   if (code === "ERR_TLS_NOT_REREADABLE") return `${(err as { setting: string }).setting} is not a regular file: it was read once, at start; restart the service to read it again`;
-  if (code.startsWith("ERR_OSSL")) return `TLS_CERT_FILE / TLS_KEY_FILE cannot be used as a certificate and its key (${code})`;
+  if (code.startsWith("ERR_OSSL")) {
+    const setting = (err as { setting?: string }).setting;
+    if (setting === "TLS_CERT_FILE") return `TLS_CERT_FILE does not hold a PEM certificate this service can use (${code})`;
+    if (setting === "TLS_KEY_FILE") return `TLS_KEY_FILE does not hold a PEM private key this service can use (${code})`;
+    return `TLS_CERT_FILE / TLS_KEY_FILE cannot be used as a certificate and its key (${code})`;
+  }
   return null;
 }
 
