@@ -311,7 +311,8 @@ function notServed(
   const connectGet = req.method === "GET" && new URLSearchParams(query).get("connect") === "v1";
   const method = req.method === "POST" || connectGet ? API_METHOD.exec(path!)?.[1] : undefined;
   const protocol = connectGet ? "connect" : protocolOf(req.headers["content-type"]);
-  const message = `${method} is not implemented by this service, which serves the SCM-integration part of the gitpod.v1 API`;
+  const near = method === undefined ? undefined : nearestServed(method);
+  const message = `${method} is not implemented by this service, which serves the SCM-integration part of the gitpod.v1 API${near ? `; did you mean ${near}?` : ""}`;
   if (method && protocol === "connect") {
     if (record) record.code = "unimplemented";
     res.writeHead(501, { "content-type": "application/json", "x-should-retry": "false" });
@@ -334,6 +335,30 @@ function notServed(
     res.writeHead(404);
     res.end();
   }
+}
+
+/** A served method whose name is a slip away from `method` (case, or two letters), to name in the error. */
+function nearestServed(method: string): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const path of TOKEN_METHODS.keys()) {
+    const d = editDistance(method.toLowerCase(), path.slice(1).toLowerCase(), bestDistance);
+    if (d < bestDistance) [best, bestDistance] = [path.slice(1), d];
+  }
+  return best;
+}
+
+/** Levenshtein distance of `a` and `b`, or `cap` once it is clear it is at least that. */
+function editDistance(a: string, b: string, cap: number): number {
+  if (Math.abs(a.length - b.length) >= cap) return cap;
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    if (Math.min(...next) >= cap) return cap;
+    row = next;
+  }
+  return Math.min(row[b.length]!, cap);
 }
 
 function validAuthority(req: http.IncomingMessage | http2.Http2ServerRequest): boolean {

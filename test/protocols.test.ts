@@ -182,6 +182,26 @@ function http2Post(url: string, path: string, headers: Record<string, string>, b
   });
 }
 
+it("a method name a slip away from a served one is answered unimplemented with the one meant", async () => {
+  const s = await startServer();
+  try {
+    const said = async (method: string) => {
+      const r = await call(s, method, {});
+      assert.equal(r.status, 501);
+      assert.equal(r.body.code, "unimplemented");
+      return r.body.message as string;
+    };
+    const meant = "; did you mean gitpod.v1.RunnerService/ListRunners?";
+    for (const slip of ["gitpod.v1.RunnerService/ListRunner", "gitpod.v1.RunnerService/listRunners", "gitpod.v1.RunnerService/ListRunnesr"]) {
+      assert.equal(await said(slip), `${slip} is not implemented by this service, which serves the SCM-integration part of the gitpod.v1 API${meant}`, slip);
+    }
+    // A method of the public API this service does not serve: nothing near it is offered.
+    assert.equal(await said("gitpod.v1.RunnerService/ParseContextURL"), "gitpod.v1.RunnerService/ParseContextURL is not implemented by this service, which serves the SCM-integration part of the gitpod.v1 API");
+  } finally {
+    await s.close();
+  }
+});
+
 it("a content coding is read in any case (GZIP is gzip), over HTTP/1.1 and HTTP/2", async () => {
   const s = await startServer();
   try {
