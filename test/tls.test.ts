@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import https from "node:https";
@@ -9,6 +9,7 @@ import type { Socket } from "node:net";
 import tls from "node:tls";
 import { join } from "node:path";
 import { it } from "node:test";
+import Database from "better-sqlite3";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
@@ -16,7 +17,7 @@ import { createLogger } from "../src/log.js";
 import { createApp } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
 import { listen } from "../src/transport/http-server.js";
-import { describeTlsFailure, readTlsFiles, rereadable, watchTlsFiles } from "../src/transport/tls-files.js";
+import { currentVersion, describeTlsFailure, readTlsFiles, rereadable, watchTlsFiles } from "../src/transport/tls-files.js";
 import { startService, type Service } from "./harness.js";
 import { SecretWatch } from "./secret-watch.js";
 
@@ -157,11 +158,16 @@ it("a renewed certificate is served to new connections without a restart, open o
       ["a certificate for a key", () => copyFileSync(renewed.cert, key), /^TLS_KEY_FILE does not hold a PEM private key this service can use \(ERR_OSSL/],
       ["another certificate's key", () => replaceFiles({ cert: renewed.cert, key: other.key }, { cert, key }), /^TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE$/],
       ["a missing key", () => rmSync(key), /^TLS_CERT_FILE \/ TLS_KEY_FILE cannot be read \(ENOENT\)$/],
+      ["a folder", () => (rmSync(key), mkdirSync(key)), /^TLS_CERT_FILE \/ TLS_KEY_FILE cannot be read \(EISDIR\)$/],
+      ["a key with a passphrase", () => execFileSync("openssl", ["pkey", "-in", renewed.key, "-out", key, "-aes256", "-passout", "pass:secret"]), /^TLS_KEY_FILE holds a key protected by a passphrase; give the service the key without one$/],
+      // A chain caught being written: the leaf whole, the intermediate's BEGIN line cut short.
+      ["a chain cut short", () => writeFileSync(cert, `${readFileSync(renewed.cert, "utf8")}-----BEG`), /^TLS_CERT_FILE ends inside a PEM block \(still being written\?\)/],
     ];
     for (const [what, breakIt, says] of broken) {
+      rmSync(key, { recursive: true, force: true });
       replaceFiles(renewed, { cert, key });
       breakIt();
-      assert.throws(() => server.reloadCertificate!(), (err) => says.test(describeTlsFailure(err) ?? String(err)), what);
+      assert.throws(() => server.reloadCertificate!(), (err) => says.test(describeTlsFailure(err, true) ?? String(err)), what);
       assert.equal(server.certificate!().fingerprint, loaded.fingerprint, what);
       assert.equal((await handshake(port)).fingerprint, loaded.fingerprint, `${what}: still the renewed certificate`);
     }
@@ -191,11 +197,12 @@ it("a certificate file read from a pipe is not read again, and says why", async 
   }
 });
 
-it("the watch on the certificate files reports each change once, a rewrite in place as well as a rename", async () => {
+it("the watch on the certificate files reports each change once, a rewrite in place as well as a rename, and again only what it could not settle", async () => {
   const { dir, cert, key } = selfSigned();
   const files = { certFile: cert, keyFile: key };
   const changes: number[] = [];
-  const stop = watchTlsFiles(files, readTlsFiles(files).version, 20, () => changes.push(Date.now()));
+  let settles = true;
+  const watch = watchTlsFiles(files, readTlsFiles(files).version, 20, () => changes.push(Date.now()) > 0 && settles);
   const settle = () => new Promise((r) => setTimeout(r, 150));
   try {
     await settle();
@@ -213,8 +220,23 @@ it("the watch on the certificate files reports each change once, a rewrite in pl
     assert.equal(changes.length, 3, "removed");
     await settle();
     assert.equal(changes.length, 3, "and not reported again while it stays away");
+    // A change it could not settle (too many open files, say) is reported at every look until it can.
+    settles = false;
+    copyFileSync(renewed.cert, cert);
+    await settle();
+    assert.ok(changes.length >= 5, `tried again: ${changes.length - 3} times`);
+    settles = true;
+    await settle();
+    const after = changes.length;
+    await settle();
+    assert.equal(changes.length, after, "settled, it is left alone");
+    // Files read by other means (a SIGHUP) are not reported again.
+    replaceFiles(renewed, { cert, key });
+    watch.settled(currentVersion(files));
+    await settle();
+    assert.equal(changes.length, after, "settled by SIGHUP");
   } finally {
-    stop();
+    watch.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 });
@@ -223,18 +245,13 @@ it("the service reloads its certificate on SIGHUP and when the files change, in 
   const { dir, cert, key } = selfSigned();
   const renewed = { cert: join(dir, "renewed-cert.pem"), key: join(dir, "renewed-key.pem") };
   certificate(renewed.cert, renewed.key, "renewed");
-  const lines = (s: Service, msg: string) => s.out.text.split("\n").filter((l) => l.includes(`"msg":"${msg}"`)).map((l) => JSON.parse(l));
-  const until = async (what: string, done: () => boolean) => {
-    for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 25));
-    assert.ok(done(), what);
-  };
   const started: Service[] = [];
   t.after(() => started.forEach((s) => s.child.kill("SIGKILL")));
   try {
     // Two workers, watching the files every 100 ms.
     const workers = await startService(join(dir, "w.db"), { WORKERS: "2", TLS_CERT_FILE: cert, TLS_KEY_FILE: key, TLS_RELOAD_CHECK_MS: "100" });
     started.push(workers);
-    await until("both workers listen", () => lines(workers, "listening").length === 2);
+    await until("both workers listen", () => lines(workers, "listening").length === 2, 30_000);
     assert.ok(lines(workers, "listening").every((l) => l.tls_not_after === new Date(new X509Certificate(readFileSync(cert)).validTo).toISOString()));
     replaceFiles(renewed, { cert, key });
     await until("both workers reload", () => lines(workers, "tls certificate reloaded").length === 2);
@@ -248,32 +265,52 @@ it("the service reloads its certificate on SIGHUP and when the files change, in 
     const next = { cert: join(dir, "next-cert.pem"), key: join(dir, "next-key.pem") };
     certificate(next.cert, next.key, "next");
     replaceFiles({ cert: next.cert, key: renewed.key }, { cert, key });
-    await until("both workers refuse it", () => lines(workers, "tls certificate not reloaded; still serving the previous one").length === 2);
-    for (const l of lines(workers, "tls certificate not reloaded; still serving the previous one")) {
+    const refusal = "tls certificate not reloaded; still serving the previous one";
+    await until("both workers refuse it", () => lines(workers, refusal).length === 2);
+    for (const l of lines(workers, refusal)) {
       assert.equal(l.reason, "TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE");
       assert.equal(l.level, "error");
     }
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(lines(workers, refusal).length, 2, "refused for what the files hold: not tried again until they change");
     for (let i = 0; i < 4; i++) assert.equal((await handshake(workers.port)).fingerprint, fingerprintOf(renewed.cert));
-    // Its key arrives: now it is served.
+    // A worker that dies now cannot start on these files: the other serves on, and the
+    // primary starts another later instead of stopping the service.
+    process.kill(childrenRunning(workers.child.pid!, "src/main.ts")[0]!, "SIGKILL");
+    // (A worker's start takes seconds where tsx has not compiled the sources yet.)
+    await until("the replacement could not start", () => lines(workers, "a worker could not start; the others serve on, and another is started later").length >= 1, 30_000);
+    for (let i = 0; i < 4; i++) assert.equal((await handshake(workers.port)).fingerprint, fingerprintOf(renewed.cert), "the other worker serves on");
+    // Its key arrives: now it is served, by the worker that was serving and by a new one.
     replaceFiles(next, { cert, key });
-    await until("both workers take the whole renewal", () => lines(workers, "tls certificate reloaded").length === 4);
-    for (let i = 0; i < 4; i++) assert.equal((await handshake(workers.port)).fingerprint, fingerprintOf(next.cert));
+    await until("the serving worker takes the whole renewal", () => lines(workers, "tls certificate reloaded").length === 3);
+    await until("a new worker starts", () => lines(workers, "listening").length === 3, 30_000);
+    for (let i = 0; i < 6; i++) assert.equal((await handshake(workers.port)).fingerprint, fingerprintOf(next.cert));
     assert.ok(!workers.out.text.includes(readFileSync(next.key, "utf8").split("\n")[1]!), "no key material in the log");
 
-    // SIGHUP reaches the workers through the primary.
+    // SIGHUP reaches every worker through the primary, each once; the watch, which sees the
+    // same change, does not read the files again after it.
+    replaceFiles(renewed, { cert, key });
     workers.child.kill("SIGHUP");
-    await until("both workers reload on SIGHUP", () => lines(workers, "tls certificate reloaded").filter((l) => l.trigger === "SIGHUP").length === 2);
-    assert.equal((await handshake(workers.port)).fingerprint, fingerprintOf(next.cert));
+    const byHup = () => lines(workers, "tls certificate reloaded").filter((l) => l.trigger === "SIGHUP");
+    await until("both workers reload on SIGHUP", () => byHup().length === 2);
+    assert.equal(new Set(byHup().map((l) => l.worker)).size, 2, "each worker once");
+    await new Promise((r) => setTimeout(r, 400));
+    const all = lines(workers, "tls certificate reloaded");
+    for (const hup of byHup()) {
+      const later = all.slice(all.findIndex((l) => l.time === hup.time && l.worker === hup.worker) + 1);
+      assert.ok(!later.some((l) => l.worker === hup.worker && l.sha256 === hup.sha256), "no second reload of the same files");
+    }
+    assert.equal((await handshake(workers.port)).fingerprint, fingerprintOf(renewed.cert));
 
     // One process, no watch: only SIGHUP reads the files again.
     const one = await startService(join(dir, "o.db"), { TLS_CERT_FILE: cert, TLS_KEY_FILE: key, TLS_RELOAD_CHECK_MS: "0" });
     started.push(one);
-    replaceFiles(renewed, { cert, key });
+    replaceFiles(next, { cert, key });
     await new Promise((r) => setTimeout(r, 300));
-    assert.equal((await handshake(one.port)).fingerprint, fingerprintOf(next.cert), "not watched");
+    assert.equal((await handshake(one.port)).fingerprint, fingerprintOf(renewed.cert), "not watched");
     one.child.kill("SIGHUP");
     await until("reloaded on SIGHUP", () => lines(one, "tls certificate reloaded").length === 1);
-    assert.equal((await handshake(one.port)).fingerprint, fingerprintOf(renewed.cert));
+    assert.equal((await handshake(one.port)).fingerprint, fingerprintOf(next.cert));
 
     // Without TLS, SIGHUP does not stop the service.
     const plain = await startService(join(dir, "p.db"));
@@ -290,3 +327,77 @@ it("the service reloads its certificate on SIGHUP and when the files change, in 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+it("a SIGHUP while the service starts is held, and in a terminal SIGHUP is the hangup: the service stops as on SIGTERM", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-hup-"));
+  const dbFile = join(dir, "s.db");
+  // Another process holds the write lock of an empty database: the start waits in its migrations.
+  const other = new Database(dbFile);
+  other.pragma("journal_mode = WAL");
+  other.exec("BEGIN IMMEDIATE");
+  const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: dbFile, RATE_LIMIT_PER_SECOND: "0" };
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  t.after(() => child.kill("SIGKILL"));
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  try {
+    const opened = () => readdirSync(`/proc/${child.pid}/fd`).some((fd) => {
+      try {
+        return readlinkSync(`/proc/${child.pid}/fd/${fd}`) === dbFile;
+      } catch {
+        return false;
+      }
+    });
+    while (child.exitCode === null && !opened()) await new Promise((r) => setTimeout(r, 20));
+    child.kill("SIGHUP");
+    await new Promise((r) => setTimeout(r, 200));
+    other.exec("COMMIT");
+    await until("it listens", () => out.includes('"msg":"listening"'), 10_000);
+    assert.equal(child.exitCode, null, "still running");
+    child.kill("SIGTERM");
+    await new Promise((r) => child.once("exit", r));
+    assert.equal(child.exitCode, 0);
+  } finally {
+    if (other.inTransaction) other.exec("ROLLBACK");
+    other.close();
+  }
+
+  // In a terminal (a pseudo-terminal, as python's pty gives): the hangup stops it cleanly.
+  const inPty = spawn("/usr/bin/python3", ["-c", "import pty, sys; pty.spawn(sys.argv[1:])", process.execPath, "--import", "tsx", "src/main.ts"], {
+    env: { ...env, DATABASE_URL: join(dir, "t.db") },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  t.after(() => inPty.kill("SIGKILL"));
+  let tty = "";
+  inPty.stdout.on("data", (d) => (tty += d));
+  try {
+    await until("it listens in a terminal", () => tty.includes('"msg":"listening"'), 15_000);
+    process.kill(childrenRunning(inPty.pid!, "src/main.ts")[0]!, "SIGHUP");
+    await until("it stops", () => tty.includes('"msg":"stopped"'), 10_000);
+    assert.match(tty, /"msg":"shutting down","signal":"SIGHUP"/);
+  } finally {
+    inPty.stdin.end();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The child processes of `pid` whose command line names `script` (tsx may run an esbuild process beside them). */
+function childrenRunning(pid: number, script: string): number[] {
+  const children = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").map(Number);
+  return children.filter((c) => {
+    try {
+      return readFileSync(`/proc/${c}/cmdline`, "latin1").includes(script);
+    } catch {
+      return false;
+    }
+  });
+}
+
+function lines(s: Service, msg: string): Record<string, any>[] {
+  return s.out.text.split("\n").filter((l) => l.includes(`"msg":"${msg}"`)).map((l) => JSON.parse(l));
+}
+
+async function until(what: string, done: () => boolean, withinMs = 5000): Promise<void> {
+  for (let waited = 0; waited < withinMs && !done(); waited += 25) await new Promise((r) => setTimeout(r, 25));
+  assert.ok(done(), what);
+}

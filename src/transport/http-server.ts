@@ -184,6 +184,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
 
   let server: net.Server;
   let h1: http.Server | undefined;
+  let secureServer: http2.Http2SecureServer | undefined;
   let tls: Pick<RunningServer, "certificate" | "reloadCertificate"> = {};
   if (options.tls) {
     const files = options.tls;
@@ -216,6 +217,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     // Connections come through a plain listener that looks at the first byte: a TLS handshake
     // goes on to the secure server, plain HTTP (an http:// URL by mistake) is told what is
     // wrong instead of seeing the connection closed without a word.
+    secureServer = secure;
     server = net.createServer((socket) => {
       sniffTls(socket, headersTimeoutMs, (isTls) => {
         if (isTls) secure.emit("connection", socket);
@@ -263,10 +265,11 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     server.once("error", reject);
     server.listen(port, host, () => {
       server.off("error", reject);
-      // The HTTP/1.1 server only receives sockets handed over by the sniffer and never listens
-      // itself; "listening" is what starts node's tracking of its connections, which the
-      // headers and request timeouts and closeIdleConnections() rely on.
+      // The HTTP/1.1 and secure servers only receive sockets handed over by a sniffer and never
+      // listen themselves; "listening" is what starts node's tracking of their HTTP/1.1
+      // connections, which the headers and request timeouts and closeIdleConnections() rely on.
       h1?.emit("listening");
+      secureServer?.emit("listening");
       resolve({
         address: server.address() as AddressInfo,
         inFlight: () => inFlight,
@@ -284,6 +287,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
           }
           // Stops the HTTP/1.1 connection checks and closes what is idle.
           h1?.close();
+          secureServer?.close();
           for (const socket of sockets) socket.destroy();
         },
       });

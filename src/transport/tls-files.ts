@@ -55,11 +55,29 @@ function attributed<T>(setting: "TLS_CERT_FILE" | "TLS_KEY_FILE", parse: () => T
  */
 export function rereadTlsFiles(files: TlsFiles): TlsCredentials {
   for (const [name, file] of [["TLS_CERT_FILE", files.certFile], ["TLS_KEY_FILE", files.keyFile]] as const) {
-    if (!statSync(file).isFile()) {
+    const found = statSync(file);
+    if (found.isDirectory()) throw Object.assign(new Error(`${name} is a folder`), { code: "EISDIR", setting: name });
+    if (!found.isFile()) {
       throw Object.assign(new Error(`${name} is not a regular file; it was read once, at start`), { code: "ERR_TLS_NOT_REREADABLE", setting: name });
     }
   }
-  return readTlsFiles(files);
+  const read = readTlsFiles(files);
+  // OpenSSL reads a chain up to a block that has not begun (a BEGIN line cut short), so a
+  // chain being written in place would be served without its intermediates. A start reads
+  // what it is given; a renewal caught half-written waits for its next change.
+  if (!endsWithWholeBlock(read.cert)) {
+    throw Object.assign(new Error("TLS_CERT_FILE ends inside a PEM block"), { code: "ERR_TLS_CUT_SHORT", setting: "TLS_CERT_FILE" });
+  }
+  return read;
+}
+
+/** Whether PEM text ends with an END line, after which there is only white space. */
+function endsWithWholeBlock(pem: Buffer): boolean {
+  const text = pem.toString("latin1");
+  const lastEnd = text.lastIndexOf("-----END ");
+  if (lastEnd < 0) return false;
+  const close = text.indexOf("-----", lastEnd + 9);
+  return close >= 0 && text.slice(close + 5).trim() === "";
 }
 
 /**
@@ -67,13 +85,20 @@ export function rereadTlsFiles(files: TlsFiles): TlsCredentials {
  * the error is not about them. Recognised by codes, never by message text; OpenSSL's codes
  * name no key material.
  */
-export function describeTlsFailure(err: unknown): string | null {
+export function describeTlsFailure(err: unknown, rereading = false): string | null {
   const code = typeof (err as { code?: unknown })?.code === "string" ? (err as { code: string }).code : "";
-  if (code === "EACCES" || code === "EISDIR" || code === "ENOENT" || code === "EPERM") {
+  // At a start, only these are surely the files' (the start reads other files too); read
+  // again, every system error is.
+  if (code === "EACCES" || code === "EISDIR" || code === "ENOENT" || code === "EPERM" || (rereading && /^E[A-Z]+$/.test(code))) {
     return `TLS_CERT_FILE / TLS_KEY_FILE cannot be read (${code})`;
   }
   if (code === "ERR_TLS_KEY_NOT_CERTIFICATES") return "TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE";
   if (code === "ERR_TLS_NOT_REREADABLE") return `${(err as { setting: string }).setting} is not a regular file: it was read once, at start; restart the service to read it again`;
+  if (code === "ERR_TLS_CUT_SHORT") return "TLS_CERT_FILE ends inside a PEM block (still being written?); it is read again when it changes";
+  // OpenSSL asks for a passphrase, and the service has none to give.
+  if (code === "ERR_OSSL_CRYPTO_INTERRUPTED_OR_CANCELLED" && (err as { setting?: string }).setting === "TLS_KEY_FILE") {
+    return "TLS_KEY_FILE holds a key protected by a passphrase; give the service the key without one";
+  }
   if (code.startsWith("ERR_OSSL")) {
     const setting = (err as { setting?: string }).setting;
     if (setting === "TLS_CERT_FILE") return `TLS_CERT_FILE does not hold a PEM certificate this service can use (${code})`;
@@ -83,13 +108,23 @@ export function describeTlsFailure(err: unknown): string | null {
   return null;
 }
 
+/** A watch on the certificate files (see watchTlsFiles). */
+export interface TlsWatch {
+  /** The files as now served, read by other means (SIGHUP): not reported as a change. */
+  settled(version: string): void;
+  stop(): void;
+}
+
 /**
  * Calls `changed` when either file is replaced or rewritten, looking every `everyMs`:
- * certbot renews in place, and a Kubernetes secret volume swaps a symbolic link, neither
- * with a signal. `since` is the version the server serves. Pipes are not watched (see
- * rereadTlsFiles). Returns a function that stops the watch.
+ * certbot points its links at new files, a Kubernetes secret volume swaps a symbolic link,
+ * and neither sends a signal. `since` is the version the server serves. `changed` answers
+ * whether the change is dealt with: served, or refused for what the files hold (looked at
+ * again only once they change again, so a pair caught half-written is reported once, and
+ * tried again when its other half arrives). Otherwise (too many open files, a failing
+ * disk) it is tried again at the next look. Pipes are not watched (see rereadTlsFiles).
  */
-export function watchTlsFiles(files: TlsFiles, since: string, everyMs: number, changed: () => void): () => void {
+export function watchTlsFiles(files: TlsFiles, since: string, everyMs: number, changed: () => boolean): TlsWatch {
   let last = since;
   let looking = false;
   const timer = setInterval(() => {
@@ -99,16 +134,29 @@ export function watchTlsFiles(files: TlsFiles, since: string, everyMs: number, c
     void Promise.all([files.certFile, files.keyFile].map((f) => stat(f).catch((err: NodeJS.ErrnoException) => err)))
       .then(([cert, key]) => {
         const now = versionOf(files, (f) => (f === files.certFile ? cert : key)!);
-        if (now === last) return;
-        // Looked at again only once something changes again: a pair caught half-written
-        // is reported once, and tried again when its other half arrives.
-        last = now;
-        changed();
+        if (now !== last && changed()) last = now;
       })
       .finally(() => (looking = false));
   }, everyMs);
   timer.unref();
-  return () => clearInterval(timer);
+  return { settled: (version) => (last = version), stop: () => clearInterval(timer) };
+}
+
+/** The files' version as it is now (see TlsCredentials.version). */
+export function currentVersion(files: TlsFiles): string {
+  return versionOf(files, (f) => {
+    try {
+      return statSync(f);
+    } catch (err) {
+      return err as NodeJS.ErrnoException;
+    }
+  });
+}
+
+/** Whether a failure to read the files again comes from what they hold, which only a change to them can mend. */
+export function failedForContent(err: unknown): boolean {
+  const code = String((err as { code?: unknown })?.code ?? "");
+  return code.startsWith("ERR_") || code === "ENOENT" || code === "EACCES" || code === "EPERM" || code === "EISDIR" || code === "ELOOP" || code === "ENOTDIR";
 }
 
 /** Both files' identity, size and times: any replacement or rewrite changes it. */

@@ -1,0 +1,332 @@
+// First: protobuf-es looks for the native base64 encoder when it is imported (see runtime/base64.ts).
+import "./runtime/base64.js";
+import cluster, { type Worker } from "node:cluster";
+import Database from "better-sqlite3";
+import { ConfigError, loadConfig, publicUrlKnown, publicUrlOn, type Config } from "./config.js";
+import { createLogger, type Logger } from "./log.js";
+import { bootstrap } from "./services/accounts.js";
+import { createApp } from "./server.js";
+import { openDatabase, type Db } from "./store/database.js";
+import { describeStartupError } from "./startup-errors.js";
+import { onReloadSignal, onStopSignals } from "./signals.js";
+import { listen, type RunningServer } from "./transport/http-server.js";
+import { currentVersion, describeTlsFailure, failedForContent, rereadable, watchTlsFiles, type TlsCredentials, type TlsWatch } from "./transport/tls-files.js";
+
+/**
+ * Starts the service: config, database and migrations, first-start token, then either
+ * serves from this process or, with WORKERS > 1, forks that many workers which share the
+ * port (each accepting its own connections) and the SQLite database.
+ */
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`configuration error: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  try {
+    if (cluster.isWorker) return await serve(config, log);
+
+    // Migrations and the first-start token happen once, before any worker opens the database.
+    const db = openDatabase(config.databaseFile);
+    const first = bootstrap(db, config.bootstrapOrgName);
+    // The token is in the database now and shown only this once, so it is printed whatever
+    // happens next: at once where the address is known, else once listening (PORT=0), and
+    // should the start fail first, with the failure.
+    if (first) welcome = (url) => printFirstStart(first.orgName, first.token, url);
+    if (publicUrlKnown(config)) showWelcome(config.publicUrl);
+    if (config.workers === 1) {
+      // A WAL the last run left long (a crash, a reader that held it) is emptied first, as
+      // the primary's open and close below does with workers. SQLite starts the -shm over
+      // small on its first open, and while a long WAL is reused in place, the -shm alone
+      // must grow: on a full disk that fails a commit after its frames are written, and a
+      // crash then would bring back a write that was answered with an error.
+      // Best effort: on a full disk the copy fails, and the service still starts to serve reads.
+      try {
+        db.$client.pragma("wal_checkpoint(TRUNCATE)");
+      } catch (err) {
+        log.warn("could not empty the WAL at start; serving with it as it is", { error: err instanceof Error ? err.name : typeof err, driver_code: String((err as { code?: unknown }).code) });
+      }
+      return await serve(config, log, db);
+    }
+    db.$client.close();
+    supervise(config, log);
+  } catch (err) {
+    showWelcome(config.publicUrl);
+    const reason = describeStartupError(err, { ...config, tls: Boolean(config.tlsCertFile), tlsFiles: [config.tlsCertFile, config.tlsKeyFile].filter((f) => f !== undefined) });
+    if (reason === null) throw err;
+    process.stderr.write(`startup error: ${reason}\n`);
+    process.exit(1);
+  }
+}
+
+/** How long past SHUTDOWN_TIMEOUT_MS a shutdown may take to close up before the process just exits. */
+const STOP_GRACE_MS = 5000;
+
+/** Serves requests from this process until SIGTERM/SIGINT, then drains and exits 0. */
+// Workers sync their commits off the event loop as one process does; what a worker reads of
+// another's commits, it syncs itself before answering (group-commit.ts, `durable`).
+async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile, { sharedWithProcesses: cluster.isWorker })): Promise<void> {
+  if (cluster.isWorker) relayHalts(db);
+  let publicUrl = config.publicUrl;
+  const app = createApp(db, log, {
+    publicUrl: () => publicUrl,
+    rateLimit: config.rateLimitPerSecond > 0 ? { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst } : null,
+    bodyRateLimit: config.rateLimitBytesPerSecond > 0 ? { perSecond: config.rateLimitBytesPerSecond, burst: config.rateLimitBytesBurst } : null,
+    idempotencyTtlMs: config.idempotencyTtlMs,
+    corsOrigins: config.corsOrigins,
+  });
+  const server = await listen(app.handler, config.port, config.host, {
+    tls: config.tlsCertFile && config.tlsKeyFile ? { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile } : undefined,
+    headersTimeoutMs: config.headersTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+  });
+  publicUrl = publicUrlOn(config, server.address.port);
+  showWelcome(publicUrl);
+  log.info("listening", {
+    // As a URL writes it: an IPv6 address in brackets, so the port stands apart.
+    address: `${server.address.family === "IPv6" ? `[${server.address.address}]` : server.address.address}:${server.address.port}`,
+    tls: Boolean(config.tlsCertFile),
+    tls_not_after: server.certificate?.().notAfter,
+    database: config.databaseFile,
+    worker: cluster.isWorker ? cluster.worker?.id : undefined,
+  });
+  const stopWatching = reloadCertificates(server, config, log);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    stopWatching();
+    log.info("shutting down", { signal, in_flight: server.inFlight() });
+    // Should anything after the drain hang (a stuck background thread), the process
+    // still ends, and says so with a non-zero code.
+    setTimeout(() => {
+      log.error("shutdown did not finish; exiting anyway", { timeout_ms: config.shutdownTimeoutMs });
+      process.exit(1);
+    }, config.shutdownTimeoutMs + STOP_GRACE_MS);
+    try {
+      app.beginShutdown();
+      await server.shutdown(config.shutdownTimeoutMs);
+      const cutOff = server.inFlight();
+      if (cutOff > 0) log.warn("requests still running at the shutdown timeout were cut off", { requests: cutOff, timeout_ms: config.shutdownTimeoutMs });
+      await app.close();
+      // After a failed sync the files stay as they are: closing the last connection would
+      // checkpoint the WAL into the database file, commits that never reached the disk too.
+      if (db.syncFailure() === null) db.$client.close();
+      else log.warn("database left unclosed: a sync failed, and SQLite recovers from the files at the next start");
+    } catch (err) {
+      log.error("shutdown failed", { error: err instanceof Error ? err.name : typeof err, detail: err instanceof Error ? err.message : undefined });
+      process.exit(1);
+    }
+    log.info("stopped");
+    process.exit(0);
+  };
+  onStopSignals((signal) => void stop(signal));
+}
+
+/**
+ * Serves a renewed certificate without a restart: on SIGHUP, and when the files change
+ * (looked at every TLS_RELOAD_CHECK_MS). New connections get the new one; open ones keep
+ * theirs. Files that cannot be used change nothing and are logged, and the previous
+ * certificate stays. Returns a function that stops the watch.
+ */
+function reloadCertificates(server: RunningServer, config: Config, log: Logger): () => void {
+  const worker = cluster.isWorker ? cluster.worker?.id : undefined;
+  if (!server.reloadCertificate || !config.tlsCertFile || !config.tlsKeyFile) {
+    onReloadSignal(() => log.info("SIGHUP: no TLS certificate to reload", { worker }));
+    return () => {};
+  }
+  const files = { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile };
+  let watch: TlsWatch | undefined;
+  /** Reads the files again; answers whether that is settled (see watchTlsFiles). */
+  const reload = (trigger: "SIGHUP" | "files changed"): boolean => {
+    let next: TlsCredentials;
+    try {
+      next = server.reloadCertificate!();
+    } catch (err) {
+      const reason = describeTlsFailure(err, true) ?? `unexpected ${err instanceof Error ? err.name : typeof err}`;
+      log.error("tls certificate not reloaded; still serving the previous one", { trigger, reason, worker });
+      return failedForContent(err);
+    }
+    watch?.settled(next.version);
+    log.info("tls certificate reloaded", { trigger, subject: next.subject, not_after: next.notAfter, sha256: next.fingerprint, worker });
+    return true;
+  };
+  onReloadSignal(() => void reload("SIGHUP"));
+  // A SIGHUP between listening (which read the files) and the line above was held and
+  // dropped: what it asked for is done here if the files have changed since.
+  if (rereadable(files) && currentVersion(files) !== server.certificate!().version) reload("files changed");
+  if (config.tlsReloadCheckMs === 0 || !rereadable(files)) return () => {};
+  watch = watchTlsFiles(files, server.certificate!().version, config.tlsReloadCheckMs, () => reload("files changed"));
+  return () => watch!.stop();
+}
+
+/**
+ * Messages between the primary and its workers about a failed sync. A worker whose sync
+ * failed says so; the primary tells every worker (and each one started later), so that the
+ * whole service stops writing and reading, as one process does (see GroupCommit.halt).
+ * The kernel would report the lost writeback to the other workers' own descriptors at
+ * their next sync too, but only if they had the file open when it happened.
+ */
+type HaltMessage = { halt: string };
+const isHaltMessage = (m: unknown): m is HaltMessage => typeof (m as HaltMessage | null)?.halt === "string";
+
+/** The environment variable that starts a worker halted, when the primary knows of a failed sync. */
+const HALTED_ENV = "SCM_HALTED_BY";
+
+/** In a worker: tells the primary when this worker's sync fails, and halts when told another's did. */
+function relayHalts(db: Db): void {
+  // A worker started after the failure halts before it serves anything.
+  const before = process.env[HALTED_ENV];
+  if (before) db.halt(new Database.SqliteError("another worker could not sync the database to disk", before));
+  db.whenHalted((err) => process.send?.({ halt: String((err as { code?: unknown }).code ?? "SQLITE_IOERR_FSYNC") } satisfies HaltMessage));
+  process.on("message", (m: unknown) => {
+    if (isHaltMessage(m)) db.halt(new Database.SqliteError("another worker could not sync the database to disk", m.halt));
+  });
+}
+
+/** Worker deaths before listening, within this window, after which the service gives up (when no other worker serves). */
+const EARLY_DEATHS = { limit: 5, windowMs: 60_000 };
+
+/** How long the primary waits to start another worker in place of one that could not start while others serve: doubling from the first to the most. */
+const RESTART_WAIT = { firstMs: 1000, maxMs: 60_000 };
+
+/**
+ * The primary of a multi-process service: forks the workers, passes SIGTERM/SIGINT on so
+ * each drains its own requests, and exits once all have stopped (0, or 1 if one failed to).
+ * A worker that dies while serving, or is killed, is replaced. While no worker serves, one
+ * that exits by itself before it could listen (a port in use, an unreadable certificate)
+ * stops the service, since its replacement would fail the same way; so do five deaths before
+ * listening within a minute, whatever their cause (a crash at start, memory too tight to
+ * start at all). While others serve, it is replaced after a wait instead (see RESTART_WAIT).
+ */
+function supervise(config: Config, log: Logger): void {
+  let stopping = false;
+  let exitCode = 0;
+  let halted: string | null = null;
+  const listening = new Set<number>();
+  const earlyDeaths: number[] = [];
+  let restartTries = 0;
+  // Always set, so that a value in the operator's environment never reaches a worker.
+  const fork = () => cluster.fork({ [HALTED_ENV]: halted ?? "" });
+  // The signal passed on to the workers; the log names what asked for the stop, which is
+  // not always a signal (a worker that could not start).
+  const stop = (signal: NodeJS.Signals, cause: string = signal) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("shutting down", { ...(cause === signal ? { signal } : { cause }), workers: config.workers });
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
+  };
+  // Each worker serves with certificates of its own and reads them again itself. Every one
+  // is told, also one this process has not yet heard listen: a worker holds the signal
+  // until it serves, and then reads the files again if they changed since it first did.
+  onReloadSignal(() => {
+    if (!stopping) for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGHUP");
+  });
+  // Each worker accepts its own connections from the shared socket. With node's default
+  // (the primary accepts and hands each connection to a worker), a connection handed to a
+  // worker that was just killed is never answered; this way it stays in the kernel's queue
+  // for another worker. Throughput measured the same either way (README, "All cores").
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  for (let i = 0; i < config.workers; i++) fork();
+  cluster.on("listening", (worker, address) => {
+    listening.add(worker.id);
+    restartTries = 0;
+    // Every worker listens on the same port, PORT=0 too: the first one tells it.
+    showWelcome(publicUrlOn(config, address.port));
+    // Forked before the failure, it learns of it now (later ones are started halted).
+    if (halted) tell(worker, { halt: halted });
+  });
+  cluster.on("message", (worker, m: unknown) => {
+    if (!isHaltMessage(m) || halted) return;
+    halted = m.halt;
+    log.error("a worker could not sync the database to disk: every worker refuses calls until the service is restarted", { worker: worker.id, code: m.halt });
+    for (const other of Object.values(cluster.workers ?? {})) if (other && other !== worker) tell(other, m);
+  });
+  // A worker on its way out may have closed its channel already: without a callback, send
+  // would report that as an 'error' event, which nothing handles, and stop the primary. A
+  // worker that goes is forked again halted anyway.
+  const tell = (worker: Worker, m: HaltMessage) => worker.send(m, () => {});
+  cluster.on("exit", (worker, code, signal) => {
+    const started = listening.delete(worker.id);
+    // A worker whose own shutdown failed exits 1; so does the service then.
+    if (stopping && code !== 0 && code !== null) exitCode = 1;
+    if (!stopping && !started) {
+      const now = Date.now();
+      earlyDeaths.push(now);
+      while (earlyDeaths[0]! < now - EARLY_DEATHS.windowMs) earlyDeaths.shift();
+      if (listening.size > 0) {
+        // The others serve: what stops this one (certificate files caught mid-renewal,
+        // memory tight for a moment) may pass, and stopping would end their serving too.
+        const retryMs = Math.min(RESTART_WAIT.maxMs, RESTART_WAIT.firstMs * 2 ** restartTries++);
+        log.error("a worker could not start; the others serve on, and another is started later", { worker: worker.id, code, signal, retry_in_ms: retryMs });
+        setTimeout(() => {
+          if (!stopping) fork();
+        }, retryMs);
+        return;
+      }
+      if (signal === null || earlyDeaths.length >= EARLY_DEATHS.limit) {
+        log.error("a worker could not start; stopping the service", { worker: worker.id, code, signal, deaths_before_listening: earlyDeaths.length });
+        exitCode = 1;
+        stop("SIGTERM", "a worker could not start");
+      } else {
+        log.error("a worker died while starting; starting another", { worker: worker.id, code, signal });
+        fork();
+        return;
+      }
+    } else if (!stopping) {
+      log.error("worker exited; starting another", { worker: worker.id, code, signal });
+      fork();
+      return;
+    }
+    if (Object.keys(cluster.workers ?? {}).length === 0) {
+      showWelcome(config.publicUrl); // no worker ever listened
+      log.info("stopped", { code: exitCode });
+      process.exit(exitCode);
+    }
+  });
+  onStopSignals((signal) => stop(signal));
+}
+
+/** The first-start message while it waits for the address a server listens on (PORT=0). */
+let welcome: ((url: string) => void) | undefined;
+
+function showWelcome(url: string): void {
+  welcome?.(url);
+  welcome = undefined;
+}
+
+/**
+ * Shown once, on the start that created the first token, on stdout beside the log lines
+ * (not as one of them). Where a supervisor keeps stdout, it is kept with them: the README
+ * says how to start without it.
+ */
+function printFirstStart(orgName: string, token: string, url: string): void {
+  process.stdout.write(
+    [
+      "",
+      `First start: created organization "${orgName}" and an admin API token.`,
+      "This token is shown only now; keep it somewhere safe:",
+      "",
+      `  ${token}`,
+      "",
+      "Create a runner with it:",
+      "",
+      `  curl -sS ${url}/gitpod.v1.RunnerService/CreateRunner \\`,
+      `    -H 'Authorization: Bearer ${token}' \\`,
+      `    -H 'Content-Type: application/json' \\`,
+      `    -d '{"name":"my-runner","provider":"RUNNER_PROVIDER_AWS_EC2"}'`,
+      "",
+      "",
+    ].join("\n"),
+  );
+}
+
+await main();
