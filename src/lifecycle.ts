@@ -28,7 +28,8 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const log = createLogger(config.logLevel);
+  // With WORKERS, every line of a worker says which one wrote it.
+  const log = createLogger(config.logLevel, undefined, cluster.isWorker ? { worker: cluster.worker?.id } : undefined);
   try {
     if (cluster.isWorker) return await serve(config, log);
 
@@ -95,7 +96,6 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     tls: Boolean(config.tlsCertFile),
     tls_not_after: server.certificate?.().notAfter,
     database: config.databaseFile,
-    worker: cluster.isWorker ? cluster.worker?.id : undefined,
   });
   const stopWatching = reloadCertificates(server, config, log);
 
@@ -138,9 +138,8 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
  * certificate stays. Returns a function that stops the watch.
  */
 function reloadCertificates(server: RunningServer, config: Config, log: Logger): () => void {
-  const worker = cluster.isWorker ? cluster.worker?.id : undefined;
   if (!server.reloadCertificate || !config.tlsCertFile || !config.tlsKeyFile) {
-    onReloadSignal(() => log.info("SIGHUP: no TLS certificate to reload", { worker }));
+    onReloadSignal(() => log.info("SIGHUP: no TLS certificate to reload"));
     return () => {};
   }
   const files = { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile };
@@ -152,11 +151,11 @@ function reloadCertificates(server: RunningServer, config: Config, log: Logger):
       next = server.reloadCertificate!();
     } catch (err) {
       const reason = describeTlsFailure(err, true) ?? `unexpected ${err instanceof Error ? err.name : typeof err}`;
-      log.error("tls certificate not reloaded; still serving the previous one", { trigger, reason, worker });
+      log.error("tls certificate not reloaded; still serving the previous one", { trigger, reason });
       return failedForContent(err);
     }
     watch?.settled(next.version);
-    log.info("tls certificate reloaded", { trigger, subject: next.subject, not_after: next.notAfter, sha256: next.fingerprint, worker });
+    log.info("tls certificate reloaded", { trigger, subject: next.subject, not_after: next.notAfter, sha256: next.fingerprint });
     return true;
   };
   onReloadSignal(() => void reload("SIGHUP"));

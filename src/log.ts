@@ -12,11 +12,12 @@ export interface Logger {
   error(msg: string, fields?: LogFields): void;
 }
 
-export function createLogger(level: LogLevel, write: (line: string) => void = batchedStdout()): Logger {
+/** `every` is added to every line (a worker's number, with WORKERS). */
+export function createLogger(level: LogLevel, write: (line: string) => void = batchedStdout(), every?: LogFields): Logger {
   const min = RANK[level];
   const emit = (lvl: LogLevel, msg: string, fields?: LogFields) => {
     if (RANK[lvl] < min) return;
-    write(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields }) + "\n");
+    write(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields, ...every }) + "\n");
   };
   return {
     debug: (m, f) => emit("debug", m, f),

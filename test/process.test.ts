@@ -771,6 +771,10 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
       const got = await post("gitpod.v1.RunnerService/GetRunner", { runnerId: created.body.runner.runnerId });
       assert.equal(got.body.runner.name, "two-workers");
     }
+    // Every line a worker writes says which one it is.
+    await new Promise((r) => setTimeout(r, 100));
+    const requestLines = state.out.split("\n").filter((l) => l.includes('"msg":"request"'));
+    assert.ok(requestLines.length >= 7 && requestLines.every((l) => /"worker":[12]\}$/.test(l)), requestLines.join("\n"));
 
     child.kill("SIGTERM");
     assert.equal(await inTime("exit on SIGTERM", state, () => exited), 0);
