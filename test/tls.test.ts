@@ -50,10 +50,16 @@ it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN",
       const res = await createClient(Health, transport).check({});
       assert.equal(res.status, HealthCheckResponse_ServingStatus.SERVING);
     }
-    // An http:// URL by mistake is told what is wrong, not closed on without a word.
-    const plain = await fetch(`http://127.0.0.1:${server.address.port}/healthz`);
-    assert.equal(plain.status, 400);
-    assert.equal(await plain.text(), "this port serves HTTPS: use an https:// URL\n");
+    // An http:// URL by mistake is told what is wrong, not closed on without a word, and
+    // its connection is closed after the answer: none is held (a descriptor each).
+    const descriptors = () => readdirSync("/proc/self/fd").length;
+    const before = descriptors();
+    for (let i = 0; i < 40; i++) {
+      const plain = await fetch(`http://127.0.0.1:${server.address.port}/healthz`);
+      assert.equal(plain.status, 400);
+      assert.equal(await plain.text(), "this port serves HTTPS: use an https:// URL\n");
+    }
+    await until("their connections are closed", () => descriptors() < before + 10);
   } finally {
     await server.shutdown(500);
     await app.close();
@@ -123,6 +129,41 @@ function replaceFiles(from: { cert: string; key: string }, to: { cert: string; k
     renameSync(`${to[k]}.new`, to[k]);
   }
 }
+
+it("over TLS, shutdown closes idle keep-alive connections at once while a request in flight finishes", async () => {
+  const { dir, cert, key } = selfSigned();
+  const handler = (req: { url?: string }, res: { end(body: string): void }) => {
+    if (req.url === "/slow") setTimeout(() => res.end("slow"), 800);
+    else res.end("fast");
+  };
+  const server = await listen(handler as never, 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key } });
+  // Two agents: one would reuse the idle connection for the slow request.
+  const [agent, other] = [0, 1].map(() => new https.Agent({ keepAlive: true, ca: readFileSync(cert) })) as [https.Agent, https.Agent];
+  const get = (path: string, via = agent) =>
+    new Promise<{ body: string; socket: Socket }>((resolve, reject) => {
+      const req = https.get({ host: "127.0.0.1", port: server.address.port, path, agent: via }, (res) => {
+        let body = "";
+        res.on("data", (c) => (body += c)).on("end", () => resolve({ body, socket: req.socket! })).on("error", reject);
+      });
+      req.on("error", reject);
+    });
+  try {
+    const idle = (await get("/fast")).socket;
+    let idleClosedFirst: boolean | undefined;
+    let slowDone = false;
+    idle.once("close", () => (idleClosedFirst ??= !slowDone));
+    const slow = get("/slow", other).then((r) => ((slowDone = true), r));
+    await new Promise((r) => setTimeout(r, 100));
+    const stopped = server.shutdown(5000);
+    assert.equal((await slow).body, "slow", "the request in flight finishes");
+    await stopped;
+    assert.equal(idleClosedFirst, true, "the idle connection was closed before the drain ended");
+  } finally {
+    agent.destroy();
+    other.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 it("a renewed certificate is served to new connections without a restart, open ones keep theirs, and files that cannot be used change nothing", async () => {
   const { dir, cert, key } = selfSigned();

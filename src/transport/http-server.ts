@@ -221,7 +221,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     server = net.createServer((socket) => {
       sniffTls(socket, headersTimeoutMs, (isTls) => {
         if (isTls) secure.emit("connection", socket);
-        else socket.end("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n\r\nthis port serves HTTPS: use an https:// URL\n");
+        else refusePlainHttp(socket);
       });
     });
     tls = {
@@ -278,6 +278,9 @@ export function listen(handler: NodeHandler, port: number, host: string, options
         async shutdown(timeoutMs) {
           closing = true;
           server.close();
+          // Stops the secure server's HTTP/1.1 connection checks and closes its idle
+          // keep-alive connections (the plain listener's close does neither).
+          secureServer?.close();
           // HTTP/2: GOAWAY, then the session closes once its streams are done.
           for (const s of sessions) s.close();
           const deadline = Date.now() + timeoutMs;
@@ -287,7 +290,6 @@ export function listen(handler: NodeHandler, port: number, host: string, options
           }
           // Stops the HTTP/1.1 connection checks and closes what is idle.
           h1?.close();
-          secureServer?.close();
           for (const socket of sockets) socket.destroy();
         },
       });
@@ -317,6 +319,16 @@ function sniff(socket: net.Socket, timeoutMs: number, route: (isH2: boolean) => 
   socket.on("data", onData);
   socket.once("close", () => clearTimeout(timer));
   socket.once("error", () => socket.destroy());
+}
+
+/**
+ * Answers plain HTTP on the HTTPS port, and closes the connection once the answer is out.
+ * (Left paused, as the sniffer leaves it, a socket never sees its client's end, and stayed
+ * open, descriptor and all, until shutdown.)
+ */
+function refusePlainHttp(socket: net.Socket): void {
+  socket.resume(); // what the client sends on is read and dropped
+  socket.end("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n\r\nthis port serves HTTPS: use an https:// URL\n", () => socket.destroy());
 }
 
 /**
