@@ -154,28 +154,62 @@ describe("migrating a database another process migrates too", () => {
     }
   });
 
-  it("a SQLite database of something else is refused and left as it was; an empty file is made one of this service", () => {
+  it("a SQLite database of something else is refused and left as it was; an empty one is made one of this service", () => {
     const dir = mkdtempSync(join(tmpdir(), "scm-migrate-foreign-"));
+    const running: Database.Database[] = [];
     try {
-      const file = join(dir, "other.db");
-      const other = new Database(file);
-      other.exec("CREATE TABLE a (x); CREATE TABLE b (x); CREATE VIEW c AS SELECT 1; CREATE TABLE d (x); INSERT INTO a VALUES (1)");
-      other.close();
-      const before = readFileSync(file);
-      assert.throws(
-        () => openDatabase(file),
-        (err) => err instanceof ForeignDatabaseError && describeStartupError(err, { databaseFile: file }) === `DATABASE_URL: ${file} is not a database of this service: it holds tables of something else (a, b, c, ...) and none of this service's; set DATABASE_URL to this service's database, or to a new file`,
-      );
-      assert.ok(readFileSync(file).equals(before), "not migrated, nor switched to WAL");
-      assert.deepEqual(readdirSync(dir), ["other.db"]);
-      // An empty file (made by touch, say) has nothing of anyone's in it.
-      const empty = join(dir, "empty.db");
-      writeFileSync(empty, "");
-      openDatabase(empty).$client.close();
-      const made = new Database(empty, { readonly: true });
-      assert.ok(made.prepare("SELECT 1 FROM sqlite_master WHERE name = 'scm_integrations'").get(), "migrated");
-      made.close();
+      const refusedAsIs = (file: string, says: string) => {
+        const before = Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f))]));
+        assert.throws(
+          () => openDatabase(file),
+          (err) => err instanceof ForeignDatabaseError && describeStartupError(err, { databaseFile: file }) === `DATABASE_URL: ${file} is not a database of this service: ${says}; set DATABASE_URL to this service's database, or to a new file`,
+          file,
+        );
+        const after = Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f))]));
+        assert.deepEqual(Object.keys(after).sort(), Object.keys(before).sort(), `${file}: no file made or removed`);
+        // (The -shm is SQLite's index of the WAL, which any reader, read-only too, writes to.)
+        for (const f of Object.keys(before)) if (!f.endsWith("-shm")) assert.ok(after[f]!.equals(before[f]!), `${file}: ${f} as it was`);
+      };
+      const make = (name: string, sql: string, keepWal = false) => {
+        const file = join(dir, name);
+        const other = new Database(file);
+        other.exec(sql);
+        // Killed before closing: its WAL stays beside the file, not yet copied in.
+        if (keepWal) {
+          other.pragma("wal_autocheckpoint = 0");
+          other.exec("INSERT INTO a VALUES (2)");
+          running.push(other); // left open, like a program that still runs
+          return file;
+        }
+        other.close();
+        return file;
+      };
+      refusedAsIs(make("tables.db", "CREATE TABLE a (x); CREATE TABLE b (x); CREATE VIEW c AS SELECT 1; CREATE TABLE d (x); INSERT INTO a VALUES (1)"), "it holds tables of something else (a, b, c, ...) and none of this service's");
+      // Another program that uses drizzle has the same table of migrations, with its own in it.
+      refusedAsIs(make("drizzle-app.db", `CREATE TABLE "__drizzle_migrations" (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at numeric); INSERT INTO "__drizzle_migrations" (hash, created_at) VALUES ('theirs', 1735689600000); CREATE TABLE organizations (x)`), "it holds tables of something else (__drizzle_migrations, organizations) and none of this service's");
+      refusedAsIs(make("newer-app.db", `CREATE TABLE "__drizzle_migrations" (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at numeric); INSERT INTO "__drizzle_migrations" (hash, created_at) VALUES ('theirs', 4102444800000); CREATE TABLE users (x)`), "it holds tables of something else (__drizzle_migrations, users) and none of this service's");
+      refusedAsIs(make("marked.db", "PRAGMA application_id = 1234"), "it is marked as another program's (application_id or user_version)");
+      refusedAsIs(make("versioned.db", "PRAGMA user_version = 7"), "it is marked as another program's (application_id or user_version)");
+      // In WAL mode, with commits still in its WAL: not copied into the file by this service.
+      const wal = make("wal.db", "PRAGMA journal_mode = WAL; CREATE TABLE a (x); INSERT INTO a VALUES (1)", true);
+      refusedAsIs(wal, "it holds tables of something else (a) and none of this service's");
+
+      // Empty, or only what SQLite or an older release of this service left: made one of this service.
+      writeFileSync(join(dir, "touched.db"), "");
+      make("analyzed.db", "CREATE TABLE t (x); ANALYZE; DROP TABLE t");
+      // An older release made the table of migrations before its first migration's
+      // transaction: stopped during that, it left the table empty.
+      make("interrupted.db", `CREATE TABLE "__drizzle_migrations" (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at numeric)`);
+      for (const name of ["touched.db", "analyzed.db", "interrupted.db"]) {
+        openDatabase(join(dir, name)).$client.close();
+        const made = new Database(join(dir, name), { readonly: true });
+        assert.ok(made.prepare("SELECT 1 FROM sqlite_master WHERE name = 'scm_integrations'").get(), `${name} migrated`);
+        made.close();
+        // And opened again, it is this service's.
+        openDatabase(join(dir, name)).$client.close();
+      }
     } finally {
+      for (const other of running) other.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -7,7 +7,7 @@ import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3"
 import { DomainError } from "../domain/errors.js";
 import { isBusy } from "./errors.js";
 import { GroupCommit, type GroupCommitOptions } from "./group-commit.js";
-import { applyMigrations, refuseForeign } from "./migrations.js";
+import { applyMigrations, ForeignDatabaseError, refuseForeign } from "./migrations.js";
 import { ReadBatch } from "./read-batch.js";
 import * as schema from "./schema.js";
 
@@ -73,14 +73,8 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     }
   }
+  refuseForeignFile(file);
   const sqlite = new Database(file);
-  // Before any pragma: journal_mode = WAL would already change another program's file.
-  try {
-    refuseForeign(sqlite);
-  } catch (err) {
-    sqlite.close();
-    throw err;
-  }
   // 2 KiB pages instead of 4: a create changes a few index pages at random places, and
   // each changed page is written whole to the WAL and again by the checkpoint, so smaller
   // pages halve what a create writes (about 41 -> 24 KB under load on a million rows) with
@@ -125,6 +119,31 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     commitStats: () => ({ ...commits.stats, syncs: commits.syncs() }),
     writeTransaction: () => commits.transactions,
   });
+}
+
+/**
+ * Refuses another program's SQLite file before this service opens it to write: even the
+ * pragmas below change a file (journal_mode = WAL), and closing a connection that could
+ * write copies a WAL another program left into it. Looked at through a read-only
+ * connection, which never does. A file that cannot be opened so is left to the open
+ * that follows, which says what is wrong.
+ */
+function refuseForeignFile(file: string): void {
+  if (file === ":memory:") return;
+  let look: Database.Database;
+  try {
+    look = new Database(file, { readonly: true, fileMustExist: true });
+  } catch {
+    return;
+  }
+  try {
+    refuseForeign(look, migrationsFolder());
+  } catch (err) {
+    // Not a database at all (SQLITE_NOTADB) is the open's to report, as before.
+    if (err instanceof ForeignDatabaseError) throw err;
+  } finally {
+    look.close();
+  }
 }
 
 /**

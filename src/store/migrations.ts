@@ -23,16 +23,33 @@ export class NewerDatabaseError extends Error {
  * mode, perhaps readable by anyone, their token hashes and signing keys) beside its own.
  */
 export class ForeignDatabaseError extends Error {
-  constructor(readonly tables: string[]) {
-    super(`it holds tables of something else (${tables.slice(0, 3).join(", ")}${tables.length > 3 ? ", ..." : ""}) and none of this service's`);
+  constructor(
+    readonly tables: string[],
+    why = `it holds tables of something else (${tables.slice(0, 3).join(", ")}${tables.length > 3 ? ", ..." : ""}) and none of this service's`,
+  ) {
+    super(why);
   }
 }
 
-/** Throws ForeignDatabaseError unless `sqlite` is empty or has had this service's migrations. */
-export function refuseForeign(sqlite: Database.Database): void {
-  if (lastApplied(sqlite) !== null) return;
-  const tables = sqlite.prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name").pluck().all() as string[];
+/**
+ * Throws ForeignDatabaseError unless `sqlite` is empty or this service's. Its own are told
+ * by their first applied migration, which is this service's first (another program using
+ * drizzle has the same table of migrations, with its own). Empty is no table of anyone's
+ * (SQLite's own statistics aside) and no mark another program set (application_id,
+ * user_version); an empty table of migrations is what an older release, which made that
+ * table before its first migration's transaction, left when stopped during it.
+ */
+export function refuseForeign(sqlite: Database.Database, migrationsFolder: string): void {
+  const hasTable = sqlite.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(TABLE) !== undefined;
+  const first = hasTable ? sqlite.prepare(`SELECT created_at FROM "${TABLE}" ORDER BY created_at LIMIT 1`).pluck().get() : undefined;
+  const applied = first !== undefined && first !== null;
+  if (applied && Number(first) === Math.min(...readMigrationFiles({ migrationsFolder }).map((m) => m.folderMillis))) return;
+  const names = sqlite.prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name").pluck().all() as string[];
+  const tables = names.filter((n) => !n.startsWith("sqlite_") && (applied || n !== TABLE));
   if (tables.length > 0) throw new ForeignDatabaseError(tables);
+  if (sqlite.pragma("application_id", { simple: true }) !== 0 || sqlite.pragma("user_version", { simple: true }) !== 0) {
+    throw new ForeignDatabaseError([], "it is marked as another program's (application_id or user_version)");
+  }
 }
 
 /**
