@@ -324,9 +324,8 @@ function notServed(
     // clients read as a call without status). The message is ASCII without '%': no escaping.
     const headers = { "content-type": req.headers["content-type"]!, "grpc-status": "12", "grpc-message": message };
     if ("stream" in req) {
-      // respond() skips what was set on `res`, the request id included.
-      const id = res.getHeader("x-request-id");
-      if (!req.stream.destroyed && !req.stream.headersSent) req.stream.respond({ ":status": 200, ...headers, ...(id ? { "x-request-id": id } : {}) }, { endStream: true });
+      // respond() skips what was set on `res`: the request id, CORS headers.
+      if (!req.stream.destroyed && !req.stream.headersSent) req.stream.respond({ ":status": 200, ...res.getHeaders(), ...headers }, { endStream: true });
     } else {
       res.writeHead(200, headers);
       res.end();

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { it } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -25,6 +26,14 @@ it("with CORS_ALLOWED_ORIGINS, pages of those origins may call from a browser: p
     const allowed = (pre.headers.get("access-control-allow-headers") ?? "").toLowerCase().split(/,\s*/);
     for (const h of ["authorization", "content-type", "connect-protocol-version", "idempotency-key", "x-grpc-web", "grpc-timeout"]) assert.ok(allowed.includes(h), h);
     assert.equal(pre.headers.get("access-control-max-age"), "7200");
+    // Whatever else the page's client sends is allowed too: the official SDK sends its
+    // X-Stainless-* headers on every call.
+    const sdk = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, {
+      method: "OPTIONS",
+      headers: { origin: APP, "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type,x-stainless-retry-count,x-stainless-timeout,traceparent" },
+    });
+    const sdkAllowed = (sdk.headers.get("access-control-allow-headers") ?? "").toLowerCase().split(/,\s*/);
+    for (const h of ["x-stainless-retry-count", "x-stainless-timeout", "traceparent", "idempotency-key"]) assert.ok(sdkAllowed.includes(h), h);
     assert.equal(pre.headers.get("access-control-allow-credentials"), null, "tokens are headers, not cookies");
     assert.match(pre.headers.get("vary") ?? "", /Origin/);
 
@@ -61,6 +70,23 @@ it("with CORS_ALLOWED_ORIGINS, pages of those origins may call from a browser: p
     assert.equal(limited.status, 429);
     assert.equal(limited.headers.get("access-control-allow-origin"), APP);
     assert.ok(limited.headers.get("retry-after-ms"));
+
+    // gRPC-Web over HTTP/2 (as browsers speak to an HTTPS service) for a method not served:
+    // answered in headers alone, which carry what the page needs too.
+    const h2 = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+      const session = http2.connect(s.url);
+      session.on("error", reject);
+      const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunner", origin: APP, "content-type": "application/grpc-web+proto" });
+      req.on("response", (h) => resolve(h));
+      req.on("error", reject);
+      req.on("close", () => session.close());
+      req.end(Buffer.alloc(5));
+      req.resume();
+    });
+    assert.equal(h2["grpc-status"], "12");
+    assert.equal(h2["access-control-allow-origin"], APP);
+    assert.match(String(h2["access-control-expose-headers"]), /Grpc-Status/i);
+    assert.match(String(h2["x-request-id"]), /^[0-9a-f-]{36}$/);
 
     // Another origin gets nothing that would let a browser hand it the answer.
     const other = await preflight(s.url, "https://evil.example.test");

@@ -6,7 +6,9 @@ import { cors } from "@connectrpc/connect";
 export type CorsOrigins = readonly string[] | "*";
 
 // Besides what the protocols need (connect-es's lists): what the service reads and writes itself.
-const ALLOW_HEADERS = [...cors.allowedHeaders, "Authorization", "Idempotency-Key", "X-Request-Id", "Content-Encoding"].join(", ");
+const ALLOW_HEADERS = [...cors.allowedHeaders, "Authorization", "Idempotency-Key", "X-Request-Id"].join(", ");
+/** A preflight's list of header names, as the Fetch standard has browsers send it. */
+const HEADER_NAMES = /^[!#$%&'*+.^_`|~0-9a-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-9a-z-]+)*$/i;
 const EXPOSE_HEADERS = [...cors.exposedHeaders, "Retry-After", "Retry-After-Ms", "X-Request-Id", "X-Should-Retry"].join(", ");
 const ALLOW_METHODS = cors.allowedMethods.join(", ");
 /** How long a browser may keep a preflight's answer (Chromium keeps it at most 2 hours). */
@@ -30,7 +32,9 @@ export function answerCors(origins: CorsOrigins, req: Req, res: Res): boolean {
     res.writeHead(204, {
       "access-control-allow-origin": allowed,
       "access-control-allow-methods": ALLOW_METHODS,
-      "access-control-allow-headers": ALLOW_HEADERS,
+      // And whatever else the page's client sends (the official SDK its X-Stainless-* headers,
+      // tracing its traceparent): the origin is trusted, and the token is what guards a call.
+      "access-control-allow-headers": requestedHeaders(req) ?? ALLOW_HEADERS,
       "access-control-max-age": String(MAX_AGE_SECONDS),
       vary: "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
     });
@@ -41,4 +45,11 @@ export function answerCors(origins: CorsOrigins, req: Req, res: Res): boolean {
   res.setHeader("access-control-expose-headers", EXPOSE_HEADERS);
   if (origins !== "*") res.setHeader("vary", "Origin");
   return false;
+}
+
+/** ALLOW_HEADERS and the names the preflight asks for, when they are well-formed and few. */
+function requestedHeaders(req: Req): string | undefined {
+  const asked = req.headers["access-control-request-headers"];
+  if (typeof asked !== "string" || asked.length > 2048 || !HEADER_NAMES.test(asked.trim())) return undefined;
+  return `${ALLOW_HEADERS}, ${asked.trim()}`;
 }

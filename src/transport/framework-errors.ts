@@ -111,7 +111,8 @@ export function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2Se
 
 /** What a 415 says: the content type sent, and the ones each protocol sends. */
 function unsupportedMediaType(given: string | undefined): string {
-  const sent = given === undefined ? "no Content-Type" : `Content-Type "${truncate(given.replace(/[\x00-\x1f\x7f]/g, "?"))}"`;
+  // Header bytes arrive as latin1: anything but printable ASCII is shown as "?".
+  const sent = given === undefined ? "no Content-Type" : `Content-Type "${truncate(given.replace(/[^\x20-\x7e]/g, "?"))}"`;
   return `unsupported media type: ${sent}; calls are sent as application/json (Connect JSON), application/proto (Connect binary), application/grpc (gRPC) or application/grpc-web (gRPC-Web)\n`;
 }
 
