@@ -8,7 +8,7 @@ import { bootstrap } from "./services/accounts.js";
 import { createApp } from "./server.js";
 import { openDatabase, type Db } from "./store/database.js";
 import { describeStartupError } from "./startup-errors.js";
-import { onReloadSignal, onStopSignals } from "./signals.js";
+import { onReloadSignal, onStopSignals, SIGNALS_HELD } from "./signals.js";
 import { listen, type RunningServer } from "./transport/http-server.js";
 import { currentVersion, describeTlsFailure, failedForContent, rereadable, watchTlsFiles, type TlsCredentials, type TlsWatch } from "./transport/tls-files.js";
 
@@ -224,10 +224,13 @@ function supervise(config: Config, log: Logger): void {
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
   };
   // Each worker serves with certificates of its own and reads them again itself. Every one
-  // is told, also one this process has not yet heard listen: a worker holds the signal
-  // until it serves, and then reads the files again if they changed since it first did.
+  // that holds its signals is told, also one this process has not yet heard listen: it holds
+  // the signal until it serves, and then reads the files again if they changed since it first
+  // did. One that does not hold them yet would be ended by it, and reads the files later anyway.
+  const holding = new Set<number>();
   onReloadSignal(() => {
-    if (!stopping) for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGHUP");
+    if (stopping) return;
+    for (const worker of Object.values(cluster.workers ?? {})) if (worker && holding.has(worker.id)) worker.process.kill("SIGHUP");
   });
   // Each worker accepts its own connections from the shared socket. With node's default
   // (the primary accepts and hands each connection to a worker), a connection handed to a
@@ -244,6 +247,7 @@ function supervise(config: Config, log: Logger): void {
     if (halted) tell(worker, { halt: halted });
   });
   cluster.on("message", (worker, m: unknown) => {
+    if ((m as typeof SIGNALS_HELD | null)?.signalsHeld === true) holding.add(worker.id);
     if (!isHaltMessage(m) || halted) return;
     halted = m.halt;
     log.error("a worker could not sync the database to disk: every worker refuses calls until the service is restarted", { worker: worker.id, code: m.halt });
@@ -254,6 +258,7 @@ function supervise(config: Config, log: Logger): void {
   // worker that goes is forked again halted anyway.
   const tell = (worker: Worker, m: HaltMessage) => worker.send(m, () => {});
   cluster.on("exit", (worker, code, signal) => {
+    holding.delete(worker.id);
     const started = listening.delete(worker.id);
     // A worker whose own shutdown failed exits 1; so does the service then.
     if (stopping && code !== 0 && code !== null) exitCode = 1;

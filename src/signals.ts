@@ -1,3 +1,5 @@
+import cluster from "node:cluster";
+
 /**
  * The signals the service acts on, held from the moment the process starts (src/main.ts
  * imports this first): until the service can act on one, it is noted and acted on once it
@@ -10,6 +12,9 @@
  * session dropped) and stops the service as SIGTERM does, so that nothing is left serving
  * headless, its log lines going nowhere.
  */
+
+/** The message a worker sends once it holds its signals. */
+export const SIGNALS_HELD = { signalsHeld: true } as const;
 
 /** Whether the process runs in a terminal: stdin, stdout or stderr is one. */
 export const inTerminal = Boolean(process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY);
@@ -26,6 +31,9 @@ const holdSighup = () => {
 process.on("SIGTERM", holdSigterm);
 process.on("SIGINT", holdSigint);
 process.on("SIGHUP", holdSighup);
+// A worker tells the primary that it holds them: before this, a SIGHUP passed on to it would
+// end it (see supervise in lifecycle.ts).
+if (cluster.isWorker) process.send?.(SIGNALS_HELD);
 
 /** Hands the stopping signals to `stop`, including one that came while they were held. */
 export function onStopSignals(stop: (signal: NodeJS.Signals) => void): void {

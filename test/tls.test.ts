@@ -403,6 +403,41 @@ it("a SIGHUP while the service starts is held, and in a terminal SIGHUP is the h
     other.close();
   }
 
+  // With workers, SIGHUPs sent all through their start (from the moment the primary holds
+  // the signal) end none: the primary passes it only to workers that hold it themselves.
+  const { cert, key, dir: certDir } = selfSigned();
+  t.after(() => rmSync(certDir, { recursive: true, force: true }));
+  const workers = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    env: { ...env, DATABASE_URL: join(dir, "w.db"), WORKERS: "2", TLS_CERT_FILE: cert, TLS_KEY_FILE: key },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  t.after(() => workers.kill("SIGKILL"));
+  let workersOut = "";
+  workers.stdout.on("data", (d) => (workersOut += d));
+  const catchesSighup = () => {
+    try {
+      const caught = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${workers.pid}/status`, "utf8"))?.[1];
+      return caught !== undefined && (BigInt(`0x${caught}`) & 1n) === 1n; // SIGHUP is signal 1
+    } catch {
+      return false;
+    }
+  };
+  await until("the primary holds SIGHUP", catchesSighup, 15_000);
+  let sent = 0;
+  const barrage = setInterval(() => (workers.kill("SIGHUP"), sent++), 10);
+  try {
+    await until("both workers listen", () => (workersOut.match(/"msg":"listening"/g) ?? []).length === 2, 30_000);
+    await new Promise((r) => setTimeout(r, 300));
+  } finally {
+    clearInterval(barrage);
+  }
+  assert.ok(sent > 10, `${sent} SIGHUPs sent`);
+  assert.doesNotMatch(workersOut, /a worker died while starting|could not start/, "no worker ended by a SIGHUP");
+  assert.equal(workers.exitCode, null);
+  workers.kill("SIGTERM");
+  await new Promise((r) => workers.once("exit", r));
+  assert.equal(workers.exitCode, 0);
+
   // In a terminal (a pseudo-terminal, as python's pty gives): the hangup stops it cleanly.
   const inPty = spawn("/usr/bin/python3", ["-c", "import pty, sys; pty.spawn(sys.argv[1:])", process.execPath, "--import", "tsx", "src/main.ts"], {
     env: { ...env, DATABASE_URL: join(dir, "t.db") },
