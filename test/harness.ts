@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
@@ -207,4 +207,19 @@ export function crashMidWrite(file: string, committed: boolean): void {
     process.kill(process.pid, "SIGKILL");
   `], { stdio: "inherit" });
   assert.equal(result.signal, "SIGKILL", `the writer was to be killed: ${result.error ?? result.status}`);
+}
+
+/** Whether process `pid` has `file` open (a start waiting on a locked database has it open). */
+export function hasOpen(pid: number, file: string): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`) === file;
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false; // gone
+  }
 }

@@ -15,6 +15,7 @@ import { normalizeHost } from "../src/domain/host.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { openDatabase } from "../src/store/database.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
+import { hasOpen } from "./harness.js";
 
 /**
  * Starts src/main.ts on a fresh database and resolves once it is listening. What the test
@@ -852,14 +853,7 @@ it("a first start stopped by SIGTERM before it listens still prints the token it
   const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
   try {
     // It has the database open: it is inside its migrations, waiting for the lock.
-    const opened = () => readdirSync(`/proc/${child.pid}/fd`).some((fd) => {
-      try {
-        return readlinkSync(`/proc/${child.pid}/fd/${fd}`) === dbFile;
-      } catch {
-        return false;
-      }
-    });
-    while (child.exitCode === null && !opened()) await new Promise((r) => setTimeout(r, 20));
+    while (child.exitCode === null && !hasOpen(child.pid!, dbFile)) await new Promise((r) => setTimeout(r, 20));
     await new Promise((r) => setTimeout(r, 200));
     child.kill("SIGTERM");
     other.exec("COMMIT");

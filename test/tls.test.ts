@@ -18,7 +18,7 @@ import { createApp } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
 import { listen } from "../src/transport/http-server.js";
 import { currentVersion, describeTlsFailure, readTlsFiles, rereadable, watchTlsFiles } from "../src/transport/tls-files.js";
-import { startService, type Service } from "./harness.js";
+import { hasOpen, startService, type Service } from "./harness.js";
 import { SecretWatch } from "./secret-watch.js";
 
 /** A fresh folder holding a self-signed certificate for 127.0.0.1 and its key. */
@@ -382,14 +382,7 @@ it("a SIGHUP while the service starts is held, and in a terminal SIGHUP is the h
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   try {
-    const opened = () => readdirSync(`/proc/${child.pid}/fd`).some((fd) => {
-      try {
-        return readlinkSync(`/proc/${child.pid}/fd/${fd}`) === dbFile;
-      } catch {
-        return false;
-      }
-    });
-    while (child.exitCode === null && !opened()) await new Promise((r) => setTimeout(r, 20));
+    while (child.exitCode === null && !hasOpen(child.pid!, dbFile)) await new Promise((r) => setTimeout(r, 20));
     child.kill("SIGHUP");
     await new Promise((r) => setTimeout(r, 200));
     other.exec("COMMIT");
