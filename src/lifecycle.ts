@@ -159,10 +159,11 @@ function reloadCertificates(server: RunningServer, config: Config, log: Logger):
     return true;
   };
   onReloadSignal(() => void reload("SIGHUP"));
+  const watchable = rereadable(files);
   // A SIGHUP between listening (which read the files) and the line above was held and
   // dropped: what it asked for is done here if the files have changed since.
-  if (rereadable(files) && currentVersion(files) !== server.certificate!().version) reload("files changed");
-  if (config.tlsReloadCheckMs === 0 || !rereadable(files)) return () => {};
+  if (watchable && currentVersion(files) !== server.certificate!().version) reload("files changed");
+  if (config.tlsReloadCheckMs === 0 || !watchable) return () => {};
   watch = watchTlsFiles(files, server.certificate!().version, config.tlsReloadCheckMs, () => reload("files changed"));
   return () => watch!.stop();
 }
