@@ -441,7 +441,16 @@ it("a SIGHUP while the service starts is held, and in a terminal SIGHUP is the h
   inPty.stdout.on("data", (d) => (tty += d));
   try {
     await until("it listens in a terminal", () => tty.includes('"msg":"listening"'), 15_000);
-    process.kill(childrenRunning(inPty.pid!, "src/main.ts")[0]!, "SIGHUP");
+    const service = childrenRunning(inPty.pid!, "src/main.ts")[0]!;
+    // Should it not stop, killing python would leave it running, orphaned.
+    t.after(() => {
+      try {
+        process.kill(service, "SIGKILL");
+      } catch {
+        // stopped, as it should
+      }
+    });
+    process.kill(service, "SIGHUP");
     await until("it stops", () => tty.includes('"msg":"stopped"'), 10_000);
     assert.match(tty, /"msg":"shutting down","signal":"SIGHUP"/);
   } finally {
