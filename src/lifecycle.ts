@@ -61,7 +61,7 @@ async function main(): Promise<void> {
     showWelcome(config.publicUrl);
     const reason = describeStartupError(err, { ...config, tls: Boolean(config.tlsCertFile), tlsFiles: [config.tlsCertFile, config.tlsKeyFile].filter((f) => f !== undefined) });
     if (reason === null) throw err;
-    process.stderr.write(`startup error: ${reason}\n`);
+    process.stderr.write(`startup error: ${reason}${cluster.isWorker ? ` (worker ${cluster.worker?.id})` : ""}\n`);
     process.exit(1);
   }
 }

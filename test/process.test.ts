@@ -476,7 +476,8 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       // A certificate where the key belongs: the message names the file.
       [{ DATABASE_URL: join(dir, "h.db"), TLS_CERT_FILE: ecCert, TLS_KEY_FILE: ecCert }, /^startup error: TLS_KEY_FILE does not hold a PEM private key this service can use \(ERR_OSSL_/],
       [{ DATABASE_URL: join(dir, "d.db"), PORT: port }, /^startup error: PORT \d+: 127\.0\.0\.1:\d+ is already in use\n$/],
-      [{ DATABASE_URL: join(dir, "e.db"), PORT: port, WORKERS: "2" }, /startup error: PORT \d+: 127\.0\.0\.1:\d+ is already in use\n/],
+      // A worker's line says which worker met it.
+      [{ DATABASE_URL: join(dir, "e.db"), PORT: port, WORKERS: "2" }, /startup error: PORT \d+: 127\.0\.0\.1:\d+ is already in use \(worker \d+\)\n/],
       [{ DATABASE_URL: join(dir, "f.db"), TLS_CERT_FILE: ecCert, TLS_KEY_FILE: rsaKey }, /^startup error: TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE\n$/],
       [{ DATABASE_URL: join(dir, "g.db"), TLS_CERT_FILE: ecCert, TLS_KEY_FILE: x25519Key }, /^startup error: TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE\n$/],
       // A folder that cannot be made though its parent exists (node's recursive mkdir loops there).

@@ -14,6 +14,9 @@ import { truncate } from "../domain/text.js";
 //   here they get `x-should-retry: false`.
 // Anything else `internal` is left as it is, so that a real fault still shows.
 
+/** The Connect JSON content types as clients send them (lower-cased). */
+const PLAIN_JSON = new Set(["application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"]);
+
 /** Messages of connect-node's `internal` errors that are caused by the request's bytes. */
 const UNDECODABLE = [/^parse binary: /, /^received compressed envelope, but do not know how to decompress$/, /^decompression failed$/];
 
@@ -58,10 +61,11 @@ export function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2Se
       if (fixed["grpc-status"] !== undefined) grpcStatuses.set(res, fixed["grpc-status"]);
       return addTrailers.call(this, fixed);
     };
-  } else if (!contentType.startsWith("application/json") || req.headers["content-encoding"] !== undefined) {
+  } else if (!PLAIN_JSON.has(contentType) || req.headers["content-encoding"] !== undefined) {
     // Connect unary: the error is a JSON body after writeHead(status); an `internal` one is
     // held back until its body shows what it is. Plain uncompressed JSON, the common case,
-    // is skipped: connect-node already answers its decoding errors `invalid_argument`.
+    // is skipped: connect-node already answers its decoding errors `invalid_argument`. (Only
+    // as clients write it: `application/json; charset=latin1` is a 415, which is explained.)
     const writeHead = r.writeHead!;
     const write = r.write!;
     const end = r.end!;
