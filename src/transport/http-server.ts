@@ -218,12 +218,8 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     // goes on to the secure server, plain HTTP (an http:// URL by mistake) is told what is
     // wrong instead of seeing the connection closed without a word.
     secureServer = secure;
-    server = net.createServer((socket) => {
-      sniffTls(socket, headersTimeoutMs, (isTls) => {
-        if (isTls) secure.emit("connection", socket);
-        else refusePlainHttp(socket);
-      });
-    });
+    const route = tlsRoute(secure);
+    server = net.createServer((socket) => sniff(socket, headersTimeoutMs, route));
     tls = {
       certificate: () => serving,
       reloadCertificate() {
@@ -241,9 +237,8 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     h2.on("session", (s) => trackSession(s));
     h1.on("checkContinue", continueOrRefuse);
     h2.on("checkContinue", continueOrRefuse);
-    server = net.createServer((socket) => {
-      sniff(socket, headersTimeoutMs, (isH2) => (isH2 ? h2 : h1!).emit("connection", socket));
-    });
+    const route = cleartextRoute(h1, h2);
+    server = net.createServer((socket) => sniff(socket, headersTimeoutMs, route));
   }
   server.on("connection", (socket: net.Socket) => {
     sockets.add(socket);
@@ -297,28 +292,57 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   });
 }
 
-/** Reads just enough of a new connection to tell the HTTP/2 preface apart, then puts it back. */
-function sniff(socket: net.Socket, timeoutMs: number, route: (isH2: boolean) => void): void {
-  let seen = Buffer.alloc(0);
-  // A client that connects and then says too little to tell its protocol is not waited for.
+/**
+ * Reads just enough of a new connection to decide where it goes, puts what it read back, and
+ * hands it on paused. `decide` answers undefined while it needs more bytes. A client that
+ * connects and then says too little to decide is not waited for.
+ */
+function sniff(socket: net.Socket, timeoutMs: number, decide: (seen: Buffer) => ((socket: net.Socket) => void) | undefined): void {
+  let seen: Buffer = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), timeoutMs);
   timer.unref();
   const onData = (chunk: Buffer) => {
-    seen = Buffer.concat([seen, chunk]);
-    const n = Math.min(seen.length, H2_PREFACE.length);
-    const matches = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-    if (matches && seen.length < H2_PREFACE.length) return; // need more bytes to be sure
+    seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+    const next = decide(seen);
+    if (next === undefined) return;
     clearTimeout(timer);
     socket.off("data", onData);
     socket.pause();
     socket.unshift(seen);
-    route(matches);
-    // The HTTP/2 session reads the socket itself; HTTP/1.1 needs the stream flowing.
-    if (!matches) socket.resume();
+    next(socket);
   };
   socket.on("data", onData);
   socket.once("close", () => clearTimeout(timer));
   socket.once("error", () => socket.destroy());
+}
+
+/** Where a cleartext connection goes: HTTP/2 if it opens with the preface, else HTTP/1.1. */
+function cleartextRoute(h1: http.Server, h2: http2.Http2Server) {
+  return (seen: Buffer) => {
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    const matches = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (matches && seen.length < H2_PREFACE.length) return undefined; // need more bytes to be sure
+    if (matches) return (socket: net.Socket) => void h2.emit("connection", socket);
+    return (socket: net.Socket) => {
+      h1.emit("connection", socket);
+      socket.resume(); // the HTTP/2 session reads the socket itself; HTTP/1.1 needs it flowing
+    };
+  };
+}
+
+/**
+ * Where a connection to the HTTPS port goes: 0x16 opens every TLS handshake record, to the
+ * secure server; plain HTTP (a method's capital letters, then a space) is told what is
+ * wrong; anything else is dropped.
+ */
+function tlsRoute(secure: http2.Http2SecureServer) {
+  return (seen: Buffer) => {
+    if (seen[0] === 0x16) return (socket: net.Socket) => void secure.emit("connection", socket);
+    const start = seen.subarray(0, 16).toString("latin1");
+    if (/^[A-Z]+ /.test(start)) return refusePlainHttp;
+    if (/^[A-Z]+$/.test(start) && start.length < 16) return undefined; // a method still coming
+    return (socket: net.Socket) => void socket.destroy();
+  };
 }
 
 /**
@@ -329,25 +353,6 @@ function sniff(socket: net.Socket, timeoutMs: number, route: (isH2: boolean) => 
 function refusePlainHttp(socket: net.Socket): void {
   socket.resume(); // what the client sends on is read and dropped
   socket.end("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n\r\nthis port serves HTTPS: use an https:// URL\n", () => socket.destroy());
-}
-
-/**
- * Waits for a new connection's first byte and puts it back: 0x16 opens every TLS handshake
- * record; plain HTTP begins with a method's letters. Anything else is dropped as before.
- */
-function sniffTls(socket: net.Socket, timeoutMs: number, route: (isTls: boolean) => void): void {
-  const timer = setTimeout(() => socket.destroy(), timeoutMs);
-  timer.unref();
-  socket.once("data", (chunk: Buffer) => {
-    clearTimeout(timer);
-    socket.pause();
-    socket.unshift(chunk);
-    if (chunk[0] === 0x16) route(true);
-    else if (/^[A-Z]+ /.test(chunk.subarray(0, 16).toString("latin1"))) route(false);
-    else socket.destroy();
-  });
-  socket.once("close", () => clearTimeout(timer));
-  socket.once("error", () => socket.destroy());
 }
 
 /** Asks an HTTP/2 connection to wind down (GOAWAY), and ends it if its streams do not finish soon. */
