@@ -40,8 +40,7 @@ export class ForeignDatabaseError extends Error {
  * table before its first migration's transaction, left when stopped during it.
  */
 export function refuseForeign(sqlite: Database.Database, migrationsFolder: string): void {
-  const hasTable = sqlite.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(TABLE) !== undefined;
-  const first = hasTable ? sqlite.prepare(`SELECT created_at FROM "${TABLE}" ORDER BY created_at LIMIT 1`).pluck().get() : undefined;
+  const first = hasMigrationsTable(sqlite) ? sqlite.prepare(`SELECT created_at FROM "${TABLE}" ORDER BY created_at LIMIT 1`).pluck().get() : undefined;
   const applied = first !== undefined && first !== null;
   if (applied && Number(first) === Math.min(...readMigrationFiles({ migrationsFolder }).map((m) => m.folderMillis))) return;
   const names = sqlite.prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name").pluck().all() as string[];
@@ -102,8 +101,11 @@ function refuseNewer(last: number | null, known: { folderMillis: number }[]): vo
 
 /** When the newest applied migration was made (its folder's time), or null if none is. */
 function lastApplied(sqlite: Database.Database): number | null {
-  const table = sqlite.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(TABLE);
-  if (table === undefined) return null;
+  if (!hasMigrationsTable(sqlite)) return null;
   const last = sqlite.prepare(`SELECT created_at FROM "${TABLE}" ORDER BY created_at DESC LIMIT 1`).pluck().get();
   return last === undefined || last === null ? null : Number(last);
+}
+
+function hasMigrationsTable(sqlite: Database.Database): boolean {
+  return sqlite.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(TABLE) !== undefined;
 }
