@@ -1,4 +1,5 @@
 import cluster from "node:cluster";
+import { isatty } from "node:tty";
 
 /**
  * The signals the service acts on, held from the moment the process starts (src/main.ts
@@ -17,7 +18,8 @@ import cluster from "node:cluster";
 export const SIGNALS_HELD = { signalsHeld: true } as const;
 
 /** Whether the process runs in a terminal: stdin, stdout or stderr is one. */
-export const inTerminal = Boolean(process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY);
+// Asked of the descriptors: process.stdin would make a stream for fd 0 just to answer.
+export const inTerminal = isatty(0) || isatty(1) || isatty(2);
 
 let held: NodeJS.Signals | null = null;
 const holdSigterm = () => (held ??= "SIGTERM");
