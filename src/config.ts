@@ -42,6 +42,8 @@ export interface Config {
   requestTimeoutMs: number;
   /** An HTTP/2 connection without any traffic for this long is closed. */
   idleTimeoutMs: number;
+  /** Where `GET /metrics` is served, on a listener of its own; null: not served. */
+  metrics: { host: string; port: number } | null;
 }
 
 /** A configuration problem; main prints its message and exits without starting. */
@@ -90,11 +92,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`HOST "${host}" has an IPv6 zone, which a URL cannot carry: set PUBLIC_URL to the address clients use`);
   }
   const publicUrl = given ? checkedPublicUrl(given) : defaultUrl(scheme, host, port);
-  // Only a name or address: a URL made from it would read '@', '/', '?', '#' as more than a host.
-  if (!given && (/[@/?#\\\s]/.test(host) || !URL.canParse(publicUrl))) {
-    // Not echoed with an '@': it may hold a password.
-    throw new ConfigError(`HOST ${host.includes("@") ? "(not shown: it holds an '@')" : `"${host}"`} is not a host name or IP address`);
-  }
+  if (!given && notAHost(host)) throw new ConfigError(`HOST ${shownHost(host)} is not a host name or IP address`);
   const shutdownTimeoutMs = integer(env, "SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const bootstrapOrgName = env.BOOTSTRAP_ORG_NAME?.trim() || "default";
   // Checked on every start, not only the first that uses it: a bad value is found when it is set.
@@ -114,6 +112,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const tlsReloadCheckMs = integer(env, "TLS_RELOAD_CHECK_MS", 60_000, 0, 86_400_000);
   if (tlsReloadCheckMs > 0 && tlsReloadCheckMs < 100) throw new ConfigError(`TLS_RELOAD_CHECK_MS must be 0 (off) or at least 100, got ${tlsReloadCheckMs}`);
   const corsOrigins = allowedOrigins(env.CORS_ALLOWED_ORIGINS);
+  const metrics = metricsAddress(env, port);
   return {
     host,
     port,
@@ -136,7 +135,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     headersTimeoutMs,
     requestTimeoutMs,
     idleTimeoutMs,
+    metrics,
   };
+}
+
+/**
+ * METRICS_PORT turns the metrics page on (0: any free port, as PORT=0); METRICS_HOST is where
+ * it listens, loopback unless told: the page takes no token.
+ */
+function metricsAddress(env: NodeJS.ProcessEnv, apiPort: number): Config["metrics"] {
+  const host = env.METRICS_HOST?.trim() || "127.0.0.1";
+  if (!env.METRICS_PORT?.trim()) {
+    if (env.METRICS_HOST?.trim()) throw new ConfigError("METRICS_HOST is set but METRICS_PORT is not: set METRICS_PORT to serve the metrics page");
+    return null;
+  }
+  const port = integer(env, "METRICS_PORT", 0, 0, 65535);
+  if (port !== 0 && port === apiPort) throw new ConfigError(`METRICS_PORT must differ from PORT (both ${port}): the metrics page has a listener of its own`);
+  if (notAHost(host)) throw new ConfigError(`METRICS_HOST ${shownHost(host)} is not a host name or IP address`);
+  return { host, port };
 }
 
 /**
@@ -173,6 +189,12 @@ function allowedOrigins(raw: string | undefined): readonly string[] | "*" {
     return url.origin;
   });
 }
+
+/** Whether `host` is no name or address: a URL made from it would read '@', '/', '?', '#' as more than a host. */
+const notAHost = (host: string) => /[@/?#\\\s]/.test(host) || !URL.canParse(defaultUrl("http", host, 1));
+
+/** A host as an error shows it: not echoed with an '@', which may hold a password. */
+const shownHost = (host: string) => (host.includes("@") ? "(not shown: it holds an '@')" : `"${host}"`);
 
 function defaultUrl(scheme: string, host: string, port: number): string {
   const shown = host === "0.0.0.0" || host === "::" ? "localhost" : host.includes(":") ? `[${host}]` : host;

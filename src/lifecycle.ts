@@ -10,6 +10,10 @@ import { openDatabase, type Db } from "./store/database.js";
 import { describeStartupError } from "./startup-errors.js";
 import { onReloadSignal, onStopSignals, SIGNALS_HELD } from "./signals.js";
 import { listen, type RunningServer } from "./transport/http-server.js";
+import { serveMetrics, type MetricsEndpoint } from "./metrics/endpoint.js";
+import { single, type Family } from "./metrics/exposition.js";
+import { databaseFamilies, processFamilies } from "./metrics/process.js";
+import { answerMetricsAsks, WorkerMetrics } from "./metrics/workers.js";
 import { currentVersion, describeTlsFailure, failedForContent, rereadable, watchTlsFiles, type TlsCredentials, type TlsWatch } from "./transport/tls-files.js";
 
 /**
@@ -56,7 +60,7 @@ async function main(): Promise<void> {
       return await serve(config, log, db);
     }
     db.$client.close();
-    supervise(config, log);
+    await supervise(config, log);
   } catch (err) {
     showWelcome(config.publicUrl);
     const reason = describeStartupError(err, { ...config, tls: Boolean(config.tlsCertFile), tlsFiles: [config.tlsCertFile, config.tlsKeyFile].filter((f) => f !== undefined) });
@@ -81,13 +85,20 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     bodyRateLimit: config.rateLimitBytesPerSecond > 0 ? { perSecond: config.rateLimitBytesPerSecond, burst: config.rateLimitBytesBurst } : null,
     idempotencyTtlMs: config.idempotencyTtlMs,
     corsOrigins: config.corsOrigins,
+    metrics: config.metrics !== null,
   });
+  const tlsReloads = { ok: 0, failed: 0 };
+  let serving: RunningServer | undefined;
+  const metrics = (): Family[] => [...app.metrics(), ...(serving ? serverFamilies(serving, tlsReloads) : []), ...processFamilies()];
+  // A worker's figures go to the primary, which serves the page; one process serves its own.
+  if (cluster.isWorker && config.metrics) answerMetricsAsks(metrics);
   const server = await listen(app.handler, config.port, config.host, {
     tls: config.tlsCertFile && config.tlsKeyFile ? { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile } : undefined,
     headersTimeoutMs: config.headersTimeoutMs,
     requestTimeoutMs: config.requestTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
   });
+  serving = server;
   publicUrl = publicUrlOn(config, server.address.port);
   showWelcome(publicUrl);
   log.info("listening", {
@@ -97,13 +108,15 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     tls_not_after: server.certificate?.().notAfter,
     database: config.databaseFile,
   });
-  const stopWatching = reloadCertificates(server, config, log);
+  const stopWatching = reloadCertificates(server, config, log, tlsReloads);
+  const metricsEndpoint = cluster.isWorker || !config.metrics ? undefined : await serveMetrics(config.metrics.host, config.metrics.port, () => [...metrics(), ...databaseFamilies(config.databaseFile)], log);
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     stopWatching();
+    metricsEndpoint?.close();
     log.info("shutting down", { signal, in_flight: server.inFlight() });
     // Should anything after the drain hang (a stuck background thread), the process
     // still ends, and says so with a non-zero code.
@@ -131,13 +144,35 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
   onStopSignals((signal) => void stop(signal));
 }
 
+/** What the listener holds now, and the certificate it serves. */
+function serverFamilies(server: RunningServer, tlsReloads: { ok: number; failed: number }): Family[] {
+  const families = [
+    single("scm_requests_in_flight", "Requests being served right now.", "gauge", server.inFlight()),
+    single("scm_request_body_bytes_held", "Bytes of request bodies held right now, against the budget all requests share.", "gauge", server.bodyBytesHeld()),
+  ];
+  if (!server.certificate) return families;
+  return [
+    ...families,
+    single("scm_tls_certificate_expiry_seconds", "When the certificate served to new connections expires, in seconds since the epoch.", "gauge", Date.parse(server.certificate().notAfter) / 1000),
+    {
+      name: "scm_tls_reloads_total",
+      help: "Reads of the certificate files after the first (SIGHUP, or the files changed), by result; a failed one leaves the previous certificate served.",
+      type: "counter",
+      samples: [
+        { labels: { result: "ok" }, value: tlsReloads.ok },
+        { labels: { result: "failed" }, value: tlsReloads.failed },
+      ],
+    },
+  ];
+}
+
 /**
  * Serves a renewed certificate without a restart: on SIGHUP, and when the files change
  * (looked at every TLS_RELOAD_CHECK_MS). New connections get the new one; open ones keep
  * theirs. Files that cannot be used change nothing and are logged, and the previous
  * certificate stays. Returns a function that stops the watch.
  */
-function reloadCertificates(server: RunningServer, config: Config, log: Logger): () => void {
+function reloadCertificates(server: RunningServer, config: Config, log: Logger, counts: { ok: number; failed: number }): () => void {
   if (!server.reloadCertificate || !config.tlsCertFile || !config.tlsKeyFile) {
     onReloadSignal(() => log.info("SIGHUP: no TLS certificate to reload"));
     return () => {};
@@ -152,9 +187,11 @@ function reloadCertificates(server: RunningServer, config: Config, log: Logger):
     } catch (err) {
       const reason = describeTlsFailure(err, true) ?? `unexpected ${err instanceof Error ? err.name : typeof err}`;
       log.error("tls certificate not reloaded; still serving the previous one", { trigger, reason });
+      counts.failed++;
       return failedForContent(err);
     }
     watch?.settled(next.version);
+    counts.ok++;
     log.info("tls certificate reloaded", { trigger, subject: next.subject, not_after: next.notAfter, sha256: next.fingerprint });
     return true;
   };
@@ -207,20 +244,37 @@ const RESTART_WAIT = { firstMs: 1000, maxMs: 60_000 };
  * listening within a minute, whatever their cause (a crash at start, memory too tight to
  * start at all). While others serve, it is replaced after a wait instead (see RESTART_WAIT).
  */
-function supervise(config: Config, log: Logger): void {
+async function supervise(config: Config, log: Logger): Promise<void> {
   let stopping = false;
   let exitCode = 0;
   let halted: string | null = null;
   const listening = new Set<number>();
   const earlyDeaths: number[] = [];
   let restartTries = 0;
+  let forks = 0;
   // Always set, so that a value in the operator's environment never reaches a worker.
-  const fork = () => cluster.fork({ [HALTED_ENV]: halted ?? "" });
+  const fork = () => {
+    forks++;
+    return cluster.fork({ [HALTED_ENV]: halted ?? "" });
+  };
+  // The metrics page is served here, from what the serving workers answer when asked; it
+  // listens before any worker starts, so that a port it cannot have stops the start.
+  const workerMetrics = new WorkerMetrics();
+  const metricsEndpoint = config.metrics
+    ? await serveMetrics(config.metrics.host, config.metrics.port, async () => [
+        single("scm_workers_configured", "Worker processes the service runs (WORKERS).", "gauge", config.workers),
+        single("scm_workers_serving", "Worker processes serving now; fewer than configured while one is replaced or cannot start.", "gauge", listening.size),
+        single("scm_worker_restarts_total", "Workers started in place of one that exited or could not start.", "counter", Math.max(0, forks - config.workers)),
+        ...databaseFamilies(config.databaseFile),
+        ...(await workerMetrics.gather(Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && listening.has(w.id)))),
+      ], log)
+    : undefined;
   // The signal passed on to the workers; the log names what asked for the stop, which is
   // not always a signal (a worker that could not start).
   const stop = (signal: NodeJS.Signals, cause: string = signal) => {
     if (stopping) return;
     stopping = true;
+    metricsEndpoint?.close();
     log.info("shutting down", { ...(cause === signal ? { signal } : { cause }), workers: config.workers });
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
   };
@@ -248,6 +302,7 @@ function supervise(config: Config, log: Logger): void {
     if (halted) tell(worker, { halt: halted });
   });
   cluster.on("message", (worker, m: unknown) => {
+    workerMetrics.onMessage(worker, m);
     if ((m as typeof SIGNALS_HELD | null)?.signalsHeld === true) holding.add(worker.id);
     if (!isHaltMessage(m) || halted) return;
     halted = m.halt;

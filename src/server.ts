@@ -28,6 +28,7 @@ import { sentGrpcStatus } from "./transport/framework-errors.js";
 import type { NodeHandler } from "./transport/http-server.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
+import { RequestMetrics, single, type Family } from "./metrics/exposition.js";
 import { chargeBody, MAX_REQUEST_BYTES, withoutBody } from "./transport/request-body.js";
 
 /** The longest deadline a client may ask for. */
@@ -66,6 +67,8 @@ export interface App {
   beginShutdown(): void;
   /** Stops background work (the checkpointer); call once requests have drained. */
   close(): Promise<void>;
+  /** This process's figures for the metrics page: its requests (with AppOptions.metrics) and its database. */
+  metrics(): Family[];
 }
 
 export interface AppOptions {
@@ -87,6 +90,8 @@ export interface AppOptions {
   corsOrigins?: CorsOrigins;
   /** Extra interceptors, run innermost (after auth); tests use them to watch the traffic. */
   interceptors?: Interceptor[];
+  /** Whether requests are counted for the metrics page (METRICS_PORT set). */
+  metrics?: boolean;
 }
 
 /** Registers every service; the same routes serve the real server and in-process tests. */
@@ -151,6 +156,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
   const bodyLimiter = options.bodyRateLimit ? new RateLimiter(options.bodyRateLimit) : null;
   const admit = admitter(db, limiter, bodyLimiter);
   const corsOrigins = options.corsOrigins === undefined || options.corsOrigins.length === 0 ? null : options.corsOrigins;
+  const requests = options.metrics ? new RequestMetrics() : null;
 
   const adapter = connectNodeAdapter({
     routes: routes(deps, isHealthy),
@@ -177,15 +183,19 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     const started = process.hrtime.bigint();
     res.once("close", () => {
       const timedOut = answeredTimeoutByNode(req, res);
+      const path = (req.url ?? "").split("?")[0]!;
+      const code = loggedCode(res, record, timedOut);
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
       log.info("request", {
         request_id: id,
-        procedure: (req.url ?? "").split("?")[0],
-        code: loggedCode(res, record, timedOut),
+        procedure: path,
+        code,
         // null when nothing was answered (the client went, or shutdown cut the call off).
         http_status: res.headersSent ? res.statusCode : timedOut ? 408 : null,
         protocol: protocolOf(req.headers["content-type"]),
-        duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
+        duration_ms: ms,
       });
+      requests?.record(procedureLabel(req.method, path), code, ms / 1000);
     });
     if (corsOrigins !== null && answerCors(corsOrigins, req, res)) return;
     if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
@@ -240,8 +250,19 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     else void admission.then(dispatch);
   };
 
-  return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop() };
+  const metrics = (): Family[] => {
+    const commits = db.commitStats();
+    return [
+      ...(requests?.families() ?? []),
+      single("scm_database_usable", "1 while the database can be used; 0 after a failed sync to disk, until a restart.", "gauge", db.$client.open && db.syncFailure() === null ? 1 : 0),
+      single("scm_commits_total", "Transactions committed by the group commit (each holds one or more writes).", "counter", commits.commits),
+      single("scm_commit_writes_total", "Writes committed by the group commit.", "counter", commits.writes),
+      single("scm_wal_syncs_total", "Syncs of the write-ahead log to disk.", "counter", commits.syncs),
+    ];
+  };
+  return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop(), metrics };
 }
+
 
 /**
  * Kinds of gRPC this service does not serve, refused with 415 (as gRPC answers a content type
@@ -290,6 +311,16 @@ function repeatsAuthorization(raw: string[]): boolean {
 const TOKEN_METHODS = new Map<string, string>(
   [RunnerService, RunnerConfigurationService, RunnerInteractionService].flatMap((service) => service.methods.map((m): [string, string] => [`/${service.typeName}/${m.name}`, service.typeName])),
 );
+
+/** The procedures the metrics page counts by name; every other path is "other". */
+const LABELLED_PROCEDURES = new Set([...TOKEN_METHODS.keys(), `/${Health.typeName}/Check`, `/${Health.typeName}/Watch`]);
+
+/** A request's procedure as the metrics page shows it: from a short fixed set, never as a client wrote it. */
+function procedureLabel(method: string | undefined, path: string): string {
+  if (method === "POST" && LABELLED_PROCEDURES.has(path)) return path.slice(1);
+  if (path === "/healthz" && (method === "GET" || method === "HEAD")) return "healthz";
+  return "other";
+}
 
 const API_METHOD = /^\/(gitpod\.v1\.[A-Za-z][A-Za-z0-9]{0,99}\/[A-Za-z][A-Za-z0-9]{0,99})$/;
 

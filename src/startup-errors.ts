@@ -1,6 +1,7 @@
 import { resolve } from "node:path";
 import Database from "better-sqlite3";
 import { isOutOfSpace } from "./store/errors.js";
+import { MetricsListenError } from "./metrics/endpoint.js";
 import { ForeignDatabaseError, NewerDatabaseError } from "./store/migrations.js";
 import { describeTlsFailure } from "./transport/tls-files.js";
 
@@ -29,6 +30,7 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
   if (err instanceof NewerDatabaseError) {
     return `DATABASE_URL: ${at.databaseFile} was upgraded by a newer release of this service (${err.message}); run that release, or this one on a copy made before the upgrade`;
   }
+  if (err instanceof MetricsListenError) return err.message;
   if (err instanceof ForeignDatabaseError) {
     return `DATABASE_URL: ${at.databaseFile} is not a database of this service: ${err.message}; set DATABASE_URL to this service's database, or to a new file`;
   }

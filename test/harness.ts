@@ -1,5 +1,5 @@
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { copyFileSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
@@ -222,4 +222,27 @@ export function hasOpen(pid: number, file: string): boolean {
   } catch {
     return false; // gone
   }
+}
+
+/** The child processes of `pid` whose command line names `script` (tsx may run an esbuild process beside them). */
+export function childrenRunning(pid: number, script: string): number[] {
+  const children = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").map(Number);
+  return children.filter((c) => {
+    try {
+      return readFileSync(`/proc/${c}/cmdline`, "latin1").includes(script);
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** The log lines of `s` with this message, parsed. */
+export function lines(s: Service, msg: string): Record<string, any>[] {
+  return s.out.text.split("\n").filter((l) => l.includes(`"msg":"${msg}"`)).map((l) => JSON.parse(l));
+}
+
+/** Waits until `done`, up to `withinMs`, and fails naming `what` if it never is. */
+export async function until(what: string, done: () => boolean, withinMs = 5000): Promise<void> {
+  for (let waited = 0; waited < withinMs && !done(); waited += 25) await new Promise((r) => setTimeout(r, 25));
+  assert.ok(done(), what);
 }

@@ -18,7 +18,7 @@ import { createApp } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
 import { listen } from "../src/transport/http-server.js";
 import { currentVersion, describeTlsFailure, readTlsFiles, rereadable, watchTlsFiles } from "../src/transport/tls-files.js";
-import { hasOpen, startService, type Service } from "./harness.js";
+import { childrenRunning, hasOpen, lines, startService, until, type Service } from "./harness.js";
 import { SecretWatch } from "./secret-watch.js";
 
 /** A fresh folder holding a self-signed certificate for 127.0.0.1 and its key. */
@@ -458,24 +458,3 @@ it("a SIGHUP while the service starts is held, and in a terminal SIGHUP is the h
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-/** The child processes of `pid` whose command line names `script` (tsx may run an esbuild process beside them). */
-function childrenRunning(pid: number, script: string): number[] {
-  const children = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").map(Number);
-  return children.filter((c) => {
-    try {
-      return readFileSync(`/proc/${c}/cmdline`, "latin1").includes(script);
-    } catch {
-      return false;
-    }
-  });
-}
-
-function lines(s: Service, msg: string): Record<string, any>[] {
-  return s.out.text.split("\n").filter((l) => l.includes(`"msg":"${msg}"`)).map((l) => JSON.parse(l));
-}
-
-async function until(what: string, done: () => boolean, withinMs = 5000): Promise<void> {
-  for (let waited = 0; waited < withinMs && !done(); waited += 25) await new Promise((r) => setTimeout(r, 25));
-  assert.ok(done(), what);
-}
