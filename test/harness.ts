@@ -246,3 +246,70 @@ export async function until(what: string, done: () => boolean, withinMs = 5000):
   for (let waited = 0; waited < withinMs && !done(); waited += 25) await new Promise((r) => setTimeout(r, 25));
   assert.ok(done(), what);
 }
+
+/** The metrics page as samples, keyed `name{label="value",...}` with labels in name order. */
+export type MetricsPage = Map<string, number>;
+
+/**
+ * Fetches the metrics page from 127.0.0.1:`port` and reads it strictly: every sample's family
+ * has one HELP and one TYPE before it and its samples together, and a histogram's buckets
+ * count up to its `_count`. Throws on anything else.
+ */
+export async function scrapeMetrics(port: number): Promise<MetricsPage> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  const page: MetricsPage = new Map();
+  const samples: { name: string; labels: Record<string, string>; value: number }[] = [];
+  const typed = new Map<string, string>();
+  const closed = new Set<string>();
+  let current = "";
+  for (const line of (await res.text()).split("\n")) {
+    if (line === "") continue;
+    const meta = /^# (HELP|TYPE) ([a-z_]+) (.+)$/.exec(line);
+    if (meta) {
+      const [, kind, name, rest] = meta;
+      if (kind === "TYPE") {
+        assert.ok(!typed.has(name!), `one TYPE for ${name}`);
+        assert.match(rest!, /^(counter|gauge|histogram)$/);
+        typed.set(name!, rest!);
+      }
+      if (current !== name) closed.add(current);
+      current = name!;
+      continue;
+    }
+    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    assert.ok(m, `a sample line: ${line}`);
+    const [, name, labelText = "", value] = m;
+    const family = typed.has(name!) ? name! : name!.replace(/_(bucket|sum|count)$/, "");
+    assert.ok(typed.has(family), `${name} has a TYPE before it`);
+    assert.equal(family, current, `${name}'s samples are together, under their family`);
+    assert.ok(!closed.has(family), `${family} is written once`);
+    const labels = Object.fromEntries([...labelText.matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g)].map(([, k, v]) => [k!, v!]));
+    const key = `${name}${labelText ? `{${Object.keys(labels).sort().map((k) => `${k}="${labels[k]}"`).join(",")}}` : ""}`;
+    assert.ok(!page.has(key), `one sample ${key}`);
+    const n = value === "+Inf" ? Infinity : Number(value);
+    page.set(key, n);
+    samples.push({ name: name!, labels, value: n });
+  }
+  // A histogram's buckets count up, and the last (+Inf) is its count.
+  for (const count of samples.filter((x) => x.name.endsWith("_count") && typed.get(x.name.slice(0, -6)) === "histogram")) {
+    const bucketName = `${count.name.slice(0, -6)}_bucket`;
+    const sameSeries = (l: Record<string, string>) => Object.keys(l).length === Object.keys(count.labels).length + 1 && Object.entries(count.labels).every(([k, v]) => l[k] === v);
+    const buckets = samples
+      .filter((b) => b.name === bucketName && sameSeries(b.labels))
+      .map((b) => [b.labels.le === "+Inf" ? Infinity : Number(b.labels.le), b.value] as const)
+      .sort((a, b) => a[0] - b[0]);
+    assert.ok(buckets.length > 1 && buckets.at(-1)![0] === Infinity, `${count.name}: buckets up to +Inf`);
+    buckets.forEach(([, v], i) => assert.ok(i === 0 || v >= buckets[i - 1]![1], `${count.name}: buckets count up`));
+    assert.equal(buckets.at(-1)![1], count.value, `${count.name}: the +Inf bucket is the count`);
+  }
+  return page;
+}
+
+/** The port of the metrics page `s` logged. */
+export function metricsPort(s: Service): number {
+  const address = lines(s, "metrics listening")[0]?.address as string | undefined;
+  assert.ok(address, "the metrics page listens");
+  return Number(address.split(":").at(-1));
+}

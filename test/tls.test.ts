@@ -18,7 +18,7 @@ import { createApp } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
 import { listen } from "../src/transport/http-server.js";
 import { currentVersion, describeTlsFailure, readTlsFiles, rereadable, watchTlsFiles } from "../src/transport/tls-files.js";
-import { childrenRunning, hasOpen, lines, startService, until, type Service } from "./harness.js";
+import { childrenRunning, hasOpen, lines, metricsPort, scrapeMetrics, startService, until, type Service } from "./harness.js";
 import { SecretWatch } from "./secret-watch.js";
 
 /** A fresh folder holding a self-signed certificate for 127.0.0.1 and its key. */
@@ -344,14 +344,27 @@ it("the service reloads its certificate on SIGHUP and when the files change, in 
     assert.equal((await handshake(workers.port)).fingerprint, fingerprintOf(renewed.cert));
 
     // One process, no watch: only SIGHUP reads the files again.
-    const one = await startService(join(dir, "o.db"), { TLS_CERT_FILE: cert, TLS_KEY_FILE: key, TLS_RELOAD_CHECK_MS: "0" });
+    // Its metrics page shows the certificate's expiry and counts the reloads, which a monitor can alert on.
+    const one = await startService(join(dir, "o.db"), { TLS_CERT_FILE: cert, TLS_KEY_FILE: key, TLS_RELOAD_CHECK_MS: "0", METRICS_PORT: "0" });
     started.push(one);
+    const expiry = (file: string) => Date.parse(new X509Certificate(readFileSync(file)).validTo) / 1000;
+    const tlsFigures = async () => {
+      const page = await scrapeMetrics(metricsPort(one));
+      return [page.get("scm_tls_certificate_expiry_seconds"), page.get('scm_tls_reloads_total{result="ok"}'), page.get('scm_tls_reloads_total{result="failed"}')];
+    };
+    assert.deepEqual(await tlsFigures(), [expiry(renewed.cert), 0, 0]);
     replaceFiles(next, { cert, key });
     await new Promise((r) => setTimeout(r, 300));
     assert.equal((await handshake(one.port)).fingerprint, fingerprintOf(renewed.cert), "not watched");
     one.child.kill("SIGHUP");
     await until("reloaded on SIGHUP", () => lines(one, "tls certificate reloaded").length === 1);
     assert.equal((await handshake(one.port)).fingerprint, fingerprintOf(next.cert));
+    assert.deepEqual(await tlsFigures(), [expiry(next.cert), 1, 0]);
+    // Half a renewal, read on SIGHUP: refused, counted, and the expiry stays the served one's.
+    replaceFiles({ cert: renewed.cert, key: next.key }, { cert, key });
+    one.child.kill("SIGHUP");
+    await until("refused on SIGHUP", () => lines(one, "tls certificate not reloaded; still serving the previous one").length === 1);
+    assert.deepEqual(await tlsFigures(), [expiry(next.cert), 1, 1]);
 
     // Without TLS, SIGHUP does not stop the service.
     const plain = await startService(join(dir, "p.db"));

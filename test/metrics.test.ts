@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { it } from "node:test";
+import { loadConfig } from "../src/config.js";
+import { childrenRunning, lines, metricsPort, scrapeMetrics, startService, until, type MetricsPage, type Service } from "./harness.js";
+
+const call = (s: Service, path: string, body: unknown, token?: string) =>
+  fetch(`http://127.0.0.1:${s.port}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+
+/** Scrapes until `want` holds of the page: a request's figures are counted as its answer ends, a moment after the client has it. */
+async function scrapeUntil(port: number, what: string, want: (page: MetricsPage) => boolean): Promise<MetricsPage> {
+  let page = await scrapeMetrics(port);
+  for (let i = 0; i < 100 && !want(page); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    page = await scrapeMetrics(port);
+  }
+  assert.ok(want(page), `${what}: ${JSON.stringify([...page].filter(([k]) => /^scm_(requests_total|workers)/.test(k)))}`);
+  return page;
+}
+
+it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by procedure and code, their durations, commits, the database's size", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-metrics-"));
+  const s = await startService(join(dir, "m.db"), { METRICS_PORT: "0" });
+  t.after(() => {
+    s.child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(s.out.text)![0];
+  const port = metricsPort(s);
+  assert.match(lines(s, "metrics listening")[0]!.address, /^127\.0\.0\.1:\d+$/, "loopback unless METRICS_HOST says otherwise");
+
+  const before = await scrapeMetrics(port);
+  assert.equal(before.get("scm_commit_writes_total"), 0);
+  assert.equal(before.get("scm_database_usable"), 1);
+  assert.ok(![...before.keys()].some((k) => k.startsWith("scm_requests_total")), "no requests yet");
+
+  for (const name of ["runner-one", "runner-two"]) assert.equal((await call(s, "/gitpod.v1.RunnerService/CreateRunner", { name, provider: "RUNNER_PROVIDER_AWS_EC2" }, token)).status, 200);
+  assert.equal((await call(s, "/gitpod.v1.RunnerService/GetRunner", { runnerId: randomUUID() }, token)).status, 404);
+  assert.equal((await call(s, "/gitpod.v1.RunnerService/ListRunners", {})).status, 401);
+  // Paths a client made up are counted, but never named: the page cannot be grown by a scan.
+  const madeUp = ["/wp-admin/setup.php", `/gitpod.v1.RunnerService/${randomUUID()}`, "/.env"];
+  for (const path of madeUp) await (await fetch(`http://127.0.0.1:${s.port}${path}`)).arrayBuffer();
+  assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz`)).status, 200);
+  assert.equal((await fetch(`http://127.0.0.1:${s.port}/metrics`)).status, 404, "the API's port does not serve the page");
+
+  const page = await scrapeUntil(port, "every request counted", (p) => p.get('scm_requests_total{code="http_404",procedure="other"}') === 4);
+  const requests = (procedure: string, code: string) => page.get(`scm_requests_total{code="${code}",procedure="${procedure}"}`);
+  assert.equal(requests("gitpod.v1.RunnerService/CreateRunner", "ok"), 2);
+  assert.equal(requests("gitpod.v1.RunnerService/GetRunner", "not_found"), 1);
+  assert.equal(requests("gitpod.v1.RunnerService/ListRunners", "unauthenticated"), 1);
+  assert.equal(requests("healthz", "ok"), 1);
+  const counted = [...page].filter(([k]) => k.startsWith("scm_requests_total")).reduce((n, [, v]) => n + v, 0);
+  assert.equal(counted, 9, "each request once");
+  const shown = [...page.keys()].join("\n");
+  for (const path of madeUp) assert.ok(!shown.includes(path.slice(1)), `${path} is not named`);
+  assert.ok(!shown.includes(token), "no token");
+
+  assert.equal(page.get('scm_request_duration_seconds_count{procedure="gitpod.v1.RunnerService/CreateRunner"}'), 2);
+  const createSeconds = page.get('scm_request_duration_seconds_sum{procedure="gitpod.v1.RunnerService/CreateRunner"}')!;
+  assert.ok(createSeconds > 0 && createSeconds < 60, `${createSeconds} s`);
+  assert.equal(page.get('scm_request_duration_seconds_count{procedure="other"}'), 4);
+  // Two runners written, through at least one commit and one sync of the WAL.
+  assert.equal(page.get("scm_commit_writes_total"), 2);
+  assert.ok(page.get("scm_commits_total")! >= 1 && page.get("scm_commits_total")! <= 2);
+  assert.ok(page.get("scm_wal_syncs_total")! >= 1);
+  assert.equal(page.get("scm_requests_in_flight"), 0);
+  assert.equal(page.get("scm_request_body_bytes_held"), 0);
+  assert.ok(page.get("scm_database_bytes")! > 0);
+  assert.ok(page.has("scm_database_wal_bytes"));
+  assert.ok(page.get("process_resident_memory_bytes")! > 1e6);
+  assert.ok(page.get("process_cpu_seconds_total")! > 0);
+  assert.ok(Math.abs(page.get("process_start_time_seconds")! - Date.now() / 1000) < 600);
+  assert.ok(page.get("scm_event_loop_busy_seconds_total")! > 0);
+  assert.ok(!page.has("scm_workers_serving"), "one process: no workers");
+  assert.ok(!page.has("scm_tls_certificate_expiry_seconds"), "no TLS");
+
+  // Only GET (or HEAD) /metrics.
+  const other = await fetch(`http://127.0.0.1:${port}/`);
+  assert.equal(other.status, 404);
+  assert.match(await other.text(), /the metrics are at \/metrics/);
+  const post = await fetch(`http://127.0.0.1:${port}/metrics`, { method: "POST", body: "x" });
+  assert.equal(post.status, 405);
+  assert.equal(post.headers.get("allow"), "GET, HEAD");
+  const head = await fetch(`http://127.0.0.1:${port}/metrics`, { method: "HEAD" });
+  assert.equal(head.status, 200);
+  assert.equal(await head.text(), "");
+
+  s.child.kill("SIGTERM");
+  assert.equal((await s.exited).code, 0);
+  await assert.rejects(fetch(`http://127.0.0.1:${port}/metrics`), "the page stops with the service");
+});
+
+it("with WORKERS the primary serves the page: each worker's figures under its label, how many serve, and restarts", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-metrics-"));
+  const s = await startService(join(dir, "w.db"), { WORKERS: "2", METRICS_PORT: "0" });
+  t.after(() => {
+    s.child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await until("both workers listen", () => lines(s, "listening").length === 2, 30_000);
+  const port = metricsPort(s);
+  const workerIds = () => lines(s, "listening").map((l) => String(l.worker));
+  const [first, second] = workerIds();
+
+  // New connections, which the kernel spreads over the workers.
+  for (let i = 0; i < 20; i++) await (await fetch(`http://127.0.0.1:${s.port}/healthz`, { headers: { connection: "close" } })).arrayBuffer();
+  const healthz = (p: MetricsPage, worker: string) => p.get(`scm_requests_total{code="ok",procedure="healthz",worker="${worker}"}`) ?? 0;
+  const page = await scrapeUntil(port, "20 health checks, over both workers", (p) => healthz(p, first!) + healthz(p, second!) === 20);
+  assert.equal(page.get("scm_workers_configured"), 2);
+  assert.equal(page.get("scm_workers_serving"), 2);
+  assert.equal(page.get("scm_worker_restarts_total"), 0);
+  for (const w of [first, second]) {
+    assert.equal(page.get(`scm_database_usable{worker="${w}"}`), 1);
+    assert.ok(page.get(`process_resident_memory_bytes{worker="${w}"}`)! > 1e6);
+  }
+  assert.ok(page.get("scm_database_bytes")! > 0, "the database's size once, from the primary");
+  assert.ok(!page.has(`scm_database_bytes{worker="${first}"}`));
+
+  // A worker killed: the page says so, then shows its replacement.
+  process.kill(childrenRunning(s.child.pid!, "src/main.ts")[0]!, "SIGKILL");
+  await until("a replacement listens", () => lines(s, "listening").length === 3, 30_000);
+  const third = workerIds()[2]!;
+  const after = await scrapeUntil(port, "two serve again", (p) => p.get("scm_workers_serving") === 2 && p.has(`scm_database_usable{worker="${third}"}`));
+  assert.equal(after.get("scm_worker_restarts_total"), 1);
+  const labelled = new Set([...after.keys()].map((k) => /worker="([^"]+)"/.exec(k)?.[1]).filter((w) => w !== undefined));
+  assert.equal(labelled.size, 2, `the serving workers only: ${[...labelled]}`);
+  assert.ok(labelled.has(third));
+
+  s.child.kill("SIGTERM");
+  assert.equal((await s.exited).code, 0);
+});
+
+it("METRICS_PORT and METRICS_HOST are checked at start, and a metrics port in use stops the start, with or without workers", async () => {
+  assert.equal(loadConfig({}).metrics, null, "off unless METRICS_PORT is set");
+  assert.deepEqual(loadConfig({ METRICS_PORT: "9464" }).metrics, { host: "127.0.0.1", port: 9464 });
+  assert.deepEqual(loadConfig({ METRICS_PORT: "0", METRICS_HOST: "::1" }).metrics, { host: "::1", port: 0 });
+  for (const [env, error] of [
+    [{ METRICS_PORT: "x" }, /^METRICS_PORT must be a whole number, got "x"$/],
+    [{ METRICS_PORT: "70000" }, /^METRICS_PORT must be between 0 and 65535, got 70000$/],
+    [{ PORT: "9000", METRICS_PORT: "9000" }, /^METRICS_PORT must differ from PORT \(both 9000\)/],
+    [{ METRICS_HOST: "0.0.0.0" }, /^METRICS_HOST is set but METRICS_PORT is not/],
+    [{ METRICS_PORT: "9464", METRICS_HOST: "a host" }, /^METRICS_HOST "a host" is not a host name or IP address$/],
+    [{ METRICS_PORT: "9464", METRICS_HOST: "user:pw@host" }, /^METRICS_HOST \(not shown: it holds an '@'\) is not a host name/],
+  ] as const) {
+    assert.throws(() => loadConfig(env), (e: Error) => e.name === "ConfigError" && error.test(e.message), JSON.stringify(env));
+  }
+
+  const dir = mkdtempSync(join(tmpdir(), "scm-metrics-"));
+  const taken = net.createServer();
+  await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+  const port = (taken.address() as net.AddressInfo).port;
+  try {
+    for (const workers of ["1", "2"]) {
+      const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts"], {
+        env: { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: join(dir, `${workers}.db`), METRICS_PORT: String(port), WORKERS: workers },
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+      assert.equal(r.status, 1, `WORKERS=${workers}: ${r.stdout}${r.stderr}`);
+      assert.equal(r.stderr, `startup error: METRICS_PORT ${port}: 127.0.0.1:${port} is already in use\n`);
+      // With workers, none was started: the page listens first.
+      if (workers === "2") assert.doesNotMatch(r.stdout, /"msg":"listening"/);
+    }
+  } finally {
+    taken.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
