@@ -21,6 +21,7 @@ import { requestRecordKey, type RequestRecord } from "./transport/context.js";
 import { answerCors, type CorsOrigins } from "./transport/cors.js";
 import type { Deps } from "./transport/handlers/deps.js";
 import { healthService } from "./transport/handlers/health.js";
+import { REFLECTION_SERVICES, reflectionServices } from "./transport/handlers/reflection.js";
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
@@ -104,11 +105,17 @@ export function routes(deps: Deps, isHealthy: () => boolean) {
     // to 1 MiB of nesting or of unknown fields cost 150 to 250 ms of CPU each) and 1 KiB at
     // most (its request is one service name), so that it holds next to nothing of the body budget.
     router.service(Health, healthService(isHealthy), { readMaxBytes: HEALTH_MAX_BYTES, acceptCompression: [] });
+    // Reflection takes no token either, and its questions are a name each: the same care.
+    const [v1, v1alpha] = reflectionServices([RunnerService, RunnerConfigurationService, RunnerInteractionService, Health, ...REFLECTION_SERVICES]);
+    router.service(REFLECTION_SERVICES[0], v1, { readMaxBytes: REFLECTION_MAX_BYTES, acceptCompression: [] });
+    router.service(REFLECTION_SERVICES[1], v1alpha, { readMaxBytes: REFLECTION_MAX_BYTES, acceptCompression: [] });
   };
 }
 
 /** The most a health check's request may be. */
 const HEALTH_MAX_BYTES = 1024;
+/** The most one reflection question may be (a file or symbol name). */
+const REFLECTION_MAX_BYTES = 4096;
 
 /** Registers a service, each method with the JSON options its request needs (see json-options.ts). */
 function serve<S extends DescService>(router: ConnectRouter, service: S, impl: ServiceImpl<S>): void {
@@ -313,7 +320,7 @@ const TOKEN_METHODS = new Map<string, string>(
 );
 
 /** The procedures the metrics page counts by name; every other path is "other". */
-const LABELLED_PROCEDURES = new Set([...TOKEN_METHODS.keys(), `/${Health.typeName}/Check`, `/${Health.typeName}/Watch`]);
+const LABELLED_PROCEDURES = new Set([...TOKEN_METHODS.keys(), `/${Health.typeName}/Check`, `/${Health.typeName}/Watch`, ...REFLECTION_SERVICES.map((s) => `/${s.typeName}/ServerReflectionInfo`)]);
 
 /** A request's procedure as the metrics page shows it: from a short fixed set, never as a client wrote it. */
 function procedureLabel(method: string | undefined, path: string): string {
@@ -402,5 +409,7 @@ function protocolOf(contentType: string | undefined): string {
   if (contentType.startsWith("application/grpc-web")) return "grpc-web";
   if (contentType.startsWith("application/grpc")) return "grpc";
   if (contentType.startsWith("application/json") || contentType.startsWith("application/proto")) return "connect";
+  // Connect's streams (reflection's, from `buf curl` over HTTP/1.1).
+  if (contentType.startsWith("application/connect+")) return "connect-stream";
   return "other";
 }

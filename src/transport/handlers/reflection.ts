@@ -1,0 +1,135 @@
+import { create, toBinary, type DescFile, type DescMessage, type DescService } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import * as v1 from "../../../gen/grpc/reflection/v1/reflection_pb.js";
+import * as v1alpha from "../../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+
+/** gRPC status codes an ErrorResponse carries. */
+const INVALID_ARGUMENT = 3;
+const NOT_FOUND = 5;
+
+/** Both reflection services, answering from the same index. */
+export const REFLECTION_SERVICES = [v1.ServerReflection, v1alpha.ServerReflection] as const;
+
+/** What a question is answered with, in either version's shape. */
+type Answer =
+  | { case: "fileDescriptorResponse"; value: { fileDescriptorProto: Uint8Array[] } }
+  | { case: "allExtensionNumbersResponse"; value: { baseTypeName: string; extensionNumber: number[] } }
+  | { case: "listServicesResponse"; value: { service: { name: string }[] } }
+  | { case: "errorResponse"; value: { errorCode: number; errorMessage: string } };
+
+/**
+ * The files of `served` (and every file they import), indexed for reflection: each file's
+ * serialized descriptor, computed once, and the file that defines each fully qualified name.
+ */
+class SchemaIndex {
+  readonly services: string[];
+  private readonly files = new Map<string, { file: DescFile; bytes: Uint8Array }>();
+  private readonly symbols = new Map<string, string>();
+  private readonly messages = new Set<string>();
+
+  constructor(served: readonly DescService[]) {
+    this.services = served.map((s) => s.typeName);
+    for (const s of served) this.add(s.file);
+  }
+
+  private add(file: DescFile): void {
+    const name = file.proto.name;
+    if (this.files.has(name)) return;
+    this.files.set(name, { file, bytes: toBinary(FileDescriptorProtoSchema, file.proto) });
+    file.dependencies.forEach((d) => this.add(d));
+    const message = (m: DescMessage): void => {
+      this.symbols.set(m.typeName, name);
+      this.messages.add(m.typeName);
+      for (const f of m.fields) this.symbols.set(`${m.typeName}.${f.name}`, name);
+      for (const o of m.oneofs) this.symbols.set(`${m.typeName}.${o.name}`, name);
+      m.nestedMessages.forEach(message);
+      for (const e of m.nestedEnums) this.symbols.set(e.typeName, name);
+    };
+    file.messages.forEach(message);
+    for (const e of file.enums) this.symbols.set(e.typeName, name);
+    for (const s of file.services) {
+      this.symbols.set(s.typeName, name);
+      for (const m of s.methods) this.symbols.set(`${s.typeName}.${m.name}`, name);
+    }
+  }
+
+  /**
+   * The file named, then the files it imports (transitively) that this stream has not been
+   * sent yet: a client keeps what it was given, and every descriptor it is given can be
+   * built from what it has.
+   */
+  fileAndImports(name: string, sent: Set<string>): Answer {
+    const entry = this.files.get(name)!;
+    const out = [entry.bytes];
+    sent.add(name);
+    const walk = (file: DescFile) => {
+      for (const d of file.dependencies) {
+        if (sent.has(d.proto.name)) continue;
+        sent.add(d.proto.name);
+        out.push(this.files.get(d.proto.name)!.bytes);
+        walk(d);
+      }
+    };
+    walk(entry.file);
+    return { case: "fileDescriptorResponse", value: { fileDescriptorProto: out } };
+  }
+
+  answer(asked: v1.ServerReflectionRequest["messageRequest"], sent: Set<string>): Answer {
+    switch (asked.case) {
+      case "listServices":
+        return { case: "listServicesResponse", value: { service: this.services.map((name) => ({ name })) } };
+      case "fileByFilename":
+        return this.files.has(asked.value) ? this.fileAndImports(asked.value, sent) : notFound(`no file named ${shown(asked.value)} in this service's schema`);
+      case "fileContainingSymbol": {
+        // Some clients write the name with a leading dot, as descriptors refer to types.
+        const file = this.symbols.get(asked.value.replace(/^\./, ""));
+        return file === undefined ? notFound(`no symbol ${shown(asked.value)} in this service's schema`) : this.fileAndImports(file, sent);
+      }
+      case "fileContainingExtension":
+        return notFound(`no extension ${asked.value.extensionNumber} of ${shown(asked.value.containingType)}: this service's schema declares no extensions`);
+      case "allExtensionNumbersOfType": {
+        const type = asked.value.replace(/^\./, "");
+        return this.messages.has(type)
+          ? { case: "allExtensionNumbersResponse", value: { baseTypeName: type, extensionNumber: [] } }
+          : notFound(`no message type ${shown(asked.value)} in this service's schema`);
+      }
+      default:
+        return { case: "errorResponse", value: { errorCode: INVALID_ARGUMENT, errorMessage: "the request asks nothing: set one of its message_request fields" } };
+    }
+  }
+}
+
+const notFound = (errorMessage: string): Answer => ({ case: "errorResponse", value: { errorCode: NOT_FOUND, errorMessage } });
+
+/** A name from the request, quoted and cut short: it comes from anyone, and goes back to them only. */
+const shown = (name: string) => JSON.stringify(name.length > 200 ? `${name.slice(0, 200)}…` : name);
+
+/**
+ * gRPC server reflection (grpc.reflection.v1, and v1alpha for older tools) over `served`:
+ * one stream, any number of questions, each answered in turn. It takes no token, as health
+ * checks do: what it tells is this service's public .proto files, never data.
+ */
+export function reflectionServices(served: readonly DescService[]): [ServiceImpl<typeof v1.ServerReflection>, ServiceImpl<typeof v1alpha.ServerReflection>] {
+  const index = new SchemaIndex(served);
+  return [
+    {
+      async *serverReflectionInfo(requests) {
+        const sent = new Set<string>();
+        for await (const req of requests) {
+          yield create(v1.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: index.answer(req.messageRequest, sent) });
+        }
+      },
+    },
+    {
+      async *serverReflectionInfo(requests) {
+        const sent = new Set<string>();
+        for await (const req of requests) {
+          // The same messages as v1, field for field.
+          const asked = req.messageRequest as unknown as v1.ServerReflectionRequest["messageRequest"];
+          yield create(v1alpha.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: index.answer(asked, sent) });
+        }
+      },
+    },
+  ];
+}
