@@ -1,0 +1,143 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { it } from "node:test";
+import { create, createFileRegistry, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
+import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.js";
+import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { startServer } from "./harness.js";
+
+type Question = MessageInitShape<typeof v1.ServerReflectionRequestSchema>;
+
+/** Asks `questions` on one stream (no token) and answers what came back, in order. */
+async function ask(url: string, questions: Question[]): Promise<v1.ServerReflectionResponse[]> {
+  const client = createClient(v1.ServerReflection, createGrpcTransport({ baseUrl: url }));
+  const out: v1.ServerReflectionResponse[] = [];
+  for await (const r of client.serverReflectionInfo((async function* () {
+    for (const q of questions) yield create(v1.ServerReflectionRequestSchema, q);
+  })())) out.push(r);
+  return out;
+}
+
+const files = (r: v1.ServerReflectionResponse): FileDescriptorProto[] => {
+  assert.equal(r.messageResponse.case, "fileDescriptorResponse", JSON.stringify(r.messageResponse.value));
+  return (r.messageResponse.value as v1.FileDescriptorResponse).fileDescriptorProto.map((b) => fromBinary(FileDescriptorProtoSchema, b));
+};
+
+const error = (r: v1.ServerReflectionResponse) => {
+  assert.equal(r.messageResponse.case, "errorResponse");
+  return r.messageResponse.value as v1.ErrorResponse;
+};
+
+it("reflection lists the services and gives each file with its imports once per stream, enough to build every method's types; unknown names are not_found", async () => {
+  const s = await startServer();
+  try {
+    const answers = await ask(s.url, [
+      { host: "h", messageRequest: { case: "listServices", value: "" } },
+      { messageRequest: { case: "fileContainingSymbol", value: "gitpod.v1.RunnerService.CreateRunner" } },
+      { messageRequest: { case: "fileByFilename", value: "gitpod/v1/runner_configurations.proto" } },
+      // A field, with the leading dot descriptors write; its file and imports were all sent already.
+      { messageRequest: { case: "fileContainingSymbol", value: ".gitpod.v1.SCMIntegration.host" } },
+      { messageRequest: { case: "fileContainingSymbol", value: "gitpod.v1.NoSuchThing" } },
+      { messageRequest: { case: "fileByFilename", value: "../../etc/passwd" } },
+      { messageRequest: { case: "fileContainingExtension", value: { containingType: "gitpod.v1.Runner", extensionNumber: 1000 } } },
+      { messageRequest: { case: "allExtensionNumbersOfType", value: "gitpod.v1.Runner" } },
+      { messageRequest: { case: "allExtensionNumbersOfType", value: "gitpod.v1.Nope" } },
+      { messageRequest: { case: undefined } },
+    ]);
+    assert.equal(answers.length, 10, "one answer a question");
+    answers.forEach((a, i) => assert.equal(a.originalRequest?.messageRequest.case, [
+      "listServices", "fileContainingSymbol", "fileByFilename", "fileContainingSymbol", "fileContainingSymbol", "fileByFilename",
+      "fileContainingExtension", "allExtensionNumbersOfType", "allExtensionNumbersOfType", undefined,
+    ][i], "each answer names its question"));
+    assert.equal(answers[0]!.validHost, "h");
+
+    const services = (answers[0]!.messageResponse.value as v1.ListServiceResponse).service.map((x) => x.name);
+    assert.deepEqual(services.sort(), [
+      "gitpod.v1.RunnerConfigurationService", "gitpod.v1.RunnerInteractionService", "gitpod.v1.RunnerService",
+      "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
+    ]);
+
+    // The runners file first, then what it imports; the second file only with what was not sent.
+    const first = files(answers[1]!);
+    assert.equal(first[0]!.name, "gitpod/v1/runners.proto");
+    assert.ok(first.some((f) => f.name === "google/protobuf/timestamp.proto"), first.map((f) => f.name).join());
+    const second = files(answers[2]!);
+    assert.equal(second[0]!.name, "gitpod/v1/runner_configurations.proto");
+    const names = [...first, ...second].map((f) => f.name);
+    assert.equal(new Set(names).size, names.length, `no file twice on one stream: ${names}`);
+    assert.deepEqual(files(answers[3]!).map((f) => f.name), ["gitpod/v1/runner_configurations.proto"], "the file asked for, always; its imports were sent");
+
+    // What the client now holds resolves every method of both services, as a tool builds them.
+    const held = new Map([...first, ...second].map((f) => [f.name, f]));
+    const registry = createFileRegistry(
+      ...[first[0]!, second[0]!].map((root) => createFileRegistry(root, (name) => held.get(name))),
+    );
+    const createRunner = registry.getService("gitpod.v1.RunnerService")!.methods.find((m) => m.name === "CreateRunner")!;
+    assert.deepEqual(createRunner.input.fields.map((f) => [f.name, f.number]), [["name", 1], ["kind", 2], ["provider", 4]]);
+    assert.deepEqual(createRunner.output.fields.map((f) => [f.name, f.number]), [["runner", 1], ["access_token", 2]]);
+    assert.equal(createRunner.output.field.runner!.message!.field.createdAt!.message!.typeName, "google.protobuf.Timestamp", "imports resolved");
+    assert.deepEqual(registry.getService("gitpod.v1.RunnerConfigurationService")!.methods.map((m) => m.name).sort(), [
+      "CreateSCMIntegration", "DeleteSCMIntegration", "GetRunnerConfigurationSchema", "GetSCMIntegration", "ListSCMIntegrations", "UpdateSCMIntegration",
+    ]);
+    assert.equal(registry.getMessage("gitpod.v1.SCMIntegration")!.field.host!.number, 3);
+
+    assert.deepEqual([error(answers[4]!).errorCode, error(answers[5]!).errorCode, error(answers[6]!).errorCode], [Code.NotFound, Code.NotFound, Code.NotFound]);
+    assert.match(error(answers[4]!).errorMessage, /^no symbol "gitpod\.v1\.NoSuchThing" in this service's schema$/);
+    assert.match(error(answers[5]!).errorMessage, /^no file named "\.\.\/\.\.\/etc\/passwd"/);
+    assert.deepEqual(answers[7]!.messageResponse.value, create(v1.ExtensionNumberResponseSchema, { baseTypeName: "gitpod.v1.Runner", extensionNumber: [] }));
+    assert.equal(error(answers[8]!).errorCode, Code.NotFound);
+    assert.equal(error(answers[9]!).errorCode, Code.InvalidArgument);
+
+    // The older package name answers the same.
+    const old = createClient(v1alpha.ServerReflection, createGrpcTransport({ baseUrl: s.url }));
+    for await (const r of old.serverReflectionInfo((async function* () {
+      yield create(v1alpha.ServerReflectionRequestSchema, { messageRequest: { case: "fileByFilename", value: "grpc/health/v1/health.proto" } });
+    })())) {
+      assert.equal(r.messageResponse.case, "fileDescriptorResponse");
+      assert.equal(fromBinary(FileDescriptorProtoSchema, (r.messageResponse.value as v1alpha.FileDescriptorResponse).fileDescriptorProto[0]!).package, "grpc.health.v1");
+    }
+
+    // A question is a name: one past 4 KiB is refused, and so is a compressed one.
+    await assert.rejects(ask(s.url, [{ messageRequest: { case: "fileContainingSymbol", value: "x".repeat(5000) } }]), (e) => ConnectError.from(e).code === Code.ResourceExhausted);
+    const gzip = createClient(v1.ServerReflection, createGrpcTransport({ baseUrl: s.url, sendCompression: compressionGzip, compressMinBytes: 0 }));
+    await assert.rejects(
+      (async () => {
+        for await (const _ of gzip.serverReflectionInfo((async function* () {
+          yield create(v1.ServerReflectionRequestSchema, { messageRequest: { case: "listServices", value: "" } });
+        })()));
+      })(),
+      (e) => ConnectError.from(e).code === Code.Unimplemented,
+    );
+  } finally {
+    await s.close();
+  }
+});
+
+it("buf curl finds the methods by reflection and calls them with nothing but the service's address", async () => {
+  const s = await startServer();
+  const buf = (...args: string[]) => promisify(execFile)("node_modules/.bin/buf", ["curl", "--http2-prior-knowledge", ...args], { timeout: 60_000 });
+  try {
+    const listed = (await buf("--list-methods", s.url)).stdout.trim().split("\n");
+    assert.ok(listed.includes("gitpod.v1.RunnerConfigurationService/CreateSCMIntegration"), listed.join());
+    assert.ok(listed.includes("gitpod.v1.RunnerService/CreateRunner"));
+    // A call over each protocol: buf curl builds the request from the reflected schema (an
+    // enum by name), and reads the answer with it.
+    for (const protocol of ["connect", "grpc", "grpcweb"]) {
+      const { stdout } = await buf("--protocol", protocol, "-H", `Authorization: Bearer ${s.token}`, "-d", JSON.stringify({ name: `by-${protocol}`, provider: "RUNNER_PROVIDER_GCP" }), `${s.url}/gitpod.v1.RunnerService/CreateRunner`);
+      const runner = JSON.parse(stdout).runner;
+      assert.equal(runner.name, `by-${protocol}`);
+      assert.equal(runner.provider, "RUNNER_PROVIDER_GCP");
+      assert.equal(runner.status.phase, "RUNNER_PHASE_CREATED");
+      s.watch.noteToken(JSON.parse(stdout).accessToken);
+    }
+    // Over HTTP/1.1 too (reflection as a Connect stream).
+    const { stdout } = await promisify(execFile)("node_modules/.bin/buf", ["curl", "-H", `Authorization: Bearer ${s.token}`, "-d", "{}", `${s.url}/gitpod.v1.RunnerService/ListRunners`], { timeout: 60_000 });
+    assert.deepEqual(JSON.parse(stdout).runners.map((r: { name: string }) => r.name).sort(), ["by-connect", "by-grpc", "by-grpcweb"]);
+  } finally {
+    await s.close();
+  }
+});
