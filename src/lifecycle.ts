@@ -92,6 +92,8 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
   const metrics = (): Family[] => [...app.metrics(), ...(serving ? serverFamilies(serving, tlsReloads) : []), ...processFamilies()];
   // A worker's figures go to the primary, which serves the page; one process serves its own.
   if (cluster.isWorker && config.metrics) answerMetricsAsks(metrics);
+  // Before the API's port, so that a metrics port it cannot have stops the start before any call is taken.
+  const metricsEndpoint = cluster.isWorker || !config.metrics ? undefined : await serveMetrics(config.metrics.host, config.metrics.port, () => [...metrics(), ...databaseFamilies(config.databaseFile)], log);
   const server = await listen(app.handler, config.port, config.host, {
     tls: config.tlsCertFile && config.tlsKeyFile ? { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile } : undefined,
     headersTimeoutMs: config.headersTimeoutMs,
@@ -109,14 +111,12 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     database: config.databaseFile,
   });
   const stopWatching = reloadCertificates(server, config, log, tlsReloads);
-  const metricsEndpoint = cluster.isWorker || !config.metrics ? undefined : await serveMetrics(config.metrics.host, config.metrics.port, () => [...metrics(), ...databaseFamilies(config.databaseFile)], log);
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     stopWatching();
-    metricsEndpoint?.close();
     log.info("shutting down", { signal, in_flight: server.inFlight() });
     // Should anything after the drain hang (a stuck background thread), the process
     // still ends, and says so with a non-zero code.
@@ -134,6 +134,8 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
       // checkpoint the WAL into the database file, commits that never reached the disk too.
       if (db.syncFailure() === null) db.$client.close();
       else log.warn("database left unclosed: a sync failed, and SQLite recovers from the files at the next start");
+      // Served through the drain, so that what it cut off can be seen.
+      metricsEndpoint?.close();
     } catch (err) {
       log.error("shutdown failed", { error: err instanceof Error ? err.name : typeof err, detail: err instanceof Error ? err.message : undefined });
       process.exit(1);
@@ -260,21 +262,25 @@ async function supervise(config: Config, log: Logger): Promise<void> {
   // The metrics page is served here, from what the serving workers answer when asked; it
   // listens before any worker starts, so that a port it cannot have stops the start.
   const workerMetrics = new WorkerMetrics();
-  const metricsEndpoint = config.metrics
-    ? await serveMetrics(config.metrics.host, config.metrics.port, async () => [
+  if (config.metrics) {
+    await serveMetrics(config.metrics.host, config.metrics.port, async () => {
+      const serving = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && listening.has(w.id));
+      const gathered = await workerMetrics.gather(serving);
+      return [
         single("scm_workers_configured", "Worker processes the service runs (WORKERS).", "gauge", config.workers),
-        single("scm_workers_serving", "Worker processes serving now; fewer than configured while one is replaced or cannot start.", "gauge", listening.size),
+        single("scm_workers_serving", "Worker processes serving now; fewer than configured while one is replaced or cannot start.", "gauge", serving.length),
+        single("scm_workers_answered", "Serving workers whose figures are on this page; fewer than serving when one did not answer within 2 s (stuck).", "gauge", gathered.answered),
         single("scm_worker_restarts_total", "Workers started in place of one that exited or could not start.", "counter", Math.max(0, forks - config.workers)),
         ...databaseFamilies(config.databaseFile),
-        ...(await workerMetrics.gather(Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && listening.has(w.id)))),
-      ], log)
-    : undefined;
+        ...gathered.families,
+      ];
+    }, log);
+  }
   // The signal passed on to the workers; the log names what asked for the stop, which is
   // not always a signal (a worker that could not start).
   const stop = (signal: NodeJS.Signals, cause: string = signal) => {
     if (stopping) return;
     stopping = true;
-    metricsEndpoint?.close();
     log.info("shutting down", { ...(cause === signal ? { signal } : { cause }), workers: config.workers });
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
   };

@@ -25,7 +25,7 @@ import { REFLECTION_SERVICES, reflectionServices } from "./transport/handlers/re
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
-import { sentGrpcStatus } from "./transport/framework-errors.js";
+import { sentConnectCode, sentGrpcStatus } from "./transport/framework-errors.js";
 import type { NodeHandler } from "./transport/http-server.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
@@ -37,8 +37,8 @@ const MAX_TIMEOUT_MS = 60_000;
 /**
  * The code a request's log line shows: what the client was told. A response that never began
  * was not answered (the client left, or shutdown cut it off); a gRPC status sent covers the
- * errors connect-node answers before any interceptor runs; the interceptors' record, then the
- * HTTP status, cover the rest.
+ * errors connect-node answers before any interceptor runs. Otherwise the interceptors' record,
+ * then the code of a Connect error body connect-node wrote itself, then the HTTP status.
  */
 function loggedCode(res: http.ServerResponse | http2.Http2ServerResponse, record: RequestRecord, timedOut: boolean): string {
   if (timedOut) return "http_408";
@@ -47,7 +47,7 @@ function loggedCode(res: http.ServerResponse | http2.Http2ServerResponse, record
   // In trailers, or in the headers of a trailers-only answer (a method not served, say).
   const grpc = sentGrpcStatus(res) ?? res.getHeader("grpc-status")?.toString();
   if (grpc !== undefined) return grpc === "0" ? "ok" : codeName(Number(grpc));
-  return record.code ?? (res.statusCode < 400 ? "ok" : `http_${res.statusCode}`);
+  return record.code ?? sentConnectCode(res) ?? (res.statusCode < 400 ? "ok" : `http_${res.statusCode}`);
 }
 
 /**
@@ -202,7 +202,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
         protocol: protocolOf(req.headers["content-type"]),
         duration_ms: ms,
       });
-      requests?.record(procedureLabel(req.method, path), code, ms / 1000);
+      requests?.record(procedureLabel(req.method, req.url, path), code, ms / 1000);
     });
     if (corsOrigins !== null && answerCors(corsOrigins, req, res)) return;
     if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
@@ -264,7 +264,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       single("scm_database_usable", "1 while the database can be used; 0 after a failed sync to disk, until a restart.", "gauge", db.$client.open && db.syncFailure() === null ? 1 : 0),
       single("scm_commits_total", "Transactions committed by the group commit (each holds one or more writes).", "counter", commits.commits),
       single("scm_commit_writes_total", "Writes committed by the group commit.", "counter", commits.writes),
-      single("scm_wal_syncs_total", "Syncs of the write-ahead log to disk.", "counter", commits.syncs),
+      single("scm_wal_syncs_total", "Syncs of the write-ahead log to disk that finished; a failed one too, which also turns scm_database_usable to 0.", "counter", commits.syncs),
     ];
   };
   return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop(), metrics };
@@ -320,12 +320,13 @@ const TOKEN_METHODS = new Map<string, string>(
 );
 
 /** The procedures the metrics page counts by name; every other path is "other". */
-const LABELLED_PROCEDURES = new Set([...TOKEN_METHODS.keys(), `/${Health.typeName}/Check`, `/${Health.typeName}/Watch`, ...REFLECTION_SERVICES.map((s) => `/${s.typeName}/ServerReflectionInfo`)]);
+const LABELLED_PROCEDURES = new Set([...TOKEN_METHODS.keys(), `/${Health.typeName}/Check`, ...REFLECTION_SERVICES.map((s) => `/${s.typeName}/ServerReflectionInfo`)]);
 
 /** A request's procedure as the metrics page shows it: from a short fixed set, never as a client wrote it. */
-function procedureLabel(method: string | undefined, path: string): string {
+function procedureLabel(method: string | undefined, url: string | undefined, path: string): string {
   if (method === "POST" && LABELLED_PROCEDURES.has(path)) return path.slice(1);
-  if (path === "/healthz" && (method === "GET" || method === "HEAD")) return "healthz";
+  // As the handler answers it: the health check's own URL, without a query.
+  if (url === "/healthz" && (method === "GET" || method === "HEAD")) return "healthz";
   return "other";
 }
 

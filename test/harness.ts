@@ -262,25 +262,32 @@ export async function scrapeMetrics(port: number): Promise<MetricsPage> {
   const page: MetricsPage = new Map();
   const samples: { name: string; labels: Record<string, string>; value: number }[] = [];
   const typed = new Map<string, string>();
+  const helped = new Set<string>();
   const closed = new Set<string>();
   let current = "";
-  for (const line of (await res.text()).split("\n")) {
-    if (line === "") continue;
-    const meta = /^# (HELP|TYPE) ([a-z_]+) (.+)$/.exec(line);
+  const text = await res.text();
+  assert.ok(text.endsWith("\n"), "the page ends with a line feed");
+  for (const line of text.slice(0, -1).split("\n")) {
+    const meta = /^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.+)$/.exec(line);
     if (meta) {
       const [, kind, name, rest] = meta;
       if (kind === "TYPE") {
         assert.ok(!typed.has(name!), `one TYPE for ${name}`);
         assert.match(rest!, /^(counter|gauge|histogram)$/);
         typed.set(name!, rest!);
+      } else {
+        assert.ok(!helped.has(name!), `one HELP for ${name}`);
+        helped.add(name!);
       }
       if (current !== name) closed.add(current);
       current = name!;
       continue;
     }
-    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    assert.ok(m, `a sample line: ${line}`);
+    const label = '[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\\\\n]|\\\\.)*"';
+    const m = new RegExp(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\\{(${label}(?:,${label})*)\\})? (-?\\d+(?:\\.\\d+)?(?:e[+-]?\\d+)?|[+-]Inf|NaN)$`).exec(line);
+    assert.ok(m, `a sample line: ${JSON.stringify(line)}`);
     const [, name, labelText = "", value] = m;
+    assert.ok(helped.has(current) && typed.has(current), `${current} has its HELP and TYPE before its samples`);
     const family = typed.has(name!) ? name! : name!.replace(/_(bucket|sum|count)$/, "");
     assert.ok(typed.has(family), `${name} has a TYPE before it`);
     assert.equal(family, current, `${name}'s samples are together, under their family`);
@@ -288,7 +295,7 @@ export async function scrapeMetrics(port: number): Promise<MetricsPage> {
     const labels = Object.fromEntries([...labelText.matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g)].map(([, k, v]) => [k!, v!]));
     const key = `${name}${labelText ? `{${Object.keys(labels).sort().map((k) => `${k}="${labels[k]}"`).join(",")}}` : ""}`;
     assert.ok(!page.has(key), `one sample ${key}`);
-    const n = value === "+Inf" ? Infinity : Number(value);
+    const n = value === "+Inf" ? Infinity : value === "-Inf" ? -Infinity : Number(value);
     page.set(key, n);
     samples.push({ name: name!, labels, value: n });
   }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -29,7 +30,7 @@ async function scrapeUntil(port: number, what: string, want: (page: MetricsPage)
 
 it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by procedure and code, their durations, commits, the database's size", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "scm-metrics-"));
-  const s = await startService(join(dir, "m.db"), { METRICS_PORT: "0" });
+  const s = await startService(join(dir, "m.db"), { METRICS_PORT: "0", SHUTDOWN_TIMEOUT_MS: "1500" });
   t.after(() => {
     s.child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
@@ -46,28 +47,42 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   for (const name of ["runner-one", "runner-two"]) assert.equal((await call(s, "/gitpod.v1.RunnerService/CreateRunner", { name, provider: "RUNNER_PROVIDER_AWS_EC2" }, token)).status, 200);
   assert.equal((await call(s, "/gitpod.v1.RunnerService/GetRunner", { runnerId: randomUUID() }, token)).status, 404);
   assert.equal((await call(s, "/gitpod.v1.RunnerService/ListRunners", {})).status, 401);
-  // Paths a client made up are counted, but never named: the page cannot be grown by a scan.
+  // Errors connect-node answers before the service's code runs count under their Connect code.
+  const badJson = await fetch(`http://127.0.0.1:${s.port}/gitpod.v1.RunnerService/GetRunner`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: "{bad" });
+  assert.equal(((await badJson.json()) as { code: string }).code, "invalid_argument");
+  const tooLarge = await call(s, "/gitpod.v1.RunnerService/UpdateRunner", { runnerId: randomUUID(), name: "x".repeat(2 << 20) }, token);
+  assert.equal(((await tooLarge.json()) as { code: string }).code, "resource_exhausted");
+  // Paths a client made up are counted, but never named: the page cannot be grown by a scan,
+  // whatever the method or protocol.
   const madeUp = ["/wp-admin/setup.php", `/gitpod.v1.RunnerService/${randomUUID()}`, "/.env"];
   for (const path of madeUp) await (await fetch(`http://127.0.0.1:${s.port}${path}`)).arrayBuffer();
+  const posted = [`/gitpod.v1.RunnerService/Made${randomUUID().slice(0, 8)}`, `/acme.v9.Made/${randomUUID().slice(0, 8)}`];
+  for (const path of posted) await (await call(s, path, {}, token)).arrayBuffer();
+  const grpcPath = `/grpc.made.Up/${randomUUID().slice(0, 8)}`;
+  await (await fetch(`http://127.0.0.1:${s.port}${grpcPath}`, { method: "POST", headers: { "content-type": "application/grpc" }, body: new Uint8Array(5) })).arrayBuffer();
   assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz`)).status, 200);
+  assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz?x=1`)).status, 404, "not the health check");
   assert.equal((await fetch(`http://127.0.0.1:${s.port}/metrics`)).status, 404, "the API's port does not serve the page");
 
-  const page = await scrapeUntil(port, "every request counted", (p) => p.get('scm_requests_total{code="http_404",procedure="other"}') === 4);
+  const page = await scrapeUntil(port, "every request counted", (p) => p.get('scm_requests_total{code="http_404",procedure="other"}') === 7);
   const requests = (procedure: string, code: string) => page.get(`scm_requests_total{code="${code}",procedure="${procedure}"}`);
   assert.equal(requests("gitpod.v1.RunnerService/CreateRunner", "ok"), 2);
   assert.equal(requests("gitpod.v1.RunnerService/GetRunner", "not_found"), 1);
+  assert.equal(requests("gitpod.v1.RunnerService/GetRunner", "invalid_argument"), 1);
+  assert.equal(requests("gitpod.v1.RunnerService/UpdateRunner", "resource_exhausted"), 1);
   assert.equal(requests("gitpod.v1.RunnerService/ListRunners", "unauthenticated"), 1);
+  assert.equal(requests("other", "unimplemented"), 1, "an unserved gitpod.v1 method");
   assert.equal(requests("healthz", "ok"), 1);
   const counted = [...page].filter(([k]) => k.startsWith("scm_requests_total")).reduce((n, [, v]) => n + v, 0);
-  assert.equal(counted, 9, "each request once");
+  assert.equal(counted, 15, "each request once");
   const shown = [...page.keys()].join("\n");
-  for (const path of madeUp) assert.ok(!shown.includes(path.slice(1)), `${path} is not named`);
+  for (const path of [...madeUp, ...posted, grpcPath]) assert.ok(!shown.includes(path.split("/").at(-1)!), `${path} is not named`);
   assert.ok(!shown.includes(token), "no token");
 
   assert.equal(page.get('scm_request_duration_seconds_count{procedure="gitpod.v1.RunnerService/CreateRunner"}'), 2);
   const createSeconds = page.get('scm_request_duration_seconds_sum{procedure="gitpod.v1.RunnerService/CreateRunner"}')!;
   assert.ok(createSeconds > 0 && createSeconds < 60, `${createSeconds} s`);
-  assert.equal(page.get('scm_request_duration_seconds_count{procedure="other"}'), 4);
+  assert.equal(page.get('scm_request_duration_seconds_count{procedure="other"}'), 8);
   // Two runners written, through at least one commit and one sync of the WAL.
   assert.equal(page.get("scm_commit_writes_total"), 2);
   assert.ok(page.get("scm_commits_total")! >= 1 && page.get("scm_commits_total")! <= 2);
@@ -94,9 +109,19 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   assert.equal(head.status, 200);
   assert.equal(await head.text(), "");
 
+  // Through a shutdown's drain the page is still served: a request held open (its body never
+  // finished) shows in flight, and is counted once cut off.
+  const held = net.connect(s.port, "127.0.0.1");
+  held.on("error", () => {});
+  held.write(`POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`);
+  await scrapeUntil(port, "the held request in flight", (p) => p.get("scm_requests_in_flight") === 1);
   s.child.kill("SIGTERM");
+  await until("shutting down", () => lines(s, "shutting down").length === 1);
+  const draining = await scrapeMetrics(port);
+  assert.equal(draining.get("scm_requests_in_flight"), 1);
   assert.equal((await s.exited).code, 0);
-  await assert.rejects(fetch(`http://127.0.0.1:${port}/metrics`), "the page stops with the service");
+  held.destroy();
+  assert.equal(lines(s, "request").filter((l) => l.code === "canceled").length, 1, "cut off at the shutdown timeout");
 });
 
 it("with WORKERS the primary serves the page: each worker's figures under its label, how many serve, and restarts", async (t) => {
@@ -125,12 +150,25 @@ it("with WORKERS the primary serves the page: each worker's figures under its la
   assert.ok(page.get("scm_database_bytes")! > 0, "the database's size once, from the primary");
   assert.ok(!page.has(`scm_database_bytes{worker="${first}"}`));
 
+  assert.equal(page.get("scm_workers_answered"), 2);
+
+  // A worker that does not answer (stopped here) is left off after 2 s, and the page says so.
+  const [stuck] = childrenRunning(s.child.pid!, "src/main.ts");
+  process.kill(stuck!, "SIGSTOP");
+  const without = await scrapeMetrics(port);
+  process.kill(stuck!, "SIGCONT");
+  assert.equal(without.get("scm_workers_serving"), 2);
+  assert.equal(without.get("scm_workers_answered"), 1);
+  assert.equal([...without.keys()].filter((k) => k.startsWith("scm_database_usable{")).length, 1, "one worker's figures");
+  assert.equal((await scrapeMetrics(port)).get("scm_workers_answered"), 2, "back once it answers");
+
   // A worker killed: the page says so, then shows its replacement.
   process.kill(childrenRunning(s.child.pid!, "src/main.ts")[0]!, "SIGKILL");
   await until("a replacement listens", () => lines(s, "listening").length === 3, 30_000);
   const third = workerIds()[2]!;
   const after = await scrapeUntil(port, "two serve again", (p) => p.get("scm_workers_serving") === 2 && p.has(`scm_database_usable{worker="${third}"}`));
   assert.equal(after.get("scm_worker_restarts_total"), 1);
+  assert.equal(after.get("scm_workers_answered"), 2);
   const labelled = new Set([...after.keys()].map((k) => /worker="([^"]+)"/.exec(k)?.[1]).filter((w) => w !== undefined));
   assert.equal(labelled.size, 2, `the serving workers only: ${[...labelled]}`);
   assert.ok(labelled.has(third));
@@ -167,11 +205,39 @@ it("METRICS_PORT and METRICS_HOST are checked at start, and a metrics port in us
       });
       assert.equal(r.status, 1, `WORKERS=${workers}: ${r.stdout}${r.stderr}`);
       assert.equal(r.stderr, `startup error: METRICS_PORT ${port}: 127.0.0.1:${port} is already in use\n`);
-      // With workers, none was started: the page listens first.
-      if (workers === "2") assert.doesNotMatch(r.stdout, /"msg":"listening"/);
+      // The page listens first: no call was taken, and with workers none was started.
+      assert.doesNotMatch(r.stdout, /"msg":"listening"/);
     }
   } finally {
     taken.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("the test's reader of the page refuses what Prometheus would not take", async (t) => {
+  let page = "";
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+    res.end(page);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.after(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  const good = '# HELP a_total A.\n# TYPE a_total counter\na_total{x="1",y="q\\"\\\\"} 2\n# HELP h H.\n# TYPE h histogram\nh_bucket{le="1"} 1\nh_bucket{le="+Inf"} 2\nh_sum 0.5\nh_count 2\n';
+  page = good;
+  assert.equal((await scrapeMetrics(port)).get('a_total{x="1",y="q\\"\\\\"}'), 2);
+  for (const bad of [
+    good.replace(" 2\n", " null\n"),
+    good.replace('x="1",y', 'x="1"y'),
+    good.replace('x="1"', '1x="1"'),
+    good.replace("# HELP a_total A.\n", "# HELP a_total A.\n# HELP a_total A.\n"),
+    good.replace("# TYPE a_total counter\n", ""),
+    good.replace("h_count 2", "h_count 3"),
+    good.replace('h_bucket{le="1"} 1', 'h_bucket{le="1"} 3'),
+    good + "a_total 1\n",
+    good.slice(0, -1),
+  ]) {
+    page = bad;
+    await assert.rejects(scrapeMetrics(port), JSON.stringify(bad));
   }
 });

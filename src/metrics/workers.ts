@@ -27,15 +27,19 @@ export function answerMetricsAsks(collect: () => Family[]): void {
 /** In the primary: asks workers for their families and gathers the answers. */
 export class WorkerMetrics {
   private next = 1;
-  private readonly pending = new Map<number, (workerId: number, families: Family[]) => void>();
+  /** Per scrape: takes a worker's families, or null when it cannot be asked. */
+  private readonly pending = new Map<number, (workerId: number, families: Family[] | null) => void>();
 
   /** Feed every message from a worker through here. */
   onMessage(worker: Worker, m: unknown): void {
     if (isAnswer(m)) this.pending.get(m.metricsAnswer)?.(worker.id, m.families);
   }
 
-  /** The families of every worker in `workers` that answers within WORKER_ANSWER_MS, each under its `worker` label. */
-  gather(workers: readonly Worker[]): Promise<Family[]> {
+  /**
+   * The families of every worker in `workers` that answers within WORKER_ANSWER_MS, each under
+   * its `worker` label, and how many answered.
+   */
+  gather(workers: readonly Worker[]): Promise<{ families: Family[]; answered: number }> {
     const id = this.next++;
     const waiting = new Set(workers.map((w) => w.id));
     const got = new Map<number, Family[]>();
@@ -44,16 +48,16 @@ export class WorkerMetrics {
         clearTimeout(timer);
         this.pending.delete(id);
         // In worker order, whichever answered first.
-        resolve([...got.entries()].sort(([a], [b]) => a - b).flatMap(([, families]) => families));
+        resolve({ families: [...got.entries()].sort(([a], [b]) => a - b).flatMap(([, families]) => families), answered: got.size });
       };
       const timer = setTimeout(done, WORKER_ANSWER_MS);
       this.pending.set(id, (workerId, families) => {
         if (!waiting.delete(workerId)) return;
-        got.set(workerId, labelled(families, { worker: String(workerId) }));
+        if (families !== null) got.set(workerId, labelled(families, { worker: String(workerId) }));
         if (waiting.size === 0) done();
       });
       // A worker whose channel has closed is simply not waited for.
-      for (const w of workers) w.send({ metricsAsk: id } satisfies Ask, undefined, (err) => err && this.pending.get(id)?.(w.id, []));
+      for (const w of workers) w.send({ metricsAsk: id } satisfies Ask, undefined, (err) => err && this.pending.get(id)?.(w.id, null));
       if (waiting.size === 0) done();
     });
   }

@@ -42,6 +42,43 @@ export function sentGrpcStatus(res: object): string | undefined {
   return grpcStatuses.get(res);
 }
 
+/** The code each Connect error body said, for its log line, where no interceptor recorded one. */
+const connectCodes = new WeakMap<object, string>();
+/** Responses whose head said a Connect error (a status over 399, a JSON body) and whose body is still to come. */
+const errorBodies = new WeakSet<object>();
+
+const CONNECT_CODES = new Set([
+  "canceled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists", "permission_denied", "resource_exhausted",
+  "failed_precondition", "aborted", "out_of_range", "unimplemented", "internal", "unavailable", "data_loss", "unauthenticated",
+]);
+
+/**
+ * The Connect code `res` sent in an error body: connect-node answers some errors before any
+ * interceptor runs (a body it cannot decode, one over the size limit, a rate limit charged
+ * while it reads the body), and only the body says which code it is.
+ */
+export function sentConnectCode(res: object): string | undefined {
+  return connectCodes.get(res);
+}
+
+/** For the response classes' writeHead: notes a Connect error head, whose body noteErrorBody then reads. */
+export function noteErrorHead(res: { getHeader(name: string): unknown }, status: number, args: unknown[]): void {
+  if (status < 400) return;
+  const headers = args.find((a) => a !== null && typeof a === "object") as Record<string, unknown> | undefined;
+  if ((headers?.["content-type"] ?? res.getHeader("content-type")) === "application/json") errorBodies.add(res);
+}
+
+/** For the response classes' write and end: the code of a Connect error body (one small JSON chunk). */
+export function noteErrorBody(res: object, chunk: unknown): void {
+  if (!errorBodies.delete(res) || !(chunk instanceof Uint8Array || typeof chunk === "string") || chunk.length > 65536) return;
+  try {
+    const code = (JSON.parse(typeof chunk === "string" ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("utf8")) as { code?: unknown }).code;
+    if (typeof code === "string" && CONNECT_CODES.has(code)) connectCodes.set(res, code);
+  } catch {
+    // Not a Connect error after all.
+  }
+}
+
 export function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): void {
   const contentType = (req.headers["content-type"] ?? "").toLowerCase();
   const r = res as unknown as Record<string, (...args: any[]) => any>;

@@ -2,7 +2,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
-import { correctFrameworkErrors } from "./framework-errors.js";
+import { correctFrameworkErrors, noteErrorBody, noteErrorHead } from "./framework-errors.js";
 import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_REQUEST_BYTES } from "./request-body.js";
 import { readTlsFiles, rereadTlsFiles, type TlsCredentials, type TlsFiles } from "./tls-files.js";
 
@@ -26,15 +26,41 @@ function markFinal(res: { hasHeader(name: string): boolean; setHeader(name: stri
 
 class Http1Response extends http.ServerResponse<Http1Request> {
   override writeHead(status: number, ...rest: any[]): this {
-    if (!this.headersSent) markFinal(this, status);
+    if (!this.headersSent) {
+      markFinal(this, status);
+      noteErrorHead(this, status, rest);
+    }
     return super.writeHead(status, ...rest);
+  }
+
+  override write(chunk: any, ...rest: any[]): boolean {
+    if (this.statusCode >= 400) noteErrorBody(this, chunk);
+    return (super.write as (...args: unknown[]) => boolean)(chunk, ...rest);
+  }
+
+  override end(...args: any[]): this {
+    if (this.statusCode >= 400) noteErrorBody(this, args[0]);
+    return (super.end as (...a: unknown[]) => this)(...args);
   }
 }
 
 class Http2Response extends http2.Http2ServerResponse<Http2Request> {
   override writeHead(status: number, ...rest: any[]): this {
-    if (!this.headersSent) markFinal(this, status);
+    if (!this.headersSent) {
+      markFinal(this, status);
+      noteErrorHead(this, status, rest);
+    }
     return (super.writeHead as (...args: unknown[]) => this)(status, ...rest);
+  }
+
+  override write(chunk: any, ...rest: any[]): boolean {
+    if (this.statusCode >= 400) noteErrorBody(this, chunk);
+    return (super.write as (...args: unknown[]) => boolean)(chunk, ...rest);
+  }
+
+  override end(...args: any[]): this {
+    if (this.statusCode >= 400) noteErrorBody(this, args[0]);
+    return (super.end as (...a: unknown[]) => this)(...args);
   }
 }
 
