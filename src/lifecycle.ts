@@ -10,9 +10,9 @@ import { openDatabase, type Db } from "./store/database.js";
 import { describeStartupError } from "./startup-errors.js";
 import { onReloadSignal, onStopSignals, SIGNALS_HELD } from "./signals.js";
 import { listen, type RunningServer } from "./transport/http-server.js";
-import { serveMetrics, type MetricsEndpoint } from "./metrics/endpoint.js";
-import { single, type Family } from "./metrics/exposition.js";
-import { databaseFamilies, processFamilies } from "./metrics/process.js";
+import { serveMetrics } from "./metrics/endpoint.js";
+import type { Family } from "./metrics/exposition.js";
+import { databaseFamilies, listenerFamilies, processFamilies, workerFamilies } from "./metrics/figures.js";
 import { answerMetricsAsks, WorkerMetrics } from "./metrics/workers.js";
 import { currentVersion, describeTlsFailure, failedForContent, rereadable, watchTlsFiles, type TlsCredentials, type TlsWatch } from "./transport/tls-files.js";
 
@@ -89,7 +89,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
   });
   const tlsReloads = { ok: 0, failed: 0 };
   let serving: RunningServer | undefined;
-  const metrics = (): Family[] => [...app.metrics(), ...(serving ? serverFamilies(serving, tlsReloads) : []), ...processFamilies()];
+  const metrics = (): Family[] => [...app.metrics(), ...(serving ? listenerFamilies(serving, tlsReloads) : []), ...processFamilies()];
   // A worker's figures go to the primary, which serves the page; one process serves its own.
   if (cluster.isWorker && config.metrics) answerMetricsAsks(metrics);
   // Before the API's port, so that a metrics port it cannot have stops the start before any call is taken.
@@ -144,28 +144,6 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     process.exit(0);
   };
   onStopSignals((signal) => void stop(signal));
-}
-
-/** What the listener holds now, and the certificate it serves. */
-function serverFamilies(server: RunningServer, tlsReloads: { ok: number; failed: number }): Family[] {
-  const families = [
-    single("scm_requests_in_flight", "Requests being served right now.", "gauge", server.inFlight()),
-    single("scm_request_body_bytes_held", "Bytes of request bodies held right now, against the budget all requests share.", "gauge", server.bodyBytesHeld()),
-  ];
-  if (!server.certificate) return families;
-  return [
-    ...families,
-    single("scm_tls_certificate_expiry_seconds", "When the certificate served to new connections expires, in seconds since the epoch.", "gauge", Date.parse(server.certificate().notAfter) / 1000),
-    {
-      name: "scm_tls_reloads_total",
-      help: "Reads of the certificate files after the first (SIGHUP, or the files changed), by result; a failed one leaves the previous certificate served.",
-      type: "counter",
-      samples: [
-        { labels: { result: "ok" }, value: tlsReloads.ok },
-        { labels: { result: "failed" }, value: tlsReloads.failed },
-      ],
-    },
-  ];
 }
 
 /**
@@ -267,10 +245,7 @@ async function supervise(config: Config, log: Logger): Promise<void> {
       const serving = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && listening.has(w.id));
       const gathered = await workerMetrics.gather(serving);
       return [
-        single("scm_workers_configured", "Worker processes the service runs (WORKERS).", "gauge", config.workers),
-        single("scm_workers_serving", "Worker processes serving now; fewer than configured while one is replaced or cannot start.", "gauge", serving.length),
-        single("scm_workers_answered", "Serving workers whose figures are on this page; fewer than serving when one did not answer within 2 s (stuck).", "gauge", gathered.answered),
-        single("scm_worker_restarts_total", "Workers started in place of one that exited or could not start.", "counter", Math.max(0, forks - config.workers)),
+        ...workerFamilies({ configured: config.workers, serving: serving.length, answered: gathered.answered, restarts: Math.max(0, forks - config.workers) }),
         ...databaseFamilies(config.databaseFile),
         ...gathered.families,
       ];
