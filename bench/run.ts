@@ -627,7 +627,14 @@ here. The ten runs before are the ones whose figures compare.
 The twelfth run (2026-12-05, late evening) came on the Intel VM again: ratios 0.54, 0.80, 0.50,
 CPU per no-op create 114 µs at 64 connections, per create, Get and List 270, 174, 341. The
 thirteenth (this one) on the same VM: ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create
-${fmt(at64("create").base.cpu)} µs at 64 connections, per create, Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}.
+${fmt(at64("create").base.cpu)} µs at 64 connections, per create, Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}. It began on a slow
+stretch of the VM (the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms against 176 / 196 for the twelfth), and as
+on the slow days of 2026-12-03 the bare handler lost more than the service did (CPU per no-op
+create about three times the twelfth run's, per create about twice), so the create and Get
+ratios rose; not from the code, which side by side with the twelfth run's build made as many
+creates and Gets within noise (\`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare --
+826a3fe get 64\`: 4,997 Gets a second against 4,643). The List ratio, whose cost is mostly
+reading and encoding the page, did not rise.
 How far the create target is on this VM, measured before it (2026-12-05, about 19:40 UTC; two
 services on copies of the 1M-row seed, 5-second runs of creates at 64 connections
 alternating, 6 rounds, a scratch script): with the row insert skipped (everything else as
