@@ -5,10 +5,10 @@ import { it } from "node:test";
 import { create, createFileRegistry, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
+import { compressionGzip, createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import { startServer } from "./harness.js";
+import { startServer, until } from "./harness.js";
 
 type Question = MessageInitShape<typeof v1.ServerReflectionRequestSchema>;
 
@@ -101,8 +101,24 @@ it("reflection lists the services and gives each file with its imports once per 
       assert.equal(fromBinary(FileDescriptorProtoSchema, (r.messageResponse.value as v1alpha.FileDescriptorResponse).fileDescriptorProto[0]!).package, "grpc.health.v1");
     }
 
-    // A question is a name: one past 4 KiB is refused, and so is a compressed one.
-    await assert.rejects(ask(s.url, [{ messageRequest: { case: "fileContainingSymbol", value: "x".repeat(5000) } }]), (e) => ConnectError.from(e).code === Code.ResourceExhausted);
+    // A question is a name: one past 4 KiB is refused, and so is a compressed one. Its log
+    // line says so over the Connect protocol too, whose stream ends with the error.
+    const tooLong: Question = { messageRequest: { case: "fileContainingSymbol", value: "x".repeat(5000) } };
+    await assert.rejects(ask(s.url, [tooLong]), (e) => ConnectError.from(e).code === Code.ResourceExhausted);
+    const overConnect = createClient(v1.ServerReflection, createConnectTransport({ baseUrl: s.url, httpVersion: "2" }));
+    await assert.rejects(
+      (async () => {
+        for await (const _ of overConnect.serverReflectionInfo((async function* () {
+          yield create(v1.ServerReflectionRequestSchema, { messageRequest: { case: "listServices", value: "" } });
+          yield create(v1.ServerReflectionRequestSchema, tooLong);
+        })()));
+      })(),
+      (e) => ConnectError.from(e).code === Code.ResourceExhausted,
+    );
+    // (A line is written as its answer closes, a moment after the client has it.)
+    const logged = () => s.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "request" && l.procedure === "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo");
+    await until("the Connect stream's line", () => logged().some((l) => l.protocol === "connect-stream"));
+    assert.deepEqual(logged().slice(-2).map((l) => [l.protocol, l.code]), [["grpc", "resource_exhausted"], ["connect-stream", "resource_exhausted"]]);
     const gzip = createClient(v1.ServerReflection, createGrpcTransport({ baseUrl: s.url, sendCompression: compressionGzip, compressMinBytes: 0 }));
     await assert.rejects(
       (async () => {

@@ -22,17 +22,35 @@ const TOKEN_POLICY: Record<string, "api" | "runner"> = {
 export function errorInterceptor(log: Logger): Interceptor {
   return (next) => async (req) => {
     const record = req.contextValues.get(requestRecordKey);
-    try {
-      const res = await next(req);
-      record.code = "ok";
-      return res;
-    } catch (err) {
+    const fail = (err: unknown) => {
       // A token revoked or replaced while its call waited, refused inside the write (writeAs):
       // logged as the refusals at the door are.
       if (err instanceof StaleCredential) logRefusal(log, req, err.message);
       const connectErr = toConnectError(err, req.method, record.id, log);
       record.code = codeName(connectErr.code);
-      throw connectErr;
+      return connectErr;
+    };
+    try {
+      const res = await next(req);
+      if (!res.stream) {
+        record.code = "ok";
+        return res;
+      }
+      // A stream (reflection's) ends well or not only once its messages have all gone.
+      const messages = res.message;
+      return {
+        ...res,
+        message: (async function* () {
+          try {
+            yield* messages;
+            record.code = "ok";
+          } catch (err) {
+            throw fail(err);
+          }
+        })(),
+      };
+    } catch (err) {
+      throw fail(err);
     }
   };
 }
