@@ -2,7 +2,7 @@
 import "./runtime/base64.js";
 import { randomUUID } from "node:crypto";
 import type http from "node:http";
-import type http2 from "node:http2";
+import http2 from "node:http2";
 import type { DescService } from "@bufbuild/protobuf";
 import { createContextValues, type ConnectRouter, type Interceptor, type MethodImpl, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -44,6 +44,8 @@ function loggedCode(res: http.ServerResponse | http2.Http2ServerResponse, record
   if (timedOut) return "http_408";
   // headersSent: a trailers-only gRPC answer goes out through the HTTP/2 stream, not `res` (notServed).
   if (!res.writableEnded && !res.headersSent) return "canceled";
+  // Ended, but cut off before all of it went out (a client that stopped reading).
+  if (res.writableEnded && !res.writableFinished) return "canceled";
   // In trailers, or in the headers of a trailers-only answer (a method not served, say).
   const grpc = sentGrpcStatus(res) ?? res.getHeader("grpc-status")?.toString();
   if (grpc !== undefined) return grpc === "0" ? "ok" : codeName(Number(grpc));
@@ -105,7 +107,8 @@ export function routes(deps: Deps, isHealthy: () => boolean) {
     // to 1 MiB of nesting or of unknown fields cost 150 to 250 ms of CPU each) and 1 KiB at
     // most (its request is one service name), so that it holds next to nothing of the body budget.
     router.service(Health, healthService(isHealthy), { readMaxBytes: HEALTH_MAX_BYTES, acceptCompression: [] });
-    // Reflection takes no token either, and its questions are a name each: the same care.
+    // Reflection takes no token either, and its questions are a name each: the same care, and
+    // a bound on each stream's questions (reflection.ts) and on its life (REFLECTION_STREAM_MS).
     const [v1, v1alpha] = reflectionServices([RunnerService, RunnerConfigurationService, RunnerInteractionService, Health, ...REFLECTION_SERVICES]);
     router.service(REFLECTION_SERVICES[0], v1, { readMaxBytes: REFLECTION_MAX_BYTES, acceptCompression: [] });
     router.service(REFLECTION_SERVICES[1], v1alpha, { readMaxBytes: REFLECTION_MAX_BYTES, acceptCompression: [] });
@@ -115,7 +118,15 @@ export function routes(deps: Deps, isHealthy: () => boolean) {
 /** The most a health check's request may be. */
 const HEALTH_MAX_BYTES = 1024;
 /** The most one reflection question may be (a file or symbol name). */
-const REFLECTION_MAX_BYTES = 4096;
+const REFLECTION_MAX_BYTES = 1024;
+/**
+ * How long a reflection stream may last, whatever its client does: one that half-closed and
+ * stopped reading its answers would otherwise hold its part of the body budget for as long as
+ * its connection lives (REQUEST_TIMEOUT_MS counts only while the client still sends). A tool's
+ * stream takes milliseconds.
+ */
+const REFLECTION_STREAM_MS = 10_000;
+const REFLECTION_PATHS = new Set(REFLECTION_SERVICES.map((s) => `/${s.typeName}/ServerReflectionInfo`));
 
 /** Registers a service, each method with the JSON options its request needs (see json-options.ts). */
 function serve<S extends DescService>(router: ConnectRouter, service: S, impl: ServiceImpl<S>): void {
@@ -224,6 +235,11 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       res.end(unserved[1]);
       return;
     }
+    if ("stream" in req && REFLECTION_PATHS.has((req.url ?? "").split("?", 1)[0]!)) {
+      const stream = req.stream;
+      const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), REFLECTION_STREAM_MS);
+      res.once("close", () => clearTimeout(timer));
+    }
     shortenDeadline(req.headers);
     // Content codings are case-insensitive (RFC 9110, 8.4.1); connect-node matches them as written.
     const coding = req.headers["content-encoding"];
@@ -320,7 +336,7 @@ const TOKEN_METHODS = new Map<string, string>(
 );
 
 /** The procedures the metrics page counts by name; every other path is "other". */
-const LABELLED_PROCEDURES = new Set([...TOKEN_METHODS.keys(), `/${Health.typeName}/Check`, ...REFLECTION_SERVICES.map((s) => `/${s.typeName}/ServerReflectionInfo`)]);
+const LABELLED_PROCEDURES = new Set([...TOKEN_METHODS.keys(), `/${Health.typeName}/Check`, ...REFLECTION_PATHS]);
 
 /** A request's procedure as the metrics page shows it: from a short fixed set, never as a client wrote it. */
 function procedureLabel(method: string | undefined, url: string | undefined, path: string): string {

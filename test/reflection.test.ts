@@ -2,12 +2,14 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { it } from "node:test";
-import { create, createFileRegistry, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import http2 from "node:http2";
+import { create, createFileRegistry, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { compressionGzip, createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { MAX_QUESTIONS } from "../src/transport/handlers/reflection.js";
 import { startServer, until } from "./harness.js";
 
 type Question = MessageInitShape<typeof v1.ServerReflectionRequestSchema>;
@@ -92,18 +94,38 @@ it("reflection lists the services and gives each file with its imports once per 
     assert.equal(error(answers[8]!).errorCode, Code.NotFound);
     assert.equal(error(answers[9]!).errorCode, Code.InvalidArgument);
 
+    // Enum values (in their enum's scope, nested too) and the synthetic oneof of an optional field.
+    const symbols = await ask(s.url, ["gitpod.v1.RUNNER_PHASE_CREATED", "grpc.health.v1.HealthCheckResponse.SERVING", "gitpod.v1.SCMIntegration._oauth"].map(
+      (value): Question => ({ messageRequest: { case: "fileContainingSymbol", value } }),
+    ));
+    assert.deepEqual(symbols.map((r) => files(r)[0]!.name), ["gitpod/v1/runners.proto", "grpc/health/v1/health.proto", "gitpod/v1/runner_configurations.proto"]);
+
     // The older package name answers the same.
     const old = createClient(v1alpha.ServerReflection, createGrpcTransport({ baseUrl: s.url }));
+    const oldAnswers: v1alpha.ServerReflectionResponse[] = [];
     for await (const r of old.serverReflectionInfo((async function* () {
       yield create(v1alpha.ServerReflectionRequestSchema, { messageRequest: { case: "fileByFilename", value: "grpc/health/v1/health.proto" } });
-    })())) {
-      assert.equal(r.messageResponse.case, "fileDescriptorResponse");
-      assert.equal(fromBinary(FileDescriptorProtoSchema, (r.messageResponse.value as v1alpha.FileDescriptorResponse).fileDescriptorProto[0]!).package, "grpc.health.v1");
-    }
+    })())) oldAnswers.push(r);
+    assert.equal(oldAnswers.length, 1);
+    assert.equal(oldAnswers[0]!.messageResponse.case, "fileDescriptorResponse");
+    assert.equal(fromBinary(FileDescriptorProtoSchema, (oldAnswers[0]!.messageResponse.value as v1alpha.FileDescriptorResponse).fileDescriptorProto[0]!).package, "grpc.health.v1");
 
-    // A question is a name: one past 4 KiB is refused, and so is a compressed one. Its log
+    // A stream takes MAX_QUESTIONS questions; the next is refused, after the answers to those.
+    const many: v1.ServerReflectionResponse[] = [];
+    const more = createClient(v1.ServerReflection, createGrpcTransport({ baseUrl: s.url }));
+    await assert.rejects(
+      (async () => {
+        for await (const r of more.serverReflectionInfo((async function* () {
+          for (let i = 0; i <= MAX_QUESTIONS; i++) yield create(v1.ServerReflectionRequestSchema, { messageRequest: { case: "listServices", value: "" } });
+        })())) many.push(r);
+      })(),
+      (e) => ConnectError.from(e).code === Code.ResourceExhausted && /at most 32 questions a stream/.test(ConnectError.from(e).rawMessage),
+    );
+    assert.equal(many.length, MAX_QUESTIONS);
+
+    // A question is a name: one past 1 KiB is refused, and so is a compressed one. Its log
     // line says so over the Connect protocol too, whose stream ends with the error.
-    const tooLong: Question = { messageRequest: { case: "fileContainingSymbol", value: "x".repeat(5000) } };
+    const tooLong: Question = { messageRequest: { case: "fileContainingSymbol", value: "x".repeat(1100) } };
     await assert.rejects(ask(s.url, [tooLong]), (e) => ConnectError.from(e).code === Code.ResourceExhausted);
     const overConnect = createClient(v1.ServerReflection, createConnectTransport({ baseUrl: s.url, httpVersion: "2" }));
     await assert.rejects(
@@ -150,9 +172,34 @@ it("buf curl finds the methods by reflection and calls them with nothing but the
       assert.equal(runner.status.phase, "RUNNER_PHASE_CREATED");
       s.watch.noteToken(JSON.parse(stdout).accessToken);
     }
-    // Over HTTP/1.1 too (reflection as a Connect stream).
+    // With buf curl's defaults (Connect, no flag; it takes HTTP/2 for the reflection stream itself).
     const { stdout } = await promisify(execFile)("node_modules/.bin/buf", ["curl", "-H", `Authorization: Bearer ${s.token}`, "-d", "{}", `${s.url}/gitpod.v1.RunnerService/ListRunners`], { timeout: 60_000 });
     assert.deepEqual(JSON.parse(stdout).runners.map((r: { name: string }) => r.name).sort(), ["by-connect", "by-grpc", "by-grpcweb"]);
+  } finally {
+    await s.close();
+  }
+});
+
+it("a reflection stream whose client half-closed and stopped reading is cut off after 10 s, and logged canceled", async () => {
+  const s = await startServer();
+  try {
+    // A window of 0: the client reads nothing of the answers.
+    const session = http2.connect(s.url, { settings: { initialWindowSize: 0 } });
+    const stream = session.request({ ":method": "POST", ":path": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "content-type": "application/grpc", te: "trailers" });
+    const question = toBinary(v1.ServerReflectionRequestSchema, create(v1.ServerReflectionRequestSchema, { messageRequest: { case: "fileByFilename", value: "gitpod/v1/runners.proto" } }));
+    const frame = Buffer.alloc(5 + question.length);
+    frame.writeUInt32BE(question.length, 1);
+    frame.set(question, 5);
+    stream.end(frame);
+    const started = Date.now();
+    const closedWith = await new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode ?? -1)));
+    const tookMs = Date.now() - started;
+    session.destroy();
+    assert.equal(closedWith, http2.constants.NGHTTP2_CANCEL);
+    assert.ok(tookMs >= 9_000, `held until the limit: ${tookMs} ms`);
+    await until("its log line", () => s.logs.some((l) => l.includes('"procedure":"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"')), 5000);
+    const line = JSON.parse(s.logs.find((l) => l.includes('"procedure":"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"'))!);
+    assert.equal(line.code, "canceled");
   } finally {
     await s.close();
   }

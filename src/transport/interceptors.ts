@@ -46,6 +46,9 @@ export function errorInterceptor(log: Logger): Interceptor {
             record.code = "ok";
           } catch (err) {
             throw fail(err);
+          } finally {
+            // Neither ended nor failed: its client went (or the stream was cut off).
+            record.code ??= "canceled";
           }
         })(),
       };

@@ -1,6 +1,6 @@
-import { create, toBinary, type DescFile, type DescMessage, type DescService } from "@bufbuild/protobuf";
+import { create, toBinary, type DescEnum, type DescFile, type DescMessage, type DescService } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import * as v1 from "../../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 
@@ -38,16 +38,23 @@ class SchemaIndex {
     if (this.files.has(name)) return;
     this.files.set(name, { file, bytes: toBinary(FileDescriptorProtoSchema, file.proto) });
     file.dependencies.forEach((d) => this.add(d));
+    // An enum's values are named in the enum's own scope, beside it (protobuf's rule).
+    const enumeration = (e: DescEnum): void => {
+      this.symbols.set(e.typeName, name);
+      const scope = e.typeName.slice(0, e.typeName.lastIndexOf("."));
+      for (const v of e.values) this.symbols.set(`${scope}.${v.name}`, name);
+    };
     const message = (m: DescMessage): void => {
       this.symbols.set(m.typeName, name);
       this.messages.add(m.typeName);
       for (const f of m.fields) this.symbols.set(`${m.typeName}.${f.name}`, name);
-      for (const o of m.oneofs) this.symbols.set(`${m.typeName}.${o.name}`, name);
+      // As declared, the synthetic oneofs of proto3 `optional` fields (_oauth) too.
+      for (const o of m.proto.oneofDecl) this.symbols.set(`${m.typeName}.${o.name}`, name);
       m.nestedMessages.forEach(message);
-      for (const e of m.nestedEnums) this.symbols.set(e.typeName, name);
+      m.nestedEnums.forEach(enumeration);
     };
     file.messages.forEach(message);
-    for (const e of file.enums) this.symbols.set(e.typeName, name);
+    file.enums.forEach(enumeration);
     for (const s of file.services) {
       this.symbols.set(s.typeName, name);
       for (const m of s.methods) this.symbols.set(`${s.typeName}.${m.name}`, name);
@@ -106,9 +113,21 @@ const notFound = (errorMessage: string): Answer => ({ case: "errorResponse", val
 const shown = (name: string) => JSON.stringify(name.length > 200 ? `${name.slice(0, 200)}…` : name);
 
 /**
+ * Questions one stream may ask. A tool asks a handful (a call's file and its imports, a
+ * listing); the bound keeps what a stream without a token costs small: the bytes it holds of
+ * the body budget until it ends (at most this many questions of 1 KiB), and the answers it draws.
+ */
+export const MAX_QUESTIONS = 32;
+
+/** Counts a stream's questions, refusing the one past MAX_QUESTIONS. */
+function countQuestion(asked: number): void {
+  if (asked > MAX_QUESTIONS) throw new ConnectError(`at most ${MAX_QUESTIONS} questions a stream; open another stream for more`, Code.ResourceExhausted);
+}
+
+/**
  * gRPC server reflection (grpc.reflection.v1, and v1alpha for older tools) over `served`:
- * one stream, any number of questions, each answered in turn. It takes no token, as health
- * checks do: what it tells is this service's public .proto files, never data.
+ * one stream, up to MAX_QUESTIONS questions, each answered in turn. It takes no token, as
+ * health checks do: what it tells is this service's public .proto files, never data.
  */
 export function reflectionServices(served: readonly DescService[]): [ServiceImpl<typeof v1.ServerReflection>, ServiceImpl<typeof v1alpha.ServerReflection>] {
   const index = new SchemaIndex(served);
@@ -116,7 +135,9 @@ export function reflectionServices(served: readonly DescService[]): [ServiceImpl
     {
       async *serverReflectionInfo(requests) {
         const sent = new Set<string>();
+        let asked = 0;
         for await (const req of requests) {
+          countQuestion(++asked);
           yield create(v1.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: index.answer(req.messageRequest, sent) });
         }
       },
@@ -124,10 +145,12 @@ export function reflectionServices(served: readonly DescService[]): [ServiceImpl
     {
       async *serverReflectionInfo(requests) {
         const sent = new Set<string>();
+        let asked = 0;
         for await (const req of requests) {
+          countQuestion(++asked);
           // The same messages as v1, field for field.
-          const asked = req.messageRequest as unknown as v1.ServerReflectionRequest["messageRequest"];
-          yield create(v1alpha.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: index.answer(asked, sent) });
+          const question = req.messageRequest as unknown as v1.ServerReflectionRequest["messageRequest"];
+          yield create(v1alpha.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: index.answer(question, sent) });
         }
       },
     },
