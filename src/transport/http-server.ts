@@ -24,46 +24,42 @@ function markFinal(res: { hasHeader(name: string): boolean; setHeader(name: stri
   }
 }
 
-class Http1Response extends http.ServerResponse<Http1Request> {
-  override writeHead(status: number, ...rest: any[]): this {
-    if (!this.headersSent) {
-      markFinal(this, status);
-      noteErrorHead(this, status, rest);
+/** What both response classes do on the way out, whatever their protocol. */
+interface Outgoing {
+  headersSent: boolean;
+  statusCode: number;
+  hasHeader(name: string): boolean;
+  setHeader(name: string, value: string): unknown;
+  getHeader(name: string): unknown;
+  writeHead(...args: any[]): unknown;
+  write(...args: any[]): boolean;
+  end(...args: any[]): unknown;
+}
+function answering<B extends new (...args: any[]) => Outgoing>(Base: B) {
+  return class extends Base {
+    // Final 4xx get x-should-retry: false; a Connect error's head and body are noted for its code.
+    override writeHead(status: number, ...rest: any[]): this {
+      if (!this.headersSent) {
+        markFinal(this, status);
+        noteErrorHead(this, status, rest);
+      }
+      return (super.writeHead as (...args: unknown[]) => this)(status, ...rest);
     }
-    return super.writeHead(status, ...rest);
-  }
 
-  override write(chunk: any, ...rest: any[]): boolean {
-    if (this.statusCode >= 400) noteErrorBody(this, chunk);
-    return (super.write as (...args: unknown[]) => boolean)(chunk, ...rest);
-  }
+    override write(chunk: any, ...rest: any[]): boolean {
+      if (this.statusCode >= 400) noteErrorBody(this, chunk);
+      return (super.write as (...args: unknown[]) => boolean)(chunk, ...rest);
+    }
 
-  override end(...args: any[]): this {
-    if (this.statusCode >= 400) noteErrorBody(this, args[0]);
-    return (super.end as (...a: unknown[]) => this)(...args);
-  }
+    override end(...args: any[]): this {
+      if (this.statusCode >= 400) noteErrorBody(this, args[0]);
+      return (super.end as (...a: unknown[]) => this)(...args);
+    }
+  };
 }
 
-class Http2Response extends http2.Http2ServerResponse<Http2Request> {
-  override writeHead(status: number, ...rest: any[]): this {
-    if (!this.headersSent) {
-      markFinal(this, status);
-      noteErrorHead(this, status, rest);
-    }
-    return (super.writeHead as (...args: unknown[]) => this)(status, ...rest);
-  }
-
-  override write(chunk: any, ...rest: any[]): boolean {
-    if (this.statusCode >= 400) noteErrorBody(this, chunk);
-    return (super.write as (...args: unknown[]) => boolean)(chunk, ...rest);
-  }
-
-  override end(...args: any[]): this {
-    if (this.statusCode >= 400) noteErrorBody(this, args[0]);
-    return (super.end as (...a: unknown[]) => this)(...args);
-  }
-}
-
+const Http1Response = answering(http.ServerResponse<Http1Request>);
+const Http2Response = answering(http2.Http2ServerResponse<Http2Request>);
 
 export interface HttpServerOptions {
   tls?: TlsFiles | undefined;
