@@ -235,7 +235,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       res.end(unserved[1]);
       return;
     }
-    if ("stream" in req && REFLECTION_PATHS.has((req.url ?? "").split("?", 1)[0]!)) {
+    if ("stream" in req && req.url?.startsWith("/grpc.reflection.") && REFLECTION_PATHS.has(req.url.split("?", 1)[0]!)) {
       const stream = req.stream;
       const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), REFLECTION_STREAM_MS);
       res.once("close", () => clearTimeout(timer));
@@ -285,7 +285,6 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
   };
   return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop(), metrics };
 }
-
 
 /**
  * Kinds of gRPC this service does not serve, refused with 415 (as gRPC answers a content type
@@ -426,7 +425,7 @@ function protocolOf(contentType: string | undefined): string {
   if (contentType.startsWith("application/grpc-web")) return "grpc-web";
   if (contentType.startsWith("application/grpc")) return "grpc";
   if (contentType.startsWith("application/json") || contentType.startsWith("application/proto")) return "connect";
-  // Connect's streams (reflection's, from `buf curl` over HTTP/1.1).
+  // Connect's streams (reflection's, as `buf curl` asks by default).
   if (contentType.startsWith("application/connect+")) return "connect-stream";
   return "other";
 }
