@@ -1,5 +1,6 @@
 import type http from "node:http";
 import type http2 from "node:http2";
+import { gunzipSync } from "node:zlib";
 import { truncate } from "../domain/text.js";
 
 // ---- Errors connect-node answers before any of our code runs ----
@@ -44,8 +45,12 @@ export function sentGrpcStatus(res: object): string | undefined {
 
 /** The code each Connect error body said, for its log line, where no interceptor recorded one. */
 const connectCodes = new WeakMap<object, string>();
-/** Responses whose head said a Connect error (a status over 399, a JSON body) and whose body is still to come. */
-const errorBodies = new WeakSet<object>();
+/**
+ * Responses whose head said a Connect error (a status over 399, a JSON body) and whose body is
+ * still to come, with the coding connect-node compressed it in (it gzips bodies of 1 KiB or more
+ * for a client that takes gzip).
+ */
+const errorBodies = new WeakMap<object, string | undefined>();
 
 const CONNECT_CODES = new Set([
   "canceled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists", "permission_denied", "resource_exhausted",
@@ -65,14 +70,21 @@ export function sentConnectCode(res: object): string | undefined {
 export function noteErrorHead(res: { getHeader(name: string): unknown }, status: number, args: unknown[]): void {
   if (status < 400) return;
   const headers = args.find((a) => a !== null && typeof a === "object") as Record<string, unknown> | undefined;
-  if ((headers?.["content-type"] ?? res.getHeader("content-type")) === "application/json") errorBodies.add(res);
+  const header = (name: string) => headers?.[name] ?? res.getHeader(name);
+  if (header("content-type") === "application/json") errorBodies.set(res, header("content-encoding") as string | undefined);
 }
 
 /** For the response classes' write and end: the code of a Connect error body (one small JSON chunk). */
 export function noteErrorBody(res: object, chunk: unknown): void {
-  if (!errorBodies.delete(res) || !(chunk instanceof Uint8Array || typeof chunk === "string") || chunk.length > 65536) return;
+  if (!errorBodies.has(res)) return;
+  const coding = errorBodies.get(res);
+  errorBodies.delete(res);
+  if (!(chunk instanceof Uint8Array || typeof chunk === "string") || chunk.length > 65536 || (coding !== undefined && coding !== "gzip")) return;
   try {
-    const code = (JSON.parse(typeof chunk === "string" ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("utf8")) as { code?: unknown }).code;
+    let bytes = typeof chunk === "string" ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    // An error message is a few KiB at most; whatever inflates past 64 KiB is not read.
+    if (coding === "gzip") bytes = gunzipSync(bytes, { maxOutputLength: 65536 });
+    const code = (JSON.parse(bytes.toString("utf8")) as { code?: unknown }).code;
     if (typeof code === "string" && CONNECT_CODES.has(code)) connectCodes.set(res, code);
   } catch {
     // Not a Connect error after all.
