@@ -22,7 +22,7 @@ export function processFamilies(): Family[] {
   ];
 }
 
-/** The sizes of the database file and its WAL (absent while there is none). */
+/** The sizes of the database file and its WAL (0 while there is none). */
 export function databaseFamilies(file: string): Family[] {
   const size = (path: string) => {
     try {

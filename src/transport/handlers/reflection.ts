@@ -119,9 +119,17 @@ const shown = (name: string) => JSON.stringify(name.length > 200 ? `${name.slice
  */
 export const MAX_QUESTIONS = 32;
 
-/** Counts a stream's questions, refusing the one past MAX_QUESTIONS. */
-function countQuestion(asked: number): void {
-  if (asked > MAX_QUESTIONS) throw new ConnectError(`at most ${MAX_QUESTIONS} questions a stream; open another stream for more`, Code.ResourceExhausted);
+/**
+ * A stream's questions, each with its answer; the one past MAX_QUESTIONS is refused. Both
+ * versions' requests have the same fields, so one index answers them.
+ */
+async function* answered<Q extends { messageRequest: unknown }>(index: SchemaIndex, requests: AsyncIterable<Q>): AsyncGenerator<[Q, Answer]> {
+  const sent = new Set<string>();
+  let asked = 0;
+  for await (const req of requests) {
+    if (++asked > MAX_QUESTIONS) throw new ConnectError(`at most ${MAX_QUESTIONS} questions a stream; open another stream for more`, Code.ResourceExhausted);
+    yield [req, index.answer(req.messageRequest as v1.ServerReflectionRequest["messageRequest"], sent)];
+  }
 }
 
 /**
@@ -134,23 +142,15 @@ export function reflectionServices(served: readonly DescService[]): [ServiceImpl
   return [
     {
       async *serverReflectionInfo(requests) {
-        const sent = new Set<string>();
-        let asked = 0;
-        for await (const req of requests) {
-          countQuestion(++asked);
-          yield create(v1.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: index.answer(req.messageRequest, sent) });
+        for await (const [req, answer] of answered(index, requests)) {
+          yield create(v1.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: answer });
         }
       },
     },
     {
       async *serverReflectionInfo(requests) {
-        const sent = new Set<string>();
-        let asked = 0;
-        for await (const req of requests) {
-          countQuestion(++asked);
-          // The same messages as v1, field for field.
-          const question = req.messageRequest as unknown as v1.ServerReflectionRequest["messageRequest"];
-          yield create(v1alpha.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: index.answer(question, sent) });
+        for await (const [req, answer] of answered(index, requests)) {
+          yield create(v1alpha.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: answer });
         }
       },
     },
