@@ -26,7 +26,7 @@ import { runnerConfigurationService } from "./transport/handlers/runner-configur
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
 import { sentConnectCode, sentGrpcStatus } from "./transport/framework-errors.js";
-import type { NodeHandler } from "./transport/http-server.js";
+import type { NodeAnswer, NodeHandler } from "./transport/http-server.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 import { RequestMetrics, single, type Family } from "./metrics/exposition.js";
@@ -72,6 +72,8 @@ export interface App {
   close(): Promise<void>;
   /** This process's figures for the metrics page: its requests (with AppOptions.metrics) and its database. */
   metrics(): Family[];
+  /** Logs and counts a request the HTTP server answered before the handler saw it. */
+  nodeAnswered(answer: NodeAnswer): void;
 }
 
 export interface AppOptions {
@@ -283,7 +285,20 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       single("scm_wal_syncs_total", "Syncs of the write-ahead log to disk that finished; a failed one too, which also turns scm_database_usable to 0.", "counter", commits.syncs),
     ];
   };
-  return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop(), metrics };
+  // The same line as any request's, with what was wrong; no duration (node does not say when it began).
+  const nodeAnswered = (answer: NodeAnswer) => {
+    log.info("request", {
+      request_id: randomUUID(),
+      procedure: answer.path,
+      code: answer.code,
+      http_status: answer.status,
+      protocol: null,
+      duration_ms: null,
+      reason: answer.reason,
+    });
+    requests?.record(procedureLabel(answer.method ?? undefined, answer.path ?? undefined, answer.path ?? ""), answer.code, null);
+  };
+  return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop(), metrics, nodeAnswered };
 }
 
 /**

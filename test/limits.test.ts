@@ -56,7 +56,7 @@ async function startLimited(options: HttpServerOptions): Promise<LimitedServer> 
   const watch = new SecretWatch();
   watch.noteToken(token);
   const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: PUBLIC_URL, interceptors: [watch.interceptor()] });
-  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", options);
+  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", { onNodeAnswer: app.nodeAnswered, ...options });
   return {
     url: `http://127.0.0.1:${server.address.port}`,
     port: server.address.port,
@@ -765,6 +765,61 @@ describe("field length limits", () => {
   });
 });
 
+type LogLine = { msg?: string; request_id?: string; procedure?: string | null; code?: string; http_status?: number | null; protocol?: string | null; duration_ms?: number | null; reason?: string };
+
+/** The log lines of requests answered before the handler saw them (they have a reason), once `count` are there. */
+async function nodeAnswerLines(s: LimitedServer, count: number): Promise<LogLine[]> {
+  const found = () => s.logs.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "request" && l.reason !== undefined);
+  for (const t0 = Date.now(); found().length < count && Date.now() - t0 < EVENTUALLY_MS; ) await sleep(20);
+  return found();
+}
+
+describe("requests node answers before the handler", () => {
+  let s: LimitedServer;
+  before(async () => (s = await startLimited({})));
+  after(() => s.close());
+
+  it("HTTP/1.1 a request node cannot parse is answered 400 with the parser's reason, logged and final", async () => {
+    const r = await slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), "GE\u0001T / HTTP/1.1\r\nHost: x\r\n\r\n", "");
+    assert.ok(r.closedByServer);
+    assert.match(r.response, /^HTTP\/1\.1 400 Bad Request\r\n/);
+    assert.match(r.response, /\r\nx-should-retry: false\r\n/i);
+    assert.match(r.response, /\r\n\r\nbad request: malformed HTTP\/1\.1 request \(HPE_INVALID_METHOD: [^)]+\)\n$/);
+    const [line] = await nodeAnswerLines(s, 1);
+    assert.equal(line?.code, "http_400", JSON.stringify(line));
+    assert.equal(line?.http_status, 400);
+    assert.equal(line?.procedure, null);
+    assert.match(line?.reason ?? "", /^malformed HTTP\/1\.1 request \(HPE_INVALID_METHOD/);
+    assert.match(line?.request_id ?? "", /^[0-9a-f-]{36}$/);
+  });
+
+  it("HTTP/1.1 headers over 16 KiB are answered 431, logged; the server serves on", async () => {
+    const before = (await nodeAnswerLines(s, 0)).length;
+    const huge = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { "content-type": "application/json", "x-padding": "a".repeat(20_000) }, body: "{}" });
+    assert.equal(huge.status, 431);
+    assert.equal(huge.headers.get("x-should-retry"), "false");
+    assert.equal(await huge.text(), "bad request: request headers over 16 KiB\n");
+    const lines = await nodeAnswerLines(s, before + 1);
+    assert.equal(lines.length, before + 1);
+    assert.deepEqual([lines.at(-1)?.code, lines.at(-1)?.http_status], ["http_431", 431]);
+    const ok = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: "{}" });
+    assert.equal(ok.status, 200);
+    // The request answered in full has its own line, without a reason.
+    assert.equal((await nodeAnswerLines(s, before + 1)).length, before + 1);
+  });
+
+  it("a socket that resets before finishing its headers gets no answer and no line", async () => {
+    const before = (await nodeAnswerLines(s, 0)).length;
+    const sock = net.connect(s.port, "127.0.0.1");
+    await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+    sock.write("POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\n");
+    await sleep(50);
+    sock.resetAndDestroy();
+    await sleep(200);
+    assert.equal((await nodeAnswerLines(s, 0)).length, before);
+  });
+});
+
 describe("slow clients", () => {
   let s: LimitedServer;
   before(async () => (s = await startLimited({ headersTimeoutMs: 400, requestTimeoutMs: 800, idleTimeoutMs: 800 })));
@@ -775,10 +830,15 @@ describe("slow clients", () => {
     slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), first, dripBytes);
 
 
-  it("HTTP/1.1: headers sent one line at a time are cut off with 408", async () => {
+  it("HTTP/1.1: headers sent one line at a time are cut off with 408, and logged", async () => {
     const r = await drip(`POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\n`, "X-Slow: a\r\n");
     assert.ok(r.closedByServer, "the server kept waiting for the headers");
     assert.match(r.response, /^HTTP\/1\.1 408 /);
+    assert.doesNotMatch(r.response, /x-should-retry/i, "a request that timed out may be sent again");
+    assert.match(r.response, /\r\n\r\nrequest timeout: the request headers did not arrive in time\n$/);
+    const timedOut = (await nodeAnswerLines(s, 1)).filter((l) => l.code === "http_408");
+    assert.equal(timedOut.length, 1, JSON.stringify(timedOut));
+    assert.equal(timedOut[0]!.reason, "the request headers did not arrive in time");
   });
 
   it("HTTP/1.1: a body sent a byte at a time is cut off with 408", async () => {
@@ -786,6 +846,7 @@ describe("slow clients", () => {
     const r = await drip(head, " ");
     assert.ok(r.closedByServer, "the server kept waiting for the body");
     assert.match(r.response, /^HTTP\/1\.1 408 /);
+    assert.match(r.response, /\r\n\r\nrequest timeout: the request body did not arrive in time\n$/);
     assert.doesNotMatch(r.response, /x-should-retry/i, "a request that timed out may be sent again");
     // Logged as what the client was told.
     let line: { code?: string; http_status?: number } | undefined;
@@ -919,10 +980,14 @@ describe("slow clients over TLS", () => {
     slowExchange((onConnect) => tls.connect({ port: s.port, host: "127.0.0.1", ca, ALPNProtocols: [alpn] }, onConnect), first, dripBytes);
 
 
-  it("HTTP/1.1: slow headers are cut off with 408", async () => {
+  it("HTTP/1.1: slow headers are cut off with 408, and a request node cannot parse with 400; both logged", async () => {
     const r = await tlsExchange("http/1.1", "POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\n", "X-Slow: a\r\n");
     assert.ok(r.closedByServer);
     assert.match(r.response, /^HTTP\/1\.1 408 /);
+    const bad = await tlsExchange("http/1.1", "GET / HTTP/1.1\r\nHost x\r\n\r\n", "");
+    assert.match(bad.response, /^HTTP\/1\.1 400 [^]*malformed HTTP\/1\.1 request \(HPE_/);
+    const lines = await nodeAnswerLines(s, 2);
+    assert.deepEqual(lines.map((l) => l.code), ["http_408", "http_400"]);
   });
 
   it("HTTP/1.1: an idle keep-alive connection is closed after a request", async () => {
@@ -1045,6 +1110,10 @@ describe("concurrent HTTP/2 streams", () => {
       };
       assert.equal(await outcome(30_000), `reset ${http2.constants.NGHTTP2_ENHANCE_YOUR_CALM}`);
       assert.equal(await outcome(16 * 1024 - 1024), "answered");
+      // The refused stream has a line of its own, with its path and gRPC's reading of the reset.
+      const [line] = await nodeAnswerLines(s, 1);
+      assert.deepEqual([line?.procedure, line?.code, line?.http_status], ["/gitpod.v1.RunnerService/ListRunners", "resource_exhausted", null]);
+      assert.equal(line?.reason, "header list over 16384 bytes");
     } finally {
       await s.close();
     }

@@ -17,6 +17,17 @@ const call = (s: Service, path: string, body: unknown, token?: string) =>
     body: JSON.stringify(body),
   });
 
+/** Writes `text` on a new connection and answers what came back once the server closed it. */
+function rawExchange(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = "";
+    const sock = net.connect(port, "127.0.0.1", () => sock.write(text));
+    sock.on("data", (d) => (got += d.toString("latin1")));
+    sock.on("error", reject);
+    sock.on("close", () => resolve(got));
+  });
+}
+
 /** Scrapes until `want` holds of the page: a request's figures are counted as its answer ends, a moment after the client has it. */
 async function scrapeUntil(port: number, what: string, want: (page: MetricsPage) => boolean): Promise<MetricsPage> {
   let page = await scrapeMetrics(port);
@@ -71,10 +82,13 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz`)).status, 200);
   assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz?x=1`)).status, 404, "not the health check");
   assert.equal((await fetch(`http://127.0.0.1:${s.port}/metrics`)).status, 404, "the API's port does not serve the page");
+  // Answered by node's parser before the handler: counted too, under no procedure's name.
+  assert.match(await rawExchange(s.port, "G\u0000ET / HTTP/1.1\r\nHost: x\r\n\r\n"), /^HTTP\/1\.1 400 /);
+  assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz`, { headers: { "x-padding": "a".repeat(20_000) } })).status, 431);
 
   // (The 2 MiB body's answer closes only once the rest of it has been read past.)
   const total = (p: MetricsPage) => [...p].filter(([k]) => k.startsWith("scm_requests_total")).reduce((n, [, v]) => n + v, 0);
-  const page = await scrapeUntil(port, "every request counted", (p) => total(p) === 16);
+  const page = await scrapeUntil(port, "every request counted", (p) => total(p) === 18);
   const requests = (procedure: string, code: string) => page.get(`scm_requests_total{code="${code}",procedure="${procedure}"}`);
   assert.equal(requests("gitpod.v1.RunnerService/CreateRunner", "ok"), 2);
   assert.equal(requests("gitpod.v1.RunnerService/GetRunner", "not_found"), 1);
@@ -84,6 +98,8 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   assert.equal(requests("other", "unimplemented"), 1, "an unserved gitpod.v1 method");
   assert.equal(requests("healthz", "ok"), 1);
   assert.equal(requests("other", "http_404"), 7);
+  assert.equal(requests("other", "http_400"), 1);
+  assert.equal(requests("other", "http_431"), 1);
   const shown = [...page.keys()].join("\n");
   for (const path of [...madeUp, ...posted, grpcPath]) assert.ok(!shown.includes(path.split("/").at(-1)!), `${path} is not named`);
   assert.ok(!shown.includes(token), "no token");
@@ -91,6 +107,7 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   assert.equal(page.get('scm_request_duration_seconds_count{procedure="gitpod.v1.RunnerService/CreateRunner"}'), 2);
   const createSeconds = page.get('scm_request_duration_seconds_sum{procedure="gitpod.v1.RunnerService/CreateRunner"}')!;
   assert.ok(createSeconds > 0 && createSeconds < 60, `${createSeconds} s`);
+  // Those two have no duration: node does not say when they began.
   assert.equal(page.get('scm_request_duration_seconds_count{procedure="other"}'), 8);
   // Two runners written, through at least one commit and one sync of the WAL.
   assert.equal(page.get("scm_commit_writes_total"), 2);

@@ -93,11 +93,13 @@ export class RequestMetrics {
   private readonly counts = new Map<string, { procedure: string; code: string; n: number }>();
   private readonly durations = new Map<string, Histogram>();
 
-  record(procedure: string, code: string, seconds: number): void {
+  /** `seconds` is null for a request node answered before its start was known: counted, not timed. */
+  record(procedure: string, code: string, seconds: number | null): void {
     const key = `${procedure} ${code}`;
     const c = this.counts.get(key);
     if (c) c.n++;
     else this.counts.set(key, { procedure, code, n: 1 });
+    if (seconds === null) return;
     let h = this.durations.get(procedure);
     if (!h) this.durations.set(procedure, (h = new Histogram()));
     h.observe(seconds);

@@ -78,6 +78,25 @@ export interface HttpServerOptions {
   requestTimeoutMs?: number;
   /** An HTTP/2 connection with no frame in either direction for this long is closed. */
   idleTimeoutMs?: number;
+  /** Told of each request answered here before the handler saw it (see NodeAnswer). */
+  onNodeAnswer?: (answer: NodeAnswer) => void;
+}
+
+/**
+ * A request answered before it reached the handler, so that it can be logged and counted
+ * as the others are: an HTTP/1.1 request node's parser refused (malformed, headers over
+ * 16 KiB, headers too slow to come), or an HTTP/2 stream whose header list was too large.
+ */
+export interface NodeAnswer {
+  /** The HTTP status sent, or null for an HTTP/2 stream reset without one. */
+  status: number | null;
+  /** As a request's log line has it: `http_431`, or for a reset stream gRPC's reading of it. */
+  code: string;
+  /** The request's method and path, where it got as far as saying them. */
+  method: string | null;
+  path: string | null;
+  /** What was wrong, in words of this server's own (never the request's bytes). */
+  reason: string;
 }
 
 /** Slow clients get these unless told otherwise (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS). */
@@ -158,8 +177,16 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   // HTTP/1.1 sockets of the TLS server with a request being answered, which its idle timeout spares.
   const busy = new Map<net.Socket, number>();
 
+  const onNodeAnswer = options.onNodeAnswer;
+  // A header list over the limit: gRPC clients read ENHANCE_YOUR_CALM as resource_exhausted.
+  const refusedHeaderList = (req: http2.Http2ServerRequest): boolean => {
+    if (!headerListTooLarge(req)) return false;
+    onNodeAnswer?.({ status: null, code: "resource_exhausted", method: req.method ?? null, path: pathOf(req.url), reason: `header list over ${MAX_HEADER_LIST_BYTES} bytes` });
+    return true;
+  };
+
   const counted: NodeHandler = (req, res) => {
-    if ("stream" in req && headerListTooLarge(req)) return;
+    if ("stream" in req && refusedHeaderList(req)) return;
     inFlight++;
     const h1Socket = options.tls && !("stream" in req) ? req.socket : null;
     if (h1Socket) busy.set(h1Socket, (busy.get(h1Socket) ?? 0) + 1);
@@ -199,7 +226,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   // Expect: 100-continue. node would send "100 Continue" to every such request, also to one
   // whose announced length is already over the limit, which then starts sending it.
   const continueOrRefuse = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
-    if ("stream" in req && headerListTooLarge(req)) return;
+    if ("stream" in req && refusedHeaderList(req)) return;
     if (!(Number(req.headers["content-length"] ?? 0) > maxRequestBytes)) res.writeContinue();
     counted(req, res);
   };
@@ -236,6 +263,8 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     });
     secure.on("session", (s) => trackSession(s));
     secure.on("checkContinue", continueOrRefuse);
+    // Its HTTP/1.1 side (allowHTTP1) reports parser errors here, as the plain server does.
+    secure.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, onNodeAnswer));
     // Connections come through a plain listener that looks at the first byte: a TLS handshake
     // goes on to the secure server, plain HTTP (an http:// URL by mistake) is told what is
     // wrong instead of seeing the connection closed without a word.
@@ -259,6 +288,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     h2.on("session", (s) => trackSession(s));
     h1.on("checkContinue", continueOrRefuse);
     h2.on("checkContinue", continueOrRefuse);
+    h1.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, onNodeAnswer));
     const route = cleartextRoute(h1, h2);
     server = net.createServer((socket) => sniff(socket, headersTimeoutMs, route));
   }
@@ -312,6 +342,47 @@ export function listen(handler: NodeHandler, port: number, host: string, options
       });
     });
   });
+}
+
+const pathOf = (url: string | undefined) => (url === undefined ? null : url.split("?", 1)[0]!);
+
+/** node's HTTP/1.1 parser errors that it answers, with what this server answers instead. */
+const PARSER_ANSWERS: Record<string, [status: number, text: string]> = {
+  HPE_HEADER_OVERFLOW: [431, "Request Header Fields Too Large"],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, "Payload Too Large"],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout"],
+};
+
+/**
+ * What node does by itself with an HTTP/1.1 connection whose request it cannot take (its
+ * default when the server has no `clientError` listener), with a line saying why, and the
+ * answer reported when it is the request's only one. Such a request never reached the
+ * handler, so without this it had no log line and no count.
+ *
+ * As node: the answer is written only while nothing of a response went out on the
+ * connection, and the socket is then destroyed with the error. A request timeout after the
+ * headers came belongs to a request the handler has, which logs it (answeredTimeoutByNode
+ * in server.ts reads the error off the socket). Errors of the socket itself (a reset, say)
+ * are not answered: there is no one to read it.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, report: ((answer: NodeAnswer) => void) | undefined): void {
+  const code = err.code ?? "";
+  const response = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage ?? null;
+  if ((code.startsWith("HPE_") || code === "ERR_HTTP_REQUEST_TIMEOUT") && socket.writable && !response?.headersSent) {
+    const [status, statusText] = PARSER_ANSWERS[code] ?? [400, "Bad Request"];
+    const reason =
+      status === 431 ? "request headers over 16 KiB"
+      : status === 413 ? "chunk extensions over 16 KiB"
+      : status === 408 ? `the request ${response ? "body" : "headers"} did not arrive in time`
+      // llhttp's reasons are fixed texts ("Invalid method encountered"); kept to printable ASCII all the same.
+      : `malformed HTTP/1.1 request (${code}: ${String((err as { reason?: unknown }).reason ?? "").replace(/[^\x20-\x7e]/g, "").slice(0, 100)})`;
+    const body = `${status === 408 ? "request timeout" : "bad request"}: ${reason}\n`;
+    // A timeout may be retried; the rest would fail again (as markFinal tells the SDK).
+    const final = status === 408 ? "" : "x-should-retry: false\r\n";
+    socket.write(`HTTP/1.1 ${status} ${statusText}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\n${final}\r\n${body}`);
+    if (!response) report?.({ status, code: `http_${status}`, method: null, path: null, reason });
+  }
+  socket.destroy(err);
 }
 
 /**
