@@ -1,4 +1,5 @@
 import { existsSync, statSync, type Stats } from "node:fs";
+import { isIP } from "node:net";
 import { isDotSegment } from "./domain/host.js";
 import { organizationNameProblem, plainUrlProblem } from "./services/checks.js";
 
@@ -112,7 +113,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const tlsReloadCheckMs = integer(env, "TLS_RELOAD_CHECK_MS", 60_000, 0, 86_400_000);
   if (tlsReloadCheckMs > 0 && tlsReloadCheckMs < 100) throw new ConfigError(`TLS_RELOAD_CHECK_MS must be 0 (off) or at least 100, got ${tlsReloadCheckMs}`);
   const corsOrigins = allowedOrigins(env.CORS_ALLOWED_ORIGINS);
-  const metrics = metricsAddress(env, port);
+  const metrics = metricsAddress(env, port, host);
   return {
     host,
     port,
@@ -143,17 +144,27 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
  * METRICS_PORT turns the metrics page on (0: any free port, as PORT=0); METRICS_HOST is where
  * it listens, loopback unless told: the page takes no token.
  */
-function metricsAddress(env: NodeJS.ProcessEnv, apiPort: number): Config["metrics"] {
-  const host = env.METRICS_HOST?.trim() || "127.0.0.1";
+function metricsAddress(env: NodeJS.ProcessEnv, apiPort: number, apiHost: string): Config["metrics"] {
+  // An IPv6 address may come as a URL writes it, in brackets; listen takes it without.
+  const given = env.METRICS_HOST?.trim() ?? "";
+  const host = /^\[[^\]]*\]$/.test(given) ? given.slice(1, -1) : given || "127.0.0.1";
   if (!env.METRICS_PORT?.trim()) {
-    if (env.METRICS_HOST?.trim()) throw new ConfigError("METRICS_HOST is set but METRICS_PORT is not: set METRICS_PORT to serve the metrics page");
+    if (given) throw new ConfigError("METRICS_HOST is set but METRICS_PORT is not: set METRICS_PORT to serve the metrics page");
     return null;
   }
   const port = integer(env, "METRICS_PORT", 0, 0, 65535);
-  if (port !== 0 && port === apiPort) throw new ConfigError(`METRICS_PORT must differ from PORT (both ${port}): the metrics page has a listener of its own`);
-  if (notAHost(host)) throw new ConfigError(`METRICS_HOST ${shownHost(host)} is not a host name or IP address`);
+  // One port serves both only on two distinct addresses, neither of them every address.
+  const apart = host !== apiHost && ![host, apiHost].some((h) => WILDCARDS.has(h));
+  if (port !== 0 && port === apiPort && !apart) {
+    throw new ConfigError(`METRICS_PORT must differ from PORT (both ${port}) unless METRICS_HOST and HOST are two distinct addresses: the metrics page has a listener of its own`);
+  }
+  // An address with an IPv6 zone (fe80::1%eth0) is no URL host, but listen takes it.
+  if (isIP(host) === 0 && notAHost(host)) throw new ConfigError(`METRICS_HOST ${shownHost(host)} is not a host name or IP address`);
   return { host, port };
 }
+
+/** Hosts that listen on every address of the machine. */
+const WILDCARDS = new Set(["0.0.0.0", "::", "0:0:0:0:0:0:0:0"]);
 
 /**
  * PUBLIC_URL as services and callbacks will show it. The OAuth callback URL is this plus a

@@ -255,8 +255,8 @@ export type MetricsPage = Map<string, number>;
  * has one HELP and one TYPE before it and its samples together, and a histogram's buckets
  * count up to its `_count`. Throws on anything else.
  */
-export async function scrapeMetrics(port: number): Promise<MetricsPage> {
-  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+export async function scrapeMetrics(port: number, host = "127.0.0.1"): Promise<MetricsPage> {
+  const res = await fetch(`http://${host.includes(":") ? `[${host}]` : host}:${port}/metrics`);
   assert.equal(res.status, 200);
   assert.equal(res.headers.get("content-type"), "text/plain; version=0.0.4; charset=utf-8");
   const page: MetricsPage = new Map();

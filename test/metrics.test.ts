@@ -29,11 +29,11 @@ function rawExchange(port: number, text: string): Promise<string> {
 }
 
 /** Scrapes until `want` holds of the page: a request's figures are counted as its answer ends, a moment after the client has it. */
-async function scrapeUntil(port: number, what: string, want: (page: MetricsPage) => boolean): Promise<MetricsPage> {
-  let page = await scrapeMetrics(port);
+async function scrapeUntil(port: number, what: string, want: (page: MetricsPage) => boolean, host?: string): Promise<MetricsPage> {
+  let page = await scrapeMetrics(port, host);
   for (let i = 0; i < 100 && !want(page); i++) {
     await new Promise((r) => setTimeout(r, 50));
-    page = await scrapeMetrics(port);
+    page = await scrapeMetrics(port, host);
   }
   assert.ok(want(page), `${what}: ${JSON.stringify([...page].filter(([k]) => /^scm_(requests_total|workers)/.test(k)))}`);
   return page;
@@ -214,9 +214,18 @@ it("METRICS_PORT and METRICS_HOST are checked at start, and a metrics port in us
     [{ METRICS_HOST: "0.0.0.0" }, /^METRICS_HOST is set but METRICS_PORT is not/],
     [{ METRICS_PORT: "9464", METRICS_HOST: "a host" }, /^METRICS_HOST "a host" is not a host name or IP address$/],
     [{ METRICS_PORT: "9464", METRICS_HOST: "user:pw@host" }, /^METRICS_HOST \(not shown: it holds an '@'\) is not a host name/],
+    [{ METRICS_PORT: "9464", METRICS_HOST: "[::1" }, /^METRICS_HOST "\[::1" is not a host name/],
+    // The API on every address (HOST's default, or ::) holds the port on loopback too.
+    [{ PORT: "9000", METRICS_PORT: "9000", METRICS_HOST: "127.0.0.2" }, /^METRICS_PORT must differ from PORT \(both 9000\) unless METRICS_HOST and HOST are two distinct addresses/],
+    [{ PORT: "9000", HOST: "127.0.0.2", METRICS_PORT: "9000", METRICS_HOST: "127.0.0.2" }, /^METRICS_PORT must differ from PORT/],
+    [{ PORT: "9000", HOST: "::", METRICS_PORT: "9000", METRICS_HOST: "::1" }, /^METRICS_PORT must differ from PORT/],
   ] as const) {
     assert.throws(() => loadConfig(env), (e: Error) => e.name === "ConfigError" && error.test(e.message), JSON.stringify(env));
   }
+  // IPv6 as a URL writes it, and with a zone, which listen takes though a URL cannot.
+  assert.deepEqual(loadConfig({ METRICS_PORT: "9464", METRICS_HOST: "[::1]" }).metrics, { host: "::1", port: 9464 });
+  assert.deepEqual(loadConfig({ METRICS_PORT: "9464", METRICS_HOST: "fe80::1%eth0" }).metrics, { host: "fe80::1%eth0", port: 9464 });
+  assert.deepEqual(loadConfig({ PORT: "9000", HOST: "127.0.0.1", METRICS_PORT: "9000", METRICS_HOST: "127.0.0.2" }).metrics, { host: "127.0.0.2", port: 9000 });
 
   const dir = mkdtempSync(join(tmpdir(), "scm-metrics-"));
   const taken = net.createServer();
@@ -238,6 +247,26 @@ it("METRICS_PORT and METRICS_HOST are checked at start, and a metrics port in us
     taken.close();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+it("one port number serves the API and the page on two addresses: HOST 127.0.0.1, METRICS_HOST [::1]", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-metrics-"));
+  // A port free on both addresses a moment ago.
+  const probe = net.createServer();
+  await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const s = await startService(join(dir, "p.db"), { PORT: String(port), METRICS_PORT: String(port), METRICS_HOST: "[::1]" });
+  t.after(() => {
+    s.child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+  assert.equal(s.port, port);
+  assert.equal(lines(s, "metrics listening")[0]!.address, `[::1]:${port}`);
+  assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+  const page = await scrapeUntil(port, "the health check counted", (p) => p.get('scm_requests_total{code="ok",procedure="healthz"}') === 1, "::1");
+  assert.equal(page.get("scm_database_usable"), 1);
+  assert.equal((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 404, "the API's address does not serve the page");
 });
 
 it("the test's reader of the page refuses what Prometheus would not take", async (t) => {
