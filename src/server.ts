@@ -25,7 +25,7 @@ import { REFLECTION_SERVICES, reflectionServices } from "./transport/handlers/re
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
-import { sentConnectCode, sentGrpcStatus } from "./transport/framework-errors.js";
+import { sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
 import type { NodeAnswer, NodeHandler } from "./transport/http-server.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
@@ -231,10 +231,10 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       res.end("missing or malformed Host header\n");
       return;
     }
-    const unserved = UNSERVED_GRPC.find(([type]) => type.test(req.headers["content-type"] ?? ""));
-    if (unserved) {
+    const unserved = unservedGrpc(req.headers["content-type"]);
+    if (unserved !== undefined) {
       res.writeHead(415, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
-      res.end(unserved[1]);
+      res.end(unserved);
       return;
     }
     if ("stream" in req && req.url?.startsWith("/grpc.reflection.") && REFLECTION_PATHS.has(req.url.split("?", 1)[0]!)) {
@@ -315,6 +315,23 @@ const UNSERVED_GRPC: [RegExp, string][] = [
   [/^application\/grpc(-web)?\+json/i, "gRPC and gRPC-Web are served with the protobuf codec; for JSON use the Connect protocol (application/json)\n"],
   [/^application\/grpc-web-text/i, "gRPC-Web is served in binary mode only (application/grpc-web+proto; the grpc-web client's mode: \"grpcweb\"), not in text mode\n"],
 ];
+
+/** What connect-node takes as gRPC or gRPC-Web: the protobuf codec, named or not, and nothing after it. */
+const SERVED_GRPC = /^application\/grpc(-web)?(\+proto)?$/i;
+
+/**
+ * The line a gRPC content type this service does not serve is refused with, or undefined for
+ * one it serves (or no gRPC at all). Besides the kinds above, any other codec or parameter
+ * (`application/grpc+xml`, `application/grpc; charset=utf-8`), which connect-node answered
+ * with a bare 415.
+ */
+function unservedGrpc(contentType: string | undefined): string | undefined {
+  if (contentType === undefined || !/^application\/grpc/i.test(contentType) || SERVED_GRPC.test(contentType)) return undefined;
+  return (
+    UNSERVED_GRPC.find(([type]) => type.test(contentType))?.[1] ??
+    `unsupported media type: ${shownContentType(contentType)}; gRPC is sent as application/grpc (or application/grpc+proto), gRPC-Web as application/grpc-web (or application/grpc-web+proto)\n`
+  );
+}
 
 /**
  * Shortens a deadline over MAX_TIMEOUT_MS to it, as gRPC servers do, rather than let

@@ -432,6 +432,7 @@ function headerChange(protocol: Protocol): fc.Arbitrary<HeaderChange> {
     "application/grpc-web",
     "application/grpc-web+json",
     "application/grpc-web-text",
+    "application/grpc+xml",
     "application/connect+json",
     "application/json; charset=utf-8",
     "application/json; charset=latin1",

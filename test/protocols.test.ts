@@ -131,6 +131,9 @@ describe("raw HTTP the framework would choke on", () => {
       [{ ...headers, "content-type": "application/json; charset=latin1" }, "{}", 415, ""],
       [{ ...headers, "content-type": "application/grpc+json" }, "{}", 415, ""],
       [{ ...headers, "content-type": "application/grpc-web-text" }, "AAAAAAA=", 415, ""],
+      [{ ...headers, "content-type": "application/grpc+xml" }, "", 415, ""],
+      [{ ...headers, "content-type": "application/grpc-web+thrift" }, "", 415, ""],
+      [{ ...headers, "content-type": "application/grpc; charset=utf-8" }, "", 415, ""],
     ];
     for (const [h, body, status, code] of cases) {
       const r = await fetch(`${s.url}/${path}`, { method: "POST", headers: h, body });
@@ -138,6 +141,12 @@ describe("raw HTTP the framework would choke on", () => {
       assert.equal(r.status, status, text);
       if (code) assert.equal(JSON.parse(text).code, code);
       if (/grpc-web-text/.test(h["content-type"]!)) assert.match(text, /binary mode only/, "says what is served instead");
+      // Other gRPC codecs and parameters, which connect-node answered with a bare 415.
+      if (/xml|thrift|charset=utf-8/.test(h["content-type"]!)) {
+        const says = `unsupported media type: Content-Type "${h["content-type"]}"; gRPC is sent as application/grpc (or application/grpc+proto), gRPC-Web as application/grpc-web (or application/grpc-web+proto)\n`;
+        assert.equal(text, says);
+        assert.equal((await http2Post(s.url, `/${path}`, h, body)).body, says);
+      }
       if (r.status === 415 && !/grpc/.test(h["content-type"]!)) {
         // connect-node's own 415 is bare; it says what to send, over both HTTP versions.
         const says = /^unsupported media type: Content-Type "(text\/plain|application\/json; charset=latin1)"; calls are sent as application\/json \(Connect JSON\), application\/proto \(Connect binary\), application\/grpc \(gRPC\) or application\/grpc-web \(gRPC-Web\)\n$/;

@@ -162,11 +162,14 @@ export function correctFrameworkErrors(req: http.IncomingMessage | http2.Http2Se
   }
 }
 
+/** A content type as a 415's line repeats it: header bytes arrive as latin1, so anything but printable ASCII is shown as "?". */
+export function shownContentType(given: string | undefined): string {
+  return given === undefined ? "no Content-Type" : `Content-Type "${truncate(given.replace(/[^\x20-\x7e]/g, "?"))}"`;
+}
+
 /** What a 415 says: the content type sent, and the ones each protocol sends. */
 function unsupportedMediaType(given: string | undefined): string {
-  // Header bytes arrive as latin1: anything but printable ASCII is shown as "?".
-  const sent = given === undefined ? "no Content-Type" : `Content-Type "${truncate(given.replace(/[^\x20-\x7e]/g, "?"))}"`;
-  return `unsupported media type: ${sent}; calls are sent as application/json (Connect JSON), application/proto (Connect binary), application/grpc (gRPC) or application/grpc-web (gRPC-Web)\n`;
+  return `unsupported media type: ${shownContentType(given)}; calls are sent as application/json (Connect JSON), application/proto (Connect binary), application/grpc (gRPC) or application/grpc-web (gRPC-Web)\n`;
 }
 
 /** The corrected answer for a held Connect error, or undefined to send it as it is. */
