@@ -145,26 +145,40 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
  * it listens, loopback unless told: the page takes no token.
  */
 function metricsAddress(env: NodeJS.ProcessEnv, apiPort: number, apiHost: string): Config["metrics"] {
-  // An IPv6 address may come as a URL writes it, in brackets; listen takes it without.
   const given = env.METRICS_HOST?.trim() ?? "";
-  const host = /^\[[^\]]*\]$/.test(given) ? given.slice(1, -1) : given || "127.0.0.1";
   if (!env.METRICS_PORT?.trim()) {
     if (given) throw new ConfigError("METRICS_HOST is set but METRICS_PORT is not: set METRICS_PORT to serve the metrics page");
     return null;
   }
+  // An IPv6 address may come as a URL writes it, in brackets; listen takes it without.
+  const bracketed = /^\[(.*)\]$/.exec(given)?.[1];
+  if (bracketed !== undefined && isIP(bracketed) !== 6) throw new ConfigError(`METRICS_HOST ${shownHost(given)}: only an IPv6 address goes in brackets`);
+  const host = bracketed ?? (given || "127.0.0.1");
   const port = integer(env, "METRICS_PORT", 0, 0, 65535);
-  // One port serves both only on two distinct addresses, neither of them every address.
-  const apart = host !== apiHost && ![host, apiHost].some((h) => WILDCARDS.has(h));
+  // One port number serves both only on two addresses that are plainly not the same: IP
+  // literals, neither of them every address. A name (localhost) may resolve to the other.
+  const [a, b] = [canonicalIp(host), canonicalIp(apiHost)];
+  const apart = a !== null && b !== null && a !== b && !WILDCARDS.has(a) && !WILDCARDS.has(b);
   if (port !== 0 && port === apiPort && !apart) {
-    throw new ConfigError(`METRICS_PORT must differ from PORT (both ${port}) unless METRICS_HOST and HOST are two distinct addresses: the metrics page has a listener of its own`);
+    throw new ConfigError(`METRICS_PORT must differ from PORT (both ${port}) unless METRICS_HOST and HOST are two distinct IP addresses, neither 0.0.0.0 nor ::: the metrics page has a listener of its own`);
   }
   // An address with an IPv6 zone (fe80::1%eth0) is no URL host, but listen takes it.
   if (isIP(host) === 0 && notAHost(host)) throw new ConfigError(`METRICS_HOST ${shownHost(host)} is not a host name or IP address`);
   return { host, port };
 }
 
-/** Hosts that listen on every address of the machine. */
-const WILDCARDS = new Set(["0.0.0.0", "::", "0:0:0:0:0:0:0:0"]);
+/** An IP address as the URL parser writes it, an IPv4-mapped IPv6 one as IPv4; null for a name or an address with a zone. */
+function canonicalIp(host: string): string | null {
+  if (isIP(host) === 0 || host.includes("%")) return null;
+  const written = new URL(`http://${host.includes(":") ? `[${host}]` : host}/`).hostname;
+  const mapped = /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(written);
+  if (!mapped) return written;
+  const [hi, lo] = [parseInt(mapped[1]!, 16), parseInt(mapped[2]!, 16)];
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+}
+
+/** Addresses (as canonicalIp writes them) that listen on every address of the machine. */
+const WILDCARDS = new Set(["0.0.0.0", "[::]"]);
 
 /**
  * PUBLIC_URL as services and callbacks will show it. The OAuth callback URL is this plus a

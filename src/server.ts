@@ -26,7 +26,7 @@ import { runnerConfigurationService } from "./transport/handlers/runner-configur
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
 import { sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
-import type { NodeAnswer, NodeHandler } from "./transport/http-server.js";
+import { answeredByNode, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 import { RequestMetrics, single, type Family } from "./metrics/exposition.js";
@@ -35,13 +35,14 @@ import { chargeBody, MAX_REQUEST_BYTES, withoutBody } from "./transport/request-
 /** The longest deadline a client may ask for. */
 const MAX_TIMEOUT_MS = 60_000;
 /**
- * The code a request's log line shows: what the client was told. A response that never began
+ * The code a request's log line shows: what the client was told. An answer node's HTTP/1.1
+ * server wrote in its place shows its status (see answeredByNode). A response that never began
  * was not answered (the client left, or shutdown cut it off); a gRPC status sent covers the
  * errors connect-node answers before any interceptor runs. Otherwise the interceptors' record,
  * then the code of a Connect error body connect-node wrote itself, then the HTTP status.
  */
-function loggedCode(res: http.ServerResponse | http2.Http2ServerResponse, record: RequestRecord, timedOut: boolean): string {
-  if (timedOut) return "http_408";
+function loggedCode(res: http.ServerResponse | http2.Http2ServerResponse, record: RequestRecord, nodeStatus: number | undefined): string {
+  if (nodeStatus !== undefined) return `http_${nodeStatus}`;
   // headersSent: a trailers-only gRPC answer goes out through the HTTP/2 stream, not `res` (notServed).
   if (!res.writableEnded && !res.headersSent) return "canceled";
   // Ended, but cut off before all of it went out (a client that stopped reading).
@@ -50,16 +51,6 @@ function loggedCode(res: http.ServerResponse | http2.Http2ServerResponse, record
   const grpc = sentGrpcStatus(res) ?? res.getHeader("grpc-status")?.toString();
   if (grpc !== undefined) return grpc === "0" ? "ok" : codeName(Number(grpc));
   return record.code ?? sentConnectCode(res) ?? (res.statusCode < 400 ? "ok" : `http_${res.statusCode}`);
-}
-
-/**
- * Whether node's HTTP/1.1 server answered this request 408 by itself: past REQUEST_TIMEOUT_MS
- * it writes that straight to the socket, unless an answer of ours had begun, and destroys the
- * socket with the reason (which `res` never hears of).
- */
-function answeredTimeoutByNode(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): boolean {
-  if (res.headersSent || "stream" in req) return false;
-  return (req.socket.errored as { code?: string } | null)?.code === "ERR_HTTP_REQUEST_TIMEOUT";
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -202,16 +193,17 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     res.setHeader("x-request-id", id);
     const started = process.hrtime.bigint();
     res.once("close", () => {
-      const timedOut = answeredTimeoutByNode(req, res);
+      // What node's HTTP/1.1 server wrote in place of this response (past REQUEST_TIMEOUT_MS, say).
+      const nodeStatus = answeredByNode(res);
       const path = (req.url ?? "").split("?")[0]!;
-      const code = loggedCode(res, record, timedOut);
+      const code = loggedCode(res, record, nodeStatus);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       log.info("request", {
         request_id: id,
         procedure: path,
         code,
         // null when nothing was answered (the client went, or shutdown cut the call off).
-        http_status: res.headersSent ? res.statusCode : timedOut ? 408 : null,
+        http_status: nodeStatus ?? (res.headersSent ? res.statusCode : null),
         protocol: protocolOf(req.headers["content-type"]),
         duration_ms: ms,
       });
@@ -296,7 +288,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       duration_ms: null,
       reason: answer.reason,
     });
-    requests?.record(procedureLabel(answer.method ?? undefined, answer.path ?? undefined, answer.path ?? ""), answer.code, null);
+    requests?.record(procedureLabel(answer.method ?? undefined, answer.url ?? undefined, answer.path ?? ""), answer.code, null);
   };
   return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop(), metrics, nodeAnswered };
 }

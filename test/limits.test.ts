@@ -808,14 +808,69 @@ describe("requests node answers before the handler", () => {
     assert.equal((await nodeAnswerLines(s, before + 1)).length, before + 1);
   });
 
-  it("a socket that resets before finishing its headers gets no answer and no line", async () => {
+  it("a malformed request pipelined behind another: answered in that one's place while it is worked on, else only closed; the log says what the client read", async () => {
+    const exchange = (text: string) => slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), text, "");
+    const lineOf = async (id: string) => {
+      let line: LogLine | undefined;
+      for (const t0 = Date.now(); !line && Date.now() - t0 < EVENTUALLY_MS; await sleep(20)) {
+        line = s.logs.map((l) => JSON.parse(l) as LogLine).find((l) => l.msg === "request" && l.request_id === id);
+      }
+      return line;
+    };
+    const malformed = "GE\u0001T / HTTP/1.1\r\nHost: x\r\n\r\n";
+    const before = (await nodeAnswerLines(s, 0)).length;
+    // The health check is answered as it is read, before the parser gets to the next request:
+    // its answer is out, and as node does, nothing is written after it.
+    const healthz = await exchange(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: piped-healthz\r\n\r\n${malformed}`);
+    assert.match(healthz.response, /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\n3\r\nok\n\r\n0\r\n\r\n$/);
+    assert.equal((await lineOf("piped-healthz"))?.code, "ok");
+    // A call waits for its token's check: the 400 goes out in its place, and its line says so.
+    const body = "{}";
+    const call = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: piped-call\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    const piped = await exchange(call + malformed);
+    assert.match(piped.response, /^HTTP\/1\.1 400 Bad Request\r\n[^]*HPE_INVALID_METHOD/);
+    assert.equal((piped.response.match(/HTTP\/1\.1 \d{3} /g) ?? []).length, 1, piped.response);
+    const line = await lineOf("piped-call");
+    assert.deepEqual([line?.code, line?.http_status], ["http_400", 400]);
+    assert.equal((await nodeAnswerLines(s, 0)).length, before, "no line of their own: neither got an answer of its own");
+  });
+
+  it("a chunked body node cannot parse is answered 400, on the line of the request it belongs to", async () => {
+    const before = (await nodeAnswerLines(s, 0)).length;
+    const head = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: bad-chunk\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`;
+    const sock = net.connect(s.port, "127.0.0.1");
+    let response = "";
+    sock.on("data", (d) => (response += d.toString("latin1")));
+    sock.on("error", () => {});
+    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+    sock.write(head + "2\r\n{}\r\n");
+    // The call is admitted and its body being read before the bad chunk size comes.
+    await sleep(100);
+    sock.write("zz\r\n");
+    await closed;
+    assert.match(response, /^HTTP\/1\.1 400 Bad Request\r\n[^]*malformed HTTP\/1\.1 request \(HPE_INVALID_CHUNK_SIZE/);
+    let line: LogLine | undefined;
+    for (const t0 = Date.now(); !line && Date.now() - t0 < EVENTUALLY_MS; await sleep(20)) {
+      line = s.logs.map((l) => JSON.parse(l) as LogLine).find((l) => l.msg === "request" && l.request_id === "bad-chunk");
+    }
+    assert.deepEqual([line?.code, line?.http_status], ["http_400", 400]);
+    assert.equal((await nodeAnswerLines(s, 0)).length, before, "one line for the request, not two");
+  });
+
+  it("a socket that resets before finishing its headers gets no line", async () => {
     const before = (await nodeAnswerLines(s, 0)).length;
     const sock = net.connect(s.port, "127.0.0.1");
     await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
     sock.write("POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\n");
     await sleep(50);
+    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
     sock.resetAndDestroy();
-    await sleep(200);
+    await closed;
+    // The server has taken in the reset once a request sent after it is answered and logged.
+    await sleep(100);
+    const later = await fetch(`${s.url}/healthz`, { headers: { "x-request-id": "after-reset" } });
+    assert.equal(later.status, 200);
+    for (const t0 = Date.now(); !s.logs.some((l) => l.includes('"after-reset"')) && Date.now() - t0 < EVENTUALLY_MS; ) await sleep(20);
     assert.equal((await nodeAnswerLines(s, 0)).length, before);
   });
 });
@@ -855,6 +910,18 @@ describe("slow clients", () => {
     }
     assert.equal(line?.code, "http_408", JSON.stringify(line));
     assert.equal(line?.http_status, 408);
+  });
+
+  it("HTTP/1.1: a call answered before its body came (a refused token), whose body then stalls: closed without a second answer or line", async () => {
+    const before = (await nodeAnswerLines(s, 0)).length;
+    const head = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nX-Request-Id: early-answer\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{"a":`;
+    const r = await slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), head, "");
+    assert.ok(r.closedByServer);
+    assert.match(r.response, /^HTTP\/1\.1 401 /);
+    assert.equal((r.response.match(/HTTP\/1\.1 \d{3} /g) ?? []).length, 1, r.response);
+    const lines = s.logs.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "request" && l.request_id === "early-answer");
+    assert.deepEqual(lines.map((l) => l.code), ["unauthenticated"]);
+    assert.equal((await nodeAnswerLines(s, 0)).length, before);
   });
 
   it("a connection that sends nothing, or half an HTTP/2 preface, is closed", async () => {

@@ -215,8 +215,15 @@ it("METRICS_PORT and METRICS_HOST are checked at start, and a metrics port in us
     [{ METRICS_PORT: "9464", METRICS_HOST: "a host" }, /^METRICS_HOST "a host" is not a host name or IP address$/],
     [{ METRICS_PORT: "9464", METRICS_HOST: "user:pw@host" }, /^METRICS_HOST \(not shown: it holds an '@'\) is not a host name/],
     [{ METRICS_PORT: "9464", METRICS_HOST: "[::1" }, /^METRICS_HOST "\[::1" is not a host name/],
+    [{ METRICS_PORT: "9464", METRICS_HOST: "[::1]x" }, /^METRICS_HOST "\[::1\]x" is not a host name/],
     // The API on every address (HOST's default, or ::) holds the port on loopback too.
-    [{ PORT: "9000", METRICS_PORT: "9000", METRICS_HOST: "127.0.0.2" }, /^METRICS_PORT must differ from PORT \(both 9000\) unless METRICS_HOST and HOST are two distinct addresses/],
+    [{ PORT: "9000", METRICS_PORT: "9000", METRICS_HOST: "127.0.0.2" }, /^METRICS_PORT must differ from PORT \(both 9000\) unless METRICS_HOST and HOST are two distinct IP addresses, neither 0\.0\.0\.0 nor ::/],
+    // The same address written otherwise, or a name that may resolve to it.
+    [{ PORT: "9000", HOST: "127.0.0.1", METRICS_PORT: "9000", METRICS_HOST: "::ffff:127.0.0.1" }, /^METRICS_PORT must differ from PORT/],
+    [{ PORT: "9000", HOST: "::1", METRICS_PORT: "9000", METRICS_HOST: "0:0:0:0:0:0:0:1" }, /^METRICS_PORT must differ from PORT/],
+    [{ PORT: "9000", HOST: "127.0.0.1", METRICS_PORT: "9000", METRICS_HOST: "localhost" }, /^METRICS_PORT must differ from PORT/],
+    [{ PORT: "9000", HOST: "::0", METRICS_PORT: "9000", METRICS_HOST: "127.0.0.1" }, /^METRICS_PORT must differ from PORT/],
+    [{ METRICS_PORT: "9464", METRICS_HOST: "[127.0.0.1]" }, /^METRICS_HOST "\[127\.0\.0\.1\]": only an IPv6 address goes in brackets$/],
     [{ PORT: "9000", HOST: "127.0.0.2", METRICS_PORT: "9000", METRICS_HOST: "127.0.0.2" }, /^METRICS_PORT must differ from PORT/],
     [{ PORT: "9000", HOST: "::", METRICS_PORT: "9000", METRICS_HOST: "::1" }, /^METRICS_PORT must differ from PORT/],
   ] as const) {

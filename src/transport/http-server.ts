@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import { correctFrameworkErrors, noteErrorBody, noteErrorHead } from "./framework-errors.js";
 import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_REQUEST_BYTES } from "./request-body.js";
 import { readTlsFiles, rereadTlsFiles, type TlsCredentials, type TlsFiles } from "./tls-files.js";
+import { truncate } from "../domain/text.js";
 
 export type NodeHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -92,8 +93,9 @@ export interface NodeAnswer {
   status: number | null;
   /** As a request's log line has it: `http_431`, or for a reset stream gRPC's reading of it. */
   code: string;
-  /** The request's method and path, where it got as far as saying them. */
+  /** The request's method, URL and path, where it got as far as saying them (cut to 200 characters). */
   method: string | null;
+  url: string | null;
   path: string | null;
   /** What was wrong, in words of this server's own (never the request's bytes). */
   reason: string;
@@ -181,7 +183,9 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   // A header list over the limit: gRPC clients read ENHANCE_YOUR_CALM as resource_exhausted.
   const refusedHeaderList = (req: http2.Http2ServerRequest): boolean => {
     if (!headerListTooLarge(req)) return false;
-    onNodeAnswer?.({ status: null, code: "resource_exhausted", method: req.method ?? null, path: pathOf(req.url), reason: `header list over ${MAX_HEADER_LIST_BYTES} bytes` });
+    // The path may be most of those bytes: it is cut for the log line.
+    const url = truncate(req.url ?? "", 200);
+    onNodeAnswer?.({ status: null, code: "resource_exhausted", method: req.method ?? null, url, path: url.split("?", 1)[0]!, reason: `header list over ${MAX_HEADER_LIST_BYTES} bytes` });
     return true;
   };
 
@@ -344,8 +348,6 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   });
 }
 
-const pathOf = (url: string | undefined) => (url === undefined ? null : url.split("?", 1)[0]!);
-
 /** node's HTTP/1.1 parser errors that it answers, with what this server answers instead. */
 const PARSER_ANSWERS: Record<string, [status: number, text: string]> = {
   HPE_HEADER_OVERFLOW: [431, "Request Header Fields Too Large"],
@@ -353,34 +355,57 @@ const PARSER_ANSWERS: Record<string, [status: number, text: string]> = {
   ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout"],
 };
 
+/** Responses of the handler that answerClientError wrote over, with the status it wrote (see answeredByNode). */
+const writtenOver = new WeakMap<object, number>();
+
+/**
+ * The status node's parser errors made this server write in place of this response, if it
+ * did: a request timeout, or a malformed body or a malformed request pipelined behind it, came
+ * before any byte of the response went out. The client reads that answer as this request's.
+ */
+export function answeredByNode(res: object): number | undefined {
+  return writtenOver.get(res);
+}
+
 /**
  * What node does by itself with an HTTP/1.1 connection whose request it cannot take (its
- * default when the server has no `clientError` listener), with a line saying why, and the
- * answer reported when it is the request's only one. Such a request never reached the
- * handler, so without this it had no log line and no count.
+ * default when the server has no `clientError` listener), with a line saying why. Such a
+ * request may never have reached the handler, which then has no log line for it: it is
+ * reported instead.
  *
- * As node: the answer is written only while nothing of a response went out on the
- * connection, and the socket is then destroyed with the error. A request timeout after the
- * headers came belongs to a request the handler has, which logs it (answeredTimeoutByNode
- * in server.ts reads the error off the socket). Errors of the socket itself (a reset, say)
- * are not answered: there is no one to read it.
+ * As node: the answer is written only while no byte of a response went out on the
+ * connection, and the socket is then destroyed with the error. Unlike node, nothing is
+ * written after the answer to a request whose body is still coming (an early 401, say),
+ * where it would read as the answer to a request never sent. Errors of the socket itself (a
+ * reset, say) are not answered: there is no one to read it.
+ *
+ * Whose error it is: a request whose headers came and whose body has not is the handler's
+ * (node's parser holds it as `incoming`, not yet complete), and the handler logs it; else
+ * it is a request still in its headers, which only this function sees. When the answer goes
+ * out in place of a response the handler is working on (a request answered in order before
+ * it), that response is marked, so its log line says what the client got.
  */
 function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, report: ((answer: NodeAnswer) => void) | undefined): void {
   const code = err.code ?? "";
-  const response = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage ?? null;
-  if ((code.startsWith("HPE_") || code === "ERR_HTTP_REQUEST_TIMEOUT") && socket.writable && !response?.headersSent) {
+  const response = (socket as { _httpMessage?: (http.ServerResponse & { _headerSent?: boolean }) | null })._httpMessage ?? null;
+  const incoming = (socket as { parser?: { incoming?: http.IncomingMessage | null } | null }).parser?.incoming ?? null;
+  const inBody = incoming !== null && !incoming.complete;
+  const answerable = code.startsWith("HPE_") || code === "ERR_HTTP_REQUEST_TIMEOUT";
+  // With a body still coming and no response on the socket, its answer has gone already.
+  if (answerable && socket.writable && !(inBody && response === null) && response?._headerSent !== true) {
     const [status, statusText] = PARSER_ANSWERS[code] ?? [400, "Bad Request"];
     const reason =
       status === 431 ? "request headers over 16 KiB"
       : status === 413 ? "chunk extensions over 16 KiB"
-      : status === 408 ? `the request ${response ? "body" : "headers"} did not arrive in time`
+      : status === 408 ? `the request ${inBody ? "body" : "headers"} did not arrive in time`
       // llhttp's reasons are fixed texts ("Invalid method encountered"); kept to printable ASCII all the same.
       : `malformed HTTP/1.1 request (${code}: ${String((err as { reason?: unknown }).reason ?? "").replace(/[^\x20-\x7e]/g, "").slice(0, 100)})`;
     const body = `${status === 408 ? "request timeout" : "bad request"}: ${reason}\n`;
     // A timeout may be retried; the rest would fail again (as markFinal tells the SDK).
     const final = status === 408 ? "" : "x-should-retry: false\r\n";
     socket.write(`HTTP/1.1 ${status} ${statusText}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\n${final}\r\n${body}`);
-    if (!response) report?.({ status, code: `http_${status}`, method: null, path: null, reason });
+    if (response !== null) writtenOver.set(response, status);
+    else report?.({ status, code: `http_${status}`, method: null, url: null, path: null, reason });
   }
   socket.destroy(err);
 }
