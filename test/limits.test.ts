@@ -1163,10 +1163,10 @@ describe("concurrent HTTP/2 streams", () => {
     // first request goes out before that.
     const s = await startLimited({});
     try {
-      const outcome = async (paddingBytes: number) => {
+      const outcome = async (paddingBytes: number, path = "/gitpod.v1.RunnerService/ListRunners") => {
         const raw = await RawH2.connect(s.port, { ackSettings: false });
         try {
-          const block = Buffer.concat([requestBlock("/gitpod.v1.RunnerService/ListRunners", s.token), literal("x-padding", "a".repeat(paddingBytes))]);
+          const block = Buffer.concat([requestBlock(path, s.token), literal("x-padding", "a".repeat(paddingBytes))]);
           raw.send(headerFrames(1, block));
           raw.send(frame(FRAME.DATA, FLAG.END_STREAM, 1, Buffer.from("{}")));
           await raw.until(() => raw.answered.has(1) || raw.resets.has(1));
@@ -1181,6 +1181,10 @@ describe("concurrent HTTP/2 streams", () => {
       const [line] = await nodeAnswerLines(s, 1);
       assert.deepEqual([line?.procedure, line?.code, line?.http_status], ["/gitpod.v1.RunnerService/ListRunners", "resource_exhausted", null]);
       assert.equal(line?.reason, "header list over 16384 bytes");
+      // A path that is most of the list is cut for the log line, and counted under no name of its own.
+      assert.equal(await outcome(0, `/${"p".repeat(20_000)}`), `reset ${http2.constants.NGHTTP2_ENHANCE_YOUR_CALM}`);
+      const long = (await nodeAnswerLines(s, 2))[1];
+      assert.equal(long?.procedure, `/${"p".repeat(199)}…`);
     } finally {
       await s.close();
     }
