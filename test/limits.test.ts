@@ -857,6 +857,23 @@ describe("requests node answers before the handler", () => {
     assert.equal((await nodeAnswerLines(s, 0)).length, before, "one line for the request, not two");
   });
 
+  it("a client that closes its side part-way through its headers is logged canceled, and not answered", async () => {
+    const before = (await nodeAnswerLines(s, 0)).length;
+    let answered = "";
+    const sock = net.connect(s.port, "127.0.0.1");
+    sock.on("data", (d) => (answered += d.toString("latin1")));
+    sock.on("error", () => {});
+    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+    await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+    // Half-closed: it could still read an answer, and gets none.
+    sock.end("POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\n");
+    await closed;
+    assert.equal(answered, "");
+    const lines = await nodeAnswerLines(s, before + 1);
+    assert.deepEqual([lines.at(-1)?.code, lines.at(-1)?.http_status], ["canceled", null]);
+    assert.match(lines.at(-1)?.reason ?? "", /closed the connection before its request's headers were complete/);
+  });
+
   it("a socket that resets before finishing its headers gets no line", async () => {
     const before = (await nodeAnswerLines(s, 0)).length;
     const sock = net.connect(s.port, "127.0.0.1");

@@ -376,8 +376,9 @@ export function answeredByNode(res: object): number | undefined {
  * As node: the answer is written only while no byte of a response went out on the
  * connection, and the socket is then destroyed with the error. Unlike node, nothing is
  * written after the answer to a request whose body is still coming (an early 401, say),
- * where it would read as the answer to a request never sent. Errors of the socket itself (a
- * reset, say) are not answered: there is no one to read it.
+ * where it would read as the answer to a request never sent, nor to a client that ended the
+ * connection part-way through a request. Errors of the socket itself (a reset, say) are not
+ * answered: there is no one to read it.
  *
  * Whose error it is: a request whose headers came and whose body has not is the handler's
  * (node's parser holds it as `incoming`, not yet complete), and the handler logs it; else
@@ -390,6 +391,14 @@ function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, repor
   const response = (socket as { _httpMessage?: (http.ServerResponse & { _headerSent?: boolean }) | null })._httpMessage ?? null;
   const incoming = (socket as { parser?: { incoming?: http.IncomingMessage | null } | null }).parser?.incoming ?? null;
   const inBody = incoming !== null && !incoming.complete;
+  // A client that stopped sending part-way through a request (node's parser meets the end of
+  // the stream) is not answered: it left, as one that resets the connection did. One still in
+  // its headers is reported as such; one in its body is the handler's, logged `canceled`.
+  if (code === "HPE_INVALID_EOF_STATE") {
+    if (!inBody && response === null) report?.({ status: null, code: "canceled", method: null, url: null, path: null, reason: "the client closed the connection before its request's headers were complete" });
+    socket.destroy(err);
+    return;
+  }
   const answerable = code.startsWith("HPE_") || code === "ERR_HTTP_REQUEST_TIMEOUT";
   // With a body still coming and no response on the socket, its answer has gone already.
   if (answerable && socket.writable && !(inBody && response === null) && response?._headerSent !== true) {
