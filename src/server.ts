@@ -43,14 +43,24 @@ const MAX_TIMEOUT_MS = 60_000;
  */
 function loggedCode(res: http.ServerResponse | http2.Http2ServerResponse, record: RequestRecord, nodeStatus: number | undefined): string {
   if (nodeStatus !== undefined) return `http_${nodeStatus}`;
-  // headersSent: a trailers-only gRPC answer goes out through the HTTP/2 stream, not `res` (notServed).
-  if (!res.writableEnded && !res.headersSent) return "canceled";
+  // A trailers-only gRPC answer goes out through the HTTP/2 stream, not `res` (notServed): its head was sent, `res` never ended.
+  if (!res.writableEnded && !headBytesSent(res)) return "canceled";
+  // An HTTP/1.1 answer whose head went out and whose body never ended was cut off.
+  if (!res.writableEnded && !("stream" in res)) return "canceled";
   // Ended, but cut off before all of it went out (a client that stopped reading).
   if (res.writableEnded && !res.writableFinished) return "canceled";
   // In trailers, or in the headers of a trailers-only answer (a method not served, say).
   const grpc = sentGrpcStatus(res) ?? res.getHeader("grpc-status")?.toString();
   if (grpc !== undefined) return grpc === "0" ? "ok" : codeName(Number(grpc));
   return record.code ?? sentConnectCode(res) ?? (res.statusCode < 400 ? "ok" : `http_${res.statusCode}`);
+}
+
+/**
+ * Whether the response's head went out. Over HTTP/1.1 node's `headersSent` is true as soon as
+ * writeHead() ran, before any byte was written; `_headerSent` is what node itself goes by.
+ */
+function headBytesSent(res: http.ServerResponse | http2.Http2ServerResponse): boolean {
+  return "stream" in res ? res.headersSent : (res as http.ServerResponse & { _headerSent?: boolean })._headerSent === true;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -192,23 +202,39 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     records.set(req, record);
     res.setHeader("x-request-id", id);
     const started = process.hrtime.bigint();
-    res.once("close", () => {
+    let logged = false;
+    // `queued`: an HTTP/1.1 answer whose connection closed before it was its turn; none of it went out.
+    const logLine = (queued = false) => {
+      if (logged) return;
+      logged = true;
       // What node's HTTP/1.1 server wrote in place of this response (past REQUEST_TIMEOUT_MS, say).
       const nodeStatus = answeredByNode(res);
       const path = (req.url ?? "").split("?")[0]!;
-      const code = loggedCode(res, record, nodeStatus);
+      const code = queued ? "canceled" : loggedCode(res, record, nodeStatus);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       log.info("request", {
         request_id: id,
         procedure: path,
         code,
         // null when nothing was answered (the client went, or shutdown cut the call off).
-        http_status: nodeStatus ?? (res.headersSent ? res.statusCode : null),
+        http_status: queued ? null : (nodeStatus ?? (headBytesSent(res) ? res.statusCode : null)),
         protocol: protocolOf(req.headers["content-type"]),
         duration_ms: ms,
       });
       requests?.record(procedureLabel(req.method, req.url, path), code, ms / 1000);
-    });
+    };
+    res.once("close", () => logLine());
+    // An HTTP/1.1 answer queued behind an unfinished one of the same connection (pipelining)
+    // has no socket yet: if the connection goes before its turn, only the socket says so.
+    // (Once it has the socket, its own close follows the socket's.)
+    if (!("stream" in req) && !(res as http.ServerResponse).socket) {
+      const socket = req.socket;
+      const gone = () => {
+        if (!(res as http.ServerResponse).socket) logLine(true);
+      };
+      socket.once("close", gone);
+      res.once("close", () => socket.off("close", gone));
+    }
     if (corsOrigins !== null && answerCors(corsOrigins, req, res)) return;
     if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
       const ok = isHealthy();

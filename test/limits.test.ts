@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Gitpod, { RateLimitError } from "@gitpod/sdk";
+import Database from "better-sqlite3";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
@@ -39,6 +40,8 @@ interface LimitedServer {
   port: number;
   token: string;
   db: Db;
+  /** The database file, for a second connection that holds its write lock. */
+  file: string;
   server: RunningServer;
   /** The service's log lines so far. */
   logs: string[];
@@ -62,6 +65,7 @@ async function startLimited(options: HttpServerOptions): Promise<LimitedServer> 
     port: server.address.port,
     token,
     db,
+    file,
     server,
     logs,
     async close() {
@@ -798,7 +802,7 @@ describe("requests node answers before the handler", () => {
     const huge = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { "content-type": "application/json", "x-padding": "a".repeat(20_000) }, body: "{}" });
     assert.equal(huge.status, 431);
     assert.equal(huge.headers.get("x-should-retry"), "false");
-    assert.equal(await huge.text(), "bad request: request headers over 16 KiB\n");
+    assert.equal(await huge.text(), "request headers too large: request headers (or trailers) over 16 KiB\n");
     const lines = await nodeAnswerLines(s, before + 1);
     assert.equal(lines.length, before + 1);
     assert.deepEqual([lines.at(-1)?.code, lines.at(-1)?.http_status], ["http_431", 431]);
@@ -808,7 +812,7 @@ describe("requests node answers before the handler", () => {
     assert.equal((await nodeAnswerLines(s, before + 1)).length, before + 1);
   });
 
-  it("a malformed request pipelined behind another: answered in that one's place while it is worked on, else only closed; the log says what the client read", async () => {
+  it("a malformed request pipelined behind calls: their answers go out, then the connection closes; each has its line", async () => {
     const exchange = (text: string) => slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), text, "");
     const lineOf = async (id: string) => {
       let line: LogLine | undefined;
@@ -818,21 +822,33 @@ describe("requests node answers before the handler", () => {
       return line;
     };
     const malformed = "GE\u0001T / HTTP/1.1\r\nHost: x\r\n\r\n";
-    const before = (await nodeAnswerLines(s, 0)).length;
-    // The health check is answered as it is read, before the parser gets to the next request:
-    // its answer is out, and as node does, nothing is written after it.
+    let before = (await nodeAnswerLines(s, 0)).length;
+    // The health check is answered as it is read, before the parser gets to the next request.
     const healthz = await exchange(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: piped-healthz\r\n\r\n${malformed}`);
     assert.match(healthz.response, /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\n3\r\nok\n\r\n0\r\n\r\n$/);
     assert.equal((await lineOf("piped-healthz"))?.code, "ok");
-    // A call waits for its token's check: the 400 goes out in its place, and its line says so.
-    const body = "{}";
-    const call = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: piped-call\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
-    const piped = await exchange(call + malformed);
-    assert.match(piped.response, /^HTTP\/1\.1 400 Bad Request\r\n[^]*HPE_INVALID_METHOD/);
-    assert.equal((piped.response.match(/HTTP\/1\.1 \d{3} /g) ?? []).length, 1, piped.response);
-    const line = await lineOf("piped-call");
-    assert.deepEqual([line?.code, line?.http_status], ["http_400", 400]);
-    assert.equal((await nodeAnswerLines(s, 0)).length, before, "no line of their own: neither got an answer of its own");
+    before = (await nodeAnswerLines(s, before + 1)).length;
+    // Two calls wait for their token's check when the parser meets the malformed request: node
+    // would write its 400 in the first one's place. Both are answered instead, in order.
+    const call = (id: string) => `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: ${id}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`;
+    const piped = await exchange(call("piped-1") + call("piped-2") + malformed);
+    assert.ok(piped.closedByServer);
+    assert.deepEqual(piped.response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200", "HTTP/1.1 200"], piped.response);
+    assert.deepEqual([(await lineOf("piped-1"))?.code, (await lineOf("piped-2"))?.code], ["ok", "ok"]);
+    // The malformed request, never answered, has a line of its own saying why.
+    const lines = await nodeAnswerLines(s, before + 1);
+    assert.equal(lines.length, before + 1);
+    assert.deepEqual([lines.at(-1)?.code, lines.at(-1)?.http_status], ["canceled", null]);
+    assert.match(lines.at(-1)?.reason ?? "", /^malformed HTTP\/1\.1 request \(HPE_INVALID_METHOD: [^)]*\); pipelined behind calls still being answered/);
+  });
+
+  it("CONNECT is answered 405 and logged", async () => {
+    const before = (await nodeAnswerLines(s, 0)).length;
+    const r = await slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", "");
+    assert.ok(r.closedByServer);
+    assert.match(r.response, /^HTTP\/1\.1 405 Method Not Allowed\r\n[^]*x-should-retry: false\r\n\r\nmethod not allowed: this service is not a proxy, and takes no CONNECT\n$/);
+    const lines = await nodeAnswerLines(s, before + 1);
+    assert.deepEqual([lines.at(-1)?.code, lines.at(-1)?.http_status, lines.at(-1)?.procedure], ["http_405", 405, "example.com:443"]);
   });
 
   it("a chunked body node cannot parse is answered 400, on the line of the request it belongs to", async () => {
@@ -927,6 +943,58 @@ describe("slow clients", () => {
     }
     assert.equal(line?.code, "http_408", JSON.stringify(line));
     assert.equal(line?.http_status, 408);
+  });
+
+  it("HTTP/1.1: a request pipelined behind a call still being worked on stalls in its headers: the call is answered (not 408), then the connection closes", async () => {
+    // Another connection holds the write lock: the create waits for it.
+    const holder = new Database(s.file);
+    holder.exec("BEGIN IMMEDIATE");
+    let released = false;
+    const release = () => {
+      if (!released) holder.exec("COMMIT");
+      released = true;
+    };
+    try {
+      const body = JSON.stringify({ name: "piped-create", provider: "RUNNER_PROVIDER_AWS_EC2" });
+      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: piped-create\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      const exchange = slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), `${create}GET /healthz HTTP/1.1\r\nHo`, "");
+      // Past the headers timeout (400 ms), while the create still waits.
+      await sleep(700);
+      release();
+      const r = await exchange;
+      assert.ok(r.closedByServer);
+      assert.deepEqual(r.response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200"], r.response);
+      const lines = s.logs.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "request");
+      assert.equal(lines.find((l) => l.request_id === "piped-create")?.code, "ok");
+      assert.match(lines.find((l) => l.code === "canceled" && l.reason !== undefined)?.reason ?? "", /^the request headers did not arrive in time; pipelined behind calls/);
+      assert.equal((s.db.$client.prepare("SELECT count(*) AS n FROM runners WHERE name = 'piped-create'").get() as { n: number }).n, 1);
+    } finally {
+      release();
+      holder.close();
+    }
+  });
+
+  it("HTTP/1.1: a call queued behind another on a connection its client leaves still gets its line", async () => {
+    const holder = new Database(s.file);
+    holder.exec("BEGIN IMMEDIATE");
+    try {
+      const body = JSON.stringify({ name: "queued-first", provider: "RUNNER_PROVIDER_AWS_EC2" });
+      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: queued-first\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      const list = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: queued-second\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`;
+      const sock = net.connect(s.port, "127.0.0.1");
+      sock.on("error", () => {});
+      await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+      sock.write(create + list);
+      await sleep(150);
+      sock.destroy();
+      const lineOf = (id: string) => s.logs.map((l) => JSON.parse(l) as LogLine).find((l) => l.msg === "request" && l.request_id === id);
+      for (const t0 = Date.now(); !(lineOf("queued-first") && lineOf("queued-second")) && Date.now() - t0 < EVENTUALLY_MS; ) await sleep(20);
+      assert.equal(lineOf("queued-second")?.code, "canceled", "the queued call's line");
+      assert.deepEqual([lineOf("queued-second")?.http_status], [null]);
+    } finally {
+      holder.exec("COMMIT");
+      holder.close();
+    }
   });
 
   it("HTTP/1.1: a call answered before its body came (a refused token), whose body then stalls: closed without a second answer or line", async () => {

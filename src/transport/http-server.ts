@@ -269,6 +269,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     secure.on("checkContinue", continueOrRefuse);
     // Its HTTP/1.1 side (allowHTTP1) reports parser errors here, as the plain server does.
     secure.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, onNodeAnswer));
+    secure.on("connect", (req: http.IncomingMessage, socket: net.Socket) => refuseConnect(req, socket, onNodeAnswer));
     // Connections come through a plain listener that looks at the first byte: a TLS handshake
     // goes on to the secure server, plain HTTP (an http:// URL by mistake) is told what is
     // wrong instead of seeing the connection closed without a word.
@@ -293,6 +294,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     h1.on("checkContinue", continueOrRefuse);
     h2.on("checkContinue", continueOrRefuse);
     h1.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, onNodeAnswer));
+    h1.on("connect", (req: http.IncomingMessage, socket: net.Socket) => refuseConnect(req, socket, onNodeAnswer));
     const route = cleartextRoute(h1, h2);
     server = net.createServer((socket) => sniff(socket, headersTimeoutMs, route));
   }
@@ -348,75 +350,125 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   });
 }
 
-/** node's HTTP/1.1 parser errors that it answers, with what this server answers instead. */
-const PARSER_ANSWERS: Record<string, [status: number, text: string]> = {
-  HPE_HEADER_OVERFLOW: [431, "Request Header Fields Too Large"],
-  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, "Payload Too Large"],
-  ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout"],
+/** node's HTTP/1.1 parser errors that it answers, with what this server answers instead: status, status text, the body's first words. */
+const PARSER_ANSWERS: Record<string, [status: number, text: string, says: string]> = {
+  HPE_HEADER_OVERFLOW: [431, "Request Header Fields Too Large", "request headers too large"],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, "Payload Too Large", "request too large"],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout", "request timeout"],
 };
+const BAD_REQUEST: [number, string, string] = [400, "Bad Request", "bad request"];
 
 /** Responses of the handler that answerClientError wrote over, with the status it wrote (see answeredByNode). */
 const writtenOver = new WeakMap<object, number>();
+/** Connections that close once the answers due on them have gone out (see closeOnceAnswered). */
+const closingAfterAnswers = new WeakSet<net.Socket>();
 
 /**
  * The status node's parser errors made this server write in place of this response, if it
- * did: a request timeout, or a malformed body or a malformed request pipelined behind it, came
- * before any byte of the response went out. The client reads that answer as this request's.
+ * did: a request timeout, or a malformed body, came before any byte of it went out. The
+ * client reads that answer as this request's.
  */
 export function answeredByNode(res: object): number | undefined {
   return writtenOver.get(res);
 }
 
+type NodeResponse = http.ServerResponse & { _headerSent?: boolean };
+
 /**
  * What node does by itself with an HTTP/1.1 connection whose request it cannot take (its
- * default when the server has no `clientError` listener), with a line saying why. Such a
- * request may never have reached the handler, which then has no log line for it: it is
- * reported instead.
+ * default when the server has no `clientError` listener), with a line saying why, except
+ * where node's answer would be false. Such a request may never have reached the handler,
+ * which then has no log line for it: it is reported instead.
  *
- * As node: the answer is written only while no byte of a response went out on the
- * connection, and the socket is then destroyed with the error. Unlike node, nothing is
- * written after the answer to a request whose body is still coming (an early 401, say),
- * where it would read as the answer to a request never sent, nor to a client that ended the
- * connection part-way through a request. Errors of the socket itself (a reset, say) are not
- * answered: there is no one to read it.
+ * Whose fault it is: a request whose headers came and whose body has not is the handler's
+ * (node's parser holds it as `incoming`, not complete), and the handler logs it; otherwise it
+ * is a request still in its headers, which only this function sees.
  *
- * Whose error it is: a request whose headers came and whose body has not is the handler's
- * (node's parser holds it as `incoming`, not yet complete), and the handler logs it; else
- * it is a request still in its headers, which only this function sees. When the answer goes
- * out in place of a response the handler is working on (a request answered in order before
- * it), that response is marked, so its log line says what the client got.
+ * - The request at fault is the one whose answer is due next: it is answered (400, 408, 413,
+ *   431), unless a byte of that answer went out already, and the connection is closed.
+ * - Answers are due to complete requests ahead of it (HTTP/1.1 pipelining): node would write
+ *   its answer in place of the first of them, which the client then takes for that call's
+ *   outcome (a 408 it retries, for a call that was carried out), or cut it off. Instead no
+ *   more is read, those answers go out, and then the connection closes; the request at fault
+ *   gets no answer.
+ * - Nothing is written after the answer to a request whose body is still coming (an early
+ *   401, say), where it would read as the answer to a request never sent, nor to a client
+ *   that ended the connection part-way through a request.
+ * - Errors of the socket itself (a reset, say) are not answered: there is no one to read it.
  */
 function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, report: ((answer: NodeAnswer) => void) | undefined): void {
+  // node's parser reports again on every read, and its request timeout on every check.
+  if (closingAfterAnswers.has(socket)) return;
   const code = err.code ?? "";
-  const response = (socket as { _httpMessage?: (http.ServerResponse & { _headerSent?: boolean }) | null })._httpMessage ?? null;
+  const response = (socket as { _httpMessage?: NodeResponse | null })._httpMessage ?? null;
   const incoming = (socket as { parser?: { incoming?: http.IncomingMessage | null } | null }).parser?.incoming ?? null;
   const inBody = incoming !== null && !incoming.complete;
-  // A client that stopped sending part-way through a request (node's parser meets the end of
-  // the stream) is not answered: it left, as one that resets the connection did. One still in
-  // its headers is reported as such; one in its body is the handler's, logged `canceled`.
-  if (code === "HPE_INVALID_EOF_STATE") {
-    if (!inBody && response === null) report?.({ status: null, code: "canceled", method: null, url: null, path: null, reason: "the client closed the connection before its request's headers were complete" });
+  const atFaultIsNext = response === null || (inBody && response.req === incoming);
+  const fromParser = code.startsWith("HPE_") || code === "ERR_HTTP_REQUEST_TIMEOUT";
+  if (!fromParser) {
     socket.destroy(err);
     return;
   }
-  const answerable = code.startsWith("HPE_") || code === "ERR_HTTP_REQUEST_TIMEOUT";
-  // With a body still coming and no response on the socket, its answer has gone already.
-  if (answerable && socket.writable && !(inBody && response === null) && response?._headerSent !== true) {
-    const [status, statusText] = PARSER_ANSWERS[code] ?? [400, "Bad Request"];
-    const reason =
-      status === 431 ? "request headers over 16 KiB"
-      : status === 413 ? "chunk extensions over 16 KiB"
-      : status === 408 ? `the request ${inBody ? "body" : "headers"} did not arrive in time`
-      // llhttp's reasons are fixed texts ("Invalid method encountered"); kept to printable ASCII all the same.
-      : `malformed HTTP/1.1 request (${code}: ${String((err as { reason?: unknown }).reason ?? "").replace(/[^\x20-\x7e]/g, "").slice(0, 100)})`;
-    const body = `${status === 408 ? "request timeout" : "bad request"}: ${reason}\n`;
-    // A timeout may be retried; the rest would fail again (as markFinal tells the SDK).
-    const final = status === 408 ? "" : "x-should-retry: false\r\n";
-    socket.write(`HTTP/1.1 ${status} ${statusText}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\n${final}\r\n${body}`);
-    if (response !== null) writtenOver.set(response, status);
-    else report?.({ status, code: `http_${status}`, method: null, url: null, path: null, reason });
+  const [status, statusText, says] = PARSER_ANSWERS[code] ?? BAD_REQUEST;
+  const left = code === "HPE_INVALID_EOF_STATE";
+  const reason =
+    left ? `the client closed the connection before its request's ${inBody ? "body" : "headers"} were complete`
+    : status === 431 ? "request headers (or trailers) over 16 KiB"
+    : status === 413 ? "chunk extensions over 16 KiB"
+    : status === 408 ? `the request ${inBody ? "body" : "headers"} did not arrive in time`
+    // llhttp's reasons are fixed texts ("Invalid method encountered"); kept to printable ASCII all the same.
+    : `malformed HTTP/1.1 request (${code}: ${String((err as { reason?: unknown }).reason ?? "").replace(/[^\x20-\x7e]/g, "").slice(0, 100)})`;
+  // A request still in its headers has no line of its own elsewhere; it was not answered (canceled) or answered here.
+  const unanswered = (why: string) => {
+    if (!inBody) report?.({ status: null, code: "canceled", method: null, url: null, path: null, reason: why });
+  };
+  if (!atFaultIsNext) {
+    unanswered(`${reason}; pipelined behind calls still being answered, which were let finish before the connection closed`);
+    closeOnceAnswered(socket);
+    return;
   }
+  // With a body still coming and no response on the socket, its answer has gone already.
+  if (left || !socket.writable || (inBody && response === null) || response?._headerSent === true) {
+    if (left) unanswered(reason);
+    socket.destroy(err);
+    return;
+  }
+  const body = `${says}: ${reason}\n`;
+  // A timeout may be retried; the rest would fail again (as markFinal tells the SDK).
+  const final = status === 408 ? "" : "x-should-retry: false\r\n";
+  socket.write(`HTTP/1.1 ${status} ${statusText}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\n${final}\r\n${body}`);
+  if (response !== null) writtenOver.set(response, status);
+  else report?.({ status, code: `http_${status}`, method: null, url: null, path: null, reason });
   socket.destroy(err);
+}
+
+/**
+ * A CONNECT request (a proxy tunnel): node hands it to a `connect` listener, or without one
+ * closes the connection without a word. This is no proxy: 405, and the connection closes.
+ */
+function refuseConnect(req: http.IncomingMessage, socket: net.Socket, report: ((answer: NodeAnswer) => void) | undefined): void {
+  const body = "method not allowed: this service is not a proxy, and takes no CONNECT\n";
+  socket.on("error", () => socket.destroy());
+  socket.end(`HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nx-should-retry: false\r\n\r\n${body}`, () => socket.destroy());
+  const url = truncate(req.url ?? "", 200);
+  report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served" });
+}
+
+/**
+ * Lets the answers due to complete requests on this connection go out, one after another as
+ * node sends them, and then closes it. The answer due to a request whose body never came
+ * (node's parser stopped at its fault) is not waited for: the connection closes there.
+ */
+function closeOnceAnswered(socket: net.Socket): void {
+  closingAfterAnswers.add(socket);
+  const next = () => {
+    if (socket.destroyed) return;
+    const due = (socket as { _httpMessage?: NodeResponse | null })._httpMessage ?? null;
+    // node hands the socket to the next queued answer as one finishes (its own listener runs first).
+    if (due !== null && due.req.complete && !due.writableFinished) due.once("finish", () => setImmediate(next));
+    else socket.end(() => socket.destroy());
+  };
+  next();
 }
 
 /**
