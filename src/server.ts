@@ -3,7 +3,7 @@ import "./runtime/base64.js";
 import { randomUUID } from "node:crypto";
 import type http from "node:http";
 import http2 from "node:http2";
-import type { DescService } from "@bufbuild/protobuf";
+import type { DescMessage, DescService } from "@bufbuild/protobuf";
 import { createContextValues, type ConnectRouter, type Interceptor, type MethodImpl, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
@@ -271,7 +271,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
         if (decided) {
           record.admission = decided;
           if ("refusal" in decided) withoutBody(req);
-          else chargeBody(req, bodyCharge(bodyLimiter, decided.caller));
+          else chargeBody(req, bodyCharge(bodyLimiter, decided.caller), REQUEST_TYPES.get((req.url ?? "").split("?", 1)[0]!));
         }
         // connect-node's handler type is a union of the HTTP/1 and HTTP/2 shapes.
         adapter(req as never, res as never);
@@ -382,6 +382,10 @@ function repeatsAuthorization(raw: string[]): boolean {
 /** The path of every method that takes a token (`/package.Service/Method`), to its service. */
 const TOKEN_METHODS = new Map<string, string>(
   [RunnerService, RunnerConfigurationService, RunnerInteractionService].flatMap((service) => service.methods.map((m): [string, string] => [`/${service.typeName}/${m.name}`, service.typeName])),
+);
+/** The same paths, to the type of their request message. */
+const REQUEST_TYPES = new Map<string, DescMessage>(
+  [RunnerService, RunnerConfigurationService, RunnerInteractionService].flatMap((service) => service.methods.map((m): [string, DescMessage] => [`/${service.typeName}/${m.name}`, m.input])),
 );
 
 /** The procedures the metrics page counts by name; every other path is "other". */

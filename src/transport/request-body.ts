@@ -2,7 +2,9 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import http from "node:http";
 import http2 from "node:http2";
 import type { Readable } from "node:stream";
+import type { DescMessage } from "@bufbuild/protobuf";
 import { codingOf, inflate } from "./inflate.js";
+import { withoutMismatchedWireTypes } from "./wire-types.js";
 
 // Request bodies as this server lets connect-node read them: counted against a size limit and
 // a budget shared by all requests, charged to their caller, inflated here when compressed,
@@ -69,6 +71,8 @@ interface Reading {
   web: boolean;
   /** The coding compressed messages are inflated from here, if it is one inflated here. */
   coding: string | undefined;
+  /** For binary messages: their type, whose fields are checked for wire types they cannot have (see wire-types.ts). */
+  binary?: DescMessage | undefined;
 }
 
 /**
@@ -109,14 +113,14 @@ function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIt
   };
   const reading = limit?.reading;
   if (!reading) return counted;
-  return reading.framed ? firstMessages(counted, limit!, reading) : wholeBody(counted, limit!, reading.coding);
+  return reading.framed ? firstMessages(counted, limit!, reading) : wholeBody(counted, limit!, reading);
 }
 
 /**
  * Connect: the body read whole and given as one chunk, inflated first when compressed (its
  * coding dropped; see chargeBody).
  */
-async function* wholeBody(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, coding: string | undefined): AsyncGenerator<Buffer> {
+async function* wholeBody(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, { coding, binary }: Reading): AsyncGenerator<Buffer> {
   const parts: Buffer[] = [];
   let size = 0;
   try {
@@ -128,7 +132,7 @@ async function* wholeBody(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit,
     const whole = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
     const body = coding ? await inflatedHeld(coding, whole, limit) : whole;
     limit.charge?.(Math.max(size, body.length));
-    if (body.length > 0) yield body;
+    if (body.length > 0) yield binary ? withoutMismatchedWireTypes(binary, body) : body;
   } finally {
     await wire.return?.();
   }
@@ -215,6 +219,8 @@ async function* firstMessages(wire: AsyncIterableIterator<Buffer>, limit: BodyLi
       let message: Buffer = pending.subarray(5, end);
       if (flags & 1 && reading.coding) message = await inflatedHeld(reading.coding, message, limit);
       limit.charge?.(Math.max(end - 5, message.length));
+      // (A message still compressed is connect-node's to inflate, and goes unchecked.)
+      if (reading.binary && !(flags & 1 && !reading.coding)) message = withoutMismatchedWireTypes(reading.binary, message);
       messages++;
       const prefix = Buffer.alloc(5);
       prefix[0] = reading.coding ? flags & ~1 : flags;
@@ -315,7 +321,7 @@ export function withoutBody(req: http.IncomingMessage | http2.Http2ServerRequest
  * and a compressed body is inflated here (see inflate.ts) and charged for what it inflates to.
  * Charged on arrival instead, bodies paid for slowly side by side could all be parsed at once.
  */
-export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest, charge: ((bytes: number) => void) | null): void {
+export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest, charge: ((bytes: number) => void) | null, input?: DescMessage): void {
   const limit = (req as Http1Request | Http2Request).bodyLimit;
   if (!limit || limit.standIn) return;
   if (charge) {
@@ -335,16 +341,20 @@ export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest,
   // one takes them off an array from the front), and 60 KB sent as one-byte chunks held the
   // event loop for 3 s. A gRPC message is handed over whole, and so is a Connect body no
   // Content-Length gave the size of (with one, connect-node copies each chunk into place).
+  // Binary messages (gRPC's are, JSON codecs being refused earlier) are read whole here anyway
+  // to check their wire types.
+  const binary = framed || type.startsWith("application/proto") ? input : undefined;
   if (framed) {
-    limit.reading = { framed, web: type.startsWith("application/grpc-web"), coding };
+    limit.reading = { framed, web: type.startsWith("application/grpc-web"), coding, binary };
     return;
   }
   const announced = req.headers["content-length"];
   // connect-node refuses a Connect body announced over the limit before reading it.
-  if ((!coding && announced !== undefined) || Number(announced ?? 0) > limit.maxBytes) return;
-  limit.reading = { framed, web: false, coding };
-  if (!coding) return;
-  // What connect-node reads is the inflated body: uncompressed, of a length no header gave.
+  if ((!coding && !binary && announced !== undefined) || Number(announced ?? 0) > limit.maxBytes) return;
+  limit.reading = { framed, web: false, coding, binary };
+  if (!coding && !binary) return;
+  // What connect-node reads is the inflated body, or one without fields of wrong wire types:
+  // uncompressed, of a length no header gave.
   delete req.headers["content-encoding"];
   delete req.headers["content-length"];
 }

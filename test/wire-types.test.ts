@@ -1,0 +1,138 @@
+import assert from "node:assert/strict";
+import http2 from "node:http2";
+import { after, before, describe, it } from "node:test";
+import { create, fromBinary, toBinary, type DescMessage } from "@bufbuild/protobuf";
+import {
+  CreateSCMIntegrationRequestSchema,
+  CreateSCMIntegrationResponseSchema,
+  GetSCMIntegrationRequestSchema,
+  GetSCMIntegrationResponseSchema,
+} from "../gen/gitpod/v1/runner_configurations_pb.js";
+import { ListRunnersRequestSchema, ListRunnersResponseSchema, RunnerKind } from "../gen/gitpod/v1/runners_pb.js";
+import { withoutMismatchedWireTypes } from "../src/transport/wire-types.js";
+import { envelope, parseEnvelopes } from "./corpus/wire.js";
+import { createRunner, startServer, type TestServer } from "./harness.js";
+
+// A field sent with a wire type its type cannot have is set aside as unknown (and so dropped),
+// as protobuf's C++, Java and Go decoders do, instead of read as its schema's type.
+
+const numberOf = (desc: DescMessage, localName: string) => desc.fields.find((f) => f.localName === localName)!.number;
+const tag = (n: number, wireType: number) => varint(n * 8 + wireType);
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  for (; n >= 0x80; n = Math.floor(n / 128)) out.push((n % 128) | 0x80);
+  out.push(n);
+  return Buffer.from(out);
+}
+const lengthDelimited = (n: number, payload: Buffer) => Buffer.concat([tag(n, 2), varint(payload.length), payload]);
+
+type Answer = { code: string; body: Buffer };
+
+/** A Connect binary call over HTTP/1.1; the code "ok" or the Connect error code. */
+async function connectProto(s: TestServer, path: string, body: Buffer): Promise<Answer> {
+  const r = await fetch(`${s.url}/${path}`, { method: "POST", headers: { "content-type": "application/proto", authorization: `Bearer ${s.token}` }, body });
+  const bytes = Buffer.from(await r.arrayBuffer());
+  return r.status === 200 ? { code: "ok", body: bytes } : { code: (JSON.parse(bytes.toString()) as { code: string }).code, body: bytes };
+}
+
+/** A gRPC call over h2c; the code "ok" or grpc-status by Connect's name for it. */
+function grpc(s: TestServer, path: string, message: Buffer): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(s.url);
+    session.on("error", reject);
+    const req = session.request({ ":method": "POST", ":path": `/${path}`, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${s.token}` });
+    const chunks: Buffer[] = [];
+    let status: string | undefined;
+    req.on("response", (h) => (status = h["grpc-status"] as string | undefined ?? status));
+    req.on("trailers", (t) => (status = t["grpc-status"] as string | undefined));
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      session.close();
+      const frames = parseEnvelopes(Buffer.concat(chunks)) ?? [];
+      resolve({ code: status === "0" ? "ok" : status === "3" ? "invalid_argument" : `grpc_${status}`, body: frames[0]?.data ?? Buffer.alloc(0) });
+    });
+    req.end(envelope(message));
+  });
+}
+
+const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+
+describe("fields with a wire type their type cannot have", () => {
+  let s: TestServer;
+  let runnerId: string;
+  before(async () => {
+    s = await startServer();
+    ({ runnerId } = await createRunner(s));
+  });
+  after(() => s.close());
+
+  for (const [protocol, send] of [["Connect binary", connectProto], ["gRPC", grpc]] as const) {
+    it(`${protocol}: a string field sent as a varint is set aside; the rest of the message is read`, async () => {
+      const host = `${protocol === "gRPC" ? "g" : "c"}.wire.example.com`;
+      const good = Buffer.from(toBinary(CreateSCMIntegrationRequestSchema, create(CreateSCMIntegrationRequestSchema, { runnerId, scmId: "github", host, pat: true })));
+      // virtual_directory as the varint 5: protobuf-es would read 5 bytes of text past the end.
+      const body = Buffer.concat([good, tag(numberOf(CreateSCMIntegrationRequestSchema, "virtualDirectory"), 0), varint(5)]);
+      const created = await send(s, CREATE, body);
+      assert.equal(created.code, "ok");
+      const id = fromBinary(CreateSCMIntegrationResponseSchema, created.body).id;
+      const got = await send(s, "gitpod.v1.RunnerConfigurationService/GetSCMIntegration", Buffer.from(toBinary(GetSCMIntegrationRequestSchema, create(GetSCMIntegrationRequestSchema, { id }))));
+      const integration = fromBinary(GetSCMIntegrationResponseSchema, got.body).integration!;
+      assert.deepEqual([integration.host, integration.pat, integration.virtualDirectory], [host, true, undefined]);
+    });
+
+    it(`${protocol}: a bool sent length-delimited is set aside, not read as true`, async () => {
+      const good = Buffer.from(toBinary(CreateSCMIntegrationRequestSchema, create(CreateSCMIntegrationRequestSchema, { runnerId, scmId: "github", host: `${protocol.length}.pat.example.com` })));
+      // pat length-delimited, 3 bytes that are an unknown field 99 = 1: protobuf-es read the
+      // length as the bool (true), then the payload as that field, and created a PAT integration.
+      const body = Buffer.concat([good, lengthDelimited(numberOf(CreateSCMIntegrationRequestSchema, "pat"), Buffer.concat([tag(99, 0), varint(1)]))]);
+      const refused = await send(s, CREATE, body);
+      assert.equal(refused.code, "invalid_argument", "neither OAuth nor PAT: nothing to create");
+      const rows = s.db.$client.prepare("SELECT count(*) AS n FROM scm_integrations WHERE host = ?").get(`${protocol.length}.pat.example.com`) as { n: number };
+      assert.equal(rows.n, 0);
+    });
+  }
+
+  it("inside a nested message too: a page size sent as 32 bits is set aside, and the default page size holds", async () => {
+    for (let i = 0; i < 27; i++) await createRunner(s, s.token, `wire-${i}`);
+    // pagination { page_size as fixed32 100 }: protobuf-es read a varint 100, then three zero bytes as a field 0.
+    const pagination = Buffer.concat([tag(numberOf(ListRunnersRequestSchema.fields.find((f) => f.localName === "pagination")!.message!, "pageSize"), 5), Buffer.from([100, 0, 0, 0])]);
+    const body = lengthDelimited(numberOf(ListRunnersRequestSchema, "pagination"), pagination);
+    for (const send of [connectProto, grpc]) {
+      const listed = await send(s, "gitpod.v1.RunnerService/ListRunners", body);
+      assert.equal(listed.code, "ok");
+      assert.equal(fromBinary(ListRunnersResponseSchema, listed.body).runners.length, 25);
+    }
+  });
+
+  it("repeated enums come packed or one by one, both read", async () => {
+    const kinds = numberOf(ListRunnersRequestSchema.fields.find((f) => f.localName === "filter")!.message!, "kinds");
+    const filterField = numberOf(ListRunnersRequestSchema, "filter");
+    const packed = lengthDelimited(filterField, lengthDelimited(kinds, Buffer.from([RunnerKind.REMOTE, RunnerKind.LOCAL])));
+    const unpacked = lengthDelimited(filterField, Buffer.concat([tag(kinds, 0), varint(RunnerKind.REMOTE), tag(kinds, 0), varint(RunnerKind.LOCAL)]));
+    // As 32 bits, the kinds are set aside: the filter is then empty, and every runner listed.
+    const fixed = lengthDelimited(filterField, Buffer.concat([tag(kinds, 5), Buffer.from([RunnerKind.LOCAL, 0, 0, 0])]));
+    const count = async (body: Buffer) => {
+      const r = await connectProto(s, "gitpod.v1.RunnerService/ListRunners", Buffer.concat([body, lengthDelimited(numberOf(ListRunnersRequestSchema, "pagination"), Buffer.concat([tag(1, 0), varint(100)]))]));
+      assert.equal(r.code, "ok");
+      return fromBinary(ListRunnersResponseSchema, r.body).runners.length;
+    };
+    const all = await count(Buffer.alloc(0));
+    assert.ok(all >= 28);
+    assert.equal(await count(packed), all, "every runner here is remote");
+    assert.equal(await count(unpacked), all);
+    assert.equal(await count(fixed), all);
+    const localOnly = lengthDelimited(filterField, Buffer.concat([tag(kinds, 0), varint(RunnerKind.LOCAL)]));
+    assert.equal(await count(localOnly), 0);
+  });
+
+  it("a message needing no change is handed on as it came; one that does not parse is left for the decoder", () => {
+    const good = Buffer.from(toBinary(CreateSCMIntegrationRequestSchema, create(CreateSCMIntegrationRequestSchema, { runnerId: "r", scmId: "github", host: "h", pat: true, oauthClientId: "c" })));
+    assert.equal(withoutMismatchedWireTypes(CreateSCMIntegrationRequestSchema, good), good, "the same buffer");
+    for (const bad of [Buffer.from([0x0f, 0x01]), Buffer.from([0x0a, 0x80, 0x80, 0x80, 0x80, 0x08, 0x61]), Buffer.from([0x00, 0x01])]) {
+      assert.equal(withoutMismatchedWireTypes(CreateSCMIntegrationRequestSchema, bad), bad);
+    }
+    // Unknown fields stay (the decoder drops them); known ones of the wrong type go.
+    const mixed = Buffer.concat([tag(99, 0), varint(7), tag(numberOf(CreateSCMIntegrationRequestSchema, "host"), 5), Buffer.alloc(4)]);
+    assert.deepEqual(withoutMismatchedWireTypes(CreateSCMIntegrationRequestSchema, mixed), Buffer.concat([tag(99, 0), varint(7)]));
+  });
+});
