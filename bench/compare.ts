@@ -2,7 +2,7 @@ import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
-import { ROOT, load, log, median, prepareData, startBaseline, startService, stop, warmFileCache, type Run, type Scenario, type Target } from "./drive.js";
+import { PROTOCOLS, ROOT, load, log, median, prepareData, startBaseline, startService, stop, warmFileCache, type Protocol, type Run, type Scenario, type Target } from "./drive.js";
 
 /**
  * `npm run bench:compare -- REV [SCENARIOS] [CONCURRENCY]`: this checkout against git
@@ -14,7 +14,8 @@ import { ROOT, load, log, median, prepareData, startBaseline, startService, stop
  *
  *   npm run bench:compare -- HEAD~1 get,list 64
  *
- * BENCH_ROWS (default 1000000) and BENCH_ROUNDS (default 3) size it; Connect JSON throughout.
+ * BENCH_ROWS (default 1000000) and BENCH_ROUNDS (default 3) size it; BENCH_PROTOCOL picks the
+ * protocol (connect-json, the default, connect-binary or grpc).
  * The database is seeded by this checkout's code, so a change to how a new database is made
  * (its page size, its schema) is on both sides and does not show here.
  */
@@ -30,6 +31,8 @@ const concurrency = Number(concurrencyArg);
 const rows = Number(process.env.BENCH_ROWS ?? 1_000_000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = 4;
+const protocol = (process.env.BENCH_PROTOCOL ?? "connect-json") as Protocol;
+if (!PROTOCOLS.includes(protocol)) throw new Error(`unknown BENCH_PROTOCOL: ${protocol} (one of ${PROTOCOLS.join(", ")})`);
 
 const work = mkdtempSync(join(os.tmpdir(), "scm-compare-"));
 const other = join(work, "checkout");
@@ -52,17 +55,17 @@ try {
     await startService(files[1]!, { name: "this checkout" }),
   ];
 
-  log(`Connect JSON at ${concurrency}, ${rows} rows, median of ${rounds} rounds of ${SECONDS} s`);
+  log(`${protocol} at ${concurrency}, ${rows} rows, median of ${rounds} rounds of ${SECONDS} s`);
   log("| scenario | target | req/s | ratio to baseline | CPU µs per request | p99 ms | errors |\n|---|---|---|---|---|---|---|");
   for (const s of scenarios) {
     for (const file of files) warmFileCache(file);
-    for (const t of targets) load(t, s, "connect-json", 64, data, 2); // JIT and caches settle
+    for (const t of targets) load(t, s, protocol, 64, data, 2); // JIT and caches settle
     const runs: Run[][] = targets.map(() => []);
     // The two services swap places each round: the one run just after the other meets its
     // checkpoints still at work, which showed as a p99 half again as high for the same build.
     for (let round = 0; round < rounds; round++) {
       const order = round % 2 === 0 ? [0, 1, 2] : [0, 2, 1];
-      for (const i of order) runs[i]!.push(load(targets[i]!, s, "connect-json", concurrency, data, SECONDS));
+      for (const i of order) runs[i]!.push(load(targets[i]!, s, protocol, concurrency, data, SECONDS));
     }
     const base = median(runs[0]!.map((r) => r.rps));
     targets.forEach((t, i) => {

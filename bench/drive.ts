@@ -10,7 +10,8 @@ import { seed, type Seeded } from "./seed.js";
  */
 
 export type Scenario = "create" | "get" | "list";
-export type Protocol = "connect-json" | "connect-binary" | "grpc";
+export const PROTOCOLS = ["connect-json", "connect-binary", "grpc"] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
 /**
  * rps and requests count successful calls only; errors, the failed ones (a run with any is
  * not a valid figure, and the report says so). cpu: CPU time the target's processes (all their

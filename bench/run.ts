@@ -6,7 +6,7 @@ import Database from "better-sqlite3";
 import { openDatabase } from "../src/store/database.js";
 import { runnerPageSql } from "../src/store/scm-integrations.js";
 import {
-  NODE_FLAGS, ROOT, load as loadFor, log, machineSpeed, median, peakRssEachMb, peakRssMb, prepareData as seedInto, residentMb, startBaseline, startService as startFor, stop, summarize, warmFileCache,
+  NODE_FLAGS, PROTOCOLS, ROOT, load as loadFor, log, machineSpeed, median, peakRssEachMb, peakRssMb, prepareData as seedInto, residentMb, startBaseline, startService as startFor, stop, summarize, warmFileCache,
   type Dataset, type MachineSpeed, type Protocol, type Run, type Scenario, type Target,
 } from "./drive.js";
 import type { RssMakeup } from "./rss-watch.js";
@@ -30,7 +30,6 @@ const SMALL = { runners: 100, integrations: 10_000 };
 // the growth is the table's size and which the number of runners the creates go to.
 const WIDE = { runners: LARGE.runners, integrations: SMALL.integrations };
 const SCENARIOS: Scenario[] = ["create", "get", "list"];
-const PROTOCOLS: Protocol[] = ["connect-json", "connect-binary", "grpc"];
 const CONCURRENCY = [1, 16, 64];
 const LAST_RUN = join(ROOT, ".bench", "last-run.json");
 type Report = Parameters<typeof renderReport>[0];
