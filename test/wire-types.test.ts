@@ -125,14 +125,58 @@ describe("fields with a wire type their type cannot have", () => {
     assert.equal(await count(localOnly), 0);
   });
 
-  it("a message needing no change is handed on as it came; one that does not parse is left for the decoder", () => {
+  it("bytes protobuf-es would take but are not protobuf are refused, and what follows a skipped group is still checked", async () => {
+    const good = Buffer.from(toBinary(CreateSCMIntegrationRequestSchema, create(CreateSCMIntegrationRequestSchema, { runnerId, scmId: "github", host: "lenient.example.com" })));
+    const patAsLen = lengthDelimited(numberOf(CreateSCMIntegrationRequestSchema, "pat"), Buffer.concat([tag(99, 0), varint(1)]));
+    const refused: [string, Buffer][] = [
+      ["a length of 2^32", Buffer.concat([tag(15, 2), varint(2 ** 32), patAsLen])],
+      ["a varint of 11 bytes", Buffer.concat([tag(15, 0), Buffer.alloc(10, 0x80), Buffer.from([0]), patAsLen])],
+      ["a group never closed", Buffer.concat([tag(99, 3), tag(1, 0), varint(1)])],
+      ["a group closed as another field", Buffer.concat([tag(99, 3), tag(98, 4)])],
+      ["wire type 6", Buffer.concat([tag(15, 6), varint(1)])],
+      ["a string as a varint, then bytes that are no field", Buffer.concat([tag(numberOf(CreateSCMIntegrationRequestSchema, "host"), 0), varint(5), Buffer.from("abcde")])],
+    ];
+    for (const [what, suffix] of refused) {
+      for (const send of [connectProto, grpc]) {
+        const r = await send(s, CREATE, Buffer.concat([good, suffix]));
+        assert.equal(r.code, "invalid_argument", `${what}: ${r.body.toString()}`);
+      }
+    }
+    // An unknown group is skipped whole, and a mismatched field after it is still set aside.
+    const afterGroup = Buffer.concat([good, tag(99, 3), tag(1, 0), varint(1), tag(99, 4), patAsLen]);
+    assert.equal((await connectProto(s, CREATE, afterGroup)).code, "invalid_argument", "pat set aside: neither OAuth nor PAT");
+    const stored = s.db.$client.prepare("SELECT count(*) AS n FROM scm_integrations WHERE host = 'lenient.example.com'").get() as { n: number };
+    assert.equal(stored.n, 0);
+    const packedPast = lengthDelimited(numberOf(ListRunnersRequestSchema, "filter"), Buffer.concat([
+      lengthDelimited(numberOf(ListRunnersRequestSchema.fields.find((f) => f.localName === "filter")!.message!, "kinds"), Buffer.from([0x82])),
+      tag(1, 0), varint(3),
+    ]));
+    assert.equal((await connectProto(s, "gitpod.v1.RunnerService/ListRunners", packedPast)).code, "invalid_argument", "a packed varint running past its list");
+    const message = JSON.parse((await connectProto(s, CREATE, Buffer.concat([good, tag(15, 6)]))).body.toString()) as { message: string };
+    assert.equal(message.message, "request could not be decoded: binary gitpod.v1.CreateSCMIntegrationRequest: field 15: wire type 6 does not exist");
+  });
+
+  it("a Connect binary body in a coding not served keeps its headers, and is unimplemented", async () => {
+    const body = Buffer.from(toBinary(ListRunnersRequestSchema, create(ListRunnersRequestSchema, {})));
+    for (const coding of ["deflate", "zstd"]) {
+      const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { "content-type": "application/proto", "content-encoding": coding, authorization: `Bearer ${s.token}` }, body });
+      assert.equal(r.status, 501, coding);
+      assert.equal(((await r.json()) as { code: string }).code, "unimplemented");
+    }
+  });
+
+  it("a message needing no change is handed on as it came; a changed one is the same message without the fields set aside", () => {
     const good = Buffer.from(toBinary(CreateSCMIntegrationRequestSchema, create(CreateSCMIntegrationRequestSchema, { runnerId: "r", scmId: "github", host: "h", pat: true, oauthClientId: "c" })));
     assert.equal(withoutMismatchedWireTypes(CreateSCMIntegrationRequestSchema, good), good, "the same buffer");
-    for (const bad of [Buffer.from([0x0f, 0x01]), Buffer.from([0x0a, 0x80, 0x80, 0x80, 0x80, 0x08, 0x61]), Buffer.from([0x00, 0x01])]) {
-      assert.equal(withoutMismatchedWireTypes(CreateSCMIntegrationRequestSchema, bad), bad);
-    }
     // Unknown fields stay (the decoder drops them); known ones of the wrong type go.
-    const mixed = Buffer.concat([tag(99, 0), varint(7), tag(numberOf(CreateSCMIntegrationRequestSchema, "host"), 5), Buffer.alloc(4)]);
-    assert.deepEqual(withoutMismatchedWireTypes(CreateSCMIntegrationRequestSchema, mixed), Buffer.concat([tag(99, 0), varint(7)]));
+    const mixed = Buffer.concat([tag(99, 0), varint(7), tag(numberOf(CreateSCMIntegrationRequestSchema, "host"), 5), Buffer.alloc(4), good]);
+    assert.deepEqual(withoutMismatchedWireTypes(CreateSCMIntegrationRequestSchema, mixed), Buffer.concat([tag(99, 0), varint(7), good]));
+    // Nested: the length in front of a shrunk message is written anew, in fewer bytes where it needs fewer.
+    const filter = ListRunnersRequestSchema.fields.find((f) => f.localName === "filter")!.message!;
+    const inner = Buffer.concat([tag(numberOf(filter, "kinds"), 5), Buffer.alloc(4), lengthDelimited(numberOf(filter, "creatorIds"), Buffer.alloc(122, 0x61))]);
+    const nested = lengthDelimited(numberOf(ListRunnersRequestSchema, "filter"), inner);
+    const out = withoutMismatchedWireTypes(ListRunnersRequestSchema, nested);
+    assert.deepEqual(out, lengthDelimited(numberOf(ListRunnersRequestSchema, "filter"), lengthDelimited(numberOf(filter, "creatorIds"), Buffer.alloc(122, 0x61))));
+    assert.equal(out.length, nested.length - 5 - 1, "five bytes of field, and one of length");
   });
 });

@@ -118,24 +118,45 @@ function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIt
 
 /**
  * Connect: the body read whole and given as one chunk, inflated first when compressed (its
- * coding dropped; see chargeBody).
+ * coding dropped; see chargeBody), and a binary one checked for wire types. A plain iterator,
+ * as countedChunks is: every binary body comes this way.
  */
-async function* wholeBody(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, { coding, binary }: Reading): AsyncGenerator<Buffer> {
-  const parts: Buffer[] = [];
-  let size = 0;
-  try {
-    for (let r = await wire.next(); !r.done; r = await wire.next()) {
-      size += r.value.length;
-      if (size > limit.maxBytes) throw new ConnectError(`message size is larger than configured readMaxBytes ${limit.maxBytes}`, Code.ResourceExhausted);
-      parts.push(r.value);
+function wholeBody(wire: AsyncIterableIterator<Buffer>, limit: BodyLimit, { coding, binary }: Reading): AsyncIterableIterator<Buffer> {
+  let read = false;
+  const finished = { done: true as const, value: undefined };
+  const all = async (): Promise<IteratorResult<Buffer>> => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    try {
+      for (let r = await wire.next(); !r.done; r = await wire.next()) {
+        size += r.value.length;
+        if (size > limit.maxBytes) throw new ConnectError(`message size is larger than configured readMaxBytes ${limit.maxBytes}`, Code.ResourceExhausted);
+        parts.push(r.value);
+      }
+    } catch (err) {
+      await wire.return?.();
+      throw err;
     }
     const whole = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
     const body = coding ? await inflatedHeld(coding, whole, limit) : whole;
     limit.charge?.(Math.max(size, body.length));
-    if (body.length > 0) yield binary ? withoutMismatchedWireTypes(binary, body) : body;
-  } finally {
-    await wire.return?.();
-  }
+    if (body.length === 0) return finished;
+    return { done: false, value: binary ? withoutMismatchedWireTypes(binary, body) : body };
+  };
+  const it: AsyncIterableIterator<Buffer> = {
+    next: () => {
+      if (read) return Promise.resolve(finished);
+      read = true;
+      return all();
+    },
+    return: async () => {
+      read = true;
+      await wire.return?.();
+      return finished;
+    },
+    [Symbol.asyncIterator]: () => it,
+  };
+  return it;
 }
 
 /**
@@ -342,8 +363,11 @@ export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest,
   // event loop for 3 s. A gRPC message is handed over whole, and so is a Connect body no
   // Content-Length gave the size of (with one, connect-node copies each chunk into place).
   // Binary messages (gRPC's are, JSON codecs being refused earlier) are read whole here anyway
-  // to check their wire types.
-  const binary = framed || type.startsWith("application/proto") ? input : undefined;
+  // to check their wire types; a Connect body in a coding not inflated here is left as it is,
+  // for connect-node to refuse (`unimplemented`) with its headers as they came.
+  const encoding = req.headers["content-encoding"];
+  const plainOrOurs = coding !== undefined || encoding === undefined || encoding === "identity";
+  const binary = framed || (type.startsWith("application/proto") && plainOrOurs) ? input : undefined;
   if (framed) {
     limit.reading = { framed, web: type.startsWith("application/grpc-web"), coding, binary };
     return;
