@@ -379,8 +379,10 @@ export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest,
   if (!coding && !binary) return;
   // What connect-node reads is the inflated body, or one without fields of wrong wire types:
   // uncompressed, of a length no header gave.
-  delete req.headers["content-encoding"];
-  delete req.headers["content-length"];
+  // Set to undefined rather than deleted, which would turn the headers object into a slow
+  // dictionary for everything that reads it later (connect-node skips undefined headers).
+  req.headers["content-encoding"] = undefined;
+  req.headers["content-length"] = undefined;
 }
 
 const EMPTY_FRAME = Buffer.alloc(5);
