@@ -147,7 +147,7 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   assert.equal(draining.get("scm_requests_in_flight"), 1);
   assert.equal((await s.exited).code, 0);
   held.destroy();
-  assert.equal(lines(s, "request").filter((l) => l.code === "canceled").length, 1, "cut off at the shutdown timeout");
+  assert.equal(lines(s, "request").filter((l) => l.code === "canceled").length, 1, `cut off at the shutdown timeout: ${JSON.stringify(lines(s, "request").slice(-3))}`);
 });
 
 it("with WORKERS the primary serves the page: each worker's figures under its label, how many serve, and restarts", async (t) => {

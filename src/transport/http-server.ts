@@ -344,6 +344,9 @@ export function listen(handler: NodeHandler, port: number, host: string, options
           // Stops the HTTP/1.1 connection checks and closes what is idle.
           h1?.close();
           for (const socket of sockets) socket.destroy();
+          // A socket's close, in which the answers it cut off end and are logged, comes a turn
+          // of the event loop later: the process must not exit before it.
+          for (const until = Date.now() + 1000; sockets.size > 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 5));
         },
       });
     });
