@@ -3,7 +3,7 @@ import "./runtime/base64.js";
 import { randomUUID } from "node:crypto";
 import type http from "node:http";
 import http2 from "node:http2";
-import type { DescMessage, DescService } from "@bufbuild/protobuf";
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { createContextValues, type ConnectRouter, type Interceptor, type MethodImpl, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
@@ -271,7 +271,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
         if (decided) {
           record.admission = decided;
           if ("refusal" in decided) withoutBody(req);
-          else chargeBody(req, bodyCharge(bodyLimiter, decided.caller), REQUEST_TYPES.get((req.url ?? "").split("?", 1)[0]!));
+          else chargeBody(req, bodyCharge(bodyLimiter, decided.caller), method?.input);
         }
         // connect-node's handler type is a union of the HTTP/1 and HTTP/2 shapes.
         adapter(req as never, res as never);
@@ -287,8 +287,8 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     // into connect-node one after another, which also costs less CPU per call (BENCHMARKS.md).
     // Only calls of a method served here, routed as connect-node routes them (by the path
     // without its query): a path it answers 404 or 501 is no call, and takes no rate limit.
-    const service = req.method === "POST" ? TOKEN_METHODS.get((req.url ?? "").split("?", 1)[0]!) : undefined;
-    const admission = service === undefined ? undefined : admit.admit(service, req.headers.authorization ?? null, record.repeatedAuthorization === true);
+    const method = req.method === "POST" ? TOKEN_METHODS.get((req.url ?? "").split("?", 1)[0]!) : undefined;
+    const admission = method === undefined ? undefined : admit.admit(method.parent.typeName, req.headers.authorization ?? null, record.repeatedAuthorization === true);
     if (admission === undefined) dispatch();
     else void admission.then(dispatch);
   };
@@ -379,13 +379,9 @@ function repeatsAuthorization(raw: string[]): boolean {
   return false;
 }
 
-/** The path of every method that takes a token (`/package.Service/Method`), to its service. */
-const TOKEN_METHODS = new Map<string, string>(
-  [RunnerService, RunnerConfigurationService, RunnerInteractionService].flatMap((service) => service.methods.map((m): [string, string] => [`/${service.typeName}/${m.name}`, service.typeName])),
-);
-/** The same paths, to the type of their request message. */
-const REQUEST_TYPES = new Map<string, DescMessage>(
-  [RunnerService, RunnerConfigurationService, RunnerInteractionService].flatMap((service) => service.methods.map((m): [string, DescMessage] => [`/${service.typeName}/${m.name}`, m.input])),
+/** The path of every method that takes a token (`/package.Service/Method`), to the method. */
+const TOKEN_METHODS = new Map<string, DescMethod>(
+  [RunnerService, RunnerConfigurationService, RunnerInteractionService].flatMap((service) => service.methods.map((m): [string, DescMethod] => [`/${service.typeName}/${m.name}`, m])),
 );
 
 /** The procedures the metrics page counts by name; every other path is "other". */

@@ -415,7 +415,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, repor
   const [status, statusText, says] = PARSER_ANSWERS[code] ?? BAD_REQUEST;
   const left = code === "HPE_INVALID_EOF_STATE";
   const reason =
-    left ? `the client closed the connection before its request's ${inBody ? "body" : "headers"} were complete`
+    left ? `the client closed the connection before its request's ${inBody ? "body was" : "headers were"} complete`
     : status === 431 ? "request headers (or trailers) over 16 KiB"
     : status === 413 ? "chunk extensions over 16 KiB"
     : status === 408 ? `the request ${inBody ? "body" : "headers"} did not arrive in time`
