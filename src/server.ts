@@ -26,7 +26,7 @@ import { runnerConfigurationService } from "./transport/handlers/runner-configur
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
 import { sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
-import { answeredByNode, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
+import { answeredByNode, whenSocketCloses, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 import { RequestMetrics, single, type Family } from "./metrics/exposition.js";
@@ -228,12 +228,10 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     // has no socket yet: if the connection goes before its turn, only the socket says so.
     // (Once it has the socket, its own close follows the socket's.)
     if (!("stream" in req) && !(res as http.ServerResponse).socket) {
-      const socket = req.socket;
-      const gone = () => {
+      const unwatch = whenSocketCloses(req.socket, () => {
         if (!(res as http.ServerResponse).socket) logLine(true);
-      };
-      socket.once("close", gone);
-      res.once("close", () => socket.off("close", gone));
+      });
+      res.once("close", unwatch);
     }
     if (corsOrigins !== null && answerCors(corsOrigins, req, res)) return;
     if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {

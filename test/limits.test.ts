@@ -842,6 +842,26 @@ describe("requests node answers before the handler", () => {
     assert.match(lines.at(-1)?.reason ?? "", /^malformed HTTP\/1\.1 request \(HPE_INVALID_METHOD: [^)]*\); pipelined behind calls still being answered/);
   });
 
+  it("CONNECT over HTTP/2 is answered 405 and logged", async () => {
+    const before = (await nodeAnswerLines(s, 0)).length;
+    const session = http2.connect(s.url);
+    session.on("error", () => {});
+    try {
+      const stream = session.request({ ":method": "CONNECT", ":authority": "example.com:443" });
+      stream.on("error", () => {});
+      const status = await new Promise<number>((resolve) => stream.on("response", (h) => resolve(Number(h[":status"]))));
+      let text = "";
+      stream.on("data", (d: Buffer) => (text += d.toString()));
+      await new Promise((resolve) => stream.once("end", resolve));
+      assert.equal(status, 405);
+      assert.equal(text, "method not allowed: this service is not a proxy, and takes no CONNECT\n");
+    } finally {
+      session.close();
+    }
+    const lines = await nodeAnswerLines(s, before + 1);
+    assert.deepEqual([lines.at(-1)?.code, lines.at(-1)?.http_status, lines.at(-1)?.procedure], ["http_405", 405, "example.com:443"]);
+  });
+
   it("CONNECT is answered 405 and logged", async () => {
     const before = (await nodeAnswerLines(s, 0)).length;
     const r = await slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", "");
@@ -990,6 +1010,55 @@ describe("slow clients", () => {
       assert.equal((s.db.$client.prepare("SELECT count(*) AS n FROM runners WHERE name = 'piped-create'").get() as { n: number }).n, 1);
     } finally {
       release();
+      holder.close();
+    }
+  });
+
+  it("HTTP/1.1: a CONNECT pipelined behind a call still being worked on waits for that call's answer, and is not answered itself", async () => {
+    const holder = new Database(s.file);
+    holder.exec("BEGIN IMMEDIATE");
+    let released = false;
+    const release = () => {
+      if (!released) holder.exec("COMMIT");
+      released = true;
+    };
+    try {
+      const body = JSON.stringify({ name: "before-connect", provider: "RUNNER_PROVIDER_AWS_EC2" });
+      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: before-connect\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      const exchange = slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), `${create}CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n`, "");
+      await sleep(300);
+      release();
+      const r = await exchange;
+      assert.deepEqual(r.response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200"], r.response);
+      const lines = s.logs.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "request");
+      assert.equal(lines.find((l) => l.request_id === "before-connect")?.code, "ok");
+      assert.match(lines.find((l) => l.code === "canceled" && l.procedure === "example.com:443")?.reason ?? "", /^CONNECT is not served; pipelined behind calls/);
+    } finally {
+      release();
+      holder.close();
+    }
+  });
+
+  it("HTTP/1.1: the calls a pipelined fault waits for are given REQUEST_TIMEOUT_MS at most, then the connection closes", async () => {
+    let holderReleased = false;
+    const holder = new Database(s.file);
+    holder.exec("BEGIN IMMEDIATE");
+    try {
+      const body = JSON.stringify({ name: "held-long", provider: "RUNNER_PROVIDER_AWS_EC2" });
+      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: held-long\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      // The create waits for the lock (up to 5 s); REQUEST_TIMEOUT_MS here is 800 ms.
+      let lockHeldAtClose = false;
+      const r = await slowExchange((onConnect) => {
+        const sock = net.connect(s.port, "127.0.0.1", onConnect);
+        sock.once("close", () => (lockHeldAtClose = !holderReleased));
+        return sock;
+      }, `${create}GE\u0001T / HTTP/1.1\r\n\r\n`, "");
+      assert.ok(r.closedByServer);
+      assert.ok(lockHeldAtClose, "closed while the call it waited for was still waiting");
+      assert.equal(r.response, "");
+    } finally {
+      holderReleased = true;
+      holder.exec("COMMIT");
       holder.close();
     }
   });
@@ -1167,6 +1236,26 @@ describe("slow clients over TLS", () => {
     const r = await tlsExchange("http/1.1", request, "");
     assert.ok(r.closedByServer);
     assert.match(r.response, /^HTTP\/1\.1 200 /);
+  });
+
+  it("CONNECT over HTTP/2 and HTTP/1.1 is answered 405, each logged", async () => {
+    const session = http2.connect(`https://127.0.0.1:${s.port}`, { ca });
+    session.on("error", () => {});
+    try {
+      const stream = session.request({ ":method": "CONNECT", ":authority": "example.com:443" });
+      stream.on("error", () => {});
+      const status = await new Promise<number>((resolve) => stream.on("response", (h) => resolve(Number(h[":status"]))));
+      let text = "";
+      stream.on("data", (d: Buffer) => (text += d.toString()));
+      await new Promise((resolve) => stream.once("end", resolve));
+      assert.deepEqual([status, text], [405, "method not allowed: this service is not a proxy, and takes no CONNECT\n"]);
+    } finally {
+      session.close();
+    }
+    const r = await tlsExchange("http/1.1", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", "");
+    assert.match(r.response, /^HTTP\/1\.1 405 /);
+    const lines = (await nodeAnswerLines(s, 4)).filter((l) => l.code === "http_405");
+    assert.equal(lines.length, 2, JSON.stringify(lines));
   });
 
   it("HTTP/2: an idle connection is closed", async () => {

@@ -201,6 +201,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     const socket = "stream" in req || (res as http.ServerResponse).socket ? null : req.socket;
     const h1 = "stream" in req ? null : (req as Http1Request);
     let done = false;
+    let unwatch: (() => void) | undefined;
     const finish = () => {
       if (done) return;
       done = true;
@@ -211,14 +212,14 @@ export function listen(handler: NodeHandler, port: number, host: string, options
         else busy.set(h1Socket, left);
       }
       body.release();
-      socket?.off("close", finish);
+      unwatch?.();
       // An HTTP/1.1 answer that went out before its body had all come: node reads the rest
       // only of a body no one began to read, so when connect-node stopped part-way, read
       // past it here (limitBody's discard, with its grace) or the connection stalls.
       if (h1 && !h1.complete && (res as http.ServerResponse).writableFinished) h1.bodyLimit?.discard();
     };
     res.once("close", finish);
-    socket?.once("close", finish);
+    if (socket) unwatch = whenSocketCloses(socket, finish);
     // During shutdown HTTP/1.1 clients are told not to reuse the connection.
     if (closing && req.httpVersionMajor === 1) (res as http.ServerResponse).setHeader("connection", "close");
     limitBody(req, res, maxRequestBytes, body.take);
@@ -268,8 +269,11 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     secure.on("session", (s) => trackSession(s));
     secure.on("checkContinue", continueOrRefuse);
     // Its HTTP/1.1 side (allowHTTP1) reports parser errors here, as the plain server does.
-    secure.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, onNodeAnswer));
-    secure.on("connect", (req: http.IncomingMessage, socket: net.Socket) => refuseConnect(req, socket, onNodeAnswer));
+    secure.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, requestTimeoutMs, onNodeAnswer));
+    // CONNECT comes here from both sides: an HTTP/1.1 socket, or an HTTP/2 stream and its response.
+    secure.on("connect", (req: http.IncomingMessage | http2.Http2ServerRequest, to: net.Socket | http2.Http2ServerResponse) =>
+      "stream" in req ? refuseStreamConnect(req, to as http2.Http2ServerResponse, onNodeAnswer) : refuseConnect(req, to as net.Socket, requestTimeoutMs, onNodeAnswer),
+    );
     // Connections come through a plain listener that looks at the first byte: a TLS handshake
     // goes on to the secure server, plain HTTP (an http:// URL by mistake) is told what is
     // wrong instead of seeing the connection closed without a word.
@@ -293,8 +297,9 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     h2.on("session", (s) => trackSession(s));
     h1.on("checkContinue", continueOrRefuse);
     h2.on("checkContinue", continueOrRefuse);
-    h1.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, onNodeAnswer));
-    h1.on("connect", (req: http.IncomingMessage, socket: net.Socket) => refuseConnect(req, socket, onNodeAnswer));
+    h1.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, requestTimeoutMs, onNodeAnswer));
+    h1.on("connect", (req: http.IncomingMessage, socket: net.Socket) => refuseConnect(req, socket, requestTimeoutMs, onNodeAnswer));
+    h2.on("connect", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => refuseStreamConnect(req, res, onNodeAnswer));
     const route = cleartextRoute(h1, h2);
     server = net.createServer((socket) => sniff(socket, headersTimeoutMs, route));
   }
@@ -353,6 +358,28 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   });
 }
 
+/** What waits for each socket's close on behalf of answers queued on it (see whenSocketCloses). */
+const closeWatchers = new WeakMap<net.Socket, Set<() => void>>();
+
+/**
+ * Calls `fn` when the socket closes; answers a function that stops the watch. One listener a
+ * socket whatever the number of watches: a client may queue hundreds of pipelined requests on
+ * one connection, and a listener each made node warn of a leak past ten.
+ */
+export function whenSocketCloses(socket: net.Socket, fn: () => void): () => void {
+  let watchers = closeWatchers.get(socket);
+  if (watchers === undefined) {
+    const all = new Set<() => void>();
+    closeWatchers.set(socket, (watchers = all));
+    socket.once("close", () => {
+      closeWatchers.delete(socket);
+      for (const watcher of all) watcher();
+    });
+  }
+  watchers.add(fn);
+  return () => watchers.delete(fn);
+}
+
 /** node's HTTP/1.1 parser errors that it answers, with what this server answers instead: status, status text, the body's first words. */
 const PARSER_ANSWERS: Record<string, [status: number, text: string, says: string]> = {
   HPE_HEADER_OVERFLOW: [431, "Request Header Fields Too Large", "request headers too large"],
@@ -399,7 +426,7 @@ type NodeResponse = http.ServerResponse & { _headerSent?: boolean };
  *   that ended the connection part-way through a request.
  * - Errors of the socket itself (a reset, say) are not answered: there is no one to read it.
  */
-function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, report: ((answer: NodeAnswer) => void) | undefined): void {
+function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, waitMs: number, report: ((answer: NodeAnswer) => void) | undefined): void {
   // node's parser reports again on every read, and its request timeout on every check.
   if (closingAfterAnswers.has(socket)) return;
   const code = err.code ?? "";
@@ -427,7 +454,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, repor
   };
   if (!atFaultIsNext) {
     unanswered(`${reason}; pipelined behind calls still being answered, which were let finish before the connection closed`);
-    closeOnceAnswered(socket);
+    closeOnceAnswered(socket, waitMs);
     return;
   }
   // With a body still coming and no response on the socket, its answer has gone already.
@@ -449,21 +476,40 @@ function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, repor
  * A CONNECT request (a proxy tunnel): node hands it to a `connect` listener, or without one
  * closes the connection without a word. This is no proxy: 405, and the connection closes.
  */
-function refuseConnect(req: http.IncomingMessage, socket: net.Socket, report: ((answer: NodeAnswer) => void) | undefined): void {
-  const body = "method not allowed: this service is not a proxy, and takes no CONNECT\n";
-  socket.on("error", () => socket.destroy());
-  socket.end(`HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nx-should-retry: false\r\n\r\n${body}`, () => socket.destroy());
+function refuseConnect(req: http.IncomingMessage, socket: net.Socket, waitMs: number, report: ((answer: NodeAnswer) => void) | undefined): void {
   const url = truncate(req.url ?? "", 200);
+  socket.on("error", () => socket.destroy());
+  // Pipelined behind calls still being answered: written now, it would read as the first one's answer.
+  if ((socket as { _httpMessage?: unknown })._httpMessage) {
+    report?.({ status: null, code: "canceled", method: "CONNECT", url, path: url, reason: "CONNECT is not served; pipelined behind calls still being answered, which were let finish before the connection closed" });
+    closeOnceAnswered(socket, waitMs);
+    return;
+  }
+  socket.end(`HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${CONNECT_REFUSED.length}\r\nx-should-retry: false\r\n\r\n${CONNECT_REFUSED}`, () => socket.destroy());
   report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served" });
 }
 
+/** An HTTP/2 CONNECT stream: node hands it to the same event, with a response of its own. */
+function refuseStreamConnect(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, report: ((answer: NodeAnswer) => void) | undefined): void {
+  res.writeHead(405, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
+  res.end(CONNECT_REFUSED);
+  const url = truncate(req.headers[":authority"] ?? "", 200);
+  report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served" });
+}
+
+const CONNECT_REFUSED = "method not allowed: this service is not a proxy, and takes no CONNECT\n";
+
 /**
  * Lets the answers due to complete requests on this connection go out, one after another as
- * node sends them, and then closes it. The answer due to a request whose body never came
+ * node sends them, and then closes it; after `waitMs` (REQUEST_TIMEOUT_MS) it closes anyway. The answer due to a request whose body never came
  * (node's parser stopped at its fault) is not waited for: the connection closes there.
  */
-function closeOnceAnswered(socket: net.Socket): void {
+function closeOnceAnswered(socket: net.Socket, waitMs: number): void {
   closingAfterAnswers.add(socket);
+  // Not for ever: a client that stops reading would hold the connection until shutdown.
+  const limit = setTimeout(() => socket.destroy(), waitMs);
+  limit.unref();
+  socket.once("close", () => clearTimeout(limit));
   const next = () => {
     if (socket.destroyed) return;
     const due = (socket as { _httpMessage?: NodeResponse | null })._httpMessage ?? null;
