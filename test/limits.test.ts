@@ -985,104 +985,97 @@ describe("slow clients", () => {
     assert.equal(line?.http_status, 408);
   });
 
-  it("HTTP/1.1: a request pipelined behind a call still being worked on stalls in its headers: the call is answered (not 408), then the connection closes", async () => {
-    // Another connection holds the write lock: the create waits for it.
+  /** A write lock held by another connection, so that a create waits for it; `released` says whether it still is held. */
+  const holdWriteLock = () => {
     const holder = new Database(s.file);
     holder.exec("BEGIN IMMEDIATE");
-    let released = false;
-    const release = () => {
-      if (!released) holder.exec("COMMIT");
-      released = true;
+    const lock = {
+      released: false,
+      release() {
+        if (lock.released) return;
+        lock.released = true;
+        holder.exec("COMMIT");
+        holder.close();
+      },
     };
+    return lock;
+  };
+  /** A CreateRunner as raw HTTP/1.1, its name and request id both `id`. */
+  const rawCreate = (id: string) => {
+    const body = JSON.stringify({ name: id, provider: "RUNNER_PROVIDER_AWS_EC2" });
+    return `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: ${id}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  };
+  const requestLines = () => s.logs.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "request");
+
+  it("HTTP/1.1: a request pipelined behind a call still being worked on stalls in its headers: the call is answered (not 408), then the connection closes", async () => {
+    const lock = holdWriteLock();
     try {
-      const body = JSON.stringify({ name: "piped-create", provider: "RUNNER_PROVIDER_AWS_EC2" });
-      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: piped-create\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
-      const exchange = slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), `${create}GET /healthz HTTP/1.1\r\nHo`, "");
+      const exchange = slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), `${rawCreate("piped-create")}GET /healthz HTTP/1.1\r\nHo`, "");
       // Past the headers timeout (400 ms), while the create still waits.
       await sleep(700);
-      release();
+      lock.release();
       const r = await exchange;
       assert.ok(r.closedByServer);
       assert.deepEqual(r.response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200"], r.response);
-      const lines = s.logs.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "request");
+      const lines = requestLines();
       assert.equal(lines.find((l) => l.request_id === "piped-create")?.code, "ok");
       assert.match(lines.find((l) => l.code === "canceled" && l.reason !== undefined)?.reason ?? "", /^the request headers did not arrive in time; pipelined behind calls/);
       assert.equal((s.db.$client.prepare("SELECT count(*) AS n FROM runners WHERE name = 'piped-create'").get() as { n: number }).n, 1);
     } finally {
-      release();
-      holder.close();
+      lock.release();
     }
   });
 
   it("HTTP/1.1: a CONNECT pipelined behind a call still being worked on waits for that call's answer, and is not answered itself", async () => {
-    const holder = new Database(s.file);
-    holder.exec("BEGIN IMMEDIATE");
-    let released = false;
-    const release = () => {
-      if (!released) holder.exec("COMMIT");
-      released = true;
-    };
+    const lock = holdWriteLock();
     try {
-      const body = JSON.stringify({ name: "before-connect", provider: "RUNNER_PROVIDER_AWS_EC2" });
-      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: before-connect\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
-      const exchange = slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), `${create}CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n`, "");
+      const exchange = slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), `${rawCreate("before-connect")}CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n`, "");
       await sleep(300);
-      release();
+      lock.release();
       const r = await exchange;
       assert.deepEqual(r.response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200"], r.response);
-      const lines = s.logs.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "request");
+      const lines = requestLines();
       assert.equal(lines.find((l) => l.request_id === "before-connect")?.code, "ok");
       assert.match(lines.find((l) => l.code === "canceled" && l.procedure === "example.com:443")?.reason ?? "", /^CONNECT is not served; pipelined behind calls/);
     } finally {
-      release();
-      holder.close();
+      lock.release();
     }
   });
 
   it("HTTP/1.1: the calls a pipelined fault waits for are given REQUEST_TIMEOUT_MS at most, then the connection closes", async () => {
-    let holderReleased = false;
-    const holder = new Database(s.file);
-    holder.exec("BEGIN IMMEDIATE");
+    // The create waits for the lock (up to 5 s); REQUEST_TIMEOUT_MS here is 800 ms.
+    const lock = holdWriteLock();
     try {
-      const body = JSON.stringify({ name: "held-long", provider: "RUNNER_PROVIDER_AWS_EC2" });
-      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: held-long\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
-      // The create waits for the lock (up to 5 s); REQUEST_TIMEOUT_MS here is 800 ms.
       let lockHeldAtClose = false;
       const r = await slowExchange((onConnect) => {
         const sock = net.connect(s.port, "127.0.0.1", onConnect);
-        sock.once("close", () => (lockHeldAtClose = !holderReleased));
+        sock.once("close", () => (lockHeldAtClose = !lock.released));
         return sock;
-      }, `${create}GE\u0001T / HTTP/1.1\r\n\r\n`, "");
+      }, `${rawCreate("held-long")}GE\u0001T / HTTP/1.1\r\n\r\n`, "");
       assert.ok(r.closedByServer);
       assert.ok(lockHeldAtClose, "closed while the call it waited for was still waiting");
       assert.equal(r.response, "");
     } finally {
-      holderReleased = true;
-      holder.exec("COMMIT");
-      holder.close();
+      lock.release();
     }
   });
 
   it("HTTP/1.1: a call queued behind another on a connection its client leaves still gets its line", async () => {
-    const holder = new Database(s.file);
-    holder.exec("BEGIN IMMEDIATE");
+    const lock = holdWriteLock();
     try {
-      const body = JSON.stringify({ name: "queued-first", provider: "RUNNER_PROVIDER_AWS_EC2" });
-      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: queued-first\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
       const list = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: queued-second\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`;
       const sock = net.connect(s.port, "127.0.0.1");
       sock.on("error", () => {});
       await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
-      sock.write(create + list);
+      sock.write(rawCreate("queued-first") + list);
       await sleep(150);
       sock.destroy();
-      const lineOf = (id: string) => s.logs.map((l) => JSON.parse(l) as LogLine).find((l) => l.msg === "request" && l.request_id === id);
+      const lineOf = (id: string) => requestLines().find((l) => l.request_id === id);
       for (const t0 = Date.now(); !(lineOf("queued-first") && lineOf("queued-second")) && Date.now() - t0 < EVENTUALLY_MS; ) await sleep(20);
       assert.equal(lineOf("queued-second")?.code, "canceled", "the queued call's line");
       assert.deepEqual([lineOf("queued-second")?.http_status], [null]);
     } finally {
-      holder.exec("COMMIT");
-      holder.close();
+      lock.release();
     }
   });
 
