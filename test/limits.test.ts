@@ -771,6 +771,24 @@ describe("field length limits", () => {
 
 type LogLine = { msg?: string; request_id?: string; procedure?: string | null; code?: string; http_status?: number | null; protocol?: string | null; duration_ms?: number | null; reason?: string };
 
+const CONNECT_REFUSED = "method not allowed: this service is not a proxy, and takes no CONNECT\n";
+
+/** Sends an HTTP/2 CONNECT on the session, closes it, and answers the status and body. */
+async function http2Connect(session: http2.ClientHttp2Session): Promise<[number, string]> {
+  session.on("error", () => {});
+  try {
+    const stream = session.request({ ":method": "CONNECT", ":authority": "example.com:443" });
+    stream.on("error", () => {});
+    const status = await new Promise<number>((resolve) => stream.on("response", (h) => resolve(Number(h[":status"]))));
+    let text = "";
+    stream.on("data", (d: Buffer) => (text += d.toString()));
+    await new Promise((resolve) => stream.once("end", resolve));
+    return [status, text];
+  } finally {
+    session.close();
+  }
+}
+
 /** The log lines of requests answered before the handler saw them (they have a reason), once `count` are there. */
 async function nodeAnswerLines(s: LimitedServer, count: number): Promise<LogLine[]> {
   const found = () => s.logs.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "request" && l.reason !== undefined);
@@ -844,20 +862,7 @@ describe("requests node answers before the handler", () => {
 
   it("CONNECT over HTTP/2 is answered 405 and logged", async () => {
     const before = (await nodeAnswerLines(s, 0)).length;
-    const session = http2.connect(s.url);
-    session.on("error", () => {});
-    try {
-      const stream = session.request({ ":method": "CONNECT", ":authority": "example.com:443" });
-      stream.on("error", () => {});
-      const status = await new Promise<number>((resolve) => stream.on("response", (h) => resolve(Number(h[":status"]))));
-      let text = "";
-      stream.on("data", (d: Buffer) => (text += d.toString()));
-      await new Promise((resolve) => stream.once("end", resolve));
-      assert.equal(status, 405);
-      assert.equal(text, "method not allowed: this service is not a proxy, and takes no CONNECT\n");
-    } finally {
-      session.close();
-    }
+    assert.deepEqual(await http2Connect(http2.connect(s.url)), [405, CONNECT_REFUSED]);
     const lines = await nodeAnswerLines(s, before + 1);
     assert.deepEqual([lines.at(-1)?.code, lines.at(-1)?.http_status, lines.at(-1)?.procedure], ["http_405", 405, "example.com:443"]);
   });
@@ -1232,19 +1237,7 @@ describe("slow clients over TLS", () => {
   });
 
   it("CONNECT over HTTP/2 and HTTP/1.1 is answered 405, each logged", async () => {
-    const session = http2.connect(`https://127.0.0.1:${s.port}`, { ca });
-    session.on("error", () => {});
-    try {
-      const stream = session.request({ ":method": "CONNECT", ":authority": "example.com:443" });
-      stream.on("error", () => {});
-      const status = await new Promise<number>((resolve) => stream.on("response", (h) => resolve(Number(h[":status"]))));
-      let text = "";
-      stream.on("data", (d: Buffer) => (text += d.toString()));
-      await new Promise((resolve) => stream.once("end", resolve));
-      assert.deepEqual([status, text], [405, "method not allowed: this service is not a proxy, and takes no CONNECT\n"]);
-    } finally {
-      session.close();
-    }
+    assert.deepEqual(await http2Connect(http2.connect(`https://127.0.0.1:${s.port}`, { ca })), [405, CONNECT_REFUSED]);
     const r = await tlsExchange("http/1.1", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", "");
     assert.match(r.response, /^HTTP\/1\.1 405 /);
     const lines = (await nodeAnswerLines(s, 4)).filter((l) => l.code === "http_405");
