@@ -223,7 +223,8 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       });
       requests?.record(procedureLabel(req.method, req.url, path), code, ms / 1000);
     };
-    res.once("close", () => logLine());
+    // ("close" passes no arguments: `queued` stays false.)
+    res.once("close", logLine);
     // An HTTP/1.1 answer queued behind an unfinished one of the same connection (pipelining)
     // has no socket yet: if the connection goes before its turn, only the socket says so.
     // (Once it has the socket, its own close follows the socket's.)

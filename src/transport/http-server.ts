@@ -419,8 +419,8 @@ type NodeResponse = http.ServerResponse & { _headerSent?: boolean };
  * - Answers are due to complete requests ahead of it (HTTP/1.1 pipelining): node would write
  *   its answer in place of the first of them, which the client then takes for that call's
  *   outcome (a 408 it retries, for a call that was carried out), or cut it off. Instead no
- *   more is read, those answers go out, and then the connection closes; the request at fault
- *   gets no answer.
+ *   further request is taken (what the client still sends is dropped), those answers go out,
+ *   and then the connection closes; the request at fault gets no answer.
  * - Nothing is written after the answer to a request whose body is still coming (an early
  *   401, say), where it would read as the answer to a request never sent, nor to a client
  *   that ended the connection part-way through a request.

@@ -69,7 +69,7 @@ const WIRE = {
   badUtf8String: Buffer.from([0x0a, 0x04, 0xff, 0xfe, 0xc0, 0x80]),
   /** Field 1 (a string) sent as a varint: the wrong wire type. */
   stringAsVarint: Buffer.from([0x08, 0x05]),
-  /** Field 1 (a string) tagged as a varint, then bytes that protobuf-es reads as the string "abc". */
+  /** Field 1 (a string) tagged as a varint, then bytes protobuf-es would read as the string "abc" and that are no field (refused before it sees them). */
   stringTaggedVarint: Buffer.from([0x08, 0x03, 0x61, 0x62, 0x63]),
   /** An unknown group opened 200,000 times and never closed. */
   nestedGroups: Buffer.alloc(200_000, 0x1b),
@@ -202,7 +202,7 @@ export const CORPUS: CorpusCase[] = [
   { name: "wire type 7", protocol: "connect-proto", method: "RunnerService/GetRunner", body: WIRE.wireType7, expect: "invalid_argument" },
   { name: "string field that is not UTF-8", protocol: "connect-proto", method: "RunnerService/GetRunner", body: WIRE.badUtf8String, expect: "invalid_argument" },
   { name: "string field sent as a varint", protocol: "connect-proto", method: "RunnerService/GetRunner", body: WIRE.stringAsVarint, expect: "invalid_argument" },
-  { name: "string field tagged as a varint, read as the string \"abc\"", protocol: "connect-proto", method: "RunnerService/GetRunner", body: WIRE.stringTaggedVarint, expect: "invalid_argument" },
+  { name: "string field tagged as a varint, then bytes that are no field", protocol: "connect-proto", method: "RunnerService/GetRunner", body: WIRE.stringTaggedVarint, expect: "invalid_argument" },
   { name: "200,000 nested groups", protocol: "connect-proto", method: "RunnerService/ListRunners", body: WIRE.nestedGroups, expect: "invalid_argument" },
   { name: "stray end-group", protocol: "connect-proto", method: "RunnerService/ListRunners", body: WIRE.strayEndGroup, expect: "invalid_argument" },
   { name: "unknown field is skipped", protocol: "connect-proto", method: "RunnerService/ListRunners", body: WIRE.unknownField, expect: "ok" },
