@@ -100,6 +100,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     requestTimeoutMs: config.requestTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
     onNodeAnswer: app.nodeAnswered,
+    tokenPaths: app.tokenPaths,
   });
   serving = server;
   publicUrl = publicUrlOn(config, server.address.port);

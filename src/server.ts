@@ -75,6 +75,8 @@ export interface App {
   metrics(): Family[];
   /** Logs and counts a request the HTTP server answered before the handler saw it. */
   nodeAnswered(answer: NodeAnswer): void;
+  /** The paths of the calls that need a token, whose bodies are read only once it is good (HttpServerOptions.tokenPaths). */
+  tokenPaths: ReadonlySet<string>;
 }
 
 export interface AppOptions {
@@ -315,7 +317,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     });
     requests?.record(procedureLabel(answer.method ?? undefined, answer.url ?? undefined, answer.path ?? ""), answer.code, null);
   };
-  return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop(), metrics, nodeAnswered };
+  return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop(), metrics, nodeAnswered, tokenPaths: TOKEN_PATHS };
 }
 
 /**
@@ -382,6 +384,8 @@ function repeatsAuthorization(raw: string[]): boolean {
 const TOKEN_METHODS = new Map<string, DescMethod>(
   [RunnerService, RunnerConfigurationService, RunnerInteractionService].flatMap((service) => service.methods.map((m): [string, DescMethod] => [`/${service.typeName}/${m.name}`, m])),
 );
+
+const TOKEN_PATHS: ReadonlySet<string> = new Set(TOKEN_METHODS.keys());
 
 /** The procedures the metrics page counts by name; every other path is "other". */
 const LABELLED_PROCEDURES = new Set([...TOKEN_METHODS.keys(), `/${Health.typeName}/Check`, ...REFLECTION_PATHS]);

@@ -17,9 +17,11 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Gitpod, { RateLimitError } from "@gitpod/sdk";
 import Database from "better-sqlite3";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
+import { ServerReflectionRequestSchema } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { loadConfig } from "../src/config.js";
 import { createLogger } from "../src/log.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
@@ -28,7 +30,7 @@ import { openDatabase, type Db } from "../src/store/database.js";
 import { listen, type HttpServerOptions, type RunningServer } from "../src/transport/http-server.js";
 import { BodyBudget, chargeBody, MAX_REQUEST_BYTES } from "../src/transport/request-body.js";
 import { envelope } from "./corpus/wire.js";
-import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
+import { call, createRunner, PUBLIC_URL, signUp, startServer, until, type TestServer } from "./harness.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
 
 const MIB = 1024 * 1024;
@@ -59,7 +61,7 @@ async function startLimited(options: HttpServerOptions): Promise<LimitedServer> 
   const watch = new SecretWatch();
   watch.noteToken(token);
   const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: PUBLIC_URL, interceptors: [watch.interceptor()] });
-  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", { onNodeAnswer: app.nodeAnswered, ...options });
+  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", { onNodeAnswer: app.nodeAnswered, tokenPaths: app.tokenPaths, ...options });
   return {
     url: `http://127.0.0.1:${server.address.port}`,
     port: server.address.port,
@@ -540,7 +542,7 @@ describe("request bodies held at once", () => {
   // (The held bodies stay under HTTP/2's first flow-control window, 64 KiB a stream.)
   const KIB = 1024;
   let s: LimitedServer;
-  before(async () => (s = await startLimited({ maxBufferedBytes: 160 * KIB })));
+  before(async () => (s = await startLimited({ maxBufferedBytes: 160 * KIB, maxOpenBufferedBytes: 7.5 * KIB })));
   after(() => s.close());
   const listRunners = "/gitpod.v1.RunnerService/ListRunners";
 
@@ -624,6 +626,60 @@ describe("request bodies held at once", () => {
     assert.equal((await post(100 * KIB)).status, 200);
     for (let i = 0; i < 250 && s.server.inFlight() > 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(s.server.bodyBytesHeld(), 0, "and gives it back");
+  });
+
+  it("health checks and reflection, which take no token, hold a budget of their own: filled, it refuses them and not the calls with a token", async () => {
+    const session = http2.connect(s.url);
+    const streams: http2.ClientHttp2Stream[] = [];
+    try {
+      // Reflection streams that each ask a question of 1000 bytes and stay open: the budget
+      // here, 7.5 KiB, holds seven of them; the eighth does not fit.
+      const question = toBinary(ServerReflectionRequestSchema, create(ServerReflectionRequestSchema, { messageRequest: { case: "fileContainingSymbol", value: "x".repeat(990) } }));
+      const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), question]);
+      frame.writeUInt32BE(question.length, 1);
+      // Settles with the status once it comes: a stream whose client has not ended its side
+      // stays open after the server's trailers.
+      const grpcStatus = (stream: http2.ClientHttp2Stream) =>
+        new Promise<string | undefined>((resolve) => {
+          const see = (h: http2.IncomingHttpHeaders) => h["grpc-status"] !== undefined && resolve(h["grpc-status"] as string);
+          stream.on("response", see);
+          stream.on("trailers", see);
+          stream.on("close", () => resolve(undefined));
+          stream.resume();
+        });
+      const reflect = () => {
+        const stream = session.request({ ":method": "POST", ":path": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "content-type": "application/grpc", te: "trailers" });
+        stream.on("error", () => {});
+        stream.write(frame);
+        streams.push(stream);
+        return stream;
+      };
+      for (let i = 0; i < 7; i++) reflect();
+      await until("seven questions held", () => s.server.openBodyBytesHeld() >= 7 * frame.length, EVENTUALLY_MS);
+      assert.equal(s.server.bodyBytesHeld(), 0, "none of it from the calls' budget");
+      assert.equal(await grpcStatus(reflect()), "14", "an eighth stream is refused (unavailable)");
+      const health = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/grpc", te: "trailers" });
+      health.end(Buffer.alloc(5)); // an empty message
+      assert.equal(await grpcStatus(health), "0", "a health check's empty message holds nothing, and passes");
+      const healthWithBody = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/json" });
+      healthWithBody.end(`{"service":"${"x".repeat(900)}"}`);
+      let status = 0;
+      healthWithBody.on("response", (h) => (status = Number(h[":status"])));
+      healthWithBody.resume();
+      await new Promise((r) => healthWithBody.once("close", r));
+      assert.equal(status, 503, "a health check with a body does not fit");
+      // A call with a token and a 60 KiB body is served all the same.
+      const big = await fetch(`${s.url}${listRunners}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: "{}" + " ".repeat(60 * KIB) });
+      assert.equal(big.status, 200, await big.text());
+      for (const stream of streams.splice(0)) stream.close(http2.constants.NGHTTP2_CANCEL);
+      await until("the open budget comes back", () => s.server.openBodyBytesHeld() === 0, EVENTUALLY_MS);
+      const again = reflect();
+      again.end();
+      assert.equal(await grpcStatus(again), "0", "room again");
+    } finally {
+      for (const stream of streams) stream.close(http2.constants.NGHTTP2_CANCEL);
+      session.close();
+    }
   });
 
   it("a call without a good token holds none of it, whatever it sends, and is answered unauthenticated without its body being read", async () => {

@@ -41,7 +41,8 @@ export function databaseFamilies(file: string): Family[] {
 export function listenerFamilies(server: RunningServer, tlsReloads: { ok: number; failed: number }): Family[] {
   const families = [
     single("scm_requests_in_flight", "Requests being served right now.", "gauge", server.inFlight()),
-    single("scm_request_body_bytes_held", "Bytes of request bodies held right now, against the budget all requests share.", "gauge", server.bodyBytesHeld()),
+    single("scm_request_body_bytes_held", "Bytes of request bodies held right now, against the budget the calls with a token share.", "gauge", server.bodyBytesHeld()),
+    single("scm_open_request_body_bytes_held", "The same for the calls that take no token (health checks, reflection), against a budget of their own.", "gauge", server.openBodyBytesHeld()),
   ];
   if (!server.certificate) return families;
   return [

@@ -3,7 +3,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { correctFrameworkErrors, noteErrorBody, noteErrorHead } from "./framework-errors.js";
-import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_REQUEST_BYTES } from "./request-body.js";
+import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_OPEN_BUFFERED_BYTES, MAX_REQUEST_BYTES } from "./request-body.js";
 import { readTlsFiles, rereadTlsFiles, type TlsCredentials, type TlsFiles } from "./tls-files.js";
 import { truncate } from "../domain/text.js";
 
@@ -71,6 +71,15 @@ export interface HttpServerOptions {
   /** The most body bytes all requests in flight may hold at once; past it new ones are refused as busy. */
   maxBufferedBytes?: number;
   /**
+   * The paths of calls that need a token. When given, only their bodies draw on
+   * `maxBufferedBytes`; every other request's (health checks, reflection: anyone may send
+   * them) draws on `maxOpenBufferedBytes`, so that clients without a token cannot spend the
+   * budget the calls with one need. Without it, every request draws on the one budget.
+   */
+  tokenPaths?: ReadonlySet<string>;
+  /** The budget of the requests outside `tokenPaths`. */
+  maxOpenBufferedBytes?: number;
+  /**
    * How long a client may take to send a request's headers (HTTP/1.1), or to open its first
    * stream (HTTP/2), counted from the moment it connected.
    */
@@ -110,6 +119,8 @@ export interface RunningServer {
   inFlight(): number;
   /** Bytes of request bodies held right now, counted against the body budget. */
   bodyBytesHeld(): number;
+  /** The same for the requests outside `tokenPaths`, against their own budget. */
+  openBodyBytesHeld(): number;
   /**
    * Stops accepting connections, lets in-flight requests finish for up to
    * `timeoutMs`, then closes every connection that is left.
@@ -163,6 +174,8 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   const settings = { maxConcurrentStreams: options.maxConcurrentStreams ?? 100, maxHeaderListSize: MAX_HEADER_LIST_BYTES };
   const maxRequestBytes = options.maxRequestBytes ?? MAX_REQUEST_BYTES;
   const budget = new BodyBudget(options.maxBufferedBytes ?? MAX_BUFFERED_BYTES);
+  const tokenPaths = options.tokenPaths;
+  const openBudget = new BodyBudget(options.maxOpenBufferedBytes ?? MAX_OPEN_BUFFERED_BYTES);
   const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_TIMEOUTS.headersTimeoutMs;
   // Node refuses a headers timeout longer than the request timeout.
   const requestTimeoutMs = Math.max(options.requestTimeoutMs ?? DEFAULT_TIMEOUTS.requestTimeoutMs, headersTimeoutMs);
@@ -194,7 +207,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     inFlight++;
     const h1Socket = options.tls && !("stream" in req) ? req.socket : null;
     if (h1Socket) busy.set(h1Socket, (busy.get(h1Socket) ?? 0) + 1);
-    const body = budget.forRequest();
+    const body = (tokenPaths === undefined || tokenPaths.has((req.url ?? "").split("?", 1)[0]!) ? budget : openBudget).forRequest();
     // A response closes when it is done or its connection goes, except on HTTP/1.1 a response
     // queued behind an unfinished one of the same connection (pipelining), which has no
     // socket yet: if the connection goes first, only the socket says so.
@@ -332,6 +345,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
         address: server.address() as AddressInfo,
         inFlight: () => inFlight,
         bodyBytesHeld: () => budget.held,
+        openBodyBytesHeld: () => openBudget.held,
         ...tls,
         async shutdown(timeoutMs) {
           closing = true;

@@ -426,6 +426,14 @@ export const MAX_REQUEST_BYTES = 1024 * 1024;
 export const MAX_BUFFERED_BYTES = 32 * 1024 * 1024;
 
 /**
+ * The same for the calls anyone may make without a token (health checks, reflection), which
+ * hold a budget of their own: 32 reflection streams asking all they may, or a thousand health
+ * checks. Within the shared one, a dozen connections of held-open reflection streams kept
+ * every call with a token refused.
+ */
+export const MAX_OPEN_BUFFERED_BYTES = 1024 * 1024;
+
+/**
  * What request bodies hold in memory, all requests together. connect-node reads a whole
  * body before any interceptor runs; the token is checked before that (server.ts), but a
  * client with a token could still keep 1 MiB on each of 100 streams of as many connections
