@@ -108,6 +108,29 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
+  it("a compressed body that fails to inflate, too large or broken at its end, is charged as the size limit", async () => {
+    // Before, a refused inflation was never charged: 27 bytes of brotli inflating past 1 MiB
+    // cost the service milliseconds of CPU each, as often as the call limit allowed.
+    const tooLarge = brotliCompressSync(padded(2 * 1024 * 1024));
+    const broken = gzipSync(padded(100 * 1024));
+    broken[broken.length - 8] ^= 1; // its CRC
+    for (const [what, body, coding, code] of [["too large", tooLarge, "br", "resource_exhausted"], ["broken", broken, "gzip", "invalid_argument"]] as const) {
+      const s = await startServer({ bodyRateLimit: LIMIT });
+      try {
+        const first = await post(s, body, { "content-encoding": coding });
+        assert.equal(first.body.code, code, `${what}: ${JSON.stringify(first.body)}`);
+        assert.doesNotMatch(first.body.message!, /byte rate limit/, what);
+        const second = await post(s, padded(10), {});
+        assert.equal(second.status, 429, `${what}: the token owes the size limit less its burst`);
+        assert.match(second.body.message!, /byte rate limit/);
+        const owed = ((1024 * 1024 - LIMIT.burst) * 1000) / LIMIT.perSecond;
+        assert.ok(Math.abs(second.retryAfterMs - owed) < 2000, `${what}: retry-after-ms ${second.retryAfterMs}, about ${owed} expected`);
+      } finally {
+        await s.close();
+      }
+    }
+  });
+
   it("a body in many small pieces is charged at least 256 bytes a piece", async () => {
     const body = padded(10 * 1024);
     /** POSTs `body` over HTTP/1.1 chunked, `size` bytes a write; answers the status. */

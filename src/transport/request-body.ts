@@ -294,7 +294,16 @@ class FlagClearer {
 
 /** `data` inflated, and held in the budget. */
 async function inflatedHeld(name: string, data: Buffer, limit: BodyLimit): Promise<Buffer> {
-  const out = await inflate(name, data, limit.maxBytes);
+  let out: Buffer;
+  try {
+    out = await inflate(name, data, limit.maxBytes);
+  } catch (err) {
+    // Inflating may have run up to the size limit before it failed (a body that inflates past
+    // it, or breaks at its very end): charged as that much, or a token could have 27 bytes
+    // inflated to 1 MiB over and over, never counted against its byte limit.
+    limit.charge?.(limit.maxBytes);
+    throw err;
+  }
   if (out !== data && !limit.take(out.length)) throw busy();
   return out;
 }
