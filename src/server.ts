@@ -17,6 +17,7 @@ import { RateLimiter, type RateLimit } from "./services/rate-limit.js";
 import type { Db } from "./store/database.js";
 import { startCheckpointer } from "./store/checkpointer.js";
 import { serviceSecret } from "./store/service-secrets.js";
+import { truncate } from "./domain/text.js";
 import { requestRecordKey, type RequestRecord } from "./transport/context.js";
 import { answerCors, type CorsOrigins } from "./transport/cors.js";
 import type { Deps } from "./transport/handlers/deps.js";
@@ -26,7 +27,7 @@ import { runnerConfigurationService } from "./transport/handlers/runner-configur
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
 import { sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
-import { answeredByNode, whenSocketCloses, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
+import { answeredByNode, LOGGED_URL_CHARS, whenSocketCloses, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 import { RequestMetrics, single, type Family } from "./metrics/exposition.js";
@@ -213,10 +214,11 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       const nodeStatus = answeredByNode(res);
       const path = (req.url ?? "").split("?")[0]!;
       const code = queued ? "canceled" : loggedCode(res, record, nodeStatus);
+      const procedure = path.length > LOGGED_URL_CHARS ? truncate(path, LOGGED_URL_CHARS) : path;
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       log.info("request", {
         request_id: id,
-        procedure: path,
+        procedure,
         code,
         // null when nothing was answered (the client went, or shutdown cut the call off).
         http_status: queued ? null : (nodeStatus ?? (headBytesSent(res) ? res.statusCode : null)),

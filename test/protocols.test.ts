@@ -9,7 +9,7 @@ import { RunnerConfigurationService, type SCMIntegration } from "../gen/gitpod/v
 import { RunnerKind, RunnerProvider, RunnerService } from "../gen/gitpod/v1/runners_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { open } from "../src/crypto/sealed-box.js";
-import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
+import { call, createRunner, signUp, startServer, until, type TestServer } from "./harness.js";
 
 describe("every protocol reaches the same port", () => {
   let s: TestServer;
@@ -207,6 +207,12 @@ it("a method name a slip away from a served one is answered unimplemented with t
     }
     // A method of the public API this service does not serve: nothing near it is offered.
     assert.equal(await said("gitpod.v1.RunnerService/ParseContextURL"), "gitpod.v1.RunnerService/ParseContextURL is not implemented by this service, which serves the SCM-integration part of the gitpod.v1 API");
+    // A path of 10,000 characters is logged cut to 200: anyone may send such paths, often.
+    const long = await fetch(`${s.url}/${"p".repeat(10_000)}`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    assert.equal(long.status, 404);
+    await until("its line", () => s.logs.some((l) => l.includes('"http_status":404')));
+    const line = JSON.parse(s.logs.find((l) => l.includes('"http_status":404'))!);
+    assert.equal(line.procedure, `/${"p".repeat(199)}…`);
   } finally {
     await s.close();
   }

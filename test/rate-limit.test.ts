@@ -113,7 +113,7 @@ describe("per-token limit on request body bytes", () => {
     // cost the service milliseconds of CPU each, as often as the call limit allowed.
     const tooLarge = brotliCompressSync(padded(2 * 1024 * 1024));
     const broken = gzipSync(padded(100 * 1024));
-    broken[broken.length - 8] ^= 1; // its CRC
+    broken[broken.length - 8]! ^= 1; // its CRC
     for (const [what, body, coding, code] of [["too large", tooLarge, "br", "resource_exhausted"], ["broken", broken, "gzip", "invalid_argument"]] as const) {
       const s = await startServer({ bodyRateLimit: LIMIT });
       try {

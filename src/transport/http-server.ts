@@ -102,13 +102,19 @@ export interface NodeAnswer {
   status: number | null;
   /** As a request's log line has it: `http_431`, or for a reset stream gRPC's reading of it. */
   code: string;
-  /** The request's method, URL and path, where it got as far as saying them (cut to 200 characters). */
+  /** The request's method, URL and path, where it got as far as saying them (cut to LOGGED_URL_CHARS). */
   method: string | null;
   url: string | null;
   path: string | null;
   /** What was wrong, in words of this server's own (never the request's bytes). */
   reason: string;
 }
+
+/**
+ * The most of a request's URL (or path) a log line shows: it may be most of 16 KiB of
+ * headers, and anyone may send one, many times a second.
+ */
+export const LOGGED_URL_CHARS = 200;
 
 /** Slow clients get these unless told otherwise (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS). */
 const DEFAULT_TIMEOUTS = { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 120_000 } as const;
@@ -197,7 +203,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   const refusedHeaderList = (req: http2.Http2ServerRequest): boolean => {
     if (!headerListTooLarge(req)) return false;
     // The path may be most of those bytes: it is cut for the log line.
-    const url = truncate(req.url ?? "", 200);
+    const url = truncate(req.url ?? "", LOGGED_URL_CHARS);
     onNodeAnswer?.({ status: null, code: "resource_exhausted", method: req.method ?? null, url, path: url.split("?", 1)[0]!, reason: `header list over ${MAX_HEADER_LIST_BYTES} bytes` });
     return true;
   };
@@ -491,7 +497,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, waitM
  * closes the connection without a word. This is no proxy: 405, and the connection closes.
  */
 function refuseConnect(req: http.IncomingMessage, socket: net.Socket, waitMs: number, report: ((answer: NodeAnswer) => void) | undefined): void {
-  const url = truncate(req.url ?? "", 200);
+  const url = truncate(req.url ?? "", LOGGED_URL_CHARS);
   socket.on("error", () => socket.destroy());
   // Pipelined behind calls still being answered: written now, it would read as the first one's answer.
   if ((socket as { _httpMessage?: unknown })._httpMessage) {
@@ -507,7 +513,7 @@ function refuseConnect(req: http.IncomingMessage, socket: net.Socket, waitMs: nu
 function refuseStreamConnect(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, report: ((answer: NodeAnswer) => void) | undefined): void {
   res.writeHead(405, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
   res.end(CONNECT_REFUSED);
-  const url = truncate(req.headers[":authority"] ?? "", 200);
+  const url = truncate(req.headers[":authority"] ?? "", LOGGED_URL_CHARS);
   report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served" });
 }
 
