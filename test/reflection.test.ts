@@ -180,26 +180,32 @@ it("buf curl finds the methods by reflection and calls them with nothing but the
   }
 });
 
-it("a reflection stream whose client half-closed and stopped reading is cut off after 10 s, and logged canceled", async () => {
+it("a reflection stream whose client half-closed and stopped reading, or never ends its side, is cut off after 10 s, and logged canceled", async () => {
   const s = await startServer();
   try {
     // A window of 0: the client reads nothing of the answers.
     const session = http2.connect(s.url, { settings: { initialWindowSize: 0 } });
-    const stream = session.request({ ":method": "POST", ":path": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "content-type": "application/grpc", te: "trailers" });
+    const open = () => session.request({ ":method": "POST", ":path": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "content-type": "application/grpc", te: "trailers" });
     const question = toBinary(v1.ServerReflectionRequestSchema, create(v1.ServerReflectionRequestSchema, { messageRequest: { case: "fileByFilename", value: "gitpod/v1/runners.proto" } }));
     const frame = Buffer.alloc(5 + question.length);
     frame.writeUInt32BE(question.length, 1);
     frame.set(question, 5);
-    stream.end(frame);
+    const halfClosed = open();
+    halfClosed.end(frame);
+    // This one's reader was still waiting for a question when the stream was cut: it was
+    // logged as an unexpected error ("Premature close").
+    const neverEnded = open();
+    neverEnded.write(frame);
     const started = Date.now();
-    const closedWith = await new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode ?? -1)));
+    const closedWith = (stream: http2.ClientHttp2Stream) => new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode ?? -1)));
+    const codes = await Promise.all([closedWith(halfClosed), closedWith(neverEnded)]);
     const tookMs = Date.now() - started;
     session.destroy();
-    assert.equal(closedWith, http2.constants.NGHTTP2_CANCEL);
+    assert.deepEqual(codes, [http2.constants.NGHTTP2_CANCEL, http2.constants.NGHTTP2_CANCEL]);
     assert.ok(tookMs >= 9_000, `held until the limit: ${tookMs} ms`);
-    await until("its log line", () => s.logs.some((l) => l.includes('"procedure":"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"')), 5000);
-    const line = JSON.parse(s.logs.find((l) => l.includes('"procedure":"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"'))!);
-    assert.equal(line.code, "canceled");
+    const lines = () => s.logs.map((l) => JSON.parse(l)).filter((l) => l.procedure === "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo" || l.level === "error");
+    await until("their log lines", () => lines().filter((l) => l.msg === "request").length === 2, 5000);
+    assert.deepEqual(lines().map((l) => [l.msg, l.code]), [["request", "canceled"], ["request", "canceled"]]);
   } finally {
     await s.close();
   }

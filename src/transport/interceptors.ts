@@ -23,6 +23,13 @@ export function errorInterceptor(log: Logger): Interceptor {
   return (next) => async (req) => {
     const record = req.contextValues.get(requestRecordKey);
     const fail = (err: unknown) => {
+      // A call cut off (its client gone, or its stream reset here at a time limit) fails its
+      // reads with node's "Premature close", which may come before the call's signal says so:
+      // the end of the call, not a fault to log.
+      if ((req.signal.aborted || (err as { code?: unknown } | null)?.code === "ERR_STREAM_PREMATURE_CLOSE") && !(err instanceof DomainError) && !(err instanceof ConnectError)) {
+        record.code = "canceled";
+        return new ConnectError("the call was cut off before it ended", Code.Canceled);
+      }
       // A token revoked or replaced while its call waited, refused inside the write (writeAs):
       // logged as the refusals at the door are.
       if (err instanceof StaleCredential) logRefusal(log, req, err.message);
