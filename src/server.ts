@@ -5,7 +5,6 @@ import type http from "node:http";
 import http2 from "node:http2";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { createContextValues, type ConnectRouter, type Interceptor, type MethodImpl, type ServiceImpl } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
 import { RunnerService } from "../gen/gitpod/v1/runners_pb.js";
@@ -28,6 +27,7 @@ import { runnerInteractionService } from "./transport/handlers/runner-interactio
 import { runnerService } from "./transport/handlers/runners.js";
 import { sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
 import { answeredByNode, LOGGED_URL_CHARS, whenSocketCloses, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
+import { nodeAdapter } from "./transport/node-adapter.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 import { RequestMetrics, single, type Family } from "./metrics/exposition.js";
@@ -182,7 +182,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
   const corsOrigins = options.corsOrigins === undefined || options.corsOrigins.length === 0 ? null : options.corsOrigins;
   const requests = options.metrics ? new RequestMetrics() : null;
 
-  const adapter = connectNodeAdapter({
+  const adapter = nodeAdapter({
     routes: routes(deps, isHealthy),
     interceptors: [errorInterceptor(log), durabilityInterceptor(db), authInterceptor(log, admit), ...(options.interceptors ?? [])],
     contextValues: (req) => createContextValues().set(requestRecordKey, records.get(req) ?? { id: randomUUID(), code: undefined }),
@@ -195,6 +195,13 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     jsonOptions,
     // connect-node's response type is a union of the HTTP/1 and HTTP/2 shapes; both take these calls.
     fallback: (req, res) => notServed(req, res as unknown as http.ServerResponse, records.get(req)),
+    onWriteFailure: (req, reason) =>
+      log.error("answer could not be written", {
+        request_id: records.get(req)?.id,
+        procedure: (req.url ?? "").split("?", 1)[0]!.slice(0, LOGGED_URL_CHARS),
+        error: reason instanceof Error ? reason.name : typeof reason,
+        detail: reason instanceof Error ? reason.message : undefined,
+      }),
   });
 
   const handler: NodeHandler = (req, res) => {

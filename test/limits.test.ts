@@ -1230,6 +1230,31 @@ describe("slow clients", () => {
     }
   });
 
+  it("HTTP/2: a health check whose message stalls is answered 408, and nothing is written past the log", async () => {
+    // connect-node, finding the answer already begun, printed a stack trace to stderr for each.
+    const printed: unknown[][] = [];
+    const print = console.error;
+    console.error = (...args: unknown[]) => void printed.push(args);
+    const session = http2.connect(s.url);
+    session.on("error", () => {});
+    try {
+      const stream = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/grpc", te: "trailers" });
+      stream.on("error", () => {});
+      stream.resume();
+      stream.write(Buffer.from([0, 0, 0, 0, 9, 0x0a])); // a message of 9 bytes, 1 of them sent
+      const status = await new Promise<number>((resolve) => stream.on("response", (h) => resolve(Number(h[":status"]))));
+      assert.equal(status, 408);
+      await Promise.race([new Promise((resolve) => stream.once("close", resolve)), later(EVENTUALLY_MS, "still open")]);
+      await until("its line", () => s.logs.map((l) => JSON.parse(l)).some((l) => l.procedure === "/grpc.health.v1.Health/Check"), EVENTUALLY_MS);
+      await sleep(200);
+      assert.deepEqual(printed, []);
+      assert.deepEqual(s.logs.map((l) => JSON.parse(l)).filter((l) => l.procedure === "/grpc.health.v1.Health/Check" || l.level === "error").map((l) => [l.msg, l.code]), [["request", "http_408"]]);
+    } finally {
+      console.error = print;
+      session.close();
+    }
+  });
+
   it("HTTP/2: an idle connection is closed with GOAWAY", async () => {
     const session = http2.connect(s.url);
     session.on("error", () => {});
