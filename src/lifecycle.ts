@@ -128,8 +128,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     }, config.shutdownTimeoutMs + STOP_GRACE_MS);
     try {
       app.beginShutdown();
-      await server.shutdown(config.shutdownTimeoutMs);
-      const cutOff = server.inFlight();
+      const cutOff = await server.shutdown(config.shutdownTimeoutMs);
       if (cutOff > 0) log.warn("requests still running at the shutdown timeout were cut off", { requests: cutOff, timeout_ms: config.shutdownTimeoutMs });
       await app.close();
       // After a failed sync the files stay as they are: closing the last connection would

@@ -999,7 +999,7 @@ describe("shutdown", () => {
       sock.write(`POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: held-at-shutdown\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`);
       for (const t0 = Date.now(); s.server.inFlight() === 0 && Date.now() - t0 < EVENTUALLY_MS; ) await sleep(10);
       assert.equal(s.server.inFlight(), 1);
-      await s.server.shutdown(100);
+      assert.equal(await s.server.shutdown(100), 1, "one request cut off");
       // No waiting here: a process that exits once shutdown returns must have written the line.
       const line = s.logs.map((l) => JSON.parse(l) as LogLine).find((l) => l.msg === "request" && l.request_id === "held-at-shutdown");
       assert.deepEqual([line?.code, line?.http_status], ["canceled", null]);

@@ -129,9 +129,10 @@ export interface RunningServer {
   openBodyBytesHeld(): number;
   /**
    * Stops accepting connections, lets in-flight requests finish for up to
-   * `timeoutMs`, then closes every connection that is left.
+   * `timeoutMs`, then closes every connection that is left; answers how many requests
+   * were still running then, and so were cut off.
    */
-  shutdown(timeoutMs: number): Promise<void>;
+  shutdown(timeoutMs: number): Promise<number>;
   /** With TLS: the certificate served to new connections. */
   certificate?(): TlsCredentials;
   /**
@@ -366,12 +367,14 @@ export function listen(handler: NodeHandler, port: number, host: string, options
             h1?.closeIdleConnections();
             await new Promise((r) => setTimeout(r, 20));
           }
+          const cutOff = inFlight;
           // Stops the HTTP/1.1 connection checks and closes what is idle.
           h1?.close();
           for (const socket of sockets) socket.destroy();
           // A socket's close, in which the answers it cut off end and are logged, comes a turn
           // of the event loop later: the process must not exit before it.
           for (const until = Date.now() + 1000; sockets.size > 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 5));
+          return cutOff;
         },
       });
     });
