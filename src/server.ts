@@ -316,7 +316,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
   // The same line as any request's, with what was wrong; no duration (node does not say when it began).
   const nodeAnswered = (answer: NodeAnswer) => {
     log.info("request", {
-      request_id: randomUUID(),
+      request_id: answer.requestId,
       procedure: answer.path,
       code: answer.code,
       http_status: answer.status,

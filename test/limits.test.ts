@@ -869,6 +869,8 @@ describe("requests node answers before the handler", () => {
     assert.equal(line?.procedure, null);
     assert.match(line?.reason ?? "", /^malformed HTTP\/1\.1 request \(HPE_INVALID_METHOD/);
     assert.match(line?.request_id ?? "", /^[0-9a-f-]{36}$/);
+    // The client is told the id too, to find the line.
+    assert.equal(/\r\nx-request-id: ([^\r]+)\r\n/.exec(r.response)?.[1], line?.request_id);
   });
 
   it("HTTP/1.1 headers over 16 KiB are answered 431, logged; the server serves on", async () => {
@@ -879,7 +881,7 @@ describe("requests node answers before the handler", () => {
     assert.equal(await huge.text(), "request headers too large: request headers (or trailers) over 16 KiB\n");
     const lines = await nodeAnswerLines(s, before + 1);
     assert.equal(lines.length, before + 1);
-    assert.deepEqual([lines.at(-1)?.code, lines.at(-1)?.http_status], ["http_431", 431]);
+    assert.deepEqual([lines.at(-1)?.code, lines.at(-1)?.http_status, lines.at(-1)?.request_id], ["http_431", 431, huge.headers.get("x-request-id")]);
     const ok = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, body: "{}" });
     assert.equal(ok.status, 200);
     // The request answered in full has its own line, without a reason.
@@ -927,9 +929,10 @@ describe("requests node answers before the handler", () => {
     const before = (await nodeAnswerLines(s, 0)).length;
     const r = await slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", "");
     assert.ok(r.closedByServer);
-    assert.match(r.response, /^HTTP\/1\.1 405 Method Not Allowed\r\n[^]*x-should-retry: false\r\n\r\nmethod not allowed: this service is not a proxy, and takes no CONNECT\n$/);
+    assert.match(r.response, /^HTTP\/1\.1 405 Method Not Allowed\r\n[^]*x-should-retry: false\r\n[^]*\r\n\r\nmethod not allowed: this service is not a proxy, and takes no CONNECT\n$/);
     const lines = await nodeAnswerLines(s, before + 1);
     assert.deepEqual([lines.at(-1)?.code, lines.at(-1)?.http_status, lines.at(-1)?.procedure], ["http_405", 405, "example.com:443"]);
+    assert.equal(/\r\nx-request-id: ([^\r]+)\r\n/.exec(r.response)?.[1], lines.at(-1)?.request_id);
   });
 
   it("a chunked body node cannot parse is answered 400, on the line of the request it belongs to", async () => {

@@ -38,7 +38,7 @@ it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN",
   const logs: string[] = [];
   const watch = new SecretWatch();
   const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: "https://scm.example.test", interceptors: [watch.interceptor()] });
-  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key } });
+  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key }, onNodeAnswer: app.nodeAnswered });
   try {
     const baseUrl = `https://127.0.0.1:${server.address.port}`;
     const ca = readFileSync(cert);
@@ -58,6 +58,12 @@ it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN",
       const plain = await fetch(`http://127.0.0.1:${server.address.port}/healthz`);
       assert.equal(plain.status, 400);
       assert.equal(await plain.text(), "this port serves HTTPS: use an https:// URL\n");
+      // With its request id, which its log line carries too.
+      const id = plain.headers.get("x-request-id");
+      if (i === 0) {
+        const line = logs.map((l) => JSON.parse(l)).find((l) => l.request_id === id);
+        assert.deepEqual([line?.msg, line?.code, line?.http_status, line?.procedure, line?.reason], ["request", "http_400", 400, "/healthz", "plain HTTP on the port that serves HTTPS"]);
+      }
     }
     await until("their connections are closed", () => descriptors() < before + 10);
   } finally {

@@ -1,6 +1,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { correctFrameworkErrors, noteErrorBody, noteErrorHead } from "./framework-errors.js";
 import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_OPEN_BUFFERED_BYTES, MAX_REQUEST_BYTES } from "./request-body.js";
@@ -108,6 +109,8 @@ export interface NodeAnswer {
   path: string | null;
   /** What was wrong, in words of this server's own (never the request's bytes). */
   reason: string;
+  /** The id its log line carries, and the answer's `x-request-id` header where there was an answer. */
+  requestId: string;
 }
 
 /**
@@ -205,7 +208,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     if (!headerListTooLarge(req)) return false;
     // The path may be most of those bytes: it is cut for the log line.
     const url = truncate(req.url ?? "", LOGGED_URL_CHARS);
-    onNodeAnswer?.({ status: null, code: "resource_exhausted", method: req.method ?? null, url, path: url.split("?", 1)[0]!, reason: `header list over ${MAX_HEADER_LIST_BYTES} bytes` });
+    onNodeAnswer?.({ status: null, code: "resource_exhausted", method: req.method ?? null, url, path: url.split("?", 1)[0]!, reason: `header list over ${MAX_HEADER_LIST_BYTES} bytes`, requestId: randomUUID() });
     return true;
   };
 
@@ -298,7 +301,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     // goes on to the secure server, plain HTTP (an http:// URL by mistake) is told what is
     // wrong instead of seeing the connection closed without a word.
     secureServer = secure;
-    const route = tlsRoute(secure);
+    const route = tlsRoute(secure, onNodeAnswer);
     server = net.createServer((socket) => sniff(socket, headersTimeoutMs, route));
     tls = {
       certificate: () => serving,
@@ -473,7 +476,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, waitM
     : `malformed HTTP/1.1 request (${code}: ${String((err as { reason?: unknown }).reason ?? "").replace(/[^\x20-\x7e]/g, "").slice(0, 100)})`;
   // A request still in its headers has no line of its own elsewhere; it was not answered (canceled) or answered here.
   const unanswered = (why: string) => {
-    if (!inBody) report?.({ status: null, code: "canceled", method: null, url: null, path: null, reason: why });
+    if (!inBody) report?.({ status: null, code: "canceled", method: null, url: null, path: null, reason: why, requestId: randomUUID() });
   };
   if (!atFaultIsNext) {
     unanswered(`${reason}; pipelined behind calls still being answered, which were let finish before the connection closed`);
@@ -489,9 +492,11 @@ function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, waitM
   const body = `${says}: ${reason}\n`;
   // A timeout may be retried; the rest would fail again (as markFinal tells the SDK).
   const final = status === 408 ? "" : "x-should-retry: false\r\n";
-  socket.write(`HTTP/1.1 ${status} ${statusText}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\n${final}\r\n${body}`);
+  // The handler's request keeps the id its own line has.
+  const requestId = String(response?.getHeader("x-request-id") ?? randomUUID());
+  socket.write(`HTTP/1.1 ${status} ${statusText}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\n${final}x-request-id: ${requestId}\r\n\r\n${body}`);
   if (response !== null) writtenOver.set(response, status);
-  else report?.({ status, code: `http_${status}`, method: null, url: null, path: null, reason });
+  else report?.({ status, code: `http_${status}`, method: null, url: null, path: null, reason, requestId });
   socket.destroy(err);
 }
 
@@ -504,20 +509,22 @@ function refuseConnect(req: http.IncomingMessage, socket: net.Socket, waitMs: nu
   socket.on("error", () => socket.destroy());
   // Pipelined behind calls still being answered: written now, it would read as the first one's answer.
   if ((socket as { _httpMessage?: unknown })._httpMessage) {
-    report?.({ status: null, code: "canceled", method: "CONNECT", url, path: url, reason: "CONNECT is not served; pipelined behind calls still being answered, which were let finish before the connection closed" });
+    report?.({ status: null, code: "canceled", method: "CONNECT", url, path: url, reason: "CONNECT is not served; pipelined behind calls still being answered, which were let finish before the connection closed", requestId: randomUUID() });
     closeOnceAnswered(socket, waitMs);
     return;
   }
-  socket.end(`HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${CONNECT_REFUSED.length}\r\nx-should-retry: false\r\n\r\n${CONNECT_REFUSED}`, () => socket.destroy());
-  report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served" });
+  const requestId = randomUUID();
+  socket.end(`HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${CONNECT_REFUSED.length}\r\nx-should-retry: false\r\nx-request-id: ${requestId}\r\n\r\n${CONNECT_REFUSED}`, () => socket.destroy());
+  report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served", requestId });
 }
 
 /** An HTTP/2 CONNECT stream: node hands it to the same event, with a response of its own. */
 function refuseStreamConnect(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, report: ((answer: NodeAnswer) => void) | undefined): void {
-  res.writeHead(405, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
+  const requestId = randomUUID();
+  res.writeHead(405, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false", "x-request-id": requestId });
   res.end(CONNECT_REFUSED);
   const url = truncate(req.headers[":authority"] ?? "", LOGGED_URL_CHARS);
-  report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served" });
+  report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served", requestId });
 }
 
 const CONNECT_REFUSED = "method not allowed: this service is not a proxy, and takes no CONNECT\n";
@@ -586,11 +593,11 @@ function cleartextRoute(h1: http.Server, h2: http2.Http2Server) {
  * secure server; plain HTTP (a method's capital letters, then a space) is told what is
  * wrong; anything else is dropped.
  */
-function tlsRoute(secure: http2.Http2SecureServer) {
+function tlsRoute(secure: http2.Http2SecureServer, report: ((answer: NodeAnswer) => void) | undefined) {
   return (seen: Buffer) => {
     if (seen[0] === 0x16) return (socket: net.Socket) => void secure.emit("connection", socket);
     const start = seen.subarray(0, 16).toString("latin1");
-    if (/^[A-Z]+ /.test(start)) return refusePlainHttp;
+    if (/^[A-Z]+ /.test(start)) return (socket: net.Socket) => refusePlainHttp(socket, seen, report);
     if (/^[A-Z]+$/.test(start) && start.length < 16) return undefined; // a method still coming
     return (socket: net.Socket) => void socket.destroy();
   };
@@ -601,10 +608,17 @@ function tlsRoute(secure: http2.Http2SecureServer) {
  * (Left paused, as the sniffer leaves it, a socket never sees its client's end, and stayed
  * open, descriptor and all, until shutdown.)
  */
-function refusePlainHttp(socket: net.Socket): void {
+function refusePlainHttp(socket: net.Socket, seen: Buffer, report: ((answer: NodeAnswer) => void) | undefined): void {
   socket.resume(); // what the client sends on is read and dropped
-  socket.end("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n\r\nthis port serves HTTPS: use an https:// URL\n", () => socket.destroy());
+  const requestId = randomUUID();
+  socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\nx-request-id: ${requestId}\r\n\r\n${PLAIN_REFUSED}`, () => socket.destroy());
+  // The request line, as far as the bytes seen so far hold it.
+  const [, method, target] = /^([A-Z]+) ([^ \r\n]*)/.exec(seen.subarray(0, 4096).toString("latin1")) ?? [];
+  const url = target === undefined ? null : truncate(target, LOGGED_URL_CHARS);
+  report?.({ status: 400, code: "http_400", method: method ?? null, url, path: url?.split("?", 1)[0] ?? null, reason: "plain HTTP on the port that serves HTTPS", requestId });
 }
+
+const PLAIN_REFUSED = "this port serves HTTPS: use an https:// URL\n";
 
 /** Asks an HTTP/2 connection to wind down (GOAWAY), and ends it if its streams do not finish soon. */
 function closeIdleSession(session: http2.Http2Session): void {
