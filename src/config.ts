@@ -100,9 +100,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const orgNameProblem = organizationNameProblem(bootstrapOrgName);
   if (orgNameProblem) throw new ConfigError(`BOOTSTRAP_ORG_NAME "${bootstrapOrgName}" ${orgNameProblem}`);
   const rateLimitPerSecond = integer(env, "RATE_LIMIT_PER_SECOND", 100, 0, 1_000_000);
-  const rateLimitBurst = integer(env, "RATE_LIMIT_BURST", Math.max(1, 2 * rateLimitPerSecond), 1, 1_000_000);
+  // The defaults stay inside the ranges a value set by hand must keep to.
+  const rateLimitBurst = integer(env, "RATE_LIMIT_BURST", Math.min(1_000_000, Math.max(1, 2 * rateLimitPerSecond)), 1, 1_000_000);
   const rateLimitBytesPerSecond = integer(env, "RATE_LIMIT_BYTES_PER_SECOND", 256 * 1024, 0, 1 << 30);
-  const rateLimitBytesBurst = integer(env, "RATE_LIMIT_BYTES_BURST", Math.max(1, 4 * rateLimitBytesPerSecond), 1, 1 << 30);
+  const rateLimitBytesBurst = integer(env, "RATE_LIMIT_BYTES_BURST", Math.min(1 << 30, Math.max(1, 4 * rateLimitBytesPerSecond)), 1, 1 << 30);
   const idempotencyTtlMs = integer(env, "IDEMPOTENCY_TTL_SECONDS", 86_400, 1, 30 * 86_400) * 1000;
   const headersTimeoutMs = integer(env, "HEADERS_TIMEOUT_MS", 10_000, 100, 600_000);
   const requestTimeoutMs = integer(env, "REQUEST_TIMEOUT_MS", Math.max(30_000, headersTimeoutMs), 100, 3_600_000);

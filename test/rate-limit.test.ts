@@ -508,6 +508,7 @@ describe("rate limit settings from the environment", () => {
     assert.deepEqual(pick(loadConfig({ RATE_LIMIT_PER_SECOND: " 7 " })), [7, 14]);
     assert.deepEqual(pick(loadConfig({})), [100, 200]);
     assert.deepEqual(pick(loadConfig({ RATE_LIMIT_PER_SECOND: "0" })), [0, 1]);
+    assert.deepEqual(pick(loadConfig({ RATE_LIMIT_PER_SECOND: "1000000" })), [1_000_000, 1_000_000], "at most the range's top");
   });
 
   it("RATE_LIMIT_BYTES_PER_SECOND and RATE_LIMIT_BYTES_BURST are read, the burst defaulting to four seconds' worth", () => {
@@ -515,6 +516,8 @@ describe("rate limit settings from the environment", () => {
     assert.deepEqual(bytes(loadConfig({})), [256 * 1024, 1024 * 1024]);
     assert.deepEqual(bytes(loadConfig({ RATE_LIMIT_BYTES_PER_SECOND: "1000", RATE_LIMIT_BYTES_BURST: "5" })), [1000, 5]);
     assert.deepEqual(bytes(loadConfig({ RATE_LIMIT_BYTES_PER_SECOND: "0" })), [0, 1]);
+    // A default never past the range a value set by hand must keep to.
+    assert.deepEqual(bytes(loadConfig({ RATE_LIMIT_BYTES_PER_SECOND: String(2 ** 30) })), [2 ** 30, 2 ** 30]);
     assert.throws(() => loadConfig({ RATE_LIMIT_BYTES_BURST: "0" }), (err: Error) => err instanceof ConfigError && err.message.startsWith("RATE_LIMIT_BYTES_BURST"));
     assert.throws(() => loadConfig({ RATE_LIMIT_BYTES_PER_SECOND: "-5" }), (err: Error) => err instanceof ConfigError && err.message.startsWith("RATE_LIMIT_BYTES_PER_SECOND"));
   });
