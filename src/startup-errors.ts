@@ -68,9 +68,15 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
   }
   // Past the database's own checks, the PEM files are the files a start reads (by the path
   // it names, when a system call's error names one).
-  const pemFile = path === undefined || (at.tlsFiles ?? []).includes(String(path));
-  if (at.tls && (pemFile || !/^E[A-Z]+$/.test(code))) return describeTlsFailure(err);
-  return null;
+  const files = at.tlsFiles ?? [];
+  const pemFile = path === undefined || files.includes(String(path));
+  if (!at.tls || !(pemFile || !/^E[A-Z]+$/.test(code))) return null;
+  // Which of the two, where the error's path says and the read did not (one file given as both says neither).
+  if (path !== undefined && (err as { setting?: string }).setting === undefined && files[0] !== files[1]) {
+    const which = files.indexOf(String(path));
+    if (which >= 0) return describeTlsFailure(Object.assign(err as Error, { setting: which === 0 ? "TLS_CERT_FILE" : "TLS_KEY_FILE" }));
+  }
+  return describeTlsFailure(err);
 }
 
 function notWritable(databaseFile: string, code: string): string {

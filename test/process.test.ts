@@ -14,6 +14,7 @@ import { loadConfig } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { openDatabase } from "../src/store/database.js";
+import { readTlsFiles } from "../src/transport/tls-files.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
 import { hasOpen } from "./harness.js";
 
@@ -395,7 +396,16 @@ it("a bad configuration value stops the start with a message naming it", () => {
   const denied = Object.assign(new Error("EACCES: permission denied, open '/etc/scm/key.pem'"), { code: "EACCES", syscall: "open" });
   assert.equal(describeStartupError(denied, { databaseFile: "x.db", tls: true }), "TLS_CERT_FILE / TLS_KEY_FILE cannot be read (EACCES)");
   const tlsFiles = ["/etc/scm/cert.pem", "/etc/scm/key.pem"];
-  assert.equal(describeStartupError(Object.assign(denied, { path: "/etc/scm/key.pem" }), { databaseFile: "x.db", tls: true, tlsFiles }), "TLS_CERT_FILE / TLS_KEY_FILE cannot be read (EACCES)");
+  assert.equal(describeStartupError(Object.assign(denied, { path: "/etc/scm/key.pem" }), { databaseFile: "x.db", tls: true, tlsFiles }), "TLS_KEY_FILE cannot be read (EACCES)", "the file its path names");
+  // As the service reads them: each read says which file it was, also of one file given as both.
+  const missing = join(tmpdir(), `scm-no-such-dir-${process.pid}`, "both.pem");
+  let readError: unknown;
+  try {
+    readTlsFiles({ certFile: missing, keyFile: missing });
+  } catch (err) {
+    readError = err;
+  }
+  assert.equal(describeStartupError(readError, { databaseFile: "x.db", tls: true, tlsFiles: [missing, missing] }), "TLS_CERT_FILE cannot be read (ENOENT)");
   // The database file refused where access() let it by (a special file system, a security module): named as the database, also beside TLS.
   const dbDenied = Object.assign(new Error("EACCES: permission denied, open '/sys/x.db'"), { code: "EACCES", syscall: "open", path: "/sys/x.db" });
   for (const tls of [false, true]) {

@@ -28,9 +28,9 @@ export interface TlsCredentials {
  * key crashed it.
  */
 export function readTlsFiles(files: TlsFiles): TlsCredentials {
-  const version = versionOf(files, (f) => statSync(f));
-  const cert = readFileSync(files.certFile);
-  const key = readFileSync(files.keyFile);
+  const version = versionOf(files, (f) => attributed(f === files.certFile ? "TLS_CERT_FILE" : "TLS_KEY_FILE", () => statSync(f)));
+  const cert = attributed("TLS_CERT_FILE", () => readFileSync(files.certFile));
+  const key = attributed("TLS_KEY_FILE", () => readFileSync(files.keyFile));
   const x509 = attributed("TLS_CERT_FILE", () => new X509Certificate(cert));
   const privateKey = attributed("TLS_KEY_FILE", () => createPrivateKey(key));
   if (!x509.checkPrivateKey(privateKey)) {
@@ -39,7 +39,7 @@ export function readTlsFiles(files: TlsFiles): TlsCredentials {
   return { cert, key, subject: x509.subject.replaceAll("\n", ", "), notAfter: new Date(x509.validTo).toISOString(), fingerprint: x509.fingerprint256, version };
 }
 
-/** Runs `parse`, marking an OpenSSL error from it as the named file's. */
+/** Runs `parse`, marking an error from it (the file's system's, or OpenSSL's) as the named file's. */
 function attributed<T>(setting: "TLS_CERT_FILE" | "TLS_KEY_FILE", parse: () => T): T {
   try {
     return parse();
@@ -55,7 +55,7 @@ function attributed<T>(setting: "TLS_CERT_FILE" | "TLS_KEY_FILE", parse: () => T
  */
 export function rereadTlsFiles(files: TlsFiles): TlsCredentials {
   for (const [name, file] of [["TLS_CERT_FILE", files.certFile], ["TLS_KEY_FILE", files.keyFile]] as const) {
-    const found = statSync(file);
+    const found = attributed(name, () => statSync(file));
     if (found.isDirectory()) throw Object.assign(new Error(`${name} is a folder`), { code: "EISDIR", setting: name });
     if (!found.isFile()) {
       throw Object.assign(new Error(`${name} is not a regular file; it was read once, at start`), { code: "ERR_TLS_NOT_REREADABLE", setting: name });
@@ -90,7 +90,7 @@ export function describeTlsFailure(err: unknown, rereading = false): string | nu
   // At a start, only these are surely the files' (the start reads other files too); read
   // again, every system error is.
   if (code === "EACCES" || code === "EISDIR" || code === "ENOENT" || code === "EPERM" || (rereading && /^E[A-Z]+$/.test(code))) {
-    return `TLS_CERT_FILE / TLS_KEY_FILE cannot be read (${code})`;
+    return `${(err as { setting?: string }).setting ?? "TLS_CERT_FILE / TLS_KEY_FILE"} cannot be read (${code})`;
   }
   if (code === "ERR_TLS_KEY_NOT_CERTIFICATES") return "TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE";
   if (code === "ERR_TLS_NOT_REREADABLE") return `${(err as { setting: string }).setting} is not a regular file: it was read once, at start; restart the service to read it again`;
