@@ -8,6 +8,7 @@ import { bootstrap } from "./services/accounts.js";
 import { createApp } from "./server.js";
 import { openDatabase, type Db } from "./store/database.js";
 import { describeStartupError } from "./startup-errors.js";
+import { haltCause } from "./store/errors.js";
 import { onReloadSignal, onStopSignals, SIGNALS_HELD } from "./signals.js";
 import { listen, type RunningServer } from "./transport/http-server.js";
 import { serveMetrics } from "./metrics/endpoint.js";
@@ -133,8 +134,9 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
       await app.close();
       // After a failed sync the files stay as they are: closing the last connection would
       // checkpoint the WAL into the database file, commits that never reached the disk too.
-      if (db.syncFailure() === null) db.$client.close();
-      else log.warn("database left unclosed: a sync failed, and SQLite recovers from the files at the next start");
+      const haltedBy = db.haltedBy();
+      if (haltedBy === null) db.$client.close();
+      else log.warn(`database left unclosed (${haltCause((haltedBy as { code?: unknown }).code)}); SQLite recovers from the files at the next start`);
       // Served through the drain, so that what it cut off can be seen.
       metricsEndpoint?.close();
     } catch (err) {
@@ -203,10 +205,10 @@ const HALTED_ENV = "SCM_HALTED_BY";
 function relayHalts(db: Db): void {
   // A worker started after the failure halts before it serves anything.
   const before = process.env[HALTED_ENV];
-  if (before) db.halt(new Database.SqliteError("another worker could not sync the database to disk", before));
+  if (before) db.halt(new Database.SqliteError(`another worker: ${haltCause(before)}`, before));
   db.whenHalted((err) => process.send?.({ halt: String((err as { code?: unknown }).code ?? "SQLITE_IOERR_FSYNC") } satisfies HaltMessage));
   process.on("message", (m: unknown) => {
-    if (isHaltMessage(m)) db.halt(new Database.SqliteError("another worker could not sync the database to disk", m.halt));
+    if (isHaltMessage(m)) db.halt(new Database.SqliteError(`another worker: ${haltCause(m.halt)}`, m.halt));
   });
 }
 
@@ -288,7 +290,7 @@ async function supervise(config: Config, log: Logger): Promise<void> {
     if ((m as typeof SIGNALS_HELD | null)?.signalsHeld === true) holding.add(worker.id);
     if (!isHaltMessage(m) || halted) return;
     halted = m.halt;
-    log.error("a worker could not sync the database to disk: every worker refuses calls until the service is restarted", { worker: worker.id, code: m.halt });
+    log.error(`a worker gave up the database (${haltCause(m.halt)}): every worker refuses calls until the service is restarted`, { worker: worker.id, code: m.halt });
     for (const other of Object.values(cluster.workers ?? {})) if (other && other !== worker) tell(other, m);
   });
   // A worker on its way out may have closed its channel already: without a callback, send

@@ -159,7 +159,7 @@ function serve<S extends DescService>(router: ConnectRouter, service: S, impl: S
 export function createApp(db: Db, log: Logger, options: AppOptions): App {
   const records = new WeakMap<object, RequestRecord>();
   const shutdown = new AbortController();
-  const isHealthy = () => !shutdown.signal.aborted && db.$client.open && db.syncFailure() === null;
+  const isHealthy = () => !shutdown.signal.aborted && db.$client.open && db.haltedBy() === null;
   // Read (or made) while the connection still waits patiently for a lock: a worker
   // started while the others write must not fail its start on a busy database.
   const pageTokenKey = serviceSecret(db, "page_token_key");
@@ -184,7 +184,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
 
   const adapter = nodeAdapter({
     routes: routes(deps, isHealthy),
-    interceptors: [errorInterceptor(log), durabilityInterceptor(db), authInterceptor(log, admit), ...(options.interceptors ?? [])],
+    interceptors: [errorInterceptor(log, db), durabilityInterceptor(db), authInterceptor(log, admit), ...(options.interceptors ?? [])],
     contextValues: (req) => createContextValues().set(requestRecordKey, records.get(req) ?? { id: randomUUID(), code: undefined }),
     readMaxBytes: MAX_REQUEST_BYTES,
     // Unknown fields are dropped as they are read, not kept: kept, each became an object of its
@@ -307,7 +307,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     const commits = db.commitStats();
     return [
       ...(requests?.families() ?? []),
-      single("scm_database_usable", "1 while the database can be used; 0 after a failed sync to disk, until a restart.", "gauge", db.$client.open && db.syncFailure() === null ? 1 : 0),
+      single("scm_database_usable", "1 while the database can be used; 0 after a failed sync to disk, or once it read as damaged, until a restart.", "gauge", db.$client.open && db.haltedBy() === null ? 1 : 0),
       single("scm_commits_total", "Transactions committed by the group commit (each holds one or more writes).", "counter", commits.commits),
       single("scm_commit_writes_total", "Writes committed by the group commit.", "counter", commits.writes),
       single("scm_wal_syncs_total", "Syncs of the write-ahead log to disk that finished; a failed one too, which also turns scm_database_usable to 0.", "counter", commits.syncs),

@@ -415,6 +415,54 @@ describe("database locked by another process past the wait", () => {
   });
 });
 
+describe("a database that reads as damaged", () => {
+  it("the call that finds it is unavailable, and the service stops as after a failed sync: every call unavailable, /healthz 503", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-damaged-"));
+    const file = join(dir, "damaged.db");
+    try {
+      const first = await serveFile(file);
+      const token = first.s.token;
+      const { runnerId } = await createRunner(first.s);
+      const created = await call(first.s, CREATE, { runnerId, scmId: "github", host: "damaged.example.com", pat: true });
+      assert.equal(created.status, 200);
+      await first.close();
+      // Every page of the integrations table overwritten, as a failing disk or a stray write
+      // would leave them (the file is closed: its WAL is copied in and gone).
+      const raw = new Database(file);
+      const pageSize = raw.pragma("page_size", { simple: true }) as number;
+      const pages = raw.prepare("SELECT pageno FROM dbstat WHERE name = 'scm_integrations'").pluck().all() as number[];
+      raw.close();
+      assert.ok(pages.length > 0);
+      const fd = openSync(file, "r+");
+      for (const page of pages) writeSync(fd, Buffer.alloc(pageSize, 0xa5), 0, pageSize, (page - 1) * pageSize);
+      closeSync(fd);
+
+      const second = await serveFile(file, {}, token);
+      try {
+        const { s, logs } = second;
+        assert.equal((await fetch(`${s.url}/healthz`)).status, 200, "nothing has read the damage yet");
+        const get = await call(s, "gitpod.v1.RunnerConfigurationService/GetSCMIntegration", { id: created.body.id });
+        assert.equal(get.status, 503, JSON.stringify(get.body));
+        assert.equal(get.body.code, "unavailable");
+        assert.match(get.body.message, /^the database reads as damaged \(failing storage, or a damaged file\): this service refuses every call until it is restarted; request id \S+$/);
+        assertNoDriverText(get.body.message);
+        // From then on: before, each call read the damage again and was answered `internal`, and /healthz said ok.
+        const health = await fetch(`${s.url}/healthz`);
+        assert.equal(health.status, 503);
+        const list = await call(s, "gitpod.v1.RunnerService/ListRunners", {});
+        assert.equal(list.body.code, "unavailable", JSON.stringify(list.body));
+        const lines = logs.map((l) => JSON.parse(l));
+        assert.equal(lines.filter((l) => l.msg.startsWith("the database reads as damaged")).length, 1);
+        assert.equal(lines.filter((l) => l.msg === "unexpected error").length, 0);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("racing writers", () => {
   let dir: string;
   let a: Awaited<ReturnType<typeof serveFile>>;

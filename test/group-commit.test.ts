@@ -322,7 +322,7 @@ describe("a COMMIT that reports a failed sync", () => {
         return exec(text);
       }) as typeof sqlite.exec;
       await assert.rejects(db.write(() => sqlite.prepare("INSERT INTO t VALUES (2)").run()), { code: "SQLITE_IOERR_FSYNC" });
-      assert.equal(db.syncFailure()?.message, "disk I/O error");
+      assert.equal(db.haltedBy()?.message, "disk I/O error");
       await assert.rejects(db.write(() => sqlite.prepare("INSERT INTO t VALUES (3)").run()), { code: "SQLITE_IOERR_FSYNC" }, "later writes fail too");
       await assert.rejects(db.durable() ?? Promise.resolve("no wait"), { code: "SQLITE_IOERR_FSYNC" }, "and so does every answer that shows what was read");
       assert.deepEqual(sqlite.prepare("SELECT v FROM t").pluck().all(), [1]);
@@ -396,7 +396,7 @@ describe("a database shared with other processes (worker processes)", () => {
     const shown = a.durable();
     heldA[0]!.done(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
     await assert.rejects(shown!, { code: "SQLITE_IOERR_FSYNC" });
-    assert.match(a.syncFailure()?.message ?? "", /could not be synced/);
+    assert.match(a.haltedBy()?.message ?? "", /could not be synced/);
     await assert.rejects(a.write(() => a.$client.prepare("INSERT INTO t VALUES ('later')").run()), { code: "SQLITE_IOERR_FSYNC" });
   });
 });
@@ -576,7 +576,7 @@ describe("checkpoints after a failed sync", () => {
 
       failSyncs = true;
       await assert.rejects(insert("lost"), (err: Error & { code?: string }) => err.code === "SQLITE_IOERR_FSYNC");
-      assert.ok(db.syncFailure(), "the database has stopped");
+      assert.ok(db.haltedBy(), "the database has stopped");
       assert.ok(logs.some((l) => l.includes("checkpoints stopped until a restart")), logs.join(""));
       // Checkpoints ran every 50 ms before; given eight of those, none copies the failed commit.
       await new Promise((r) => setTimeout(r, 400));
@@ -684,7 +684,7 @@ describe("two syncs at once", () => {
     assert.deepEqual(await settled([first, second]), ["failed", "failed"]);
     await assert.rejects(first, (err: Error & { code?: string }) => err.code === "SQLITE_IOERR_FSYNC");
     await assert.rejects(insert("c"), (err: Error & { code?: string }) => err.code === "SQLITE_IOERR_FSYNC");
-    assert.ok(db.syncFailure(), "syncing has stopped for good");
+    assert.ok(db.haltedBy(), "syncing has stopped for good");
     assert.equal(held.length, 2, "nothing more was synced");
   });
 

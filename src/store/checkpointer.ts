@@ -4,6 +4,7 @@ import Database from "better-sqlite3";
 import type { Logger } from "../log.js";
 import type { Db } from "./database.js";
 import { mainFile } from "./group-commit.js";
+import { isDamaged } from "./errors.js";
 
 /**
  * How often the checkpointer copies the WAL back into the database file. Often, so that
@@ -179,11 +180,12 @@ export function startCheckpointer(db: Db, log: Logger, options: { resetFrames?: 
   let stopped = false;
   let exited = false;
   worker.once("exit", () => (exited = true));
-  db.whenHalted(() => {
+  db.whenHalted((err) => {
     // Set before any message could arrive: the thread checks it before each checkpoint.
     Atomics.store(new Int32Array(halt), 0, 1);
     if (!exited) worker.postMessage("stop");
-    log.error("checkpoints stopped until a restart: a sync failed, so the WAL is not copied into the database file any more; reboot the host (or drop its page cache) before restarting, see README");
+    if (isDamaged((err as { code?: unknown }).code)) log.error("checkpoints stopped until a restart: the database read as damaged, so the WAL is not copied into the database file any more; check the storage before restarting, see README");
+    else log.error("checkpoints stopped until a restart: a sync failed, so the WAL is not copied into the database file any more; reboot the host (or drop its page cache) before restarting, see README");
   });
   worker.on("message", (m: CheckpointerMessage) => {
     if ("restart" in m) {
@@ -198,7 +200,7 @@ export function startCheckpointer(db: Db, log: Logger, options: { resetFrames?: 
     else log.warn("checkpoint failed; trying again", { driver_code: m.failing, detail: m.detail });
   });
   worker.on("error", (err) => {
-    if (db.syncFailure() !== null) return log.error("checkpointer failed", { error: err.name, detail: err.message });
+    if (db.haltedBy() !== null) return log.error("checkpointer failed", { error: err.name, detail: err.message });
     log.error("checkpointer failed; automatic checkpoints are back on", { error: err.name, detail: err.message });
     if (sqlite.open) sqlite.pragma("wal_autocheckpoint = 1000");
   });

@@ -29,8 +29,11 @@ export type Db = BetterSQLite3Database<typeof schema> & {
    * they all are. Reads wait for it before they answer.
    */
   durable(): Promise<void> | undefined;
-  /** Set once a sync of the WAL failed: writes and reads then fail until a restart. */
-  syncFailure(): Error | null;
+  /**
+   * Set once the database could no longer be vouched for (a sync of it failed, or it read as
+   * damaged): writes and reads then fail until a restart.
+   */
+  haltedBy(): Error | null;
   /** Makes writes and reads fail until a restart, as a failed sync of the WAL does. */
   halt(err: Error): void;
   /** Calls `listener` once writes and reads have stopped for good (at once if they have). */
@@ -113,7 +116,7 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     write: <T>(work: () => T, options?: { oneStatement: boolean }) => commits.run(work, options?.oneStatement),
     read: <T>(work: () => T) => reads.run(work),
     durable: () => commits.durable(),
-    syncFailure: () => commits.syncFailure(),
+    haltedBy: () => commits.haltedBy(),
     halt: (err: Error) => commits.halt(err),
     whenHalted: (listener: (err: Error) => void) => commits.whenHalted(listener),
     commitStats: () => ({ ...commits.stats, syncs: commits.syncs() }),

@@ -30,6 +30,19 @@ export function isSyncFailure(err: unknown): boolean {
 }
 
 /**
+ * Whether a driver error code says the database file does not read as one: a page that does
+ * not parse, from failing storage (SQLite reports a read the disk refused with EIO this way)
+ * or a damaged file. Writing on would build on what cannot be trusted, and every call fails
+ * anyway, so the service stops as after a failed sync (GroupCommit.halt).
+ */
+export const isDamaged = (code: unknown) => typeof code === "string" && (code.startsWith("SQLITE_CORRUPT") || code === "SQLITE_NOTADB");
+
+/** Why the database was given up (GroupCommit.halt), from the error's code, in words for the log. */
+export function haltCause(code: unknown): string {
+  return isDamaged(code) ? "the database read as damaged (failing storage, or a damaged file)" : "a sync of the database to disk failed";
+}
+
+/**
  * Whether a driver error code means the disk (or a size limit) is full. SQLITE_IOERR_SHMSIZE
  * is the WAL's shared-memory file (-shm) failing to grow, which is a full disk in practice.
  */
@@ -46,7 +59,8 @@ export interface DriverTrouble {
  * Driver failures that are trouble with the database's surroundings rather than a bug:
  * a full disk (or size limit) is resource_exhausted; a write lock another process holds
  * too long, a file that cannot be written and a failing disk are unavailable (a retry can
- * succeed once the trouble ends). Null for everything else, which stays `internal`.
+ * succeed once the trouble ends), and so is a database that reads as damaged (which stops
+ * the service until a restart). Null for everything else, which stays `internal`.
  */
 export function classifyDriverError(err: unknown): DriverTrouble | null {
   if (!(err instanceof Database.SqliteError)) return null;
@@ -59,6 +73,9 @@ export function classifyDriverError(err: unknown): DriverTrouble | null {
   }
   if (/^SQLITE_(READONLY|IOERR|CANTOPEN)/.test(code)) {
     return { reason: "unavailable", message: "the database file cannot be written or read at the moment (the storage refused it); try again once the storage is back" };
+  }
+  if (isDamaged(code)) {
+    return { reason: "unavailable", message: "the database reads as damaged (failing storage, or a damaged file): this service refuses every call until it is restarted" };
   }
   if (code === "SQLITE_NOMEM") {
     return { reason: "unavailable", message: "the database ran out of memory; try again shortly" };

@@ -102,8 +102,8 @@ export class GroupCommit {
     this.seenVersion = this.dataVersion?.get();
   }
 
-  /** Why writes and reads fail for good (a sync failed), or null while all is well. */
-  syncFailure(): Error | null {
+  /** Why writes and reads fail for good (a sync failed, or the database read as damaged), or null while all is well. */
+  haltedBy(): Error | null {
     return this.failure;
   }
 

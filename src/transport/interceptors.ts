@@ -5,6 +5,7 @@ import type { Logger } from "../log.js";
 import { authenticate, StaleCredential } from "../services/auth.js";
 import type { RateLimiter } from "../services/rate-limit.js";
 import type { Db } from "../store/database.js";
+import { isDamaged } from "../store/errors.js";
 import { callerKey, requestRecordKey } from "./context.js";
 import { toConnectError } from "./errors.js";
 
@@ -19,10 +20,15 @@ const TOKEN_POLICY: Record<string, "api" | "runner"> = {
  * Outermost: turns whatever the call threw into a Connect error (see errors.ts) and
  * records the final code for the request log line.
  */
-export function errorInterceptor(log: Logger): Interceptor {
+export function errorInterceptor(log: Logger, db: Db): Interceptor {
   return (next) => async (req) => {
     const record = req.contextValues.get(requestRecordKey);
     const fail = (err: unknown) => {
+      const code = (err as { code?: unknown } | null)?.code;
+      if (isDamaged(code) && db.haltedBy() === null) {
+        log.error("the database reads as damaged: every call is refused until the service is restarted; check the storage, and restore a backup if the file is damaged", { driver_code: String(code) });
+        db.halt(err as Error);
+      }
       // A call cut off (its client gone, or its stream reset here at a time limit) fails its
       // reads with node's "Premature close", which may come before the call's signal says so:
       // the end of the call, not a fault to log.
