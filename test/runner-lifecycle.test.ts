@@ -105,8 +105,14 @@ describe("a runner's whole life", () => {
     assert.equal(again.status, 200);
     assert.equal((await runnerList(s, runnerId, runnerToken))[0].oauth.encryptedClientSecret.length > 0, true);
 
+    // A PAT-only integration has no secret to drop, and is not rewritten (marked to tell).
+    const patOnly = (await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitlab", host: "gitlab.com", pat: true })).body.id;
+    s.db.update(scmIntegrations).set({ updatedAt: 1 }).where(eq(scmIntegrations.runnerId, runnerId)).run();
     const newKeys = await signUp(s, runnerToken);
-    const [stale] = await runnerList(s, runnerId, runnerToken);
+    const updatedAt = (which: string) => s.db.select().from(scmIntegrations).where(eq(scmIntegrations.id, which)).get()!.updatedAt;
+    assert.equal(updatedAt(patOnly), 1, "left as it was");
+    assert.notEqual(updatedAt(id), 1, "its secret dropped");
+    const [stale] = (await runnerList(s, runnerId, runnerToken)).filter((i: { id: string }) => i.id === id);
     assert.equal(stale.oauth.clientId, "gh-app", "the OAuth configuration stays");
     assert.equal(stale.oauth.encryptedClientSecret ?? "", "", "no ciphertext the runner cannot open");
     const adminView = (await call(s, `${CFG}/GetSCMIntegration`, { id })).body.integration;

@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
+import { and, asc, eq, gt, inArray, isNotNull, or, sql } from "drizzle-orm";
 import { prepared, rawStatement, rowLimit, type Db } from "./database.js";
 import { runners, scmIntegrations, type RunnerRow } from "./schema.js";
 
@@ -132,9 +132,11 @@ export function setRunnerPublicKey(db: Db, id: string, publicKey: Buffer, at: nu
       if (!current) return false;
       tx.update(runners).set({ publicKey, statusUpdatedAt: at, updatedAt: at }).where(eq(runners.id, id)).run();
       if (current.key && current.key.equals(publicKey)) return true;
+      // Only the integrations that hold a secret: a runner's PAT-only integrations were all
+      // rewritten too (50,000 of them took 150 ms, under the write lock every create waits for).
       tx.update(scmIntegrations)
         .set({ oauthEncryptedSecret: null, oauthSealedTo: null, updatedAt: at })
-        .where(eq(scmIntegrations.runnerId, id))
+        .where(and(eq(scmIntegrations.runnerId, id), or(isNotNull(scmIntegrations.oauthEncryptedSecret), isNotNull(scmIntegrations.oauthSealedTo))))
         .run();
       return true;
     },
