@@ -140,6 +140,25 @@ describe("a runner's whole life", () => {
     assert.equal((await call(s, `${CFG}/GetSCMIntegration`, { id })).body.integration.oauth.encryptedClientSecret ?? "", "");
   });
 
+  it("an OAuth-only integration whose secret a new key dropped takes Updates that leave it no worse, and still refuses losing OAuth", async () => {
+    const { runnerId, runnerToken } = await createRunner(s);
+    await signUp(s, runnerToken);
+    const { body } = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "oauth-only.example.com", oauthClientId: "c", oauthPlaintextClientSecret: "s" });
+    const id = body.id;
+    await signUp(s, runnerToken);
+    // Sent again as they are (as Terraform does), or with nothing but the id: before, each was
+    // refused as leaving "no usable method", naming pat, which none of them sent.
+    for (const update of [{ id }, { id, pat: false }, { id, oauthClientId: "c" }]) {
+      const r = await call(s, `${CFG}/UpdateSCMIntegration`, update);
+      assert.equal(r.status, 200, `${JSON.stringify(update)}: ${JSON.stringify(r.body)}`);
+    }
+    const still = (await call(s, `${CFG}/GetSCMIntegration`, { id })).body.integration;
+    assert.deepEqual([still.oauth.clientId, still.oauth.encryptedClientSecret ?? "", still.pat ?? false], ["c", "", false]);
+    const removed = await call(s, `${CFG}/UpdateSCMIntegration`, { id, oauthClientId: "" });
+    assert.equal(removed.body.code, "invalid_argument");
+    assert.match(removed.body.message, /^pat: at least one authentication method is required/);
+  });
+
   it("integrations whose scm_id leaves the schema stay readable and deletable, and cannot gain anything", async () => {
     const { runnerId, runnerToken } = await createRunner(s);
     const { body } = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "bitbucket", host: "bitbucket.org", pat: true });

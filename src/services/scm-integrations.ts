@@ -51,6 +51,8 @@ interface Outcome {
   pat: boolean;
   issuerUrl: string | null;
   virtualDirectory: string | null;
+  /** For an Update: whether the integration had a usable method before it. */
+  usableBefore?: boolean;
 }
 
 /**
@@ -204,6 +206,7 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, given: UpdateScm
       pat: input.pat ?? row.pat,
       issuerUrl: cleared(input.issuerUrl, removeOAuth ? null : row.issuerUrl),
       virtualDirectory: cleared(input.virtualDirectory, row.virtualDirectory),
+      usableBefore: row.pat || (row.oauthClientId !== null && row.oauthEncryptedSecret !== null),
     };
     checkRules(rules, row.scmId, outcome);
     // Only what the update adds must be on offer: an integration made before the runner
@@ -334,7 +337,10 @@ function checkRules(v: Violations, scmId: string, o: Outcome): void {
       "auth.method_required",
       "at least one authentication method is required: set pat to true, or give oauth_client_id with oauth_plaintext_client_secret",
     );
-  } else if (!o.oauthUsable && !o.pat) {
+  } else if (!o.oauthUsable && !o.pat && o.usableBefore !== false) {
+    // Only an Update that takes the last usable method away: one that finds none (its secret
+    // dropped by a key change, PAT off) and adds none leaves it no worse, and is let through,
+    // so that a client sending its settings again (a Terraform apply) is not refused.
     v.add(
       "pat",
       "auth.method_required",
