@@ -759,6 +759,9 @@ describe("field length limits", () => {
   const tooLong: Case[] = [
     { name: "runner name of 128 characters", method: "RunnerService/CreateRunner", field: "name", body: () => ({ name: "r".repeat(128), kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" }) },
     { name: "new runner name of 128 characters", method: "RunnerService/UpdateRunner", field: "name", body: () => ({ runnerId, name: "r".repeat(128) }) },
+    // Not a length, but refused alike: an escape sequence would act in a terminal that lists runners.
+    { name: "runner name with an escape sequence", method: "RunnerService/CreateRunner", field: "name", body: () => ({ name: "\u001b[2Jrunner", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" }) },
+    { name: "new runner name with a NUL", method: "RunnerService/UpdateRunner", field: "name", body: () => ({ runnerId, name: "run\u0000ner" }) },
     { name: "host of 256 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "host", body: create({ host: `git.example${path(49)}` }) },
     { name: "scm_id of 65 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "scm_id", body: create({ scmId: "g".repeat(65) }) },
     { name: "client id of 256 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "oauth_client_id", body: create({ oauthClientId: "c".repeat(256), oauthPlaintextClientSecret: "limit-secret-1" }) },

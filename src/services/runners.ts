@@ -4,7 +4,7 @@ import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "
 import { newId } from "../crypto/ids.js";
 import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
 import { newToken } from "../crypto/tokens.js";
-import { MAX_FILTER_IDS, checkUuid, checkUuidList } from "./checks.js";
+import { MAX_FILTER_IDS, checkUuid, checkUuidList, hasControl } from "./checks.js";
 import { ID_ORDER, pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import type { Db } from "../store/database.js";
 import { writeAs } from "./auth.js";
@@ -134,6 +134,8 @@ export function schemaOf(runner: Pick<RunnerRow, "configSchema">): RunnerSchema 
 function checkRunnerName(v: Violations, field: string, name: string): void {
   const length = [...name].length;
   if (length < 3 || length > 127) v.add(field, "string.len", `must be 3 to 127 characters, got ${length}`);
+  // Names are shown in lists and terminals: an escape sequence in one would act there.
+  else if (hasControl(name)) v.add(field, "string.printable", "must not contain control characters");
 }
 
 /** The runner with this id in the caller's organization. */
