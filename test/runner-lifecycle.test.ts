@@ -91,6 +91,12 @@ describe("a runner's whole life", () => {
     assert.equal(rotated.status, 200, JSON.stringify(rotated.body));
     const [after] = await runnerList(s, runnerId, runnerToken, { filter: { scmIntegrationIds: [id] } });
     assert.equal(open(Buffer.from(after.oauth.encryptedClientSecret, "base64"), keys.publicKey, keys.secretKey), "gitea-secret-2");
+
+    // A runner may publish an empty schema; a create is then told so, not handed an empty list.
+    assert.equal((await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: {} }, runnerToken)).status, 200);
+    const none = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "github.com", pat: true });
+    assert.equal(none.body.code, "invalid_argument");
+    assert.match(none.body.message, /^scm_id: "github" is not in the runner's configuration schema, which lists no SCM at all: the runner published an empty one/);
   });
 
   it("after a Signup with a new key, old secrets read as empty until an Update seals a new one", async () => {

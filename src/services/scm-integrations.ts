@@ -100,7 +100,13 @@ export async function createScmIntegration(
     const offered = new Violations();
     if (!entry) {
       const allowed = schema.scm.map((e) => e.scmId).join(", ");
-      offered.add("scm_id", "scm_id.known", `"${truncate(input.scmId)}" is not in the runner's configuration schema; allowed: ${allowed}`);
+      offered.add(
+        "scm_id",
+        "scm_id.known",
+        allowed === ""
+          ? `"${truncate(input.scmId)}" is not in the runner's configuration schema, which lists no SCM at all: the runner published an empty one, and takes no integration until it publishes one that lists some`
+          : `"${truncate(input.scmId)}" is not in the runner's configuration schema; allowed: ${allowed}`,
+      );
     } else {
       checkOffered(offered, entry, { oauth: oauthRequested, pat: input.pat });
     }
