@@ -246,7 +246,13 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       res.once("close", unwatch);
     }
     if (corsOrigins !== null && answerCors(corsOrigins, req, res)) return;
-    if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
+    if (req.url === "/healthz" || req.url?.startsWith("/healthz?")) {
+      // A query (a load balancer's cache buster) changes nothing; other methods are told which to use.
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        res.writeHead(405, { "content-type": "text/plain; charset=utf-8", allow: "GET, HEAD", "x-should-retry": "false" });
+        res.end("method not allowed: /healthz answers GET and HEAD\n");
+        return;
+      }
       const ok = isHealthy();
       res.writeHead(ok ? 200 : 503, { "content-type": "text/plain; charset=utf-8" });
       res.end(ok ? "ok\n" : shutdown.signal.aborted ? "shutting down\n" : "unavailable: the database cannot be used (see the log); restart the service\n");
@@ -402,8 +408,8 @@ const LABELLED_PROCEDURES = new Set([...TOKEN_METHODS.keys(), `/${Health.typeNam
 /** A request's procedure as the metrics page shows it: from a short fixed set, never as a client wrote it. */
 function procedureLabel(method: string | undefined, url: string | undefined, path: string): string {
   if (method === "POST" && LABELLED_PROCEDURES.has(path)) return path.slice(1);
-  // As the handler answers it: the health check's own URL, without a query.
-  if (url === "/healthz" && (method === "GET" || method === "HEAD")) return "healthz";
+  // As the handler answers it (a query changes nothing there).
+  if (path === "/healthz" && (method === "GET" || method === "HEAD")) return "healthz";
   return "other";
 }
 

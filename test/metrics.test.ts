@@ -80,7 +80,9 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   const grpcPath = `/grpc.made.Up/${randomUUID().slice(0, 8)}`;
   await (await fetch(`http://127.0.0.1:${s.port}${grpcPath}`, { method: "POST", headers: { "content-type": "application/grpc" }, body: new Uint8Array(5) })).arrayBuffer();
   assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz`)).status, 200);
-  assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz?x=1`)).status, 404, "not the health check");
+  assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz?x=1`)).status, 200, "a query changes nothing");
+  const posted405 = await fetch(`http://127.0.0.1:${s.port}/healthz`, { method: "POST" });
+  assert.deepEqual([posted405.status, posted405.headers.get("allow")], [405, "GET, HEAD"]);
   assert.equal((await fetch(`http://127.0.0.1:${s.port}/metrics`)).status, 404, "the API's port does not serve the page");
   // Answered by node's parser before the handler: counted too, under no procedure's name.
   assert.match(await rawExchange(s.port, "G\u0000ET / HTTP/1.1\r\nHost: x\r\n\r\n"), /^HTTP\/1\.1 400 /);
@@ -88,7 +90,7 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
 
   // (The 2 MiB body's answer closes only once the rest of it has been read past.)
   const total = (p: MetricsPage) => [...p].filter(([k]) => k.startsWith("scm_requests_total")).reduce((n, [, v]) => n + v, 0);
-  const page = await scrapeUntil(port, "every request counted", (p) => total(p) === 18);
+  const page = await scrapeUntil(port, "every request counted", (p) => total(p) === 19);
   const requests = (procedure: string, code: string) => page.get(`scm_requests_total{code="${code}",procedure="${procedure}"}`);
   assert.equal(requests("gitpod.v1.RunnerService/CreateRunner", "ok"), 2);
   assert.equal(requests("gitpod.v1.RunnerService/GetRunner", "not_found"), 1);
@@ -96,8 +98,9 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   assert.equal(requests("gitpod.v1.RunnerService/UpdateRunner", "resource_exhausted"), 1);
   assert.equal(requests("gitpod.v1.RunnerService/ListRunners", "unauthenticated"), 1);
   assert.equal(requests("other", "unimplemented"), 1, "an unserved gitpod.v1 method");
-  assert.equal(requests("healthz", "ok"), 1);
-  assert.equal(requests("other", "http_404"), 7);
+  assert.equal(requests("healthz", "ok"), 2);
+  assert.equal(requests("other", "http_405"), 1);
+  assert.equal(requests("other", "http_404"), 6);
   assert.equal(requests("other", "http_400"), 1);
   assert.equal(requests("other", "http_431"), 1);
   const shown = [...page.keys()].join("\n");

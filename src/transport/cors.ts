@@ -10,7 +10,9 @@ const ALLOW_HEADERS = [...cors.allowedHeaders, "Authorization", "Idempotency-Key
 /** A preflight's list of header names, as the Fetch standard has browsers send it. */
 const HEADER_NAMES = /^[!#$%&'*+.^_`|~0-9a-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-9a-z-]+)*$/i;
 const EXPOSE_HEADERS = [...cors.exposedHeaders, "Retry-After", "Retry-After-Ms", "X-Request-Id", "X-Should-Retry"].join(", ");
-const ALLOW_METHODS = cors.allowedMethods.join(", ");
+// POST alone: connect-es's list has GET too, for the Connect protocol's GET requests, which
+// only methods marked free of side effects take, and no method here is.
+const ALLOW_METHODS = "POST";
 /** How long a browser may keep a preflight's answer (Chromium keeps it at most 2 hours). */
 const MAX_AGE_SECONDS = 7200;
 
