@@ -39,7 +39,8 @@ async function main(): Promise<void> {
     if (cluster.isWorker) return await serve(config, log);
 
     // Migrations and the first-start token happen once, before any worker opens the database.
-    const db = openDatabase(config.databaseFile);
+    // Nothing else is logged until it serves, and an upgrade of a large database may take a while.
+    const db = openDatabase(config.databaseFile, { onUpgrade: (migrations) => log.info("upgrading the database; the service serves once this is done, which on a large one may take a while", { migrations }) });
     const first = bootstrap(db, config.bootstrapOrgName);
     // The token is in the database now and shown only this once, so it is printed whatever
     // happens next: at once where the address is known, else once listening (PORT=0), and

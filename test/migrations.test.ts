@@ -74,8 +74,13 @@ describe("upgrading a database made before scm_integrations was keyed by id", ()
     insert.run(ids.staleKey, orgId, runnerId, "gitlab", "gitlab.example.com", 1, "client-2", seal(secret, oldKey.publicKey), oldKey.publicKey, null, null, now, now);
     old.close();
 
-    // openDatabase applies the migrations this release adds.
-    s = await serveDatabase(openDatabase(file), file, dir, { token: api.token, otherToken: otherApi.token });
+    // openDatabase applies the migrations this release adds, and says so first (the service
+    // logs it: nothing else is logged until it serves, which may take a while).
+    const told: number[] = [];
+    const db = openDatabase(file, { onUpgrade: (n) => told.push(n) });
+    assert.equal(told.length, 1);
+    assert.ok(told[0]! > 0, `${told[0]} migrations`);
+    s = await serveDatabase(db, file, dir, { token: api.token, otherToken: otherApi.token });
     s.watch.noteSecret(secret);
   });
 

@@ -57,6 +57,8 @@ export interface DatabaseOptions {
   sharedWithProcesses?: GroupCommitOptions["sharedWithProcesses"];
   /** How the WAL is synced off the event loop; tests hold it back. */
   syncWal?: GroupCommitOptions["syncWal"];
+  /** Told before migrations are applied to a database that has some already (an upgrade), which may take a while. */
+  onUpgrade?: (migrations: number) => void;
 }
 
 /**
@@ -102,7 +104,7 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   sqlite.pragma("cache_size = -16384");
   // A second process (the admin CLI) may hold the write lock for a moment.
   sqlite.pragma("busy_timeout = 5000");
-  applyMigrations(sqlite, migrationsFolder());
+  applyMigrations(sqlite, migrationsFolder(), options.onUpgrade);
   const orm = drizzle(sqlite, { schema });
   const reads = new ReadBatch(sqlite);
   const commits = new GroupCommit(sqlite, options);

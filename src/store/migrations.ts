@@ -61,14 +61,17 @@ export function refuseForeign(sqlite: Database.Database, migrationsFolder: strin
  * first had made. Here the pending migrations are read again holding the write lock. A start
  * with nothing to apply takes no lock, so a process starts while others write.
  */
-export function applyMigrations(sqlite: Database.Database, migrationsFolder: string): void {
+export function applyMigrations(sqlite: Database.Database, migrationsFolder: string, onUpgrade?: (migrations: number) => void): void {
   const migrations = readMigrationFiles({ migrationsFolder });
   const pending = () => {
     const last = lastApplied(sqlite);
     refuseNewer(last, migrations);
     return migrations.filter((m) => last === null || last < m.folderMillis);
   };
-  if (pending().length === 0) return;
+  const due = pending().length;
+  if (due === 0) return;
+  // A new database takes them at once; an upgrade may rebuild a large table first.
+  if (due < migrations.length) onUpgrade?.(due);
   sqlite.exec("BEGIN IMMEDIATE");
   try {
     sqlite.exec(`CREATE TABLE IF NOT EXISTS "${TABLE}" (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at numeric)`);
