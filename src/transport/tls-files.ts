@@ -127,19 +127,30 @@ export interface TlsWatch {
 export function watchTlsFiles(files: TlsFiles, since: string, everyMs: number, changed: () => boolean): TlsWatch {
   let last = since;
   let looking = false;
+  // Bumped by each settle: a look begun before one may have seen the files half-replaced, and
+  // reported that as a change the settle had already read.
+  let settles = 0;
   const timer = setInterval(() => {
     if (looking) return;
     looking = true;
+    const begun = settles;
     // Asynchronous: a file system that hangs (a lost network mount) must not hold the event loop.
     void Promise.all([files.certFile, files.keyFile].map((f) => stat(f).catch((err: NodeJS.ErrnoException) => err)))
       .then(([cert, key]) => {
+        if (begun !== settles) return;
         const now = versionOf(files, (f) => (f === files.certFile ? cert : key)!);
         if (now !== last && changed()) last = now;
       })
       .finally(() => (looking = false));
   }, everyMs);
   timer.unref();
-  return { settled: (version) => (last = version), stop: () => clearInterval(timer) };
+  return {
+    settled: (version) => {
+      last = version;
+      settles++;
+    },
+    stop: () => clearInterval(timer),
+  };
 }
 
 /** The files' version as it is now (see TlsCredentials.version). */
