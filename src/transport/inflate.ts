@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type http from "node:http";
-import { brotliDecompress, gunzip, type InputType, type ZlibOptions } from "node:zlib";
+import type { Transform } from "node:stream";
+import { createBrotliDecompress, createGunzip } from "node:zlib";
 
 /**
  * Compressed request bodies are inflated here rather than by connect-node, so that what a
@@ -12,9 +13,9 @@ import { brotliDecompress, gunzip, type InputType, type ZlibOptions } from "node
  */
 
 /** The codings inflated here: the ones connect-node accepts. Others are left for it to refuse. */
-const INFLATERS: Record<string, (data: InputType, options: ZlibOptions, done: (err: Error | null, out: Buffer) => void) => void> = {
-  gzip: gunzip,
-  br: brotliDecompress,
+const INFLATERS: Record<string, () => Transform> = {
+  gzip: createGunzip,
+  br: createBrotliDecompress,
 };
 
 /**
@@ -33,19 +34,36 @@ export function codingOf(headers: http.IncomingHttpHeaders, type: string, framed
  * Inflates off the event loop (libuv's thread pool), stopping past `maxBytes`. Failures are
  * connect-node's own errors, worded and coded as its decompression words them, so that an
  * answer does not depend on who inflated (its `internal` ones are then corrected as before,
- * see framework-errors.ts).
+ * see framework-errors.ts), and say how much had come out (InflateFailure.inflated): what
+ * inflating cost is charged to the caller whether or not it ends well.
  */
 export function inflate(name: string, data: Buffer, maxBytes: number): Promise<Buffer> {
   // An empty body is no stream of this coding, but connect-node reads it as an empty message.
   if (data.length === 0) return Promise.resolve(data);
   return new Promise((resolve, reject) => {
-    INFLATERS[name]!(data, { maxOutputLength: maxBytes }, (err, out) => (err ? reject(inflateError(err, maxBytes)) : resolve(out)));
+    const inflater = INFLATERS[name]!();
+    const parts: Buffer[] = [];
+    let inflated = 0;
+    const fail = (err: ConnectError) => {
+      inflater.destroy();
+      reject(Object.assign(err, { inflated }));
+    };
+    inflater.on("data", (chunk: Buffer) => {
+      inflated += chunk.length;
+      if (inflated > maxBytes) fail(new ConnectError(`message is larger than configured readMaxBytes ${maxBytes} after decompression`, Code.ResourceExhausted));
+      else parts.push(chunk);
+    });
+    inflater.on("error", (err) => fail(inflateError(err)));
+    inflater.on("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, inflated)));
+    inflater.end(data);
   });
 }
 
-function inflateError(err: Error, maxBytes: number): ConnectError {
+/** A failed inflation, and how many bytes it had produced by then. */
+export type InflateFailure = ConnectError & { inflated: number };
+
+function inflateError(err: Error): ConnectError {
   const code = (err as NodeJS.ErrnoException).code ?? "";
-  if (code === "ERR_BUFFER_TOO_LARGE") return new ConnectError(`message is larger than configured readMaxBytes ${maxBytes} after decompression`, Code.ResourceExhausted);
   const malformed = code === "Z_DATA_ERROR" || code === "ERR_PADDING_2" || code.startsWith("ERR__ERROR_FORMAT_");
   return new ConnectError("decompression failed", malformed ? Code.InvalidArgument : Code.Internal);
 }

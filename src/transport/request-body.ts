@@ -3,7 +3,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import type { Readable } from "node:stream";
 import type { DescMessage } from "@bufbuild/protobuf";
-import { codingOf, inflate } from "./inflate.js";
+import { codingOf, inflate, type InflateFailure } from "./inflate.js";
 import { withoutMismatchedWireTypes } from "./wire-types.js";
 
 // Request bodies as this server lets connect-node read them: counted against a size limit and
@@ -298,10 +298,10 @@ async function inflatedHeld(name: string, data: Buffer, limit: BodyLimit): Promi
   try {
     out = await inflate(name, data, limit.maxBytes);
   } catch (err) {
-    // Inflating may have run up to the size limit before it failed (a body that inflates past
-    // it, or breaks at its very end): charged as that much, or a token could have 27 bytes
+    // Charged for what came out before it failed (up to the size limit, for a body that
+    // inflates past it or breaks at its very end): uncharged, a token could have 27 bytes
     // inflated to 1 MiB over and over, never counted against its byte limit.
-    limit.charge?.(limit.maxBytes);
+    limit.charge?.(Math.max(data.length, (err as Partial<InflateFailure>).inflated ?? 0));
     throw err;
   }
   if (out !== data && !limit.take(out.length)) throw busy();
