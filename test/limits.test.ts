@@ -22,13 +22,14 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
 import { ServerReflectionRequestSchema } from "../gen/grpc/reflection/v1/reflection_pb.js";
+import { HealthCheckRequestSchema } from "../gen/grpc/health/v1/health_pb.js";
 import { loadConfig } from "../src/config.js";
 import { createLogger } from "../src/log.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
 import { createApp } from "../src/server.js";
 import { openDatabase, type Db } from "../src/store/database.js";
 import { listen, type HttpServerOptions, type RunningServer } from "../src/transport/http-server.js";
-import { BodyBudget, chargeBody, MAX_REQUEST_BYTES } from "../src/transport/request-body.js";
+import { BodyBudget, chargeBody, MAX_REQUEST_BYTES, OPEN_FREE_BYTES } from "../src/transport/request-body.js";
 import { envelope } from "./corpus/wire.js";
 import { call, createRunner, PUBLIC_URL, signUp, startServer, until, type TestServer } from "./harness.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
@@ -542,7 +543,7 @@ describe("request bodies held at once", () => {
   // (The held bodies stay under HTTP/2's first flow-control window, 64 KiB a stream.)
   const KIB = 1024;
   let s: LimitedServer;
-  before(async () => (s = await startLimited({ maxBufferedBytes: 160 * KIB, maxOpenBufferedBytes: 7.5 * KIB })));
+  before(async () => (s = await startLimited({ maxBufferedBytes: 160 * KIB, maxOpenBufferedBytes: 5.5 * KIB })));
   after(() => s.close());
   const listRunners = "/gitpod.v1.RunnerService/ListRunners";
 
@@ -615,6 +616,17 @@ describe("request bodies held at once", () => {
     share.release();
     assert.equal(budget.held, 0);
     assert.equal(budget.forRequest().take(100), true, "the whole budget is there for the next");
+    // A share with free bytes counts only what is past them, and gives back only what it counted.
+    const open = new BodyBudget(100);
+    const free = open.forRequest(30);
+    assert.equal(free.take(20), true);
+    assert.equal(open.held, 0);
+    assert.equal(free.take(20), true);
+    assert.equal(open.held, 10);
+    assert.equal(free.take(95), false, "past the budget, free bytes spent");
+    assert.equal(open.held, 10);
+    free.release();
+    assert.equal(open.held, 0);
   });
 
   it("a compressed body holds what it inflates to", async () => {
@@ -632,8 +644,9 @@ describe("request bodies held at once", () => {
     const session = http2.connect(s.url);
     const streams: http2.ClientHttp2Stream[] = [];
     try {
-      // Reflection streams that each ask a question of 1000 bytes and stay open: the budget
-      // here, 7.5 KiB, holds seven of them; the eighth does not fit.
+      // Reflection streams that each ask a question of about 1000 bytes and stay open: each
+      // holds what is past its first 256 bytes (OPEN_FREE_BYTES), and the budget here, 5.5 KiB,
+      // holds seven of them; the eighth does not fit.
       const question = toBinary(ServerReflectionRequestSchema, create(ServerReflectionRequestSchema, { messageRequest: { case: "fileContainingSymbol", value: "x".repeat(990) } }));
       const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), question]);
       frame.writeUInt32BE(question.length, 1);
@@ -655,12 +668,14 @@ describe("request bodies held at once", () => {
         return stream;
       };
       for (let i = 0; i < 7; i++) reflect();
-      await until("seven questions held", () => s.server.openBodyBytesHeld() >= 7 * frame.length, EVENTUALLY_MS);
+      await until("seven questions held", () => s.server.openBodyBytesHeld() === 7 * (frame.length - OPEN_FREE_BYTES), EVENTUALLY_MS);
       assert.equal(s.server.bodyBytesHeld(), 0, "none of it from the calls' budget");
       assert.equal(await grpcStatus(reflect()), "14", "an eighth stream is refused (unavailable)");
       const health = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/grpc", te: "trailers" });
-      health.end(Buffer.alloc(5)); // an empty message
-      assert.equal(await grpcStatus(health), "0", "a health check's empty message holds nothing, and passes");
+      // A health check naming a service, as orchestrators send it, is within what holds nothing.
+      const named = toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service: "gitpod.v1.RunnerConfigurationService" }));
+      health.end(Buffer.concat([Buffer.from([0, 0, 0, 0, named.length]), named]));
+      assert.equal(await grpcStatus(health), "0", "a health check passes however full the budget");
       const healthWithBody = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/json" });
       healthWithBody.end(`{"service":"${"x".repeat(900)}"}`);
       let status = 0;

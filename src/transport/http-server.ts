@@ -4,7 +4,7 @@ import net from "node:net";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { correctFrameworkErrors, noteErrorBody, noteErrorHead } from "./framework-errors.js";
-import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_OPEN_BUFFERED_BYTES, MAX_REQUEST_BYTES } from "./request-body.js";
+import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_OPEN_BUFFERED_BYTES, MAX_REQUEST_BYTES, OPEN_FREE_BYTES } from "./request-body.js";
 import { readTlsFiles, rereadTlsFiles, type TlsCredentials, type TlsFiles } from "./tls-files.js";
 import { truncate } from "../domain/text.js";
 
@@ -217,7 +217,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     inFlight++;
     const h1Socket = options.tls && !("stream" in req) ? req.socket : null;
     if (h1Socket) busy.set(h1Socket, (busy.get(h1Socket) ?? 0) + 1);
-    const body = (tokenPaths === undefined || tokenPaths.has((req.url ?? "").split("?", 1)[0]!) ? budget : openBudget).forRequest();
+    const body = tokenPaths === undefined || tokenPaths.has((req.url ?? "").split("?", 1)[0]!) ? budget.forRequest() : openBudget.forRequest(OPEN_FREE_BYTES);
     // A response closes when it is done or its connection goes, except on HTTP/1.1 a response
     // queued behind an unfinished one of the same connection (pipelining), which has no
     // socket yet: if the connection goes first, only the socket says so.

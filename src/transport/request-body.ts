@@ -443,6 +443,14 @@ export const MAX_BUFFERED_BYTES = 32 * 1024 * 1024;
 export const MAX_OPEN_BUFFERED_BYTES = 1024 * 1024;
 
 /**
+ * What a request of those may hold without counting: a health check (a service name) and a
+ * tool's first reflection questions, so that reflection streams filling that budget cannot
+ * keep the health checks an orchestrator relies on refused. Held open, such requests cost the
+ * process far more in objects of node's than in these bytes.
+ */
+export const OPEN_FREE_BYTES = 256;
+
+/**
  * What request bodies hold in memory, all requests together. connect-node reads a whole
  * body before any interceptor runs; the token is checked before that (server.ts), but a
  * client with a token could still keep 1 MiB on each of 100 streams of as many connections
@@ -460,14 +468,19 @@ export class BodyBudget {
     return this.bytes;
   }
 
-  forRequest(): { take(bytes: number): boolean; release(): void } {
+  /** A request's share; its first `free` bytes are not counted (see OPEN_FREE_BYTES). */
+  forRequest(free = 0): { take(bytes: number): boolean; release(): void } {
     let taken = 0;
     let released = false;
+    let freeLeft = free;
     return {
       // Nothing once released: a body still being read (or inflated) when its call was
       // answered or cancelled would otherwise hold what nothing will give back.
-      take: (bytes) => {
-        if (released || this.bytes + bytes > this.max) return false;
+      take: (given) => {
+        if (released) return false;
+        const bytes = given - Math.min(freeLeft, given);
+        if (this.bytes + bytes > this.max) return false;
+        freeLeft -= given - bytes;
         this.bytes += bytes;
         taken += bytes;
         return true;
