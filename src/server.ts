@@ -25,7 +25,7 @@ import { REFLECTION_SERVICES, reflectionServices } from "./transport/handlers/re
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
-import { sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
+import { noteGrpcStatus, sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
 import { answeredByNode, LOGGED_URL_CHARS, whenSocketCloses, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
 import { nodeAdapter } from "./transport/node-adapter.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
@@ -44,16 +44,28 @@ const MAX_TIMEOUT_MS = 60_000;
  */
 function loggedCode(res: http.ServerResponse | http2.Http2ServerResponse, record: RequestRecord, nodeStatus: number | undefined): string {
   if (nodeStatus !== undefined) return `http_${nodeStatus}`;
-  // A trailers-only gRPC answer goes out through the HTTP/2 stream, not `res` (notServed): its head was sent, `res` never ended.
   if (!res.writableEnded && !headBytesSent(res)) return "canceled";
-  // An HTTP/1.1 answer whose head went out and whose body never ended was cut off.
-  if (!res.writableEnded && !("stream" in res)) return "canceled";
-  // Ended, but cut off before all of it went out (a client that stopped reading).
-  if (res.writableEnded && !res.writableFinished) return "canceled";
   // In trailers, or in the headers of a trailers-only answer (a method not served, say).
   const grpc = sentGrpcStatus(res) ?? res.getHeader("grpc-status")?.toString();
-  if (grpc !== undefined) return grpc === "0" ? "ok" : codeName(Number(grpc));
+  // An answer whose head went out and whose body never ended was cut off (its client reset the
+  // stream or left, or a time limit here cut it), except a trailers-only gRPC answer sent
+  // through the HTTP/2 stream (notServed), which ends the stream but not `res`.
+  if (!res.writableEnded && (!("stream" in res) || grpc === undefined)) return "canceled";
+  // Ended, but cut off before all of it went out (a client that stopped reading).
+  if (res.writableEnded && !res.writableFinished) return "canceled";
+  if (grpc !== undefined) {
+    // A gRPC status set for a stream its client reset or left, which never carried it.
+    if ("stream" in res && !grpcStatusWentOut(res)) return "canceled";
+    return grpc === "0" ? "ok" : codeName(Number(grpc));
+  }
   return record.code ?? sentConnectCode(res) ?? (res.statusCode < 400 ? "ok" : `http_${res.statusCode}`);
+}
+
+/** Whether an HTTP/2 gRPC answer's status went out, in its trailers or in trailers-only headers (gRPC-Web's is in the body). */
+function grpcStatusWentOut(res: http2.Http2ServerResponse): boolean {
+  const type = String(res.getHeader("content-type") ?? "");
+  if (!type.startsWith("application/grpc") || type.startsWith("application/grpc-web")) return true;
+  return res.stream.sentTrailers?.["grpc-status"] !== undefined || res.stream.sentHeaders?.["grpc-status"] !== undefined;
 }
 
 /**
@@ -447,7 +459,10 @@ function notServed(
     const headers = { "content-type": req.headers["content-type"]!, "grpc-status": "12", "grpc-message": message };
     if ("stream" in req) {
       // respond() skips what was set on `res`: the request id, CORS headers.
-      if (!req.stream.destroyed && !req.stream.headersSent) req.stream.respond({ ":status": 200, ...res.getHeaders(), ...headers }, { endStream: true });
+      if (!req.stream.destroyed && !req.stream.headersSent) {
+        req.stream.respond({ ":status": 200, ...res.getHeaders(), ...headers }, { endStream: true });
+        noteGrpcStatus(res, headers["grpc-status"]);
+      }
     } else {
       res.writeHead(200, headers);
       res.end();

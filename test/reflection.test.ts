@@ -180,6 +180,35 @@ it("buf curl finds the methods by reflection and calls them with nothing but the
   }
 });
 
+it("a reflection stream its client resets, or leaves, after its first answer is logged canceled, not ok", async () => {
+  const s = await startServer();
+  try {
+    const question = toBinary(v1.ServerReflectionRequestSchema, create(v1.ServerReflectionRequestSchema, { messageRequest: { case: "listServices", value: "" } }));
+    const frame = Buffer.alloc(5 + question.length);
+    frame.writeUInt32BE(question.length, 1);
+    frame.set(question, 5);
+    for (const [how, cut] of [
+      ["reset", (session: http2.ClientHttp2Session, stream: http2.ClientHttp2Stream) => stream.close(http2.constants.NGHTTP2_CANCEL)],
+      ["left", (session: http2.ClientHttp2Session) => session.destroy()],
+    ] as const) {
+      const session = http2.connect(s.url);
+      session.on("error", () => {});
+      const stream = session.request({ ":method": "POST", ":path": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "content-type": "application/grpc", "x-request-id": `cut-${how}`, te: "trailers" });
+      stream.on("error", () => {});
+      stream.write(frame);
+      await new Promise((resolve) => stream.once("data", resolve)); // its first answer
+      cut(session, stream);
+      session.close();
+      await until(`the ${how} stream's line`, () => s.logs.some((l) => l.includes(`"request_id":"cut-${how}"`)));
+      const line = JSON.parse(s.logs.find((l) => l.includes(`"request_id":"cut-${how}"`))!);
+      assert.equal(line.code, "canceled", `${how}: ${JSON.stringify(line)}`);
+    }
+    assert.equal(s.logs.filter((l) => l.includes('"level":"error"')).length, 0);
+  } finally {
+    await s.close();
+  }
+});
+
 it("a reflection stream whose client half-closed and stopped reading, or never ends its side, is cut off after 10 s, and logged canceled", async () => {
   const s = await startServer();
   try {

@@ -43,6 +43,11 @@ export function sentGrpcStatus(res: object): string | undefined {
   return grpcStatuses.get(res);
 }
 
+/** Records a gRPC status sent past `res` (a trailers-only answer through the HTTP/2 stream itself). */
+export function noteGrpcStatus(res: object, status: string): void {
+  grpcStatuses.set(res, status);
+}
+
 /** The code each Connect error body said, for its log line, where no interceptor recorded one. */
 const connectCodes = new WeakMap<object, string>();
 /**
