@@ -118,6 +118,7 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   assert.ok(page.get("scm_wal_syncs_total")! >= 1);
   assert.equal(page.get("scm_requests_in_flight"), 0);
   assert.equal(page.get("scm_request_body_bytes_held"), 0);
+  assert.equal(page.get("scm_open_request_body_bytes_held"), 0);
   assert.ok(page.get("scm_database_bytes")! > 0);
   assert.ok(page.has("scm_database_wal_bytes"));
   assert.ok(page.get("process_resident_memory_bytes")! > 1e6);

@@ -128,8 +128,9 @@ export function schemaOf(runner: Pick<RunnerRow, "configSchema">): RunnerSchema 
 }
 
 /**
- * 3 to 127 characters (code points), the contract's only rule: a name the public API takes
- * (spaces around it, say) is taken here too, as given.
+ * 3 to 127 characters (code points), the contract's rule, and no control characters, which
+ * no name needs; anything else the public API takes (spaces around it, say) is taken here too,
+ * as given.
  */
 function checkRunnerName(v: Violations, field: string, name: string): void {
   const length = [...name].length;
