@@ -180,6 +180,32 @@ it("buf curl finds the methods by reflection and calls them with nothing but the
   }
 });
 
+it("a reflection stream ends at its deadline (grpc-timeout), not at the 10 s limit", async () => {
+  const s = await startServer();
+  const session = http2.connect(s.url);
+  try {
+    const question = toBinary(v1.ServerReflectionRequestSchema, create(v1.ServerReflectionRequestSchema, { messageRequest: { case: "listServices", value: "" } }));
+    const frame = Buffer.alloc(5 + question.length);
+    frame.writeUInt32BE(question.length, 1);
+    frame.set(question, 5);
+    const stream = session.request({ ":method": "POST", ":path": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "content-type": "application/grpc", "grpc-timeout": "300m", te: "trailers" });
+    stream.on("error", () => {});
+    stream.write(frame); // one question, answered, then the stream waits for more
+    let answers = 0;
+    stream.on("data", () => answers++);
+    const status = await new Promise<string | undefined>((resolve) => {
+      stream.on("trailers", (t) => resolve(t["grpc-status"] as string | undefined));
+      stream.on("close", () => resolve(undefined));
+    });
+    // Before, it was reset (CANCEL, no status) at the 10 s limit instead.
+    assert.equal(status, "4", "DEADLINE_EXCEEDED");
+    assert.ok(answers >= 1, "its question was answered first");
+  } finally {
+    session.destroy();
+    await s.close();
+  }
+});
+
 it("a reflection stream its client resets, or leaves, after its first answer is logged canceled, not ok", async () => {
   const s = await startServer();
   try {

@@ -123,13 +123,32 @@ export const MAX_QUESTIONS = 32;
  * A stream's questions, each with its answer; the one past MAX_QUESTIONS is refused. Both
  * versions' requests have the same fields, so one index answers them.
  */
-async function* answered<Q extends { messageRequest: unknown }>(index: SchemaIndex, requests: AsyncIterable<Q>): AsyncGenerator<[Q, Answer]> {
+async function* answered<Q extends { messageRequest: unknown }>(index: SchemaIndex, requests: AsyncIterable<Q>, signal: AbortSignal): AsyncGenerator<[Q, Answer]> {
   const sent = new Set<string>();
   let asked = 0;
-  for await (const req of requests) {
+  const questions = requests[Symbol.asyncIterator]();
+  for (;;) {
+    // Waiting for the next question ends with the call: at its deadline (grpc-timeout), which a
+    // stream otherwise outlived up to REFLECTION_STREAM_MS, or when its client goes.
+    const next = await untilAborted(questions.next(), signal);
+    if (next.done) return;
+    const req = next.value;
     if (++asked > MAX_QUESTIONS) throw new ConnectError(`at most ${MAX_QUESTIONS} questions a stream; open another stream for more`, Code.ResourceExhausted);
     yield [req, index.answer(req.messageRequest as v1.ServerReflectionRequest["messageRequest"], sent)];
   }
+}
+
+/** `promise`, or the signal's reason should it abort first. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => reject(signal.reason);
+    signal.addEventListener("abort", abort, { once: true });
+    promise.then(
+      (value) => (signal.removeEventListener("abort", abort), resolve(value)),
+      (err) => (signal.removeEventListener("abort", abort), reject(err)),
+    );
+  });
 }
 
 /**
@@ -141,15 +160,15 @@ export function reflectionServices(served: readonly DescService[]): [ServiceImpl
   const index = new SchemaIndex(served);
   return [
     {
-      async *serverReflectionInfo(requests) {
-        for await (const [req, answer] of answered(index, requests)) {
+      async *serverReflectionInfo(requests, context) {
+        for await (const [req, answer] of answered(index, requests, context.signal)) {
           yield create(v1.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: answer });
         }
       },
     },
     {
-      async *serverReflectionInfo(requests) {
-        for await (const [req, answer] of answered(index, requests)) {
+      async *serverReflectionInfo(requests, context) {
+        for await (const [req, answer] of answered(index, requests, context.signal)) {
           yield create(v1alpha.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: answer });
         }
       },
