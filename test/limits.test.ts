@@ -647,9 +647,7 @@ describe("request bodies held at once", () => {
       // Reflection streams that each ask a question of about 1000 bytes and stay open: each
       // holds what is past its first 256 bytes (OPEN_FREE_BYTES), and the budget here, 5.5 KiB,
       // holds seven of them; the eighth does not fit.
-      const question = toBinary(ServerReflectionRequestSchema, create(ServerReflectionRequestSchema, { messageRequest: { case: "fileContainingSymbol", value: "x".repeat(990) } }));
-      const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), question]);
-      frame.writeUInt32BE(question.length, 1);
+      const frame = envelope(toBinary(ServerReflectionRequestSchema, create(ServerReflectionRequestSchema, { messageRequest: { case: "fileContainingSymbol", value: "x".repeat(990) } })));
       // Settles with the status once it comes: a stream whose client has not ended its side
       // stays open after the server's trailers.
       const grpcStatus = (stream: http2.ClientHttp2Stream) =>
@@ -674,7 +672,7 @@ describe("request bodies held at once", () => {
       const health = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/grpc", te: "trailers" });
       // A health check naming a service, as orchestrators send it, is within what holds nothing.
       const named = toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service: "gitpod.v1.RunnerConfigurationService" }));
-      health.end(Buffer.concat([Buffer.from([0, 0, 0, 0, named.length]), named]));
+      health.end(envelope(named));
       assert.equal(await grpcStatus(health), "0", "a health check passes however full the budget");
       const healthWithBody = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/json" });
       healthWithBody.end(`{"service":"${"x".repeat(900)}"}`);

@@ -10,9 +10,13 @@ import { compressionGzip, createConnectTransport, createGrpcTransport } from "@c
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { MAX_QUESTIONS } from "../src/transport/handlers/reflection.js";
+import { envelope } from "./corpus/wire.js";
 import { startServer, until } from "./harness.js";
 
 type Question = MessageInitShape<typeof v1.ServerReflectionRequestSchema>;
+
+/** A question as one gRPC frame, for streams driven over raw HTTP/2. */
+const question = (q: Question) => envelope(toBinary(v1.ServerReflectionRequestSchema, create(v1.ServerReflectionRequestSchema, q)));
 
 /** Asks `questions` on one stream (no token) and answers what came back, in order. */
 async function ask(url: string, questions: Question[]): Promise<v1.ServerReflectionResponse[]> {
@@ -184,10 +188,7 @@ it("a reflection stream ends at its deadline (grpc-timeout), not at the 10 s lim
   const s = await startServer();
   const session = http2.connect(s.url);
   try {
-    const question = toBinary(v1.ServerReflectionRequestSchema, create(v1.ServerReflectionRequestSchema, { messageRequest: { case: "listServices", value: "" } }));
-    const frame = Buffer.alloc(5 + question.length);
-    frame.writeUInt32BE(question.length, 1);
-    frame.set(question, 5);
+    const frame = question({ messageRequest: { case: "listServices", value: "" } });
     const stream = session.request({ ":method": "POST", ":path": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "content-type": "application/grpc", "grpc-timeout": "300m", te: "trailers" });
     stream.on("error", () => {});
     stream.write(frame); // one question, answered, then the stream waits for more
@@ -209,10 +210,7 @@ it("a reflection stream ends at its deadline (grpc-timeout), not at the 10 s lim
 it("a reflection stream its client resets, or leaves, after its first answer is logged canceled, not ok", async () => {
   const s = await startServer();
   try {
-    const question = toBinary(v1.ServerReflectionRequestSchema, create(v1.ServerReflectionRequestSchema, { messageRequest: { case: "listServices", value: "" } }));
-    const frame = Buffer.alloc(5 + question.length);
-    frame.writeUInt32BE(question.length, 1);
-    frame.set(question, 5);
+    const frame = question({ messageRequest: { case: "listServices", value: "" } });
     for (const [how, cut] of [
       ["reset", (session: http2.ClientHttp2Session, stream: http2.ClientHttp2Stream) => stream.close(http2.constants.NGHTTP2_CANCEL)],
       ["left", (session: http2.ClientHttp2Session) => session.destroy()],
@@ -241,10 +239,7 @@ it("a reflection stream whose client half-closed and stopped reading, or never e
     // A window of 0: the client reads nothing of the answers.
     const session = http2.connect(s.url, { settings: { initialWindowSize: 0 } });
     const open = () => session.request({ ":method": "POST", ":path": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "content-type": "application/grpc", te: "trailers" });
-    const question = toBinary(v1.ServerReflectionRequestSchema, create(v1.ServerReflectionRequestSchema, { messageRequest: { case: "fileByFilename", value: "gitpod/v1/runners.proto" } }));
-    const frame = Buffer.alloc(5 + question.length);
-    frame.writeUInt32BE(question.length, 1);
-    frame.set(question, 5);
+    const frame = question({ messageRequest: { case: "fileByFilename", value: "gitpod/v1/runners.proto" } });
     const halfClosed = open();
     halfClosed.end(frame);
     // This one's reader was still waiting for a question when the stream was cut: it was
