@@ -127,14 +127,20 @@ async function* answered<Q extends { messageRequest: unknown }>(index: SchemaInd
   const sent = new Set<string>();
   let asked = 0;
   const questions = requests[Symbol.asyncIterator]();
-  for (;;) {
-    // Waiting for the next question ends with the call: at its deadline (grpc-timeout), which a
-    // stream otherwise outlived up to REFLECTION_STREAM_MS, or when its client goes.
-    const next = await untilAborted(questions.next(), signal);
-    if (next.done) return;
-    const req = next.value;
-    if (++asked > MAX_QUESTIONS) throw new ConnectError(`at most ${MAX_QUESTIONS} questions a stream; open another stream for more`, Code.ResourceExhausted);
-    yield [req, index.answer(req.messageRequest as v1.ServerReflectionRequest["messageRequest"], sent)];
+  try {
+    for (;;) {
+      // Waiting for the next question ends with the call: at its deadline (grpc-timeout), which a
+      // stream otherwise outlived up to REFLECTION_STREAM_MS, or when its client goes.
+      const next = await untilAborted(questions.next(), signal);
+      if (next.done) return;
+      const req = next.value;
+      if (++asked > MAX_QUESTIONS) throw new ConnectError(`at most ${MAX_QUESTIONS} questions a stream; open another stream for more`, Code.ResourceExhausted);
+      yield [req, index.answer(req.messageRequest as v1.ServerReflectionRequest["messageRequest"], sent)];
+    }
+  } finally {
+    // Let go of the questions, as a for-await leaving early would; not waited for, as a
+    // question still pending may settle only when the stream goes.
+    questions.return?.().catch(() => {});
   }
 }
 
