@@ -78,6 +78,9 @@ function headBytesSent(res: http.ServerResponse | http2.Http2ServerResponse): bo
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
+/** A request's path as log lines show it: cut to LOGGED_URL_CHARS, as node's refusals are. */
+const loggedPath = (path: string) => (path.length > LOGGED_URL_CHARS ? truncate(path, LOGGED_URL_CHARS) : path);
+
 export interface App {
   handler: NodeHandler;
   /** Makes health checks answer NOT_SERVING, for shutdown. */
@@ -210,7 +213,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     onWriteFailure: (req, reason) =>
       log.error("answer could not be written", {
         request_id: records.get(req)?.id,
-        procedure: (req.url ?? "").split("?", 1)[0]!.slice(0, LOGGED_URL_CHARS),
+        procedure: loggedPath((req.url ?? "").split("?", 1)[0]!),
         error: reason instanceof Error ? reason.name : typeof reason,
         detail: reason instanceof Error ? reason.message : undefined,
       }),
@@ -233,11 +236,10 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       const nodeStatus = answeredByNode(res);
       const path = (req.url ?? "").split("?")[0]!;
       const code = queued ? "canceled" : loggedCode(res, record, nodeStatus);
-      const procedure = path.length > LOGGED_URL_CHARS ? truncate(path, LOGGED_URL_CHARS) : path;
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       log.info("request", {
         request_id: id,
-        procedure,
+        procedure: loggedPath(path),
         code,
         // null when nothing was answered (the client went, or shutdown cut the call off).
         http_status: queued ? null : (nodeStatus ?? (headBytesSent(res) ? res.statusCode : null)),

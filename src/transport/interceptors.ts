@@ -32,7 +32,7 @@ export function errorInterceptor(log: Logger, db: Db): Interceptor {
       // A call cut off (its client gone, or its stream reset here at a time limit) fails its
       // reads with node's "Premature close", which may come before the call's signal says so:
       // the end of the call, not a fault to log.
-      if ((req.signal.aborted || (err as { code?: unknown } | null)?.code === "ERR_STREAM_PREMATURE_CLOSE") && !(err instanceof DomainError) && !(err instanceof ConnectError)) {
+      if ((req.signal.aborted || code === "ERR_STREAM_PREMATURE_CLOSE") && !(err instanceof DomainError) && !(err instanceof ConnectError)) {
         record.code = "canceled";
         return new ConnectError("the call was cut off before it ended", Code.Canceled);
       }
