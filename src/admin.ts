@@ -114,8 +114,10 @@ async function run(args: string[]): Promise<void> {
   if (!exists) process.stderr.write(`no database at ${databaseFile}: making a new one\n`);
   let db: Db;
   try {
-    db = openDatabase(databaseFile);
+    // A page-size conversion needs the database alone; the other commands work beside the service.
+    db = openDatabase(databaseFile, { claim: noun === "db" && verb === "page-size" ? "command" : false });
   } catch (err) {
+    if (err instanceof DomainError) throw err;
     const reason = describeStartupError(err, { databaseFile });
     throw reason === null ? err : new UsageError(reason);
   }

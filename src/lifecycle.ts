@@ -40,7 +40,8 @@ async function main(): Promise<void> {
 
     // Migrations and the first-start token happen once, before any worker opens the database.
     // Nothing else is logged until it serves, and an upgrade of a large database may take a while.
-    const db = openDatabase(config.databaseFile, { onUpgrade: (migrations) => log.info("upgrading the database; the service serves once this is done, which on a large one may take a while", { migrations }) });
+    // One service a database (see serving-claim.ts): the claim outlives this connection, for the workers.
+    const db = openDatabase(config.databaseFile, { claim: true, onUpgrade: (migrations) => log.info("upgrading the database; the service serves once this is done, which on a large one may take a while", { migrations }) });
     const first = bootstrap(db, config.bootstrapOrgName);
     // The token is in the database now and shown only this once, so it is printed whatever
     // happens next: at once where the address is known, else once listening (PORT=0), and

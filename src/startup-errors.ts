@@ -3,6 +3,7 @@ import Database from "better-sqlite3";
 import { isOutOfSpace } from "./store/errors.js";
 import { MetricsListenError } from "./metrics/endpoint.js";
 import { ForeignDatabaseError, NewerDatabaseError } from "./store/migrations.js";
+import { DatabaseClaimedError } from "./store/serving-claim.js";
 import { describeTlsFailure } from "./transport/tls-files.js";
 
 /** What a start needs from the configuration to explain its failures. */
@@ -31,6 +32,9 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     return `DATABASE_URL: ${at.databaseFile} was upgraded by a newer release of this service (${err.message}); run that release, or this one on a copy made before the upgrade`;
   }
   if (err instanceof MetricsListenError) return err.message;
+  if (err instanceof DatabaseClaimedError) {
+    return `DATABASE_URL: ${at.databaseFile} is served by another process already (another copy of this service, or an admin command that needs it alone, such as \`db restore\`): one database, one service; for more processes, set WORKERS`;
+  }
   if (err instanceof ForeignDatabaseError) {
     return `DATABASE_URL: ${at.databaseFile} is not a database of this service: ${err.message}; set DATABASE_URL to this service's database, or to a new file`;
   }
@@ -80,5 +84,5 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
 }
 
 function notWritable(databaseFile: string, code: string): string {
-  return `DATABASE_URL: ${databaseFile} cannot be opened for reading and writing (${code}): this user must be able to write the file, its folder, and its -wal and -shm files if they exist`;
+  return `DATABASE_URL: ${databaseFile} cannot be opened for reading and writing (${code}): this user must be able to write the file, its folder, and its -wal, -shm and .lock files if they exist`;
 }

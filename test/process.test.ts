@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -792,6 +792,56 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
     assert.equal(await inTime("exit on SIGTERM", state, () => exited), 0);
     assert.equal((state.out.match(/"msg":"stopped"/g) ?? []).length, 3, "both workers and the primary stopped");
     finish();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("one database, one service: a second service on the same file is refused at start, and a killed one leaves no claim behind", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-claim-"));
+  try {
+    // With workers, the primary holds the claim for them after closing its own connection.
+    const first = await startProcess(dir, { WORKERS: "2" });
+    t.after(() => stopIfRunning(first.child));
+    const dbFile = join(dir, "db", "s.db");
+    const lock = `${dbFile}.lock`;
+    assert.equal(statSync(lock).mode & 0o777, 0o600, "the claim file is this user's alone");
+
+    // Through a symbolic link too: the claim is on the file it names.
+    symlinkSync(dbFile, join(dir, "alias.db"));
+    for (const databaseUrl of [dbFile, join(dir, "alias.db")]) {
+      const second = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts"], {
+        env: { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: databaseUrl },
+        encoding: "utf8",
+        timeout: 30_000,
+      });
+      assert.equal(second.status, 1, second.stderr + second.stdout);
+      assert.match(second.stderr, /^startup error: DATABASE_URL: .* is served by another process already \(another copy of this service, or an admin command that needs it alone, such as `db restore`\): one database, one service; for more processes, set WORKERS\n$/);
+      assert.doesNotMatch(second.stdout, /listening|scmapi_/);
+    }
+
+    // Admin commands that need the database alone are refused at once; the others work beside it.
+    const admin = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", ...args], { env: { ...process.env, DATABASE_URL: dbFile }, encoding: "utf8" });
+    assert.equal(admin("db", "backup", join(dir, "backup.db")).status, 0);
+    for (const args of [["db", "page-size"], ["db", "restore", join(dir, "backup.db")]]) {
+      const refused = admin(...args);
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.equal(refused.stderr, "the database is in use by another process; stop the service first\n", args.join(" "));
+    }
+    assert.equal(admin("org", "list").status, 0);
+    assert.deepEqual(readdirSync(dir).sort(), ["alias.db", "backup.db", "db"]);
+    assert.deepEqual(readdirSync(join(dir, "db")).sort(), ["s.db", "s.db-shm", "s.db-wal", "s.db.lock"], "the refused restore left nothing behind");
+
+    // Killed, the primary's claim goes with it (its workers exit too): the next start serves.
+    first.child.kill("SIGKILL");
+    await first.exited;
+    for (let i = 0; i < 100 && childrenOf(first.child.pid!).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    const next = await startProcess(dir);
+    t.after(() => stopIfRunning(next.child));
+    const health = await fetch(`http://127.0.0.1:${next.port}/healthz`);
+    assert.equal(health.status, 200);
+    next.child.kill("SIGTERM");
+    assert.equal(await next.exited, 0);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

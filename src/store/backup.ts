@@ -25,6 +25,7 @@ import { DomainError } from "../domain/errors.js";
 import { databasePath, makeFolders, migrationsFolder } from "./database.js";
 import { isBusy, isOutOfSpace } from "./errors.js";
 import { knownMigrations, NewerDatabaseError } from "./migrations.js";
+import { claimFile, claimForCommand, inUse } from "./serving-claim.js";
 
 /** What a backup holds, read back from the copy itself once it is made. */
 export interface BackupSummary {
@@ -172,6 +173,8 @@ export function restoreDatabase(file: string, source: string): BackupSummary & R
   const heir = process.getuid?.() === 0 ? statSync(nearestFolder(folder)) : undefined;
   const madeFolders = fsCall(`cannot create the folder ${folder}`, () => makeFolders(folder));
   if (heir) for (const d of madeFolders) fsCall(`cannot give ${d} to its owner`, () => chownSync(d, heir.uid, heir.gid));
+  // Before the copy: a running service is found at once, and none can start until the restore is done.
+  const claim = claimForCommand(path);
   const before = statSync(path, { throwIfNoEntry: false }) ?? (heir && { mode: 0o600, uid: heir.uid, gid: heir.gid });
   const work = fsCall(`cannot write in ${folder}`, () => workFolder(folder, basename(path), "restoring"));
   const restoring = join(work, basename(path));
@@ -186,7 +189,8 @@ export function restoreDatabase(file: string, source: string): BackupSummary & R
     return { ...summary, ...replaced };
   } finally {
     removeOwn(work);
-    // A restore refused leaves no folder it made behind.
+    // A restore refused leaves nothing it made behind: neither its claim file nor a folder.
+    if (!placed && claim.made) rmSync(claimFile(path), { force: true });
     if (!placed) for (const d of madeFolders.reverse()) try { rmdirSync(d); } catch { /* not empty: keep it */ }
   }
 }
@@ -242,7 +246,7 @@ function replace(path: string, restoring: string): Replaced {
       // Leaving WAL mode needs the only connection: the service, if it runs, has another.
       old.pragma("journal_mode = DELETE");
     } catch (err) {
-      if (isBusy(err)) throw new DomainError("failed_precondition", "the database is in use by another process; stop the service first");
+      if (isBusy(err)) throw inUse();
       // Damaged past reading (the reason for a restore, perhaps): kept as it is.
     } finally {
       old.close();

@@ -10,6 +10,7 @@ import { GroupCommit, type GroupCommitOptions } from "./group-commit.js";
 import { applyMigrations, ForeignDatabaseError, refuseForeign } from "./migrations.js";
 import { ReadBatch } from "./read-batch.js";
 import * as schema from "./schema.js";
+import { claimDatabase, claimFile, claimForCommand, inUse } from "./serving-claim.js";
 
 export type Db = BetterSQLite3Database<typeof schema> & {
   $client: Database.Database;
@@ -57,6 +58,13 @@ export interface DatabaseOptions {
   sharedWithProcesses?: GroupCommitOptions["sharedWithProcesses"];
   /** How the WAL is synced off the event loop; tests hold it back. */
   syncWal?: GroupCommitOptions["syncWal"];
+  /**
+   * Claims the database for this process before anything changes it (see serving-claim.ts):
+   * throws DatabaseClaimedError while another process holds the claim, or for "command" (an
+   * admin command that needs the database alone) the `inUse` refusal. Held until the
+   * process exits, past this connection's close.
+   */
+  claim?: boolean | "command";
   /** Told before migrations are applied to a database that has some already (an upgrade), which may take a while. */
   onUpgrade?: (migrations: number) => void;
 }
@@ -79,6 +87,8 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     }
   }
   refuseForeignFile(file);
+  if (options.claim === "command") claimForCommand(databasePath(file));
+  else if (options.claim) claimDatabase(databasePath(file));
   const sqlite = new Database(file);
   // 2 KiB pages instead of 4: a create changes a few index pages at random places, and
   // each changed page is written whole to the WAL and again by the checkpoint, so smaller
@@ -175,14 +185,14 @@ export function databasePath(given: string): string {
 
 /**
  * Throws (EACCES, EPERM for an immutable file, EROFS) unless this process may write the
- * database, its folder (where SQLite makes the -wal and -shm files) and those files if
- * they exist. SQLite would open a file it may not write read-only without a word, and the
+ * database, its folder (where SQLite makes the -wal and -shm files, and the service its
+ * .lock) and those files if they exist. SQLite would open a file it may not write read-only without a word, and the
  * service would start and then fail every write; asking the kernel takes no lock, so a
  * worker starts as quickly while another writes.
  */
 export function requireWritable(given: string): void {
   const file = databasePath(given);
-  for (const path of [file, `${file}-wal`, `${file}-shm`]) {
+  for (const path of [file, `${file}-wal`, `${file}-shm`, claimFile(file)]) {
     try {
       accessSync(path, constants.R_OK | constants.W_OK);
     } catch (err) {
@@ -207,9 +217,7 @@ export function convertPageSize(db: Db): { from: number; to: number } {
     sqlite.pragma("journal_mode = DELETE");
   } catch (err) {
     // Leaving WAL mode needs the only connection: another process (the service) has one.
-    if (isBusy(err)) {
-      throw new DomainError("failed_precondition", "the database is in use by another process; stop the service first");
-    }
+    if (isBusy(err)) throw inUse();
     throw err;
   }
   try {

@@ -1,0 +1,100 @@
+import { closeSync, fchownSync, openSync, statSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import { DomainError } from "../domain/errors.js";
+import { isBusy } from "./errors.js";
+
+/** The database is claimed by another process: a running service, or an admin command that needs it alone. */
+export class DatabaseClaimedError extends Error {
+  constructor(readonly lockFile: string) {
+    super(`${lockFile} is held by another process`);
+    this.name = "DatabaseClaimedError";
+  }
+}
+
+/** The companion file whose lock stands for the claim on the database file at `path` (symbolic links followed). */
+export const claimFile = (path: string) => `${path}.lock`;
+
+/**
+ * Claims the database file at `path` (symbolic links followed, its folder made) for this
+ * process until it exits; throws DatabaseClaimedError while another process holds the claim.
+ * `made`: the claim file was made by this call.
+ *
+ * Two services on one file would each sync only their own commits, so each could show the
+ * other's before they are on disk, and neither would hear of the other's changes to tokens
+ * or runner keys. Workers are not a second service: their primary holds the claim for them.
+ *
+ * The claim is SQLite's exclusive lock on an empty companion file, `FILE.lock`, taken and
+ * never let go. It is a lock on an open file, so the kernel drops it when the process ends,
+ * however it ends: no stale claim survives a crash or SIGKILL, and no process id needs
+ * checking. It is the same kind of lock (fcntl) that SQLite's readers and writers of the
+ * database itself rely on, so it holds wherever they do.
+ */
+export function claimDatabase(path: string): { made: boolean } {
+  const file = claimFile(path);
+  for (;;) {
+    const made = makeClaimFile(path, file);
+    const inode = statSync(file).ino;
+    const conn = new Database(file, { timeout: 0 });
+    try {
+      // Kept after the transaction's first lock; the journal in memory, so no -journal file
+      // appears beside it (nothing is ever written).
+      conn.pragma("locking_mode = EXCLUSIVE");
+      conn.pragma("journal_mode = MEMORY");
+      conn.exec("BEGIN EXCLUSIVE");
+    } catch (err) {
+      conn.close();
+      if (isBusy(err)) throw new DatabaseClaimedError(file);
+      throw err;
+    }
+    // A lock on a file removed meanwhile (a refused restore takes away the one it made) is
+    // no claim: the next process would lock a new file of that name. Taken again then.
+    if (statSync(file, { throwIfNoEntry: false })?.ino === inode) {
+      held.push(conn);
+      return { made };
+    }
+    conn.close();
+  }
+}
+
+/**
+ * Makes the claim file unless it is there; true if made. This user's alone, as a new
+ * database is; made by root (an admin command), it goes to the database's owner (or its
+ * folder's), whom the service most likely runs as.
+ */
+function makeClaimFile(path: string, file: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(file, "wx", 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw err;
+  }
+  try {
+    if (process.getuid?.() === 0) {
+      const owner = statSync(path, { throwIfNoEntry: false }) ?? statSync(dirname(path));
+      fchownSync(fd, owner.uid, owner.gid);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return true;
+}
+
+// Referenced until the process exits, so that no collection closes them.
+const held: Database.Database[] = [];
+
+/** The refusal of an admin command that needs the database alone (restore, page-size) while the service runs. */
+export const inUse = () => new DomainError("failed_precondition", "the database is in use by another process; stop the service first");
+
+/**
+ * Claims the database for an admin command that needs it alone, so that a service cannot
+ * start under it: refused with `inUse` while the service (or another such command) runs.
+ */
+export function claimForCommand(path: string): { made: boolean } {
+  try {
+    return claimDatabase(path);
+  } catch (err) {
+    throw err instanceof DatabaseClaimedError ? inUse() : err;
+  }
+}
