@@ -16,7 +16,6 @@ import { RateLimiter, type RateLimit } from "./services/rate-limit.js";
 import type { Db } from "./store/database.js";
 import { startCheckpointer } from "./store/checkpointer.js";
 import { serviceSecret } from "./store/service-secrets.js";
-import { truncate } from "./domain/text.js";
 import { requestRecordKey, type RequestRecord } from "./transport/context.js";
 import { answerCors, type CorsOrigins } from "./transport/cors.js";
 import type { Deps } from "./transport/handlers/deps.js";
@@ -26,7 +25,7 @@ import { runnerConfigurationService } from "./transport/handlers/runner-configur
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
 import { noteGrpcStatus, sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
-import { answeredByNode, LOGGED_URL_CHARS, whenSocketCloses, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
+import { answeredByNode, loggedUrl, whenSocketCloses, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
 import { nodeAdapter } from "./transport/node-adapter.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
@@ -78,8 +77,6 @@ function headBytesSent(res: http.ServerResponse | http2.Http2ServerResponse): bo
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
-/** A request's path as log lines show it: cut to LOGGED_URL_CHARS, as node's refusals are. */
-const loggedPath = (path: string) => (path.length > LOGGED_URL_CHARS ? truncate(path, LOGGED_URL_CHARS) : path);
 
 export interface App {
   handler: NodeHandler;
@@ -213,7 +210,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     onWriteFailure: (req, reason) =>
       log.error("answer could not be written", {
         request_id: records.get(req)?.id,
-        procedure: loggedPath((req.url ?? "").split("?", 1)[0]!),
+        procedure: loggedUrl((req.url ?? "").split("?", 1)[0]!),
         error: reason instanceof Error ? reason.name : typeof reason,
         detail: reason instanceof Error ? reason.message : undefined,
       }),
@@ -239,7 +236,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       log.info("request", {
         request_id: id,
-        procedure: loggedPath(path),
+        procedure: loggedUrl(path),
         code,
         // null when nothing was answered (the client went, or shutdown cut the call off).
         http_status: queued ? null : (nodeStatus ?? (headBytesSent(res) ? res.statusCode : null)),

@@ -213,6 +213,12 @@ it("a method name a slip away from a served one is answered unimplemented with t
     await until("its line", () => s.logs.some((l) => l.includes('"http_status":404')));
     const line = JSON.parse(s.logs.find((l) => l.includes('"http_status":404'))!);
     assert.equal(line.procedure, `/${"p".repeat(199)}…`);
+    // A token put in the path by mistake is hidden, whole or cut (node's own refusals: limits.test.ts).
+    const tokens = [s.token, s.token.replace("scmapi_", "scmrun_"), s.token.slice(0, 20)];
+    for (const token of tokens) assert.equal((await fetch(`${s.url}/v1/${token}/x?a=${token}`, { method: "POST", body: "{}" })).status, 404);
+    await until("their lines", () => s.logs.filter((l) => l.includes("/v1/scm")).length === 3);
+    assert.deepEqual(s.logs.filter((l) => l.includes("/v1/scm")).map((l) => JSON.parse(l).procedure), ["/v1/scmapi_[hidden]/x", "/v1/scmrun_[hidden]/x", "/v1/scmapi_[hidden]/x"]);
+    assert.ok(!s.logs.some((l) => tokens.some((t) => l.includes(t))), "no token in any line");
   } finally {
     await s.close();
   }

@@ -119,6 +119,16 @@ export interface NodeAnswer {
  */
 export const LOGGED_URL_CHARS = 200;
 
+/**
+ * A URL (or path, or authority) as log lines show it: every token-shaped run hidden, since
+ * a client may put its token there by mistake and tokens are never logged, then cut to
+ * LOGGED_URL_CHARS.
+ */
+export const loggedUrl = (url: string): string => truncate(url.replace(TOKEN_LIKE, "$1[hidden]"), LOGGED_URL_CHARS);
+
+// A token's prefix and whatever follows it in the characters a token is made of (crypto/tokens.ts).
+const TOKEN_LIKE = /(scm(?:api|run)_)[A-Za-z0-9_-]*/g;
+
 /** Slow clients get these unless told otherwise (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS). */
 const DEFAULT_TIMEOUTS = { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 120_000 } as const;
 
@@ -207,7 +217,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   const refusedHeaderList = (req: http2.Http2ServerRequest): boolean => {
     if (!headerListTooLarge(req)) return false;
     // The path may be most of those bytes: it is cut for the log line.
-    const url = truncate(req.url ?? "", LOGGED_URL_CHARS);
+    const url = loggedUrl(req.url ?? "");
     onNodeAnswer?.({ status: null, code: "resource_exhausted", method: req.method ?? null, url, path: url.split("?", 1)[0]!, reason: `header list over ${MAX_HEADER_LIST_BYTES} bytes`, requestId: randomUUID() });
     return true;
   };
@@ -505,7 +515,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, waitM
  * closes the connection without a word. This is no proxy: 405, and the connection closes.
  */
 function refuseConnect(req: http.IncomingMessage, socket: net.Socket, waitMs: number, report: ((answer: NodeAnswer) => void) | undefined): void {
-  const url = truncate(req.url ?? "", LOGGED_URL_CHARS);
+  const url = loggedUrl(req.url ?? "");
   socket.on("error", () => socket.destroy());
   // Pipelined behind calls still being answered: written now, it would read as the first one's answer.
   if ((socket as { _httpMessage?: unknown })._httpMessage) {
@@ -523,7 +533,7 @@ function refuseStreamConnect(req: http2.Http2ServerRequest, res: http2.Http2Serv
   const requestId = randomUUID();
   res.writeHead(405, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false", "x-request-id": requestId });
   res.end(CONNECT_REFUSED);
-  const url = truncate(req.headers[":authority"] ?? "", LOGGED_URL_CHARS);
+  const url = loggedUrl(req.headers[":authority"] ?? "");
   report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served", requestId });
 }
 
@@ -614,7 +624,7 @@ function refusePlainHttp(socket: net.Socket, seen: Buffer, report: ((answer: Nod
   socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\nx-request-id: ${requestId}\r\n\r\n${PLAIN_REFUSED}`, () => socket.destroy());
   // The request line, as far as the bytes seen so far hold it.
   const [, method, target] = /^([A-Z]+) ([^ \r\n]*)/.exec(seen.subarray(0, 4096).toString("latin1")) ?? [];
-  const url = target === undefined ? null : truncate(target, LOGGED_URL_CHARS);
+  const url = target === undefined ? null : loggedUrl(target);
   report?.({ status: 400, code: "http_400", method: method ?? null, url, path: url?.split("?", 1)[0] ?? null, reason: "plain HTTP on the port that serves HTTPS", requestId });
 }
 
