@@ -312,6 +312,28 @@ describe("a runner's whole life", () => {
     const r = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: bad }, runnerToken);
     assert.equal(r.status, 400);
     const fields = [...r.body.message.matchAll(/(?:^|; )(config_schema[^:]*):/g)].map((m) => m[1]);
+    // Nor text that reads as something else: direction overrides, invisible characters, a
+    // carriage return that would write one line over another.
+    const hidden = {
+      version: "1\u202e2",
+      scm: [
+        { scmId: "gitea", name: "Gi\u200btea", pat: { description: "Use a read token\r\rUse an ADMIN token" } },
+        { scmId: "forgejo", name: "Forgejo", pat: { description: "fine\u2067 isolate" } },
+        // The joiner of an emoji sequence is fine.
+        { scmId: "gitlab", name: "\u{1f469}\u200d\u{1f4bb} GitLab", pat: { description: "line\r\nline" } },
+      ],
+    };
+    const hiddenRefused = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: hidden }, runnerToken);
+    assert.equal(hiddenRefused.status, 400);
+    assert.deepEqual(
+      hiddenRefused.body.details[0].debug.violations.map((x: any) => [x.field.elements.map((e: any) => e.fieldName + (e.index === undefined ? "" : `[${e.index}]`)).join("."), x.message]),
+      [
+        ["config_schema.version", "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces)"],
+        ["config_schema.scm[0].name", "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces)"],
+        ["config_schema.scm[0].pat.description", "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces) other than line breaks (\\n or \\r\\n) and tabs"],
+        ["config_schema.scm[1].pat.description", "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces) other than line breaks (\\n or \\r\\n) and tabs"],
+      ],
+    );
     assert.deepEqual(fields, [
       "config_schema.version",
       "config_schema.scm[0].default_hosts[1]",

@@ -32,6 +32,17 @@ export function hasControl(s: string): boolean {
 }
 
 /**
+ * Whether `s` has control characters, or characters that change how the text around them
+ * is shown, or are not shown at all: direction overrides, embeddings, isolates and marks,
+ * zero-width spaces, word joiners, byte-order marks. Text a runner publishes for admins to
+ * read may hold neither: a right-to-left override makes it read as something else. (The
+ * zero-width joiner of emoji sequences stays allowed.)
+ */
+export function hasControlOrHidden(s: string): boolean {
+  return /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]/.test(s);
+}
+
+/**
  * Whether `s` has whitespace (any Unicode space, not only ASCII), control characters, or
  * invisible format characters (zero-width spaces, direction marks), which no identifier-like
  * field may hold: an OAuth client id with a no-break space in it looks right to an admin and
