@@ -130,6 +130,9 @@ describe("CreateSCMIntegration over Connect JSON", () => {
       [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/tfs//x" }, "virtual_directory"],
       [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/" }, "virtual_directory"],
       [{ runnerId, scmId: "github", host: "git.example.com/a/%2e%2e", pat: true }, "host"],
+      [{ runnerId, scmId: "github", host: "github.com.", pat: true }, "host"],
+      // An OpenID issuer has no query.
+      [{ runnerId, scmId: "azuredevops_entra", host: "dev.azure.com/acme", oauthClientId: "c", oauthPlaintextClientSecret: "x", issuerUrl: "https://login.microsoftonline.com/t/v2.0?x=1" }, "issuer_url"],
     ];
     for (const [body, field] of cases) {
       const r = await call(s, CREATE, body);
@@ -140,6 +143,9 @@ describe("CreateSCMIntegration over Connect JSON", () => {
       assert.ok(detail.debug.violations.some((v: any) => v.field.elements[0].fieldName === field));
     }
     assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length, 0);
+    // A missing host is `required`, as every other missing field is; a bad one `host.valid`.
+    const ruleOf = async (host: string) => (await call(s, CREATE, { runnerId, scmId: "github", host, pat: true })).body.details[0].debug.violations[0].ruleId;
+    assert.deepEqual([await ruleOf(""), await ruleOf("github.com.")], ["required", "host.valid"]);
     const ok = await call(s, CREATE, { runnerId, scmId: "azuredevops_server", host: "tfs.example.com:8443/collection", pat: true, virtualDirectory: "/tfs" });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     // A virtual directory keeps its case and escapes, and loses a trailing slash, on

@@ -537,6 +537,9 @@ it("hosts are normalized and checked", () => {
   assert.deepEqual(normalizeHost("Bücher.de/tfs"), { ok: false, reason: '"bücher.de" is an international name: write it in its ASCII form (punycode), "xn--bcher-kva.de"' });
   assert.deepEqual(normalizeHost("xn--bcher-kva.de/tfs"), { ok: true, host: "xn--bcher-kva.de/tfs" });
   assert.deepEqual(normalizeHost("bü_cher.de"), { ok: false, reason: '"bü_cher.de" is not a valid host name or IP address' });
+  // A fully qualified name (a trailing dot) is the same host: refused, saying how to write it.
+  assert.deepEqual(normalizeHost("GitHub.com.:8443/x"), { ok: false, reason: 'must not end with a dot: give "github.com"' });
+  assert.deepEqual(normalizeHost("h..com"), { ok: false, reason: '"h..com" is not a valid host name or IP address' });
 });
 
 it("any bracketed address is refused or taken as the URL parser writes it, never thrown on", () => {

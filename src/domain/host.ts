@@ -82,6 +82,8 @@ function splitAuthority(authority: string): HostCheck {
       name = authority;
     }
     if (!isHostName(name)) {
+      // The fully qualified form of a name: the same host, but stored apart it would be a second integration for it.
+      if (name.endsWith(".") && isHostName(name.slice(0, -1))) return fail(`must not end with a dot: give "${name.slice(0, -1)}"`);
       // An international name is stored as DNS carries it, in its ASCII form, which is said.
       const ascii = /[^\x00-\x7f]/.test(name) ? domainToASCII(name) : "";
       if (ascii !== "" && isHostName(ascii)) return fail(`"${truncate(name)}" is an international name: write it in its ASCII form (punycode), "${ascii}"`);

@@ -77,7 +77,7 @@ export async function createScmIntegration(
   if (input.scmId === "") v.add("scm_id", "required", "is required");
   else if (input.scmId.length > MAX_SCM_ID) v.add("scm_id", "string.max_len", `must be at most ${MAX_SCM_ID} characters`);
   const host = normalizeHost(input.host);
-  if (!host.ok) v.add("host", "host.valid", host.reason);
+  if (!host.ok) v.add("host", input.host === "" ? "required" : "host.valid", host.reason);
   checkFieldShapes(v, { clientId, secret, issuerUrl, virtualDirectory });
   if (clientId === undefined && secret !== undefined) {
     v.add("oauth_client_id", "oauth.pair", "is required when oauth_plaintext_client_secret is set");
@@ -323,7 +323,8 @@ function checkFieldShapes(
     v.add("oauth_plaintext_client_secret", "string.max_bytes", `must be at most ${MAX_SECRET_BYTES} bytes`);
   }
   if (f.issuerUrl != null) {
-    const problem = httpsUrlProblem(f.issuerUrl);
+    // An OpenID issuer identifier has no query (nor fragment, which any URL here is refused).
+    const problem = httpsUrlProblem(f.issuerUrl) ?? (f.issuerUrl.includes("?") ? "must not include a query: an OpenID issuer is an https URL without one" : null);
     if (problem) v.add("issuer_url", "string.https_url", problem);
   }
   if (f.virtualDirectory != null) {
