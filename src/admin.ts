@@ -107,7 +107,7 @@ async function run(args: string[]): Promise<void> {
   // A path that names no database is a mistake (a typo, another working directory) for
   // anything but that first step: a new empty file there would take changes the service
   // never sees. The first step says where it made one, so a mistyped path shows.
-  const exists = existsSync(databaseFile);
+  const exists = databaseThere(databaseFile);
   if (!exists && !makesDatabase) {
     throw new UsageError(`DATABASE_URL: no database at ${databaseFile}; set DATABASE_URL to the service's database file (the service, or \`admin org create\`, creates it)`);
   }
@@ -133,11 +133,24 @@ async function run(args: string[]): Promise<void> {
 
 class UsageError extends Error {}
 
+/**
+ * Whether a file is at the database's path. A look that fails (a folder this user cannot
+ * search) is said as such, not taken for no database, as existsSync would.
+ */
+function databaseThere(databaseFile: string): boolean {
+  try {
+    return statSync(databaseFile, { throwIfNoEntry: false }) !== undefined;
+  } catch (err) {
+    const reason = describeStartupError(err, { databaseFile });
+    throw reason === null ? err : new UsageError(reason);
+  }
+}
+
 /** The backup's scheduling priority (nice), lower than the service's. */
 const BACKUP_NICENESS = 10;
 
 async function backup(databaseFile: string, target: string): Promise<void> {
-  if (!existsSync(databaseFile)) throw new UsageError(`DATABASE_URL: no database at ${databaseFile}; set DATABASE_URL to the service's database file`);
+  if (!databaseThere(databaseFile)) throw new UsageError(`DATABASE_URL: no database at ${databaseFile}; set DATABASE_URL to the service's database file`);
   try {
     // Reading it makes SQLite's -wal and -shm beside it when the service is not running:
     // made by a user who cannot write the database, they would keep the service from it.

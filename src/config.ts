@@ -257,9 +257,11 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
  * worker would get a database of its own, and every write would be gone at exit.
  */
 function databasePath(raw: string | undefined): string {
-  const value = raw?.trim();
+  let value = raw?.trim();
   if (!value) return "./data/scm-integrations.db";
   let path = value;
+  // A URL's scheme is read in any case (RFC 3986); the rest is taken as written.
+  if (/^file:/i.test(value)) value = `file:${value.slice("file:".length)}`;
   if (value.startsWith("file://")) {
     if (!URL.canParse(value)) throw new ConfigError(`DATABASE_URL is not a well-formed file: URL, got "${value}"`);
     const url = new URL(value);
@@ -304,5 +306,8 @@ function percentDecoded(path: string): string {
   }
   // SQLite would end the name at the NUL and open another file than the one named.
   if (decoded.includes("\0")) throw new ConfigError("DATABASE_URL must not hold %00");
+  // An escaped slash is part of a name in a URL, and no file name holds one: it would become
+  // a folder no one asked for.
+  if (/%2f/i.test(path)) throw new ConfigError("DATABASE_URL must not hold %2F: write a slash as it is");
   return decoded;
 }

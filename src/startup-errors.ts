@@ -61,6 +61,14 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
       break;
     case "mkdir":
       return `DATABASE_URL: cannot create the folder for ${at.databaseFile} (${code})`;
+    case "stat":
+    case "lstat":
+    case "realpath": // looking the database up (see databasePath)
+      // The file, a file beside it, or a folder on its way.
+      if (typeof path === "string" && (resolve(path).startsWith(resolve(at.databaseFile)) || resolve(at.databaseFile).startsWith(`${resolve(path)}/`))) {
+        return notFound(at.databaseFile, code);
+      }
+      break;
     case "listen":
     case "bind":
       if (code === "EADDRINUSE") return `PORT ${at.port}: ${where} is already in use`;
@@ -81,6 +89,16 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     if (which >= 0) return describeTlsFailure(Object.assign(err as Error, { setting: which === 0 ? "TLS_CERT_FILE" : "TLS_KEY_FILE" }));
   }
   return describeTlsFailure(err);
+}
+
+function notFound(databaseFile: string, code: string): string {
+  const why: Record<string, string> = {
+    EACCES: "this user must be able to search every folder on its path",
+    ENAMETOOLONG: "the name, or a part of it, is too long for the file system",
+    ELOOP: "symbolic links there point in a loop, or too many in a row",
+    ENOTDIR: "a part of the path is a file, not a folder",
+  };
+  return `DATABASE_URL: cannot look up ${databaseFile} (${code})${why[code] ? `: ${why[code]}` : ""}`;
 }
 
 function notWritable(databaseFile: string, code: string): string {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, linkSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -230,6 +230,8 @@ describe("admin db backup and restore", () => {
     const good = join(folder, "good.db");
     assert.equal((await admin(live, "db", "backup", good)).status, 0);
     writeFileSync(join(folder, "stale.db-wal"), "left by an earlier database of that name");
+    // Another name of the same file, whose -wal SQLite would look for beside that name.
+    linkSync(live, join(folder, "hard-link.db"));
     const state = () => readdirSync(folder).sort().map((f) => `${f}:${statSync(join(folder, f)).size}:${statSync(join(folder, f)).mtimeMs}`);
     const before = state();
 
@@ -244,6 +246,7 @@ describe("admin db backup and restore", () => {
       [["db", "restore", join(folder, "none.db")], /none\.db: no such file/],
       [["db", "restore", folder], /refusals is not a regular file/],
       [["db", "restore", live], /is the database itself/],
+      [["db", "restore", join(folder, "hard-link.db")], /hard-link\.db is the database itself/],
     ];
     // A copy whose table and index disagree (a byte of the organization's name changed
     // where it first appears): sound pages, so quick_check passes; integrity_check does not.
@@ -401,6 +404,50 @@ describe("admin db backup and restore, at the edges", () => {
     const owner = as(1001, join(out, "by-owner.db"));
     assert.equal(owner.status, 0, owner.stderr);
     assert.deepEqual(readdirSync(folder), ["scm.db"]);
+  });
+
+  it("run by root, the CLI's first database goes to the folder's owner; a folder the user cannot search is said as such, not taken for no database", async (t) => {
+    if (process.getuid?.() !== 0 || spawnSync("setpriv", ["--version"]).status !== 0) {
+      if (process.env.CI === "true") throw new Error("CI runs as root with setpriv (util-linux), which this test needs");
+      return t.skip("needs root and setpriv to run the CLI as other users");
+    }
+    if (spawnSync("setpriv", ["--reuid", "1002", "--regid", "65534", "--clear-groups", "test", "-r", join(process.cwd(), "src", "admin.ts")]).status !== 0) {
+      return t.skip(`other users cannot read this checkout (${process.cwd()}), so they cannot run its CLI`);
+    }
+    chmodSync(dir, 0o711);
+    const home = join(dir, "service-home");
+    mkdirSync(home);
+    chownSync(home, 1001, 65534);
+    // `sudo npm run admin -- org create` before the first start: folders and file made for the service's user.
+    const file = join(home, "data", "deeper", "scm.db");
+    const made = await admin(file, "org", "create", "acme");
+    assert.equal(made.status, 0, made.stderr);
+    for (const path of [join(home, "data"), join(home, "data", "deeper"), file]) {
+      assert.deepEqual([statSync(path).uid, statSync(path).gid], [1001, 65534], path);
+    }
+    const as = (uid: number, databaseFile: string, ...args: string[]) =>
+      spawnSync("setpriv", ["--reuid", String(uid), "--regid", "65534", "--clear-groups", process.execPath, "--import", "tsx", "src/admin.ts", ...args], {
+        env: { ...process.env, DATABASE_URL: databaseFile },
+        encoding: "utf8",
+      });
+    const listed = as(1001, file, "org", "list");
+    assert.equal(listed.status, 0, listed.stderr);
+    assert.match(listed.stdout, /^acme\t/);
+
+    // Another user, who cannot search the folder: the database is there, but out of reach.
+    chmodSync(home, 0o700);
+    for (const args of [["org", "list"], ["db", "backup", join(dir, "never.db")]]) {
+      const shut = as(1002, file, ...args);
+      assert.equal(shut.status, 2, shut.stderr);
+      assert.equal(shut.stderr, `DATABASE_URL: cannot look up ${file} (EACCES): this user must be able to search every folder on its path\n`);
+    }
+    const service = spawnSync("setpriv", ["--reuid", "1002", "--regid", "65534", "--clear-groups", process.execPath, "--import", "tsx", "src/main.ts"], {
+      env: { ...process.env, DATABASE_URL: file, PORT: "0", HOST: "127.0.0.1" },
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    assert.equal(service.status, 1, service.stderr);
+    assert.equal(service.stderr, `startup error: DATABASE_URL: cannot look up ${file} (EACCES): this user must be able to search every folder on its path\n`);
   });
 
   it("files SQLite left beside a database that is gone are moved aside, not read into the restored one", async () => {

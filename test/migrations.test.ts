@@ -225,16 +225,23 @@ describe("migrating a database another process migrates too", () => {
     openDatabase(file).$client.close();
     const newer = new Database(file);
     newer.prepare('INSERT INTO "__drizzle_migrations" ("hash", "created_at") VALUES (?, ?)').run("from-a-later-release", 4102444800000);
+    // Kept out of WAL mode, as the newer release might: the refusal must not switch it back.
+    newer.pragma("journal_mode = DELETE");
     newer.close();
+    const before = readFileSync(file);
     let refused: unknown;
+    let after: { bytes: Buffer; files: string[] };
     try {
       openDatabase(file).$client.close();
     } catch (err) {
       refused = err;
     } finally {
+      after = { bytes: readFileSync(file), files: readdirSync(dir) };
       rmSync(dir, { recursive: true, force: true });
     }
     assert.ok(refused instanceof NewerDatabaseError, String(refused));
+    assert.ok(after.bytes.equals(before), "the refused database is as it was");
+    assert.deepEqual(after.files, ["newer.db"], "no -wal or -shm left beside it");
     assert.match(describeStartupError(refused, { databaseFile: file }) ?? "", new RegExp(`^DATABASE_URL: ${file} was upgraded by a newer release of this service \\(the database has a migration of 2100-01-01T00:00:00.000Z, newer than any this release has`));
   });
 });

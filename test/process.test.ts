@@ -370,6 +370,10 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.equal(loadConfig({ DATABASE_URL: "file:///srv/my%20data/x.db" }).databaseFile, "/srv/my data/x.db");
   for (const bad of ["file:100%.db", "file:///srv/%zz.db"]) assert.throws(() => loadConfig({ DATABASE_URL: bad }), /^ConfigError: DATABASE_URL has a '%'/, bad);
   assert.throws(() => loadConfig({ DATABASE_URL: "file:///srv/x%00y.db" }), /^ConfigError: DATABASE_URL must not hold %00/);
+  // A scheme in any case is a scheme, not the start of a relative path; an escaped slash makes no folder.
+  assert.equal(loadConfig({ DATABASE_URL: "File:///srv/x.db" }).databaseFile, "/srv/x.db");
+  assert.equal(loadConfig({ DATABASE_URL: "FILE:data/x.db" }).databaseFile, "data/x.db");
+  for (const bad of ["file:///srv/a%2Fb.db", "file:a%2fb.db"]) assert.throws(() => loadConfig({ DATABASE_URL: bad }), /^ConfigError: DATABASE_URL must not hold %2F: write a slash as it is$/, bad);
   assert.throws(() => loadConfig({ DATABASE_URL: "file://[bad" }), /^ConfigError: DATABASE_URL is not a well-formed file: URL/);
   // A folder is no certificate, and a path that cannot be looked up is said so; a pipe (a
   // process substitution, a secrets tool) is taken.
@@ -480,6 +484,8 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       [{ DATABASE_URL: notADatabase }, /^startup error: DATABASE_URL: .*notes\.txt is not a SQLite database\n$/],
       [{ DATABASE_URL: foreign }, /^startup error: DATABASE_URL: .*other\.db is not a database of this service: it holds tables of something else \(notes\) and none of this service's; set DATABASE_URL to this service's database, or to a new file\n$/],
       [{ DATABASE_URL: join(dir, "file", "x.db") }, /^startup error: DATABASE_URL: cannot create the folder for .*\((EEXIST|ENOTDIR)\)\n$/],
+      [{ DATABASE_URL: join(dir, "file", "sub", "x.db") }, /^startup error: DATABASE_URL: cannot look up .*x\.db \(ENOTDIR\): a part of the path is a file, not a folder\n$/],
+      [{ DATABASE_URL: join(dir, `${"n".repeat(300)}.db`) }, /^startup error: DATABASE_URL: cannot look up .*nnn\.db \(ENAMETOOLONG\): the name, or a part of it, is too long for the file system\n$/],
       [{ DATABASE_URL: join(dir, "b.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert }, /^startup error: TLS_CERT_FILE does not hold a PEM certificate this service can use \(ERR_OSSL_/],
       // With workers, the one that cannot start stops the service instead of being forked again and again.
       [{ DATABASE_URL: join(dir, "c.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert, WORKERS: "2" }, /startup error: TLS_CERT_FILE does not hold a PEM certificate/],

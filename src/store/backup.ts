@@ -22,7 +22,7 @@ import {
 import { basename, dirname, join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { DomainError } from "../domain/errors.js";
-import { databasePath, makeFolders, migrationsFolder } from "./database.js";
+import { databasePath, makeFolders, migrationsFolder, nearestFolder } from "./database.js";
 import { isBusy, isOutOfSpace } from "./errors.js";
 import { knownMigrations, NewerDatabaseError } from "./migrations.js";
 import { claimFile, claimForCommand, inUse } from "./serving-claim.js";
@@ -165,8 +165,13 @@ export function restoreDatabase(file: string, source: string): BackupSummary & R
     }
     return real;
   });
-  const path = fsCall(`DATABASE_URL: cannot use ${file}`, () => databasePath(file));
-  if (path === from) throw new DomainError("invalid_argument", `${source} is the database itself`);
+  const { path, itself } = fsCall(`DATABASE_URL: cannot use ${file}`, () => {
+    const path = databasePath(file);
+    // By file, not name: a hard link to the database is the database too (its WAL beside the other name).
+    const [at, given] = [statSync(path, { throwIfNoEntry: false }), statSync(from)];
+    return { path, itself: path === from || (at !== undefined && at.dev === given.dev && at.ino === given.ino) };
+  });
+  if (itself) throw new DomainError("invalid_argument", `${source} is the database itself`);
   const folder = dirname(path);
   // Run as root where there is no database yet, what it makes goes to the owner of the
   // folder it goes in (the nearest that exists), whom the service most likely runs as.
@@ -334,12 +339,6 @@ export function abandonCopies(): void {
 }
 
 /** `folder`, or the nearest folder above it that exists. */
-function nearestFolder(folder: string): string {
-  let d = folder;
-  while (!existsSync(d) && dirname(d) !== d) d = dirname(d);
-  return d;
-}
-
 /** fsync of a file or a folder (a folder's, so that a rename in it is on disk). */
 function syncPath(path: string): void {
   const fd = openSync(path, "r");

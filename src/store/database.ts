@@ -1,13 +1,13 @@
-import { accessSync, closeSync, constants, existsSync, lstatSync, mkdirSync, openSync, readlinkSync, realpathSync } from "node:fs";
+import { accessSync, chownSync, closeSync, constants, existsSync, fchownSync, lstatSync, mkdirSync, openSync, readlinkSync, realpathSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { sql, type Placeholder } from "drizzle-orm";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { DomainError } from "../domain/errors.js";
-import { isBusy } from "./errors.js";
+import { isBusy, isOutOfSpace } from "./errors.js";
 import { GroupCommit, type GroupCommitOptions } from "./group-commit.js";
-import { applyMigrations, ForeignDatabaseError, refuseForeign } from "./migrations.js";
+import { applyMigrations, ForeignDatabaseError, knownMigrations, NewerDatabaseError, refuseForeign } from "./migrations.js";
 import { ReadBatch } from "./read-batch.js";
 import * as schema from "./schema.js";
 import { claimDatabase, claimFile, claimForCommand, inUse } from "./serving-claim.js";
@@ -77,13 +77,22 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   if (file !== ":memory:") {
     // A new database is this user's alone (SQLite gives its -wal and -shm the file's mode):
     // it holds the keys that sign page tokens and idempotency records. Existing files and
-    // folders keep the mode they were given.
-    makeFolders(dirname(file));
+    // folders keep the mode they were given. Made by root (`admin org create` before a first
+    // start, say), the file and the folders made for it go to the owner of the nearest folder
+    // that was there, whom the service most likely runs as; SQLite gives -wal and -shm the
+    // file's owner.
+    const heir = process.getuid?.() === 0 ? statSync(nearestFolder(dirname(file))) : undefined;
+    const madeFolders = makeFolders(dirname(file));
+    if (heir) for (const d of madeFolders) chownSync(d, heir.uid, heir.gid);
     requireWritable(file);
+    let made: number | undefined;
     try {
-      closeSync(openSync(file, "wx", 0o600));
+      made = openSync(file, "wx", 0o600);
+      if (heir) fchownSync(made, heir.uid, heir.gid);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    } finally {
+      if (made !== undefined) closeSync(made);
     }
   }
   refuseForeignFile(file);
@@ -137,7 +146,7 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
 }
 
 /**
- * Refuses another program's SQLite file before this service opens it to write: even the
+ * Refuses another program's SQLite file, or a newer release's, before this service opens it to write: even the
  * pragmas below change a file (journal_mode = WAL), and closing a connection that could
  * write copies a WAL another program left into it. Looked at through a read-only
  * connection, which never does. A file that cannot be opened so is left to the open
@@ -153,12 +162,21 @@ function refuseForeignFile(file: string): void {
   }
   try {
     refuseForeign(look, migrationsFolder());
+    // A newer release's too, before the pragmas below switch its journal or leave a WAL.
+    knownMigrations(look, migrationsFolder());
   } catch (err) {
     // Not a database at all (SQLITE_NOTADB) is the open's to report, as before.
-    if (err instanceof ForeignDatabaseError) throw err;
+    if (err instanceof ForeignDatabaseError || err instanceof NewerDatabaseError) throw err;
   } finally {
     look.close();
   }
+}
+
+/** The nearest folder that exists at or above `folder`. */
+export function nearestFolder(folder: string): string {
+  let d = folder;
+  while (!existsSync(d) && dirname(d) !== d) d = dirname(d);
+  return d;
 }
 
 /**
@@ -167,7 +185,8 @@ function refuseForeignFile(file: string): void {
  */
 export function makeFolders(dir: string): string[] {
   const missing: string[] = [];
-  for (let d = dir; !existsSync(d) && dirname(d) !== d; d = dirname(d)) missing.unshift(d);
+  // Not existsSync, which reads a folder on the way this user cannot search as missing.
+  for (let d = dir; !statSync(d, { throwIfNoEntry: false }) && dirname(d) !== d; d = dirname(d)) missing.unshift(d);
   // Nothing missing: a file in the folder's place still fails here (EEXIST), as it should.
   if (missing.length === 0) mkdirSync(dir, { recursive: true, mode: 0o700 });
   for (const d of missing) mkdirSync(d, { mode: 0o700 });
@@ -179,7 +198,8 @@ export function makeFolders(dir: string): string[] {
  * making the file it names) and keeps -wal and -shm beside the file it points to.
  */
 export function databasePath(given: string): string {
-  if (existsSync(given)) return realpathSync(given);
+  // Not existsSync, which reads a folder this user cannot search (EACCES) as no file.
+  if (statSync(given, { throwIfNoEntry: false })) return realpathSync(given);
   return lstatSync(given, { throwIfNoEntry: false })?.isSymbolicLink() ? resolve(dirname(given), readlinkSync(given)) : resolve(given);
 }
 
@@ -207,7 +227,7 @@ export function requireWritable(given: string): void {
  * Rewrites a database made with another page size in PAGE_SIZE pages (VACUUM, which can
  * change the size only outside WAL mode), for the admin CLI. It needs the database to
  * itself, so the service must be stopped, and room for a second copy of the file while it
- * runs. Returns the page size before and after.
+ * runs, in the temporary folder and beside the database. Returns the page size before and after.
  */
 export function convertPageSize(db: Db): { from: number; to: number } {
   const sqlite = db.$client;
@@ -223,6 +243,13 @@ export function convertPageSize(db: Db): { from: number; to: number } {
   try {
     sqlite.pragma(`page_size = ${PAGE_SIZE}`);
     sqlite.exec("VACUUM");
+  } catch (err) {
+    // VACUUM builds the copy in the temporary folder, then writes it back over the file.
+    const code = String((err as { code?: unknown }).code);
+    if (isOutOfSpace(code)) {
+      throw new DomainError("resource_exhausted", `out of disk space (${code}), nothing changed: the rewrite needs room for a copy of the database both in the temporary folder (TMPDIR, else /tmp) and on the database's own disk`);
+    }
+    throw err;
   } finally {
     sqlite.pragma("journal_mode = WAL");
   }
