@@ -302,8 +302,13 @@ async function supervise(config: Config, log: Logger): Promise<void> {
   cluster.on("exit", (worker, code, signal) => {
     holding.delete(worker.id);
     const started = listening.delete(worker.id);
-    // A worker whose own shutdown failed exits 1; so does the service then.
-    if (stopping && code !== 0 && code !== null) exitCode = 1;
+    // A worker whose own shutdown failed exits 1; so does the service then. So does one
+    // killed while it drained (the OOM killer, say): the calls it held were cut off, which
+    // a lone process's exit by that signal would have told its supervisor.
+    if (stopping && code !== 0) {
+      exitCode = 1;
+      if (signal !== null) log.error("a worker was killed while it drained; the calls it still held were cut off", { worker: worker.id, signal });
+    }
     if (!stopping && !started) {
       const now = Date.now();
       earlyDeaths.push(now);

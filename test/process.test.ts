@@ -806,6 +806,29 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
   }
 });
 
+it("WORKERS=2: a worker killed while it drains is logged, and the service exits 1", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-workers-killed-"));
+  try {
+    const { child, port, token, state, exited, watch } = await startProcess(dir, { WORKERS: "2" });
+    t.after(() => stopIfRunning(child));
+    for (let i = 0; i < 100 && (state.out.match(/"msg":"listening"/g) ?? []).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    // Calls on connections of their own, held open: whichever workers they reach drain until they end.
+    const held = Array.from({ length: 6 }, () => holdHttp1(port, token!, "{}", watch));
+    await Promise.all(held.map((h) => h.inFlight));
+    child.kill("SIGTERM");
+    await inTime("draining", state, async () => {
+      while (!state.out.includes('"msg":"shutting down"')) await new Promise((r) => setTimeout(r, 20));
+    });
+    for (const pid of childrenOf(child.pid!)) process.kill(pid, "SIGKILL");
+    const ends = await Promise.all(held.map((h) => h.finish().then(() => "answered", () => "cut off")));
+    assert.deepEqual(new Set(ends), new Set(["cut off"]));
+    assert.equal(await inTime("exit", state, () => exited), 1);
+    assert.match(state.out, /"level":"error","msg":"a worker was killed while it drained; the calls it still held were cut off","worker":\d,"signal":"SIGKILL"/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 it("one database, one service: a second service on the same file is refused at start, and a killed one leaves no claim behind", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "scm-claim-"));
   try {
