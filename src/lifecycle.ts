@@ -80,7 +80,7 @@ const STOP_GRACE_MS = 5000;
 // Workers sync their commits off the event loop as one process does; what a worker reads of
 // another's commits, it syncs itself before answering (group-commit.ts, `durable`).
 async function serve(config: Config, log: Logger, db = openDatabase(config.databaseFile, { sharedWithProcesses: cluster.isWorker })): Promise<void> {
-  if (cluster.isWorker) relayHalts(db);
+  if (cluster.isWorker) await relayHalts(db);
   let publicUrl = config.publicUrl;
   const app = createApp(db, log, {
     publicUrl: () => publicUrl,
@@ -192,26 +192,39 @@ function reloadCertificates(server: RunningServer, config: Config, log: Logger, 
 
 /**
  * Messages between the primary and its workers about a failed sync. A worker whose sync
- * failed says so; the primary tells every worker (and each one started later), so that the
- * whole service stops writing and reading, as one process does (see GroupCommit.halt).
- * The kernel would report the lost writeback to the other workers' own descriptors at
- * their next sync too, but only if they had the file open when it happened.
+ * failed says so; the primary tells every worker, so that the whole service stops writing
+ * and reading, as one process does (see GroupCommit.halt). The kernel would report the lost
+ * writeback to the other workers' own descriptors at their next sync too, but only if they
+ * had the file open when it happened.
+ *
+ * Before it serves, each worker asks whether that has happened, and the primary answers
+ * (`halt`, or `halt: null`). Node drops a message that comes before a process listens for
+ * messages, so a worker still starting when another failed could not have been told.
  */
 type HaltMessage = { halt: string };
 const isHaltMessage = (m: unknown): m is HaltMessage => typeof (m as HaltMessage | null)?.halt === "string";
+const HALT_ASKED = { haltAsked: true } as const;
+const NOT_HALTED = { halt: null } as const;
 
-/** The environment variable that starts a worker halted, when the primary knows of a failed sync. */
-const HALTED_ENV = "SCM_HALTED_BY";
+/** How long a worker waits for the primary's answer before it serves anyway (the primary answers at once). */
+const HALT_ANSWER_WAIT_MS = 5000;
 
-/** In a worker: tells the primary when this worker's sync fails, and halts when told another's did. */
-function relayHalts(db: Db): void {
-  // A worker started after the failure halts before it serves anything.
-  const before = process.env[HALTED_ENV];
-  if (before) db.halt(new Database.SqliteError(`another worker: ${haltCause(before)}`, before));
+/**
+ * In a worker: tells the primary when this worker's sync fails, and halts when told another's
+ * did. Settles once the primary has said whether one did already, so the worker serves nothing before.
+ */
+async function relayHalts(db: Db): Promise<void> {
   db.whenHalted((err) => process.send?.({ halt: String((err as { code?: unknown }).code ?? "SQLITE_IOERR_FSYNC") } satisfies HaltMessage));
+  let answered!: () => void;
+  const answer = new Promise<void>((resolve) => (answered = resolve));
   process.on("message", (m: unknown) => {
     if (isHaltMessage(m)) db.halt(new Database.SqliteError(`another worker: ${haltCause(m.halt)}`, m.halt));
+    if ((m as { halt?: unknown } | null)?.halt !== undefined) answered();
   });
+  process.send?.(HALT_ASKED);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([answer, new Promise<void>((resolve) => (timer = setTimeout(resolve, HALT_ANSWER_WAIT_MS)))]);
+  clearTimeout(timer);
 }
 
 /** Worker deaths before listening, within this window, after which the service gives up (when no other worker serves). */
@@ -240,7 +253,7 @@ async function supervise(config: Config, log: Logger): Promise<void> {
   // Always set, so that a value in the operator's environment never reaches a worker.
   const fork = () => {
     forks++;
-    return cluster.fork({ [HALTED_ENV]: halted ?? "" });
+    return cluster.fork();
   };
   // The metrics page is served here, from what the serving workers answer when asked; it
   // listens before any worker starts, so that a port it cannot have stops the start.
@@ -284,12 +297,11 @@ async function supervise(config: Config, log: Logger): Promise<void> {
     restartTries = 0;
     // Every worker listens on the same port, PORT=0 too: the first one tells it.
     showWelcome(publicUrlOn(config, address.port));
-    // Forked before the failure, it learns of it now (later ones are started halted).
-    if (halted) tell(worker, { halt: halted });
   });
   cluster.on("message", (worker, m: unknown) => {
     workerMetrics.onMessage(worker, m);
     if ((m as typeof SIGNALS_HELD | null)?.signalsHeld === true) holding.add(worker.id);
+    if ((m as typeof HALT_ASKED | null)?.haltAsked === true) return tell(worker, halted ? { halt: halted } : NOT_HALTED);
     if (!isHaltMessage(m) || halted) return;
     halted = m.halt;
     log.error(`a worker gave up the database (${haltCause(m.halt)}): every worker refuses calls until the service is restarted`, { worker: worker.id, code: m.halt });
@@ -297,8 +309,8 @@ async function supervise(config: Config, log: Logger): Promise<void> {
   });
   // A worker on its way out may have closed its channel already: without a callback, send
   // would report that as an 'error' event, which nothing handles, and stop the primary. A
-  // worker that goes is forked again halted anyway.
-  const tell = (worker: Worker, m: HaltMessage) => worker.send(m, () => {});
+  // worker that goes is told by its replacement's question anyway.
+  const tell = (worker: Worker, m: HaltMessage | typeof NOT_HALTED) => void worker.send(m, () => {});
   cluster.on("exit", (worker, code, signal) => {
     holding.delete(worker.id);
     const started = listening.delete(worker.id);

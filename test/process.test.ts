@@ -773,9 +773,7 @@ it("WORKERS=2: a failed sync in one worker stops every worker, and a worker star
 it("WORKERS=2 serves one port from two processes sharing the database, and drains both on SIGTERM", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "scm-workers-"));
   try {
-    // The variable through which the primary starts a worker halted, set in the operator's
-    // environment: it halts neither worker.
-    const { child, port, token, state, exited, watch, finish } = await startProcess(dir, { WORKERS: "2", SCM_HALTED_BY: "SQLITE_IOERR_FSYNC" });
+    const { child, port, token, state, exited, watch, finish } = await startProcess(dir, { WORKERS: "2" });
     t.after(() => stopIfRunning(child));
     for (let i = 0; i < 100 && (state.out.match(/"msg":"listening"/g) ?? []).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
     const listening = [...state.out.matchAll(/"msg":"listening","address":"[^"]*:(\d+)"[^\n]*"worker":(\d+)/g)];
