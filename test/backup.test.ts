@@ -3,7 +3,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, chownSync, existsSync, linkSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { after, before, describe, it, type TestContext } from "node:test";
 import Database from "better-sqlite3";
 import { newKeyPair, open } from "../src/crypto/sealed-box.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
@@ -49,6 +49,34 @@ function admin(databaseFile: string, ...args: string[]): Promise<{ status: numbe
   child.stdout.on("data", (d) => (stdout += d));
   child.stderr.on("data", (d) => (stderr += d));
   return new Promise((resolve) => child.once("close", (status) => resolve({ status, stdout, stderr })));
+}
+
+/**
+ * Skips `t` and answers true unless this checkout can be run as other users: as root, with
+ * setpriv (util-linux; CI has both), from a folder they may read.
+ */
+function cannotRunAsOthers(t: TestContext): boolean {
+  if (process.getuid?.() !== 0 || spawnSync("setpriv", ["--version"]).status !== 0) {
+    if (process.env.CI === "true") throw new Error("CI runs as root with setpriv (util-linux), which this test needs");
+    t.skip("needs root and setpriv to run the CLI as other users");
+    return true;
+  }
+  // Where the checkout lies in a folder closed to them (a home folder of mode 0700, say),
+  // they cannot, whoever runs the tests.
+  if (spawnSync("setpriv", ["--reuid", "1002", "--regid", "65534", "--clear-groups", "test", "-r", join(process.cwd(), "src", "admin.ts")]).status !== 0) {
+    t.skip(`other users cannot read this checkout (${process.cwd()}), so they cannot run its CLI`);
+    return true;
+  }
+  return false;
+}
+
+/** `script` of this checkout (the CLI or the service) run to its end as user `uid` of group 65534, with `env` added. */
+function asUser(uid: number, script: string, env: Record<string, string>, ...args: string[]) {
+  return spawnSync("setpriv", ["--reuid", String(uid), "--regid", "65534", "--clear-groups", process.execPath, "--import", "tsx", script, ...args], {
+    env: { ...process.env, ...env },
+    encoding: "utf8",
+    timeout: 30_000,
+  });
 }
 
 /** Every request and answer here goes through this; each service's files and log, and each backup, are scanned with it. */
@@ -371,15 +399,7 @@ describe("admin db backup and restore, at the edges", () => {
 
   it("a backup by a user who may read the database but not write beside it is refused, leaving no -wal or -shm the service could not use", async (t) => {
     // As two other users: the service's (1001, owning the database) and a reader in its group.
-    if (process.getuid?.() !== 0 || spawnSync("setpriv", ["--version"]).status !== 0) {
-      if (process.env.CI === "true") throw new Error("CI runs as root with setpriv (util-linux), which this test needs");
-      return t.skip("needs root and setpriv to run the CLI as other users");
-    }
-    // The other users run this checkout's CLI: where it lies in a folder closed to them (a
-    // home folder of mode 0700, say), they cannot, whoever runs the tests.
-    if (spawnSync("setpriv", ["--reuid", "1002", "--regid", "65534", "--clear-groups", "test", "-r", join(process.cwd(), "src", "admin.ts")]).status !== 0) {
-      return t.skip(`other users cannot read this checkout (${process.cwd()}), so they cannot run its CLI`);
-    }
+    if (cannotRunAsOthers(t)) return;
     chmodSync(dir, 0o711); // mkdtemp's 0700 would keep the other users out of everything
     const folder = join(dir, "shared");
     mkdirSync(folder);
@@ -392,11 +412,7 @@ describe("admin db backup and restore, at the edges", () => {
     chownSync(live, 1001, 65534);
     chmodSync(folder, 0o750);
     chmodSync(live, 0o640);
-    const as = (uid: number, target: string) =>
-      spawnSync("setpriv", ["--reuid", String(uid), "--regid", "65534", "--clear-groups", process.execPath, "--import", "tsx", "src/admin.ts", "db", "backup", target], {
-        env: { ...process.env, DATABASE_URL: live },
-        encoding: "utf8",
-      });
+    const as = (uid: number, target: string) => asUser(uid, "src/admin.ts", { DATABASE_URL: live }, "db", "backup", target);
     const reader = as(1002, join(out, "by-reader.db"));
     assert.equal(reader.status, 2, reader.stderr);
     assert.match(reader.stderr, /this user cannot write .*scm\.db or beside it \(EACCES\); run `db backup` as the service's user/);
@@ -407,13 +423,7 @@ describe("admin db backup and restore, at the edges", () => {
   });
 
   it("run by root, the CLI's first database goes to the folder's owner; a folder the user cannot search is said as such, not taken for no database", async (t) => {
-    if (process.getuid?.() !== 0 || spawnSync("setpriv", ["--version"]).status !== 0) {
-      if (process.env.CI === "true") throw new Error("CI runs as root with setpriv (util-linux), which this test needs");
-      return t.skip("needs root and setpriv to run the CLI as other users");
-    }
-    if (spawnSync("setpriv", ["--reuid", "1002", "--regid", "65534", "--clear-groups", "test", "-r", join(process.cwd(), "src", "admin.ts")]).status !== 0) {
-      return t.skip(`other users cannot read this checkout (${process.cwd()}), so they cannot run its CLI`);
-    }
+    if (cannotRunAsOthers(t)) return;
     chmodSync(dir, 0o711);
     const home = join(dir, "service-home");
     mkdirSync(home);
@@ -425,11 +435,7 @@ describe("admin db backup and restore, at the edges", () => {
     for (const path of [join(home, "data"), join(home, "data", "deeper"), file]) {
       assert.deepEqual([statSync(path).uid, statSync(path).gid], [1001, 65534], path);
     }
-    const as = (uid: number, databaseFile: string, ...args: string[]) =>
-      spawnSync("setpriv", ["--reuid", String(uid), "--regid", "65534", "--clear-groups", process.execPath, "--import", "tsx", "src/admin.ts", ...args], {
-        env: { ...process.env, DATABASE_URL: databaseFile },
-        encoding: "utf8",
-      });
+    const as = (uid: number, databaseFile: string, ...args: string[]) => asUser(uid, "src/admin.ts", { DATABASE_URL: databaseFile }, ...args);
     const listed = as(1001, file, "org", "list");
     assert.equal(listed.status, 0, listed.stderr);
     assert.match(listed.stdout, /^acme\t/);
@@ -441,11 +447,7 @@ describe("admin db backup and restore, at the edges", () => {
       assert.equal(shut.status, 2, shut.stderr);
       assert.equal(shut.stderr, `DATABASE_URL: cannot look up ${file} (EACCES): this user must be able to search every folder on its path\n`);
     }
-    const service = spawnSync("setpriv", ["--reuid", "1002", "--regid", "65534", "--clear-groups", process.execPath, "--import", "tsx", "src/main.ts"], {
-      env: { ...process.env, DATABASE_URL: file, PORT: "0", HOST: "127.0.0.1" },
-      encoding: "utf8",
-      timeout: 30_000,
-    });
+    const service = asUser(1002, "src/main.ts", { DATABASE_URL: file, PORT: "0", HOST: "127.0.0.1" });
     assert.equal(service.status, 1, service.stderr);
     assert.equal(service.stderr, `startup error: DATABASE_URL: cannot look up ${file} (EACCES): this user must be able to search every folder on its path\n`);
   });
