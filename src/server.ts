@@ -124,7 +124,7 @@ export function routes(deps: Deps, isHealthy: () => boolean) {
     // Health takes no token, so anyone's body is read: no compression (a few bytes inflated
     // to 1 MiB of nesting or of unknown fields cost 150 to 250 ms of CPU each) and 1 KiB at
     // most (its request is one service name), so that it holds next to nothing of the body budget.
-    router.service(Health, healthService(isHealthy), { readMaxBytes: HEALTH_MAX_BYTES, acceptCompression: [] });
+    router.service(Health, healthService(isHealthy, [RunnerService, RunnerConfigurationService, RunnerInteractionService, Health].map((d) => d.typeName)), { readMaxBytes: HEALTH_MAX_BYTES, acceptCompression: [] });
     // Reflection takes no token either, and its questions are a name each: the same care, and
     // a bound on each stream's questions (reflection.ts) and on its life (REFLECTION_STREAM_MS).
     const [v1, v1alpha] = reflectionServices([RunnerService, RunnerConfigurationService, RunnerInteractionService, Health, ...REFLECTION_SERVICES]);
@@ -256,6 +256,8 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       });
       res.once("close", unwatch);
     }
+    // HTTP/1.1 requires Host (RFC 9112), health checks too; an HTTP/1.0 one (a load balancer's) may go without.
+    if (!("stream" in req) && req.httpVersion === "1.1" && req.headers.host === undefined) return refuseAuthority(res);
     if (corsOrigins !== null && answerCors(corsOrigins, req, res)) return;
     if (req.url === "/healthz" || req.url?.startsWith("/healthz?")) {
       // A query (a load balancer's cache buster) changes nothing; other methods are told which to use.
@@ -271,11 +273,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     }
     // connect-node builds a URL from the Host header (or :authority) before any of our
     // code runs, and throws out of the handler when it is missing or malformed.
-    if (!validAuthority(req)) {
-      res.writeHead(400, { "content-type": "text/plain; charset=utf-8" });
-      res.end("missing or malformed Host header\n");
-      return;
-    }
+    if (!validAuthority(req)) return refuseAuthority(res);
     const unserved = unservedGrpc(req.headers["content-type"]);
     if (unserved !== undefined) {
       res.writeHead(415, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
@@ -494,6 +492,11 @@ function editDistance(a: string, b: string, cap: number): number {
     row = next;
   }
   return Math.min(row[b.length]!, cap);
+}
+
+function refuseAuthority(res: http.ServerResponse | http2.Http2ServerResponse): void {
+  res.writeHead(400, { "content-type": "text/plain; charset=utf-8" });
+  res.end("missing or malformed Host header\n");
 }
 
 function validAuthority(req: http.IncomingMessage | http2.Http2ServerRequest): boolean {

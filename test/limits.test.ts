@@ -941,6 +941,38 @@ describe("requests node answers before the handler", () => {
     assert.deepEqual([lines.at(-1)?.code, lines.at(-1)?.http_status, lines.at(-1)?.procedure], ["http_405", 405, "example.com:443"]);
   });
 
+  it("an Expect other than 100-continue is answered 417 and logged, over HTTP/1.1 and HTTP/2; a request without Host 400 and logged", async () => {
+    const before = (await nodeAnswerLines(s, 0)).length;
+    const r = await slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), "POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", "");
+    assert.match(r.response, /^HTTP\/1\.1 417 /);
+    const session = http2.connect(s.url);
+    const h2Status = await new Promise<[number, string]>((resolve, reject) => {
+      const stream = session.request({ ":method": "POST", ":path": "/healthz", expect: "something-else" });
+      stream.on("response", (h) => resolve([Number(h[":status"]), String(h["x-request-id"])]));
+      stream.on("error", reject);
+      stream.end();
+    });
+    session.close();
+    assert.equal(h2Status[0], 417);
+    const lines = await nodeAnswerLines(s, before + 2);
+    assert.deepEqual(lines.slice(-2).map((l) => [l.code, l.http_status, l.procedure, l.reason]), [
+      ["http_417", 417, "/gitpod.v1.RunnerService/ListRunners", "an Expect other than 100-continue"],
+      ["http_417", 417, "/healthz", "an Expect other than 100-continue"],
+    ]);
+    assert.equal(headerOf(r.response, "x-request-id"), lines.at(-2)?.request_id);
+    assert.equal(h2Status[1], lines.at(-1)?.request_id);
+
+    // HTTP/1.1 without Host: the handler's 400, with its id and line (node's own had neither).
+    const noHost = await slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", "");
+    assert.match(noHost.response, /^HTTP\/1\.1 400 [^]*\r\n\r\n[^]*missing or malformed Host header\n/);
+    const id = headerOf(noHost.response, "x-request-id");
+    await until("its line", () => s.logs.some((l) => l.includes(`"request_id":"${id}"`)));
+    assert.match(s.logs.find((l) => l.includes(`"request_id":"${id}"`))!, /"http_status":400/);
+    // HTTP/1.0 needs none: a load balancer's health check may send none.
+    const old = await slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), "GET /healthz HTTP/1.0\r\n\r\n", "");
+    assert.match(old.response, /^HTTP\/1\.1 200 [^]*\r\n\r\nok\n$/);
+  });
+
   it("CONNECT is answered 405 and logged", async () => {
     const before = (await nodeAnswerLines(s, 0)).length;
     // A token in its place by mistake is not logged (nor anywhere in a URL a line shows).

@@ -35,8 +35,13 @@ describe("every protocol reaches the same port", () => {
         configs.createSCMIntegration({ runnerId: runner!.runnerId, scmId: "bitbucket", host: "bitbucket.org", pat: true }),
         (e) => ConnectError.from(e).code === Code.AlreadyExists,
       );
-      const health = await createClient(Health, transport).check({});
-      assert.equal(health.status, HealthCheckResponse_ServingStatus.SERVING);
+      const healthClient = createClient(Health, transport);
+      assert.equal((await healthClient.check({})).status, HealthCheckResponse_ServingStatus.SERVING);
+      assert.equal((await healthClient.check({ service: "gitpod.v1.RunnerConfigurationService" })).status, HealthCheckResponse_ServingStatus.SERVING);
+      // The health protocol answers a service it does not know NOT_FOUND.
+      for (const service of ["gitpod.v1.Nonsense", "bogus"]) {
+        await assert.rejects(healthClient.check({ service }), (e) => ConnectError.from(e).code === Code.NotFound && ConnectError.from(e).rawMessage.startsWith(`unknown service "${service}"`));
+      }
     });
   }
 

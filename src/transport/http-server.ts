@@ -301,6 +301,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     });
     secure.on("session", (s) => trackSession(s));
     secure.on("checkContinue", continueOrRefuse);
+    secure.on("checkExpectation", (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => refuseExpectation(req, res, onNodeAnswer));
     // Its HTTP/1.1 side (allowHTTP1) reports parser errors here, as the plain server does.
     secure.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, requestTimeoutMs, onNodeAnswer));
     // CONNECT comes here from both sides: an HTTP/1.1 socket, or an HTTP/2 stream and its response.
@@ -323,13 +324,16 @@ export function listen(handler: NodeHandler, port: number, host: string, options
       },
     };
   } else {
-    h1 = http.createServer({ ...h1Timeouts, IncomingMessage: Http1Request, ServerResponse: Http1Response }, counted);
+    // A request without Host goes to the handler, which answers it 400 with a log line (node's own 400 has none).
+    h1 = http.createServer({ ...h1Timeouts, requireHostHeader: false, IncomingMessage: Http1Request, ServerResponse: Http1Response }, counted);
     const h2 = http2.createServer({ settings, Http2ServerRequest: Http2Request, Http2ServerResponse: Http2Response }, counted);
     h2.setTimeout(idleTimeoutMs);
     h2.on("timeout", closeIdleSession);
     h2.on("session", (s) => trackSession(s));
     h1.on("checkContinue", continueOrRefuse);
     h2.on("checkContinue", continueOrRefuse);
+    h1.on("checkExpectation", (req: http.IncomingMessage, res: http.ServerResponse) => refuseExpectation(req, res, onNodeAnswer));
+    h2.on("checkExpectation", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => refuseExpectation(req, res, onNodeAnswer));
     h1.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, requestTimeoutMs, onNodeAnswer));
     h1.on("connect", (req: http.IncomingMessage, socket: net.Socket) => refuseConnect(req, socket, requestTimeoutMs, onNodeAnswer));
     h2.on("connect", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => refuseStreamConnect(req, res, onNodeAnswer));
@@ -527,6 +531,20 @@ function refuseConnect(req: http.IncomingMessage, socket: net.Socket, waitMs: nu
   socket.end(`HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${CONNECT_REFUSED.length}\r\nx-should-retry: false\r\nx-request-id: ${requestId}\r\n\r\n${CONNECT_REFUSED}`, () => socket.destroy());
   report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served", requestId });
 }
+
+/**
+ * A request that expects something other than `100-continue`: 417, as RFC 9110 allows and
+ * node would answer by itself, but with a request id, a log line and a count.
+ */
+function refuseExpectation(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, report: ((answer: NodeAnswer) => void) | undefined): void {
+  const requestId = randomUUID();
+  res.writeHead(417, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false", "x-request-id": requestId });
+  res.end(EXPECTATION_REFUSED);
+  const url = loggedUrl(req.url ?? "");
+  report?.({ status: 417, code: "http_417", method: req.method ?? null, url, path: url.split("?", 1)[0]!, reason: "an Expect other than 100-continue", requestId });
+}
+
+const EXPECTATION_REFUSED = "expectation failed: this service knows only Expect: 100-continue\n";
 
 /** An HTTP/2 CONNECT stream: node hands it to the same event, with a response of its own. */
 function refuseStreamConnect(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, report: ((answer: NodeAnswer) => void) | undefined): void {
