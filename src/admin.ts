@@ -5,7 +5,7 @@ import { ConfigError, loadDatabaseFile } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, listOrganizations, revokeApiToken } from "./services/accounts.js";
 import { abandonCopies, backupDatabase, restoreDatabase, type BackupSummary } from "./store/backup.js";
-import { convertPageSize, migrationsFolder, openDatabase, requireWritable, type Db } from "./store/database.js";
+import { convertPageSize, databasePath, migrationsFolder, openDatabase, refuseLinked, requireWritable, type Db } from "./store/database.js";
 import { isBusy } from "./store/errors.js";
 import { knownMigrations, NewerDatabaseError } from "./store/migrations.js";
 import { describeStartupError } from "./startup-errors.js";
@@ -158,6 +158,13 @@ async function backup(databaseFile: string, target: string): Promise<void> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? "error";
     throw new UsageError(`DATABASE_URL: this user cannot write ${databaseFile} or beside it (${code}); run \`db backup\` as the service's user (or root), since reading the database writes SQLite's -wal and -shm files there`);
+  }
+  // Through another name of the file, SQLite would read another WAL than the service's.
+  try {
+    refuseLinked(databasePath(databaseFile));
+  } catch (err) {
+    const reason = describeStartupError(err, { databaseFile });
+    throw reason === null ? err : new UsageError(reason);
   }
   const source = new Database(databaseFile, { fileMustExist: true });
   // Interrupted, the copy is removed: a hidden file the size of the database is not left behind.

@@ -260,8 +260,12 @@ function databasePath(raw: string | undefined): string {
   let value = raw?.trim();
   if (!value) return "./data/scm-integrations.db";
   let path = value;
-  // A URL's scheme is read in any case (RFC 3986); the rest is taken as written.
-  if (/^file:/i.test(value)) value = `file:${value.slice("file:".length)}`;
+  // A URL's scheme is read in any case (RFC 3986). Before 2026-12-06 only `file:` was, and
+  // `FILE:x.db` named a file of that very name: one kept so is not swapped for a new one.
+  if (/^file:/i.test(value) && !value.startsWith("file:")) {
+    if (existsSync(value)) throw new ConfigError(`DATABASE_URL: "${value}" is read as a file: URL now (its scheme in any case), while a file of that very name holds a database: set DATABASE_URL=./${value} to keep using it`);
+    value = `file:${value.slice("file:".length)}`;
+  }
   if (value.startsWith("file://")) {
     if (!URL.canParse(value)) throw new ConfigError(`DATABASE_URL is not a well-formed file: URL, got "${value}"`);
     const url = new URL(value);

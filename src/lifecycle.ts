@@ -250,7 +250,6 @@ async function supervise(config: Config, log: Logger): Promise<void> {
   const earlyDeaths: number[] = [];
   let restartTries = 0;
   let forks = 0;
-  // Always set, so that a value in the operator's environment never reaches a worker.
   const fork = () => {
     forks++;
     return cluster.fork();
@@ -316,8 +315,9 @@ async function supervise(config: Config, log: Logger): Promise<void> {
     const started = listening.delete(worker.id);
     // A worker whose own shutdown failed exits 1; so does the service then. So does one
     // killed while it drained (the OOM killer, say): the calls it held were cut off, which
-    // a lone process's exit by that signal would have told its supervisor.
-    if (stopping && code !== 0) {
+    // a lone process's exit by that signal would have told its supervisor. (One still
+    // starting, not yet listening, is ended by the signal passed on: it held no calls.)
+    if (stopping && code !== 0 && (signal === null || started)) {
       exitCode = 1;
       if (signal !== null) log.error("a worker was killed while it drained; the calls it still held were cut off", { worker: worker.id, signal });
     }

@@ -25,7 +25,7 @@ import { runnerConfigurationService } from "./transport/handlers/runner-configur
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
 import { noteGrpcStatus, sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
-import { answeredByNode, loggedUrl, whenSocketCloses, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
+import { answeredByNode, hasTokenShape, loggedUrl, whenSocketCloses, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
 import { nodeAdapter } from "./transport/node-adapter.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
@@ -218,7 +218,8 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
 
   const handler: NodeHandler = (req, res) => {
     const incoming = req.headers["x-request-id"];
-    const id = typeof incoming === "string" && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    // A client's own id, unless it looks like a token (sent there by mistake, it would be logged).
+    const id = typeof incoming === "string" && REQUEST_ID.test(incoming) && !hasTokenShape(incoming) ? incoming : randomUUID();
     const record: RequestRecord = { id, code: undefined };
     if (repeatsAuthorization(req.rawHeaders)) record.repeatedAuthorization = true;
     records.set(req, record);

@@ -3,6 +3,7 @@ import Database from "better-sqlite3";
 import { isOutOfSpace } from "./store/errors.js";
 import { MetricsListenError } from "./metrics/endpoint.js";
 import { ForeignDatabaseError, NewerDatabaseError } from "./store/migrations.js";
+import { LinkedDatabaseError } from "./store/database.js";
 import { DatabaseClaimedError } from "./store/serving-claim.js";
 import { describeTlsFailure } from "./transport/tls-files.js";
 
@@ -32,6 +33,9 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     return `DATABASE_URL: ${at.databaseFile} was upgraded by a newer release of this service (${err.message}); run that release, or this one on a copy made before the upgrade`;
   }
   if (err instanceof MetricsListenError) return err.message;
+  if (err instanceof LinkedDatabaseError) {
+    return `DATABASE_URL: ${at.databaseFile} has ${err.links} names (hard links to one file): SQLite keeps a WAL beside each name, so what is written through one is lost to the others; remove the other names (copies are made with \`admin db backup\`)`;
+  }
   if (err instanceof DatabaseClaimedError) {
     return `DATABASE_URL: ${at.databaseFile} is served by another process already (another copy of this service, or an admin command that needs it alone, such as \`db restore\`): one database, one service; for more processes, set WORKERS`;
   }
@@ -102,5 +106,7 @@ function notFound(databaseFile: string, code: string): string {
 }
 
 function notWritable(databaseFile: string, code: string): string {
+  // A name that fits, but not with -wal, -shm or .lock after it.
+  if (code === "ENAMETOOLONG") return notFound(databaseFile, code);
   return `DATABASE_URL: ${databaseFile} cannot be opened for reading and writing (${code}): this user must be able to write the file, its folder, and its -wal, -shm and .lock files if they exist`;
 }

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, symlinkSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
 import Database from "better-sqlite3";
 import { newKeyPair, open } from "../src/crypto/sealed-box.js";
 import { createLogger } from "../src/log.js";
+import { databaseFamilies } from "../src/metrics/figures.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
 import { createApp } from "../src/server.js";
 import { openDatabase, type DatabaseOptions, type Db } from "../src/store/database.js";
@@ -601,6 +602,10 @@ describe("a database file this process may not write", () => {
         try {
           db.$client.exec("UPDATE service_secrets SET name = name");
           assert.ok(existsSync(join(data, `${name}-wal`)), `${name}: SQLite keeps its WAL beside the file the link points to`);
+          assert.equal(statSync(join(data, name)).mode & 0o777, 0o600, `${name}: made through the link, still this user's alone`);
+          // The metrics look for the WAL where SQLite keeps it.
+          const wal = databaseFamilies(join(etc, name)).find((f) => f.name === "scm_database_wal_bytes");
+          assert.equal(wal?.samples[0]?.value, statSync(join(data, `${name}-wal`)).size);
         } finally {
           db.$client.close();
         }

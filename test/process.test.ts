@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -14,6 +14,7 @@ import { loadConfig } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { openDatabase } from "../src/store/database.js";
+import { claimDatabase, DatabaseClaimedError } from "../src/store/serving-claim.js";
 import { readTlsFiles } from "../src/transport/tls-files.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
 import { hasOpen } from "./harness.js";
@@ -374,6 +375,18 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.equal(loadConfig({ DATABASE_URL: "File:///srv/x.db" }).databaseFile, "/srv/x.db");
   assert.equal(loadConfig({ DATABASE_URL: "FILE:data/x.db" }).databaseFile, "data/x.db");
   for (const bad of ["file:///srv/a%2Fb.db", "file:a%2fb.db"]) assert.throws(() => loadConfig({ DATABASE_URL: bad }), /^ConfigError: DATABASE_URL must not hold %2F: write a slash as it is$/, bad);
+  // Before, `FILE:x.db` named a file of that very name: one kept so is not swapped for a new database.
+  const cwd = process.cwd();
+  const here = mkdtempSync(join(tmpdir(), "scm-scheme-"));
+  try {
+    process.chdir(here);
+    writeFileSync("FILE:kept.db", "");
+    assert.throws(() => loadConfig({ DATABASE_URL: "FILE:kept.db" }), /^ConfigError: DATABASE_URL: "FILE:kept\.db" is read as a file: URL now \(its scheme in any case\), while a file of that very name holds a database: set DATABASE_URL=\.\/FILE:kept\.db to keep using it$/);
+    assert.equal(loadConfig({ DATABASE_URL: "./FILE:kept.db" }).databaseFile, "./FILE:kept.db");
+  } finally {
+    process.chdir(cwd);
+    rmSync(here, { recursive: true, force: true });
+  }
   assert.throws(() => loadConfig({ DATABASE_URL: "file://[bad" }), /^ConfigError: DATABASE_URL is not a well-formed file: URL/);
   // A folder is no certificate, and a path that cannot be looked up is said so; a pipe (a
   // process substitution, a secrets tool) is taken.
@@ -827,6 +840,42 @@ it("WORKERS=2: a worker killed while it drains is logged, and the service exits 
   }
 });
 
+it("WORKERS=2 stopped while its workers still start exits 0: a worker ended by the signal before it listened held no calls", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-workers-early-"));
+  try {
+    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env: { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: join(dir, "s.db"), WORKERS: "2" }, stdio: ["ignore", "pipe", "pipe"] });
+    t.after(() => stopIfRunning(child));
+    const state = { out: "", err: "" };
+    child.stdout.on("data", (d) => (state.out += d));
+    child.stderr.on("data", (d) => (state.err += d));
+    const exited = new Promise<number | null>((r) => child.once("exit", r));
+    // Both workers forked, and still loading (under tsx, for hundreds of ms): no handler of theirs takes the signal yet.
+    await inTime("the workers forked", state, async () => {
+      while (childrenOf(child.pid!).length < 2) await new Promise((r) => setTimeout(r, 5));
+    });
+    child.kill("SIGTERM");
+    assert.equal(await inTime("exit", state, () => exited), 0, state.out + state.err);
+    assert.doesNotMatch(state.out, /killed while it drained/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("the claim file takes the database's mode, and a second claim in one process is refused as in another", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-claim-mode-"));
+  try {
+    const file = join(dir, "shared.db");
+    openDatabase(file).$client.close();
+    // Shared with a group: whoever may use the database may claim it.
+    chmodSync(file, 0o660);
+    claimDatabase(file);
+    assert.equal(statSync(`${file}.lock`).mode & 0o777, 0o660);
+    assert.throws(() => claimDatabase(file), (err) => err instanceof DatabaseClaimedError);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 it("one database, one service: a second service on the same file is refused at start, and a killed one leaves no claim behind", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "scm-claim-"));
   try {
@@ -859,6 +908,20 @@ it("one database, one service: a second service on the same file is refused at s
       assert.equal(refused.stderr, "the database is in use by another process; stop the service first\n", args.join(" "));
     }
     assert.equal(admin("org", "list").status, 0);
+
+    // Another name of the file (a hard link) would have a WAL of its own, and a claim of its
+    // own: refused, by the service and by the CLI, as soon as there are two names.
+    const second = join(dir, "hard.db");
+    linkSync(dbFile, second);
+    const linked = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts"], { env: { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: second }, encoding: "utf8", timeout: 30_000 });
+    assert.equal(linked.status, 1, linked.stderr);
+    assert.equal(linked.stderr, `startup error: DATABASE_URL: ${second} has 2 names (hard links to one file): SQLite keeps a WAL beside each name, so what is written through one is lost to the others; remove the other names (copies are made with \`admin db backup\`)\n`);
+    for (const args of [["org", "list"], ["db", "backup", join(dir, "never.db")]]) {
+      const refused = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", ...args], { env: { ...process.env, DATABASE_URL: second }, encoding: "utf8" });
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.match(refused.stderr, /has 2 names \(hard links to one file\)/);
+    }
+    rmSync(second);
     assert.deepEqual(readdirSync(dir).sort(), ["alias.db", "backup.db", "db"]);
     assert.deepEqual(readdirSync(join(dir, "db")).sort(), ["s.db", "s.db-shm", "s.db-wal", "s.db.lock"], "the refused restore left nothing behind");
 

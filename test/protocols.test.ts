@@ -220,10 +220,17 @@ it("a method name a slip away from a served one is answered unimplemented with t
     assert.equal(line.procedure, `/${"p".repeat(199)}…`);
     // A token put in the path by mistake is hidden, whole or cut (node's own refusals: limits.test.ts).
     const tokens = [s.token, s.token.replace("scmapi_", "scmrun_"), s.token.slice(0, 20)];
-    for (const token of tokens) assert.equal((await fetch(`${s.url}/v1/${token}/x?a=${token}`, { method: "POST", body: "{}" })).status, 404);
-    await until("their lines", () => s.logs.filter((l) => l.includes("/v1/scm")).length === 3);
-    assert.deepEqual(s.logs.filter((l) => l.includes("/v1/scm")).map((l) => JSON.parse(l).procedure), ["/v1/scmapi_[hidden]/x", "/v1/scmrun_[hidden]/x", "/v1/scmapi_[hidden]/x"]);
-    assert.ok(!s.logs.some((l) => tokens.some((t) => l.includes(t))), "no token in any line");
+    const written = [...tokens, s.token.replace("_", "%5F"), s.token.replace("scmapi", "SCMAPI")];
+    for (const token of written) assert.equal((await fetch(`${s.url}/v1/${token}/x?a=${token}`, { method: "POST", body: "{}" })).status, 404);
+    await until("their lines", () => s.logs.filter((l) => /\/v1\/scm/i.test(l)).length === 5);
+    assert.deepEqual(s.logs.filter((l) => /\/v1\/scm/i.test(l)).map((l) => JSON.parse(l).procedure), ["/v1/scmapi_[hidden]/x", "/v1/scmrun_[hidden]/x", "/v1/scmapi_[hidden]/x", "/v1/scmapi%5F[hidden]/x", "/v1/SCMAPI_[hidden]/x"]);
+    // Nor as a request id, which a client may choose (and would otherwise be logged as sent).
+    const asId = await fetch(`${s.url}/healthz`, { headers: { "x-request-id": s.token } });
+    assert.notEqual(asId.headers.get("x-request-id"), s.token);
+    assert.equal((await fetch(`${s.url}/healthz`, { headers: { "x-request-id": "client-chosen.1" } })).headers.get("x-request-id"), "client-chosen.1");
+    const secretPart = (t: string) => t.slice("scmapi_".length);
+    await until("the health lines", () => s.logs.filter((l) => l.includes('"procedure":"/healthz"')).length >= 2);
+    assert.ok(!s.logs.some((l) => written.some((t) => l.includes(secretPart(t).slice(0, 12)))), "no token, or its secret part, in any line");
   } finally {
     await s.close();
   }

@@ -319,6 +319,9 @@ describe("a runner's whole life", () => {
       scm: [
         { scmId: "gitea", name: "Gi\u200btea", pat: { description: "Use a read token\r\rUse an ADMIN token" } },
         { scmId: "forgejo", name: "Forgejo", pat: { description: "fine\u2067 isolate" } },
+        // Every other format character too (tag characters spell invisible text), and separators.
+        { scmId: "gitea2", name: "Gi\u{e0041}tea", pat: { description: "one\u2028two" } },
+        { scmId: "gitea3", name: "Soft\u00adhyphen" },
         // The joiner of an emoji sequence is fine.
         { scmId: "gitlab", name: "\u{1f469}\u200d\u{1f4bb} GitLab", pat: { description: "line\r\nline" } },
       ],
@@ -332,6 +335,10 @@ describe("a runner's whole life", () => {
         ["config_schema.scm[0].name", "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces)"],
         ["config_schema.scm[0].pat.description", "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces) other than line breaks (\\n or \\r\\n) and tabs"],
         ["config_schema.scm[1].pat.description", "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces) other than line breaks (\\n or \\r\\n) and tabs"],
+        ["config_schema.scm[2].name", "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces)"],
+        ["config_schema.scm[2].pat.description", "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces) other than line breaks (\\n or \\r\\n) and tabs"],
+        ["config_schema.scm[3].name", "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces)"],
+        ["config_schema.scm[3]", "must offer at least one authentication method: send oauth, pat or both"],
       ],
     );
     assert.deepEqual(fields, [

@@ -1,5 +1,6 @@
 import { statSync } from "node:fs";
 import { performance } from "node:perf_hooks";
+import { databasePath } from "../store/database.js";
 import type { RunningServer } from "../transport/http-server.js";
 import { single, type Family } from "./exposition.js";
 
@@ -22,8 +23,14 @@ export function processFamilies(): Family[] {
   ];
 }
 
-/** The sizes of the database file and its WAL (0 while there is none). */
-export function databaseFamilies(file: string): Family[] {
+/** The sizes of the database file and its WAL (0 while there is none), which SQLite keeps beside the file a symbolic link names. */
+export function databaseFamilies(given: string): Family[] {
+  let file = given;
+  try {
+    file = databasePath(given);
+  } catch {
+    // sizes of 0 below
+  }
   const size = (path: string) => {
     try {
       return statSync(path, { throwIfNoEntry: false })?.size ?? 0;

@@ -33,13 +33,14 @@ export function hasControl(s: string): boolean {
 
 /**
  * Whether `s` has control characters, or characters that change how the text around them
- * is shown, or are not shown at all: direction overrides, embeddings, isolates and marks,
- * zero-width spaces, word joiners, byte-order marks. Text a runner publishes for admins to
- * read may hold neither: a right-to-left override makes it read as something else. (The
- * zero-width joiner of emoji sequences stays allowed.)
+ * is shown, or are not shown at all: every format character (direction overrides, embeddings,
+ * isolates and marks, zero-width spaces, word joiners, byte-order marks, soft hyphens, tag
+ * characters), line and paragraph separators, the blank Hangul fillers, and lone surrogates.
+ * Text a runner publishes for admins to read may hold none: a right-to-left override makes
+ * it read as something else. The zero-width joiner of emoji sequences stays allowed.
  */
 export function hasControlOrHidden(s: string): boolean {
-  return /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]/.test(s);
+  return /[\p{Cc}\p{Cs}\u2028\u2029\u115f\u1160\u3164\uffa0]|(?!\u200d)\p{Cf}/u.test(s);
 }
 
 /**

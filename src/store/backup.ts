@@ -338,7 +338,6 @@ export function abandonCopies(): void {
   for (const path of [...own]) removeOwn(path);
 }
 
-/** `folder`, or the nearest folder above it that exists. */
 /** fsync of a file or a folder (a folder's, so that a rename in it is on disk). */
 function syncPath(path: string): void {
   const fd = openSync(path, "r");

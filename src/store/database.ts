@@ -10,7 +10,7 @@ import { GroupCommit, type GroupCommitOptions } from "./group-commit.js";
 import { applyMigrations, ForeignDatabaseError, knownMigrations, NewerDatabaseError, refuseForeign } from "./migrations.js";
 import { ReadBatch } from "./read-batch.js";
 import * as schema from "./schema.js";
-import { claimDatabase, claimFile, claimForCommand, inUse } from "./serving-claim.js";
+import { claimDatabase, claimForCommand, inUse } from "./serving-claim.js";
 
 export type Db = BetterSQLite3Database<typeof schema> & {
   $client: Database.Database;
@@ -81,13 +81,17 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     // start, say), the file and the folders made for it go to the owner of the nearest folder
     // that was there, whom the service most likely runs as; SQLite gives -wal and -shm the
     // file's owner.
-    const heir = process.getuid?.() === 0 ? statSync(nearestFolder(dirname(file))) : undefined;
-    const madeFolders = makeFolders(dirname(file));
+    // The file a symbolic link names, one still dangling too: made through the link, O_EXCL
+    // would refuse it and SQLite make it with the umask's mode.
+    const path = databasePath(file);
+    refuseLinked(path);
+    const heir = process.getuid?.() === 0 ? statSync(nearestFolder(dirname(path))) : undefined;
+    const madeFolders = makeFolders(dirname(path));
     if (heir) for (const d of madeFolders) chownSync(d, heir.uid, heir.gid);
     requireWritable(file);
     let made: number | undefined;
     try {
-      made = openSync(file, "wx", 0o600);
+      made = openSync(path, "wx", 0o600);
       if (heir) fchownSync(made, heir.uid, heir.gid);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
@@ -172,6 +176,25 @@ function refuseForeignFile(file: string): void {
   }
 }
 
+/** The database file has other names (hard links), `links` in all. */
+export class LinkedDatabaseError extends Error {
+  constructor(readonly links: number) {
+    super(`the file has ${links} names (hard links)`);
+    this.name = "LinkedDatabaseError";
+  }
+}
+
+/**
+ * Throws LinkedDatabaseError when the file at `path` has other names. SQLite keeps the WAL
+ * (and its index) beside the name it opened, so through two names of one file there are two
+ * WALs: what is written through one is not seen through the other, and their checkpoints
+ * write over each other's pages. It would also get past the claim, which is by name.
+ */
+export function refuseLinked(path: string): void {
+  const found = statSync(path, { throwIfNoEntry: false });
+  if (found?.isFile() && found.nlink > 1) throw new LinkedDatabaseError(found.nlink);
+}
+
 /** The nearest folder that exists at or above `folder`. */
 export function nearestFolder(folder: string): string {
   let d = folder;
@@ -205,14 +228,14 @@ export function databasePath(given: string): string {
 
 /**
  * Throws (EACCES, EPERM for an immutable file, EROFS) unless this process may write the
- * database, its folder (where SQLite makes the -wal and -shm files, and the service its
- * .lock) and those files if they exist. SQLite would open a file it may not write read-only without a word, and the
+ * database, its folder (where SQLite makes the -wal and -shm files) and those files if
+ * they exist. (The claim's .lock is left to the claim: commands that take none need not write it.) SQLite would open a file it may not write read-only without a word, and the
  * service would start and then fail every write; asking the kernel takes no lock, so a
  * worker starts as quickly while another writes.
  */
 export function requireWritable(given: string): void {
   const file = databasePath(given);
-  for (const path of [file, `${file}-wal`, `${file}-shm`, claimFile(file)]) {
+  for (const path of [file, `${file}-wal`, `${file}-shm`]) {
     try {
       accessSync(path, constants.R_OK | constants.W_OK);
     } catch (err) {

@@ -1,4 +1,4 @@
-import { closeSync, fchownSync, openSync, statSync } from "node:fs";
+import { closeSync, existsSync, fchmodSync, fchownSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { DomainError } from "../domain/errors.js";
@@ -34,8 +34,16 @@ export function claimDatabase(path: string): { made: boolean } {
   const file = claimFile(path);
   for (;;) {
     const made = makeClaimFile(path, file);
-    const inode = statSync(file).ino;
-    const conn = new Database(file, { timeout: 0 });
+    // Gone already (see below): made again.
+    const inode = statSync(file, { throwIfNoEntry: false })?.ino;
+    if (inode === undefined) continue;
+    let conn: Database.Database;
+    try {
+      conn = new Database(file, { timeout: 0, fileMustExist: true });
+    } catch (err) {
+      if ((err as { code?: unknown }).code === "SQLITE_CANTOPEN" && !existsSync(file)) continue;
+      throw err;
+    }
     try {
       // Kept after the transaction's first lock; the journal in memory, so no -journal file
       // appears beside it (nothing is ever written).
@@ -58,9 +66,10 @@ export function claimDatabase(path: string): { made: boolean } {
 }
 
 /**
- * Makes the claim file unless it is there; true if made. This user's alone, as a new
- * database is; made by root (an admin command), it goes to the database's owner (or its
- * folder's), whom the service most likely runs as.
+ * Makes the claim file unless it is there; true if made. It takes the database's mode, as
+ * SQLite's -wal and -shm do (this user's alone where there is no database yet), so whoever
+ * may use the database may claim it; made by root (an admin command), it goes to the
+ * database's owner (or its folder's), whom the service most likely runs as.
  */
 function makeClaimFile(path: string, file: string): boolean {
   let fd: number;
@@ -71,8 +80,10 @@ function makeClaimFile(path: string, file: string): boolean {
     throw err;
   }
   try {
+    const database = statSync(path, { throwIfNoEntry: false });
+    if (database) fchmodSync(fd, database.mode & 0o666);
     if (process.getuid?.() === 0) {
-      const owner = statSync(path, { throwIfNoEntry: false }) ?? statSync(dirname(path));
+      const owner = database ?? statSync(dirname(path));
       fchownSync(fd, owner.uid, owner.gid);
     }
   } finally {

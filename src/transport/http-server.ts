@@ -126,8 +126,13 @@ export const LOGGED_URL_CHARS = 200;
  */
 export const loggedUrl = (url: string): string => truncate(url.replace(TOKEN_LIKE, "$1[hidden]"), LOGGED_URL_CHARS);
 
-// A token's prefix and whatever follows it in the characters a token is made of (crypto/tokens.ts).
-const TOKEN_LIKE = /(scm(?:api|run)_)[A-Za-z0-9_-]*/g;
+/** Whether `s` holds something shaped like a token (a client's request id may not be logged then). */
+export const hasTokenShape = (s: string): boolean => TOKEN_SHAPE.test(s);
+
+// A token's prefix, in any case, its `_` perhaps percent-encoded, and whatever follows it in
+// the characters a token is made of (crypto/tokens.ts) or percent escapes.
+const TOKEN_LIKE = /(scm(?:api|run)(?:_|%5f))(?:[A-Za-z0-9_-]|%[0-9a-f]{2})*/gi;
+const TOKEN_SHAPE = /scm(?:api|run)(?:_|%5f)/i;
 
 /** Slow clients get these unless told otherwise (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS). */
 const DEFAULT_TIMEOUTS = { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 120_000 } as const;
