@@ -139,7 +139,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
       const haltedBy = db.haltedBy();
       if (haltedBy === null) db.$client.close();
       else log.warn(`database left unclosed (${haltCause((haltedBy as { code?: unknown }).code)}); SQLite recovers from the files at the next start`);
-      // Served through the drain, so that what it cut off can be seen.
+      // Served through the drain, where what is still in flight shows.
       metricsEndpoint?.close();
     } catch (err) {
       log.error("shutdown failed", { error: err instanceof Error ? err.name : typeof err, detail: err instanceof Error ? err.message : undefined });
@@ -303,7 +303,7 @@ async function supervise(config: Config, log: Logger): Promise<void> {
     if ((m as typeof HALT_ASKED | null)?.haltAsked === true) return tell(worker, halted ? { halt: halted } : NOT_HALTED);
     if (!isHaltMessage(m) || halted) return;
     halted = m.halt;
-    log.error(`a worker gave up the database (${haltCause(m.halt)}): every worker refuses calls until the service is restarted`, { worker: worker.id, code: m.halt });
+    log.error(`a worker gave up the database (${haltCause(m.halt)}): every worker refuses calls until the service is restarted`, { about_worker: worker.id, code: m.halt });
     for (const other of Object.values(cluster.workers ?? {})) if (other && other !== worker) tell(other, m);
   });
   // A worker on its way out may have closed its channel already: without a callback, send
@@ -319,7 +319,7 @@ async function supervise(config: Config, log: Logger): Promise<void> {
     // starting, not yet listening, is ended by the signal passed on: it held no calls.)
     if (stopping && code !== 0 && (signal === null || started)) {
       exitCode = 1;
-      if (signal !== null) log.error("a worker was killed while it drained; the calls it still held were cut off", { worker: worker.id, signal });
+      if (signal !== null) log.error("a worker was killed while it drained; the calls it still held were cut off", { about_worker: worker.id, signal });
     }
     if (!stopping && !started) {
       const now = Date.now();
@@ -329,23 +329,23 @@ async function supervise(config: Config, log: Logger): Promise<void> {
         // The others serve: what stops this one (certificate files caught mid-renewal,
         // memory tight for a moment) may pass, and stopping would end their serving too.
         const retryMs = Math.min(RESTART_WAIT.maxMs, RESTART_WAIT.firstMs * 2 ** restartTries++);
-        log.error("a worker could not start; the others serve on, and another is started later", { worker: worker.id, code, signal, retry_in_ms: retryMs });
+        log.error("a worker could not start; the others serve on, and another is started later", { about_worker: worker.id, code, signal, retry_in_ms: retryMs });
         setTimeout(() => {
           if (!stopping) fork();
         }, retryMs);
         return;
       }
       if (signal === null || earlyDeaths.length >= EARLY_DEATHS.limit) {
-        log.error("a worker could not start; stopping the service", { worker: worker.id, code, signal, deaths_before_listening: earlyDeaths.length });
+        log.error("a worker could not start; stopping the service", { about_worker: worker.id, code, signal, deaths_before_listening: earlyDeaths.length });
         exitCode = 1;
         stop("SIGTERM", "a worker could not start");
       } else {
-        log.error("a worker died while starting; starting another", { worker: worker.id, code, signal });
+        log.error("a worker died while starting; starting another", { about_worker: worker.id, code, signal });
         fork();
         return;
       }
     } else if (!stopping) {
-      log.error("worker exited; starting another", { worker: worker.id, code, signal });
+      log.error("worker exited; starting another", { about_worker: worker.id, code, signal });
       fork();
       return;
     }

@@ -225,6 +225,12 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     records.set(req, record);
     res.setHeader("x-request-id", id);
     const started = process.hrtime.bigint();
+    // The end of the answer, which may come well before the request's close: a stream whose
+    // client keeps its side open past the answer (reflection at its deadline) closes later.
+    let answered: bigint | undefined;
+    // (HTTP/2's compatibility response says "finish" only at the close; its stream's own
+    // writable side finishes with the answer.)
+    ("stream" in res ? res.stream : res).once("finish", () => (answered = process.hrtime.bigint()));
     let logged = false;
     // `queued`: an HTTP/1.1 answer whose connection closed before it was its turn; none of it went out.
     const logLine = (queued = false) => {
@@ -234,7 +240,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       const nodeStatus = answeredByNode(res);
       const path = (req.url ?? "").split("?")[0]!;
       const code = queued ? "canceled" : loggedCode(res, record, nodeStatus);
-      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      const ms = Number((answered ?? process.hrtime.bigint()) - started) / 1e6;
       log.info("request", {
         request_id: id,
         procedure: loggedUrl(path),

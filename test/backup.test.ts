@@ -258,8 +258,6 @@ describe("admin db backup and restore", () => {
     const good = join(folder, "good.db");
     assert.equal((await admin(live, "db", "backup", good)).status, 0);
     writeFileSync(join(folder, "stale.db-wal"), "left by an earlier database of that name");
-    // Another name of the same file, whose -wal SQLite would look for beside that name.
-    linkSync(live, join(folder, "hard-link.db"));
     const state = () => readdirSync(folder).sort().map((f) => `${f}:${statSync(join(folder, f)).size}:${statSync(join(folder, f)).mtimeMs}`);
     const before = state();
 
@@ -274,7 +272,6 @@ describe("admin db backup and restore", () => {
       [["db", "restore", join(folder, "none.db")], /none\.db: no such file/],
       [["db", "restore", folder], /refusals is not a regular file/],
       [["db", "restore", live], /is the database itself/],
-      [["db", "restore", join(folder, "hard-link.db")], /hard-link\.db is the database itself/],
     ];
     // A copy whose table and index disagree (a byte of the organization's name changed
     // where it first appears): sound pages, so quick_check passes; integrity_check does not.
@@ -328,6 +325,19 @@ describe("admin db backup and restore", () => {
       assert.doesNotMatch(r.stderr, /\n {4}at /, "a line, not a stack trace");
     }
     assert.deepEqual(state(), before, "no file was made, changed or left behind");
+
+    // Another name of the database (a hard link), whose -wal SQLite would look for beside that
+    // name: it is the database itself, and while it is there the database is not backed up either.
+    const link = join(folder, "hard-link.db");
+    linkSync(live, link);
+    const linkedRestore = await admin(live, "db", "restore", link);
+    assert.equal(linkedRestore.status, 2, linkedRestore.stderr);
+    assert.match(linkedRestore.stderr, /hard-link\.db is the database itself/);
+    const linkedBackup = await admin(live, "db", "backup", join(dir, "of-linked.db"));
+    assert.equal(linkedBackup.status, 2, linkedBackup.stderr);
+    assert.match(linkedBackup.stderr, /has 2 names \(hard links to one file\)/);
+    rmSync(link);
+    assert.deepEqual(state(), before);
 
     // A backup of a database a newer release migrated is for that release's CLI to make.
     const fromNewer = await admin(newer, "db", "backup", join(dir, "from-newer.db"));

@@ -496,7 +496,7 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
     const cases: [Record<string, string>, RegExp][] = [
       [{ DATABASE_URL: notADatabase }, /^startup error: DATABASE_URL: .*notes\.txt is not a SQLite database\n$/],
       [{ DATABASE_URL: foreign }, /^startup error: DATABASE_URL: .*other\.db is not a database of this service: it holds tables of something else \(notes\) and none of this service's; set DATABASE_URL to this service's database, or to a new file\n$/],
-      [{ DATABASE_URL: join(dir, "file", "x.db") }, /^startup error: DATABASE_URL: cannot create the folder for .*\((EEXIST|ENOTDIR)\)\n$/],
+      [{ DATABASE_URL: join(dir, "file", "x.db") }, /^startup error: DATABASE_URL: cannot look up .*x\.db \(ENOTDIR\): a part of the path is a file, not a folder\n$/],
       [{ DATABASE_URL: join(dir, "file", "sub", "x.db") }, /^startup error: DATABASE_URL: cannot look up .*x\.db \(ENOTDIR\): a part of the path is a file, not a folder\n$/],
       [{ DATABASE_URL: join(dir, `${"n".repeat(300)}.db`) }, /^startup error: DATABASE_URL: cannot look up .*nnn\.db \(ENAMETOOLONG\): the name, or a part of it, is too long for the file system\n$/],
       [{ DATABASE_URL: join(dir, "b.db"), TLS_CERT_FILE: cert, TLS_KEY_FILE: cert }, /^startup error: TLS_CERT_FILE does not hold a PEM certificate this service can use \(ERR_OSSL_/],
@@ -834,7 +834,7 @@ it("WORKERS=2: a worker killed while it drains is logged, and the service exits 
     const ends = await Promise.all(held.map((h) => h.finish().then(() => "answered", () => "cut off")));
     assert.deepEqual(new Set(ends), new Set(["cut off"]));
     assert.equal(await inTime("exit", state, () => exited), 1);
-    assert.match(state.out, /"level":"error","msg":"a worker was killed while it drained; the calls it still held were cut off","worker":\d,"signal":"SIGKILL"/);
+    assert.match(state.out, /"level":"error","msg":"a worker was killed while it drained; the calls it still held were cut off","about_worker":\d,"signal":"SIGKILL"/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
