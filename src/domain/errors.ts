@@ -36,15 +36,32 @@ export class DomainError extends Error {
  */
 export const MAX_REPORTED_VIOLATIONS = 20;
 
-/** An invalid_argument error for the given violations, its message naming each field (the first MAX_REPORTED_VIOLATIONS). */
+/**
+ * The most UTF-8 bytes of violation messages one answer reports (the first is reported
+ * whatever its size). Over gRPC the message goes in the grpc-message trailer, percent-encoded
+ * (a non-ASCII byte takes three characters), and the violations again in the details
+ * trailer: 20 of them quoting 64 characters of non-Latin text each came to 26 KB of
+ * trailers, which gRPC's C core (Python, C++, Ruby clients) refuses past 16 KiB, and at
+ * random past 8 KiB, telling its caller `resource_exhausted`, which reads as worth retrying.
+ * This keeps both trailers together within about 6 KB.
+ */
+export const MAX_REPORTED_BYTES = 1024;
+
+/** An invalid_argument error for the given violations, its message naming each field (the first MAX_REPORTED_VIOLATIONS, within MAX_REPORTED_BYTES). */
 export function invalidArgument(violations: readonly FieldViolation[]): DomainError {
-  const shown = violations.slice(0, MAX_REPORTED_VIOLATIONS);
+  const shown: FieldViolation[] = [];
+  let bytes = 0;
+  for (const v of violations.slice(0, MAX_REPORTED_VIOLATIONS)) {
+    bytes += Buffer.byteLength(v.field) + Buffer.byteLength(v.message);
+    if (shown.length > 0 && bytes > MAX_REPORTED_BYTES) break;
+    shown.push(v);
+  }
   const more = violations.length - shown.length;
   const message = shown.map((v) => `${v.field}: ${v.message}`).join("; ") + (more > 0 ? `; and ${more} more` : "");
   return new DomainError("invalid_argument", message, shown);
 }
 
-/** Collects violations while a request is checked, so the problems are reported at once (up to MAX_REPORTED_VIOLATIONS). */
+/** Collects violations while a request is checked, so the problems are reported at once (as many as invalidArgument reports). */
 export class Violations {
   readonly list: FieldViolation[] = [];
 
