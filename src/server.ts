@@ -281,6 +281,13 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     // connect-node builds a URL from the Host header (or :authority) before any of our
     // code runs, and throws out of the handler when it is missing or malformed.
     if (!validAuthority(req)) return refuseAuthority(res);
+    // Every method served takes POST (none is marked free of side effects for Connect's GET):
+    // RFC 9110 wants a 405 to say which methods the resource takes, which connect-node's does not.
+    if (req.method !== "POST" && LABELLED_PROCEDURES.has((req.url ?? "").split("?", 1)[0]!)) {
+      res.writeHead(405, { "content-type": "text/plain; charset=utf-8", allow: "POST", "x-should-retry": "false" });
+      res.end(`method not allowed: ${req.method} ${(req.url ?? "").split("?", 1)[0]} takes POST\n`);
+      return;
+    }
     const unserved = unservedGrpc(req.headers["content-type"]);
     if (unserved !== undefined) {
       res.writeHead(415, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });

@@ -197,6 +197,44 @@ function http2Post(url: string, path: string, headers: Record<string, string>, b
   });
 }
 
+it("a served method asked with another method than POST is 405 saying Allow: POST, Connect's GET form too", async () => {
+  const s = await startServer();
+  try {
+    const path = "/gitpod.v1.RunnerService/ListRunners";
+    for (const [method, query] of [["GET", ""], ["GET", `?connect=v1&encoding=json&message=${encodeURIComponent("{}")}`], ["PUT", ""], ["DELETE", ""]] as const) {
+      const r = await fetch(`${s.url}${path}${query}`, { method, headers: { authorization: `Bearer ${s.token}` } });
+      assert.equal(r.status, 405, `${method}${query}`);
+      assert.equal(r.headers.get("allow"), "POST");
+      assert.equal(r.headers.get("x-should-retry"), "false");
+      assert.equal(await r.text(), `method not allowed: ${method} ${path} takes POST\n`);
+    }
+    // Paths that are no method stay not found.
+    assert.equal((await fetch(`${s.url}/gitpod.v1.RunnerService/Nothing`)).status, 404);
+  } finally {
+    await s.close();
+  }
+});
+
+it("a gRPC message is escaped so that no space begins or ends it: node's client keeps the trailer (an empty grpc-timeout)", async () => {
+  const s = await startServer();
+  const session = http2.connect(s.url);
+  try {
+    const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+      const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/grpc", te: "trailers", "grpc-timeout": "", authorization: `Bearer ${s.token}` });
+      req.on("response", (h) => (h["grpc-status"] !== undefined ? resolve(h) : undefined));
+      req.on("trailers", resolve);
+      req.on("error", reject);
+      req.resume();
+      req.end(Buffer.alloc(5));
+    });
+    assert.equal(trailers["grpc-status"], "3");
+    assert.match(String(trailers["grpc-message"]), /^protocol error: invalid grpc timeout value:%20$/);
+  } finally {
+    session.close();
+    await s.close();
+  }
+});
+
 it("a method name a slip away from a served one is answered unimplemented with the one meant", async () => {
   const s = await startServer();
   try {

@@ -401,6 +401,10 @@ describe("a runner's whole life", () => {
       // read as absent (which would leave a kind alone to create the runner).
       [{ kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_AWS_EC" }, /^provider: must be one of RUNNER_PROVIDER_/],
       [{ kind: "REMOTE", provider: "RUNNER_PROVIDER_GCP" }, /^kind: must be one of RUNNER_KIND_/],
+      // Neither a name nor a whole number: refused naming the field, not only the enum type.
+      [{ provider: true }, /^cannot decode field gitpod\.v1\.CreateRunnerRequest\.provider from JSON: expected an enum name or number, got true$/],
+      [{ provider: 1.5 }, /^cannot decode field gitpod\.v1\.CreateRunnerRequest\.provider from JSON: expected an enum name or number, got 1\.5$/],
+      [{ kind: {}, provider: 2 }, /^cannot decode field gitpod\.v1\.CreateRunnerRequest\.kind from JSON: expected an enum name or number, got an object$/],
     ];
     const before = (await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } })).body.runners.length;
     for (const [body, message] of refused) {
@@ -409,6 +413,8 @@ describe("a runner's whole life", () => {
       assert.match(r.body.message, message);
     }
     assert.equal((await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } })).body.runners.length, before, "nothing was created");
+    const listed = await call(s, `${RUNNERS}/ListRunners`, { filter: { kinds: [1, "RUNNER_KIND_REMOTE", [2]] } });
+    assert.equal(listed.body.message, "cannot decode field gitpod.v1.ListRunnersRequest.Filter.kinds from JSON: list item #3: expected an enum name or number, got Array(1)");
     // An unknown name is refused where an unknown number is: after authentication, with
     // the field in a Violations detail.
     const unknownName = { name: "kind-test", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_AWS_EC" };

@@ -36,7 +36,7 @@ async function connectProto(s: TestServer, path: string, body: Buffer): Promise<
 }
 
 /** A gRPC call over h2c; the code "ok" or grpc-status by Connect's name for it. */
-function grpc(s: TestServer, path: string, message: Buffer): Promise<Answer> {
+function grpc(s: TestServer, path: string, message: Buffer, flags = 0): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const session = http2.connect(s.url);
     session.on("error", reject);
@@ -51,7 +51,7 @@ function grpc(s: TestServer, path: string, message: Buffer): Promise<Answer> {
       const frames = parseEnvelopes(Buffer.concat(chunks)) ?? [];
       resolve({ code: status === "0" ? "ok" : status === "3" ? "invalid_argument" : `grpc_${status}`, body: frames[0]?.data ?? Buffer.alloc(0) });
     });
-    req.end(envelope(message));
+    req.end(envelope(message, flags));
   });
 }
 
@@ -154,6 +154,21 @@ describe("fields with a wire type their type cannot have", () => {
     assert.equal((await connectProto(s, "gitpod.v1.RunnerService/ListRunners", packedPast)).code, "invalid_argument", "a packed varint running past its list");
     const message = JSON.parse((await connectProto(s, CREATE, Buffer.concat([good, tag(15, 6)]))).body.toString()) as { message: string };
     assert.equal(message.message, "request could not be decoded: binary gitpod.v1.CreateSCMIntegrationRequest: field 15: wire type 6 does not exist");
+    // A frame whose flags gRPC does not define carries no message: not read as one.
+    const flagged = Buffer.from(toBinary(CreateSCMIntegrationRequestSchema, create(CreateSCMIntegrationRequestSchema, { runnerId, scmId: "github", host: "flagged.example.com", pat: true })));
+    for (const flags of [0x80, 0x02]) assert.equal((await grpc(s, CREATE, flagged, flags)).code, "invalid_argument", `flags ${flags}`);
+    assert.equal((s.db.$client.prepare("SELECT count(*) AS n FROM scm_integrations WHERE host = 'flagged.example.com'").get() as { n: number }).n, 0);
+    assert.equal((await grpc(s, CREATE, flagged)).code, "ok", "the same message in a plain frame");
+    // A string that is not UTF-8 is named, as JSON names it (protobuf-es's own error names nothing), inside a list too.
+    const badHost = Buffer.concat([good, lengthDelimited(numberOf(CreateSCMIntegrationRequestSchema, "host"), Buffer.from([0x61, 0xff, 0x62]))]);
+    for (const send of [connectProto, grpc]) {
+      const r = await send(s, CREATE, badHost);
+      assert.equal(r.code, "invalid_argument");
+    }
+    assert.equal(JSON.parse((await connectProto(s, CREATE, badHost)).body.toString()).message, `request could not be decoded: binary gitpod.v1.CreateSCMIntegrationRequest: field ${numberOf(CreateSCMIntegrationRequestSchema, "host")} (host) is not valid UTF-8`);
+    const filter = ListRunnersRequestSchema.fields.find((f) => f.localName === "filter")!.message!;
+    const badCreator = lengthDelimited(numberOf(ListRunnersRequestSchema, "filter"), lengthDelimited(numberOf(filter, "creatorIds"), Buffer.from([0xc3, 0x28])));
+    assert.equal(JSON.parse((await connectProto(s, "gitpod.v1.RunnerService/ListRunners", badCreator)).body.toString()).message, `request could not be decoded: binary gitpod.v1.ListRunnersRequest.Filter: field ${numberOf(filter, "creatorIds")} (creator_ids) is not valid UTF-8`);
   });
 
   it("a Connect binary body in a coding not served keeps its headers, and is unimplemented", async () => {

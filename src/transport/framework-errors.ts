@@ -217,12 +217,19 @@ function fixGrpcStatus(trailers: Record<string, string>): Record<string, string>
   return minimal === escaped ? trailers : { ...trailers, "grpc-message": minimal };
 }
 
-/** Percent-escapes `%` and every UTF-8 byte outside printable ASCII, and nothing else (the gRPC spec's form). */
+/**
+ * Percent-escapes `%` and every UTF-8 byte outside printable ASCII, and nothing else (the
+ * gRPC spec's form), but for spaces at either end: HTTP/2 allows no header value to begin or
+ * end with one, and node's client drops such a trailer (connect-node's message for an empty
+ * grpc-timeout ends with the empty value, after a space).
+ */
 function escapeGrpcMessage(message: string): string {
-  return encodeURIComponent(message).replace(/%([0-9A-F]{2})/g, (escape, hex: string) => {
-    const byte = parseInt(hex, 16);
-    return byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : escape;
-  });
+  return encodeURIComponent(message)
+    .replace(/%([0-9A-F]{2})/g, (escape, hex: string) => {
+      const byte = parseInt(hex, 16);
+      return byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : escape;
+    })
+    .replace(/^ +| +$/g, (spaces) => "%20".repeat(spaces.length));
 }
 
 /** The gRPC-Web trailer frame to send in place of `frame`, and the status it carries. */

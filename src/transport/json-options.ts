@@ -207,24 +207,29 @@ function reaches(desc: DescMessage, is: (f: DescField) => boolean, seen: Set<str
   });
 }
 
-/** Puts an undefined number in place of every enum name in `json` that its enum lacks; whether any was. */
+/**
+ * Puts an undefined number in place of every enum name in `json` that its enum lacks; whether
+ * any was. An enum value that is neither a name nor a whole number (`true`, `1.5`, `{}`) is
+ * refused here, naming the field: protobuf-es would name only the enum type.
+ */
 function replaceUnknownNames(desc: DescMessage, json: unknown): boolean {
   if (!holdsEnum(desc) || json === null || typeof json !== "object" || Array.isArray(json)) return false;
   const object = json as Record<string, unknown>;
   let replaced = false;
   for (const field of desc.fields) {
     for (const key of new Set([field.jsonName, field.name])) {
-      if (object[key] !== undefined && object[key] !== null && replaceInField(field, object, key)) replaced = true;
+      if (object[key] !== undefined && object[key] !== null && replaceInField(desc, field, object, key)) replaced = true;
     }
   }
   return replaced;
 }
 
-function replaceInField(field: DescField, holder: Record<string, unknown>, key: string): boolean {
+function replaceInField(desc: DescMessage, field: DescField, holder: Record<string, unknown>, key: string): boolean {
   const value = holder[key];
+  const where = (item: string) => `cannot decode field ${desc.typeName}.${field.name} from JSON: ${item}`;
   switch (field.fieldKind) {
     case "enum":
-      return replaceName(field.enum, holder, key);
+      return replaceName(field.enum, holder, key, where(""));
     case "message":
       return replaceUnknownNames(field.message, value);
     case "list":
@@ -233,8 +238,9 @@ function replaceInField(field: DescField, holder: Record<string, unknown>, key: 
       const items = value as Record<string, unknown>;
       const kind = field.fieldKind === "list" ? field.listKind : field.mapKind;
       let replaced = false;
-      for (const k of Object.keys(items)) {
-        if (kind === "enum" ? replaceName(field.enum!, items, k) : kind === "message" && replaceUnknownNames(field.message!, items[k])) replaced = true;
+      for (const [i, k] of Object.keys(items).entries()) {
+        const at = where(field.fieldKind === "list" ? `list item #${i + 1}: ` : `map value for key "${truncate(k)}": `);
+        if (kind === "enum" ? items[k] !== null && replaceName(field.enum!, items, k, at) : kind === "message" && replaceUnknownNames(field.message!, items[k])) replaced = true;
       }
       return replaced;
     }
@@ -243,9 +249,13 @@ function replaceInField(field: DescField, holder: Record<string, unknown>, key: 
   }
 }
 
-function replaceName(e: DescEnum, holder: Record<string, unknown>, key: string): boolean {
+function replaceName(e: DescEnum, holder: Record<string, unknown>, key: string, refusal: string): boolean {
   const value = holder[key];
-  if (typeof value !== "string" || e.values.some((v) => v.name === value)) return false;
+  if (typeof value !== "string") {
+    if (typeof value === "number" && Number.isInteger(value)) return false;
+    throw new Error(`${refusal}expected an enum name or number, got ${Array.isArray(value) ? describe(value) : typeof value === "object" ? "an object" : String(value)}`);
+  }
+  if (e.values.some((v) => v.name === value)) return false;
   holder[key] = undefinedNumber(e);
   return true;
 }

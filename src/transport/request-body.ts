@@ -237,6 +237,9 @@ async function* firstMessages(wire: AsyncIterableIterator<Buffer>, limit: BodyLi
       }
       const end = 5 + pending.readUInt32BE(1);
       const flags = pending[0]!;
+      // A message frame's flags are 0, or 1 when compressed (gRPC-Web's trailer bit is handled
+      // above): any other bit is no message gRPC defines, and is not read as one.
+      if (flags > 1) throw new ConnectError(`request could not be decoded: a message frame's flags are 0x${flags.toString(16)}, where gRPC defines only 0, and 1 for a compressed message`, Code.InvalidArgument);
       let message: Buffer = pending.subarray(5, end);
       if (flags & 1 && reading.coding) message = await inflatedHeld(reading.coding, message, limit);
       limit.charge?.(Math.max(end - 5, message.length));

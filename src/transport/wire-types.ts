@@ -1,3 +1,4 @@
+import { isUtf8 } from "node:buffer";
 import { ScalarType, type DescField, type DescMessage } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -45,6 +46,8 @@ interface Expected {
   inner?: Walk;
   /** A length-delimited payload that is packed numbers of this wire type. */
   packed?: number;
+  /** A string field's name: its payload must be UTF-8, which protobuf-es checks without naming the field. */
+  text?: string;
 }
 interface Walk {
   typeName: string;
@@ -68,7 +71,7 @@ function walkOf(desc: DescMessage): Walk {
 function expected(field: DescField): Expected {
   switch (field.fieldKind) {
     case "scalar":
-      return { wireTypes: [scalarWireType(field.scalar)] };
+      return { wireTypes: [scalarWireType(field.scalar)], text: field.scalar === ScalarType.STRING ? field.name : undefined };
     case "enum":
       return { wireTypes: [VARINT] };
     case "message":
@@ -78,12 +81,16 @@ function expected(field: DescField): Expected {
       if (field.listKind === "message") return field.delimitedEncoding ? { wireTypes: [SGROUP] } : { wireTypes: [LEN], inner: walkOf(field.message) };
       // Numbers and enums packed or not, whatever the schema says: parsers take both.
       const one = field.listKind === "enum" ? VARINT : scalarWireType(field.scalar);
-      return one === LEN ? { wireTypes: [LEN] } : { wireTypes: [one, LEN], packed: one };
+      return one === LEN ? { wireTypes: [LEN], text: field.scalar === ScalarType.STRING ? field.name : undefined } : { wireTypes: [one, LEN], packed: one };
     }
     case "map": {
-      const key: Expected = { wireTypes: [scalarWireType(field.mapKey)] };
+      const key: Expected = { wireTypes: [scalarWireType(field.mapKey)], text: field.mapKey === ScalarType.STRING ? `${field.name} key` : undefined };
       const value: Expected =
-        field.mapKind === "message" ? { wireTypes: [LEN], inner: walkOf(field.message) } : field.mapKind === "enum" ? { wireTypes: [VARINT] } : { wireTypes: [scalarWireType(field.scalar)] };
+        field.mapKind === "message"
+          ? { wireTypes: [LEN], inner: walkOf(field.message) }
+          : field.mapKind === "enum"
+            ? { wireTypes: [VARINT] }
+            : { wireTypes: [scalarWireType(field.scalar)], text: field.scalar === ScalarType.STRING ? field.name : undefined };
       return { wireTypes: [LEN], inner: { typeName: `${field.parent.typeName}.${field.name} entry`, field: (n) => (n === 1 ? key : n === 2 ? value : undefined) } };
     }
   }
@@ -211,6 +218,7 @@ function measure(walk: Walk, bytes: Buffer, from: number, to: number, depth: num
       continue;
     }
     if (!fits(walk, want, f, bytes)) continue; // set aside
+    if (want.text !== undefined && !isUtf8(bytes.subarray(f.payload, f.end))) refuse(walk, `field ${f.number} (${want.text}) is not valid UTF-8`);
     if (want.inner && f.wireType === LEN) {
       if (depth + 1 > MAX_DEPTH) refuse(walk, `messages nest deeper than ${MAX_DEPTH}`);
       const inner = measure(want.inner, bytes, f.payload, f.end, depth + 1, resized);
