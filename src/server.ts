@@ -288,6 +288,11 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       res.end(`method not allowed: ${req.method} ${(req.url ?? "").split("?", 1)[0]} takes POST\n`);
       return;
     }
+    const contentType = req.headers["content-type"];
+    if (contentType?.includes(";")) {
+      const canonical = canonicalContentType(contentType);
+      if (canonical !== undefined) req.headers["content-type"] = canonical;
+    }
     const unserved = unservedGrpc(req.headers["content-type"]);
     if (unserved !== undefined) {
       res.writeHead(415, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false" });
@@ -388,6 +393,28 @@ function unservedGrpc(contentType: string | undefined): string | undefined {
     UNSERVED_GRPC.find(([type]) => type.test(contentType))?.[1] ??
     `unsupported media type: ${shownContentType(contentType)}; gRPC is sent as application/grpc (or application/grpc+proto), gRPC-Web as application/grpc-web (or application/grpc-web+proto)\n`
   );
+}
+
+/**
+ * A Connect media type with parameters, written in another of the forms RFC 9110 allows, as
+ * connect-node's exact patterns want it: `application/json ; charset="UTF-8"` is
+ * `application/json; charset=utf-8`, and a charset of UTF-8 on a binary type, or a `;` with
+ * nothing after it, goes. Anything else (another charset, another parameter) is left as it
+ * was, for connect-node to refuse.
+ */
+function canonicalContentType(value: string): string | undefined {
+  const [head, ...params] = value.split(";");
+  const type = head!.trim().toLowerCase();
+  // gRPC's types take no parameters at all (refused with their own message, see unservedGrpc).
+  if (type.startsWith("application/grpc")) return undefined;
+  let utf8 = false;
+  for (const param of params) {
+    const p = param.trim();
+    if (p === "") continue;
+    if (!/^charset=(?:"utf-?8"|utf-?8)$/i.test(p)) return undefined;
+    utf8 = true;
+  }
+  return utf8 && type.endsWith("json") ? `${type}; charset=utf-8` : type;
 }
 
 /**

@@ -170,6 +170,13 @@ describe("raw HTTP the framework would choke on", () => {
     assert.match(String(unserved.headers["x-request-id"]), /^[0-9a-f-]{36}$/);
     const ok = await fetch(`${s.url}/${path}`, { method: "POST", headers, body: "{}" });
     assert.equal(ok.status, 200);
+    // The other ways RFC 9110 lets a client write the same media type are taken.
+    for (const type of ['application/json; charset="utf-8"', "application/json ; charset=UTF-8", "application/json;", "application/json;charset=utf8"]) {
+      const r = await fetch(`${s.url}/${path}`, { method: "POST", headers: { ...headers, "content-type": type }, body: "{}" });
+      assert.equal(r.status, 200, `${type}: ${await r.text()}`);
+    }
+    const binary = await fetch(`${s.url}/${path}`, { method: "POST", headers: { ...headers, "content-type": "application/proto; charset=utf-8" }, body: new Uint8Array(0) });
+    assert.equal(binary.status, 200, "a charset on a binary type says nothing, and goes");
     assert.equal(ok.headers.get("x-should-retry"), null, "a success says nothing about retries");
     const missing = await call(s, "gitpod.v1.RunnerService/GetRunner", { runnerId: "01a23a85-70c0-7000-8000-000000000000" });
     assert.equal(missing.body.code, "not_found");

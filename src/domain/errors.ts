@@ -37,22 +37,32 @@ export class DomainError extends Error {
 export const MAX_REPORTED_VIOLATIONS = 20;
 
 /**
- * The most UTF-8 bytes of violation messages one answer reports (the first is reported
- * whatever its size). Over gRPC the message goes in the grpc-message trailer, percent-encoded
- * (a non-ASCII byte takes three characters), and the violations again in the details
- * trailer: 20 of them quoting 64 characters of non-Latin text each came to 26 KB of
- * trailers, which gRPC's C core (Python, C++, Ruby clients) refuses past 16 KiB, and at
- * random past 8 KiB, telling its caller `resource_exhausted`, which reads as worth retrying.
- * This keeps both trailers together within about 6 KB.
+ * The most text of violations one answer reports, counted as the grpc-message trailer
+ * writes it (a byte outside printable ASCII as three characters, see `escapedSize`); the
+ * first is reported whatever its size. Over gRPC the message goes in that trailer and the
+ * violations again in the details trailer: 20 of them quoting 64 characters of non-Latin
+ * text each came to 26 KB of trailers, which gRPC's C core (Python, C++, Ruby clients)
+ * refuses past 16 KiB, and at random past 8 KiB, telling its caller `resource_exhausted`,
+ * which reads as worth retrying. This keeps both trailers together within about 6 KB.
  */
-export const MAX_REPORTED_BYTES = 1024;
+export const MAX_REPORTED_BYTES = 2048;
+
+/** The length of `text` percent-escaped as gRPC writes a message: printable ASCII as it is, any other byte (and `%`) as three characters. */
+export function escapedSize(text: string): number {
+  let n = 0;
+  for (const ch of text) {
+    const c = ch.codePointAt(0)!;
+    n += c >= 0x20 && c <= 0x7e && c !== 0x25 ? 1 : 3 * Buffer.byteLength(ch);
+  }
+  return n;
+}
 
 /** An invalid_argument error for the given violations, its message naming each field (the first MAX_REPORTED_VIOLATIONS, within MAX_REPORTED_BYTES). */
 export function invalidArgument(violations: readonly FieldViolation[]): DomainError {
   const shown: FieldViolation[] = [];
   let bytes = 0;
   for (const v of violations.slice(0, MAX_REPORTED_VIOLATIONS)) {
-    bytes += Buffer.byteLength(v.field) + Buffer.byteLength(v.message);
+    bytes += escapedSize(v.field) + escapedSize(v.message);
     if (shown.length > 0 && bytes > MAX_REPORTED_BYTES) break;
     shown.push(v);
   }
