@@ -169,8 +169,9 @@ export async function startService(dbFile: string, extraEnv: Record<string, stri
   const out = { text: "", err: "" };
   child.stdout!.on("data", (d) => (out.text += d));
   child.stderr!.on("data", (d) => (out.err += d));
+  // "close", once its output is all read too: "exit" may come before its last lines.
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("exit", (code, signal) => resolve({ code, signal })),
+    child.once("close", (code, signal) => resolve({ code, signal })),
   );
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setInterval(() => {

@@ -43,7 +43,9 @@ async function startProcess(dir: string, extraEnv: Record<string, string> = {}) 
     }, 20);
   });
   const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(state.out)?.[0];
-  const exited = new Promise<number | null>((r) => child.once("exit", r));
+  // On "close", not "exit": the last lines (a worker's, the primary's "stopped") may still be
+  // in the pipe when the exit is reported.
+  const exited = new Promise<number | null>((r) => child.once("close", r));
   const watch = new SecretWatch();
   if (token) watch.noteToken(token);
   const finish = () => watch.finish(dbFile, [...logLines(state.out), state.err]);
@@ -848,7 +850,7 @@ it("WORKERS=2 stopped while its workers still start exits 0: a worker ended by t
     const state = { out: "", err: "" };
     child.stdout.on("data", (d) => (state.out += d));
     child.stderr.on("data", (d) => (state.err += d));
-    const exited = new Promise<number | null>((r) => child.once("exit", r));
+    const exited = new Promise<number | null>((r) => child.once("close", r));
     // Both workers forked, and still loading (under tsx, for hundreds of ms): no handler of theirs takes the signal yet.
     await inTime("the workers forked", state, async () => {
       while (childrenOf(child.pid!).length < 2) await new Promise((r) => setTimeout(r, 5));
@@ -949,7 +951,7 @@ it("`npm start`, the README's way to run, passes SIGTERM to the service, which d
     let out = "";
     npm.stdout.on("data", (d) => (out += d));
     npm.stderr.on("data", (d) => (out += d));
-    const exited = new Promise<number | null>((r) => npm.once("exit", r));
+    const exited = new Promise<number | null>((r) => npm.once("close", r));
     for (let i = 0; i < 1200 && !/"msg":"listening"/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
     const port = Number(/"msg":"listening","address":"[^"]*:(\d+)"/.exec(out)?.[1]);
     assert.ok(port > 0, out);
@@ -1004,7 +1006,7 @@ it("a first start stopped by SIGTERM before it listens still prints the token it
   const state = { out: "", err: "" };
   child.stdout.on("data", (d) => (state.out += d));
   child.stderr.on("data", (d) => (state.err += d));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  const exited = new Promise<number | null>((resolve) => child.once("close", resolve));
   try {
     // It has the database open: it is inside its migrations, waiting for the lock.
     while (child.exitCode === null && !hasOpen(child.pid!, dbFile)) await new Promise((r) => setTimeout(r, 20));
