@@ -124,7 +124,7 @@ export function routes(deps: Deps, isHealthy: () => boolean) {
     // Health takes no token, so anyone's body is read: no compression (a few bytes inflated
     // to 1 MiB of nesting or of unknown fields cost 150 to 250 ms of CPU each) and 1 KiB at
     // most (its request is one service name), so that it holds next to nothing of the body budget.
-    router.service(Health, healthService(isHealthy, [RunnerService, RunnerConfigurationService, RunnerInteractionService, Health].map((d) => d.typeName)), { readMaxBytes: HEALTH_MAX_BYTES, acceptCompression: [] });
+    router.service(Health, healthService(isHealthy, [RunnerService, RunnerConfigurationService, RunnerInteractionService, Health, ...REFLECTION_SERVICES].map((d) => d.typeName)), { readMaxBytes: HEALTH_MAX_BYTES, acceptCompression: [] });
     // Reflection takes no token either, and its questions are a name each: the same care, and
     // a bound on each stream's questions (reflection.ts) and on its life (REFLECTION_STREAM_MS).
     const [v1, v1alpha] = reflectionServices([RunnerService, RunnerConfigurationService, RunnerInteractionService, Health, ...REFLECTION_SERVICES]);
@@ -405,8 +405,9 @@ function unservedGrpc(contentType: string | undefined): string | undefined {
 function canonicalContentType(value: string): string | undefined {
   const [head, ...params] = value.split(";");
   const type = head!.trim().toLowerCase();
-  // gRPC's types take no parameters at all (refused with their own message, see unservedGrpc).
-  if (type.startsWith("application/grpc")) return undefined;
+  // Only the Connect protocol's own types: gRPC's take no parameters at all (refused with
+  // their own message, see unservedGrpc), and any other is refused quoting it as sent.
+  if (!/^application\/(?:connect\+)?(?:json|proto)$/.test(type)) return undefined;
   let utf8 = false;
   for (const param of params) {
     const p = param.trim();

@@ -4,7 +4,7 @@ import { isOutOfSpace } from "./store/errors.js";
 import { MetricsListenError } from "./metrics/endpoint.js";
 import { ForeignDatabaseError, NewerDatabaseError } from "./store/migrations.js";
 import { LinkedDatabaseError } from "./store/database.js";
-import { DatabaseClaimedError } from "./store/serving-claim.js";
+import { ClaimFileError, DatabaseClaimedError } from "./store/serving-claim.js";
 import { describeTlsFailure } from "./transport/tls-files.js";
 
 /** What a start needs from the configuration to explain its failures. */
@@ -34,8 +34,10 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
   }
   if (err instanceof MetricsListenError) return err.message;
   if (err instanceof LinkedDatabaseError) {
-    return `DATABASE_URL: ${at.databaseFile} has ${err.links} names (hard links to one file): SQLite keeps a WAL beside each name, so what is written through one is lost to the others; remove the other names (copies are made with \`admin db backup\`)`;
+    const which = err.besides.length > 0 ? ` (beside it: ${err.besides.join(", ")}${err.besides.length < err.links - 1 ? ", and others elsewhere" : ""})` : "";
+    return `DATABASE_URL: ${at.databaseFile} has ${err.links} names (hard links to one file): SQLite keeps a WAL beside each name, so what is written through one is lost to the others; remove the other names${which} (copies are made with \`admin db backup\`)`;
   }
+  if (err instanceof ClaimFileError) return `DATABASE_URL: ${err.message}`;
   if (err instanceof DatabaseClaimedError) {
     return `DATABASE_URL: ${at.databaseFile} is served by another process already (another copy of this service, or an admin command that needs it alone, such as \`db restore\`): one database, one service; for more processes, set WORKERS`;
   }

@@ -460,6 +460,15 @@ describe("admin db backup and restore, at the edges", () => {
     const service = asUser(1002, "src/main.ts", { DATABASE_URL: file, PORT: "0", HOST: "127.0.0.1" });
     assert.equal(service.status, 1, service.stderr);
     assert.equal(service.stderr, `startup error: DATABASE_URL: cannot look up ${file} (EACCES): this user must be able to search every folder on its path\n`);
+
+    // A claim file the service's user may read but not write (left by root, say): SQLite would
+    // open it read-only and lock it shared, which is no claim. Refused instead.
+    chmodSync(home, 0o755);
+    writeFileSync(`${file}.lock`, "");
+    chmodSync(`${file}.lock`, 0o644);
+    const readOnlyClaim = asUser(1001, "src/main.ts", { DATABASE_URL: file, PORT: "0", HOST: "127.0.0.1" });
+    assert.equal(readOnlyClaim.status, 1, readOnlyClaim.stderr);
+    assert.match(readOnlyClaim.stderr, /^startup error: DATABASE_URL: .*scm\.db cannot be opened for reading and writing \(EACCES\)/);
   });
 
   it("files SQLite left beside a database that is gone are moved aside, not read into the restored one", async () => {

@@ -22,7 +22,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
 import { ListRunnersRequestSchema } from "../gen/gitpod/v1/runners_pb.js";
-import { escapedSize, MAX_REPORTED_BYTES, MAX_REPORTED_VIOLATIONS } from "../src/domain/errors.js";
+import { MAX_REPORTED_VIOLATIONS } from "../src/domain/errors.js";
 import { ServerReflectionRequestSchema } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { HealthCheckRequestSchema } from "../gen/grpc/health/v1/health_pb.js";
 import { loadConfig } from "../src/config.js";
@@ -830,7 +830,7 @@ describe("field length limits", () => {
     await ok("RunnerInteractionService/UpdateRunnerConfigurationSchema", schema({ name: "n".repeat(128), pat: { description: "d".repeat(1024) } }, { version: "v".repeat(64) })(), runnerToken);
   });
 
-  it("a request that breaks a rule in 1,250 places is answered with the first few, within 2 KiB of messages, in JSON and over gRPC", async () => {
+  it("a request that breaks a rule in 1,250 places is answered with the first few, as many as gRPC trailers carry, in JSON and over gRPC", async () => {
     const scm = Array.from({ length: 50 }, (_, i) => ({ scmId: `scm${i}`, name: "n", pat: {}, defaultHosts: Array.from({ length: 25 }, (_, j) => `bad host ${i}-${j}${"x".repeat(40)}`) }));
     const body = { runnerId, configSchema: { version: "1", scm } };
     const r = await call(s, "gitpod.v1.RunnerInteractionService/UpdateRunnerConfigurationSchema", body, runnerToken);
@@ -841,33 +841,32 @@ describe("field length limits", () => {
     assert.equal(shown.length + more, 1250);
     assert.equal(parts.length, shown.length);
     assert.ok(shown.length >= 1 && shown.length <= MAX_REPORTED_VIOLATIONS);
-    const size = (list: string[]) => list.reduce((n, p) => n + escapedSize(p) - 2, 0); // each "field: message" less its ": "
-    assert.ok(size(parts) <= MAX_REPORTED_BYTES, `${size(parts)} characters of messages`);
-    assert.ok(shown.length === MAX_REPORTED_VIOLATIONS || size([...parts, parts.at(-1)!]) > MAX_REPORTED_BYTES, "as many as fit (the next is much like the last)");
     assert.match(parts[0], /^config_schema\.scm\[0\]\.default_hosts\[0\]: /);
     const grpc = createClient(RunnerInteractionService, createGrpcTransport({ baseUrl: s.url, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${runnerToken}`), next(req))] }));
     await assert.rejects(grpc.updateRunnerConfigurationSchema(body as never), (err: unknown) => err instanceof ConnectError && err.code === Code.InvalidArgument);
 
-    // Non-Latin text quoted in each message (three bytes a character, and three characters a
-    // byte in grpc-message): the trailers stay within gRPC's C core's 8 KiB, which refuses more
-    // as resource_exhausted.
-    const ids = Array.from({ length: 25 }, (_, i) => `${"\u0800".repeat(64)}${i}`);
-    const session = http2.connect(s.url);
-    try {
-      const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
-        const stream = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${s.token}` });
-        stream.on("trailers", resolve);
-        stream.on("response", (h) => (h["grpc-status"] !== undefined ? resolve(h) : undefined));
-        stream.on("error", reject);
-        stream.resume();
-        stream.end(envelope(toBinary(ListRunnersRequestSchema, newMessage(ListRunnersRequestSchema, { filter: { creatorIds: ids } }))));
-      });
-      assert.equal(trailers["grpc-status"], String(Code.InvalidArgument));
-      const size = Object.entries(trailers).reduce((n, [k, v]) => n + k.length + String(v).length + 32, 0);
-      assert.ok(size < 8192, `${size} bytes of trailers`);
-      assert.match(decodeURIComponent(String(trailers["grpc-message"])), /^filter\.creator_ids\[0\]: must be a uuid/);
-    } finally {
-      session.close();
+    // Text quoted in each message, ASCII or non-Latin (three bytes a character, and three
+    // characters a byte in grpc-message): the trailers stay within gRPC's C core's 8 KiB
+    // (counting each as name, value and 32 bytes, as it does), past which it refuses them
+    // as resource_exhausted, at random.
+    for (const ids of [Array.from({ length: 25 }, (_, i) => `${"\u0800".repeat(64)}${i}`), Array.from({ length: 25 }, (_, i) => `${"x".repeat(60)}${i}`)]) {
+      const session = http2.connect(s.url);
+      try {
+        const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+          const stream = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${s.token}` });
+          stream.on("trailers", resolve);
+          stream.on("response", (h) => (h["grpc-status"] !== undefined ? resolve(h) : undefined));
+          stream.on("error", reject);
+          stream.resume();
+          stream.end(envelope(toBinary(ListRunnersRequestSchema, newMessage(ListRunnersRequestSchema, { filter: { creatorIds: ids } }))));
+        });
+        assert.equal(trailers["grpc-status"], String(Code.InvalidArgument));
+        const size = Object.entries(trailers).reduce((n, [k, v]) => n + k.length + String(v).length + 32, 0);
+        assert.ok(size < 8192, `${size} bytes of trailers`);
+        assert.match(decodeURIComponent(String(trailers["grpc-message"])), /^filter\.creator_ids\[0\]: must be a uuid/);
+      } finally {
+        session.close();
+      }
     }
   });
 });

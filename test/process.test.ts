@@ -14,7 +14,7 @@ import { loadConfig } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { openDatabase } from "../src/store/database.js";
-import { claimDatabase, DatabaseClaimedError } from "../src/store/serving-claim.js";
+import { ClaimFileError, claimDatabase, claimMode, DatabaseClaimedError } from "../src/store/serving-claim.js";
 import { readTlsFiles } from "../src/transport/tls-files.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
 import { hasOpen } from "./harness.js";
@@ -863,16 +863,22 @@ it("WORKERS=2 stopped while its workers still start exits 0: a worker ended by t
   }
 });
 
-it("the claim file takes the database's mode, and a second claim in one process is refused as in another", () => {
+it("the claim file is for whoever may write the database, a second claim in one process is refused as in another, and a link to nothing is said", () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-claim-mode-"));
   try {
     const file = join(dir, "shared.db");
     openDatabase(file).$client.close();
-    // Shared with a group: whoever may use the database may claim it.
+    // Shared with a group: whoever may write the database may claim it.
     chmodSync(file, 0o660);
     claimDatabase(file);
     assert.equal(statSync(`${file}.lock`).mode & 0o777, 0o660);
     assert.throws(() => claimDatabase(file), (err) => err instanceof DatabaseClaimedError);
+    // Whoever may only read it may not open the claim file: a reader's lock would keep the service from starting.
+    assert.deepEqual([0o644, 0o640, 0o600, 0o660, 0o664].map(claimMode), [0o600, 0o600, 0o600, 0o660, 0o660]);
+    // A claim file that is a link to nothing is said as such, not retried for ever.
+    const dangling = join(dir, "dangling.db");
+    symlinkSync(join(dir, "nowhere", "x"), `${dangling}.lock`);
+    assert.throws(() => claimDatabase(dangling), (err) => err instanceof ClaimFileError && describeStartupError(err, { databaseFile: dangling }) === `DATABASE_URL: ${dangling}.lock is a symbolic link to no file; remove it`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -917,7 +923,14 @@ it("one database, one service: a second service on the same file is refused at s
     linkSync(dbFile, second);
     const linked = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts"], { env: { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: second }, encoding: "utf8", timeout: 30_000 });
     assert.equal(linked.status, 1, linked.stderr);
-    assert.equal(linked.stderr, `startup error: DATABASE_URL: ${second} has 2 names (hard links to one file): SQLite keeps a WAL beside each name, so what is written through one is lost to the others; remove the other names (copies are made with \`admin db backup\`)\n`);
+    assert.equal(linked.stderr, `startup error: DATABASE_URL: ${second} has 2 names (hard links to one file): SQLite keeps a WAL beside each name, so what is written through one is lost to the others; remove the other names (copies are made with \`admin db backup\`)\n`, "the other is in another folder");
+    // One in the same folder is named.
+    const beside = `${dbFile}.replaced-2026`;
+    linkSync(dbFile, beside);
+    const named = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "org", "list"], { env: { ...process.env, DATABASE_URL: dbFile }, encoding: "utf8" });
+    assert.equal(named.status, 2, named.stderr);
+    assert.match(named.stderr, new RegExp(`has 3 names \\(hard links to one file\\).*remove the other names \\(beside it: ${beside.replace(/[.]/g, "\\.")}, and others elsewhere\\)`));
+    rmSync(beside);
     for (const args of [["org", "list"], ["db", "backup", join(dir, "never.db")]]) {
       const refused = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", ...args], { env: { ...process.env, DATABASE_URL: second }, encoding: "utf8" });
       assert.equal(refused.status, 2, refused.stderr);

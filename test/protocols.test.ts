@@ -37,7 +37,9 @@ describe("every protocol reaches the same port", () => {
       );
       const healthClient = createClient(Health, transport);
       assert.equal((await healthClient.check({})).status, HealthCheckResponse_ServingStatus.SERVING);
-      assert.equal((await healthClient.check({ service: "gitpod.v1.RunnerConfigurationService" })).status, HealthCheckResponse_ServingStatus.SERVING);
+      for (const service of ["gitpod.v1.RunnerConfigurationService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]) {
+        assert.equal((await healthClient.check({ service })).status, HealthCheckResponse_ServingStatus.SERVING, service);
+      }
       // The health protocol answers a service it does not know NOT_FOUND.
       for (const service of ["gitpod.v1.Nonsense", "bogus"]) {
         await assert.rejects(healthClient.check({ service }), (e) => ConnectError.from(e).code === Code.NotFound && ConnectError.from(e).rawMessage.startsWith(`unknown service "${service}"`));
@@ -133,6 +135,7 @@ describe("raw HTTP the framework would choke on", () => {
       [headers, "{not json", 400, "invalid_argument"],
       [{ ...headers, "connect-timeout-ms": "soon" }, "{}", 400, "invalid_argument"],
       [{ ...headers, "content-type": "text/plain" }, "{}", 415, ""],
+      [{ ...headers, "content-type": "text/plain; charset=utf-8" }, "{}", 415, ""],
       [{ ...headers, "content-type": "application/json; charset=latin1" }, "{}", 415, ""],
       [{ ...headers, "content-type": "application/grpc+json" }, "{}", 415, ""],
       [{ ...headers, "content-type": "application/grpc-web-text" }, "AAAAAAA=", 415, ""],
@@ -147,14 +150,14 @@ describe("raw HTTP the framework would choke on", () => {
       if (code) assert.equal(JSON.parse(text).code, code);
       if (/grpc-web-text/.test(h["content-type"]!)) assert.match(text, /binary mode only/, "says what is served instead");
       // Other gRPC codecs and parameters, which connect-node answered with a bare 415.
-      if (/xml|thrift|charset=utf-8/.test(h["content-type"]!)) {
+      if (/^application\/grpc/.test(h["content-type"]!) && /xml|thrift|charset=utf-8/.test(h["content-type"]!)) {
         const says = `unsupported media type: Content-Type "${h["content-type"]}"; gRPC is sent as application/grpc (or application/grpc+proto), gRPC-Web as application/grpc-web (or application/grpc-web+proto)\n`;
         assert.equal(text, says);
         assert.equal((await http2Post(s.url, `/${path}`, h, body)).body, says);
       }
       if (r.status === 415 && !/grpc/.test(h["content-type"]!)) {
         // connect-node's own 415 is bare; it says what to send, over both HTTP versions.
-        const says = /^unsupported media type: Content-Type "(text\/plain|application\/json; charset=latin1)"; calls are sent as application\/json \(Connect JSON\), application\/proto \(Connect binary\), application\/grpc \(gRPC\) or application\/grpc-web \(gRPC-Web\)\n$/;
+        const says = /^unsupported media type: Content-Type "(text\/plain|text\/plain; charset=utf-8|application\/json; charset=latin1)"; calls are sent as application\/json \(Connect JSON\), application\/proto \(Connect binary\), application\/grpc \(gRPC\) or application\/grpc-web \(gRPC-Web\)\n$/;
         assert.match(text, says);
         assert.match((await http2Post(s.url, `/${path}`, h, body)).body, says);
       }

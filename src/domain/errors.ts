@@ -37,15 +37,21 @@ export class DomainError extends Error {
 export const MAX_REPORTED_VIOLATIONS = 20;
 
 /**
- * The most text of violations one answer reports, counted as the grpc-message trailer
- * writes it (a byte outside printable ASCII as three characters, see `escapedSize`); the
- * first is reported whatever its size. Over gRPC the message goes in that trailer and the
- * violations again in the details trailer: 20 of them quoting 64 characters of non-Latin
- * text each came to 26 KB of trailers, which gRPC's C core (Python, C++, Ruby clients)
- * refuses past 16 KiB, and at random past 8 KiB, telling its caller `resource_exhausted`,
- * which reads as worth retrying. This keeps both trailers together within about 6 KB.
+ * The most bytes the violations of one answer may take in a gRPC answer's trailers, as
+ * `trailerBytes` reckons them (the first is reported whatever its size). Over gRPC the
+ * message goes in the grpc-message trailer, percent-escaped, and again with each
+ * violation's own message in grpc-status-details-bin, in base64: 20 violations quoting 64
+ * characters of non-Latin text each came to 26 KB of trailers, which gRPC's C core (Python,
+ * C++, Ruby clients) refuses past 16 KiB, and at random past 8 KiB, telling its caller
+ * `resource_exhausted`, which reads as worth retrying. 6 KiB leaves room for the rest.
  */
-export const MAX_REPORTED_BYTES = 2048;
+export const MAX_REPORTED_BYTES = 6144;
+
+/** About what a violation adds to a gRPC answer's trailers: its text escaped in grpc-message, and twice over (with its field path and rule) in the base64 of grpc-status-details-bin. */
+export function trailerBytes(v: FieldViolation): number {
+  const text = `${v.field}: ${v.message}; `;
+  return escapedSize(text) + Math.ceil(((2 * Buffer.byteLength(text) + Buffer.byteLength(v.rule) + 24) * 4) / 3);
+}
 
 /** The length of `text` percent-escaped as gRPC writes a message: printable ASCII as it is, any other byte (and `%`) as three characters. */
 export function escapedSize(text: string): number {
@@ -62,7 +68,7 @@ export function invalidArgument(violations: readonly FieldViolation[]): DomainEr
   const shown: FieldViolation[] = [];
   let bytes = 0;
   for (const v of violations.slice(0, MAX_REPORTED_VIOLATIONS)) {
-    bytes += escapedSize(v.field) + escapedSize(v.message);
+    bytes += trailerBytes(v);
     if (shown.length > 0 && bytes > MAX_REPORTED_BYTES) break;
     shown.push(v);
   }

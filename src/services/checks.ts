@@ -37,11 +37,16 @@ export function hasControl(s: string): boolean {
  * isolates and marks, zero-width spaces, word joiners, byte-order marks, soft hyphens, tag
  * characters), line and paragraph separators, the blank Hangul fillers, and lone surrogates.
  * Text a runner publishes for admins to read may hold none: a right-to-left override makes
- * it read as something else. The zero-width joiner of emoji sequences stays allowed.
+ * it read as something else. Format characters that writing needs stay allowed: the
+ * zero-width joiner (emoji sequences) and non-joiner (Persian, Indic scripts), and tag
+ * characters inside an emoji flag (England's, Scotland's).
  */
 export function hasControlOrHidden(s: string): boolean {
-  return /[\p{Cc}\p{Cs}\u2028\u2029\u115f\u1160\u3164\uffa0]|(?!\u200d)\p{Cf}/u.test(s);
+  return /[\p{Cc}\p{Cs}\u2028\u2029\u115f\u1160\u3164\uffa0]|(?![\u200c\u200d])\p{Cf}/u.test(s.includes("\u{1f3f4}") ? s.replace(FLAG_TAGS, "") : s);
 }
+
+// A black flag followed by tag characters and a cancel tag: a subdivision's flag.
+const FLAG_TAGS = /(?<=\u{1f3f4})[\u{e0020}-\u{e007e}]+\u{e007f}/gu;
 
 /**
  * Whether `s` has whitespace (any Unicode space, not only ASCII), control characters, or

@@ -1,4 +1,4 @@
-import { accessSync, chownSync, closeSync, constants, existsSync, fchownSync, lstatSync, mkdirSync, openSync, readlinkSync, realpathSync, statSync } from "node:fs";
+import { accessSync, chownSync, closeSync, constants, existsSync, fchownSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, realpathSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
@@ -176,9 +176,12 @@ function refuseForeignFile(file: string): void {
   }
 }
 
-/** The database file has other names (hard links), `links` in all. */
+/** The database file has other names (hard links), `links` in all; `besides` are those in its own folder. */
 export class LinkedDatabaseError extends Error {
-  constructor(readonly links: number) {
+  constructor(
+    readonly links: number,
+    readonly besides: string[],
+  ) {
     super(`the file has ${links} names (hard links)`);
     this.name = "LinkedDatabaseError";
   }
@@ -192,7 +195,21 @@ export class LinkedDatabaseError extends Error {
  */
 export function refuseLinked(path: string): void {
   const found = statSync(path, { throwIfNoEntry: false });
-  if (found?.isFile() && found.nlink > 1) throw new LinkedDatabaseError(found.nlink);
+  if (!found?.isFile() || found.nlink === 1) return;
+  // The other names in the same folder, to say which to remove (a restore cut off between its
+  // link and its rename leaves one, .replaced-TIME); the folder is read only in this case.
+  const besides: string[] = [];
+  try {
+    for (const name of readdirSync(dirname(path))) {
+      const other = join(dirname(path), name);
+      if (other === path) continue;
+      const s = lstatSync(other, { throwIfNoEntry: false });
+      if (s?.ino === found.ino && s.dev === found.dev) besides.push(other);
+    }
+  } catch {
+    // said without them
+  }
+  throw new LinkedDatabaseError(found.nlink, besides);
 }
 
 /** The nearest folder that exists at or above `folder`. */

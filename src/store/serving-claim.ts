@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fchmodSync, fchownSync, openSync, statSync } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, fchmodSync, fchownSync, lstatSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { DomainError } from "../domain/errors.js";
@@ -32,11 +32,19 @@ export const claimFile = (path: string) => `${path}.lock`;
  */
 export function claimDatabase(path: string): { made: boolean } {
   const file = claimFile(path);
-  for (;;) {
+  for (let tries = 1; ; tries++) {
     const made = makeClaimFile(path, file);
-    // Gone already (see below): made again.
     const inode = statSync(file, { throwIfNoEntry: false })?.ino;
-    if (inode === undefined) continue;
+    if (inode === undefined) {
+      // There and not there: a symbolic link to nothing, which no retry mends.
+      if (lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink()) throw new ClaimFileError(`${file} is a symbolic link to no file; remove it`);
+      // Gone already (see below): made again, a few times at most.
+      if (tries < MAX_TRIES) continue;
+      throw new ClaimFileError(`${file} keeps disappearing as it is made`);
+    }
+    // SQLite would open a file it may not write read-only without a word, and its exclusive
+    // lock would then be a shared one: no claim at all.
+    accessSync(file, constants.R_OK | constants.W_OK);
     let conn: Database.Database;
     try {
       conn = new Database(file, { timeout: 0, fileMustExist: true });
@@ -65,11 +73,29 @@ export function claimDatabase(path: string): { made: boolean } {
   }
 }
 
+/** How many times a claim file that vanishes as it is made is made again. */
+const MAX_TRIES = 20;
+
+/** The claim file is unusable in a way a retry cannot mend. */
+export class ClaimFileError extends Error {
+  override readonly name = "ClaimFileError";
+}
+
 /**
- * Makes the claim file unless it is there; true if made. It takes the database's mode, as
- * SQLite's -wal and -shm do (this user's alone where there is no database yet), so whoever
- * may use the database may claim it; made by root (an admin command), it goes to the
- * database's owner (or its folder's), whom the service most likely runs as.
+ * The mode of the claim file of a database of mode `mode`: read and write for whoever may
+ * write the database, nothing for the others. Whoever may open the claim file may hold a lock
+ * on it, and a reader's lock would keep the service from starting.
+ */
+export function claimMode(mode: number): number {
+  const write = mode & 0o222;
+  return write | (write << 1);
+}
+
+/**
+ * Makes the claim file unless it is there; true if made. It is for whoever may write the
+ * database (claimMode; this user's alone where there is no database yet); made by root (an
+ * admin command), it goes to the database's owner (or its folder's), whom the service most
+ * likely runs as.
  */
 function makeClaimFile(path: string, file: string): boolean {
   let fd: number;
@@ -81,7 +107,7 @@ function makeClaimFile(path: string, file: string): boolean {
   }
   try {
     const database = statSync(path, { throwIfNoEntry: false });
-    if (database) fchmodSync(fd, database.mode & 0o666);
+    if (database) fchmodSync(fd, claimMode(database.mode));
     if (process.getuid?.() === 0) {
       const owner = database ?? statSync(dirname(path));
       fchownSync(fd, owner.uid, owner.gid);
