@@ -77,7 +77,6 @@ function headBytesSent(res: http.ServerResponse | http2.Http2ServerResponse): bo
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
-
 export interface App {
   handler: NodeHandler;
   /** Makes health checks answer NOT_SERVING, for shutdown. */

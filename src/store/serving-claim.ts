@@ -16,7 +16,7 @@ export class DatabaseClaimedError extends Error {
 export const claimFile = (path: string) => `${path}.lock`;
 
 /**
- * Claims the database file at `path` (symbolic links followed, its folder made) for this
+ * Claims the database file at `path` (symbolic links followed; its folder is there) for this
  * process until it exits; throws DatabaseClaimedError while another process holds the claim.
  * `made`: the claim file was made by this call.
  *
@@ -32,15 +32,16 @@ export const claimFile = (path: string) => `${path}.lock`;
  */
 export function claimDatabase(path: string): { made: boolean } {
   const file = claimFile(path);
+  // Each pass that finds the file gone (removed as it was being claimed, see below) makes it
+  // again, a few times at most.
   for (let tries = 1; ; tries++) {
+    if (tries > MAX_TRIES) throw new ClaimFileError(`${file} keeps disappearing as it is claimed`);
     const made = makeClaimFile(path, file);
     const inode = statSync(file, { throwIfNoEntry: false })?.ino;
     if (inode === undefined) {
       // There and not there: a symbolic link to nothing, which no retry mends.
       if (lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink()) throw new ClaimFileError(`${file} is a symbolic link to no file; remove it`);
-      // Gone already (see below): made again, a few times at most.
-      if (tries < MAX_TRIES) continue;
-      throw new ClaimFileError(`${file} keeps disappearing as it is made`);
+      continue;
     }
     // SQLite would open a file it may not write read-only without a word, and its exclusive
     // lock would then be a shared one: no claim at all.
@@ -73,7 +74,7 @@ export function claimDatabase(path: string): { made: boolean } {
   }
 }
 
-/** How many times a claim file that vanishes as it is made is made again. */
+/** How many passes a claim may take while its file vanishes under it. */
 const MAX_TRIES = 20;
 
 /** The claim file is unusable in a way a retry cannot mend. */
