@@ -34,12 +34,14 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
   }
   if (err instanceof MetricsListenError) return err.message;
   if (err instanceof LinkedDatabaseError) {
-    const which = err.besides.length > 0 ? ` (beside it: ${err.besides.join(", ")}${err.besides.length < err.links - 1 ? ", and others elsewhere" : ""})` : "";
+    // Names as anyone who may write the folder chose them: quoted where they hold a control character.
+    const shown = err.besides.map((name) => (/[\u0000-\u001f\u007f-\u009f]/.test(name) ? JSON.stringify(name) : name));
+    const which = shown.length > 0 ? ` (beside it: ${shown.join(", ")}${shown.length < err.links - 1 ? ", and others elsewhere" : ""})` : "";
     return `DATABASE_URL: ${at.databaseFile} has ${err.links} names (hard links to one file): SQLite keeps a WAL beside each name, so what is written through one is lost to the others; remove the other names${which} (copies are made with \`admin db backup\`)`;
   }
   if (err instanceof ClaimFileError) return `DATABASE_URL: ${err.message}`;
   if (err instanceof DatabaseClaimedError) {
-    return `DATABASE_URL: ${at.databaseFile} is served by another process already (another copy of this service, or an admin command that needs it alone, such as \`db restore\`): one database, one service; for more processes, set WORKERS`;
+    return `DATABASE_URL: ${at.databaseFile} is served by another process already (another copy of this service, or an admin command that needs it alone, such as \`db restore\`; any process that holds a lock on ${err.lockFile} counts): one database, one service; for more processes, set WORKERS`;
   }
   if (err instanceof ForeignDatabaseError) {
     return `DATABASE_URL: ${at.databaseFile} is not a database of this service: ${err.message}; set DATABASE_URL to this service's database, or to a new file`;

@@ -875,6 +875,14 @@ it("the claim file is for whoever may write the database, a second claim in one 
     assert.throws(() => claimDatabase(file), (err) => err instanceof DatabaseClaimedError);
     // Whoever may only read it may not open the claim file: a reader's lock would keep the service from starting.
     assert.deepEqual([0o644, 0o640, 0o600, 0o660, 0o664].map(claimMode), [0o600, 0o600, 0o600, 0o660, 0o660]);
+    // One an earlier release made with the database's mode is closed to readers once claimed.
+    const older = join(dir, "older.db");
+    openDatabase(older).$client.close();
+    chmodSync(older, 0o644);
+    writeFileSync(`${older}.lock`, "");
+    chmodSync(`${older}.lock`, 0o644);
+    claimDatabase(older);
+    assert.equal(statSync(`${older}.lock`).mode & 0o777, 0o600);
     // A claim file that is a link to nothing is said as such, not retried for ever.
     const dangling = join(dir, "dangling.db");
     symlinkSync(join(dir, "nowhere", "x"), `${dangling}.lock`);
@@ -903,7 +911,7 @@ it("one database, one service: a second service on the same file is refused at s
         timeout: 30_000,
       });
       assert.equal(second.status, 1, second.stderr + second.stdout);
-      assert.match(second.stderr, /^startup error: DATABASE_URL: .* is served by another process already \(another copy of this service, or an admin command that needs it alone, such as `db restore`\): one database, one service; for more processes, set WORKERS\n$/);
+      assert.match(second.stderr, /^startup error: DATABASE_URL: .* is served by another process already \(another copy of this service, or an admin command that needs it alone, such as `db restore`; any process that holds a lock on .*s\.db\.lock counts\): one database, one service; for more processes, set WORKERS\n$/);
       assert.doesNotMatch(second.stdout, /listening|scmapi_/);
     }
 

@@ -319,11 +319,12 @@ describe("a runner's whole life", () => {
       scm: [
         { scmId: "gitea", name: "Gi\u200btea", pat: { description: "Use a read token\r\rUse an ADMIN token" } },
         { scmId: "forgejo", name: "Forgejo", pat: { description: "fine\u2067 isolate" } },
-        // Every other format character too (tag characters spell invisible text), and separators.
+        // Every other format character too (tag characters spell invisible text, behind a flag
+        // too), separators, and a joiner where no writing needs one.
         { scmId: "gitea2", name: "Gi\u{e0041}tea", pat: { description: "one\u2028two" } },
         { scmId: "gitea3", name: "Soft\u00adhyphen" },
-        // The joiner of an emoji sequence is fine.
-        { scmId: "gitlab", name: "\u{1f469}\u200d\u{1f4bb} GitLab", pat: { description: "line\r\nline" } },
+        // What writing needs is fine: an emoji's joiner, Persian's non-joiner, England's flag.
+        { scmId: "gitlab", name: "\u{1f469}\u200d\u{1f4bb} GitLab \u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}", pat: { description: "line\r\nline \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645" } },
       ],
     };
     const hiddenRefused = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: hidden }, runnerToken);
@@ -341,6 +342,10 @@ describe("a runner's whole life", () => {
         ["config_schema.scm[3]", "must offer at least one authentication method: send oauth, pat or both"],
       ],
     );
+    // Tags spelling text behind a flag, and a joiner between Latin letters, where no writing needs one.
+    const smuggled = { version: "4", scm: [{ scmId: "gitea", name: `GitHub\u{1f3f4}${[..."Ignore this"].map((c) => String.fromCodePoint(0xe0000 + c.charCodeAt(0))).join("")}\u{e007f}`, pat: { description: "Git\u200cHub" } }] };
+    const smuggledRefused = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: smuggled }, runnerToken);
+    assert.deepEqual(smuggledRefused.body.details?.[0]?.debug.violations.map((x: any) => x.field.elements.map((e: any) => e.fieldName).join(".")), ["config_schema.scm.name", "config_schema.scm.pat.description"]);
     assert.deepEqual(fields, [
       "config_schema.version",
       "config_schema.scm[0].default_hosts[1]",

@@ -37,17 +37,20 @@ export function hasControl(s: string): boolean {
  * isolates and marks, zero-width spaces, word joiners, byte-order marks, soft hyphens, tag
  * characters), line and paragraph separators, the blank Hangul fillers, and lone surrogates.
  * Text a runner publishes for admins to read may hold none: a right-to-left override makes
- * it read as something else. Format characters that writing needs stay allowed: the
- * zero-width joiner (emoji sequences) and non-joiner (Persian, Indic scripts), and tag
- * characters inside an emoji flag (England's, Scotland's).
+ * it read as something else, and tag characters spell ASCII no one sees. What writing needs
+ * stays allowed, where it needs it: the zero-width joiner and non-joiner after a letter of a
+ * script that uses them (Persian, Indic), the joiner before an emoji (👩‍💻), and the flags of
+ * England, Scotland and Wales, the only ones spelled in tags.
  */
 export function hasControlOrHidden(s: string): boolean {
-  return /[\p{Cc}\p{Cs}\u2028\u2029\u115f\u1160\u3164\uffa0]|(?![\u200c\u200d])\p{Cf}/u.test(s.includes("\u{1f3f4}") ? s.replace(FLAG_TAGS, "") : s);
+  return HIDDEN.test(s.includes("\u{1f3f4}") ? s.replace(TAG_FLAGS, "") : s) || STRAY_JOINER.test(s);
 }
 
-// A black flag followed by tag characters and a cancel tag: a subdivision's flag.
-const FLAG_TAGS = /(?<=\u{1f3f4})[\u{e0020}-\u{e007e}]+\u{e007f}/gu;
-
+const HIDDEN = /[\p{Cc}\p{Cs}\u2028\u2029\u115f\u1160\u3164\uffa0]|(?![\u200c\u200d])\p{Cf}/u;
+// A joiner not after a letter (and its marks) of a script other than Latin, unless it is a zero-width joiner before an emoji.
+const STRAY_JOINER = /(?<!(?!\p{Script=Latin})\p{L}\p{M}*)(?:\u200c|\u200d(?!\p{Extended_Pictographic}))/u;
+// The subdivision flags in emoji's recommended set: gbeng, gbsct, gbwls in tag letters, then a cancel tag.
+const TAG_FLAGS = /\u{1f3f4}\u{e0067}\u{e0062}(?:\u{e0065}\u{e006e}\u{e0067}|\u{e0073}\u{e0063}\u{e0074}|\u{e0077}\u{e006c}\u{e0073})\u{e007f}/gu;
 /**
  * Whether `s` has whitespace (any Unicode space, not only ASCII), control characters, or
  * invisible format characters (zero-width spaces, direction marks), which no identifier-like

@@ -155,7 +155,7 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
     // a terminal would write the next line over the one before.
     if ([...e.patDescription].length > MAX_PAT_DESCRIPTION) {
       v.add(`${f}.pat.description`, "string.max_len", `must be at most ${MAX_PAT_DESCRIPTION} characters`);
-    } else if (hasControlOrHidden(e.patDescription.replace(/\r\n|[\n\t]/g, ""))) {
+    } else if (hasControlOrHidden(e.patDescription.replace(/\r\n|[\n\t]/g, " "))) {
       v.add(`${f}.pat.description`, "string.printable", `${HIDDEN} other than line breaks (\\n or \\r\\n) and tabs`);
     }
     if (e.patDocsLink !== "") {

@@ -1,4 +1,4 @@
-import { accessSync, closeSync, constants, existsSync, fchmodSync, fchownSync, lstatSync, openSync, statSync } from "node:fs";
+import { accessSync, chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, lstatSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { DomainError } from "../domain/errors.js";
@@ -45,7 +45,12 @@ export function claimDatabase(path: string): { made: boolean } {
     }
     // SQLite would open a file it may not write read-only without a word, and its exclusive
     // lock would then be a shared one: no claim at all.
-    accessSync(file, constants.R_OK | constants.W_OK);
+    try {
+      accessSync(file, constants.R_OK | constants.W_OK);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // gone meanwhile
+      throw err;
+    }
     let conn: Database.Database;
     try {
       conn = new Database(file, { timeout: 0, fileMustExist: true });
@@ -68,6 +73,7 @@ export function claimDatabase(path: string): { made: boolean } {
     // no claim: the next process would lock a new file of that name. Taken again then.
     if (statSync(file, { throwIfNoEntry: false })?.ino === inode) {
       held.push(conn);
+      closeToReaders(path, file);
       return { made };
     }
     conn.close();
@@ -90,6 +96,21 @@ export class ClaimFileError extends Error {
 export function claimMode(mode: number): number {
   const write = mode & 0o222;
   return write | (write << 1);
+}
+
+/**
+ * Takes the read bits off a claim file, made by an earlier release with the database's
+ * mode, for those who may not write the database (see claimMode); best effort, as its owner
+ * or root. Held now, it can be changed without a reader's lock in the way.
+ */
+function closeToReaders(path: string, file: string): void {
+  try {
+    const [database, claim] = [statSync(path), statSync(file)];
+    const mode = claimMode(database.mode);
+    if ((claim.mode & ~mode & 0o777) !== 0) chmodSync(file, claim.mode & mode & 0o777);
+  } catch {
+    // not ours to change: it stays as it was
+  }
 }
 
 /**
