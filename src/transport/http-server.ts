@@ -124,7 +124,23 @@ export const LOGGED_URL_CHARS = 200;
  * a client may put its token there by mistake and tokens are never logged, then cut to
  * LOGGED_URL_CHARS.
  */
-export const loggedUrl = (url: string): string => truncate(url.replace(TOKEN_LIKE, "$1[hidden]"), LOGGED_URL_CHARS);
+export function loggedUrl(url: string): string {
+  return truncate(unescapedIfToken(url).replace(TOKEN_LIKE, "$1[hidden]"), LOGGED_URL_CHARS);
+}
+
+/** `url` percent-decoded (three times at most, for escapes of escapes) where that spells a token's prefix its escapes hid; else as it is. */
+function unescapedIfToken(url: string): string {
+  let shown = url;
+  for (let i = 0; i < 3 && shown.includes("%"); i++) {
+    try {
+      shown = decodeURIComponent(shown);
+    } catch {
+      return url;
+    }
+    if (TOKEN_SHAPE.test(shown)) return shown;
+  }
+  return url;
+}
 
 /** Whether `s` holds something shaped like a token (a client's request id may not be logged then). */
 export const hasTokenShape = (s: string): boolean => TOKEN_SHAPE.test(s);
