@@ -596,8 +596,11 @@ describe("a database file this process may not write", () => {
     symlinkSync(join(data, "s.db"), join(etc, "s.db"));
     try {
       symlinkSync(join(data, "new.db"), join(etc, "new.db")); // a link to a database not made yet
+      // and a link to such a link
+      symlinkSync(join(data, "chained.db"), join(etc, "middle.db"));
+      symlinkSync(join(etc, "middle.db"), join(etc, "chained.db"));
       if (!makeImmutable(t, [etc])) return;
-      for (const name of ["s.db", "new.db"]) {
+      for (const name of ["s.db", "new.db", "chained.db"]) {
         const db = openDatabase(join(etc, name));
         try {
           db.$client.exec("UPDATE service_secrets SET name = name");

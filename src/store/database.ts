@@ -234,13 +234,16 @@ export function makeFolders(dir: string): string[] {
 }
 
 /**
- * The file SQLite opens for `given`: it follows a symbolic link (one still dangling too,
- * making the file it names) and keeps -wal and -shm beside the file it points to.
+ * The file SQLite opens for `given`: it follows symbolic links (dangling ones too, making
+ * the file the last names) and keeps -wal and -shm beside the file they point to.
  */
 export function databasePath(given: string): string {
   // Not existsSync, which reads a folder this user cannot search (EACCES) as no file.
   if (statSync(given, { throwIfNoEntry: false })) return realpathSync(given);
-  return lstatSync(given, { throwIfNoEntry: false })?.isSymbolicLink() ? resolve(dirname(given), readlinkSync(given)) : resolve(given);
+  // A chain of links to a file not made yet, as far as the kernel would follow one (40).
+  let path = resolve(given);
+  for (let hops = 0; hops < 40 && lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink(); hops++) path = resolve(dirname(path), readlinkSync(path));
+  return path;
 }
 
 /**
