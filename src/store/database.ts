@@ -287,10 +287,10 @@ export function convertPageSize(db: Db): { from: number; to: number } {
     sqlite.pragma(`page_size = ${PAGE_SIZE}`);
     sqlite.exec("VACUUM");
   } catch (err) {
-    // VACUUM builds the copy in the temporary folder, then writes it back over the file.
+    // VACUUM builds the copy in SQLite's temporary folder, then writes it back over the file.
     const code = String((err as { code?: unknown }).code);
     if (isOutOfSpace(code)) {
-      throw new DomainError("resource_exhausted", `out of disk space (${code}), nothing changed: the rewrite needs room for a copy of the database both in the temporary folder (TMPDIR, else /tmp) and on the database's own disk`);
+      throw new DomainError("resource_exhausted", `out of disk space (${code}), nothing changed: the rewrite needs room for a copy of the database both in SQLite's temporary folder (SQLITE_TMPDIR, else TMPDIR, else /var/tmp) and on the database's own disk`);
     }
     throw err;
   } finally {
