@@ -96,8 +96,7 @@ async function run(args: string[]): Promise<void> {
         throw new UsageError(`DATABASE_URL: ${databaseFile} was migrated by a newer release of this service (${err.message}); use that release's admin CLI`);
       }
       if (isBusy(err)) throw new UsageError(`DATABASE_URL: ${databaseFile} stayed locked by another process (an admin command, a migration) for 5 s; try again`);
-      const reason = err instanceof DomainError ? null : describeStartupError(err, { databaseFile });
-      throw reason === null ? err : new UsageError(reason);
+      throw said(err, databaseFile);
     }
     return;
   } else {
@@ -117,21 +116,25 @@ async function run(args: string[]): Promise<void> {
     // A page-size conversion needs the database alone; the other commands work beside the service.
     db = openDatabase(databaseFile, { claim: noun === "db" && verb === "page-size" ? "command" : false });
   } catch (err) {
-    if (err instanceof DomainError) throw err;
-    const reason = describeStartupError(err, { databaseFile });
-    throw reason === null ? err : new UsageError(reason);
+    throw said(err, databaseFile);
   }
   try {
     command(db);
   } catch (err) {
-    const reason = err instanceof DomainError ? null : describeStartupError(err, { databaseFile });
-    throw reason === null ? err : new UsageError(reason);
+    throw said(err, databaseFile);
   } finally {
     db.$client.close();
   }
 }
 
 class UsageError extends Error {}
+
+/** `err` as the CLI reports it: a refusal as it is, a failure a start would explain (a file it cannot use) as that line, anything else (a bug) as it came. */
+function said(err: unknown, databaseFile: string): unknown {
+  if (err instanceof DomainError) return err;
+  const reason = describeStartupError(err, { databaseFile });
+  return reason === null ? err : new UsageError(reason);
+}
 
 /**
  * Whether a file is at the database's path. A look that fails (a folder this user cannot
@@ -141,8 +144,7 @@ function databaseThere(databaseFile: string): boolean {
   try {
     return statSync(databaseFile, { throwIfNoEntry: false }) !== undefined;
   } catch (err) {
-    const reason = describeStartupError(err, { databaseFile });
-    throw reason === null ? err : new UsageError(reason);
+    throw said(err, databaseFile);
   }
 }
 
@@ -159,13 +161,8 @@ async function backup(databaseFile: string, target: string): Promise<void> {
     const code = (err as NodeJS.ErrnoException).code ?? "error";
     throw new UsageError(`DATABASE_URL: this user cannot write ${databaseFile} or beside it (${code}); run \`db backup\` as the service's user (or root), since reading the database writes SQLite's -wal and -shm files there`);
   }
-  // Through another name of the file, SQLite would read another WAL than the service's.
-  try {
-    refuseLinked(databasePath(databaseFile));
-  } catch (err) {
-    const reason = describeStartupError(err, { databaseFile });
-    throw reason === null ? err : new UsageError(reason);
-  }
+  // Through another name of the file, SQLite would read another WAL than the service's (said by the caller's catch).
+  refuseLinked(databasePath(databaseFile));
   const source = new Database(databaseFile, { fileMustExist: true });
   // Interrupted, the copy is removed: a hidden file the size of the database is not left behind.
   const interrupted = (signal: NodeJS.Signals) => {

@@ -9,6 +9,7 @@ import { RunnerConfigurationService, type SCMIntegration } from "../gen/gitpod/v
 import { RunnerKind, RunnerProvider, RunnerService } from "../gen/gitpod/v1/runners_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { open } from "../src/crypto/sealed-box.js";
+import { envelope, protocolHeaders, WireClient } from "./corpus/wire.js";
 import { call, createRunner, signUp, startServer, until, type TestServer } from "./harness.js";
 
 describe("every protocol reaches the same port", () => {
@@ -227,20 +228,15 @@ it("a served method asked with another method than POST is 405 saying Allow: POS
 
 it("a gRPC message is escaped so that no space begins or ends it: node's client keeps the trailer (an empty grpc-timeout)", async () => {
   const s = await startServer();
-  const session = http2.connect(s.url);
+  const client = new WireClient(s.url);
   try {
-    const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
-      const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/grpc", te: "trailers", "grpc-timeout": "", authorization: `Bearer ${s.token}` });
-      req.on("response", (h) => (h["grpc-status"] !== undefined ? resolve(h) : undefined));
-      req.on("trailers", resolve);
-      req.on("error", reject);
-      req.resume();
-      req.end(Buffer.alloc(5));
-    });
-    assert.equal(trailers["grpc-status"], "3");
-    assert.match(String(trailers["grpc-message"]), /^protocol error: invalid grpc timeout value:%20$/);
+    const a = await client.send({ path: "/gitpod.v1.RunnerService/ListRunners", headers: { ...protocolHeaders("grpc", s.token), "grpc-timeout": "" }, body: envelope(new Uint8Array(0)), http2: true });
+    assert.equal(a.kind, "answer");
+    const status = a.kind === "answer" ? { ...a.headers, ...a.trailers } : {};
+    assert.equal(status["grpc-status"], "3");
+    assert.match(String(status["grpc-message"]), /^protocol error: invalid grpc timeout value:%20$/);
   } finally {
-    session.close();
+    client.close();
     await s.close();
   }
 });

@@ -74,6 +74,9 @@ export interface DatabaseOptions {
  * connection needs and applies the committed migrations.
  */
 export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
+  // The file a symbolic link names, one still dangling too: made through the link, O_EXCL
+  // would refuse it and SQLite make it with the umask's mode.
+  const path = file === ":memory:" ? file : databasePath(file);
   if (file !== ":memory:") {
     // A new database is this user's alone (SQLite gives its -wal and -shm the file's mode):
     // it holds the keys that sign page tokens and idempotency records. Existing files and
@@ -81,9 +84,6 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     // start, say), the file and the folders made for it go to the owner of the nearest folder
     // that was there, whom the service most likely runs as; SQLite gives -wal and -shm the
     // file's owner.
-    // The file a symbolic link names, one still dangling too: made through the link, O_EXCL
-    // would refuse it and SQLite make it with the umask's mode.
-    const path = databasePath(file);
     refuseLinked(path);
     const heir = process.getuid?.() === 0 ? statSync(nearestFolder(dirname(path))) : undefined;
     const madeFolders = makeFolders(dirname(path));
@@ -100,8 +100,8 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
     }
   }
   refuseForeignFile(file);
-  if (options.claim === "command") claimForCommand(databasePath(file));
-  else if (options.claim) claimDatabase(databasePath(file));
+  if (options.claim === "command") claimForCommand(path);
+  else if (options.claim) claimDatabase(path);
   const sqlite = new Database(file);
   // 2 KiB pages instead of 4: a create changes a few index pages at random places, and
   // each changed page is written whole to the WAL and again by the checkpoint, so smaller

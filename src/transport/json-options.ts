@@ -229,7 +229,7 @@ function replaceInField(desc: DescMessage, field: DescField, holder: Record<stri
   const where = (item: string) => `cannot decode field ${desc.typeName}.${field.name} from JSON: ${item}`;
   switch (field.fieldKind) {
     case "enum":
-      return replaceName(field.enum, holder, key, where(""));
+      return replaceName(field.enum, holder, key, () => where(""));
     case "message":
       return replaceUnknownNames(field.message, value);
     case "list":
@@ -239,7 +239,7 @@ function replaceInField(desc: DescMessage, field: DescField, holder: Record<stri
       const kind = field.fieldKind === "list" ? field.listKind : field.mapKind;
       let replaced = false;
       for (const [i, k] of Object.keys(items).entries()) {
-        const at = where(field.fieldKind === "list" ? `list item #${i + 1}: ` : `map value for key "${truncate(k)}": `);
+        const at = () => where(field.fieldKind === "list" ? `list item #${i + 1}: ` : `map value for key "${truncate(k)}": `);
         if (kind === "enum" ? items[k] !== null && replaceName(field.enum!, items, k, at) : kind === "message" && replaceUnknownNames(field.message!, items[k])) replaced = true;
       }
       return replaced;
@@ -249,11 +249,11 @@ function replaceInField(desc: DescMessage, field: DescField, holder: Record<stri
   }
 }
 
-function replaceName(e: DescEnum, holder: Record<string, unknown>, key: string, refusal: string): boolean {
+function replaceName(e: DescEnum, holder: Record<string, unknown>, key: string, refusal: () => string): boolean {
   const value = holder[key];
   if (typeof value !== "string") {
     if (typeof value === "number" && Number.isInteger(value)) return false;
-    throw new Error(`${refusal}expected an enum name or number, got ${Array.isArray(value) ? describe(value) : typeof value === "object" ? "an object" : String(value)}`);
+    throw new Error(`${refusal()}expected an enum name or number, got ${Array.isArray(value) ? describe(value) : typeof value === "object" ? "an object" : String(value)}`);
   }
   if (e.values.some((v) => v.name === value)) return false;
   holder[key] = undefinedNumber(e);
