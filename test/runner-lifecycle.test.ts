@@ -384,6 +384,8 @@ describe("a runner's whole life", () => {
       [{ provider: "RUNNER_PROVIDER_AWS_EC2" }, "RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_AWS_EC2"],
       [{ provider: "RUNNER_PROVIDER_GCP" }, "RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_GCP"],
       [{ provider: "RUNNER_PROVIDER_DESKTOP_MAC" }, "RUNNER_KIND_LOCAL", "RUNNER_PROVIDER_DESKTOP_MAC"],
+      // The official SDK's example of "a new local runner on Linux" sends this provider alone.
+      [{ provider: "RUNNER_PROVIDER_LINUX_HOST" }, "RUNNER_KIND_LOCAL", "RUNNER_PROVIDER_LINUX_HOST"],
       // A kind sent wins over the deduced one; a kind alone leaves the provider unspecified.
       [{ kind: "RUNNER_KIND_LOCAL_CONFIGURATION", provider: "RUNNER_PROVIDER_AWS_EC2" }, "RUNNER_KIND_LOCAL_CONFIGURATION", "RUNNER_PROVIDER_AWS_EC2"],
       [{ kind: "RUNNER_KIND_REMOTE" }, "RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_UNSPECIFIED"],
@@ -399,7 +401,12 @@ describe("a runner's whole life", () => {
     }
     const refused: [object, RegExp][] = [
       [{}, /^provider: is required \(or kind/],
-      [{ provider: "RUNNER_PROVIDER_LINUX_HOST" }, /^kind: is required with provider RUNNER_PROVIDER_LINUX_HOST/],
+      [{ provider: "RUNNER_PROVIDER_MANAGED" }, /^kind: is required with provider RUNNER_PROVIDER_MANAGED/],
+      // A name is shown in lists: one that reads as another runner's, or as nothing, is refused.
+      [{ name: "\u202eeno-rennur", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not contain control characters or invisible formatting/],
+      [{ name: "run\u200bner", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not contain control characters or invisible formatting/],
+      [{ name: "\u00a0 \u3000", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not be blank$/],
+      [{ provider: "RUNNER_PROVIDER_DEV_AGENT" }, /^kind: is required with provider RUNNER_PROVIDER_DEV_AGENT/],
       [{ provider: 99 }, /^provider: must be one of/],
       [{ kind: 7, provider: "RUNNER_PROVIDER_GCP" }, /^kind: must be one of/],
       // An enum name the API does not define is refused like an unknown number, not

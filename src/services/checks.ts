@@ -26,10 +26,8 @@ export function checkUuidList(v: Violations, field: string, values: readonly str
   return [...new Set(values.map((value, i) => checkUuid(v, `${field}[${i}]`, value)))];
 }
 
-/** Whether `s` has control characters (C0, DEL or C1), which no name or label may hold. */
-export function hasControl(s: string): boolean {
-  return /[\u0000-\u001f\u007f-\u009f]/.test(s);
-}
+/** What a name or label holding what hasControlOrHidden finds is told. */
+export const HIDDEN_TEXT = "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces)";
 
 /**
  * Whether `s` has control characters, or characters that change how the text around them

@@ -5,7 +5,7 @@ import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "
 import type { Db } from "../store/database.js";
 import { writeAs } from "./auth.js";
 import * as store from "../store/runners.js";
-import { checkUuid, hasControlOrHidden, httpsUrlProblem } from "./checks.js";
+import { HIDDEN_TEXT, checkUuid, hasControlOrHidden, httpsUrlProblem } from "./checks.js";
 import { truncate } from "../domain/text.js";
 import { runnerKeyOf, schemaOf } from "./runners.js";
 import { ownRunnerOnly } from "./scm-integrations.js";
@@ -114,12 +114,11 @@ export function updateRunnerConfigurationSchema(
   });
 }
 
-const HIDDEN = "must not contain control characters or invisible formatting (direction overrides or marks, zero-width spaces)";
 
 function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
   const at = "config_schema";
   if ([...s.version].length > MAX_VERSION) v.add(`${at}.version`, "string.max_len", `must be at most ${MAX_VERSION} characters`);
-  else if (hasControlOrHidden(s.version)) v.add(`${at}.version`, "string.printable", HIDDEN);
+  else if (hasControlOrHidden(s.version)) v.add(`${at}.version`, "string.printable", HIDDEN_TEXT);
   if (s.scm.length > MAX_SCM_ENTRIES) {
     v.add(`${at}.scm`, "repeated.max_items", `must have at most ${MAX_SCM_ENTRIES} entries, got ${s.scm.length}`);
     return { version: s.version, scm: [] };
@@ -133,7 +132,7 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
     } else if (seen.has(e.scmId)) v.add(`${f}.scm_id`, "scm_id.unique", `"${e.scmId}" appears more than once`);
     seen.add(e.scmId);
     if ([...e.name].length > MAX_NAME) v.add(`${f}.name`, "string.max_len", `must be at most ${MAX_NAME} characters`);
-    else if (hasControlOrHidden(e.name)) v.add(`${f}.name`, "string.printable", HIDDEN);
+    else if (hasControlOrHidden(e.name)) v.add(`${f}.name`, "string.printable", HIDDEN_TEXT);
     const hosts: string[] = [];
     if (e.defaultHosts.length > MAX_DEFAULT_HOSTS) {
       v.add(`${f}.default_hosts`, "repeated.max_items", `must have at most ${MAX_DEFAULT_HOSTS} hosts, got ${e.defaultHosts.length}`);
@@ -156,7 +155,7 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
     if ([...e.patDescription].length > MAX_PAT_DESCRIPTION) {
       v.add(`${f}.pat.description`, "string.max_len", `must be at most ${MAX_PAT_DESCRIPTION} characters`);
     } else if (hasControlOrHidden(e.patDescription.replace(/\r\n|[\n\t]/g, " "))) {
-      v.add(`${f}.pat.description`, "string.printable", `${HIDDEN} other than line breaks (\\n or \\r\\n) and tabs`);
+      v.add(`${f}.pat.description`, "string.printable", `${HIDDEN_TEXT} other than line breaks (\\n or \\r\\n) and tabs`);
     }
     if (e.patDocsLink !== "") {
       const problem = httpsUrlProblem(e.patDocsLink);

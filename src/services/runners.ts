@@ -4,7 +4,7 @@ import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "
 import { newId } from "../crypto/ids.js";
 import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
 import { newToken } from "../crypto/tokens.js";
-import { MAX_FILTER_IDS, checkUuid, checkUuidList, hasControl } from "./checks.js";
+import { HIDDEN_TEXT, MAX_FILTER_IDS, checkUuid, checkUuidList, hasControlOrHidden } from "./checks.js";
 import { ID_ORDER, pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import type { Db } from "../store/database.js";
 import { writeAs } from "./auth.js";
@@ -19,11 +19,12 @@ const PROVIDERS = new Map([
 ]);
 /**
  * The kind a provider implies, for a CreateRunner that names the provider alone, as the
- * public API lets it: AWS EC2 and GCP runners are remote (the API documents both), Gitpod
- * Desktop on a Mac runs environments on that Mac. The other providers are deprecated or
- * for the hosted service's own use, and need their kind sent.
+ * public API lets it: AWS EC2 and GCP runners are remote (the API documents both), a Linux
+ * host's is local (the SDK's own example creates "a new local runner on Linux" with that
+ * provider alone), Gitpod Desktop on a Mac runs environments on that Mac. The hosted
+ * service's own providers (managed, dev agent) have no documented kind and need it sent.
  */
-const KIND_OF_PROVIDER = new Map([[1, 2], [5, 2], [3, 1]]);
+const KIND_OF_PROVIDER = new Map([[1, 2], [5, 2], [2, 1], [3, 1]]);
 
 export interface CreateRunnerInput {
   name: string;
@@ -135,8 +136,10 @@ export function schemaOf(runner: Pick<RunnerRow, "configSchema">): RunnerSchema 
 function checkRunnerName(v: Violations, field: string, name: string): void {
   const length = [...name].length;
   if (length < 3 || length > 127) v.add(field, "string.len", `must be 3 to 127 characters, got ${length}`);
-  // Names are shown in lists and terminals: an escape sequence in one would act there.
-  else if (hasControl(name)) v.add(field, "string.printable", "must not contain control characters");
+  // Names are shown in lists and terminals: an escape sequence in one would act there, and a
+  // direction override or hidden characters would make it read as another runner's.
+  else if (hasControlOrHidden(name)) v.add(field, "string.printable", HIDDEN_TEXT);
+  else if (name.trim() === "") v.add(field, "string.not_blank", "must not be blank");
 }
 
 /** The runner with this id in the caller's organization. */
