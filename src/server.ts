@@ -314,7 +314,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
         if (decided) {
           record.admission = decided;
           if ("refusal" in decided) withoutBody(req);
-          else chargeBody(req, bodyCharge(bodyLimiter, decided.caller), method?.input);
+          else chargeBody(req, bodyCharge(bodyLimiter, decided.caller), `org:${decided.caller.orgId}`, method?.input);
         }
         // connect-node's handler type is a union of the HTTP/1 and HTTP/2 shapes.
         adapter(req as never, res as never);

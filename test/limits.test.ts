@@ -609,26 +609,84 @@ describe("request bodies held at once", () => {
     // release: held for good, until the budget refused every body.
     const budget = new BodyBudget(100);
     const share = budget.forRequest();
-    assert.equal(share.take(60), true);
+    assert.equal(share.take(60), undefined);
     assert.equal(budget.held, 60);
-    assert.equal(share.take(50), false, "over the budget");
+    assert.equal(share.take(50)?.code, Code.Unavailable, "over the budget");
     share.release();
     assert.equal(budget.held, 0);
-    assert.equal(share.take(10), false, "released: nothing more is taken");
+    assert.equal(share.take(10)?.code, Code.Unavailable, "released: nothing more is taken");
     share.release();
     assert.equal(budget.held, 0);
-    assert.equal(budget.forRequest().take(100), true, "the whole budget is there for the next");
+    assert.equal(budget.forRequest().take(100), undefined, "the whole budget is there for the next");
     // A share with free bytes counts only what is past them, and gives back only what it counted.
     const open = new BodyBudget(100);
     const free = open.forRequest(30);
-    assert.equal(free.take(20), true);
+    assert.equal(free.take(20), undefined);
     assert.equal(open.held, 0);
-    assert.equal(free.take(20), true);
+    assert.equal(free.take(20), undefined);
     assert.equal(open.held, 10);
-    assert.equal(free.take(95), false, "past the budget, free bytes spent");
+    assert.ok(free.take(95), "past the budget, free bytes spent");
     assert.equal(open.held, 10);
     free.release();
     assert.equal(open.held, 0);
+  });
+
+  it("one holder's requests hold at most their part, counted from when the holder is known; other holders keep the rest", () => {
+    const budget = new BodyBudget(100, 40);
+    const a1 = budget.forRequest();
+    assert.equal(a1.take(30), undefined, "taken before its caller was known");
+    a1.holdFor("org:a");
+    const a2 = budget.forRequest();
+    a2.holdFor("org:a");
+    const refused = a2.take(20);
+    assert.equal(refused?.code, Code.ResourceExhausted, "30 held already: 50 is past the holder's 40");
+    assert.match(refused!.message, /this organization's calls hold as many request bodies at once as one organization may/);
+    assert.equal(a2.take(10), undefined);
+    const b = budget.forRequest();
+    b.holdFor("org:b");
+    assert.equal(b.take(40), undefined, "another holder has its own part");
+    assert.equal(budget.held, 80);
+    a1.release();
+    assert.equal(a2.take(30), undefined, "what a1 gave back is the holder's again");
+    a2.release();
+    b.release();
+    assert.equal(budget.held, 0);
+    const again = budget.forRequest();
+    again.holdFor("org:a");
+    assert.equal(again.take(40), undefined, "nothing is left counted against the holder");
+  });
+
+  it("one organization's calls hold at most a part of the budget, however many requests: another organization's still fit", async () => {
+    const t = await startLimited({ maxBufferedBytes: 160 * KIB, maxHeldBytesPerOrg: 100 * KIB, maxOpenBufferedBytes: 5.5 * KIB });
+    const session = http2.connect(t.url);
+    const open: ReturnType<typeof hold>[] = [];
+    try {
+      createOrganization(t.db, "other");
+      const otherToken = createApiToken(t.db, "other").token;
+      // acme holds 90 KiB in three unfinished bodies; 20 KiB more would pass its 100.
+      const held = [0, 1, 2].map(() => hold(session, 31 * KIB, 30 * KIB, t.token));
+      open.push(...held);
+      for (let i = 0; i < 250 && t.server.bodyBytesHeld() < 90 * KIB; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(t.server.bodyBytesHeld(), 90 * KIB);
+      const post = (token: string, size: number) =>
+        fetch(`${t.url}${listRunners}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: "{}" + " ".repeat(size - 2) });
+      const refused = await post(t.token, 20 * KIB);
+      assert.equal(refused.status, 429, "this organization's own limit, not the server's");
+      const body = (await refused.json()) as { code: string; message: string };
+      assert.equal(body.code, "resource_exhausted");
+      assert.match(body.message, /^this organization's calls hold as many request bodies at once as one organization may/);
+      assert.equal((await post(otherToken, 60 * KIB)).status, 200, "the other organization's body fits in the 70 KiB left");
+      assert.equal((await post(t.token, 5 * KIB)).status, 200, "a body within acme's part still passes");
+      for (const h of open.splice(0)) h.stream.close(http2.constants.NGHTTP2_CANCEL);
+      await Promise.all(held.map((h) => h.closed));
+      for (let i = 0; i < 250 && t.server.inFlight() > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(t.server.bodyBytesHeld(), 0);
+      assert.equal((await post(t.token, 90 * KIB)).status, 200, "its part comes back with the bodies");
+    } finally {
+      for (const h of open) h.stream.close(http2.constants.NGHTTP2_CANCEL);
+      session.close();
+      await t.close();
+    }
   });
 
   it("a compressed body holds what it inflates to", async () => {
@@ -1858,7 +1916,7 @@ describe("bodies sent in many small pieces", () => {
     // does (through the request's iterator, after chargeBody) and answers what it was handed.
     const server = await listen(
       (req, res) => {
-        chargeBody(req, null);
+        chargeBody(req, null, "org:test");
         void (async () => {
           const chunks: number[] = [];
           for await (const chunk of req as AsyncIterable<Buffer>) chunks.push(chunk.length);

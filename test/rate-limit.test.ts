@@ -207,6 +207,35 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
+  it("an organization's runners share a byte bucket beside their own: runners minted by one token do not multiply its bytes", async () => {
+    const s = await startServer({ bodyRateLimit: LIMIT });
+    try {
+      // ListRunnerSCMIntegrations with `size` bytes of an unknown field, for a runner.
+      const listOwn = (runnerId: string, runnerToken: string, size: number) =>
+        fetch(`${s.url}/gitpod.v1.RunnerInteractionService/ListRunnerSCMIntegrations`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${runnerToken}` },
+          body: JSON.stringify({ runnerId, padding: "x".repeat(size) }),
+        }).then(async (res) => ({ status: res.status, body: (await res.json()) as { code?: string; message?: string } }));
+      const runners = [];
+      for (let i = 0; i < 3; i++) runners.push(await createRunner(s, s.token, `runner-${i}`));
+      // Each runner's own bucket holds the 64 KiB burst; the first runner's 40 KiB and the
+      // second's 40 KiB run the shared one into debt (the body that does so still passes).
+      assert.equal((await listOwn(runners[0]!.runnerId, runners[0]!.runnerToken, 40 * 1024)).status, 200);
+      assert.equal((await listOwn(runners[1]!.runnerId, runners[1]!.runnerToken, 40 * 1024)).status, 200);
+      // The third runner owes nothing of its own, and is still held off by what they share.
+      const third = await listOwn(runners[2]!.runnerId, runners[2]!.runnerToken, 10);
+      assert.equal(third.status, 429, JSON.stringify(third.body));
+      assert.match(third.body.message!, /^the request bodies of this organization's runners are over the byte rate limit they share; retry in \d+ ms$/);
+      // API tokens are not in it, and neither are another organization's runners.
+      assert.equal((await post(s, padded(10))).status, 200);
+      const other = await createRunner(s, s.otherToken, "other-org-runner");
+      assert.equal((await listOwn(other.runnerId, other.runnerToken, 10)).status, 200);
+    } finally {
+      await s.close();
+    }
+  });
+
   it("gRPC: compressed messages are inflated before connect-node reads them, and charged as inflated", async () => {
     const s = await startServer({ bodyRateLimit: LIMIT });
     const session = http2.connect(s.url);

@@ -4,7 +4,7 @@ import net from "node:net";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { correctFrameworkErrors, noteErrorBody, noteErrorHead } from "./framework-errors.js";
-import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_OPEN_BUFFERED_BYTES, MAX_REQUEST_BYTES, OPEN_FREE_BYTES } from "./request-body.js";
+import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_HELD_BYTES_PER_ORG, MAX_OPEN_BUFFERED_BYTES, MAX_REQUEST_BYTES, OPEN_FREE_BYTES } from "./request-body.js";
 import { readTlsFiles, rereadTlsFiles, type TlsCredentials, type TlsFiles } from "./tls-files.js";
 import { truncate } from "../domain/text.js";
 
@@ -71,6 +71,8 @@ export interface HttpServerOptions {
   maxRequestBytes?: number;
   /** The most body bytes all requests in flight may hold at once; past it new ones are refused as busy. */
   maxBufferedBytes?: number;
+  /** The most of those the calls of one organization may hold (see MAX_HELD_BYTES_PER_ORG). */
+  maxHeldBytesPerOrg?: number;
   /**
    * The paths of calls that need a token. When given, only their bodies draw on
    * `maxBufferedBytes`; every other request's (health checks, reflection: anyone may send
@@ -214,7 +216,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   // Header lists as large as HTTP/1.1 takes (node's 16 KiB), not nghttp2's 64 KiB.
   const settings = { maxConcurrentStreams: options.maxConcurrentStreams ?? 100, maxHeaderListSize: MAX_HEADER_LIST_BYTES };
   const maxRequestBytes = options.maxRequestBytes ?? MAX_REQUEST_BYTES;
-  const budget = new BodyBudget(options.maxBufferedBytes ?? MAX_BUFFERED_BYTES);
+  const budget = new BodyBudget(options.maxBufferedBytes ?? MAX_BUFFERED_BYTES, options.maxHeldBytesPerOrg ?? MAX_HELD_BYTES_PER_ORG);
   const tokenPaths = options.tokenPaths;
   const openBudget = new BodyBudget(options.maxOpenBufferedBytes ?? MAX_OPEN_BUFFERED_BYTES);
   const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_TIMEOUTS.headersTimeoutMs;
@@ -276,7 +278,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     if (socket) unwatch = whenSocketCloses(socket, finish);
     // During shutdown HTTP/1.1 clients are told not to reuse the connection.
     if (closing && req.httpVersionMajor === 1) (res as http.ServerResponse).setHeader("connection", "close");
-    limitBody(req, res, maxRequestBytes, body.take);
+    limitBody(req, res, maxRequestBytes, body);
     if ("stream" in req) limitStreamTime(req, res as http2.Http2ServerResponse, requestTimeoutMs);
     correctFrameworkErrors(req, res);
     handler(req, res);

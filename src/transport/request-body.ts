@@ -19,7 +19,8 @@ interface BodyLimit {
   checkSize: boolean;
   /** Marks the answer as final once the body passed the size limit. */
   refuse(): void;
-  take(bytes: number): boolean;
+  /** The request's part of the body budget. */
+  share: BodyShare;
   /** What connect-node reads instead of the body, once the request is answered without it (see withoutBody). */
   standIn?: Buffer;
   /** Reads what is left of the body and throws it away (HTTP/1.1; see limitBody). */
@@ -105,7 +106,8 @@ function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIt
         }
         seen += r.value.length;
         if (limit.checkSize && seen > limit.maxBytes) limit.refuse();
-        if (seen <= limit.maxBytes && !limit.take(r.value.length)) throw busy();
+        const refused = seen <= limit.maxBytes ? limit.share.take(r.value.length) : undefined;
+        if (refused) throw refused;
         return r;
       }),
     return: (value?: unknown) => chunks.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
@@ -307,7 +309,8 @@ async function inflatedHeld(name: string, data: Buffer, limit: BodyLimit): Promi
     limit.charge?.(Math.max(data.length, (err as Partial<InflateFailure>).inflated ?? 0));
     throw err;
   }
-  if (out !== data && !limit.take(out.length)) throw busy();
+  const refused = out !== data ? limit.share.take(out.length) : undefined;
+  if (refused) throw refused;
   return out;
 }
 
@@ -354,9 +357,10 @@ export function withoutBody(req: http.IncomingMessage | http2.Http2ServerRequest
  * and a compressed body is inflated here (see inflate.ts) and charged for what it inflates to.
  * Charged on arrival instead, bodies paid for slowly side by side could all be parsed at once.
  */
-export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest, charge: ((bytes: number) => void) | null, input?: DescMessage): void {
+export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest, charge: ((bytes: number) => void) | null, holder: string, input?: DescMessage): void {
   const limit = (req as Http1Request | Http2Request).bodyLimit;
   if (!limit || limit.standIn) return;
+  limit.share.holdFor(holder);
   if (charge) {
     // Each charge adds what the pieces that came so far cost beyond their bytes (see notePiece).
     let piecesCharged = 0;
@@ -438,6 +442,13 @@ export const MAX_REQUEST_BYTES = 1024 * 1024;
 export const MAX_BUFFERED_BYTES = 32 * 1024 * 1024;
 
 /**
+ * The most of MAX_BUFFERED_BYTES the calls of one organization may hold at once, its API
+ * tokens' and its runners' together: a quarter, so that one organization's calls, however
+ * many tokens or runners it mints, cannot keep every other organization's refused.
+ */
+export const MAX_HELD_BYTES_PER_ORG = MAX_BUFFERED_BYTES / 4;
+
+/**
  * The same for the calls anyone may make without a token (health checks, reflection), which
  * hold a budget of their own: 32 reflection streams asking all they may, or a thousand health
  * checks. Within the shared one, a dozen connections of held-open reflection streams kept
@@ -464,7 +475,12 @@ export const OPEN_FREE_BYTES = 256;
  */
 export class BodyBudget {
   private bytes = 0;
-  constructor(private readonly max: number) {}
+  /** Bytes held by each holder that holds any (see holdFor). */
+  private readonly byHolder = new Map<string, number>();
+  constructor(
+    private readonly max: number,
+    private readonly perHolder = max,
+  ) {}
 
   /** Bytes held now; only requests change it, through forRequest. */
   get held(): number {
@@ -472,33 +488,61 @@ export class BodyBudget {
   }
 
   /** A request's share; its first `free` bytes are not counted (see OPEN_FREE_BYTES). */
-  forRequest(free = 0): { take(bytes: number): boolean; release(): void } {
+  forRequest(free = 0): BodyShare {
     let taken = 0;
     let released = false;
     let freeLeft = free;
+    let holder: string | undefined;
+    const hold = (key: string, by: number) => {
+      const now = (this.byHolder.get(key) ?? 0) + by;
+      if (now > 0) this.byHolder.set(key, now);
+      else this.byHolder.delete(key);
+    };
     return {
       // Nothing once released: a body still being read (or inflated) when its call was
       // answered or cancelled would otherwise hold what nothing will give back.
       take: (given) => {
-        if (released) return false;
+        if (released) return busy();
         const bytes = given - Math.min(freeLeft, given);
-        if (this.bytes + bytes > this.max) return false;
+        if (this.bytes + bytes > this.max) return busy();
+        if (holder !== undefined && (this.byHolder.get(holder) ?? 0) + bytes > this.perHolder) return holderBusy(this.perHolder);
         freeLeft -= given - bytes;
         this.bytes += bytes;
         taken += bytes;
-        return true;
+        if (holder !== undefined) hold(holder, bytes);
+        return undefined;
+      },
+      holdFor: (key) => {
+        if (released || holder !== undefined) return;
+        holder = key;
+        hold(key, taken);
       },
       release: () => {
         released = true;
         this.bytes -= taken;
+        if (holder !== undefined) hold(holder, -taken);
         taken = 0;
       },
     };
   }
 }
 
+/** One request's part of a BodyBudget. */
+export interface BodyShare {
+  /** Takes `bytes` as they are read: undefined, or the error to refuse the body with. */
+  take(bytes: number): ConnectError | undefined;
+  /** Counts what the request holds, from now on and so far, against `holder`'s part as well (once its caller is known). */
+  holdFor(holder: string): void;
+  /** Gives back all it holds, for good. */
+  release(): void;
+}
+
 /** Thrown from the body a request is read through when the budget is spent; connect-node answers it in the call's protocol. */
 const busy = () => new ConnectError("the server holds as many request bodies as it takes; retry shortly", Code.Unavailable);
+
+/** The same when one organization's calls hold all the budget one organization may (see MAX_HELD_BYTES_PER_ORG). */
+const holderBusy = (max: number) =>
+  new ConnectError(`this organization's calls hold as many request bodies at once as one organization may (${max / (1024 * 1024)} MiB); retry once some are answered`, Code.ResourceExhausted);
 
 /**
  * Enforces the body limit at the connection, where connect-node cannot:
@@ -512,7 +556,7 @@ const busy = () => new ConnectError("the server holds as many request bodies as 
  *   a body over the limit closes the connection after the answer (HTTP/1.1) or gets it
  *   GOAWAY (HTTP/2).
  */
-export function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number, take: (bytes: number) => boolean): void {
+export function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number, share: BodyShare): void {
   const isH2 = "stream" in req;
   let refused = false;
   const refuse = () => {
@@ -555,7 +599,7 @@ export function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, 
     });
   };
   // The servers make every request an Http1Request or Http2Request (see countedChunks).
-  (req as Http1Request | Http2Request).bodyLimit = { maxBytes, checkSize, refuse, take, discard, pieces: 0, pieceBytes: 0, choppy: false };
+  (req as Http1Request | Http2Request).bodyLimit = { maxBytes, checkSize, refuse, share, discard, pieces: 0, pieceBytes: 0, choppy: false };
   if (isH2) {
     // The stream's own "finish" (the response's comes only once the stream has closed).
     (req as http2.Http2ServerRequest).stream.once("finish", () => endUnreadRequest(req as http2.Http2ServerRequest, maxBytes));
