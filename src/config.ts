@@ -1,7 +1,7 @@
 import { existsSync, statSync, type Stats } from "node:fs";
 import { isIP } from "node:net";
 import { isDotSegment } from "./domain/host.js";
-import { organizationNameProblem, plainUrlProblem } from "./services/checks.js";
+import { organizationNameProblem, plainUrlProblem } from "./domain/checks.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 

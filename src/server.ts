@@ -546,8 +546,10 @@ function validAuthority(req: http.IncomingMessage | http2.Http2ServerRequest): b
   return URL.canParse(`http://${authority}/`);
 }
 
-function protocolOf(contentType: string | undefined): string {
-  if (!contentType) return "none";
+/** The protocol a content type names; media types are case-insensitive (RFC 9110), as connect-node reads them. */
+function protocolOf(given: string | undefined): string {
+  if (!given) return "none";
+  const contentType = given.toLowerCase();
   if (contentType.startsWith("application/grpc-web")) return "grpc-web";
   if (contentType.startsWith("application/grpc")) return "grpc";
   if (contentType.startsWith("application/json") || contentType.startsWith("application/proto")) return "connect";

@@ -146,6 +146,9 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     // A missing host is `required`, as every other missing field is; a bad one `host.valid`.
     const ruleOf = async (host: string) => (await call(s, CREATE, { runnerId, scmId: "github", host, pat: true })).body.details[0].debug.violations[0].ruleId;
     assert.deepEqual([await ruleOf(""), await ruleOf("github.com.")], ["required", "host.valid"]);
+    // An invisible character is named as such, not taken for part of an international name.
+    const hidden = await call(s, CREATE, { runnerId, scmId: "github", host: "git\u200bhub.com", pat: true });
+    assert.equal(hidden.body.message, "host: must not contain whitespace, control characters or invisible formatting (zero-width spaces, direction marks)");
     const ok = await call(s, CREATE, { runnerId, scmId: "azuredevops_server", host: "tfs.example.com:8443/collection", pat: true, virtualDirectory: "/tfs" });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     // A virtual directory keeps its case and escapes, and loses a trailing slash, on

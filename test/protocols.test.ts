@@ -342,7 +342,7 @@ it("each request's log line shows the code its client was told, and canceled for
     const logged = async (requestId: string) => {
       for (let i = 0; i < 100; i++) {
         const line = s.logs.find((l) => l.includes('"msg":"request"') && l.includes(`"request_id":"${requestId}"`));
-        if (line) return JSON.parse(line) as { code: string; http_status: number | null };
+        if (line) return JSON.parse(line) as { code: string; http_status: number | null; protocol: string };
         await new Promise((r) => setTimeout(r, 20));
       }
       assert.fail(`no log line for ${requestId}`);
@@ -364,6 +364,10 @@ it("each request's log line shows the code its client was told, and canceled for
     const unserved = await http2Post(s.url, "/gitpod.v1.RunnerService/CheckAuthenticationForHost", { ...auth, "content-type": "application/grpc", "x-request-id": "log-unserved" }, "");
     assert.equal(unserved.headers["grpc-status"], "12");
     assert.equal((await logged("log-unserved")).code, "unimplemented");
+    // A media type in any case is the same one (connect-node reads it so): not a bare 404.
+    const upper = await http2Post(s.url, "/gitpod.v1.RunnerService/CheckAuthenticationForHost", { ...auth, "content-type": "Application/gRPC", "x-request-id": "log-unserved-case" }, "");
+    assert.equal(upper.headers["grpc-status"], "12");
+    assert.deepEqual([(await logged("log-unserved-case")).code, (await logged("log-unserved-case")).protocol], ["unimplemented", "grpc"]);
     // A client that leaves while its body is still coming is never answered.
     const u = new URL(s.url);
     const sock = net.connect(Number(u.port), u.hostname);

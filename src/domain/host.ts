@@ -1,5 +1,6 @@
 import { domainToASCII } from "node:url";
 import { truncate } from "./text.js";
+import { hasSpaceOrControl } from "./checks.js";
 /** The longest host (with port and path) an integration may name. */
 const MAX_HOST_LENGTH = 255;
 
@@ -22,10 +23,9 @@ export type HostCheck = { ok: true; host: string } | { ok: false; reason: string
 export function normalizeHost(input: string): HostCheck {
   if (input.length === 0) return fail("is required");
   if (input.length > MAX_HOST_LENGTH) return fail(`must be at most ${MAX_HOST_LENGTH} characters`);
-  // Control characters and whitespace first, so the reason is exact.
-  if (/[\u0000-\u0020\u007f-\u009f\u2028\u2029\u00a0\ufeff]/.test(input)) {
-    return fail("must not contain whitespace or control characters");
-  }
+  // Control characters, whitespace and invisible formatting first, so the reason is exact
+  // (a zero-width space would otherwise be read as part of an international name).
+  if (hasSpaceOrControl(input)) return fail("must not contain whitespace, control characters or invisible formatting (zero-width spaces, direction marks)");
   const value = input.toLowerCase();
   if (value.includes("://") || /^[a-z][a-z0-9+.-]*:\/\//.test(value)) {
     return fail("must not include a scheme such as https://; give the host name alone");

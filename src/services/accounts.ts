@@ -5,7 +5,7 @@ import type { Db } from "../store/database.js";
 import * as store from "../store/accounts.js";
 import { isUniqueViolation } from "../store/errors.js";
 import type { OrganizationRow } from "../store/schema.js";
-import { checkUuid, organizationNameProblem } from "./checks.js";
+import { checkUuid, organizationNameProblem } from "../domain/checks.js";
 
 /** Throws invalid_argument unless `name` can name an organization. */
 export function checkOrganizationName(name: string): void {

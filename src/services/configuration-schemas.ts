@@ -5,7 +5,7 @@ import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "
 import type { Db } from "../store/database.js";
 import { writeAs } from "./auth.js";
 import * as store from "../store/runners.js";
-import { HIDDEN_TEXT, checkUuid, hasControlOrHidden, httpsUrlProblem } from "./checks.js";
+import { HIDDEN_TEXT, checkUuid, hasControlOrHidden, httpsUrlProblem } from "../domain/checks.js";
 import { truncate } from "../domain/text.js";
 import { runnerKeyOf, schemaOf } from "./runners.js";
 import { ownRunnerOnly } from "./scm-integrations.js";

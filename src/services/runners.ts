@@ -4,7 +4,7 @@ import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "
 import { newId } from "../crypto/ids.js";
 import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
 import { newToken } from "../crypto/tokens.js";
-import { HIDDEN_TEXT, MAX_FILTER_IDS, checkUuid, checkUuidList, hasControlOrHidden } from "./checks.js";
+import { HIDDEN_TEXT, MAX_FILTER_IDS, checkUuid, checkUuidList, hasControlOrHidden } from "../domain/checks.js";
 import { ID_ORDER, pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import type { Db } from "../store/database.js";
 import { writeAs } from "./auth.js";

@@ -11,7 +11,7 @@ import type { ScmIntegrationRow } from "../store/schema.js";
 import { findRunnerKey } from "../store/runners.js";
 import * as store from "../store/scm-integrations.js";
 import type { IdempotentCall } from "./idempotency.js";
-import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem } from "./checks.js";
+import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem } from "../domain/checks.js";
 import { truncate } from "../domain/text.js";
 import { ID_ORDER, pageScope, RUNNER_HOST_ORDER, type Page, type PageRequest, type Pager } from "./pagination.js";
 import { requireRunner, runnerKeyOf, schemaOf, type SealingRunner } from "./runners.js";

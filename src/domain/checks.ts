@@ -1,6 +1,6 @@
-import type { Violations } from "../domain/errors.js";
+import type { Violations } from "./errors.js";
 import { isUuid } from "../crypto/ids.js";
-import { truncate } from "../domain/text.js";
+import { truncate } from "./text.js";
 
 /** Why `name` cannot name an organization (1 to 63 letters, digits, '.', '_' or '-'), or null. */
 export function organizationNameProblem(name: string): string | null {
