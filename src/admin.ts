@@ -1,4 +1,4 @@
-import { existsSync, fstatSync, statSync, writeSync } from "node:fs";
+import { fstatSync, statSync, writeSync } from "node:fs";
 import { getPriority, setPriority } from "node:os";
 import Database from "better-sqlite3";
 import { ConfigError, loadDatabaseFile } from "./config.js";

@@ -114,8 +114,8 @@ export interface AppOptions {
   metrics?: boolean;
 }
 
-/** Registers every service; the same routes serve the real server and in-process tests. */
-export function routes(deps: Deps, isHealthy: () => boolean) {
+/** Registers every service, each with its options. */
+function routes(deps: Deps, isHealthy: () => boolean) {
   return (router: ConnectRouter) => {
     serve(router, RunnerService, runnerService(deps));
     serve(router, RunnerConfigurationService, runnerConfigurationService(deps));
@@ -249,7 +249,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
         protocol: protocolOf(req.headers["content-type"]),
         duration_ms: ms,
       });
-      requests?.record(procedureLabel(req.method, req.url, path), code, ms / 1000);
+      requests?.record(procedureLabel(req.method, path), code, ms / 1000);
     };
     // ("close" passes no arguments: `queued` stays false.)
     res.once("close", logLine);
@@ -357,7 +357,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
       duration_ms: null,
       reason: answer.reason,
     });
-    requests?.record(procedureLabel(answer.method ?? undefined, answer.url ?? undefined, answer.path ?? ""), answer.code, null);
+    requests?.record(procedureLabel(answer.method ?? undefined, answer.path ?? ""), answer.code, null);
   };
   return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop(), metrics, nodeAnswered, tokenPaths: TOKEN_PATHS };
 }
@@ -456,7 +456,7 @@ const TOKEN_PATHS: ReadonlySet<string> = new Set(TOKEN_METHODS.keys());
 const LABELLED_PROCEDURES = new Set([...TOKEN_METHODS.keys(), `/${Health.typeName}/Check`, ...REFLECTION_PATHS]);
 
 /** A request's procedure as the metrics page shows it: from a short fixed set, never as a client wrote it. */
-function procedureLabel(method: string | undefined, url: string | undefined, path: string): string {
+function procedureLabel(method: string | undefined, path: string): string {
   if (method === "POST" && LABELLED_PROCEDURES.has(path)) return path.slice(1);
   // As the handler answers it (a query changes nothing there).
   if (path === "/healthz" && (method === "GET" || method === "HEAD")) return "healthz";

@@ -19,7 +19,7 @@ export const SIGNALS_HELD = { signalsHeld: true } as const;
 
 /** Whether the process runs in a terminal: stdin, stdout or stderr is one. */
 // Asked of the descriptors: process.stdin would make a stream for fd 0 just to answer.
-export const inTerminal = isatty(0) || isatty(1) || isatty(2);
+const inTerminal = isatty(0) || isatty(1) || isatty(2);
 
 let held: NodeJS.Signals | null = null;
 const holdSigterm = () => (held ??= "SIGTERM");

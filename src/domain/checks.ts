@@ -59,14 +59,17 @@ export function hasSpaceOrControl(s: string): boolean {
   return /[\u0000-\u0020\u007f-\u009f\p{White_Space}\p{Cf}]/u.test(s);
 }
 
+/** The longest URL taken (issuer, docs and public URLs). */
+const MAX_URL_LENGTH = 2048;
+
 /**
  * Why `value` is not an absolute https URL without credentials or fragment, or null when it
  * is. The text is stored and handed to runners as sent, so it must read as such a URL to any
  * parser, not only to the WHATWG one, which quietly repairs `https:host`, `https:///host` and
  * backslashes for slashes.
  */
-export function httpsUrlProblem(value: string, maxLength = 2048): string | null {
-  return plainUrlProblem(value, ["https"], "https://login.example.com/", maxLength);
+export function httpsUrlProblem(value: string): string | null {
+  return plainUrlProblem(value, ["https"], "https://login.example.com/");
 }
 
 /**
@@ -75,9 +78,9 @@ export function httpsUrlProblem(value: string, maxLength = 2048): string | null 
  * fragment), or null when it is. `example` is shown in the messages. No message repeats
  * the text before the host, where credentials would be.
  */
-export function plainUrlProblem(value: string, schemes: readonly ("http" | "https")[], example: string, maxLength = 2048): string | null {
+export function plainUrlProblem(value: string, schemes: readonly ("http" | "https")[], example: string): string | null {
   const named = schemes.join(" or ");
-  if (value.length > maxLength) return `must be at most ${maxLength} characters`;
+  if (value.length > MAX_URL_LENGTH) return `must be at most ${MAX_URL_LENGTH} characters`;
   if (hasSpaceOrControl(value)) return "must not contain whitespace or control characters";
   if (value.includes("\\")) return "must not contain backslashes";
   let url: URL;

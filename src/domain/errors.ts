@@ -45,16 +45,16 @@ export const MAX_REPORTED_VIOLATIONS = 20;
  * C++, Ruby clients) refuses past 16 KiB, and at random past 8 KiB, telling its caller
  * `resource_exhausted`, which reads as worth retrying. 6 KiB leaves room for the rest.
  */
-export const MAX_REPORTED_BYTES = 6144;
+const MAX_REPORTED_BYTES = 6144;
 
 /** About what a violation adds to a gRPC answer's trailers: its text escaped in grpc-message, and twice over (with its field path and rule) in the base64 of grpc-status-details-bin. */
-export function trailerBytes(v: FieldViolation): number {
+function trailerBytes(v: FieldViolation): number {
   const text = `${v.field}: ${v.message}; `;
   return escapedSize(text) + Math.ceil(((2 * Buffer.byteLength(text) + Buffer.byteLength(v.rule) + 24) * 4) / 3);
 }
 
 /** The length of `text` percent-escaped as gRPC writes a message: printable ASCII as it is, any other byte (and `%`) as three characters. */
-export function escapedSize(text: string): number {
+function escapedSize(text: string): number {
   let n = 0;
   for (const ch of text) {
     const c = ch.codePointAt(0)!;

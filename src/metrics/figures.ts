@@ -3,6 +3,7 @@ import { performance } from "node:perf_hooks";
 import { databasePath } from "../store/database.js";
 import type { RunningServer } from "../transport/http-server.js";
 import { single, type Family } from "./exposition.js";
+import { WORKER_ANSWER_MS } from "./workers.js";
 
 // What the metrics page shows beside the requests (see RequestMetrics): the process, the
 // database's files, the listener, and with WORKERS the primary's view of its workers.
@@ -72,7 +73,7 @@ export function workerFamilies(w: { configured: number; serving: number; answere
   return [
     single("scm_workers_configured", "Worker processes the service runs (WORKERS).", "gauge", w.configured),
     single("scm_workers_serving", "Worker processes serving now; fewer than configured while one is replaced or cannot start.", "gauge", w.serving),
-    single("scm_workers_answered", "Serving workers whose figures are on this page; fewer than serving when one did not answer within 2 s (stuck).", "gauge", w.answered),
+    single("scm_workers_answered", `Serving workers whose figures are on this page; fewer than serving when one did not answer within ${WORKER_ANSWER_MS / 1000} s (stuck).`, "gauge", w.answered),
     single("scm_worker_restarts_total", "Workers started in place of one that exited or could not start.", "counter", w.restarts),
   ];
 }

@@ -91,7 +91,7 @@ export function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): Pro
 }
 
 /** The runner with this id in this organization; not_found when absent or in another organization. */
-export function runnerOf(db: Db, orgId: string, runnerId: string): RunnerView {
+function runnerOf(db: Db, orgId: string, runnerId: string): RunnerView {
   const runner = store.findRunner(db, orgId, runnerId);
   if (!runner) throw notFound("runner", runnerId);
   return runner;

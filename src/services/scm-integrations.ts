@@ -431,7 +431,7 @@ async function sealAhead(db: Db, orgId: string, runnerId: string, scmId: string,
     recentKeys.set(known, runner);
   }
   if (!runner.oauth.has(scmId)) return null;
-  // Should sealing fail here, the write seals inline and reports it as it always has.
+  // Should sealing fail here, the write seals inline, and reports a key libsodium refuses.
   const box = await sealOffLoop(secret, runner.key).catch(() => null);
   return box ? { key: runner.key, box } : null;
 }

@@ -125,7 +125,8 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   // the whole cache (BENCHMARKS.md, "Where the remaining gap is"); at 64 MiB that cost more
   // than the cache saved.
   sqlite.pragma("cache_size = -16384");
-  // A second process (the admin CLI) may hold the write lock for a moment.
+  // For start-up and the admin CLI: a second process may hold the write lock for a moment.
+  // The serving connection lowers it (server.ts).
   sqlite.pragma("busy_timeout = 5000");
   applyMigrations(sqlite, migrationsFolder(), options.onUpgrade);
   const orm = drizzle(sqlite, { schema });
@@ -169,7 +170,7 @@ function refuseForeignFile(file: string): void {
     // A newer release's too, before the pragmas below switch its journal or leave a WAL.
     knownMigrations(look, migrationsFolder());
   } catch (err) {
-    // Not a database at all (SQLITE_NOTADB) is the open's to report, as before.
+    // Not a database at all (SQLITE_NOTADB) is left to `new Database` below, which reports it.
     if (err instanceof ForeignDatabaseError || err instanceof NewerDatabaseError) throw err;
   } finally {
     look.close();

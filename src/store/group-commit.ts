@@ -64,7 +64,7 @@ class TransactionLost extends Error {
  * (see `durable`) before they answer: nothing shown can be lost.
  */
 export class GroupCommit {
-  /** Transactions committed and writes they carried, for tests and benchmarks. */
+  /** Transactions committed and writes they carried, for the metrics page (and tests and benchmarks). */
   readonly stats = { commits: 0, writes: 0 };
   /**
    * Counts the batches' transactions as they begin: two writes that see the same number run
@@ -109,8 +109,9 @@ export class GroupCommit {
 
   /**
    * Stops every write and read for good, as a failed sync of the WAL does: what the disk
-   * holds can no longer be vouched for (see WalSync). The checkpointer calls it when a sync
-   * of its own fails.
+   * holds can no longer be vouched for (see WalSync). Also called when a sync of the
+   * checkpointer's fails, when the database reads as damaged (errorInterceptor), and when
+   * another worker gave the database up (relayHalts).
    */
   halt(err: Error): void {
     if (this.failure) return;

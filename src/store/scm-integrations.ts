@@ -124,6 +124,10 @@ const views = prepared((db) => {
     firstPageOfRunnerInOrg: byRunner(false, true),
     // (runnerId, runnerId, orgId, afterHost, limit)
     pageOfRunnerInOrg: byRunner(true, true),
+    // (orgId, limit)
+    firstPageOfOrg: raw(orgPageQuery(db, false)),
+    // (orgId, afterId, limit)
+    pageOfOrg: raw(orgPageQuery(db, true)),
   };
 });
 
@@ -176,7 +180,9 @@ export function listRunnersPage(db: Db, runnerIds: readonly string[], after: { r
 
 /** A page of the organization's integrations in id order, from the (org_id, id) index. */
 export function listOrgPage(db: Db, orgId: string, afterId: string | null, limit: number): IntegrationView[] {
-  return runQuery(db, orgPageQuery(db, orgId, afterId, limit));
+  const v = views(db);
+  const rows = (afterId === null ? v.firstPageOfOrg.all(orgId, limit) : v.pageOfOrg.all(orgId, afterId, limit)) as ViewRow[];
+  return rows.map(toView);
 }
 
 function runQuery(db: Db, query: { toSQL(): { sql: string; params: unknown[] } }): IntegrationView[] {
@@ -209,12 +215,12 @@ export function runnerPageQuery(db: Db, runnerId: string, afterHost: string | nu
     .limit(rowLimit(limit));
 }
 
-/** The query behind listOrgPage, unexecuted, so tests can show its plan. */
-export function orgPageQuery(db: Db, orgId: string, afterId: string | null, limit: number) {
+/** The statements behind listOrgPage, prepared once, and shown to tests for their plans: (orgId, [afterId,] limit). */
+export function orgPageQuery(db: Db, withAfter: boolean) {
   return selectViews(db)
-    .where(and(eq(scmIntegrations.orgId, orgId), afterId === null ? undefined : gt(scmIntegrations.id, afterId)))
+    .where(and(eq(scmIntegrations.orgId, sql.placeholder("orgId")), withAfter ? gt(scmIntegrations.id, sql.placeholder("afterId")) : undefined))
     .orderBy(asc(scmIntegrations.id))
-    .limit(rowLimit(limit));
+    .limit(rowLimit(sql.placeholder("limit")));
 }
 
 export function updateScmIntegration(

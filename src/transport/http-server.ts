@@ -67,8 +67,6 @@ export interface HttpServerOptions {
   tls?: TlsFiles | undefined;
   /** Concurrent HTTP/2 streams per connection; more are refused with REFUSED_STREAM. */
   maxConcurrentStreams?: number;
-  /** The largest request body; a larger one is refused without being read. */
-  maxRequestBytes?: number;
   /** The most body bytes all requests in flight may hold at once; past it new ones are refused as busy. */
   maxBufferedBytes?: number;
   /** The most of those the calls of one organization may hold (see MAX_HELD_BYTES_PER_ORG). */
@@ -105,9 +103,8 @@ export interface NodeAnswer {
   status: number | null;
   /** As a request's log line has it: `http_431`, or for a reset stream gRPC's reading of it. */
   code: string;
-  /** The request's method, URL and path, where it got as far as saying them (cut to LOGGED_URL_CHARS). */
+  /** The request's method and path, where it got as far as saying them (cut to LOGGED_URL_CHARS). */
   method: string | null;
-  url: string | null;
   path: string | null;
   /** What was wrong, in words of this server's own (never the request's bytes). */
   reason: string;
@@ -209,13 +206,14 @@ function headerListTooLarge(req: http2.Http2ServerRequest): boolean {
  * curl, fetch and gRPC all reach the same address. With TLS, ALPN chooses.
  *
  * Slow or oversized clients are cut off here (see HttpServerOptions): request bodies over
- * `maxRequestBytes` are refused without being read, and connections that dawdle over their
+ * MAX_REQUEST_BYTES are refused without being read, and connections that dawdle over their
  * headers or body are answered 408 (HTTP/1.1) or reset (HTTP/2 streams) and closed.
  */
 export function listen(handler: NodeHandler, port: number, host: string, options: HttpServerOptions = {}): Promise<RunningServer> {
   // Header lists as large as HTTP/1.1 takes (node's 16 KiB), not nghttp2's 64 KiB.
   const settings = { maxConcurrentStreams: options.maxConcurrentStreams ?? 100, maxHeaderListSize: MAX_HEADER_LIST_BYTES };
-  const maxRequestBytes = options.maxRequestBytes ?? MAX_REQUEST_BYTES;
+  // connect-node's readMaxBytes is the same (server.ts): the two limits are one.
+  const maxRequestBytes = MAX_REQUEST_BYTES;
   const budget = new BodyBudget(options.maxBufferedBytes ?? MAX_BUFFERED_BYTES, options.maxHeldBytesPerOrg ?? MAX_HELD_BYTES_PER_ORG);
   const tokenPaths = options.tokenPaths;
   const openBudget = new BodyBudget(options.maxOpenBufferedBytes ?? MAX_OPEN_BUFFERED_BYTES);
@@ -241,7 +239,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     if (!headerListTooLarge(req)) return false;
     // The path may be most of those bytes: it is cut for the log line.
     const url = loggedUrl(req.url ?? "");
-    onNodeAnswer?.({ status: null, code: "resource_exhausted", method: req.method ?? null, url, path: url.split("?", 1)[0]!, reason: `header list over ${MAX_HEADER_LIST_BYTES} bytes`, requestId: randomUUID() });
+    onNodeAnswer?.({ status: null, code: "resource_exhausted", method: req.method ?? null, path: url.split("?", 1)[0]!, reason: `header list over ${MAX_HEADER_LIST_BYTES} bytes`, requestId: randomUUID() });
     return true;
   };
 
@@ -513,7 +511,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, waitM
     : `malformed HTTP/1.1 request (${code}: ${String((err as { reason?: unknown }).reason ?? "").replace(/[^\x20-\x7e]/g, "").slice(0, 100)})`;
   // A request still in its headers has no line of its own elsewhere; it was not answered (canceled) or answered here.
   const unanswered = (why: string) => {
-    if (!inBody) report?.({ status: null, code: "canceled", method: null, url: null, path: null, reason: why, requestId: randomUUID() });
+    if (!inBody) report?.({ status: null, code: "canceled", method: null, path: null, reason: why, requestId: randomUUID() });
   };
   if (!atFaultIsNext) {
     unanswered(`${reason}; pipelined behind calls still being answered, which were let finish before the connection closed`);
@@ -533,7 +531,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, waitM
   const requestId = String(response?.getHeader("x-request-id") ?? randomUUID());
   socket.write(`HTTP/1.1 ${status} ${statusText}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\n${final}x-request-id: ${requestId}\r\n\r\n${body}`);
   if (response !== null) writtenOver.set(response, status);
-  else report?.({ status, code: `http_${status}`, method: null, url: null, path: null, reason, requestId });
+  else report?.({ status, code: `http_${status}`, method: null, path: null, reason, requestId });
   socket.destroy(err);
 }
 
@@ -546,13 +544,13 @@ function refuseConnect(req: http.IncomingMessage, socket: net.Socket, waitMs: nu
   socket.on("error", () => socket.destroy());
   // Pipelined behind calls still being answered: written now, it would read as the first one's answer.
   if ((socket as { _httpMessage?: unknown })._httpMessage) {
-    report?.({ status: null, code: "canceled", method: "CONNECT", url, path: url, reason: "CONNECT is not served; pipelined behind calls still being answered, which were let finish before the connection closed", requestId: randomUUID() });
+    report?.({ status: null, code: "canceled", method: "CONNECT", path: url, reason: "CONNECT is not served; pipelined behind calls still being answered, which were let finish before the connection closed", requestId: randomUUID() });
     closeOnceAnswered(socket, waitMs);
     return;
   }
   const requestId = randomUUID();
   socket.end(`HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${CONNECT_REFUSED.length}\r\nx-should-retry: false\r\nx-request-id: ${requestId}\r\n\r\n${CONNECT_REFUSED}`, () => socket.destroy());
-  report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served", requestId });
+  report?.({ status: 405, code: "http_405", method: "CONNECT", path: url, reason: "CONNECT is not served", requestId });
 }
 
 /**
@@ -564,7 +562,7 @@ function refuseExpectation(req: http.IncomingMessage | http2.Http2ServerRequest,
   res.writeHead(417, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false", "x-request-id": requestId });
   res.end(EXPECTATION_REFUSED);
   const url = loggedUrl(req.url ?? "");
-  report?.({ status: 417, code: "http_417", method: req.method ?? null, url, path: url.split("?", 1)[0]!, reason: "an Expect other than 100-continue", requestId });
+  report?.({ status: 417, code: "http_417", method: req.method ?? null, path: url.split("?", 1)[0]!, reason: "an Expect other than 100-continue", requestId });
 }
 
 const EXPECTATION_REFUSED = "expectation failed: this service knows only Expect: 100-continue\n";
@@ -575,7 +573,7 @@ function refuseStreamConnect(req: http2.Http2ServerRequest, res: http2.Http2Serv
   res.writeHead(405, { "content-type": "text/plain; charset=utf-8", "x-should-retry": "false", "x-request-id": requestId });
   res.end(CONNECT_REFUSED);
   const url = loggedUrl(req.headers[":authority"] ?? "");
-  report?.({ status: 405, code: "http_405", method: "CONNECT", url, path: url, reason: "CONNECT is not served", requestId });
+  report?.({ status: 405, code: "http_405", method: "CONNECT", path: url, reason: "CONNECT is not served", requestId });
 }
 
 const CONNECT_REFUSED = "method not allowed: this service is not a proxy, and takes no CONNECT\n";
@@ -666,7 +664,7 @@ function refusePlainHttp(socket: net.Socket, seen: Buffer, report: ((answer: Nod
   // The request line, as far as the bytes seen so far hold it.
   const [, method, target] = /^([A-Z]+) ([^ \r\n]*)/.exec(seen.subarray(0, 4096).toString("latin1")) ?? [];
   const url = target === undefined ? null : loggedUrl(target);
-  report?.({ status: 400, code: "http_400", method: method ?? null, url, path: url?.split("?", 1)[0] ?? null, reason: "plain HTTP on the port that serves HTTPS", requestId });
+  report?.({ status: 400, code: "http_400", method: method ?? null, path: url?.split("?", 1)[0] ?? null, reason: "plain HTTP on the port that serves HTTPS", requestId });
 }
 
 const PLAIN_REFUSED = "this port serves HTTPS: use an https:// URL\n";

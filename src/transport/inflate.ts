@@ -33,8 +33,8 @@ export function codingOf(headers: http.IncomingHttpHeaders, type: string, framed
 /**
  * Inflates off the event loop (libuv's thread pool), stopping past `maxBytes`. Failures are
  * connect-node's own errors, worded and coded as its decompression words them, so that an
- * answer does not depend on who inflated (its `internal` ones are then corrected as before,
- * see framework-errors.ts), and say how much had come out (InflateFailure.inflated): what
+ * answer does not depend on who inflated (its `internal` ones are then corrected in
+ * framework-errors.ts), and say how much had come out (InflateFailure.inflated): what
  * inflating cost is charged to the caller whether or not it ends well.
  */
 export function inflate(name: string, data: Buffer, maxBytes: number): Promise<Buffer> {
