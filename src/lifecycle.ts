@@ -102,8 +102,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     headersTimeoutMs: config.headersTimeoutMs,
     requestTimeoutMs: config.requestTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
-    onNodeAnswer: app.nodeAnswered,
-    tokenPaths: app.tokenPaths,
+    ...app.listenOptions,
   });
   serving = server;
   publicUrl = publicUrlOn(config, server.address.port);

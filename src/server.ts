@@ -25,7 +25,7 @@ import { runnerConfigurationService } from "./transport/handlers/runner-configur
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
 import { noteGrpcStatus, sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
-import { answeredByNode, hasTokenShape, loggedUrl, whenSocketCloses, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
+import { answeredByNode, hasTokenShape, loggedUrl, whenSocketCloses, type HttpServerOptions, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
 import { nodeAdapter } from "./transport/node-adapter.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
@@ -85,10 +85,12 @@ export interface App {
   close(): Promise<void>;
   /** This process's figures for the metrics page: its requests (with AppOptions.metrics) and its database. */
   metrics(): Family[];
-  /** Logs and counts a request the HTTP server answered before the handler saw it. */
-  nodeAnswered(answer: NodeAnswer): void;
-  /** The paths of the calls that need a token, whose bodies are read only once it is good (HttpServerOptions.tokenPaths). */
-  tokenPaths: ReadonlySet<string>;
+  /**
+   * What listen() is to be given for this app, by the service and tests alike: how requests
+   * the HTTP server answers before the handler sees them are logged and counted, and the paths
+   * of the calls that need a token, whose bodies are read only once it is good.
+   */
+  listenOptions: Required<Pick<HttpServerOptions, "onNodeAnswer" | "tokenPaths">>;
 }
 
 export interface AppOptions {
@@ -359,7 +361,13 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     });
     requests?.record(procedureLabel(answer.method ?? undefined, answer.path ?? ""), answer.code, null);
   };
-  return { handler, beginShutdown: () => shutdown.abort(), close: () => checkpointer.stop(), metrics, nodeAnswered, tokenPaths: TOKEN_PATHS };
+  return {
+    handler,
+    beginShutdown: () => shutdown.abort(),
+    close: () => checkpointer.stop(),
+    metrics,
+    listenOptions: { onNodeAnswer: nodeAnswered, tokenPaths: TOKEN_PATHS },
+  };
 }
 
 /**

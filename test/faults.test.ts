@@ -71,7 +71,7 @@ async function serveFile(file: string, options: DatabaseOptions = {}, token?: st
   const watch = new SecretWatch();
   watch.noteToken(token);
   const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: "https://scm.example.test", interceptors: [watch.interceptor()] });
-  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1");
+  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", app.listenOptions);
   const s = { url: `http://127.0.0.1:${server.address.port}`, db, token, logs, otherToken: "", watch } as unknown as TestServer;
   let closed: Promise<void> | undefined;
   return {

@@ -68,7 +68,7 @@ export async function serveDatabase(
     ...options,
     interceptors: [watch.interceptor(), ...(options.interceptors ?? [])],
   });
-  const server: RunningServer = await listen(watch.wrap(app.handler), 0, "127.0.0.1", { tokenPaths: app.tokenPaths });
+  const server: RunningServer = await listen(watch.wrap(app.handler), 0, "127.0.0.1", app.listenOptions);
   return {
     url: `http://127.0.0.1:${server.address.port}`,
     db,

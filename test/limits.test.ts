@@ -65,7 +65,7 @@ async function startLimited(options: HttpServerOptions): Promise<LimitedServer> 
   const watch = new SecretWatch();
   watch.noteToken(token);
   const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: PUBLIC_URL, interceptors: [watch.interceptor()] });
-  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", { onNodeAnswer: app.nodeAnswered, tokenPaths: app.tokenPaths, ...options });
+  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", { ...app.listenOptions, ...options });
   return {
     url: `http://127.0.0.1:${server.address.port}`,
     port: server.address.port,

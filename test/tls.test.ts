@@ -38,7 +38,7 @@ it("with a certificate and key it serves HTTPS, HTTP/1.1 and h2 chosen by ALPN",
   const logs: string[] = [];
   const watch = new SecretWatch();
   const app = createApp(db, createLogger("info", (l) => logs.push(l)), { publicUrl: "https://scm.example.test", interceptors: [watch.interceptor()] });
-  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key }, onNodeAnswer: app.nodeAnswered });
+  const server = await listen(watch.wrap(app.handler), 0, "127.0.0.1", { tls: { certFile: cert, keyFile: key }, ...app.listenOptions });
   try {
     const baseUrl = `https://127.0.0.1:${server.address.port}`;
     const ca = readFileSync(cert);
