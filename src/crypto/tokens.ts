@@ -4,8 +4,10 @@ import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 export type TokenKind = "api" | "runner";
 
 const PREFIX: Record<TokenKind, string> = { api: "scmapi_", runner: "scmrun_" };
+/** The prefixes without their `_`, as a pattern: what logs look for to hide a token (http-server.ts). */
+export const PREFIX_PATTERN = "scm(?:api|run)";
 // 32 random bytes in unpadded base64url are 43 characters.
-const SHAPE = /^scm(api|run)_[A-Za-z0-9_-]{43}$/;
+const SHAPE = new RegExp(`^(${PREFIX_PATTERN})_[A-Za-z0-9_-]{43}$`);
 
 /** A new token of 256 random bits, and the hash that is stored in its place. */
 export function newToken(kind: TokenKind): { token: string; hash: Buffer } {
@@ -22,7 +24,7 @@ export function hashToken(token: string): Buffer {
 export function tokenKind(token: string): TokenKind | null {
   const m = SHAPE.exec(token);
   if (!m) return null;
-  return m[1] === "api" ? "api" : "runner";
+  return m[1] === "scmapi" ? "api" : "runner";
 }
 
 /** Compares two hashes in constant time. */

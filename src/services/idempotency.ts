@@ -1,4 +1,5 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac } from "node:crypto";
+import { sameHash } from "../crypto/tokens.js";
 import { DomainError } from "../domain/errors.js";
 import type { Db } from "../store/database.js";
 import { deleteIdempotencyKeysBefore, findIdempotencyKey, saveIdempotencyKey } from "../store/idempotency-keys.js";
@@ -56,13 +57,12 @@ export class Idempotency {
     const key = header;
     const fingerprintOf = (bytes: Uint8Array) => createHmac("sha256", this.hmacKey).update(method).update("\0").update(bytes).digest();
     const fingerprint = fingerprintOf(request());
-    const same = (a: Buffer, b: Buffer) => a.length === b.length && timingSafeEqual(a, b);
     return {
       replay: (now) => {
         const prior = findIdempotencyKey(this.db, scope, key);
         if (prior === null || prior.createdAt + this.ttlMs <= now) return null;
-        if (same(prior.fingerprint, fingerprint)) return prior.resultId;
-        if (earlier?.().some((before) => same(prior.fingerprint, fingerprintOf(before)))) return prior.resultId;
+        if (sameHash(prior.fingerprint, fingerprint)) return prior.resultId;
+        if (earlier?.().some((before) => sameHash(prior.fingerprint, fingerprintOf(before)))) return prior.resultId;
         throw new DomainError(
           "invalid_argument",
           "Idempotency-Key header: this key was already used for a different request; send a new key for a new request",

@@ -84,7 +84,7 @@ export class Pager {
   start<C>(v: Violations, scope: string, req: PageRequest, order: Order<never, C>): { size: number; after: C | null } {
     let size = DEFAULT_PAGE_SIZE;
     if (!Number.isInteger(req.pageSize)) {
-      v.add("pagination.page_size", "int32.valid", "must be a whole number from 0 to 100");
+      v.add("pagination.page_size", "int32.valid", `must be a whole number from 0 to ${MAX_PAGE_SIZE}`);
     } else if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
       v.add("pagination.page_size", "int32.range", `must be from 0 to ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE}), got ${req.pageSize}`);
     } else if (req.pageSize > 0) {

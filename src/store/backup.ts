@@ -23,7 +23,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { DomainError } from "../domain/errors.js";
 import { databasePath, makeFolders, migrationsFolder, nearestFolder } from "./database.js";
-import { isBusy, isOutOfSpace } from "./errors.js";
+import { isBusy, isDamaged, isOutOfSpace } from "./errors.js";
 import { knownMigrations, NewerDatabaseError } from "./migrations.js";
 import { claimFile, claimForCommand, inUse } from "./serving-claim.js";
 
@@ -221,7 +221,7 @@ function inspect(file: string, shownAs: string): BackupSummary {
       throw new DomainError("failed_precondition", `${shownAs} was made by a newer release of this service (${err.message}); restore it with that release`);
     }
     if (err instanceof Database.SqliteError) {
-      if (err.code === "SQLITE_NOTADB" || err.code.startsWith("SQLITE_CORRUPT")) {
+      if (isDamaged(err.code)) {
         throw new DomainError("invalid_argument", `${shownAs} is not a readable SQLite database (${err.code})`);
       }
       // A SQLite database without this service's tables (some other program's).

@@ -7,6 +7,7 @@ import { correctFrameworkErrors, noteErrorBody, noteErrorHead } from "./framewor
 import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_HELD_BYTES_PER_ORG, MAX_OPEN_BUFFERED_BYTES, MAX_REQUEST_BYTES, OPEN_FREE_BYTES } from "./request-body.js";
 import { readTlsFiles, rereadTlsFiles, type TlsCredentials, type TlsFiles } from "./tls-files.js";
 import { truncate } from "../domain/text.js";
+import { PREFIX_PATTERN } from "../crypto/tokens.js";
 
 export type NodeHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -146,10 +147,10 @@ export const hasTokenShape = (s: string): boolean => TOKEN_SHAPE.test(s);
 
 // A token's prefix, in any case, its `_` perhaps percent-encoded, and whatever follows it in
 // the characters a token is made of (crypto/tokens.ts) or percent escapes.
-const TOKEN_LIKE = /(scm(?:api|run)(?:_|%5f))(?:[A-Za-z0-9_-]|%[0-9a-f]{2})*/gi;
-const TOKEN_SHAPE = /scm(?:api|run)(?:_|%5f)/i;
+const TOKEN_LIKE = new RegExp(`(${PREFIX_PATTERN}(?:_|%5f))(?:[A-Za-z0-9_-]|%[0-9a-f]{2})*`, "gi");
+const TOKEN_SHAPE = new RegExp(`${PREFIX_PATTERN}(?:_|%5f)`, "i");
 
-/** Slow clients get these unless told otherwise (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS, IDLE_TIMEOUT_MS). */
+/** Slow clients get these unless told otherwise: the defaults of HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS and IDLE_TIMEOUT_MS (config.ts), for servers made without a config (tests). */
 const DEFAULT_TIMEOUTS = { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 120_000 } as const;
 
 export interface RunningServer {
