@@ -27,7 +27,7 @@ import { runnerService } from "./transport/handlers/runners.js";
 import { noteGrpcStatus, sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
 import { answeredByNode, hasTokenShape, loggedUrl, whenSocketCloses, type HttpServerOptions, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
 import { nodeAdapter } from "./transport/node-adapter.js";
-import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, type Admission } from "./transport/interceptors.js";
+import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, TOKEN_POLICY, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 import { RequestMetrics, single, type Family } from "./metrics/exposition.js";
 import { chargeBody, MAX_REQUEST_BYTES, withoutBody } from "./transport/request-body.js";
@@ -116,6 +116,14 @@ export interface AppOptions {
   metrics?: boolean;
 }
 
+/** The services that take a token (which kind, each: TOKEN_POLICY in interceptors.ts). */
+const TOKEN_SERVICES = [RunnerService, RunnerConfigurationService, RunnerInteractionService];
+/** Every service served: what health checks know by name and reflection describes. */
+const SERVED = [...TOKEN_SERVICES, Health, ...REFLECTION_SERVICES];
+// A service whose calls are admitted by token, with no kind of token named for it, would
+// reach its handlers without a caller.
+for (const s of TOKEN_SERVICES) if (!Object.hasOwn(TOKEN_POLICY, s.typeName)) throw new Error(`${s.typeName} has no kind of token in TOKEN_POLICY`);
+
 /** Registers every service, each with its options. */
 function routes(deps: Deps, isHealthy: () => boolean) {
   return (router: ConnectRouter) => {
@@ -125,10 +133,10 @@ function routes(deps: Deps, isHealthy: () => boolean) {
     // Health takes no token, so anyone's body is read: no compression (a few bytes inflated
     // to 1 MiB of nesting or of unknown fields cost 150 to 250 ms of CPU each) and 1 KiB at
     // most (its request is one service name), so that it holds next to nothing of the body budget.
-    router.service(Health, healthService(isHealthy, [RunnerService, RunnerConfigurationService, RunnerInteractionService, Health, ...REFLECTION_SERVICES].map((d) => d.typeName)), { readMaxBytes: HEALTH_MAX_BYTES, acceptCompression: [] });
+    router.service(Health, healthService(isHealthy, SERVED.map((d) => d.typeName)), { readMaxBytes: HEALTH_MAX_BYTES, acceptCompression: [] });
     // Reflection takes no token either, and its questions are a name each: the same care, and
     // a bound on each stream's questions (reflection.ts) and on its life (REFLECTION_STREAM_MS).
-    const [v1, v1alpha] = reflectionServices([RunnerService, RunnerConfigurationService, RunnerInteractionService, Health, ...REFLECTION_SERVICES]);
+    const [v1, v1alpha] = reflectionServices(SERVED);
     router.service(REFLECTION_SERVICES[0], v1, { readMaxBytes: REFLECTION_MAX_BYTES, acceptCompression: [] });
     router.service(REFLECTION_SERVICES[1], v1alpha, { readMaxBytes: REFLECTION_MAX_BYTES, acceptCompression: [] });
   };
@@ -455,7 +463,7 @@ function repeatsAuthorization(raw: string[]): boolean {
 
 /** The path of every method that takes a token (`/package.Service/Method`), to the method. */
 const TOKEN_METHODS = new Map<string, DescMethod>(
-  [RunnerService, RunnerConfigurationService, RunnerInteractionService].flatMap((service) => service.methods.map((m): [string, DescMethod] => [`/${service.typeName}/${m.name}`, m])),
+  TOKEN_SERVICES.flatMap((service) => service.methods.map((m): [string, DescMethod] => [`/${service.typeName}/${m.name}`, m])),
 );
 
 const TOKEN_PATHS: ReadonlySet<string> = new Set(TOKEN_METHODS.keys());

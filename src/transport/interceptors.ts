@@ -9,8 +9,8 @@ import { isDamaged } from "../store/errors.js";
 import { callerKey, requestRecordKey } from "./context.js";
 import { toConnectError } from "./errors.js";
 
-/** Which kind of token each service takes; services not listed take none. */
-const TOKEN_POLICY: Record<string, "api" | "runner"> = {
+/** Which kind of token each service takes; services not listed take none (server.ts checks its TOKEN_SERVICES against it). */
+export const TOKEN_POLICY: Readonly<Record<string, "api" | "runner">> = {
   "gitpod.v1.RunnerService": "api",
   "gitpod.v1.RunnerConfigurationService": "api",
   "gitpod.v1.RunnerInteractionService": "runner",
