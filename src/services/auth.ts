@@ -1,4 +1,4 @@
-import type { Caller } from "../domain/caller.js";
+import type { Caller, RunnerCaller } from "../domain/caller.js";
 import { DomainError } from "../domain/errors.js";
 import { hashToken, sameHash, tokenKind } from "../crypto/tokens.js";
 import type { Db } from "../store/database.js";
@@ -82,4 +82,11 @@ export class StaleCredential extends DomainError {
 
 function unauthenticated(message: string): DomainError {
   return new DomainError("unauthenticated", message);
+}
+
+/** A runner token speaks for its own runner only. */
+export function ownRunnerOnly(caller: RunnerCaller, runnerId: string): void {
+  if (runnerId !== caller.runnerId) {
+    throw new DomainError("permission_denied", `runner_id: this access token belongs to runner ${caller.runnerId}, not ${runnerId}`);
+  }
 }

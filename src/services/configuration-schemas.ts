@@ -3,12 +3,11 @@ import { Violations, notFound } from "../domain/errors.js";
 import { normalizeHost } from "../domain/host.js";
 import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "../domain/scm-schema.js";
 import type { Db } from "../store/database.js";
-import { writeAs } from "./auth.js";
+import { ownRunnerOnly, writeAs } from "./auth.js";
 import * as store from "../store/runners.js";
 import { HIDDEN_TEXT, checkUuid, hasControlOrHidden, httpsUrlProblem } from "../domain/checks.js";
 import { truncate } from "../domain/text.js";
 import { runnerKeyOf, schemaOf } from "./runners.js";
-import { ownRunnerOnly } from "./scm-integrations.js";
 
 const MAX_SCM_ENTRIES = 50;
 const MAX_DEFAULT_HOSTS = 25;

@@ -6,7 +6,7 @@ import { newId } from "../crypto/ids.js";
 import { seal } from "../crypto/sealed-box.js";
 import { sealOffLoop } from "../crypto/seal-worker.js";
 import type { Db } from "../store/database.js";
-import { writeAs } from "./auth.js";
+import { ownRunnerOnly, writeAs } from "./auth.js";
 import type { ScmIntegrationRow } from "../store/schema.js";
 import { findRunnerKey } from "../store/runners.js";
 import * as store from "../store/scm-integrations.js";
@@ -303,13 +303,6 @@ export async function listRunnerScmIntegrations(
   return pager.page(scope, rows, size, RUNNER_HOST_ORDER);
 }
 
-/** A runner token speaks for its own runner only. */
-export function ownRunnerOnly(caller: RunnerCaller, runnerId: string): void {
-  if (runnerId !== caller.runnerId) {
-    throw new DomainError("permission_denied", `runner_id: this access token belongs to runner ${caller.runnerId}, not ${runnerId}`);
-  }
-}
-
 /** Shape checks of the fields given, shared by Create and Update. */
 function checkFieldShapes(
   v: Violations,
@@ -444,6 +437,12 @@ function sealFor(runner: SealingRunner, secret: string, field: "runner_id" | "oa
     );
   }
   return seal(secret, runner.publicKey);
+}
+
+/** The host as a create stores it (normalizeHost); a host it refuses is left as given. */
+export function hostAsStored(given: string): string {
+  const host = normalizeHost(given);
+  return host.ok ? host.host : given;
 }
 
 /**

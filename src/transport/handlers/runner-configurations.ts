@@ -8,7 +8,6 @@ import {
   RunnerConfigurationService,
   UpdateSCMIntegrationResponseSchema,
 } from "../../../gen/gitpod/v1/runner_configurations_pb.js";
-import { normalizeHost } from "../../domain/host.js";
 import { getRunnerConfigurationSchema } from "../../services/configuration-schemas.js";
 import * as integrations from "../../services/scm-integrations.js";
 import { schemaToProto, scmIntegrationToProto } from "../converters.js";
@@ -48,11 +47,11 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
         ctx.requestHeader.get("idempotency-key"),
         `api:${caller.tokenId}`,
         CreateSCMIntegrationRequestSchema.typeName,
-        () => fingerprinted(hostAsStored(req.host), integrations.directoryAsStored(req.virtualDirectory)),
+        () => fingerprinted(integrations.hostAsStored(req.host), integrations.directoryAsStored(req.virtualDirectory)),
         // Versions before 2026-12-04 fingerprinted the host and the virtual directory as sent,
         // those until 2026-12-05 the virtual directory as sent.
         () => {
-          const host = hostAsStored(req.host);
+          const host = integrations.hostAsStored(req.host);
           const asSent = integrations.directoryAsStored(req.virtualDirectory) === req.virtualDirectory;
           return [
             ...(asSent ? [] : [fingerprinted(host, req.virtualDirectory)]),
@@ -107,10 +106,4 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
       return create(GetRunnerConfigurationSchemaResponseSchema, { schema: schemaToProto(schema) });
     },
   };
-}
-
-/** The host as a create stores it; a host it refuses is left as given. */
-function hostAsStored(given: string): string {
-  const host = normalizeHost(given);
-  return host.ok ? host.host : given;
 }
