@@ -24,16 +24,16 @@ import { REFLECTION_SERVICES, reflectionServices } from "./transport/handlers/re
 import { runnerConfigurationService } from "./transport/handlers/runner-configurations.js";
 import { runnerInteractionService } from "./transport/handlers/runner-interactions.js";
 import { runnerService } from "./transport/handlers/runners.js";
-import { noteGrpcStatus, sentConnectCode, sentGrpcStatus, shownContentType } from "./transport/framework-errors.js";
+import { sentConnectCode, sentGrpcStatus } from "./transport/framework-errors.js";
 import { answeredByNode, hasTokenShape, loggedUrl, whenSocketCloses, type HttpServerOptions, type NodeAnswer, type NodeHandler } from "./transport/http-server.js";
 import { nodeAdapter } from "./transport/node-adapter.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, TOKEN_POLICY, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 import { RequestMetrics, single, type Family } from "./metrics/exposition.js";
 import { chargeBody, MAX_REQUEST_BYTES, withoutBody } from "./transport/request-body.js";
+import { canonicalContentType, MAX_TIMEOUT_MS, protocolOf, refuseAuthority, repeatsAuthorization, shortenDeadline, unservedGrpc, validAuthority } from "./transport/request-head.js";
+import { notServed } from "./transport/not-served.js";
 
-/** The longest deadline a client may ask for. */
-const MAX_TIMEOUT_MS = 60_000;
 /**
  * The code a request's log line shows: what the client was told. An answer node's HTTP/1.1
  * server wrote in its place shows its status (see answeredByNode). A response that never began
@@ -215,7 +215,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     maxTimeoutMs: MAX_TIMEOUT_MS,
     jsonOptions,
     // connect-node's response type is a union of the HTTP/1 and HTTP/2 shapes; both take these calls.
-    fallback: (req, res) => notServed(req, res as unknown as http.ServerResponse, records.get(req)),
+    fallback: (req, res) => notServed(req, res as unknown as http.ServerResponse, records.get(req), TOKEN_METHODS.keys()),
     onWriteFailure: (req, reason) =>
       log.error("answer could not be written", {
         request_id: records.get(req)?.id,
@@ -378,89 +378,6 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
   };
 }
 
-/**
- * Kinds of gRPC this service does not serve, refused with 415 (as gRPC answers a content type
- * it does not serve) and a line saying what is served instead:
- * - the JSON codecs of gRPC and gRPC-Web. connect-node 2.1.2 cannot report a JSON syntax
- *   error over them: V8 quotes the input in the message, cut in the middle of a surrogate
- *   pair, and the encodeURIComponent of its grpc-message trailer throws, so the call was
- *   never answered at all;
- * - gRPC-Web's text mode (base64 frames; the default of the `grpc-web` npm client), which
- *   connect-node does not speak: it answered a bare 415.
- */
-const UNSERVED_GRPC: [RegExp, string][] = [
-  [/^application\/grpc(-web)?\+json/i, "gRPC and gRPC-Web are served with the protobuf codec; for JSON use the Connect protocol (application/json)\n"],
-  [/^application\/grpc-web-text/i, "gRPC-Web is served in binary mode only (application/grpc-web+proto; the grpc-web client's mode: \"grpcweb\"), not in text mode\n"],
-];
-
-/** What connect-node takes as gRPC or gRPC-Web: the protobuf codec, named or not, and nothing after it. */
-const SERVED_GRPC = /^application\/grpc(-web)?(\+proto)?$/i;
-
-/**
- * The line a gRPC content type this service does not serve is refused with, or undefined for
- * one it serves (or no gRPC at all). Besides the kinds above, any other codec or parameter
- * (`application/grpc+xml`, `application/grpc; charset=utf-8`), which connect-node answered
- * with a bare 415.
- */
-function unservedGrpc(contentType: string | undefined): string | undefined {
-  if (contentType === undefined || !/^application\/grpc/i.test(contentType) || SERVED_GRPC.test(contentType)) return undefined;
-  return (
-    UNSERVED_GRPC.find(([type]) => type.test(contentType))?.[1] ??
-    `unsupported media type: ${shownContentType(contentType)}; gRPC is sent as application/grpc (or application/grpc+proto), gRPC-Web as application/grpc-web (or application/grpc-web+proto)\n`
-  );
-}
-
-/**
- * A Connect media type with parameters, written in another of the forms RFC 9110 allows, as
- * connect-node's exact patterns want it: `application/json ; charset="UTF-8"` is
- * `application/json; charset=utf-8`, and a charset of UTF-8 on a binary type, or a `;` with
- * nothing after it, goes. Anything else (another charset, another parameter) is left as it
- * was, for connect-node to refuse.
- */
-function canonicalContentType(value: string): string | undefined {
-  const [head, ...params] = value.split(";");
-  const type = head!.trim().toLowerCase();
-  // Only the Connect protocol's own types: gRPC's take no parameters at all (refused with
-  // their own message, see unservedGrpc), and any other is refused quoting it as sent.
-  if (!/^application\/(?:connect\+)?(?:json|proto)$/.test(type)) return undefined;
-  let utf8 = false;
-  for (const param of params) {
-    const p = param.trim();
-    if (p === "") continue;
-    if (!/^charset=(?:"utf-?8"|utf-?8)$/i.test(p)) return undefined;
-    utf8 = true;
-  }
-  return utf8 && type.endsWith("json") ? `${type}; charset=utf-8` : type;
-}
-
-/**
- * Shortens a deadline over MAX_TIMEOUT_MS to it, as gRPC servers do, rather than let
- * connect-node refuse the call: gRPC's C core rounds a deadline up when it writes it, so a
- * Python client asking for exactly 60 s sent 60100 ms and was refused. Malformed values are
- * left for connect-node to refuse.
- */
-function shortenDeadline(headers: http.IncomingHttpHeaders): void {
-  const connect = headers["connect-timeout-ms"];
-  if (typeof connect === "string" && /^\d{1,10}$/.test(connect) && Number(connect) > MAX_TIMEOUT_MS) {
-    headers["connect-timeout-ms"] = String(MAX_TIMEOUT_MS);
-  }
-  const grpc = headers["grpc-timeout"];
-  const m = typeof grpc === "string" ? /^(\d{1,8})([HMSmun])$/.exec(grpc) : null;
-  if (m && Number(m[1]) * GRPC_TIMEOUT_UNIT_MS[m[2]!]! > MAX_TIMEOUT_MS) headers["grpc-timeout"] = `${MAX_TIMEOUT_MS}m`;
-}
-
-const GRPC_TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
-
-/** Whether the raw header list (name, value, name, value...) names Authorization more than once. */
-function repeatsAuthorization(raw: string[]): boolean {
-  let seen = 0;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    if (name.length === 13 && name.toLowerCase() === "authorization" && ++seen > 1) return true;
-  }
-  return false;
-}
-
 /** The path of every method that takes a token (`/package.Service/Method`), to the method. */
 const TOKEN_METHODS = new Map<string, DescMethod>(
   TOKEN_SERVICES.flatMap((service) => service.methods.map((m): [string, DescMethod] => [`/${service.typeName}/${m.name}`, m])),
@@ -476,100 +393,5 @@ function procedureLabel(method: string | undefined, path: string): string {
   if (method === "POST" && LABELLED_PROCEDURES.has(path)) return path.slice(1);
   // As the handler answers it (a query changes nothing there).
   if (path === "/healthz" && (method === "GET" || method === "HEAD")) return "healthz";
-  return "other";
-}
-
-const API_METHOD = /^\/(gitpod\.v1\.[A-Za-z][A-Za-z0-9]{0,99}\/[A-Za-z][A-Za-z0-9]{0,99})$/;
-
-/**
- * Calls of the public API that this service does not serve answer `unimplemented`, not a
- * bare 404: the official SDK reads 404 as NotFoundError, and a client that takes
- * not_found on a Delete as "already gone" (the Terraform provider does) would record a
- * deletion that never happened. Connect answers 501 with `x-should-retry: false` (the
- * SDK retries other 5xx), a Connect GET too, gRPC and gRPC-Web status 12; anything else
- * stays 404.
- */
-function notServed(
-  req: http.IncomingMessage | http2.Http2ServerRequest,
-  res: http.ServerResponse,
-  record: RequestRecord | undefined,
-): void {
-  const [path, query = ""] = (req.url ?? "").split("?");
-  // A Connect GET names its protocol in the query (connect=v1), not in a content type.
-  const connectGet = req.method === "GET" && new URLSearchParams(query).get("connect") === "v1";
-  const method = req.method === "POST" || connectGet ? API_METHOD.exec(path!)?.[1] : undefined;
-  const protocol = connectGet ? "connect" : protocolOf(req.headers["content-type"]);
-  const near = method === undefined ? undefined : nearestServed(method);
-  const message = `${method} is not implemented by this service, which serves the SCM-integration part of the gitpod.v1 API${near ? `; did you mean ${near}?` : ""}`;
-  if (method && protocol === "connect") {
-    if (record) record.code = "unimplemented";
-    res.writeHead(501, { "content-type": "application/json", "x-should-retry": "false" });
-    res.end(JSON.stringify({ code: "unimplemented", message }));
-  } else if (method && (protocol === "grpc" || protocol === "grpc-web")) {
-    if (record) record.code = "unimplemented";
-    // Trailers-only: the status travels in headers that end the stream (node's
-    // compatibility layer would end it with an empty DATA frame instead, which gRPC
-    // clients read as a call without status). The message is ASCII without '%': no escaping.
-    const headers = { "content-type": req.headers["content-type"]!, "grpc-status": "12", "grpc-message": message };
-    if ("stream" in req) {
-      // respond() skips what was set on `res`: the request id, CORS headers.
-      if (!req.stream.destroyed && !req.stream.headersSent) {
-        req.stream.respond({ ":status": 200, ...res.getHeaders(), ...headers }, { endStream: true });
-        noteGrpcStatus(res, headers["grpc-status"]);
-      }
-    } else {
-      res.writeHead(200, headers);
-      res.end();
-    }
-  } else {
-    res.writeHead(404);
-    res.end();
-  }
-}
-
-/** A served method whose name is a slip away from `method` (case, or two letters), to name in the error. */
-function nearestServed(method: string): string | undefined {
-  let best: string | undefined;
-  let bestDistance = 3;
-  for (const path of TOKEN_METHODS.keys()) {
-    const d = editDistance(method.toLowerCase(), path.slice(1).toLowerCase(), bestDistance);
-    if (d < bestDistance) [best, bestDistance] = [path.slice(1), d];
-  }
-  return best;
-}
-
-/** Levenshtein distance of `a` and `b`, or `cap` once it is clear it is at least that. */
-function editDistance(a: string, b: string, cap: number): number {
-  if (Math.abs(a.length - b.length) >= cap) return cap;
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    if (Math.min(...next) >= cap) return cap;
-    row = next;
-  }
-  return Math.min(row[b.length]!, cap);
-}
-
-function refuseAuthority(res: http.ServerResponse | http2.Http2ServerResponse): void {
-  res.writeHead(400, { "content-type": "text/plain; charset=utf-8" });
-  res.end("missing or malformed Host header\n");
-}
-
-function validAuthority(req: http.IncomingMessage | http2.Http2ServerRequest): boolean {
-  const authority = "authority" in req && req.authority ? req.authority : req.headers.host;
-  if (typeof authority !== "string" || authority === "") return false;
-  return URL.canParse(`http://${authority}/`);
-}
-
-/** The protocol a content type names; media types are case-insensitive (RFC 9110), as connect-node reads them. */
-function protocolOf(given: string | undefined): string {
-  if (!given) return "none";
-  const contentType = given.toLowerCase();
-  if (contentType.startsWith("application/grpc-web")) return "grpc-web";
-  if (contentType.startsWith("application/grpc")) return "grpc";
-  if (contentType.startsWith("application/json") || contentType.startsWith("application/proto")) return "connect";
-  // Connect's streams (reflection's, as `buf curl` asks by default).
-  if (contentType.startsWith("application/connect+")) return "connect-stream";
   return "other";
 }
