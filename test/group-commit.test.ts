@@ -7,6 +7,7 @@ import Database from "better-sqlite3";
 import { eq } from "drizzle-orm";
 import { open } from "../src/crypto/sealed-box.js";
 import { createLogger } from "../src/log.js";
+import { OutcomeUnknown } from "../src/store/errors.js";
 import { createApp } from "../src/server.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
 import { startCheckpointer } from "../src/store/checkpointer.js";
@@ -20,6 +21,9 @@ const LIST = "gitpod.v1.RunnerConfigurationService/ListSCMIntegrations";
 const GET = "gitpod.v1.RunnerConfigurationService/GetSCMIntegration";
 const DELETE = "gitpod.v1.RunnerConfigurationService/DeleteSCMIntegration";
 const UPDATE_RUNNER = "gitpod.v1.RunnerService/UpdateRunner";
+
+/** A rejection of a write of unknown outcome, from a driver error with this code. */
+const unknownOutcome = (code: string) => (err: unknown) => err instanceof OutcomeUnknown && (err.cause as { code?: string } | undefined)?.code === code;
 
 describe("group commit", () => {
   let s: TestServer;
@@ -321,7 +325,8 @@ describe("a COMMIT that reports a failed sync", () => {
         }
         return exec(text);
       }) as typeof sqlite.exec;
-      await assert.rejects(db.write(() => sqlite.prepare("INSERT INTO t VALUES (2)").run()), { code: "SQLITE_IOERR_FSYNC" });
+      // Of unknown outcome: a COMMIT that failed on an I/O error may have written all its frames.
+      await assert.rejects(db.write(() => sqlite.prepare("INSERT INTO t VALUES (2)").run()), unknownOutcome("SQLITE_IOERR_FSYNC"));
       assert.equal(db.haltedBy()?.message, "disk I/O error");
       await assert.rejects(db.write(() => sqlite.prepare("INSERT INTO t VALUES (3)").run()), { code: "SQLITE_IOERR_FSYNC" }, "later writes fail too");
       await assert.rejects(db.durable() ?? Promise.resolve("no wait"), { code: "SQLITE_IOERR_FSYNC" }, "and so does every answer that shows what was read");
@@ -528,7 +533,7 @@ describe("syncing off the event loop", () => {
   });
 
   // Last in this suite: a failed sync stops the database for good.
-  it("a failed sync fails its writes with unavailable, and every write, read and health check after it until a restart", async () => {
+  it("a failed sync answers its writes as of unknown outcome, and every write, read and health check after it unavailable until a restart", async () => {
     const { runnerId } = await createRunner(s);
     holding = true;
     const synced = nextHeld();
@@ -536,13 +541,18 @@ describe("syncing off the event loop", () => {
     await synced;
     holding = false;
     held.splice(0).forEach((done) => done(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" })));
+    // Committed, and perhaps on disk: neither done nor refused, and not to be retried blindly
+    // (the row may be there after a restart).
     const r = await failed;
-    assert.equal(r.body.code, "unavailable", JSON.stringify(r.body));
+    assert.equal(r.body.code, "unknown", JSON.stringify(r.body));
+    assert.match(r.body.message, /^this write's outcome is unknown: a sync to disk failed after it was committed, and it may or may not be stored/);
+    assert.equal(r.headers.get("x-should-retry"), "false");
     assert.doesNotMatch(r.body.message, /EIO|fdatasync|SQLITE/);
     // The kernel may have dropped what it could not write: nothing committed since is
     // vouched for, the failed row included, which stays committed but is never shown.
     const next = await call(s, CREATE, { runnerId, scmId: "github", host: "after.example.com", pat: true });
     assert.equal(next.body.code, "unavailable", JSON.stringify(next.body));
+    assert.match(next.body.message, /^a sync of the database to disk failed, so what it holds cannot be vouched for: this service refuses every call until it is restarted; request id /);
     const list = await call(s, LIST, { filter: { runnerIds: [runnerId] } });
     assert.equal(list.body.code, "unavailable", JSON.stringify(list.body));
     // Refusals too: a not_found could rest on a delete that never reached the disk.
@@ -575,7 +585,7 @@ describe("checkpoints after a failed sync", () => {
       assert.equal(await countInMainFile(file, "SELECT count(*) FROM t WHERE name = 'synced'", 1), 1, "before the failure, checkpoints copy commits into the main file");
 
       failSyncs = true;
-      await assert.rejects(insert("lost"), (err: Error & { code?: string }) => err.code === "SQLITE_IOERR_FSYNC");
+      await assert.rejects(insert("lost"), unknownOutcome("SQLITE_IOERR_FSYNC"));
       assert.ok(db.haltedBy(), "the database has stopped");
       assert.ok(logs.some((l) => l.includes("checkpoints stopped until a restart")), logs.join(""));
       // Checkpoints ran every 50 ms before; given eight of those, none copies the failed commit.
@@ -682,7 +692,9 @@ describe("two syncs at once", () => {
     held[0]!.done(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
     held[1]!.done(null);
     assert.deepEqual(await settled([first, second]), ["failed", "failed"]);
-    await assert.rejects(first, (err: Error & { code?: string }) => err.code === "SQLITE_IOERR_FSYNC");
+    // Both committed, and neither vouched for: of unknown outcome. A write after them never began.
+    await assert.rejects(first, unknownOutcome("SQLITE_IOERR_FSYNC"));
+    await assert.rejects(second, unknownOutcome("SQLITE_IOERR_FSYNC"));
     await assert.rejects(insert("c"), (err: Error & { code?: string }) => err.code === "SQLITE_IOERR_FSYNC");
     assert.ok(db.haltedBy(), "syncing has stopped for good");
     assert.equal(held.length, 2, "nothing more was synced");
@@ -697,7 +709,8 @@ describe("two syncs at once", () => {
     assert.deepEqual(await settled([first, second, third]), ["pending", "pending", "pending"]);
     db.$client.close();
     assert.deepEqual(await settled([first, second, third]), ["pending", "pending", "failed"]);
-    await assert.rejects(third, (err: Error & { code?: string }) => err.code === "SQLITE_MISUSE" && /closed before/.test(err.message));
+    // Committed, never synced: of unknown outcome.
+    await assert.rejects(third, (err: unknown) => unknownOutcome("SQLITE_MISUSE")(err) && /closed before/.test(((err as Error).cause as Error).message));
     held[0]!.done(null);
     held[1]!.done(null);
     assert.deepEqual(await settled([first, second]), ["ok", "ok"], "the syncs that ran still count");

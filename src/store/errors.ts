@@ -43,6 +43,32 @@ export function haltCause(code: unknown): string {
 }
 
 /**
+ * A write committed, or perhaps committed, but never confirmed on disk: its batch's sync
+ * failed, or its COMMIT failed on an I/O error after SQLite may have written the commit's
+ * frames (on a full disk, a reused WAL takes every frame and then the -shm cannot grow,
+ * and recovery at the next start replays the commit). It may be stored after a restart, so
+ * it is answered as neither done nor refused: a refusal invites a retry, which would make a
+ * second runner where the first survived.
+ */
+export class OutcomeUnknown extends Error {
+  constructor(cause: unknown) {
+    super("the write's outcome is unknown", { cause });
+    this.name = "OutcomeUnknown";
+  }
+}
+
+/**
+ * Whether a COMMIT that failed with this driver error may still have committed: SQLite writes
+ * the commit's frames to the WAL, the last one marking the commit, and only then syncs (when
+ * it does) and records the frames in the -shm. A failed write stops before that last frame;
+ * a failed sync, or a -shm that cannot grow or be mapped, comes after it.
+ */
+export function mayHaveCommitted(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return isSyncFailure(err) || (typeof code === "string" && code.startsWith("SQLITE_IOERR_SHM"));
+}
+
+/**
  * Whether a driver error code means the disk (or a size limit) is full. SQLITE_IOERR_SHMSIZE
  * is the WAL's shared-memory file (-shm) failing to grow, which is a full disk in practice.
  */
@@ -70,6 +96,9 @@ export function classifyDriverError(err: unknown): DriverTrouble | null {
   }
   if (/^SQLITE_(BUSY|LOCKED|PROTOCOL)/.test(code)) {
     return { reason: "unavailable", message: "the database is locked by another process (another worker or an admin command) for longer than this service waits; try again shortly" };
+  }
+  if (isSyncFailure(err)) {
+    return { reason: "unavailable", message: "a sync of the database to disk failed, so what it holds cannot be vouched for: this service refuses every call until it is restarted" };
   }
   if (/^SQLITE_(READONLY|IOERR|CANTOPEN)/.test(code)) {
     return { reason: "unavailable", message: "the database file cannot be written or read at the moment (the storage refused it); try again once the storage is back" };

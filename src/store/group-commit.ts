@@ -1,7 +1,7 @@
 import { closeSync, fdatasync, fsyncSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import { isBusy, isSyncFailure } from "./errors.js";
+import { isBusy, isSyncFailure, mayHaveCommitted, OutcomeUnknown } from "./errors.js";
 
 interface Pending {
   work: () => unknown;
@@ -264,6 +264,7 @@ export class GroupCommit {
     const db = this.sqlite;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; err: unknown })[] = [];
     const s = this.statements();
+    let committing = false;
     try {
       // Nothing may be committed once it can no longer be made durable.
       if (this.failure) throw this.failure;
@@ -302,6 +303,7 @@ export class GroupCommit {
         if (guarded) s.release.run();
         outcomes.push({ ok: true, value });
       }
+      committing = true;
       db.exec("COMMIT");
       this.stats.commits += 1;
       this.stats.writes += batch.length;
@@ -328,8 +330,11 @@ export class GroupCommit {
       }
       // COMMIT itself failed (disk full, I/O error), or a sync inside it: no write of this
       // batch can be acknowledged, and which one made it fail cannot be told, so every one
-      // fails with the error, and the next batch starts afresh.
-      for (const p of batch) p.reject(err);
+      // fails, and the next batch starts afresh: refused, as a rule, since a failed write of
+      // the WAL stops before the frame that marks the commit. Failing after that frame (see
+      // mayHaveCommitted), the writes that did their work are of unknown outcome.
+      const unknown = committing && mayHaveCommitted(err);
+      batch.forEach((p, i) => p.reject(unknown && outcomes[i]?.ok ? new OutcomeUnknown(err) : err));
       // Should COMMIT report a failed sync (batches commit with synchronous=NORMAL, which
       // leaves syncing to WalSync), it is as final as a failed off-loop sync.
       if (isSyncFailure(err)) this.halt(err as Error);
@@ -346,7 +351,9 @@ export class GroupCommit {
     // before must not be reported before that row is on disk.
     const synced = this.wal?.afterCommit();
     if (synced === undefined) settle();
-    else synced.then(settle, (err: unknown) => batch.forEach((p) => p.reject(err)));
+    // Committed, and perhaps on disk though the sync failed: the writes that did their work
+    // are of unknown outcome; those refused changed nothing, and are refused as the service is.
+    else synced.then(settle, (err: unknown) => batch.forEach((p, i) => p.reject(outcomes[i]!.ok ? new OutcomeUnknown(err) : err)));
   }
 }
 

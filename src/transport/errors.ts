@@ -10,7 +10,7 @@ import {
 import { DomainError, type ErrorReason, type FieldViolation } from "../domain/errors.js";
 import { wellFormed } from "../domain/text.js";
 import type { Logger } from "../log.js";
-import { classifyDriverError } from "../store/errors.js";
+import { classifyDriverError, isOutOfSpace, isSyncFailure, OutcomeUnknown } from "../store/errors.js";
 
 const CODES: Record<ErrorReason, Code> = {
   invalid_argument: Code.InvalidArgument,
@@ -54,6 +54,21 @@ export function toConnectError(err: unknown, method: DescMethod, requestId: stri
       out = new ConnectError(message, err.code, err.metadata, undefined, err.cause);
       out.details.push(...err.details);
     }
+  } else if (err instanceof OutcomeUnknown) {
+    const code = (err.cause as { code?: unknown } | undefined)?.code;
+    log.error("write of unknown outcome", { request_id: requestId, procedure: `/${method.parent.typeName}/${method.name}`, driver_code: code?.toString() });
+    const why = isSyncFailure(err.cause)
+      ? "a sync to disk failed after it was committed"
+      : code === "SQLITE_MISUSE"
+        ? "the database was closed before it was on disk"
+        : typeof code === "string" && isOutOfSpace(code)
+          ? "the disk was full as it was committed"
+          : "the storage failed as it was committed";
+    // `unknown`, which clients do not retry by themselves (x-should-retry: false below).
+    out = new ConnectError(
+      `this write's outcome is unknown: ${why}, and it may or may not be stored (it may show only after a restart); check before sending it again (a create sent again with the same Idempotency-Key is safe); request id ${requestId}`,
+      Code.Unknown,
+    );
   } else {
     const trouble = classifyDriverError(err);
     log.error(trouble ? "database trouble" : "unexpected error", {

@@ -5,7 +5,7 @@ import type { Logger } from "../log.js";
 import { authenticate, StaleCredential } from "../services/auth.js";
 import type { RateLimiter } from "../services/rate-limit.js";
 import type { Db } from "../store/database.js";
-import { isDamaged } from "../store/errors.js";
+import { isDamaged, OutcomeUnknown } from "../store/errors.js";
 import { callerKey, requestRecordKey } from "./context.js";
 import { toConnectError } from "./errors.js";
 
@@ -88,6 +88,8 @@ export function durabilityInterceptor(db: Db): Interceptor {
     try {
       res = await next(req);
     } catch (err) {
+      // A write of unknown outcome says so, whatever the sync it failed with now says.
+      if (err instanceof OutcomeUnknown) throw err;
       await db.durable();
       throw err;
     }
