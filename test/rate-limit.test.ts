@@ -11,6 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { Gitpod } from "@gitpod/sdk";
 import { ConfigError, loadConfig, type Config } from "../src/config.js";
 import { RateLimiter } from "../src/services/rate-limit.js";
+import { bodyCharge } from "../src/transport/interceptors.js";
 import { call, createRunner, startServer, type TestServer } from "./harness.js";
 
 const LIST_RUNNERS = "gitpod.v1.RunnerService/ListRunners";
@@ -653,6 +654,21 @@ describe("the token bucket", () => {
     now += 10_000;
     assert.deepEqual([limiter.take("a"), limiter.take("a"), limiter.take("a"), limiter.take("a") > 0], [0, 0, 0, true]);
     assert.equal(limiter.take("b"), 0, "each caller has its own bucket");
+  });
+
+  it("a body charged to a runner's bucket and its organization's runners' is charged to both or to neither", () => {
+    const limiter = new RateLimiter({ perSecond: 1000, burst: 1000 }, () => 0);
+    const runner = (runnerId: string) => ({ kind: "runner" as const, orgId: "org", runnerId, tokenHash: Buffer.alloc(32) });
+    bodyCharge(limiter, runner("a"))!(1500);
+    assert.equal(limiter.debtWait("runner:a"), 500, "the body that crosses zero passes, into debt");
+    assert.equal(limiter.debtWait("runners:org"), 500);
+    // Refused by the shared bucket: the refused body is not parsed, and owes nothing.
+    assert.throws(() => bodyCharge(limiter, runner("b"))!(1200), /the byte rate limit they share/);
+    assert.equal(limiter.debtWait("runner:b"), 0, "nothing taken from b's own bucket");
+    assert.equal(limiter.debtWait("runners:org"), 500, "nor more from the shared one");
+    // An API token has its own bucket alone.
+    bodyCharge(limiter, { kind: "api", orgId: "org", tokenId: "t" })!(900);
+    assert.equal(limiter.debtWait("runners:org"), 500);
   });
 
   it("spends into debt for one use at a time, which later calls wait out, and forgets no caller still owing", () => {

@@ -406,6 +406,8 @@ describe("a runner's whole life", () => {
       [{ name: "\u202eeno-rennur", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not contain control characters or invisible formatting/],
       [{ name: "run\u200bner", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not contain control characters or invisible formatting/],
       [{ name: "\u00a0 \u3000", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not be blank$/],
+      [{ name: "\u2800\u2800\u2800", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not be blank$/],
+      [{ name: "\u0301\u0301\u0301", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not be blank$/],
       [{ provider: "RUNNER_PROVIDER_DEV_AGENT" }, /^kind: is required with provider RUNNER_PROVIDER_DEV_AGENT/],
       [{ provider: 99 }, /^provider: must be one of/],
       [{ kind: 7, provider: "RUNNER_PROVIDER_GCP" }, /^kind: must be one of/],

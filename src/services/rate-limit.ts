@@ -59,6 +59,16 @@ export class RateLimiter {
     return 0;
   }
 
+  /**
+   * What `spend` would answer for `user` without spending: 0 if it would take the amount, else
+   * the ms until `caller`'s debt, run up by another use, is paid off. A use charged to several
+   * buckets asks each first, so that it is charged to all of them or to none.
+   */
+  refusal(caller: string, user: object): number {
+    const bucket = this.bucket(caller);
+    return bucket.tokens < 0 && bucket.debtor !== user ? Math.ceil((-bucket.tokens * 1000) / this.limit.perSecond) : 0;
+  }
+
   /** 0 if `caller` owes nothing, else ms until its debt is paid off (see spend). */
   debtWait(caller: string): number {
     if (!this.buckets.has(caller)) return 0;

@@ -139,7 +139,8 @@ function checkRunnerName(v: Violations, field: string, name: string): void {
   // Names are shown in lists and terminals: an escape sequence in one would act there, and a
   // direction override or hidden characters would make it read as another runner's.
   else if (hasControlOrHidden(name)) v.add(field, "string.printable", HIDDEN_TEXT);
-  else if (name.trim() === "") v.add(field, "string.not_blank", "must not be blank");
+  // Blank however it is spelled: spaces, the Braille blank, or marks with nothing to mark.
+  else if (!/[\p{L}\p{N}\p{P}\p{S}]/u.test(name.replace(/\u2800/g, ""))) v.add(field, "string.not_blank", "must not be blank");
 }
 
 /** The runner with this id in the caller's organization. */

@@ -225,10 +225,12 @@ export function bodyCharge(bodyLimiter: RateLimiter | null, caller: Caller): ((b
   const keys = byteKeys(caller);
   const body = {};
   return (bytes) => {
+    // Charged to every bucket or to none: a body refused by one is not parsed, and owes nothing.
     for (const key of keys) {
-      const waitMs = bodyLimiter.spend(key, bytes, body);
+      const waitMs = bodyLimiter.refusal(key, body);
       if (waitMs > 0) throw bodyRateLimited(waitMs, key);
     }
+    for (const key of keys) bodyLimiter.spend(key, bytes, body);
   };
 }
 
