@@ -201,12 +201,17 @@ export function runnerPageSql(db: Db): string[] {
   return [v.firstPageOfRunner.source, v.pageOfRunner.source, v.firstPageOfRunnerInOrg.source, v.pageOfRunnerInOrg.source];
 }
 
-/** The query behind listRunnerPage with ids, unexecuted, so tests can show its plan. */
+/**
+ * The query behind listRunnerPage with ids, unexecuted, so tests can show its plan. The ids
+ * are looked up by key and the few rows found sorted by host: through the runner's index in
+ * host order, a runner with a million integrations was walked to the end for 25 ids (140
+ * ms). The unary `+` keeps SQLite from choosing that index.
+ */
 export function runnerPageQuery(db: Db, runnerId: string, afterHost: string | null, limit: number, ids: readonly string[]) {
   return selectViews(db)
     .where(
       and(
-        eq(scmIntegrations.runnerId, runnerId),
+        sql`+${scmIntegrations.runnerId} = ${runnerId}`,
         inArray(scmIntegrations.id, [...ids]),
         afterHost === null ? undefined : gt(scmIntegrations.host, afterHost),
       ),
