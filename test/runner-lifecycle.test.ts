@@ -598,6 +598,29 @@ describe("a runner's whole life", () => {
     const gone = await call(s, `${RUNNER_SIDE}/ListRunnerSCMIntegrations`, { runnerId }, fresh.body.accessToken);
     assert.equal(gone.body.code, "unauthenticated");
   });
+
+  it("a runner with many integrations is deleted a bounded number of them a write, with nothing left behind", async () => {
+    const { runnerId } = await createRunner(s, s.token, "many-integrations");
+    const first = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitlab", host: "h0.example.com", pat: true });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    // 1,200 more, copies of the first on other hosts, written directly: the API would take a while.
+    s.db.$client
+      .prepare(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+         INSERT INTO scm_integrations SELECT printf('%08x-0000-7000-8000-%012x', i, i), org_id, runner_id, scm_id, 'h' || i || '.example.com', pat,
+           oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at
+         FROM scm_integrations, n WHERE id = ?`,
+      )
+      .run(first.body.id);
+    const count = () => s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length;
+    assert.equal(count(), 1201);
+    const commits = s.db.commitStats().commits;
+    assert.equal((await call(s, `${RUNNERS}/DeleteRunner`, { runnerId })).status, 200);
+    assert.equal(count(), 0, "nothing dangles");
+    assert.equal((await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.code, "not_found");
+    // 500, 500, then the last 201 with the runner: three writes, each holding the write lock briefly.
+    assert.equal(s.db.commitStats().commits - commits, 3);
+  });
 });
 
 describe("a Signup racing a create's sealing", () => {

@@ -83,6 +83,10 @@ const statements = prepared((db) => ({
   exists: rawStatement(db, db.select({ one: sql`1` }).from(runners).where(byIdAndOrg)).pluck(),
   // (id)
   tokenHashById: rawStatement(db, db.select({ hash: runners.accessTokenHash }).from(runners).where(eq(runners.id, sql.placeholder("id")))).pluck(),
+  // (runnerId): the first of its integrations in the covering index's order, by key
+  deleteSomeIntegrations: db.$client.prepare(
+    `DELETE FROM scm_integrations WHERE id IN (SELECT id FROM scm_integrations WHERE runner_id = ? ORDER BY host LIMIT ${RUNNER_ROWS_A_WRITE})`,
+  ),
   // (hash); every call of a runner authenticates through it
   byTokenHash: rawStatement(
     db,
@@ -152,6 +156,18 @@ export function updateRunner(
   set: Partial<Pick<RunnerRow, "name" | "accessTokenHash" | "configSchema" | "updatedAt">>,
 ): boolean {
   return db.update(runners).set(set).where(and(eq(runners.id, id), eq(runners.orgId, orgId))).run().changes > 0;
+}
+
+/**
+ * How many of a runner's integrations one write deletes or rewrites at most (see
+ * deleteSomeIntegrations, dropSomeStaleSecrets): one write holds the event loop and every other
+ * write, and a runner may have any number of them (a million took 17 s in one transaction).
+ */
+export const RUNNER_ROWS_A_WRITE = 500;
+
+/** Deletes up to RUNNER_ROWS_A_WRITE of the runner's integrations; how many it did. */
+export function deleteSomeIntegrations(db: Db, runnerId: string): number {
+  return statements(db).deleteSomeIntegrations.run(runnerId).changes;
 }
 
 /** Deletes the runner; its integrations and their sealed secrets go with it (foreign key cascade). */
