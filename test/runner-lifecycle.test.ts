@@ -599,6 +599,51 @@ describe("a runner's whole life", () => {
     assert.equal(gone.body.code, "unauthenticated");
   });
 
+  it("a Signup with a new key drops the old secrets a bounded number a write; one the service stopped during goes on at the next Signup", async () => {
+    const { runnerId, runnerToken } = await createRunner(s, s.token, "many-secrets");
+    const oldKeys = await signUp(s, runnerToken);
+    const first = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "h0.example.com", oauthClientId: "app", oauthPlaintextClientSecret: "old-secret" });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    // 1,200 more sealed to the old key, copies of the first written directly.
+    s.db.$client
+      .prepare(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+         INSERT INTO scm_integrations SELECT printf('%08x-0000-7000-8000-%012x', i, i + 7), org_id, runner_id, scm_id, 'h' || i || '.example.com', pat,
+           oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at
+         FROM scm_integrations, n WHERE id = ?`,
+      )
+      .run(first.body.id);
+    const sealed = () => s.db.$client.prepare("SELECT count(*) FROM scm_integrations WHERE runner_id = ? AND oauth_encrypted_secret IS NOT NULL").pluck().get(runnerId);
+    const marked = () => s.db.$client.prepare("SELECT stale_secrets FROM runners WHERE id = ?").pluck().get(runnerId);
+    assert.equal(sealed(), 1201);
+    const commits = s.db.commitStats().commits;
+    await signUp(s, runnerToken);
+    assert.equal(sealed(), 0, "every old ciphertext is gone from storage once Signup answers");
+    assert.equal(marked(), 0);
+    // The key, then 500, 500 and the last 201 (which unmarks the runner): four writes.
+    assert.equal(s.db.commitStats().commits - commits, 4);
+
+    // As a service stopped between those writes leaves it: the runner marked, some old
+    // ciphertexts left. No read shows them, and the next Signup, with the same key, goes on.
+    const keys = await signUp(s, runnerToken);
+    s.db.$client.prepare("UPDATE scm_integrations SET oauth_encrypted_secret = x'00', oauth_sealed_to = ? WHERE runner_id = ? AND host > 'h6'").run(oldKeys.publicKey, runnerId);
+    s.db.$client.prepare("UPDATE runners SET stale_secrets = 1 WHERE id = ?").run(runnerId);
+    const left = sealed() as number;
+    assert.ok(left > 0);
+    const shown = await runnerList(s, runnerId, runnerToken, { pagination: { pageSize: 100 } });
+    assert.equal(shown.length, 100);
+    assert.ok(shown.every((i: any) => (i.oauth.encryptedClientSecret ?? "") === ""), "none is shown");
+    // An update that keeps the secret keeps none: the old one cannot be opened.
+    const staleId = s.db.$client.prepare("SELECT id FROM scm_integrations WHERE runner_id = ? AND oauth_encrypted_secret IS NOT NULL LIMIT 1").pluck().get(runnerId) as string;
+    const kept = await call(s, `${CFG}/UpdateSCMIntegration`, { id: staleId, oauthClientId: "app" });
+    assert.equal(kept.status, 200, JSON.stringify(kept.body));
+    assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.id, staleId)).get()!.oauthEncryptedSecret, null);
+    const again = await call(s, `${RUNNER_SIDE}/Signup`, { publicKey: keys.publicKey.toString("base64") }, runnerToken);
+    assert.equal(again.status, 200);
+    assert.equal(sealed(), 0);
+    assert.equal(marked(), 0);
+  });
+
   it("a runner with many integrations is deleted a bounded number of them a write, with nothing left behind", async () => {
     const { runnerId } = await createRunner(s, s.token, "many-integrations");
     const first = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitlab", host: "h0.example.com", pat: true });

@@ -67,6 +67,7 @@ export function createRunner(db: Db, caller: ApiCaller, input: CreateRunnerInput
     publicKey: null,
     statusUpdatedAt: null,
     configSchema: null,
+    staleSecrets: false,
   };
   return writeAs(db, caller, () => {
     store.insertRunner(db, runner);
@@ -74,8 +75,14 @@ export function createRunner(db: Db, caller: ApiCaller, input: CreateRunnerInput
   });
 }
 
-/** Records the runner's X25519 public key and answers its id. */
-export function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): Promise<string> {
+/**
+ * Records the runner's X25519 public key and answers its id, once the secrets sealed to its
+ * earlier keys are dropped: a bounded number a write (RUNNER_ROWS_A_WRITE), with other calls'
+ * writes between them, rather than all in one transaction (a runner with a million
+ * integrations held every other call for 16 s). No read shows them meanwhile. Should the
+ * service stop before the last, the runner's next Signup, with this key or another, goes on.
+ */
+export async function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): Promise<string> {
   const v = new Violations();
   if (publicKey.length !== PUBLIC_KEY_BYTES) {
     v.add("public_key", "bytes.len", `must be exactly ${PUBLIC_KEY_BYTES} bytes, got ${publicKey.length}`);
@@ -83,11 +90,17 @@ export function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array): Pro
     v.add("public_key", "x25519.order", "is a low-order X25519 point (such as all zeros); send the runner's real public key");
   }
   v.throwIfAny();
-  return writeAs(db, caller, () => {
+  const stale = await writeAs(db, caller, () => {
+    const left = store.setRunnerPublicKey(db, caller.runnerId, Buffer.from(publicKey), Date.now());
     // The token was checked before this write: the runner may have been deleted since.
-    if (!store.setRunnerPublicKey(db, caller.runnerId, Buffer.from(publicKey), Date.now())) throw notFound("runner", caller.runnerId);
-    return caller.runnerId;
+    if (left === null) throw notFound("runner", caller.runnerId);
+    return left;
   });
+  for (let after: string | null = stale ? "" : null; after !== null; ) {
+    const from = after;
+    after = await db.write(() => store.dropSomeStaleSecrets(db, caller.runnerId, from, Date.now()));
+  }
+  return caller.runnerId;
 }
 
 /** The runner with this id in this organization; not_found when absent or in another organization. */

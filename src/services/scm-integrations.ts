@@ -186,8 +186,12 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, given: UpdateScm
     }
 
     let clientId = row.oauthClientId;
-    let sealed = row.oauthEncryptedSecret;
-    let sealedTo = row.oauthSealedTo;
+    // A secret sealed to another key than the runner's is none: a Signup with a new key
+    // drops such secrets a bounded number a write, and this one may not be dropped yet.
+    const current = row.oauthSealedTo !== null && runner.publicKey !== null && row.oauthSealedTo.equals(runner.publicKey);
+    let sealed = current ? row.oauthEncryptedSecret : null;
+    let sealedTo = current ? row.oauthSealedTo : null;
+    const usableBefore = row.pat || (row.oauthClientId !== null && sealed !== null);
     if (removeOAuth) {
       clientId = sealed = sealedTo = null;
     } else {
@@ -212,7 +216,7 @@ export function updateScmIntegration(db: Db, caller: ApiCaller, given: UpdateScm
       pat: input.pat ?? row.pat,
       issuerUrl: cleared(input.issuerUrl, removeOAuth ? null : row.issuerUrl),
       virtualDirectory: cleared(input.virtualDirectory, row.virtualDirectory),
-      usableBefore: row.pat || (row.oauthClientId !== null && row.oauthEncryptedSecret !== null),
+      usableBefore,
     };
     checkRules(rules, row.scmId, outcome);
     // Only what the update adds must be on offer: an integration made before the runner

@@ -1,6 +1,6 @@
-import { and, asc, eq, gt, inArray, isNotNull, or, sql } from "drizzle-orm";
+import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
 import { prepared, rawStatement, rowLimit, type Db } from "./database.js";
-import { runners, scmIntegrations, type RunnerRow } from "./schema.js";
+import { runners, type RunnerRow } from "./schema.js";
 
 export function insertRunner(db: Db, row: RunnerRow): void {
   db.insert(runners).values(row).run();
@@ -23,7 +23,7 @@ export function findRunnerKey(db: Db, orgId: string, id: string): Pick<RunnerRow
  * hundreds of KB and is read only where it is used (findRunnerKey). A page of runners once
  * read every schema, and a few concurrent pages of large ones ran the process out of memory.
  */
-export type RunnerView = Omit<RunnerRow, "accessTokenHash" | "configSchema">;
+export type RunnerView = Omit<RunnerRow, "accessTokenHash" | "configSchema" | "staleSecrets">;
 
 // The columns of a RunnerView, in the order the raw statement below returns them: drizzle's
 // generic mapping cost more than the lookup.
@@ -87,6 +87,19 @@ const statements = prepared((db) => ({
   deleteSomeIntegrations: db.$client.prepare(
     `DELETE FROM scm_integrations WHERE id IN (SELECT id FROM scm_integrations WHERE runner_id = ? ORDER BY host LIMIT ${RUNNER_ROWS_A_WRITE})`,
   ),
+  // (at, runnerId, afterHost, runnerId): the next rows read from the covering index, by key
+  // only those to drop (a runner's PAT-only integrations are not rewritten)
+  dropStaleSecrets: db.$client.prepare(
+    `UPDATE scm_integrations SET oauth_encrypted_secret = NULL, oauth_sealed_to = NULL, updated_at = ?
+     WHERE id IN (SELECT id FROM (SELECT id, oauth_sealed_to FROM scm_integrations WHERE runner_id = ? AND host > ? ORDER BY host LIMIT ${RUNNER_ROWS_A_WRITE})
+                  WHERE oauth_sealed_to IS NOT (SELECT public_key FROM runners WHERE id = ?) AND oauth_sealed_to IS NOT NULL)`,
+  ),
+  // (runnerId, afterHost): the last of those rows, when there were as many as a write takes
+  lastOfNextRows: db.$client
+    .prepare(`SELECT host FROM scm_integrations WHERE runner_id = ? AND host > ? ORDER BY host LIMIT 1 OFFSET ${RUNNER_ROWS_A_WRITE - 1}`)
+    .pluck(),
+  // (runnerId)
+  unmarkStaleSecrets: db.$client.prepare("UPDATE runners SET stale_secrets = 0 WHERE id = ?"),
   // (hash); every call of a runner authenticates through it
   byTokenHash: rawStatement(
     db,
@@ -124,28 +137,31 @@ export function listRunners(db: Db, orgId: string, after: string | null, limit: 
 }
 
 /**
- * Records the runner's key. Secrets sealed to any other key can no longer be opened by
- * the runner, so they are dropped in the same transaction; their integrations keep the
- * OAuth client id and report an empty secret until an Update seals a new one. False when
- * the runner is gone.
+ * Records the runner's key. Secrets sealed to any other key can no longer be opened by the
+ * runner: no read shows them from now on (reads compare each with the runner's key), and
+ * a new key marks them to be dropped (dropSomeStaleSecrets). Answers whether some may be
+ * left to drop, or null when the runner is gone.
  */
-export function setRunnerPublicKey(db: Db, id: string, publicKey: Buffer, at: number): boolean {
-  return db.transaction(
-    (tx) => {
-      const current = tx.select({ key: runners.publicKey }).from(runners).where(eq(runners.id, id)).get();
-      if (!current) return false;
-      tx.update(runners).set({ publicKey, statusUpdatedAt: at, updatedAt: at }).where(eq(runners.id, id)).run();
-      if (current.key && current.key.equals(publicKey)) return true;
-      // Only the integrations that hold a secret: a runner's PAT-only integrations were all
-      // rewritten too (50,000 of them took 150 ms, under the write lock every create waits for).
-      tx.update(scmIntegrations)
-        .set({ oauthEncryptedSecret: null, oauthSealedTo: null, updatedAt: at })
-        .where(and(eq(scmIntegrations.runnerId, id), or(isNotNull(scmIntegrations.oauthEncryptedSecret), isNotNull(scmIntegrations.oauthSealedTo))))
-        .run();
-      return true;
-    },
-    { behavior: "immediate" },
-  );
+export function setRunnerPublicKey(db: Db, id: string, publicKey: Buffer, at: number): boolean | null {
+  const current = db.select({ key: runners.publicKey, stale: runners.staleSecrets }).from(runners).where(eq(runners.id, id)).get();
+  if (!current) return null;
+  const stale = current.stale || !current.key?.equals(publicKey);
+  db.update(runners).set({ publicKey, statusUpdatedAt: at, updatedAt: at, staleSecrets: stale }).where(eq(runners.id, id)).run();
+  return stale;
+}
+
+/**
+ * Drops the secrets sealed to a key other than the runner's among its next
+ * RUNNER_ROWS_A_WRITE integrations in host order after `afterHost` (their integrations keep
+ * the OAuth client id and report an empty secret until an Update seals a new one). Answers
+ * the host to go on after, or null once none are left, when the runner is unmarked.
+ */
+export function dropSomeStaleSecrets(db: Db, runnerId: string, afterHost: string, at: number): string | null {
+  const s = statements(db);
+  s.dropStaleSecrets.run(at, runnerId, afterHost, runnerId);
+  const next = s.lastOfNextRows.get(runnerId, afterHost) as string | undefined;
+  if (next === undefined) s.unmarkStaleSecrets.run(runnerId);
+  return next ?? null;
 }
 
 /** Changes the columns given; false when the organization has no runner with this id. */
