@@ -6,7 +6,8 @@ import { newKeyPair, open } from "../src/crypto/sealed-box.js";
 import { hashToken } from "../src/crypto/tokens.js";
 import { sealsRequested } from "../src/crypto/seal-worker.js";
 import { createApiToken, revokeApiToken } from "../src/services/accounts.js";
-import { signup } from "../src/services/runners.js";
+import { deleteRunner, signup } from "../src/services/runners.js";
+import { dropSomeStaleSecrets } from "../src/store/runners.js";
 import { createScmIntegration } from "../src/services/scm-integrations.js";
 import { runners, scmIntegrations } from "../src/store/schema.js";
 import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
@@ -626,7 +627,8 @@ describe("a runner's whole life", () => {
     // As a service stopped between those writes leaves it: the runner marked, some old
     // ciphertexts left. No read shows them, and the next Signup, with the same key, goes on.
     const keys = await signUp(s, runnerToken);
-    s.db.$client.prepare("UPDATE scm_integrations SET oauth_encrypted_secret = x'00', oauth_sealed_to = ? WHERE runner_id = ? AND host > 'h6'").run(oldKeys.publicKey, runnerId);
+    // The hosts before 'h2', a page's worth and more in host order.
+    s.db.$client.prepare("UPDATE scm_integrations SET oauth_encrypted_secret = x'00', oauth_sealed_to = ? WHERE runner_id = ? AND host < 'h2'").run(oldKeys.publicKey, runnerId);
     s.db.$client.prepare("UPDATE runners SET stale_secrets = 1 WHERE id = ?").run(runnerId);
     const left = sealed() as number;
     assert.ok(left > 0);
@@ -641,6 +643,15 @@ describe("a runner's whole life", () => {
     const again = await call(s, `${RUNNER_SIDE}/Signup`, { publicKey: keys.publicKey.toString("base64") }, runnerToken);
     assert.equal(again.status, 200);
     assert.equal(sealed(), 0);
+    assert.equal(marked(), 0);
+
+    // A walk begun for a key that was replaced since does not unmark the runner when it ends:
+    // the walk of the newer key began again from the start, and the mark is that one's.
+    s.db.$client.prepare("UPDATE runners SET stale_secrets = 1 WHERE id = ?").run(runnerId);
+    const past = "h9999"; // after every host: a walk's last write
+    assert.equal(await s.db.write(() => dropSomeStaleSecrets(s.db, runnerId, oldKeys.publicKey, past, Date.now())), null);
+    assert.equal(marked(), 1, "marked still");
+    assert.equal(await s.db.write(() => dropSomeStaleSecrets(s.db, runnerId, keys.publicKey, past, Date.now())), null);
     assert.equal(marked(), 0);
   });
 
@@ -665,6 +676,24 @@ describe("a runner's whole life", () => {
     assert.equal((await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.code, "not_found");
     // 500, 500, then the last 201 with the runner: three writes, each holding the write lock briefly.
     assert.equal(s.db.commitStats().commits - commits, 3);
+
+    // Two deletes of one runner at once: both began, so both are done, whichever deleted the last.
+    const other = await createRunner(s, s.token, "deleted-twice");
+    const seed = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId: other.runnerId, scmId: "gitlab", host: "h0.example.com", pat: true });
+    s.db.$client
+      .prepare(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+         INSERT INTO scm_integrations SELECT printf('%08x-0000-7000-8000-%012x', i, i + 3), org_id, runner_id, scm_id, 'h' || i || '.example.com', pat,
+           oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at
+         FROM scm_integrations, n WHERE id = ?`,
+      )
+      .run(seed.body.id);
+    const orgId = s.db.select({ orgId: runners.orgId }).from(runners).where(eq(runners.id, other.runnerId)).get()!.orgId;
+    const tokenId = s.db.$client.prepare("SELECT id FROM api_tokens WHERE token_hash = ?").pluck().get(hashToken(s.token)) as string;
+    const caller = { kind: "api" as const, orgId, tokenId };
+    await Promise.all([deleteRunner(s.db, caller, other.runnerId), deleteRunner(s.db, caller, other.runnerId)]);
+    assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, other.runnerId)).all().length, 0);
+    await assert.rejects(deleteRunner(s.db, caller, other.runnerId), { reason: "not_found" }, "a delete that finds no runner is not_found");
   });
 });
 

@@ -90,15 +90,16 @@ export async function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array
     v.add("public_key", "x25519.order", "is a low-order X25519 point (such as all zeros); send the runner's real public key");
   }
   v.throwIfAny();
+  const key = Buffer.from(publicKey);
   const stale = await writeAs(db, caller, () => {
-    const left = store.setRunnerPublicKey(db, caller.runnerId, Buffer.from(publicKey), Date.now());
+    const left = store.setRunnerPublicKey(db, caller.runnerId, key, Date.now());
     // The token was checked before this write: the runner may have been deleted since.
     if (left === null) throw notFound("runner", caller.runnerId);
     return left;
   });
   for (let after: string | null = stale ? "" : null; after !== null; ) {
     const from = after;
-    after = await db.write(() => store.dropSomeStaleSecrets(db, caller.runnerId, from, Date.now()));
+    after = await db.write(() => store.dropSomeStaleSecrets(db, caller.runnerId, key, from, Date.now()));
   }
   return caller.runnerId;
 }
@@ -229,21 +230,24 @@ export function updateRunner(db: Db, caller: ApiCaller, input: { runnerId: strin
  * else hanging on a runner here, so `force` changes nothing. The integrations go a bounded
  * number a write (RUNNER_ROWS_A_WRITE), other calls' writes between them, and the runner
  * with the last of them: what a call sees meanwhile is the runner with fewer integrations.
+ * Only the first write decides whether the call may, and can, delete: once it has deleted
+ * some, the call goes on to the end, answered done whoever deletes the last (another
+ * DeleteRunner of the same runner, say), and a token revoked meanwhile does not stop it.
  */
 export async function deleteRunner(db: Db, caller: ApiCaller, given: string): Promise<void> {
   const v = new Violations();
   const runnerId = checkUuid(v, "runner_id", given);
   v.throwIfAny();
-  for (;;) {
-    const done = await writeAs(db, caller, () => {
-      if (!store.hasRunner(db, caller.orgId, runnerId)) throw notFound("runner", runnerId);
-      if (store.deleteSomeIntegrations(db, runnerId) === store.RUNNER_ROWS_A_WRITE) return false;
-      // The cascade takes whatever a create added since.
-      store.deleteRunner(db, caller.orgId, runnerId);
-      return true;
-    });
-    if (done) return;
-  }
+  const step = () => {
+    if (!store.hasRunner(db, caller.orgId, runnerId)) return null;
+    if (store.deleteSomeIntegrations(db, runnerId) === store.RUNNER_ROWS_A_WRITE) return false;
+    // The cascade takes whatever a create added since.
+    store.deleteRunner(db, caller.orgId, runnerId);
+    return true;
+  };
+  const first = await writeAs(db, caller, step);
+  if (first === null) throw notFound("runner", runnerId);
+  for (let done = first; done !== true; ) done = (await db.write(step)) ?? true;
 }
 
 /** Issues a new access token for the runner; the previous one stops working at once. */

@@ -98,8 +98,8 @@ const statements = prepared((db) => ({
   lastOfNextRows: db.$client
     .prepare(`SELECT host FROM scm_integrations WHERE runner_id = ? AND host > ? ORDER BY host LIMIT 1 OFFSET ${RUNNER_ROWS_A_WRITE - 1}`)
     .pluck(),
-  // (runnerId)
-  unmarkStaleSecrets: db.$client.prepare("UPDATE runners SET stale_secrets = 0 WHERE id = ?"),
+  // (runnerId, key)
+  unmarkStaleSecrets: db.$client.prepare("UPDATE runners SET stale_secrets = 0 WHERE id = ? AND public_key = ?"),
   // (hash); every call of a runner authenticates through it
   byTokenHash: rawStatement(
     db,
@@ -154,13 +154,15 @@ export function setRunnerPublicKey(db: Db, id: string, publicKey: Buffer, at: nu
  * Drops the secrets sealed to a key other than the runner's among its next
  * RUNNER_ROWS_A_WRITE integrations in host order after `afterHost` (their integrations keep
  * the OAuth client id and report an empty secret until an Update seals a new one). Answers
- * the host to go on after, or null once none are left, when the runner is unmarked.
+ * the host to go on after, or null once none are left. The runner is unmarked then only
+ * while `key` (the one this walk began for) is still its key: a Signup with another key
+ * since walks again from the start, and the mark is that walk's to clear.
  */
-export function dropSomeStaleSecrets(db: Db, runnerId: string, afterHost: string, at: number): string | null {
+export function dropSomeStaleSecrets(db: Db, runnerId: string, key: Buffer, afterHost: string, at: number): string | null {
   const s = statements(db);
   s.dropStaleSecrets.run(at, runnerId, afterHost, runnerId);
   const next = s.lastOfNextRows.get(runnerId, afterHost) as string | undefined;
-  if (next === undefined) s.unmarkStaleSecrets.run(runnerId);
+  if (next === undefined) s.unmarkStaleSecrets.run(runnerId, key);
   return next ?? null;
 }
 
