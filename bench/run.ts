@@ -647,7 +647,11 @@ the create ratio fell (and with it the create p99 at 16, whose gap is throughput
 "Durability alone"), while Get and List, mostly JavaScript and SQLite over memory, kept theirs.
 The fifteenth (this one), on the same VM: ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create
 ${fmt(at64("create").base.cpu)} µs at 64 connections, per create, Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop
-${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms.
+${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. Its code came in two rounds of work since the
+fourteenth, each measured side by side with the build before it (\`BENCH_ROWS=100000 BENCH_ROUNDS=5
+npm run bench:compare -- REV create,get,list 64\`): against 182ad98, 237, 128 and 218 µs of CPU
+per create, Get and List against 240, 126 and 217; against 5f1323d, 272, 152 and 234 against 277,
+146 and 232. Within what two runs here tell apart, both times.
 How far the create target is on this VM, measured before it (2026-12-05, about 19:40 UTC; two
 services on copies of the 1M-row seed, 5-second runs of creates at 64 connections
 alternating, 6 rounds, a scratch script): with the row insert skipped (everything else as
