@@ -208,7 +208,7 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
-  it("an organization's runners share a byte bucket beside their own: runners minted by one token do not multiply its bytes", async () => {
+  it("an organization's runners share a byte bucket, for what their bodies hold past 4 KiB: runners minted by one token do not multiply its bytes", async () => {
     const s = await startServer({ bodyRateLimit: LIMIT });
     try {
       // ListRunnerSCMIntegrations with `size` bytes of an unknown field, for a runner.
@@ -221,11 +221,14 @@ describe("per-token limit on request body bytes", () => {
       const runners = [];
       for (let i = 0; i < 3; i++) runners.push(await createRunner(s, s.token, `runner-${i}`));
       // Each runner's own bucket holds the 64 KiB burst; the first runner's 40 KiB and the
-      // second's 40 KiB run the shared one into debt (the body that does so still passes).
+      // second's 40 KiB (36 KiB each past the free 4) run the shared one into debt (the body
+      // that does so still passes).
       assert.equal((await listOwn(runners[0]!.runnerId, runners[0]!.runnerToken, 40 * 1024)).status, 200);
       assert.equal((await listOwn(runners[1]!.runnerId, runners[1]!.runnerToken, 40 * 1024)).status, 200);
-      // The third runner owes nothing of its own, and is still held off by what they share.
-      const third = await listOwn(runners[2]!.runnerId, runners[2]!.runnerToken, 10);
+      // The third runner owes nothing of its own: its small calls pass, as a fleet's do, and a
+      // large body is held off by what they share.
+      assert.equal((await listOwn(runners[2]!.runnerId, runners[2]!.runnerToken, 10)).status, 200);
+      const third = await listOwn(runners[2]!.runnerId, runners[2]!.runnerToken, 8 * 1024);
       assert.equal(third.status, 429, JSON.stringify(third.body));
       assert.match(third.body.message!, /^the request bodies of this organization's runners are over the byte rate limit they share; retry in \d+ ms$/);
       // API tokens are not in it, and neither are another organization's runners.
@@ -656,19 +659,25 @@ describe("the token bucket", () => {
     assert.equal(limiter.take("b"), 0, "each caller has its own bucket");
   });
 
-  it("a body charged to a runner's bucket and its organization's runners' is charged to both or to neither", () => {
-    const limiter = new RateLimiter({ perSecond: 1000, burst: 1000 }, () => 0);
+  it("a runner's body is charged to its own bucket, and past 4 KiB to its organization's runners', both or neither", () => {
+    const limiter = new RateLimiter({ perSecond: 1000, burst: 10_000 }, () => 0);
     const runner = (runnerId: string) => ({ kind: "runner" as const, orgId: "org", runnerId, tokenHash: Buffer.alloc(32) });
-    bodyCharge(limiter, runner("a"))!(1500);
-    assert.equal(limiter.debtWait("runner:a"), 500, "the body that crosses zero passes, into debt");
-    assert.equal(limiter.debtWait("runners:org"), 500);
-    // Refused by the shared bucket: the refused body is not parsed, and owes nothing.
-    assert.throws(() => bodyCharge(limiter, runner("b"))!(1200), /the byte rate limit they share/);
-    assert.equal(limiter.debtWait("runner:b"), 0, "nothing taken from b's own bucket");
-    assert.equal(limiter.debtWait("runners:org"), 500, "nor more from the shared one");
+    // 15,096 bytes in two parts (a compressed body inflating, say): 11,000 past the free 4,096.
+    const a = bodyCharge(limiter, runner("a"))!;
+    a(3000);
+    assert.equal(limiter.debtWait("runners:org"), 0, "nothing shared yet");
+    a(12_096);
+    assert.equal(limiter.debtWait("runner:a"), 5096, "the body that crosses zero passes, into debt");
+    assert.equal(limiter.debtWait("runners:org"), 1000);
+    // A small body of another runner passes the shared debt by; a large one is refused by it,
+    // is not parsed, and owes nothing.
+    bodyCharge(limiter, runner("b"))!(4000);
+    assert.throws(() => bodyCharge(limiter, runner("c"))!(5000), /the byte rate limit they share/);
+    assert.equal(limiter.debtWait("runner:c"), 0, "nothing taken from c's own bucket");
+    assert.equal(limiter.debtWait("runners:org"), 1000, "nor more from the shared one");
     // An API token has its own bucket alone.
-    bodyCharge(limiter, { kind: "api", orgId: "org", tokenId: "t" })!(900);
-    assert.equal(limiter.debtWait("runners:org"), 500);
+    bodyCharge(limiter, { kind: "api", orgId: "org", tokenId: "t" })!(9000);
+    assert.equal(limiter.debtWait("runners:org"), 1000);
   });
 
   it("spends into debt for one use at a time, which later calls wait out, and forgets no caller still owing", () => {

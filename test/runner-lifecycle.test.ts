@@ -7,7 +7,7 @@ import { hashToken } from "../src/crypto/tokens.js";
 import { sealsRequested } from "../src/crypto/seal-worker.js";
 import { createApiToken, revokeApiToken } from "../src/services/accounts.js";
 import { deleteRunner, signup } from "../src/services/runners.js";
-import { dropSomeStaleSecrets } from "../src/store/runners.js";
+import { dropSomeStaleSecrets, setRunnerPublicKey } from "../src/store/runners.js";
 import { createScmIntegration } from "../src/services/scm-integrations.js";
 import { runners, scmIntegrations } from "../src/store/schema.js";
 import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
@@ -615,7 +615,7 @@ describe("a runner's whole life", () => {
       )
       .run(first.body.id);
     const sealed = () => s.db.$client.prepare("SELECT count(*) FROM scm_integrations WHERE runner_id = ? AND oauth_encrypted_secret IS NOT NULL").pluck().get(runnerId);
-    const marked = () => s.db.$client.prepare("SELECT stale_secrets FROM runners WHERE id = ?").pluck().get(runnerId);
+    const marked = () => s.db.$client.prepare("SELECT secrets_walk FROM runners WHERE id = ?").pluck().get(runnerId);
     assert.equal(sealed(), 1201);
     const commits = s.db.commitStats().commits;
     await signUp(s, runnerToken);
@@ -629,7 +629,7 @@ describe("a runner's whole life", () => {
     const keys = await signUp(s, runnerToken);
     // The hosts before 'h2', a page's worth and more in host order.
     s.db.$client.prepare("UPDATE scm_integrations SET oauth_encrypted_secret = x'00', oauth_sealed_to = ? WHERE runner_id = ? AND host < 'h2'").run(oldKeys.publicKey, runnerId);
-    s.db.$client.prepare("UPDATE runners SET stale_secrets = 1 WHERE id = ?").run(runnerId);
+    s.db.$client.prepare("UPDATE runners SET secrets_walk = 7 WHERE id = ?").run(runnerId);
     const left = sealed() as number;
     assert.ok(left > 0);
     const shown = await runnerList(s, runnerId, runnerToken, { pagination: { pageSize: 100 } });
@@ -645,13 +645,18 @@ describe("a runner's whole life", () => {
     assert.equal(sealed(), 0);
     assert.equal(marked(), 0);
 
-    // A walk begun for a key that was replaced since does not unmark the runner when it ends:
-    // the walk of the newer key began again from the start, and the mark is that one's.
-    s.db.$client.prepare("UPDATE runners SET stale_secrets = 1 WHERE id = ?").run(runnerId);
+    // A walk begun before another Signup changed the key does not unmark the runner when it
+    // ends, even when that Signup went back to the key the walk began with (A, B, then A):
+    // the latest walk began again from the start, and the mark is that one's.
+    const walks: number[] = [];
+    for (const k of [oldKeys, keys, oldKeys]) walks.push(await s.db.write(() => setRunnerPublicKey(s.db, runnerId, k.publicKey, Date.now())!));
+    assert.deepEqual(walks.map((w) => w - walks[0]!), [0, 1, 2], "each change of key numbers a walk of its own");
     const past = "h9999"; // after every host: a walk's last write
-    assert.equal(await s.db.write(() => dropSomeStaleSecrets(s.db, runnerId, oldKeys.publicKey, past, Date.now())), null);
-    assert.equal(marked(), 1, "marked still");
-    assert.equal(await s.db.write(() => dropSomeStaleSecrets(s.db, runnerId, keys.publicKey, past, Date.now())), null);
+    for (const earlier of walks.slice(0, 2)) {
+      assert.equal(await s.db.write(() => dropSomeStaleSecrets(s.db, runnerId, earlier, past, Date.now())), null);
+      assert.equal(marked(), walks[2], "marked still");
+    }
+    assert.equal(await s.db.write(() => dropSomeStaleSecrets(s.db, runnerId, walks[2]!, past, Date.now())), null);
     assert.equal(marked(), 0);
   });
 

@@ -67,7 +67,7 @@ export function createRunner(db: Db, caller: ApiCaller, input: CreateRunnerInput
     publicKey: null,
     statusUpdatedAt: null,
     configSchema: null,
-    staleSecrets: false,
+    secretsWalk: 0,
   };
   return writeAs(db, caller, () => {
     store.insertRunner(db, runner);
@@ -90,16 +90,15 @@ export async function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array
     v.add("public_key", "x25519.order", "is a low-order X25519 point (such as all zeros); send the runner's real public key");
   }
   v.throwIfAny();
-  const key = Buffer.from(publicKey);
-  const stale = await writeAs(db, caller, () => {
-    const left = store.setRunnerPublicKey(db, caller.runnerId, key, Date.now());
+  const walk = await writeAs(db, caller, () => {
+    const left = store.setRunnerPublicKey(db, caller.runnerId, Buffer.from(publicKey), Date.now());
     // The token was checked before this write: the runner may have been deleted since.
     if (left === null) throw notFound("runner", caller.runnerId);
     return left;
   });
-  for (let after: string | null = stale ? "" : null; after !== null; ) {
+  for (let after: string | null = walk !== 0 ? "" : null; after !== null; ) {
     const from = after;
-    after = await db.write(() => store.dropSomeStaleSecrets(db, caller.runnerId, key, from, Date.now()));
+    after = await db.write(() => store.dropSomeStaleSecrets(db, caller.runnerId, walk, from, Date.now()));
   }
   return caller.runnerId;
 }

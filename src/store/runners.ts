@@ -23,7 +23,7 @@ export function findRunnerKey(db: Db, orgId: string, id: string): Pick<RunnerRow
  * hundreds of KB and is read only where it is used (findRunnerKey). A page of runners once
  * read every schema, and a few concurrent pages of large ones ran the process out of memory.
  */
-export type RunnerView = Omit<RunnerRow, "accessTokenHash" | "configSchema" | "staleSecrets">;
+export type RunnerView = Omit<RunnerRow, "accessTokenHash" | "configSchema" | "secretsWalk">;
 
 // The columns of a RunnerView, in the order the raw statement below returns them: drizzle's
 // generic mapping cost more than the lookup.
@@ -98,8 +98,8 @@ const statements = prepared((db) => ({
   lastOfNextRows: db.$client
     .prepare(`SELECT host FROM scm_integrations WHERE runner_id = ? AND host > ? ORDER BY host LIMIT 1 OFFSET ${RUNNER_ROWS_A_WRITE - 1}`)
     .pluck(),
-  // (runnerId, key)
-  unmarkStaleSecrets: db.$client.prepare("UPDATE runners SET stale_secrets = 0 WHERE id = ? AND public_key = ?"),
+  // (runnerId, walk)
+  endWalk: db.$client.prepare("UPDATE runners SET secrets_walk = 0 WHERE id = ? AND secrets_walk = ?"),
   // (hash); every call of a runner authenticates through it
   byTokenHash: rawStatement(
     db,
@@ -139,15 +139,16 @@ export function listRunners(db: Db, orgId: string, after: string | null, limit: 
 /**
  * Records the runner's key. Secrets sealed to any other key can no longer be opened by the
  * runner: no read shows them from now on (reads compare each with the runner's key), and
- * a new key marks them to be dropped (dropSomeStaleSecrets). Answers whether some may be
- * left to drop, or null when the runner is gone.
+ * a new key starts a walk that drops them (dropSomeStaleSecrets), numbered so that only the
+ * latest clears the runner's mark. Answers the number of the walk left to do (the one just
+ * started, or one a stop cut short), 0 for none, or null when the runner is gone.
  */
-export function setRunnerPublicKey(db: Db, id: string, publicKey: Buffer, at: number): boolean | null {
-  const current = db.select({ key: runners.publicKey, stale: runners.staleSecrets }).from(runners).where(eq(runners.id, id)).get();
+export function setRunnerPublicKey(db: Db, id: string, publicKey: Buffer, at: number): number | null {
+  const current = db.select({ key: runners.publicKey, walk: runners.secretsWalk }).from(runners).where(eq(runners.id, id)).get();
   if (!current) return null;
-  const stale = current.stale || !current.key?.equals(publicKey);
-  db.update(runners).set({ publicKey, statusUpdatedAt: at, updatedAt: at, staleSecrets: stale }).where(eq(runners.id, id)).run();
-  return stale;
+  const walk = current.key?.equals(publicKey) ? current.walk : current.walk + 1;
+  db.update(runners).set({ publicKey, statusUpdatedAt: at, updatedAt: at, secretsWalk: walk }).where(eq(runners.id, id)).run();
+  return walk;
 }
 
 /**
@@ -155,14 +156,14 @@ export function setRunnerPublicKey(db: Db, id: string, publicKey: Buffer, at: nu
  * RUNNER_ROWS_A_WRITE integrations in host order after `afterHost` (their integrations keep
  * the OAuth client id and report an empty secret until an Update seals a new one). Answers
  * the host to go on after, or null once none are left. The runner is unmarked then only
- * while `key` (the one this walk began for) is still its key: a Signup with another key
- * since walks again from the start, and the mark is that walk's to clear.
+ * while `walk` is still its latest: a Signup with another key since (even one going back to
+ * an earlier key) walks again from the start, and the mark is that walk's to clear.
  */
-export function dropSomeStaleSecrets(db: Db, runnerId: string, key: Buffer, afterHost: string, at: number): string | null {
+export function dropSomeStaleSecrets(db: Db, runnerId: string, walk: number, afterHost: string, at: number): string | null {
   const s = statements(db);
   s.dropStaleSecrets.run(at, runnerId, afterHost, runnerId);
   const next = s.lastOfNextRows.get(runnerId, afterHost) as string | undefined;
-  if (next === undefined) s.unmarkStaleSecrets.run(runnerId, key);
+  if (next === undefined) s.endWalk.run(runnerId, walk);
   return next ?? null;
 }
 

@@ -52,9 +52,11 @@ export const runners = sqliteTable(
     statusUpdatedAt: integer("status_updated_at"),
     // The schema the runner published, as JSON; null means the built-in default.
     configSchema: text("config_schema"),
-    // 1 while secrets sealed to the runner's earlier keys are still being dropped, a bounded
-    // number a write (services/runners.ts signup): a Signup that finds it set goes on with it.
-    staleSecrets: integer("stale_secrets", { mode: "boolean" }).notNull().default(false),
+    // While secrets sealed to the runner's earlier keys are still being dropped, a bounded
+    // number a write (services/runners.ts signup), the number of the latest Signup that
+    // changed the key, whose walk alone clears it; 0 once none are left. A Signup that finds
+    // it set goes on with that walk.
+    secretsWalk: integer("secrets_walk").notNull().default(0),
   },
   (t) => [index("runners_org_idx").on(t.orgId, t.id)],
 );

@@ -131,11 +131,11 @@ export function admitter(db: Db, limiter: RateLimiter | null, bodyLimiter: RateL
       }
       // Bodies are charged as they are parsed (see bodyCharge), so a call is let in while its
       // token owes no bytes, and the body it then sends may run it into debt.
+      // (Only its own: what an organization's runners share holds back only large bodies, as
+      // they come to be parsed.)
       if (bodyLimiter) {
-        for (const k of byteKeys(caller)) {
-          const waitMs = bodyLimiter.debtWait(k);
-          if (waitMs > 0) throw bodyRateLimited(waitMs, k);
-        }
+        const waitMs = bodyLimiter.debtWait(key);
+        if (waitMs > 0) throw bodyRateLimited(waitMs, key);
       }
       if (caller.kind !== policy) {
         throw new DomainError(
@@ -203,34 +203,41 @@ function limitKey(caller: Caller): string {
 }
 
 /**
- * The byte buckets a caller's bodies are charged to: its own, and for a runner also one its
- * organization's runners share. Any API token may create runners, each with a bucket of its
- * own: without the shared one, 40 runners made by one token took turns parsing 1 MiB bodies
- * and held the event loop for 20 s, where one token's bucket lets two through.
+ * A body's bytes that the bucket of its organization's runners is not charged: any API token
+ * may create runners, each with a bucket of its own, and without one they share, 40 runners
+ * made by one token took turns parsing 1 MiB bodies and held the event loop for 20 s, where
+ * one token's bucket lets two through. What a runner usually sends (a page request, a Signup)
+ * is far smaller, so a fleet's calls, however many, never reach the shared bucket.
  */
-function byteKeys(caller: Caller): string[] {
-  return caller.kind === "api" ? [limitKey(caller)] : [limitKey(caller), `runners:${caller.orgId}`];
-}
+export const SHARED_FREE_BYTES = 4096;
 
 /**
  * What an admitted call's body is charged to as connect-node is about to parse it (see
- * chargeBody; a compressed one for what it inflates to): its token's byte buckets. The body
- * that takes the bucket below zero goes on into debt, which the token's next calls wait out
- * (see admitter); any other body of the token that comes to be parsed meanwhile is refused (it
- * throws), so that bodies sent side by side cannot all pass on admissions made together.
- * Null without a byte limit.
+ * chargeBody; a compressed one for what it inflates to): its token's byte bucket, and for a
+ * runner what the body holds past SHARED_FREE_BYTES to the bucket its organization's runners
+ * share. The body that takes a bucket below zero goes on into debt; any other body charged to
+ * it that comes to be parsed meanwhile is refused (it throws), so that bodies sent side by side
+ * cannot all pass on admissions made together, and the token's own next calls wait its debt
+ * out (see admitter). A body is charged to all its buckets or to none: one a bucket refuses is
+ * not parsed, and owes nothing. Null without a byte limit.
  */
 export function bodyCharge(bodyLimiter: RateLimiter | null, caller: Caller): ((bytes: number) => void) | null {
   if (!bodyLimiter) return null;
-  const keys = byteKeys(caller);
+  const own = limitKey(caller);
+  const shared = caller.kind === "runner" ? `runners:${caller.orgId}` : null;
   const body = {};
+  // A body may be charged in parts (gRPC messages, what a compressed one inflates to).
+  let charged = 0;
   return (bytes) => {
-    // Charged to every bucket or to none: a body refused by one is not parsed, and owes nothing.
-    for (const key of keys) {
+    const past = (n: number) => Math.max(0, n - SHARED_FREE_BYTES);
+    const toShare = shared === null ? 0 : past(charged + bytes) - past(charged);
+    const charges: [string, number][] = toShare > 0 ? [[own, bytes], [shared!, toShare]] : [[own, bytes]];
+    for (const [key] of charges) {
       const waitMs = bodyLimiter.refusal(key, body);
       if (waitMs > 0) throw bodyRateLimited(waitMs, key);
     }
-    for (const key of keys) bodyLimiter.spend(key, bytes, body);
+    for (const [key, amount] of charges) bodyLimiter.spend(key, amount, body);
+    charged += bytes;
   };
 }
 
