@@ -7,7 +7,7 @@ import { hashToken } from "../src/crypto/tokens.js";
 import { sealsRequested } from "../src/crypto/seal-worker.js";
 import { createApiToken, revokeApiToken } from "../src/services/accounts.js";
 import { deleteRunner, signup } from "../src/services/runners.js";
-import { dropSomeStaleSecrets, setRunnerPublicKey } from "../src/store/runners.js";
+import { dropSomeStaleSecrets, setRunnerPublicKey, type SecretsWalk } from "../src/store/runners.js";
 import { createScmIntegration } from "../src/services/scm-integrations.js";
 import { runners, scmIntegrations } from "../src/store/schema.js";
 import { call, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
@@ -648,13 +648,14 @@ describe("a runner's whole life", () => {
     // A walk begun before another Signup changed the key does not unmark the runner when it
     // ends, even when that Signup went back to the key the walk began with (A, B, then A):
     // the latest walk began again from the start, and the mark is that one's.
-    const walks: number[] = [];
-    for (const k of [oldKeys, keys, oldKeys]) walks.push(await s.db.write(() => setRunnerPublicKey(s.db, runnerId, k.publicKey, Date.now())!));
-    assert.deepEqual(walks.map((w) => w - walks[0]!), [0, 1, 2], "each change of key numbers a walk of its own");
+    const walks: SecretsWalk[] = [];
+    for (const k of [oldKeys, keys, oldKeys]) walks.push((await s.db.write(() => setRunnerPublicKey(s.db, runnerId, k.publicKey, Date.now())))!);
+    assert.deepEqual(walks.map((w) => w.walk - walks[0]!.walk), [0, 1, 2], "each change of key numbers a walk of its own");
+    assert.equal(walks[0]!.lastHost, "h999.example.com", "each ends at the runner's last host");
     const past = "h9999"; // after every host: a walk's last write
     for (const earlier of walks.slice(0, 2)) {
       assert.equal(await s.db.write(() => dropSomeStaleSecrets(s.db, runnerId, earlier, past, Date.now())), null);
-      assert.equal(marked(), walks[2], "marked still");
+      assert.equal(marked(), walks[2]!.walk, "marked still");
     }
     assert.equal(await s.db.write(() => dropSomeStaleSecrets(s.db, runnerId, walks[2]!, past, Date.now())), null);
     assert.equal(marked(), 0);
@@ -675,11 +676,19 @@ describe("a runner's whole life", () => {
       .run(first.body.id);
     const count = () => s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length;
     assert.equal(count(), 1201);
+    // A first key has no secrets sealed to an earlier one to drop: one write, no walk.
+    const unused = await createRunner(s, s.token, "never signed up");
+    s.db.$client.prepare("UPDATE scm_integrations SET runner_id = ? WHERE runner_id = ? AND host = 'h1.example.com'").run(unused.runnerId, runnerId);
+    const runnerToken = unused.runnerToken;
+    const signing = s.db.commitStats().commits;
+    await signUp(s, runnerToken);
+    assert.equal(s.db.commitStats().commits - signing, 1);
+    assert.equal(count(), 1200);
     const commits = s.db.commitStats().commits;
     assert.equal((await call(s, `${RUNNERS}/DeleteRunner`, { runnerId })).status, 200);
     assert.equal(count(), 0, "nothing dangles");
     assert.equal((await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.code, "not_found");
-    // 500, 500, then the last 201 with the runner: three writes, each holding the write lock briefly.
+    // 500, 500, then the last 200 with the runner: three writes, each holding the write lock briefly.
     assert.equal(s.db.commitStats().commits - commits, 3);
 
     // Two deletes of one runner at once: both began, so both are done, whichever deleted the last.
@@ -696,7 +705,13 @@ describe("a runner's whole life", () => {
     const orgId = s.db.select({ orgId: runners.orgId }).from(runners).where(eq(runners.id, other.runnerId)).get()!.orgId;
     const tokenId = s.db.$client.prepare("SELECT id FROM api_tokens WHERE token_hash = ?").pluck().get(hashToken(s.token)) as string;
     const caller = { kind: "api" as const, orgId, tokenId };
-    await Promise.all([deleteRunner(s.db, caller, other.runnerId), deleteRunner(s.db, caller, other.runnerId)]);
+    // A runner being deleted takes no new integration, so that the steps come to an end
+    // however many creates come meanwhile.
+    const deleting = [deleteRunner(s.db, caller, other.runnerId), deleteRunner(s.db, caller, other.runnerId)];
+    const during = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId: other.runnerId, scmId: "gitlab", host: "late.example.com", pat: true });
+    assert.equal(during.body.code, "failed_precondition", JSON.stringify(during.body));
+    assert.match(during.body.message, /^runner_id: runner \S+ is being deleted, and takes no new integrations$/);
+    await Promise.all(deleting);
     assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, other.runnerId)).all().length, 0);
     await assert.rejects(deleteRunner(s.db, caller, other.runnerId), { reason: "not_found" }, "a delete that finds no runner is not_found");
   });

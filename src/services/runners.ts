@@ -68,6 +68,7 @@ export function createRunner(db: Db, caller: ApiCaller, input: CreateRunnerInput
     statusUpdatedAt: null,
     configSchema: null,
     secretsWalk: 0,
+    deleting: false,
   };
   return writeAs(db, caller, () => {
     store.insertRunner(db, runner);
@@ -96,9 +97,9 @@ export async function signup(db: Db, caller: RunnerCaller, publicKey: Uint8Array
     if (left === null) throw notFound("runner", caller.runnerId);
     return left;
   });
-  for (let after: string | null = walk !== 0 ? "" : null; after !== null; ) {
+  for (let after: string | null = walk ? "" : null; after !== null; ) {
     const from = after;
-    after = await db.write(() => store.dropSomeStaleSecrets(db, caller.runnerId, walk, from, Date.now()));
+    after = await db.write(() => store.dropSomeStaleSecrets(db, caller.runnerId, walk!, from, Date.now()));
   }
   return caller.runnerId;
 }
@@ -120,7 +121,7 @@ export function runnerKeyOf(db: Db, orgId: string, runnerId: string): SealingRun
   return { id: runnerId, ...found };
 }
 
-export type SealingRunner = Pick<RunnerRow, "id" | "publicKey" | "configSchema">;
+export type SealingRunner = Pick<RunnerRow, "id" | "publicKey" | "configSchema" | "deleting">;
 
 /** not_found unless the organization has this runner; for callers that need none of its columns. */
 export function requireRunner(db: Db, orgId: string, runnerId: string): void {
@@ -239,6 +240,8 @@ export async function deleteRunner(db: Db, caller: ApiCaller, given: string): Pr
   v.throwIfAny();
   const step = () => {
     if (!store.hasRunner(db, caller.orgId, runnerId)) return null;
+    // From its first step on, the runner takes no new integrations, so the steps come to an end.
+    store.markDeleting(db, runnerId);
     if (store.deleteSomeIntegrations(db, runnerId) === store.RUNNER_ROWS_A_WRITE) return false;
     // The cascade takes whatever a create added since.
     store.deleteRunner(db, caller.orgId, runnerId);

@@ -95,6 +95,9 @@ export async function createScmIntegration(
     const replayed = once?.replay(now);
     if (replayed) return replayed;
     const runner = runnerKeyOf(db, caller.orgId, runnerId);
+    if (runner.deleting) {
+      throw new DomainError("failed_precondition", `runner_id: runner ${runner.id} is being deleted, and takes no new integrations`);
+    }
     const schema = schemaOf(runner);
     const entry = schema.scm.find((e) => e.scmId === input.scmId);
     const offered = new Violations();

@@ -12,10 +12,13 @@ export function findRunner(db: Db, orgId: string, id: string): RunnerView | null
   return r ? toView(r) : null;
 }
 
-/** What a write that seals needs of a runner: its public key (null before it signs up) and stored schema; undefined when the organization has no such runner. */
-export function findRunnerKey(db: Db, orgId: string, id: string): Pick<RunnerRow, "publicKey" | "configSchema"> | undefined {
-  const row = statements(db).keyById.get(id, orgId) as [Buffer | null, string | null] | undefined;
-  return row && { publicKey: row[0], configSchema: row[1] };
+/**
+ * What a write that seals needs of a runner: its public key (null before it signs up), stored
+ * schema, and whether it is being deleted; undefined when the organization has no such runner.
+ */
+export function findRunnerKey(db: Db, orgId: string, id: string): Pick<RunnerRow, "publicKey" | "configSchema" | "deleting"> | undefined {
+  const row = statements(db).keyById.get(id, orgId) as [Buffer | null, string | null, number] | undefined;
+  return row && { publicKey: row[0], configSchema: row[1], deleting: row[2] !== 0 };
 }
 
 /**
@@ -23,7 +26,7 @@ export function findRunnerKey(db: Db, orgId: string, id: string): Pick<RunnerRow
  * hundreds of KB and is read only where it is used (findRunnerKey). A page of runners once
  * read every schema, and a few concurrent pages of large ones ran the process out of memory.
  */
-export type RunnerView = Omit<RunnerRow, "accessTokenHash" | "configSchema" | "secretsWalk">;
+export type RunnerView = Omit<RunnerRow, "accessTokenHash" | "configSchema" | "secretsWalk" | "deleting">;
 
 // The columns of a RunnerView, in the order the raw statement below returns them: drizzle's
 // generic mapping cost more than the lookup.
@@ -78,7 +81,7 @@ const statements = prepared((db) => ({
   // (id, orgId)
   byId: rawStatement(db, db.select(viewColumns).from(runners).where(byIdAndOrg)).raw(),
   // (id, orgId)
-  keyById: rawStatement(db, db.select({ key: runners.publicKey, schema: runners.configSchema }).from(runners).where(byIdAndOrg)).raw(),
+  keyById: rawStatement(db, db.select({ key: runners.publicKey, schema: runners.configSchema, deleting: runners.deleting }).from(runners).where(byIdAndOrg)).raw(),
   // (id, orgId)
   exists: rawStatement(db, db.select({ one: sql`1` }).from(runners).where(byIdAndOrg)).pluck(),
   // (id)
@@ -98,6 +101,10 @@ const statements = prepared((db) => ({
   lastOfNextRows: db.$client
     .prepare(`SELECT host FROM scm_integrations WHERE runner_id = ? AND host > ? ORDER BY host LIMIT 1 OFFSET ${RUNNER_ROWS_A_WRITE - 1}`)
     .pluck(),
+  // (runnerId): by the covering index's order, one seek
+  lastHost: db.$client.prepare("SELECT max(host) FROM scm_integrations WHERE runner_id = ?").pluck(),
+  // (id)
+  markDeleting: db.$client.prepare("UPDATE runners SET deleting = 1 WHERE id = ?"),
   // (runnerId, walk)
   endWalk: db.$client.prepare("UPDATE runners SET secrets_walk = 0 WHERE id = ? AND secrets_walk = ?"),
   // (hash); every call of a runner authenticates through it
@@ -136,35 +143,52 @@ export function listRunners(db: Db, orgId: string, after: string | null, limit: 
     .all();
 }
 
+/** A walk over a runner's integrations in host order (see setRunnerPublicKey): its number, and the host it ends at. */
+export interface SecretsWalk {
+  walk: number;
+  lastHost: string;
+}
+
 /**
  * Records the runner's key. Secrets sealed to any other key can no longer be opened by the
  * runner: no read shows them from now on (reads compare each with the runner's key), and
- * a new key starts a walk that drops them (dropSomeStaleSecrets), numbered so that only the
- * latest clears the runner's mark. Answers the number of the walk left to do (the one just
- * started, or one a stop cut short), 0 for none, or null when the runner is gone.
+ * a change of key starts a walk that drops them (dropSomeStaleSecrets), numbered so that only
+ * the latest clears the runner's mark. The walk ends at the runner's last host now: what is
+ * created later is sealed to this key. Answers the walk left to do (the one just started, or
+ * one a stop cut short), undefined for none, or null when the runner is gone.
  */
-export function setRunnerPublicKey(db: Db, id: string, publicKey: Buffer, at: number): number | null {
+export function setRunnerPublicKey(db: Db, id: string, publicKey: Buffer, at: number): SecretsWalk | undefined | null {
   const current = db.select({ key: runners.publicKey, walk: runners.secretsWalk }).from(runners).where(eq(runners.id, id)).get();
   if (!current) return null;
-  const walk = current.key?.equals(publicKey) ? current.walk : current.walk + 1;
+  // A first key has nothing sealed to an earlier one: an OAuth secret needs a key.
+  let walk = current.key === null || current.key.equals(publicKey) ? current.walk : current.walk + 1;
+  const lastHost = walk === 0 ? undefined : (statements(db).lastHost.get(id) as string | null);
+  if (lastHost === null) walk = 0;
   db.update(runners).set({ publicKey, statusUpdatedAt: at, updatedAt: at, secretsWalk: walk }).where(eq(runners.id, id)).run();
-  return walk;
+  return walk === 0 ? undefined : { walk, lastHost: lastHost! };
 }
 
 /**
  * Drops the secrets sealed to a key other than the runner's among its next
  * RUNNER_ROWS_A_WRITE integrations in host order after `afterHost` (their integrations keep
  * the OAuth client id and report an empty secret until an Update seals a new one). Answers
- * the host to go on after, or null once none are left. The runner is unmarked then only
- * while `walk` is still its latest: a Signup with another key since (even one going back to
- * an earlier key) walks again from the start, and the mark is that walk's to clear.
+ * the host to go on after, or null once the walk has passed its last host. The runner is
+ * unmarked then only while this walk is still its latest: a Signup with another key since
+ * (even one going back to an earlier key) walks again from the start, and the mark is that
+ * walk's to clear.
  */
-export function dropSomeStaleSecrets(db: Db, runnerId: string, walk: number, afterHost: string, at: number): string | null {
+export function dropSomeStaleSecrets(db: Db, runnerId: string, walk: SecretsWalk, afterHost: string, at: number): string | null {
   const s = statements(db);
   s.dropStaleSecrets.run(at, runnerId, afterHost, runnerId);
   const next = s.lastOfNextRows.get(runnerId, afterHost) as string | undefined;
-  if (next === undefined) s.endWalk.run(runnerId, walk);
-  return next ?? null;
+  if (next !== undefined && next < walk.lastHost) return next;
+  s.endWalk.run(runnerId, walk.walk);
+  return null;
+}
+
+/** Marks the runner as being deleted: it takes no new integrations (see deleting in schema.ts). */
+export function markDeleting(db: Db, id: string): void {
+  statements(db).markDeleting.run(id);
 }
 
 /** Changes the columns given; false when the organization has no runner with this id. */

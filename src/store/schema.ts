@@ -57,6 +57,9 @@ export const runners = sqliteTable(
     // changed the key, whose walk alone clears it; 0 once none are left. A Signup that finds
     // it set goes on with that walk.
     secretsWalk: integer("secrets_walk").notNull().default(0),
+    // Set by DeleteRunner's first step: a runner being deleted takes no new integrations, so
+    // that its steps (a bounded number of rows each) come to an end.
+    deleting: integer("deleting", { mode: "boolean" }).notNull().default(false),
   },
   (t) => [index("runners_org_idx").on(t.orgId, t.id)],
 );
