@@ -30,6 +30,21 @@ const SCHEMA = {
 };
 
 /** What the runner itself sees of its integrations, by its own token. */
+/**
+ * Writes 1,200 copies of the integration `id`, on hosts h1 to h1200, directly: through the API
+ * they would take a while. `salt` keeps their ids apart from other copies'.
+ */
+function copyIntegration(s: TestServer, id: string, salt: number): void {
+  s.db.$client
+    .prepare(
+      `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+       INSERT INTO scm_integrations SELECT printf('%08x-0000-7000-8000-%012x', i, i + ?), org_id, runner_id, scm_id, 'h' || i || '.example.com', pat,
+         oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at
+       FROM scm_integrations, n WHERE id = ?`,
+    )
+    .run(salt, id);
+}
+
 async function runnerList(s: TestServer, runnerId: string, runnerToken: string, extra: object = {}) {
   const r = await call(s, `${RUNNER_SIDE}/ListRunnerSCMIntegrations`, { runnerId, ...extra }, runnerToken);
   assert.equal(r.status, 200, JSON.stringify(r.body));
@@ -606,14 +621,7 @@ describe("a runner's whole life", () => {
     const first = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "h0.example.com", oauthClientId: "app", oauthPlaintextClientSecret: "old-secret" });
     assert.equal(first.status, 200, JSON.stringify(first.body));
     // 1,200 more sealed to the old key, copies of the first written directly.
-    s.db.$client
-      .prepare(
-        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
-         INSERT INTO scm_integrations SELECT printf('%08x-0000-7000-8000-%012x', i, i + 7), org_id, runner_id, scm_id, 'h' || i || '.example.com', pat,
-           oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at
-         FROM scm_integrations, n WHERE id = ?`,
-      )
-      .run(first.body.id);
+    copyIntegration(s, first.body.id, 7);
     const sealed = () => s.db.$client.prepare("SELECT count(*) FROM scm_integrations WHERE runner_id = ? AND oauth_encrypted_secret IS NOT NULL").pluck().get(runnerId);
     const marked = () => s.db.$client.prepare("SELECT secrets_walk FROM runners WHERE id = ?").pluck().get(runnerId);
     assert.equal(sealed(), 1201);
@@ -666,14 +674,7 @@ describe("a runner's whole life", () => {
     const first = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitlab", host: "h0.example.com", pat: true });
     assert.equal(first.status, 200, JSON.stringify(first.body));
     // 1,200 more, copies of the first on other hosts, written directly: the API would take a while.
-    s.db.$client
-      .prepare(
-        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
-         INSERT INTO scm_integrations SELECT printf('%08x-0000-7000-8000-%012x', i, i), org_id, runner_id, scm_id, 'h' || i || '.example.com', pat,
-           oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at
-         FROM scm_integrations, n WHERE id = ?`,
-      )
-      .run(first.body.id);
+    copyIntegration(s, first.body.id, 0);
     const count = () => s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length;
     assert.equal(count(), 1201);
     // A first key has no secrets sealed to an earlier one to drop: one write, no walk.
@@ -694,14 +695,7 @@ describe("a runner's whole life", () => {
     // Two deletes of one runner at once: both began, so both are done, whichever deleted the last.
     const other = await createRunner(s, s.token, "deleted-twice");
     const seed = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId: other.runnerId, scmId: "gitlab", host: "h0.example.com", pat: true });
-    s.db.$client
-      .prepare(
-        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
-         INSERT INTO scm_integrations SELECT printf('%08x-0000-7000-8000-%012x', i, i + 3), org_id, runner_id, scm_id, 'h' || i || '.example.com', pat,
-           oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at
-         FROM scm_integrations, n WHERE id = ?`,
-      )
-      .run(seed.body.id);
+    copyIntegration(s, seed.body.id, 3);
     const orgId = s.db.select({ orgId: runners.orgId }).from(runners).where(eq(runners.id, other.runnerId)).get()!.orgId;
     const tokenId = s.db.$client.prepare("SELECT id FROM api_tokens WHERE token_hash = ?").pluck().get(hashToken(s.token)) as string;
     const caller = { kind: "api" as const, orgId, tokenId };
