@@ -209,7 +209,7 @@ function limitKey(caller: Caller): string {
  * one token's bucket lets two through. What a runner usually sends (a page request, a Signup)
  * is far smaller, so a fleet's calls, however many, never reach the shared bucket.
  */
-export const SHARED_FREE_BYTES = 4096;
+const SHARED_FREE_BYTES = 4096;
 
 /**
  * What an admitted call's body is charged to as connect-node is about to parse it (see
