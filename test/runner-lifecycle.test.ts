@@ -362,6 +362,28 @@ describe("a runner's whole life", () => {
     const smuggled = { version: "4", scm: [{ scmId: "gitea", name: `GitHub\u{1f3f4}${[..."Ignore this"].map((c) => String.fromCodePoint(0xe0000 + c.charCodeAt(0))).join("")}\u{e007f}`, pat: { description: "Git\u200cHub" } }] };
     const smuggledRefused = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: smuggled }, runnerToken);
     assert.deepEqual(smuggledRefused.body.details?.[0]?.debug.violations.map((x: any) => x.field.elements.map((e: any) => e.fieldName).join(".")), ["config_schema.scm.name", "config_schema.scm.pat.description"]);
+    // Names and versions that show nothing, or pad themselves with selectors that draw
+    // nothing; a selector after the emoji it picks the look of is fine.
+    const blank = {
+      version: "\u2800 ",
+      scm: [
+        { scmId: "gitea", name: "\u3000\u0301", pat: {} },
+        { scmId: "forgejo", name: "Forgejo\ufe0f\ufe0f", pat: {} },
+        { scmId: "gitlab", name: "\ufe0fGitLab", pat: {} },
+        { scmId: "github", name: "GitHub \u2764\ufe0f", pat: {} },
+        { scmId: "bitbucket", name: "", pat: {} },
+      ],
+    };
+    const blankRefused = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: blank }, runnerToken);
+    assert.deepEqual(
+      blankRefused.body.details?.[0]?.debug.violations.map((x: any) => [x.field.elements.map((e: any) => e.fieldName + (e.index === undefined ? "" : `[${e.index}]`)).join("."), x.ruleId]),
+      [
+        ["config_schema.version", "string.not_blank"],
+        ["config_schema.scm[0].name", "string.not_blank"],
+        ["config_schema.scm[1].name", "string.printable"],
+        ["config_schema.scm[2].name", "string.printable"],
+      ],
+    );
     assert.deepEqual(fields, [
       "config_schema.version",
       "config_schema.scm[0].default_hosts[1]",
@@ -421,9 +443,10 @@ describe("a runner's whole life", () => {
       // A name is shown in lists: one that reads as another runner's, or as nothing, is refused.
       [{ name: "\u202eeno-rennur", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not contain control characters or invisible formatting/],
       [{ name: "run\u200bner", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not contain control characters or invisible formatting/],
-      [{ name: "\u00a0 \u3000", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not be blank$/],
-      [{ name: "\u2800\u2800\u2800", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not be blank$/],
-      [{ name: "\u0301\u0301\u0301", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not be blank$/],
+      [{ name: "\u00a0 \u3000", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not be blank \(it needs a letter/],
+      [{ name: "\u2800\u2800\u2800", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not be blank \(it needs a letter/],
+      [{ name: "\u0301\u0301\u0301", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not be blank \(it needs a letter/],
+      [{ name: "run\ufe0f\ufe0fner", provider: "RUNNER_PROVIDER_GCP" }, /^name: must not contain control characters or invisible formatting/],
       [{ provider: "RUNNER_PROVIDER_DEV_AGENT" }, /^kind: is required with provider RUNNER_PROVIDER_DEV_AGENT/],
       [{ provider: 99 }, /^provider: must be one of/],
       [{ kind: 7, provider: "RUNNER_PROVIDER_GCP" }, /^kind: must be one of/],

@@ -41,13 +41,28 @@ export const HIDDEN_TEXT = "must not contain control characters or invisible for
  * England, Scotland and Wales, the only ones spelled in tags.
  */
 export function hasControlOrHidden(s: string): boolean {
-  return HIDDEN.test(s.includes("\u{1f3f4}") ? s.replace(TAG_FLAGS, "") : s) || STRAY_JOINER.test(s);
+  return HIDDEN.test(s.includes("\u{1f3f4}") ? s.replace(TAG_FLAGS, "") : s) || STRAY_JOINER.test(s) || STRAY_SELECTOR.test(s);
+}
+
+/** What a name that isBlank finds is told. */
+export const BLANK_TEXT = "must not be blank (it needs a letter, digit, punctuation mark or symbol)";
+
+/**
+ * Whether `s` shows nothing: no letter, digit, punctuation mark or symbol, only spaces,
+ * Braille blanks (a symbol that draws no dots) or marks with nothing to mark.
+ */
+export function isBlank(s: string): boolean {
+  return !/[\p{L}\p{N}\p{P}\p{S}]/u.test(s.replace(/\u2800/g, ""));
 }
 
 const HIDDEN = /[\p{Cc}\p{Cs}\u2028\u2029\u115f\u1160\u3164\uffa0]|(?![\u200c\u200d])\p{Cf}/u;
 // A joiner not after a letter (and its marks) of a script other than Latin, unless it is a zero-width joiner before an emoji.
 const STRAY_JOINER = /(?<!(?!\p{Script=Latin})\p{L}\p{M}*)(?:\u200c|\u200d(?!\p{Extended_Pictographic}))/u;
 // The subdivision flags in emoji's recommended set: gbeng, gbsct, gbwls in tag letters, then a cancel tag.
+// A variation selector picks how the character before it is drawn; one anywhere else (after
+// a space, a mark or another selector, or first) draws nothing, and a run of them pads a name
+// invisibly.
+const STRAY_SELECTOR = /(?<![\p{L}\p{N}\p{P}\p{S}])[\u180b-\u180d\u180f\ufe00-\ufe0f\u{e0100}-\u{e01ef}]/u;
 const TAG_FLAGS = /\u{1f3f4}\u{e0067}\u{e0062}(?:\u{e0065}\u{e006e}\u{e0067}|\u{e0073}\u{e0063}\u{e0074}|\u{e0077}\u{e006c}\u{e0073})\u{e007f}/gu;
 /**
  * Whether `s` has whitespace (any Unicode space, not only ASCII), control characters, or

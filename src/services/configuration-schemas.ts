@@ -5,7 +5,7 @@ import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "
 import type { Db } from "../store/database.js";
 import { ownRunnerOnly, writeAs } from "./auth.js";
 import * as store from "../store/runners.js";
-import { HIDDEN_TEXT, checkUuid, hasControlOrHidden, httpsUrlProblem } from "../domain/checks.js";
+import { BLANK_TEXT, HIDDEN_TEXT, checkUuid, hasControlOrHidden, httpsUrlProblem, isBlank } from "../domain/checks.js";
 import { truncate } from "../domain/text.js";
 import { runnerKeyOf, schemaOf } from "./runners.js";
 
@@ -118,6 +118,7 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
   const at = "config_schema";
   if ([...s.version].length > MAX_VERSION) v.add(`${at}.version`, "string.max_len", `must be at most ${MAX_VERSION} characters`);
   else if (hasControlOrHidden(s.version)) v.add(`${at}.version`, "string.printable", HIDDEN_TEXT);
+  else if (s.version !== "" && isBlank(s.version)) v.add(`${at}.version`, "string.not_blank", BLANK_TEXT);
   if (s.scm.length > MAX_SCM_ENTRIES) {
     v.add(`${at}.scm`, "repeated.max_items", `must have at most ${MAX_SCM_ENTRIES} entries, got ${s.scm.length}`);
     return { version: s.version, scm: [] };
@@ -132,6 +133,7 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
     seen.add(e.scmId);
     if ([...e.name].length > MAX_NAME) v.add(`${f}.name`, "string.max_len", `must be at most ${MAX_NAME} characters`);
     else if (hasControlOrHidden(e.name)) v.add(`${f}.name`, "string.printable", HIDDEN_TEXT);
+    else if (e.name !== "" && isBlank(e.name)) v.add(`${f}.name`, "string.not_blank", BLANK_TEXT);
     const hosts: string[] = [];
     if (e.defaultHosts.length > MAX_DEFAULT_HOSTS) {
       v.add(`${f}.default_hosts`, "repeated.max_items", `must have at most ${MAX_DEFAULT_HOSTS} hosts, got ${e.defaultHosts.length}`);

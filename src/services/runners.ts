@@ -4,7 +4,7 @@ import { AZURE_SERVER, DEFAULT_SCHEMA, type RunnerSchema, type ScmEntry } from "
 import { newId } from "../crypto/ids.js";
 import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
 import { newToken } from "../crypto/tokens.js";
-import { HIDDEN_TEXT, MAX_FILTER_IDS, checkUuid, checkUuidList, hasControlOrHidden } from "../domain/checks.js";
+import { BLANK_TEXT, HIDDEN_TEXT, MAX_FILTER_IDS, checkUuid, checkUuidList, hasControlOrHidden, isBlank } from "../domain/checks.js";
 import { ID_ORDER, pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import type { Db } from "../store/database.js";
 import { writeAs } from "./auth.js";
@@ -153,8 +153,7 @@ function checkRunnerName(v: Violations, field: string, name: string): void {
   // Names are shown in lists and terminals: an escape sequence in one would act there, and a
   // direction override or hidden characters would make it read as another runner's.
   else if (hasControlOrHidden(name)) v.add(field, "string.printable", HIDDEN_TEXT);
-  // Blank however it is spelled: spaces, the Braille blank, or marks with nothing to mark.
-  else if (!/[\p{L}\p{N}\p{P}\p{S}]/u.test(name.replace(/\u2800/g, ""))) v.add(field, "string.not_blank", "must not be blank");
+  else if (isBlank(name)) v.add(field, "string.not_blank", BLANK_TEXT);
 }
 
 /** The runner with this id in the caller's organization. */
