@@ -93,7 +93,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`HOST "${host}" has an IPv6 zone, which a URL cannot carry: set PUBLIC_URL to the address clients use`);
   }
   const publicUrl = given ? checkedPublicUrl(given) : defaultUrl(scheme, host, port);
-  if (!given && notAHost(host)) throw new ConfigError(`HOST ${shownHost(host)} is not a host name or IP address`);
+  // With PUBLIC_URL set, HOST need not make a URL (an IPv6 zone may be in it), but it must
+  // still be a name or an address.
+  if ((given ? isIP(host) === 0 : true) && notAHost(host)) throw new ConfigError(`HOST ${shownHost(host)} is not a host name or IP address`);
   const shutdownTimeoutMs = integer(env, "SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const bootstrapOrgName = env.BOOTSTRAP_ORG_NAME?.trim() || "default";
   // Checked on every start, not only the first that uses it: a bad value is found when it is set.

@@ -461,6 +461,9 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.throws(() => loadConfig({ HOST: "admin:hunter2@10.0.0.5" }), (e: Error) => /^HOST \(not shown: it holds an '@'\) is not a host name/.test(e.message) && !e.message.includes("hunter2"));
   assert.throws(() => loadConfig({ HOST: "fe80::1%lo" }), /^ConfigError: HOST "fe80::1%lo" has an IPv6 zone[^]*set PUBLIC_URL/);
   assert.equal(loadConfig({ HOST: "fe80::1%lo", PUBLIC_URL: "http://scm.lan:8080" }).publicUrl, "http://scm.lan:8080");
+  // A PUBLIC_URL set does not let a HOST through that is neither a name nor an address.
+  assert.throws(() => loadConfig({ HOST: "bad host", PUBLIC_URL: "http://scm.lan:8080" }), /^ConfigError: HOST "bad host" is not a host name or IP address/);
+  assert.throws(() => loadConfig({ HOST: "admin:pw@10.0.0.5", PUBLIC_URL: "http://scm.lan:8080" }), (e: Error) => /^HOST \(not shown: it holds an '@'\) is not a host name/.test(e.message) && !e.message.includes("pw@"));
   assert.equal(loadConfig({}).port, 8080);
 });
 
@@ -513,6 +516,9 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       [{ DATABASE_URL: join(dir, "g.db"), TLS_CERT_FILE: ecCert, TLS_KEY_FILE: x25519Key }, /^startup error: TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE\n$/],
       // A folder that cannot be made though its parent exists (node's recursive mkdir loops there).
       [{ DATABASE_URL: "/proc/scm-no-such/x.db" }, /^startup error: DATABASE_URL: cannot create the folder for \/proc\/scm-no-such\/x\.db \((ENOENT|EACCES)\)\n$/],
+      // An IPv6 zone naming no interface, on the API's listener and on the metrics page's.
+      [{ DATABASE_URL: join(dir, "i.db"), HOST: "fe80::1%scm-none", PUBLIC_URL: "http://scm.lan:8080" }, /^startup error: HOST "fe80::1%scm-none": its IPv6 zone names no network interface of this machine\n$/],
+      [{ DATABASE_URL: join(dir, "j.db"), METRICS_PORT: "0", METRICS_HOST: "fe80::1%scm-none" }, /^startup error: METRICS_HOST "fe80::1%scm-none": its IPv6 zone names no network interface of this machine\n$/],
     ];
     for (const [env, expected] of cases) {
       const r = start(env);
@@ -523,7 +529,7 @@ it("a start that cannot go on says why in one line, without a stack trace, and e
       if (env.WORKERS) assert.match(r.stdout, /"msg":"shutting down","cause":"a worker could not start"/);
       // A first start that got as far as making the admin token shows it, failed or not:
       // it is shown only once, and the next start would make none.
-      const bootstrapped = /[b-h]\.db$/.test(env.DATABASE_URL ?? ""); // the starts that failed after making it
+      const bootstrapped = /[b-j]\.db$/.test(env.DATABASE_URL ?? ""); // the starts that failed after making it
       const tokens = r.stdout.match(/scmapi_[A-Za-z0-9_-]{43}/g) ?? [];
       // Once as it is and once in the example, when made.
       assert.equal(tokens.length, bootstrapped ? 2 : 0, `${JSON.stringify(env)}: the token is shown once if made: ${r.stdout}`);

@@ -54,6 +54,7 @@ export function serveMetrics(host: string, port: number, collect: () => Family[]
       if (err.code === "EADDRINUSE") reject(new MetricsListenError(`METRICS_PORT ${port}: ${where} is already in use`));
       else if (err.code === "EACCES") reject(new MetricsListenError(`METRICS_PORT ${port}: no permission to listen on ${where}`));
       else if (err.code === "EADDRNOTAVAIL") reject(new MetricsListenError(`METRICS_HOST "${host}" is not an address of this machine`));
+      else if (err.code === "EINVAL" && host.includes("%")) reject(new MetricsListenError(`METRICS_HOST "${host}": its IPv6 zone names no network interface of this machine`));
       else if (err.code === "ENOTFOUND" || err.code === "EAI_AGAIN") reject(new MetricsListenError(`METRICS_HOST "${host}" does not resolve to an address (${err.code})`));
       else reject(err);
     });
