@@ -28,9 +28,7 @@ describe("CreateSCMIntegration over Connect JSON", () => {
     assert.ok(!row.oauthEncryptedSecret!.includes(Buffer.from("s3cret-value")));
     assert.equal(open(row.oauthEncryptedSecret!, keys.publicKey, keys.secretKey), "s3cret-value");
     assert.ok(!s.logs.join("").includes("s3cret-value"));
-    // Acknowledged only after an fsync'd commit: WAL with synchronous=FULL (2).
-    assert.equal(s.db.$client.pragma("synchronous", { simple: true }), 2);
-    assert.equal(s.db.$client.pragma("journal_mode", { simple: true }), "wal");
+    // That it was answered only once on disk is group-commit.test.ts's (syncs held and failed there).
   });
 
   it("accepts Azure DevOps with Entra ID OAuth and its issuer, and IPv6 hosts with a port", async () => {

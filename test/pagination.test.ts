@@ -86,6 +86,7 @@ describe("pagination", () => {
     const both = await call(s, LIST, { filter: { runnerIds: [runnerB, runnerA, runnerB] }, pagination: { pageSize: 100 } });
     assert.equal(both.body.integrations.length, 100);
     const onlyB = await call(s, LIST, { filter: { runnerIds: [runnerB] } });
+    assert.equal(onlyB.body.integrations.length, 5);
     assert.ok(onlyB.body.integrations.every((i: any) => i.runnerId === runnerB));
     const bad = await call(s, LIST, { filter: { runnerIds: [runnerA, "nope"] } });
     assert.match(bad.body.message, /^filter\.runner_ids\[1\]: must be a uuid/);

@@ -121,7 +121,9 @@ describe("UpdateSCMIntegration, GetSCMIntegration, DeleteSCMIntegration", () => 
     const plain = stored(s, entra);
     assert.deepEqual([plain.oauthClientId, plain.oauthEncryptedSecret, plain.oauthSealedTo, plain.issuerUrl, plain.pat], [null, null, null, null, true]);
 
-    // Azure DevOps Server: the virtual directory can move but not go.
+    // Azure DevOps Server: the virtual directory can move but not go. An update stamps the row
+    // (set far back first, so that a stamp left alone shows).
+    s.db.update(scmIntegrations).set({ updatedAt: 1 }).where(eq(scmIntegrations.id, server)).run();
     assert.equal((await call(s, `${CFG}/UpdateSCMIntegration`, { id: server, virtualDirectory: "/collections" })).status, 200);
     assert.equal(stored(s, server).virtualDirectory, "/collections");
     assert.ok(stored(s, server).updatedAt >= stored(s, server).createdAt);
