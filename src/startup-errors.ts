@@ -83,7 +83,7 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
       if (code === "EACCES") return `PORT ${at.port}: no permission to listen on ${where}`;
       if (code === "EADDRNOTAVAIL") return `HOST "${at.host}" is not an address of this machine`;
       // An IPv6 zone that names no interface of this machine (fe80::1%nope).
-      if (code === "EINVAL" && at.host.includes("%")) return `HOST "${at.host}": its IPv6 zone names no network interface of this machine`;
+      if (code === "EINVAL" && at.host?.includes("%")) return `HOST "${at.host}": its IPv6 zone names no network interface of this machine`;
       return null;
     case "getaddrinfo":
       return `HOST "${at.host}" does not resolve to an address (${code})`;

@@ -116,6 +116,10 @@ describe("abuse of authentication", () => {
       assert.equal(r.body.code, "unauthenticated", name);
       assert.ok(!(r.body.message ?? "").includes(real), `${name}: the message repeats the token`);
     }
+    // 512 characters are looked at; one more is refused for its length before anything else.
+    const at = async (length: number) => (await rawAuth(s, LIST_RUNNERS, `Bearer ${"a".repeat(length - 7)}`)).body.message;
+    assert.equal(await at(512), "the bearer token is malformed");
+    assert.equal(await at(513), "Authorization header is too long");
     const refusals = s.logs.filter((l) => l.includes('"msg":"authentication refused"'));
     assert.ok(refusals.length >= cases.length - 1, `one log line per refusal, got ${refusals.length}`);
     for (const line of refusals) {

@@ -91,6 +91,36 @@ it("SIGTERM lets a request in flight finish, refuses new connections, and exits 
   }
 });
 
+it("during the drain, a health check behind a call in flight is told NOT_SERVING (/healthz 503)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-drain-health-"));
+  try {
+    const { child, port, token, state, exited, watch, finish } = await startProcess(dir);
+    const body = JSON.stringify({ name: "drain-health", provider: "RUNNER_PROVIDER_LINUX_HOST" });
+    const head = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`;
+    watch.noteSent("/gitpod.v1.RunnerService/CreateRunner", { authorization: `Bearer ${token}` }, body);
+    const socket = net.connect(port, "127.0.0.1");
+    let received = "";
+    socket.on("data", (d) => (received += d));
+    const closed = new Promise((r) => socket.once("close", r));
+    await new Promise((r) => socket.once("connect", r));
+    // The call is in flight (half its body sent) when the signal comes.
+    socket.write(head + body.slice(0, 10));
+    await new Promise((r) => setTimeout(r, 200));
+    child.kill("SIGTERM");
+    while (!state.out.includes('"msg":"shutting down"')) await new Promise((r) => setTimeout(r, 10));
+    // The rest of the body, and a health check pipelined behind it on the same connection.
+    socket.write(`${body.slice(10)}GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    await closed;
+    watch.noteReceived({}, received);
+    const statuses = [...received.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+    assert.deepEqual(statuses, ["200", "503"], received);
+    assert.equal(await exited, 0);
+    finish();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 /** The answer to a request the client holds open; `finish` sends the rest of the body. */
 interface Held {
   /** Settles once the server has the request (its 100 Continue arrived), i.e. it is in flight. */
