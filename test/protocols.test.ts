@@ -368,6 +368,14 @@ it("each request's log line shows the code its client was told, and canceled for
     const upper = await http2Post(s.url, "/gitpod.v1.RunnerService/CheckAuthenticationForHost", { ...auth, "content-type": "Application/gRPC", "x-request-id": "log-unserved-case" }, "");
     assert.equal(upper.headers["grpc-status"], "12");
     assert.deepEqual([(await logged("log-unserved-case")).code, (await logged("log-unserved-case")).protocol], ["unimplemented", "grpc"]);
+    // A method of another package (the health protocol's Watch, not served) is status 12 as
+    // well, over gRPC and gRPC-Web, as gRPC servers answer; a path no method has stays 404.
+    const watch = await http2Post(s.url, "/grpc.health.v1.Health/Watch", { "content-type": "application/grpc", te: "trailers", "x-request-id": "log-watch" }, "\0\0\0\0\0");
+    assert.deepEqual([watch.status, watch.headers["grpc-status"], watch.headers["grpc-message"]], [200, "12", "grpc.health.v1.Health/Watch is not implemented by this service"]);
+    assert.equal((await logged("log-watch")).code, "unimplemented");
+    const watchWeb = await fetch(`${s.url}/grpc.health.v1.Health/Watch`, { method: "POST", headers: { "content-type": "application/grpc-web+proto" }, body: Buffer.alloc(5) });
+    assert.deepEqual([watchWeb.status, watchWeb.headers.get("grpc-status")], [200, "12"]);
+    assert.equal((await http2Post(s.url, "/not/a/method", { "content-type": "application/grpc", te: "trailers" }, "")).status, 404);
     // A client that leaves while its body is still coming is never answered.
     const u = new URL(s.url);
     const sock = net.connect(Number(u.port), u.hostname);
