@@ -10,10 +10,11 @@ import { call, createRunner, signUp, startServer, type TestServer } from "./harn
 const PYTHON = "/usr/bin/python3";
 const PLUGIN = "/usr/bin/grpc_python_plugin";
 const PROTOC = "/usr/bin/protoc";
+const TIMESTAMP_PROTO = "/usr/include/google/protobuf/timestamp.proto";
 
 /** Why the Python client cannot run here, or null when it can. Under CI=true it must run. */
 function missing(): string | null {
-  for (const path of [PYTHON, PLUGIN, PROTOC]) if (!existsSync(path)) return `${path} is not installed`;
+  for (const path of [PYTHON, PLUGIN, PROTOC, TIMESTAMP_PROTO]) if (!existsSync(path)) return `${path} is not installed`;
   try {
     execFileSync(PYTHON, ["-c", "import grpc, google.protobuf"], { stdio: "pipe" });
   } catch {
@@ -23,7 +24,7 @@ function missing(): string | null {
 }
 
 const reason = missing();
-const skip = reason && process.env.CI !== "true" ? `skipped: ${reason} (apt-get install protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf)` : false;
+const skip = reason && process.env.CI !== "true" ? `skipped: ${reason} (apt-get install protobuf-compiler libprotobuf-dev protobuf-compiler-grpc python3-grpcio python3-protobuf)` : false;
 
 let s: TestServer;
 before(async () => (s = await startServer()));
@@ -35,7 +36,9 @@ it("a Python gRPC client generated from proto/ creates, gets and lists integrati
   try {
     execFileSync(PROTOC, [
       "-Iproto", "-I/usr/include", `--python_out=${out}`, `--grpc_out=${out}`, `--plugin=protoc-gen-grpc=${PLUGIN}`,
-      "gitpod/v1/pagination.proto", "gitpod/v1/runner_configurations.proto",
+      // Every file: runners.proto imports google/protobuf/timestamp.proto, from libprotobuf-dev.
+      "gitpod/v1/pagination.proto", "gitpod/v1/runner_configurations.proto", "gitpod/v1/runners.proto",
+      "gitpod/v1/runner_interactions.proto", "gitpod/v1/subject.proto",
     ], { stdio: "pipe" });
     // The TypeScript side creates an OAuth integration for Python to find.
     const { runnerId, runnerToken } = await createRunner(s, s.token, "python runner");
@@ -49,12 +52,13 @@ it("a Python gRPC client generated from proto/ creates, gets and lists integrati
       encoding: "utf8",
       timeout: 30_000,
     });
-    const [id, duplicate, got, listed, unknown] = output.trim().split("\n");
+    const [id, duplicate, got, listed, unknown, runner] = output.trim().split("\n");
     assert.match(id ?? "", /^[0-9a-f-]{36}$/);
     assert.equal(duplicate, "ALREADY_EXISTS");
     assert.equal(got, "github.python.example -");
     assert.deepEqual(listed?.split(" "), [id, fromTs.body.id], "both, in host order (github.python.example, gitlab.com), one page at a time");
     assert.equal(unknown, "NOT_FOUND");
+    assert.equal(runner, `python made RUNNER_KIND_LOCAL ${new Date().getUTCFullYear()}`);
   } finally {
     rmSync(out, { recursive: true, force: true });
   }

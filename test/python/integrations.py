@@ -3,7 +3,8 @@
 Usage: integrations.py GEN_DIR ADDRESS TOKEN RUNNER_ID
 Prints, one per line: the id it created, the code of a duplicate create, the host and
 OAuth client id Get returns for it, every integration id of the runner walked one page
-at a time, and the code of a Get for an unknown id.
+at a time, the code of a Get for an unknown id, and of a runner it creates (its provider
+alone sent) the name, kind and year of creation that GetRunner returns.
 """
 import sys
 
@@ -13,6 +14,8 @@ import grpc  # noqa: E402
 from gitpod.v1 import pagination_pb2 as pagination  # noqa: E402
 from gitpod.v1 import runner_configurations_pb2 as pb  # noqa: E402
 from gitpod.v1 import runner_configurations_pb2_grpc as rpc  # noqa: E402
+from gitpod.v1 import runners_pb2 as runners  # noqa: E402
+from gitpod.v1 import runners_pb2_grpc as runners_rpc  # noqa: E402
 
 address, token, runner_id = sys.argv[2], sys.argv[3], sys.argv[4]
 metadata = [("authorization", "Bearer " + token)]
@@ -55,3 +58,10 @@ with grpc.insecure_channel(address) as channel:
 
     unknown = pb.GetSCMIntegrationRequest(id="0190a0a0-0000-7000-8000-000000000000")
     print(code_of(lambda: stub.GetSCMIntegration(unknown, metadata=metadata)))
+
+    registry = runners_rpc.RunnerServiceStub(channel)
+    made = registry.CreateRunner(
+        runners.CreateRunnerRequest(name="python made", provider=runners.RUNNER_PROVIDER_LINUX_HOST), metadata=metadata
+    ).runner
+    runner = registry.GetRunner(runners.GetRunnerRequest(runner_id=made.runner_id), metadata=metadata).runner
+    print(runner.name, runners.RunnerKind.Name(runner.kind), runner.created_at.ToDatetime().year)
