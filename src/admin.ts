@@ -7,7 +7,7 @@ import { checkOrganizationName, createApiToken, createOrganization, listApiToken
 import { abandonCopies, backupDatabase, restoreDatabase, type BackupSummary } from "./store/backup.js";
 import { convertPageSize, databasePath, migrationsFolder, openDatabase, refuseLinked, requireWritable, type Db } from "./store/database.js";
 import { isBusy } from "./store/errors.js";
-import { knownMigrations, NewerDatabaseError } from "./store/migrations.js";
+import { knownMigrations, NewerDatabaseError, UnknownMigrationError } from "./store/migrations.js";
 import { describeStartupError } from "./startup-errors.js";
 
 const USAGE = `usage:
@@ -92,6 +92,7 @@ async function run(args: string[]): Promise<void> {
       if (verb === "backup") await backup(databaseFile, rest[0]!);
       else restore(databaseFile, rest[0]!);
     } catch (err) {
+      if (err instanceof UnknownMigrationError) throw new UsageError(`DATABASE_URL: ${databaseFile}: ${err.message}; use that build's admin CLI`);
       if (err instanceof NewerDatabaseError) {
         throw new UsageError(`DATABASE_URL: ${databaseFile} was migrated by a newer release of this service (${err.message}); use that release's admin CLI`);
       }

@@ -2,7 +2,7 @@ import { resolve } from "node:path";
 import Database from "better-sqlite3";
 import { isOutOfSpace } from "./store/errors.js";
 import { MetricsListenError } from "./metrics/endpoint.js";
-import { ForeignDatabaseError, NewerDatabaseError } from "./store/migrations.js";
+import { ForeignDatabaseError, NewerDatabaseError, UnknownMigrationError } from "./store/migrations.js";
 import { LinkedDatabaseError } from "./store/database.js";
 import { ClaimFileError, DatabaseClaimedError } from "./store/serving-claim.js";
 import { describeTlsFailure } from "./transport/tls-files.js";
@@ -29,6 +29,9 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
   if (err instanceof Error && !(err instanceof Database.SqliteError) && err.cause instanceof Database.SqliteError) err = err.cause;
   const code = typeof (err as { code?: unknown })?.code === "string" ? (err as { code: string }).code : "";
   const where = `${at.host ?? ""}:${at.port ?? ""}`;
+  if (err instanceof UnknownMigrationError) {
+    return `DATABASE_URL: ${at.databaseFile} cannot be served by this release: ${err.message}; run the build that migrated it, or this release on a copy made before that build ran`;
+  }
   if (err instanceof NewerDatabaseError) {
     return `DATABASE_URL: ${at.databaseFile} was upgraded by a newer release of this service (${err.message}); run that release, or this one on a copy made before the upgrade`;
   }

@@ -7,11 +7,12 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { drizzle } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
+import { readMigrationFiles } from "drizzle-orm/migrator";
 import { newId } from "../src/crypto/ids.js";
 import { newKeyPair, open, seal } from "../src/crypto/sealed-box.js";
 import { newToken } from "../src/crypto/tokens.js";
 import { openDatabase } from "../src/store/database.js";
-import { ForeignDatabaseError, NewerDatabaseError } from "../src/store/migrations.js";
+import { ForeignDatabaseError, NewerDatabaseError, UnknownMigrationError } from "../src/store/migrations.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { call, serveDatabase, type TestServer } from "./harness.js";
 
@@ -215,6 +216,63 @@ describe("migrating a database another process migrates too", () => {
       }
     } finally {
       for (const other of running) other.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("committed migrations never change: each is pinned by its time and hash", () => {
+    // A database records each migration's hash, and a release refuses one whose record it
+    // does not know. Add a new migration's pair here; never edit one that is here.
+    assert.deepEqual(readMigrationFiles({ migrationsFolder: join(import.meta.dirname, "..", "drizzle") }).map((m) => [m.folderMillis, m.hash]), [
+      [1795589254981, "68d2b0093c0076cf0f8cd88b31d3364db65136c5bc0f74b2ff070632245f2fcd"],
+      [1795599113503, "f7b880550873fe40a099c54da3f655164853884d08827d11c2054fc3087f1850"],
+      [1795607096675, "320b9905306335ef4db976d416026e6c3af19ee87b434ead2f17a6d7f2153a5d"],
+      [1796224048765, "74644bcd9a70d6a30650fb3bf2a0f1f97e141c7de0f000b206504edcdfea8058"],
+      [1796224761422, "5e04771fb8b1888c96987b9bbb1261bde8b95f05b6ac9e9586f3da01bc34d064"],
+      [1796450456597, "0ec95d95e69ce932bd9928e9cd7fceed99c7a5abda9635eac785a85968a3327a"],
+      [1796555031906, "48e86c1637be831f00e35a689eaf1d67033fe6f8f8f39ad376308d8289483456"],
+    ]);
+  });
+
+  it("a database that records a migration this release does not have is refused at start, unchanged; an earlier form known to be sound is taken", () => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-migrate-other-"));
+    try {
+      const file = join(dir, "other-build.db");
+      openDatabase(file).$client.close();
+      const records = (run: (db: Database.Database) => void) => {
+        const db = new Database(file);
+        run(db);
+        db.close();
+      };
+      // 0003 as it first shipped: taken, and nothing is applied again.
+      records((db) => db.prepare('UPDATE "__drizzle_migrations" SET hash = ? WHERE created_at = 1796224048765').run("1e22fc06ea27f9bc59748b18974cbed036eda6a167cc9009278a6afd570c13d2"));
+      openDatabase(file).$client.close();
+      // Another build's 0006 (same time, other text), and one of a time no release has.
+      const refusals: [(db: Database.Database) => void, string][] = [
+        [(db) => db.prepare('UPDATE "__drizzle_migrations" SET hash = ? WHERE created_at = 1796555031906').run("another-form"), "2026-12-06T"],
+        [(db) => db.prepare('INSERT INTO "__drizzle_migrations" ("hash", "created_at") VALUES (?, ?)').run("between", 1796500000000), "2026-12-05T"],
+      ];
+      for (const [change, day] of refusals) {
+        const copy = join(dir, `copy-${day}.db`);
+        cpSync(file, copy);
+        const db = new Database(copy);
+        change(db);
+        db.close();
+        const before = readFileSync(copy);
+        let refused: unknown;
+        try {
+          openDatabase(copy).$client.close();
+        } catch (err) {
+          refused = err;
+        }
+        assert.ok(refused instanceof UnknownMigrationError, String(refused));
+        assert.ok(readFileSync(copy).equals(before), "the refused database is as it was");
+        assert.match(
+          describeStartupError(refused, { databaseFile: copy }) ?? "",
+          new RegExp(`^DATABASE_URL: ${copy} cannot be served by this release: the database has a migration of ${day}[^ ]* that differs from this release's migrations \\(it was migrated by another build, one made between releases\\); run the build that migrated it`),
+        );
+      }
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -24,7 +24,7 @@ import Database from "better-sqlite3";
 import { DomainError } from "../domain/errors.js";
 import { databasePath, makeFolders, migrationsFolder, nearestFolder } from "./database.js";
 import { isBusy, isDamaged, isOutOfSpace } from "./errors.js";
-import { knownMigrations, NewerDatabaseError } from "./migrations.js";
+import { knownMigrations, NewerDatabaseError, UnknownMigrationError } from "./migrations.js";
 import { claimFile, claimForCommand, inUse } from "./serving-claim.js";
 
 /** What a backup holds, read back from the copy itself once it is made. */
@@ -217,6 +217,7 @@ function inspect(file: string, shownAs: string): BackupSummary {
     const count = (table: string) => conn!.prepare(`SELECT count(*) FROM ${table}`).pluck().get() as number;
     return { bytes: statSync(file).size, organizations: count("organizations"), runners: count("runners"), integrations: count("scm_integrations") };
   } catch (err) {
+    if (err instanceof UnknownMigrationError) throw new DomainError("failed_precondition", `${shownAs} cannot be restored by this release: ${err.message}`);
     if (err instanceof NewerDatabaseError) {
       throw new DomainError("failed_precondition", `${shownAs} was made by a newer release of this service (${err.message}); restore it with that release`);
     }

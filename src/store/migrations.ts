@@ -18,6 +18,30 @@ export class NewerDatabaseError extends Error {
 }
 
 /**
+ * The database records a migration this release does not have, older than its newest: a
+ * build whose migrations differ from this release's (one made between releases, whose
+ * migration was rewritten before it shipped) migrated it, and what that migration made is
+ * unknown here. Refused like a newer release's database, and for the same reason.
+ */
+export class UnknownMigrationError extends NewerDatabaseError {
+  constructor(appliedAt: number, newestKnown: number) {
+    super(appliedAt, newestKnown);
+    this.message = `the database has a migration of ${new Date(appliedAt).toISOString()} that differs from this release's migrations (it was migrated by another build, one made between releases)`;
+  }
+}
+
+/**
+ * Earlier forms of committed migrations that databases in use may record, by the migration's
+ * time: each is known to leave a database the later migrations take as they take the
+ * current form's. (0003's first form also made a covering index, which 0004 rebuilds with
+ * the table either way.) A migration is never to be changed once it has shipped; this is
+ * for the ones that were.
+ */
+const EARLIER_FORMS: ReadonlyMap<number, readonly string[]> = new Map([
+  [1796224048765, ["1e22fc06ea27f9bc59748b18974cbed036eda6a167cc9009278a6afd570c13d2"]],
+]);
+
+/**
  * The file is a SQLite database of something else: it has tables, and no record of this
  * service's migrations. Migrated, it would take this service's tables (and with its own
  * mode, perhaps readable by anyone, their token hashes and signing keys) beside its own.
@@ -64,8 +88,7 @@ export function refuseForeign(sqlite: Database.Database, migrationsFolder: strin
 export function applyMigrations(sqlite: Database.Database, migrationsFolder: string, onUpgrade?: (migrations: number) => void): void {
   const migrations = readMigrationFiles({ migrationsFolder });
   const pending = () => {
-    const last = lastApplied(sqlite);
-    refuseNewer(last, migrations);
+    const last = refuseUnknown(sqlite, migrations);
     return migrations.filter((m) => last === null || last < m.folderMillis);
   };
   const due = pending().length;
@@ -92,21 +115,25 @@ export function applyMigrations(sqlite: Database.Database, migrationsFolder: str
  * is a database of this service at all (a migration applied); applies nothing.
  */
 export function knownMigrations(sqlite: Database.Database, migrationsFolder: string): boolean {
-  const last = lastApplied(sqlite);
-  refuseNewer(last, readMigrationFiles({ migrationsFolder }));
-  return last !== null;
+  return refuseUnknown(sqlite, readMigrationFiles({ migrationsFolder })) !== null;
 }
 
-function refuseNewer(last: number | null, known: { folderMillis: number }[]): void {
-  const newest = Math.max(0, ...known.map((m) => m.folderMillis));
-  if (last !== null && last > newest) throw new NewerDatabaseError(last, newest);
-}
-
-/** When the newest applied migration was made (its folder's time), or null if none is. */
-function lastApplied(sqlite: Database.Database): number | null {
+/**
+ * Throws NewerDatabaseError if a newer release has migrated `sqlite`, UnknownMigrationError
+ * if it records a migration this release does not have (by its time and its hash); answers
+ * when the newest applied migration was made (its folder's time), or null if none is.
+ */
+function refuseUnknown(sqlite: Database.Database, known: { folderMillis: number; hash: string }[]): number | null {
   if (!hasMigrationsTable(sqlite)) return null;
-  const last = sqlite.prepare(`SELECT created_at FROM "${TABLE}" ORDER BY created_at DESC LIMIT 1`).pluck().get();
-  return last === undefined || last === null ? null : Number(last);
+  const applied = sqlite.prepare(`SELECT created_at, hash FROM "${TABLE}" ORDER BY created_at`).raw().all() as [number | string | null, string][];
+  const newest = Math.max(0, ...known.map((m) => m.folderMillis));
+  const last = applied.length === 0 || applied.at(-1)![0] === null ? null : Number(applied.at(-1)![0]);
+  if (last !== null && last > newest) throw new NewerDatabaseError(last, newest);
+  const hashes = new Map(known.map((m) => [m.folderMillis, [m.hash, ...(EARLIER_FORMS.get(m.folderMillis) ?? [])]]));
+  for (const [at, hash] of applied) {
+    if (at !== null && !hashes.get(Number(at))?.includes(hash)) throw new UnknownMigrationError(Number(at), newest);
+  }
+  return last;
 }
 
 function hasMigrationsTable(sqlite: Database.Database): boolean {
