@@ -16,9 +16,14 @@ const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
 
 /** Makes `key` hold what earlier versions stored for `request`: the HMAC of it as sent (the secret marked). */
 function storeFingerprintAsSent(s: TestServer, key: string, request: object): void {
+  storeFingerprintOf(s, key, { ...request, oauthPlaintextClientSecret: "given" });
+}
+
+/** Makes `key` hold the HMAC of `message` encoded, as some version stored it. */
+function storeFingerprintOf(s: TestServer, key: string, message: object): void {
   const hmacKey = (s.db.$client.prepare("SELECT value FROM service_secrets WHERE name = 'idempotency_key'").get() as { value: Buffer }).value;
-  const asSent = toBinary(CreateSCMIntegrationRequestSchema, create_(CreateSCMIntegrationRequestSchema, { ...request, oauthPlaintextClientSecret: "given" }));
-  const earlier = createHmac("sha256", hmacKey).update(CreateSCMIntegrationRequestSchema.typeName).update("\0").update(asSent).digest();
+  const encoded = toBinary(CreateSCMIntegrationRequestSchema, create_(CreateSCMIntegrationRequestSchema, message));
+  const earlier = createHmac("sha256", hmacKey).update(CreateSCMIntegrationRequestSchema.typeName).update("\0").update(encoded).digest();
   assert.equal(s.db.$client.prepare("UPDATE idempotency_keys SET fingerprint = ? WHERE key = ?").run(earlier, key).changes, 1);
 }
 
@@ -171,6 +176,28 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
     assert.deepEqual(await create(s, request, "key-upgrade"), first);
     const other = await create(s, { ...request, host: "other.example.com" }, "key-upgrade");
     assert.equal(other.body.code, "invalid_argument", "the earlier encoding matches only the same request");
+  });
+
+  it("a retry across an upgrade from any earlier version matches what that version stored, and only the same request", async () => {
+    const pat = { runnerId: runnerId.toUpperCase(), scmId: "github", host: "Old.Example.com", pat: true };
+    const oauth = { ...pat, host: "old-oauth.example.com", oauthClientId: "app", oauthPlaintextClientSecret: "old-secret" };
+    const forms: [string, object, object][] = [
+      // 2026-12-04, 10:22 to 11:52: no marker without a secret, the runner id in lower case, the host as sent.
+      ["key-old-c", pat, { ...pat, runnerId }],
+      // 2026-12-03, 18:07 to 2026-12-04, 10:22: the request as sent, its secret marked.
+      ["key-old-b", { ...pat, host: "Old-B.Example.com" }, { ...pat, host: "Old-B.Example.com", oauthPlaintextClientSecret: "given" }],
+      // Before: the request as sent, its secret included.
+      ["key-old-a", oauth, oauth],
+    ];
+    for (const [key, request, stored] of forms) {
+      const first = await create(s, request, key);
+      assert.equal(first.status, 200, JSON.stringify(first.body));
+      storeFingerprintOf(s, key, stored);
+      assert.deepEqual(await create(s, request, key), first, key);
+    }
+    // A key stored with the secret itself matches that secret only.
+    const another = await create(s, { ...oauth, oauthPlaintextClientSecret: "another-secret" }, "key-old-a");
+    assert.equal(another.body.code, "invalid_argument");
   });
 
   it("a virtual directory is compared as stored, also against what the version before stored", async () => {

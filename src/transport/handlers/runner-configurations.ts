@@ -23,7 +23,7 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
       // request is fingerprinted without its plaintext secret: the fingerprint's key lives in
       // the same database, so a copy of the file could otherwise test guesses of the secret.
       // An empty optional string means what an absent one does.
-      const fingerprinted = (host: string, virtualDirectory: string | undefined) =>
+      const fingerprinted = (host: string, virtualDirectory: string | undefined, secret: "given" | null = "given") =>
         toBinary(
           CreateSCMIntegrationRequestSchema,
           {
@@ -34,28 +34,36 @@ export function runnerConfigurationService({ db, pager, publicUrl, idempotency }
             host,
             oauthClientId: req.oauthClientId || undefined,
             // One marker whether a secret came or not: OAuth needs both client id and secret,
-            // so among requests Create takes, the client id already tells them apart. (The
-            // marker is what fingerprints stored by earlier versions hold, so their keys
-            // still match.)
-            oauthPlaintextClientSecret: "given",
+            // so among requests Create takes, the client id already tells them apart.
+            oauthPlaintextClientSecret: secret ?? undefined,
             issuerUrl: req.issuerUrl || undefined,
             virtualDirectory: virtualDirectory || undefined,
           },
           { writeUnknownFields: false },
         );
+      const asSent = (fields: Partial<typeof req>) => toBinary(CreateSCMIntegrationRequestSchema, { ...req, ...fields }, { writeUnknownFields: false });
       const once = idempotency.call(
         ctx.requestHeader.get("idempotency-key"),
         `api:${caller.tokenId}`,
         CreateSCMIntegrationRequestSchema.typeName,
         () => fingerprinted(integrations.hostAsStored(req.host), integrations.directoryAsStored(req.virtualDirectory)),
-        // Versions before 2026-12-04 fingerprinted the host and the virtual directory as sent,
-        // those until 2026-12-05 the virtual directory as sent.
+        // What earlier versions fingerprinted, so that a retry across an upgrade still matches
+        // a key they stored (asked only when the current form does not match):
         () => {
           const host = integrations.hostAsStored(req.host);
-          const asSent = integrations.directoryAsStored(req.virtualDirectory) === req.virtualDirectory;
+          const marker = req.oauthPlaintextClientSecret === "" ? "" : "given";
           return [
-            ...(asSent ? [] : [fingerprinted(host, req.virtualDirectory)]),
-            ...(host === req.host ? [] : [fingerprinted(req.host, req.virtualDirectory)]),
+            // until 2026-12-05: the virtual directory as sent; until 2026-12-04 (15:54) the host too;
+            fingerprinted(host, req.virtualDirectory),
+            fingerprinted(req.host, req.virtualDirectory),
+            // 2026-12-04, 10:22 to 11:52: no marker without a secret;
+            ...(req.oauthPlaintextClientSecret ? [] : [fingerprinted(req.host, req.virtualDirectory, null)]),
+            // 2026-12-03 (18:07) to 2026-12-04 (10:22): the request as sent with a marker for
+            // the secret, the runner id in either case;
+            asSent({ oauthPlaintextClientSecret: marker }),
+            asSent({ oauthPlaintextClientSecret: marker, runnerId: req.runnerId.toLowerCase() }),
+            // before: the request as sent, its secret included. Only compared, never stored.
+            asSent({}),
           ];
         },
       );
