@@ -1,7 +1,17 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { closeSync, fstatSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import http from "node:http";
+import http2 from "node:http2";
 import net from "node:net";
 import { join } from "node:path";
+import { fromBinary, fromJsonString, type DescMessage } from "@bufbuild/protobuf";
+import {
+  CreateSCMIntegrationResponseSchema,
+  GetSCMIntegrationResponseSchema,
+  ListSCMIntegrationsResponseSchema,
+} from "../gen/gitpod/v1/runner_configurations_pb.js";
+import { PATHS, binaryRequest, grpcFrame, jsonRequest } from "./load/requests.js";
 import { seed, type Seeded } from "./seed.js";
 
 /**
@@ -15,9 +25,10 @@ export type Protocol = (typeof PROTOCOLS)[number];
 /**
  * rps and requests count successful calls only; errors, the failed ones (a run with any is
  * not a valid figure, and the report says so). cpu: CPU time the target's processes (all their
- * threads, workers included) spent per successful request, in µs.
+ * threads, workers included) spent per successful request, in µs; driverCpu, what the load
+ * generator spent per request it sent (from /usr/bin/time; absent without it).
  */
-export interface Run { rps: number; p50: number; p99: number; errors: number; requests: number; cpu: number }
+export interface Run { rps: number; p50: number; p99: number; errors: number; requests: number; cpu: number; driverCpu?: number }
 export interface Target { name: string; url: string; proc: ChildProcess }
 export type Dataset = Seeded & { file: string; runnersFile: string; idsFile: string };
 
@@ -145,28 +156,146 @@ function cpuMicros(pids: number[]): number {
   return (ticks / TICKS_PER_SECOND) * 1e6;
 }
 
+/**
+ * Creates each target answered as done, warm-up runs included: after its service stops, its
+ * table must hold at least that many more rows (see run.ts).
+ */
+export const acknowledgedCreates = new Map<Target, number>();
+
+const TIME = existsSync("/usr/bin/time") ? "/usr/bin/time" : undefined;
+
 let tagCounter = 0;
 /** One run of `seconds` at concurrency `c`, wrk for HTTP/1.1 and our gRPC driver for gRPC. */
 export function load(t: Target, s: Scenario, p: Protocol, c: number, data: { token: string; runnersFile: string; idsFile: string }, seconds: number): Run {
   const tag = `${process.pid}x${++tagCounter}`;
   const pids = processTree(t.proc.pid!);
   const cpuBefore = cpuMicros(pids);
-  const out =
+  const [cmd, ...args] =
     p === "grpc"
-      ? execFileSync(process.execPath, ["dist/bench/load/grpc.js", t.url, s, String(c), String(seconds), data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" })
-      : execFileSync("wrk", ["-t1", `-c${c}`, `-d${seconds}s`, "-s", "bench/load/wrk.lua", t.url, "--", s, p === "connect-json" ? "json" : "binary", data.token, data.runnersFile, data.idsFile, tag], { cwd: ROOT, encoding: "utf8" });
+      ? [process.execPath, "dist/bench/load/grpc.js", t.url, s, String(c), String(seconds), data.token, data.runnersFile, data.idsFile, tag]
+      : ["wrk", "-t1", `-c${c}`, `-d${seconds}s`, "-s", "bench/load/wrk.lua", t.url, "--", s, p === "connect-json" ? "json" : "binary", data.token, data.runnersFile, data.idsFile, tag];
+  // The load generator's own CPU time, which the machine's second core pays.
+  const timeFile = join(os.tmpdir(), `scm-bench-time-${process.pid}`);
+  const out = TIME
+    ? execFileSync(TIME, ["-f", "%U %S", "-o", timeFile, cmd!, ...args], { cwd: ROOT, encoding: "utf8" })
+    : execFileSync(cmd!, args, { cwd: ROOT, encoding: "utf8" });
   const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop();
   if (!line) throw new Error(`no result from the load generator:\n${out}`);
-  const r = JSON.parse(line) as { ok: number; duration_us: number; errors: number; p50_us: number; p99_us: number };
+  const r = JSON.parse(line) as { requests: number; ok: number; duration_us: number; errors: number; p50_us: number; p99_us: number };
   const cpu = (cpuMicros(pids) - cpuBefore) / Math.max(1, r.ok);
-  return { rps: r.ok / (r.duration_us / 1e6), p50: r.p50_us / 1000, p99: r.p99_us / 1000, errors: r.errors, requests: r.ok, cpu };
+  if (s === "create") acknowledgedCreates.set(t, (acknowledgedCreates.get(t) ?? 0) + r.ok);
+  let driverCpu: number | undefined;
+  if (TIME) {
+    const [user, system] = readFileSync(timeFile, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
+    rmSync(timeFile, { force: true });
+    driverCpu = ((user! + system!) * 1e6) / Math.max(1, r.requests);
+  }
+  return { rps: r.ok / (r.duration_us / 1e6), p50: r.p50_us / 1000, p99: r.p99_us / 1000, errors: r.errors, requests: r.ok, cpu, driverCpu };
 }
 
-export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/**
+ * One call of the scenario over the protocol, its answer checked, before a target's runs of
+ * a row. The load generators count answers by their status alone, so a row could otherwise
+ * measure answers of the wrong kind. The service must answer with what was asked for: a
+ * create its new id, a Get the integration asked for, a List a full page of the runner's. A
+ * no-op answers its empty message. Anything else ends the benchmark.
+ */
+export async function probe(t: Target, s: Scenario, p: Protocol, data: Dataset, service: boolean): Promise<void> {
+  const ask = {
+    runnerId: data.runnerIds[0]!, id: data.integrationIds[data.integrationIds.length >> 1]!,
+    host: `probe-${process.pid}x${++tagCounter}.bench.example`, secret: "bench-probe-secret",
+  };
+  const schema: DescMessage = { create: CreateSCMIntegrationResponseSchema, get: GetSCMIntegrationResponseSchema, list: ListSCMIntegrationsResponseSchema }[s];
+  const fail = (problem: string) => new Error(`${t.name}, ${s} over ${p}: ${problem}`);
+  let answer: Record<string, unknown>;
+  if (p === "grpc") {
+    answer = fromBinary(schema, await grpcCall(t.url, PATHS[s], binaryRequest(s, ask), data.token).catch((err: Error) => Promise.reject(fail(err.message))));
+  } else {
+    const json = p === "connect-json";
+    const res = await httpPost(`${t.url}${PATHS[s]}`, json ? "application/json" : "application/proto", data.token, json ? jsonRequest(s, ask) : binaryRequest(s, ask));
+    if (res.status !== 200) throw fail(`HTTP ${res.status}: ${res.body.toString("utf8").slice(0, 200)}`);
+    answer = json ? fromJsonString(schema, res.body.toString("utf8")) : fromBinary(schema, res.body);
+  }
+  if (s === "create") {
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(String(answer.id))) throw fail(`no id in the answer: ${String(answer.id)}`);
+    if (service) acknowledgedCreates.set(t, (acknowledgedCreates.get(t) ?? 0) + 1);
+  } else if (s === "get") {
+    const got = (answer.integration as { id?: string } | undefined)?.id;
+    if (service ? got !== ask.id : got !== undefined) throw fail(`asked for ${ask.id}, answered ${got ?? "no integration"}`);
+  } else {
+    const page = answer.integrations as { runnerId: string }[];
+    const full = page.length === 25 && page.every((x) => x.runnerId === ask.runnerId);
+    if (service ? !full : page.length !== 0) throw fail(`asked for a page of 25 of runner ${ask.runnerId}, answered ${page.length} integrations`);
+  }
+}
+
+/** One HTTP/1.1 POST on a connection of its own (a kept-alive one may have been closed by the server meanwhile). */
+function httpPost(url: string, contentType: string, token: string, body: string | Uint8Array): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: "POST", agent: false, headers: { "content-type": contentType, authorization: `Bearer ${token}` } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+/** One gRPC call over cleartext HTTP/2: the answer's message, or an error saying how it failed. */
+function grpcCall(url: string, path: string, request: Uint8Array, token: string): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(url);
+    session.on("error", reject);
+    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${token}` });
+    const chunks: Buffer[] = [];
+    let headers: http2.IncomingHttpHeaders = {};
+    let trailers: http2.IncomingHttpHeaders = {};
+    stream.on("response", (h) => (headers = h));
+    stream.on("trailers", (h) => (trailers = h));
+    stream.on("data", (c: Buffer) => chunks.push(c));
+    stream.on("error", reject);
+    stream.on("close", () => {
+      session.close();
+      const status = trailers["grpc-status"] ?? headers["grpc-status"];
+      const body = Buffer.concat(chunks);
+      if (Number(headers[":status"]) !== 200 || status !== "0") reject(new Error(`HTTP ${headers[":status"]}, grpc-status ${status}: ${decodeURIComponent(String(trailers["grpc-message"] ?? headers["grpc-message"] ?? ""))}`));
+      else if (body.length < 5 || body[0] !== 0 || body.readUInt32BE(1) !== body.length - 5) reject(new Error("the answer is not one uncompressed message"));
+      else resolve(body.subarray(5));
+    });
+    stream.end(grpcFrame(request));
+  });
+}
+
+/**
+ * Waits until the targets are idle (under 5% of a core for 100 ms, checkpoints and the
+ * like done, at most 5 s) and the OS has written back the files they changed, so that
+ * a run starts on a quiet machine instead of paying for the run before it: a baseline run
+ * right after the service's creates showed a p99 of 190 ms where the others showed 16.
+ */
+export async function settle(targets: Target[]): Promise<void> {
+  const pids = targets.filter((t) => t.proc.exitCode === null).flatMap((t) => processTree(t.proc.pid!));
+  const until = Date.now() + 5000;
+  for (;;) {
+    const before = cpuMicros(pids);
+    await new Promise((r) => setTimeout(r, 100));
+    if (cpuMicros(pids) - before < 5000 || Date.now() > until) break;
+  }
+  execFileSync("sync");
+}
+
+/** The middle value; for an even count, the mean of the two middle ones. */
+export function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
 export function summarize(runs: Run[]): Run {
   return {
     rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)),
     errors: runs.reduce((n, r) => n + r.errors, 0), requests: runs.reduce((n, r) => n + r.requests, 0), cpu: median(runs.map((r) => r.cpu)),
+    driverCpu: runs.every((r) => r.driverCpu !== undefined) ? median(runs.map((r) => r.driverCpu!)) : undefined,
   };
 }
 

@@ -1,11 +1,7 @@
 import { readFileSync } from "node:fs";
 import http2 from "node:http2";
-import { create, toBinary } from "@bufbuild/protobuf";
-import {
-  CreateSCMIntegrationRequestSchema,
-  GetSCMIntegrationRequestSchema,
-  ListSCMIntegrationsRequestSchema,
-} from "../../gen/gitpod/v1/runner_configurations_pb.js";
+import type { Scenario } from "../drive.js";
+import { PATHS, binaryRequest, grpcFrame } from "./requests.js";
 
 /**
  * Drives one scenario over gRPC on cleartext HTTP/2: one connection, `concurrency`
@@ -14,7 +10,8 @@ import {
  *
  *   node dist/bench/load/grpc.js URL SCENARIO CONCURRENCY SECONDS TOKEN RUNNERS_FILE IDS_FILE TAG
  */
-const [url, scenario, concurrencyArg, secondsArg, token, runnersFile, idsFile, tag] = process.argv.slice(2) as string[];
+const [url, scenarioArg, concurrencyArg, secondsArg, token, runnersFile, idsFile, tag] = process.argv.slice(2) as string[];
+const scenario = scenarioArg as Scenario;
 const concurrency = Number(concurrencyArg);
 const runners = readFileSync(runnersFile!, "utf8").trim().split("\n");
 const ids = readFileSync(idsFile!, "utf8").trim().split("\n");
@@ -22,33 +19,9 @@ const pick = (list: string[]) => list[Math.floor(Math.random() * list.length)]!;
 let counter = 0;
 
 function message(): { path: string; bytes: Uint8Array } {
-  const base = "/gitpod.v1.RunnerConfigurationService/";
-  if (scenario === "create") {
-    counter += 1;
-    return {
-      path: `${base}CreateSCMIntegration`,
-      bytes: toBinary(CreateSCMIntegrationRequestSchema, create(CreateSCMIntegrationRequestSchema, {
-        runnerId: pick(runners), scmId: "github", host: `g${counter}-${tag}.bench.example`,
-        oauthClientId: "bench-client", oauthPlaintextClientSecret: `bench-secret-${counter}`,
-      })),
-    };
-  }
-  if (scenario === "get") {
-    return { path: `${base}GetSCMIntegration`, bytes: toBinary(GetSCMIntegrationRequestSchema, create(GetSCMIntegrationRequestSchema, { id: pick(ids) })) };
-  }
-  return {
-    path: `${base}ListSCMIntegrations`,
-    bytes: toBinary(ListSCMIntegrationsRequestSchema, create(ListSCMIntegrationsRequestSchema, {
-      pagination: { pageSize: 25 }, filter: { runnerIds: [pick(runners)] },
-    })),
-  };
-}
-
-function frame(bytes: Uint8Array): Buffer {
-  const out = Buffer.alloc(5 + bytes.length);
-  out.writeUInt32BE(bytes.length, 1);
-  out.set(bytes, 5);
-  return out;
+  counter += 1;
+  const ask = { runnerId: pick(runners), id: pick(ids), host: `g${counter}-${tag}.bench.example`, secret: `bench-secret-${counter}` };
+  return { path: PATHS[scenario], bytes: binaryRequest(scenario, ask) };
 }
 
 const session = http2.connect(url!);
@@ -69,15 +42,23 @@ function one(): Promise<void> {
       ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${token}`,
     });
     let status: string | undefined;
-    stream.on("response", (headers) => (status = headers["grpc-status"] as string | undefined));
-    stream.on("trailers", (trailers) => (status = (trailers["grpc-status"] as string | undefined) ?? status));
+    // A call counts only when answered as gRPC (HTTP 200, a gRPC content type) with status 0.
+    stream.on("response", (headers) => {
+      const grpc = headers[":status"] === 200 && String(headers["content-type"] ?? "").startsWith("application/grpc");
+      status = grpc ? (headers["grpc-status"] as string | undefined) : "not gRPC";
+    });
+    stream.on("trailers", (trailers) => {
+      if (status !== "not gRPC") status = (trailers["grpc-status"] as string | undefined) ?? status;
+    });
     stream.on("data", () => {});
+    // A reset stream is one failed call, not the end of the run (close follows).
+    stream.on("error", () => (status = "reset"));
     stream.on("close", () => {
       latencies.push(Number(process.hrtime.bigint() - t0) / 1e3);
       if (status !== "0") errors += 1;
       resolve();
     });
-    stream.end(frame(bytes));
+    stream.end(grpcFrame(bytes));
   });
 }
 
