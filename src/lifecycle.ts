@@ -15,7 +15,7 @@ import { serveMetrics } from "./metrics/endpoint.js";
 import type { Family } from "./metrics/exposition.js";
 import { databaseFamilies, listenerFamilies, processFamilies, workerFamilies } from "./metrics/figures.js";
 import { answerMetricsAsks, WorkerMetrics } from "./metrics/workers.js";
-import { currentVersion, describeTlsFailure, failedForContent, rereadable, watchTlsFiles, type TlsCredentials, type TlsWatch } from "./transport/tls-files.js";
+import { currentVersion, describeTlsFailure, failedForContent, outsideValidity, rereadable, watchTlsFiles, type TlsCredentials, type TlsWatch } from "./transport/tls-files.js";
 
 /**
  * Starts the service: config, database and migrations, first-start token, then either
@@ -114,6 +114,10 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     tls_not_after: server.certificate?.().notAfter,
     database: config.databaseFile,
   });
+  // Served all the same (a renewal may be on its way), but said loudly.
+  const served = server.certificate?.();
+  const invalid = served ? outsideValidity(served) : null;
+  if (invalid) log.warn("the TLS certificate is not valid now: clients will refuse it until TLS_CERT_FILE holds a valid one", { reason: invalid, not_after: served!.notAfter, not_before: served!.notBefore });
   const stopWatching = reloadCertificates(server, config, log, tlsReloads);
 
   let stopping = false;

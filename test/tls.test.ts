@@ -115,6 +115,19 @@ function certificate(cert: string, key: string, name: string): void {
     "-days", "1", "-subj", `/CN=${name}`, "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
 }
 
+/** A self-signed certificate valid only from `start` to `end` (as openssl's ca writes them: YYYYMMDDHHMMSSZ). */
+function certificateValidBetween(cert: string, key: string, name: string, start: string, end: string): void {
+  const ca = mkdtempSync(join(tmpdir(), "scm-tls-ca-"));
+  try {
+    writeFileSync(join(ca, "index.txt"), "");
+    writeFileSync(join(ca, "ca.cnf"), `[ca]\ndefault_ca = d\n[d]\ndatabase = ${join(ca, "index.txt")}\nnew_certs_dir = ${ca}\nserial = ${join(ca, "serial")}\ndefault_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n`);
+    execFileSync("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", join(ca, "r.csr"), "-subj", `/CN=${name}`], { stdio: "pipe" });
+    execFileSync("openssl", ["ca", "-batch", "-config", join(ca, "ca.cnf"), "-selfsign", "-keyfile", key, "-in", join(ca, "r.csr"), "-out", cert, "-startdate", start, "-enddate", end, "-create_serial", "-notext"], { stdio: "pipe" });
+  } finally {
+    rmSync(ca, { recursive: true, force: true });
+  }
+}
+
 const fingerprintOf = (pem: string) => new X509Certificate(readFileSync(pem)).fingerprint256;
 
 /** The certificate a new connection is shown, and the protocol ALPN chose. */
@@ -209,6 +222,9 @@ it("a renewed certificate is served to new connections without a restart, open o
       ["a key with a passphrase", () => execFileSync("openssl", ["pkey", "-in", renewed.key, "-out", key, "-aes256", "-passout", "pass:secret"]), /^TLS_KEY_FILE holds a key protected by a passphrase; give the service the key without one$/],
       // A chain caught being written: the leaf whole, the intermediate's BEGIN line cut short.
       ["a chain cut short", () => writeFileSync(cert, `${readFileSync(renewed.cert, "utf8")}-----BEG`), /^TLS_CERT_FILE ends inside a PEM block \(still being written\?\)/],
+      // Clients would refuse it: an expired certificate, and one not valid yet.
+      ["an expired certificate", () => certificateValidBetween(cert, key, "expired", "20200101000000Z", "20200201000000Z"), /^TLS_CERT_FILE holds a certificate clients would refuse: it expired at 2020-02-01T00:00:00\.000Z$/],
+      ["a certificate not valid yet", () => certificateValidBetween(cert, key, "later", "20990101000000Z", "20990201000000Z"), /^TLS_CERT_FILE holds a certificate clients would refuse: it is valid only from 2099-01-01T00:00:00\.000Z$/],
     ];
     for (const [what, breakIt, says] of broken) {
       rmSync(key, { recursive: true, force: true });
@@ -284,6 +300,25 @@ it("the watch on the certificate files reports each change once, a rewrite in pl
     assert.equal(changes.length, after, "settled by SIGHUP");
   } finally {
     watch.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("a start with a certificate clients would refuse serves, and warns", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-tls-expired-"));
+  const [cert, key] = [join(dir, "cert.pem"), join(dir, "key.pem")];
+  certificateValidBetween(cert, key, "expired", "20200101000000Z", "20200201000000Z");
+  const service = await startService(join(dir, "e.db"), { TLS_CERT_FILE: cert, TLS_KEY_FILE: key });
+  t.after(() => service.child.kill("SIGKILL"));
+  try {
+    const warned = () => lines(service, "the TLS certificate is not valid now: clients will refuse it until TLS_CERT_FILE holds a valid one");
+    await until("the warning", () => warned().length === 1);
+    const [warning] = warned();
+    assert.deepEqual([warning?.level, warning?.reason], ["warn", "it expired at 2020-02-01T00:00:00.000Z"]);
+    assert.equal((await handshake(service.port)).fingerprint, fingerprintOf(cert));
+  } finally {
+    service.child.kill("SIGTERM");
+    await service.exited;
     rmSync(dir, { recursive: true, force: true });
   }
 });

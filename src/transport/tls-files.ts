@@ -15,6 +15,8 @@ export interface TlsCredentials {
   subject: string;
   /** When the certificate expires, as an ISO 8601 time. */
   notAfter: string;
+  /** From when it is valid, as an ISO 8601 time. */
+  notBefore: string;
   /** SHA-256 of the certificate, as openssl and browsers show it. */
   fingerprint: string;
   /** The files as they were just before they were read (see watchTlsFiles). */
@@ -36,7 +38,17 @@ export function readTlsFiles(files: TlsFiles): TlsCredentials {
   if (!x509.checkPrivateKey(privateKey)) {
     throw Object.assign(new Error("the key is not the certificate's"), { code: "ERR_TLS_KEY_NOT_CERTIFICATES" });
   }
-  return { cert, key, subject: x509.subject.replaceAll("\n", ", "), notAfter: new Date(x509.validTo).toISOString(), fingerprint: x509.fingerprint256, version };
+  return {
+    cert, key, subject: x509.subject.replaceAll("\n", ", "), notAfter: new Date(x509.validTo).toISOString(), notBefore: new Date(x509.validFrom).toISOString(),
+    fingerprint: x509.fingerprint256, version,
+  };
+}
+
+/** Why a certificate is not valid now (expired, or not yet valid), or null when it is. */
+export function outsideValidity(c: Pick<TlsCredentials, "notAfter" | "notBefore">, now = Date.now()): string | null {
+  if (Date.parse(c.notAfter) < now) return `it expired at ${c.notAfter}`;
+  if (Date.parse(c.notBefore) > now) return `it is valid only from ${c.notBefore}`;
+  return null;
 }
 
 /** Runs `parse`, marking an error from it (the file's system's, or OpenSSL's) as the named file's. */
@@ -68,6 +80,9 @@ export function rereadTlsFiles(files: TlsFiles): TlsCredentials {
   if (!endsWithWholeBlock(read.cert)) {
     throw Object.assign(new Error("TLS_CERT_FILE ends inside a PEM block"), { code: "ERR_TLS_CUT_SHORT", setting: "TLS_CERT_FILE" });
   }
+  // A certificate clients will refuse does not take the place of one they take.
+  const invalid = outsideValidity(read);
+  if (invalid) throw Object.assign(new Error(`TLS_CERT_FILE: ${invalid}`), { code: "ERR_TLS_CERT_NOT_VALID_NOW", setting: "TLS_CERT_FILE", reason: invalid });
   return read;
 }
 
@@ -95,6 +110,7 @@ export function describeTlsFailure(err: unknown, rereading = false): string | nu
   if (code === "ERR_TLS_KEY_NOT_CERTIFICATES") return "TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE";
   if (code === "ERR_TLS_NOT_REREADABLE") return `${(err as { setting: string }).setting} is not a regular file: it was read once, at start; restart the service to read it again`;
   if (code === "ERR_TLS_CUT_SHORT") return "TLS_CERT_FILE ends inside a PEM block (still being written?); it is read again when it changes";
+  if (code === "ERR_TLS_CERT_NOT_VALID_NOW") return `TLS_CERT_FILE holds a certificate clients would refuse: ${(err as { reason: string }).reason}`;
   // OpenSSL asks for a passphrase, and the service has none to give.
   if (code === "ERR_OSSL_CRYPTO_INTERRUPTED_OR_CANCELLED" && (err as { setting?: string }).setting === "TLS_KEY_FILE") {
     return "TLS_KEY_FILE holds a key protected by a passphrase; give the service the key without one";
