@@ -44,12 +44,13 @@ process.on("exit", () => {
  * The node flags `npm start` runs the service with (package.json), read from there so
  * the benchmark measures what is deployed; the baseline gets the same runtime.
  */
-export const NODE_FLAGS = (() => {
-  const start = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts.start ?? "";
+export function nodeFlagsOf(dir: string): string[] {
+  const start = (JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts.start ?? "";
   const m = /\bnode((?: --\S+)*) dist\/src\/main\.js/.exec(start);
-  if (!m) throw new Error(`package.json's start script does not run dist/src/main.js with node: ${start}`);
+  if (!m) throw new Error(`${dir}/package.json's start script does not run dist/src/main.js with node: ${start}`);
   return m[1]!.trim().split(" ").filter(Boolean);
-})();
+}
+export const NODE_FLAGS = nodeFlagsOf(ROOT);
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -83,7 +84,8 @@ export async function startService(dbFile: string, options: { workers?: number; 
   const workers = options.workers ?? 1;
   const port = await freePort();
   // One token drives all the load here, far past any sensible per-token limit: it is off.
-  const proc = spawn(process.execPath, [...NODE_FLAGS, "dist/src/main.js"], {
+  // The flags of the checkout it runs: a change of flags is part of what is compared.
+  const proc = spawn(process.execPath, [...nodeFlagsOf(options.dir ?? ROOT), "dist/src/main.js"], {
     cwd: options.dir ?? ROOT,
     env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: dbFile, LOG_LEVEL: "info", WORKERS: String(workers), RATE_LIMIT_PER_SECOND: "0", RATE_LIMIT_BYTES_PER_SECOND: "0" },
     stdio: "ignore",
