@@ -54,6 +54,48 @@ export class ConfigError extends Error {
 
 const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error", "silent"];
 
+/** Every variable the service reads (see README, "Configuration"). */
+export const SETTINGS = [
+  "PORT", "HOST", "DATABASE_URL", "LOG_LEVEL", "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_RELOAD_CHECK_MS", "CORS_ALLOWED_ORIGINS",
+  "PUBLIC_URL", "SHUTDOWN_TIMEOUT_MS", "BOOTSTRAP_ORG_NAME", "WORKERS", "RATE_LIMIT_PER_SECOND", "RATE_LIMIT_BURST",
+  "RATE_LIMIT_BYTES_PER_SECOND", "RATE_LIMIT_BYTES_BURST", "IDEMPOTENCY_TTL_SECONDS", "HEADERS_TIMEOUT_MS", "REQUEST_TIMEOUT_MS",
+  "IDLE_TIMEOUT_MS", "METRICS_PORT", "METRICS_HOST",
+] as const;
+
+/**
+ * Variables set that are not settings but read like a misspelling of one (`DATABSE_URL`,
+ * `LOGLEVEL`, `WORKER`, `HOTS`), each with the setting it likely meant. Nothing reads them:
+ * a typo in DATABASE_URL would otherwise start a new empty database without a word. A near
+ * name must begin as the setting does (OpenSSL's SSL_CERT_FILE is not TLS_CERT_FILE), and one
+ * near a short setting must be nearer (HOME is not HOST).
+ */
+export function misspelledSettings(env: NodeJS.ProcessEnv = process.env): { given: string; meant: string }[] {
+  const known = new Set<string>(SETTINGS);
+  const squash = (name: string) => name.toUpperCase().replaceAll("_", "");
+  const found: { given: string; meant: string }[] = [];
+  for (const given of Object.keys(env)) {
+    if (known.has(given) || given.length < 3) continue;
+    const upper = given.toUpperCase();
+    const meant = SETTINGS.find((s) => squash(s) === squash(given) || (s[0] === upper[0] && transposedEdits(s, upper, 3) <= (s.length <= 4 ? 1 : 2)));
+    if (meant) found.push({ given, meant });
+  }
+  return found;
+}
+
+/** Edits (insertions, deletions, changes, swaps of neighbours) between `a` and `b`; `cap` once it is clear it is at least that. */
+function transposedEdits(a: string, b: string, cap: number): number {
+  if (Math.abs(a.length - b.length) >= cap) return cap;
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return Math.min(d[a.length]![b.length]!, cap);
+}
+
 /** DATABASE_URL alone, as loadConfig reads it: all the admin CLI needs. */
 export const loadDatabaseFile = (env: NodeJS.ProcessEnv = process.env): string => databasePath(env.DATABASE_URL);
 

@@ -1,8 +1,9 @@
 // First: protobuf-es looks for the native base64 encoder when it is imported (see runtime/base64.ts).
 import "./runtime/base64.js";
 import cluster, { type Worker } from "node:cluster";
+import { resolve } from "node:path";
 import Database from "better-sqlite3";
-import { ConfigError, loadConfig, publicUrlKnown, publicUrlOn, type Config } from "./config.js";
+import { ConfigError, loadConfig, misspelledSettings, publicUrlKnown, publicUrlOn, type Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
 import { bootstrap } from "./services/accounts.js";
 import { createApp } from "./server.js";
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
   const log = createLogger(config.logLevel, undefined, cluster.isWorker ? { worker: cluster.worker?.id } : undefined);
   try {
     if (cluster.isWorker) return await serve(config, log);
+    for (const { given, meant } of misspelledSettings()) log.warn(`${given} is set, but nothing reads it: did you mean ${meant}?`, { variable: given, setting: meant });
 
     // Migrations and the first-start token happen once, before any worker opens the database.
     // Nothing else is logged until it serves, and an upgrade of a large database may take a while.
@@ -112,7 +114,8 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     address: `${server.address.family === "IPv6" ? `[${server.address.address}]` : server.address.address}:${server.address.port}`,
     tls: Boolean(config.tlsCertFile),
     tls_not_after: server.certificate?.().notAfter,
-    database: config.databaseFile,
+    // Where it is, whatever the working directory: a relative DATABASE_URL read from another one is another file.
+    database: resolve(config.databaseFile),
   });
   // Served all the same (a renewal may be on its way), but said loudly.
   const served = server.certificate?.();

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { it } from "node:test";
 import Database from "better-sqlite3";
 import fc from "fast-check";
-import { loadConfig } from "../src/config.js";
+import { loadConfig, misspelledSettings } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { openDatabase } from "../src/store/database.js";
@@ -330,8 +330,13 @@ it("SIGTERM under load: requests in flight finish OK, new ones are refused clean
 it("the service starts on an empty database, prints a working token once, and exits 0 on SIGTERM", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-proc-"));
   try {
-    const { child, port, token, state, exited, watch, finish } = await startProcess(dir);
+    // A setting misspelled is warned of, naming the one likely meant.
+    const { child, port, token, state, exited, watch, finish } = await startProcess(dir, { DATABSE_URL: join(dir, "elsewhere.db") });
     assert.ok(token, "the first start prints an API token");
+    const misspelled = logLines(state.out).map((l) => JSON.parse(l)).find((l) => l.variable === "DATABSE_URL");
+    assert.deepEqual([misspelled?.level, misspelled?.msg], ["warn", "DATABSE_URL is set, but nothing reads it: did you mean DATABASE_URL?"]);
+    // The database the listening line names is where it is, as an absolute path.
+    assert.equal(logLines(state.out).map((l) => JSON.parse(l)).find((l) => l.msg === "listening")?.database, join(dir, "db", "s.db"));
     const health = await watch.fetch(`http://127.0.0.1:${port}/healthz`);
     assert.equal(health.status, 200);
     assert.ok(health.headers.get("x-request-id"));
@@ -495,6 +500,10 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.throws(() => loadConfig({ HOST: "bad host", PUBLIC_URL: "http://scm.lan:8080" }), /^ConfigError: HOST "bad host" is not a host name or IP address/);
   assert.throws(() => loadConfig({ HOST: "admin:pw@10.0.0.5", PUBLIC_URL: "http://scm.lan:8080" }), (e: Error) => /^HOST \(not shown: it holds an '@'\) is not a host name/.test(e.message) && !e.message.includes("pw@"));
   assert.equal(loadConfig({}).port, 8080);
+  // Names near a setting are told apart from other programs' variables.
+  assert.deepEqual(misspelledSettings({ LOGLEVEL: "debug", WORKER: "2", HOTS: "::1", metrics_port: "9", HOME: "/root", SSL_CERT_FILE: "x", HOSTNAME: "h", PORT: "1" }), [
+    { given: "LOGLEVEL", meant: "LOG_LEVEL" }, { given: "WORKER", meant: "WORKERS" }, { given: "HOTS", meant: "HOST" }, { given: "metrics_port", meant: "METRICS_PORT" },
+  ]);
 });
 
 it("a start that cannot go on says why in one line, without a stack trace, and exits 1", async () => {
