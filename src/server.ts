@@ -234,6 +234,8 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     records.set(req, record);
     res.setHeader("x-request-id", id);
     const started = process.hrtime.bigint();
+    // Read now: a socket that has closed by the time the line is written no longer knows it.
+    const client = req.socket.remoteAddress;
     // The end of the answer, which may come well before the request's close: a stream whose
     // client keeps its side open past the answer (reflection at its deadline) closes later.
     let answered: bigint | undefined;
@@ -258,6 +260,10 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
         http_status: queued ? null : (nodeStatus ?? (headBytesSent(res) ? res.statusCode : null)),
         protocol: protocolOf(req.headers["content-type"]),
         duration_ms: ms,
+        // Who asked: the peer's address, and the token's organization and id (an API token's
+        // row id, or the runner whose token it is), never the token.
+        client,
+        ...callerFields(record?.admission),
       });
       requests?.record(procedureLabel(req.method, path), code, ms / 1000);
     };
@@ -394,4 +400,11 @@ function procedureLabel(method: string | undefined, path: string): string {
   // As the handler answers it (a query changes nothing there).
   if (path === "/healthz" && (method === "GET" || method === "HEAD")) return "healthz";
   return "other";
+}
+
+/** What a request's log line says of its caller, when its token was admitted. */
+function callerFields(admission: Admission | undefined): Record<string, string> {
+  if (admission === undefined || !("caller" in admission)) return {};
+  const c = admission.caller;
+  return c.kind === "api" ? { org_id: c.orgId, token_id: c.tokenId } : { org_id: c.orgId, runner_id: c.runnerId };
 }

@@ -364,6 +364,12 @@ it("the service starts on an empty database, prints a working token once, and ex
     assert.equal(logged.procedure, "/gitpod.v1.RunnerService/CreateRunner");
     assert.equal(logged.code, "ok");
     assert.equal(typeof logged.duration_ms, "number");
+    // Who asked: the peer, and the token's organization and row id (the admin token's), never the token.
+    assert.equal(logged.client, "127.0.0.1");
+    const db = new Database(join(dir, "db", "s.db"), { readonly: true });
+    const tokenRow = db.prepare("SELECT id, org_id FROM api_tokens").get() as { id: string; org_id: string };
+    db.close();
+    assert.deepEqual([logged.org_id, logged.token_id], [tokenRow.id === logged.token_id ? tokenRow.org_id : "?", tokenRow.id]);
     assert.equal(out.split(token!).length - 1, 2, "the token appears only in the first-start message (alone and in the curl example)");
     // PORT=0: the example names the port the system chose.
     assert.ok(out.includes(`curl -sS http://127.0.0.1:${port}/gitpod.v1.RunnerService/CreateRunner`), out);
