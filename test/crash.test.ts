@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { it } from "node:test";
 import Database from "better-sqlite3";
 import { newKeyPair, open } from "../src/crypto/sealed-box.js";
-import { crashMidWrite, startService, type Service } from "./harness.js";
+import { crashMidWrite, seededRandom, startService, type Service } from "./harness.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
 
 // Crash test: the real service as a child process under concurrent creates is killed
@@ -76,6 +76,8 @@ async function listAll(port: number, token: string, runnerId: string): Promise<M
 }
 
 it(`SIGKILL under concurrent creates, ${KILLS} times: every acknowledged create survives whole, nothing is half there`, async (t) => {
+  // The kill points (the kill's own timing still varies from run to run).
+  const random = seededRandom(t);
   const dir = mkdtempSync(join(tmpdir(), "scm-crash-"));
   const dbFile = join(dir, "db", "crash.db");
   let service: Service | undefined;
@@ -146,7 +148,7 @@ it(`SIGKILL under concurrent creates, ${KILLS} times: every acknowledged create 
       const svc: Service = service!;
       const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
       // Kill at a different point each round: after 30 to 150 acknowledgements.
-      const killAfter = 30 + Math.floor(Math.random() * 121);
+      const killAfter = 30 + Math.floor(random() * 121);
       let ackedNow = 0;
       let killed = false;
       const sentBefore = seq;
@@ -174,7 +176,7 @@ it(`SIGKILL under concurrent creates, ${KILLS} times: every acknowledged create 
                 setTimeout(() => {
                   killed = true;
                   svc.child.kill("SIGKILL");
-                }, Math.random() * 10);
+                }, random() * 10);
               }
             }
           } catch {

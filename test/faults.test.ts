@@ -14,7 +14,7 @@ import { createApp } from "../src/server.js";
 import { openDatabase, type DatabaseOptions, type Db } from "../src/store/database.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { listen } from "../src/transport/http-server.js";
-import { call, countInMainFile, crashMidWrite, createRunner, signUp, startServer, startService, type TestServer } from "./harness.js";
+import { call, countInMainFile, crashMidWrite, createRunner, seededRandom, signUp, startServer, startService, type TestServer } from "./harness.js";
 import { SecretWatch } from "./secret-watch.js";
 
 // Database trouble (no space, a file that cannot be written, a lock held too long) and
@@ -494,6 +494,7 @@ describe("racing writers", () => {
   });
 
   it("parallel updates and deletes of one integration end in one whole state that the answers agree with", async (t) => {
+    const random = seededRandom(t);
     const { runnerId, runnerToken } = await createRunner(a.s, a.s.token, "race-runner");
     const keys = await signUp(a.s, runnerToken);
     // Each update sets every field it touches to values of its own, so a mix of two
@@ -521,7 +522,7 @@ describe("racing writers", () => {
         ...Array.from({ length: 8 }, (_, k) => ({ kind: "update" as const, k })),
         ...(withDelete ? [{ kind: "delete" as const }, { kind: "delete" as const }] : []),
         ...Array.from({ length: 4 }, () => ({ kind: "get" as const })),
-      ].sort(() => Math.random() - 0.5);
+      ].sort(() => random() - 0.5);
       const answers = await Promise.all(
         ops.map((op, i) => {
           const server = i % 2 ? a.s : b.s;

@@ -242,6 +242,23 @@ export function lines(s: Service, msg: string): Record<string, any>[] {
   return s.out.text.split("\n").filter((l) => l.includes(`"msg":"${msg}"`)).map((l) => JSON.parse(l));
 }
 
+/**
+ * Random numbers a failing run can replay: from TEST_SEED when set, else from a seed drawn
+ * now, which the test's output shows (`# seed ...`); a run that fails is run again with it.
+ */
+export function seededRandom(t: { diagnostic(message: string): void }): () => number {
+  const seed = process.env.TEST_SEED ? Number(process.env.TEST_SEED) : Math.floor(Math.random() * 2 ** 31);
+  t.diagnostic(`seed ${seed} (TEST_SEED=${seed} replays the order it chose)`);
+  // mulberry32: small, and enough to order a test's steps.
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(a ^ (a >>> 15), 1 | a);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
 /** Waits until `done`, up to `withinMs`, and fails naming `what` if it never is. */
 export async function until(what: string, done: () => boolean, withinMs = 5000): Promise<void> {
   for (let waited = 0; waited < withinMs && !done(); waited += 25) await new Promise((r) => setTimeout(r, 25));
