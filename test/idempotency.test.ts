@@ -200,6 +200,29 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
     assert.equal(another.body.code, "invalid_argument");
   });
 
+  it("a retry after the integration was deleted still answers its id; other methods ignore the header", async () => {
+    const request = body("deleted-since.example.com");
+    const first = await create(s, request, "key-deleted-since");
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    const headers = { "content-type": "application/json", authorization: `Bearer ${s.token}`, "idempotency-key": "key-other-methods" };
+    const post = async (method: string, payload: object) => {
+      const res = await fetch(`${s.url}/gitpod.v1.${method}`, { method: "POST", headers, body: JSON.stringify(payload) });
+      return { status: res.status, body: (await res.json()) as Record<string, any> };
+    };
+    assert.equal((await post("RunnerConfigurationService/DeleteSCMIntegration", { id: first.body.id })).status, 200);
+    // The first call's answer, though that integration is gone (README: a retry is told what
+    // the first call was told); nothing is created again.
+    assert.deepEqual(await create(s, request, "key-deleted-since"), first);
+    assert.equal(s.db.$client.prepare("SELECT count(*) FROM scm_integrations WHERE host = 'deleted-since.example.com'").pluck().get(), 0);
+    // Delete again with the same key: not_found, as without one (no answer replayed).
+    assert.equal((await post("RunnerConfigurationService/DeleteSCMIntegration", { id: first.body.id })).body.code, "not_found");
+    // CreateRunner twice with one key: two runners, each with its own access token.
+    const runners = [await post("RunnerService/CreateRunner", { name: "keyed twice", provider: "RUNNER_PROVIDER_GCP" }), await post("RunnerService/CreateRunner", { name: "keyed twice", provider: "RUNNER_PROVIDER_GCP" })];
+    assert.deepEqual(runners.map((r) => r.status), [200, 200]);
+    assert.notEqual(runners[0]!.body.runner.runnerId, runners[1]!.body.runner.runnerId);
+    assert.equal(s.db.$client.prepare("SELECT count(*) FROM idempotency_keys WHERE key = 'key-other-methods'").pluck().get(), 0, "nothing recorded for them");
+  });
+
   it("a virtual directory is compared as stored, also against what the version before stored", async () => {
     const request = { runnerId, scmId: "azuredevops_server", host: "tfs.upgrade.example", pat: true, virtualDirectory: "/tfs/" };
     const first = await create(s, request, "key-directory");

@@ -731,6 +731,19 @@ describe("a runner's whole life", () => {
     await Promise.all(deleting);
     assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, other.runnerId)).all().length, 0);
     await assert.rejects(deleteRunner(s.db, caller, other.runnerId), { reason: "not_found" }, "a delete that finds no runner is not_found");
+
+    // A stop of the service during one leaves the runner marked, with part of its integrations
+    // (as here: marked, 700 of 1,201 gone): it still takes none, and DeleteRunner again finishes it.
+    const left = await createRunner(s, s.token, "left-by-a-stop");
+    const leftSeed = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId: left.runnerId, scmId: "gitlab", host: "h0.example.com", pat: true });
+    copyIntegration(s, leftSeed.body.id, 5);
+    s.db.$client.prepare("UPDATE runners SET deleting = 1 WHERE id = ?").run(left.runnerId);
+    s.db.$client.prepare("DELETE FROM scm_integrations WHERE id IN (SELECT id FROM scm_integrations WHERE runner_id = ? ORDER BY host LIMIT 700)").run(left.runnerId);
+    const refused = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId: left.runnerId, scmId: "gitlab", host: "after-the-stop.example.com", pat: true });
+    assert.match(refused.body.message ?? "", /is being deleted, and takes no new integrations$/);
+    assert.equal((await call(s, `${RUNNERS}/DeleteRunner`, { runnerId: left.runnerId })).status, 200);
+    assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, left.runnerId)).all().length, 0);
+    assert.equal((await call(s, `${RUNNERS}/GetRunner`, { runnerId: left.runnerId })).body.code, "not_found");
   });
 });
 
