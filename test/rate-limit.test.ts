@@ -49,6 +49,23 @@ describe("per-token rate limit", () => {
     assert.ok(s.logs.some((l) => l.includes('"code":"resource_exhausted"')));
   });
 
+  it("a runner's access tokens share its bucket: one from CreateRunnerToken goes on with its predecessor's", async () => {
+    // A refill so slow that no call here waits long enough for it, however slow the machine.
+    const fresh = await startServer({ rateLimit: { perSecond: 0.001, burst: 2 } });
+    try {
+      const { runnerId, runnerToken } = await createRunner(fresh, fresh.otherToken, "rotating");
+      const signup = (token: string) => call(fresh, "gitpod.v1.RunnerInteractionService/Signup", { publicKey: Buffer.alloc(32, 5).toString("base64") }, token);
+      assert.deepEqual([(await signup(runnerToken)).status, (await signup(runnerToken)).status], [200, 200], "the burst");
+      const rotated = await call(fresh, "gitpod.v1.RunnerService/CreateRunnerToken", { runnerId }, fresh.otherToken);
+      assert.equal(rotated.status, 200, JSON.stringify(rotated.body));
+      const next = await signup(rotated.body.accessToken);
+      assert.equal(next.status, 429, "the new token finds the runner's bucket spent");
+      assert.equal(next.body.code, "resource_exhausted");
+    } finally {
+      await fresh.close();
+    }
+  });
+
   it("paths that are no call of this service (404, 501, odd names) take nothing from the limit", async () => {
     const fresh = await startServer({ rateLimit: { perSecond: 1, burst: 2 } });
     try {
