@@ -247,6 +247,19 @@ describe("migrating a database another process migrates too", () => {
       // 0003 as it first shipped: taken, and nothing is applied again.
       records((db) => db.prepare('UPDATE "__drizzle_migrations" SET hash = ? WHERE created_at = 1796224048765').run("1e22fc06ea27f9bc59748b18974cbed036eda6a167cc9009278a6afd570c13d2"));
       openDatabase(file).$client.close();
+      // 0006 as first committed, with a time of its own: taken, and the current 0006 applied on top.
+      const firstForm = join(dir, "first-0006.db");
+      const early = new Database(firstForm);
+      migrate(drizzle(early), { migrationsFolder: migrationsUpTo(dir, "0005_runner_host_index") });
+      early.exec("ALTER TABLE `runners` ADD `stale_secrets` integer DEFAULT false NOT NULL");
+      early.prepare('INSERT INTO "__drizzle_migrations" ("hash", "created_at") VALUES (?, ?)').run("852fd84f1c80c214399224897c4cd976098a8d7489f8fb492f6e3c213d5fbd00", 1796551607190);
+      early.close();
+      const upgraded = openDatabase(firstForm);
+      assert.deepEqual(
+        (upgraded.$client.prepare("SELECT name FROM pragma_table_info('runners') WHERE name IN ('stale_secrets', 'secrets_walk', 'deleting') ORDER BY name").pluck().all()),
+        ["deleting", "secrets_walk", "stale_secrets"],
+      );
+      upgraded.$client.close();
       // Another build's 0006 (same time, other text), and one of a time no release has.
       const refusals: [(db: Database.Database) => void, string][] = [
         [(db) => db.prepare('UPDATE "__drizzle_migrations" SET hash = ? WHERE created_at = 1796555031906').run("another-form"), "2026-12-06T"],

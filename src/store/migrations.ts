@@ -31,14 +31,18 @@ export class UnknownMigrationError extends NewerDatabaseError {
 }
 
 /**
- * Earlier forms of committed migrations that databases in use may record, by the migration's
- * time: each is known to leave a database the later migrations take as they take the
+ * Earlier forms of committed migrations that databases in use may record, by the time each
+ * recorded: each is known to leave a database the later migrations take as they take the
  * current form's. (0003's first form also made a covering index, which 0004 rebuilds with
  * the table either way.) A migration is never to be changed once it has shipped; this is
  * for the ones that were.
  */
 const EARLIER_FORMS: ReadonlyMap<number, readonly string[]> = new Map([
   [1796224048765, ["1e22fc06ea27f9bc59748b18974cbed036eda6a167cc9009278a6afd570c13d2"]],
+  // 0006 as first committed (5ec23cf, 2026-12-06, with a time of its own): it added a column
+  // nothing reads now (runners.stale_secrets), and the current 0006, newer, applies on top.
+  // (Its second form, 83fe011's, added the column the current one adds: refused.)
+  [1796551607190, ["852fd84f1c80c214399224897c4cd976098a8d7489f8fb492f6e3c213d5fbd00"]],
 ]);
 
 /**
@@ -131,7 +135,7 @@ function refuseUnknown(sqlite: Database.Database, known: { folderMillis: number;
   if (last !== null && last > newest) throw new NewerDatabaseError(last, newest);
   const hashes = new Map(known.map((m) => [m.folderMillis, [m.hash, ...(EARLIER_FORMS.get(m.folderMillis) ?? [])]]));
   for (const [at, hash] of applied) {
-    if (at !== null && !hashes.get(Number(at))?.includes(hash)) throw new UnknownMigrationError(Number(at), newest);
+    if (at !== null && !(hashes.get(Number(at)) ?? EARLIER_FORMS.get(Number(at)))?.includes(hash)) throw new UnknownMigrationError(Number(at), newest);
   }
   return last;
 }
