@@ -17,7 +17,7 @@ import { createLogger } from "../src/log.js";
 import { createApp } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
 import { listen } from "../src/transport/http-server.js";
-import { currentVersion, describeTlsFailure, readTlsFiles, rereadable, watchTlsFiles } from "../src/transport/tls-files.js";
+import { currentVersion, describeTlsFailure, failedForContent, readTlsFiles, rereadable, watchTlsFiles } from "../src/transport/tls-files.js";
 import { childrenRunning, hasOpen, lines, metricsPort, scrapeMetrics, startService, until, type Service } from "./harness.js";
 import { SecretWatch } from "./secret-watch.js";
 
@@ -224,13 +224,13 @@ it("a renewed certificate is served to new connections without a restart, open o
       ["a chain cut short", () => writeFileSync(cert, `${readFileSync(renewed.cert, "utf8")}-----BEG`), /^TLS_CERT_FILE ends inside a PEM block \(still being written\?\)/],
       // Clients would refuse it: an expired certificate, and one not valid yet.
       ["an expired certificate", () => certificateValidBetween(cert, key, "expired", "20200101000000Z", "20200201000000Z"), /^TLS_CERT_FILE holds a certificate clients would refuse: it expired at 2020-02-01T00:00:00\.000Z$/],
-      ["a certificate not valid yet", () => certificateValidBetween(cert, key, "later", "20990101000000Z", "20990201000000Z"), /^TLS_CERT_FILE holds a certificate clients would refuse: it is valid only from 2099-01-01T00:00:00\.000Z$/],
+      ["a certificate not valid yet", () => certificateValidBetween(cert, key, "later", "20990101000000Z", "20990201000000Z"), /^TLS_CERT_FILE holds a certificate clients would refuse: it is valid only from 2099-01-01T00:00:00\.000Z; the watch tries it again until it is$/],
     ];
     for (const [what, breakIt, says] of broken) {
       rmSync(key, { recursive: true, force: true });
       replaceFiles(renewed, { cert, key });
       breakIt();
-      assert.throws(() => server.reloadCertificate!(), (err) => says.test(describeTlsFailure(err, true) ?? String(err)), what);
+      assert.throws(() => server.reloadCertificate!(), (err) => says.test(describeTlsFailure(err, true) ?? String(err)) && failedForContent(err) === (what !== "a certificate not valid yet"), what);
       assert.equal(server.certificate!().fingerprint, loaded.fingerprint, what);
       assert.equal((await handshake(port)).fingerprint, loaded.fingerprint, `${what}: still the renewed certificate`);
     }
@@ -315,6 +315,27 @@ it("a start with a certificate clients would refuse serves, and warns", async (t
     await until("the warning", () => warned().length === 1);
     const [warning] = warned();
     assert.deepEqual([warning?.level, warning?.reason], ["warn", "it expired at 2020-02-01T00:00:00.000Z"]);
+    assert.equal((await handshake(service.port)).fingerprint, fingerprintOf(cert));
+  } finally {
+    service.child.kill("SIGTERM");
+    await service.exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("a renewal not valid yet is refused, and served once it is, with no change to the files", async (t) => {
+  const { dir, cert, key } = selfSigned();
+  const service = await startService(join(dir, "s.db"), { TLS_CERT_FILE: cert, TLS_KEY_FILE: key, TLS_RELOAD_CHECK_MS: "100" });
+  t.after(() => service.child.kill("SIGKILL"));
+  try {
+    // Valid from three seconds on, as a CA whose clock runs ahead might issue it.
+    const stamp = (ms: number) => new Date(ms).toISOString().replace(/[-:T]/g, "").slice(0, 14) + "Z";
+    const renewed = { cert: join(dir, "renewed-cert.pem"), key: join(dir, "renewed-key.pem") };
+    certificateValidBetween(renewed.cert, renewed.key, "soon", stamp(Date.now() + 3000), stamp(Date.now() + 86_400_000));
+    replaceFiles(renewed, { cert, key });
+    await until("refused while not valid yet", () => lines(service, "tls certificate not reloaded; still serving the previous one").length >= 1);
+    assert.match(lines(service, "tls certificate not reloaded; still serving the previous one")[0]!.reason, /it is valid only from .*; the watch tries it again until it is$/);
+    await until("served once valid", () => lines(service, "tls certificate reloaded").length === 1, 15_000);
     assert.equal((await handshake(service.port)).fingerprint, fingerprintOf(cert));
   } finally {
     service.child.kill("SIGTERM");

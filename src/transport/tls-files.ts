@@ -80,9 +80,13 @@ export function rereadTlsFiles(files: TlsFiles): TlsCredentials {
   if (!endsWithWholeBlock(read.cert)) {
     throw Object.assign(new Error("TLS_CERT_FILE ends inside a PEM block"), { code: "ERR_TLS_CUT_SHORT", setting: "TLS_CERT_FILE" });
   }
-  // A certificate clients will refuse does not take the place of one they take.
+  // A certificate clients will refuse does not take the place of one they take. One not valid
+  // yet is tried again at every look (see failedForContent): time alone makes it good.
   const invalid = outsideValidity(read);
-  if (invalid) throw Object.assign(new Error(`TLS_CERT_FILE: ${invalid}`), { code: "ERR_TLS_CERT_NOT_VALID_NOW", setting: "TLS_CERT_FILE", reason: invalid });
+  if (invalid) {
+    const code = Date.parse(read.notBefore) > Date.now() ? "ERR_TLS_CERT_NOT_YET_VALID" : "ERR_TLS_CERT_EXPIRED";
+    throw Object.assign(new Error(`TLS_CERT_FILE: ${invalid}`), { code, setting: "TLS_CERT_FILE", reason: invalid });
+  }
   return read;
 }
 
@@ -110,7 +114,8 @@ export function describeTlsFailure(err: unknown, rereading = false): string | nu
   if (code === "ERR_TLS_KEY_NOT_CERTIFICATES") return "TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE";
   if (code === "ERR_TLS_NOT_REREADABLE") return `${(err as { setting: string }).setting} is not a regular file: it was read once, at start; restart the service to read it again`;
   if (code === "ERR_TLS_CUT_SHORT") return "TLS_CERT_FILE ends inside a PEM block (still being written?); it is read again when it changes";
-  if (code === "ERR_TLS_CERT_NOT_VALID_NOW") return `TLS_CERT_FILE holds a certificate clients would refuse: ${(err as { reason: string }).reason}`;
+  if (code === "ERR_TLS_CERT_EXPIRED") return `TLS_CERT_FILE holds a certificate clients would refuse: ${(err as { reason: string }).reason}`;
+  if (code === "ERR_TLS_CERT_NOT_YET_VALID") return `TLS_CERT_FILE holds a certificate clients would refuse: ${(err as { reason: string }).reason}; the watch tries it again until it is`;
   // OpenSSL asks for a passphrase, and the service has none to give.
   if (code === "ERR_OSSL_CRYPTO_INTERRUPTED_OR_CANCELLED" && (err as { setting?: string }).setting === "TLS_KEY_FILE") {
     return "TLS_KEY_FILE holds a key protected by a passphrase; give the service the key without one";
@@ -183,7 +188,7 @@ export function currentVersion(files: TlsFiles): string {
 /** Whether a failure to read the files again comes from what they hold, which only a change to them can mend. */
 export function failedForContent(err: unknown): boolean {
   const code = String((err as { code?: unknown })?.code ?? "");
-  return code.startsWith("ERR_") || code === "ENOENT" || code === "EACCES" || code === "EPERM" || code === "EISDIR" || code === "ELOOP" || code === "ENOTDIR";
+  return (code.startsWith("ERR_") && code !== "ERR_TLS_CERT_NOT_YET_VALID") || code === "ENOENT" || code === "EACCES" || code === "EPERM" || code === "EISDIR" || code === "ELOOP" || code === "ENOTDIR";
 }
 
 /** Both files' identity, size and times: any replacement or rewrite changes it. */
