@@ -372,6 +372,11 @@ describe("a runner's whole life", () => {
         { scmId: "gitlab", name: "\ufe0fGitLab", pat: {} },
         { scmId: "github", name: "GitHub \u2764\ufe0f", pat: {} },
         { scmId: "bitbucket", name: "", pat: {} },
+        // One selector after a Latin letter draws nothing: "prod" twice, to the eye.
+        { scmId: "prod1", name: "prod\ufe00", pat: {} },
+        { scmId: "prod2", name: "prod\u{e0100}", pat: {} },
+        // Where a sequence is defined, it is taken: a keycap, an ideograph's variant.
+        { scmId: "keycap", name: "1\ufe0f\u20e3 \u845b\u{e0100}", pat: {} },
       ],
     };
     const blankRefused = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: blank }, runnerToken);
@@ -382,6 +387,8 @@ describe("a runner's whole life", () => {
         ["config_schema.scm[0].name", "string.not_blank"],
         ["config_schema.scm[1].name", "string.printable"],
         ["config_schema.scm[2].name", "string.printable"],
+        ["config_schema.scm[5].name", "string.printable"],
+        ["config_schema.scm[6].name", "string.printable"],
       ],
     );
     assert.deepEqual(fields, [

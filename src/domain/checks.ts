@@ -59,10 +59,21 @@ const HIDDEN = /[\p{Cc}\p{Cs}\u2028\u2029\u115f\u1160\u3164\uffa0]|(?![\u200c\u2
 // A joiner not after a letter (and its marks) of a script other than Latin, unless it is a zero-width joiner before an emoji.
 const STRAY_JOINER = /(?<!(?!\p{Script=Latin})\p{L}\p{M}*)(?:\u200c|\u200d(?!\p{Extended_Pictographic}))/u;
 // The subdivision flags in emoji's recommended set: gbeng, gbsct, gbwls in tag letters, then a cancel tag.
-// A variation selector picks how the character before it is drawn; one anywhere else (after
-// a space, a mark or another selector, or first) draws nothing, and a run of them pads a name
-// invisibly.
-const STRAY_SELECTOR = /(?<![\p{L}\p{N}\p{P}\p{S}])[\u180b-\u180d\u180f\ufe00-\ufe0f\u{e0100}-\u{e01ef}]/u;
+// A variation selector picks how the character before it is drawn, and only where a sequence
+// of the two is defined; anywhere else it draws nothing (after a Latin letter, a space, a
+// mark, another selector), and two names that differ by one look alike. Taken: the emoji and
+// text styles after a pictograph (or before a keycap), the ideographic variants after a Han
+// ideograph, the standardized variants after the scripts and math symbols that have them,
+// and Mongolian's free variation selectors after Mongolian.
+const STRAY_SELECTOR = new RegExp(
+  [
+    "(?<!\\p{Extended_Pictographic})[\\ufe0e\\ufe0f](?!\\u20e3)",
+    "(?<![\\p{Ideographic}\\p{Sm}\\p{Script=Myanmar}\\p{Script=Phags_Pa}\\p{Script=Manichaean}\\p{Script=Egyptian_Hieroglyphs}])[\\ufe00-\\ufe0d]",
+    "(?<!\\p{Ideographic})[\\u{e0100}-\\u{e01ef}]",
+    "(?<!\\p{Script=Mongolian})[\\u180b-\\u180d\\u180f]",
+  ].join("|"),
+  "u",
+);
 const TAG_FLAGS = /\u{1f3f4}\u{e0067}\u{e0062}(?:\u{e0065}\u{e006e}\u{e0067}|\u{e0073}\u{e0063}\u{e0074}|\u{e0077}\u{e006c}\u{e0073})\u{e007f}/gu;
 /**
  * Whether `s` has whitespace (any Unicode space, not only ASCII), control characters, or
