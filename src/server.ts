@@ -402,9 +402,10 @@ function procedureLabel(method: string | undefined, path: string): string {
   return "other";
 }
 
-/** What a request's log line says of its caller, when its token was admitted. */
+/** What a request's log line says of its caller, when its token was known. */
 function callerFields(admission: Admission | undefined): Record<string, string> {
-  if (admission === undefined || !("caller" in admission)) return {};
-  const c = admission.caller;
+  // A refused call too, when its token was known (rate-limited, the wrong kind of token).
+  const c = admission?.caller;
+  if (c === undefined) return {};
   return c.kind === "api" ? { org_id: c.orgId, token_id: c.tokenId } : { org_id: c.orgId, runner_id: c.runnerId };
 }

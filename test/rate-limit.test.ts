@@ -10,6 +10,7 @@ import { brotliCompressSync, gzipSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
 import { Gitpod } from "@gitpod/sdk";
 import { ConfigError, loadConfig, type Config } from "../src/config.js";
+import { hashToken } from "../src/crypto/tokens.js";
 import { RateLimiter } from "../src/services/rate-limit.js";
 import { bodyCharge } from "../src/transport/interceptors.js";
 import { call, createRunner, startServer, type TestServer } from "./harness.js";
@@ -45,8 +46,11 @@ describe("per-token rate limit", () => {
     const { runnerToken } = await createRunner(s, s.otherToken, "other-runner");
     const signup = await call(s, "gitpod.v1.RunnerInteractionService/Signup", { publicKey: Buffer.alloc(32, 3).toString("base64") }, runnerToken);
     assert.equal(signup.status, 200, JSON.stringify(signup.body));
-    // Refusals are logged with their code.
-    assert.ok(s.logs.some((l) => l.includes('"code":"resource_exhausted"')));
+    // Refusals are logged with their code, and whose token it was (its row id, never the token).
+    const refused = s.logs.filter((l) => l.includes('"msg":"request"') && l.includes('"code":"resource_exhausted"')).map((l) => JSON.parse(l));
+    assert.ok(refused.length >= 1);
+    const tokenId = s.db.$client.prepare("SELECT id FROM api_tokens WHERE token_hash = ?").pluck().get(hashToken(s.token));
+    assert.ok(refused.every((l) => l.token_id === tokenId && typeof l.org_id === "string"), JSON.stringify(refused[0]));
   });
 
   it("a runner's access tokens share its bucket: one from CreateRunnerToken goes on with its predecessor's", async () => {

@@ -99,7 +99,7 @@ export function durabilityInterceptor(db: Db): Interceptor {
 }
 
 /** What the door decided for a call that needs a token: who calls (and when that was found), or why not. */
-export type Admission = { caller: Caller; at: number } | { refusal: unknown };
+export type Admission = { caller: Caller; at: number } | { refusal: unknown; caller?: Caller };
 
 /**
  * An admission older than this is checked again before the call goes on. A call is admitted
@@ -119,9 +119,13 @@ const READMIT_AFTER_MS = 1000;
  */
 export function admitter(db: Db, limiter: RateLimiter | null, bodyLimiter: RateLimiter | null = null) {
   async function admit(policy: "api" | "runner", serviceName: string, authorization: string | null, repeated: boolean): Promise<Admission> {
+    // Known once the token is: a call refused after that (its rate limit, the wrong kind of
+    // token) is logged with whose it was.
+    let known: Caller | undefined;
     try {
       if (repeated) throw new DomainError("unauthenticated", "more than one Authorization header; send exactly one");
       const caller = await db.read(() => authenticate(db, authorization));
+      known = caller;
       // The limit counts every call of a token, also the ones refused below, so a token
       // cannot flood the service (or its log) with calls it is not allowed to make.
       const key = limitKey(caller);
@@ -147,7 +151,7 @@ export function admitter(db: Db, limiter: RateLimiter | null, bodyLimiter: RateL
       }
       return { caller, at: Date.now() };
     } catch (refusal) {
-      return { refusal };
+      return known ? { refusal, caller: known } : { refusal };
     }
   }
   return {
@@ -176,7 +180,7 @@ export function authInterceptor(log: Logger, admit: ReturnType<typeof admitter>)
     const record = req.contextValues.get(requestRecordKey);
     let admission = record.admission ?? (await admit.admit(req.service.typeName, req.header.get("authorization"), record.repeatedAuthorization === true));
     if (admission === undefined) return next(req);
-    if ("caller" in admission && Date.now() - admission.at > READMIT_AFTER_MS) admission = await admit.recheck(req.header.get("authorization"));
+    if (!("refusal" in admission) && Date.now() - admission.at > READMIT_AFTER_MS) admission = await admit.recheck(req.header.get("authorization"));
     if ("refusal" in admission) {
       if (admission.refusal instanceof DomainError) logRefusal(log, req, admission.refusal.message);
       throw admission.refusal;
