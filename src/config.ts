@@ -64,7 +64,7 @@ export const SETTINGS = [
 
 /**
  * Variables set that are not settings but read like a misspelling of one (`DATABSE_URL`,
- * `LOGLEVEL`, `WORKER`, `HOTS`), each with the setting it likely meant. Nothing reads them:
+ * `DATABASE_PATH`, `LOGLEVEL`, `IDLE_TIMEOUT`, `WORKER`, `HOTS`), each with the setting it likely meant. Nothing reads them:
  * a typo in DATABASE_URL would otherwise start a new empty database without a word. A near
  * name must begin as the setting does (OpenSSL's SSL_CERT_FILE is not TLS_CERT_FILE), and one
  * near a short setting must be nearer (HOME is not HOST).
@@ -76,7 +76,16 @@ export function misspelledSettings(env: NodeJS.ProcessEnv = process.env): { give
   for (const given of Object.keys(env)) {
     if (known.has(given) || given.length < 3) continue;
     const upper = given.toUpperCase();
-    const meant = SETTINGS.find((s) => squash(s) === squash(given) || (s[0] === upper[0] && transposedEdits(s, upper, 3) <= (s.length <= 4 ? 1 : 2)));
+    const meant =
+      // The database's file by another name (DATABASE_PATH, DB_URL), most costly to get wrong.
+      (/^(?:DATABASE|DB)(?:_|$)/.test(upper) ? "DATABASE_URL" : undefined) ??
+      SETTINGS.find(
+        (s) =>
+          squash(s) === squash(given) ||
+          // A setting without its unit or kind (IDLE_TIMEOUT, TLS_CERT).
+          ["_MS", "_URL", "_FILE", "_SECONDS"].some((suffix) => squash(s) === squash(given + suffix)) ||
+          (s[0] === upper[0] && transposedEdits(s, upper, 3) <= (s.length <= 4 ? 1 : 2)),
+      );
     if (meant) found.push({ given, meant });
   }
   return found;

@@ -510,6 +510,10 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.deepEqual(misspelledSettings({ LOGLEVEL: "debug", WORKER: "2", HOTS: "::1", metrics_port: "9", HOME: "/root", SSL_CERT_FILE: "x", HOSTNAME: "h", PORT: "1" }), [
     { given: "LOGLEVEL", meant: "LOG_LEVEL" }, { given: "WORKER", meant: "WORKERS" }, { given: "HOTS", meant: "HOST" }, { given: "metrics_port", meant: "METRICS_PORT" },
   ]);
+  // The database's file by another name, and settings without their unit or kind.
+  assert.deepEqual(misspelledSettings({ DATABASE_PATH: "x", DB_URL: "x", IDLE_TIMEOUT: "5", TLS_CERT: "c", DBUS_SESSION_BUS_ADDRESS: "x" }).map((m) => m.meant), [
+    "DATABASE_URL", "DATABASE_URL", "IDLE_TIMEOUT_MS", "TLS_CERT_FILE",
+  ]);
 });
 
 it("a start that cannot go on says why in one line, without a stack trace, and exits 1", async () => {
