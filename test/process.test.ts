@@ -17,7 +17,7 @@ import { openDatabase } from "../src/store/database.js";
 import { ClaimFileError, claimDatabase, claimMode, DatabaseClaimedError } from "../src/store/serving-claim.js";
 import { readTlsFiles } from "../src/transport/tls-files.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
-import { hasOpen } from "./harness.js";
+import { hasOpen, until } from "./harness.js";
 
 /**
  * Starts src/main.ts on a fresh database and resolves once it is listening. What the test
@@ -96,7 +96,8 @@ it("during the drain, a health check behind a call in flight is told NOT_SERVING
   try {
     const { child, port, token, state, exited, watch, finish } = await startProcess(dir);
     const body = JSON.stringify({ name: "drain-health", provider: "RUNNER_PROVIDER_LINUX_HOST" });
-    const head = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`;
+    // With Expect: 100-continue, the server's 100 says it has the request: it is in flight.
+    const head = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: 100-continue\r\n\r\n`;
     watch.noteSent("/gitpod.v1.RunnerService/CreateRunner", { authorization: `Bearer ${token}` }, body);
     const socket = net.connect(port, "127.0.0.1");
     let received = "";
@@ -104,16 +105,17 @@ it("during the drain, a health check behind a call in flight is told NOT_SERVING
     const closed = new Promise((r) => socket.once("close", r));
     await new Promise((r) => socket.once("connect", r));
     // The call is in flight (half its body sent) when the signal comes.
-    socket.write(head + body.slice(0, 10));
-    await new Promise((r) => setTimeout(r, 200));
+    socket.write(head);
+    await until("the server has the call", () => received.includes("HTTP/1.1 100 Continue"));
+    socket.write(body.slice(0, 10));
     child.kill("SIGTERM");
-    while (!state.out.includes('"msg":"shutting down"')) await new Promise((r) => setTimeout(r, 10));
+    await until("the drain began", () => state.out.includes('"msg":"shutting down"'));
     // The rest of the body, and a health check pipelined behind it on the same connection.
     socket.write(`${body.slice(10)}GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
     await closed;
     watch.noteReceived({}, received);
     const statuses = [...received.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
-    assert.deepEqual(statuses, ["200", "503"], received);
+    assert.deepEqual(statuses, ["100", "200", "503"], received);
     assert.equal(await exited, 0);
     finish();
   } finally {
