@@ -123,6 +123,35 @@ it("during the drain, a health check behind a call in flight is told NOT_SERVING
   }
 });
 
+it("a call still running at SHUTDOWN_TIMEOUT_MS is cut off, logged canceled with a warning counting it, and the exit is still 0", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-drain-cut-"));
+  try {
+    const { child, port, token, state, exited, finish } = await startProcess(dir, { SHUTDOWN_TIMEOUT_MS: "300" });
+    const body = JSON.stringify({ name: "never-finished", provider: "RUNNER_PROVIDER_LINUX_HOST" });
+    const socket = net.connect(port, "127.0.0.1");
+    let received = "";
+    socket.on("data", (d) => (received += d));
+    socket.on("error", () => {});
+    const closed = new Promise((r) => socket.once("close", r));
+    await new Promise((r) => socket.once("connect", r));
+    // In flight (the server's 100 says it has the call), and its body never ends.
+    socket.write(`POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: 100-continue\r\nX-Request-Id: held-past-timeout\r\n\r\n`);
+    await until("the server has the call", () => received.includes("HTTP/1.1 100 Continue"));
+    socket.write(body.slice(0, 10));
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0);
+    await closed;
+    assert.doesNotMatch(received, /HTTP\/1\.1 200/, "no answer: it was cut off");
+    const logged = logLines(state.out).map((l) => JSON.parse(l));
+    assert.equal(logged.find((l) => l.request_id === "held-past-timeout")?.code, "canceled");
+    const warning = logged.find((l) => l.msg === "requests still running at the shutdown timeout were cut off");
+    assert.deepEqual([warning?.level, warning?.requests, warning?.timeout_ms], ["warn", 1, 300]);
+    finish();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 /** The answer to a request the client holds open; `finish` sends the rest of the body. */
 interface Held {
   /** Settles once the server has the request (its 100 Continue arrived), i.e. it is in flight. */
