@@ -2,6 +2,7 @@ import { existsSync, statSync, type Stats } from "node:fs";
 import { isIP } from "node:net";
 import { isDotSegment } from "./domain/host.js";
 import { organizationNameProblem, plainUrlProblem } from "./domain/checks.js";
+import { editDistance } from "./domain/text.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 
@@ -84,25 +85,11 @@ export function misspelledSettings(env: NodeJS.ProcessEnv = process.env): { give
           squash(s) === squash(given) ||
           // A setting without its unit or kind (IDLE_TIMEOUT, TLS_CERT).
           ["_MS", "_URL", "_FILE", "_SECONDS"].some((suffix) => squash(s) === squash(given + suffix)) ||
-          (s[0] === upper[0] && transposedEdits(s, upper, 3) <= (s.length <= 4 ? 1 : 2)),
+          (s[0] === upper[0] && editDistance(s, upper, 3) <= (s.length <= 4 ? 1 : 2)),
       );
     if (meant) found.push({ given, meant });
   }
   return found;
-}
-
-/** Edits (insertions, deletions, changes, swaps of neighbours) between `a` and `b`; `cap` once it is clear it is at least that. */
-function transposedEdits(a: string, b: string, cap: number): number {
-  if (Math.abs(a.length - b.length) >= cap) return cap;
-  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
-    }
-  }
-  return Math.min(d[a.length]![b.length]!, cap);
 }
 
 /** DATABASE_URL alone, as loadConfig reads it: all the admin CLI needs. */

@@ -120,7 +120,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
   // Served all the same (a renewal may be on its way), but said loudly.
   const served = server.certificate?.();
   const invalid = served ? outsideValidity(served) : null;
-  if (invalid) log.warn("the TLS certificate is not valid now: clients will refuse it until TLS_CERT_FILE holds a valid one", { reason: invalid, not_after: served!.notAfter, not_before: served!.notBefore });
+  if (invalid) log.warn("the TLS certificate is not valid now: clients will refuse it until TLS_CERT_FILE holds a valid one", { reason: invalid.reason, not_after: served!.notAfter, not_before: served!.notBefore });
   const stopWatching = reloadCertificates(server, config, log, tlsReloads);
 
   let stopping = false;

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { it } from "node:test";
 import Database from "better-sqlite3";
 import fc from "fast-check";
-import { loadConfig, misspelledSettings } from "../src/config.js";
+import { loadConfig, misspelledSettings, SETTINGS } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { openDatabase } from "../src/store/database.js";
@@ -541,6 +541,10 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.deepEqual(misspelledSettings({ LOGLEVEL: "debug", WORKER: "2", HOTS: "::1", metrics_port: "9", HOME: "/root", SSL_CERT_FILE: "x", HOSTNAME: "h", PORT: "1" }), [
     { given: "LOGLEVEL", meant: "LOG_LEVEL" }, { given: "WORKER", meant: "WORKERS" }, { given: "HOTS", meant: "HOST" }, { given: "metrics_port", meant: "METRICS_PORT" },
   ]);
+  // The settings the misspelling check knows are every variable loadConfig reads, no more.
+  const read = new Set<string>();
+  loadConfig(new Proxy({}, { get: (_, name) => (typeof name === "string" && read.add(name), undefined) }));
+  assert.deepEqual([...read].sort(), [...SETTINGS].sort());
   // The database's file by another name, and settings without their unit or kind.
   assert.deepEqual(misspelledSettings({ DATABASE_PATH: "x", DB_URL: "x", IDLE_TIMEOUT: "5", TLS_CERT: "c", DBUS_SESSION_BUS_ADDRESS: "x" }).map((m) => m.meant), [
     "DATABASE_URL", "DATABASE_URL", "IDLE_TIMEOUT_MS", "TLS_CERT_FILE",

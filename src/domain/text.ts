@@ -1,4 +1,4 @@
-// Text from requests that the service quotes back, in error messages.
+// Text from requests that the service quotes back, in error messages and warnings.
 
 /**
  * Shortens user input quoted in an error message, without cutting a character in half.
@@ -21,3 +21,24 @@ export function wellFormed(s: string): string {
 }
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * Edits (insertions, deletions, changes, and swaps of two neighbours) that turn `a` into `b`,
+ * or `cap` once it is clear they are at least that: how near a name given is to one meant,
+ * for a "did you mean" (a swap is one slip, as a typist makes it).
+ */
+export function editDistance(a: string, b: string, cap: number): number {
+  if (Math.abs(a.length - b.length) >= cap) return cap;
+  let before: number[] = [];
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) next[j] = Math.min(next[j]!, before[j - 2]! + 1);
+    }
+    if (Math.min(...next) >= cap) return cap;
+    [before, row] = [row, next];
+  }
+  return Math.min(row[b.length]!, cap);
+}

@@ -4,6 +4,7 @@ import type http2 from "node:http2";
 import type { RequestRecord } from "./context.js";
 import { noteGrpcStatus } from "./framework-errors.js";
 import { protocolOf } from "./request-head.js";
+import { editDistance } from "../domain/text.js";
 
 const API_METHOD = /^\/(gitpod\.v1\.[A-Za-z][A-Za-z0-9]{0,99}\/[A-Za-z][A-Za-z0-9]{0,99})$/;
 // Any method as gRPC names one: a package-qualified service, then the method.
@@ -71,17 +72,4 @@ function nearestServed(method: string, served: Iterable<string>): string | undef
     if (d < bestDistance) [best, bestDistance] = [path.slice(1), d];
   }
   return best;
-}
-
-/** Levenshtein distance of `a` and `b`, or `cap` once it is clear it is at least that. */
-function editDistance(a: string, b: string, cap: number): number {
-  if (Math.abs(a.length - b.length) >= cap) return cap;
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    if (Math.min(...next) >= cap) return cap;
-    row = next;
-  }
-  return Math.min(row[b.length]!, cap);
 }

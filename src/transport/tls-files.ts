@@ -45,9 +45,9 @@ export function readTlsFiles(files: TlsFiles): TlsCredentials {
 }
 
 /** Why a certificate is not valid now (expired, or not yet valid), or null when it is. */
-export function outsideValidity(c: Pick<TlsCredentials, "notAfter" | "notBefore">, now = Date.now()): string | null {
-  if (Date.parse(c.notAfter) < now) return `it expired at ${c.notAfter}`;
-  if (Date.parse(c.notBefore) > now) return `it is valid only from ${c.notBefore}`;
+export function outsideValidity(c: Pick<TlsCredentials, "notAfter" | "notBefore">, now = Date.now()): { expired: boolean; reason: string } | null {
+  if (Date.parse(c.notAfter) < now) return { expired: true, reason: `it expired at ${c.notAfter}` };
+  if (Date.parse(c.notBefore) > now) return { expired: false, reason: `it is valid only from ${c.notBefore}` };
   return null;
 }
 
@@ -84,8 +84,8 @@ export function rereadTlsFiles(files: TlsFiles): TlsCredentials {
   // yet is tried again at every look (see failedForContent): time alone makes it good.
   const invalid = outsideValidity(read);
   if (invalid) {
-    const code = Date.parse(read.notBefore) > Date.now() ? "ERR_TLS_CERT_NOT_YET_VALID" : "ERR_TLS_CERT_EXPIRED";
-    throw Object.assign(new Error(`TLS_CERT_FILE: ${invalid}`), { code, setting: "TLS_CERT_FILE", reason: invalid });
+    const code = invalid.expired ? "ERR_TLS_CERT_EXPIRED" : "ERR_TLS_CERT_NOT_YET_VALID";
+    throw Object.assign(new Error(`TLS_CERT_FILE: ${invalid.reason}`), { code, setting: "TLS_CERT_FILE", reason: invalid.reason });
   }
   return read;
 }
