@@ -91,31 +91,40 @@ it("SIGTERM lets a request in flight finish, refuses new connections, and exits 
   }
 });
 
+/**
+ * A CreateRunner over a raw HTTP/1.1 connection, in flight: the server's 100 Continue has
+ * come (it has the call), and the first 10 bytes of `body` are sent; the rest is the test's.
+ */
+async function createRunnerInFlight(port: number, token: string, body: string, requestId: string) {
+  const socket = net.connect(port, "127.0.0.1");
+  let received = "";
+  socket.on("data", (d) => (received += d));
+  socket.on("error", () => {});
+  const closed = new Promise((r) => socket.once("close", r));
+  await new Promise((r) => socket.once("connect", r));
+  socket.write(`POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: 100-continue\r\nX-Request-Id: ${requestId}\r\n\r\n`);
+  await until("the server has the call", () => received.includes("HTTP/1.1 100 Continue"));
+  socket.write(body.slice(0, 10));
+  return { socket, closed, received: () => received };
+}
+
 it("during the drain, a health check behind a call in flight is told NOT_SERVING (/healthz 503)", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-drain-health-"));
   try {
     const { child, port, token, state, exited, watch, finish } = await startProcess(dir);
     const body = JSON.stringify({ name: "drain-health", provider: "RUNNER_PROVIDER_LINUX_HOST" });
     // With Expect: 100-continue, the server's 100 says it has the request: it is in flight.
-    const head = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: 100-continue\r\n\r\n`;
     watch.noteSent("/gitpod.v1.RunnerService/CreateRunner", { authorization: `Bearer ${token}` }, body);
-    const socket = net.connect(port, "127.0.0.1");
-    let received = "";
-    socket.on("data", (d) => (received += d));
-    const closed = new Promise((r) => socket.once("close", r));
-    await new Promise((r) => socket.once("connect", r));
     // The call is in flight (half its body sent) when the signal comes.
-    socket.write(head);
-    await until("the server has the call", () => received.includes("HTTP/1.1 100 Continue"));
-    socket.write(body.slice(0, 10));
+    const call = await createRunnerInFlight(port, token!, body, "drain-health");
     child.kill("SIGTERM");
     await until("the drain began", () => state.out.includes('"msg":"shutting down"'));
     // The rest of the body, and a health check pipelined behind it on the same connection.
-    socket.write(`${body.slice(10)}GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
-    await closed;
-    watch.noteReceived({}, received);
-    const statuses = [...received.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
-    assert.deepEqual(statuses, ["100", "200", "503"], received);
+    call.socket.write(`${body.slice(10)}GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    await call.closed;
+    watch.noteReceived({}, call.received());
+    const statuses = [...call.received().matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+    assert.deepEqual(statuses, ["100", "200", "503"], call.received());
     assert.equal(await exited, 0);
     finish();
   } finally {
@@ -128,20 +137,12 @@ it("a call still running at SHUTDOWN_TIMEOUT_MS is cut off, logged canceled with
   try {
     const { child, port, token, state, exited, finish } = await startProcess(dir, { SHUTDOWN_TIMEOUT_MS: "300" });
     const body = JSON.stringify({ name: "never-finished", provider: "RUNNER_PROVIDER_LINUX_HOST" });
-    const socket = net.connect(port, "127.0.0.1");
-    let received = "";
-    socket.on("data", (d) => (received += d));
-    socket.on("error", () => {});
-    const closed = new Promise((r) => socket.once("close", r));
-    await new Promise((r) => socket.once("connect", r));
-    // In flight (the server's 100 says it has the call), and its body never ends.
-    socket.write(`POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: 100-continue\r\nX-Request-Id: held-past-timeout\r\n\r\n`);
-    await until("the server has the call", () => received.includes("HTTP/1.1 100 Continue"));
-    socket.write(body.slice(0, 10));
+    // In flight, and its body never ends.
+    const call = await createRunnerInFlight(port, token!, body, "held-past-timeout");
     child.kill("SIGTERM");
     assert.equal(await exited, 0);
-    await closed;
-    assert.doesNotMatch(received, /HTTP\/1\.1 200/, "no answer: it was cut off");
+    await call.closed;
+    assert.doesNotMatch(call.received(), /HTTP\/1\.1 200/, "no answer: it was cut off");
     const logged = logLines(state.out).map((l) => JSON.parse(l));
     assert.equal(logged.find((l) => l.request_id === "held-past-timeout")?.code, "canceled");
     const warning = logged.find((l) => l.msg === "requests still running at the shutdown timeout were cut off");
