@@ -114,6 +114,11 @@ export interface AppOptions {
   interceptors?: Interceptor[];
   /** Whether requests are counted for the metrics page (METRICS_PORT set). */
   metrics?: boolean;
+  /**
+   * Whether Connect unary calls of the token services are served by connect-unary.ts (the
+   * default); false sends them through connect-node, for tests that compare the two.
+   */
+  ownUnary?: boolean;
 }
 
 /** The services that take a token (which kind, each: TOKEN_POLICY in interceptors.ts). */
@@ -214,6 +219,9 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
     binaryOptions: { readUnknownFields: false },
     maxTimeoutMs: MAX_TIMEOUT_MS,
     jsonOptions,
+    // Connect calls of the token services' methods: the commonest calls, served without
+    // connect-node's conversions (connect-unary.ts), unless a test compares the two.
+    servesUnary: (method) => options.ownUnary !== false && TOKEN_SERVICES.some((s) => s.typeName === method.parent.typeName),
     // connect-node's response type is a union of the HTTP/1 and HTTP/2 shapes; both take these calls.
     fallback: (req, res) => notServed(req, res as unknown as http.ServerResponse, records.get(req), TOKEN_METHODS.keys()),
     onWriteFailure: (req, reason) =>

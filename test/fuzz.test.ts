@@ -28,7 +28,7 @@ import {
 import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
 import { RunnerService } from "../gen/gitpod/v1/runners_pb.js";
-import { CORPUS, RAW_HTTP1, type CorpusCase, type CorpusContext } from "./corpus/cases.js";
+import { CORPUS, corpusRequest, RAW_HTTP1, type CorpusContext, type CorpusTokens } from "./corpus/cases.js";
 import {
   PROTOCOLS,
   WireClient,
@@ -499,11 +499,7 @@ function fuzzInput(protocol: Protocol): fc.Arbitrary<FuzzInput> {
 
 // ---------------------------------------------------------------------------------------
 
-interface Tokens {
-  api: string;
-  runner: string;
-  other: string;
-}
+type Tokens = CorpusTokens;
 
 function encodeMessage(desc: DescMessage, init: unknown, json: boolean, protoNames = false): Uint8Array {
   const msg = create(desc, init as never);
@@ -688,27 +684,11 @@ describe("bad input: corpus and property-based fuzzing over every protocol", () 
     assert.deepEqual(client.sessionErrors, [], "an HTTP/2 session failed");
   }
 
-  function corpusRequest(c: CorpusCase): WireRequest {
-    const [service, name] = c.method.startsWith("/") ? [undefined, undefined] : c.method.split("/");
-    const path = c.method.startsWith("/") ? c.method : `/gitpod.v1.${service}/${name}`;
-    const kind = path.includes("RunnerInteractionService") ? "runner" : "api";
-    const auth = c.auth ?? "right";
-    const token = auth === "none" ? null : auth === "right" ? tokens[kind] : tokens[auth];
-    const headers = protocolHeaders(c.protocol, token);
-    for (const [k, v] of Object.entries(c.headers ?? {})) {
-      if (v === null) delete headers[k];
-      else headers[k] = v.replaceAll("$TOKEN", tokens.api).replaceAll("$RUNNER_TOKEN", tokens.runner).replaceAll("$OTHER_TOKEN", tokens.other);
-    }
-    const raw = typeof c.body === "function" ? c.body(ctx) : c.body;
-    const body = typeof raw === "string" ? Buffer.from(raw) : raw;
-    return { path, headers, body, http2: c.http2 ?? c.protocol === "grpc" };
-  }
-
   it("answers every case of the corpus with its expected code", async () => {
     const wrong: string[] = [];
     for (const c of CORPUS) {
       tried[c.protocol]++;
-      const req = corpusRequest(c);
+      const req = corpusRequest(c, tokens, ctx);
       const a = await client.send(req);
       const spoken = protocolOf(req.headers["content-type"]) ?? c.protocol;
       const v = judge(spoken, a);

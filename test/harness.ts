@@ -26,7 +26,7 @@ export interface TestServer {
 }
 
 /** What a test may change about its server; the rate limit is off unless given. */
-export type ServerOptions = Pick<AppOptions, "rateLimit" | "bodyRateLimit" | "idempotencyTtlMs" | "interceptors" | "corsOrigins">;
+export type ServerOptions = Pick<AppOptions, "rateLimit" | "bodyRateLimit" | "idempotencyTtlMs" | "interceptors" | "corsOrigins" | "ownUnary">;
 
 /** The PUBLIC_URL test servers are configured with. */
 export const PUBLIC_URL = "https://scm.example.test";

@@ -14,7 +14,7 @@ import {
 } from "../../gen/gitpod/v1/runner_configurations_pb.js";
 import { SignupRequestSchema, UpdateRunnerConfigurationSchemaRequestSchema } from "../../gen/gitpod/v1/runner_interactions_pb.js";
 import { CreateRunnerRequestSchema, GetRunnerRequestSchema, ListRunnersRequestSchema } from "../../gen/gitpod/v1/runners_pb.js";
-import { envelope, type Protocol } from "./wire.js";
+import { envelope, protocolHeaders, type Protocol, type WireRequest } from "./wire.js";
 
 export interface CorpusContext {
   /** A runner of organization "acme" that signed up; its token is $RUNNER_TOKEN. */
@@ -23,6 +23,30 @@ export interface CorpusContext {
   otherRunnerId: string;
   /** An integration of `runnerId`. */
   integrationId: string;
+}
+
+/** The tokens a case's `auth` and `$TOKEN`-style header values name. */
+export interface CorpusTokens {
+  api: string;
+  runner: string;
+  other: string;
+}
+
+/** A case as it goes on the wire, with the setup's tokens and ids filled in. */
+export function corpusRequest(c: CorpusCase, tokens: CorpusTokens, ctx: CorpusContext): WireRequest {
+  const [service, name] = c.method.startsWith("/") ? [undefined, undefined] : c.method.split("/");
+  const path = c.method.startsWith("/") ? c.method : `/gitpod.v1.${service}/${name}`;
+  const kind = path.includes("RunnerInteractionService") ? "runner" : "api";
+  const auth = c.auth ?? "right";
+  const token = auth === "none" ? null : auth === "right" ? tokens[kind] : tokens[auth];
+  const headers = protocolHeaders(c.protocol, token);
+  for (const [k, v] of Object.entries(c.headers ?? {})) {
+    if (v === null) delete headers[k];
+    else headers[k] = v.replaceAll("$TOKEN", tokens.api).replaceAll("$RUNNER_TOKEN", tokens.runner).replaceAll("$OTHER_TOKEN", tokens.other);
+  }
+  const raw = typeof c.body === "function" ? c.body(ctx) : c.body;
+  const body = typeof raw === "string" ? Buffer.from(raw) : raw;
+  return { path, headers, body, http2: c.http2 ?? c.protocol === "grpc" };
 }
 
 export type Body = string | Uint8Array | ((ctx: CorpusContext) => string | Uint8Array);
