@@ -703,7 +703,8 @@ described at the top of this file):
 | 2026-12-06, early morning (in this file's history; certificate reloads, CORS, a metrics page (off here, as by default), gRPC reflection; the Intel VM again) | 269 / 248 | 381 | 562 / 260 / 375 | 0.69 / 0.88 / 0.50 |
 | 2026-12-06, about 06:30 UTC (in this file's history; every request logged, node's own answers too; binary messages checked for wire types; health checks and reflection on a body budget of their own; connect-node's adapter replaced by one that logs instead of printing; the Intel VM again) | 165 / 164 | 111 | 252 / 134 / 232 | 0.55 / 0.89 / 0.51 |
 | 2026-12-06, about 10:45 UTC (in this file's history; one service a database, claimed through a companion file; one organization's part of the body budget, and its runners' shared byte bucket; writes of unknown outcome answered so; a runner's integrations deleted, and its old secrets dropped, a bounded number a write; the Intel VM again) | 179 / 164 | 111 | 253 / 126 / 234 | 0.54 / 0.85 / 0.50 |
-| ${r.date}, this run (since the run before: each run after a quiet machine, services taking each place equally often, even medians the mean of the middle two, ratios to three decimals; request log lines with the client and caller; the Intel VM again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-06, about 12:25 UTC (in this file's history; each run after a quiet machine, services taking each place equally often, even medians the mean of the middle two, ratios to three decimals; request log lines with the client and caller; the Intel VM again) | 181 / 167 | 114 | 250 / 146 / 259 | 0.56 / 0.85 / 0.49 |
+| ${r.date}, this run (since the run before: Connect unary calls of the gitpod.v1 methods served without connect-node's conversions, see "What the design does for speed"; the Intel VM again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 The eleventh run (2026-12-05, evening) came on another VM: an Intel Xeon instead of the AMD
 EPYC of every run before it, its JavaScript loop 224 ms against 177 to 180, a system call 0.45
@@ -745,16 +746,20 @@ fourteenth, each measured side by side with the build before it (\`BENCH_ROWS=10
 npm run bench:compare -- REV create,get,list 64\`): against 182ad98, 237, 128 and 218 µs of CPU
 per create, Get and List against 240, 126 and 217; against 5f1323d, 272, 152 and 234 against 277,
 146 and 232. Within what two runs here tell apart, both times.
-The sixteenth (this one), on the same VM: ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create
-${fmt(at64("create").base.cpu)} µs at 64 connections, per create, Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop
-${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. It is the first made the way this file now describes: each run waits for
+The sixteenth, on the same VM: ratios 0.56, 0.85, 0.49, CPU per no-op create
+114 µs at 64 connections, per create, Get and List 250, 146, 259, the JavaScript loop
+181 / 167 ms. It was the first made the way this file now describes: each run waits for
 a quiet machine, and where services take turns each takes each place equally often (a review of
 the harness found a run placed right after another target's doing 5 to 10% worse, and a
 baseline run right after the service's creates with a p99 of about 190 ms where the others had
 16). The ratios came out where the fifteenth's were (0.54, 0.85 and 0.50 there). What moved is
-the create growth: ${growthPct("create")} against -7.5%, the large table having run first, right after the
-baseline's light run, in 3 of the fifteenth's 5 rounds. Its verdicts are read from unrounded
-figures.
+the create growth: -17.5% against -7.5%, the large table having run first, right after the
+baseline's light run, in 3 of the fifteenth's 5 rounds.
+The seventeenth (this one), on the same VM: ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create
+${fmt(at64("create").base.cpu)} µs at 64 connections, per create, Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop
+${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. Since the sixteenth, Connect unary calls of the gitpod.v1 methods are
+served without connect-node's conversions of node's requests and answers (see "What the design
+does for speed"); the baseline is bare connect-node, as before.
 How far the create target is on this VM, measured before it (2026-12-05, about 19:40 UTC; two
 services on copies of the 1M-row seed, 5-second runs of creates at 64 connections
 alternating, 6 rounds, a scratch script): with the row insert skipped (everything else as
@@ -1046,7 +1051,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   quarter above the run before it, the baseline's a tenth; the second (the machine calmer)
   -2.5%, +0.1% and -18.7%; the third -19.9%, -3.7% and -15.3% (its growth block slower than its
   matrix: the baseline's CPU per create 268 µs there against 218); the fourth -16.7%, -8.9%
-  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists do the same work on both tables (the plan above; CPU per List
+  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists do the same work on both tables (the plan above; CPU per List
   324 and 317 µs on the large and small tables side by side, 6 rounds, a scratch script), and
   their rounds spread widely (the second run's List ratios went from 0.66 to 0.84).
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
