@@ -41,7 +41,7 @@ const FORMS: CorpusCase[] = [
   { name: "the same host again", protocol: "connect-json", method: "RunnerConfigurationService/CreateSCMIntegration", body: (c) => JSON.stringify({ runnerId: c.runnerId, scmId: "github", host: "forms.example", pat: true }) },
   { name: "create, idempotency key", protocol: "connect-json", method: "RunnerConfigurationService/CreateSCMIntegration", headers: { "idempotency-key": "forms-key-1" }, body: (c) => JSON.stringify({ runnerId: c.runnerId, scmId: "gitlab", host: "keyed.example", oauthClientId: "c", oauthPlaintextClientSecret: "s" }) },
   { name: "create, the key again", protocol: "connect-json", method: "RunnerConfigurationService/CreateSCMIntegration", headers: { "idempotency-key": "forms-key-1" }, body: (c) => JSON.stringify({ runnerId: c.runnerId, scmId: "gitlab", host: "keyed.example", oauthClientId: "c", oauthPlaintextClientSecret: "s" }) },
-  { name: "runner's own list", protocol: "connect-json", method: "RunnerInteractionService/ListSCMIntegrations", body: (c) => JSON.stringify({ runnerId: c.runnerId }) },
+  { name: "runner's own list", protocol: "connect-json", method: "RunnerInteractionService/ListRunnerSCMIntegrations", body: (c) => JSON.stringify({ runnerId: c.runnerId }) },
   { name: "delete", protocol: "connect-proto", method: "RunnerConfigurationService/DeleteSCMIntegration", body: Buffer.alloc(0) },
 ];
 

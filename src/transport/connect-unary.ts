@@ -4,6 +4,7 @@ import type { DescMethod, DescMethodUnary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouterOptions, type ContextValues, type HandlerContext, type MethodImplSpec } from "@connectrpc/connect";
 import { compressionNegotiate, createMethodSerializationLookup, invokeUnaryImplementation, readAllBytes, validateUniversalHandlerOptions } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorToJsonBytes, parseContentType, parseTimeout, trailerMux } from "@connectrpc/connect/protocol-connect";
+import { JSON_WRITERS } from "./json-writers.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -37,6 +38,8 @@ export function unaryHandler(route: UnaryRoute, routerOptions: ConnectRouterOpti
   const serialization = createMethodSerializationLookup(route.method, opt.binaryOptions, opt.jsonOptions, opt);
   const spec = { kind: "unary" as const, method: route.method, impl: route.impl };
   const service = route.method.parent;
+  // The answers with a writer of their own (json-writers.ts) skip protobuf-es's reflection.
+  const writeJson = JSON_WRITERS.get(route.method.output.typeName) as ((message: unknown) => string) | undefined;
 
   /** Whether this call is one served here: what connect-node would hand its Connect unary handler. */
   const takes = (req: NodeRequest): boolean => {
@@ -92,7 +95,7 @@ export function unaryHandler(route: UnaryRoute, routerOptions: ConnectRouterOpti
       if (compression.request) bytes = await compression.request.decompress(bytes, opt.readMaxBytes);
       const input = serialization.getI(binary).parse(bytes);
       const output = await invokeUnaryImplementation(spec, context, input, opt.interceptors);
-      body = serialization.getO(binary).serialize(output);
+      body = writeJson !== undefined && !binary ? Buffer.from(writeJson(output)) : serialization.getO(binary).serialize(output);
     } catch (e) {
       const error = e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
       status = codeToHttpStatus(error.code);
