@@ -546,6 +546,33 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
 
 ## What the design does for speed
 
+- Connect unary calls of the gitpod.v1 methods are served by \`src/transport/connect-unary.ts\`,
+  not through connect-node's conversions of node's requests and answers (from 2026-12-06, the
+  seventeenth run). The protocol's pieces are still connect's own (content types, deadlines,
+  compression negotiation, (de)serialization with each method's options, the interceptors,
+  error bodies and their HTTP statuses, trailers as headers); what is gone is what every call
+  paid for without needing it. connect-node made three AbortControllers a call and aborted two
+  of them at every call's end, each abort with a DOMException (a stack trace) and an event;
+  three fetch \`Headers\` copies; a URL; and async iterators around the body and the answer. A
+  CPU profile of Lists at 64 connections on the 1M-row table put about 68 µs of every List in
+  connect-node's code and the node internals it called, of 242. Here a call's signal is
+  aborted only when that can matter (its client left while it ran, or its deadline passed).
+  gRPC, gRPC-Web, health checks and reflection still go through connect-node. A test sends
+  every Connect case of the bad-input corpus, and forms real clients use (compressed bodies
+  and answers, deadlines, charsets, idempotency keys), over HTTP/1.1 and HTTP/2 to two
+  servers, one each way, and wants the same answers (\`test/connect-unary.test.ts\`). With it,
+  the Connect JSON of the answers that carry integrations (Get, List, a runner's own list) is
+  written by hand (\`src/transport/json-writers.ts\`), byte for byte what protobuf-es writes
+  (checked on generated messages), instead of protobuf-es walking each field through its
+  reflection API and building an object tree for JSON.stringify (toJsonString took about 25
+  µs of a List). Side by side with the build before both (\`BENCH_ROWS=100000 BENCH_ROUNDS=4
+  npm run bench:compare -- b95956e create,get,list 64\`): Gets 15,598 a second against 9,112
+  (CPU 77 against 137 µs a call), Lists 7,231 against 5,390 (154 against 217 µs); creates
+  took 186 against 244 µs of CPU in that comparison, whose baseline ran slow (6,997 a second,
+  p99 131 ms), and alone (\`... b95956e create 64\`) made 9,080 a second against 6,278, CPU
+  165 against 239 µs, p99 15.6 against 27.2 ms. The baseline stays bare connect-node, as
+  described under "How it is measured", so a ratio above 1 means the service does a Get for less than
+  connect-node's own cost of a no-op call.
 - Reads run in batches (\`src/store/read-batch.ts\`): the reads of one event-loop turn, token
   lookups included, run together at its end (setImmediate), one after another, in one read
   transaction. Before, each request was answered inside the I/O callback that brought it in and

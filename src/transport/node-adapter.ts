@@ -44,9 +44,11 @@ export function nodeAdapter(options: NodeAdapterOptions): NodeHandler {
     const path = (req.url ?? "").split("?", 1)[0]!;
     const own = unary.get(path);
     if (own?.takes(req)) {
-      void own.serve(req, res, options.contextValues(req)).then((outcome) => {
-        if (!outcome.written) failed(req, res, outcome.reason);
-      });
+      own.serve(req, res, options.contextValues(req)).then(
+        (outcome) => outcome.written || failed(req, res, outcome.reason),
+        // Nothing inside is known to throw; were it to, the call is cut off, never left open.
+        (reason: unknown) => failed(req, res, reason),
+      );
       return;
     }
     const handler = byPath.get(path);
