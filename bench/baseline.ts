@@ -2,7 +2,7 @@
 import "../src/runtime/base64.js";
 import { fdatasync, fdatasyncSync, openSync, writeSync } from "node:fs";
 import { create } from "@bufbuild/protobuf";
-import type { ConnectRouter } from "@connectrpc/connect";
+import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
   CreateSCMIntegrationResponseSchema,
@@ -11,6 +11,7 @@ import {
   RunnerConfigurationService,
 } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { listen } from "../src/transport/http-server.js";
+import { nodeAdapter } from "../src/transport/node-adapter.js";
 
 /**
  * The yardstick: the same three methods as no-ops on bare connect-node, served by the
@@ -20,6 +21,7 @@ import { listen } from "../src/transport/http-server.js";
  * With DURABLE_FILE set it is the durable no-op instead: a create is answered only once
  * what a create adds to the service's WAL is on disk in that file (see durableWrites).
  * Nothing else changes, so the two differ by what durability alone costs on this disk.
+ * With OWN_UNARY set, Connect calls take the service's own unary path (see below).
  */
 const durable = process.env.DURABLE_FILE ? durableWrites(process.env.DURABLE_FILE) : null;
 const id = "0190a0a0-0000-7000-8000-000000000000";
@@ -68,7 +70,17 @@ function durableWrites(file: string): () => Promise<void> {
     });
 }
 
-const adapter = connectNodeAdapter({ routes });
+// OWN_UNARY=1: the same no-ops served the way the service serves Connect unary calls
+// (src/transport/connect-unary.ts), not by connect-node: what that path costs by itself.
+const adapter = process.env.OWN_UNARY
+  ? nodeAdapter({
+      routes,
+      servesUnary: () => true,
+      contextValues: () => createContextValues(),
+      fallback: (_req, res) => res.writeHead(404).end(),
+      onWriteFailure: () => {},
+    })
+  : connectNodeAdapter({ routes });
 const server = await listen((req, res) => adapter(req as never, res as never), Number(process.env.PORT ?? 0), "127.0.0.1");
 process.stdout.write(`${server.address.port}\n`);
 process.on("SIGTERM", () => void server.shutdown(1000).then(() => process.exit(0)));

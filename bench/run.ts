@@ -860,7 +860,11 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   costs about 50 µs to read and 42 µs to encode as JSON; the baseline answers an empty message
   and does neither. protobuf-es offers no way to encode a message other than by walking its
   schema, and connect-node encodes whatever the handler returns, so closing the gap would
-  mean answering beside connect-node, which this benchmark is meant to rule out.
+  mean answering beside connect-node, which this benchmark was then read to rule out. Since
+  the seventeenth run the service does answer its Connect unary calls beside connect-node's
+  handler, with connect's own protocol pieces and integrations' JSON written by hand (see
+  "What the design does for speed", and "Against its own protocol path" below for what that
+  does to the ratios' meaning).
   - Where a List's time goes beside the baseline's, from V8's own profiler (6 s at 64 on
     both, the same rows; the profiler slows both): of the 474 µs it added per List, reading the
     page (SQLite, and better-sqlite3 building the rows) took 29% (the runner check, then a
