@@ -564,15 +564,17 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   the Connect JSON of the answers that carry integrations (Get, List, a runner's own list) is
   written by hand (\`src/transport/json-writers.ts\`), byte for byte what protobuf-es writes
   (checked on generated messages), instead of protobuf-es walking each field through its
-  reflection API and building an object tree for JSON.stringify (toJsonString took about 25
-  µs of a List). Side by side with the build before both (\`BENCH_ROWS=100000 BENCH_ROUNDS=4
+  reflection API and building an object tree for JSON.stringify (a page of 25 in a loop, to
+  bytes: 39 µs with toJsonString, 21 with the writer, which quotes a string itself when nothing
+  in it needs escaping). Side by side with the build before both (\`BENCH_ROWS=100000 BENCH_ROUNDS=4
   npm run bench:compare -- b95956e create,get,list 64\`): Gets 15,598 a second against 9,112
   (CPU 77 against 137 µs a call), Lists 7,231 against 5,390 (154 against 217 µs); creates
   took 186 against 244 µs of CPU in that comparison, whose baseline ran slow (6,997 a second,
   p99 131 ms), and alone (\`... b95956e create 64\`) made 9,080 a second against 6,278, CPU
   165 against 239 µs, p99 15.6 against 27.2 ms. The baseline stays bare connect-node, as
   described under "How it is measured", so a ratio above 1 means the service does a Get for less than
-  connect-node's own cost of a no-op call.
+  connect-node's own cost of a no-op call; what the ratios mean since then is under "Against its
+  own protocol path".
 - Reads run in batches (\`src/store/read-batch.ts\`): the reads of one event-loop turn, token
   lookups included, run together at its end (setImmediate), one after another, in one read
   transaction. Before, each request was answered inside the I/O callback that brought it in and
@@ -696,6 +698,25 @@ time per request is given too: it moves much less.
 
 ## Where the remaining gap is
 
+### Against its own protocol path
+
+Since the seventeenth run the service answers its Connect unary calls through a path of its
+own (\`src/transport/connect-unary.ts\`), while the baseline is still bare connect-node, as
+"How it is measured" defines it. That path costs far less per call than connect-node's: the
+baseline's no-ops served through it (\`OWN_UNARY=1\`) took 35, 28 and 31 µs of CPU per create,
+Get and List against connect-node's 111, 97 and 101, and made 30,614, 36,885 and 33,938 calls a
+second against 10,719, 11,919 and 11,386 (\`npm run build && node dist/bench/own-path.js 4\`,
+medians of 4 rounds of 5 s at 64 connections, run after the eighteenth run). So about two
+thirds of what the baseline spends on a call is connect-node's own handling, which the
+service's Connect calls no longer pay: the ratios above compare the service with a framework
+its Connect calls no longer go through, and a ratio above 1 says exactly that. Against the no-ops
+of its own path, the eighteenth run's service made 0.28 as many creates a second (8,469 against
+30,614), 0.45 as many Gets (16,424 against 36,885) and 0.21 as many Lists (7,225 against
+33,938). What is left is the service's own work: the token, reading and writing SQLite,
+sealing, syncing, the log line. Any further gain has to come from there. (\`ownUnary: false\`
+in \`createApp\`'s options sends every call through connect-node again; tests use it to
+compare the two paths.)
+
 ### From one run to the next
 
 The same code measures differently from day to day, the bare handler as much as the service or
@@ -793,6 +814,8 @@ ${fmt(at64("create").base.cpu)} µs at 64 connections, per create, Get and List 
 ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. Since the seventeenth, the hand-written JSON of the answers that carry
 integrations quotes a string itself when nothing in it needs escaping and builds each object
 without copying it again (a page of 25 in a loop: 24 -> 13.5 µs).
+From the seventeenth run on, the create ratio meets its target, by the path described under
+"Against its own protocol path", not by a cheaper create. What follows is how far it was before.
 How far the create target is on this VM, measured before it (2026-12-05, about 19:40 UTC; two
 services on copies of the 1M-row seed, 5-second runs of creates at 64 connections
 alternating, 6 rounds, a scratch script): with the row insert skipped (everything else as
