@@ -35,6 +35,10 @@ export type UnaryOutcome = { written: true } | { written: false; reason: unknown
 export function unaryHandler(route: UnaryRoute, routerOptions: ConnectRouterOptions) {
   // As connect's router merges them: the router's options, then the method's own.
   const opt = validateUniversalHandlerOptions({ ...validateUniversalHandlerOptions(routerOptions), ...route.options });
+  // Options this path does not apply: none is set here; one that were would be ignored.
+  if (opt.requireConnectProtocolHeader || opt.shutdownSignal !== undefined || opt.writeMaxBytes !== validateUniversalHandlerOptions({}).writeMaxBytes) {
+    throw new Error(`${route.method.parent.typeName}/${route.method.name}: requireConnectProtocolHeader, shutdownSignal and writeMaxBytes are not applied by connect-unary.ts`);
+  }
   const serialization = createMethodSerializationLookup(route.method, opt.binaryOptions, opt.jsonOptions, opt);
   const spec = { kind: "unary" as const, method: route.method, impl: route.impl };
   const service = route.method.parent;
@@ -66,7 +70,9 @@ export function unaryHandler(route: UnaryRoute, routerOptions: ConnectRouterOpti
       else deadline = setTimeout(timedOut, timeout.timeoutMs);
     }
     // HTTP/2 ends a stream with the request's close; HTTP/1.1 with the response's (the
-    // request's comes once its body has been read).
+    // request's comes once its body has been read). Only whether the signal is aborted is read
+    // here (errorInterceptor); its reason is this Canceled error, where connect-node's is an
+    // AbortError or the code of the HTTP/2 reset.
     ("stream" in req ? req : res).once("close", () => {
       if (!settled) controller.abort(new ConnectError("the client went before the call ended", Code.Canceled));
     });

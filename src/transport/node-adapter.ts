@@ -35,7 +35,7 @@ export function nodeAdapter(options: NodeAdapterOptions): NodeHandler {
   }));
   const byPath = new Map(router.handlers.map((h) => [h.requestPath, h]));
   const failed = (req: NodeRequest, res: { writableFinished: boolean; destroy(): unknown }, reason: unknown) => {
-    if (ConnectError.from(reason).code === Code.Aborted || answeredBefore(reason)) return;
+    if (ConnectError.from(reason).code === Code.Aborted || answeredBefore(reason) || CLIENT_GONE.has(nodeCode(reason) as string)) return;
     options.onWriteFailure(req, reason);
     if (!res.writableFinished) res.destroy();
   };
@@ -89,8 +89,18 @@ function recording(router: ConnectRouter, add: (route: UnaryRoute) => void): Con
 
 /** Whether writing failed because the response had been begun by someone else (see limitStreamTime in http-server.ts). */
 function answeredBefore(reason: unknown): boolean {
-  // connect-node's error carries node's as its cause; connect-unary.ts passes node's on.
-  const error = reason as { code?: unknown; cause?: { code?: unknown } } | null;
-  const code = typeof error?.code === "string" ? error.code : error?.cause?.code;
+  const code = nodeCode(reason);
   return code === "ERR_HTTP2_HEADERS_SENT" || code === "ERR_HTTP_HEADERS_SENT";
+}
+
+/**
+ * node's errors of a write to a client that went (or a stream already ended), which
+ * connect-node turns into `aborted` (its errors reach here so; connect-unary.ts passes node's on).
+ */
+const CLIENT_GONE = new Set(["ERR_STREAM_WRITE_AFTER_END", "ERR_STREAM_DESTROYED", "ERR_HTTP2_INVALID_STREAM", "ECONNRESET"]);
+
+/** The code of node's error: the reason's own, or that of the node error connect-node wrapped in it. */
+function nodeCode(reason: unknown): unknown {
+  const error = reason as { code?: unknown; cause?: { code?: unknown } } | null;
+  return typeof error?.code === "string" ? error.code : error?.cause?.code;
 }
