@@ -61,8 +61,6 @@ function notePiece(limit: BodyLimit, bytes: number): void {
   if (limit.pieces > FREE_PIECES && (limit.pieces - FREE_PIECES) * BYTES_PER_PIECE > limit.pieceBytes) limit.choppy = true;
 }
 
-const cutOff = () => new ConnectError("the client reset the stream before the request body ended", Code.Canceled);
-
 const choppy = (limit: BodyLimit) =>
   new ConnectError(`the request body came in ${limit.pieces} pieces for ${limit.pieceBytes} bytes; send it in larger writes`, Code.ResourceExhausted);
 
@@ -84,17 +82,13 @@ interface Reading {
  * early (the default), so the connection lives long enough for the answer to get out. A
  * plain iterator, not an async generator, which cost every call several promise turns.
  */
-function countedChunks(req: Http1Request | Http2Request, limit: BodyLimit | null): AsyncIterableIterator<Buffer> {
+function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Buffer> }, limit: BodyLimit | null): AsyncIterableIterator<Buffer> {
   if (limit?.standIn) return standInChunks(limit.standIn);
   const chunks = req.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
   let seen = 0;
   const counted: AsyncIterableIterator<Buffer> = {
     next: () =>
       chunks.next().then((r) => {
-        // node's HTTP/2 compatibility layer ends the body of a stream reset by its client as if
-        // it had all come: without a Content-Length (connect's clients send none, and binary
-        // bodies lose theirs here, see chargeBody) the call would go on with the part that came.
-        if (r.done && req instanceof Http2Request && req.stream.rstCode !== undefined) throw cutOff();
         if (limit === null) return r;
         if (limit.choppy) {
           limit.refuse();
