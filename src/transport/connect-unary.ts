@@ -29,7 +29,7 @@ export type UnaryOutcome = { written: true } | { written: false; reason: unknown
  * every close, a second linked one aborted at every answer, and a third for the deadline,
  * each abort with a DOMException (a stack trace) and an event; three fetch `Headers` copies;
  * a URL; and async iterators around the body and the answer. Together those were about a
- * quarter of the CPU of a Get (BENCHMARKS.md). Here a call's signal aborts only when it can
+ * quarter of the CPU of a List (BENCHMARKS.md). Here a call's signal aborts only when it can
  * matter: its client went while it ran, or its deadline passed.
  */
 export function unaryHandler(route: UnaryRoute, routerOptions: ConnectRouterOptions) {
@@ -45,19 +45,22 @@ export function unaryHandler(route: UnaryRoute, routerOptions: ConnectRouterOpti
   // The answers with a writer of their own (json-writers.ts) skip protobuf-es's reflection.
   const writeJson = JSON_WRITERS.get(route.method.output.typeName) as ((message: unknown) => string) | undefined;
 
-  /** Whether this call is one served here: what connect-node would hand its Connect unary handler. */
-  const takes = (req: NodeRequest): boolean => {
-    if (req.method !== "POST") return false;
+  /**
+   * Whether this call is one served here (what connect-node would hand its Connect unary
+   * handler), and then whether its messages are binary; undefined for the others.
+   */
+  const takes = (req: NodeRequest): { binary: boolean } | undefined => {
+    if (req.method !== "POST") return undefined;
     const type = req.headers["content-type"];
-    return type !== undefined && type !== "" && parseContentType(type)?.stream === false;
+    const parsed = type === undefined || type === "" ? undefined : parseContentType(type);
+    return parsed?.stream === false ? parsed : undefined;
   };
 
-  async function serve(req: NodeRequest, res: NodeResponse, values: ContextValues): Promise<UnaryOutcome> {
+  async function serve(req: NodeRequest, res: NodeResponse, values: ContextValues, { binary }: { binary: boolean }): Promise<UnaryOutcome> {
     const header = (name: string): string | null => {
       const v = req.headers[name];
       return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;
     };
-    const binary = parseContentType(req.headers["content-type"] ?? null)!.binary;
     const timeout = parseTimeout(header("connect-timeout-ms"), opt.maxTimeoutMs);
     const compression = compressionNegotiate(opt.acceptCompression, header("content-encoding"), header("accept-encoding"), "accept-encoding");
 

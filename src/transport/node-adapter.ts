@@ -43,8 +43,9 @@ export function nodeAdapter(options: NodeAdapterOptions): NodeHandler {
     // Matched without the query, as connect-node does.
     const path = (req.url ?? "").split("?", 1)[0]!;
     const own = unary.get(path);
-    if (own?.takes(req)) {
-      own.serve(req, res, options.contextValues(req)).then(
+    const type = own?.takes(req);
+    if (own && type) {
+      own.serve(req, res, options.contextValues(req), type).then(
         (outcome) => outcome.written || failed(req, res, outcome.reason),
         // Nothing inside is known to throw; were it to, the call is cut off, never left open.
         (reason: unknown) => failed(req, res, reason),
