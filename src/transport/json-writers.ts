@@ -13,10 +13,23 @@ import type { PaginationResponse } from "../../gen/gitpod/v1/pagination_pb.js";
  * every string is written as JSON.stringify writes it, as there.
  */
 export const JSON_WRITERS: ReadonlyMap<string, (message: never) => string> = new Map<string, (message: never) => string>([
-  ["gitpod.v1.GetSCMIntegrationResponse", (m: GetSCMIntegrationResponse) => (m.integration === undefined ? "{}" : `{"integration":${integration(m.integration)}}`)],
-  ["gitpod.v1.ListSCMIntegrationsResponse", (m: ListSCMIntegrationsResponse) => page(m.pagination, "integrations", m.integrations)],
-  ["gitpod.v1.ListRunnerSCMIntegrationsResponse", (m: ListRunnerSCMIntegrationsResponse) => page(m.pagination, "scmIntegrations", m.scmIntegrations)],
+  ["gitpod.v1.GetSCMIntegrationResponse", (m: GetSCMIntegrationResponse) => written((out) => getResponse(out, m))],
+  ["gitpod.v1.ListSCMIntegrationsResponse", (m: ListSCMIntegrationsResponse) => written((out) => page(out, m.pagination, INTEGRATIONS, m.integrations))],
+  ["gitpod.v1.ListRunnerSCMIntegrationsResponse", (m: ListRunnerSCMIntegrationsResponse) => written((out) => page(out, m.pagination, SCM_INTEGRATIONS, m.scmIntegrations))],
 ]);
+
+/**
+ * The text is collected as pieces and joined once. Built by `+`, it was a tree of several
+ * hundred small strings that had to be flattened before it could be encoded, which cost
+ * about as much again as writing it. Joining costs by the piece too, so the punctuation
+ * between two values goes in as one piece. A page of 25, to bytes, in a loop: 21 µs built by
+ * `+`, 15 joined; under load a List's CPU fell from 152 to 141 µs (BENCHMARKS.md).
+ */
+function written(write: (out: string[]) => void): string {
+  const out: string[] = [];
+  write(out);
+  return out.join("");
+}
 
 /**
  * Text that JSON.stringify writes as it is, between quotes: it escapes only quotation marks,
@@ -24,46 +37,131 @@ export const JSON_WRITERS: ReadonlyMap<string, (message: never) => string> = new
  * calling it, and ids, hosts and most other values have none.
  */
 const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
-const quoted = (text: string) => (NEEDS_ESCAPE.test(text) ? JSON.stringify(text) : `"${text}"`);
 
-// Objects are built as one string from "{": a member goes after a comma unless it is the
-// first. (Joining members with a leading comma and cutting it off copied every object again.)
+/**
+ * Where an object's writing is: nothing written yet, after a value, or after a string
+ * whose closing quote has not been written (it goes in with what follows).
+ */
+const EMPTY = 0;
+const AFTER_VALUE = 1;
+const IN_STRING = 2;
+type State = typeof EMPTY | typeof AFTER_VALUE | typeof IN_STRING;
+const LEAD = ["{", ",", '",'];
 
-/** `open` (an object begun with "{") with the member `key` added, its value already JSON. */
-const member = (open: string, key: string, json: string) => `${open}${open.length > 1 ? "," : ""}"${key}":${json}`;
+/**
+ * A member's name as it is written in each state, before a value and before a string's
+ * text (with its opening quote): the punctuation around it made once, here.
+ */
+type Name = readonly string[];
+const name = (key: string): Name => LEAD.flatMap((lead) => [`${lead}"${key}":`, `${lead}"${key}":"`]);
 
-/** A string field: left out when empty (implicit presence), else added. */
-const str = (open: string, key: string, value: string | undefined) => (value === "" || value === undefined ? open : member(open, key, quoted(value)));
+const PAGINATION = name("pagination");
+const NEXT_TOKEN = name("nextToken");
+const INTEGRATION = name("integration");
+const INTEGRATIONS = name("integrations");
+const SCM_INTEGRATIONS = name("scmIntegrations");
+const ID = name("id");
+const SCM_ID = name("scmId");
+const HOST = name("host");
+const OAUTH = name("oauth");
+const CLIENT_ID = name("clientId");
+const ENCRYPTED_CLIENT_SECRET = name("encryptedClientSecret");
+const ISSUER_URL = name("issuerUrl");
+const PAT = name("pat");
+const RUNNER_ID = name("runnerId");
+const VIRTUAL_DIRECTORY = name("virtualDirectory");
+const END = ["{}", "}", '"}'];
 
-function pagination(p: PaginationResponse | undefined): string {
-  return p === undefined ? "" : `"pagination":${str("{", "nextToken", p.nextToken)}}`;
+/** One object's members, in the order written; `end` closes it. */
+class Members {
+  private state: State = EMPTY;
+
+  constructor(private readonly out: string[]) {}
+
+  /** A member whose value's JSON the caller writes next. */
+  name(n: Name): void {
+    this.out.push(n[this.state * 2]!);
+    this.state = AFTER_VALUE;
+  }
+
+  /** A member whose value is this text, written between quotes as it is. */
+  text(n: Name, value: string): void {
+    this.out.push(n[this.state * 2 + 1]!, value);
+    this.state = IN_STRING;
+  }
+
+  /** A string member, as JSON.stringify writes the string. */
+  string(n: Name, value: string): void {
+    if (!NEEDS_ESCAPE.test(value)) return this.text(n, value);
+    this.name(n);
+    this.out.push(JSON.stringify(value));
+  }
+
+  /** A string field of implicit presence: left out when empty. */
+  implicit(n: Name, value: string | undefined): void {
+    if (value !== "" && value !== undefined) this.string(n, value);
+  }
+
+  end(): void {
+    this.out.push(END[this.state]!);
+  }
+}
+
+function getResponse(out: string[], m: GetSCMIntegrationResponse): void {
+  const o = new Members(out);
+  if (m.integration !== undefined) {
+    o.name(INTEGRATION);
+    integration(out, m.integration);
+  }
+  o.end();
 }
 
 /** A response of a pagination and a list of integrations. */
-function page(p: PaginationResponse | undefined, key: string, items: SCMIntegration[] | undefined): string {
-  let out = `{${pagination(p)}`;
-  if (items === undefined || items.length === 0) return `${out}}`;
-  out = `${out}${out.length > 1 ? "," : ""}"${key}":[`;
-  for (let i = 0; i < items.length; i++) out += i === 0 ? integration(items[i]!) : `,${integration(items[i]!)}`;
-  return `${out}]}`;
+function page(out: string[], p: PaginationResponse | undefined, key: Name, items: SCMIntegration[] | undefined): void {
+  const o = new Members(out);
+  if (p !== undefined) {
+    o.name(PAGINATION);
+    const pagination = new Members(out);
+    pagination.implicit(NEXT_TOKEN, p.nextToken);
+    pagination.end();
+  }
+  if (items !== undefined && items.length > 0) {
+    o.name(key);
+    out.push("[");
+    for (let i = 0; i < items.length; i++) {
+      if (i > 0) out.push(",");
+      integration(out, items[i]!);
+    }
+    out.push("]");
+  }
+  o.end();
 }
 
-function integration(m: SCMIntegration): string {
-  let out = str(str(str("{", "id", m.id), "scmId", m.scmId), "host", m.host);
-  const o = m.oauth;
-  if (o !== undefined) {
-    let oauth = str("{", "clientId", o.clientId);
-    const secret = o.encryptedClientSecret;
+function integration(out: string[], m: SCMIntegration): void {
+  const o = new Members(out);
+  o.implicit(ID, m.id);
+  o.implicit(SCM_ID, m.scmId);
+  o.implicit(HOST, m.host);
+  const oauth = m.oauth;
+  if (oauth !== undefined) {
+    o.name(OAUTH);
+    const a = new Members(out);
+    a.implicit(CLIENT_ID, oauth.clientId);
+    const secret = oauth.encryptedClientSecret;
     if (secret !== undefined && secret.length > 0) {
       // Rows bring their secrets as Buffers; a message made elsewhere may hold a plain Uint8Array.
       const bytes = Buffer.isBuffer(secret) ? secret : Buffer.from(secret.buffer, secret.byteOffset, secret.byteLength);
-      oauth = member(oauth, "encryptedClientSecret", `"${bytes.toString("base64")}"`);
+      a.text(ENCRYPTED_CLIENT_SECRET, bytes.toString("base64"));
     }
-    out = member(out, "oauth", `${str(oauth, "issuerUrl", o.issuerUrl)}}`);
+    a.implicit(ISSUER_URL, oauth.issuerUrl);
+    a.end();
   }
-  if (m.pat) out = member(out, "pat", "true");
-  out = str(out, "runnerId", m.runnerId);
+  if (m.pat) {
+    o.name(PAT);
+    out.push("true");
+  }
+  o.implicit(RUNNER_ID, m.runnerId);
   // Optional: written when set, also when empty.
-  if (m.virtualDirectory !== undefined) out = member(out, "virtualDirectory", quoted(m.virtualDirectory));
-  return `${out}}`;
+  if (m.virtualDirectory !== undefined) o.string(VIRTUAL_DIRECTORY, m.virtualDirectory);
+  o.end();
 }
