@@ -672,11 +672,17 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   insert) are plain better-sqlite3 statements with rows mapped by hand (drizzle's generic mapping
   cost 1.3 to 2.3 µs a statement in a loop); reads select only the columns the API returns and
   decide in SQL whether a sealed secret is still openable; log lines are written once per turn.
-- \`--max-semi-space-size=8\` (in \`npm start\`; node's own is 16 here). 8 and 16 MiB could not
-  be told apart on this build: side by side at 64, a first comparison gave CPU per List 447 µs
-  with 8 against 377 with 16 and per create 531 against 502, a second one 521 against 559 for
-  List and 552 against 499 for create; two full runs, one with each, gave create 0.62 / 0.59,
-  Get 1.01 / 1.19, List 0.71 / 0.60. The smaller young generation stays.
+- \`--max-semi-space-size=16\` (in \`npm start\`, from 2026-12-06; node's own size on this
+  machine, written out). Earlier builds ran with 8, when 8 and 16 could not be told apart (a
+  List then cost 380 to 560 µs). With calls at a third of that, a collection comes about three
+  times as often for as many requests in flight to copy, and 16 measures better
+  (\`BENCH_ROUNDS=6 npm run bench:compare -- HEAD list,get,create 64\`, 16 against 8, each
+  side's baseline with the same flags): Lists 8,117 against 7,797 a second (CPU 129 against
+  143 µs), Gets 20,845 against 19,046 (50 against 55), creates 8,595 against 8,219 (158
+  against 170). At 16 connections creates did not move (5,669 against 5,713, p99 13.7 against
+  12.9 ms, within noise). 32 against 16 gained nothing (Lists 8,551 against 8,539, creates
+  7,973 against 8,050). Peak resident memory after 10-second runs of List, Get, create and
+  List at 64 on the 1M-row file (scratch script): 185 MB with 16, 164 with 8.
 - \`--v8-pool-size=1\` (in \`npm start\`, from 2026-12-05; node's own is 4): one helper thread
   for V8's background work instead of four. On this 2-core VM the event loop, the sealing
   thread, the checkpointer, the WAL's syncs and the load generator already want more than the
