@@ -574,7 +574,20 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   165 against 239 µs, p99 15.6 against 27.2 ms. The baseline stays bare connect-node, as
   described under "How it is measured", so a ratio above 1 means the service does a Get for less than
   connect-node's own cost of a no-op call; what the ratios mean since then is under "Against its
-  own protocol path".
+  own protocol path". The writers collect their text as pieces joined once (from
+  2026-12-06): built by \`+\`, a page was a tree of several hundred small strings that had to
+  be flattened before it could be encoded, which cost about as much again as writing it (in a
+  loop, to bytes: 21 µs built by \`+\`, 15 joined; \`BENCH_ROUNDS=6 npm run bench:compare --
+  HEAD list 64\`: 7,604 Lists a second against 7,078, CPU 141 against 152 µs).
+- A page of integrations is read from SQLite as one JSON text (from 2026-12-06): the page's
+  query runs as a subquery, SQLite writes its rows as one array of arrays (\`json_array\` per
+  row, \`json_group_array\` over them) and \`JSON.parse\` reads it back. better-sqlite3 makes
+  each row of a plain read an array set element by element through V8's API, which was a third
+  of reading a page of 25: in a loop on the 1M-row file, 40 µs a page that way, 28 as JSON (and
+  34 with an ORDER BY in the aggregate, which SQLite needs to promise the aggregate the page's
+  order; the page's keys are checked instead, and a page whose keys do not rise is read again
+  the plain way). Side by side (\`BENCH_ROUNDS=6 npm run bench:compare -- HEAD~1 list 64\`):
+  8,879 Lists a second against 8,315, CPU 119 against 125 µs.
 - Reads run in batches (\`src/store/read-batch.ts\`): the reads of one event-loop turn, token
   lookups included, run together at its end (setImmediate), one after another, in one read
   transaction. Before, each request was answered inside the I/O callback that brought it in and

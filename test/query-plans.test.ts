@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Db } from "../src/store/database.js";
 import { isUniqueViolation } from "../src/store/errors.js";
-import { getQuery, listOrgPage, listRunnerPage, listRunnerPageInOrg, orgPageQuery, runnerPageQuery, runnerPageSql } from "../src/store/scm-integrations.js";
+import { getQuery, listOrgPage, listRunnerPage, listRunnerPageInOrg, orgPageQuery, orgPageSql, runnerPageQuery, runnerPageSql } from "../src/store/scm-integrations.js";
 import { call, createRunner, startServer, type TestServer } from "./harness.js";
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
@@ -34,13 +34,21 @@ describe("query plans", () => {
   });
 
   it("a runner's page comes from one index in host order: no table lookups, no sort step", () => {
-    // The statements prepared once for it, with and without the organization's check on the runner.
-    for (const sql of runnerPageSql(s.db)) {
-      const params = Array.from(sql.match(/\?/g)!, () => runnerId);
-      const steps = (s.db.$client.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[]).map((r) => r.detail);
-      assert.equal(steps[0], "SEARCH runners USING INDEX sqlite_autoindex_runners_1 (id=?)", steps.join(" | "));
-      assert.equal(steps[1], "SEARCH scm_integrations USING COVERING INDEX scm_integrations_runner_host_idx (runner_id=?" + (sql.includes(" > ?") ? " AND host>?)" : ")"), steps.join(" | "));
-      assert.equal(steps.length, 2, steps.join(" | "));
+    // The statements prepared once for it, with and without the organization's check on the
+    // runner: as they run, the page written as JSON from a subquery, and the plain reads a page
+    // falls back to.
+    for (const form of ["json", "plain"] as const) {
+      for (const sql of runnerPageSql(s.db, form)) {
+        const params = Array.from(sql.match(/\?/g)!, () => runnerId);
+        const steps = (s.db.$client.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[]).map((r) => r.detail);
+        assert.deepEqual(steps, [
+          ...(form === "json" ? ["CO-ROUTINE page"] : []),
+          "SEARCH runners USING INDEX sqlite_autoindex_runners_1 (id=?)",
+          "SEARCH scm_integrations USING COVERING INDEX scm_integrations_runner_host_idx (runner_id=?" + (sql.includes(" > ?") ? " AND host>?)" : ")"),
+          // The page's own rows, at most its limit, as the subquery yields them.
+          ...(form === "json" ? ["SCAN page"] : []),
+        ]);
+      }
     }
     // Narrowed to some ids (a runner's own list), built per call: each id by key, and the few
     // rows found sorted by host, never a walk of the runner's index (a million entries for a
@@ -57,6 +65,14 @@ describe("query plans", () => {
       const steps = plan(s.db, orgPageQuery(s.db, after !== null), after === null ? ["any-org", 26] : ["any-org", after, 26]);
       assert.ok(steps.some((d) => d.includes("scm_integrations USING INDEX scm_integrations_org_idx (org_id=?" + (after ? " AND id>?)" : ")"))), steps.join(" | "));
       assert.ok(!steps.some((d) => /TEMP B-TREE|SCAN/.test(d)), steps.join(" | "));
+    }
+    // As it runs: the same, in a subquery whose rows (at most the limit) are written as JSON.
+    for (const [i, sql] of orgPageSql(s.db).entries()) {
+      const steps = (s.db.$client.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...(i === 0 ? ["any-org", 26] : ["any-org", ids[10], 26])) as { detail: string }[]).map((r) => r.detail);
+      assert.equal(steps[0], "CO-ROUTINE page", steps.join(" | "));
+      assert.equal(steps.at(-1), "SCAN page", steps.join(" | "));
+      assert.ok(steps.some((d) => d.includes("scm_integrations USING INDEX scm_integrations_org_idx (org_id=?" + (i === 1 ? " AND id>?)" : ")"))), steps.join(" | "));
+      assert.ok(!steps.some((d) => /TEMP B-TREE/.test(d) || (/SCAN/.test(d) && d !== "SCAN page")), steps.join(" | "));
     }
   });
 
@@ -107,8 +123,8 @@ describe("query plans", () => {
       orgPageQuery(s.db, true),
     ].map((q) => q.toSQL().sql);
     // The statements the common page is read with, and the ones built per call for rarer filters.
-    for (const sql of [...runnerPageSql(s.db), ...built]) {
-      assert.match(sql, / limit \? \+ 0$/, sql);
+    for (const sql of [...runnerPageSql(s.db), ...runnerPageSql(s.db, "plain"), ...orgPageSql(s.db), ...built]) {
+      assert.match(sql, / limit \? \+ 0(?:$|\) select json_group_array)/, sql);
       assert.doesNotMatch(sql, /limit \?(?! \+ 0)/, sql);
     }
     // The expression still limits: 7 rows asked, 7 rows had, in host order (and in id order
@@ -125,5 +141,33 @@ describe("query plans", () => {
     }
     assert.deepEqual(listOrgPage(s.db, orgId, null, 7).map((r) => r.id), [...ids].sort().slice(0, 7));
     assert.deepEqual(listOrgPage(s.db, orgId, ids[20]!, 3).map((r) => r.id), [...ids].sort().filter((id) => id > ids[20]!).slice(0, 3));
+  });
+  // Pages are read as JSON and their order checked in JavaScript, whose string order is
+  // SQLite's for the ASCII that ids and hosts are. Hosts outside it (put in by hand here:
+  // the API refuses them) can be ordered otherwise by the two, and such a page is read
+  // again the plain way: whole, in SQLite's order, as a page always is.
+  it("a page whose keys JavaScript orders otherwise than SQLite is still read whole, in SQLite's order", () => {
+    const sqlite = s.db.$client;
+    const other = sqlite.prepare("SELECT org_id FROM runners WHERE id = ?").pluck().get(runnerId) as string;
+    const copy = sqlite.prepare(
+      "INSERT INTO scm_integrations SELECT ?, org_id, runner_id, scm_id, ?, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at FROM scm_integrations WHERE id = ?",
+    );
+    // U+FF61 is EF BD A1 in UTF-8 and U+1F600 F0 9F 98 80: SQLite puts the first first, while
+    // JavaScript compares U+1F600's first UTF-16 unit (D83D) and puts it first.
+    const odd = ["h\u{1F600}.example.com", "h\uFF61.example.com"];
+    copy.run("0190a0a0-0000-7000-8000-00000000f001", odd[0], ids[0]);
+    copy.run("0190a0a0-0000-7000-8000-00000000f002", odd[1], ids[0]);
+    try {
+      const inSqlite = sqlite.prepare("SELECT host FROM scm_integrations WHERE runner_id = ? ORDER BY host").pluck().all(runnerId) as string[];
+      assert.deepEqual(inSqlite.slice(-2), [odd[1], odd[0]], "SQLite's order");
+      assert.ok(odd[0]! < odd[1]!, "JavaScript's order is the other one");
+      const after = inSqlite.at(-4)!;
+      for (const page of [listRunnerPage(s.db, runnerId, after, 10), listRunnerPageInOrg(s.db, other, runnerId, after, 10)]) {
+        assert.deepEqual(page.map((r) => r.host), inSqlite.slice(-3));
+      }
+      assert.deepEqual(listRunnerPage(s.db, runnerId, null, 100).map((r) => r.host), inSqlite);
+    } finally {
+      sqlite.prepare("DELETE FROM scm_integrations WHERE id IN (?, ?)").run("0190a0a0-0000-7000-8000-00000000f001", "0190a0a0-0000-7000-8000-00000000f002");
+    }
   });
 });
