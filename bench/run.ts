@@ -511,7 +511,9 @@ ${growth.join("\n")}
 ${wideLine}
 List query plans on the large table, for the first page (what the benchmark's Lists read) and a
 page after it (the runner and its organization read once by key, then one covering index in host
-order: no table lookups, no sort step):
+order: no table lookups, no sort step). The page query runs as a subquery (\`CO-ROUTINE page\`)
+whose rows, at most the page's limit, SQLite writes as one JSON text (\`SCAN page\`; see "What the
+design does for speed"):
 
 \`\`\`
 ${r.plans.first}
@@ -577,8 +579,9 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   own protocol path". The writers collect their text as pieces joined once (from
   2026-12-06): built by \`+\`, a page was a tree of several hundred small strings that had to
   be flattened before it could be encoded, which cost about as much again as writing it (in a
-  loop, to bytes: 21 µs built by \`+\`, 15 joined; \`BENCH_ROUNDS=6 npm run bench:compare --
-  HEAD list 64\`: 7,604 Lists a second against 7,078, CPU 141 against 152 µs).
+  loop, to bytes: 21 µs built by \`+\`, 15 joined; d066ec8 against ebbf94d, \`BENCH_ROUNDS=6 npm
+  run bench:compare -- ebbf94d list 64\`: 7,604 Lists a second against 7,078, CPU 141 against
+  152 µs).
 - A page of integrations is read from SQLite as one JSON text (from 2026-12-06): the page's
   query runs as a subquery, SQLite writes its rows as one array of arrays (\`json_array\` per
   row, \`json_group_array\` over them) and \`JSON.parse\` reads it back. better-sqlite3 makes
@@ -586,8 +589,8 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   of reading a page of 25: in a loop on the 1M-row file, 40 µs a page that way, 28 as JSON (and
   34 with an ORDER BY in the aggregate, which SQLite needs to promise the aggregate the page's
   order; the page's keys are checked instead, and a page whose keys do not rise is read again
-  the plain way). Side by side (\`BENCH_ROUNDS=6 npm run bench:compare -- HEAD~1 list 64\`):
-  8,879 Lists a second against 8,315, CPU 119 against 125 µs.
+  the plain way). Side by side, cd6107e against a1eae03 (\`BENCH_ROUNDS=6 npm run bench:compare
+  -- a1eae03 list 64\`): 8,879 Lists a second against 8,315, CPU 119 against 125 µs.
 - Reads run in batches (\`src/store/read-batch.ts\`): the reads of one event-loop turn, token
   lookups included, run together at its end (setImmediate), one after another, in one read
   transaction. Before, each request was answered inside the I/O callback that brought it in and
@@ -688,13 +691,14 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
 - \`--max-semi-space-size=16\` (in \`npm start\`, from 2026-12-06; node's own size on this
   machine, written out). Earlier builds ran with 8, when 8 and 16 could not be told apart (a
   List then cost 380 to 560 µs). With calls at a third of that, a collection comes about three
-  times as often for as many requests in flight to copy, and 16 measures better
-  (\`BENCH_ROUNDS=6 npm run bench:compare -- HEAD list,get,create 64\`, 16 against 8, each
-  side's baseline with the same flags): Lists 8,117 against 7,797 a second (CPU 129 against
-  143 µs), Gets 20,845 against 19,046 (50 against 55), creates 8,595 against 8,219 (158
-  against 170). At 16 connections creates did not move (5,669 against 5,713, p99 13.7 against
-  12.9 ms, within noise). 32 against 16 gained nothing (Lists 8,551 against 8,539, creates
-  7,973 against 8,050). Peak resident memory after 10-second runs of List, Get, create and
+  times as often for as many requests in flight to copy, and 16 measures better. Measured
+  with \`BENCH_ROUNDS=6 npm run bench:compare -- HEAD list,get,create 64\`, the working tree's
+  \`npm start\` flag changed and HEAD the same code with the flag before (one baseline, run
+  with the working tree's flags). 16 against 8: Lists 8,117 against 7,797 a second (CPU 129 against 143 µs),
+  Gets 20,845 against 19,046 (50 against 55), creates 8,595 against 8,219 (158 against 170).
+  At 16 connections creates did not move (5,669 against 5,713, p99 13.7 against 12.9 ms,
+  within noise). 32 against 16 gained nothing
+  (Lists 8,551 against 8,539, creates 7,973 against 8,050). Peak resident memory after 10-second runs of List, Get, create and
   List at 64 on the 1M-row file (scratch script): 185 MB with 16, 164 with 8.
 - \`--v8-pool-size=1\` (in \`npm start\`, from 2026-12-05; node's own is 4): one helper thread
   for V8's background work instead of four. On this 2-core VM the event loop, the sealing

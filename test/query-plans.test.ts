@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Db } from "../src/store/database.js";
 import { isUniqueViolation } from "../src/store/errors.js";
-import { getQuery, listOrgPage, listRunnerPage, listRunnerPageInOrg, orgPageQuery, orgPageSql, runnerPageQuery, runnerPageSql } from "../src/store/scm-integrations.js";
+import { getQuery, listOrgPage, listRunnerPage, listRunnerPageInOrg, orgPageQuery, orgPageSql, pageRereads, runnerPageQuery, runnerPageSql } from "../src/store/scm-integrations.js";
 import { call, createRunner, startServer, type TestServer } from "./harness.js";
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
@@ -143,31 +143,51 @@ describe("query plans", () => {
     assert.deepEqual(listOrgPage(s.db, orgId, ids[20]!, 3).map((r) => r.id), [...ids].sort().filter((id) => id > ids[20]!).slice(0, 3));
   });
   // Pages are read as JSON and their order checked in JavaScript, whose string order is
-  // SQLite's for the ASCII that ids and hosts are. Hosts outside it (put in by hand here:
-  // the API refuses them) can be ordered otherwise by the two, and such a page is read
-  // again the plain way: whole, in SQLite's order, as a page always is.
-  it("a page whose keys JavaScript orders otherwise than SQLite is still read whole, in SQLite's order", () => {
+  // SQLite's for the ASCII that ids and hosts are. Keys outside it (put in by hand here: the
+  // API makes ids itself and refuses such hosts) can be ordered otherwise by the two, and a
+  // page whose keys do not rise is read again the plain way: whole, in SQLite's order, as a
+  // page always is. Each of the six page statements is read both ways here.
+  it("a page whose keys JavaScript orders otherwise than SQLite is read again the plain way, whole and in SQLite's order", () => {
     const sqlite = s.db.$client;
-    const other = sqlite.prepare("SELECT org_id FROM runners WHERE id = ?").pluck().get(runnerId) as string;
+    const orgId = sqlite.prepare("SELECT org_id FROM runners WHERE id = ?").pluck().get(runnerId) as string;
     const copy = sqlite.prepare(
       "INSERT INTO scm_integrations SELECT ?, org_id, runner_id, scm_id, ?, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at FROM scm_integrations WHERE id = ?",
     );
     // U+FF61 is EF BD A1 in UTF-8 and U+1F600 F0 9F 98 80: SQLite puts the first first, while
-    // JavaScript compares U+1F600's first UTF-16 unit (D83D) and puts it first.
-    const odd = ["h\u{1F600}.example.com", "h\uFF61.example.com"];
-    copy.run("0190a0a0-0000-7000-8000-00000000f001", odd[0], ids[0]);
-    copy.run("0190a0a0-0000-7000-8000-00000000f002", odd[1], ids[0]);
+    // JavaScript compares U+1F600's first UTF-16 unit (D83D) and puts it first. The ids begin
+    // with "z", after every UUID.
+    const oddHosts = ["h\u{1F600}.example.com", "h\uFF61.example.com"];
+    const oddIds = ["z\u{1F600}", "z\uFF61"];
+    assert.ok(oddHosts[0]! < oddHosts[1]! && oddIds[0]! < oddIds[1]!, "JavaScript's order");
+    copy.run(oddIds[0], oddHosts[0], ids[0]);
+    copy.run(oddIds[1], oddHosts[1], ids[0]);
     try {
-      const inSqlite = sqlite.prepare("SELECT host FROM scm_integrations WHERE runner_id = ? ORDER BY host").pluck().all(runnerId) as string[];
-      assert.deepEqual(inSqlite.slice(-2), [odd[1], odd[0]], "SQLite's order");
-      assert.ok(odd[0]! < odd[1]!, "JavaScript's order is the other one");
-      const after = inSqlite.at(-4)!;
-      for (const page of [listRunnerPage(s.db, runnerId, after, 10), listRunnerPageInOrg(s.db, other, runnerId, after, 10)]) {
-        assert.deepEqual(page.map((r) => r.host), inSqlite.slice(-3));
+      const hosts = sqlite.prepare("SELECT host FROM scm_integrations WHERE runner_id = ? ORDER BY host").pluck().all(runnerId) as string[];
+      const orgIds = sqlite.prepare("SELECT id FROM scm_integrations WHERE org_id = ? ORDER BY id").pluck().all(orgId) as string[];
+      assert.deepEqual(hosts.slice(-2), [oddHosts[1], oddHosts[0]], "SQLite's order of the hosts");
+      assert.deepEqual(orgIds.slice(-2), [oddIds[1], oddIds[0]], "SQLite's order of the ids");
+      const afterHost = hosts.at(-4)!;
+      const afterId = orgIds.at(-4)!;
+      const reads: [string, () => string[], string[]][] = [
+        ["runner, first page", () => listRunnerPage(s.db, runnerId, null, 100).map((r) => r.host), hosts],
+        ["runner, after a host", () => listRunnerPage(s.db, runnerId, afterHost, 10).map((r) => r.host), hosts.slice(-3)],
+        ["runner in its organization, first page", () => listRunnerPageInOrg(s.db, orgId, runnerId, null, 100).map((r) => r.host), hosts],
+        ["runner in its organization, after a host", () => listRunnerPageInOrg(s.db, orgId, runnerId, afterHost, 10).map((r) => r.host), hosts.slice(-3)],
+        ["organization, first page", () => listOrgPage(s.db, orgId, null, 100).map((r) => r.id), orgIds],
+        ["organization, after an id", () => listOrgPage(s.db, orgId, afterId, 10).map((r) => r.id), orgIds.slice(-3)],
+      ];
+      for (const [name, read, expected] of reads) {
+        const before = pageRereads.count;
+        assert.deepEqual(read(), expected, name);
+        assert.equal(pageRereads.count, before + 1, `${name}: read again the plain way`);
       }
-      assert.deepEqual(listRunnerPage(s.db, runnerId, null, 100).map((r) => r.host), inSqlite);
+      // Pages without such keys are not read twice.
+      const before = pageRereads.count;
+      assert.equal(listRunnerPage(s.db, runnerId, null, 5).length, 5);
+      assert.equal(listOrgPage(s.db, orgId, null, 5).length, 5);
+      assert.equal(pageRereads.count, before);
     } finally {
-      sqlite.prepare("DELETE FROM scm_integrations WHERE id IN (?, ?)").run("0190a0a0-0000-7000-8000-00000000f001", "0190a0a0-0000-7000-8000-00000000f002");
+      sqlite.prepare("DELETE FROM scm_integrations WHERE id IN (?, ?)").run(oddIds[0], oddIds[1]);
     }
   });
 });

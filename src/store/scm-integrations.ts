@@ -155,6 +155,9 @@ const PAGE_COLUMNS = Object.keys(viewColumns).join(", ");
  * index (ids and (runner, host) pairs are unique; ids and hosts are ASCII, where
  * JavaScript's order is SQLite's). A page that does not is read again the plain way.
  */
+/** Pages read again the plain way since the process started (see PageRead); tests watch it. */
+export const pageRereads = { count: 0 };
+
 class PageRead {
   private readonly json: Database.Statement;
   private readonly plain: Database.Statement;
@@ -179,7 +182,10 @@ class PageRead {
     const rows = JSON.parse(this.json.get(...params) as string) as ViewRow[];
     const k = this.key;
     for (let i = 1; i < rows.length; i++) {
-      if (!(rows[i - 1]![k]! < rows[i]![k]!)) return this.plain.all(...params) as ViewRow[];
+      if (!(rows[i - 1]![k]! < rows[i]![k]!)) {
+        pageRereads.count += 1;
+        return this.plain.all(...params) as ViewRow[];
+      }
     }
     return rows;
   }
