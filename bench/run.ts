@@ -726,16 +726,17 @@ time per request is given too: it moves much less.
 Since the seventeenth run the service answers its Connect unary calls through a path of its
 own (\`src/transport/connect-unary.ts\`), while the baseline is still bare connect-node, as
 "How it is measured" defines it. That path costs far less per call than connect-node's: the
-baseline's no-ops served through it (\`OWN_UNARY=1\`) took 35, 28 and 31 µs of CPU per create,
-Get and List against connect-node's 111, 97 and 101, and made 30,614, 36,885 and 33,938 calls a
-second against 10,719, 11,919 and 11,386 (\`npm run build && node dist/bench/own-path.js 4\`,
-medians of 4 rounds of 5 s at 64 connections, run after the eighteenth run). So about two
+baseline's no-ops served through it (\`OWN_UNARY=1\`) took 31, 27 and 30 µs of CPU per create,
+Get and List against connect-node's 96, 91 and 94, and made 33,459, 37,925 and 35,058 calls a
+second against 11,880, 12,498 and 12,149 (\`npm run build && node dist/bench/own-path.js 4\`,
+medians of 4 rounds of 5 s at 64 connections, run after the nineteenth run; after the
+eighteenth, with an 8 MiB young generation: 35, 28 and 31 µs against 111, 97 and 101). So about two
 thirds of what the baseline spends on a call is connect-node's own handling, which the
 service's Connect calls no longer pay: the ratios above compare the service with a framework
 its Connect calls no longer go through, and a ratio above 1 says exactly that. Against the no-ops
-of its own path, the eighteenth run's service made 0.28 as many creates a second (8,469 against
-30,614), 0.45 as many Gets (16,424 against 36,885) and 0.21 as many Lists (7,225 against
-33,938). What is left is the service's own work: the token, reading and writing SQLite,
+of its own path, the nineteenth run's service made 0.26 as many creates a second (8,757 against
+33,459), 0.52 as many Gets (19,668 against 37,925) and 0.24 as many Lists (8,390 against
+35,058); the eighteenth's 0.28, 0.45 and 0.21. What is left is the service's own work: the token, reading and writing SQLite,
 sealing, syncing, the log line. Any further gain has to come from there. (\`ownUnary: false\`
 in \`createApp\`'s options sends every call through connect-node again; tests use it to
 compare the two paths.)
