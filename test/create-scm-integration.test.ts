@@ -140,6 +140,21 @@ describe("CreateSCMIntegration over Connect JSON", () => {
       assert.ok(detail, "carries buf.validate.Violations");
       assert.ok(detail.debug.violations.some((v: any) => v.field.elements[0].fieldName === field));
     }
+    // A lone surrogate (JSON's "\ud800" escape, unpaired) is no text UTF-8 can hold: stored or
+    // sealed, it would become U+FFFD, and the runner would get another client or secret.
+    // protobuf-es refuses it as it reads the field, naming it, before any check of ours.
+    const unpaired: Array<[Record<string, unknown>, string]> = [
+      [{ runnerId, scmId: "github", host: "github.com", oauthClientId: "client\ud800", oauthPlaintextClientSecret: "x" }, "oauth_client_id"],
+      [{ runnerId, scmId: "github", host: "github.com", oauthClientId: "c", oauthPlaintextClientSecret: "s3cret\udc00" }, "oauth_plaintext_client_secret"],
+      [{ runnerId, scmId: "azuredevops_entra", host: "dev.azure.com/acme", oauthClientId: "c", oauthPlaintextClientSecret: "x", issuerUrl: "https://login.microsoftonline.com/t\ud83d/v2.0" }, "issuer_url"],
+      [{ runnerId, scmId: "azuredevops_server", host: "tfs.example.com", pat: true, virtualDirectory: "/tfs\udfff" }, "virtual_directory"],
+      [{ runnerId, scmId: "github", host: "git\ud800hub.com", pat: true }, "host"],
+    ];
+    for (const [body, field] of unpaired) {
+      const r = await call(s, CREATE, body);
+      assert.equal(r.body.code, "invalid_argument", `${JSON.stringify(body)} → ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.message, `cannot decode field gitpod.v1.CreateSCMIntegrationRequest.${field} from JSON: expected string: invalid UTF8`);
+    }
     assert.equal(s.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length, 0);
     // A missing host is `required`, as every other missing field is; a bad one `host.valid`.
     const ruleOf = async (host: string) => (await call(s, CREATE, { runnerId, scmId: "github", host, pat: true })).body.details[0].debug.violations[0].ruleId;
