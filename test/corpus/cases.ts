@@ -193,6 +193,7 @@ export const CORPUS: CorpusCase[] = [
   { name: "connect-timeout-ms enormous", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "9999999999" }, body: "{}", expect: "ok" },
   { name: "connect-timeout-ms of 60.1 s", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "60100" }, body: "{}", expect: "ok" },
   { name: "connect-timeout-ms 40 digits", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "9".repeat(40) }, body: "{}", expect: "invalid_argument" },
+  // A deadline already passed: a call is refused if something checks its signal before it ends, else served; either will do, not a crash.
   { name: "connect-timeout-ms zero", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "0" }, body: "{}" },
   { name: "content-encoding gzip, body not gzip", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "content-encoding": "gzip" }, body: "{}", expect: "invalid_argument" },
   { name: "content-encoding gzip, truncated gzip", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "content-encoding": "gzip" }, body: gzipSync(Buffer.from("{}")).subarray(0, 12), expect: "invalid_argument" },
@@ -268,12 +269,14 @@ export const CORPUS: CorpusCase[] = [
   { name: "a quoted filter id cut in the middle of a surrogate pair", protocol: "grpc", method: "RunnerConfigurationService/ListSCMIntegrations", body: envelope(pb(ListSCMIntegrationsRequestSchema, { filter: { runnerIds: [`a${"\u{1f984}".repeat(40)}`] } })), expect: "invalid_argument" },
   { name: "an invalid uuid cut in the middle of a surrogate pair", protocol: "grpc", method: "RunnerService/GetRunner", body: envelope(pb(GetRunnerRequestSchema, { runnerId: `a${"\u{1f984}".repeat(40)}` })), expect: "invalid_argument" },
   { name: "unknown codec", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "content-type": "application/grpc+thrift" }, body: envelope(new Uint8Array(0)), expect: "http_415" },
-  { name: "gRPC without te: trailers", protocol: "grpc", method: "RunnerService/ListRunners", headers: { te: null }, body: envelope(new Uint8Array(0)) },
+  // gRPC asks clients to send it (to detect proxies that drop trailers); a call without it is served, as grpc-go does.
+  { name: "gRPC without te: trailers", protocol: "grpc", method: "RunnerService/ListRunners", headers: { te: null }, body: envelope(new Uint8Array(0)), expect: "ok" },
   { name: "grpc-timeout garbage", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "soon" }, body: envelope(new Uint8Array(0)), expect: "invalid_argument" },
   { name: "grpc-timeout without a unit", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "100" }, body: envelope(new Uint8Array(0)), expect: "invalid_argument" },
   { name: "grpc-timeout of 99999999 hours", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "99999999H" }, body: envelope(new Uint8Array(0)), expect: "ok" },
   { name: "grpc-timeout of 60100 ms (Python's 60 s)", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "60100m" }, body: envelope(new Uint8Array(0)), expect: "ok" },
   { name: "gRPC-Web text mode", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "content-type": "application/grpc-web-text" }, body: envelope(new Uint8Array(0)), expect: "http_415" },
+  // Whether these calls end before their deadline is a race; any answer but a crash will do.
   { name: "grpc-timeout of one nanosecond", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "1n" }, body: envelope(new Uint8Array(0)) },
   { name: "grpc-timeout with 9 digits", protocol: "grpc", method: "RunnerService/ListRunners", headers: { "grpc-timeout": "123456789m" }, body: envelope(new Uint8Array(0)), expect: "invalid_argument" },
   { name: "no token (gRPC)", protocol: "grpc", method: "RunnerConfigurationService/ListSCMIntegrations", auth: "none", body: envelope(new Uint8Array(0)), expect: "unauthenticated" },
