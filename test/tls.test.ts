@@ -143,10 +143,11 @@ function handshake(port: number): Promise<{ fingerprint: string; alpn: string | 
 
 /** Puts the files at `from` in the place of those at `to`, each by a rename, as certbot and secret volumes do. */
 function replaceFiles(from: { cert: string; key: string }, to: { cert: string; key: string }): void {
-  for (const k of ["cert", "key"] as const) {
-    copyFileSync(from[k], `${to[k]}.new`);
-    renameSync(`${to[k]}.new`, to[k]);
-  }
+  // Both copied first, then renamed one right after the other, as a renewal does: a look of
+  // a watch between the two renames sees a half-replaced pair (a change of its own), so the
+  // time between them is kept to one system call.
+  for (const k of ["cert", "key"] as const) copyFileSync(from[k], `${to[k]}.new`);
+  for (const k of ["cert", "key"] as const) renameSync(`${to[k]}.new`, to[k]);
 }
 
 it("over TLS, shutdown closes idle keep-alive connections at once while a request in flight finishes", async () => {
@@ -275,7 +276,9 @@ it("the watch on the certificate files reports each change once, a rewrite in pl
     replaceFiles(renewed, { cert, key });
     await settle();
     assert.equal(changes.length, 1, "renamed into place");
-    writeFileSync(key, readFileSync(renewed.key)); // the same bytes, written in place
+    // The same bytes, written in place in one write: truncated first (writeFileSync's "w"), a
+    // look of the watch could come between the two and see an empty file, a change of its own.
+    writeFileSync(key, readFileSync(renewed.key), { flag: "r+" });
     await settle();
     assert.equal(changes.length, 2, "rewritten in place");
     rmSync(cert);
