@@ -134,6 +134,9 @@ const views = prepared((db) => {
   };
 });
 
+/** Pages read again the plain way since the process started (see PageRead); tests watch it. */
+export const pageRereads = { count: 0 };
+
 // Where a ViewRow holds the keys pages are ordered by.
 const ID = 0;
 const HOST = 3;
@@ -153,11 +156,9 @@ const PAGE_COLUMNS = Object.keys(viewColumns).join(", ");
  * without an ORDER BY of its own, which would sort every page again (+6 µs in the same
  * loop), so the page is checked instead: its keys must rise strictly, as they do in the
  * index (ids and (runner, host) pairs are unique; ids and hosts are ASCII, where
- * JavaScript's order is SQLite's). A page that does not is read again the plain way.
+ * JavaScript's order is SQLite's). A page that does not is read again the plain way
+ * (counted in pageRereads).
  */
-/** Pages read again the plain way since the process started (see PageRead); tests watch it. */
-export const pageRereads = { count: 0 };
-
 class PageRead {
   private readonly json: Database.Statement;
   private readonly plain: Database.Statement;

@@ -22,8 +22,9 @@ export const JSON_WRITERS: ReadonlyMap<string, (message: never) => string> = new
  * The text is collected as pieces and joined once. Built by `+`, it was a tree of several
  * hundred small strings that had to be flattened before it could be encoded, which cost
  * about as much again as writing it. Joining costs by the piece too, so the punctuation
- * between two members of an object goes in as one piece. A page of 25, to bytes, in a loop: 21 µs built by
- * `+`, 15 joined; under load a List's CPU fell from 152 to 141 µs (BENCHMARKS.md).
+ * between two members of an object goes in as one piece. A page of 25, to bytes, in a
+ * loop: 21 µs built by `+`, 15 joined; under load a List's CPU fell from 152 to 141 µs
+ * (BENCHMARKS.md).
  */
 function written(write: (out: string[]) => void): string {
   const out: string[] = [];
