@@ -989,6 +989,19 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     p99 15.5 against 16.2 ms, then 16.2 against 15.2. Within this machine's noise every time: the
     walk, and what a larger cache would save once it is gone, are not where the large table's
     create time goes, so a SQLite patched and built by this project would not pay for itself.
+  - Again on the AMD VM of the twentieth run (2026-12-06, evening; system calls about 2.2 µs),
+    creates at 16 connections on copies of the 1M-row seed, scratch scripts. The walk was 4.2
+    and 5.7% of the event loop's samples in two \`perf record\` runs of its thread. Counted with
+    uprobes over 4 s, 722 of 1,954 commits took it, and \`balance_nonroot\` ran 13,479 times for
+    10,720 creates: SQLite's balancing leaves the covering index's leaves nearly full, so most
+    inserts at a random place overflow one. The same inserts in a loop on a copy grown past
+    1 GiB took the walk twice in 4,003 commits: once the file holds the lock-byte page, the
+    parked page no longer lies past its end. Side by side (8 rounds of 5 s, creates at 16): as
+    built 2,963 creates/s, the patched build above 3,009, a 4 MiB cache 3,227, an 8 MiB one
+    3,096; event-loop CPU per create 268, 256, 244 and 263 µs. In Get runs at 64 beside them the
+    patched build, whose reads are the stock code, made 6,361 Gets/s against the stock build's
+    8,126 in one set and 6,628 against 6,187 in another: rounds minutes apart on this VM differ
+    by more than the walk costs, so neither the patch nor a smaller cache was taken.
 - Tried on creates and dropped, each as a scratch copy, side by side with this build (8-second
   runs at 64 connections on the 1M-row table, alternating):
   - A writer thread with its own connection, which ran the creates in one transaction per
