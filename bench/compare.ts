@@ -3,7 +3,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "no
 import Database from "better-sqlite3";
 import os from "node:os";
 import { join } from "node:path";
-import { PROTOCOLS, ROOT, load, log, median, prepareData, settle, startBaseline, startService, stop, warmFileCache, type Protocol, type Run, type Scenario, type Target } from "./drive.js";
+import { PROTOCOLS, ROOT, keptData, load, log, median, prepareData, settle, startBaseline, startService, stop, warmFileCache, type Protocol, type Run, type Scenario, type Target } from "./drive.js";
 
 /**
  * `npm run bench:compare -- REV [SCENARIOS] [CONCURRENCY]`: this checkout against git
@@ -19,7 +19,8 @@ import { PROTOCOLS, ROOT, load, log, median, prepareData, settle, startBaseline,
  *
  * BENCH_ROWS (default 1000000) and BENCH_ROUNDS (default 4, and even: each service takes
  * each place equally often) size it; BENCH_PROTOCOL picks the
- * protocol (connect-json, the default, connect-binary or grpc).
+ * protocol (connect-json, the default, connect-binary or grpc); BENCH_SEED_DIR keeps the
+ * seed in that folder for the next comparison of the same size (see keptData).
  * The database is seeded by this checkout's code, so a change to how a new database is made
  * (its page size, its schema) is on both sides and does not show here. REV's copy forgets the
  * migrations REV does not know (their records only: REV would refuse a database of a newer
@@ -49,7 +50,8 @@ try {
   symlinkSync(join(ROOT, "node_modules"), join(other, "node_modules"));
   execFileSync(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], { cwd: other, stdio: "inherit" });
 
-  const data = prepareData(work, "compare", { runners: Math.max(1, Math.round(rows / 100)), integrations: rows });
+  const size = { runners: Math.max(1, Math.round(rows / 100)), integrations: rows };
+  const data = process.env.BENCH_SEED_DIR ? keptData(process.env.BENCH_SEED_DIR, size) : prepareData(work, "compare", size);
   // Each service writes its own copy: creates of one must not grow the other's table.
   const files = ["before", "after"].map((name) => {
     const file = join(work, `${name}.db`);

@@ -1,5 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import http from "node:http";
 import http2 from "node:http2";
@@ -312,6 +313,29 @@ export function prepareData(work: string, name: string, size: { runners: number;
   writeFileSync(runnersFile, seeded.runnerIds.join("\n") + "\n");
   writeFileSync(idsFile, seeded.integrationIds.join("\n") + "\n");
   return { ...seeded, file, runnersFile, idsFile };
+}
+
+/**
+ * `prepareData` kept in `dir` for later runs of the same size: seeding a million rows takes
+ * minutes, and a comparison only copies the seed. The name carries a hash of what shapes the
+ * file (the migrations, the seed script, how a database is opened), so a change to any of them
+ * seeds afresh. The record of the seed is written last: one cut short is made again.
+ */
+export function keptData(dir: string, size: { runners: number; integrations: number }): Dataset {
+  const hash = createHash("sha256");
+  const migrations = readdirSync(join(ROOT, "drizzle")).filter((f) => f.endsWith(".sql")).sort().map((f) => `drizzle/${f}`);
+  for (const f of [...migrations, "bench/seed.ts", "src/store/database.ts"]) hash.update(f).update(readFileSync(join(ROOT, f)));
+  const name = `seed-${size.integrations}x${size.runners}-${hash.digest("hex").slice(0, 12)}`;
+  const record = join(dir, `${name}.json`);
+  const paths = { file: join(dir, `${name}.db`), runnersFile: join(dir, `${name}-runners.txt`), idsFile: join(dir, `${name}-ids.txt`) };
+  if (existsSync(record)) {
+    log(`seed kept in ${dir}: ${name}`);
+    return { ...(JSON.parse(readFileSync(record, "utf8")) as Seeded), ...paths };
+  }
+  mkdirSync(dir, { recursive: true });
+  const data = prepareData(dir, name, size);
+  writeFileSync(record, JSON.stringify({ token: data.token, runnerIds: data.runnerIds, integrationIds: data.integrationIds } satisfies Seeded));
+  return data;
 }
 
 /**
