@@ -996,12 +996,15 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     10,720 creates: SQLite's balancing leaves the covering index's leaves nearly full, so most
     inserts at a random place overflow one. The same inserts in a loop on a copy grown past
     1 GiB took the walk twice in 4,003 commits: once the file holds the lock-byte page, the
-    parked page no longer lies past its end. Side by side (8 rounds of 5 s, creates at 16): as
-    built 2,963 creates/s, the patched build above 3,009, a 4 MiB cache 3,227, an 8 MiB one
-    3,096; event-loop CPU per create 268, 256, 244 and 263 µs. In Get runs at 64 beside them the
-    patched build, whose reads are the stock code, made 6,361 Gets/s against the stock build's
-    8,126 in one set and 6,628 against 6,187 in another: rounds minutes apart on this VM differ
-    by more than the walk costs, so neither the patch nor a smaller cache was taken.
+    parked page no longer lies past its end. A smaller cache makes the walk shorter, its hash
+    table smaller (side by side, 10 rounds of 5 s of creates at 16 and 8 rounds of 4 s of Gets
+    and Lists at 64, a scratch script): with 16, 8 and 4 MiB, creates 2,932, 3,185 and 3,274 a
+    second (event-loop CPU per create 269, 248 and 242 µs), but Gets 9,119, 7,677 and 6,523
+    (109, 133 and 152 µs) and Lists 4,926, 4,843 and 4,553. Gets lose more than creates gain,
+    so the cache stays at 16 MiB. The patched build made 3,009 creates a second against the
+    stock build's 2,963 in 8 rounds at 16 (256 against 268 µs); beside it in Get runs, with
+    the same read code, it came out up to a quarter apart either way, which is this VM's noise
+    between runs minutes apart. Not taken, as before.
 - Tried on creates and dropped, each as a scratch copy, side by side with this build (8-second
   runs at 64 connections on the 1M-row table, alternating):
   - A writer thread with its own connection, which ran the creates in one transaction per
@@ -1222,6 +1225,14 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     to 10, property lookups and promise handling a few each): the same code running slower
     beside a working set that no longer fits the processor's caches, as we read it; this VM
     shows no cache counters to confirm it.
+  - On the AMD VM of the twentieth run (2026-12-06, evening; fresh services on copies of the
+    three seeds, 4 rotating rounds of 5 s of creates at 64, each thread's CPU time read from
+    \`/proc\`, a scratch script): 2,977, 4,824 and 3,946 creates a second on 1M rows, on 10k over
+    100 runners and on 10k over 10,000; the event loop 301, 191 and 238 µs a create, the other
+    threads together 164, 102 and 117. Under \`perf\` (the event loop's thread, 6 s on 1M rows
+    and on 10k over 100 runners): 237 against 208 µs a create, the kernel +16 (reading pages in:
+    \`filemap_get_read_batch\`, \`_copy_to_iter\`, \`xas_load\`) and SQLite +12 (finding pages in
+    its cache 7.7 against 3.2, the walk at COMMIT 13.0 against 10.5), the rest spread thinly.
   - Tried on that and dropped (two services on copies of the same 1M-row seed, alternating
     5-second runs, medians; scratch copies of this build): an 8 MiB page cache, for a shorter
     walk, made creates at 64 4,530 against 4,284 a second and at 16 3,707 against 3,564, Gets
