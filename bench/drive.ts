@@ -333,6 +333,8 @@ export function keptData(dir: string, size: { runners: number; integrations: num
     return { ...(JSON.parse(readFileSync(record, "utf8")) as Seeded), ...paths };
   }
   mkdirSync(dir, { recursive: true });
+  // What a seed cut short left behind: seeding starts from an empty file.
+  for (const f of [paths.file, `${paths.file}-wal`, `${paths.file}-shm`]) rmSync(f, { force: true });
   const data = prepareData(dir, name, size);
   writeFileSync(record, JSON.stringify({ token: data.token, runnerIds: data.runnerIds, integrationIds: data.integrationIds } satisfies Seeded));
   return data;
