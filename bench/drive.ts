@@ -304,15 +304,18 @@ export function summarize(runs: Run[]): Run {
 
 /** Seeds a database in `work` and writes the runner and integration ids the load generators pick from. */
 export function prepareData(work: string, name: string, size: { runners: number; integrations: number }): Dataset {
-  const file = join(work, `${name}.db`);
+  const paths = dataPaths(work, name);
   const t0 = Date.now();
-  const seeded = seed(file, size.runners, size.integrations);
+  const seeded = seed(paths.file, size.runners, size.integrations);
   log(`seeded ${name}: ${size.integrations} integrations over ${size.runners} runners in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  const runnersFile = join(work, `${name}-runners.txt`);
-  const idsFile = join(work, `${name}-ids.txt`);
-  writeFileSync(runnersFile, seeded.runnerIds.join("\n") + "\n");
-  writeFileSync(idsFile, seeded.integrationIds.join("\n") + "\n");
-  return { ...seeded, file, runnersFile, idsFile };
+  writeFileSync(paths.runnersFile, seeded.runnerIds.join("\n") + "\n");
+  writeFileSync(paths.idsFile, seeded.integrationIds.join("\n") + "\n");
+  return { ...seeded, ...paths };
+}
+
+/** Where prepareData puts the seed `name` in `dir`: the database and the id lists the load generators read. */
+function dataPaths(dir: string, name: string): { file: string; runnersFile: string; idsFile: string } {
+  return { file: join(dir, `${name}.db`), runnersFile: join(dir, `${name}-runners.txt`), idsFile: join(dir, `${name}-ids.txt`) };
 }
 
 /**
@@ -327,7 +330,7 @@ export function keptData(dir: string, size: { runners: number; integrations: num
   for (const f of [...migrations, "bench/seed.ts", "src/store/database.ts"]) hash.update(f).update(readFileSync(join(ROOT, f)));
   const name = `seed-${size.integrations}x${size.runners}-${hash.digest("hex").slice(0, 12)}`;
   const record = join(dir, `${name}.json`);
-  const paths = { file: join(dir, `${name}.db`), runnersFile: join(dir, `${name}-runners.txt`), idsFile: join(dir, `${name}-ids.txt`) };
+  const paths = dataPaths(dir, name);
   if (existsSync(record)) {
     log(`seed kept in ${dir}: ${name}`);
     return { ...(JSON.parse(readFileSync(record, "utf8")) as Seeded), ...paths };
