@@ -8,6 +8,7 @@ import { createLogger, type Logger } from "./log.js";
 import { bootstrap } from "./services/accounts.js";
 import { createApp } from "./server.js";
 import { openDatabase, type Db } from "./store/database.js";
+import { walGather } from "./store/wal-gather.js";
 import { describeStartupError } from "./startup-errors.js";
 import { haltCause } from "./store/errors.js";
 import { onReloadSignal, onStopSignals, SIGNALS_HELD } from "./signals.js";
@@ -116,7 +117,10 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     tls_not_after: server.certificate?.().notAfter,
     // Where it is, whatever the working directory: a relative DATABASE_URL read from another one is another file.
     database: resolve(config.databaseFile),
+    wal_writes_gathered: walGather()?.on === true,
   });
+  const gather = walGather();
+  if (gather && !gather.on) log.warn("SQLite writes the WAL two system calls a page, as it does by itself: creates cost more CPU", { reason: gather.reason });
   // Served all the same (a renewal may be on its way), but said loudly.
   const served = server.certificate?.();
   const invalid = served ? outsideValidity(served) : null;

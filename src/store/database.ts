@@ -11,6 +11,7 @@ import { applyMigrations, ForeignDatabaseError, knownMigrations, NewerDatabaseEr
 import { ReadBatch } from "./read-batch.js";
 import * as schema from "./schema.js";
 import { claimDatabase, claimForCommand, inUse } from "./serving-claim.js";
+import { loadWalGather } from "./wal-gather.js";
 
 export type Db = BetterSQLite3Database<typeof schema> & {
   $client: Database.Database;
@@ -102,6 +103,8 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   refuseForeignFile(file);
   if (options.claim === "command") claimForCommand(path);
   else if (options.claim) claimDatabase(path);
+  // Before the first connection: the VFS it loads applies to connections opened after it.
+  loadWalGather(walGatherLibrary());
   const sqlite = new Database(file);
   // 2 KiB pages instead of 4: a create changes a few index pages at random places, and
   // each changed page is written whole to the WAL and again by the checkpoint, so smaller
@@ -298,6 +301,11 @@ export function convertPageSize(db: Db): { from: number; to: number } {
     sqlite.pragma("journal_mode = WAL");
   }
   return { from, to: sqlite.pragma("page_size", { simple: true }) as number };
+}
+
+/** Where npm ci builds native/wal-gather.c (native/build.mjs): build/ beside drizzle/. */
+export function walGatherLibrary(): string {
+  return join(dirname(migrationsFolder()), "build", "wal-gather.so");
 }
 
 /** The committed drizzle/ folder, found from here both in src/ (tsx) and dist/src/ (built). */

@@ -1,0 +1,174 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import Database from "better-sqlite3";
+import { walGatherLibrary } from "../src/store/database.js";
+import { loadWalGather, walGather } from "../src/store/wal-gather.js";
+import { call, createRunner, signUp, startServer, startService, type TestServer } from "./harness.js";
+
+const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+
+interface Stats {
+  gathered: number;
+  flushWrites: number;
+  through: number;
+}
+const stats = (db: Database.Database) => JSON.parse(db.prepare("SELECT wal_gather_stats()").pluck().get() as string) as Stats;
+
+/** A connection as the service's: WAL, 2 KiB pages, no checkpoints of its own. */
+function connect(file: string, cacheKiB = 16384): Database.Database {
+  const db = new Database(file);
+  db.pragma("page_size = 2048");
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = NORMAL");
+  db.pragma("wal_autocheckpoint = 0");
+  db.pragma(`cache_size = -${cacheKiB}`);
+  return db;
+}
+
+describe("WAL writes gathered (native/wal-gather.c)", () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "scm-wal-gather-"));
+    // A test run without it would pass and prove nothing: npm ci builds it.
+    assert.ok(existsSync(walGatherLibrary()), `${walGatherLibrary()} is missing: run npm ci (or npm run build) with a C compiler`);
+    assert.deepEqual(loadWalGather(walGatherLibrary()), { on: true });
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("the service's creates reach the WAL in a few large writes, not two a page", async () => {
+    const s: TestServer = await startServer();
+    try {
+      assert.deepEqual(walGather(), { on: true });
+      const { runnerId, runnerToken } = await createRunner(s);
+      await signUp(s, runnerToken);
+      const before = stats(s.db.$client);
+      const commitsBefore = s.db.commitStats().commits;
+      const results = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `h${i}.example.com`, oauthClientId: `c${i}`, oauthPlaintextClientSecret: `secret-${i}` })),
+      );
+      assert.deepEqual(results.map((r) => r.status), Array(40).fill(200));
+      const d = stats(s.db.$client);
+      const gathered = d.gathered - before.gathered;
+      const flushes = d.flushWrites - before.flushWrites;
+      // Each page is two writes (frame header, page); a commit's frames go out together.
+      assert.ok(gathered >= 2 * (s.db.commitStats().commits - commitsBefore), `gathered ${gathered}`);
+      assert.ok(flushes > 0 && flushes * 4 <= gathered, `${gathered} writes gathered into ${flushes}`);
+      const rows = await Promise.all(results.map((r) => call(s, "gitpod.v1.RunnerConfigurationService/GetSCMIntegration", { id: r.body.id })));
+      assert.deepEqual(rows.map((r) => r.status), Array(40).fill(200));
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("every commit is in the WAL file before another connection can see it, across WAL restarts", () => {
+    const file = join(dir, "seen.db");
+    const writer = connect(file);
+    writer.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)");
+    const reader = connect(file);
+    const checkpointer = connect(file);
+    const insert = writer.prepare("INSERT INTO t (v) VALUES (?)");
+    const seen = reader.prepare("SELECT count(*) AS n, total(length(v)) AS bytes, (SELECT v FROM t ORDER BY k DESC LIMIT 1) AS last FROM t");
+    let n = 0;
+    let bytes = 0;
+    const before = stats(writer);
+    for (let commit = 0; commit < 400; commit++) {
+      let last = Buffer.alloc(0);
+      writer.exec("BEGIN IMMEDIATE");
+      for (let i = 0; i < 1 + (commit % 23); i++) {
+        last = randomBytes(50 + ((commit * 7919 + i * 104729) % 1900));
+        insert.run(last);
+        n += 1;
+        bytes += last.length;
+      }
+      writer.exec("COMMIT");
+      // The reader's own descriptor reads the frames: they must be in the file already.
+      const got = seen.get() as { n: number; bytes: number; last: Buffer };
+      assert.equal(got.n, n);
+      assert.equal(got.bytes, bytes);
+      assert.ok(got.last.equals(last), `commit ${commit}: the last row read back differs`);
+      if (commit % 50 === 49) {
+        // A copy of the files as they are now (a crash here) holds every commit.
+        const copy = join(dir, `copy-${commit}.db`);
+        copyFileSync(file, copy);
+        copyFileSync(`${file}-wal`, `${copy}-wal`);
+        const c = new Database(copy, { readonly: false });
+        assert.equal((c.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n, n);
+        c.close();
+        // And the WAL starts over: the next commits overwrite its head in place.
+        assert.equal((checkpointer.pragma("wal_checkpoint(RESTART)") as { busy: number }[])[0]!.busy, 0);
+      }
+    }
+    const d = stats(writer);
+    assert.ok(d.gathered - before.gathered > 1000, `gathered ${d.gathered - before.gathered}`);
+    assert.equal(writer.pragma("integrity_check", { simple: true }), "ok");
+    for (const c of [writer, reader, checkpointer]) c.close();
+  });
+
+  it("a transaction a crash cuts off leaves nothing behind; the commits before it stay whole", () => {
+    const file = join(dir, "crash.db");
+    // A child makes its WAL long and empties it (its writes then reuse that length, as a
+    // serving WAL's do, and are gathered; a WAL that grows is written straight through),
+    // commits 200 rows, then writes 4 MB in a transaction with a tiny page cache, so that
+    // its pages spill into the WAL before any COMMIT, and is killed inside it.
+    const child = spawnSync(
+      process.execPath,
+      [
+        "-e",
+        `
+        const Database = require(${JSON.stringify(createRequire(import.meta.url).resolve("better-sqlite3"))});
+        new Database(":memory:").loadExtension(${JSON.stringify(walGatherLibrary())});
+        const db = new Database(${JSON.stringify(file)});
+        db.pragma("journal_mode = WAL"); db.pragma("synchronous = NORMAL"); db.pragma("wal_autocheckpoint = 0");
+        db.pragma("cache_size = 8");
+        db.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)");
+        const insert = db.prepare("INSERT INTO t (v) VALUES (?)");
+        db.exec("BEGIN");
+        for (let i = 0; i < 6000; i++) insert.run(Buffer.alloc(1000));
+        db.exec("COMMIT");
+        db.exec("DELETE FROM t");
+        db.pragma("wal_checkpoint(RESTART)");
+        const before = JSON.parse(db.prepare("SELECT wal_gather_stats()").pluck().get());
+        db.exec("BEGIN");
+        for (let i = 0; i < 200; i++) insert.run(Buffer.alloc(900, i % 251));
+        db.exec("COMMIT");
+        db.exec("BEGIN");
+        for (let i = 0; i < 4000; i++) insert.run(Buffer.alloc(1000, 7));
+        const now = JSON.parse(db.prepare("SELECT wal_gather_stats()").pluck().get());
+        process.stdout.write(JSON.stringify({ gathered: now.gathered - before.gathered, flushWrites: now.flushWrites - before.flushWrites, through: now.through - before.through }));
+        process.kill(process.pid, "SIGKILL");
+        `,
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(child.signal, "SIGKILL", child.stderr);
+    const written = JSON.parse(child.stdout) as Stats;
+    assert.ok(written.gathered > 1000 && written.flushWrites * 4 <= written.gathered && written.through === 0, child.stdout);
+    const db = connect(file);
+    const rows = db.prepare("SELECT v FROM t ORDER BY k").pluck().all() as Buffer[];
+    assert.equal(rows.length, 200);
+    const expected = createHash("sha256");
+    for (let i = 0; i < 200; i++) expected.update(Buffer.alloc(900, i % 251));
+    const got = createHash("sha256");
+    for (const r of rows) got.update(r);
+    assert.equal(got.digest("hex"), expected.digest("hex"));
+    assert.equal(db.pragma("integrity_check", { simple: true }), "ok");
+    db.close();
+  });
+
+  it("the service's start says its WAL writes are gathered", async () => {
+    const svc = await startService(join(dir, "started.db"));
+    try {
+      const line = svc.out.text.split("\n").find((l) => l.includes('"msg":"listening"'))!;
+      assert.equal((JSON.parse(line) as { wal_writes_gathered?: unknown }).wal_writes_gathered, true, line);
+    } finally {
+      svc.child.kill("SIGTERM");
+      assert.equal((await svc.exited).code, 0);
+    }
+  });
+});
