@@ -31,6 +31,7 @@
  */
 #include "sqlite3ext.h"
 SQLITE_EXTENSION_INIT1
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -168,7 +169,13 @@ static int gatherShmLock(sqlite3_file *f, int offset, int n, int flags) {
 static void gatherShmBarrier(sqlite3_file *f) {
   GatherFile *p = (GatherFile *)f;
   /* See the top: the commit is about to be published, its frames must be in the file. */
-  if (p->wal && p->wal->len && flushGathered(p->wal) != SQLITE_OK) abort();
+  if (p->wal && p->wal->len) {
+    int rc = flushGathered(p->wal);
+    if (rc != SQLITE_OK) {
+      fprintf(stderr, "wal-gather: writing a commit's frames to the WAL failed (SQLite code %d); stopping before the commit is shown\n", rc);
+      abort();
+    }
+  }
   REAL(p)->xShmBarrier(p->real);
 }
 static int gatherShmUnmap(sqlite3_file *f, int deleteFlag) {
