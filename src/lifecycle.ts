@@ -110,6 +110,7 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
   serving = server;
   publicUrl = publicUrlOn(config, server.address.port);
   showWelcome(publicUrl);
+  const gather = walGather();
   log.info("listening", {
     // As a URL writes it: an IPv6 address in brackets, so the port stands apart.
     address: `${server.address.family === "IPv6" ? `[${server.address.address}]` : server.address.address}:${server.address.port}`,
@@ -117,10 +118,9 @@ async function serve(config: Config, log: Logger, db = openDatabase(config.datab
     tls_not_after: server.certificate?.().notAfter,
     // Where it is, whatever the working directory: a relative DATABASE_URL read from another one is another file.
     database: resolve(config.databaseFile),
-    wal_writes_gathered: walGather()?.on === true,
+    wal_writes_gathered: gather?.on === true,
   });
-  const gather = walGather();
-  if (gather && !gather.on) log.warn("SQLite writes the WAL two system calls a page, as it does by itself: creates cost more CPU", { reason: gather.reason });
+  if (gather && !gather.on) log.warn("WAL writes are not gathered (SQLite makes two system calls a page): creates cost more CPU", { reason: gather.reason });
   // Served all the same (a renewal may be on its way), but said loudly.
   const served = server.certificate?.();
   const invalid = served ? outsideValidity(served) : null;

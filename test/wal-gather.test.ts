@@ -47,11 +47,16 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
       assert.deepEqual(walGather(), { on: true });
       const { runnerId, runnerToken } = await createRunner(s);
       await signUp(s, runnerToken);
+      const createAll = (prefix: string) =>
+        Promise.all(Array.from({ length: 40 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `${prefix}${i}.example.com`, oauthClientId: `c${i}`, oauthPlaintextClientSecret: `secret-${i}` })));
+      // The WAL made as long as the creates below write, then copied back whole: the next
+      // transaction starts it over and reuses that length, as a serving WAL does.
+      await createAll("warm-");
+      await createAll("warmer-");
+      s.db.$client.pragma("wal_checkpoint(PASSIVE)");
       const before = stats(s.db.$client);
       const commitsBefore = s.db.commitStats().commits;
-      const results = await Promise.all(
-        Array.from({ length: 40 }, (_, i) => call(s, CREATE, { runnerId, scmId: "github", host: `h${i}.example.com`, oauthClientId: `c${i}`, oauthPlaintextClientSecret: `secret-${i}` })),
-      );
+      const results = await createAll("h");
       assert.deepEqual(results.map((r) => r.status), Array(40).fill(200));
       const d = stats(s.db.$client);
       const gathered = d.gathered - before.gathered;
