@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { walGatherLibrary } from "../src/store/database.js";
@@ -162,6 +162,41 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
     const got = createHash("sha256");
     for (const r of rows) got.update(r);
     assert.equal(got.digest("hex"), expected.digest("hex"));
+    assert.equal(db.pragma("integrity_check", { simple: true }), "ok");
+    db.close();
+  });
+
+  it("a commit whose frames cannot be written out stops the process before anyone sees it; the commits before it stay", () => {
+    // A VFS under wal-gather whose WAL writes fail on demand, as a disk's I/O error would.
+    const requireHere = createRequire(import.meta.url);
+    const failing = join(dir, "failing-wal-vfs.so");
+    const headers = join(dirname(requireHere.resolve("better-sqlite3/package.json")), "deps", "sqlite3");
+    execFileSync(process.env.CC || "cc", ["-O2", "-fPIC", "-shared", "-I", headers, "-o", failing, join(import.meta.dirname, "fixtures", "failing-wal-vfs.c")]);
+    const file = join(dir, "failing.db");
+    const script = `
+      const Database = require(${JSON.stringify(requireHere.resolve("better-sqlite3"))});
+      new Database(":memory:").loadExtension(${JSON.stringify(failing)});
+      new Database(":memory:").loadExtension(${JSON.stringify(walGatherLibrary())});
+      const db = new Database(${JSON.stringify(file)});
+      db.pragma("journal_mode = WAL"); db.pragma("synchronous = NORMAL"); db.pragma("wal_autocheckpoint = 0");
+      db.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)");
+      const insert = db.prepare("INSERT INTO t (v) VALUES (?)");
+      db.transaction(() => { for (let i = 0; i < 2000; i++) insert.run(Buffer.alloc(1000)); })();
+      db.exec("DELETE FROM t");
+      db.pragma("wal_checkpoint(RESTART)");
+      db.transaction(() => { for (let i = 0; i < 50; i++) insert.run(Buffer.alloc(500, i)); })();
+      process.stdout.write("committed 50\\n");
+      db.prepare("SELECT fail_wal_writes(1)").get();
+      db.transaction(() => { for (let i = 0; i < 10; i++) insert.run(Buffer.alloc(500, 99)); })();
+      process.stdout.write("committed 10 more\\n");
+    `;
+    // No core file: the child runs in the test's folder, with core dumps off.
+    const child = spawnSync("sh", ["-c", 'ulimit -c 0; exec "$0" -e "$1"', process.execPath, script], { cwd: dir, encoding: "utf8" });
+    assert.equal(child.signal, "SIGABRT", `${child.status} ${child.stdout} ${child.stderr}`);
+    assert.equal(child.stdout, "committed 50\n");
+    assert.match(child.stderr, /^wal-gather: writing a commit's frames to the WAL failed \(SQLite code 778\); stopping before the commit is shown$/m);
+    const db = connect(file);
+    assert.deepEqual(db.prepare("SELECT count(*) AS n, sum(v = zeroblob(500)) AS zeros FROM t").get(), { n: 50, zeros: 1 });
     assert.equal(db.pragma("integrity_check", { simple: true }), "ok");
     db.close();
   });
