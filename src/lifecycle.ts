@@ -260,8 +260,14 @@ async function supervise(config: Config, log: Logger): Promise<void> {
   const earlyDeaths: number[] = [];
   let restartTries = 0;
   let forks = 0;
+  // Counted here, not read from cluster.workers: node keeps a worker there until both its
+  // exit and its channel's close were seen, in either order, so on the last exit the list
+  // may still name it. Read from there, the last exit went unseen, and the process ended
+  // only when nothing was left to run: with code 0 whatever the workers did, and unlogged.
+  let alive = 0;
   const fork = () => {
     forks++;
+    alive++;
     return cluster.fork();
   };
   // The metrics page is served here, from what the serving workers answer when asked; it
@@ -321,6 +327,7 @@ async function supervise(config: Config, log: Logger): Promise<void> {
   // worker that goes is told by its replacement's question anyway.
   const tell = (worker: Worker, m: HaltMessage | typeof NOT_HALTED) => void worker.send(m, () => {});
   cluster.on("exit", (worker, code, signal) => {
+    alive--;
     holding.delete(worker.id);
     const started = listening.delete(worker.id);
     // A worker whose own shutdown failed exits 1; so does the service then. So does one
@@ -359,7 +366,7 @@ async function supervise(config: Config, log: Logger): Promise<void> {
       fork();
       return;
     }
-    if (Object.keys(cluster.workers ?? {}).length === 0) {
+    if (alive === 0) {
       showWelcome(config.publicUrl); // no worker ever listened
       log.info("stopped", { code: exitCode });
       process.exit(exitCode);

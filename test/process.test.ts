@@ -7,7 +7,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { it } from "node:test";
+import { describe, it } from "node:test";
 import Database from "better-sqlite3";
 import fc from "fast-check";
 import { loadConfig, misspelledSettings, SETTINGS } from "../src/config.js";
@@ -909,6 +909,47 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+describe("WORKERS=2 when node reports a worker's exit before its channel's close", () => {
+  const lateDisconnect = { WORKERS: "2", NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${join(process.cwd(), "test", "fixtures", "late-worker-disconnect.mjs")}` };
+
+  it("the primary still sees its last worker go: it logs its stop and exits 0", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-workers-late-"));
+    try {
+      const { child, state, exited, finish } = await startProcess(dir, lateDisconnect);
+      t.after(() => stopIfRunning(child));
+      for (let i = 0; i < 100 && (state.out.match(/"msg":"listening"/g) ?? []).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      child.kill("SIGTERM");
+      assert.equal(await inTime("exit on SIGTERM", state, () => exited), 0);
+      assert.equal((state.out.match(/"msg":"stopped"/g) ?? []).length, 3, state.out);
+      assert.match(state.out, /"msg":"stopped","code":0\}/);
+      finish();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("workers killed while they drain still make the service exit 1", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-workers-late-killed-"));
+    try {
+      const { child, port, token, state, exited, watch } = await startProcess(dir, lateDisconnect);
+      t.after(() => stopIfRunning(child));
+      for (let i = 0; i < 100 && (state.out.match(/"msg":"listening"/g) ?? []).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      const held = Array.from({ length: 6 }, () => holdHttp1(port, token!, "{}", watch));
+      await Promise.all(held.map((h) => h.inFlight));
+      child.kill("SIGTERM");
+      await inTime("draining", state, async () => {
+        while (!state.out.includes('"msg":"shutting down"')) await new Promise((r) => setTimeout(r, 20));
+      });
+      for (const pid of childrenOf(child.pid!)) process.kill(pid, "SIGKILL");
+      await Promise.all(held.map((h) => h.finish().catch(() => undefined)));
+      assert.equal(await inTime("exit", state, () => exited), 1, state.out);
+      assert.match(state.out, /"msg":"stopped","code":1\}/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 it("WORKERS=2: a worker killed while it drains is logged, and the service exits 1", async (t) => {
