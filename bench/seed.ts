@@ -3,6 +3,7 @@ import { newId } from "../src/crypto/ids.js";
 import { newToken } from "../src/crypto/tokens.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
 import { openDatabase } from "../src/store/database.js";
+import { keyOf } from "../src/store/scm-integrations.js";
 
 export interface Seeded {
   token: string;
@@ -15,7 +16,7 @@ export interface Seeded {
 /**
  * Fills a fresh database the fast way: raw prepared inserts in large transactions with
  * synchronous=OFF (the seed needs no durability). Ids are UUIDv7 made in order, as the
- * service makes them. Integrations are added to the runners in turn, as a live service
+ * service makes them, one a millisecond. Integrations are added to the runners in turn, as a live service
  * gets them over time, so that one runner's rows lie far apart in the table rather
  * than next to each other (which would flatter List). Every integration carries the
  * same sealed secret, which is enough for reading.
@@ -33,14 +34,15 @@ export function seed(file: string, runners: number, integrations: number): Seede
      VALUES (?, ?, ?, 2, 2, 'seed', ?, ?, ?, ?, ?)`,
   );
   const insertIntegration = sqlite.prepare(
-    `INSERT INTO scm_integrations (id, org_id, runner_id, scm_id, host, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, created_at, updated_at)
-     VALUES (?, ?, ?, 'github', ?, 1, 'seed-client', ?, ?, ?, ?)`,
+    `INSERT INTO scm_integrations (key, id, org_id, runner_id, scm_id, host, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, created_at, updated_at)
+     VALUES (CAST(? AS INTEGER) * 16384 + CAST(? AS INTEGER), ?, ?, ?, 'github', ?, 1, 'seed-client', ?, ?, ?, ?)`,
   );
   const runnerIds: string[] = [];
   const integrationIds: string[] = [];
   // A sample large enough that Gets touch the whole table, not a small part that stays cached.
   const sampleEvery = Math.max(1, Math.floor(integrations / 100_000));
   const now = Date.now();
+  const start = now - integrations;
   sqlite.transaction(() => {
     for (let r = 0; r < runners; r++) {
       const runnerId = newId(now);
@@ -51,9 +53,11 @@ export function seed(file: string, runners: number, integrations: number): Seede
   const batch = sqlite.transaction((from: number, to: number) => {
     for (let i = from; i < to; i++) {
       const r = i % runners;
-      const id = newId(now);
+      // One a millisecond, the last one now: each id's key is its own (store/scm-integrations.ts, keyOf).
+      const at = start + i;
+      const id = newId(at);
       if (i % sampleEvery === 0) integrationIds.push(id);
-      insertIntegration.run(id, orgId, runnerIds[r], `git${Math.floor(i / runners)}.r${r}.seed.example`, sealed, keys.publicKey, now, now);
+      insertIntegration.run(...keyOf(id), id, orgId, runnerIds[r], `git${Math.floor(i / runners)}.r${r}.seed.example`, sealed, keys.publicKey, at, at);
     }
   });
   for (let i = 0; i < integrations; i += 50_000) batch(i, Math.min(integrations, i + 50_000));

@@ -12,6 +12,7 @@ import { newId } from "../src/crypto/ids.js";
 import { newKeyPair, open, seal } from "../src/crypto/sealed-box.js";
 import { newToken } from "../src/crypto/tokens.js";
 import { openDatabase } from "../src/store/database.js";
+import { insertScmIntegration, keyOf } from "../src/store/scm-integrations.js";
 import { ForeignDatabaseError, NewerDatabaseError, UnknownMigrationError } from "../src/store/migrations.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { call, serveDatabase, type TestServer } from "./harness.js";
@@ -108,10 +109,101 @@ describe("upgrading a database made before scm_integrations was keyed by id", ()
     const again = await call(s, CREATE, { runnerId, scmId: "github", host: "github.com", pat: true });
     assert.equal(again.body.code, "already_exists", JSON.stringify(again.body));
     const sqlite = s.db.$client;
-    assert.match(sqlite.prepare("SELECT sql FROM sqlite_master WHERE name = 'scm_integrations'").pluck().get() as string, /WITHOUT ROWID$/);
+    assert.match(sqlite.prepare("SELECT sql FROM sqlite_master WHERE name = 'scm_integrations'").pluck().get() as string, /`key` integer PRIMARY KEY NOT NULL/);
     assert.deepEqual(sqlite.pragma("foreign_key_check"), []);
     await s.db.write(() => sqlite.prepare("DELETE FROM runners WHERE id = ?").run(runnerId));
     assert.equal(sqlite.prepare("SELECT count(*) FROM scm_integrations").pluck().get(), 0);
+  });
+});
+
+describe("upgrading a database whose integrations were keyed by their id's text (0004 to 0006)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-upgrade-keyed-"));
+  const file = join(dir, "old.db");
+  const api = newToken("api");
+  const orgId = newId(Date.now());
+  const runnerId = newId(Date.now());
+  const at = Date.now() - 10_000;
+  // Three ids whose keys are one (the same millisecond, and the same 14 bits after it), in
+  // id order; then ids of their own milliseconds, one asked for in upper case, and one of
+  // another version, whose leading digits are not a time.
+  const shared = newId(at).slice(0, 20);
+  const sharing = ["000", "3a1", "fff"].map((tail) => `${shared}${tail}-${"0".repeat(12)}`);
+  const own = Array.from({ length: 200 }, (_, i) => newId(at + 1 + i));
+  const upper = newId(at + 500);
+  const v4 = "f47ac10b-58cc-4372-a567-0e02b2c3d479";
+  let s: TestServer;
+
+  before(async () => {
+    const old = new Database(file);
+    old.pragma("journal_mode = WAL");
+    migrate(drizzle(old), { migrationsFolder: migrationsUpTo(dir, "0006_runner_steps") });
+    old.prepare("INSERT INTO organizations (id, name, created_at) VALUES (?, 'acme', ?)").run(orgId, at);
+    old.prepare("INSERT INTO api_tokens (id, org_id, token_hash, created_at) VALUES (?, ?, ?, ?)").run(newId(at), orgId, api.hash, at);
+    old
+      .prepare(
+        `INSERT INTO runners (id, org_id, name, kind, provider, creator_id, created_at, updated_at, access_token_hash, public_key, status_updated_at)
+         VALUES (?, ?, 'old-runner', 2, 2, 'someone', ?, ?, ?, ?, ?)`,
+      )
+      .run(runnerId, orgId, at, at, newToken("runner").hash, newKeyPair().publicKey, at);
+    const insert = old.prepare(
+      `INSERT INTO scm_integrations (id, org_id, runner_id, scm_id, host, pat, created_at, updated_at) VALUES (?, ?, ?, 'github', ?, 1, ?, ?)`,
+    );
+    for (const [i, id] of [...sharing, ...own, upper, v4].entries()) insert.run(id, orgId, runnerId, `h${i}.example.com`, at, at);
+    assert.match(old.prepare("SELECT sql FROM sqlite_master WHERE name = 'scm_integrations'").pluck().get() as string, /WITHOUT ROWID$/);
+    old.close();
+    s = await serveDatabase(openDatabase(file), file, dir, { token: api.token, otherToken: newToken("api").token });
+  });
+
+  after(() => s.close());
+
+  it("gives each row the key its id makes, as the service works it out; of ids sharing one, the first has it and the others one above 2^62", () => {
+    const sqlite = s.db.$client;
+    const hasOwnKey = sqlite.prepare("SELECT count(*) FROM scm_integrations WHERE key = CAST(? AS INTEGER) * 16384 + CAST(? AS INTEGER) AND id = ?").pluck();
+    for (const id of [...own, upper, v4, sharing[0]!]) assert.equal(hasOwnKey.get(...keyOf(id), id), 1, id);
+    const spare = sqlite.prepare("SELECT count(*) FROM scm_integrations WHERE id = ? AND key > 4611686018427387903").pluck();
+    for (const id of sharing.slice(1)) assert.equal(spare.get(id), 1, id);
+    // Nothing lost, nothing doubled, and the table's rules and indexes as a new database has them.
+    assert.equal(sqlite.prepare("SELECT count(DISTINCT id) FROM scm_integrations").pluck().get(), sharing.length + own.length + 2);
+    assert.deepEqual(sqlite.pragma("integrity_check"), [{ integrity_check: "ok" }]);
+    const schema = (name: string) => sqlite.prepare("SELECT sql FROM sqlite_master WHERE name = ?").pluck().get(name);
+    const fresh = openDatabase(join(dir, "fresh.db"));
+    try {
+      for (const name of ["scm_integrations", "scm_integrations_id_idx", "scm_integrations_org_idx", "scm_integrations_runner_host_idx", "scm_integrations_runner_host_unique_insert", "scm_integrations_runner_host_unique_update"]) {
+        assert.equal(schema(name), fresh.$client.prepare("SELECT sql FROM sqlite_master WHERE name = ?").pluck().get(name), name);
+      }
+    } finally {
+      fresh.$client.close();
+    }
+  });
+
+  it("finds every integration by its id, by its key or through the id index, in either case of its digits", async () => {
+    for (const id of [...sharing, ...own.slice(0, 20), upper, v4]) {
+      const got = await call(s, GET, { id: id === upper ? id.toUpperCase() : id });
+      assert.equal(got.status, 200, `${id}: ${JSON.stringify(got.body)}`);
+      assert.equal(got.body.integration.id, id);
+    }
+    assert.equal((await call(s, GET, { id: newId(at) })).body.code, "not_found");
+  });
+
+  it("a new integration whose id's key another row has is created and found all the same", async () => {
+    const before = s.db.$client.prepare("SELECT count(*) FROM scm_integrations").pluck().get() as number;
+    const made = await call(s, CREATE, { runnerId, scmId: "github", host: "new.example.com", pat: true });
+    assert.equal(made.status, 200, JSON.stringify(made.body));
+    const id = made.body.id as string;
+    // Its key is its own: the row keyed by it is this one.
+    assert.equal(s.db.$client.prepare("SELECT id FROM scm_integrations WHERE key = CAST(? AS INTEGER) * 16384 + CAST(? AS INTEGER)").pluck().get(...keyOf(id)), id);
+    // Another row takes the same key, as an id of the same millisecond may: written as a create
+    // writes, it gives way, and each is found by its own id.
+    const twin = `${id.slice(0, 24)}${id.slice(24) === "0".repeat(12) ? "1".repeat(12) : "0".repeat(12)}`;
+    await s.db.write(() =>
+      insertScmIntegration(s.db, { id: twin, orgId, runnerId, scmId: "github", host: "twin.example.com", pat: true, oauthClientId: null, oauthEncryptedSecret: null, oauthSealedTo: null, issuerUrl: null, virtualDirectory: null, createdAt: at, updatedAt: at }),
+    );
+    assert.ok((s.db.$client.prepare("SELECT key > 4611686018427387903 FROM scm_integrations WHERE id = ?").pluck().get(twin) as number) === 1, "the twin gave way");
+    for (const [which, host] of [[id, "new.example.com"], [twin, "twin.example.com"]] as const) {
+      const got = await call(s, GET, { id: which });
+      assert.equal(got.body.integration?.host, host, JSON.stringify(got.body));
+    }
+    assert.equal(s.db.$client.prepare("SELECT count(*) FROM scm_integrations").pluck().get(), before + 2);
   });
 });
 
@@ -231,6 +323,7 @@ describe("migrating a database another process migrates too", () => {
       [1796224761422, "5e04771fb8b1888c96987b9bbb1261bde8b95f05b6ac9e9586f3da01bc34d064"],
       [1796450456597, "0ec95d95e69ce932bd9928e9cd7fceed99c7a5abda9635eac785a85968a3327a"],
       [1796555031906, "48e86c1637be831f00e35a689eaf1d67033fe6f8f8f39ad376308d8289483456"],
+      [1796593672348, "58bbe70c89c2904e3ac08e5e2f9b57bdf60f917638e9d38cba8ac605a33d1b35"],
     ]);
   });
 

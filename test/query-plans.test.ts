@@ -2,10 +2,12 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Db } from "../src/store/database.js";
 import { isUniqueViolation } from "../src/store/errors.js";
-import { getQuery, listOrgPage, listRunnerPage, listRunnerPageInOrg, orgPageQuery, orgPageSql, pageRereads, runnerPageQuery, runnerPageSql } from "../src/store/scm-integrations.js";
+import { getQuery, keyOf, listOrgPage, listRunnerPage, listRunnerPageInOrg, orgPageQuery, orgPageSql, pageRereads, runnerPageQuery, runnerPageSql } from "../src/store/scm-integrations.js";
 import { call, createRunner, startServer, type TestServer } from "./harness.js";
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
+// Every column but the key, which SQLite then assigns (above every other).
+const COLUMNS = "id, org_id, runner_id, scm_id, host, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at";
 
 /** SQLite's plan for a query, one step per line, over the migrated database. */
 function plan(db: Db, q: { toSQL(): { sql: string; params: unknown[] } }, params?: unknown[]): string[] {
@@ -27,10 +29,14 @@ describe("query plans", () => {
   });
   after(() => s.close());
 
-  it("a Get is one primary-key lookup of the integration (and one of its runner)", () => {
-    const steps = plan(s.db, getQuery(s.db), [ids[3], "any-org"]);
-    assert.equal(steps[0], "SEARCH scm_integrations USING PRIMARY KEY (id=?)", steps.join(" | "));
-    assert.equal(steps.length, 2, steps.join(" | "));
+  it("a Get is one lookup of the integration by the key made from its id (and one of its runner); failing that, one by its id", () => {
+    const [time, low] = keyOf(ids[3]!);
+    const steps = plan(s.db, getQuery(s.db, "key"), [time, low, ids[3], "any-org"]);
+    assert.deepEqual(steps, ["SEARCH scm_integrations USING INTEGER PRIMARY KEY (rowid=?)", "SEARCH runners USING INDEX sqlite_autoindex_runners_1 (id=?)"]);
+    const byId = plan(s.db, getQuery(s.db, "id"), [ids[3], "any-org"]);
+    // The id index, or the organization's (org_id, id): either finds the one entry at once.
+    assert.match(byId[0]!, /^SEARCH scm_integrations USING INDEX scm_integrations_(id|org)_idx \((org_id=\? AND )?id=\?\)$/, byId.join(" | "));
+    assert.equal(byId.length, 2, byId.join(" | "));
   });
 
   it("a runner's page comes from one index in host order: no table lookups, no sort step", () => {
@@ -55,7 +61,7 @@ describe("query plans", () => {
     // runner that has them).
     for (const afterHost of [null, "h10.example.com"]) {
       const steps = plan(s.db, runnerPageQuery(s.db, runnerId, afterHost, 26, [ids[3]!, ids[12]!]));
-      assert.equal(steps[0], "SEARCH scm_integrations USING PRIMARY KEY (id=?)", steps.join(" | "));
+      assert.equal(steps[0], "SEARCH scm_integrations USING INDEX scm_integrations_id_idx (id=?)", steps.join(" | "));
       assert.ok(!steps.some((d) => /scm_integrations_runner_host_idx|SCAN/.test(d)), steps.join(" | "));
     }
   });
@@ -100,7 +106,7 @@ describe("query plans", () => {
     // A copy of h1's row under a new id: the same runner and host.
     refused(() =>
       sqlite
-        .prepare("INSERT INTO scm_integrations SELECT ?, org_id, runner_id, scm_id, host, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at FROM scm_integrations WHERE id = ?")
+        .prepare(`INSERT INTO scm_integrations (${COLUMNS}) SELECT ?, org_id, runner_id, scm_id, host, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at FROM scm_integrations WHERE id = ?`)
         .run("0190a0a0-0000-7000-8000-00000000beef", ids[1]),
     );
     refused(() => sqlite.prepare("UPDATE scm_integrations SET host = 'h2.example.com' WHERE id = ?").run(ids[1]));
@@ -151,7 +157,7 @@ describe("query plans", () => {
     const sqlite = s.db.$client;
     const orgId = sqlite.prepare("SELECT org_id FROM runners WHERE id = ?").pluck().get(runnerId) as string;
     const copy = sqlite.prepare(
-      "INSERT INTO scm_integrations SELECT ?, org_id, runner_id, scm_id, ?, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at FROM scm_integrations WHERE id = ?",
+      `INSERT INTO scm_integrations (${COLUMNS}) SELECT ?, org_id, runner_id, scm_id, ?, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at FROM scm_integrations WHERE id = ?`,
     );
     // U+FF61 is EF BD A1 in UTF-8 and U+1F600 F0 9F 98 80: SQLite puts the first first, while
     // JavaScript compares U+1F600's first UTF-16 unit (D83D) and puts it first. The ids begin

@@ -38,7 +38,8 @@ function copyIntegration(s: TestServer, id: string, salt: number): void {
   s.db.$client
     .prepare(
       `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
-       INSERT INTO scm_integrations SELECT printf('%08x-0000-7000-8000-%012x', i, i + ?), org_id, runner_id, scm_id, 'h' || i || '.example.com', pat,
+       INSERT INTO scm_integrations (id, org_id, runner_id, scm_id, host, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at)
+       SELECT printf('%08x-0000-7000-8000-%012x', i, i + ?), org_id, runner_id, scm_id, 'h' || i || '.example.com', pat,
          oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, issuer_url, virtual_directory, created_at, updated_at
        FROM scm_integrations, n WHERE id = ?`,
     )

@@ -1,6 +1,7 @@
 import {
   blob,
   index,
+  uniqueIndex,
   integer,
   primaryKey,
   sqliteTable,
@@ -64,13 +65,16 @@ export const runners = sqliteTable(
   (t) => [index("runners_org_idx").on(t.orgId, t.id)],
 );
 
-// WITHOUT ROWID, keyed by id (migration 0004; drizzle-kit cannot express the clause, so
-// a generated migration that recreates this table must add it back, and the triggers of
-// migration 0005 with it): a Get reads one b-tree instead of the id index and then the table.
+// A rowid table whose integer key is made from the id (migration 0007; see keyOf in
+// scm-integrations.ts): a Get is one lookup in a shallow b-tree, where the table keyed by
+// id (0004) held whole rows in its interior pages and was eight levels deep at a million rows.
+// The key column, `key INTEGER PRIMARY KEY`, is not declared here: drizzle would read it
+// into a number, which cannot hold 62 bits. drizzle-kit cannot express it, nor the triggers
+// of migration 0005, so a generated migration that recreates this table must add both back.
 export const scmIntegrations = sqliteTable(
   "scm_integrations",
   {
-    id: text("id").primaryKey(),
+    id: text("id").notNull(),
     orgId: text("org_id").notNull(),
     runnerId: text("runner_id")
       .notNull()
@@ -89,6 +93,8 @@ export const scmIntegrations = sqliteTable(
     updatedAt: integer("updated_at").notNull(),
   },
   (t) => [
+    // Every id once; and where an id's key was taken by another (keyOf), the way to its row.
+    uniqueIndex("scm_integrations_id_idx").on(t.id),
     index("scm_integrations_org_idx").on(t.orgId, t.id),
     // A runner's integrations in host order, read from this index alone: it holds every
     // column a read shows, so a page of 25 is a few adjacent index pages instead of 25

@@ -5,16 +5,35 @@ import { prepared, rawStatement, rowLimit, type Db } from "./database.js";
 import { isUniqueViolation } from "./errors.js";
 import { runners, scmIntegrations, type NewScmIntegrationRow, type ScmIntegrationRow } from "./schema.js";
 
+/**
+ * The integer key of the row with this id (migration 0007), in two parts that SQL joins
+ * (KEY_SQL), since a number in JavaScript holds 53 bits exactly and the key has 62: the 48
+ * bits of time of a UUIDv7, then the 12 bits of rand_a and the 2 random bits after the
+ * variant. Ids made later have larger keys, so creates append to the table. Ids of one
+ * millisecond share their time and may share a key (one pair in 16,384); the second row
+ * then takes a key above KEY_SPARE and is found through the id index instead. Any text
+ * gives a pair: one that is not hex gives NaN, bound as NULL, which no key equals.
+ */
+export function keyOf(id: string): [number, number] {
+  return [parseInt(id.slice(0, 8) + id.slice(9, 13), 16), (parseInt(id.slice(15, 18), 16) << 2) | (parseInt(id[19]!, 16) & 3)];
+}
+
+// CAST: better-sqlite3 binds every number as a double, and a double times 16384 would be
+// one too, rounded to 53 bits.
+const KEY_SQL = (time: string, low: string) => `(CAST(${time} AS INTEGER) * 16384 + CAST(${low} AS INTEGER))`;
+/** 2^62 - 1: keys made from ids are below 2^62; keys given way to lie above. */
+const KEY_SPARE = "4611686018427387903";
+
 /** Inserts an integration; a second one for the same runner and host is already_exists. */
 export function insertScmIntegration(db: Db, row: NewScmIntegrationRow): void {
   try {
     // Positional, in the order of insertColumns; a boolean as SQLite stores one.
-    statements(db).insert.run(
-      insertColumns.map((c) => {
-        const value = row[c];
-        return typeof value === "boolean" ? Number(value) : (value ?? null);
-      }),
-    );
+    const values: unknown[] = insertColumns.map((c) => {
+      const value = row[c];
+      return typeof value === "boolean" ? Number(value) : (value ?? null);
+    });
+    values.push(...keyOf(row.id));
+    statements(db).insert.run(values);
   } catch (err) {
     if (isUniqueViolation(err)) {
       throw new DomainError(
@@ -68,7 +87,10 @@ const selectViews = (db: Db) =>
 
 /** The integration with this id in this organization, as reads show it. */
 export function findScmIntegrationView(db: Db, orgId: string, id: string): IntegrationView | null {
-  const row = views(db).byId.get(id, orgId) as ViewRow | undefined;
+  const v = views(db);
+  const [time, low] = keyOf(id);
+  // By the key made from the id; failing that (a key given way, or no such row), by the id.
+  const row = (v.byKey.get(time, low, id, orgId) ?? v.byId.get(id, orgId)) as ViewRow | undefined;
   return row ? toView(row) : null;
 }
 
@@ -117,8 +139,10 @@ const views = prepared((db) => {
       HOST,
     );
   return {
+    // (time, low, id, orgId)
+    byKey: raw(getQuery(db, "key")),
     // (id, orgId)
-    byId: raw(getQuery(db)),
+    byId: raw(getQuery(db, "id")),
     // (runnerId, limit)
     firstPageOfRunner: byRunner(false, false),
     // (runnerId, afterHost, limit)
@@ -247,9 +271,15 @@ function runQuery(db: Db, query: { toSQL(): { sql: string; params: unknown[] } }
   return (db.$client.prepare(text).raw().all(...params) as ViewRow[]).map(toView);
 }
 
-/** The query behind findScmIntegrationView, unexecuted, so tests can show its plan. */
-export function getQuery(db: Db) {
-  return selectViews(db).where(and(eq(scmIntegrations.id, sql.placeholder("id")), eq(scmIntegrations.orgId, sql.placeholder("orgId"))));
+/**
+ * The queries behind findScmIntegrationView, unexecuted, so tests can show their plans: by
+ * the key (time, low, id, orgId), and by the id alone (id, orgId).
+ */
+export function getQuery(db: Db, by: "key" | "id" = "key") {
+  const byId = and(eq(scmIntegrations.id, sql.placeholder("id")), eq(scmIntegrations.orgId, sql.placeholder("orgId")));
+  if (by === "id") return selectViews(db).where(byId);
+  const key = sql.raw(`"${getTableName(scmIntegrations)}"."key"`);
+  return selectViews(db).where(and(sql`${key} = CAST(${sql.placeholder("time")} AS INTEGER) * 16384 + CAST(${sql.placeholder("low")} AS INTEGER)`, byId));
 }
 
 /**
@@ -328,9 +358,13 @@ const statements = prepared((db) => {
       .prepare(),
     // A plain statement over the schema's names: drizzle's per-parameter mapping cost about
     // as much as the insert's own work outside SQLite, on every create.
+    // The row's columns, then its key's two parts (keyOf). A key another row has already
+    // (ids of one millisecond can share one) gives way to the next free one above KEY_SPARE.
     insert: db.$client.prepare(
-      `INSERT INTO "${getTableName(scmIntegrations)}" (${insertColumns.map((c) => `"${scmIntegrations[c].name}"`).join(", ")}) ` +
-        `VALUES (${insertColumns.map(() => "?").join(", ")})`,
+      `INSERT INTO "${getTableName(scmIntegrations)}" ("key", ${insertColumns.map((c) => `"${scmIntegrations[c].name}"`).join(", ")}) ` +
+        `SELECT CASE WHEN EXISTS (SELECT 1 FROM "${getTableName(scmIntegrations)}" WHERE "key" = made.k) ` +
+        `THEN max(coalesce((SELECT max("key") FROM "${getTableName(scmIntegrations)}"), 0), ${KEY_SPARE}) + 1 ELSE made.k END, ` +
+        `${insertColumns.map(() => "?").join(", ")} FROM (SELECT ${KEY_SQL("?", "?")} AS k) AS made`,
     ),
   };
 });
