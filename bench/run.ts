@@ -652,6 +652,28 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   since the barrier cannot report it and the commit would be shown to other connections with
   frames missing from the file; that commit was never acknowledged, and SQLite's recovery drops
   it at the next start.
+- The integrations' table is a rowid table keyed by a number made from the id (from
+  2026-12-06, the twenty-second run; migration 0007, \`keyOf\` in
+  \`src/store/scm-integrations.ts\`): the UUIDv7's 48 bits of time and the 14 random bits after
+  them. Keyed by the id's text without rowid (migration 0004), the table kept whole rows in its
+  interior pages: on the seeded 1M-row file (\`dbstat\`) 24,521 interior pages over 8 levels,
+  against a page cache of 16 MiB, so a Get read about two pages from the OS and walked eight
+  levels. Keyed by the number, the same rows take 1,126 interior pages over 4 levels, and a
+  Get's lookup is one seek in it. A unique index on the id keeps ids unique, and finds the rows
+  whose key another row had first (ids of one millisecond share their time and may share the
+  14 bits: about one pair in 16,384), which take the next key above 2^62; a Get tries the key,
+  then the id. Creates append to the table and to the id index, both ordered by time. A
+  scratch script (fresh services on copies of the seeds, 4-second runs
+  at 64 connections, each round every service in turn) ran the build before on its seeds and
+  this one on its own: Gets on 1M rows 8,104 a second against 7,347 (CPU 132 against 145 µs a
+  Get, 8 rounds), on 10,000 rows 9,334 against 9,234; creates on 1M rows 4,300 against 4,366
+  (CPU 313 both, 6 rounds). Under \`perf record\` (the service's main thread, Gets at 64 on the
+  1M-row table, 6 seconds), a prototype of this layout took 17 to 18% of the thread's time in
+  the kernel and 9.5% in SQLite, against 20% and 10% as it was. The migration rebuilds the
+  table: on a copy of the earlier 1M-row seed, 42 seconds at the first start, at 150 MB of RSS.
+  The earlier seed made every id in one millisecond, so the migration gave 98% of its rows a
+  key above 2^62; the seed now makes one id a millisecond, as a service making them over time
+  would.
 - OAuth secrets are sealed in a worker thread (\`src/crypto/seal-worker.ts\`), instead of two
   X25519 multiplications on the event loop per create, in messages of 8 jobs: sent as one
   message, a turn's creates all waited for the last seal and the event loop sat idle meanwhile
@@ -801,7 +823,8 @@ described at the top of this file):
 | 2026-12-06, about 14:25 UTC (in this file's history; the JSON of the answers that carry integrations written with fewer copies; the Intel VM again) | 180 / 164 | 95 | 171 / 73 / 154 | 0.71 / 1.54 / 0.65 |
 | 2026-12-06, about 16:15 UTC (in this file's history; the integrations' JSON joined once from pieces; a page of integrations read from SQLite as one JSON text; node's young generation back to 16 MiB, the baseline's too; the Intel VM again) | 174 / 165 | 96 | 159 / 53 / 123 | 0.74 / 1.68 / 0.77 |
 | 2026-12-06, about 17:40 UTC (in this file's history; the same code as the run before, on another VM: an AMD EPYC whose system calls cost about three times the Intel VM's, see below) | 185 / 188 | 209 | 290 / 166 / 246 | 0.79 / 1.67 / 0.92 |
-| ${r.date}, this run (a transaction's WAL writes gathered, see "What the design does for speed"; the AMD VM again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-06, about 20:30 UTC (in this file's history; a transaction's WAL writes gathered, see "What the design does for speed"; the AMD VM again) | 191 / 197 | 209 | 297 / 145 / 375 | 0.88 / 1.77 / 0.78 |
+| ${r.date}, this run (the integrations' table keyed by a number made from the id, see "What the design does for speed"; the AMD VM again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 The eleventh run (2026-12-05, evening) came on another VM: an Intel Xeon instead of the AMD
 EPYC of every run before it, its JavaScript loop 224 ms against 177 to 180, a system call 0.45
@@ -872,10 +895,15 @@ The twentieth, with the nineteenth's code, on another VM: an AMD EPYC whose syst
 call costs 1.93 / 3.23 µs (the Intel VM's about 0.45 to 1.2) and a page read from the OS cache
 2.90 / 5.08 µs: ratios 0.79, 1.67, 0.92, CPU per no-op create 209 µs at 64 connections, per create,
 Get and List 290, 166, 246, the JavaScript loop 185 / 188 ms.
-The twenty-first (this one), on the same kind of VM (a system call ${r.speed.map((x) => fmt(x.syscallUs, 2)).join(" / ")} µs, a page read from
-the OS cache ${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs): ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create ${fmt(at64("create").base.cpu)} µs at 64 connections, per create,
-Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. Since the twentieth, a
+The twenty-first, on the same kind of VM (a system call 3.14 / 2.42 µs, a page read from
+the OS cache 4.78 / 3.43 µs): ratios 0.88, 1.77, 0.78, CPU per no-op create 209 µs at 64 connections, per create,
+Get and List 297, 145, 375, the JavaScript loop 191 / 197 ms. Since the twentieth, a
 transaction's WAL writes are gathered into a few large ones (see "What the design does for speed").
+The twenty-second (this one), on the same kind of VM (a system call ${r.speed.map((x) => fmt(x.syscallUs, 2)).join(" / ")} µs, a page read from
+the OS cache ${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs): ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create ${fmt(at64("create").base.cpu)} µs at 64 connections, per create,
+Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. Since the twenty-first,
+the integrations' table is keyed by a number made from the id, and the seed makes one id a
+millisecond, as a service making them over time would (see "What the design does for speed").
 From the seventeenth run on, the create ratio meets its target, by the path described under
 "Against its own protocol path", not by a cheaper create. What follows is how far it was before.
 How far the create target is on this VM, measured before it (2026-12-05, about 19:40 UTC; two
@@ -1189,7 +1217,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   quarter above the run before it, the baseline's a tenth; the second (the machine calmer)
   -2.5%, +0.1% and -18.7%; the third -19.9%, -3.7% and -15.3% (its growth block slower than its
   matrix: the baseline's CPU per create 268 µs there against 218); the fourth -16.7%, -8.9%
-  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) -7.9%, -10.6% and -5.5%. The eighteenth (the integration answers' JSON written with fewer copies) -14.7%, -9.5% and -7.5%. The nineteenth (pages read from SQLite as JSON, answers joined once, a 16 MiB young generation) -20.1%, -12.8% and -12.1%. The twentieth (the same code on another VM) -23.7%, -17.5% and -9.1%. The twenty-first (WAL writes gathered) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists do the same work on both tables (the plan above; CPU per List
+  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) -7.9%, -10.6% and -5.5%. The eighteenth (the integration answers' JSON written with fewer copies) -14.7%, -9.5% and -7.5%. The nineteenth (pages read from SQLite as JSON, answers joined once, a 16 MiB young generation) -20.1%, -12.8% and -12.1%. The twentieth (the same code on another VM) -23.7%, -17.5% and -9.1%. The twenty-first (WAL writes gathered) -23.1%, -26.6% and -22.5%. The twenty-second (the table keyed by a number made from the id) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists do the same work on both tables (the plan above; CPU per List
   324 and 317 µs on the large and small tables side by side, 6 rounds, a scratch script), and
   their rounds spread widely (the second run's List ratios went from 0.66 to 0.84).
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
