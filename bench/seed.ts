@@ -15,10 +15,11 @@ export interface Seeded {
 
 /**
  * Fills a fresh database the fast way: raw prepared inserts in large transactions with
- * synchronous=OFF (the seed needs no durability). Ids are UUIDv7 made in order, as the
- * service makes them, one a millisecond. Integrations are added to the runners in turn, as a live service
- * gets them over time, so that one runner's rows lie far apart in the table rather
- * than next to each other (which would flatter List). Every integration carries the
+ * synchronous=OFF (the seed needs no durability). Ids are UUIDv7 made in order, one a
+ * millisecond, as a service makes them over time, each row under the key its id makes.
+ * Integrations are added to the runners in turn, as a live service gets them over time, so
+ * that one runner's rows lie far apart in the table rather than next to each other (which
+ * would flatter List). Every integration carries the
  * same sealed secret, which is enough for reading.
  */
 export function seed(file: string, runners: number, integrations: number): Seeded {
