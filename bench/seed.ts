@@ -3,7 +3,7 @@ import { newId } from "../src/crypto/ids.js";
 import { newToken } from "../src/crypto/tokens.js";
 import { createApiToken, createOrganization } from "../src/services/accounts.js";
 import { openDatabase } from "../src/store/database.js";
-import { keyOf } from "../src/store/scm-integrations.js";
+import { insertScmIntegration } from "../src/store/scm-integrations.js";
 
 export interface Seeded {
   token: string;
@@ -14,13 +14,13 @@ export interface Seeded {
 }
 
 /**
- * Fills a fresh database the fast way: raw prepared inserts in large transactions with
- * synchronous=OFF (the seed needs no durability). Ids are UUIDv7 made in order, one a
- * millisecond, as a service makes them over time, each row under the key its id makes.
- * Integrations are added to the runners in turn, as a live service gets them over time, so
- * that one runner's rows lie far apart in the table rather than next to each other (which
- * would flatter List). Every integration carries the
- * same sealed secret, which is enough for reading.
+ * Fills a fresh database the fast way: prepared inserts (the service's own for integrations)
+ * in large transactions with synchronous=OFF (the seed needs no durability). Ids are UUIDv7
+ * made in order, one a millisecond, as a service makes them over time, so each row has the
+ * key its id makes. Integrations are added to the runners in turn, as a live service gets
+ * them over time, so that one runner's rows lie far apart in the table rather than next to
+ * each other (which would flatter List). Every integration carries the same sealed secret,
+ * which is enough for reading.
  */
 export function seed(file: string, runners: number, integrations: number): Seeded {
   const db = openDatabase(file);
@@ -33,10 +33,6 @@ export function seed(file: string, runners: number, integrations: number): Seede
   const insertRunner = sqlite.prepare(
     `INSERT INTO runners (id, org_id, name, kind, provider, creator_id, created_at, updated_at, access_token_hash, public_key, status_updated_at)
      VALUES (?, ?, ?, 2, 2, 'seed', ?, ?, ?, ?, ?)`,
-  );
-  const insertIntegration = sqlite.prepare(
-    `INSERT INTO scm_integrations (key, id, org_id, runner_id, scm_id, host, pat, oauth_client_id, oauth_encrypted_secret, oauth_sealed_to, created_at, updated_at)
-     VALUES (CAST(? AS INTEGER) * 16384 + CAST(? AS INTEGER), ?, ?, ?, 'github', ?, 1, 'seed-client', ?, ?, ?, ?)`,
   );
   const runnerIds: string[] = [];
   const integrationIds: string[] = [];
@@ -58,7 +54,10 @@ export function seed(file: string, runners: number, integrations: number): Seede
       const at = start + i;
       const id = newId(at);
       if (i % sampleEvery === 0) integrationIds.push(id);
-      insertIntegration.run(...keyOf(id), id, orgId, runnerIds[r], `git${Math.floor(i / runners)}.r${r}.seed.example`, sealed, keys.publicKey, at, at);
+      insertScmIntegration(db, {
+        id, orgId, runnerId: runnerIds[r]!, scmId: "github", host: `git${Math.floor(i / runners)}.r${r}.seed.example`, pat: true,
+        oauthClientId: "seed-client", oauthEncryptedSecret: sealed, oauthSealedTo: keys.publicKey, issuerUrl: null, virtualDirectory: null, createdAt: at, updatedAt: at,
+      });
     }
   });
   for (let i = 0; i < integrations; i += 50_000) batch(i, Math.min(integrations, i + 50_000));

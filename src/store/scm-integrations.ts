@@ -278,8 +278,8 @@ function runQuery(db: Db, query: { toSQL(): { sql: string; params: unknown[] } }
 export function getQuery(db: Db, by: "key" | "id" = "key") {
   const byId = and(eq(scmIntegrations.id, sql.placeholder("id")), eq(scmIntegrations.orgId, sql.placeholder("orgId")));
   if (by === "id") return selectViews(db).where(byId);
-  const key = sql.raw(`"${getTableName(scmIntegrations)}"."key"`);
-  return selectViews(db).where(and(sql`${key} = CAST(${sql.placeholder("time")} AS INTEGER) * 16384 + CAST(${sql.placeholder("low")} AS INTEGER)`, byId));
+  // Two bare parameters, bound by position like the placeholders after them.
+  return selectViews(db).where(and(sql.raw(`"${getTableName(scmIntegrations)}"."key" = ${KEY_SQL("?", "?")}`), byId));
 }
 
 /**
