@@ -1,11 +1,11 @@
 import {
   blob,
   index,
-  uniqueIndex,
   integer,
   primaryKey,
   sqliteTable,
   text,
+  uniqueIndex,
 } from "drizzle-orm/sqlite-core";
 
 // Times are milliseconds since the epoch; ids are uuids (v7, so new rows append to
