@@ -673,7 +673,10 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   table: on a copy of the earlier 1M-row seed, 42 seconds at the first start, at 150 MB of RSS.
   The earlier seed made every id in one millisecond, so the migration gave 98% of its rows a
   key above 2^62; the seed now makes one id a millisecond, as a service making them over time
-  would.
+  would. Get growth by hand after the twenty-second run (fresh services on copies of its kept
+  seeds, 4-second Get runs at 64 alternating, two runs of 10 rounds): -5.9% and -10.7% at the
+  median, the rounds from -37.1% to +29.9%; the build before, by the same script, -20.9% (on
+  the twenty-first run's evening) and -8.5% and -25.9% (on the twenty-second's).
 - OAuth secrets are sealed in a worker thread (\`src/crypto/seal-worker.ts\`), instead of two
   X25519 multiplications on the event loop per create, in messages of 8 jobs: sent as one
   message, a turn's creates all waited for the last seal and the event loop sat idle meanwhile
