@@ -11,8 +11,9 @@ import { runners, scmIntegrations, type NewScmIntegrationRow, type ScmIntegratio
  * bits of time of a UUIDv7, then the 12 bits of rand_a and the 2 random bits after the
  * variant. Ids made later have larger keys, so creates append to the table. Ids of one
  * millisecond share their time and may share a key (one pair in 16,384); the second row
- * then takes a key above KEY_SPARE and is found through the id index instead. Any text
- * gives a pair: one that is not hex gives NaN, bound as NULL, which no key equals.
+ * then takes a key above KEY_SPARE and is found through the id index instead. Text that is
+ * not such an id still gives a pair (NaN, bound as NULL, where it is not hex at all): it finds
+ * no row, or a row whose id the lookup's `id = ?` then refuses.
  */
 export function keyOf(id: string): [number, number] {
   return [parseInt(id.slice(0, 8) + id.slice(9, 13), 16), (parseInt(id.slice(15, 18), 16) << 2) | (parseInt(id[19]!, 16) & 3)];
@@ -350,6 +351,7 @@ const insertColumns = [
 ] as const satisfies readonly (keyof NewScmIntegrationRow)[];
 
 const statements = prepared((db) => {
+  const table = getTableName(scmIntegrations);
   return {
     byId: db
       .select()
@@ -361,9 +363,9 @@ const statements = prepared((db) => {
     // The row's columns, then its key's two parts (keyOf). A key another row has already
     // (ids of one millisecond can share one) gives way to the next free one above KEY_SPARE.
     insert: db.$client.prepare(
-      `INSERT INTO "${getTableName(scmIntegrations)}" ("key", ${insertColumns.map((c) => `"${scmIntegrations[c].name}"`).join(", ")}) ` +
-        `SELECT CASE WHEN EXISTS (SELECT 1 FROM "${getTableName(scmIntegrations)}" WHERE "key" = made.k) ` +
-        `THEN max(coalesce((SELECT max("key") FROM "${getTableName(scmIntegrations)}"), 0), ${KEY_SPARE}) + 1 ELSE made.k END, ` +
+      `INSERT INTO "${table}" ("key", ${insertColumns.map((c) => `"${scmIntegrations[c].name}"`).join(", ")}) ` +
+        `SELECT CASE WHEN EXISTS (SELECT 1 FROM "${table}" WHERE "key" = made.k) ` +
+        `THEN max(coalesce((SELECT max("key") FROM "${table}"), 0), ${KEY_SPARE}) + 1 ELSE made.k END, ` +
         `${insertColumns.map(() => "?").join(", ")} FROM (SELECT ${KEY_SQL("?", "?")} AS k) AS made`,
     ),
   };
