@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Db } from "../src/store/database.js";
 import { isUniqueViolation } from "../src/store/errors.js";
+import { runnerStepSql } from "../src/store/runners.js";
 import { getQuery, keyOf, listOrgPage, listRunnerPage, listRunnerPageInOrg, orgPageQuery, orgPageSql, pageRereads, runnerPageQuery, runnerPageSql } from "../src/store/scm-integrations.js";
 import { call, createRunner, startServer, type TestServer } from "./harness.js";
 
@@ -90,6 +91,17 @@ describe("query plans", () => {
     const triggers = s.db.$client.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'scm_integrations'").all() as { name: string; sql: string }[];
     assert.deepEqual(triggers.map((t) => t.name).sort(), ["scm_integrations_runner_host_unique_insert", "scm_integrations_runner_host_unique_update"]);
     for (const t of triggers) assert.match(t.sql, /WHERE `runner_id` = NEW.`runner_id` AND `host` = NEW.`host`/);
+  });
+
+  it("a runner's integrations are taken apart in host order from the covering index, each row reached by the table's key", () => {
+    for (const [name, sql] of Object.entries(runnerStepSql)) {
+      const params = Array.from(sql.match(/\?/g)!, () => runnerId);
+      const steps = (s.db.$client.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[]).map((r) => r.detail);
+      const shown = `${name}: ${steps.join(" | ")}`;
+      assert.ok(steps.includes("SEARCH scm_integrations USING INTEGER PRIMARY KEY (rowid=?)"), shown);
+      assert.ok(steps.some((d) => d.startsWith("SEARCH scm_integrations USING COVERING INDEX scm_integrations_runner_host_idx (runner_id=?")), shown);
+      assert.ok(!steps.some((d) => /TEMP B-TREE|SCAN scm_integrations|scm_integrations_id_idx/.test(d)), shown);
+    }
   });
 
   it("the triggers refuse a second (runner_id, host) from any writer, by INSERT or UPDATE, as a unique index would", () => {

@@ -86,17 +86,8 @@ const statements = prepared((db) => ({
   exists: rawStatement(db, db.select({ one: sql`1` }).from(runners).where(byIdAndOrg)).pluck(),
   // (id)
   tokenHashById: rawStatement(db, db.select({ hash: runners.accessTokenHash }).from(runners).where(eq(runners.id, sql.placeholder("id")))).pluck(),
-  // (runnerId): the first of its integrations in the covering index's order, by key
-  deleteSomeIntegrations: db.$client.prepare(
-    `DELETE FROM scm_integrations WHERE id IN (SELECT id FROM scm_integrations WHERE runner_id = ? ORDER BY host LIMIT ${RUNNER_ROWS_A_WRITE})`,
-  ),
-  // (at, runnerId, afterHost, runnerId): the next rows read from the covering index, by key
-  // only those to drop (a runner's PAT-only integrations are not rewritten)
-  dropStaleSecrets: db.$client.prepare(
-    `UPDATE scm_integrations SET oauth_encrypted_secret = NULL, oauth_sealed_to = NULL, updated_at = ?
-     WHERE id IN (SELECT id FROM (SELECT id, oauth_sealed_to FROM scm_integrations WHERE runner_id = ? AND host > ? ORDER BY host LIMIT ${RUNNER_ROWS_A_WRITE})
-                  WHERE oauth_sealed_to IS NOT (SELECT public_key FROM runners WHERE id = ?) AND oauth_sealed_to IS NOT NULL)`,
-  ),
+  deleteSomeIntegrations: db.$client.prepare(runnerStepSql.deleteSomeIntegrations),
+  dropStaleSecrets: db.$client.prepare(runnerStepSql.dropStaleSecrets),
   // (runnerId, afterHost): the last of those rows, when there were as many as a write takes
   lastOfNextRows: db.$client
     .prepare(`SELECT host FROM scm_integrations WHERE runner_id = ? AND host > ? ORDER BY host LIMIT 1 OFFSET ${RUNNER_ROWS_A_WRITE - 1}`)
@@ -207,6 +198,21 @@ export function updateRunner(
  * write, and a runner may have any number of them (a million took 17 s in one transaction).
  */
 export const RUNNER_ROWS_A_WRITE = 500;
+
+/**
+ * The writes that take a runner's integrations apart a bounded number at a time. Each reads
+ * the runner's next rows from the covering index and reaches them in the table by its key
+ * (the rowid, which every index entry carries; migration 0007), not by the id index.
+ */
+export const runnerStepSql = {
+  // (runnerId): the first of its integrations in the covering index's order
+  deleteSomeIntegrations: `DELETE FROM scm_integrations WHERE key IN (SELECT key FROM scm_integrations WHERE runner_id = ? ORDER BY host LIMIT ${RUNNER_ROWS_A_WRITE})`,
+  // (at, runnerId, afterHost, runnerId): of the next rows, only those to drop (a runner's
+  // PAT-only integrations are not rewritten)
+  dropStaleSecrets: `UPDATE scm_integrations SET oauth_encrypted_secret = NULL, oauth_sealed_to = NULL, updated_at = ?
+     WHERE key IN (SELECT key FROM (SELECT key, oauth_sealed_to FROM scm_integrations WHERE runner_id = ? AND host > ? ORDER BY host LIMIT ${RUNNER_ROWS_A_WRITE})
+                  WHERE oauth_sealed_to IS NOT (SELECT public_key FROM runners WHERE id = ?) AND oauth_sealed_to IS NOT NULL)`,
+};
 
 /** Deletes up to RUNNER_ROWS_A_WRITE of the runner's integrations; how many it did. */
 export function deleteSomeIntegrations(db: Db, runnerId: string): number {
