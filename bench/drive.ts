@@ -27,9 +27,12 @@ export type Protocol = (typeof PROTOCOLS)[number];
  * rps and requests count successful calls only; errors, the failed ones (a run with any is
  * not a valid figure, and the report says so). cpu: CPU time the target's processes (all their
  * threads, workers included) spent per successful request, in µs; driverCpu, what the load
- * generator spent per request it sent (from /usr/bin/time; absent without it).
+ * generator spent per request it sent (from /usr/bin/time; absent without it). diskKb: what
+ * the target's processes read from the disk itself (not from the OS page cache) per successful
+ * request, in KB: above nothing, the run measured the virtual disk as well (absent from the
+ * records of runs made before it was counted).
  */
-export interface Run { rps: number; p50: number; p99: number; errors: number; requests: number; cpu: number; driverCpu?: number }
+export interface Run { rps: number; p50: number; p99: number; errors: number; requests: number; cpu: number; driverCpu?: number; diskKb?: number }
 export interface Target { name: string; url: string; proc: ChildProcess }
 export type Dataset = Seeded & { file: string; runnersFile: string; idsFile: string };
 
@@ -159,6 +162,13 @@ function cpuMicros(pids: number[]): number {
   return (ticks / TICKS_PER_SECOND) * 1e6;
 }
 
+/** Bytes these live processes have had read from the storage device (`read_bytes` in /proc/PID/io). */
+function diskReadBytes(pids: number[]): number {
+  let bytes = 0;
+  for (const p of pids) bytes += Number(/^read_bytes: (\d+)$/m.exec(readFileSync(`/proc/${p}/io`, "utf8"))?.[1] ?? 0);
+  return bytes;
+}
+
 /**
  * Creates each target answered as done, warm-up runs included: after its service stops, its
  * table must hold at least that many more rows (see run.ts).
@@ -173,6 +183,7 @@ export function load(t: Target, s: Scenario, p: Protocol, c: number, data: { tok
   const tag = `${process.pid}x${++tagCounter}`;
   const pids = processTree(t.proc.pid!);
   const cpuBefore = cpuMicros(pids);
+  const diskBefore = diskReadBytes(pids);
   const [cmd, ...args] =
     p === "grpc"
       ? [process.execPath, "dist/bench/load/grpc.js", t.url, s, String(c), String(seconds), data.token, data.runnersFile, data.idsFile, tag]
@@ -186,6 +197,7 @@ export function load(t: Target, s: Scenario, p: Protocol, c: number, data: { tok
   if (!line) throw new Error(`no result from the load generator:\n${out}`);
   const r = JSON.parse(line) as { requests: number; ok: number; duration_us: number; errors: number; p50_us: number; p99_us: number };
   const cpu = (cpuMicros(pids) - cpuBefore) / Math.max(1, r.ok);
+  const diskKb = (diskReadBytes(pids) - diskBefore) / 1000 / Math.max(1, r.ok);
   if (s === "create") acknowledgedCreates.set(t, (acknowledgedCreates.get(t) ?? 0) + r.ok);
   let driverCpu: number | undefined;
   if (TIME) {
@@ -193,7 +205,7 @@ export function load(t: Target, s: Scenario, p: Protocol, c: number, data: { tok
     rmSync(timeFile, { force: true });
     driverCpu = ((user! + system!) * 1e6) / Math.max(1, r.requests);
   }
-  return { rps: r.ok / (r.duration_us / 1e6), p50: r.p50_us / 1000, p99: r.p99_us / 1000, errors: r.errors, requests: r.ok, cpu, driverCpu };
+  return { rps: r.ok / (r.duration_us / 1e6), p50: r.p50_us / 1000, p99: r.p99_us / 1000, errors: r.errors, requests: r.ok, cpu, driverCpu, diskKb };
 }
 
 /**
@@ -299,6 +311,7 @@ export function summarize(runs: Run[]): Run {
     rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)),
     errors: runs.reduce((n, r) => n + r.errors, 0), requests: runs.reduce((n, r) => n + r.requests, 0), cpu: median(runs.map((r) => r.cpu)),
     driverCpu: runs.every((r) => r.driverCpu !== undefined) ? median(runs.map((r) => r.driverCpu!)) : undefined,
+    diskKb: median(runs.map((r) => r.diskKb ?? 0)),
   };
 }
 

@@ -89,12 +89,14 @@ async function matrix(subjects: Subject[], base: Target, combos: [Scenario, Prot
   const rows: Row[] = [];
   const warmed = new Set<Scenario>();
   const everyone = [base, ...subjects.map((x) => x.target)];
+  // A service's file is read into the OS page cache before each of its runs, not once a row:
+  // this VM reclaims what was not touched for a minute or so, and a row's rounds take minutes.
   const run = async (t: Target, s: Scenario, p: Protocol, c: number, data: Dataset, seconds?: number) => {
+    if (t !== base) warmFileCache(data.file);
     await settle(everyone);
     return load(t, s, p, c, data, seconds);
   };
   for (const [s, p, c] of combos) {
-    for (const x of subjects) warmFileCache(x.data.file);
     // A first, unrecorded run per scenario lets the JIT and SQLite's page cache settle.
     if (!warmed.has(s)) {
       warmed.add(s);
@@ -293,6 +295,14 @@ function versionOf(cmd: string, args: string[]): string {
 }
 
 /** The rows after which the peak RSS had risen by 5 MB or more, with the peak after each. */
+/** What the services read from the disk itself, from the run that read the most per request. */
+function diskLine(r: Report): string {
+  const runs = [...r.rows, ...r.durability, ...r.growth, ...r.multi].flatMap((row) => row.runs.map((run) => ({ row, kb: run.diskKb })));
+  if (runs.some((x) => x.kb === undefined)) return "(Runs before the twenty-fourth did this once before each row, and did not count reads from the disk.)";
+  const worst = runs.reduce((a, b) => (b.kb! > a.kb! ? b : a));
+  return `What the services' processes read from the disk itself (\`read_bytes\` in /proc/PID/io) came to at most ${fmt(worst.kb!, 3)} KB a request in any run (${worst.row.dataset} ${worst.row.scenario} ${worst.row.protocol} ${worst.row.concurrency}): the figures are of a file in the OS page cache. Until the twenty-third run the file was read once before each row; in a scratch copy of the growth block's Gets (12 rounds), 0.014 KB a request then came from the disk on the large table (about one Get in 300), against 0.000 read before each run.`;
+}
+
 function rssSteps(rows: Row[]): string {
   const steps: string[] = [];
   let last = 0;
@@ -492,10 +502,11 @@ with failed calls is marked as not valid. A median of an even count is the mean 
   each process's own peak, which need not have come at the same moment.
   CPU per request is the user and system time of the target's processes (all threads, and the
   worker processes with \`WORKERS=2\`) over the run, from /proc, divided by the requests served.
-- Before each row the database file is read once into the OS page cache: this VM reclaims cold
-  file pages (a DAMON reclaim thread runs; \`free\` showed no file cache with 22 GB free), and a cold
-  1M-row file turns Get and List into reads from its virtual disk (Get fell to about half its
-  warm rate).
+- Before each run of a service its database file is read into the OS page cache: this VM
+  reclaims cold file pages (a DAMON reclaim thread runs; \`free\` showed no file cache with 22 GB
+  free; an idle 1M-row file lost a quarter of its 740 MB there in two minutes), and a cold 1M-row
+  file turns Get and List into reads from its virtual disk (Get fell to about half its warm
+  rate). ${diskLine(r)}
 
 ## Results
 
@@ -834,7 +845,8 @@ described at the top of this file):
 | 2026-12-06, about 17:40 UTC (in this file's history; the same code as the run before, on another VM: an AMD EPYC whose system calls cost about three times the Intel VM's, see below) | 185 / 188 | 209 | 290 / 166 / 246 | 0.79 / 1.67 / 0.92 |
 | 2026-12-06, about 20:30 UTC (in this file's history; a transaction's WAL writes gathered, see "What the design does for speed"; the AMD VM again) | 191 / 197 | 209 | 297 / 145 / 375 | 0.88 / 1.77 / 0.78 |
 | 2026-12-06, about 22:50 UTC (in this file's history; the integrations' table keyed by a number made from the id, see "What the design does for speed"; the AMD VM again) | 192 / 188 | 311 | 371 / 117 / 251 | 0.74 / 1.77 / 0.87 |
-| ${r.date}, this run (the same code; the growth block's Gets and Lists in 12 rounds instead of 6; the AMD VM again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-07, about 00:30 UTC (in this file's history; the same code; the growth block's Gets and Lists in 12 rounds instead of 6; the AMD VM again) | 198 / 187 | 239 | 357 / 117 / 261 | 0.86 / 1.67 / 0.86 |
+| ${r.date}, this run (a runner's integrations deleted by the table's key; each service's file read into the OS cache before each of its runs; the AMD VM again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 The eleventh run (2026-12-05, evening) came on another VM: an Intel Xeon instead of the AMD
 EPYC of every run before it, its JavaScript loop 224 ms against 177 to 180, a system call 0.45
@@ -914,10 +926,16 @@ the OS cache 3.11 / 3.27 µs): ratios 0.74, 1.77, 0.87, CPU per no-op create 311
 Get and List 371, 117, 251, the JavaScript loop 192 / 188 ms. Since the twenty-first,
 the integrations' table is keyed by a number made from the id, and the seed makes one id a
 millisecond, as a service making them over time would (see "What the design does for speed").
-The twenty-third (this one), on the same kind of VM (a system call ${r.speed.map((x) => fmt(x.syscallUs, 2)).join(" / ")} µs, a page read from
-the OS cache ${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs): ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create ${fmt(at64("create").base.cpu)} µs at 64 connections, per create,
-Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. The service's code is the
+The twenty-third, on the same kind of VM (a system call 2.07 / 2.27 µs, a page read from
+the OS cache 3.05 / 3.11 µs): ratios 0.86, 1.67, 0.86, CPU per no-op create 239 µs at 64 connections, per create,
+Get and List 357, 117, 261, the JavaScript loop 198 / 187 ms. The service's code is the
 twenty-second's; the growth block's Gets and Lists ran in 12 rounds instead of 6.
+The twenty-fourth (this one), on the same kind of VM (a system call ${r.speed.map((x) => fmt(x.syscallUs, 2)).join(" / ")} µs, a page read from
+the OS cache ${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs): ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create ${fmt(at64("create").base.cpu)} µs at 64 connections, per create,
+Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. Since the
+twenty-third, each service's file is read into the OS page cache before each of its runs
+instead of once a row (see "How it is measured"), and a runner's integrations are deleted by
+the table's key.
 From the seventeenth run on, the create ratio meets its target, by the path described under
 "Against its own protocol path", not by a cheaper create. What follows is how far it was before.
 How far the create target is on this VM, measured before it (2026-12-05, about 19:40 UTC; two
@@ -1231,7 +1249,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   quarter above the run before it, the baseline's a tenth; the second (the machine calmer)
   -2.5%, +0.1% and -18.7%; the third -19.9%, -3.7% and -15.3% (its growth block slower than its
   matrix: the baseline's CPU per create 268 µs there against 218); the fourth -16.7%, -8.9%
-  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) -7.9%, -10.6% and -5.5%. The eighteenth (the integration answers' JSON written with fewer copies) -14.7%, -9.5% and -7.5%. The nineteenth (pages read from SQLite as JSON, answers joined once, a 16 MiB young generation) -20.1%, -12.8% and -12.1%. The twentieth (the same code on another VM) -23.7%, -17.5% and -9.1%. The twenty-first (WAL writes gathered) -23.1%, -26.6% and -22.5%. The twenty-second (the table keyed by a number made from the id) -20.1%, -15.0% and -21.8%. The twenty-third (the same code, the Gets and Lists in 12 rounds) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists do the same work on both tables (the plan above; CPU per List
+  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) -7.9%, -10.6% and -5.5%. The eighteenth (the integration answers' JSON written with fewer copies) -14.7%, -9.5% and -7.5%. The nineteenth (pages read from SQLite as JSON, answers joined once, a 16 MiB young generation) -20.1%, -12.8% and -12.1%. The twentieth (the same code on another VM) -23.7%, -17.5% and -9.1%. The twenty-first (WAL writes gathered) -23.1%, -26.6% and -22.5%. The twenty-second (the table keyed by a number made from the id) -20.1%, -15.0% and -21.8%. The twenty-third (the same code, the Gets and Lists in 12 rounds) -14.7%, -19.7% and -25.0%. The twenty-fourth (each file read into the OS cache before each run) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists do the same work on both tables (the plan above; CPU per List
   324 and 317 µs on the large and small tables side by side, 6 rounds, a scratch script), and
   their rounds spread widely (the second run's List ratios went from 0.66 to 0.84).
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
