@@ -936,6 +936,16 @@ Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaS
 twenty-third, each service's file is read into the OS page cache before each of its runs
 instead of once a row (see "How it is measured"), and a runner's integrations are deleted by
 the table's key.
+Within a run, too, this VM changes speed. In a scratch copy of the growth block's Gets
+(2026-12-07, about 00:40 UTC; the baseline and the two services in turn, 12 rounds of 5 s) one
+service on one file served 11,612 Gets a second at 93 µs of CPU each in one round and 7,053 at
+150 µs in the next, and the small table's service 14,051 and 7,584: the machine ran at two
+speeds some 1.6 times apart, switching every few tens of seconds. A round whose two runs fall on
+different speeds gives a growth of anything from -52% to +61%, which is how the growth figures'
+rounds spread as they do; their median sets such rounds aside only while they are few. Two such
+scratch runs gave Get growth of -9.1% (the files read into the OS cache once, before the rounds,
+as the twenty-third run did) and -11.6% (before each run): on 1M rows 131 and 113 µs of CPU a
+Get against 108 and 105 on 10k, where the twenty-third run's growth block gave -19.7%.
 From the seventeenth run on, the create ratio meets its target, by the path described under
 "Against its own protocol path", not by a cheaper create. What follows is how far it was before.
 How far the create target is on this VM, measured before it (2026-12-05, about 19:40 UTC; two
