@@ -134,15 +134,21 @@ function pushBody(port: number, head: string, total: number, chunked: boolean) {
  */
 function slowExchange(connect: (onConnect: () => void) => net.Socket, first: string, dripBytes: string) {
   return new Promise<{ response: string; closedByServer: boolean; drips: number }>((resolve) => {
-    const sock = connect(() => sock.write(first));
     let response = "";
     let drips = 0;
-    const timer = setInterval(() => {
-      if (dripBytes !== "") {
-        drips++;
-        sock.write(dripBytes);
-      }
-    }, 100);
+    // The drips start once the first bytes are written: over TLS the connection is made only
+    // after its handshake, and a drip queued before then (a slow handshake on a busy machine)
+    // would go out ahead of the request line.
+    let timer: ReturnType<typeof setInterval> | undefined;
+    const sock = connect(() => {
+      sock.write(first);
+      timer = setInterval(() => {
+        if (dripBytes !== "") {
+          drips++;
+          sock.write(dripBytes);
+        }
+      }, 100);
+    });
     let gaveUp = false;
     const giveUp = setTimeout(() => {
       gaveUp = true;
