@@ -89,10 +89,12 @@ async function matrix(subjects: Subject[], base: Target, combos: [Scenario, Prot
   const rows: Row[] = [];
   const warmed = new Set<Scenario>();
   const everyone = [base, ...subjects.map((x) => x.target)];
+  // The targets that run the service (not the baseline, not the durable no-op).
+  const isService = (t: Target) => t !== base && !t.name.startsWith("durable no-op");
   // A service's file is read into the OS page cache before each of its runs, not once a row:
   // this VM reclaims what was not touched for a minute or so, and a row's rounds take minutes.
   const run = async (t: Target, s: Scenario, p: Protocol, c: number, data: Dataset, seconds?: number) => {
-    if (t !== base) warmFileCache(data.file);
+    if (isService(t)) warmFileCache(data.file);
     await settle(everyone);
     return load(t, s, p, c, data, seconds);
   };
@@ -104,7 +106,7 @@ async function matrix(subjects: Subject[], base: Target, combos: [Scenario, Prot
       for (const x of subjects) await run(x.target, s, "connect-json", 64, x.data, 2);
     }
     await probe(base, s, p, subjects[0]!.data, false);
-    for (const x of subjects) await probe(x.target, s, p, x.data, !x.target.name.startsWith("durable no-op"));
+    for (const x of subjects) await probe(x.target, s, p, x.data, isService(x.target));
     const a: Run[] = [];
     const b: Run[][] = subjects.map(() => []);
     for (let rep = 0; rep < (rounds ?? repsFor(p, c, subjects.length)); rep++) {
@@ -294,15 +296,16 @@ function versionOf(cmd: string, args: string[]): string {
   }
 }
 
-/** The rows after which the peak RSS had risen by 5 MB or more, with the peak after each. */
 /** What the services read from the disk itself, from the run that read the most per request. */
 function diskLine(r: Report): string {
-  const runs = [...r.rows, ...r.durability, ...r.growth, ...r.multi].flatMap((row) => row.runs.map((run) => ({ row, kb: run.diskKb })));
+  const services = [...r.rows, ...r.durability.filter((x) => x.dataset !== "durable no-op"), ...r.growth, ...r.multi];
+  const runs = services.flatMap((row) => row.runs.map((run) => ({ row, kb: run.diskKb })));
   if (runs.some((x) => x.kb === undefined)) return "(Runs before the twenty-fourth did this once before each row, and did not count reads from the disk.)";
   const worst = runs.reduce((a, b) => (b.kb! > a.kb! ? b : a));
   return `What the services' processes read from the disk itself (\`read_bytes\` in /proc/PID/io) came to at most ${fmt(worst.kb!, 3)} KB a request in any run (${worst.row.dataset} ${worst.row.scenario} ${worst.row.protocol} ${worst.row.concurrency}): the figures are of a file in the OS page cache. Until the twenty-third run the file was read once before each row; in a scratch copy of the growth block's Gets (12 rounds), 0.014 KB a request then came from the disk on the large table (about one Get in 300), against 0.000 read before each run.`;
 }
 
+/** The rows after which the peak RSS had risen by 5 MB or more, with the peak after each. */
 function rssSteps(rows: Row[]): string {
   const steps: string[] = [];
   let last = 0;
