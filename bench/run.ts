@@ -654,8 +654,8 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
 - A transaction's WAL writes are gathered (from 2026-12-06, the twenty-first run):
   \`src/store/native/wal-gather.c\`, a VFS over SQLite's own that \`npm ci\` compiles and the
   service loads at start (\`src/store/wal-gather.ts\`), copies WAL writes that continue one
-  another into a buffer and writes them out when SQLite publishes the commit to other
-  connections (the WAL-index barrier), or sooner when anything reads, syncs or resizes the WAL.
+  another into a buffer and writes them out with the commit's last frame, before SQLite
+  publishes it to other connections, or sooner when anything reads, syncs or resizes the WAL.
   SQLite writes each page of a commit as two writes, the frame's header and then the page, so
   a create on the 1M-row table, whose commit changes some five pages at random places, cost
   about eleven \`pwrite\`s on the event loop, on a VM where a system call costs about 2 µs.
@@ -668,10 +668,10 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   3,254, p99 16.2 against 17.9 ms; on 10,000 rows, 6 rounds at 64, 5,916 against 5,648. Only
   writes inside the WAL's length are gathered, which reuse space the file has: a write that
   grows the WAL goes straight through, and a full disk is reported at that write as before. A
-  failure to write the buffer out at the barrier (the disk's own I/O error) stops the process,
-  since the barrier cannot report it and the commit would be shown to other connections with
-  frames missing from the file; that commit was never acknowledged, and SQLite's recovery drops
-  it at the next start.
+  failure to write the buffer out (an I/O error, an immutable file) is that last write's error,
+  so the COMMIT fails and rolls back as it would without the VFS (until 2026-12-07 the buffer
+  went out at the WAL-index barrier, which cannot report a failure, and the process stopped
+  there; as many writes as before, but one more for a commit of a single page).
 - The integrations' table is a rowid table keyed by a number made from the id (from
   2026-12-06, the twenty-second run; migration 0007, \`keyOf\` in
   \`src/store/scm-integrations.ts\`): the UUIDv7's 48 bits of time and the 14 random bits after

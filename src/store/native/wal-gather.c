@@ -6,25 +6,29 @@
  * commit of many pages costs many system calls on the thread that commits (the event loop).
  * Here writes that continue the one before are copied into a buffer and written out when
  * something needs them in the file:
- *   - at the WAL-index barrier (xShmBarrier on the database file), which SQLite calls while
- *     it publishes a commit's new WAL header, after the commit's frames are written and
- *     before any other connection can see them: so no reader, in this process or another,
- *     ever finds a published frame missing from the file;
+ *   - with a commit's last frame: the write of its page (the frame whose header carries the
+ *     database size marks a commit) writes the buffer out before it returns, so a failure
+ *     reaches SQLite as that write's error and the COMMIT fails and rolls back, as it
+ *     would without this VFS. Nothing of the commit is published yet: SQLite shows other
+ *     connections a commit only afterwards, through the WAL index;
  *   - before the WAL is read, synced, truncated, sized or closed, and before a write that
  *     does not continue the buffer (SQLite rewriting a frame in place), so the file sees
  *     the writes in the order SQLite made them;
  *   - when the buffer is full.
- * The commit's answer comes after its COMMIT returns, by then the barrier has written the
- * frames out, so the fdatasync the service runs afterwards covers them as before.
+ * The commit's answer comes after its COMMIT returns, by then its frames are in the file,
+ * so the fdatasync the service runs afterwards covers them as before.
  *
  * Only writes inside the WAL's length as it was when the buffer started are gathered:
- * those reuse space the file already has, so writing them out later cannot fail for want
- * of space. A write that grows the WAL goes straight through, and a full disk is reported
- * to SQLite at that write, as without this VFS. Writing the buffer out at the barrier can
- * fail only as the disk itself fails (EIO); the barrier has no way to report that, and
- * publishing the commit would show other connections frames that are not in the file, so
- * the process stops there (abort). The commit was not acknowledged, and on the next start
- * SQLite's recovery drops its frames, which never reached the file whole.
+ * those reuse space the file already has. A write that grows the WAL goes straight
+ * through, and a full disk is reported to SQLite at that write, as without this VFS.
+ *
+ * The WAL-index barrier (xShmBarrier on the database file), which SQLite calls as it
+ * publishes a commit, is the last line: it should find nothing gathered, and if it does it
+ * writes it out, since no reader, in this process or another, may find a published frame
+ * missing from the file. It has no way to report a failure, and publishing would show
+ * other connections frames that are not there, so on a failure there the process stops
+ * (abort); the commit was not acknowledged, and on the next start SQLite's recovery drops
+ * its frames, which never reached the file whole. Its count is in the stats (atBarrier).
  *
  * Loaded once per process (store/wal-gather.ts) and registered as the default VFS, since
  * better-sqlite3 opens every database with the default one.
@@ -37,6 +41,8 @@ SQLITE_EXTENSION_INIT1
 
 /* The buffer's size: a batch of creates writes 100 to 200 KB of frames. */
 #define GATHER_CAP (1024 * 1024)
+/* A WAL frame's header; a page is at least 512 bytes, so a write this long is a header. */
+#define FRAME_HEADER 24
 /* The most one write hands the unix VFS: it takes under 128 KiB at a time (its
  * seekAndWriteFd keeps only the low 17 bits of a length). */
 #define WRITE_MAX (120 * 1024)
@@ -52,6 +58,7 @@ struct GatherFile {
   int len;                 /* bytes gathered */
   sqlite3_int64 start;     /* where in the WAL they go */
   sqlite3_int64 room;      /* the WAL's length when this buffer started */
+  int committing;          /* a commit frame's header is written: flush each write until published */
 };
 
 static sqlite3_vfs *realVfs;
@@ -59,8 +66,8 @@ static sqlite3_vfs gatherVfs;
 static sqlite3_io_methods gatherMethods;
 
 /* For tests and the metrics: writes gathered, writes made of them, writes passed straight
- * through. Counted with relaxed atomics: many connections, several threads. */
-static sqlite3_int64 nGathered, nFlushWrites, nThrough;
+ * through, and barriers that found bytes still gathered (0 unless SQLite changes). Counted with relaxed atomics: many connections, several threads. */
+static sqlite3_int64 nGathered, nFlushWrites, nThrough, nAtBarrier;
 #define COUNT(var, n) __atomic_fetch_add(&(var), (n), __ATOMIC_RELAXED)
 
 static int flushGathered(GatherFile *p) {
@@ -101,9 +108,8 @@ static int gatherRead(sqlite3_file *f, void *out, int amt, sqlite3_int64 off) {
   FLUSHED(REAL(p)->xRead(p->real, out, amt, off));
 }
 
-static int gatherWrite(sqlite3_file *f, const void *data, int amt, sqlite3_int64 off) {
-  GatherFile *p = (GatherFile *)f;
-  if (!p->isWal) return REAL(p)->xWrite(p->real, data, amt, off);
+/* Gathers one WAL write, or writes it straight through (see the top). */
+static int gatherBytes(GatherFile *p, const void *data, int amt, sqlite3_int64 off) {
   if (p->len && off == p->start + p->len && p->len + amt <= GATHER_CAP && off + amt <= p->room) {
     memcpy(p->buf + p->len, data, amt);
     p->len += amt;
@@ -131,6 +137,29 @@ static int gatherWrite(sqlite3_file *f, const void *data, int amt, sqlite3_int64
   p->len = amt;
   COUNT(nGathered, 1);
   return SQLITE_OK;
+}
+
+/* Bytes 4-7 of a frame header: the database's size in pages after a commit, 0 on the
+ * frames before a transaction's last. */
+static int isCommitHeader(const void *data, int amt) {
+  const unsigned char *h = data;
+  return amt == FRAME_HEADER && (h[4] | h[5] | h[6] | h[7]) != 0;
+}
+
+static int gatherWrite(sqlite3_file *f, const void *data, int amt, sqlite3_int64 off) {
+  GatherFile *p = (GatherFile *)f;
+  if (!p->isWal) return REAL(p)->xWrite(p->real, data, amt, off);
+  int rc = gatherBytes(p, data, amt, off);
+  if (rc != SQLITE_OK) return rc;
+  if (isCommitHeader(data, amt)) {
+    /* From here to the commit's publication (or the next barrier, if the commit failed)
+     * every write reaches the file before it returns. The header itself may wait for its
+     * page if it continues the buffer. One that starts the buffer goes out now: it may be
+     * SQLite rewriting the headers of frames it wrote twice, and then no page follows. */
+    p->committing = 1;
+    return p->len == amt ? flushGathered(p) : SQLITE_OK;
+  }
+  return p->committing && p->len ? flushGathered(p) : SQLITE_OK;
 }
 
 static int gatherTruncate(sqlite3_file *f, sqlite3_int64 size) { FLUSHED(REAL(p)->xTruncate(p->real, size)); }
@@ -169,7 +198,9 @@ static int gatherShmLock(sqlite3_file *f, int offset, int n, int flags) {
 static void gatherShmBarrier(sqlite3_file *f) {
   GatherFile *p = (GatherFile *)f;
   /* See the top: the commit is about to be published, its frames must be in the file. */
+  if (p->wal) p->wal->committing = 0;
   if (p->wal && p->wal->len) {
+    COUNT(nAtBarrier, 1);
     int rc = flushGathered(p->wal);
     if (rc != SQLITE_OK) {
       fprintf(stderr, "wal-gather: writing a commit's frames to the WAL failed (SQLite code %d); stopping before the commit is shown\n", rc);
@@ -236,9 +267,9 @@ static const char *gNextSystemCall(sqlite3_vfs *v, const char *n) { (void)v; ret
 static void statsFunction(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   (void)argv;
-  char *json = sqlite3_mprintf("{\"gathered\":%lld,\"flushWrites\":%lld,\"through\":%lld}",
+  char *json = sqlite3_mprintf("{\"gathered\":%lld,\"flushWrites\":%lld,\"through\":%lld,\"atBarrier\":%lld}",
       __atomic_load_n(&nGathered, __ATOMIC_RELAXED), __atomic_load_n(&nFlushWrites, __ATOMIC_RELAXED),
-      __atomic_load_n(&nThrough, __ATOMIC_RELAXED));
+      __atomic_load_n(&nThrough, __ATOMIC_RELAXED), __atomic_load_n(&nAtBarrier, __ATOMIC_RELAXED));
   if (json == 0) {
     sqlite3_result_error_nomem(ctx);
     return;
