@@ -237,7 +237,7 @@ describe("abuse of authentication", () => {
       setTimeout(() => {
         revokeApiToken(s.db, third.id);
         req.end("}");
-      }, 1500);
+      }, 2500); // well past the 1 s after which an admitted call's token is looked up again
     });
     const r = await answer;
     assert.equal(r.status, 401, r.text);

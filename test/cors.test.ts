@@ -17,7 +17,7 @@ const preflight = (url: string, origin: string) =>
   });
 
 it("with CORS_ALLOWED_ORIGINS, pages of those origins may call from a browser: preflights are answered, answers and errors carry what the browser needs", async () => {
-  const s = await startServer({ corsOrigins: [APP], rateLimit: { perSecond: 1, burst: 3 } });
+  const s = await startServer({ corsOrigins: [APP], rateLimit: { perSecond: 0.001, burst: 3 } });
   try {
     const pre = await preflight(s.url, APP);
     assert.equal(pre.status, 204);

@@ -258,14 +258,15 @@ describe("Idempotency-Key on CreateSCMIntegration", () => {
 
 describe("Idempotency-Key expiry", () => {
   it("after the configured time a key is forgotten and the create runs again", async () => {
-    const s = await startServer({ idempotencyTtlMs: 200 });
+    // Long enough that a create and its replay fall inside it on a loaded machine.
+    const s = await startServer({ idempotencyTtlMs: 1500 });
     try {
       const { runnerId } = await createRunner(s);
       const params = { runnerId, scmId: "github", host: "github.com", pat: true };
       const first = await create(s, params, "short-lived");
       assert.equal(first.status, 200);
       assert.equal((await create(s, { ...params, host: "gitlab.com", scmId: "gitlab" }, "swept")).status, 200);
-      await sleep(400);
+      await sleep(1800);
       const late = await create(s, params, "short-lived");
       assert.equal(late.body.code, "already_exists", "the key was forgotten, so this is a second create of the host");
       // Delete the integration: the expired key is reused for a new create, with a new answer.

@@ -1215,8 +1215,10 @@ describe("slow clients", () => {
     const lock = holdWriteLock();
     try {
       const exchange = slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), `${rawCreate("piped-create")}GET /healthz HTTP/1.1\r\nHo`, "");
-      // Past the headers timeout (400 ms), while the create still waits.
-      await sleep(700);
+      // Past the headers timeout (400 ms), while the create still waits: the stalled request
+      // is logged then.
+      const stalled = () => requestLines().some((l) => l.code === "canceled" && /pipelined behind calls/.test(l.reason ?? ""));
+      for (const t0 = Date.now(); !stalled() && Date.now() - t0 < EVENTUALLY_MS; ) await sleep(20);
       lock.release();
       const r = await exchange;
       assert.ok(r.closedByServer);
@@ -1456,7 +1458,9 @@ describe("slow clients over TLS", () => {
     const key = join(dir, "key.pem");
     execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
     ca = readFileSync(cert);
-    s = await startLimited({ tls: { certFile: cert, keyFile: key }, headersTimeoutMs: 400, requestTimeoutMs: 800, idleTimeoutMs: 800 });
+    // The headers' time is also the TLS handshake's: 1.5 s, well past a handshake on a
+    // loaded machine (CI saw one take over 100 ms).
+    s = await startLimited({ tls: { certFile: cert, keyFile: key }, headersTimeoutMs: 1500, requestTimeoutMs: 3000, idleTimeoutMs: 1500 });
   });
   after(async () => {
     await s.close();

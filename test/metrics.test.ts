@@ -41,7 +41,7 @@ async function scrapeUntil(port: number, what: string, want: (page: MetricsPage)
 
 it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by procedure and code, their durations, commits, the database's size", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "scm-metrics-"));
-  const s = await startService(join(dir, "m.db"), { METRICS_PORT: "0", SHUTDOWN_TIMEOUT_MS: "1500" });
+  const s = await startService(join(dir, "m.db"), { METRICS_PORT: "0", SHUTDOWN_TIMEOUT_MS: "5000" }); // time to scrape the drain, on a loaded machine too
   t.after(() => {
     s.child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });

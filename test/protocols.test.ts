@@ -311,7 +311,7 @@ it("a content coding is read in any case (GZIP is gzip), over HTTP/1.1 and HTTP/
 
 describe("compressed Connect requests", () => {
   let s: TestServer;
-  before(async () => (s = await startServer({ rateLimit: { perSecond: 1, burst: 1 } })));
+  before(async () => (s = await startServer({ rateLimit: { perSecond: 0.001, burst: 1 } })));
   after(() => s.close());
 
   const post = (body: Buffer) =>
