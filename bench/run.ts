@@ -675,8 +675,8 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   with the build before, both ways round (\`BENCH_SEED_DIR=/tmp/seeds BENCH_ROWS=1000000
   BENCH_ROUNDS=6 npm run bench:compare -- be04c0e create 64\`, then from a checkout of be04c0e
   against bb46d08), the new build against the old: 4,575 creates a second against 4,152 (CPU
-  301 against 328 µs), then 4,050
-  against 4,108 (338 against 335 µs), no difference beyond the order's own.
+  301 against 328 µs), then 4,050 against 4,108 (338 against 335 µs), no difference beyond
+  the order's own.
 - The integrations' table is a rowid table keyed by a number made from the id (from
   2026-12-06, the twenty-second run; migration 0007, \`keyOf\` in
   \`src/store/scm-integrations.ts\`): the UUIDv7's 48 bits of time and the 14 random bits after
