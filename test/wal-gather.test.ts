@@ -201,6 +201,36 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
     db.close();
   });
 
+  it("a transaction that spilled pages and rolled back leaves nothing gathered to land on another connection's commit", () => {
+    const file = join(dir, "rolled-back.db");
+    const a = connect(file);
+    a.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)");
+    const insert = a.prepare("INSERT INTO t (v) VALUES (?)");
+    a.transaction(() => { for (let i = 0; i < 2000; i++) insert.run(randomBytes(900)); })();
+    const b = connect(file);
+    // The WAL copied back whole: the next writer starts it over inside its length.
+    assert.equal((b.pragma("wal_checkpoint(PASSIVE)") as { busy: number }[])[0]!.busy, 0);
+    const before = stats(a);
+    // A's transaction is larger than its page cache: its pages spill into the WAL before it
+    // rolls back, some 800 KB of frames, all still gathered (the buffer takes 1 MiB).
+    a.pragma("cache_size = 10");
+    a.exec("BEGIN; UPDATE t SET v = zeroblob(900) WHERE k <= 800; ROLLBACK;");
+    assert.ok(stats(a).gathered > before.gathered, "the spilled pages were gathered");
+    // B commits into the same stretch of the WAL; then A reads, which writes out whatever it
+    // still holds.
+    b.exec("UPDATE t SET v = x'01020304' WHERE k % 7 = 0");
+    const marked = "SELECT count(*) FROM t WHERE v = x'01020304'";
+    assert.equal(a.prepare(marked).pluck().get(), 285);
+    const c = connect(file);
+    assert.equal(c.prepare(marked).pluck().get(), 285);
+    assert.equal(c.pragma("integrity_check", { simple: true }), "ok");
+    assert.equal((c.pragma("wal_checkpoint(TRUNCATE)") as { busy: number }[])[0]!.busy, 0);
+    assert.equal(c.pragma("integrity_check", { simple: true }), "ok");
+    assert.equal(c.prepare(marked).pluck().get(), 285);
+    assert.equal(stats(a).atBarrier - before.atBarrier, 0);
+    for (const db of [a, b, c]) db.close();
+  });
+
   it("a commit whose frames cannot be written out fails as a COMMIT, with nothing of it shown; the process goes on and commits again", () => {
     // A VFS under wal-gather whose WAL writes fail on demand, as a disk's I/O error or an
     // immutable file would.

@@ -15,6 +15,9 @@
  *     does not continue the buffer (SQLite rewriting a frame in place), so the file sees
  *     the writes in the order SQLite made them;
  *   - when the buffer is full.
+ * What is still gathered when the connection gives up the WAL's write lock belongs to a
+ * transaction that rolled back (pages it spilled before its end), and is dropped there: it
+ * must never reach the file once another connection may write the same stretch of the WAL.
  * The commit's answer comes after its COMMIT returns, by then its frames are in the file,
  * so the fdatasync the service runs afterwards covers them as before.
  *
@@ -191,8 +194,18 @@ static int gatherShmMap(sqlite3_file *f, int page, int size, int extend, void vo
   GatherFile *p = (GatherFile *)f;
   return REAL(p)->xShmMap(p->real, page, size, extend, out);
 }
+/* The WAL's write lock: the first of the locks in the -shm (WAL_WRITE_LOCK in SQLite). */
+#define WAL_WRITE_LOCK 0
 static int gatherShmLock(sqlite3_file *f, int offset, int n, int flags) {
   GatherFile *p = (GatherFile *)f;
+  if (p->wal && offset == WAL_WRITE_LOCK && (flags & SQLITE_SHM_UNLOCK) && (flags & SQLITE_SHM_EXCLUSIVE)) {
+    /* A commit's frames went out with its last one, so what is still gathered when the
+     * write lock goes belongs to a transaction that rolled back (pages it spilled before
+     * its end). Those bytes are dropped: written out later, past the end SQLite keeps, they
+     * would land on frames another connection commits there once it has the lock. */
+    p->wal->len = 0;
+    p->wal->committing = 0;
+  }
   return REAL(p)->xShmLock(p->real, offset, n, flags);
 }
 static void gatherShmBarrier(sqlite3_file *f) {
