@@ -18,6 +18,8 @@
  * What is still gathered when the connection gives up the WAL's write lock belongs to a
  * transaction that rolled back (pages it spilled before its end), and is dropped there: it
  * must never reach the file once another connection may write the same stretch of the WAL.
+ * (With locking_mode=EXCLUSIVE no such lock is taken or given up; there no other connection
+ * writes, and the bytes go out at the next barrier, in the order SQLite wrote them.)
  * The commit's answer comes after its COMMIT returns, by then its frames are in the file,
  * so the fdatasync the service runs afterwards covers them as before.
  *
