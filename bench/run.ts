@@ -676,7 +676,10 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   BENCH_ROUNDS=6 npm run bench:compare -- be04c0e create 64\`, then from a checkout of be04c0e
   against bb46d08), the new build against the old: 4,575 creates a second against 4,152 (CPU
   301 against 328 µs), then 4,050 against 4,108 (338 against 335 µs), no difference beyond
-  the order's own.
+  the order's own. What a transaction that rolled back left gathered (pages it spilled before
+  its end) is dropped as it gives up the WAL's write lock (from 2026-12-07; until then it was
+  written out at that connection's next read, over frames another connection may have
+  committed there meanwhile, as a review found and a test now shows).
 - The integrations' table is a rowid table keyed by a number made from the id (from
   2026-12-06, the twenty-second run; migration 0007, \`keyOf\` in
   \`src/store/scm-integrations.ts\`): the UUIDv7's 48 bits of time and the 14 random bits after
@@ -855,7 +858,7 @@ described at the top of this file):
 | 2026-12-06, about 22:50 UTC (in this file's history; the integrations' table keyed by a number made from the id, see "What the design does for speed"; the AMD VM again) | 192 / 188 | 311 | 371 / 117 / 251 | 0.74 / 1.77 / 0.87 |
 | 2026-12-07, about 00:30 UTC (in this file's history; the same code; the growth block's Gets and Lists in 12 rounds instead of 6; the AMD VM again) | 198 / 187 | 239 | 357 / 117 / 261 | 0.86 / 1.67 / 0.86 |
 | 2026-12-07, about 01:30 UTC (in this file's history; a runner's integrations deleted by the table's key; each service's file read into the OS cache before each of its runs; the AMD VM again) | 182 / 180 | 202 | 301 / 98 / 225 | 0.85 / 1.85 / 1.05 |
-| ${r.date}, this run (a commit's gathered WAL writes written out with its last frame, not at the WAL-index barrier; the AMD VM again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| ${r.date}, this run (a commit's gathered WAL writes written out with its last frame, not at the WAL-index barrier; the services of the growth and both-cores blocks, started later, also dropped what a rolled-back transaction left gathered, which is off the path of every commit; the AMD VM again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 The eleventh run (2026-12-05, evening) came on another VM: an Intel Xeon instead of the AMD
 EPYC of every run before it, its JavaScript loop 224 ms against 177 to 180, a system call 0.45
@@ -950,7 +953,8 @@ the OS cache ${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs): ratios ${
 Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. Since the
 twenty-fourth, a commit's gathered WAL writes are written out with its last frame, where a
 failure is the COMMIT's error, instead of at the WAL-index barrier (see "What the design does
-for speed").
+for speed"); from the growth block on, the services also dropped what a transaction that
+rolled back left gathered (the build was remade during the run; no commit takes that path).
 Within a run, too, this VM changes speed. In a scratch copy of the growth block's Gets
 (2026-12-07, about 00:40 UTC; the baseline and the two services in turn, 12 rounds of 5 s) one
 service on one file served 11,612 Gets a second at 93 µs of CPU each in one round and 7,053 at
