@@ -43,6 +43,14 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
+  /** A new file in the test's folder holding table t, a connection to it, and an insert into t. */
+  const tableIn = (name: string) => {
+    const file = join(dir, name);
+    const db = connect(file);
+    db.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)");
+    return { file, db, insert: db.prepare("INSERT INTO t (v) VALUES (?)") };
+  };
+
   it("the service's creates reach the WAL in a few large writes, not two a page", async () => {
     const s: TestServer = await startServer();
     try {
@@ -170,10 +178,7 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
   });
 
   it("every commit's frames reach the file at its own writes, before its publication: plain, spilled and rewritten frames, synchronous FULL", () => {
-    const file = join(dir, "published.db");
-    const db = connect(file);
-    db.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)");
-    const insert = db.prepare("INSERT INTO t (v) VALUES (?)");
+    const { db, insert } = tableIn("published.db");
     const touch = db.prepare("UPDATE t SET v = ? WHERE k = ?");
     db.transaction(() => { for (let i = 0; i < 3000; i++) insert.run(Buffer.alloc(1000)); })();
     db.exec("DELETE FROM t");
@@ -202,10 +207,7 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
   });
 
   it("a transaction that spilled pages and rolled back leaves nothing gathered to land on another connection's commit", () => {
-    const file = join(dir, "rolled-back.db");
-    const a = connect(file);
-    a.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)");
-    const insert = a.prepare("INSERT INTO t (v) VALUES (?)");
+    const { file, db: a, insert } = tableIn("rolled-back.db");
     a.transaction(() => { for (let i = 0; i < 2000; i++) insert.run(randomBytes(900)); })();
     const b = connect(file);
     // The WAL copied back whole: the next writer starts it over inside its length.
