@@ -46,7 +46,9 @@ SQLITE_EXTENSION_INIT1
 
 /* The buffer's size: a batch of creates writes 100 to 200 KB of frames. */
 #define GATHER_CAP (1024 * 1024)
-/* A WAL frame's header; a page is at least 512 bytes, so a write this long is a header. */
+/* A WAL frame's header; a page is at least 512 bytes, so a write this long is a header
+ * (or, under synchronous=FULL without powersafe overwrite, a piece of a commit's frame split
+ * at a sector, written while the commit is already going out). */
 #define FRAME_HEADER 24
 /* The most one write hands the unix VFS: it takes under 128 KiB at a time (its
  * seekAndWriteFd keeps only the low 17 bits of a length). */
@@ -70,8 +72,9 @@ static sqlite3_vfs *realVfs;
 static sqlite3_vfs gatherVfs;
 static sqlite3_io_methods gatherMethods;
 
-/* For tests and the metrics: writes gathered, writes made of them, writes passed straight
- * through, and barriers that found bytes still gathered (0 unless SQLite changes). Counted with relaxed atomics: many connections, several threads. */
+/* For tests: writes gathered, writes made of them, writes passed straight through, and
+ * barriers that found bytes still gathered (none, but after a rollback in exclusive
+ * locking mode). Counted with relaxed atomics: many connections, several threads. */
 static sqlite3_int64 nGathered, nFlushWrites, nThrough, nAtBarrier;
 #define COUNT(var, n) __atomic_fetch_add(&(var), (n), __ATOMIC_RELAXED)
 
@@ -157,7 +160,7 @@ static int gatherWrite(sqlite3_file *f, const void *data, int amt, sqlite3_int64
   int rc = gatherBytes(p, data, amt, off);
   if (rc != SQLITE_OK) return rc;
   if (isCommitHeader(data, amt)) {
-    /* From here to the commit's publication (or the next barrier, if the commit failed)
+    /* From here to the commit's publication (or the write lock's release, if it failed)
      * every write reaches the file before it returns. The header itself may wait for its
      * page if it continues the buffer. One that starts the buffer goes out now: it may be
      * SQLite rewriting the headers of frames it wrote twice, and then no page follows. */
