@@ -912,7 +912,7 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
     }
     // Every line a worker writes says which one it is.
     const requestLinesOf = () => state.out.split("\n").filter((l) => l.includes('"msg":"request"'));
-    await until("the seven calls are logged", () => requestLinesOf().length >= 7, 10_000).catch(() => {});
+    await until("the seven calls are logged", () => requestLinesOf().length >= 7, 10_000);
     const requestLines = requestLinesOf();
     assert.ok(requestLines.length >= 7 && requestLines.every((l) => /"worker":[12]\}$/.test(l)), requestLines.join("\n"));
 
