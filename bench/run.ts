@@ -1364,6 +1364,21 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     trigger in place of the covering index, in the hope of interior pages that hold keys only.
     SQLite keeps whole rows in the interior pages of a table without rowid as in those of an
     index: seeded the same way, 14,466 interior pages of 7.7 cells against the index's 14,482.
+  - What the large table's event loop waits for (2026-12-07, about 05:00 UTC; fresh services on
+    copies of the two seeds, creates at 64 over Connect JSON, 5-second runs alternating, 4 rounds
+    twice; the loop thread's state and system call read from \`/proc\` every half millisecond, a
+    scratch script). On the large table it sat in \`epoll_pwait\` with nothing to do in 4.5 to
+    7.6% of the samples, on the small one in 1.2 to 2.8%: every call in flight was waiting off
+    the loop. Its syncs of the WAL took longer, 1.5 to 2.2 ms on average against 1.0 to 1.2
+    (\`perf trace -s\` on the thread pool's fdatasyncs), because the checkpointer writes more
+    to the same disk: 2.1 to 2.6 write requests and 18 to 20 KB a create against 0.6 to 1.1 and
+    11.5 to 13.5 (\`/proc/diskstats\`), nearly every leaf a create changes being one no other
+    create of the interval touched; the checkpointer's own syncs of the database file took 3.4 to
+    6.3 ms on average and up to 145. Four sync slots instead of two left the loop as idle (5.9
+    against 5.3% of the samples, medians of 6 alternating rounds on the large table): the wait is
+    for the disk, not for a free slot. So some 4 points of the large table's create growth are
+    the disk's, not the processor's; the process's CPU per create was 324 and 325 µs against
+    273 and 281 in the same runs.
 - Growth, once both tables ran in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
