@@ -848,6 +848,7 @@ describe("field length limits", () => {
     { name: "client secret of 4098 bytes in 2049 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "oauth_plaintext_client_secret", body: create({ oauthClientId: "c", oauthPlaintextClientSecret: "é".repeat(2049) }) },
     { name: "issuer URL of 2049 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "issuer_url", body: create({ oauthClientId: "c", oauthPlaintextClientSecret: "limit-secret-2", issuerUrl: `https://issuer.example/${"i".repeat(2049 - 23)}` }) },
     { name: "virtual directory of 256 characters", method: "RunnerConfigurationService/CreateSCMIntegration", field: "virtual_directory", body: create({ scmId: "azuredevops_server", host: "tfs.example", virtualDirectory: `/${"v".repeat(255)}` }) },
+    { name: "client id of 256 emoji", method: "RunnerConfigurationService/CreateSCMIntegration", field: "oauth_client_id", body: create({ host: "emoji.example", oauthClientId: "\u{1F600}".repeat(256), oauthPlaintextClientSecret: "limit-secret-5" }) },
     { name: "new client id of 256 characters", method: "RunnerConfigurationService/UpdateSCMIntegration", field: "oauth_client_id", body: () => ({ id: integrationId, oauthClientId: "c".repeat(256), oauthPlaintextClientSecret: "limit-secret-3" }) },
     { name: "26 runner ids in a filter", method: "RunnerConfigurationService/ListSCMIntegrations", field: "filter.runner_ids", body: () => ({ filter: { runnerIds: Array(26).fill(runnerId) } }) },
     { name: "26 integration ids in a filter", method: "RunnerInteractionService/ListRunnerSCMIntegrations", field: "filter.scm_integration_ids", token: runnerApi, body: () => ({ runnerId, filter: { scmIntegrationIds: Array(26).fill(integrationId) } }) },
@@ -890,6 +891,8 @@ describe("field length limits", () => {
     await ok("RunnerService/UpdateRunner", { runnerId, name: "r".repeat(127) });
     await ok("RunnerConfigurationService/CreateSCMIntegration", create({ host: `git.example${path(48)}1234` })());
     await ok("RunnerConfigurationService/CreateSCMIntegration", create({ host: "oauth.example", oauthClientId: "c".repeat(255), oauthPlaintextClientSecret: "é".repeat(2048) })());
+    // Limits count characters, as protovalidate's max_len does: 255 emoji are 510 UTF-16 units.
+    await ok("RunnerConfigurationService/CreateSCMIntegration", create({ host: "emoji.example", oauthClientId: "\u{1F600}".repeat(255), oauthPlaintextClientSecret: "limit-secret-4" })());
     await ok("RunnerConfigurationService/CreateSCMIntegration", create({ scmId: "azuredevops_server", host: "tfs.example", virtualDirectory: `/${"v".repeat(254)}` })());
     await ok("RunnerConfigurationService/ListSCMIntegrations", { filter: { runnerIds: Array(25).fill(runnerId) }, pagination: { pageSize: 100 } });
     await ok("RunnerInteractionService/UpdateRunnerConfigurationSchema", schema({ name: "n".repeat(128), pat: { description: "d".repeat(1024) } }, { version: "v".repeat(64) })(), runnerToken);

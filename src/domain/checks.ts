@@ -1,6 +1,6 @@
 import type { Violations } from "./errors.js";
 import { isUuid } from "../crypto/ids.js";
-import { truncate } from "./text.js";
+import { characters, truncate } from "./text.js";
 
 /** Why `name` cannot name an organization (1 to 63 letters, digits, '.', '_' or '-'), or null. */
 export function organizationNameProblem(name: string): string | null {
@@ -106,7 +106,7 @@ export function httpsUrlProblem(value: string): string | null {
  */
 export function plainUrlProblem(value: string, schemes: readonly ("http" | "https")[], example: string): string | null {
   const named = schemes.join(" or ");
-  if (value.length > MAX_URL_LENGTH) return `must be at most ${MAX_URL_LENGTH} characters`;
+  if (characters(value) > MAX_URL_LENGTH) return `must be at most ${MAX_URL_LENGTH} characters`;
   if (hasSpaceOrControl(value)) return "must not contain whitespace or control characters";
   if (value.includes("\\")) return "must not contain backslashes";
   let url: URL;

@@ -1,5 +1,5 @@
 import { domainToASCII } from "node:url";
-import { truncate } from "./text.js";
+import { characters, truncate } from "./text.js";
 import { hasSpaceOrControl } from "./checks.js";
 /** The longest host (with port and path) an integration may name. */
 const MAX_HOST_LENGTH = 255;
@@ -22,7 +22,7 @@ export type HostCheck = { ok: true; host: string } | { ok: false; reason: string
  */
 export function normalizeHost(input: string): HostCheck {
   if (input.length === 0) return fail("is required");
-  if (input.length > MAX_HOST_LENGTH) return fail(`must be at most ${MAX_HOST_LENGTH} characters`);
+  if (characters(input) > MAX_HOST_LENGTH) return fail(`must be at most ${MAX_HOST_LENGTH} characters`);
   // Control characters, whitespace and invisible formatting first, so the reason is exact
   // (a zero-width space would otherwise be read as part of an international name).
   if (hasSpaceOrControl(input)) return fail("must not contain whitespace, control characters or invisible formatting (zero-width spaces, direction marks)");

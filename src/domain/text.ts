@@ -20,6 +20,26 @@ export function wellFormed(s: string): string {
   return s.replace(LONE_SURROGATE, "\ufffd");
 }
 
+/**
+ * The characters of `s` (Unicode code points, a lone surrogate one each), which the limits
+ * named in characters count, as protovalidate's `string.max_len` does: an emoji is one,
+ * where `length` counts it twice.
+ */
+export function characters(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length - 1; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n--;
+        i++;
+      }
+    }
+  }
+  return n;
+}
+
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
 /**

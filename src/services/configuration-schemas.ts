@@ -6,7 +6,7 @@ import type { Db } from "../store/database.js";
 import { ownRunnerOnly, writeAs } from "./auth.js";
 import * as store from "../store/runners.js";
 import { BLANK_TEXT, HIDDEN_TEXT, checkUuid, hasControlOrHidden, httpsUrlProblem, isBlank } from "../domain/checks.js";
-import { truncate } from "../domain/text.js";
+import { characters, truncate } from "../domain/text.js";
 import { runnerKeyOf, schemaOf } from "./runners.js";
 
 const MAX_SCM_ENTRIES = 50;
@@ -116,7 +116,7 @@ export function updateRunnerConfigurationSchema(
 
 function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
   const at = "config_schema";
-  if ([...s.version].length > MAX_VERSION) v.add(`${at}.version`, "string.max_len", `must be at most ${MAX_VERSION} characters`);
+  if (characters(s.version) > MAX_VERSION) v.add(`${at}.version`, "string.max_len", `must be at most ${MAX_VERSION} characters`);
   else if (hasControlOrHidden(s.version)) v.add(`${at}.version`, "string.printable", HIDDEN_TEXT);
   else if (s.version !== "" && isBlank(s.version)) v.add(`${at}.version`, "string.not_blank", BLANK_TEXT);
   if (s.scm.length > MAX_SCM_ENTRIES) {
@@ -131,7 +131,7 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
       v.add(`${f}.scm_id`, "scm_id.valid", `must be 1 to 64 of a-z, 0-9, '_', '-', '.', starting with a letter or digit, got "${truncate(e.scmId)}"`);
     } else if (seen.has(e.scmId)) v.add(`${f}.scm_id`, "scm_id.unique", `"${e.scmId}" appears more than once`);
     seen.add(e.scmId);
-    if ([...e.name].length > MAX_NAME) v.add(`${f}.name`, "string.max_len", `must be at most ${MAX_NAME} characters`);
+    if (characters(e.name) > MAX_NAME) v.add(`${f}.name`, "string.max_len", `must be at most ${MAX_NAME} characters`);
     else if (hasControlOrHidden(e.name)) v.add(`${f}.name`, "string.printable", HIDDEN_TEXT);
     else if (e.name !== "" && isBlank(e.name)) v.add(`${f}.name`, "string.not_blank", BLANK_TEXT);
     const hosts: string[] = [];
@@ -153,7 +153,7 @@ function checkSchema(v: Violations, s: PublishedSchema): RunnerSchema {
     // Admins read this text (in a terminal too): line breaks and tabs may lay it out, no
     // other control character may reach them. A carriage return only ends a line: alone,
     // a terminal would write the next line over the one before.
-    if ([...e.patDescription].length > MAX_PAT_DESCRIPTION) {
+    if (characters(e.patDescription) > MAX_PAT_DESCRIPTION) {
       v.add(`${f}.pat.description`, "string.max_len", `must be at most ${MAX_PAT_DESCRIPTION} characters`);
     } else if (hasControlOrHidden(e.patDescription.replace(/\r\n|[\n\t]/g, " "))) {
       v.add(`${f}.pat.description`, "string.printable", `${HIDDEN_TEXT} other than line breaks (\\n or \\r\\n) and tabs`);

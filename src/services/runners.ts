@@ -5,6 +5,7 @@ import { newId } from "../crypto/ids.js";
 import { isUsablePublicKey, PUBLIC_KEY_BYTES } from "../crypto/sealed-box.js";
 import { newToken } from "../crypto/tokens.js";
 import { BLANK_TEXT, HIDDEN_TEXT, MAX_FILTER_IDS, checkUuid, checkUuidList, hasControlOrHidden, isBlank } from "../domain/checks.js";
+import { characters } from "../domain/text.js";
 import { ID_ORDER, pageScope, type Page, type PageRequest, type Pager } from "./pagination.js";
 import type { Db } from "../store/database.js";
 import { writeAs } from "./auth.js";
@@ -148,7 +149,7 @@ export function schemaOf(runner: Pick<RunnerRow, "configSchema">): RunnerSchema 
  * as given.
  */
 function checkRunnerName(v: Violations, field: string, name: string): void {
-  const length = [...name].length;
+  const length = characters(name);
   if (length < 3 || length > 127) v.add(field, "string.len", `must be 3 to 127 characters, got ${length}`);
   // Names are shown in lists and terminals: an escape sequence in one would act there, and a
   // direction override or hidden characters would make it read as another runner's.

@@ -12,7 +12,7 @@ import { findRunnerKey } from "../store/runners.js";
 import * as store from "../store/scm-integrations.js";
 import type { IdempotentCall } from "./idempotency.js";
 import { checkUuid, checkUuidList, hasSpaceOrControl, httpsUrlProblem } from "../domain/checks.js";
-import { truncate } from "../domain/text.js";
+import { characters, truncate } from "../domain/text.js";
 import { ID_ORDER, pageScope, RUNNER_HOST_ORDER, type Page, type PageRequest, type Pager } from "./pagination.js";
 import { requireRunner, runnerKeyOf, schemaOf, type SealingRunner } from "./runners.js";
 
@@ -75,7 +75,7 @@ export async function createScmIntegration(
   const v = new Violations();
   const runnerId = checkUuid(v, "runner_id", input.runnerId);
   if (input.scmId === "") v.add("scm_id", "required", "is required");
-  else if (input.scmId.length > MAX_SCM_ID) v.add("scm_id", "string.max_len", `must be at most ${MAX_SCM_ID} characters`);
+  else if (characters(input.scmId) > MAX_SCM_ID) v.add("scm_id", "string.max_len", `must be at most ${MAX_SCM_ID} characters`);
   const host = normalizeHost(input.host);
   if (!host.ok) v.add("host", input.host === "" ? "required" : "host.valid", host.reason);
   checkFieldShapes(v, { clientId, secret, issuerUrl, virtualDirectory });
@@ -316,7 +316,7 @@ function checkFieldShapes(
   f: { clientId?: string | undefined; secret?: string | undefined; issuerUrl?: string | null | undefined; virtualDirectory?: string | null | undefined },
 ): void {
   if (f.clientId != null) {
-    if (f.clientId.length > MAX_CLIENT_ID) v.add("oauth_client_id", "string.max_len", `must be at most ${MAX_CLIENT_ID} characters`);
+    if (characters(f.clientId) > MAX_CLIENT_ID) v.add("oauth_client_id", "string.max_len", `must be at most ${MAX_CLIENT_ID} characters`);
     else if (hasSpaceOrControl(f.clientId)) v.add("oauth_client_id", "string.printable", "must not contain whitespace or control characters");
   }
   if (f.secret != null && Buffer.byteLength(f.secret, "utf8") > MAX_SECRET_BYTES) {
@@ -462,7 +462,7 @@ export function directoryAsStored(value: string | undefined): string | undefined
 
 /** Why a virtual directory (as stored) is refused: its segments follow the rules of a host's path. */
 function virtualDirectoryProblem(value: string): string | null {
-  if (value.length > MAX_VIRTUAL_DIRECTORY) return `must be at most ${MAX_VIRTUAL_DIRECTORY} characters`;
+  if (characters(value) > MAX_VIRTUAL_DIRECTORY) return `must be at most ${MAX_VIRTUAL_DIRECTORY} characters`;
   if (!value.startsWith("/")) return 'must start with "/", e.g. /tfs';
   for (const segment of value.slice(1).split("/")) {
     if (segment === "") return "must be a path of non-empty segments, e.g. /tfs";
