@@ -55,6 +55,11 @@ describe("who may call what", () => {
       assert.equal(r.body.code, "not_found", `${path}: ${JSON.stringify(r.body)}`);
       assert.equal(r.status, 404);
     }
+    // UpdateRunner with nothing to change still says whether the runner is the caller's.
+    for (const [who, runner] of [["another organization's", runnerId], ["an unknown", "0190a0a0-0000-7000-8000-00000000abcd"]]) {
+      const bare = await call(s, `${RUNNERS}/UpdateRunner`, { runnerId: runner }, s.otherToken);
+      assert.equal(bare.body.code, "not_found", `UpdateRunner without a name, ${who} runner: ${JSON.stringify(bare.body)}`);
+    }
     const listed = await call(s, `${RUNNERS}/ListRunners`, {}, s.otherToken);
     assert.deepEqual(listed.body.runners ?? [], [], "ListRunners shows only the caller's organization");
     assert.deepEqual([s.db.select().from(runners).all(), s.db.select().from(scmIntegrations).all()], before);

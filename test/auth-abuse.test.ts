@@ -193,6 +193,16 @@ describe("abuse of authentication", () => {
     }
   });
 
+  it("the scheme is taken in any case, the token only as issued", async () => {
+    // RFC 9110 11.1: an authentication scheme is case-insensitive.
+    for (const scheme of ["bearer", "BEARER", "bEaReR"]) {
+      const r = await rawAuth(s, LIST_RUNNERS, `${scheme} ${s.token}`);
+      assert.equal(r.status, 200, `${scheme}: ${JSON.stringify(r.body)}`);
+    }
+    const upper = await rawAuth(s, LIST_RUNNERS, `Bearer ${s.token.toUpperCase()}`);
+    assert.equal(upper.body.code, "unauthenticated");
+  });
+
   it("more than one Authorization header is refused, whichever comes first", async () => {
     const other = createApiToken(s.db, "other").token;
     const raw = await RawH2.connect(Number(new URL(s.url).port));

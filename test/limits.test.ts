@@ -839,6 +839,8 @@ describe("field length limits", () => {
   const tooLong: Case[] = [
     { name: "runner name of 128 characters", method: "RunnerService/CreateRunner", field: "name", body: () => ({ name: "r".repeat(128), kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" }) },
     { name: "new runner name of 128 characters", method: "RunnerService/UpdateRunner", field: "name", body: () => ({ runnerId, name: "r".repeat(128) }) },
+    { name: "runner name of 2 characters", method: "RunnerService/CreateRunner", field: "name", body: () => ({ name: "rr", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" }) },
+    { name: "new runner name of 2 characters", method: "RunnerService/UpdateRunner", field: "name", body: () => ({ runnerId, name: "rr" }) },
     // Not a length, but refused alike: an escape sequence would act in a terminal that lists runners.
     { name: "runner name with an escape sequence", method: "RunnerService/CreateRunner", field: "name", body: () => ({ name: "\u001b[2Jrunner", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" }) },
     { name: "new runner name with a NUL", method: "RunnerService/UpdateRunner", field: "name", body: () => ({ runnerId, name: "run\u0000ner" }) },
@@ -889,6 +891,8 @@ describe("field length limits", () => {
       assert.equal(r.status, 200, JSON.stringify(r.body).slice(0, 300));
     };
     await ok("RunnerService/UpdateRunner", { runnerId, name: "r".repeat(127) });
+    await ok("RunnerService/UpdateRunner", { runnerId, name: "rrr" });
+    await ok("RunnerService/CreateRunner", { name: "rrr", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" });
     await ok("RunnerConfigurationService/CreateSCMIntegration", create({ host: `git.example${path(48)}1234` })());
     await ok("RunnerConfigurationService/CreateSCMIntegration", create({ host: "oauth.example", oauthClientId: "c".repeat(255), oauthPlaintextClientSecret: "é".repeat(2048) })());
     // Limits count characters, as protovalidate's max_len does: 255 emoji are 510 UTF-16 units.

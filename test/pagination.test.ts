@@ -225,4 +225,19 @@ describe("pagination", () => {
     assert.equal(firstHosts.length, await count(first!));
     assert.equal(secondHosts.length, await count(second!));
   });
+
+  it("a page that crosses into the next runner starts at its first host, whatever host the cursor holds", async () => {
+    const made = [(await createRunner(s, s.token, "cursor-one")).runnerId, (await createRunner(s, s.token, "cursor-two")).runnerId];
+    const [first, second] = made.sort();
+    // The first runner's one host sorts after the second's: carried over, the cursor's host would hide it.
+    assert.equal((await call(s, CREATE, { runnerId: first, scmId: "github", host: "zz.example.com", pat: true })).status, 200);
+    assert.equal((await call(s, CREATE, { runnerId: second, scmId: "github", host: "aa.example.com", pat: true })).status, 200);
+    const filter = { runnerIds: [first, second] };
+    const hosts = (page: any) => page.body.integrations.map((i: any) => i.host);
+    assert.deepEqual(hosts(await call(s, LIST, { filter, pagination: { pageSize: 10 } })), ["zz.example.com", "aa.example.com"]);
+    const one = await call(s, LIST, { filter, pagination: { pageSize: 1 } });
+    assert.deepEqual(hosts(one), ["zz.example.com"]);
+    const two = await call(s, LIST, { filter, pagination: { pageSize: 1, token: one.body.pagination.nextToken } });
+    assert.deepEqual(hosts(two), ["aa.example.com"]);
+  });
 });

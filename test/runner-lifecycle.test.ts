@@ -524,6 +524,9 @@ describe("a runner's whole life", () => {
       rotate = "";
 
       const doomed = createApiToken(racing.db, "acme");
+      // It writes once first: found live in that transaction, it must be looked up again in the next.
+      const earlier = await call(racing, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "before.example.com", pat: true }, doomed.token);
+      assert.equal(earlier.status, 200, JSON.stringify(earlier.body));
       revoke = doomed.id;
       const create = await call(racing, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "revoked.example.com", pat: true }, doomed.token);
       assert.equal(create.body.code, "unauthenticated", JSON.stringify(create.body));
@@ -532,7 +535,7 @@ describe("a runner's whole life", () => {
       const refusals = racing.logs.filter((l) => l.includes('"authentication refused"'));
       assert.ok(refusals.some((l) => /access token was replaced/.test(l)) && refusals.some((l) => /was revoked while/.test(l)), refusals.join("\n"));
       assert.ok(!racing.logs.some((l) => l.includes(doomed.token)));
-      assert.equal(racing.db.select().from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all().length, 0);
+      assert.deepEqual(racing.db.select({ host: scmIntegrations.host }).from(scmIntegrations).where(eq(scmIntegrations.runnerId, runnerId)).all(), [{ host: "before.example.com" }]);
       revoke = "";
       // The organization's other token still writes.
       const ok = await call(racing, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "revoked.example.com", pat: true });
