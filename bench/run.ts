@@ -1375,10 +1375,13 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     11.5 to 13.5 (\`/proc/diskstats\`), nearly every leaf a create changes being one no other
     create of the interval touched; the checkpointer's own syncs of the database file took 3.4 to
     6.3 ms on average and up to 145. Four sync slots instead of two left the loop as idle (5.9
-    against 5.3% of the samples, medians of 6 alternating rounds on the large table): the wait is
-    for the disk, not for a free slot. So some 4 points of the large table's create growth are
-    the disk's, not the processor's; the process's CPU per create was 324 and 325 µs against
-    273 and 281 in the same runs.
+    against 5.3% of the samples, medians of 6 alternating rounds on the large table). With both
+    files on tmpfs, where a sync costs nothing, the large table's loop still waited more: 3.3 to
+    3.7% of the samples against 0.2 to 1.1, creates -14.5% at the median of 4 rounds. So the
+    disk adds a point or two to the wait, not the most of it; the rest is the calls' time on the
+    other threads (the checkpointer copies more pages on the large table, on the core that
+    also runs the sealing thread, the syncs and the load generator), as we read it. The
+    process's CPU per create was 324 and 325 µs against 273 and 281 in the runs on disk.
 - Growth, once both tables ran in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
