@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { RunnerService } from "../gen/gitpod/v1/runners_pb.js";
+import { newId } from "../src/crypto/ids.js";
+import { hashToken } from "../src/crypto/tokens.js";
 import { createApiToken, revokeApiToken } from "../src/services/accounts.js";
 import { call, createRunner, signUp, startServer, type TestServer } from "./harness.js";
 import { FLAG, FRAME, frame, headerFrames, literal, RawH2 } from "./corpus/raw-h2.js";
@@ -332,5 +335,40 @@ describe("the leak watch every test server runs", () => {
     s.watch.planted = true;
     s.logs.push(`{"msg":"oops","authorization":"Bearer ${s.token}"}\n`);
     await assert.rejects(s.close(), /leaked/);
+  });
+});
+
+describe("tokens", () => {
+  // A token is 43 characters after its prefix, no more.
+  it("a token with anything after its 43 characters is malformed, not looked up", async () => {
+    const s = await startServer();
+    try {
+      for (const token of [`${s.token}x`, `${s.token}${s.token.slice(7)}`, `scmapi_${"A".repeat(44)}`]) {
+        const r = await call(s, LIST_RUNNERS, {}, token);
+        assert.equal(r.status, 401);
+        assert.equal(r.body.message, "the bearer token is malformed");
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
+  // Stored hashes are SHA-256 of the token; a database written by an
+  // earlier release (or another process) keeps working only while that stays so.
+  it("a token is stored as the SHA-256 of its text: one stored so by another writer authenticates", async () => {
+    const token = `scmapi_${"Q".repeat(43)}`;
+    const sha256 = createHash("sha256").update(token).digest();
+    assert.equal(hashToken(token).toString("hex"), sha256.toString("hex"), "the stored hash is SHA-256");
+    assert.equal(hashToken(token).toString("hex"), "b83a5f074e424ea62f5da901390769bb6375a38005b3c4772f1e0e39cf43b1af", "SHA-256, as sha256sum computes it");
+    const s = await startServer();
+    try {
+      const orgId = s.db.$client.prepare("SELECT id FROM organizations WHERE name = 'acme'").pluck().get() as string;
+      s.db.$client.prepare("INSERT INTO api_tokens (id, org_id, token_hash, created_at) VALUES (?, ?, ?, ?)").run(newId(Date.now()), orgId, sha256, Date.now());
+      s.watch.noteToken(token);
+      const r = await call(s, LIST_RUNNERS, {}, token);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+    } finally {
+      await s.close();
+    }
   });
 });

@@ -134,3 +134,26 @@ it("CORS_ALLOWED_ORIGINS takes origins as browsers send them, or * alone", () =>
   }
   assert.throws(() => loadConfig({ CORS_ALLOWED_ORIGINS: "https://user:pw@a.example" }), (e: Error) => e.message.includes("a value holding an '@'") && !e.message.includes("pw"));
 });
+
+// What a preflight asks for is echoed only when it is a short list of header names.
+it("a preflight asking for malformed or overlong header names is answered with the service's own list", async () => {
+  const s = await startServer({ corsOrigins: [APP] });
+  try {
+    const preflight = (asked?: string) =>
+      fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, {
+        method: "OPTIONS",
+        headers: { origin: APP, "access-control-request-method": "POST", ...(asked === undefined ? {} : { "access-control-request-headers": asked }) },
+      });
+    const own = (await preflight()).headers.get("access-control-allow-headers");
+    assert.ok(own?.includes("Authorization"), `the service's own list: ${own}`);
+    for (const asked of ["authorization;x=1", "authorization, (x)", `x-${"a".repeat(2100)}`]) {
+      const r = await preflight(asked);
+      assert.equal(r.status, 204);
+      assert.equal(r.headers.get("access-control-allow-headers"), own, asked.slice(0, 40));
+    }
+    const fine = await preflight("x-custom-one, x-custom-two");
+    assert.equal(fine.headers.get("access-control-allow-headers"), `${own}, x-custom-one, x-custom-two`);
+  } finally {
+    await s.close();
+  }
+});

@@ -1984,3 +1984,67 @@ describe("bodies sent in many small pieces", () => {
     }
   });
 });
+
+// HEADERS_TIMEOUT_MS bounds how long an HTTP/2 connection may go
+// without opening a stream, even one that keeps itself busy (PINGs) so it is never idle.
+it("HTTP/2: a connection that only pings, never opening a stream, is closed at the headers timeout, not the idle one", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-limits-"));
+  const db = openDatabase(join(dir, "t.db"));
+  createOrganization(db, "acme");
+  createApiToken(db, "acme");
+  const app = createApp(db, createLogger("silent", () => {}), { publicUrl: PUBLIC_URL });
+  const server = await listen(app.handler, 0, "127.0.0.1", { ...app.listenOptions, headersTimeoutMs: 300, requestTimeoutMs: 600, idleTimeoutMs: 20_000 });
+  const session = http2.connect(`http://127.0.0.1:${server.address.port}`);
+  session.on("error", () => {});
+  const pinger = setInterval(() => {
+    if (!session.closed && !session.destroyed) session.ping(() => {});
+  }, 100);
+  try {
+    const closed = new Promise<string>((resolve) => session.once("close", () => resolve("closed")));
+    const outcome = await Promise.race([closed, new Promise<string>((r) => setTimeout(() => r("still open"), 5000))]);
+    assert.equal(outcome, "closed");
+  } finally {
+    clearInterval(pinger);
+    session.destroy();
+    await server.shutdown(1000);
+    await app.close();
+    db.$client.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// The 16 KiB header list limit is "at most", as advertised in
+// SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 6.5.2): a list of exactly 16384 bytes is served.
+it("HTTP/2: a header list of exactly 16 KiB is served, one byte more is refused", async () => {
+  const s = await startServer();
+  const session = http2.connect(s.url);
+  session.on("error", () => {});
+  try {
+    const outcome = (listBytes: number) =>
+      new Promise<string>((resolve) => {
+        const headers: Record<string, string> = {
+          ":method": "POST",
+          ":path": "/gitpod.v1.RunnerService/ListRunners",
+          ":scheme": "http",
+          ":authority": new URL(s.url).host,
+          "content-type": "application/json",
+          authorization: `Bearer ${s.token}`,
+        };
+        // Each field counts its name, its value and 32 bytes.
+        const used = Object.entries(headers).reduce((n, [k, v]) => n + k.length + v.length + 32, 0);
+        headers["x-padding"] = "a".repeat(listBytes - used - "x-padding".length - 32);
+        const req = session.request(headers);
+        let status = 0;
+        req.on("response", (h) => (status = Number(h[":status"])));
+        req.on("error", () => {});
+        req.resume();
+        req.on("close", () => resolve(status === 200 ? "answered" : `status ${status}, rst ${req.rstCode}`));
+        req.end("{}");
+      });
+    assert.equal(await outcome(16 * 1024), "answered");
+    assert.equal(await outcome(16 * 1024 + 1), `status 0, rst ${http2.constants.NGHTTP2_ENHANCE_YOUR_CALM}`);
+  } finally {
+    session.close();
+    await s.close();
+  }
+});

@@ -409,3 +409,16 @@ describe("migrating a database another process migrates too", () => {
     assert.match(describeStartupError(refused, { databaseFile: file }) ?? "", new RegExp(`^DATABASE_URL: ${file} was upgraded by a newer release of this service \\(the database has a migration of 2100-01-01T00:00:00.000Z, newer than any this release has`));
   });
 });
+
+// "upgrading the database" is said for an upgrade only, not for a new database.
+it("a new database is migrated without the upgrade notice", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-migrations-"));
+  try {
+    const told: number[] = [];
+    const db = openDatabase(join(dir, "new.db"), { onUpgrade: (n) => told.push(n) });
+    db.$client.close();
+    assert.deepEqual(told, []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

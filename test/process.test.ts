@@ -7,7 +7,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { it } from "node:test";
+import { describe, it } from "node:test";
 import Database from "better-sqlite3";
 import fc from "fast-check";
 import { loadConfig, misspelledSettings, SETTINGS } from "../src/config.js";
@@ -17,7 +17,9 @@ import { openDatabase } from "../src/store/database.js";
 import { ClaimFileError, claimDatabase, claimMode, DatabaseClaimedError } from "../src/store/serving-claim.js";
 import { readTlsFiles } from "../src/transport/tls-files.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
-import { hasOpen, until } from "./harness.js";
+import { call, createRunner, hasOpen, startServer, until } from "./harness.js";
+import { DomainError } from "../src/domain/errors.js";
+import { createOrganization } from "../src/services/accounts.js";
 
 /**
  * Starts src/main.ts on a fresh database and resolves once it is listening. What the test
@@ -1206,4 +1208,68 @@ it("`admin token create` whose stdout no one reads revokes the token it made and
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+describe("hosts, normalized", () => {
+  // Every trailing slash goes, not only the last one.
+  it("loses all its trailing slashes, however many", async () => {
+    assert.deepEqual(normalizeHost("github.com//"), { ok: true, host: "github.com" });
+    assert.deepEqual(normalizeHost("dev.azure.com/Acme///"), { ok: true, host: "dev.azure.com/acme" });
+    const s = await startServer();
+    try {
+      const { runnerId } = await createRunner(s);
+      const r = await call(s, "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", { runnerId, scmId: "gitlab", host: "GitLab.example.com/group//", pat: true });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      const again = await call(s, "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", { runnerId, scmId: "gitlab", host: "gitlab.example.com/group", pat: true });
+      assert.equal(again.body.code, "already_exists", "one host however many slashes end it");
+    } finally {
+      await s.close();
+    }
+  });
+
+  // Port 0 is no port a client can reach.
+  it("refuses port 0, however written", () => {
+    for (const host of ["git.example.com:0", "git.example.com:00000", "[::1]:0", "10.0.0.1:0/x"]) {
+      assert.deepEqual(normalizeHost(host), { ok: false, reason: "port must be a number from 1 to 65535" }, host);
+    }
+    assert.deepEqual(normalizeHost("git.example.com:1"), { ok: true, host: "git.example.com:1" });
+    assert.deepEqual(normalizeHost("git.example.com:65535"), { ok: true, host: "git.example.com:65535" });
+  });
+});
+
+// A second organization of a name is a refusal, not a crash.
+it("an organization name taken already is refused: already_exists, and from the admin CLI one line and exit 2", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-admin-"));
+  try {
+    const file = join(dir, "a.db");
+    const db = openDatabase(file);
+    try {
+      createOrganization(db, "team-a");
+      assert.throws(() => createOrganization(db, "team-a"), (e: unknown) => e instanceof DomainError && e.reason === "already_exists" && e.message === 'organization "team-a" already exists');
+    } finally {
+      db.$client.close();
+    }
+    const again = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "org", "create", "team-a"], { env: { ...process.env, DATABASE_URL: file }, encoding: "utf8" });
+    assert.equal(again.status, 2, again.stderr);
+    assert.equal(again.stderr, 'organization "team-a" already exists\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+describe("configuration bounds", () => {
+  // A service with no worker would serve nothing.
+  it("WORKERS must be 1 to 64", () => {
+    for (const n of ["0", "65"]) assert.throws(() => loadConfig({ WORKERS: n }), new RegExp(`^ConfigError: WORKERS must be between 1 and 64, got ${n}$`), n);
+    assert.equal(loadConfig({ WORKERS: "64" }).workers, 64);
+    assert.equal(loadConfig({}).workers, 1);
+  });
+
+  // A request timeout equal to the headers timeout is allowed, and is the default above 30 s.
+  it("REQUEST_TIMEOUT_MS may equal HEADERS_TIMEOUT_MS, and defaults to it when that is over 30 s", () => {
+    const raised = loadConfig({ HEADERS_TIMEOUT_MS: "40000" });
+    assert.deepEqual([raised.headersTimeoutMs, raised.requestTimeoutMs], [40_000, 40_000]);
+    const equal = loadConfig({ HEADERS_TIMEOUT_MS: "5000", REQUEST_TIMEOUT_MS: "5000" });
+    assert.deepEqual([equal.headersTimeoutMs, equal.requestTimeoutMs], [5000, 5000]);
+  });
 });

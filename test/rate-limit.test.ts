@@ -743,3 +743,39 @@ describe("the token bucket", () => {
     assert.ok(limiter.take("busy") > 0, "the busy caller's spent bucket was not reset");
   });
 });
+
+// Media types are case-insensitive (RFC 9110), and connect-node
+// serves "Application/GRPC"; the byte limit must read such a body as gRPC too, inflating
+// and charging its compressed messages, or a gzip bomb passes the limit at its packed size.
+it("gRPC with its media type in capitals: compressed messages are charged as inflated all the same", async () => {
+  const s = await startServer({ bodyRateLimit: { perSecond: 1024, burst: 64 * 1024 } });
+  const session = http2.connect(s.url);
+  try {
+    const { runnerId, runnerToken } = await createRunner(s, s.token, "grpc-caps");
+    const grpc = (message: Buffer, flags: number) =>
+      new Promise<{ status: string | undefined; message: string }>((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerInteractionService/ListRunnerSCMIntegrations", "content-type": "Application/GRPC", "grpc-encoding": "gzip", te: "trailers", authorization: `Bearer ${runnerToken}` });
+        const done = (h: http2.IncomingHttpHeaders) => resolve({ status: h["grpc-status"] as string | undefined, message: decodeURIComponent(String(h["grpc-message"] ?? "")) });
+        req.on("trailers", done);
+        req.on("response", (h) => h["grpc-status"] !== undefined && done(h));
+        req.on("error", reject);
+        req.resume();
+        const prefix = Buffer.alloc(5);
+        prefix[0] = flags;
+        prefix.writeUInt32BE(message.length, 1);
+        req.end(Buffer.concat([prefix, message]));
+      });
+    // runner_id (field 2), then 100 KiB in field 99 (length-delimited, unknown: skipped).
+    const runner = Buffer.concat([Buffer.from([0x12, runnerId.length]), Buffer.from(runnerId)]);
+    const padding = 100 * 1024;
+    const request = (pad: number) => Buffer.concat([runner, ...(pad > 0 ? [Buffer.from([0x9a, 0x06, (pad & 0x7f) | 0x80, (pad >>> 7) & 0x7f | 0x80, pad >>> 14])] : []), Buffer.alloc(pad, 0x61)]);
+    const first = await grpc(gzipSync(request(padding)), 1);
+    assert.equal(first.status, "0", `a compressed message is read as sent: ${first.message}`);
+    const second = await grpc(request(0), 0);
+    assert.equal(second.status, "8", `resource_exhausted, the token in debt for 100 KiB inflated: ${second.message}`);
+    assert.match(second.message, /byte rate limit/);
+  } finally {
+    session.close();
+    await s.close();
+  }
+});
