@@ -807,62 +807,49 @@ describe("a Signup racing a create's sealing", () => {
   });
 });
 
-// The port as written must be the one the URL parser found.
-it("an https URL whose port is not written plainly is refused; the default port written out is taken", async () => {
-  for (const url of ["https://docs.example.com:0443/pat", "https://docs.example.com:08443/pat", "https://docs.example.com:/pat"]) {
-    const written = url.slice("https://".length).split("/")[0];
-    assert.equal(httpsUrlProblem(url), `must name its host as written plainly (ASCII, punycode for international names), got "${written}"`, url);
-  }
-  assert.equal(httpsUrlProblem("https://docs.example.com:443/pat"), null);
-  assert.equal(httpsUrlProblem("https://docs.example.com:8443/pat"), null);
-  // As a runner publishes it in its schema.
-  const s = await startServer();
-  try {
-    const { runnerId, runnerToken } = await createRunner(s);
+describe("what a runner publishes and what names hold, at the edges", () => {
+  let s: TestServer;
+  let runnerId: string;
+  let runnerToken: string;
+  before(async () => {
+    s = await startServer();
+    ({ runnerId, runnerToken } = await createRunner(s));
     await signUp(s, runnerToken);
-    const r = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, {
-      runnerId,
-      configSchema: { version: "1", scm: [{ scmId: "gitea", name: "Gitea", pat: { docsLink: "https://docs.example.com:0443/pat" } }] },
-    }, runnerToken);
+  });
+  after(() => s.close());
+  const publish = (scm: object[]) => call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, { runnerId, configSchema: { version: "1", scm } }, runnerToken);
+
+  // The port as written must be the one the URL parser found: runners get the URL as typed.
+  it("an https URL whose port is not written plainly is refused; the default port written out is taken", async () => {
+    for (const url of ["https://docs.example.com:0443/pat", "https://docs.example.com:08443/pat", "https://docs.example.com:/pat"]) {
+      const written = url.slice("https://".length).split("/")[0];
+      assert.equal(httpsUrlProblem(url), `must name its host as written plainly (ASCII, punycode for international names), got "${written}"`, url);
+    }
+    assert.equal(httpsUrlProblem("https://docs.example.com:443/pat"), null);
+    assert.equal(httpsUrlProblem("https://docs.example.com:8443/pat"), null);
+    const r = await publish([{ scmId: "gitea", name: "Gitea", pat: { docsLink: "https://docs.example.com:0443/pat" } }]);
     assert.equal(r.status, 400, JSON.stringify(r.body));
     assert.equal(r.body.message, 'config_schema.scm[0].pat.docs_link: must name its host as written plainly (ASCII, punycode for international names), got "docs.example.com:0443"');
-  } finally {
-    await s.close();
-  }
-});
+  });
 
-// Default hosts are told apart as stored, not as sent.
-it("a schema entry's default hosts that normalize to one host are refused as a repeat", async () => {
-  const s = await startServer();
-  try {
-    const { runnerId, runnerToken } = await createRunner(s);
-    await signUp(s, runnerToken);
-    const r = await call(s, `${RUNNER_SIDE}/UpdateRunnerConfigurationSchema`, {
-      runnerId,
-      configSchema: { version: "1", scm: [{ scmId: "github", name: "GitHub", defaultHosts: ["GitHub.com", "github.com/"], pat: {} }] },
-    }, runnerToken);
+  // Default hosts are told apart as stored, not as sent.
+  it("a schema entry's default hosts that normalize to one host are refused as a repeat", async () => {
+    const r = await publish([{ scmId: "github", name: "GitHub", defaultHosts: ["GitHub.com", "github.com/"], pat: {} }]);
     assert.equal(r.status, 400, JSON.stringify(r.body));
     assert.equal(r.body.message, 'config_schema.scm[0].default_hosts[1]: "github.com" appears more than once');
     assert.equal(r.body.details[0].debug.violations[0].ruleId, "host.unique");
     const schema = (await call(s, `${CFG}/GetRunnerConfigurationSchema`, { runnerId })).body.schema;
     assert.equal(schema.version, "builtin-1", "nothing was stored");
-  } finally {
-    await s.close();
-  }
-});
+  });
 
-// The Hangul fillers draw nothing, yet are letters to \p{L}.
-it("names holding a Hangul filler are refused as invisible formatting", async () => {
-  const s = await startServer();
-  try {
+  // The Hangul fillers draw nothing, yet are letters to \p{L}.
+  it("names holding a Hangul filler are refused as invisible formatting", async () => {
     for (const filler of ["\u115f", "\u1160", "\u3164", "\uffa0"]) {
       for (const name of [filler.repeat(3), `run${filler}ner`]) {
-        const r = await call(s, "gitpod.v1.RunnerService/CreateRunner", { name, provider: "RUNNER_PROVIDER_GCP" });
+        const r = await call(s, `${RUNNERS}/CreateRunner`, { name, provider: "RUNNER_PROVIDER_GCP" });
         assert.equal(r.status, 400, `${JSON.stringify(name)}: ${JSON.stringify(r.body)}`);
         assert.match(r.body.message, /^name: must not contain control characters or invisible formatting/);
       }
     }
-  } finally {
-    await s.close();
-  }
+  });
 });
