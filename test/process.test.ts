@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -17,42 +17,11 @@ import { openDatabase } from "../src/store/database.js";
 import { ClaimFileError, claimDatabase, claimMode, DatabaseClaimedError } from "../src/store/serving-claim.js";
 import { readTlsFiles } from "../src/transport/tls-files.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
+import { childrenOf, CREATE_PATH, holdHttp1, type Held, startProcess, stopIfRunning } from "./service-process.js";
 import { call, createRunner, hasOpen, startServer, until } from "./harness.js";
 import { DomainError } from "../src/domain/errors.js";
 import { createOrganization } from "../src/services/accounts.js";
 
-/**
- * Starts src/main.ts on a fresh database and resolves once it is listening. What the test
- * sends and gets goes through `watch`; `finish`, once the process exited, looks for leaks.
- */
-async function startProcess(dir: string, extraEnv: Record<string, string> = {}) {
-  const dbFile = join(dir, "db", "s.db");
-  const env = { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: dbFile, ...extraEnv };
-  const fresh = !existsSync(dbFile);
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
-  const state = { out: "", err: "" };
-  child.stdout.on("data", (d) => (state.out += d));
-  child.stderr.on("data", (d) => (state.err += d));
-  const port = await new Promise<number>((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`exited ${code}: ${state.out}`)));
-    const timer = setInterval(() => {
-      const m = /"msg":"listening","address":"[^"]*:(\d+)"/.exec(state.out);
-      // With workers, the primary prints the first-start message once one of them listens.
-      if (m && (!fresh || /Create a runner with it:[^]*-d '/.test(state.out))) {
-        clearInterval(timer);
-        resolve(Number(m[1]));
-      }
-    }, 20);
-  });
-  const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(state.out)?.[0];
-  // On "close", not "exit": the last lines (a worker's, the primary's "stopped") may still be
-  // in the pipe when the exit is reported.
-  const exited = new Promise<number | null>((r) => child.once("close", r));
-  const watch = new SecretWatch();
-  if (token) watch.noteToken(token);
-  const finish = () => watch.finish(dbFile, [...logLines(state.out), state.err]);
-  return { child, port, token, state, exited, watch, finish };
-}
 
 it("SIGTERM lets a request in flight finish, refuses new connections, and exits 0", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-drain-"));
@@ -157,42 +126,6 @@ it("a call still running at SHUTDOWN_TIMEOUT_MS is cut off, logged canceled with
   }
 });
 
-/** The answer to a request the client holds open; `finish` sends the rest of the body. */
-interface Held {
-  /** Settles once the server has the request (its 100 Continue arrived), i.e. it is in flight. */
-  inFlight: Promise<void>;
-  finish(): Promise<{ status: number; text: string }>;
-}
-
-const CREATE_PATH = "/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
-
-/** A create sent over HTTP/1.1 with `Expect: 100-continue`, its body withheld until `finish`. */
-function holdHttp1(port: number, token: string, body: string, watch: SecretWatch): Held {
-  let answer!: Promise<{ status: number; text: string }>;
-  let req!: http.ClientRequest;
-  const headers = { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" };
-  watch.noteSent(CREATE_PATH, headers, body);
-  const inFlight = new Promise<void>((continued, failed) => {
-    answer = new Promise((resolve, reject) => {
-      req = http.request(
-        { port, host: "127.0.0.1", method: "POST", path: CREATE_PATH, agent: false, headers },
-        (res) => {
-          let text = "";
-          res.on("data", (d) => (text += d));
-          res.on("end", () => {
-            watch.noteReceived(res.headers, text);
-            resolve({ status: res.statusCode ?? 0, text });
-          });
-          res.on("error", reject);
-        },
-      );
-      req.on("error", (err) => (failed(err), reject(err)));
-      req.on("continue", () => continued());
-      req.flushHeaders();
-    });
-  });
-  return { inFlight, finish: () => (req.end(body), answer) };
-}
 
 /** The same over an HTTP/2 session: a stream whose body waits until `finish`. */
 function holdHttp2(session: http2.ClientHttp2Session, token: string, body: string, watch: SecretWatch): Held {
@@ -781,214 +714,6 @@ it("a new database has 2 KiB pages; `admin db page-size` rewrites an older 4 KiB
     } finally {
       db.close();
     }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-/**
- * How long a step of the workers' tests may take. Past it the step fails, naming itself and
- * showing the service's last output, instead of holding the run until the test's own timeout.
- */
-const STEP_TIMEOUT_MS = 20_000;
-
-/** `step` as it is, or an error naming `what` with the end of the service's output once STEP_TIMEOUT_MS pass. */
-async function inTime<T>(what: string, state: { out: string; err: string }, step: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const signal = AbortSignal.timeout(STEP_TIMEOUT_MS);
-  const timedOut = new Promise<never>((_, reject) =>
-    signal.addEventListener("abort", () => reject(new Error(`${what}: nothing after ${STEP_TIMEOUT_MS} ms; the service's last output:\n${(state.out + state.err).slice(-2000)}`))),
-  );
-  return Promise.race([step(signal), timedOut]);
-}
-
-/** Kills a service a failed test left running (its workers exit with it). */
-function stopIfRunning(child: ChildProcess): void {
-  if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-}
-
-/** A Connect JSON call on a connection of its own, so that with workers any of them may answer it. */
-function freshConnectionPost(watch: SecretWatch, port: number, token: string, state: { out: string; err: string }) {
-  return (path: string, body: unknown) =>
-    inTime(path, state, (signal) =>
-      watch.fetch(`http://127.0.0.1:${port}/${path}`, {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${token}`, connection: "close" },
-        body: JSON.stringify(body),
-        signal,
-      }).then(async (r) => ({ status: r.status, body: (await r.json()) as any })),
-    );
-}
-
-/** The worker processes of a primary, from /proc. */
-/** Waits (up to 5 s) until `n` workers logged that they listen. */
-async function workersListening(state: { out: string }, n: number): Promise<void> {
-  for (let i = 0; i < 600 && (state.out.match(/"msg":"listening"/g) ?? []).length < n; i++) await new Promise((r) => setTimeout(r, 50));
-}
-
-function childrenOf(pid: number): number[] {
-  return readdirSync("/proc")
-    .filter((d) => /^\d+$/.test(d))
-    .filter((d) => {
-      try {
-        // Field 4 of stat is the parent; the command name before it is in parentheses.
-        return Number(readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1]) === pid;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
-
-it("WORKERS=2: a failed sync in one worker stops every worker, and a worker started after it too", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "scm-workers-halt-"));
-  const flag = join(dir, "fail-next-sync");
-  try {
-    const fixture = join(process.cwd(), "test", "fixtures", "fail-worker-sync.mjs");
-    const { child, port, token, state, exited, watch, finish } = await startProcess(dir, {
-      WORKERS: "2",
-      FAIL_SYNC_FLAG: flag,
-      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${fixture}`,
-    });
-    t.after(() => stopIfRunning(child));
-    const listeners = () => (state.out.match(/"msg":"listening"/g) ?? []).length;
-    for (let i = 0; i < 600 && listeners() < 2; i++) await new Promise((r) => setTimeout(r, 50));
-    const post = freshConnectionPost(watch, port, token!, state);
-    const health = () => inTime("healthz", state, async (signal) => (await fetch(`http://127.0.0.1:${port}/healthz`, { headers: { connection: "close" }, signal })).status);
-    const runnerId = (await post("gitpod.v1.RunnerService/CreateRunner", { name: "halting", provider: "RUNNER_PROVIDER_AWS_EC2" })).body.runner.runnerId;
-
-    writeFileSync(flag, "");
-    const failed = await post("gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", { runnerId, scmId: "github", host: "lost.example.com", pat: true });
-    // Committed, and not vouched for: of unknown outcome.
-    assert.equal(failed.body.code, "unknown", JSON.stringify(failed.body));
-    assert.equal(existsSync(flag), false, "one sync took the failure");
-    // Whichever worker a new connection reaches: unavailable, and not healthy. The primary
-    // says so, then tells the other worker, which may take a moment on a loaded machine: a
-    // round of calls is tried again until every one of them is refused.
-    await until("the primary tells every worker", () => state.out.includes("every worker refuses calls"), 10_000);
-    const everyone = async () => {
-      let answers: unknown[] = [];
-      for (let round = 0; round < 20; round++) {
-        answers = [];
-        for (let i = 0; i < 8; i++) answers.push((await post("gitpod.v1.RunnerService/GetRunner", { runnerId })).body.code, await health());
-        if (answers.every((a) => a === "unavailable" || a === 503)) return;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.fail(`some calls were still answered after 20 rounds: ${JSON.stringify(answers)}`);
-    };
-    await everyone();
-
-    // A worker killed now is replaced by one that starts halted.
-    process.kill(childrenOf(child.pid!)[0]!, "SIGKILL");
-    for (let i = 0; i < 600 && listeners() < 3; i++) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(listeners(), 3, "a replacement listens");
-    await everyone();
-
-    child.kill("SIGTERM");
-    assert.equal(await inTime("exit on SIGTERM", state, () => exited), 0);
-    assert.match(state.out, /database left unclosed/);
-    finish();
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-it("WORKERS=2 serves one port from two processes sharing the database, and drains both on SIGTERM", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "scm-workers-"));
-  try {
-    const { child, port, token, state, exited, watch, finish } = await startProcess(dir, { WORKERS: "2" });
-    t.after(() => stopIfRunning(child));
-    await workersListening(state, 2);
-    const listening = [...state.out.matchAll(/"msg":"listening","address":"[^"]*:(\d+)"[^\n]*"worker":(\d+)/g)];
-    assert.deepEqual(new Set(listening.map((m) => m[2])).size, 2, "two workers listen");
-    assert.ok(listening.every((m) => Number(m[1]) === port), "on the same port");
-    assert.ok(state.out.includes(`curl -sS http://127.0.0.1:${port}/gitpod.v1.RunnerService/CreateRunner`), "the example names the port the workers share");
-
-    // A write through one connection is seen by reads on fresh connections, whichever
-    // worker they reach.
-    const post = freshConnectionPost(watch, port, token!, state);
-    const created = await post("gitpod.v1.RunnerService/CreateRunner", { name: "two-workers", kind: 2, provider: 2 });
-    assert.equal(created.status, 200, JSON.stringify(created.body));
-    for (let i = 0; i < 6; i++) {
-      const got = await post("gitpod.v1.RunnerService/GetRunner", { runnerId: created.body.runner.runnerId });
-      assert.equal(got.body.runner.name, "two-workers");
-    }
-    // Every line a worker writes says which one it is.
-    const requestLinesOf = () => state.out.split("\n").filter((l) => l.includes('"msg":"request"'));
-    await until("the seven calls are logged", () => requestLinesOf().length >= 7, 10_000);
-    const requestLines = requestLinesOf();
-    assert.ok(requestLines.length >= 7 && requestLines.every((l) => /"worker":[12]\}$/.test(l)), requestLines.join("\n"));
-
-    child.kill("SIGTERM");
-    assert.equal(await inTime("exit on SIGTERM", state, () => exited), 0);
-    assert.equal((state.out.match(/"msg":"stopped"/g) ?? []).length, 3, "both workers and the primary stopped");
-    finish();
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-// node reports a worker's exit and its channel's close in whichever order its event loop
-// sees them; this fixture makes the rarer order (exit first) the rule.
-const EXIT_BEFORE_CLOSE = { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${join(process.cwd(), "test", "fixtures", "late-worker-disconnect.mjs")}` };
-
-it("WORKERS=2 with each worker's exit reported before its channel's close: the primary still sees its last worker go, logs its stop and exits 0", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "scm-workers-late-"));
-  try {
-    const { child, state, exited, finish } = await startProcess(dir, { WORKERS: "2", ...EXIT_BEFORE_CLOSE });
-    t.after(() => stopIfRunning(child));
-    await workersListening(state, 2);
-    child.kill("SIGTERM");
-    assert.equal(await inTime("exit on SIGTERM", state, () => exited), 0);
-    assert.equal((state.out.match(/"msg":"stopped"/g) ?? []).length, 3, state.out);
-    assert.match(state.out, /"msg":"stopped","code":0\}/);
-    finish();
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-for (const [order, env] of [["", {}], [" (each worker's exit reported before its channel's close)", EXIT_BEFORE_CLOSE]] as const) {
-  it(`WORKERS=2: a worker killed while it drains is logged, and the service exits 1${order}`, async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), "scm-workers-killed-"));
-    try {
-      const { child, port, token, state, exited, watch } = await startProcess(dir, { WORKERS: "2", ...env });
-      t.after(() => stopIfRunning(child));
-      await workersListening(state, 2);
-      // Calls on connections of their own, held open: whichever workers they reach drain until they end.
-      const held = Array.from({ length: 6 }, () => holdHttp1(port, token!, "{}", watch));
-      await Promise.all(held.map((h) => h.inFlight));
-      child.kill("SIGTERM");
-      await inTime("draining", state, async () => {
-        while (!state.out.includes('"msg":"shutting down"')) await new Promise((r) => setTimeout(r, 20));
-      });
-      for (const pid of childrenOf(child.pid!)) process.kill(pid, "SIGKILL");
-      const ends = await Promise.all(held.map((h) => h.finish().then(() => "answered", () => "cut off")));
-      assert.deepEqual(new Set(ends), new Set(["cut off"]));
-      assert.equal(await inTime("exit", state, () => exited), 1);
-      assert.match(state.out, /"level":"error","msg":"a worker was killed while it drained; the calls it still held were cut off","about_worker":\d,"signal":"SIGKILL"/);
-      assert.match(state.out, /"msg":"stopped","code":1\}/);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-}
-
-it("WORKERS=2 stopped while its workers still start exits 0: a worker ended by the signal before it listened held no calls", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "scm-workers-early-"));
-  try {
-    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env: { ...process.env, PORT: "0", HOST: "127.0.0.1", DATABASE_URL: join(dir, "s.db"), WORKERS: "2" }, stdio: ["ignore", "pipe", "pipe"] });
-    t.after(() => stopIfRunning(child));
-    const state = { out: "", err: "" };
-    child.stdout.on("data", (d) => (state.out += d));
-    child.stderr.on("data", (d) => (state.err += d));
-    const exited = new Promise<number | null>((r) => child.once("close", r));
-    // Both workers forked, and still loading (under tsx, for hundreds of ms): no handler of theirs takes the signal yet.
-    await inTime("the workers forked", state, async () => {
-      while (childrenOf(child.pid!).length < 2) await new Promise((r) => setTimeout(r, 5));
-    });
-    child.kill("SIGTERM");
-    assert.equal(await inTime("exit", state, () => exited), 0, state.out + state.err);
-    assert.doesNotMatch(state.out, /killed while it drained/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
