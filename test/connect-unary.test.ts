@@ -169,3 +169,46 @@ describe("Connect unary calls answered as connect-node answers them", () => {
     assert.deepEqual(differing, []);
   });
 });
+
+describe("Connect unary answers at the compression threshold", () => {
+  // connect's compressMinBytes (1024 unless set): an answer of that many bytes is compressed
+  // when the client accepts it, as connect-node's Connect handler does (`>=`); one byte fewer is not.
+  it("compresses an answer of exactly 1024 bytes, and not one of 1023, on both paths", async () => {
+    for (const ownUnary of [true, false]) {
+      const server = await startServer({ ownUnary });
+      const client = new WireClient(server.url);
+      try {
+        const { runnerId, runnerToken } = await createRunner(server, server.token, "threshold-runner");
+        await signUp(server, runnerToken);
+        // Hosts of one length, ids all UUIDs, a sealed secret of one length: the answers differ only by the client id.
+        const create = async (host: string, clientId: string) => {
+          const r = await call(server, "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", { runnerId, scmId: "github", host, oauthClientId: clientId, oauthPlaintextClientSecret: "s".repeat(500) });
+          assert.equal(r.status, 200, JSON.stringify(r.body));
+          return r.body.id as string;
+        };
+        const get = async (id: string, acceptEncoding?: string) => {
+          const headers: Record<string, string> = { "content-type": "application/json", authorization: `Bearer ${server.token}` };
+          if (acceptEncoding !== undefined) headers["accept-encoding"] = acceptEncoding;
+          const a = await client.send({ path: "/gitpod.v1.RunnerConfigurationService/GetSCMIntegration", headers, body: Buffer.from(JSON.stringify({ id })), http2: false });
+          assert.equal(a.kind, "answer");
+          if (a.kind !== "answer") throw new Error("no answer");
+          assert.equal(a.status, 200, a.body.toString());
+          return a;
+        };
+        const base = (await get(await create("a.threshold.example", "c"))).body.byteLength;
+        assert.ok(base < 1023 && 1024 - base < 200, `a probe answer of ${base} bytes`);
+        for (const [size, host] of [[1023, "b.threshold.example"], [1024, "c.threshold.example"]] as const) {
+          const id = await create(host, "c".repeat(1 + size - base));
+          const plain = await get(id);
+          assert.equal(plain.body.byteLength, size, "the answer has the size aimed at");
+          assert.equal(plain.headers["content-encoding"], undefined);
+          const gz = await get(id, "gzip");
+          assert.equal(gz.headers["content-encoding"], size >= 1024 ? "gzip" : undefined, `${ownUnary ? "own" : "connect-node"}: an answer of ${size} bytes`);
+        }
+      } finally {
+        client.close();
+        await server.close();
+      }
+    }
+  });
+});

@@ -998,3 +998,18 @@ describe("configuration bounds", () => {
     assert.deepEqual([equal.headersTimeoutMs, equal.requestTimeoutMs], [5000, 5000]);
   });
 });
+
+it("SIGINT (Ctrl-C in a terminal, or `docker stop` with STOPSIGNAL SIGINT) stops the service as SIGTERM does: it drains, logs its stop, and exits 0", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-sigint-"));
+  try {
+    const { child, port, state, exited } = await startProcess(dir);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+    child.kill("SIGINT");
+    assert.equal(await exited, 0, state.out + state.err);
+    const lines = logLines(state.out).map((l) => JSON.parse(l) as { msg?: string; signal?: string });
+    assert.equal(lines.find((l) => l.msg === "shutting down")?.signal, "SIGINT");
+    assert.ok(lines.some((l) => l.msg === "stopped"), state.out);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

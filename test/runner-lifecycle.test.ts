@@ -853,3 +853,40 @@ describe("what a runner publishes and what names hold, at the edges", () => {
     }
   });
 });
+
+describe("a runner's times", () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startServer();
+  });
+  after(() => s.close());
+
+  it("status.updatedAt is when its status last changed (its Signup); a rename moves the runner's updatedAt, not its status's", async () => {
+    const tick = () => new Promise((r) => setTimeout(r, 20));
+    const get = async (runnerId: string) => (await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.runner;
+    const { runnerId, runnerToken } = await createRunner(s, s.token, "timed-runner");
+    const created = await get(runnerId);
+    assert.equal(created.status.updatedAt, created.createdAt, "before a Signup the status is as old as the runner");
+    await tick();
+    await signUp(s, runnerToken);
+    const signed = await get(runnerId);
+    assert.ok(Date.parse(signed.status.updatedAt) > Date.parse(created.createdAt), "the Signup changed the status");
+    await tick();
+    assert.equal((await call(s, `${RUNNERS}/UpdateRunner`, { runnerId, name: "timed-runner renamed" })).status, 200);
+    const renamed = await get(runnerId);
+    assert.ok(Date.parse(renamed.updatedAt) > Date.parse(signed.status.updatedAt), "the rename is the runner's latest change");
+    assert.equal(renamed.status.updatedAt, signed.status.updatedAt, "a rename is no change of status");
+    // ListRunners shows the same times as GetRunner.
+    const listed = (await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } })).body.runners.find((r: { runnerId: string }) => r.runnerId === runnerId);
+    assert.deepEqual([listed.updatedAt, listed.status.updatedAt], [renamed.updatedAt, renamed.status.updatedAt]);
+  });
+
+  it("a runner's creator is the API token that made it, a service account, in GetRunner and ListRunners alike", async () => {
+    const { runnerId } = await createRunner(s, s.token, "created-by-token");
+    const tokenId = s.db.$client.prepare("SELECT id FROM api_tokens WHERE token_hash = ?").pluck().get(hashToken(s.token)) as string;
+    const got = (await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.runner;
+    assert.deepEqual(got.creator, { id: tokenId, principal: "PRINCIPAL_SERVICE_ACCOUNT" });
+    const listed = (await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } })).body.runners.find((r: { runnerId: string }) => r.runnerId === runnerId);
+    assert.deepEqual(listed.creator, got.creator);
+  });
+});

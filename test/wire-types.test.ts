@@ -195,3 +195,40 @@ describe("fields with a wire type their type cannot have", () => {
     assert.equal(out.length, nested.length - 5 - 1, "five bytes of field, and one of length");
   });
 });
+
+// protobuf-es refuses these tags too, but as "parse binary: illegal tag: varint overflows uint32",
+// naming neither the message nor the problem; wire-types.ts refuses them first, and says which.
+describe("tags no protobuf decoder takes", () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startServer();
+  });
+  after(() => s.close());
+
+  const LIST = "gitpod.v1.RunnerService/ListRunners";
+  const empty = Buffer.from(toBinary(ListRunnersRequestSchema, create(ListRunnersRequestSchema, {})));
+
+  it("a tag written in more than 5 bytes is refused as too long, naming the message", async () => {
+    // Unknown field 99 as the varint 1: its tag in 2 bytes, then the same tag padded to 6.
+    const canonical = Buffer.concat([empty, tag(99, 0), varint(1)]);
+    const padded = Buffer.concat([empty, Buffer.from([0x98, 0x86, 0x80, 0x80, 0x80, 0x00]), varint(1)]);
+    assert.deepEqual(tag(99, 0), Buffer.from([0x98, 0x06]));
+    for (const send of [connectProto, grpc]) {
+      assert.equal((await send(s, LIST, canonical)).code, "ok", "the unknown field written plainly is skipped");
+      assert.equal((await send(s, LIST, padded)).code, "invalid_argument", "the same tag in 6 bytes");
+    }
+    const message = JSON.parse((await connectProto(s, LIST, padded)).body.toString()) as { message: string };
+    assert.equal(message.message, "request could not be decoded: binary gitpod.v1.ListRunnersRequest: a field's tag is cut short or too long");
+  });
+
+  it("a field number past 2^29 - 1 is refused as out of range, naming the message and the number", async () => {
+    // (2^29 + 99) << 3 needs 33 bits: a tag of 5 bytes, as long as a tag may be.
+    const tooLarge = Buffer.concat([empty, tag(2 ** 29 + 99, 0), varint(1)]);
+    assert.equal(tag(2 ** 29 + 99, 0).length, 5);
+    for (const send of [connectProto, grpc]) assert.equal((await send(s, LIST, tooLarge)).code, "invalid_argument");
+    const message = JSON.parse((await connectProto(s, LIST, tooLarge)).body.toString()) as { message: string };
+    assert.equal(message.message, `request could not be decoded: binary gitpod.v1.ListRunnersRequest: field number ${2 ** 29 + 99} is out of range`);
+    // The largest field number there is, unknown here, is skipped.
+    assert.equal((await connectProto(s, LIST, Buffer.concat([empty, tag(2 ** 29 - 1, 0), varint(1)]))).code, "ok");
+  });
+});
