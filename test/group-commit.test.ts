@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { copyFileSync, fdatasync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import workerThreads from "node:worker_threads";
 import Database from "better-sqlite3";
 import { eq } from "drizzle-orm";
 import { open } from "../src/crypto/sealed-box.js";
@@ -716,4 +718,63 @@ describe("two syncs at once", () => {
     assert.deepEqual(await settled([first, second]), ["ok", "ok"], "the syncs that ran still count");
     assert.equal(held.length, 2, "no sync starts after the close");
   });
+});
+
+/**
+ * Runs `test` with a checkpointer whose thread object is at hand, so that what the thread
+ * reports (a message, an error) can be given to the service's side as the thread would.
+ */
+async function withCheckpointerThread(test: (ctx: { db: Db; logs: string[]; thread: import("node:worker_threads").Worker }) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "scm-ckpt-thread-"));
+  const db = openDatabase(join(dir, "thread.db"));
+  const logs: string[] = [];
+  const Original = workerThreads.Worker;
+  let thread: import("node:worker_threads").Worker | undefined;
+  workerThreads.Worker = class extends Original {
+    constructor(...args: ConstructorParameters<typeof Original>) {
+      super(...args);
+      thread = this;
+    }
+  };
+  syncBuiltinESMExports();
+  let checkpointer: { stop(): Promise<void> };
+  try {
+    checkpointer = startCheckpointer(db, createLogger("debug", (line) => logs.push(line)));
+  } finally {
+    workerThreads.Worker = Original;
+    syncBuiltinESMExports();
+  }
+  try {
+    assert.ok(thread, "the checkpointer started a thread");
+    await test({ db, logs, thread });
+  } finally {
+    await checkpointer.stop();
+    db.$client.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe("what the checkpointer thread reports", () => {
+  it("a thread that fails turns SQLite's automatic checkpoints back on, and says so", () =>
+    withCheckpointerThread(async ({ db, logs, thread }) => {
+      assert.equal(db.$client.pragma("wal_autocheckpoint", { simple: true }), 0, "off while the thread checkpoints");
+      thread.emit("error", new Error("the thread died"));
+      assert.equal(db.$client.pragma("wal_autocheckpoint", { simple: true }), 1000, "back on: the WAL would otherwise grow without end");
+      assert.ok(logs.some((l) => l.includes('"msg":"checkpointer failed; automatic checkpoints are back on"')), logs.join(""));
+    }));
+
+  it("a sync the thread could not make stops the database, as the service's own failed sync does", () =>
+    withCheckpointerThread(async ({ db, logs, thread }) => {
+      assert.equal(db.haltedBy(), null);
+      thread.emit("message", { halted: "EIO", detail: "thread.db: EIO: i/o error, fdatasync" });
+      const cause = db.haltedBy() as { code?: unknown } | null;
+      assert.ok(cause, "the database has stopped");
+      assert.equal(cause.code, "SQLITE_IOERR_FSYNC");
+      const line = logs.map((l) => JSON.parse(l)).find((l) => l.msg === "a checkpoint could not sync to disk");
+      assert.ok(line, logs.join(""));
+      assert.equal(line.driver_code, "EIO");
+      // And after it, no automatic checkpoint comes back should the thread fail too: nothing may be copied any more.
+      thread.emit("error", new Error("the thread died"));
+      assert.equal(db.$client.pragma("wal_autocheckpoint", { simple: true }), 0);
+    }));
 });
