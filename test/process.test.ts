@@ -28,32 +28,12 @@ it("SIGTERM lets a request in flight finish, refuses new connections, and exits 
   try {
     const { child, port, token, exited, watch, finish } = await startProcess(dir);
     const body = JSON.stringify({ name: "drain-runner", kind: "RUNNER_KIND_REMOTE", provider: "RUNNER_PROVIDER_LINUX_HOST" });
-    const path = "/gitpod.v1.RunnerService/CreateRunner";
-    // With Expect: 100-continue, the server's 100 says it has the call: in flight from then.
-    const headers = { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" };
-    watch.noteSent(path, headers, body);
-    const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = http.request(
-        { port, host: "127.0.0.1", method: "POST", path, headers },
-        (res) => {
-          let text = "";
-          res.on("data", (d) => (text += d));
-          res.on("end", () => {
-            watch.noteReceived(res.headers, text);
-            resolve({ status: res.statusCode ?? 0, text });
-          });
-        },
-      );
-      req.on("error", reject);
-      // Half the body once the server has the call, the signal, then the rest.
-      req.once("continue", () => {
-        req.write(body.slice(0, 10));
-        child.kill("SIGTERM");
-        setTimeout(() => req.end(body.slice(10)), 300);
-      });
-      req.flushHeaders();
-    });
-    const { status, text } = await answer;
+    // In flight once the server's 100 Continue came: half the body then, the signal, then the rest.
+    const held = holdHttp1(port, token!, body, watch, { path: "/gitpod.v1.RunnerService/CreateRunner", sentFirst: 10 });
+    await held.inFlight;
+    child.kill("SIGTERM");
+    await new Promise((r) => setTimeout(r, 300));
+    const { status, text } = await held.finish();
     assert.equal(status, 200, text);
     assert.match(JSON.parse(text).runner.runnerId, /^[0-9a-f-]{36}$/);
     await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`));

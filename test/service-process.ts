@@ -47,16 +47,22 @@ export interface Held {
 
 export const CREATE_PATH = "/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
 
-/** A create sent over HTTP/1.1 with `Expect: 100-continue`, its body withheld until `finish`. */
-export function holdHttp1(port: number, token: string, body: string, watch: SecretWatch): Held {
+/**
+ * A call (a create unless `path` says otherwise) sent over HTTP/1.1 with `Expect: 100-continue`,
+ * its body withheld until `finish`; with `sentFirst`, that many of its bytes go out as soon as
+ * the server has the call.
+ */
+export function holdHttp1(port: number, token: string, body: string, watch: SecretWatch, options: { path?: string; sentFirst?: number } = {}): Held {
+  const path = options.path ?? CREATE_PATH;
+  const first = options.sentFirst ?? 0;
   let answer!: Promise<{ status: number; text: string }>;
   let req!: http.ClientRequest;
   const headers = { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" };
-  watch.noteSent(CREATE_PATH, headers, body);
+  watch.noteSent(path, headers, body);
   const inFlight = new Promise<void>((continued, failed) => {
     answer = new Promise((resolve, reject) => {
       req = http.request(
-        { port, host: "127.0.0.1", method: "POST", path: CREATE_PATH, agent: false, headers },
+        { port, host: "127.0.0.1", method: "POST", path, agent: false, headers },
         (res) => {
           let text = "";
           res.on("data", (d) => (text += d));
@@ -68,11 +74,14 @@ export function holdHttp1(port: number, token: string, body: string, watch: Secr
         },
       );
       req.on("error", (err) => (failed(err), reject(err)));
-      req.on("continue", () => continued());
+      req.on("continue", () => {
+        if (first > 0) req.write(body.slice(0, first));
+        continued();
+      });
       req.flushHeaders();
     });
   });
-  return { inFlight, finish: () => (req.end(body), answer) };
+  return { inFlight, finish: () => (req.end(body.slice(first)), answer) };
 }
 
 /** Kills a service a failed test left running (its workers exit with it). */
