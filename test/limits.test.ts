@@ -86,6 +86,15 @@ async function startLimited(options: HttpServerOptions): Promise<LimitedServer> 
   };
 }
 
+/** A fresh folder holding a self-signed certificate for 127.0.0.1 and its key. */
+function selfSigned(): { dir: string; cert: string; key: string } {
+  const dir = mkdtempSync(join(tmpdir(), "scm-limits-tls-"));
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
+  return { dir, cert, key };
+}
+
 const portOf = (url: string) => Number(new URL(url).port);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Resolves after `ms` without keeping the process alive: the loser of a race with the real outcome. */
@@ -1139,7 +1148,69 @@ describe("requests node answers before the handler", () => {
   });
 });
 
+/** The HTTP/1.1 answers in `bytes`, each as its status and body length (read by its content-length); what is left over after them. */
+function h1Answers(bytes: Buffer): { answers: { status: number; bodyBytes: number }[]; rest: number } {
+  const answers: { status: number; bodyBytes: number }[] = [];
+  let at = 0;
+  for (;;) {
+    const headEnd = bytes.indexOf("\r\n\r\n", at);
+    if (headEnd < 0) break;
+    const head = bytes.subarray(at, headEnd).toString("latin1");
+    const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1]);
+    if (!Number.isInteger(length) || headEnd + 4 + length > bytes.length) break;
+    answers.push({ status: Number(head.slice(9, 12)), bodyBytes: length });
+    at = headEnd + 4 + length;
+  }
+  return { answers, rest: bytes.length - at };
+}
+
 describe("shutdown", () => {
+  for (const overTls of [false, true]) {
+    it(`${overTls ? "TLS" : "cleartext"} HTTP/1.1: answers pipelined on one connection all go out through a drain, the first still being sent to a client that reads slowly`, async () => {
+      // Answers larger than the sockets' buffers take, so that the first has ended but is
+      // still being sent when shutdown begins, and the second waits behind it.
+      const size = 4 * MIB;
+      let ended = 0;
+      const tlsFiles = overTls ? selfSigned() : undefined;
+      const server = await listen(
+        (req, res) => {
+          req.resume();
+          req.on("end", () => {
+            res.writeHead(200, { "content-type": "application/octet-stream", "content-length": size });
+            res.end(Buffer.alloc(size, 0x61));
+            ended++;
+          });
+        },
+        0,
+        "127.0.0.1",
+        tlsFiles ? { tls: { certFile: tlsFiles.cert, keyFile: tlsFiles.key } } : {},
+      );
+      try {
+        const port = server.address.port;
+        const sock = tlsFiles
+          ? tls.connect({ port, host: "127.0.0.1", ca: readFileSync(tlsFiles.cert), ALPNProtocols: ["http/1.1"] })
+          : net.connect(port, "127.0.0.1");
+        sock.on("error", () => {});
+        await new Promise<void>((resolve) => sock.once(tlsFiles ? "secureConnect" : "connect", () => resolve()));
+        sock.pause();
+        sock.write("GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n");
+        await until("both answers ended", () => ended === 2);
+        assert.equal(server.inFlight(), 2);
+        const stopped = server.shutdown(EVENTUALLY_MS);
+        const received: Buffer[] = [];
+        const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+        sock.on("data", (chunk: Buffer) => received.push(chunk));
+        sock.resume();
+        assert.equal(await stopped, 0, "nothing cut off");
+        await closed;
+        assert.deepEqual(h1Answers(Buffer.concat(received)), { answers: [{ status: 200, bodyBytes: size }, { status: 200, bodyBytes: size }], rest: 0 });
+      } finally {
+        await server.shutdown(100);
+        if (tlsFiles) rmSync(tlsFiles.dir, { recursive: true, force: true });
+      }
+    });
+  }
+
   it("a request cut off at the shutdown timeout is logged by the time shutdown returns", async () => {
     const s = await startLimited({});
     try {
@@ -1460,10 +1531,8 @@ describe("slow clients over TLS", () => {
   let s: LimitedServer;
   let ca: Buffer;
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "scm-limits-tls-"));
-    const cert = join(dir, "cert.pem");
-    const key = join(dir, "key.pem");
-    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
+    let cert: string, key: string;
+    ({ dir, cert, key } = selfSigned());
     ca = readFileSync(cert);
     // The headers' time is also the TLS handshake's: 1.5 s, well past a handshake on a
     // loaded machine (CI saw one take over 100 ms).

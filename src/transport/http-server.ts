@@ -231,7 +231,8 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   const sessions = new Set<http2.Http2Session>();
   let inFlight = 0;
   let closing = false;
-  // HTTP/1.1 sockets of the TLS server with a request being answered, which its idle timeout spares.
+  // HTTP/1.1 sockets with a request being answered (or queued behind one): the TLS server's
+  // idle timeout spares them, and so does shutdown until their answers have gone out.
   const busy = new Map<net.Socket, number>();
 
   const onNodeAnswer = options.onNodeAnswer;
@@ -247,7 +248,7 @@ export function listen(handler: NodeHandler, port: number, host: string, options
   const counted: NodeHandler = (req, res) => {
     if ("stream" in req && refusedHeaderList(req)) return;
     inFlight++;
-    const h1Socket = options.tls && !("stream" in req) ? req.socket : null;
+    const h1Socket = "stream" in req ? null : req.socket;
     if (h1Socket) busy.set(h1Socket, (busy.get(h1Socket) ?? 0) + 1);
     const body = tokenPaths === undefined || tokenPaths.has((req.url ?? "").split("?", 1)[0]!) ? budget.forRequest() : openBudget.forRequest(OPEN_FREE_BYTES);
     // A response closes when it is done or its connection goes, except on HTTP/1.1 a response
@@ -396,19 +397,22 @@ export function listen(handler: NodeHandler, port: number, host: string, options
         async shutdown(timeoutMs) {
           closing = true;
           server.close();
-          // Stops the secure server's HTTP/1.1 connection checks and closes its idle
-          // keep-alive connections (the plain listener's close does neither).
-          secureServer?.close();
           // HTTP/2: GOAWAY, then the session closes once its streams are done.
           for (const s of sessions) s.close();
+          // HTTP/1.1: keep-alive connections with nothing to answer are closed as they become
+          // so; the rest are answered first (with "Connection: close" if they came from now on).
+          const h1Side = h1 ?? secureServer!;
           const deadline = Date.now() + timeoutMs;
-          while (inFlight > 0 && Date.now() < deadline) {
-            h1?.closeIdleConnections();
+          for (;;) {
+            closeIdleHttp1(h1Side, busy);
+            if (inFlight === 0 || Date.now() >= deadline) break;
             await new Promise((r) => setTimeout(r, 20));
           }
           const cutOff = inFlight;
-          // Stops the HTTP/1.1 connection checks and closes what is idle.
+          // Stops the HTTP/1.1 connection checks (whose headers and request timeouts ran
+          // through the drain).
           h1?.close();
+          secureServer?.close();
           for (const socket of sockets) socket.destroy();
           // A socket's close, in which the answers it cut off end and are logged, comes a turn
           // of the event loop later: the process must not exit before it.
@@ -418,6 +422,23 @@ export function listen(handler: NodeHandler, port: number, host: string, options
       });
     });
   });
+}
+
+/**
+ * Closes the HTTP/1.1 connections of `server` that have nothing left to answer: none of their
+ * requests is still being answered or queued (`busy`), and node's parser is not in the middle
+ * of a new one. node's own closeIdleConnections() also closes a connection whose answer has
+ * ended but is still being sent (a large one to a client that reads slowly), and with it the
+ * answers pipelined behind it. Its list of connections has no public name; without it (another
+ * node) nothing is closed here, and shutdown closes every connection once the drain is over.
+ */
+function closeIdleHttp1(server: http.Server | http2.Http2SecureServer, busy: ReadonlyMap<net.Socket, number>): void {
+  const key = Object.getOwnPropertySymbols(server).find((k) => k.description === "http.server.connections");
+  const list = key === undefined ? undefined : (server as unknown as Record<symbol, { idle?: () => { socket?: net.Socket }[] }>)[key];
+  if (typeof list?.idle !== "function") return;
+  for (const { socket } of list.idle()) {
+    if (socket && !busy.has(socket)) socket.destroy();
+  }
 }
 
 /** What waits for each socket's close on behalf of answers queued on it (see whenSocketCloses). */
