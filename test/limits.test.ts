@@ -1148,6 +1148,49 @@ describe("requests node answers before the handler", () => {
   });
 });
 
+describe("answers cut off while being sent", () => {
+  it("HTTP/1.1: of pipelined answers to a client that stops reading and resets, those handed over whole are ok, the one cut off part-way is canceled with its 200, those never begun canceled without a status", async () => {
+    const s = await startServer();
+    try {
+      const { runnerId, runnerToken } = await createRunner(s);
+      await signUp(s, runnerToken);
+      // Integrations as large as a create takes, so that a page of them is about 350 KB and
+      // some 12 pages fill the sockets' buffers.
+      for (let i = 0; i < 100; i++) {
+        const r = await call(s, "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", {
+          runnerId, scmId: "azuredevops_entra", host: `dev.azure.com/${"a".repeat(200)}${i}`, oauthClientId: "\u{1F600}".repeat(255),
+          oauthPlaintextClientSecret: "x", issuerUrl: `https://login.microsoftonline.com/${"t".repeat(1900)}/v2.0`,
+        });
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+      }
+      const body = JSON.stringify({ pagination: { pageSize: 100 }, filter: { runnerIds: [runnerId] } });
+      const list = (id: string) => `POST /gitpod.v1.RunnerConfigurationService/ListSCMIntegrations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: ${id}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      const sock = net.connect(portOf(s.url), "127.0.0.1");
+      sock.on("error", () => {});
+      await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+      sock.pause();
+      const count = 20;
+      sock.write(Array.from({ length: count }, (_, i) => list(`fat-${i}`)).join(""));
+      const fatLines = () => s.logs.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "request" && String(l.request_id).startsWith("fat-"));
+      // The server is stuck once the answers handed over stop coming: the next one is part-way out.
+      for (let seen = -1, t0 = Date.now(); Date.now() - t0 < EVENTUALLY_MS; await sleep(300)) {
+        const now = fatLines().length;
+        if (now > 0 && now === seen) break;
+        seen = now;
+      }
+      sock.resetAndDestroy();
+      await until("every call has its line", () => fatLines().length === count, EVENTUALLY_MS);
+      const byId = new Map(fatLines().map((l) => [l.request_id, [l.code, l.http_status]]));
+      const whole = fatLines().filter((l) => l.code === "ok").length;
+      assert.ok(whole > 0 && whole < count - 1, `${whole} answers went out whole`);
+      const want = Array.from({ length: count }, (_, i) => (i < whole ? ["ok", 200] : i === whole ? ["canceled", 200] : ["canceled", null]));
+      assert.deepEqual(Array.from({ length: count }, (_, i) => byId.get(`fat-${i}`)), want);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
 /** The HTTP/1.1 answers in `bytes`, each as its status and body length (read by its content-length); what is left over after them. */
 function h1Answers(bytes: Buffer): { answers: { status: number; bodyBytes: number }[]; rest: number } {
   const answers: { status: number; bodyBytes: number }[] = [];
