@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import https from "node:https";
@@ -224,6 +224,9 @@ it("a renewed certificate is served to new connections without a restart, open o
       ["another certificate's key", () => replaceFiles({ cert: renewed.cert, key: other.key }, { cert, key }), /^TLS_KEY_FILE: the key does not belong to the certificate in TLS_CERT_FILE$/],
       ["a missing key", () => rmSync(key), /^TLS_KEY_FILE cannot be read \(ENOENT\)$/],
       ["a folder", () => (rmSync(key), mkdirSync(key)), /^TLS_KEY_FILE cannot be read \(EISDIR\)$/],
+      // Links that lead nowhere a change of the link would not mend: said, and left until they change.
+      ["a link to itself", () => (rmSync(key), symlinkSync(key, key)), /^TLS_KEY_FILE cannot be read \(ELOOP\)$/],
+      ["a link through a file", () => (rmSync(key), symlinkSync(join(renewed.key, "x"), key)), /^TLS_KEY_FILE cannot be read \(ENOTDIR\)$/],
       ["a key with a passphrase", () => execFileSync("openssl", ["pkey", "-in", renewed.key, "-out", key, "-aes256", "-passout", "pass:secret"]), /^TLS_KEY_FILE holds a key protected by a passphrase; give the service the key without one$/],
       // A chain caught being written: the leaf whole, the intermediate's BEGIN line cut short.
       ["a chain cut short", () => writeFileSync(cert, `${readFileSync(renewed.cert, "utf8")}-----BEG`), /^TLS_CERT_FILE ends inside a PEM block \(still being written\?\)/],
