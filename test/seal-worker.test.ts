@@ -20,3 +20,25 @@ it("seals a turn's jobs in parts, each answer going to its own job; a refused ke
     assert.equal(open(box, keys[i]!.publicKey, keys[i]!.secretKey), `secret-${i}`, `job ${i} got its own box`);
   });
 });
+
+// After the test above: once the thread is given up, this process seals on its own thread.
+it("when a part cannot be handed to the thread, every job of the turn is sealed here, those already handed over included, and so are later ones", async () => {
+  // Twelve jobs: the first part of 8 goes to the thread; the second holds a key that cannot be
+  // copied into a message (a Proxy), so handing it over fails and the thread is given up.
+  const keys = Array.from({ length: 12 }, () => newKeyPair());
+  const uncopyable = 9;
+  const results = await Promise.allSettled(
+    keys.map((k, i) => sealOffLoop(`fallback-${i}`, i === uncopyable ? (new Proxy(k.publicKey, {}) as Buffer) : k.publicKey)),
+  );
+  results.forEach((r, i) => {
+    if (i === uncopyable) {
+      assert.equal(r.status, "rejected", "the job that could not be handed over fails alone");
+      return;
+    }
+    assert.equal(r.status, "fulfilled", `job ${i}`);
+    const box = (r as PromiseFulfilledResult<Buffer>).value;
+    assert.equal(open(box, keys[i]!.publicKey, keys[i]!.secretKey), `fallback-${i}`, `job ${i} got its own box`);
+  });
+  const later = await sealOffLoop("later", keys[0]!.publicKey);
+  assert.equal(open(later, keys[0]!.publicKey, keys[0]!.secretKey), "later", "sealed here from now on");
+});
