@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { it } from "node:test";
 import { loadConfig } from "../src/config.js";
+import { render, RequestMetrics } from "../src/metrics/exposition.js";
 import { childrenRunning, lines, metricsPort, scrapeMetrics, startService, until, type MetricsPage, type Service } from "./harness.js";
 
 const call = (s: Service, path: string, body: unknown, token?: string) =>
@@ -124,6 +125,9 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   assert.ok(page.has("scm_database_wal_bytes"));
   assert.ok(page.get("process_resident_memory_bytes")! > 1e6);
   assert.ok(page.get("process_cpu_seconds_total")! > 0);
+  // At most every core busy for as long as the process has lived (its start is rounded to the second).
+  const lived = Date.now() / 1000 - page.get("process_start_time_seconds")! + 1;
+  assert.ok(page.get("process_cpu_seconds_total")! <= lived * availableParallelism(), `${page.get("process_cpu_seconds_total")} CPU seconds in ${lived} s`);
   assert.ok(Math.abs(page.get("process_start_time_seconds")! - Date.now() / 1000) < 600);
   assert.ok(page.get("scm_event_loop_busy_seconds_total")! > 0);
   assert.ok(!page.has("scm_workers_serving"), "one process: no workers");
@@ -139,6 +143,10 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   const head = await fetch(`http://127.0.0.1:${port}/metrics`, { method: "HEAD" });
   assert.equal(head.status, 200);
   assert.equal(await head.text(), "");
+  // A query (some scrapers add one) changes nothing.
+  const queried = await fetch(`http://127.0.0.1:${port}/metrics?format=prometheus`);
+  assert.equal(queried.status, 200);
+  assert.match(await queried.text(), /^# HELP /);
 
   // Through a shutdown's drain the page is still served: a request held open (its body never
   // finished) shows in flight, and is counted once cut off.
@@ -155,6 +163,38 @@ it("METRICS_PORT serves a Prometheus page on a listener of its own: requests by 
   assert.equal(lines(s, "request").filter((l) => l.code === "canceled").length, 1, `cut off at the shutdown timeout: ${JSON.stringify(lines(s, "request").slice(-3))}`);
   // And a warning counts what was cut off (it went missing once the drain waited for sockets to close).
   assert.deepEqual(lines(s, "requests still running at the shutdown timeout were cut off").map((l) => l.requests), [1]);
+});
+
+it("through a symbolic link to the database, the page shows the WAL SQLite keeps beside the file the link names", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-metrics-"));
+  mkdirSync(join(dir, "volume"));
+  const file = join(dir, "volume", "m.db");
+  const link = join(dir, "m.db");
+  symlinkSync(file, link);
+  const s = await startService(link, { METRICS_PORT: "0" });
+  t.after(() => {
+    s.child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(s.out.text)![0];
+  assert.equal((await call(s, "/gitpod.v1.RunnerService/CreateRunner", { name: "runner-one", provider: "RUNNER_PROVIDER_AWS_EC2" }, token)).status, 200);
+  assert.equal(existsSync(`${link}-wal`), false, "no WAL beside the link");
+  const page = await scrapeMetrics(metricsPort(s));
+  // While the service runs its WAL only grows (checkpoints start it over, never shorten it).
+  const wal = page.get("scm_database_wal_bytes")!;
+  assert.ok(wal > 0 && wal <= statSync(`${file}-wal`).size, `${wal} bytes of WAL shown`);
+  assert.ok(page.get("scm_database_bytes")! > 0);
+  s.child.kill("SIGTERM");
+  assert.equal((await s.exited).code, 0);
+});
+
+it("a duration equal to a bucket's bound is counted in that bucket (le: less than or equal)", () => {
+  const m = new RequestMetrics();
+  m.record("p", "ok", 0.005);
+  m.record("p", "ok", 10);
+  const page = render(m.families());
+  const bucket = (le: string) => page.split("\n").find((l) => l.startsWith(`scm_request_duration_seconds_bucket{procedure="p",le="${le}"} `))?.split(" ")[1];
+  assert.deepEqual(["0.0025", "0.005", "0.01", "5", "10", "+Inf"].map(bucket), ["0", "1", "1", "1", "2", "2"]);
 });
 
 it("with WORKERS the primary serves the page: each worker's figures under its label, how many serve, and restarts", async (t) => {
