@@ -230,6 +230,15 @@ describe("admin db backup and restore", () => {
     assert.match(refused.stderr, /in use by another process; stop the service first/);
     assert.deepEqual([...(await listAll(svc, token, runnerId)).keys()].sort(), [kept, later].sort(), "the service serves on, unchanged");
     await stopService(svc, live);
+    // A restore refused for its source leaves the folder as it was: the service's claim file too.
+    const notes = join(dir, "swap-notes.txt");
+    writeFileSync(notes, "not a database\n".repeat(200));
+    const stopped = readdirSync(folder).sort();
+    assert.ok(stopped.includes("scm.db.lock"), stopped.join(" "));
+    const notRestored = await admin(live, "db", "restore", notes);
+    assert.equal(notRestored.status, 2, notRestored.stderr);
+    assert.match(notRestored.stderr, /swap-notes\.txt is not a readable SQLite database/);
+    assert.deepEqual(readdirSync(folder).sort(), stopped, "the claim file the service made is kept");
     chmodSync(live, 0o640);
 
     const put = await admin(live, "db", "restore", backup);
@@ -258,12 +267,16 @@ describe("admin db backup and restore", () => {
     const good = join(folder, "good.db");
     assert.equal((await admin(live, "db", "backup", good)).status, 0);
     writeFileSync(join(folder, "stale.db-wal"), "left by an earlier database of that name");
+    writeFileSync(join(folder, "hot.db-journal"), "a hot journal's bytes");
+    writeFileSync(join(folder, "shared.db-shm"), "");
     const state = () => readdirSync(folder).sort().map((f) => `${f}:${statSync(join(folder, f)).size}:${statSync(join(folder, f)).mtimeMs}`);
     const before = state();
 
     const refusals: [string[], RegExp][] = [
       [["db", "backup", good], /good\.db exists; a backup never overwrites a file/],
       [["db", "backup", join(folder, "stale.db")], /stale\.db-wal exists beside it, and SQLite would read it into the backup/],
+      [["db", "backup", join(folder, "hot.db")], /hot\.db-journal exists beside it, and SQLite would read it into the backup/],
+      [["db", "backup", join(folder, "shared.db")], /shared\.db-shm exists beside it, and SQLite would read it into the backup/],
       [["db", "backup", join(folder, "missing", "b.db")], /the folder .*missing does not exist/],
       [["db", "backup", `${live}-wal`], /scm\.db-wal: a name ending in -wal is SQLite's for the file beside a database/],
       [["db", "backup"], /usage:/],
@@ -469,6 +482,32 @@ describe("admin db backup and restore, at the edges", () => {
     const readOnlyClaim = asUser(1001, "src/main.ts", { DATABASE_URL: file, PORT: "0", HOST: "127.0.0.1" });
     assert.equal(readOnlyClaim.status, 1, readOnlyClaim.stderr);
     assert.match(readOnlyClaim.stderr, /^startup error: DATABASE_URL: .*scm\.db cannot be opened for reading and writing \(EACCES\)/);
+  });
+
+  it("run by root, a restore gives what it makes to the database's owner, or where there is none yet to the owner of the folder it goes in", async (t) => {
+    if (process.getuid?.() !== 0) {
+      if (process.env.CI === "true") throw new Error("CI runs as root, which this test needs");
+      t.skip("needs root");
+      return;
+    }
+    const backup = await freshBackup(join(dir, "owned"));
+    const home = join(dir, "owned-home");
+    mkdirSync(home);
+    chownSync(home, 1001, 65534);
+    const owners = (...paths: string[]) => paths.map((p) => `${p}: ${statSync(p).uid}:${statSync(p).gid}`);
+    // No database yet: the folders it makes, the file and its claim file go to the folder's owner.
+    const fresh = join(home, "data", "deeper", "scm.db");
+    const first = await admin(fresh, "db", "restore", backup);
+    assert.equal(first.status, 0, first.stderr);
+    const made = [join(home, "data"), join(home, "data", "deeper"), fresh, `${fresh}.lock`];
+    assert.deepEqual(owners(...made), made.map((p) => `${p}: 1001:65534`));
+    // Over a database of another user's: the restored file, and the claim file, are that user's.
+    const existing = join(home, "scm.db");
+    makeDatabase(existing);
+    chownSync(existing, 1002, 65534);
+    const second = await admin(existing, "db", "restore", backup);
+    assert.equal(second.status, 0, second.stderr);
+    assert.deepEqual(owners(existing, `${existing}.lock`), [`${existing}: 1002:65534`, `${existing}.lock: 1002:65534`]);
   });
 
   it("files SQLite left beside a database that is gone are moved aside, not read into the restored one", async () => {
