@@ -510,6 +510,24 @@ describe("admin db backup and restore, at the edges", () => {
     assert.deepEqual(owners(existing, `${existing}.lock`), [`${existing}: 1002:65534`, `${existing}.lock: 1002:65534`]);
   });
 
+  it("restore is refused while another process has the database open without claiming it (a backup running, an sqlite3 shell), and changes nothing", async () => {
+    const backup = await freshBackup(join(dir, "held"));
+    const { folder, live } = databaseIn(join(dir, "held"));
+    const holder = new Database(live);
+    try {
+      assert.equal(holder.pragma("journal_mode", { simple: true }), "wal");
+      const before = holder.prepare("SELECT count(*) FROM api_tokens").pluck().get();
+      const listing = readdirSync(folder).sort();
+      const refused = await admin(live, "db", "restore", backup);
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.equal(refused.stderr, "the database is in use by another process; stop the service first\n");
+      assert.deepEqual(readdirSync(folder).sort(), listing, "no copy made, nothing moved aside");
+      assert.equal(holder.prepare("SELECT count(*) FROM api_tokens").pluck().get(), before);
+    } finally {
+      holder.close();
+    }
+  });
+
   it("files SQLite left beside a database that is gone are moved aside, not read into the restored one", async () => {
     const backup = await freshBackup(join(dir, "strays"));
     mkdirSync(join(dir, "strays"));
