@@ -420,6 +420,32 @@ describe("admin db backup and restore, at the edges", () => {
     assert.deepEqual(readdirSync(folder).sort(), ["scm.db", "scm.db.lock"], "neither the partial copy nor a backup is left (the claim file is the service's)");
   });
 
+  it("a file SQLite would read into the backup that appears beside its name while the copy is made keeps the backup from being named", async () => {
+    const { folder, live, token } = databaseIn(join(dir, "late"));
+    // Large enough (some 60 MB) that the copy and its check take a moment.
+    const svc = await startService(live);
+    try {
+      fillRunner(live, (await signedUpRunner(svc, token)).runnerId, 100_000);
+    } finally {
+      await stopService(svc, live);
+    }
+    const target = join(folder, "late.db");
+    const child = spawn(process.execPath, ["--import", "tsx", "src/admin.ts", "db", "backup", target], { env: { ...process.env, DATABASE_URL: live }, stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    const closed = new Promise<number | null>((resolve) => child.once("close", resolve));
+    const partial = () => {
+      const work = readdirSync(folder).find((f) => f.startsWith(".late.db.partial-"));
+      return work !== undefined && (statSync(join(folder, work, "late.db"), { throwIfNoEntry: false })?.size ?? 0) > 0;
+    };
+    for (let i = 0; i < 2000 && !partial() && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(partial(), `the copy was under way: ${stderr}`);
+    writeFileSync(`${target}-journal`, "a hot journal's bytes");
+    assert.equal(await closed, 2, stderr);
+    assert.match(stderr, /late\.db-journal exists beside it, and SQLite would read it into the backup; move it away first\n$/);
+    assert.deepEqual(readdirSync(folder).sort(), ["late.db-journal", "scm.db", "scm.db.lock"], "no backup named, no partial copy left");
+  });
+
   it("a backup by a user who may read the database but not write beside it is refused, leaving no -wal or -shm the service could not use", async (t) => {
     // As two other users: the service's (1001, owning the database) and a reader in its group.
     if (cannotRunAsOthers(t)) return;
