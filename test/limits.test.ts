@@ -1254,6 +1254,45 @@ describe("shutdown", () => {
     });
   }
 
+  it("HTTP/1.1: a keep-alive connection with nothing to answer is closed as the drain begins, while another connection's call is let finish", async () => {
+    const server = await listen(
+      (req, res) => {
+        req.resume();
+        req.on("end", () => res.end(`answered ${req.url}\n`));
+      },
+      0,
+      "127.0.0.1",
+    );
+    try {
+      const open = async () => {
+        const sock = net.connect(server.address.port, "127.0.0.1");
+        sock.on("error", () => {});
+        await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+        let received = "";
+        sock.on("data", (d: Buffer) => (received += d.toString("latin1")));
+        const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+        return { sock, closed, received: () => received };
+      };
+      const idle = await open();
+      idle.sock.write("GET /quick HTTP/1.1\r\nHost: x\r\n\r\n");
+      await until("the first call answered", () => idle.received().endsWith("answered /quick\n"));
+      assert.doesNotMatch(idle.received(), /connection: close/i, "kept alive");
+      const busy = await open();
+      busy.sock.write("POST /held HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345");
+      await until("the held call taken", () => server.inFlight() === 1);
+      const stopped = server.shutdown(EVENTUALLY_MS);
+      // Half of node's keep-alive timeout (5 s), which would close it in the end anyway.
+      assert.equal(await Promise.race([idle.closed.then(() => "closed"), later(2500, "open")]), "closed", "closed by the drain");
+      assert.equal(server.inFlight(), 1, "closed while the other call still runs");
+      busy.sock.write("67890");
+      await busy.closed;
+      assert.match(busy.received(), /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nanswered \/held\n$/);
+      assert.equal(await stopped, 0);
+    } finally {
+      await server.shutdown(100);
+    }
+  });
+
   it("a request cut off at the shutdown timeout is logged by the time shutdown returns", async () => {
     const s = await startLimited({});
     try {
