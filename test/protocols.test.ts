@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
 import net from "node:net";
-import { gzipSync } from "node:zlib";
+import { brotliCompressSync, gzipSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -389,6 +389,89 @@ it("each request's log line shows the code its client was told, and canceled for
     const ok = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { ...auth, "content-type": "application/json", "x-request-id": "log-ok" }, body: "{}" });
     assert.equal(ok.status, 200);
     assert.deepEqual([(await logged("log-ok")).code, (await logged("log-ok")).http_status], ["ok", 200]);
+  } finally {
+    await s.close();
+  }
+});
+
+describe("compressed Connect requests, read as connect-node reads them", () => {
+  let s: TestServer;
+  before(async () => (s = await startServer()));
+  after(() => s.close());
+
+  const post = async (body: Buffer | string, coding: string) => {
+    const res = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-encoding": coding, authorization: `Bearer ${s.token}` },
+      body,
+    });
+    const text = await res.text();
+    return { status: res.status, text, shouldRetry: res.headers.get("x-should-retry") };
+  };
+  /** A ListRunners request padded by an unknown field to exactly `size` bytes of JSON. */
+  const padded = (size: number) => Buffer.from(`{"padding":"${"p".repeat(size - '{"padding":""}'.length)}"}`);
+
+  it("a body that inflates to exactly 1 MiB is read; one byte more is refused, final", async () => {
+    for (const [coding, compress] of [["gzip", gzipSync], ["br", brotliCompressSync]] as const) {
+      const exact = await post(compress(padded(1024 * 1024)), coding);
+      assert.equal(exact.status, 200, `${coding}: ${exact.text.slice(0, 200)}`);
+      const over = await post(compress(padded(1024 * 1024 + 1)), coding);
+      assert.equal(over.status, 429, coding);
+      assert.deepEqual(JSON.parse(over.text), { code: "resource_exhausted", message: "message is larger than configured readMaxBytes 1048576 after decompression" });
+      assert.equal(over.shouldRetry, "false");
+    }
+  });
+
+  it("a body that is no stream of its coding is invalid_argument, worded as connect-node words it", async () => {
+    const broken = gzipSync(Buffer.from("{}"));
+    broken[3] = 0xff; // reserved flag bits set: zlib's Z_DATA_ERROR
+    for (const [what, body, coding] of [["not gzip", Buffer.from("{}"), "gzip"], ["bad gzip flags", broken, "gzip"], ["not brotli", Buffer.from("not brotli at all"), "br"]] as const) {
+      const r = await post(body, coding);
+      assert.equal(r.status, 400, `${what}: ${r.text}`);
+      assert.deepEqual(JSON.parse(r.text), { code: "invalid_argument", message: "decompression failed" }, what);
+    }
+  });
+
+  it("a coding not served, whatever its name (an Object property's too), is unimplemented and final, over HTTP/1.1 and HTTP/2", async () => {
+    for (const coding of ["deflate", "zstd", "constructor", "toString", "__proto__", "hasOwnProperty"]) {
+      const r = await post("{}", coding);
+      assert.equal(r.status, 501, `${coding}: ${r.text}`);
+      assert.equal(JSON.parse(r.text).code, "unimplemented", coding);
+      assert.equal(r.shouldRetry, "false", coding);
+      const h2 = await http2Post(s.url, "/gitpod.v1.RunnerService/ListRunners", { "content-type": "application/json", "content-encoding": coding, authorization: `Bearer ${s.token}` }, "{}");
+      assert.equal(h2.status, 501, `HTTP/2 ${coding}: ${h2.body}`);
+      assert.equal(h2.headers["x-should-retry"], "false", `HTTP/2 ${coding}`);
+    }
+  });
+});
+
+it("each request's log line names the protocol the call was made in", async () => {
+  const s = await startServer();
+  try {
+    const protocolOfLine = async (requestId: string) => {
+      for (let i = 0; i < 100; i++) {
+        const line = s.logs.find((l) => l.includes('"msg":"request"') && l.includes(`"request_id":"${requestId}"`));
+        if (line) return (JSON.parse(line) as { protocol: string }).protocol;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.fail(`no log line for ${requestId}`);
+    };
+    const path = "/gitpod.v1.RunnerService/ListRunners";
+    const cases: [string, string, string | Buffer, string][] = [
+      ["log-json", "application/json", "{}", "connect"],
+      ["log-proto", "application/proto", Buffer.alloc(0), "connect"],
+      ["log-grpc-web", "application/grpc-web+proto", envelope(new Uint8Array(0)), "grpc-web"],
+      ["log-grpc-web-caps", "Application/gRPC-Web", envelope(new Uint8Array(0)), "grpc-web"],
+      ["log-grpc-web-bare", "application/grpc-web", envelope(new Uint8Array(0)), "grpc-web"],
+    ];
+    for (const [id, type, body, protocol] of cases) {
+      const r = await fetch(`${s.url}${path}`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": type, "x-request-id": id }, body });
+      assert.equal(r.status, 200, `${type}: ${await r.text()}`);
+      assert.equal(await protocolOfLine(id), protocol, type);
+    }
+    const grpc = await http2Post(s.url, path, { authorization: `Bearer ${s.token}`, "content-type": "application/grpc", te: "trailers", "x-request-id": "log-grpc" }, "\0\0\0\0\0");
+    assert.equal(grpc.status, 200);
+    assert.equal(await protocolOfLine("log-grpc"), "grpc");
   } finally {
     await s.close();
   }
