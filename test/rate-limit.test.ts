@@ -229,6 +229,36 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
+  it("a body of exactly the size limit is read, and charged in full, sized or streamed", async () => {
+    // 1 MiB to the byte: with its Content-Length, and in 64 KiB chunks without one, as connect-es streams a body.
+    const body = Buffer.from(`{"padding":"${"p".repeat(1024 * 1024 - '{"padding":""}'.length)}"}`);
+    assert.equal(body.length, 1024 * 1024);
+    const streamed = () =>
+      new ReadableStream({
+        start(c) {
+          for (let at = 0; at < body.length; at += 64 * 1024) c.enqueue(body.subarray(at, at + 64 * 1024));
+          c.close();
+        },
+      });
+    for (const [how, init] of [
+      ["sized", { body }],
+      ["streamed", { body: streamed(), duplex: "half" }],
+    ] as const) {
+      const s = await startServer({ bodyRateLimit: LIMIT });
+      try {
+        const res = await fetch(`${s.url}/${LIST_RUNNERS}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` }, ...init } as RequestInit);
+        assert.equal(res.status, 200, `${how}: ${await res.text()}`);
+        const refused = await post(s, padded(10));
+        assert.equal(refused.status, 429, `${how}: the token owes what the body held past its burst`);
+        assert.match(refused.body.message!, /byte rate limit/);
+        const owed = ((body.length - LIMIT.burst) * 1000) / LIMIT.perSecond;
+        assert.ok(Math.abs(refused.retryAfterMs - owed) < 3000, `${how}: retry-after-ms ${refused.retryAfterMs}, about ${owed} expected`);
+      } finally {
+        await s.close();
+      }
+    }
+  });
+
   it("an organization's runners share a byte bucket, for what their bodies hold past 4 KiB: runners minted by one token do not multiply its bytes", async () => {
     const s = await startServer({ bodyRateLimit: LIMIT });
     try {
@@ -741,6 +771,15 @@ describe("the token bucket", () => {
     for (let i = 0; i < 3; i++) limiter.take("busy");
     assert.equal(limiter.callers, 1, "the 10,000 quiet callers were dropped, the busy one kept");
     assert.ok(limiter.take("busy") > 0, "the busy caller's spent bucket was not reset");
+  });
+
+  it("a bucket that has refilled to the burst exactly, not past it, is forgotten as well", () => {
+    let now = 0;
+    const limiter = new RateLimiter({ perSecond: 10, burst: 3 }, () => now);
+    for (let i = 0; i < 10_000; i++) limiter.take(`caller-${i}`);
+    now += 100; // each bucket took one call, and 100 ms at 10 a second gives exactly one back
+    limiter.take("new");
+    assert.equal(limiter.callers, 1, "the 10,000 full buckets were dropped");
   });
 });
 
