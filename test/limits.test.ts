@@ -196,34 +196,38 @@ describe("request size limit", () => {
     assert.equal(over.headers.get("x-should-retry"), "false");
   });
 
-  it("HTTP/1.1: a chunked body of exactly the limit is served as any other: not marked final, and its connection serves the next call", async () => {
-    // Counted as it comes (no Content-Length): only a body past the limit is refused.
+  it("HTTP/1.1: a body of exactly the limit, sized or chunked, is served as any other: not marked final, and its connection serves the next call", async () => {
+    // Only a body past the limit is refused: announced past it (Content-Length), or counted past it as it comes (chunked).
     const json = `{"padding":"${"p".repeat(MAX_REQUEST_BYTES - '{"padding":""}'.length)}"}`;
     assert.equal(Buffer.byteLength(json), MAX_REQUEST_BYTES);
-    const sock = net.connect(portOf(s.url), "127.0.0.1");
-    let text = "";
-    sock.on("data", (d) => (text += d.toString("latin1")));
-    sock.on("error", () => {});
-    const closed = new Promise<void>((resolve) => sock.on("close", resolve));
-    try {
-      await new Promise((r) => sock.once("connect", r));
-      sock.write(`POST ${listRunners} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`);
-      for (let at = 0; at < json.length; at += 64 * 1024) {
-        const piece = json.slice(at, at + 64 * 1024);
-        sock.write(`${piece.length.toString(16)}\r\n${piece}\r\n`);
+    for (const chunked of [false, true]) {
+      const how = chunked ? "chunked" : "sized";
+      const sock = net.connect(portOf(s.url), "127.0.0.1");
+      let text = "";
+      sock.on("data", (d) => (text += d.toString("latin1")));
+      sock.on("error", () => {});
+      const closed = new Promise<void>((resolve) => sock.on("close", resolve));
+      try {
+        await new Promise((r) => sock.once("connect", r));
+        const framing = chunked ? "Transfer-Encoding: chunked" : `Content-Length: ${MAX_REQUEST_BYTES}`;
+        sock.write(`POST ${listRunners} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\n${framing}\r\n\r\n`);
+        for (let at = 0; at < json.length; at += 64 * 1024) {
+          const piece = json.slice(at, at + 64 * 1024);
+          sock.write(chunked ? `${piece.length.toString(16)}\r\n${piece}\r\n` : piece);
+        }
+        if (chunked) sock.write("0\r\n\r\n");
+        for (let i = 0; i < 500 && !/\r\n\r\n[^]*\}/.test(text); i++) await sleep(20);
+        const first = text;
+        assert.match(first, /^HTTP\/1\.1 200 /, `${how}: ${first.slice(0, 300)}`);
+        assert.equal(headerOf(first, "x-should-retry"), undefined, `${how}: a body within the limit says nothing about retries`);
+        assert.equal(headerOf(first, "connection"), "keep-alive", how);
+        text = "";
+        sock.write("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        await Promise.race([closed, later(EVENTUALLY_MS, "still open")]);
+        assert.match(text, /^HTTP\/1\.1 200 /, `${how}: the same connection serves the next call`);
+      } finally {
+        sock.destroy();
       }
-      sock.write("0\r\n\r\n");
-      for (let i = 0; i < 500 && !/\r\n\r\n[^]*\}/.test(text); i++) await sleep(20);
-      const first = text;
-      assert.match(first, /^HTTP\/1\.1 200 /, first.slice(0, 300));
-      assert.equal(headerOf(first, "x-should-retry"), undefined, "a body within the limit says nothing about retries");
-      assert.equal(headerOf(first, "connection"), "keep-alive");
-      text = "";
-      sock.write("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-      await Promise.race([closed, later(EVENTUALLY_MS, "still open")]);
-      assert.match(text, /^HTTP\/1\.1 200 /, "the same connection serves the next call");
-    } finally {
-      sock.destroy();
     }
   });
 
