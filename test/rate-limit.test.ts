@@ -402,6 +402,31 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
+  it("gRPC-Web: a compressed trailer frame is skipped unread, though it is no stream of its coding or would inflate past the limit", async () => {
+    const s = await startServer({ bodyRateLimit: LIMIT });
+    try {
+      const web = async (body: Buffer) => {
+        const res = await fetch(`${s.url}/${LIST_RUNNERS}`, {
+          method: "POST",
+          headers: { "content-type": "application/grpc-web+proto", "grpc-encoding": "br", authorization: `Bearer ${s.token}` },
+          body,
+        });
+        const text = Buffer.from(await res.arrayBuffer()).toString("latin1");
+        return { status: res.headers.get("grpc-status") ?? /grpc-status:\s*(\d+)/.exec(text)?.[1], message: /grpc-message:\s*([^\r]*)/.exec(text)?.[1] };
+      };
+      const message = frame(Buffer.alloc(0), 0);
+      for (const [what, trailer] of [
+        ["no brotli at all", Buffer.from("not brotli")],
+        ["2 MiB once inflated", brotliCompressSync(Buffer.alloc(2 * 1024 * 1024))],
+      ] as const) {
+        const answer = await web(Buffer.concat([frame(trailer, 0x81), message]));
+        assert.equal(answer.status, "0", `${what}: ${answer.message}`);
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
   it("gRPC-Web announcing a length over the limit: its compressed message is still charged as inflated", async () => {
     const s = await startServer({ bodyRateLimit: LIMIT });
     try {
