@@ -427,6 +427,52 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
+  it("gRPC: a message of exactly the size limit is read, and charged", async () => {
+    const s = await startServer({ bodyRateLimit: LIMIT });
+    const session = http2.connect(s.url);
+    try {
+      // ListRunners with field 99 as length-delimited bytes (unknown, skipped): 1 MiB to the byte.
+      const padding = 1024 * 1024 - 5;
+      const message = Buffer.concat([Buffer.from([0x9a, 0x06]), varint(padding), Buffer.alloc(padding, 0x61)]);
+      assert.equal(message.length, 1024 * 1024);
+      const answer = await grpcCall(session, `/${LIST_RUNNERS}`, s.token, "identity", frame(message, 0));
+      assert.equal(answer.status, "0", answer.message);
+      const next = await grpcCall(session, `/${LIST_RUNNERS}`, s.token, "identity", frame(Buffer.alloc(0), 0));
+      assert.equal(next.status, "8", `the 1 MiB message was charged: ${next.message}`);
+      assert.match(next.message, /byte rate limit/);
+    } finally {
+      session.close();
+      await s.close();
+    }
+  });
+
+  it("gRPC-Web: trailer frames of exactly the size limit in all are skipped and the message after them read; one byte more is refused", async () => {
+    const s = await startServer();
+    const session = http2.connect(s.url);
+    try {
+      // Over HTTP/2 a gRPC-Web body is not counted against the size limit as it comes: only its frames are.
+      const web = (body: Buffer) =>
+        new Promise<string | undefined>((resolve, reject) => {
+          const req = session.request({ ":method": "POST", ":path": `/${LIST_RUNNERS}`, "content-type": "application/grpc-web+proto", authorization: `Bearer ${s.token}` });
+          let status: string | undefined;
+          let text = "";
+          req.on("response", (h) => (status = h["grpc-status"] as string | undefined));
+          req.on("data", (d: Buffer) => (text += d.toString("latin1")));
+          req.on("end", () => resolve(status ?? /grpc-status:\s*(\d+)/.exec(text)?.[1]));
+          req.on("error", reject);
+          req.end(body);
+        });
+      // Sixteen trailer frames of 64 KiB each, prefix included: 1 MiB to the byte, then an empty message.
+      const trailers = (extra: number) => Buffer.concat(Array.from({ length: 16 }, (_, i) => frame(Buffer.alloc(64 * 1024 - 5 + (i === 15 ? extra : 0)), 0x80)));
+      assert.equal(trailers(0).length, 1024 * 1024);
+      assert.equal(await web(Buffer.concat([trailers(0), frame(Buffer.alloc(0), 0)])), "0");
+      assert.equal(await web(Buffer.concat([trailers(1), frame(Buffer.alloc(0), 0)])), "8");
+    } finally {
+      session.close();
+      await s.close();
+    }
+  });
+
   it("gRPC-Web announcing a length over the limit: its compressed message is still charged as inflated", async () => {
     const s = await startServer({ bodyRateLimit: LIMIT });
     try {
