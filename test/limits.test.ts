@@ -487,6 +487,50 @@ describe("request size limit", () => {
     }
   });
 
+  it("gRPC-Web over HTTP/1.1: a chunked body counted past the limit, in messages each within it, is answered as final and its connection closed", async () => {
+    // Two messages of 600 KB: each within the limit, 1.2 MB together, with no Content-Length.
+    const message = Buffer.alloc(600 * 1000, Buffer.from([0x0a, 0x00]));
+    const body = Buffer.concat([envelope(message), envelope(message)]);
+    const answer = await new Promise<{ headers: http.IncomingHttpHeaders; text: string }>((resolve, reject) => {
+      const req = http.request(`${s.url}${listRunners}`, { method: "POST", agent: false, headers: { authorization: `Bearer ${s.token}`, "content-type": "application/grpc-web+proto", "transfer-encoding": "chunked" } }, (res) => {
+        const got: Buffer[] = [];
+        res.on("data", (c: Buffer) => got.push(c));
+        res.on("end", () => resolve({ headers: res.headers, text: Buffer.concat(got).toString("latin1") }));
+      });
+      req.on("error", reject);
+      for (let at = 0; at < body.length; at += 64 * 1024) req.write(body.subarray(at, at + 64 * 1024));
+      req.end();
+    });
+    assert.match(answer.text, /grpc-status: ?3\r\n/, "a second message in a unary call");
+    assert.equal(answer.headers["x-should-retry"], "false");
+    assert.equal(answer.headers.connection, "close");
+  });
+
+  it("HTTP/1.1: a chunked body of exactly the limit answered before it came is read past to its end, and the connection serves on", async () => {
+    const sock = net.connect(portOf(s.url), "127.0.0.1");
+    let text = "";
+    sock.on("data", (d) => (text += d.toString("latin1")));
+    sock.on("error", () => {});
+    const closed = new Promise<void>((resolve) => sock.on("close", resolve));
+    const chunk = (data: string) => `${data.length.toString(16)}\r\n${data}\r\n`;
+    try {
+      await new Promise((r) => sock.once("connect", r));
+      sock.write(`POST /gitpod.v1.RunnerService/NoSuchMethod HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer ${s.token}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      sock.write(chunk("{" + " ".repeat(64 * 1024 - 1)));
+      for (let i = 0; i < 250 && !/\r\n\r\n[^]*\}/.test(text); i++) await sleep(20);
+      assert.match(text, /^HTTP\/1\.1 501 /);
+      text = "";
+      // The rest, to 1 MiB of body to the byte, then the next call on the same connection.
+      for (let sent = 64 * 1024; sent < MAX_REQUEST_BYTES; sent += 64 * 1024) sock.write(chunk(" ".repeat(64 * 1024)));
+      sock.write("0\r\n\r\n");
+      sock.write("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      await Promise.race([closed, later(EVENTUALLY_MS, "still open")]);
+      assert.match(text, /^HTTP\/1\.1 200 /, `the next call is served: ${JSON.stringify(text.slice(0, 200))}`);
+    } finally {
+      sock.destroy();
+    }
+  });
+
   it("HTTP/2, Connect: a declared 64 MiB body is refused; past the limit the connection gets GOAWAY and the next call a new one", async () => {
     const session = http2.connect(s.url);
     let goaway = false;
