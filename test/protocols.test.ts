@@ -492,3 +492,30 @@ it("a UTF-8 charset written without its dash (utf8) is taken in every form RFC 9
     await s.close();
   }
 });
+
+it("a deadline past 60 s is shortened to 60 s and the call served, in every unit gRPC writes one, and over Connect", async () => {
+  const s = await startServer();
+  const session = http2.connect(s.url);
+  try {
+    const grpcStatus = (timeout: string) =>
+      new Promise<string | undefined>((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/grpc", te: "trailers", "grpc-timeout": timeout, authorization: `Bearer ${s.token}` });
+        let status: string | undefined;
+        const see = (h: http2.IncomingHttpHeaders) => (status ??= h["grpc-status"] as string | undefined);
+        req.on("response", see);
+        req.on("trailers", see);
+        req.on("close", () => resolve(status));
+        req.on("error", reject);
+        req.resume();
+        req.end(envelope(new Uint8Array(0)));
+      });
+    for (const timeout of ["2H", "2M", "61S", "60001m", "60000001u", "99999999u"]) assert.equal(await grpcStatus(timeout), "0", `grpc-timeout: ${timeout}`);
+    for (const timeout of ["60001", "9999999999"]) {
+      const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": "application/json", "connect-timeout-ms": timeout }, body: "{}" });
+      assert.equal(r.status, 200, `connect-timeout-ms: ${timeout}: ${await r.text()}`);
+    }
+  } finally {
+    session.close();
+    await s.close();
+  }
+});
