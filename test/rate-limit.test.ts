@@ -201,6 +201,33 @@ describe("per-token limit on request body bytes", () => {
     }
   });
 
+  it("gRPC-Web: what a body's pieces cost past their bytes is charged once, however many frames it is charged in", async () => {
+    const s = await startServer({ bodyRateLimit: LIMIT });
+    try {
+      // A ListRunners message padded to about 10 KB, then an empty trailer frame, charged on its own;
+      // written chunked in 50-byte pieces, about 200 of them: about 51,000 bytes charged, within the 64 KiB burst.
+      const padding = 10_000;
+      const message = Buffer.concat([Buffer.from([0x9a, 0x06]), varint(padding), Buffer.alloc(padding, 0x61)]);
+      const body = Buffer.concat([frame(message, 0), frame(Buffer.alloc(0), 0x80)]);
+      const status = await new Promise<string | undefined>((resolve, reject) => {
+        const req = http.request(`${s.url}/${LIST_RUNNERS}`, { method: "POST", agent: false, headers: { "content-type": "application/grpc-web+proto", authorization: `Bearer ${s.token}`, "transfer-encoding": "chunked" } }, (res) => {
+          let text = "";
+          res.on("data", (d: Buffer) => (text += d.toString("latin1")));
+          res.on("end", () => resolve((res.headers["grpc-status"] as string | undefined) ?? /grpc-status:\s*(\d+)/.exec(text)?.[1]));
+        });
+        req.on("error", reject);
+        for (let at = 0; at < body.length; at += 50) req.write(body.subarray(at, at + 50));
+        req.end();
+      });
+      assert.equal(status, "0");
+      // Charged the pieces' cost twice (once with the message, again with the trailer frame), the token would owe.
+      const next = await post(s, padded(10));
+      assert.equal(next.status, 200, `the token was charged about ${Math.ceil(body.length / 50) * 256} bytes: ${JSON.stringify(next.body)}`);
+    } finally {
+      await s.close();
+    }
+  });
+
   it("uncompressed bodies are charged once they have all come, sized or streamed", async () => {
     const s = await startServer({ bodyRateLimit: LIMIT });
     try {
