@@ -414,6 +414,46 @@ describe("main database file alone not writable", () => {
   });
 });
 
+describe("main database file alone not writable for a while", () => {
+  it("the checkpointer reports the failure once, not at every retry, and its recovery once", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-ckpt-once-"));
+    const file = join(dir, "ckpt.db");
+    const server = await serveFile(file);
+    const count = (text: string) => server.logs.filter((l) => l.includes(text)).length;
+    const waitForLog = async (text: string) => {
+      for (let i = 0; i < 200 && count(text) === 0; i++) await new Promise((r) => setTimeout(r, 25));
+      return count(text) > 0;
+    };
+    try {
+      const { s } = server;
+      const { runnerId } = await createRunner(s);
+      if (!makeImmutable(t, [file])) return;
+      try {
+        const made = await call(s, CREATE, { runnerId, scmId: "github", host: "once.example.com", pat: true });
+        assert.equal(made.status, 200);
+        assert.ok(await waitForLog('"msg":"checkpoint failed; trying again"'), "the checkpointer reports the failure");
+        // Retried every 50 ms, on a fresh connection each time, and failing the same way each time.
+        await new Promise((r) => setTimeout(r, 500));
+        assert.equal(count('"msg":"checkpoint failed; trying again"'), 1, `reported once: ${server.logs.filter((l) => !l.includes('"msg":"request"')).join("")}`);
+      } finally {
+        clearImmutable([file]);
+      }
+      const cleared = performance.now();
+      assert.ok(await waitForLog('"msg":"checkpoints work again"'), "the checkpointer recovers by itself");
+      // Only after a second of successes (a lower bound the thread keeps, so not a race): a
+      // checkpoint that succeeds between failures would otherwise be reported as a recovery.
+      assert.ok(performance.now() - cleared >= 1000, `recovery reported ${Math.round(performance.now() - cleared)} ms after the file became writable`);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(count('"msg":"checkpoints work again"'), 1, "recovery is reported once");
+      assert.equal(count('"msg":"checkpoint failed; trying again"'), 1, "and no failure after it");
+    } finally {
+      clearImmutable([file]);
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("database locked by another process past the wait", () => {
   it("creates are unavailable with a clear message, reads keep answering, and creates work once the lock is released", async () => {
     const dir = mkdtempSync(join(tmpdir(), "scm-lock-"));

@@ -229,6 +229,33 @@ describe("checkpoints", () => {
         reader.close();
       }
     }));
+
+  it("comes back to a RESTART a reader held off even when nothing was written since it failed", () =>
+    withSmallWal("held-then-idle", async ({ file, logs, write, startedOver, restartLogs }) => {
+      const reader = new Database(file);
+      try {
+        reader.exec("BEGIN");
+        reader.prepare("SELECT count(*) FROM sqlite_master").get();
+        // Past the threshold, then nothing more: the WAL keeps the length the failed RESTART saw.
+        await write(60);
+        // A try made while the rows were still being written saw a shorter WAL: wait for one after.
+        const during = restartLogs().length;
+        for (let i = 0; i < 100 && restartLogs().length === during; i++) await new Promise((r) => setTimeout(r, 50));
+        const failed = restartLogs().slice(during);
+        assert.ok(failed.length >= 1 && failed.every((l) => l.done === false), `a RESTART was tried and found the reader: ${logs.join("")}`);
+        const held = startedOver();
+        reader.exec("COMMIT");
+        // The WAL is as long as when the RESTART failed; that failure must not count as done.
+        for (let i = 0; i < 100 && !restartLogs().some((l) => l.done === true); i++) await new Promise((r) => setTimeout(r, 50));
+        const done = restartLogs().filter((l) => l.done === true);
+        assert.ok(done.length >= 1, `a RESTART was tried again once the reader had gone, and finished: ${logs.join("")}`);
+        assert.equal(done[0]!.frames, failed[0]!.frames, "of the very WAL the failed one found");
+        await write(1);
+        assert.ok(startedOver() > held, "the next write began the WAL over from its start");
+      } finally {
+        reader.close();
+      }
+    }));
 });
 
 /**
