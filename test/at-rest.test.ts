@@ -63,3 +63,20 @@ it("a new database, its folder, WAL and shared-memory file are the service user'
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+it("folders several levels deep made for a new database are each made, and each the service user's alone", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-mode-deep-"));
+  try {
+    const file = join(dir, "a", "b", "c", "here.db");
+    const db = openDatabase(file);
+    try {
+      db.$client.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+      for (const d of ["a", "a/b", "a/b/c"]) assert.equal(statSync(join(dir, d)).mode & 0o777, 0o700, d);
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+    } finally {
+      db.$client.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -663,6 +663,51 @@ describe("a database file this process may not write", () => {
     }
   });
 
+  it("stops the start the same way when the folder, where SQLite makes the -wal and -shm, may not be written", (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-ro-dir-"));
+    const folder = join(dir, "data");
+    mkdirSync(folder);
+    const file = join(folder, "ro.db");
+    openDatabase(file).$client.close(); // closed cleanly: no -wal or -shm left beside it
+    try {
+      if (!makeImmutable(t, [folder])) return;
+      assert.throws(
+        () => openDatabase(file),
+        (err: unknown) => {
+          assert.equal((err as { code?: unknown }).code, "EPERM", String(err));
+          assert.match(describeStartupError(err, { databaseFile: file }) ?? String(err), /^DATABASE_URL: .*ro\.db cannot be opened for reading and writing \(EPERM\): this user must be able to write the file, its folder/);
+          return true;
+        },
+      );
+    } finally {
+      clearImmutable([folder]);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("and when a -shm another connection keeps beside it may not be written", (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-ro-shm-"));
+    const file = join(dir, "ro.db");
+    const holder = openDatabase(file); // keeps the -wal and -shm there
+    try {
+      holder.$client.exec("UPDATE service_secrets SET name = name");
+      assert.ok(existsSync(`${file}-shm`));
+      if (!makeImmutable(t, [`${file}-shm`])) return;
+      assert.throws(
+        () => openDatabase(file),
+        (err: unknown) => {
+          assert.equal((err as { code?: unknown }).code, "EPERM", String(err));
+          assert.match(describeStartupError(err, { databaseFile: file }) ?? String(err), /^DATABASE_URL: .*ro\.db cannot be opened for reading and writing \(EPERM\)/);
+          return true;
+        },
+      );
+    } finally {
+      clearImmutable([`${file}-shm`]);
+      holder.$client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("a database reached through a link is checked where it is: the link's own folder may be read-only", (t) => {
     const dir = mkdtempSync(join(tmpdir(), "scm-link-"));
     const data = join(dir, "data");
