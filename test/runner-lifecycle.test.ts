@@ -485,6 +485,24 @@ describe("a runner's whole life", () => {
     assert.equal(refusedName.body.details?.[0]?.type, "buf.validate.Violations", JSON.stringify(refusedName.body));
   });
 
+  it("CreateRunner's refusals of its kind and provider name each problem once, and no other", async () => {
+    const create = (body: object) => call(s, `${RUNNERS}/CreateRunner`, { name: "kind-test", ...body });
+    const providers = "RUNNER_PROVIDER_AWS_EC2, RUNNER_PROVIDER_LINUX_HOST, RUNNER_PROVIDER_DESKTOP_MAC, RUNNER_PROVIDER_MANAGED, RUNNER_PROVIDER_GCP, RUNNER_PROVIDER_DEV_AGENT";
+    const cases: [object, string][] = [
+      // Neither sent: the provider is asked for, not a kind "whose provider's kind cannot be deduced".
+      [{}, "provider: is required (or kind, which older clients send instead)"],
+      // An unknown provider with no kind: that provider is what is wrong, and nothing else.
+      [{ provider: 99 }, `provider: must be one of ${providers}`],
+      [{ provider: "RUNNER_PROVIDER_MANAGED" }, "kind: is required with provider RUNNER_PROVIDER_MANAGED, whose kind cannot be deduced"],
+    ];
+    for (const [body, message] of cases) {
+      const r = await create(body);
+      assert.equal(r.body.code, "invalid_argument", JSON.stringify(r.body));
+      assert.equal(r.body.message, message, JSON.stringify(body));
+      assert.equal(r.body.details?.[0]?.debug?.violations?.length, 1, JSON.stringify(r.body));
+    }
+  });
+
   it("a runner deleted between the check of its token and its Signup's write: not_found, nothing written", async () => {
     // Deletes the runner after authentication, just before the handler writes, as a
     // DeleteRunner committed in that moment would.
