@@ -210,6 +210,21 @@ describe("CreateSCMIntegration over Connect JSON", () => {
       assert.match(r.body.message, /public_key/);
     }
   });
+
+  it("says which is wrong with a Signup key: its length, or its order", async () => {
+    const { runnerToken } = await createRunner(s);
+    const cases: [Buffer, string][] = [
+      [Buffer.alloc(31, 7), "public_key: must be exactly 32 bytes, got 31"],
+      [Buffer.alloc(33, 7), "public_key: must be exactly 32 bytes, got 33"],
+      [Buffer.alloc(0), "public_key: must be exactly 32 bytes, got 0"],
+      [Buffer.alloc(32, 0), "public_key: is a low-order X25519 point (such as all zeros); send the runner's real public key"],
+    ];
+    for (const [key, message] of cases) {
+      const r = await call(s, "gitpod.v1.RunnerInteractionService/Signup", { publicKey: key.toString("base64") }, runnerToken);
+      assert.equal(r.body.code, "invalid_argument", JSON.stringify(r.body));
+      assert.equal(r.body.message, message);
+    }
+  });
 });
 
 describe("unexpected failures", () => {

@@ -564,6 +564,26 @@ describe("a runner's whole life", () => {
     }
   });
 
+  it("ListRunners takes 25 kinds or providers, repeats among them counting as one: a page token goes on with the same values repeated", async () => {
+    for (const provider of ["RUNNER_PROVIDER_AWS_EC2", "RUNNER_PROVIDER_GCP", "RUNNER_PROVIDER_AWS_EC2"]) {
+      assert.equal((await call(s, `${RUNNERS}/CreateRunner`, { name: "repeated-filter", provider })).status, 200);
+    }
+    const list = async (body: object) => {
+      const r = await call(s, `${RUNNERS}/ListRunners`, body);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      return r.body;
+    };
+    const all = (await list({ filter: { kinds: ["RUNNER_KIND_REMOTE"] }, pagination: { pageSize: 100 } })).runners.map((r: any) => r.runnerId);
+    assert.ok(all.length >= 3);
+    // At the limit, every item the same.
+    const full = await list({ filter: { kinds: Array(25).fill("RUNNER_KIND_REMOTE"), providers: Array(25).fill("RUNNER_PROVIDER_GCP") }, pagination: { pageSize: 100 } });
+    assert.ok(full.runners.length >= 1 && full.runners.every((r: any) => r.provider === "RUNNER_PROVIDER_GCP"), JSON.stringify(full));
+    // A token made for kinds [REMOTE] is good for kinds [REMOTE, REMOTE], the same filter.
+    const first = await list({ filter: { kinds: ["RUNNER_KIND_REMOTE"] }, pagination: { pageSize: 1 } });
+    const next = await list({ filter: { kinds: ["RUNNER_KIND_REMOTE", "RUNNER_KIND_REMOTE"] }, pagination: { pageSize: 100, token: first.pagination.nextToken } });
+    assert.deepEqual([...first.runners, ...next.runners].map((r: any) => r.runnerId), all);
+  });
+
   it("ListRunners narrows by the filter's creator ids, kinds and providers, page by page", async () => {
     for (const [kind, provider] of [["RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_AWS_EC2"], ["RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_GCP"], ["RUNNER_KIND_LOCAL", "RUNNER_PROVIDER_DESKTOP_MAC"], ["RUNNER_KIND_REMOTE", undefined], ["RUNNER_KIND_LOCAL_CONFIGURATION", "RUNNER_PROVIDER_AWS_EC2"]]) {
       assert.equal((await call(s, `${RUNNERS}/CreateRunner`, { name: "filtered", kind, provider })).status, 200);
