@@ -919,6 +919,20 @@ describe("a runner's times", () => {
     assert.deepEqual([listed.updatedAt, listed.status.updatedAt], [renamed.updatedAt, renamed.status.updatedAt]);
   });
 
+  it("a runner renamed before any Signup keeps the status it was created with", async () => {
+    const get = async (runnerId: string) => (await call(s, `${RUNNERS}/GetRunner`, { runnerId })).body.runner;
+    const { runnerId } = await createRunner(s, s.token, "never-signed-up");
+    const created = await get(runnerId);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal((await call(s, `${RUNNERS}/UpdateRunner`, { runnerId, name: "never-signed-up renamed" })).status, 200);
+    const renamed = await get(runnerId);
+    assert.ok(Date.parse(renamed.updatedAt) > Date.parse(created.createdAt), "the rename moved the runner's updatedAt");
+    assert.equal(renamed.status.updatedAt, created.createdAt, "its status is still the one it was created with");
+    assert.equal(renamed.status.phase, "RUNNER_PHASE_CREATED");
+    const listed = (await call(s, `${RUNNERS}/ListRunners`, { pagination: { pageSize: 100 } })).body.runners.find((r: { runnerId: string }) => r.runnerId === runnerId);
+    assert.equal(listed.status.updatedAt, created.createdAt);
+  });
+
   it("a runner's creator is the API token that made it, a service account, in GetRunner and ListRunners alike", async () => {
     const { runnerId } = await createRunner(s, s.token, "created-by-token");
     const tokenId = s.db.$client.prepare("SELECT id FROM api_tokens WHERE token_hash = ?").pluck().get(hashToken(s.token)) as string;
