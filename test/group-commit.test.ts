@@ -230,6 +230,23 @@ describe("checkpoints", () => {
       }
     }));
 
+  it("keeps trying a RESTART that a reader holds off, its waits doubling from twice the interval, not starting at their bound", () =>
+    withSmallWal("held-long", async ({ file, logs, write, restartLogs }) => {
+      const reader = new Database(file);
+      try {
+        reader.exec("BEGIN");
+        reader.prepare("SELECT count(*) FROM sqlite_master").get();
+        await write(60);
+        // Waits of 100, 200, 400 and 800 ms put five tries within about 1.5 s; a first wait at
+        // the bound (1.6 s), doubling past it, would put the fifth past 20 s.
+        for (let i = 0; i < 160 && restartLogs().filter((l) => l.done === false).length < 5; i++) await new Promise((r) => setTimeout(r, 50));
+        assert.ok(restartLogs().filter((l) => l.done === false).length >= 5, `five RESTART tries while the reader stayed: ${logs.join("")}`);
+        assert.ok(!restartLogs().some((l) => l.done === true), "none finished while it stayed");
+      } finally {
+        reader.close();
+      }
+    }));
+
   it("comes back to a RESTART a reader held off even when nothing was written since it failed", () =>
     withSmallWal("held-then-idle", async ({ file, logs, write, startedOver, restartLogs }) => {
       const reader = new Database(file);
