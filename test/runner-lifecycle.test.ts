@@ -742,6 +742,29 @@ describe("a runner's whole life", () => {
     assert.equal(marked(), 0);
   });
 
+  it("a Signup that walks nothing is one write: the same key again (as at every runner start), or a new key with no integrations", async () => {
+    const { runnerId, runnerToken } = await createRunner(s, s.token, "signs-up-again");
+    const keys = await signUp(s, runnerToken);
+    const made = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "github.com", oauthClientId: "a", oauthPlaintextClientSecret: "b" });
+    assert.equal(made.status, 200, JSON.stringify(made.body));
+    const sealed = () => s.db.select({ v: scmIntegrations.oauthEncryptedSecret }).from(scmIntegrations).where(eq(scmIntegrations.id, made.body.id)).get()!.v;
+    const before = sealed();
+    assert.ok(before && before.length > 0);
+    // The same key: nothing sealed to it is stale, and no walk over the integrations is begun.
+    let commits = s.db.commitStats().commits;
+    assert.equal((await call(s, `${RUNNER_SIDE}/Signup`, { publicKey: keys.publicKey.toString("base64") }, runnerToken)).status, 200);
+    assert.equal(s.db.commitStats().commits - commits, 1, "one write");
+    assert.deepEqual(sealed(), before, "the secret stays as sealed");
+    assert.equal(open(sealed()!, keys.publicKey, keys.secretKey), "b");
+
+    // A new key for a runner with no integrations: nothing to walk either.
+    const bare = await createRunner(s, s.token, "no-integrations");
+    await signUp(s, bare.runnerToken);
+    commits = s.db.commitStats().commits;
+    await signUp(s, bare.runnerToken);
+    assert.equal(s.db.commitStats().commits - commits, 1, "one write");
+  });
+
   it("a runner with many integrations is deleted a bounded number of them a write, with nothing left behind", async () => {
     const { runnerId } = await createRunner(s, s.token, "many-integrations");
     const first = await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "gitlab", host: "h0.example.com", pat: true });
