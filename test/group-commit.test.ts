@@ -799,6 +799,23 @@ async function withCheckpointerThread(test: (ctx: { db: Db; logs: string[]; thre
 }
 
 describe("what the checkpointer thread reports", () => {
+  it("the line saying checkpoints stopped names why: a failed sync, or a database that read as damaged", async () => {
+    const cases: [string, RegExp][] = [
+      ["SQLITE_IOERR_FSYNC", /^checkpoints stopped until a restart: a sync failed, .*reboot the host/],
+      ["SQLITE_CORRUPT", /^checkpoints stopped until a restart: the database read as damaged, .*check the storage/],
+      ["SQLITE_NOTADB", /^checkpoints stopped until a restart: the database read as damaged, /],
+    ];
+    for (const [code, said] of cases) {
+      await withCheckpointerThread(async ({ db, logs }) => {
+        db.halt(new Database.SqliteError("stopped here", code));
+        const lines = logs.map((l) => JSON.parse(l)).filter((l) => String(l.msg).startsWith("checkpoints stopped"));
+        assert.equal(lines.length, 1, `${code}: ${logs.join("")}`);
+        assert.match(lines[0].msg, said, code);
+        assert.equal(lines[0].level, "error");
+      });
+    }
+  });
+
   it("a thread that fails turns SQLite's automatic checkpoints back on, and says so", () =>
     withCheckpointerThread(async ({ db, logs, thread }) => {
       assert.equal(db.$client.pragma("wal_autocheckpoint", { simple: true }), 0, "off while the thread checkpoints");
