@@ -2278,3 +2278,164 @@ it("HTTP/2: a header list of exactly 16 KiB is served, one byte more is refused"
     await s.close();
   }
 });
+
+describe("first bytes, and connections held past their limits", () => {
+  let s: LimitedServer;
+  before(async () => (s = await startLimited({ headersTimeoutMs: 400, requestTimeoutMs: 800, idleTimeoutMs: 800 })));
+  after(() => s.close());
+
+  it("HTTP/1.1: a request whose first packet is one byte (a prefix of the HTTP/2 preface) is still taken as HTTP/1.1", async () => {
+    const sock = net.connect(s.port, "127.0.0.1");
+    sock.on("error", () => {});
+    let response = "";
+    sock.on("data", (d) => (response += d.toString("latin1")));
+    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+    await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+    // "P" is where "POST" and "PRI * HTTP/2.0" agree: the sniffer must wait for more.
+    sock.write("P");
+    await sleep(100);
+    sock.write(`OST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`);
+    assert.equal(await Promise.race([closed.then(() => "closed"), later(EVENTUALLY_MS, "still open")]), "closed");
+    assert.match(response, /^HTTP\/1\.1 200 OK\r\n/, response);
+  });
+
+  it("HTTP/2: a stream answered before its body came (no token), whose body then drips on, is reset at the request timeout", async () => {
+    const session = http2.connect(s.url);
+    session.on("error", () => {});
+    try {
+      const stream = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json" });
+      let status = 0;
+      stream.on("response", (h) => (status = Number(h[":status"])));
+      stream.on("error", () => {});
+      stream.resume();
+      stream.write("{");
+      const timer = setInterval(() => stream.write(" "), 100);
+      const closed = new Promise<void>((resolve) => stream.once("close", () => resolve()));
+      const outcome = await Promise.race([closed.then(() => "closed"), later(EVENTUALLY_MS, "still open")]);
+      clearInterval(timer);
+      assert.equal(outcome, "closed", "a client dripping its body held the stream open past REQUEST_TIMEOUT_MS");
+      assert.equal(status, 401);
+      assert.equal(stream.rstCode, http2.constants.NGHTTP2_CANCEL);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("HTTP/1.1: a malformed request pipelined behind a call, with bytes still coming after it, has one line, not one a read", async () => {
+    const before = (await nodeAnswerLines(s, 0)).length;
+    const holder = new Database(s.file);
+    holder.exec("BEGIN IMMEDIATE");
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      holder.exec("COMMIT");
+      holder.close();
+    };
+    try {
+      const body = JSON.stringify({ name: "before-garbage", provider: "RUNNER_PROVIDER_AWS_EC2" });
+      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: before-garbage\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      const sock = net.connect(s.port, "127.0.0.1");
+      sock.on("error", () => {});
+      let response = "";
+      sock.on("data", (d) => (response += d.toString("latin1")));
+      const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+      await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+      sock.write(`${create}GE\u0001T / HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await sleep(100);
+      // Each read after the fault is reported by node's parser again.
+      for (let i = 0; i < 3; i++) {
+        sock.write("more bytes\r\n");
+        await sleep(50);
+      }
+      release();
+      await Promise.race([closed, later(EVENTUALLY_MS, undefined)]);
+      assert.deepEqual(response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200"], response);
+      await sleep(200);
+      const lines = (await nodeAnswerLines(s, before + 1)).slice(before);
+      assert.deepEqual(lines.map((l) => [l.code, l.http_status]), [["canceled", null]], JSON.stringify(lines));
+    } finally {
+      release();
+    }
+  });
+
+  it("HTTP/2: an idle connection is closed though a stream on it is open and silent, without waiting for the request timeout", async () => {
+    const quiet = await startLimited({ headersTimeoutMs: 300, requestTimeoutMs: 30_000, idleTimeoutMs: 300 });
+    const session = http2.connect(quiet.url);
+    session.on("error", () => {});
+    try {
+      const closed = new Promise<string>((resolve) => session.once("close", () => resolve("closed")));
+      // Headers without END_STREAM, and then nothing: no frame either way.
+      const stream = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/json", authorization: `Bearer ${quiet.token}` });
+      stream.on("error", () => {});
+      assert.equal(await Promise.race([closed, later(5000, "still open")]), "closed");
+    } finally {
+      session.destroy();
+      await quiet.close();
+    }
+  });
+});
+
+describe("the HTTP/1.1 side's own limits, served by a bare handler", () => {
+  it("HTTP/1.1: a body past the request timeout whose answer has begun is cut off, not followed by a 408", async () => {
+    const server = await listen(
+      (_req, res) => {
+        // Answers at once, without reading the body, and keeps the answer open.
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.write("begun\n");
+      },
+      0,
+      "127.0.0.1",
+      { headersTimeoutMs: 200, requestTimeoutMs: 400 },
+    );
+    try {
+      const r = await slowExchange((onConnect) => net.connect(server.address.port, "127.0.0.1", onConnect), "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", " ");
+      assert.ok(r.closedByServer);
+      assert.match(r.response, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.equal((r.response.match(/HTTP\/1\.1 \d{3}/g) ?? []).length, 1, r.response);
+      assert.doesNotMatch(r.response, /408/);
+    } finally {
+      await server.shutdown(100);
+    }
+  });
+
+  it("shutdown returns once the calls in flight are done, not at its timeout", async () => {
+    const server = await listen((req, res) => {
+      req.resume();
+      req.on("end", () => setTimeout(() => res.end("done\n"), 300));
+    }, 0, "127.0.0.1");
+    try {
+      const answered = fetch(`http://127.0.0.1:${server.address.port}/slow`).then((r) => r.text());
+      await until("the call taken", () => server.inFlight() === 1);
+      const stopped = server.shutdown(60_000);
+      assert.equal(await answered, "done\n");
+      assert.equal(await Promise.race([stopped, later(5000, "still draining")]), 0);
+    } finally {
+      await server.shutdown(100);
+    }
+  });
+
+  it("HTTP/1.1, Expect: 100-continue: a body announced at exactly the limit is asked for, one byte more is not", async () => {
+    const server = await listen((req, res) => {
+      req.resume();
+      req.on("end", () => res.end("read\n"));
+    }, 0, "127.0.0.1");
+    const first = (length: number) =>
+      new Promise<string>((resolve) => {
+        const sock = net.connect(server.address.port, "127.0.0.1");
+        sock.on("error", () => {});
+        sock.once("data", (d) => {
+          resolve(d.toString("latin1"));
+          sock.destroy();
+        });
+        sock.on("close", () => resolve(""));
+        sock.write(`POST /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: ${length}\r\n\r\n`);
+      });
+    try {
+      assert.match(await first(MAX_REQUEST_BYTES), /^HTTP\/1\.1 100 Continue\r\n/);
+      assert.doesNotMatch(await first(MAX_REQUEST_BYTES + 1), /^HTTP\/1\.1 100 /);
+    } finally {
+      await server.shutdown(100);
+    }
+  });
+});
