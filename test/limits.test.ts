@@ -2439,3 +2439,94 @@ describe("the HTTP/1.1 side's own limits, served by a bare handler", () => {
     }
   });
 });
+
+describe("connections closed once their answers are out", () => {
+  it("HTTP/1.1: a chunked body node cannot parse, pipelined behind a call being worked on, closes the connection right after that call's answer", async () => {
+    // REQUEST_TIMEOUT_MS is the default 30 s: the answer of the request at fault, whose body
+    // never came, is not waited for.
+    const s = await startLimited({});
+    const holder = new Database(s.file);
+    holder.exec("BEGIN IMMEDIATE");
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      holder.exec("COMMIT");
+      holder.close();
+    };
+    try {
+      const body = JSON.stringify({ name: "ahead-of-bad-chunk", provider: "RUNNER_PROVIDER_AWS_EC2" });
+      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: ahead-of-bad-chunk\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      const chunked = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: bad-chunk-behind\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nzz\r\n`;
+      const sock = net.connect(s.port, "127.0.0.1");
+      sock.on("error", () => {});
+      let response = "";
+      sock.on("data", (d) => (response += d.toString("latin1")));
+      const closed = new Promise<string>((resolve) => sock.once("close", () => resolve("closed")));
+      await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+      sock.write(create + chunked);
+      await sleep(300);
+      release();
+      assert.equal(await Promise.race([closed, later(5000, "still open")]), "closed");
+      assert.deepEqual(response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200"], response);
+    } finally {
+      release();
+      await s.close();
+    }
+  });
+
+  it("HTTP/1.1: a request taken during the drain, behind one that came before it, is answered with Connection: close", async () => {
+    const server = await listen((req, res) => {
+      req.resume();
+      req.on("end", () => res.end(`answered ${req.url}\n`));
+    }, 0, "127.0.0.1");
+    try {
+      const sock = net.connect(server.address.port, "127.0.0.1");
+      sock.on("error", () => {});
+      let received = "";
+      sock.on("data", (d: Buffer) => (received += d.toString("latin1")));
+      const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+      await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+      sock.write("POST /held HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345");
+      await until("the held call taken", () => server.inFlight() === 1);
+      const stopped = server.shutdown(EVENTUALLY_MS);
+      sock.write("67890GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+      await Promise.race([closed, later(EVENTUALLY_MS, undefined)]);
+      const answers = received.split(/(?=HTTP\/1\.1 )/);
+      assert.equal(answers.length, 2, received);
+      assert.match(answers[1]!, /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nanswered \/next\n$/);
+      assert.equal(headerOf(answers[1]!, "connection"), "close", answers[1]);
+      assert.equal(await stopped, 0);
+    } finally {
+      await server.shutdown(100);
+    }
+  });
+
+  it("HTTP/1.1: a body may take up to REQUEST_TIMEOUT_MS, longer than HEADERS_TIMEOUT_MS", async () => {
+    const server = await listen((req, res) => {
+      let body = "";
+      req.on("data", (d: Buffer) => (body += d.toString()));
+      req.on("end", () => res.end(`read ${body}\n`));
+    }, 0, "127.0.0.1", { headersTimeoutMs: 200, requestTimeoutMs: 5000 });
+    try {
+      // The headers at once, then a byte every 100 ms: about 800 ms, four times the headers' time.
+      const sock = net.connect(server.address.port, "127.0.0.1");
+      sock.on("error", () => {});
+      let response = "";
+      sock.on("data", (d: Buffer) => (response += d.toString("latin1")));
+      const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+      await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+      sock.write("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nConnection: close\r\n\r\n");
+      for (let i = 0; i < 8; i++) {
+        await sleep(100);
+        if (sock.destroyed) break;
+        sock.write("a");
+      }
+      await Promise.race([closed, later(EVENTUALLY_MS, undefined)]);
+      const r = { response };
+      assert.match(r.response, /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nread aaaaaaaa\n$/, r.response);
+    } finally {
+      await server.shutdown(100);
+    }
+  });
+});
