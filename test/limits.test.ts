@@ -2530,3 +2530,33 @@ describe("connections closed once their answers are out", () => {
     }
   });
 });
+
+describe("plain HTTP on the HTTPS port", () => {
+  let dir: string;
+  let s: LimitedServer;
+  before(async () => {
+    let cert: string, key: string;
+    ({ dir, cert, key } = selfSigned());
+    s = await startLimited({ tls: { certFile: cert, keyFile: key }, headersTimeoutMs: 1500, requestTimeoutMs: 3000, idleTimeoutMs: 1500 });
+  });
+  after(async () => {
+    await s.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("is told what is wrong also when its method comes in a packet of its own, and its line shows the path without the query", async () => {
+    const sock = net.connect(s.port, "127.0.0.1");
+    sock.on("error", () => {});
+    let response = "";
+    sock.on("data", (d) => (response += d.toString("latin1")));
+    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+    await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+    sock.write("GET");
+    await sleep(100);
+    sock.write(" /healthz?probe=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    await Promise.race([closed, later(EVENTUALLY_MS, undefined)]);
+    assert.match(response, /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nthis port serves HTTPS: use an https:\/\/ URL\n$/, response);
+    const [line] = await nodeAnswerLines(s, 1);
+    assert.deepEqual([line?.code, line?.http_status, line?.procedure, line?.request_id], ["http_400", 400, "/healthz", headerOf(response, "x-request-id")]);
+  });
+});
