@@ -519,3 +519,26 @@ it("a deadline past 60 s is shortened to 60 s and the call served, in every unit
     await s.close();
   }
 });
+
+it("a slip of two letters is answered with the method meant, one of three is not; a gRPC content type on a GET is no gRPC call (404)", async () => {
+  const s = await startServer();
+  try {
+    const said = async (method: string) => {
+      const r = await call(s, method, {});
+      assert.equal(r.status, 501);
+      return r.body.message as string;
+    };
+    const api = "is not implemented by this service, which serves the SCM-integration part of the gitpod.v1 API";
+    // ListRunners less its "e", and "s" for "z": two edits.
+    assert.equal(await said("gitpod.v1.RunnerService/ListRunnrz"), `gitpod.v1.RunnerService/ListRunnrz ${api}; did you mean gitpod.v1.RunnerService/ListRunners?`);
+    // Less its "i" as well: three.
+    assert.equal(await said("gitpod.v1.RunnerService/LstRunnrz"), `gitpod.v1.RunnerService/LstRunnrz ${api}`);
+    // gRPC and gRPC-Web calls are POSTs: any other method on a path no method has stays a bare 404.
+    for (const contentType of ["application/grpc-web+proto", "application/grpc"]) {
+      const r = await fetch(`${s.url}/grpc.health.v1.Health/Watch`, { headers: { "content-type": contentType } });
+      assert.deepEqual([r.status, r.headers.get("grpc-status")], [404, null], contentType);
+    }
+  } finally {
+    await s.close();
+  }
+});
