@@ -2559,4 +2559,32 @@ describe("plain HTTP on the HTTPS port", () => {
     const [line] = await nodeAnswerLines(s, 1);
     assert.deepEqual([line?.code, line?.http_status, line?.procedure, line?.request_id], ["http_400", 400, "/healthz", headerOf(response, "x-request-id")]);
   });
+
+  it("is told what is wrong also when its request line names an absolute URL, as a request to a proxy does", async () => {
+    const r = await slowExchange((onConnect) => net.connect(s.port, "127.0.0.1", onConnect), `GET http://127.0.0.1:${s.port}/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`, "");
+    assert.ok(r.closedByServer);
+    assert.match(r.response, /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nthis port serves HTTPS: use an https:\/\/ URL\n$/, r.response);
+  });
+});
+
+describe("an Expect other than 100-continue, with a query", () => {
+  it("HTTP/2: answered 417, its line showing the path without the query", async () => {
+    const s = await startLimited({});
+    try {
+      const session = http2.connect(s.url);
+      session.on("error", () => {});
+      const status = await new Promise<number>((resolve, reject) => {
+        const stream = session.request({ ":method": "POST", ":path": "/healthz?probe=1", expect: "something-else" });
+        stream.on("response", (h) => resolve(Number(h[":status"])));
+        stream.on("error", reject);
+        stream.end();
+      });
+      session.close();
+      assert.equal(status, 417);
+      const [line] = await nodeAnswerLines(s, 1);
+      assert.deepEqual([line?.code, line?.http_status, line?.procedure], ["http_417", 417, "/healthz"]);
+    } finally {
+      await s.close();
+    }
+  });
 });
