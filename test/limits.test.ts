@@ -2381,8 +2381,9 @@ describe("the HTTP/1.1 side's own limits, served by a bare handler", () => {
     const server = await listen(
       (_req, res) => {
         // Answers at once, without reading the body, and keeps the answer open.
-        res.writeHead(200, { "content-type": "text/plain" });
-        res.write("begun\n");
+        const answer = res as http.ServerResponse;
+        answer.writeHead(200, { "content-type": "text/plain" });
+        answer.write("begun\n");
       },
       0,
       "127.0.0.1",
