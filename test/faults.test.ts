@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, symlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
@@ -14,7 +14,7 @@ import { createApp } from "../src/server.js";
 import { openDatabase, type DatabaseOptions, type Db } from "../src/store/database.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { listen } from "../src/transport/http-server.js";
-import { call, countInMainFile, crashMidWrite, createRunner, seededRandom, signUp, startServer, startService, type TestServer } from "./harness.js";
+import { call, countInMainFile, crashMidWrite, createRunner, lines, seededRandom, signUp, startServer, startService, type TestServer } from "./harness.js";
 import { SecretWatch } from "./secret-watch.js";
 
 // Database trouble (no space, a file that cannot be written, a lock held too long) and
@@ -451,6 +451,30 @@ describe("main database file alone not writable for a while", () => {
       await server.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("a sync the checkpointer thread makes itself fails", () => {
+  it("the database is halted as after a failed sync of the service's own: not retried on a fresh connection", async (t) => {
+    // The thread syncs the database file and the WAL through descriptors of its own before its
+    // first checkpoint; the flag, there from the start, fails the first of those syncs.
+    const dir = mkdtempSync(join(tmpdir(), "scm-thread-sync-"));
+    const flag = join(dir, "fail-next-thread-sync");
+    writeFileSync(flag, "");
+    const fixture = join(import.meta.dirname, "fixtures", "fail-thread-sync.cjs");
+    const s = await startService(join(dir, "halt.db"), { FAIL_SYNC_FLAG: flag, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --require ${fixture}` });
+    t.after(() => {
+      s.child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    });
+    for (let i = 0; i < 200 && lines(s, "a checkpoint could not sync to disk").length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(existsSync(flag), false, "the thread's sync took the failure");
+    assert.deepEqual(lines(s, "a checkpoint could not sync to disk").map((l) => [l.level, l.driver_code]), [["error", "EIO"]], s.out.text);
+    assert.equal(lines(s, "checkpoint failed; trying again").length, 0, "not taken for trouble a fresh connection could mend");
+    const health = await fetch(`http://127.0.0.1:${s.port}/healthz`);
+    assert.equal(health.status, 503);
+    assert.match(await health.text(), /^unavailable: the database cannot be used/);
+    assert.ok(!s.out.text.includes('"msg":"checkpoints work again"'));
   });
 });
 
