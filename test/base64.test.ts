@@ -53,6 +53,11 @@ describe("Uint8Array.prototype.toBase64 on Node 20 (src/runtime/base64.ts)", asy
     assert.equal(toBase64(bytes, { alphabet: "base64url", omitPadding: true }), "-_8");
     assert.equal(toBase64(bytes, { omitPadding: true }), "+/8");
     assert.equal(toBase64(new Uint8Array(0)), "");
+    // Whole 3-byte groups need no padding, in either alphabet.
+    const whole = new Uint8Array([0xfb, 0xff, 0xbf]);
+    assert.equal(toBase64(whole), "+/+/");
+    assert.equal(toBase64(whole, { alphabet: "base64url" }), "-_-_");
+    assert.equal(toBase64(new Uint8Array(0), { alphabet: "base64url" }), "");
     assert.throws(() => toBase64(bytes, { alphabet: "hex" as never }), TypeError);
   });
 });
