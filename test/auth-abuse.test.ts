@@ -140,6 +140,15 @@ describe("abuse of authentication", () => {
     assert.equal((await call(s, LIST_RUNNERS, {})).status, 200);
   });
 
+  it("a header left empty is told what to send, as a missing one is, on both protocols", async () => {
+    const missing = "missing Authorization header; send Authorization: Bearer <token>";
+    for (const header of [null, ""]) {
+      const r = await rawAuth(s, LIST_RUNNERS, header);
+      assert.deepEqual([r.status, r.body.code, r.body.message], [401, "unauthenticated", missing], JSON.stringify(header));
+    }
+    assert.deepEqual(await http1Auth(s, LIST_RUNNERS, ""), { status: 401, code: "unauthenticated", reason: missing });
+  });
+
   it("whitespace in the header: inside is refused on every protocol; around it is not part of the value", async () => {
     const real = s.token;
     const inside: [string, string][] = [
