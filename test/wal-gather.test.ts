@@ -288,6 +288,45 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
     db.close();
   });
 
+  it("a process without the library, or with a file that is no such library, goes on without it and says why, once", () => {
+    // Each in a process of its own: what loadWalGather finds is kept for the process.
+    const notALibrary = join(dir, "not-a-library.so");
+    execFileSync("sh", ["-c", `printf 'plain text' > "${notALibrary}"`]);
+    const missing = join(dir, "missing.so");
+    const found = (library: string) => {
+      const child = spawnSync(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          "-e",
+          `
+          import(${JSON.stringify(new URL("../src/store/wal-gather.ts", import.meta.url).href)}).then(({ loadWalGather, walGather }) => {
+            const before = walGather();
+            const first = loadWalGather(${JSON.stringify(library)});
+            // Asked again, even for the real library, it answers what it found the first time.
+            const again = loadWalGather(${JSON.stringify(walGatherLibrary())});
+            process.stdout.write(JSON.stringify({ before: before ?? null, first, again, after: walGather() }));
+          });
+          `,
+        ],
+        { encoding: "utf8" },
+      );
+      assert.equal(child.status, 0, child.stderr);
+      return JSON.parse(child.stdout) as { before: null; first: { on: boolean; reason?: string }; again: unknown; after: unknown };
+    };
+    const absent = found(missing);
+    assert.deepEqual(absent.first, { on: false, reason: `${missing} was not built (npm ci builds it with the C compiler better-sqlite3 is built with)` });
+    assert.equal(absent.before, null);
+    assert.deepEqual(absent.again, absent.first);
+    assert.deepEqual(absent.after, absent.first);
+    const broken = found(notALibrary);
+    assert.equal(broken.first.on, false);
+    assert.ok(broken.first.reason!.startsWith(`${notALibrary} did not load: `) && broken.first.reason!.length > `${notALibrary} did not load: `.length, broken.first.reason);
+    assert.deepEqual(broken.again, broken.first);
+    assert.deepEqual(broken.after, broken.first);
+  });
+
   it("the service's start says its WAL writes are gathered", async () => {
     const svc = await startService(join(dir, "started.db"));
     try {
