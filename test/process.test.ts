@@ -20,7 +20,7 @@ import { logLines, SecretWatch } from "./secret-watch.js";
 import { childrenOf, CREATE_PATH, holdHttp1, type Held, startProcess, stopIfRunning } from "./service-process.js";
 import { call, createRunner, hasOpen, startServer, until } from "./harness.js";
 import { DomainError } from "../src/domain/errors.js";
-import { createOrganization } from "../src/services/accounts.js";
+import { bootstrap, createOrganization, listApiTokens } from "../src/services/accounts.js";
 
 
 it("SIGTERM lets a request in flight finish, refuses new connections, and exits 0", async () => {
@@ -957,6 +957,55 @@ it("an organization name taken already is refused: already_exists, and from the 
     const again = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "org", "create", "team-a"], { env: { ...process.env, DATABASE_URL: file }, encoding: "utf8" });
     assert.equal(again.status, 2, again.stderr);
     assert.equal(again.stderr, 'organization "team-a" already exists\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// createOrganization checks the name itself, whoever calls it.
+it("an organization whose name is not one is refused: invalid_argument, nothing made", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-admin-"));
+  try {
+    const db = openDatabase(join(dir, "a.db"));
+    try {
+      for (const name of ["", "bad name!", "-dash-first", "x".repeat(64)]) {
+        assert.throws(() => createOrganization(db, name), (e: unknown) => e instanceof DomainError && e.reason === "invalid_argument" && /must be 1 to 63 letters/.test(e.message), JSON.stringify(name));
+      }
+      assert.equal(db.$client.prepare("SELECT count(*) FROM organizations").pluck().get(), 0);
+    } finally {
+      db.$client.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// An organization made (by the admin CLI) before the first start gets the first token.
+it("the first start's bootstrap takes an organization that exists already and gives it the token; once tokens exist it makes none", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-admin-"));
+  try {
+    const db = openDatabase(join(dir, "a.db"));
+    try {
+      const org = createOrganization(db, "team-a");
+      const made = bootstrap(db, "team-a");
+      assert.equal(made?.orgName, "team-a");
+      assert.match(made!.token, /^scmapi_[A-Za-z0-9_-]{43}$/);
+      assert.deepEqual(db.$client.prepare("SELECT id FROM organizations").pluck().all(), [org.id]);
+      assert.equal(listApiTokens(db, "team-a").length, 1);
+      assert.equal(bootstrap(db, "team-a"), null);
+      assert.equal(listApiTokens(db, "team-a").length, 1);
+      // With tokens in place it only reads: another process holding the write lock does not stop it.
+      const other = new Database(join(dir, "a.db"));
+      try {
+        other.exec("BEGIN IMMEDIATE");
+        assert.equal(bootstrap(db, "team-a"), null);
+        other.exec("ROLLBACK");
+      } finally {
+        other.close();
+      }
+    } finally {
+      db.$client.close();
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
