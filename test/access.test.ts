@@ -16,13 +16,14 @@ describe("who may call what", () => {
   let runnerToken: string;
   let integrationId: string;
   let otherRunnerToken: string;
+  let otherRunnerId: string;
 
   before(async () => {
     s = await startServer();
     ({ runnerId, runnerToken } = await createRunner(s));
     await signUp(s, runnerToken);
     integrationId = (await call(s, `${CFG}/CreateSCMIntegration`, { runnerId, scmId: "github", host: "github.com", pat: true })).body.id;
-    otherRunnerToken = (await createRunner(s, s.token, "second-runner")).runnerToken;
+    ({ runnerId: otherRunnerId, runnerToken: otherRunnerToken } = await createRunner(s, s.token, "second-runner"));
   });
   after(() => s.close());
 
@@ -97,7 +98,8 @@ describe("who may call what", () => {
       const path = method === "InvalidSchemaForAnother" ? "UpdateRunnerConfigurationSchema" : method;
       const r = await call(s, `${RUNNER_SIDE}/${path}`, body, otherRunnerToken);
       assert.equal(r.body.code, "permission_denied", method);
-      assert.match(r.body.message, /^runner_id: this access token belongs to runner /);
+      // The token's own runner first, then the one it named.
+      assert.equal(r.body.message, `runner_id: this access token belongs to runner ${otherRunnerId}, not ${runnerId}`, method);
     }
     const schema = (await call(s, `${CFG}/GetRunnerConfigurationSchema`, { runnerId })).body.schema;
     assert.notEqual(schema.version, "hijack");
