@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -9,11 +9,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import Database from "better-sqlite3";
+import { sql } from "drizzle-orm";
+import { drizzle } from "drizzle-orm/better-sqlite3";
 import fc from "fast-check";
 import { loadConfig, misspelledSettings, SETTINGS } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
 import { describeStartupError } from "../src/startup-errors.js";
-import { openDatabase } from "../src/store/database.js";
+import { openDatabase, refuseLinked } from "../src/store/database.js";
 import { ClaimFileError, claimDatabase, claimMode, DatabaseClaimedError } from "../src/store/serving-claim.js";
 import { readTlsFiles } from "../src/transport/tls-files.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
@@ -467,6 +469,76 @@ it("a bad configuration value stops the start with a message naming it", () => {
   assert.deepEqual(misspelledSettings({ DATABASE_PATH: "x", DB_URL: "x", IDLE_TIMEOUT: "5", TLS_CERT: "c", DBUS_SESSION_BUS_ADDRESS: "x" }).map((m) => m.meant), [
     "DATABASE_URL", "DATABASE_URL", "IDLE_TIMEOUT_MS", "TLS_CERT_FILE",
   ]);
+});
+
+it("each failure a start can meet is told in its one line (also through drizzle's wrapping), and what is not the start's own stays null, keeping its stack", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-why-"));
+  try {
+    const file = join(dir, "s.db");
+    const at = { databaseFile: file, host: "127.0.0.1", port: 8080 };
+    const sqlite = (code: string) => new Database.SqliteError(`driver text for ${code}`, code);
+    const sys = (syscall: string, code: string, path?: string) => Object.assign(new Error(`${code}: ${syscall}`), { syscall, code }, path === undefined ? {} : { path });
+    // Locked, as the driver says it and as drizzle (every query of the service's) wraps it.
+    const holder = new Database(file);
+    holder.exec("CREATE TABLE t (x); BEGIN EXCLUSIVE");
+    const conn = new Database(file, { timeout: 0 });
+    let wrapped: unknown;
+    try {
+      drizzle(conn).run(sql`INSERT INTO t VALUES (1)`);
+    } catch (err) {
+      wrapped = err;
+    } finally {
+      conn.close();
+      holder.exec("ROLLBACK");
+      holder.close();
+    }
+    assert.ok(!(wrapped instanceof Database.SqliteError) && (wrapped as Error).cause instanceof Database.SqliteError, "drizzle wraps the driver's error");
+    const locked = `DATABASE_URL: ${file} is locked by another process (an admin command, or another copy of the service) for longer than a start waits`;
+    assert.equal(describeStartupError(wrapped, at), locked);
+    assert.equal(describeStartupError(sqlite("SQLITE_BUSY"), at), locked);
+    assert.equal(describeStartupError(sqlite("SQLITE_LOCKED_SHAREDCACHE"), at), locked);
+    for (const full of ["SQLITE_FULL", "SQLITE_IOERR_SHMSIZE"]) {
+      assert.equal(describeStartupError(sqlite(full), at), `DATABASE_URL: the disk that holds ${file} is full (${full}); free some space there and start again`);
+    }
+    for (const broken of ["SQLITE_IOERR_WRITE", "SQLITE_CORRUPT"]) assert.equal(describeStartupError(sqlite(broken), at), `DATABASE_URL: ${file} could not be read or written (${broken})`);
+    assert.equal(describeStartupError(sqlite("SQLITE_CONSTRAINT_UNIQUE"), at), null, "a bug");
+    // The listener.
+    assert.equal(describeStartupError(sys("listen", "EACCES"), { ...at, port: 80 }), "PORT 80: no permission to listen on 127.0.0.1:80");
+    assert.equal(describeStartupError(sys("listen", "EADDRNOTAVAIL"), { ...at, host: "10.9.9.9" }), 'HOST "10.9.9.9" is not an address of this machine');
+    assert.equal(describeStartupError(sys("getaddrinfo", "ENOTFOUND"), { ...at, host: "scm.invalid" }), 'HOST "scm.invalid" does not resolve to an address (ENOTFOUND)');
+    assert.equal(describeStartupError(sys("listen", "EINVAL"), at), null, "no IPv6 zone to blame");
+    // A name that fits, where the -wal beside it does not.
+    assert.equal(describeStartupError(sys("open", "ENAMETOOLONG", `${file}-wal`), at), `DATABASE_URL: cannot look up ${file} (ENAMETOOLONG): the name, or a part of it, is too long for the file system`);
+    // A folder on the database's way is the database's lookup; a file whose name the database's begins with is not.
+    assert.equal(describeStartupError(sys("stat", "ENOTDIR", dir), at), `DATABASE_URL: cannot look up ${file} (ENOTDIR): a part of the path is a file, not a folder`);
+    assert.equal(describeStartupError(sys("stat", "ENOENT", join(dir, "s")), at), null);
+    // Without TLS, no error is a PEM file's: not one without a path, nor a bug.
+    assert.equal(describeStartupError(sys("open", "EACCES"), at), null);
+    assert.equal(describeStartupError(new TypeError("x is not a function"), at), null);
+    // One file given as both, named only by the error's path: neither setting is said.
+    const pem = join(dir, "both.pem");
+    assert.equal(describeStartupError(sys("open", "EACCES", pem), { ...at, tls: true, tlsFiles: [pem, pem] }), "TLS_CERT_FILE / TLS_KEY_FILE cannot be read (EACCES)");
+    // Hard links: the other name in the same folder is named, quoted for its control
+    // character, and no "others elsewhere" are claimed when it is the only one.
+    const linkDir = join(dir, "links");
+    mkdirSync(linkDir);
+    const db = join(linkDir, "l.db");
+    writeFileSync(db, "");
+    const other = join(linkDir, "l.db\u001b[2K");
+    linkSync(db, other);
+    let linked: unknown;
+    try {
+      refuseLinked(db);
+    } catch (err) {
+      linked = err;
+    }
+    assert.equal(
+      describeStartupError(linked, { databaseFile: db }),
+      `DATABASE_URL: ${db} has 2 names (hard links to one file): SQLite keeps a WAL beside each name, so what is written through one is lost to the others; remove the other names (beside it: ${JSON.stringify(other)}) (copies are made with \`admin db backup\`)`,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 it("a start that cannot go on says why in one line, without a stack trace, and exits 1", async () => {
