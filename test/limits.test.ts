@@ -22,7 +22,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { RunnerInteractionService } from "../gen/gitpod/v1/runner_interactions_pb.js";
 import { ListRunnersRequestSchema } from "../gen/gitpod/v1/runners_pb.js";
-import { MAX_REPORTED_VIOLATIONS } from "../src/domain/errors.js";
+import { invalidArgument, MAX_REPORTED_VIOLATIONS } from "../src/domain/errors.js";
 import { ServerReflectionRequestSchema } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { HealthCheckRequestSchema } from "../gen/grpc/health/v1/health_pb.js";
 import { loadConfig } from "../src/config.js";
@@ -1024,6 +1024,30 @@ describe("field length limits", () => {
         client.close();
       }
     }
+  });
+
+  it("a rule broken once is answered with exactly its line and nothing after; broken in 25 short places, with the first 20 and '; and 5 more'", async () => {
+    const one = await call(s, "gitpod.v1.RunnerService/ListRunners", { filter: { creatorIds: ["x"] } });
+    assert.equal(one.status, 400);
+    assert.equal(one.body.message, 'filter.creator_ids[0]: must be a uuid, got "x"');
+    assert.deepEqual(one.body.details[0].debug.violations, [
+      { ruleId: "string.uuid", message: 'must be a uuid, got "x"', field: { elements: [{ fieldNumber: 2, fieldName: "filter" }, { fieldNumber: 1, fieldName: "creator_ids", index: "0" }] } },
+    ]);
+    const many = await call(s, "gitpod.v1.RunnerService/ListRunners", { filter: { creatorIds: Array.from({ length: 25 }, (_, i) => `${i}`) } });
+    assert.equal(many.status, 400);
+    const lines = Array.from({ length: 20 }, (_, i) => `filter.creator_ids[${i}]: must be a uuid, got "${i}"`);
+    assert.equal(many.body.message, `${lines.join("; ")}; and 5 more`);
+    assert.equal(many.body.details[0].debug.violations.length, 20);
+    assert.equal(MAX_REPORTED_VIOLATIONS, 20);
+  });
+
+  it("a first violation larger than the trailers' share is still reported, alone, with the count of the rest", () => {
+    const huge = { field: "config_schema.scm[0].name", rule: "string.max_len", message: `too long: ${"\u0800".repeat(3000)}` };
+    const small = { field: "config_schema.scm[1].name", rule: "string.max_len", message: "too long" };
+    const err = invalidArgument([huge, small]);
+    assert.equal(err.reason, "invalid_argument");
+    assert.deepEqual(err.violations, [huge]);
+    assert.equal(err.message, `${huge.field}: ${huge.message}; and 1 more`);
   });
 });
 
