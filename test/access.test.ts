@@ -66,6 +66,14 @@ describe("who may call what", () => {
     assert.deepEqual([s.db.select().from(runners).all(), s.db.select().from(scmIntegrations).all()], before);
   });
 
+  it("not_found names the runner asked for, and reads the same for another organization's runner as for one that never was", async () => {
+    const unknown = "0190a0a0-0000-7000-8000-00000000abcd";
+    const other = await call(s, `${RUNNERS}/GetRunner`, { runnerId }, s.otherToken);
+    const never = await call(s, `${RUNNERS}/GetRunner`, { runnerId: unknown }, s.otherToken);
+    assert.deepEqual([other.status, other.body], [404, { code: "not_found", message: `runner ${runnerId} not found` }]);
+    assert.deepEqual([never.status, never.body], [404, { code: "not_found", message: `runner ${unknown} not found` }]);
+  });
+
   it("a runner token on an admin service is permission_denied", async () => {
     for (const [path, body] of Object.entries(adminRequests())) {
       const r = await call(s, path, body, runnerToken);
