@@ -1037,7 +1037,11 @@ describe("field length limits", () => {
     assert.equal(many.status, 400);
     const lines = Array.from({ length: 20 }, (_, i) => `filter.creator_ids[${i}]: must be a uuid, got "${i}"`);
     assert.equal(many.body.message, `${lines.join("; ")}; and 5 more`);
-    assert.equal(many.body.details[0].debug.violations.length, 20);
+    // Each names its element: field numbers resolved through the nested message, and the index, also past one digit.
+    assert.deepEqual(
+      many.body.details[0].debug.violations.map((v: { field: unknown }) => v.field),
+      lines.map((_, i) => ({ elements: [{ fieldNumber: 2, fieldName: "filter" }, { fieldNumber: 1, fieldName: "creator_ids", index: String(i) }] })),
+    );
     assert.equal(MAX_REPORTED_VIOLATIONS, 20);
   });
 
