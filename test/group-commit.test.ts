@@ -16,6 +16,9 @@ import { startCheckpointer } from "../src/store/checkpointer.js";
 import { openDatabase, type Db } from "../src/store/database.js";
 import { scmIntegrations } from "../src/store/schema.js";
 import { listen } from "../src/transport/http-server.js";
+import { toConnectError } from "../src/transport/errors.js";
+import { Code } from "@connectrpc/connect";
+import { RunnerConfigurationService } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { call, countInMainFile, createRunner, PUBLIC_URL, signUp, startServer, type TestServer } from "./harness.js";
 
 const CREATE = "gitpod.v1.RunnerConfigurationService/CreateSCMIntegration";
@@ -757,6 +760,19 @@ describe("two syncs at once", () => {
     assert.deepEqual(await settled([first, second, third]), ["pending", "pending", "failed"]);
     // Committed, never synced: of unknown outcome.
     await assert.rejects(third, (err: unknown) => unknownOutcome("SQLITE_MISUSE")(err) && /closed before/.test(((err as Error).cause as Error).message));
+    // The client is told so, as unknown (not retried by itself), and the operator's log names the driver's code.
+    const lines: string[] = [];
+    const told = toConnectError(await third.catch((err: unknown) => err), RunnerConfigurationService.method.createSCMIntegration, "req-closed", createLogger("error", (l) => lines.push(l)));
+    assert.equal(told.code, Code.Unknown);
+    assert.equal(
+      told.rawMessage,
+      "this write's outcome is unknown: the database was closed before it was on disk, and it may or may not be stored (it may show only after a restart); check before sending it again (a create sent again with the same Idempotency-Key is safe); request id req-closed",
+    );
+    assert.deepEqual([told.metadata.get("x-should-retry"), told.metadata.get("x-request-id")], ["false", "req-closed"]);
+    assert.deepEqual(
+      lines.map((l) => JSON.parse(l)).map(({ time: _, ...rest }) => rest),
+      [{ level: "error", msg: "write of unknown outcome", request_id: "req-closed", procedure: "/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration", driver_code: "SQLITE_MISUSE" }],
+    );
     held[0]!.done(null);
     held[1]!.done(null);
     assert.deepEqual(await settled([first, second]), ["ok", "ok"], "the syncs that ran still count");
