@@ -240,6 +240,12 @@ describe("unexpected failures", () => {
       const requestId = r.headers.get("x-request-id")!;
       assert.ok(r.body.message.includes(requestId));
       assert.doesNotMatch(r.body.message, /scm_integrations|SQL|table/i);
+      // The operator's log has what the client does not: the driver's error, by name, code and text.
+      const logged = s.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "unexpected error");
+      assert.deepEqual(
+        logged.map(({ time: _, ...rest }) => rest),
+        [{ level: "error", msg: "unexpected error", request_id: requestId, procedure: `/${CREATE}`, error: "SqliteError", driver_code: "SQLITE_ERROR", detail: "no such table: scm_integrations" }],
+      );
     } finally {
       await s.close();
     }
