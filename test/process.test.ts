@@ -14,6 +14,7 @@ import { drizzle } from "drizzle-orm/better-sqlite3";
 import fc from "fast-check";
 import { loadConfig, misspelledSettings, SETTINGS } from "../src/config.js";
 import { normalizeHost } from "../src/domain/host.js";
+import { createLogger } from "../src/log.js";
 import { describeStartupError } from "../src/startup-errors.js";
 import { openDatabase, refuseLinked } from "../src/store/database.js";
 import { ClaimFileError, claimDatabase, claimMode, DatabaseClaimedError } from "../src/store/serving-claim.js";
@@ -539,6 +540,34 @@ it("each failure a start can meet is told in its one line (also through drizzle'
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+it("LOG_LEVEL writes its level and those above it, one JSON line each with the fields given and those of every line; silent writes nothing", () => {
+  const written = (level: "debug" | "info" | "warn" | "error" | "silent") => {
+    const lines: string[] = [];
+    const log = createLogger(level, (line) => lines.push(line), { worker: 3 });
+    log.debug("d", { n: 1 });
+    log.info("i", { n: 2 });
+    log.warn("w", { n: 3 });
+    log.error("e", { n: 4 });
+    return lines.map((line) => {
+      assert.ok(line.endsWith("}\n"), "one line each");
+      const { time, ...rest } = JSON.parse(line);
+      assert.match(time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      return rest;
+    });
+  };
+  const all = [
+    { level: "debug", msg: "d", n: 1, worker: 3 },
+    { level: "info", msg: "i", n: 2, worker: 3 },
+    { level: "warn", msg: "w", n: 3, worker: 3 },
+    { level: "error", msg: "e", n: 4, worker: 3 },
+  ];
+  assert.deepEqual(written("debug"), all);
+  assert.deepEqual(written("info"), all.slice(1));
+  assert.deepEqual(written("warn"), all.slice(2));
+  assert.deepEqual(written("error"), all.slice(3));
+  assert.deepEqual(written("silent"), []);
 });
 
 it("a start that cannot go on says why in one line, without a stack trace, and exits 1", async () => {
