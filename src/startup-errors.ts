@@ -68,7 +68,7 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     case "access": // the database's own check (see openDatabase)
       return notWritable(at.databaseFile, code);
     case "open": // the database file made with its mode (see openDatabase), where access() let it by
-      if (typeof path === "string" && resolve(path).startsWith(resolve(at.databaseFile))) return notWritable(at.databaseFile, code);
+      if (typeof path === "string" && isDatabaseFile(path, at.databaseFile)) return notWritable(at.databaseFile, code);
       break;
     case "mkdir":
       return `DATABASE_URL: cannot create the folder for ${at.databaseFile} (${code})`;
@@ -76,7 +76,7 @@ export function describeStartupError(err: unknown, at: StartContext): string | n
     case "lstat":
     case "realpath": // looking the database up (see databasePath)
       // The file, a file beside it, or a folder on its way.
-      if (typeof path === "string" && (resolve(path).startsWith(resolve(at.databaseFile)) || resolve(at.databaseFile).startsWith(`${resolve(path)}/`))) {
+      if (typeof path === "string" && (isDatabaseFile(path, at.databaseFile) || resolve(at.databaseFile).startsWith(`${resolve(path)}/`))) {
         return notFound(at.databaseFile, code);
       }
       break;
@@ -118,4 +118,15 @@ function notWritable(databaseFile: string, code: string): string {
   // A name that fits, but not with -wal, -shm or .lock after it.
   if (code === "ENAMETOOLONG") return notFound(databaseFile, code);
   return `DATABASE_URL: ${databaseFile} cannot be opened for reading and writing (${code}): this user must be able to write the file, its folder, and its -wal, -shm and .lock files if they exist`;
+}
+
+/**
+ * Whether `path` is the database file or one of the files beside it that belong to it (SQLite's
+ * -wal, -shm and -journal, the service's .lock), not any file whose name merely begins with the
+ * database's (a certificate at `x.db.crt` beside `x.db`).
+ */
+function isDatabaseFile(path: string, databaseFile: string): boolean {
+  const file = resolve(databaseFile);
+  const given = resolve(path);
+  return given === file || ["-wal", "-shm", "-journal", ".lock"].some((suffix) => given === file + suffix);
 }

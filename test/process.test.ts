@@ -425,6 +425,14 @@ it("a bad configuration value stops the start with a message naming it", () => {
   }
   // Another file's: not explained, so it keeps its stack.
   assert.equal(describeStartupError(Object.assign(new Error("x"), { code: "EACCES", syscall: "open", path: "/elsewhere" }), { databaseFile: "/sys/x.db", tls: true, tlsFiles }), null);
+  // A file whose name begins with the database's is not the database's: a certificate beside it is the certificate's.
+  const besideFiles = ["/sys/x.db.crt", "/sys/x.db.key"];
+  const certDenied = Object.assign(new Error("EACCES: permission denied, open '/sys/x.db.crt'"), { code: "EACCES", syscall: "open", path: "/sys/x.db.crt" });
+  assert.equal(describeStartupError(certDenied, { databaseFile: "/sys/x.db", tls: true, tlsFiles: besideFiles }), "TLS_CERT_FILE cannot be read (EACCES)");
+  for (const own of ["-wal", "-shm", "-journal", ".lock"]) {
+    const ownDenied = Object.assign(new Error("EACCES"), { code: "EACCES", syscall: "open", path: `/sys/x.db${own}` });
+    assert.match(describeStartupError(ownDenied, { databaseFile: "/sys/x.db", tls: true, tlsFiles: besideFiles }) ?? "", /^DATABASE_URL: \/sys\/x\.db cannot be opened/, own);
+  }
   assert.equal(loadConfig({ DATABASE_URL: "./100%.db" }).databaseFile, "./100%.db", "a plain path is taken as written");
   // The callback URL is PUBLIC_URL plus a path.
   const refused: [string, RegExp][] = [
