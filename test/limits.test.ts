@@ -95,6 +95,22 @@ function selfSigned(): { dir: string; cert: string; key: string } {
   return { dir, cert, key };
 }
 
+/** A write lock on `file` held by another connection, so that a create waits for it; `released` says whether it still is held. */
+function holdWriteLockOf(file: string) {
+  const holder = new Database(file);
+  holder.exec("BEGIN IMMEDIATE");
+  const lock = {
+    released: false,
+    release() {
+      if (lock.released) return;
+      lock.released = true;
+      holder.exec("COMMIT");
+      holder.close();
+    },
+  };
+  return lock;
+}
+
 const portOf = (url: string) => Number(new URL(url).port);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Resolves after `ms` without keeping the process alive: the loser of a race with the real outcome. */
@@ -1456,21 +1472,7 @@ describe("slow clients", () => {
     assert.equal(line?.http_status, 408);
   });
 
-  /** A write lock held by another connection, so that a create waits for it; `released` says whether it still is held. */
-  const holdWriteLock = () => {
-    const holder = new Database(s.file);
-    holder.exec("BEGIN IMMEDIATE");
-    const lock = {
-      released: false,
-      release() {
-        if (lock.released) return;
-        lock.released = true;
-        holder.exec("COMMIT");
-        holder.close();
-      },
-    };
-    return lock;
-  };
+  const holdWriteLock = () => holdWriteLockOf(s.file);
   /** A CreateRunner as raw HTTP/1.1, its name and request id both `id`. */
   const rawCreate = (id: string) => {
     const body = JSON.stringify({ name: id, provider: "RUNNER_PROVIDER_AWS_EC2" });
@@ -2351,15 +2353,7 @@ describe("first bytes, and connections held past their limits", () => {
 
   it("HTTP/1.1: a malformed request pipelined behind a call, with bytes still coming after it, has one line, not one a read", async () => {
     const before = (await nodeAnswerLines(s, 0)).length;
-    const holder = new Database(s.file);
-    holder.exec("BEGIN IMMEDIATE");
-    let held = true;
-    const release = () => {
-      if (!held) return;
-      held = false;
-      holder.exec("COMMIT");
-      holder.close();
-    };
+    const { release } = holdWriteLockOf(s.file);
     try {
       const body = JSON.stringify({ name: "before-garbage", provider: "RUNNER_PROVIDER_AWS_EC2" });
       const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: before-garbage\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
@@ -2474,15 +2468,7 @@ describe("connections closed once their answers are out", () => {
     // REQUEST_TIMEOUT_MS is the default 30 s: the answer of the request at fault, whose body
     // never came, is not waited for.
     const s = await startLimited({});
-    const holder = new Database(s.file);
-    holder.exec("BEGIN IMMEDIATE");
-    let held = true;
-    const release = () => {
-      if (!held) return;
-      held = false;
-      holder.exec("COMMIT");
-      holder.close();
-    };
+    const { release } = holdWriteLockOf(s.file);
     try {
       const body = JSON.stringify({ name: "ahead-of-bad-chunk", provider: "RUNNER_PROVIDER_AWS_EC2" });
       const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: ahead-of-bad-chunk\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
