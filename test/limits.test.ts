@@ -111,6 +111,17 @@ function holdWriteLockOf(file: string) {
   return lock;
 }
 
+/** A raw TCP connection to `port`, once connected: what it received so far, and its close. */
+async function rawConnection(port: number) {
+  const sock = net.connect(port, "127.0.0.1");
+  sock.on("error", () => {});
+  let text = "";
+  sock.on("data", (d: Buffer) => (text += d.toString("latin1")));
+  const closed = new Promise<"closed">((resolve) => sock.once("close", () => resolve("closed")));
+  await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+  return { sock, closed, received: () => text };
+}
+
 const portOf = (url: string) => Number(new URL(url).port);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Resolves after `ms` without keeping the process alive: the loser of a race with the real outcome. */
@@ -1387,15 +1398,7 @@ describe("shutdown", () => {
       "127.0.0.1",
     );
     try {
-      const open = async () => {
-        const sock = net.connect(server.address.port, "127.0.0.1");
-        sock.on("error", () => {});
-        await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
-        let received = "";
-        sock.on("data", (d: Buffer) => (received += d.toString("latin1")));
-        const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
-        return { sock, closed, received: () => received };
-      };
+      const open = () => rawConnection(server.address.port);
       const idle = await open();
       idle.sock.write("GET /quick HTTP/1.1\r\nHost: x\r\n\r\n");
       await until("the first call answered", () => idle.received().endsWith("answered /quick\n"));
@@ -2315,18 +2318,13 @@ describe("first bytes, and connections held past their limits", () => {
   after(() => s.close());
 
   it("HTTP/1.1: a request whose first packet is one byte (a prefix of the HTTP/2 preface) is still taken as HTTP/1.1", async () => {
-    const sock = net.connect(s.port, "127.0.0.1");
-    sock.on("error", () => {});
-    let response = "";
-    sock.on("data", (d) => (response += d.toString("latin1")));
-    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
-    await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+    const { sock, closed, received } = await rawConnection(s.port);
     // "P" is where "POST" and "PRI * HTTP/2.0" agree: the sniffer must wait for more.
     sock.write("P");
     await sleep(100);
     sock.write(`OST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`);
     assert.equal(await Promise.race([closed.then(() => "closed"), later(EVENTUALLY_MS, "still open")]), "closed");
-    assert.match(response, /^HTTP\/1\.1 200 OK\r\n/, response);
+    assert.match(received(), /^HTTP\/1\.1 200 OK\r\n/, received());
   });
 
   it("HTTP/2: a stream answered before its body came (no token), whose body then drips on, is reset at the request timeout", async () => {
@@ -2357,12 +2355,7 @@ describe("first bytes, and connections held past their limits", () => {
     try {
       const body = JSON.stringify({ name: "before-garbage", provider: "RUNNER_PROVIDER_AWS_EC2" });
       const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: before-garbage\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
-      const sock = net.connect(s.port, "127.0.0.1");
-      sock.on("error", () => {});
-      let response = "";
-      sock.on("data", (d) => (response += d.toString("latin1")));
-      const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
-      await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+      const { sock, closed, received } = await rawConnection(s.port);
       sock.write(`${create}GE\u0001T / HTTP/1.1\r\nHost: x\r\n\r\n`);
       await sleep(100);
       // Each read after the fault is reported by node's parser again.
@@ -2372,7 +2365,7 @@ describe("first bytes, and connections held past their limits", () => {
       }
       release();
       await Promise.race([closed, later(EVENTUALLY_MS, undefined)]);
-      assert.deepEqual(response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200"], response);
+      assert.deepEqual(received().match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200"], received());
       await sleep(200);
       const lines = (await nodeAnswerLines(s, before + 1)).slice(before);
       assert.deepEqual(lines.map((l) => [l.code, l.http_status]), [["canceled", null]], JSON.stringify(lines));
@@ -2473,17 +2466,12 @@ describe("connections closed once their answers are out", () => {
       const body = JSON.stringify({ name: "ahead-of-bad-chunk", provider: "RUNNER_PROVIDER_AWS_EC2" });
       const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: ahead-of-bad-chunk\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
       const chunked = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nX-Request-Id: bad-chunk-behind\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nzz\r\n`;
-      const sock = net.connect(s.port, "127.0.0.1");
-      sock.on("error", () => {});
-      let response = "";
-      sock.on("data", (d) => (response += d.toString("latin1")));
-      const closed = new Promise<string>((resolve) => sock.once("close", () => resolve("closed")));
-      await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+      const { sock, closed, received } = await rawConnection(s.port);
       sock.write(create + chunked);
       await sleep(300);
       release();
       assert.equal(await Promise.race([closed, later(5000, "still open")]), "closed");
-      assert.deepEqual(response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200"], response);
+      assert.deepEqual(received().match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200"], received());
     } finally {
       release();
       await s.close();
@@ -2560,19 +2548,14 @@ describe("plain HTTP on the HTTPS port", () => {
   });
 
   it("is told what is wrong also when its method comes in a packet of its own, and its line shows the path without the query", async () => {
-    const sock = net.connect(s.port, "127.0.0.1");
-    sock.on("error", () => {});
-    let response = "";
-    sock.on("data", (d) => (response += d.toString("latin1")));
-    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
-    await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+    const { sock, closed, received } = await rawConnection(s.port);
     sock.write("GET");
     await sleep(100);
     sock.write(" /healthz?probe=1 HTTP/1.1\r\nHost: x\r\n\r\n");
     await Promise.race([closed, later(EVENTUALLY_MS, undefined)]);
-    assert.match(response, /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nthis port serves HTTPS: use an https:\/\/ URL\n$/, response);
+    assert.match(received(), /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nthis port serves HTTPS: use an https:\/\/ URL\n$/, received());
     const [line] = await nodeAnswerLines(s, 1);
-    assert.deepEqual([line?.code, line?.http_status, line?.procedure, line?.request_id], ["http_400", 400, "/healthz", headerOf(response, "x-request-id")]);
+    assert.deepEqual([line?.code, line?.http_status, line?.procedure, line?.request_id], ["http_400", 400, "/healthz", headerOf(received(), "x-request-id")]);
   });
 
   it("is told what is wrong also when its request line names an absolute URL, as a request to a proxy does", async () => {
