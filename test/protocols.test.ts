@@ -477,10 +477,10 @@ it("each request's log line names the protocol the call was made in", async () =
   }
 });
 
-it("a UTF-8 charset written without its dash (utf8) is taken in every form RFC 9110 allows, as utf-8 is", async () => {
+it("a UTF-8 charset written without its dash (utf8), or quoted with escapes (quoted-pairs), is taken in every form RFC 9110 allows, as utf-8 is", async () => {
   const s = await startServer();
   try {
-    for (const type of ["application/json ; charset=utf8", 'application/json; charset="UTF8"', "application/json;  charset=Utf8 ;", "application/proto ; charset=utf8"]) {
+    for (const type of ["application/json ; charset=utf8", 'application/json; charset="UTF8"', "application/json;  charset=Utf8 ;", "application/proto ; charset=utf8", 'application/json; charset="\\u\\t\\f\\-8"']) {
       const binary = type.startsWith("application/proto");
       const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": type }, body: binary ? new Uint8Array(0) : "{}" });
       assert.equal(r.status, 200, `${type}: ${await r.text()}`);
@@ -488,6 +488,11 @@ it("a UTF-8 charset written without its dash (utf8) is taken in every form RFC 9
     // Another charset is still refused.
     const latin1 = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": "application/json ; charset=latin1" }, body: "{}" });
     assert.equal(latin1.status, 415);
+    // So is one that only escapes its way to looking like UTF-8, and a quote left open.
+    for (const type of ['application/json; charset="utf\\\\-8"', 'application/json; charset="utf-8', "application/json; charset="]) {
+      const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": type }, body: "{}" });
+      assert.equal(r.status, 415, type);
+    }
   } finally {
     await s.close();
   }

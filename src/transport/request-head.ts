@@ -41,7 +41,7 @@ export function unservedGrpc(contentType: string | undefined): string | undefine
 
 /**
  * A Connect media type with parameters, written in another of the forms RFC 9110 allows, as
- * connect-node's exact patterns want it: `application/json ; charset="UTF-8"` is
+ * connect-node's exact patterns want it: `application/json ; charset="UTF-8"` (or `"utf\-8"`) is
  * `application/json; charset=utf-8`, and a charset of UTF-8 on a binary type, or a `;` with
  * nothing after it, goes. Anything else (another charset, another parameter) is left as it
  * was, for connect-node to refuse.
@@ -56,7 +56,10 @@ export function canonicalContentType(value: string): string | undefined {
   for (const param of params) {
     const p = param.trim();
     if (p === "") continue;
-    if (!/^charset=(?:"utf-?8"|utf-?8)$/i.test(p)) return undefined;
+    // A quoted value may escape any character with a backslash (RFC 9110's quoted-pair).
+    const m = /^charset=(?:"((?:[^"\\]|\\.)*)"|([^"]*))$/i.exec(p);
+    const charset = m?.[1]?.replace(/\\(.)/g, "$1") ?? m?.[2];
+    if (charset === undefined || !/^utf-?8$/i.test(charset)) return undefined;
     utf8 = true;
   }
   return utf8 && type.endsWith("json") ? `${type}; charset=utf-8` : type;
