@@ -1120,6 +1120,41 @@ it("the first start's bootstrap takes an organization that exists already and gi
   }
 });
 
+// Two first starts on one fresh file (the claim keeps two services apart, not an admin CLI's
+// token made in between): the one that waited for the write lock looks again, and makes none.
+it("a first start that finds no token, but waits for the write lock while another process makes one, makes no second token", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-admin-"));
+  const file = join(dir, "a.db");
+  try {
+    const db = openDatabase(file);
+    try {
+      const org = createOrganization(db, "team-b");
+      // The other process takes the write lock, adds a token, and commits a moment later.
+      const other = spawn(process.execPath, ["-e", `
+        const db = new (require("better-sqlite3"))(process.argv[1]);
+        db.exec("BEGIN IMMEDIATE");
+        db.prepare("INSERT INTO api_tokens (id, org_id, token_hash, created_at) VALUES ('t-other', ?, randomblob(32), 0)").run(process.argv[2]);
+        process.stdout.write("held\\n");
+        setTimeout(() => { db.exec("COMMIT"); db.close(); }, 300);
+      `, file, org.id], { stdio: ["ignore", "pipe", "inherit"] });
+      const exited = new Promise((resolve) => other.once("exit", resolve));
+      await new Promise<void>((resolve, reject) => {
+        other.stdout!.once("data", () => resolve());
+        other.once("exit", (code) => reject(new Error(`the lock holder exited early (${code})`)));
+      });
+      // Its first read (no token yet: the other's is not committed) says make one; then it
+      // waits for the lock, and finds the other's token once it has it.
+      assert.equal(bootstrap(db, "team-b"), null);
+      assert.equal(await exited, 0);
+      assert.deepEqual(listApiTokens(db, "team-b").map((t) => t.id), ["t-other"]);
+    } finally {
+      db.$client.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 describe("configuration bounds", () => {
   // A service with no worker would serve nothing.
   it("WORKERS must be 1 to 64", () => {
