@@ -262,7 +262,7 @@ it("a method name a slip away from a served one is answered unimplemented with t
     await until("its line", () => s.logs.some((l) => l.includes('"http_status":404')));
     const line = JSON.parse(s.logs.find((l) => l.includes('"http_status":404'))!);
     assert.equal(line.procedure, `/${"p".repeat(199)}…`);
-    // A token put in the path by mistake is hidden, whole or cut (node's own refusals: limits.test.ts).
+    // A token put in the path by mistake is hidden, whole or cut (node's own refusals: node-answers.test.ts).
     const tokens = [s.token, s.token.replace("scmapi_", "scmrun_"), s.token.slice(0, 20)];
     const written = [...tokens, s.token.replace("_", "%5F"), s.token.replace("scmapi", "SCMAPI"), s.token.replace("s", "%73"), s.token.replace("_", "%255F")];
     for (const token of written) assert.equal((await fetch(`${s.url}/v1/${token}/x?a=${token}`, { method: "POST", body: "{}" })).status, 404);
