@@ -19,7 +19,10 @@
  * transaction that rolled back (pages it spilled before its end), and is dropped there: it
  * must never reach the file once another connection may write the same stretch of the WAL.
  * (With locking_mode=EXCLUSIVE no such lock is taken or given up; there no other connection
- * writes, and the bytes go out at the next barrier, in the order SQLite wrote them.)
+ * writes, and the bytes go out at the next barrier, in the order SQLite wrote them. Set
+ * before the WAL is first opened, SQLite keeps the WAL index in its own memory and calls
+ * neither the barrier nor the lock, so after the first commit every write goes out as SQLite
+ * makes it, as without this VFS: nothing gathered, nothing wrong. The service never uses it.)
  * The commit's answer comes after its COMMIT returns, by then its frames are in the file,
  * so the fdatasync the service runs afterwards covers them as before.
  *
