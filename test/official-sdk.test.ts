@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, it } from "node:test";
 import Gitpod, { BadRequestError, ConflictError, NotFoundError, PermissionDeniedError } from "@gitpod/sdk";
 import { open } from "../src/crypto/sealed-box.js";
-import { signUp, startServer, type TestServer } from "./harness.js";
+import { call, signUp, startServer, type TestServer } from "./harness.js";
 
 let s: TestServer;
 before(async () => (s = await startServer()));
@@ -120,4 +120,53 @@ it("the official SDK runs the whole lifecycle: create, retrieve, for-await over 
   await integrations.delete({ id: id! });
   await assert.rejects(integrations.retrieve({ id: id! }), NotFoundError);
   await assert.rejects(integrations.delete({ id: id! }), NotFoundError);
+});
+
+it("the official SDK's runner calls: retrieve, update, createRunnerToken, the configuration schema, delete", async () => {
+  const client = new Gitpod({ bearerToken: s.token, baseURL: s.url, maxRetries: 0 });
+  const { runner, accessToken } = await client.runners.create({ name: "sdk-runner-calls", provider: "RUNNER_PROVIDER_AWS_EC2" });
+  const runnerId = runner!.runnerId!;
+
+  const got = (await client.runners.retrieve({ runnerId })).runner!;
+  assert.deepEqual([got.runnerId, got.name, got.kind, got.provider, got.status?.phase], [runnerId, "sdk-runner-calls", "RUNNER_KIND_REMOTE", "RUNNER_PROVIDER_AWS_EC2", "RUNNER_PHASE_CREATED"]);
+
+  // The SDK's own update example: a new name and spec settings this service does not keep.
+  await client.runners.update({ runnerId, name: "sdk-renamed", spec: { configuration: { autoUpdate: true, releaseChannel: "RUNNER_RELEASE_CHANNEL_LATEST" } } });
+  assert.equal((await client.runners.retrieve({ runnerId })).runner!.name, "sdk-renamed");
+  await assert.rejects(client.runners.update({ runnerId, name: "x" }), BadRequestError, "a name under 3 characters");
+  assert.equal((await client.runners.retrieve({ runnerId })).runner!.name, "sdk-renamed", "nothing changed");
+
+  // A new access token; the one before it stops at once.
+  const { accessToken: next } = await client.runners.createRunnerToken({ runnerId });
+  assert.ok(next && next !== accessToken);
+  const asRunner = (token: string) => call(s, "gitpod.v1.RunnerInteractionService/ListRunnerSCMIntegrations", { runnerId }, token);
+  assert.equal((await asRunner(accessToken!)).body.code, "unauthenticated");
+  assert.equal((await asRunner(next!)).status, 200);
+  await signUp(s, next!);
+  assert.equal((await client.runners.retrieve({ runnerId })).runner!.status?.phase, "RUNNER_PHASE_ACTIVE");
+
+  // The schema: the built-in one until the runner publishes its own.
+  const builtIn = (await client.runners.configurations.schema.retrieve({ runnerId })).schema!;
+  assert.deepEqual(builtIn.scm!.map((e) => e.scmId).sort(), ["azuredevops_entra", "azuredevops_server", "bitbucket", "github", "gitlab"]);
+  const github = builtIn.scm!.find((e) => e.scmId === "github")!;
+  assert.match(github.oauth!.callbackUrl!, /\/auth\/oauth2\/callback$/);
+  const published = await call(s, "gitpod.v1.RunnerInteractionService/UpdateRunnerConfigurationSchema", { runnerId, configSchema: { version: "v2", scm: [{ scmId: "forgejo", name: "Forgejo", defaultHosts: ["codeberg.org"], pat: { description: "a token with repo scope", docsLink: "https://codeberg.org/docs" } }] } }, next!);
+  assert.equal(published.status, 200, JSON.stringify(published.body));
+  const own = (await client.runners.configurations.schema.retrieve({ runnerId })).schema!;
+  assert.equal(own.version, "v2");
+  assert.deepEqual(own.scm!.map((e) => [e.scmId, e.name, e.defaultHosts, e.oauth, e.pat?.description, e.pat?.docsLink]), [["forgejo", "Forgejo", ["codeberg.org"], undefined, "a token with repo scope", "https://codeberg.org/docs"]]);
+  // Integrations follow it: the new system is taken, one the runner no longer offers is not.
+  const integrations = client.runners.configurations.scmIntegrations;
+  await integrations.create({ runnerId, scmId: "forgejo", host: "codeberg.org", pat: true });
+  await assert.rejects(integrations.create({ runnerId, scmId: "github", host: "github.com", pat: true }), BadRequestError);
+
+  // Deleted with its integrations; the SDK then gets NotFoundError, and the token stops.
+  await client.runners.delete({ runnerId });
+  await assert.rejects(client.runners.retrieve({ runnerId }), NotFoundError);
+  await assert.rejects(client.runners.configurations.schema.retrieve({ runnerId }), NotFoundError);
+  // A runner filter naming a runner the organization no longer has is NotFoundError too.
+  await assert.rejects(integrations.list({ filter: { runnerIds: [runnerId] } }), NotFoundError);
+  const left = s.db.$client.prepare("SELECT count(*) FROM scm_integrations WHERE runner_id = ?").pluck().get(runnerId);
+  assert.equal(left, 0, "its integrations went with it");
+  assert.equal((await asRunner(next!)).body.code, "unauthenticated");
 });
