@@ -16,21 +16,21 @@ const TIMESTAMP_PROTO = "/usr/include/google/protobuf/timestamp.proto";
 function missing(): string | null {
   for (const path of [PYTHON, PLUGIN, PROTOC, TIMESTAMP_PROTO]) if (!existsSync(path)) return `${path} is not installed`;
   try {
-    execFileSync(PYTHON, ["-c", "import grpc, google.protobuf"], { stdio: "pipe" });
+    execFileSync(PYTHON, ["-c", "import grpc, google.protobuf, nacl"], { stdio: "pipe" });
   } catch {
-    return "Debian's python3-grpcio / python3-protobuf are not installed";
+    return "Debian's python3-grpcio / python3-protobuf / python3-nacl are not installed";
   }
   return null;
 }
 
 const reason = missing();
-const skip = reason && process.env.CI !== "true" ? `skipped: ${reason} (apt-get install protobuf-compiler libprotobuf-dev protobuf-compiler-grpc python3-grpcio python3-protobuf)` : false;
+const skip = reason && process.env.CI !== "true" ? `skipped: ${reason} (apt-get install protobuf-compiler libprotobuf-dev protobuf-compiler-grpc python3-grpcio python3-protobuf python3-nacl)` : false;
 
 let s: TestServer;
 before(async () => (s = await startServer()));
 after(() => s.close());
 
-it("a Python gRPC client generated from proto/ creates, gets and lists integrations", { skip }, async () => {
+it("a Python gRPC client generated from proto/ makes every call of the API, and a runner in Python opens the secrets sealed to it (PyNaCl)", { skip }, async () => {
   assert.equal(reason, null, `CI=true needs the Python gRPC toolchain: ${reason}`);
   const out = mkdtempSync(join(tmpdir(), "py-stubs-"));
   try {
@@ -52,13 +52,23 @@ it("a Python gRPC client generated from proto/ creates, gets and lists integrati
       encoding: "utf8",
       timeout: 30_000,
     });
-    const [id, duplicate, got, listed, unknown, runner] = output.trim().split("\n");
+    const [id, duplicate, got, listed, unknown, runner, signedUp, schema, opened, reopened, deleted, renamed, tokens, runnerDeleted, ...rest] = output.trim().split("\n");
     assert.match(id ?? "", /^[0-9a-f-]{36}$/);
     assert.equal(duplicate, "ALREADY_EXISTS");
     assert.equal(got, "github.python.example -");
     assert.deepEqual(listed?.split(" "), [id, fromTs.body.id], "both, in host order (github.python.example, gitlab.com), one page at a time");
     assert.equal(unknown, "NOT_FOUND");
     assert.equal(runner, `python made RUNNER_KIND_LOCAL ${new Date().getUTCFullYear()}`);
+    // The runner's side and the rest of the admin calls.
+    assert.equal(signedUp, "True", "Signup answers the runner's own id");
+    assert.equal(schema, "py-1 forgejo True", "GetRunnerConfigurationSchema shows what the runner published, with a callback URL");
+    assert.equal(opened, "True", "the runner lists its OAuth integration and opens the secret with its private key");
+    assert.equal(reopened, "True", "and the rotated one");
+    assert.equal(deleted, "NOT_FOUND");
+    assert.equal(renamed, "['python renamed']", "renamed, and found once walking ListRunners two at a time");
+    assert.equal(tokens, "UNAUTHENTICATED OK", "CreateRunnerToken's token works, the one before it no longer");
+    assert.equal(runnerDeleted, "NOT_FOUND");
+    assert.deepEqual(rest, []);
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
