@@ -478,6 +478,36 @@ describe("a sync the checkpointer thread makes itself fails", () => {
   });
 });
 
+describe("checkpoints that fail and succeed in turn", () => {
+  it("are reported failing once, and working again only after a second of successes, not at each success between failures", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-flap-"));
+    const flag = join(dir, "flap-checkpoints");
+    writeFileSync(flag, "");
+    const fixture = join(import.meta.dirname, "fixtures", "flap-thread-checkpoints.cjs");
+    const s = await startService(join(dir, "flap.db"), { FLAP_CHECKPOINT_FLAG: flag, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --require ${fixture}` });
+    t.after(() => {
+      s.child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const failed = () => lines(s, "checkpoint failed; trying again");
+    const working = () => lines(s, "checkpoints work again");
+    for (let i = 0; i < 400 && failed().length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.deepEqual(failed().map((l) => [l.level, l.driver_code]), [["warn", "SQLITE_FULL"]], s.out.text);
+    // Forty intervals or more of failure, success, failure...: however slow the machine, no
+    // success lasts, so none is reported as a recovery, and the one kind of failure once.
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal(working().length, 0, s.out.text);
+    assert.equal(failed().length, 1);
+    // The disk mended: a second of successes, and the recovery is reported, once.
+    rmSync(flag);
+    for (let i = 0; i < 400 && working().length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.deepEqual(working().map((l) => l.level), ["info"], s.out.text);
+    assert.equal(failed().length, 1);
+    // Served throughout: a failed checkpoint costs no request anything.
+    assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz`)).status, 200);
+  });
+});
+
 describe("database locked by another process past the wait", () => {
   it("creates are unavailable with a clear message, reads keep answering, and creates work once the lock is released", async () => {
     const dir = mkdtempSync(join(tmpdir(), "scm-lock-"));
