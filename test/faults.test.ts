@@ -506,6 +506,27 @@ describe("checkpoints that fail and succeed in turn", () => {
     // Served throughout: a failed checkpoint costs no request anything.
     assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz`)).status, 200);
   });
+
+  it("failing with SQLITE_BUSY (another connection checkpointing) is no trouble: nothing is reported", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-flap-busy-"));
+    const flag = join(dir, "flap-checkpoints");
+    writeFileSync(flag, "");
+    const fixture = join(import.meta.dirname, "fixtures", "flap-thread-checkpoints.cjs");
+    const s = await startService(join(dir, "busy.db"), { FLAP_CHECKPOINT_FLAG: flag, FLAP_CHECKPOINT_CODE: "SQLITE_BUSY", NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --require ${fixture}` });
+    t.after(() => {
+      s.child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    });
+    // A write (with the token the first start printed), so that there is something to
+    // checkpoint; then the busy spell of a second.
+    const token = /scmapi_[A-Za-z0-9_-]{43}/.exec(s.out.text)![0];
+    const made = await fetch(`http://127.0.0.1:${s.port}/gitpod.v1.RunnerService/CreateRunner`, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify({ name: "busy-runner", provider: "RUNNER_PROVIDER_AWS_EC2" }) });
+    assert.equal(made.status, 200);
+    await new Promise((r) => setTimeout(r, 1000));
+    rmSync(flag);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual([lines(s, "checkpoint failed; trying again").length, lines(s, "checkpoints work again").length], [0, 0], s.out.text);
+  });
 });
 
 describe("database locked by another process past the wait", () => {
