@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
@@ -526,6 +526,30 @@ describe("checkpoints that fail and succeed in turn", () => {
     rmSync(flag);
     await new Promise((r) => setTimeout(r, 300));
     assert.deepEqual([lines(s, "checkpoint failed; trying again").length, lines(s, "checkpoints work again").length], [0, 0], s.out.text);
+  });
+});
+
+describe("the checkpointer thread's own descriptors", () => {
+  // Linux reports a failed writeback only to descriptors open when it failed: the thread's
+  // syncs catch the failures from its start only if its descriptors were there before any
+  // of its connections could have written.
+  it("are opened, the database file's and the WAL's, before its first connection", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "scm-thread-opens-"));
+    const file = join(dir, "opens.db");
+    const record = join(dir, "thread-opens.txt");
+    const fixture = join(import.meta.dirname, "fixtures", "record-thread-opens.cjs");
+    const s = await startService(file, { RECORD_THREAD_OPENS: record, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --require ${fixture}` });
+    t.after(() => {
+      s.child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const recorded = () => (existsSync(record) ? readFileSync(record, "utf8").trim().split("\n") : []);
+    for (let i = 0; i < 400 && !recorded().some((l) => l.startsWith("connect ")); i++) await new Promise((r) => setTimeout(r, 25));
+    const lines = recorded();
+    const first = lines.findIndex((l) => l.startsWith("connect "));
+    assert.ok(first >= 0, lines.join("\n"));
+    assert.equal(lines[first], `connect ${file}`);
+    assert.deepEqual(lines.slice(0, first).sort(), [`open ${file}`, `open ${file}-wal`].sort(), lines.join("\n"));
   });
 });
 
