@@ -2,8 +2,10 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import fs from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
+import { syncBuiltinESMExports } from "node:module";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -833,6 +835,41 @@ it("the claim file is for whoever may write the database, a second claim in one 
     symlinkSync(join(dir, "nowhere", "x"), `${dangling}.lock`);
     assert.throws(() => claimDatabase(dangling), (err) => err instanceof ClaimFileError && describeStartupError(err, { databaseFile: dangling }) === `DATABASE_URL: ${dangling}.lock is a symbolic link to no file; remove it`);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// A claim file removed as it is being claimed (a refused restore takes away the one it made)
+// and made again by the next claimer: a lock on the removed one would be no claim at all.
+it("a claim whose file is replaced between its lock and its look at the file is taken again, on the file now there", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-claim-swap-"));
+  const file = join(dir, "swapped.db");
+  const lock = `${file}.lock`;
+  const realStat = fs.statSync;
+  // fs's functions as ES modules import them follow the object's after syncBuiltinESMExports.
+  const useStat = (stat: typeof fs.statSync) => {
+    (fs as { statSync: typeof fs.statSync }).statSync = stat;
+    syncBuiltinESMExports();
+  };
+  try {
+    openDatabase(file).$client.close();
+    let looks = 0;
+    // The claim looks at its file twice before it holds it: for its inode, then, locked, to
+    // see it is still the same. Just before that second look, the file is replaced.
+    useStat(((path: string, options?: object) => {
+      if (path === lock && ++looks === 2) {
+        rmSync(lock);
+        writeFileSync(lock, "");
+      }
+      return realStat(path, options as never);
+    }) as typeof fs.statSync);
+    claimDatabase(file);
+    useStat(realStat);
+    assert.ok(looks >= 3, `looked ${looks} times: it took the new file again`);
+    // The claim is on the file that is there: a second claimer is refused.
+    assert.throws(() => claimDatabase(file), (err) => err instanceof DatabaseClaimedError);
+  } finally {
+    useStat(realStat);
     rmSync(dir, { recursive: true, force: true });
   }
 });
