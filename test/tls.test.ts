@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import fsp from "node:fs/promises";
 import http2 from "node:http2";
+import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
 import https from "node:https";
 import type { Socket } from "node:net";
@@ -312,6 +314,51 @@ it("the watch on the certificate files reports each change once, a rewrite in pl
     await settle();
     assert.equal(changes.length, after, "settled by SIGHUP");
   } finally {
+    watch.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("a look at the certificate files begun before a settle and answered after it reports nothing: what it saw may be the files half-replaced", async () => {
+  const { dir, cert, key } = selfSigned();
+  const files = { certFile: cert, keyFile: key };
+  const realStat = fsp.stat;
+  // The watch's looks are asynchronous; here their answers wait for `answer`, each holding
+  // what the files were when the look began.
+  let looks = 0;
+  let answer!: () => void;
+  const answered = new Promise<void>((resolve) => (answer = resolve));
+  const useStat = (stat: typeof fsp.stat) => {
+    (fsp as { stat: typeof fsp.stat }).stat = stat;
+    syncBuiltinESMExports();
+  };
+  const changes: string[] = [];
+  let held = true;
+  useStat(((path: string) => {
+    looks++;
+    const seen = realStat(path);
+    return held ? answered.then(() => seen) : seen;
+  }) as typeof fsp.stat);
+  const watch = watchTlsFiles(files, readTlsFiles(files).version, 10, () => changes.push(currentVersion(files)) > 0);
+  try {
+    await until("a look has begun", () => looks >= 2, 5000);
+    // Meanwhile the files are renewed and read again (as SIGHUP does): the watch is told.
+    const renewed = { cert: join(dir, "renewed-cert.pem"), key: join(dir, "renewed-key.pem") };
+    certificate(renewed.cert, renewed.key, "renewed");
+    replaceFiles(renewed, { cert, key });
+    watch.settled(readTlsFiles(files).version);
+    // The look answers with the files as they were before: not a change.
+    held = false;
+    answer();
+    await until("looks after it", () => looks >= 4, 5000);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(changes, [], "the look begun before the settle reported a change");
+    // Still watching: the next change is reported.
+    certificate(renewed.cert, renewed.key, "renewed-again");
+    replaceFiles(renewed, { cert, key });
+    await until("the next change", () => changes.length === 1, 5000);
+  } finally {
+    useStat(realStat);
     watch.stop();
     rmSync(dir, { recursive: true, force: true });
   }
