@@ -1223,3 +1223,25 @@ it("SIGINT (Ctrl-C in a terminal, or `docker stop` with STOPSIGNAL SIGINT) stops
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+// The stop's last resort: should something after the drain hang (here the checkpointer
+// thread, which never hears its stop), the process still ends, and says so with exit 1.
+it("a shutdown that cannot finish (a background thread stuck) still exits, with 1 and a line saying so, SHUTDOWN_TIMEOUT_MS plus 5 s after the signal", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-stuck-stop-"));
+  try {
+    const fixture = join(import.meta.dirname, "fixtures", "hang-thread-stop.cjs");
+    const { child, port, state, exited } = await startProcess(dir, { SHUTDOWN_TIMEOUT_MS: "0", HANG_THREAD_STOP: "1", NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --require ${fixture}` });
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+    child.kill("SIGTERM");
+    assert.equal(await exited, 1, state.out + state.err);
+    const lines = logLines(state.out).map((l) => JSON.parse(l) as { msg?: string; level?: string; timeout_ms?: number; time?: string });
+    const stopping = lines.find((l) => l.msg === "shutting down");
+    const gaveUp = lines.find((l) => l.msg === "shutdown did not finish; exiting anyway");
+    assert.deepEqual([gaveUp?.level, gaveUp?.timeout_ms], ["error", 0], state.out);
+    // Not before the grace after the drain's timeout (0 here) has passed.
+    assert.ok(Date.parse(gaveUp!.time!) - Date.parse(stopping!.time!) >= 5000, `${stopping?.time} -> ${gaveUp?.time}`);
+    assert.equal(lines.some((l) => l.msg === "stopped"), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
