@@ -1,7 +1,8 @@
 import { fstatSync, statSync, writeSync } from "node:fs";
 import { getPriority, setPriority } from "node:os";
+import { resolve } from "node:path";
 import Database from "better-sqlite3";
-import { ConfigError, loadDatabaseFile } from "./config.js";
+import { ConfigError, loadDatabaseFile, misspelledSettings } from "./config.js";
 import { DomainError } from "./domain/errors.js";
 import { checkOrganizationName, createApiToken, createOrganization, listApiTokens, listOrganizations, revokeApiToken } from "./services/accounts.js";
 import { abandonCopies, backupDatabase, restoreDatabase, type BackupSummary } from "./store/backup.js";
@@ -62,7 +63,7 @@ async function run(args: string[]): Promise<void> {
       if (!output(`${token}\n`)) {
         // No one saw it: a live token no one holds is revoked rather than left behind.
         revokeApiToken(db, id);
-        throw new UsageError(`stdout could not be written, so the new token ${id} was revoked; run the command again with stdout going somewhere`);
+        throw new Unfinished(`stdout could not be written, so the new token ${id} was revoked; run the command again with stdout going somewhere`);
       }
       process.stderr.write(`created API token ${id}; it is shown only now\n`);
     };
@@ -87,7 +88,7 @@ async function run(args: string[]): Promise<void> {
   } else if (noun === "db" && (verb === "backup" || verb === "restore") && rest.length === 1) {
     // Not through openDatabase, which migrates: a backup copies the database as the running
     // service has it, and the database a restore replaces may be missing, damaged or in use.
-    const databaseFile = loadDatabaseFile();
+    const databaseFile = databaseFileOfCli();
     try {
       if (verb === "backup") await backup(databaseFile, rest[0]!);
       else restore(databaseFile, rest[0]!);
@@ -103,7 +104,7 @@ async function run(args: string[]): Promise<void> {
   } else {
     throw new UsageError(USAGE);
   }
-  const databaseFile = loadDatabaseFile();
+  const databaseFile = databaseFileOfCli();
   // A path that names no database is a mistake (a typo, another working directory) for
   // anything but that first step: a new empty file there would take changes the service
   // never sees. The first step says where it made one, so a mistyped path shows.
@@ -128,7 +129,21 @@ async function run(args: string[]): Promise<void> {
   }
 }
 
+/**
+ * DATABASE_URL as the service reads it, made absolute so that every line names the file
+ * whatever the working directory. A setting that looks like it (DATABSE_URL, DB_PATH) is
+ * warned of, as the service does: unset, the command goes to the default file instead.
+ */
+function databaseFileOfCli(): string {
+  for (const { given } of misspelledSettings().filter((m) => m.meant === "DATABASE_URL")) {
+    process.stderr.write(`warning: ${given} is set, but nothing reads it: did you mean DATABASE_URL?\n`);
+  }
+  return resolve(loadDatabaseFile());
+}
+
 class UsageError extends Error {}
+/** The command began and could not finish (exit 1): what it did is undone or said. */
+class Unfinished extends Error {}
 
 /** `err` as the CLI reports it: a refusal as it is, a failure a start would explain (a file it cannot use) as that line, anything else (a bug) as it came. */
 function said(err: unknown, databaseFile: string): unknown {
@@ -241,7 +256,10 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
 try {
   await run(process.argv.slice(2));
 } catch (err) {
-  if (err instanceof UsageError || err instanceof ConfigError || err instanceof DomainError) {
+  if (err instanceof Unfinished) {
+    process.stderr.write(`${err.message}\n`);
+    process.exitCode = 1;
+  } else if (err instanceof UsageError || err instanceof ConfigError || err instanceof DomainError) {
     process.stderr.write(`${err.message}\n`);
     process.exitCode = 2;
   } else {

@@ -8,7 +8,7 @@ import http2 from "node:http2";
 import { syncBuiltinESMExports } from "node:module";
 import net from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { sql } from "drizzle-orm";
@@ -1033,6 +1033,25 @@ it("a first start stopped by SIGTERM before it listens still prints the token it
   }
 });
 
+// A look-alike of DATABASE_URL would leave the command on the default file: it is warned
+// of, as the service warns; and every line names the file whatever the working directory.
+it("the admin CLI warns of a setting that looks like DATABASE_URL and names the database by its full path", () => {
+  const dir = mkdtempSync(join(tmpdir(), "scm-admin-path-"));
+  try {
+    const file = join(dir, "b.db");
+    const env = { ...process.env, DATABASE_URL: relative(process.cwd(), file), DATABSE_URL: join(dir, "elsewhere.db") };
+    const made = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "org", "create", "team-b"], { env, encoding: "utf8" });
+    assert.equal(made.status, 0, made.stderr);
+    const [warning, making, created] = made.stderr.split("\n");
+    assert.equal(warning, "warning: DATABSE_URL is set, but nothing reads it: did you mean DATABASE_URL?");
+    assert.equal(making, `no database at ${file}: making a new one`);
+    assert.match(created!, /^created organization team-b /);
+    assert.equal(existsSync(join(dir, "elsewhere.db")), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 it("`admin token create` whose stdout no one reads revokes the token it made and says so, without a stack trace; to /dev/null it makes none", async () => {
   const dir = mkdtempSync(join(tmpdir(), "scm-admin-epipe-"));
   try {
@@ -1044,14 +1063,14 @@ it("`admin token create` whose stdout no one reads revokes the token it made and
     let err = "";
     child.stderr.on("data", (d) => (err += d));
     const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
-    assert.notEqual(code, 0);
+    assert.equal(code, 1, "begun and not finished: 1, as README says, not 2 (refused, nothing changed)");
     assert.match(err, /^stdout could not be written, so the new token \S+ was revoked; run the command again with stdout going somewhere\n$/);
     const listed = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "token", "list", "--org", "team-a"], { env, encoding: "utf8" });
     assert.match(listed.stdout, /^\S+\t\S+\trevoked \S+\n$/, "the one token there is revoked");
     // stdout closed (node then gives the process /dev/null) or sent to /dev/null: no token is made.
     for (const shell of ["node --import tsx src/admin.ts token create --org team-a >&-", "node --import tsx src/admin.ts token create --org team-a >/dev/null"]) {
       const nowhere = spawnSync("sh", ["-c", shell], { env, encoding: "utf8" });
-      assert.notEqual(nowhere.status, 0, shell);
+      assert.equal(nowhere.status, 2, shell);
       assert.match(nowhere.stderr, /^stdout goes to \/dev\/null \(or was closed\), where no one would see the new token; none was made/, shell);
     }
     const after = spawnSync(process.execPath, ["--import", "tsx", "src/admin.ts", "token", "list", "--org", "team-a"], { env, encoding: "utf8" });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -48,7 +48,8 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
     const failing = join(dir, "failing-wal-vfs.so");
     if (existsSync(failing)) return failing;
     const headers = join(dirname(createRequire(import.meta.url).resolve("better-sqlite3/package.json")), "deps", "sqlite3");
-    execFileSync(process.env.CC || "cc", ["-O2", "-fPIC", "-shared", "-I", headers, "-o", failing, join(import.meta.dirname, "fixtures", "failing-wal-vfs.c")]);
+    const [cc, ...ccArgs] = (process.env.CC || "cc").trim().split(/\s+/);
+    execFileSync(cc!, [...ccArgs, "-O2", "-fPIC", "-shared", "-I", headers, "-o", failing, join(import.meta.dirname, "fixtures", "failing-wal-vfs.c")]);
     return failing;
   };
 
@@ -543,6 +544,29 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
       for (const db of [w, reader, checkpointer]) db.close();
     });
   }
+
+  it("its build takes $CC with arguments, says how a compiler that fails without a word ended, and leaves no library of an older source behind", () => {
+    // A copy of the build beside a copy of the source, in a folder laid out as the project's.
+    const root = join(dir, "build-copy");
+    const native = join(root, "src", "store", "native");
+    mkdirSync(native, { recursive: true });
+    for (const name of ["build.mjs", "wal-gather.c"]) copyFileSync(join(import.meta.dirname, "..", "src", "store", "native", name), join(native, name));
+    writeFileSync(join(root, "package.json"), "{}");
+    symlinkSync(join(import.meta.dirname, "..", "node_modules"), join(root, "node_modules"));
+    const library = join(root, "build", "wal-gather.so");
+    const build = (cc: string) => spawnSync(process.execPath, [join(native, "build.mjs")], { env: { ...process.env, CC: cc }, encoding: "utf8" });
+    const first = build(`${process.env.CC || "cc"} -DWAL_GATHER_UNUSED=1`);
+    assert.equal(first.status, 0);
+    assert.equal(first.stderr, "");
+    assert.ok(existsSync(library), "built with the compiler's own argument");
+    // The source changes (an update), and the compiler fails: the old library goes.
+    const later = new Date(Date.now() + 60_000);
+    utimesSync(join(native, "wal-gather.c"), later, later);
+    const failed = build("/bin/false");
+    assert.equal(failed.status, 0, "the install goes on");
+    assert.equal(failed.stderr, `warning: could not build ${library} (/bin/false exited with code 1); the service runs without gathering its WAL writes\n`);
+    assert.equal(existsSync(library), false, "a library of the older source is not left to be loaded");
+  });
 
   it("a process without the library, or with a file that is no such library, goes on without it and says why, once", () => {
     // Each in a process of its own: what loadWalGather finds is kept for the process.

@@ -18,12 +18,19 @@ function main() {
   const headers = join(dirname(createRequire(join(root, "package.json")).resolve("better-sqlite3/package.json")), "deps", "sqlite3");
   mkdirSync(dirname(target), { recursive: true });
   const partial = `${target}.${process.pid}`;
+  // $CC as make takes it: a command with its own arguments (CC="ccache gcc", CC="gcc -m64").
+  const [cc, ...ccArgs] = (process.env.CC || "cc").trim().split(/\s+/);
   try {
-    execFileSync(process.env.CC || "cc", ["-O2", "-fPIC", "-shared", "-Wall", "-I", headers, "-o", partial, source], { stdio: ["ignore", "inherit", "pipe"] });
+    execFileSync(cc, [...ccArgs, "-O2", "-fPIC", "-shared", "-Wall", "-I", headers, "-o", partial, source], { stdio: ["ignore", "inherit", "pipe"] });
     renameSync(partial, target);
   } catch (err) {
     rmSync(partial, { force: true });
-    const detail = String(err.stderr || err.message).trim().split("\n")[0];
+    // A library built from an older source is not used in its place: the service then runs
+    // without one, as the line below says.
+    rmSync(target, { force: true });
+    // The compiler's first line, else how it ended: one that fails without a word still says so.
+    const said = String(err.stderr ?? "").trim().split("\n")[0];
+    const detail = said || (typeof err.status === "number" ? `${cc} exited with code ${err.status}` : String(err.message).split("\n")[0]);
     process.stderr.write(`warning: could not build ${target} (${detail}); the service runs without gathering its WAL writes\n`);
   }
 }
