@@ -255,7 +255,7 @@ it("METRICS_PORT and METRICS_HOST are checked at start, and a metrics port in us
   assert.deepEqual(loadConfig({ METRICS_PORT: "9464" }).metrics, { host: "127.0.0.1", port: 9464 });
   assert.deepEqual(loadConfig({ METRICS_PORT: "0", METRICS_HOST: "::1" }).metrics, { host: "::1", port: 0 });
   for (const [env, error] of [
-    [{ METRICS_PORT: "x" }, /^METRICS_PORT must be a whole number, got "x"$/],
+    [{ METRICS_PORT: "x" }, /^METRICS_PORT must be a whole number from 0 to 65535, in decimal digits, got "x"$/],
     [{ METRICS_PORT: "70000" }, /^METRICS_PORT must be between 0 and 65535, got 70000$/],
     [{ PORT: "9000", METRICS_PORT: "9000" }, /^METRICS_PORT must differ from PORT \(both 9000\)/],
     [{ METRICS_HOST: "0.0.0.0" }, /^METRICS_HOST is set but METRICS_PORT is not/],

@@ -1213,6 +1213,11 @@ it("a first start that finds no token, but waits for the write lock while anothe
 
 describe("configuration bounds", () => {
   // A service with no worker would serve nothing.
+  // "-1" is a whole number too: the message says which ones are taken, and how written.
+  it("a number setting that is not decimal digits is refused naming its range", () => {
+    for (const raw of ["-1", "0x50", "8080.0"]) assert.throws(() => loadConfig({ PORT: raw }), { name: "ConfigError", message: `PORT must be a whole number from 0 to 65535, in decimal digits, got "${raw}"` });
+  });
+
   it("WORKERS must be 1 to 64", () => {
     for (const n of ["0", "65"]) assert.throws(() => loadConfig({ WORKERS: n }), new RegExp(`^ConfigError: WORKERS must be between 1 and 64, got ${n}$`), n);
     assert.equal(loadConfig({ WORKERS: "64" }).workers, 64);
