@@ -454,18 +454,32 @@ describe("main database file alone not writable for a while", () => {
   });
 });
 
+/**
+ * The service started on a fresh database in a folder of its own, with a fixture of
+ * test/fixtures preloaded into each of its threads (NODE_OPTIONS=--require) and `env` added;
+ * killed and its folder removed when the test ends.
+ */
+async function serviceWithFixture(t: TestContext, fixture: string, env: (dir: string) => Record<string, string>) {
+  const dir = mkdtempSync(join(tmpdir(), "scm-fixture-"));
+  const preload = join(import.meta.dirname, "fixtures", fixture);
+  const file = join(dir, "s.db");
+  const s = await startService(file, { ...env(dir), NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --require ${preload}` });
+  t.after(() => {
+    s.child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { s, dir, file };
+}
+
 describe("a sync the checkpointer thread makes itself fails", () => {
   it("the database is halted as after a failed sync of the service's own: not retried on a fresh connection", async (t) => {
     // The thread syncs the database file and the WAL through descriptors of its own before its
     // first checkpoint; the flag, there from the start, fails the first of those syncs.
-    const dir = mkdtempSync(join(tmpdir(), "scm-thread-sync-"));
-    const flag = join(dir, "fail-next-thread-sync");
-    writeFileSync(flag, "");
-    const fixture = join(import.meta.dirname, "fixtures", "fail-thread-sync.cjs");
-    const s = await startService(join(dir, "halt.db"), { FAIL_SYNC_FLAG: flag, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --require ${fixture}` });
-    t.after(() => {
-      s.child.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
+    let flag = "";
+    const { s } = await serviceWithFixture(t, "fail-thread-sync.cjs", (dir) => {
+      flag = join(dir, "fail-next-thread-sync");
+      writeFileSync(flag, "");
+      return { FAIL_SYNC_FLAG: flag };
     });
     for (let i = 0; i < 200 && lines(s, "a checkpoint could not sync to disk").length === 0; i++) await new Promise((r) => setTimeout(r, 25));
     assert.equal(existsSync(flag), false, "the thread's sync took the failure");
@@ -480,14 +494,11 @@ describe("a sync the checkpointer thread makes itself fails", () => {
 
 describe("checkpoints that fail and succeed in turn", () => {
   it("are reported failing once, and working again only after a second of successes, not at each success between failures", async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), "scm-flap-"));
-    const flag = join(dir, "flap-checkpoints");
-    writeFileSync(flag, "");
-    const fixture = join(import.meta.dirname, "fixtures", "flap-thread-checkpoints.cjs");
-    const s = await startService(join(dir, "flap.db"), { FLAP_CHECKPOINT_FLAG: flag, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --require ${fixture}` });
-    t.after(() => {
-      s.child.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
+    let flag = "";
+    const { s } = await serviceWithFixture(t, "flap-thread-checkpoints.cjs", (dir) => {
+      flag = join(dir, "flap-checkpoints");
+      writeFileSync(flag, "");
+      return { FLAP_CHECKPOINT_FLAG: flag };
     });
     const failed = () => lines(s, "checkpoint failed; trying again");
     const working = () => lines(s, "checkpoints work again");
@@ -508,14 +519,11 @@ describe("checkpoints that fail and succeed in turn", () => {
   });
 
   it("failing with SQLITE_BUSY (another connection checkpointing) is no trouble: nothing is reported", async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), "scm-flap-busy-"));
-    const flag = join(dir, "flap-checkpoints");
-    writeFileSync(flag, "");
-    const fixture = join(import.meta.dirname, "fixtures", "flap-thread-checkpoints.cjs");
-    const s = await startService(join(dir, "busy.db"), { FLAP_CHECKPOINT_FLAG: flag, FLAP_CHECKPOINT_CODE: "SQLITE_BUSY", NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --require ${fixture}` });
-    t.after(() => {
-      s.child.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
+    let flag = "";
+    const { s } = await serviceWithFixture(t, "flap-thread-checkpoints.cjs", (dir) => {
+      flag = join(dir, "flap-checkpoints");
+      writeFileSync(flag, "");
+      return { FLAP_CHECKPOINT_FLAG: flag, FLAP_CHECKPOINT_CODE: "SQLITE_BUSY" };
     });
     // A write (with the token the first start printed), so that there is something to
     // checkpoint; then the busy spell of a second.
@@ -534,14 +542,10 @@ describe("the checkpointer thread's own descriptors", () => {
   // syncs catch the failures from its start only if its descriptors were there before any
   // of its connections could have written.
   it("are opened, the database file's and the WAL's, before its first connection", async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), "scm-thread-opens-"));
-    const file = join(dir, "opens.db");
-    const record = join(dir, "thread-opens.txt");
-    const fixture = join(import.meta.dirname, "fixtures", "record-thread-opens.cjs");
-    const s = await startService(file, { RECORD_THREAD_OPENS: record, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --require ${fixture}` });
-    t.after(() => {
-      s.child.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
+    let record = "";
+    const { file } = await serviceWithFixture(t, "record-thread-opens.cjs", (dir) => {
+      record = join(dir, "thread-opens.txt");
+      return { RECORD_THREAD_OPENS: record };
     });
     const recorded = () => (existsSync(record) ? readFileSync(record, "utf8").trim().split("\n") : []);
     for (let i = 0; i < 400 && !recorded().some((l) => l.startsWith("connect ")); i++) await new Promise((r) => setTimeout(r, 25));

@@ -53,6 +53,30 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
     return failing;
   };
 
+  /**
+   * Runs `body` in a process of its own with the failing VFS under wal-gather, where `db` is
+   * a connection to `file` (table t, `insert` into it, `stats()`) and `open()` makes another;
+   * answers how the process ended and what it printed.
+   */
+  const withFailingVfs = (file: string, pageSize: string, body: string) => {
+    const script = `
+      const Database = require(${JSON.stringify(createRequire(import.meta.url).resolve("better-sqlite3"))});
+      new Database(":memory:").loadExtension(${JSON.stringify(failingVfs())});
+      new Database(":memory:").loadExtension(${JSON.stringify(walGatherLibrary())});
+      const open = () => {
+        const db = new Database(${JSON.stringify(file)});
+        ${pageSize}db.pragma("journal_mode = WAL"); db.pragma("synchronous = NORMAL"); db.pragma("wal_autocheckpoint = 0");
+        return db;
+      };
+      const db = open();
+      db.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)");
+      const insert = db.prepare("INSERT INTO t (v) VALUES (?)");
+      const stats = () => JSON.parse(db.prepare("SELECT wal_gather_stats()").pluck().get());
+      ${body}
+    `;
+    return spawnSync(process.execPath, ["-e", script], { cwd: dir, encoding: "utf8" });
+  };
+
   /** A new file in the test's folder holding table t, a connection to it, and an insert into t. */
   const tableIn = (name: string) => {
     const file = join(dir, name);
@@ -246,22 +270,8 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
   it("a commit whose frames cannot be written out fails as a COMMIT, with nothing of it shown; the process goes on and commits again", () => {
     // A VFS under wal-gather whose WAL writes fail on demand, as a disk's I/O error or an
     // immutable file would.
-    const requireHere = createRequire(import.meta.url);
-    const failing = failingVfs();
     const file = join(dir, "failing.db");
-    const script = `
-      const Database = require(${JSON.stringify(requireHere.resolve("better-sqlite3"))});
-      new Database(":memory:").loadExtension(${JSON.stringify(failing)});
-      new Database(":memory:").loadExtension(${JSON.stringify(walGatherLibrary())});
-      const open = () => {
-        const db = new Database(${JSON.stringify(file)});
-        db.pragma("journal_mode = WAL"); db.pragma("synchronous = NORMAL"); db.pragma("wal_autocheckpoint = 0");
-        return db;
-      };
-      const db = open();
-      db.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)");
-      const insert = db.prepare("INSERT INTO t (v) VALUES (?)");
-      const stats = () => JSON.parse(db.prepare("SELECT wal_gather_stats()").pluck().get());
+    const child = withFailingVfs(file, "", `
       db.transaction(() => { for (let i = 0; i < 2000; i++) insert.run(Buffer.alloc(1000)); })();
       db.exec("DELETE FROM t");
       // The WAL starts over inside its length: the commits below are gathered whole.
@@ -283,8 +293,7 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
       db.transaction(() => { for (let i = 0; i < 10; i++) insert.run(Buffer.alloc(500, 200)); })();
       const after = stats();
       console.log(count.get(), after.gathered > before.gathered, after.atBarrier - before.atBarrier);
-    `;
-    const child = spawnSync(process.execPath, ["-e", script], { cwd: dir, encoding: "utf8" });
+    `);
     assert.equal(child.status, 0, `${child.signal} ${child.stdout} ${child.stderr}`);
     // Each failed COMMIT: an I/O error, its transaction rolled back, another connection
     // still sees 50 rows; then a commit once the writes work, and no commit ever published
@@ -357,21 +366,8 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
     // The fixture fails only the next write longer than 4 KiB, that is, one write of
     // gathered bytes (a commit's first 120 KiB of several, or the first of a full buffer's);
     // those after it succeed, so a failure dropped on the way would go unnoticed by SQLite.
-    const failing = failingVfs();
     const file = join(dir, "fails-once.db");
-    const script = `
-      const Database = require(${JSON.stringify(createRequire(import.meta.url).resolve("better-sqlite3"))});
-      new Database(":memory:").loadExtension(${JSON.stringify(failing)});
-      new Database(":memory:").loadExtension(${JSON.stringify(walGatherLibrary())});
-      const open = () => {
-        const db = new Database(${JSON.stringify(file)});
-        db.pragma("page_size = 2048"); db.pragma("journal_mode = WAL"); db.pragma("synchronous = NORMAL"); db.pragma("wal_autocheckpoint = 0");
-        return db;
-      };
-      const db = open();
-      db.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)");
-      const insert = db.prepare("INSERT INTO t (v) VALUES (?)");
-      const stats = () => JSON.parse(db.prepare("SELECT wal_gather_stats()").pluck().get());
+    const child = withFailingVfs(file, 'db.pragma("page_size = 2048"); ', `
       db.transaction(() => { for (let i = 0; i < 3000; i++) insert.run(Buffer.alloc(1000)); })();
       db.exec("DELETE FROM t");
       // The WAL starts over inside its length: what follows is gathered.
@@ -404,8 +400,7 @@ describe("WAL writes gathered (native/wal-gather.c)", () => {
       db.pragma("cache_size = -16384");
       db.transaction(() => { for (let i = 0; i < 10; i++) insert.run(Buffer.alloc(1000, 5)); })();
       console.log(count.get());
-    `;
-    const child = spawnSync(process.execPath, ["-e", script], { cwd: dir, encoding: "utf8" });
+    `);
     assert.equal(child.status, 0, `${child.signal} ${child.stdout} ${child.stderr}`);
     assert.equal(
       child.stdout,
