@@ -36,6 +36,10 @@ describe("every protocol reaches the same port", () => {
         configs.createSCMIntegration({ runnerId: runner!.runnerId, scmId: "bitbucket", host: "bitbucket.org", pat: true }),
         (e) => ConnectError.from(e).code === Code.AlreadyExists,
       );
+      // The error's id, as the client sees it (headers and trailers merged): one id, not two.
+      const refused = await configs.getSCMIntegration({ id: "0190a0a0-0000-7000-8000-000000000000" }).catch((e: unknown) => ConnectError.from(e));
+      assert.ok(refused instanceof ConnectError && refused.code === Code.NotFound);
+      assert.match(refused.metadata.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/);
       const healthClient = createClient(Health, transport);
       assert.equal((await healthClient.check({})).status, HealthCheckResponse_ServingStatus.SERVING);
       for (const service of ["gitpod.v1.RunnerConfigurationService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]) {

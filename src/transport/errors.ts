@@ -86,7 +86,9 @@ export function toConnectError(err: unknown, method: DescMethod, requestId: stri
     }
   }
   if (!RETRYABLE.has(out.code)) out.metadata.set("x-should-retry", "false");
-  out.metadata.set("x-request-id", requestId);
+  // The id is not added here: every answer carries it in its headers already (server.ts),
+  // and gRPC puts an error's metadata in the trailers, which clients merge with the headers
+  // into "id, id".
   return out;
 }
 
