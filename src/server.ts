@@ -30,7 +30,7 @@ import { nodeAdapter } from "./transport/node-adapter.js";
 import { admitter, authInterceptor, codeName, durabilityInterceptor, errorInterceptor, bodyCharge, TOKEN_POLICY, type Admission } from "./transport/interceptors.js";
 import { jsonOptions, jsonOptionsFor } from "./transport/json-options.js";
 import { RequestMetrics, single, type Family } from "./metrics/exposition.js";
-import { chargeBody, MAX_REQUEST_BYTES, withoutBody } from "./transport/request-body.js";
+import { chargeBody, checkFrameFlags, MAX_REQUEST_BYTES, withoutBody } from "./transport/request-body.js";
 import { canonicalContentType, MAX_TIMEOUT_MS, protocolOf, refuseAuthority, repeatsAuthorization, shortenDeadline, unservedGrpc, validAuthority } from "./transport/request-head.js";
 import { notServed } from "./transport/not-served.js";
 
@@ -339,7 +339,7 @@ export function createApp(db: Db, log: Logger, options: AppOptions): App {
           record.admission = decided;
           if ("refusal" in decided) withoutBody(req);
           else chargeBody(req, bodyCharge(bodyLimiter, decided.caller), `org:${decided.caller.orgId}`, method?.input);
-        }
+        } else checkFrameFlags(req);
         // connect-node's handler type is a union of the HTTP/1 and HTTP/2 shapes.
         adapter(req as never, res as never);
       } catch (err) {

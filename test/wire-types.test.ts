@@ -159,6 +159,13 @@ describe("fields with a wire type their type cannot have", () => {
     for (const flags of [0x80, 0x02]) assert.equal((await grpc(s, CREATE, flagged, flags)).code, "invalid_argument", `flags ${flags}`);
     assert.equal((s.db.$client.prepare("SELECT count(*) AS n FROM scm_integrations WHERE host = 'flagged.example.com'").get() as { n: number }).n, 0);
     assert.equal((await grpc(s, CREATE, flagged)).code, "ok", "the same message in a plain frame");
+    // So for the calls that take no token (health, reflection), whose bodies are not read here.
+    const reflection = "grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    const listServices = Buffer.from([0x3a, 0]); // list_services: ""
+    for (const [path, message] of [["grpc.health.v1.Health/Check", Buffer.alloc(0)], [reflection, listServices]] as const) {
+      for (const flags of [0x80, 0x02]) assert.equal((await grpc(s, path, message, flags)).code, "invalid_argument", `${path}, flags ${flags}`);
+      assert.equal((await grpc(s, path, message)).code, "ok", `${path} in a plain frame`);
+    }
     // A string that is not UTF-8 is named, as JSON names it (protobuf-es's own error names nothing), inside a list too.
     const badHost = Buffer.concat([good, lengthDelimited(numberOf(CreateSCMIntegrationRequestSchema, "host"), Buffer.from([0x61, 0xff, 0x62]))]);
     for (const send of [connectProto, grpc]) {

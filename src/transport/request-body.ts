@@ -74,6 +74,8 @@ interface Reading {
   coding: string | undefined;
   /** For binary messages: their type, whose fields are checked for wire types they cannot have (see wire-types.ts). */
   binary?: DescMessage | undefined;
+  /** Frames only checked for flags gRPC defines, and passed as they come (calls without a token, see checkFrameFlags). */
+  flagsOnly?: boolean;
 }
 
 /**
@@ -115,6 +117,7 @@ function countedChunks(req: { iterator(o: { destroyOnReturn: boolean }): AsyncIt
   };
   const reading = limit?.reading;
   if (!reading) return counted;
+  if (reading.flagsOnly) return flagsChecked(counted, reading.web);
   return reading.framed ? firstMessages(counted, limit!, reading) : wholeBody(counted, limit!, reading);
 }
 
@@ -241,7 +244,7 @@ async function* firstMessages(wire: AsyncIterableIterator<Buffer>, limit: BodyLi
       const flags = pending[0]!;
       // A message frame's flags are 0, or 1 when compressed (gRPC-Web's trailer bit is handled
       // above): any other bit is no message gRPC defines, and is not read as one.
-      if (flags > 1) throw new ConnectError(`request could not be decoded: a message frame's flags are 0x${flags.toString(16)}, where gRPC defines only 0, and 1 for a compressed message`, Code.InvalidArgument);
+      if (flags > 1) throw undefinedFlags(flags);
       let message: Buffer = pending.subarray(5, end);
       if (flags & 1 && reading.coding) message = await inflatedHeld(reading.coding, message, limit);
       limit.charge?.(Math.max(end - 5, message.length));
@@ -254,7 +257,7 @@ async function* firstMessages(wire: AsyncIterableIterator<Buffer>, limit: BodyLi
       yield Buffer.concat([prefix, message]);
       advance(end);
     }
-    const flags = new FlagClearer();
+    const flags = new FrameFlags((f) => f & ~1);
     if (pending.length > 0) yield flags.pass(Buffer.from(pending));
     for (let r = await wire.next(); !r.done; r = await wire.next()) yield flags.pass(r.value);
   } finally {
@@ -271,12 +274,35 @@ function framesEnd(data: Buffer, at: number, maxBytes: number): number {
   return at;
 }
 
-/** Clears the compressed flag of each gRPC frame in a stream of chunks, whatever their bounds. */
-class FlagClearer {
+const undefinedFlags = (flags: number) =>
+  new ConnectError(`request could not be decoded: a message frame's flags are 0x${flags.toString(16)}, where gRPC defines only 0, and 1 for a compressed message`, Code.InvalidArgument);
+
+/**
+ * The frames of a call without a token (health, reflection), passed as they come once each
+ * frame's flags are known to be ones gRPC defines: 0 or 1 (compressed), and for gRPC-Web the
+ * trailer bit besides. connect-node would read any other as a message.
+ */
+async function* flagsChecked(wire: AsyncIterableIterator<Buffer>, web: boolean): AsyncGenerator<Buffer> {
+  const allowed = web ? 0x81 : 0x01;
+  const frames = new FrameFlags((flags) => {
+    if ((flags & ~allowed) !== 0) throw undefinedFlags(flags);
+    return flags;
+  });
+  try {
+    for (let r = await wire.next(); !r.done; r = await wire.next()) yield frames.pass(r.value);
+  } finally {
+    await wire.return?.();
+  }
+}
+
+/** Sets each gRPC frame's flag byte to what `each` makes of it (or throws), in a stream of chunks, whatever their bounds. */
+class FrameFlags {
   /** How much of the current frame's 5-byte prefix has passed, and of its message is still to pass. */
   private prefixAt = 0;
   private readonly header = Buffer.alloc(5);
   private messageLeft = 0;
+
+  constructor(private readonly each: (flags: number) => number) {}
 
   pass(chunk: Buffer): Buffer {
     for (let i = 0; i < chunk.length; ) {
@@ -286,7 +312,7 @@ class FlagClearer {
         i += n;
         continue;
       }
-      if (this.prefixAt === 0) chunk[i] = chunk[i]! & ~1;
+      if (this.prefixAt === 0) chunk[i] = this.each(chunk[i]!);
       this.header[this.prefixAt++] = chunk[i++]!;
       if (this.prefixAt === 5) {
         this.messageLeft = this.header.readUInt32BE(1);
@@ -556,6 +582,17 @@ const holderBusy = (max: number) =>
  *   a body over the limit closes the connection after the answer (HTTP/1.1) or gets it
  *   GOAWAY (HTTP/2).
  */
+/**
+ * A gRPC or gRPC-Web call that takes no token (health, reflection; see chargeBody for the
+ * others): its frames reach connect-node only with flags gRPC defines.
+ */
+export function checkFrameFlags(req: http.IncomingMessage | http2.Http2ServerRequest): void {
+  const limit = (req as Http1Request | Http2Request).bodyLimit;
+  const type = (req.headers["content-type"] ?? "").toLowerCase();
+  if (!limit || limit.standIn || limit.reading || !type.startsWith("application/grpc")) return;
+  limit.reading = { framed: true, web: type.startsWith("application/grpc-web"), coding: undefined, flagsOnly: true };
+}
+
 export function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number, share: BodyShare): void {
   const isH2 = "stream" in req;
   let refused = false;
