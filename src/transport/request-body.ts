@@ -427,6 +427,17 @@ export function chargeBody(req: http.IncomingMessage | http2.Http2ServerRequest,
   req.headers["content-length"] = undefined;
 }
 
+/**
+ * A gRPC or gRPC-Web call that takes no token (health, reflection; see chargeBody for the
+ * others): its frames reach connect-node only with flags gRPC defines.
+ */
+export function checkFrameFlags(req: http.IncomingMessage | http2.Http2ServerRequest): void {
+  const limit = (req as Http1Request | Http2Request).bodyLimit;
+  const type = (req.headers["content-type"] ?? "").toLowerCase();
+  if (!limit || limit.standIn || limit.reading || !type.startsWith("application/grpc")) return;
+  limit.reading = { framed: true, web: type.startsWith("application/grpc-web"), coding: undefined, flagsOnly: true };
+}
+
 const EMPTY_FRAME = Buffer.alloc(5);
 const EMPTY_JSON = Buffer.from("{}");
 const EMPTY = Buffer.alloc(0);
@@ -582,17 +593,6 @@ const holderBusy = (max: number) =>
  *   a body over the limit closes the connection after the answer (HTTP/1.1) or gets it
  *   GOAWAY (HTTP/2).
  */
-/**
- * A gRPC or gRPC-Web call that takes no token (health, reflection; see chargeBody for the
- * others): its frames reach connect-node only with flags gRPC defines.
- */
-export function checkFrameFlags(req: http.IncomingMessage | http2.Http2ServerRequest): void {
-  const limit = (req as Http1Request | Http2Request).bodyLimit;
-  const type = (req.headers["content-type"] ?? "").toLowerCase();
-  if (!limit || limit.standIn || limit.reading || !type.startsWith("application/grpc")) return;
-  limit.reading = { framed: true, web: type.startsWith("application/grpc-web"), coding: undefined, flagsOnly: true };
-}
-
 export function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, maxBytes: number, share: BodyShare): void {
   const isH2 = "stream" in req;
   let refused = false;
