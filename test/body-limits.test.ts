@@ -24,7 +24,7 @@ import { listen } from "../src/transport/http-server.js";
 import { BodyBudget, chargeBody, MAX_REQUEST_BYTES, OPEN_FREE_BYTES } from "../src/transport/request-body.js";
 import { envelope, protocolHeaders, WireClient } from "./corpus/wire.js";
 import { call, createRunner, signUp, startServer, until, type TestServer } from "./harness.js";
-import { MIB, EVENTUALLY_MS, type LimitedServer, startLimited, portOf, sleep, later, slowExchange, headerOf } from "./limited-server.js";
+import { MIB, EVENTUALLY_MS, type LimitedServer, startLimited, portOf, sleep, later, slowExchange, headerOf, sendOnAfterAnswer, quietAfterAnswer } from "./limited-server.js";
 
 /**
  * Sends `head` and then `total` bytes of body in 64 KiB chunks, waiting for the socket to
@@ -124,6 +124,50 @@ describe("request size limit", () => {
     assert.equal(headerOf(r.response, "connection"), "close");
     assert.ok(r.closedEarly, `the server let the client send all ${r.sent} bytes`);
     assert.ok(r.sent < 32 * MIB, `the connection took ${r.sent} bytes`);
+  });
+
+  describe("HTTP/1.1: a connection closed while its client still sends is read on for a while, so that the client gets its answer rather than a reset", () => {
+    const connect = () => net.connect({ port: portOf(s.url), host: "127.0.0.1", allowHalfOpen: true });
+    const head = (length: number) => `POST ${listRunners} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n`;
+    const answered = /\r\n\r\n[^]*\}/;
+
+    it("a body refused over the limit: the client sends the rest after reading its 429, and the connection ends cleanly", async () => {
+      const r = await sendOnAfterAnswer(connect, head(2 * MIB), answered, Buffer.alloc(2 * MIB, 0x61));
+      assert.match(r.response, /^HTTP\/1\.1 429 /);
+      assert.equal(headerOf(r.response, "connection"), "close");
+      assert.deepEqual([r.failure, r.end], [undefined, "ended"]);
+    });
+
+    it("what follows the refused body is dropped, not taken for a request: a call pipelined after it is never made", async () => {
+      const before = s.logs.filter((l) => l.includes("/CreateRunner")).length;
+      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{"name":"piped"}`;
+      const r = await sendOnAfterAnswer(connect, head(MAX_REQUEST_BYTES + 1), answered, Buffer.concat([Buffer.alloc(MAX_REQUEST_BYTES + 1, 0x61), Buffer.from(create)]));
+      assert.deepEqual([r.failure, r.end], [undefined, "ended"]);
+      assert.deepEqual(r.response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 429"], r.response);
+      await sleep(200);
+      assert.equal(s.logs.filter((l) => l.includes("/CreateRunner")).length, before, "the pipelined call reached the service");
+      assert.ok(!(await call(s, "gitpod.v1.RunnerService/ListRunners", {})).body.runners?.some((r: { name?: string }) => r.name === "piped"));
+    });
+
+    it("read on up to a bound: a client that sends far more is cut off", async () => {
+      const r = await sendOnAfterAnswer(connect, head(64 * MIB), answered, Buffer.alloc(48 * MIB, 0x61));
+      assert.match(r.response, /^HTTP\/1\.1 429 /);
+      assert.match(r.failure ?? "", /^(EPIPE|ECONNRESET)$/, `the connection took all 48 MiB (${r.end})`);
+    });
+
+    it("read on for a while only: a client that stops sending, and keeps its side open, is cut off", async () => {
+      assert.match(await quietAfterAnswer(connect, head(2 * MIB)), /^(EPIPE|ECONNRESET)$/);
+    });
+
+    it("an answer sent before a chunked body is through: a client that sends on past the limit gets its answer and a clean end", async () => {
+      const piece = Buffer.alloc(64 * 1024, 0x62);
+      const chunk = Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from("\r\n")]);
+      const first = Buffer.concat([Buffer.from(`POST /gitpod.v1.RunnerService/NoSuchMethod HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`), chunk]);
+      const rest = Buffer.concat([...Array<Buffer>(40).fill(chunk), Buffer.from("0\r\n\r\n")]);
+      const r = await sendOnAfterAnswer(connect, first, answered, rest);
+      assert.match(r.response, /^HTTP\/1\.1 501 [^]*"code":"unimplemented"/);
+      assert.deepEqual([r.failure, r.end], [undefined, "ended"]);
+    });
   });
 
   it("HTTP/1.1, Expect: 100-continue: a body announced over the limit is refused without a 100; one within it is asked for", async () => {

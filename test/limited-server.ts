@@ -8,6 +8,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
+import tls from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -175,4 +176,69 @@ export async function nodeAnswerLines(s: LimitedServer, count: number): Promise<
   const found = () => s.logs.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "request" && l.reason !== undefined);
   for (const t0 = Date.now(); found().length < count && Date.now() - t0 < EVENTUALLY_MS; ) await sleep(20);
   return found();
+}
+
+/** What a client that goes on sending after its answer met (see sendOnAfterAnswer). */
+export interface SentOn {
+  /** Everything the server sent. */
+  response: string;
+  /** The error the rest of the sending met (a reset: EPIPE, ECONNRESET), if any. */
+  failure: string | undefined;
+  /** How the connection ended: "ended" (the server's FIN, then the client's), "closed by an error", or "still open" after EVENTUALLY_MS. */
+  end: string;
+}
+
+/**
+ * Connects (half-open allowed, as HTTP clients are: the server's end of sending does not
+ * stop the client's), writes `first`, waits until what came back matches `answered`, then
+ * writes `rest` in 64 KiB pieces as the connection takes them, waits for the server to end
+ * the connection, and ends it too. A server that closes at once, with the client still
+ * sending, resets the connection instead.
+ */
+export async function sendOnAfterAnswer(connect: () => net.Socket, first: string | Buffer, answered: RegExp, rest: Buffer): Promise<SentOn> {
+  const sock = connect();
+  let response = "";
+  let failure: string | undefined;
+  sock.on("data", (d: Buffer) => (response += d.toString("latin1")));
+  sock.on("error", (e: NodeJS.ErrnoException) => (failure ??= e.code ?? e.message));
+  const ended = new Promise<string>((resolve) => sock.once("end", () => resolve("ended")));
+  const closed = new Promise<string>((resolve) => sock.once("close", (hadError: boolean) => resolve(hadError ? "closed by an error" : "closed")));
+  try {
+    await Promise.race([new Promise((r) => sock.once(sock instanceof tls.TLSSocket ? "secureConnect" : "connect", r)), closed]);
+    sock.write(first);
+    for (const t0 = Date.now(); !answered.test(response) && !sock.destroyed && Date.now() - t0 < EVENTUALLY_MS; ) await sleep(10);
+    for (let at = 0; at < rest.length && !sock.destroyed; at += 64 * 1024) {
+      if (!sock.write(rest.subarray(at, at + 64 * 1024))) await Promise.race([new Promise((r) => sock.once("drain", r)), closed]);
+    }
+    let end = await Promise.race([ended, closed, later(EVENTUALLY_MS, "still open")]);
+    if (end === "ended") {
+      sock.end();
+      const last = await Promise.race([closed, later(EVENTUALLY_MS, "still open")]);
+      if (last !== "closed") end = last;
+    }
+    return { response, failure, end };
+  } finally {
+    sock.destroy();
+  }
+}
+
+/**
+ * Connects (half-open allowed), writes `first`, waits for the server to end its side, then
+ * sends nothing but a byte every 100 ms, keeping its own side open: answers the error that
+ * ends the connection (EPIPE, ECONNRESET: the server closed it) or "still open" after EVENTUALLY_MS.
+ */
+export async function quietAfterAnswer(connect: () => net.Socket, first: string): Promise<string> {
+  const sock = connect();
+  let failure: string | undefined;
+  sock.on("error", (e: NodeJS.ErrnoException) => (failure ??= e.code ?? e.message));
+  sock.resume();
+  try {
+    await new Promise((r) => sock.once("connect", r));
+    sock.write(first);
+    await Promise.race([new Promise((r) => sock.once("end", r)), later(EVENTUALLY_MS, "")]);
+    for (const t0 = Date.now(); failure === undefined && Date.now() - t0 < EVENTUALLY_MS; await sleep(100)) sock.write("a");
+    return failure ?? "still open";
+  } finally {
+    sock.destroy();
+  }
 }

@@ -7,9 +7,10 @@ import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
+import tls from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { call, createRunner, signUp, startServer, until } from "./harness.js";
-import { EVENTUALLY_MS, type LimitedServer, startLimited, selfSigned, rawConnection, portOf, sleep, later, slowExchange, headerOf, type LogLine, CONNECT_REFUSED, http2Connect, nodeAnswerLines } from "./limited-server.js";
+import { EVENTUALLY_MS, type LimitedServer, startLimited, selfSigned, rawConnection, portOf, sleep, later, slowExchange, headerOf, type LogLine, CONNECT_REFUSED, http2Connect, nodeAnswerLines, sendOnAfterAnswer, quietAfterAnswer, MIB } from "./limited-server.js";
 
 describe("requests node answers before the handler", () => {
   let s: LimitedServer;
@@ -227,6 +228,45 @@ describe("answers cut off while being sent", () => {
   });
 });
 
+describe("answers node's parser or a refusal close the connection with, while the client sends on", () => {
+  // Closed at once, the connection would be reset under a client still sending, which then
+  // might never read its answer. It is read on for a while instead (src/transport/linger.ts).
+  let s: LimitedServer;
+  before(async () => (s = await startLimited({})));
+  after(() => s.close());
+  const connect = () => net.connect({ port: s.port, host: "127.0.0.1", allowHalfOpen: true });
+  const junk = Buffer.alloc(MIB, 0x61);
+
+  it("a request node cannot parse: 400, and what follows is read and dropped until the client ends", async () => {
+    const r = await sendOnAfterAnswer(connect, "GE\u0001T / HTTP/1.1\r\nHost: x\r\n\r\n", /\r\n\r\n[^]*\n$/, junk);
+    assert.match(r.response, /^HTTP\/1\.1 400 Bad Request\r\n/);
+    assert.deepEqual([r.failure, r.end], [undefined, "ended"]);
+  });
+
+  it("headers over 16 KiB still coming: 431", async () => {
+    const r = await sendOnAfterAnswer(connect, `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nX-Padding: ${"a".repeat(20_000)}`, /\r\n\r\n[^]*\n$/, junk);
+    assert.match(r.response, /^HTTP\/1\.1 431 /);
+    assert.deepEqual([r.failure, r.end], [undefined, "ended"]);
+  });
+
+  it("CONNECT: 405", async () => {
+    const r = await sendOnAfterAnswer(connect, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", /\r\n\r\n[^]*\n$/, junk);
+    assert.match(r.response, /^HTTP\/1\.1 405 /);
+    assert.deepEqual([r.failure, r.end], [undefined, "ended"]);
+  });
+
+  it("a malformed request pipelined behind calls: their answers, then the end", async () => {
+    const listRunners = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`;
+    const r = await sendOnAfterAnswer(connect, listRunners + listRunners + "GE\u0001T / HTTP/1.1\r\nHost: x\r\n\r\n", /HTTP\/1\.1 200[^]*HTTP\/1\.1 200[^]*\r\n\r\n\{[^]*\}$/, junk);
+    assert.deepEqual(r.response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200", "HTTP/1.1 200"], r.response);
+    assert.deepEqual([r.failure, r.end], [undefined, "ended"]);
+  });
+
+  it("read on for a while only: a client that goes quiet after its 400, its side open, is cut off", async () => {
+    assert.match(await quietAfterAnswer(connect, "GE\u0001T / HTTP/1.1\r\nHost: x\r\n\r\n"), /^(EPIPE|ECONNRESET)$/);
+  });
+});
+
 describe("plain HTTP on the HTTPS port", () => {
   let dir: string;
   let s: LimitedServer;
@@ -249,6 +289,23 @@ describe("plain HTTP on the HTTPS port", () => {
     assert.match(received(), /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nthis port serves HTTPS: use an https:\/\/ URL\n$/, received());
     const [line] = await nodeAnswerLines(s, 1);
     assert.deepEqual([line?.code, line?.http_status, line?.procedure, line?.request_id], ["http_400", 400, "/healthz", headerOf(received(), "x-request-id")]);
+  });
+
+  it("is told what is wrong also while it sends on: what follows the answer is read and dropped until it ends", async () => {
+    const connect = () => net.connect({ port: s.port, host: "127.0.0.1", allowHalfOpen: true });
+    const r = await sendOnAfterAnswer(connect, "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n", /\r\n\r\n[^]*\n$/, Buffer.alloc(MIB, 0x61));
+    assert.match(r.response, /^HTTP\/1\.1 400 Bad Request\r\n/);
+    assert.deepEqual([r.failure, r.end], [undefined, "ended"]);
+  });
+
+  it("over TLS as over plain HTTP, a body refused over the limit is read on after its 429 until the client ends", async () => {
+    // node's TLS sockets take allowHalfOpen as its plain ones do; its types leave it out.
+    const options: tls.ConnectionOptions & { allowHalfOpen: boolean } = { port: s.port, host: "127.0.0.1", rejectUnauthorized: false, ALPNProtocols: ["http/1.1"], allowHalfOpen: true };
+    const connect = () => tls.connect(options);
+    const head = `POST /gitpod.v1.RunnerService/ListRunners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: ${2 * MIB}\r\n\r\n`;
+    const r = await sendOnAfterAnswer(connect, head, /\r\n\r\n[^]*\}/, Buffer.alloc(2 * MIB, 0x61));
+    assert.match(r.response, /^HTTP\/1\.1 429 /);
+    assert.deepEqual([r.failure, r.end], [undefined, "ended"]);
   });
 
   it("is told what is wrong also when its request line names an absolute URL, as a request to a proxy does", async () => {

@@ -5,6 +5,7 @@ import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { correctFrameworkErrors, noteErrorBody, noteErrorHead } from "./framework-errors.js";
 import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_HELD_BYTES_PER_ORG, MAX_OPEN_BUFFERED_BYTES, MAX_REQUEST_BYTES, OPEN_FREE_BYTES } from "./request-body.js";
+import { closeLingering, isLingering } from "./linger.js";
 import { readTlsFiles, rereadTlsFiles, type TlsCredentials, type TlsFiles } from "./tls-files.js";
 import { truncate } from "../domain/text.js";
 import { PREFIX_PATTERN } from "../crypto/tokens.js";
@@ -511,7 +512,7 @@ type NodeResponse = http.ServerResponse & { _headerSent?: boolean };
  */
 function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, waitMs: number, report: ((answer: NodeAnswer) => void) | undefined): void {
   // node's parser reports again on every read, and its request timeout on every check.
-  if (closingAfterAnswers.has(socket)) return;
+  if (closingAfterAnswers.has(socket) || isLingering(socket)) return;
   const code = err.code ?? "";
   const response = (socket as { _httpMessage?: NodeResponse | null })._httpMessage ?? null;
   const incoming = (socket as { parser?: { incoming?: http.IncomingMessage | null } | null }).parser?.incoming ?? null;
@@ -554,7 +555,8 @@ function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, waitM
   socket.write(`HTTP/1.1 ${status} ${statusText}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\n${final}x-request-id: ${requestId}\r\n\r\n${body}`);
   if (response !== null) writtenOver.set(response, status);
   else report?.({ status, code: `http_${status}`, method: null, path: null, reason, requestId });
-  socket.destroy(err);
+  // The client may be sending still (headers past the limit, say): the answer is not to be lost to a reset.
+  closeLingering(socket);
 }
 
 /**
@@ -571,7 +573,8 @@ function refuseConnect(req: http.IncomingMessage, socket: net.Socket, waitMs: nu
     return;
   }
   const requestId = randomUUID();
-  socket.end(`HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${CONNECT_REFUSED.length}\r\nx-should-retry: false\r\nx-request-id: ${requestId}\r\n\r\n${CONNECT_REFUSED}`, () => socket.destroy());
+  socket.write(`HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${CONNECT_REFUSED.length}\r\nx-should-retry: false\r\nx-request-id: ${requestId}\r\n\r\n${CONNECT_REFUSED}`);
+  closeLingering(socket);
   report?.({ status: 405, code: "http_405", method: "CONNECT", path: url, reason: "CONNECT is not served", requestId });
 }
 
@@ -616,7 +619,7 @@ function closeOnceAnswered(socket: net.Socket, waitMs: number): void {
     const due = (socket as { _httpMessage?: NodeResponse | null })._httpMessage ?? null;
     // node hands the socket to the next queued answer as one finishes (its own listener runs first).
     if (due !== null && due.req.complete && !due.writableFinished) due.once("finish", () => setImmediate(next));
-    else socket.end(() => socket.destroy());
+    else closeLingering(socket);
   };
   next();
 }
@@ -680,9 +683,9 @@ function tlsRoute(secure: http2.Http2SecureServer, report: ((answer: NodeAnswer)
  * open, descriptor and all, until shutdown.)
  */
 function refusePlainHttp(socket: net.Socket, seen: Buffer, report: ((answer: NodeAnswer) => void) | undefined): void {
-  socket.resume(); // what the client sends on is read and dropped
   const requestId = randomUUID();
-  socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\nx-request-id: ${requestId}\r\n\r\n${PLAIN_REFUSED}`, () => socket.destroy());
+  socket.write(`HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\nx-request-id: ${requestId}\r\n\r\n${PLAIN_REFUSED}`);
+  closeLingering(socket); // what the client sends on is read and dropped
   // The request line, as far as the bytes seen so far hold it.
   const [, method, target] = /^([A-Z]+) ([^ \r\n]*)/.exec(seen.subarray(0, 4096).toString("latin1")) ?? [];
   const url = target === undefined ? null : loggedUrl(target);

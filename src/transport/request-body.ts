@@ -3,6 +3,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import type { Readable } from "node:stream";
 import type { DescMessage } from "@bufbuild/protobuf";
+import { closeLingering, lingerWhenNodeCloses } from "./linger.js";
 import { codingOf, inflate, type InflateFailure } from "./inflate.js";
 import { withoutMismatchedWireTypes } from "./wire-types.js";
 
@@ -600,7 +601,11 @@ export function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, 
     if (refused || res.headersSent) return;
     refused = true;
     res.setHeader("x-should-retry", "false");
-    if (!isH2) res.setHeader("connection", "close");
+    if (!isH2) {
+      res.setHeader("connection", "close");
+      // The client may still be sending the body: the answer is not to be lost to a reset.
+      if (req.socket) lingerWhenNodeCloses(req.socket);
+    }
   };
   const declared = req.headers["content-length"];
   // Node checks that a body matches its Content-Length, so a declared one needs no counting
@@ -629,9 +634,10 @@ export function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, 
     throwAway(req, maxBytes, () => {
       // No more than a body may hold: the connection closes once the answer is out.
       refuse();
-      if (res.headersSent) {
-        if (res.writableFinished) req.socket?.destroy();
-        else res.once("finish", () => req.socket?.destroy());
+      if (res.headersSent && req.socket) {
+        const socket = req.socket;
+        if (res.writableFinished) closeLingering(socket);
+        else res.once("finish", () => closeLingering(socket));
       }
     });
   };

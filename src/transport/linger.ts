@@ -1,0 +1,60 @@
+/**
+ * How this server closes an HTTP/1.1 connection whose client may still be sending: a body
+ * refused before it was read, a request node's parser could not take, requests pipelined
+ * behind one that ends the connection.
+ *
+ * Closed at once, with bytes unread or still coming, the connection is reset by the kernel,
+ * and a client whose kernel gets the reset before the client has read the answer loses the
+ * answer too: it sees EPIPE or ECONNRESET where a 429 was sent. So the answer goes out, then
+ * our side of the connection ends (FIN), and what the client still sends is read and dropped
+ * until it ends its side too, or for LINGER_MS, or up to LINGER_BYTES, whichever comes first;
+ * then the socket closes. Nothing read then is parsed: a request that follows is never run.
+ */
+import type net from "node:net";
+
+/** The longest a closing connection is read on. A client reads its answer long before. */
+export const LINGER_MS = 2000;
+
+/** The most a closing connection reads and drops: the rest of a body a few times the size limit; past it the connection is cut. */
+export const LINGER_BYTES = 4 * 1024 * 1024;
+
+const lingering = new WeakSet<net.Socket>();
+
+/** Whether `socket` is closing through closeLingering: its parser reports nothing more that needs an answer. */
+export function isLingering(socket: net.Socket): boolean {
+  return lingering.has(socket);
+}
+
+/**
+ * Ends `socket` once what was written to it has gone out, reads and drops what still comes
+ * (see above), and then closes it. Safe to call more than once.
+ */
+export function closeLingering(socket: net.Socket): void {
+  if (socket.destroyed || lingering.has(socket)) return;
+  lingering.add(socket);
+  // node's parser is fed no more: off the socket's "data" event, and, once a "data" listener
+  // is added, no longer reading the socket's handle itself (node's listener wrapper).
+  socket.removeAllListeners("data");
+  let left = LINGER_BYTES;
+  socket.on("data", (chunk: Buffer) => {
+    left -= chunk.length;
+    if (left < 0) socket.destroy();
+  });
+  // A reset now ends what is left of it; it is no error of the service's.
+  socket.on("error", () => socket.destroy());
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  socket.once("close", () => clearTimeout(timer));
+  // The client has sent all it will: nothing is left unread to turn the close into a reset.
+  socket.once("end", () => socket.destroy());
+  socket.end();
+  socket.resume();
+}
+
+/**
+ * Makes node's own close of `socket` after an answer marked `connection: close` (its
+ * destroySoon) a lingering one. For connections whose request body is not read to its end.
+ */
+export function lingerWhenNodeCloses(socket: net.Socket): void {
+  socket.destroySoon = () => closeLingering(socket);
+}
