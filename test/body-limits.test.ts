@@ -159,6 +159,14 @@ describe("request size limit", () => {
       assert.match(await quietAfterAnswer(connect, head(2 * MIB)), /^(EPIPE|ECONNRESET)$/);
     });
 
+    it("a client that asked for the connection to close (Connection: close) and is answered before its body is through sends the rest, and the connection ends cleanly", async () => {
+      const piece = Buffer.alloc(64 * 1024, 0x62);
+      const first = Buffer.concat([Buffer.from(`POST /gitpod.v1.RunnerService/NoSuchMethod HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: ${10 * piece.length}\r\n\r\n`), piece]);
+      const r = await sendOnAfterAnswer(connect, first, answered, Buffer.concat(Array<Buffer>(9).fill(piece)));
+      assert.match(r.response, /^HTTP\/1\.1 501 [^]*"code":"unimplemented"/);
+      assert.deepEqual([r.failure, r.end], [undefined, "ended"]);
+    });
+
     it("an answer sent before a chunked body is through: a client that sends on past the limit gets its answer and a clean end", async () => {
       const piece = Buffer.alloc(64 * 1024, 0x62);
       const chunk = Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from("\r\n")]);

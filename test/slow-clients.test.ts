@@ -91,6 +91,38 @@ describe("slow clients", () => {
     }
   });
 
+  it("HTTP/1.1: a request cut off in its headers behind a call still being worked on is not run when its headers come after all", async () => {
+    const lock = holdWriteLock();
+    const sock = net.connect(s.port, "127.0.0.1");
+    let text = "";
+    sock.on("data", (d) => (text += d.toString("latin1")));
+    sock.on("error", () => {});
+    const closed = new Promise<string>((resolve) => sock.once("close", () => resolve("closed")));
+    try {
+      await new Promise((r) => sock.once("connect", r));
+      const late = rawCreate("late-create");
+      const cut = late.indexOf("\r\n") + 2;
+      const stalledLines = () => requestLines().filter((l) => l.code === "canceled" && /pipelined behind calls/.test(l.reason ?? "")).length;
+      const before = stalledLines();
+      sock.write(rawCreate("first-create") + late.slice(0, cut));
+      const stalled = () => stalledLines() > before;
+      for (const t0 = Date.now(); !stalled() && Date.now() - t0 < EVENTUALLY_MS; ) await sleep(20);
+      assert.ok(stalled());
+      // The rest of the stalled request, while the first call still waits: it is dropped.
+      sock.write(late.slice(cut));
+      await sleep(100);
+      lock.release();
+      assert.equal(await Promise.race([closed, later(EVENTUALLY_MS, "still open")]), "closed");
+      assert.deepEqual(text.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 200"], text);
+      const runs = (name: string) => (s.db.$client.prepare("SELECT count(*) AS n FROM runners WHERE name = ?").get(name) as { n: number }).n;
+      assert.deepEqual([runs("first-create"), runs("late-create")], [1, 0]);
+      assert.equal(requestLines().filter((l) => l.request_id === "late-create").length, 0);
+    } finally {
+      lock.release();
+      sock.destroy();
+    }
+  });
+
   it("HTTP/1.1: a CONNECT pipelined behind a call still being worked on waits for that call's answer, and is not answered itself", async () => {
     const lock = holdWriteLock();
     try {

@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { correctFrameworkErrors, noteErrorBody, noteErrorHead } from "./framework-errors.js";
 import { BodyBudget, Http1Request, Http2Request, limitBody, MAX_BUFFERED_BYTES, MAX_HELD_BYTES_PER_ORG, MAX_OPEN_BUFFERED_BYTES, MAX_REQUEST_BYTES, OPEN_FREE_BYTES } from "./request-body.js";
-import { closeLingering, isLingering } from "./linger.js";
+import { closeLingering, takesNoMoreRequests, lingerWhenNodeCloses, stopTakingRequests } from "./linger.js";
 import { readTlsFiles, rereadTlsFiles, type TlsCredentials, type TlsFiles } from "./tls-files.js";
 import { truncate } from "../domain/text.js";
 import { PREFIX_PATTERN } from "../crypto/tokens.js";
@@ -250,7 +250,12 @@ export function listen(handler: NodeHandler, port: number, host: string, options
     if ("stream" in req && refusedHeaderList(req)) return;
     inFlight++;
     const h1Socket = "stream" in req ? null : req.socket;
-    if (h1Socket) busy.set(h1Socket, (busy.get(h1Socket) ?? 0) + 1);
+    if (h1Socket) {
+      busy.set(h1Socket, (busy.get(h1Socket) ?? 0) + 1);
+      // An answer that ends the connection while the body still comes (a refused body, a client's
+      // `Connection: close`, shutdown) is not to be lost to a reset.
+      lingerWhenNodeCloses(h1Socket);
+    }
     const body = tokenPaths === undefined || tokenPaths.has((req.url ?? "").split("?", 1)[0]!) ? budget.forRequest() : openBudget.forRequest(OPEN_FREE_BYTES);
     // A response closes when it is done or its connection goes, except on HTTP/1.1 a response
     // queued behind an unfinished one of the same connection (pipelining), which has no
@@ -474,8 +479,6 @@ const BAD_REQUEST: [number, string, string] = [400, "Bad Request", "bad request"
 
 /** Responses of the handler that answerClientError wrote over, with the status it wrote (see answeredByNode). */
 const writtenOver = new WeakMap<object, number>();
-/** Connections that close once the answers due on them have gone out (see closeOnceAnswered). */
-const closingAfterAnswers = new WeakSet<net.Socket>();
 
 /**
  * The status node's parser errors made this server write in place of this response, if it
@@ -512,7 +515,8 @@ type NodeResponse = http.ServerResponse & { _headerSent?: boolean };
  */
 function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket, waitMs: number, report: ((answer: NodeAnswer) => void) | undefined): void {
   // node's parser reports again on every read, and its request timeout on every check.
-  if (closingAfterAnswers.has(socket) || isLingering(socket)) return;
+  // A connection that takes no more requests (closing) has nothing more to answer.
+  if (takesNoMoreRequests(socket)) return;
   const code = err.code ?? "";
   const response = (socket as { _httpMessage?: NodeResponse | null })._httpMessage ?? null;
   const incoming = (socket as { parser?: { incoming?: http.IncomingMessage | null } | null }).parser?.incoming ?? null;
@@ -609,7 +613,8 @@ const CONNECT_REFUSED = "method not allowed: this service is not a proxy, and ta
  * (node's parser stopped at its fault) is not waited for: the connection closes there.
  */
 function closeOnceAnswered(socket: net.Socket, waitMs: number): void {
-  closingAfterAnswers.add(socket);
+  // No further request is taken, whatever the client sends until the connection closes.
+  stopTakingRequests(socket);
   // Not for ever: a client that stops reading would hold the connection until shutdown.
   const limit = setTimeout(() => socket.destroy(), waitMs);
   limit.unref();

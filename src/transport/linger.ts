@@ -18,20 +18,22 @@ export const LINGER_MS = 2000;
 /** The most a closing connection reads and drops: the rest of a body a few times the size limit; past it the connection is cut. */
 export const LINGER_BYTES = 4 * 1024 * 1024;
 
-const lingering = new WeakSet<net.Socket>();
+/** Sockets whose requests are no longer read: what comes is dropped (see stopTakingRequests). */
+const dropping = new WeakSet<net.Socket>();
 
-/** Whether `socket` is closing through closeLingering: its parser reports nothing more that needs an answer. */
-export function isLingering(socket: net.Socket): boolean {
-  return lingering.has(socket);
+/** Whether `socket` takes no more requests (stopTakingRequests): its parser reports nothing more that needs an answer. */
+export function takesNoMoreRequests(socket: net.Socket): boolean {
+  return dropping.has(socket);
 }
 
 /**
- * Ends `socket` once what was written to it has gone out, reads and drops what still comes
- * (see above), and then closes it. Safe to call more than once.
+ * Stops node's parser taking requests from `socket`: what comes from now on is read and
+ * dropped, and past LINGER_BYTES the socket is cut. Answers due to requests already taken
+ * still go out. Safe to call more than once.
  */
-export function closeLingering(socket: net.Socket): void {
-  if (socket.destroyed || lingering.has(socket)) return;
-  lingering.add(socket);
+export function stopTakingRequests(socket: net.Socket): void {
+  if (socket.destroyed || dropping.has(socket)) return;
+  dropping.add(socket);
   // node's parser is fed no more: off the socket's "data" event, and, once a "data" listener
   // is added, no longer reading the socket's handle itself (node's listener wrapper).
   socket.removeAllListeners("data");
@@ -42,19 +44,42 @@ export function closeLingering(socket: net.Socket): void {
   });
   // A reset now ends what is left of it; it is no error of the service's.
   socket.on("error", () => socket.destroy());
+  socket.resume();
+}
+
+/** Sockets closing through closeLingering. */
+const closing = new WeakSet<net.Socket>();
+
+/**
+ * Ends `socket` once what was written to it has gone out, reads and drops what still comes
+ * (see above), and then closes it. Safe to call more than once.
+ */
+export function closeLingering(socket: net.Socket): void {
+  if (socket.destroyed || closing.has(socket)) return;
+  closing.add(socket);
+  stopTakingRequests(socket);
   const timer = setTimeout(() => socket.destroy(), LINGER_MS);
   timer.unref();
   socket.once("close", () => clearTimeout(timer));
   // The client has sent all it will: nothing is left unread to turn the close into a reset.
   socket.once("end", () => socket.destroy());
   socket.end();
-  socket.resume();
 }
 
+type ParsedSocket = net.Socket & { parser?: { incoming?: { complete: boolean } | null } | null };
+
 /**
- * Makes node's own close of `socket` after an answer marked `connection: close` (its
- * destroySoon) a lingering one. For connections whose request body is not read to its end.
+ * node's own close of a socket after an answer that ends the connection (`connection: close`,
+ * sent for a refused body, asked for by the client, HTTP/1.0, or at shutdown): lingering if
+ * the request's body is still coming, at once as node does otherwise.
  */
+function destroySoon(this: ParsedSocket): void {
+  const incoming = this.parser?.incoming;
+  if (incoming && !incoming.complete) closeLingering(this);
+  else (Object.getPrototypeOf(this) as net.Socket).destroySoon.call(this);
+}
+
+/** Makes node's close of `socket` after an answer that ends the connection a lingering one where a body is still coming. */
 export function lingerWhenNodeCloses(socket: net.Socket): void {
-  socket.destroySoon = () => closeLingering(socket);
+  if (socket.destroySoon !== destroySoon) socket.destroySoon = destroySoon;
 }

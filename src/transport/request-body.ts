@@ -3,7 +3,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import type { Readable } from "node:stream";
 import type { DescMessage } from "@bufbuild/protobuf";
-import { closeLingering, lingerWhenNodeCloses } from "./linger.js";
+import { closeLingering } from "./linger.js";
 import { codingOf, inflate, type InflateFailure } from "./inflate.js";
 import { withoutMismatchedWireTypes } from "./wire-types.js";
 
@@ -587,7 +587,8 @@ const holderBusy = (max: number) =>
  * - a body announced (Content-Length) or found (counted while read) to be over the limit
  *   is answered by connect-node's `resource_exhausted`, to which this adds
  *   `x-should-retry: false` (resending it cannot help) and, on HTTP/1.1, `connection: close`
- *   so that node does not read the rest of the body just to reuse the connection;
+ *   so that node does not read the rest of the body just to reuse the connection (what the
+ *   client still sends is read and dropped for a while only: see linger.ts);
  * - every chunk read is taken from the body budget (`take`; see BodyBudget);
  * - any answer sent before the request was received in full reads the rest of the body and
  *   throws it away (`discard`, and endUnreadRequest on HTTP/2), so the connection serves on;
@@ -601,11 +602,7 @@ export function limitBody(req: http.IncomingMessage | http2.Http2ServerRequest, 
     if (refused || res.headersSent) return;
     refused = true;
     res.setHeader("x-should-retry", "false");
-    if (!isH2) {
-      res.setHeader("connection", "close");
-      // The client may still be sending the body: the answer is not to be lost to a reset.
-      if (req.socket) lingerWhenNodeCloses(req.socket);
-    }
+    if (!isH2) res.setHeader("connection", "close");
   };
   const declared = req.headers["content-length"];
   // Node checks that a body matches its Content-Length, so a declared one needs no counting
