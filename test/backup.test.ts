@@ -393,57 +393,41 @@ describe("admin db backup and restore, at the edges", () => {
     assert.equal(migrations(join(dir, "older-backup.db")), before, "the backup is the database as it was");
   });
 
-  it("a backup interrupted by Ctrl-C removes its partial copy and exits 130", async () => {
-    const { folder, live, token } = databaseIn(join(dir, "interrupted"));
-    // Large enough (some 60 MB) that the copy and its check take a moment to interrupt.
+  /**
+   * A database over two steps of the copy (16 MiB each) in `name`, and a backup of it to
+   * `target` with test/fixtures/during-backup-copy.cjs doing `during` once the copy's first step
+   * is in: answers the CLI's exit code and what it wrote to stderr.
+   */
+  async function backupInterrupted(name: string, target: string, during: string) {
+    const { folder, live, token } = databaseIn(join(dir, name));
     const svc = await startService(live);
     try {
-      fillRunner(live, (await signedUpRunner(svc, token)).runnerId, 100_000);
+      fillRunner(live, (await signedUpRunner(svc, token)).runnerId, 50_000);
     } finally {
       await stopService(svc, live);
     }
-    const target = join(folder, "cut.db");
-    const child = spawn(process.execPath, ["--import", "tsx", "src/admin.ts", "db", "backup", target], { env: { ...process.env, DATABASE_URL: live }, stdio: ["ignore", "ignore", "pipe"] });
+    assert.ok(statSync(live).size > 2 * 16 * 1024 * 1024, `${statSync(live).size} bytes`);
+    const fixture = join(process.cwd(), "test", "fixtures", "during-backup-copy.cjs");
+    const env = { ...process.env, DATABASE_URL: live, DURING_BACKUP_COPY: during, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --require ${fixture}` };
+    const child = spawn(process.execPath, ["--import", "tsx", "src/admin.ts", "db", "backup", join(folder, target)], { env, stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (d) => (stderr += d));
-    const closed = new Promise<number | null>((resolve) => child.once("close", resolve));
-    // The copy is made in a hidden folder of its own beside the target.
-    const partial = () => {
-      const work = readdirSync(folder).find((f) => f.startsWith(".cut.db.partial-"));
-      return work !== undefined && (statSync(join(folder, work, "cut.db"), { throwIfNoEntry: false })?.size ?? 0) > 0;
-    };
-    for (let i = 0; i < 2000 && !partial() && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 5));
-    assert.ok(partial(), `the copy was under way: ${stderr}`);
-    child.kill("SIGINT");
-    assert.equal(await closed, 130, stderr);
-    assert.match(stderr, /^interrupted \(SIGINT\); no backup was made\n$/);
-    assert.deepEqual(readdirSync(folder).sort(), ["scm.db", "scm.db.lock"], "neither the partial copy nor a backup is left (the claim file is the service's)");
+    const status = await new Promise<number | null>((resolve) => child.once("close", resolve));
+    return { folder, status, stderr };
+  }
+
+  it("a backup interrupted by Ctrl-C removes its partial copy and exits 130", async () => {
+    const r = await backupInterrupted("interrupted", "cut.db", "SIGINT");
+    assert.equal(r.status, 130, r.stderr);
+    assert.match(r.stderr, /^interrupted \(SIGINT\); no backup was made\n$/);
+    assert.deepEqual(readdirSync(r.folder).sort(), ["scm.db", "scm.db.lock"], "neither the partial copy nor a backup is left (the claim file is the service's)");
   });
 
   it("a file SQLite would read into the backup that appears beside its name while the copy is made keeps the backup from being named", async () => {
-    const { folder, live, token } = databaseIn(join(dir, "late"));
-    // Large enough (some 60 MB) that the copy and its check take a moment.
-    const svc = await startService(live);
-    try {
-      fillRunner(live, (await signedUpRunner(svc, token)).runnerId, 100_000);
-    } finally {
-      await stopService(svc, live);
-    }
-    const target = join(folder, "late.db");
-    const child = spawn(process.execPath, ["--import", "tsx", "src/admin.ts", "db", "backup", target], { env: { ...process.env, DATABASE_URL: live }, stdio: ["ignore", "ignore", "pipe"] });
-    let stderr = "";
-    child.stderr.on("data", (d) => (stderr += d));
-    const closed = new Promise<number | null>((resolve) => child.once("close", resolve));
-    const partial = () => {
-      const work = readdirSync(folder).find((f) => f.startsWith(".late.db.partial-"));
-      return work !== undefined && (statSync(join(folder, work, "late.db"), { throwIfNoEntry: false })?.size ?? 0) > 0;
-    };
-    for (let i = 0; i < 2000 && !partial() && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 5));
-    assert.ok(partial(), `the copy was under way: ${stderr}`);
-    writeFileSync(`${target}-journal`, "a hot journal's bytes");
-    assert.equal(await closed, 2, stderr);
-    assert.match(stderr, /late\.db-journal exists beside it, and SQLite would read it into the backup; move it away first\n$/);
-    assert.deepEqual(readdirSync(folder).sort(), ["late.db-journal", "scm.db", "scm.db.lock"], "no backup named, no partial copy left");
+    const r = await backupInterrupted("late", "late.db", join(dir, "late", "late.db-journal"));
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /late\.db-journal exists beside it, and SQLite would read it into the backup; move it away first\n$/);
+    assert.deepEqual(readdirSync(r.folder).sort(), ["late.db-journal", "scm.db", "scm.db.lock"], "no backup named, no partial copy left");
   });
 
   it("a backup by a user who may read the database but not write beside it is refused, leaving no -wal or -shm the service could not use", async (t) => {
