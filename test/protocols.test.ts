@@ -3,10 +3,11 @@ import http2 from "node:http2";
 import net from "node:net";
 import { brotliCompressSync, gzipSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { RunnerConfigurationService, type SCMIntegration } from "../gen/gitpod/v1/runner_configurations_pb.js";
-import { RunnerKind, RunnerProvider, RunnerService } from "../gen/gitpod/v1/runners_pb.js";
+import { CreateRunnerRequestSchema, RunnerKind, RunnerProvider, RunnerService } from "../gen/gitpod/v1/runners_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { open } from "../src/crypto/sealed-box.js";
 import { envelope, protocolHeaders, WireClient } from "./corpus/wire.js";
@@ -523,6 +524,41 @@ it("a deadline past 60 s is shortened to 60 s and the call served, in every unit
       const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": "application/json", "connect-timeout-ms": timeout }, body: "{}" });
       assert.equal(r.status, 200, `connect-timeout-ms: ${timeout}: ${await r.text()}`);
     }
+  } finally {
+    session.close();
+    await s.close();
+  }
+});
+
+it("a deadline already passed as the call arrives (0) is deadline_exceeded, and the call is not made, over Connect and gRPC", async () => {
+  const s = await startServer();
+  const session = http2.connect(s.url);
+  try {
+    const body = (name: string) => create(CreateRunnerRequestSchema, { name, provider: RunnerProvider.AWS_EC2 });
+    const grpcStatus = (timeout: string, name: string) =>
+      new Promise<string | undefined>((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/CreateRunner", "content-type": "application/grpc", te: "trailers", "grpc-timeout": timeout, authorization: `Bearer ${s.token}` });
+        let status: string | undefined;
+        const see = (h: http2.IncomingHttpHeaders) => (status ??= h["grpc-status"] as string | undefined);
+        req.on("response", see);
+        req.on("trailers", see);
+        req.on("close", () => resolve(status));
+        req.on("error", reject);
+        req.resume();
+        req.end(envelope(toBinary(CreateRunnerRequestSchema, body(name))));
+      });
+    for (const timeout of ["0m", "0S", "0n"]) assert.equal(await grpcStatus(timeout, `late-grpc-${timeout}`), String(Code.DeadlineExceeded), `grpc-timeout: ${timeout}`);
+    const connect = (timeout: string, name: string) =>
+      fetch(`${s.url}/gitpod.v1.RunnerService/CreateRunner`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": "application/json", "connect-timeout-ms": timeout }, body: JSON.stringify({ name, provider: "RUNNER_PROVIDER_AWS_EC2" }) });
+    for (const timeout of ["0", "00"]) {
+      const r = await connect(timeout, `late-connect-${timeout}`);
+      assert.deepEqual([r.status, ((await r.json()) as { code: string }).code], [504, "deadline_exceeded"], `connect-timeout-ms: ${timeout}`);
+    }
+    // None of them was made; a deadline of 1 ms, not passed on arrival, is served.
+    assert.equal((await connect("1", "in-time")).status, 200);
+    const names = ((await call(s, "gitpod.v1.RunnerService/ListRunners", {})).body.runners as { name: string }[]).map((r) => r.name);
+    assert.deepEqual(names, ["in-time"]);
+    assert.equal(s.logs.filter((l) => l.includes('"code":"deadline_exceeded"')).length, 5);
   } finally {
     session.close();
     await s.close();

@@ -44,6 +44,10 @@ export function errorInterceptor(log: Logger, db: Db): Interceptor {
       return connectErr;
     };
     try {
+      // A deadline already passed as the call arrives (Connect-Timeout-Ms: 0, grpc-timeout: 0m):
+      // the call is not made, as a server whose work honours its deadline would not make it.
+      const reason: unknown = req.signal.reason;
+      if (req.signal.aborted && reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) throw reason;
       const res = await next(req);
       if (!res.stream) {
         record.code = "ok";
