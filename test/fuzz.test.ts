@@ -689,9 +689,10 @@ describe("bad input: corpus and property-based fuzzing over every protocol", () 
     for (const c of CORPUS) {
       tried[c.protocol]++;
       const req = corpusRequest(c, tokens, ctx);
+      const t0 = performance.now();
       const a = await client.send(req);
       const spoken = protocolOf(req.headers["content-type"]) ?? c.protocol;
-      const v = judge(spoken, a);
+      const v = judge(spoken, a, { headers: req.headers, tookMs: performance.now() - t0 });
       const method = METHODS.find((m) => pathOf(m) === req.path.split("?")[0]);
       if (v.ok && method) learn(model, spoken, method, c.auth === "other" ? "other" : "acme", req, a);
       const got = v.ok ? "ok" : (v.code ?? "?");
@@ -726,10 +727,11 @@ describe("bad input: corpus and property-based fuzzing over every protocol", () 
         fc.asyncProperty(fuzzInput(protocol), async (input) => {
           const req = buildRequest(protocol, input, model, tokens);
           tried[protocol]++;
+          const t0 = performance.now();
           const a = await client.send(req);
           // A changed content type may select another protocol; its rules judge the answer.
           const spoken = protocolOf(req.headers["content-type"]) ?? protocol;
-          const v = judge(spoken, a);
+          const v = judge(spoken, a, { headers: req.headers, tookMs: performance.now() - t0 });
           const key = `${protocol} ${v.ok ? "ok" : v.code}`;
           outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
           if (v.problem) {

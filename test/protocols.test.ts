@@ -530,7 +530,7 @@ it("a deadline past 60 s is shortened to 60 s and the call served, in every unit
   }
 });
 
-it("a deadline already passed as the call arrives (0) is deadline_exceeded, and the call is not made, over Connect and gRPC", async () => {
+it("a deadline passed by the time the call begins (0, or shorter than its body took to come) is deadline_exceeded, and the call is not made, over Connect and gRPC", async () => {
   const s = await startServer();
   const session = http2.connect(s.url);
   try {
@@ -554,11 +554,19 @@ it("a deadline already passed as the call arrives (0) is deadline_exceeded, and 
       const r = await connect(timeout, `late-connect-${timeout}`);
       assert.deepEqual([r.status, ((await r.json()) as { code: string }).code], [504, "deadline_exceeded"], `connect-timeout-ms: ${timeout}`);
     }
-    // None of them was made; a deadline of 1 ms, not passed on arrival, is served.
-    assert.equal((await connect("1", "in-time")).status, 200);
+    // A deadline that passes while the body is still coming: the call is not begun either.
+    const slow = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/CreateRunner", "content-type": "application/json", "connect-timeout-ms": "20", authorization: `Bearer ${s.token}` });
+    const slowBody = JSON.stringify({ name: "late-body", provider: "RUNNER_PROVIDER_AWS_EC2" });
+    slow.write(slowBody.slice(0, 10));
+    await new Promise((r) => setTimeout(r, 200));
+    slow.end(slowBody.slice(10));
+    const [slowStatus] = await Promise.all([new Promise((r) => slow.once("response", (h) => r(h[":status"]))), slow.resume()]);
+    assert.equal(slowStatus, 504);
+    // None of them was made; a call within its deadline is served.
+    assert.equal((await connect("10000", "in-time")).status, 200);
     const names = ((await call(s, "gitpod.v1.RunnerService/ListRunners", {})).body.runners as { name: string }[]).map((r) => r.name);
     assert.deepEqual(names, ["in-time"]);
-    assert.equal(s.logs.filter((l) => l.includes('"code":"deadline_exceeded"')).length, 5);
+    assert.equal(s.logs.filter((l) => l.includes('"code":"deadline_exceeded"')).length, 6);
   } finally {
     session.close();
     await s.close();

@@ -44,8 +44,9 @@ export function errorInterceptor(log: Logger, db: Db): Interceptor {
       return connectErr;
     };
     try {
-      // A deadline already passed as the call arrives (Connect-Timeout-Ms: 0, grpc-timeout: 0m):
-      // the call is not made, as a server whose work honours its deadline would not make it.
+      // A deadline passed by the time the call begins (Connect-Timeout-Ms: 0, grpc-timeout: 0m,
+      // or one shorter than its body took to come): the call is not made, as a server whose
+      // work honours its deadline would not make it. One passing later lets the call finish.
       const reason: unknown = req.signal.reason;
       if (req.signal.aborted && reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) throw reason;
       const res = await next(req);

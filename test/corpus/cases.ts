@@ -194,7 +194,8 @@ export const CORPUS: CorpusCase[] = [
   { name: "connect-timeout-ms of 60.1 s", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "60100" }, body: "{}", expect: "ok" },
   { name: "connect-timeout-ms 40 digits", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "9".repeat(40) }, body: "{}", expect: "invalid_argument" },
   // A deadline already passed: a call is refused if something checks its signal before it ends, else served; either will do, not a crash.
-  { name: "connect-timeout-ms zero", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "0" }, body: "{}" },
+  // A deadline passed as the call arrives: the call is not made.
+  { name: "connect-timeout-ms zero", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "connect-timeout-ms": "0" }, body: "{}", expect: "deadline_exceeded" },
   { name: "content-encoding gzip, body not gzip", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "content-encoding": "gzip" }, body: "{}", expect: "invalid_argument" },
   { name: "content-encoding gzip, truncated gzip", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "content-encoding": "gzip" }, body: gzipSync(Buffer.from("{}")).subarray(0, 12), expect: "invalid_argument" },
   { name: "content-encoding gzip, correct", protocol: "connect-json", method: "RunnerService/ListRunners", headers: { "content-encoding": "gzip" }, body: gzipSync(Buffer.from("{}")), expect: "ok" },

@@ -67,10 +67,33 @@ export interface Verdict {
   problem?: string;
 }
 
-/** Decides whether `a` is a well-formed answer of `protocol` with a client-side (4xx-class) outcome. */
-export function judge(protocol: Protocol, a: Answer): Verdict {
+/** The deadline `headers` ask `protocol` for, in ms, if they ask for a well-formed one. */
+export function deadlineAsked(protocol: Protocol, headers: Readonly<Record<string, string | undefined>>): number | undefined {
+  if (protocol === "connect-json" || protocol === "connect-proto") {
+    const ms = /^\d{1,10}$/.exec(headers["connect-timeout-ms"] ?? "");
+    return ms ? Number(ms[0]) : undefined;
+  }
+  const m = /^(\d{1,8})([HMSmun])$/.exec(headers["grpc-timeout"] ?? "");
+  return m ? Number(m[1]) * { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 }[m[2] as "H"] : undefined;
+}
+
+/** What was sent, for what the client asked: its headers, and how long its answer took to come. */
+export interface Sent {
+  headers: Readonly<Record<string, string | undefined>>;
+  tookMs: number;
+}
+
+/**
+ * Decides whether `a` is a well-formed answer of `protocol` with a client-side (4xx-class)
+ * outcome. With `sent`, deadline_exceeded (HTTP 504 over Connect) is the client's doing if
+ * the deadline it asked for had passed by the time the answer came.
+ */
+export function judge(protocol: Protocol, a: Answer, sent?: Sent): Verdict {
   if (a.kind === "dropped") return { ok: false, problem: `no answer: ${a.error}` };
-  if (a.status >= 500 && a.status !== 501) {
+  const asked = sent === undefined ? undefined : deadlineAsked(protocol, sent.headers);
+  const noTime = asked !== undefined && asked <= sent!.tookMs;
+  const clientSide = (code: string) => CLIENT_CODES.has(code) || (noTime && code === "deadline_exceeded");
+  if (a.status >= 500 && a.status !== 501 && !(noTime && a.status === 504)) {
     return { ok: false, code: `http_${a.status}`, problem: `HTTP ${a.status}: ${a.body.toString("utf8").slice(0, 300)}` };
   }
   if (a.rstCode !== undefined && a.rstCode !== 0) {
@@ -93,7 +116,7 @@ export function judge(protocol: Protocol, a: Answer): Verdict {
       if (code === "unimplemented" && a.status === 501 && a.headers["x-should-retry"] !== "false") {
         return { ok: false, code, problem: "HTTP 501 without x-should-retry: false, which the SDK retries" };
       }
-      if (!CLIENT_CODES.has(code)) return { ok: false, code, problem: `code ${code}: ${String(parsed.message)}` };
+      if (!clientSide(code)) return { ok: false, code, problem: `code ${code}: ${String(parsed.message)}` };
       return { ok: false, code };
     }
     // Connect answers some protocol errors (unsupported media type, unknown path) with a bare status.
@@ -125,7 +148,7 @@ export function judge(protocol: Protocol, a: Answer): Verdict {
   if (status === undefined) return { ok: false, problem: "gRPC answer without grpc-status" };
   const code = GRPC_CODE_NAMES[Number(status)] ?? `grpc_${status}`;
   if (code === "ok") return { ok: true };
-  if (!CLIENT_CODES.has(code)) return { ok: false, code, problem: `code ${code}: ${decodeURIComponent(message ?? "")}` };
+  if (!clientSide(code)) return { ok: false, code, problem: `code ${code}: ${decodeURIComponent(message ?? "")}` };
   return { ok: false, code };
 }
 
