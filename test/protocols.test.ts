@@ -573,6 +573,26 @@ it("a deadline passed by the time the call begins (0, or shorter than its body t
   }
 });
 
+it("with a deadline of 0, a bad or missing token is still unauthenticated and a rate limit still resource_exhausted with its wait, each logged as before", async () => {
+  const s = await startServer({ rateLimit: { perSecond: 0.001, burst: 1 } });
+  try {
+    const list = (authorization: string | undefined) =>
+      fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { "content-type": "application/json", "connect-timeout-ms": "0", ...(authorization ? { authorization } : {}) }, body: "{}" });
+    for (const authorization of [undefined, "Bearer scmapi_not-a-token"]) {
+      const r = await list(authorization);
+      assert.deepEqual([r.status, r.headers.get("x-should-retry"), ((await r.json()) as { code: string }).code], [401, "false", "unauthenticated"], String(authorization));
+    }
+    assert.ok(s.logs.some((l) => l.includes('"msg":"authentication refused"')));
+    // The one call the burst allows meets its deadline; the next meets the limit.
+    assert.equal((await list(`Bearer ${s.token}`)).status, 504);
+    const limited = await list(`Bearer ${s.token}`);
+    assert.deepEqual([limited.status, ((await limited.json()) as { code: string }).code], [429, "resource_exhausted"]);
+    assert.ok(Number(limited.headers.get("retry-after-ms")) > 0);
+  } finally {
+    await s.close();
+  }
+});
+
 it("a slip of two letters is answered with the method meant, one of three is not; a gRPC content type on a GET is no gRPC call (404)", async () => {
   const s = await startServer();
   try {
