@@ -503,22 +503,26 @@ it("a UTF-8 charset written without its dash (utf8), or quoted with escapes (quo
   }
 });
 
+/** The grpc-status of a gRPC call of RunnerService `method` asking for `timeout` (grpc-timeout) on `session`. */
+function grpcStatusWithin(session: http2.ClientHttp2Session, token: string, method: string, timeout: string, message: Uint8Array): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ":method": "POST", ":path": `/gitpod.v1.RunnerService/${method}`, "content-type": "application/grpc", te: "trailers", "grpc-timeout": timeout, authorization: `Bearer ${token}` });
+    let status: string | undefined;
+    const see = (h: http2.IncomingHttpHeaders) => (status ??= h["grpc-status"] as string | undefined);
+    req.on("response", see);
+    req.on("trailers", see);
+    req.on("close", () => resolve(status));
+    req.on("error", reject);
+    req.resume();
+    req.end(envelope(message));
+  });
+}
+
 it("a deadline past 60 s is shortened to 60 s and the call served, in every unit gRPC writes one, and over Connect", async () => {
   const s = await startServer();
   const session = http2.connect(s.url);
   try {
-    const grpcStatus = (timeout: string) =>
-      new Promise<string | undefined>((resolve, reject) => {
-        const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/ListRunners", "content-type": "application/grpc", te: "trailers", "grpc-timeout": timeout, authorization: `Bearer ${s.token}` });
-        let status: string | undefined;
-        const see = (h: http2.IncomingHttpHeaders) => (status ??= h["grpc-status"] as string | undefined);
-        req.on("response", see);
-        req.on("trailers", see);
-        req.on("close", () => resolve(status));
-        req.on("error", reject);
-        req.resume();
-        req.end(envelope(new Uint8Array(0)));
-      });
+    const grpcStatus = (timeout: string) => grpcStatusWithin(session, s.token, "ListRunners", timeout, new Uint8Array(0));
     for (const timeout of ["2H", "2M", "61S", "60001m", "60000001u", "99999999u"]) assert.equal(await grpcStatus(timeout), "0", `grpc-timeout: ${timeout}`);
     for (const timeout of ["60001", "9999999999"]) {
       const r = await fetch(`${s.url}/gitpod.v1.RunnerService/ListRunners`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": "application/json", "connect-timeout-ms": timeout }, body: "{}" });
@@ -535,18 +539,7 @@ it("a deadline passed by the time the call begins (0, or shorter than its body t
   const session = http2.connect(s.url);
   try {
     const body = (name: string) => create(CreateRunnerRequestSchema, { name, provider: RunnerProvider.AWS_EC2 });
-    const grpcStatus = (timeout: string, name: string) =>
-      new Promise<string | undefined>((resolve, reject) => {
-        const req = session.request({ ":method": "POST", ":path": "/gitpod.v1.RunnerService/CreateRunner", "content-type": "application/grpc", te: "trailers", "grpc-timeout": timeout, authorization: `Bearer ${s.token}` });
-        let status: string | undefined;
-        const see = (h: http2.IncomingHttpHeaders) => (status ??= h["grpc-status"] as string | undefined);
-        req.on("response", see);
-        req.on("trailers", see);
-        req.on("close", () => resolve(status));
-        req.on("error", reject);
-        req.resume();
-        req.end(envelope(toBinary(CreateRunnerRequestSchema, body(name))));
-      });
+    const grpcStatus = (timeout: string, name: string) => grpcStatusWithin(session, s.token, "CreateRunner", timeout, toBinary(CreateRunnerRequestSchema, body(name)));
     for (const timeout of ["0m", "0S", "0n"]) assert.equal(await grpcStatus(timeout, `late-grpc-${timeout}`), String(Code.DeadlineExceeded), `grpc-timeout: ${timeout}`);
     const connect = (timeout: string, name: string) =>
       fetch(`${s.url}/gitpod.v1.RunnerService/CreateRunner`, { method: "POST", headers: { authorization: `Bearer ${s.token}`, "content-type": "application/json", "connect-timeout-ms": timeout }, body: JSON.stringify({ name, provider: "RUNNER_PROVIDER_AWS_EC2" }) });
