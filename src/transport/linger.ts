@@ -15,8 +15,13 @@ import type net from "node:net";
 /** The longest a closing connection is read on. A client reads its answer long before. */
 export const LINGER_MS = 2000;
 
-/** The most a closing connection reads and drops: the rest of a body a few times the size limit; past it the connection is cut. */
-export const LINGER_BYTES = 4 * 1024 * 1024;
+/**
+ * The most a closing connection reads and drops; past it the connection is cut. A client cut
+ * off while still writing may report the reset rather than the answer it was sent (node's
+ * fetch, the SDK): with 4 MiB, uploads of 8 and 16 MiB still lost their 429 now and then.
+ * Dropping 16 MiB costs the event loop a few ms.
+ */
+export const LINGER_BYTES = 16 * 1024 * 1024;
 
 /** Sockets whose requests are no longer read: what comes is dropped (see stopTakingRequests). */
 const dropping = new WeakSet<net.Socket>();
