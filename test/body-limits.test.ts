@@ -140,7 +140,9 @@ describe("request size limit", () => {
 
     it("what follows the refused body is dropped, not taken for a request: a call pipelined after it is never made", async () => {
       const before = s.logs.filter((l) => l.includes("/CreateRunner")).length;
-      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{"name":"piped"}`;
+      // A valid create: made, it would leave a runner named "piped".
+      const piped = JSON.stringify({ name: "piped", provider: "RUNNER_PROVIDER_AWS_EC2" });
+      const create = `POST /gitpod.v1.RunnerService/CreateRunner HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: ${piped.length}\r\n\r\n${piped}`;
       const r = await sendOnAfterAnswer(connect, head(MAX_REQUEST_BYTES + 1), answered, Buffer.concat([Buffer.alloc(MAX_REQUEST_BYTES + 1, 0x61), Buffer.from(create)]));
       assert.deepEqual([r.failure, r.end], [undefined, "ended"]);
       assert.deepEqual(r.response.match(/HTTP\/1\.1 \d{3}/g), ["HTTP/1.1 429"], r.response);
