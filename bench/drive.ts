@@ -14,6 +14,7 @@ import {
 } from "../gen/gitpod/v1/runner_configurations_pb.js";
 import { PATHS, binaryRequest, grpcFrame, jsonRequest } from "./load/requests.js";
 import { seed, type Seeded } from "./seed.js";
+import { processTree } from "./rss-watch.js";
 
 /**
  * What the benchmarks share: starting the compiled service and the baseline, driving load at
@@ -139,15 +140,6 @@ export function residentMb(pid: number): string {
   const kb = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0);
   const mb = (name: string) => Math.round(kb(name) / 1024);
   return `${mb("VmRSS")} MB resident: ${mb("RssAnon")} anonymous, ${mb("RssFile")} file, ${mb("RssShmem")} shared`;
-}
-
-/** The target's process and its worker processes, if any. */
-function processTree(pid: number): number[] {
-  try {
-    return [pid, ...execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number)];
-  } catch {
-    return [pid]; // pgrep exits 1 when there are no children
-  }
 }
 
 const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;

@@ -7,7 +7,7 @@
  *
  * protobuf-es looks the method up once, when it is first imported, so this module must be
  * imported before anything that imports @bufbuild/protobuf: it is the first import of
- * lifecycle.ts and server.ts. Where the runtime has the method already, nothing changes.
+ * serving.ts and server.ts. Where the runtime has the method already, nothing changes.
  */
 interface ToBase64Options {
   alphabet?: "base64" | "base64url";
