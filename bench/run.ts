@@ -880,7 +880,8 @@ described at the top of this file):
 | 2026-12-06, about 22:50 UTC (in this file's history; the integrations' table keyed by a number made from the id, see "What the design does for speed"; the AMD VM again) | 192 / 188 | 311 | 371 / 117 / 251 | 0.74 / 1.77 / 0.87 |
 | 2026-12-07, about 00:30 UTC (in this file's history; the same code; the growth block's Gets and Lists in 12 rounds instead of 6; the AMD VM again) | 198 / 187 | 239 | 357 / 117 / 261 | 0.86 / 1.67 / 0.86 |
 | 2026-12-07, about 01:30 UTC (in this file's history; a runner's integrations deleted by the table's key; each service's file read into the OS cache before each of its runs; the AMD VM again) | 182 / 180 | 202 | 301 / 98 / 225 | 0.85 / 1.85 / 1.05 |
-| ${r.date}, this run (a commit's gathered WAL writes written out with its last frame, not at the WAL-index barrier; the services of the growth and both-cores blocks, started later, also dropped what a rolled-back transaction left gathered, which is off the path of every commit; the AMD VM again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-07, about 03:00 UTC (in this file's history; a commit's gathered WAL writes written out with its last frame, not at the WAL-index barrier; the services of the growth and both-cores blocks, started later, also dropped what a rolled-back transaction left gathered, which is off the path of every commit; the AMD VM again) | 185 / 194 | 322 | 328 / 149 / 237 | 0.89 / 1.88 / 0.93 |
+| ${r.date}, this run (one process serves as before; the primary of \`WORKERS=2\` no longer loads the API's code, and the three processes' memory is sampled together; the AMD VM again) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 The eleventh run (2026-12-05, evening) came on another VM: an Intel Xeon instead of the AMD
 EPYC of every run before it, its JavaScript loop 224 ms against 177 to 180, a system call 0.45
@@ -970,13 +971,20 @@ Get and List 301, 98, 225, the JavaScript loop 182 / 180 ms. Since the
 twenty-third, each service's file is read into the OS page cache before each of its runs
 instead of once a row (see "How it is measured"), and a runner's integrations are deleted by
 the table's key.
-The twenty-fifth (this one), on the same kind of VM (a system call ${r.speed.map((x) => fmt(x.syscallUs, 2)).join(" / ")} µs, a page read from
-the OS cache ${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs): ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create ${fmt(at64("create").base.cpu)} µs at 64 connections, per create,
-Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. Since the
+The twenty-fifth, on the same kind of VM (a system call 2.07 / 2.38 µs, a page read from
+the OS cache 2.74 / 3.65 µs): ratios 0.89, 1.88, 0.93, CPU per no-op create 322 µs at 64 connections, per create,
+Get and List 328, 149, 237, the JavaScript loop 185 / 194 ms. Since the
 twenty-fourth, a commit's gathered WAL writes are written out with its last frame, where a
 failure is the COMMIT's error, instead of at the WAL-index barrier (see "What the design does
 for speed"); from the growth block on, the services also dropped what a transaction that
 rolled back left gathered (the build was remade during the run; no commit takes that path).
+The twenty-sixth (this one), on the same kind of VM (a system call ${r.speed.map((x) => fmt(x.syscallUs, 2)).join(" / ")} µs, a page read from
+the OS cache ${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs): ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create ${fmt(at64("create").base.cpu)} µs at 64 connections, per create,
+Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. One process
+serves with the twenty-fifth's code (the changes since are to HTTP/1.1 connections that close
+while a client still sends, and to deadlines already past, off the path of every call measured
+here); the primary of \`WORKERS=2\` no longer loads the API's code, and the both-cores block's
+memory is sampled across its three processes at once (see "Targets").
 Within a run, too, this VM changes speed. In a scratch copy of the growth block's Gets
 (2026-12-07, about 00:40 UTC; the baseline and the two services in turn, 12 rounds of 5 s) one
 service on one file served 11,612 Gets a second at 93 µs of CPU each in one round and 7,053 at
@@ -1300,9 +1308,23 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   quarter above the run before it, the baseline's a tenth; the second (the machine calmer)
   -2.5%, +0.1% and -18.7%; the third -19.9%, -3.7% and -15.3% (its growth block slower than its
   matrix: the baseline's CPU per create 268 µs there against 218); the fourth -16.7%, -8.9%
-  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) -7.9%, -10.6% and -5.5%. The eighteenth (the integration answers' JSON written with fewer copies) -14.7%, -9.5% and -7.5%. The nineteenth (pages read from SQLite as JSON, answers joined once, a 16 MiB young generation) -20.1%, -12.8% and -12.1%. The twentieth (the same code on another VM) -23.7%, -17.5% and -9.1%. The twenty-first (WAL writes gathered) -23.1%, -26.6% and -22.5%. The twenty-second (the table keyed by a number made from the id) -20.1%, -15.0% and -21.8%. The twenty-third (the same code, the Gets and Lists in 12 rounds) -14.7%, -19.7% and -25.0%. The twenty-fourth (each file read into the OS cache before each run) -16.5%, -16.0% and -10.9%. The twenty-fifth (a commit's WAL writes written out with its last frame) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists do the same work on both tables (the plan above; CPU per List
-  324 and 317 µs on the large and small tables side by side, 6 rounds, a scratch script), and
-  their rounds spread widely (the second run's List ratios went from 0.66 to 0.84).
+  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) -7.9%, -10.6% and -5.5%. The eighteenth (the integration answers' JSON written with fewer copies) -14.7%, -9.5% and -7.5%. The nineteenth (pages read from SQLite as JSON, answers joined once, a 16 MiB young generation) -20.1%, -12.8% and -12.1%. The twentieth (the same code on another VM) -23.7%, -17.5% and -9.1%. The twenty-first (WAL writes gathered) -23.1%, -26.6% and -22.5%. The twenty-second (the table keyed by a number made from the id) -20.1%, -15.0% and -21.8%. The twenty-third (the same code, the Gets and Lists in 12 rounds) -14.7%, -19.7% and -25.0%. The twenty-fourth (each file read into the OS cache before each run) -16.5%, -16.0% and -10.9%. The twenty-fifth (a commit's WAL writes written out with its last frame) -15.2%, -7.4% and -21.6%. The twenty-sixth (one process as in the twenty-fifth) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists run the same plan on both tables (above), and their rounds spread widely (the second
+  run's List ratios went from 0.66 to 0.84), but from the twenty-first run on they have come out
+  past 15% in four runs of five, and this is what they pay for the size (2026-12-07, a scratch
+  loop over the service's own page statement on copies of the two seeds, 20,000 first pages of
+  random runners, 4 rounds): on the large table 68 to 79 µs a page and 6.3 reads from the OS a
+  page (\`syscr\` in /proc/self/io), on the small one 39 to 43 µs and none (Gets: 17 to 20 µs and
+  1.04 reads, against 12 and none). The small file sits in SQLite's 16 MiB cache whole. In the
+  large one the (runner_id, host) covering index holds an entry of 226 bytes on average for
+  each integration (its ids and keys as text, the sealed secret, the key it was sealed to), so
+  a leaf of 2 KiB holds about 7 and a page of 25 spans four or five leaves, none of which the
+  runner before it left in the cache; and since an index's interior cells carry whole entries
+  too, its interior pages alone take 35 MB (17,726 of them, from SQLite's \`dbstat\`), more than
+  the cache, so the descent misses as well. Each miss is a system call and a 2 KiB copy, some
+  5 µs here. What would shrink it: a larger cache, which costs creates (the cache walk above)
+  and memory the RSS target has little of, or narrower entries (ids as 16 bytes, not 36
+  characters; a number for the key a secret was sealed to), a rewrite of the table's largest
+  index that this run has not made.
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
   three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
   5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
