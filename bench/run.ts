@@ -336,6 +336,15 @@ function rssTwoRow(r: Report): string {
   );
 }
 
+/** What the three processes of \`WORKERS=2\` held at the highest sum of their resident sets. */
+function multiMemoryLine(r: Report): string {
+  const h = r.rssMultiHigh;
+  if (!h) return "each process's own peak only (the primary " + r.rssMulti[0] + " MB, the workers " + r.rssMulti.slice(1).join(" and ") + " MB).";
+  const [primary, ...workers] = h.each;
+  const part = (m: RssMakeup) => `${m.pssMb ?? 0} MB as its share (of ${m.rssMb} resident: malloc ${m.mallocMb + m.arenasMb}, V8's heaps and other anonymous memory ${m.otherAnonMb}, mapped files ${m.fileMb})`;
+  return `at the highest sum of their resident sets (sampled every 10 ms), the primary held ${part(primary!)} and the workers ${workers.map(part).join(" and ")}, ${h.pssMb} MB in all, each page counted once.`;
+}
+
 /** What the service's memory was made of at its highest sample (bench/rss-watch.ts), and in which row that came. */
 function rssMakeupLine(m: RssMakeup | undefined, rows: Row[]): string {
   if (!m) return "";
@@ -980,10 +989,15 @@ for speed"); from the growth block on, the services also dropped what a transact
 rolled back left gathered (the build was remade during the run; no commit takes that path).
 The twenty-sixth (this one), on the same kind of VM (a system call ${r.speed.map((x) => fmt(x.syscallUs, 2)).join(" / ")} µs, a page read from
 the OS cache ${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs): ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create ${fmt(at64("create").base.cpu)} µs at 64 connections, per create,
-Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. One process
-serves with the twenty-fifth's code (the changes since are to HTTP/1.1 connections that close
-while a client still sends, and to deadlines already past, off the path of every call measured
-here); the primary of \`WORKERS=2\` no longer loads the API's code, and the both-cores block's
+Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. Since the
+twenty-fifth, one process serves as before but for two checks: one an HTTP/1.1 request (for a
+connection that closes while the client still sends, which then lingers) and one a call (for a
+deadline already past), and the matrix's Lists at 64 took 369 µs of CPU each
+against the growth block's 241 and the both-cores block's 280 in the same run. Side by side
+with the build before those checks, after the run (\`BENCH_SEED_DIR=… BENCH_ROUNDS=6 npm run
+bench:compare -- c55f517 list,get 64\`): Lists 4,504 a second at 241 µs against 4,360 at 247,
+Gets 9,547 at 111 against 9,619 at 111, the same; the matrix's Lists met a slow stretch of the VM
+(its baseline, too, took 285 µs a call against 237 in the twenty-fifth). The primary of \`WORKERS=2\` no longer loads the API's code, and the both-cores block's
 memory is sampled across its three processes at once (see "Targets").
 Within a run, too, this VM changes speed. In a scratch copy of the growth block's Gets
 (2026-12-07, about 00:40 UTC; the baseline and the two services in turn, 12 rounds of 5 s) one
@@ -1309,8 +1323,8 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   -2.5%, +0.1% and -18.7%; the third -19.9%, -3.7% and -15.3% (its growth block slower than its
   matrix: the baseline's CPU per create 268 µs there against 218); the fourth -16.7%, -8.9%
   and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) -7.9%, -10.6% and -5.5%. The eighteenth (the integration answers' JSON written with fewer copies) -14.7%, -9.5% and -7.5%. The nineteenth (pages read from SQLite as JSON, answers joined once, a 16 MiB young generation) -20.1%, -12.8% and -12.1%. The twentieth (the same code on another VM) -23.7%, -17.5% and -9.1%. The twenty-first (WAL writes gathered) -23.1%, -26.6% and -22.5%. The twenty-second (the table keyed by a number made from the id) -20.1%, -15.0% and -21.8%. The twenty-third (the same code, the Gets and Lists in 12 rounds) -14.7%, -19.7% and -25.0%. The twenty-fourth (each file read into the OS cache before each run) -16.5%, -16.0% and -10.9%. The twenty-fifth (a commit's WAL writes written out with its last frame) -15.2%, -7.4% and -21.6%. The twenty-sixth (one process as in the twenty-fifth) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists run the same plan on both tables (above), and their rounds spread widely (the second
-  run's List ratios went from 0.66 to 0.84), but from the twenty-first run on they have come out
-  past 15% in four runs of five, and this is what they pay for the size (2026-12-07, a scratch
+  run's List ratios went from 0.66 to 0.84), but from the twenty-first run to the twenty-fifth they
+  came out past 15% in four of five, and this is what they pay for the size (2026-12-07, a scratch
   loop over the service's own page statement on copies of the two seeds, 20,000 first pages of
   random runners, 4 rounds): on the large table 68 to 79 µs a page and 6.3 reads from the OS a
   page (\`syscr\` in /proc/self/io), on the small one 39 to 43 µs and none (Gets: 17 to 20 µs and
@@ -1520,6 +1534,18 @@ connections, medians; a scratch script): creates 4,590 against 3,564 a second, p
 against 46.4 ms (6 rounds); Gets 10,235 against 10,452 and Lists 6,194 against 6,632 (4
 rounds). What reads pay for it is one \`PRAGMA data_version\` a call, 2 µs in a loop, so most
 of that difference is this machine's noise.
+
+Memory: ${multiMemoryLine(r)} Each worker holds what one process does: its own V8 heap,
+16 MiB of SQLite page cache, a sealing thread and a checkpointer thread (a node thread costs some
+8 to 11 MB by itself here). Two ways to hold less, each tried on copies of the 1M-row file with
+two services of \`WORKERS=2\` side by side (5-second runs at 64 connections alternating, 6 rounds,
+medians; scratch scripts, 2026-12-07): the workers with an 8 MiB young generation instead of 16
+held 252 MB together at the peak (PSS) against 294, and made 5 to 10% fewer creates and Gets a
+second (2,975 creates against 3,185, 8,262 Gets against 10,081, 5,245 Lists against 5,722); one
+checkpointer thread for both workers instead of one each made 2,472 creates a second against
+2,716 and held 287 MB against 281, no gain on either. Neither is taken: the README says how to
+choose the first. The primary, which only starts and watches the workers, no longer loads the
+API's code: 62 MB resident at its peak instead of 76, 21 MB of its own instead of 40.
 
 Workers accept their connections from the shared socket themselves (\`cluster.SCHED_NONE\`),
 not through the primary (node's default): a connection the primary handed to a worker that was
