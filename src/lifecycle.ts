@@ -68,7 +68,6 @@ async function main(): Promise<void> {
   }
 }
 
-
 /** Serves from this process (alone, or as a worker) with the serving code, loaded only now. */
 async function serve(config: Config, log: Logger, db?: Db): Promise<void> {
   const { serve: serveHere } = await import("./serving.js");

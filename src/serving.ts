@@ -1,3 +1,6 @@
+// What serves: one process, or each worker. Loaded only there, so that the primary of
+// WORKERS > 1, which only forks and watches, does not hold the API's code in memory.
+
 // First: protobuf-es looks for the native base64 encoder when it is imported (see runtime/base64.ts).
 import "./runtime/base64.js";
 import cluster from "node:cluster";
@@ -17,9 +20,6 @@ import { databaseFamilies, listenerFamilies, processFamilies } from "./metrics/f
 import { answerMetricsAsks } from "./metrics/workers.js";
 import { currentVersion, describeTlsFailure, failedForContent, outsideValidity, rereadable, watchTlsFiles, type TlsCredentials, type TlsWatch } from "./transport/tls-files.js";
 import { HALT_ASKED, isHaltMessage, type HaltMessage } from "./halt-messages.js";
-
-// What serves: one process, or each worker. Loaded only there, so that the primary of
-// WORKERS > 1, which only forks and watches, does not hold the API's code in memory.
 
 /** How long past SHUTDOWN_TIMEOUT_MS a shutdown may take to close up before the process just exits. */
 const STOP_GRACE_MS = 5000;

@@ -25,7 +25,7 @@ let held: NodeJS.Signals | null = null;
 const holdSigterm = () => (held ??= "SIGTERM");
 const holdSigint = () => (held ??= "SIGINT");
 // A reload asked for before the certificate was read is answered by that first read; one
-// asked for between that read and onReloadSignal, by the check that follows it (lifecycle.ts).
+// asked for between that read and onReloadSignal, by the check that follows it (reloadCertificates in serving.ts).
 const holdSighup = () => {
   if (inTerminal) held ??= "SIGHUP";
 };
