@@ -22,7 +22,7 @@ import { openDatabase, refuseLinked } from "../src/store/database.js";
 import { ClaimFileError, claimDatabase, claimMode, DatabaseClaimedError } from "../src/store/serving-claim.js";
 import { readTlsFiles } from "../src/transport/tls-files.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
-import { childrenOf, CREATE_PATH, holdHttp1, type Held, startProcess, stopIfRunning } from "./service-process.js";
+import { CREATE_PATH, holdHttp1, type Held, startProcess, stopIfRunning, workersOf } from "./service-process.js";
 import { call, createRunner, hasOpen, startServer, until } from "./harness.js";
 import { DomainError } from "../src/domain/errors.js";
 import { bootstrap, createOrganization, listApiTokens } from "../src/services/accounts.js";
@@ -931,9 +931,12 @@ it("one database, one service: a second service on the same file is refused at s
     assert.deepEqual(readdirSync(join(dir, "db")).sort(), ["s.db", "s.db-shm", "s.db-wal", "s.db.lock"], "the refused restore left nothing behind");
 
     // Killed, the primary's claim goes with it (its workers exit too): the next start serves.
+    // Its workers are looked for first: once it is gone they are no longer its children.
+    const workers = workersOf(first.child.pid!);
+    assert.equal(workers.length, 2, "two workers serve");
     first.child.kill("SIGKILL");
     await first.exited;
-    for (let i = 0; i < 100 && childrenOf(first.child.pid!).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 100 && workers.some((w) => existsSync(`/proc/${w}`)); i++) await new Promise((r) => setTimeout(r, 50));
     const next = await startProcess(dir);
     t.after(() => stopIfRunning(next.child));
     const health = await fetch(`http://127.0.0.1:${next.port}/healthz`);

@@ -89,14 +89,19 @@ export function stopIfRunning(child: ChildProcess): void {
   if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
 }
 
-/** The worker processes of a primary, from /proc. */
-export function childrenOf(pid: number): number[] {
+/**
+ * The worker processes of a primary, from /proc: its children that node's cluster forked,
+ * which carry NODE_UNIQUE_ID in their environment. Not every child is one: under tsx, a
+ * primary that had to compile runs esbuild's service as a child too.
+ */
+export function workersOf(pid: number): number[] {
   return readdirSync("/proc")
     .filter((d) => /^\d+$/.test(d))
     .filter((d) => {
       try {
         // Field 4 of stat is the parent; the command name before it is in parentheses.
-        return Number(readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1]) === pid;
+        if (Number(readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1]) !== pid) return false;
+        return readFileSync(`/proc/${d}/environ`, "utf8").split("\0").some((v) => v.startsWith("NODE_UNIQUE_ID="));
       } catch {
         return false;
       }
