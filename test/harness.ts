@@ -225,9 +225,17 @@ export function hasOpen(pid: number, file: string): boolean {
   }
 }
 
-/** The child processes of `pid` whose command line names `script` (tsx may run an esbuild process beside them). */
+/**
+ * The child processes of `pid` whose command line names `script`: a primary's workers, say. Not
+ * every child is one: under tsx, a process that had to compile runs esbuild's service as a child too.
+ */
 export function childrenRunning(pid: number, script: string): number[] {
-  const children = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").map(Number);
+  let children: number[];
+  try {
+    children = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").map(Number);
+  } catch {
+    return []; // pgrep exits 1 when there are none
+  }
   return children.filter((c) => {
     try {
       return readFileSync(`/proc/${c}/cmdline`, "latin1").includes(script);

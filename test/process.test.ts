@@ -22,8 +22,8 @@ import { openDatabase, refuseLinked } from "../src/store/database.js";
 import { ClaimFileError, claimDatabase, claimMode, DatabaseClaimedError } from "../src/store/serving-claim.js";
 import { readTlsFiles } from "../src/transport/tls-files.js";
 import { logLines, SecretWatch } from "./secret-watch.js";
-import { CREATE_PATH, holdHttp1, type Held, startProcess, stopIfRunning, workersOf } from "./service-process.js";
-import { call, createRunner, hasOpen, startServer, until } from "./harness.js";
+import { CREATE_PATH, holdHttp1, type Held, startProcess, stopIfRunning } from "./service-process.js";
+import { call, childrenRunning, createRunner, hasOpen, startServer, until } from "./harness.js";
 import { DomainError } from "../src/domain/errors.js";
 import { bootstrap, createOrganization, listApiTokens } from "../src/services/accounts.js";
 
@@ -932,7 +932,7 @@ it("one database, one service: a second service on the same file is refused at s
 
     // Killed, the primary's claim goes with it (its workers exit too): the next start serves.
     // Its workers are looked for first: once it is gone they are no longer its children.
-    const workers = workersOf(first.child.pid!);
+    const workers = childrenRunning(first.child.pid!, "src/main.ts");
     assert.equal(workers.length, 2, "two workers serve");
     first.child.kill("SIGKILL");
     await first.exited;

@@ -1,6 +1,6 @@
 // Services run as processes of their own, for the tests of starting, stopping and workers.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
 import { logLines, SecretWatch } from "./secret-watch.js";
@@ -87,24 +87,4 @@ export function holdHttp1(port: number, token: string, body: string, watch: Secr
 /** Kills a service a failed test left running (its workers exit with it). */
 export function stopIfRunning(child: ChildProcess): void {
   if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-}
-
-/**
- * The worker processes of a primary, from /proc: its children that node's cluster forked,
- * which carry NODE_UNIQUE_ID in their environment. Not every child is one: under tsx, a
- * primary that had to compile runs esbuild's service as a child too.
- */
-export function workersOf(pid: number): number[] {
-  return readdirSync("/proc")
-    .filter((d) => /^\d+$/.test(d))
-    .filter((d) => {
-      try {
-        // Field 4 of stat is the parent; the command name before it is in parentheses.
-        if (Number(readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1]) !== pid) return false;
-        return readFileSync(`/proc/${d}/environ`, "utf8").split("\0").some((v) => v.startsWith("NODE_UNIQUE_ID="));
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
 }

@@ -5,9 +5,9 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { it } from "node:test";
-import { until } from "./harness.js";
+import { childrenRunning, until } from "./harness.js";
 import type { SecretWatch } from "./secret-watch.js";
-import { holdHttp1, startProcess, stopIfRunning, workersOf } from "./service-process.js";
+import { holdHttp1, startProcess, stopIfRunning } from "./service-process.js";
 
 /**
  * How long a step of the workers' tests may take. Past it the step fails, naming itself and
@@ -81,7 +81,7 @@ it("WORKERS=2: a failed sync in one worker stops every worker, and a worker star
     await everyone();
 
     // A worker killed now is replaced by one that starts halted.
-    process.kill(workersOf(child.pid!)[0]!, "SIGKILL");
+    process.kill(childrenRunning(child.pid!, "src/main.ts")[0]!, "SIGKILL");
     for (let i = 0; i < 600 && listeners() < 3; i++) await new Promise((r) => setTimeout(r, 50));
     assert.equal(listeners(), 3, `a replacement listens; the service's last output:\n${(state.out + state.err).slice(-3000)}`);
     await everyone();
@@ -164,7 +164,7 @@ for (const [order, env] of [["", {}], [" (each worker's exit reported before its
       await inTime("draining", state, async () => {
         while (!state.out.includes('"msg":"shutting down"')) await new Promise((r) => setTimeout(r, 20));
       });
-      for (const pid of workersOf(child.pid!)) process.kill(pid, "SIGKILL");
+      for (const pid of childrenRunning(child.pid!, "src/main.ts")) process.kill(pid, "SIGKILL");
       const ends = await Promise.all(held.map((h) => h.finish().then(() => "answered", () => "cut off")));
       assert.deepEqual(new Set(ends), new Set(["cut off"]));
       assert.equal(await inTime("exit", state, () => exited), 1);
@@ -187,7 +187,7 @@ it("WORKERS=2 stopped while its workers still start exits 0: a worker ended by t
     const exited = new Promise<number | null>((r) => child.once("close", r));
     // Both workers forked, and still loading (under tsx, for hundreds of ms): no handler of theirs takes the signal yet.
     await inTime("the workers forked", state, async () => {
-      while (workersOf(child.pid!).length < 2) await new Promise((r) => setTimeout(r, 5));
+      while (childrenRunning(child.pid!, "src/main.ts").length < 2) await new Promise((r) => setTimeout(r, 5));
     });
     child.kill("SIGTERM");
     assert.equal(await inTime("exit", state, () => exited), 0, state.out + state.err);
