@@ -1211,10 +1211,15 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   by runner above, flattered the other layouts. With ordered ids a create, in batches of 17,
   writes 5.8 pages to the WAL: 2.0 leaves and 0.7 interior pages of the covering index, 1.7 and
   0.4 of the (runner_id, host) index, 0.6 of the table and 0.3 of the (org_id, id) index.
-- Not tried under load: \`PRAGMA mmap_size\`, which lets SQLite read pages through a memory map
-  instead of copying them in with a system call. A page of 25 read about 17% faster in a loop
-  (110 -> 91 µs on the 1M-row file), but mapped pages of the file count in the process's RSS,
-  and Gets and Lists spread over an 830 MB file would take its peak past the 250 MB target.
+- Tried in a loop and dropped: \`PRAGMA mmap_size\`, which lets SQLite read pages through a memory
+  map instead of copying them in with a system call. An earlier loop had a page of 25 about 17%
+  faster with it (110 -> 91 µs on the 1M-row file). Measured again on 2026-12-07 (a scratch loop
+  over the service's own page statement on a copy of the 1M-row seed, 20,000 first pages of
+  random runners, two rounds each): unmapped, 74 and 97 µs a page and 6.3 reads from the OS;
+  mapped, 79 and 70 µs and no reads, but with 695 MB of the file resident in the process after
+  the first round (every page a read touched stays mapped, and the kernel maps its neighbours
+  with it), far past the 250 MB target. Dropping the map (\`mmap_size\` set to 0 and back) every 200 pages held that to
+  136 MB, at 111 µs a page; every 50 pages, 73 MB at 139 to 144 µs. Not taken.
 - Create p99 at concurrency 16 is mostly a matter of throughput, not of the disk (see Durability
   alone above). Measured by hand on this build (scratch copies, 10-second runs of creates at 16
   connections on a fresh copy of the 1M-row file):
@@ -1331,14 +1336,24 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   1.04 reads, against 12 and none). The small file sits in SQLite's 16 MiB cache whole. In the
   large one the (runner_id, host) covering index holds an entry of 226 bytes on average for
   each integration (its ids and keys as text, the sealed secret, the key it was sealed to), so
-  a leaf of 2 KiB holds about 7 and a page of 25 spans four or five leaves, none of which the
+  a leaf of 2 KiB holds about 8 and a page of 25 spans four or five leaves, none of which the
   runner before it left in the cache; and since an index's interior cells carry whole entries
   too, its interior pages alone take 35 MB (17,726 of them, from SQLite's \`dbstat\`), more than
   the cache, so the descent misses as well. Each miss is a system call and a 2 KiB copy, some
   5 µs here. What would shrink it: a larger cache, which costs creates (the cache walk above)
   and memory the RSS target has little of, or narrower entries (ids as 16 bytes, not 36
   characters; a number for the key a secret was sealed to), a rewrite of the table's largest
-  index that this run has not made.
+  index that this run has not made. Where a page's reads go (2026-12-07, the same loop on a
+  fresh copy of the large seed, three rounds): the index's part of the page read alone (its
+  columns for one runner in host order, without the runner's row) took 5.83 reads from the OS a
+  page; the runner's row read alone, 0.02 (the runners' table and id index, 1,253 pages, stay
+  cached by themselves), and about 0.5 of the whole page's 6.35 when read with it. By \`dbstat\`
+  the index has 122,311 leaves (8.2 entries each) and 17,760 interior pages. The whole page took
+  77 to 79 µs there and 58 to 64 on a copy of the small seed (no reads), three rounds each.
+  Entries a third narrower would leave about a third fewer leaves and interior pages to read:
+  some 2 of the 6.3 reads, 6 to 10 µs a List at the 3 to 5 µs a miss costs here (our estimate),
+  against 53 µs more CPU a List on the large table in the twenty-sixth run's growth block (241
+  against 188). That alone would not bring Lists within 15%, so the migration is still not made.
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
   three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
   5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
@@ -1543,9 +1558,21 @@ medians; scratch scripts, 2026-12-07): the workers with an 8 MiB young generatio
 held 252 MB together at the peak (PSS) against 294, and made 5 to 10% fewer creates and Gets a
 second (2,975 creates against 3,185, 8,262 Gets against 10,081, 5,245 Lists against 5,722); one
 checkpointer thread for both workers instead of one each made 2,472 creates a second against
-2,716 and held 287 MB against 281, no gain on either. Neither is taken: the README says how to
-choose the first. The primary, which only starts and watches the workers, no longer loads the
-API's code: 62 MB resident at its peak instead of 76, 21 MB of its own instead of 40.
+2,716 and held 287 MB against 281, no gain on either. Measured again later that day with a
+third way (three services of \`WORKERS=2\` side by side, 5-second runs at 64 in rotating order, two
+sets of 6 and 8 rounds, medians; the VM slower then, about 40% fewer creates than in the
+comparison above): as built 271 and 275 MB (PSS at the highest sum); an 8 MiB young generation
+244 MB, with 1,757 creates a second against 1,975 and Gets and Lists the same; a 12 MiB one 270 MB,
+no less; and \`--heap-growing-percent=50\` (a full collection once the old generation has grown by
+half since the last, not doubled) 251 and 249 MB, with creates 1,753 and 1,948 against 1,959 and
+1,975, Gets 5,594 and 6,038 against 5,990 and 5,921, Lists 3,090 and 3,094 against 3,080 and
+3,275. What V8 holds is mostly room to collect in, not data: a heap snapshot of one process after
+creates, Gets and Lists at 64 connections held 20 MB live (7 MB of it compiled code, 4 MB
+strings), while under that load its heap had 70 to 83 MB committed (\`--trace-gc\`): the young
+generation's two halves of 16 MiB, and an old generation left to grow to twice what survived.
+Each way trades collections for memory, and none brings two workers clearly under 250 MB, so
+none is made the default: the README says how to choose. The primary, which only starts and
+watches the workers, no longer loads the API's code: 62 MB resident at its peak instead of 76, 21 MB of its own instead of 40.
 
 Workers accept their connections from the shared socket themselves (\`cluster.SCHED_NONE\`),
 not through the primary (node's default): a connection the primary handed to a worker that was
