@@ -1230,8 +1230,9 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   random runners, two rounds each): unmapped, 74 and 97 µs a page and 6.3 reads from the OS;
   mapped, 79 and 70 µs and no reads, but with 695 MB of the file resident in the process after
   the first round (every page a read touched stays mapped, and the kernel maps its neighbours
-  with it), far past the 250 MB target. Dropping the map (\`mmap_size\` set to 0 and back) every 200 pages held that to
-  136 MB, at 111 µs a page; every 50 pages, 73 MB at 139 to 144 µs. Not taken.
+  with it), far past the 250 MB target. Dropping the map (\`mmap_size\` set to 0 and back)
+  every 200 pages held that to 136 MB, at 111 µs a page; every 50 pages, 73 MB at 139 to 144
+  µs. Not taken.
 - Create p99 at concurrency 16 is mostly a matter of throughput, not of the disk (see Durability
   alone above). Measured by hand on this build (scratch copies, 10-second runs of creates at 16
   connections on a fresh copy of the 1M-row file):
@@ -1365,7 +1366,8 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   Entries a third narrower would leave about a third fewer leaves and interior pages to read:
   some 2 of the 6.3 reads, 6 to 10 µs a List at the 3 to 5 µs a miss costs here (our estimate),
   against 53 µs more CPU a List on the large table in the twenty-sixth run's growth block (241
-  against 188). That alone would not bring Lists within 15%, so the migration is still not made.
+  against 188). That alone would not have brought that run's Lists within 15%, so the migration
+  is still not made.
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
   three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
   5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
@@ -1584,7 +1586,8 @@ strings), while under that load its heap had 70 to 83 MB committed (\`--trace-gc
 generation's two halves of 16 MiB, and an old generation left to grow to twice what survived.
 Each way trades collections for memory, and none brings two workers clearly under 250 MB, so
 none is made the default: the README says how to choose. The primary, which only starts and
-watches the workers, no longer loads the API's code: 62 MB resident at its peak instead of 76, 21 MB of its own instead of 40.
+watches the workers, no longer loads the API's code: 62 MB resident at its peak instead of 76,
+21 MB of its own instead of 40.
 
 Workers accept their connections from the shared socket themselves (\`cluster.SCHED_NONE\`),
 not through the primary (node's default): a connection the primary handed to a worker that was
