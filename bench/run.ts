@@ -1585,9 +1585,17 @@ creates, Gets and Lists at 64 connections held 20 MB live (7 MB of it compiled c
 strings), while under that load its heap had 70 to 83 MB committed (\`--trace-gc\`): the young
 generation's two halves of 16 MiB, and an old generation left to grow to twice what survived.
 Each way trades collections for memory, and none brings two workers clearly under 250 MB, so
-none is made the default: the README says how to choose. The primary, which only starts and
-watches the workers, no longer loads the API's code: 62 MB resident at its peak instead of 76,
-21 MB of its own instead of 40.
+none is made the default: the README says how to choose. Three more ways, measured that evening
+(three services of \`WORKERS=2\` side by side as above, 6 rounds, medians): the workers sealing on
+their own event loops, with no sealing thread (on two cores a worker's thread has no core of its
+own): 258 MB against 267, 2,069 creates a second against 2,115; with no checkpointer thread either
+(measured only for what the threads hold; SQLite then checkpoints inside COMMIT, which the service
+never lets it do): 241 MB; and malloc held to one or two arenas (\`MALLOC_ARENA_MAX\`): 267 and 269
+MB against 272, nothing. So the helper threads, two in each worker, hold some 26 MB together.
+The checkpointer stays (it keeps checkpoints, and the database file's sync, out of COMMIT), and
+one for both workers was tried above; sealing on the loop alone saves 9 MB, short of the 17 to 27
+needed, so it is not made either. The primary, which only starts and watches the workers, no longer loads
+the API's code: 62 MB resident at its peak instead of 76, 21 MB of its own instead of 40.
 
 Workers accept their connections from the shared socket themselves (\`cluster.SCHED_NONE\`),
 not through the primary (node's default): a connection the primary handed to a worker that was
