@@ -1363,11 +1363,17 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   cached by themselves), and about 0.5 of the whole page's 6.35 when read with it. By \`dbstat\`
   the index has 122,311 leaves (8.2 entries each) and 17,760 interior pages. The whole page took
   77 to 79 µs there and 58 to 64 on a copy of the small seed (no reads), three rounds each.
-  Entries a third narrower would leave about a third fewer leaves and interior pages to read:
-  some 2 of the 6.3 reads, 6 to 10 µs a List at the 3 to 5 µs a miss costs here (our estimate),
-  against 53 µs more CPU a List on the large table in the twenty-sixth run's growth block (241
-  against 188). That alone would not have brought that run's Lists within 15%, so the migration
-  is still not made.
+  Entries a third narrower were then built and measured (2026-12-07, evening; scratch copies
+  of the large seed): one whose index held the runner's rowid instead of its id, and a small
+  number for the key a secret was sealed to instead of the key, 160 bytes an entry against 226.
+  Both indexes were rebuilt packed (CREATE INDEX), so that they compare alike: 76,924 leaves
+  and 6,414 interior pages against 111,112 and 13,891. The service's page statement (JSON
+  made in SQLite) read 5,000 first pages of random runners at a time, in turn with a copy of
+  the small seed, 24 rounds, twice; medians: 3.13 reads from the OS a page against 5.07, and
+  81 and 90 µs a page against 84 and 93, the small seed 75 and 69. Two reads fewer saved about
+  3 µs a page, of the 9 to 24 µs a page costs more on the large table in that loop (and of the
+  53 µs more CPU a List in the twenty-sixth run's growth block, 241 against 188): most of the
+  difference is not the number of reads. So the migration is not made.
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
   three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
   5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
