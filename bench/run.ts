@@ -1373,7 +1373,12 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   81 and 90 µs a page against 84 and 93, the small seed 75 and 69. Two reads fewer saved about
   3 µs a page, of the 9 to 24 µs a page costs more on the large table in that loop (and of the
   53 µs more CPU a List in the twenty-sixth run's growth block, 241 against 188): most of the
-  difference is not the number of reads. So the migration is not made.
+  difference is not the number of reads. So the migration is not made. Under load the same
+  evening (one service on a copy of each seed, Lists at 64 over Connect JSON, 5-second runs in
+  turn, 8 rounds, CPU time from /proc split by kind; a slow stretch of the VM, about 500 µs a
+  List on both): the large table's Lists took 475 µs of user time and 82 of system time each,
+  the small one's 450 and 56, 1,807 against 1,966 a second. Half of the difference is the
+  kernel's (the reads, their copies from its page cache); `perf` showed nothing else apart.
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
   three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
   5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
