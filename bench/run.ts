@@ -1381,13 +1381,14 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   the small seed, 24 rounds, twice; medians: 3.13 reads from the OS a page against 5.07, and
   81 and 90 µs a page against 84 and 93, the small seed 75 and 69. Two reads fewer saved about
   3 µs a page, of the 9 to 24 µs a page costs more on the large table in that loop (and of the
-  53 µs more CPU a List in the twenty-sixth run's growth block, 241 against 188): most of the
-  difference is not the number of reads. So the migration is not made. Under load the same
-  evening (one service on a copy of each seed, Lists at 64 over Connect JSON, 5-second runs in
-  turn, 8 rounds, CPU time from /proc split by kind; a slow stretch of the VM, about 500 µs a
-  List on both): the large table's Lists took 475 µs of user time and 82 of system time each,
+  53 µs more CPU a List in the twenty-sixth run's growth block, 241 against 188): in that loop
+  most of the difference is not the number of reads. So the migration is not made. Under load
+  the same evening (one service on a copy of each seed, Lists at 64 over Connect JSON,
+  5-second runs in turn, 8 rounds, CPU time from /proc split by kind; a slow stretch of the VM,
+  about 500 µs a List on both): the large table's Lists took 475 µs of user time and 82 of system time each,
   the small one's 450 and 56, 1,807 against 1,966 a second. Half of the difference is the
-  kernel's (the reads, their copies from its page cache); \`perf\` showed nothing else apart.
+  kernel's (the reads, their copies from its page cache), half SQLite's and node's own;
+  \`perf\` showed no one function apart.
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
   three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
   5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
@@ -1614,8 +1615,9 @@ never lets it do): 241 MB; and malloc held to one or two arenas (\`MALLOC_ARENA_
 MB against 272, nothing. So the helper threads, two in each worker, hold some 26 MB together.
 The checkpointer stays (it keeps checkpoints, and the database file's sync, out of COMMIT), and
 one for both workers was tried above; sealing on the loop alone saves 9 MB, short of the 17 to 27
-needed, so it is not made either. The primary, which only starts and watches the workers, no longer loads
-the API's code: 62 MB resident at its peak instead of 76, 21 MB of its own instead of 40.
+needed, so it is not made either. The primary, which only starts and watches the workers, no
+longer loads the API's code: 62 MB resident at its peak instead of 76, 21 MB of its own instead
+of 40.
 
 Workers accept their connections from the shared socket themselves (\`cluster.SCHED_NONE\`),
 not through the primary (node's default): a connection the primary handed to a worker that was
