@@ -26,11 +26,12 @@ const REPS = QUICK ? 1 : 3;
 const TARGET_REPS = 5;
 // Rounds where several services take turns: a multiple of two and of three.
 const MULTI_REPS = 6;
-// The growth block's Gets and Lists take twice as many: their rounds' ratios spread over a
-// third of the figure (the twenty-second run's Gets from -33% to +5%), so six left its median
-// to chance. Its creates keep six: every round of creates grows the small table (by some
-// 25,000 rows), and more rounds would compare the large table with a much larger small one.
-const READ_GROWTH_REPS = 12;
+// The growth block takes twice as many: its rounds' ratios spread over a third of the figure
+// (the twenty-second run's Gets from -33% to +5%), so six left its median to chance. Its
+// creates start every round from the seeds, with fresh services: a round of creates adds
+// some 20,000 rows, and kept from round to round the small table would end at ten times the
+// size it is compared at.
+const GROWTH_REPS = QUICK ? 3 : 12;
 const LARGE = QUICK ? { runners: 1_000, integrations: 100_000 } : { runners: 10_000, integrations: 1_000_000 };
 const SMALL = { runners: 100, integrations: 10_000 };
 // For creates, the small table's size over the large table's runners as well: which part of
@@ -85,7 +86,7 @@ const repsFor = (p: Protocol, c: number, subjects = 1) =>
  * showed in the figures (5 to 10%) before each run waited for a quiet machine (settle). Before
  * its runs, each target answers one checked call (probe).
  */
-async function matrix(subjects: Subject[], base: Target, combos: [Scenario, Protocol, number][], rounds?: number): Promise<Row[]> {
+async function matrix(subjects: Subject[], base: Target, combos: [Scenario, Protocol, number][], rounds?: number, firstRound = 0): Promise<Row[]> {
   const rows: Row[] = [];
   const warmed = new Set<Scenario>();
   const everyone = [base, ...subjects.map((x) => x.target)];
@@ -111,7 +112,7 @@ async function matrix(subjects: Subject[], base: Target, combos: [Scenario, Prot
     const b: Run[][] = subjects.map(() => []);
     for (let rep = 0; rep < (rounds ?? repsFor(p, c, subjects.length)); rep++) {
       a.push(await run(base, s, p, c, subjects[0]!.data));
-      const order = subjects.map((_, i) => (i + rep) % subjects.length);
+      const order = subjects.map((_, i) => (i + rep + firstRound) % subjects.length);
       for (const i of order) b[i]!.push(await run(subjects[i]!.target, s, p, c, subjects[i]!.data));
     }
     subjects.forEach((x, i) => {
@@ -126,6 +127,19 @@ async function matrix(subjects: Subject[], base: Target, combos: [Scenario, Prot
     });
   }
   return rows;
+}
+
+/** One row from the same row's runs in several rounds, as matrix would have made it from them. */
+function joinRounds(first: Row, rounds: Row[]): Row {
+  const runs = rounds.flatMap((x) => x.runs);
+  const baseRuns = rounds.flatMap((x) => x.baseRuns);
+  const ratios = rounds.flatMap((x) => x.ratios);
+  const row = {
+    ...first, base: summarize(baseRuns), svc: summarize(runs), ratio: median(ratios), ratios, runs, baseRuns,
+    peakRss: Math.max(...rounds.map((x) => x.peakRss)), endedAt: rounds[rounds.length - 1]!.endedAt,
+  };
+  log(`${fmtRow(row)} (${rounds.length} rounds joined)`);
+  return row;
 }
 
 const fmt = (n: number, d = 0) => n.toFixed(d);
@@ -209,7 +223,8 @@ async function main(): Promise<void> {
   // rounds, so that both sides of the comparison are seconds apart. For each scenario both
   // tables start afresh from their seeds, each with a fresh service: the matrix's creates
   // have made the large one half as large again by now, and the small one's own creates would
-  // make it several times its size before Get and List ran on it.
+  // make it several times its size before Get and List ran on it. Creates start afresh every
+  // round (GROWTH_REPS).
   const small = prepareData("small", SMALL);
   const smallSeed = `${small.file}.seed`;
   copyFileSync(small.file, smallSeed);
@@ -219,16 +234,24 @@ async function main(): Promise<void> {
   const largeGrowth = join(work, "large-growth.db");
   const growth: Row[] = [];
   const rssGrowth: number[] = [];
-  for (const s of SCENARIOS) {
+  const grown = { large: 0, small: 0, wide: 0 };
+  const growthRounds = QUICK ? undefined : GROWTH_REPS;
+  // Fresh copies of the seeds, each with a fresh service, then `rounds` rounds of s on them.
+  const growthRun = async (s: Scenario, rounds: number | undefined, firstRound: number) => {
     const withWide = s === "create";
-    for (const [seedFile, file] of [[smallSeed, small.file], [largeSeed, largeGrowth], ...(withWide ? [[wideSeed, wide.file]] : [])] as const) {
+    const tables: { seedFile: string; file: string; size: typeof LARGE; name: keyof typeof grown }[] = [
+      { seedFile: largeSeed, file: largeGrowth, size: LARGE, name: "large" },
+      { seedFile: smallSeed, file: small.file, size: SMALL, name: "small" },
+      ...(withWide ? [{ seedFile: wideSeed, file: wide.file, size: WIDE, name: "wide" as const }] : []),
+    ];
+    for (const { seedFile, file } of tables) {
       for (const suffix of ["-wal", "-shm"]) rmSync(`${file}${suffix}`, { force: true });
       copyFileSync(seedFile, file);
     }
     const svcLarge = await startService(largeGrowth);
     const svcSmall = await startService(small.file);
     const svcWide = withWide ? await startService(wide.file) : null;
-    growth.push(...(await matrix(
+    const result = await matrix(
       [
         { dataset: `${labelLarge} (growth)`, data: { ...large, file: largeGrowth }, target: svcLarge },
         { dataset: `${labelSmall} (growth)`, data: small, target: svcSmall },
@@ -236,19 +259,35 @@ async function main(): Promise<void> {
       ],
       base,
       [[s, "connect-json", 64]],
-      QUICK || s === "create" ? undefined : READ_GROWTH_REPS,
-    )));
+      rounds,
+      firstRound,
+    );
     rssGrowth.push(peakRssMb(svcLarge.proc.pid!));
-    if (svcWide) await stop(svcWide);
-    await stop(svcSmall);
-    await stop(svcLarge);
+    const services = [svcLarge, svcSmall, ...(svcWide ? [svcWide] : [])];
+    for (const t of [...services].reverse()) await stop(t);
     if (s === "create") {
-      stored.push(
-        { target: `the growth block's ${labelLarge} service, stopped`, acknowledged: acknowledgedCreates.get(svcLarge) ?? 0, added: countRows(largeGrowth) - LARGE.integrations },
-        { target: `the growth block's ${labelSmall} service, stopped`, acknowledged: acknowledgedCreates.get(svcSmall) ?? 0, added: countRows(small.file) - SMALL.integrations },
-        ...(svcWide ? [{ target: `the growth block's ${labelSmall} wide service, stopped`, acknowledged: acknowledgedCreates.get(svcWide) ?? 0, added: countRows(wide.file) - WIDE.integrations }] : []),
-      );
+      // Each table's services together: what they acknowledged against what their copies gained.
+      services.forEach((t, i) => {
+        const { file, size, name } = tables[i]!;
+        const added = countRows(file) - size.integrations;
+        grown[name] = Math.max(grown[name], added);
+        const target = `the growth block's ${name === "large" ? labelLarge : name === "small" ? labelSmall : `${labelSmall} wide`} services (a fresh one each round), stopped`;
+        const check = stored.find((x) => x.target === target) ?? stored[stored.push({ target, acknowledged: 0, added: 0 }) - 1]!;
+        check.acknowledged += acknowledgedCreates.get(t) ?? 0;
+        check.added += added;
+      });
     }
+    return result;
+  };
+  for (const s of SCENARIOS) {
+    if (s !== "create") {
+      growth.push(...(await growthRun(s, growthRounds, 0)));
+      continue;
+    }
+    // Creates: every round on fresh copies and services, its rows joined into one row a table.
+    const each: Row[][] = [];
+    for (let round = 0; round < GROWTH_REPS; round++) each.push(await growthRun(s, 1, round));
+    growth.push(...each[0]!.map((first, i) => joinRounds(first, each.map((rows) => rows[i]!))));
   }
   rmSync(largeGrowth, { force: true });
   const rss = Math.max(rssMatrix, ...rssGrowth);
@@ -280,7 +319,7 @@ async function main(): Promise<void> {
   );
   speed.push(machineSpeed(large.file));
 
-  const figures: Report = { speed, rows, growth, multi, durability, rss, rssNow, rssMakeup, rssMulti, rssMultiHigh, plans, rowsAfter, stored, labelLarge, labelSmall, minutes: (Date.now() - started) / 60000, date: new Date().toISOString().slice(0, 10) };
+  const figures: Report = { speed, rows, growth, grown, multi, durability, rss, rssNow, rssMakeup, rssMulti, rssMultiHigh, plans, rowsAfter, stored, labelLarge, labelSmall, minutes: (Date.now() - started) / 60000, date: new Date().toISOString().slice(0, 10) };
   const report = renderReport(figures);
   if (!QUICK) {
     mkdirSync(join(ROOT, ".bench"), { recursive: true });
@@ -357,6 +396,8 @@ function renderReport(r: {
   speed: MachineSpeed[]; rows: Row[]; growth: Row[]; multi: Row[]; durability: Row[]; rss: number; rssNow: string; rssMakeup?: RssMakeup; rssMulti: number[]; rssMultiHigh?: TreeHigh; plans: { first: string; after: string }; rowsAfter: number;
   /** Absent from runs before the check was made. */
   stored?: StoredCheck[];
+  /** The most rows a round of the growth block's creates added to each table; absent from runs before every round started afresh. */
+  grown?: { large: number; small: number; wide: number };
   labelLarge: string; labelSmall: string; minutes: number; date: string;
 }): string {
   const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string> };
@@ -469,7 +510,7 @@ Made by \`npm run bench\` (${fmt(r.minutes, 1)} minutes). Every figure is the me
 baseline run of the same scenario, protocol and concurrency, then the service (A B A B ...), and
 the ratio is the median, over the rounds, of each service run's throughput over the baseline run
 of its round. Where services are compared (growth, durability, both cores) all run in each
-round, after the baseline, in ${MULTI_REPS} rounds (${READ_GROWTH_REPS} for the growth block's Gets and Lists) whose order
+round, after the baseline, in ${MULTI_REPS} rounds (${r.grown ? `${GROWTH_REPS} for the growth block` : "12 for the growth block's Gets and Lists"}) whose order
 turns so that each takes each place equally often, and their comparison is also made round by round. Each run waits for a quiet machine
 first: every target idle (under 5% of a core for 100 ms, at most 5 s) and the files they
 changed written back (\`sync\`), so that no run pays for the one before it. Before a row's runs,
@@ -497,9 +538,11 @@ with failed calls is marked as not valid. A median of an even count is the mean 
   \`RATE_LIMIT_BYTES_PER_SECOND=0\`: all the load comes with one token). The large table holds ${r.labelLarge} integrations
   over ${LARGE.runners} runners (${r.rowsAfter} after the create runs of the matrix and durability blocks). The growth
   comparison sets it beside a small table of ${r.labelSmall} integrations over ${SMALL.runners} runners; for each
-  scenario both are made afresh from their seeds, each with a fresh service (the create runs added
-  ${growthRow("create", r.labelLarge).svc.requests} and ${growthRow("create", r.labelSmall).svc.requests} rows to them).${wideRow ? ` Creates also ran, in the same rounds, on a
-  third table of ${r.labelSmall} integrations over the large table's ${LARGE.runners} runners, made the same way.` : ""}
+  scenario both are made afresh from their seeds, each with a fresh service${r.grown ? `, and for creates before
+  every round, so that the small table stays near the size it is compared at (a round's creates, its
+  warm-up included, added at most ${r.grown.large} and ${r.grown.small} rows to them)` : ` (the create runs added
+  ${growthRow("create", r.labelLarge).svc.requests} and ${growthRow("create", r.labelSmall).svc.requests} rows to them)`}.${wideRow ? ` Creates also ran, in the same rounds, on a
+  third table of ${r.labelSmall} integrations over the large table's ${LARGE.runners} runners, made the same way${r.grown ? ` (at most ${r.grown.wide} rows added in a round)` : ""}.` : ""}
   Rows are labelled by the table's size as seeded; creates grow it as the runs go.
 - Durability, checked: ${r.stored ? `after its last run, each service's table was counted against the creates it had
   acknowledged (its warm-up runs and checked calls included). ${capitalized(r.stored.map((x) => `${x.target}: ${x.acknowledged} acknowledged, ${x.added} rows added${x.added < x.acknowledged ? " **(creates lost)**" : ""}`).join("; "))}.
