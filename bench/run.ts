@@ -935,7 +935,8 @@ described at the top of this file):
 | 2026-12-07, about 03:00 UTC (in this file's history; a commit's gathered WAL writes written out with its last frame, not at the WAL-index barrier; the services of the growth and both-cores blocks, started later, also dropped what a rolled-back transaction left gathered, which is off the path of every commit; the AMD VM again) | 185 / 194 | 322 | 328 / 149 / 237 | 0.89 / 1.88 / 0.93 |
 | 2026-12-07, about 16:00 UTC (in this file's history; one process serves as before; the primary of \`WORKERS=2\` no longer loads the API's code, and the three processes' memory is sampled together; the AMD VM again) | 189 / 196 | 287 | 349 / 100 / 369 | 1.01 / 1.92 / 0.85 |
 | 2026-12-07, about 18:05 UTC (in this file's history; the same service; only tests changed; an AMD VM again, a newer build, its JavaScript slower and its system calls cheaper) | 225 / 221 | 392 | 449 / 223 / 399 | 1.08 / 2.14 / 1.07 |
-| ${r.date}, this run (the same service again; the same VM build as the run before) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-07, about 20:00 UTC (in this file's history; the same service again; the same VM build as the run before) | 223 / 223 | 475 | 522 / 190 / 425 | 1.10 / 2.24 / 1.04 |
+| ${r.date}, this run (the same service; the growth block's creates start every round from the seeds, with fresh services, in 12 rounds; the same VM build) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 The eleventh run (2026-12-05, evening) came on another VM: an Intel Xeon instead of the AMD
 EPYC of every run before it, its JavaScript loop 224 ms against 177 to 180, a system call 0.45
@@ -1055,14 +1056,29 @@ against 349 and 223 against 100), so the ratios came out higher; and with the re
 makes on the large table cheaper beside everything else a call costs, List growth came out
 within 15%, as in the twenty-fourth and in no other run from the twenty-first on. These
 figures do not compare with the twenty-sixth's.
-The twenty-eighth (this one), of the same service again on the same VM build, to see whether the
-twenty-seventh's figures hold there (a system call ${r.speed.map((x) => fmt(x.syscallUs, 2)).join(" / ")} µs, a page read from the OS cache
-${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs): ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create ${fmt(at64("create").base.cpu)} µs at 64 connections, per create,
-Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms. List growth
+The twenty-eighth, of the same service again on the same VM build, to see whether the
+twenty-seventh's figures hold there (a system call 1.72 / 1.69 µs, a page read from the OS cache
+2.96 / 2.58 µs): ratios 1.10, 2.24, 1.04, CPU per no-op create 475 µs at 64 connections, per create,
+Get and List 522, 190, 425, the JavaScript loop 223 / 223 ms. List growth
 held (-11.6%, against -11.9%), and so did Get growth (-14.6%, against +3.6%), but create growth
 went past 15% again (-19.8%, against -13.4%): with the same service on the same VM build, the
 create figure moved by six points from one run to the next, where its margin had been under two.
 \`WORKERS=2\` came to 275 MB (277 before), still over.
+The twenty-ninth (this one) runs the same service on the same VM build (a system call ${r.speed.map((x) => fmt(x.syscallUs, 2)).join(" / ")} µs, a page
+read from the OS cache ${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs), with one change to the harness: the growth block's creates
+start every round from the seeds, each table with a fresh service, and run 12 rounds as its Gets
+and Lists do. Until this run one service a table served all six rounds, and the small table
+grew under them from 10,000 rows to about 100,000 (90,023 added in the twenty-eighth), so the
+creates it was compared by ran, most of the time, on a table several times the size the target
+names. In a scratch comparison (2026-12-07, about 21:50 UTC; a fresh service on a fresh copy for
+every 5-second run at 64 connections, 8 rounds in turn, \`scratch/grown-small.mjs\`), the 10k seed
+grown by 82,508 creates made 5.6% fewer creates a second than the seed itself (the median of the
+rounds' ratios; 2,977 against 3,219 a second), so the old way flattered the create growth by a
+few points. Fresh services start colder: in another (\`scratch/kept-large.mjs\`, 8 rounds),
+creates on the 1M-row seed were 8.7% faster on a service kept across the rounds than on a fresh
+one each run, its 2-second warm-up aside; both tables pay that alike now. Ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")},
+CPU per no-op create ${fmt(at64("create").base.cpu)} µs at 64 connections, per create, Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the
+JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms; create growth ${growthPct("create")}, Get ${growthPct("get")}, List ${growthPct("list")}.
 Within a run, too, this VM changes speed. In a scratch copy of the growth block's Gets
 (2026-12-07, about 00:40 UTC; the baseline and the two services in turn, 12 rounds of 5 s) one
 service on one file served 11,612 Gets a second at 93 µs of CPU each in one round and 7,053 at
@@ -1392,7 +1408,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   quarter above the run before it, the baseline's a tenth; the second (the machine calmer)
   -2.5%, +0.1% and -18.7%; the third -19.9%, -3.7% and -15.3% (its growth block slower than its
   matrix: the baseline's CPU per create 268 µs there against 218); the fourth -16.7%, -8.9%
-  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) -7.9%, -10.6% and -5.5%. The eighteenth (the integration answers' JSON written with fewer copies) -14.7%, -9.5% and -7.5%. The nineteenth (pages read from SQLite as JSON, answers joined once, a 16 MiB young generation) -20.1%, -12.8% and -12.1%. The twentieth (the same code on another VM) -23.7%, -17.5% and -9.1%. The twenty-first (WAL writes gathered) -23.1%, -26.6% and -22.5%. The twenty-second (the table keyed by a number made from the id) -20.1%, -15.0% and -21.8%. The twenty-third (the same code, the Gets and Lists in 12 rounds) -14.7%, -19.7% and -25.0%. The twenty-fourth (each file read into the OS cache before each run) -16.5%, -16.0% and -10.9%. The twenty-fifth (a commit's WAL writes written out with its last frame) -15.2%, -7.4% and -21.6%. The twenty-sixth (one process as in the twenty-fifth) -13.5%, -14.0% and -19.5%. The twenty-seventh (the same service, on a VM whose JavaScript ran slower and system calls cheaper) -13.4%, +3.6% and -11.9%. The twenty-eighth (the same service on the same VM build) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists run the same plan on both tables (above), and their rounds spread widely (the second
+  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) -7.9%, -10.6% and -5.5%. The eighteenth (the integration answers' JSON written with fewer copies) -14.7%, -9.5% and -7.5%. The nineteenth (pages read from SQLite as JSON, answers joined once, a 16 MiB young generation) -20.1%, -12.8% and -12.1%. The twentieth (the same code on another VM) -23.7%, -17.5% and -9.1%. The twenty-first (WAL writes gathered) -23.1%, -26.6% and -22.5%. The twenty-second (the table keyed by a number made from the id) -20.1%, -15.0% and -21.8%. The twenty-third (the same code, the Gets and Lists in 12 rounds) -14.7%, -19.7% and -25.0%. The twenty-fourth (each file read into the OS cache before each run) -16.5%, -16.0% and -10.9%. The twenty-fifth (a commit's WAL writes written out with its last frame) -15.2%, -7.4% and -21.6%. The twenty-sixth (one process as in the twenty-fifth) -13.5%, -14.0% and -19.5%. The twenty-seventh (the same service, on a VM whose JavaScript ran slower and system calls cheaper) -13.4%, +3.6% and -11.9%. The twenty-eighth (the same service on the same VM build) -19.8%, -14.6% and -11.6%. The twenty-ninth (its creates from fresh tables every round, in 12 rounds) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists run the same plan on both tables (above), and their rounds spread widely (the second
   run's List ratios went from 0.66 to 0.84), but from the twenty-first run to the twenty-fifth they
   came out past 15% in four of five, and this is what they pay for the size (2026-12-07, a scratch
   loop over the service's own page statement on copies of the two seeds, 20,000 first pages of
@@ -1431,7 +1447,17 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   about 500 µs a List on both): the large table's Lists took 475 µs of user time and 82 of system time each,
   the small one's 450 and 56, 1,807 against 1,966 a second. Half of the difference is the
   kernel's (the reads, their copies from its page cache), half SQLite's and node's own;
-  \`perf\` showed no one function apart.
+  \`perf\` showed no one function apart. For creates, the same narrow index was measured later
+  that night, both indexes this time grown as a service grows them, not packed: the large
+  seed's rows inserted again in their own order into a fresh file with each index (narrow:
+  87,359 leaves and 8,333 interior pages; as built: 122,311 and 17,760), beside the small seed
+  grown the same way; then batches of 17 inserts on random runners, each batch's BEGIN to
+  COMMIT timed, 10 rounds of 5,100 inserts in turn (\`scratch/narrow-create.mjs\`). Medians: 63.6
+  µs an insert and 2.60 reads from the OS on the narrow index, 68.6 µs and 3.26 as built, 48.2
+  µs and 0.06 on the small table. The narrow index takes 5 of the 20 µs the large table adds to
+  an insert, against some 300 µs of the event loop's time a create under load: too little to
+  move create growth, and not worth a migration either. A 48 MiB page cache in the same loop cut the
+  reads to 1.87 an insert and took 92.1 µs against 68.2 (the cache walk at COMMIT, above).
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
   three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
   5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
