@@ -29,8 +29,8 @@ const MULTI_REPS = 6;
 // The growth block takes twice as many: its rounds' ratios spread over a third of the figure
 // (the twenty-second run's Gets from -33% to +5%), so six left its median to chance. Its
 // creates start every round from the seeds, with fresh services: a round of creates adds
-// some 20,000 rows, and kept from round to round the small table would end at ten times the
-// size it is compared at.
+// some 20,000 rows, and kept from round to round the small table would end at twenty times
+// the size it is compared at.
 const GROWTH_REPS = QUICK ? 3 : 12;
 const LARGE = QUICK ? { runners: 1_000, integrations: 100_000 } : { runners: 10_000, integrations: 1_000_000 };
 const SMALL = { runners: 100, integrations: 10_000 };
