@@ -1463,6 +1463,16 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   an insert, against some 300 µs of the event loop's time a create under load: too little to
   move create growth, and not worth a migration either. A 48 MiB page cache in the same loop cut the
   reads to 1.87 an insert and took 92.1 µs against 68.2 (the cache walk at COMMIT, above).
+  Two other layouts in the same loop, each in the same rounds as the index as built (the
+  machine ran faster than for the runs above, so compare within a line): with no covering
+  index at all, only a unique one on (runner rowid, host) (21,838 leaves, 543 interior pages),
+  41.1 µs an insert and 0.99 reads, against 57.7 and 3.24 as built and 37.9 on the small table:
+  the insert's own growth nearly gone, but a create still writes one leaf at a random place
+  (of a smaller index), and a List would read its 25 rows from table pages at random places
+  instead of a few adjacent index pages (not measured here; the covering index was made, in
+  migrations 0003 and 0004, to take those lookups away). With the table itself keyed by (runner, the runner's own
+  count), so that a runner's rows lie together, and that unique index: 61.1 µs and 3.67 reads
+  against 50.8 and 3.27, two leaves at random places a create instead of one. Neither is made.
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
   three seeds, creates at 64 over Connect JSON, 5-second runs in rotating order, medians of 4 or
   5 rounds): 1M rows over 10,000 runners, 10k over 100 (the target's small table) and 10k over
