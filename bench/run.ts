@@ -1469,8 +1469,11 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   41.1 µs an insert and 0.99 reads, against 57.7 and 3.24 as built and 37.9 on the small table:
   the insert's own growth nearly gone, but a create still writes one leaf at a random place
   (of a smaller index), and a List would read its 25 rows from table pages at random places
-  instead of a few adjacent index pages (not measured here; the covering index was made, in
-  migrations 0003 and 0004, to take those lookups away). With the table itself keyed by (runner, the runner's own
+  instead of a few adjacent index pages: in a loop of first pages of random runners (12 rounds
+  of 5,000 in turn, \`scratch/layout-list.mjs\`), 125.7 µs a page and 22.5 reads against 52.3 and
+  5.8 through the covering index and 31.5 on the small table, which would cost Lists far more
+  than creates save (the covering index was made, in migrations 0003 and 0004, to take those
+  lookups away). With the table itself keyed by (runner, the runner's own
   count), so that a runner's rows lie together, and that unique index: 61.1 µs and 3.67 reads
   against 50.8 and 3.27, two leaves at random places a create instead of one. Neither is made.
 - Create growth, taken apart (2026-12-05; a scratch script: three fresh services on copies of
