@@ -1453,7 +1453,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   the small one's 450 and 56, 1,807 against 1,966 a second. Half of the difference is the
   kernel's (the reads, their copies from its page cache), half SQLite's and node's own;
   \`perf\` showed no one function apart. For creates, the same narrow index was measured later
-  that night, both indexes this time grown as a service grows them, not packed: the large
+  that evening (about 21:15 UTC), both indexes this time grown as a service grows them, not packed: the large
   seed's rows inserted again in their own order into a fresh file with each index (narrow:
   87,359 leaves and 8,333 interior pages; as built: 122,311 and 17,760), beside the small seed
   grown the same way; then batches of 17 inserts on random runners, each batch's BEGIN to
@@ -1466,7 +1466,8 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   Two other layouts in the same loop, each in the same rounds as the index as built (the
   machine ran faster than for the runs above, so compare within a line): with no covering
   index at all, only a unique one on (runner rowid, host) (21,838 leaves, 543 interior pages),
-  41.1 µs an insert and 0.99 reads, against 57.7 and 3.24 as built and 37.9 on the small table:
+  41.1 µs an insert and 0.99 reads, against 57.7 and 3.24 as built and 37.9 on the small table
+  (as built):
   the insert's own growth nearly gone, but a create still writes one leaf at a random place
   (of a smaller index), and a List would read its 25 rows from table pages at random places
   instead of a few adjacent index pages: in a loop of first pages of random runners (12 rounds
