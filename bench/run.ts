@@ -272,7 +272,8 @@ async function main(): Promise<void> {
         const added = countRows(file) - size.integrations;
         grown[name] = Math.max(grown[name], added);
         const target = `the growth block's ${name === "large" ? labelLarge : name === "small" ? labelSmall : `${labelSmall} wide`} services (a fresh one each round), stopped`;
-        const check = stored.find((x) => x.target === target) ?? stored[stored.push({ target, acknowledged: 0, added: 0 }) - 1]!;
+        let check = stored.find((x) => x.target === target);
+        if (!check) stored.push((check = { target, acknowledged: 0, added: 0 }));
         check.acknowledged += acknowledgedCreates.get(t) ?? 0;
         check.added += added;
       });
