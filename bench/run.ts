@@ -823,6 +823,20 @@ ${fmt(at16.tailSvc, 2)} times its mean latency against the baseline's ${fmt(at16
   41 KB with 4 KiB pages and 24 KB with 2 KiB (\`wchar\` in \`/proc/PID/io\`), and side by side
   it made 11049 / 9802 creates in 5 s against 12162 / 13656 (4 KiB / 2 KiB, two runs each),
   with Get and List within noise. Rows and index entries of the usual size still fit in one page.
+  Measured again on 2026-12-07, now that a create writes one b-tree at a random place, not
+  several (scratch copies of this build differing only in the page size, each seeded by its own
+  code, the WAL started over at the same 32 MiB). On the 1M-row seed the covering index has
+  17,760 interior pages with 2 KiB pages (about 7 entries each, 7 levels), 4,346 with 4 KiB
+  (about 15, 5 levels) and 1,025 with 8 KiB (about 31, 4 levels). In a loop (batches of 17
+  inserts on random runners, 8 rounds in turn, medians) an insert took 88.6, 71.0 and 94.3 µs
+  on the 1M-row table and 57.5, 50.4 and 68.7 on the 10k-row one, and a page of 25 (12 rounds
+  of 5,000) 56.9, 47.0 and 42.1 µs. Under load it did not carry over (fresh services on fresh
+  copies, 5-second runs of creates at 64 in rotating order): in 20 rounds with both, the 1M-row
+  table made 0.97 times as many creates a second with 4 KiB pages as with 2 KiB (the rounds
+  0.75 to 1.28), the 10k-row table 0.99 times; the 1M-row table against the 10k-row one came
+  out -22.6% with 2 KiB and -18.9% with 4 KiB at the median of 26 rounds each (-17.7% with 8
+  KiB in 6). What the shallower tree saves the event loop, the larger frames written to the
+  WAL and copied by the checkpointer take back on this machine, as we read it. Not changed.
 - A runner's page is read from one covering index, \`scm_integrations_runner_host_idx\` on
   (runner_id, host) and every column a read shows, so a page of 25 is a few adjacent index pages
   rather than 25 lookups in the table. It costs disk (the 1M-row file is about 700 MB with it)
@@ -1561,6 +1575,15 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     trigger in place of the covering index, in the hope of interior pages that hold keys only.
     SQLite keeps whole rows in the interior pages of a table without rowid as in those of an
     index: seeded the same way, 14,466 interior pages of 7.7 cells against the index's 14,482.
+  - Node's own code in 2 MiB pages (\`--use-largepages=on\`), in case the large table's working
+    set costs node's code more misses in the processor's address translation (2026-12-07; a
+    scratch copy of this build whose \`npm start\` adds the flag, fresh services on fresh copies
+    of the two seeds, 5-second runs of creates at 64 in rotating order, 8 rounds). With the flag,
+    the medians of the rounds' ratios were 1.08 on the 1M-row table and 1.01 on the 10k-row one
+    (CPU per create 0.94 and 0.96 times), and the growth stayed where it was: -16.8% with it,
+    -16.2% without, in the same rounds. The flag also adds about 10 MB to a process at start
+    (24 MB of the binary's code copied into huge pages of its own, which workers would then no
+    longer share). Not taken.
   - What the large table's event loop waits for (2026-12-07, about 05:00 UTC; fresh services on
     copies of the two seeds, creates at 64 over Connect JSON, 5-second runs alternating, 4 rounds
     twice; the loop thread's state and system call read from \`/proc\` every half millisecond, a
