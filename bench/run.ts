@@ -1602,6 +1602,31 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     other threads (the checkpointer copies more pages on the large table, on the core that
     also runs the sealing thread, the syncs and the load generator), as we read it. The
     process's CPU per create was 324 and 325 µs against 273 and 281 in the runs on disk.
+  - How much of the gap is the b-tree keyed by runner (2026-12-08; scratch copies of this build
+    whose migration 0007 makes another index in place of the covering one and its triggers, each
+    seeded by its own code; fresh services on fresh copies, 5-second runs of creates at 64 in
+    rotating order, 8 rounds beside this build, medians of the rounds' ratios):
+    - no index on (runner_id, host) at all (the two indexes left, on id and on (org_id, id),
+      both written at their ends): 1M rows against 10k over 100 runners -6.0%, and 10k over
+      10,000 runners against 10k over 100 -2.6%, where this build in the same rounds gave
+      -22.6% and -15.2%. Its 1M-row table made 3,116 creates a second against this build's
+      2,252 (CPU per create 468 against 611 µs);
+    - a unique index on (runner_id, host) alone, 41,408 leaves and 1,885 interior pages on the
+      1M-row seed, so that the interior pages stay in the cache: -14.9% against -16.2% for this
+      build in the same rounds, CPU per create on 1M rows 581 against 598 µs;
+    - the runner-keyed rows written later instead of by each create: an append-only table,
+      filled by a trigger, notes each new row, and the checkpointer's thread moves the rows it
+      notes into a table keyed by (runner_id, host) every 50 ms, sorted by that key, in one
+      transaction beside its checkpoint (with no check of one host per runner, which a real
+      design would still need): 2,004 creates a second on 1M rows against 2,206 for this
+      build, and -24.8% against -20.7%.
+
+    So nearly all of the gap is the writing of a b-tree keyed by runner, which spreads each
+    second's creates over thousands of leaves: the 10k-row table over 10,000 runners, whose
+    file fits in the page cache, pays most of it too. Narrow entries do not remove it, and the
+    same writes made later, on the core that also runs the load generator, cost more than they
+    do in the create. Lists need that order and the one-host-per-runner rule needs that
+    lookup, so none of these is taken.
 - Growth, once both tables ran in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
