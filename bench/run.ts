@@ -1625,8 +1625,9 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
     second's creates over thousands of leaves: the 10k-row table over 10,000 runners, whose
     file fits in the page cache, pays most of it too. Narrow entries do not remove it, and the
     same writes made later, on the core that also runs the load generator, cost more than they
-    do in the create. Lists need that order and the one-host-per-runner rule needs that
-    lookup, so none of these is taken.
+    do in the create. A List filtered by runner needs an index that begins with the runner (the
+    host after it is this service's choice; any column there spreads creates alike), and the
+    one-host-per-runner rule needs a lookup by runner and host, so none of these is taken.
 - Growth, once both tables ran in the same rounds: in the first full run so measured,
   the 1M-row table was about a fifth slower than the 10k-row one on creates, Gets and Lists
   alike (-19%, -20%, -18%); in the second -10%, -3% and -5%; in three runs of a later build,
