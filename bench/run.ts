@@ -951,7 +951,8 @@ described at the top of this file):
 | 2026-12-07, about 16:00 UTC (in this file's history; one process serves as before; the primary of \`WORKERS=2\` no longer loads the API's code, and the three processes' memory is sampled together; the AMD VM again) | 189 / 196 | 287 | 349 / 100 / 369 | 1.01 / 1.92 / 0.85 |
 | 2026-12-07, about 18:05 UTC (in this file's history; the same service; only tests changed; an AMD VM again, a newer build, its JavaScript slower and its system calls cheaper) | 225 / 221 | 392 | 449 / 223 / 399 | 1.08 / 2.14 / 1.07 |
 | 2026-12-07, about 20:00 UTC (in this file's history; the same service again; the same VM build as the run before) | 223 / 223 | 475 | 522 / 190 / 425 | 1.10 / 2.24 / 1.04 |
-| ${r.date}, this run (the same service; the growth block's creates start every round from the seeds, with fresh services, in 12 rounds; the same VM build) | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
+| 2026-12-07, about 21:30 UTC (in this file's history; the same service; the growth block's creates start every round from the seeds, with fresh services, in 12 rounds; the same VM build) | 225 / 231 | 428 | 455 / 156 / 365 | 0.99 / 2.35 / 1.09 |
+| ${r.date}, this run (one process serves as before; each worker of \`WORKERS=2\` made lighter: 8 MiB of page cache, \`--heap-growing-percent=50\`, sealing on its event loop; see "Both cores") | ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} | ${fmt(at64("create").base.cpu)} | ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(" / ")} | ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(" / ")} |
 
 The eleventh run (2026-12-05, evening) came on another VM: an Intel Xeon instead of the AMD
 EPYC of every run before it, its JavaScript loop 224 ms against 177 to 180, a system call 0.45
@@ -1079,10 +1080,10 @@ held (-11.6%, against -11.9%), and so did Get growth (-14.6%, against +3.6%), bu
 went past 15% again (-19.8%, against -13.4%): with the same service on the same VM build, the
 create figure moved by six points from one run to the next, where its margin had been under two.
 \`WORKERS=2\` came to 275 MB (277 before), still over.
-The twenty-ninth (this one) runs the same service on the same VM build (a system call ${r.speed.map((x) => fmt(x.syscallUs, 2)).join(" / ")} µs, a page
-read from the OS cache ${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs), with one change to the harness: the growth block's creates
+The twenty-ninth runs the same service on the same VM build (a system call 1.89 / 1.82 µs, a page
+read from the OS cache 2.54 / 2.86 µs), with one change to the harness: the growth block's creates
 start every round from the seeds, each table with a fresh service, and run 12 rounds as its Gets
-and Lists do. Until this run one service a table served all six rounds, and the small table
+and Lists do. Until that run one service a table served all six rounds, and the small table
 grew under them from 10,000 rows to about 100,000 (90,023 added in the twenty-eighth), so the
 creates it was compared by ran, most of the time, on a table several times the size the target
 names. In a scratch comparison (2026-12-07, about 21:50 UTC; a fresh service on a fresh copy for
@@ -1091,14 +1092,19 @@ grown by 82,508 creates made 5.6% fewer creates a second than the seed itself (t
 rounds' ratios; 2,977 against 3,219 a second), so the old way flattered the create growth by a
 few points. Fresh services start colder: in another (\`scratch/kept-large.mjs\`, 8 rounds),
 creates on the 1M-row seed were 8.7% faster on a service kept across the rounds than on a fresh
-one each run, its 2-second warm-up aside; both tables pay that alike now. Ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")},
-CPU per no-op create ${fmt(at64("create").base.cpu)} µs at 64 connections, per create, Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the
-JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms; create growth ${growthPct("create")}, Get ${growthPct("get")}, List ${growthPct("list")}.
+one each run, its 2-second warm-up aside; both tables pay that alike now. Ratios 0.99, 2.35, 1.09,
+CPU per no-op create 428 µs at 64 connections, per create, Get and List 455, 156, 365, the
+JavaScript loop 225 / 231 ms; create growth -22.7%, Get -7.7%, List -6.0%.
 With the small table held near its size, create growth came out further past 15% than in the
 two runs before (-13.4% and -19.8%), as the scratch comparison led to expect, its 12 rounds
 from -30.7% to -4.5%; against the table of the same 10,000 runners it was -14.9%. Get and List
 growth met theirs. The create p99 at 16 over Connect JSON (1.99x) met its target by a hundredth,
 and \`WORKERS=2\` held 280 MB, still over.
+The thirtieth (this one) serves from one process as the twenty-ninth did; what changed is each
+worker of \`WORKERS=2\`, made lighter (see "Both cores"). A system call ${r.speed.map((x) => fmt(x.syscallUs, 2)).join(" / ")} µs, a page read
+from the OS cache ${r.speed.map((x) => fmt(x.readUs, 2)).join(" / ")} µs; ratios ${SCENARIOS.map((s) => fmt(pooled(s).ratio, 2)).join(", ")}, CPU per no-op create ${fmt(at64("create").base.cpu)} µs at 64
+connections, per create, Get and List ${SCENARIOS.map((s) => fmt(at64(s).svc.cpu)).join(", ")}, the JavaScript loop ${r.speed.map((x) => fmt(x.loopMs)).join(" / ")} ms;
+create growth ${growthPct("create")}, Get ${growthPct("get")}, List ${growthPct("list")}; \`WORKERS=2\` ${r.rssMultiHigh ? `held ${r.rssMultiHigh.pssMb} MB` : "was not sampled together"}.
 Within a run, too, this VM changes speed. In a scratch copy of the growth block's Gets
 (2026-12-07, about 00:40 UTC; the baseline and the two services in turn, 12 rounds of 5 s) one
 service on one file served 11,612 Gets a second at 93 µs of CPU each in one round and 7,053 at
@@ -1428,7 +1434,7 @@ Measured by hand on this build (4-second runs of Connect JSON at 64 on the 1M-ro
   quarter above the run before it, the baseline's a tenth; the second (the machine calmer)
   -2.5%, +0.1% and -18.7%; the third -19.9%, -3.7% and -15.3% (its growth block slower than its
   matrix: the baseline's CPU per create 268 µs there against 218); the fourth -16.7%, -8.9%
-  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) -7.9%, -10.6% and -5.5%. The eighteenth (the integration answers' JSON written with fewer copies) -14.7%, -9.5% and -7.5%. The nineteenth (pages read from SQLite as JSON, answers joined once, a 16 MiB young generation) -20.1%, -12.8% and -12.1%. The twentieth (the same code on another VM) -23.7%, -17.5% and -9.1%. The twenty-first (WAL writes gathered) -23.1%, -26.6% and -22.5%. The twenty-second (the table keyed by a number made from the id) -20.1%, -15.0% and -21.8%. The twenty-third (the same code, the Gets and Lists in 12 rounds) -14.7%, -19.7% and -25.0%. The twenty-fourth (each file read into the OS cache before each run) -16.5%, -16.0% and -10.9%. The twenty-fifth (a commit's WAL writes written out with its last frame) -15.2%, -7.4% and -21.6%. The twenty-sixth (one process as in the twenty-fifth) -13.5%, -14.0% and -19.5%. The twenty-seventh (the same service, on a VM whose JavaScript ran slower and system calls cheaper) -13.4%, +3.6% and -11.9%. The twenty-eighth (the same service on the same VM build) -19.8%, -14.6% and -11.6%. The twenty-ninth (its creates from fresh tables every round, in 12 rounds) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists run the same plan on both tables (above), and their rounds spread widely (the second
+  and -9.7%; the fifth (the workers changed, one process not) -11.3%, -11.7% and -6.0%; the sixth (the same code) -20.1%, -7.9% and +3.8%; the seventh (fixes to reading past refused bodies and to checks of input) -10.4%, -13.7% and -10.6%; the eighth (a shared retry for writes waiting on another process's lock) -12.8%, -12.4% and -4.6%; the ninth (unknown fields dropped as read, smaller health checks, log codes) -12.0%, +0.8% and -10.2%, in a run whose create p99 at 16 over Connect JSON was 2.16x (its creates at 16 beside the build of the morning, \`BENCH_ROWS=100000 BENCH_ROUNDS=8 npm run bench:compare -- 7727762 create 16\`: 3,816 against 3,852 a second, p99 12.3 ms both). The tenth (a limit on body bytes, compressed bodies inflated here) -11.2%, -14.6% and -13.5%. The eleventh (bodies in many pieces put together before connect-node reads them; the first on the Intel VM) -13.9%, -11.1% and -3.5%. The twelfth (backups, and the checkpointer's back-off) -10.3%, -16.5% and -2.2%. The thirteenth (certificate reloads, CORS, metrics, reflection) -20.5%, -12.6% and -9.6%. The fourteenth (node's own answers logged, wire types checked, a budget for calls without a token) -15.0%, -6.0% and -10.2%. The fifteenth (one service a database, bounded writes for a runner's many rows) -7.5%, -2.0% and -5.0%. The sixteenth (the harness's runs after a quiet machine, each place taken equally often) -17.5%, -7.9% and -4.9%. The seventeenth (Connect unary calls served without connect-node's conversions) -7.9%, -10.6% and -5.5%. The eighteenth (the integration answers' JSON written with fewer copies) -14.7%, -9.5% and -7.5%. The nineteenth (pages read from SQLite as JSON, answers joined once, a 16 MiB young generation) -20.1%, -12.8% and -12.1%. The twentieth (the same code on another VM) -23.7%, -17.5% and -9.1%. The twenty-first (WAL writes gathered) -23.1%, -26.6% and -22.5%. The twenty-second (the table keyed by a number made from the id) -20.1%, -15.0% and -21.8%. The twenty-third (the same code, the Gets and Lists in 12 rounds) -14.7%, -19.7% and -25.0%. The twenty-fourth (each file read into the OS cache before each run) -16.5%, -16.0% and -10.9%. The twenty-fifth (a commit's WAL writes written out with its last frame) -15.2%, -7.4% and -21.6%. The twenty-sixth (one process as in the twenty-fifth) -13.5%, -14.0% and -19.5%. The twenty-seventh (the same service, on a VM whose JavaScript ran slower and system calls cheaper) -13.4%, +3.6% and -11.9%. The twenty-eighth (the same service on the same VM build) -19.8%, -14.6% and -11.6%. The twenty-ninth (its creates from fresh tables every round, in 12 rounds) -22.7%, -7.7% and -6.0%. The thirtieth (one process as before; the workers of \`WORKERS=2\` made lighter) is this run's: ${growthPct("create")}, ${growthPct("get")} and ${growthPct("list")}. Lists run the same plan on both tables (above), and their rounds spread widely (the second
   run's List ratios went from 0.66 to 0.84), but from the twenty-first run to the twenty-fifth they
   came out past 15% in four of five, and this is what they pay for the size (2026-12-07, a scratch
   loop over the service's own page statement on copies of the two seeds, 20,000 first pages of
@@ -1723,39 +1729,61 @@ against 46.4 ms (6 rounds); Gets 10,235 against 10,452 and Lists 6,194 against 6
 rounds). What reads pay for it is one \`PRAGMA data_version\` a call, 2 µs in a loop, so most
 of that difference is this machine's noise.
 
-Memory: ${multiMemoryLine(r)} Each worker holds what one process does: its own V8 heap,
-16 MiB of SQLite page cache, a sealing thread and a checkpointer thread (a node thread costs some
-8 to 11 MB by itself here). Two ways to hold less, each tried on copies of the 1M-row file with
-two services of \`WORKERS=2\` side by side (5-second runs at 64 connections alternating, 6 rounds,
-medians; scratch scripts, 2026-12-07): the workers with an 8 MiB young generation instead of 16
+Memory: ${multiMemoryLine(r)} Each worker holds a V8 heap, a page cache and a checkpointer
+thread of its own, so two hold more than one process does. Since 2026-12-08 each worker is made
+lighter than a process serving alone, three ways at once:
+- 8 MiB of SQLite page cache instead of 16. The workers cache the same pages, and each drops its
+  whole cache whenever another has committed, so under writes it seldom fills;
+- \`--heap-growing-percent=50\` in place of the primary's 100 (\`src/worker-flags.ts\`): a full
+  collection once the old generation has grown by half since the last;
+- with as many processes as cores (\`WORKERS\` at least \`os.availableParallelism()\`), no sealing
+  thread: each worker seals on its own event loop. There a sealing thread has no core of its own
+  and only takes turns with the event loops, and each holds memory of its own (a V8 heap of 5 to
+  9 MB committed, \`--trace-gc\`, and a malloc arena): the two workers' sealing threads, 9 to 14 MB
+  together, below and before.
+
+Measured before they were made, on this VM (2026-12-08, about 01:30 to 02:00 UTC; \`scratch/mem.mjs\`:
+services of \`WORKERS=2\` side by side, each on its own copy of the 1M-row seed and its memory
+sampled as here, 5-second runs of creates, Gets and Lists at 64 connections in rotating order;
+PSS at the highest sum over all the rounds; throughput as the median of the rounds' ratios to the
+build as it was in the same rounds, which moved by up to 25% either way from one set to the next):
+
+| the workers | peak PSS, MB (each set) | creates / Gets / Lists a second, against as it was (each set) |
+|---|---|---|
+| as they were | 274, 276, 275 | 1 |
+| sealing on the loop | 262 | 1.03 / 0.98 / 1.03 |
+| sealing on the loop, 8 MiB of page cache | 249, 241 | 1.05 / 0.99 / 1.01; 1.06 / 0.97 / 1.12 |
+| sealing on the loop, \`--heap-growing-percent=50\` | 240, 242 | 1.13 / 1.13 / 0.88; 1.01 / 0.98 / 0.98 |
+| all three (as built now) | 221, 224 | 1.04 / 1.17 / 0.94; 1.14 / 0.96 / 1.25 |
+
+(Three sets: the first of 6 rounds, as they were beside the fourth and fifth rows; the second of
+6, beside the second and third; the third of 8, beside the last three.) At the peak of
+the third set a worker held 127 to 133 MB as its share as it was (malloc 27 to 29 MB, thread arenas
+8, V8's heaps and other anonymous memory 87 to 94) and 102 to 107 with all three (malloc 19, arenas
+5, V8's heaps and other anonymous memory 74 to 79). None of the three moved throughput by more than
+this machine's noise in either direction, so all three are made.
+
+Tried before (2026-12-07), each alone: the workers with an 8 MiB young generation instead of 16
 held 252 MB together at the peak (PSS) against 294, and made 5 to 10% fewer creates and Gets a
-second (2,975 creates against 3,185, 8,262 Gets against 10,081, 5,245 Lists against 5,722); one
-checkpointer thread for both workers instead of one each made 2,472 creates a second against
-2,716 and held 287 MB against 281, no gain on either. Measured again later that day with a
-third way (three services of \`WORKERS=2\` side by side, 5-second runs at 64 in rotating order, two
-sets of 6 and 8 rounds, medians; the VM slower then, about 40% fewer creates than in the
-comparison above): as built 271 and 275 MB (PSS at the highest sum); an 8 MiB young generation
-244 MB, with 1,757 creates a second against 1,975 and Gets and Lists the same; a 12 MiB one 270 MB,
-no less; and \`--heap-growing-percent=50\` (a full collection once the old generation has grown by
-half since the last, not doubled) 251 and 249 MB, with creates 1,753 and 1,948 against 1,959 and
-1,975, Gets 5,594 and 6,038 against 5,990 and 5,921, Lists 3,090 and 3,094 against 3,080 and
-3,275. What V8 holds is mostly room to collect in, not data: a heap snapshot of one process after
-creates, Gets and Lists at 64 connections held 20 MB live (7 MB of it compiled code, 4 MB
-strings), while under that load its heap had 70 to 83 MB committed (\`--trace-gc\`): the young
-generation's two halves of 16 MiB, and an old generation left to grow to twice what survived.
-Each way trades collections for memory, and none brings two workers clearly under 250 MB, so
-none is made the default: the README says how to choose. Three more ways, measured that evening
-(three services of \`WORKERS=2\` side by side as above, 6 rounds, medians): the workers sealing on
-their own event loops, with no sealing thread (on two cores a worker's thread has no core of its
-own): 258 MB against 267, 2,069 creates a second against 2,115; with no checkpointer thread either
-(measured only for what the threads hold; SQLite then checkpoints inside COMMIT, which the service
-never lets it do): 241 MB; and malloc held to one or two arenas (\`MALLOC_ARENA_MAX\`): 267 and 269
-MB against 272, nothing. So the helper threads, two in each worker, hold some 26 MB together.
-The checkpointer stays (it keeps checkpoints, and the database file's sync, out of COMMIT), and
-one for both workers was tried above; sealing on the loop alone saves 9 MB, short of the 17 to 27
-needed, so it is not made either. The primary, which only starts and watches the workers, no
-longer loads the API's code: 62 MB resident at its peak instead of 76, 21 MB of its own instead
-of 40.
+second (2,975 creates against 3,185, 8,262 Gets against 10,081, 5,245 Lists against 5,722; two
+services side by side, 6 rounds); one checkpointer thread for both workers instead of one each
+made 2,472 creates a second against 2,716 and held 287 MB against 281, no gain on either. Later
+that day (three services side by side, two sets of 6 and 8 rounds; the VM slower then): an 8 MiB
+young generation 244 MB against 271 and 275, with 1,757 creates a second against 1,975; a 12 MiB
+one 270 MB, no less; \`--heap-growing-percent=50\` alone 251 and 249 MB, with creates 1,753 and
+1,948 against 1,959 and 1,975, Gets 5,594 and 6,038 against 5,990 and 5,921, Lists 3,090 and 3,094
+against 3,080 and 3,275; sealing on the loop alone 258 MB against 267, 2,069 creates a second
+against 2,115; with no checkpointer thread either (measured only for what the threads hold;
+SQLite then checkpoints inside COMMIT, which the service never lets it do) 241 MB; and malloc held
+to one or two arenas (\`MALLOC_ARENA_MAX\`) 267 and 269 MB against 272, nothing. What V8 holds is
+mostly room to collect in, not data: a heap snapshot of one process after creates, Gets and
+Lists at 64 connections held 20 MB live (7 MB of it compiled code, 4 MB strings), while under
+that load its heap had 70 to 83 MB committed (\`--trace-gc\`): the young generation's two halves
+of 16 MiB, and an old generation left to grow to twice what survived. The young generation stays
+at 16 MiB: of the ways tried, it is the one that cost throughput. The checkpointer thread stays
+too: it keeps checkpoints, and the database file's sync, out of COMMIT. The primary, which only
+starts and watches the workers, no longer loads the API's code: 62 MB resident at its peak
+instead of 76, 21 MB of its own instead of 40.
 
 Workers accept their connections from the shared socket themselves (\`cluster.SCHED_NONE\`),
 not through the primary (node's default): a connection the primary handed to a worker that was

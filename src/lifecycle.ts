@@ -10,6 +10,7 @@ import { serveMetrics } from "./metrics/endpoint.js";
 import { databaseFamilies, workerFamilies } from "./metrics/figures.js";
 import { WorkerMetrics } from "./metrics/workers.js";
 import { HALT_ASKED, isHaltMessage, NOT_HALTED, type HaltMessage } from "./halt-messages.js";
+import { workerNodeFlags } from "./worker-flags.js";
 
 /**
  * Starts the service: config, database and migrations, first-start token, then either
@@ -143,6 +144,7 @@ async function supervise(config: Config, log: Logger): Promise<void> {
   // worker that was just killed is never answered; this way it stays in the kernel's queue
   // for another worker. Throughput measured the same either way (README, "All cores").
   cluster.schedulingPolicy = cluster.SCHED_NONE;
+  cluster.setupPrimary({ execArgv: workerNodeFlags(process.execArgv) });
   for (let i = 0; i < config.workers; i++) fork();
   cluster.on("listening", (worker, address) => {
     listening.add(worker.id);

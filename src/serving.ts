@@ -4,6 +4,7 @@
 // First: protobuf-es looks for the native base64 encoder when it is imported (see runtime/base64.ts).
 import "./runtime/base64.js";
 import cluster from "node:cluster";
+import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import Database from "better-sqlite3";
 import { publicUrlOn, type Config } from "./config.js";
@@ -11,6 +12,7 @@ import type { Logger } from "./log.js";
 import { createApp } from "./server.js";
 import { openDatabase, type Db } from "./store/database.js";
 import { walGather } from "./store/wal-gather.js";
+import { sealOnEventLoop, sealingPlace } from "./crypto/seal-worker.js";
 import { haltCause } from "./store/errors.js";
 import { onReloadSignal, onStopSignals } from "./signals.js";
 import { listen, type RunningServer } from "./transport/http-server.js";
@@ -29,6 +31,9 @@ const STOP_GRACE_MS = 5000;
 // another's commits, it syncs itself before answering (group-commit.ts, `durable`).
 export async function serve(config: Config, log: Logger, options: { db?: Db; onListening: (url: string) => void }): Promise<void> {
   const db = options.db ?? openDatabase(config.databaseFile, { sharedWithProcesses: cluster.isWorker });
+  // With a process a core, a sealing thread has no core of its own to run on: it would take
+  // turns with the event loops, and hold memory in every worker (BENCHMARKS.md, "Both cores").
+  if (config.workers >= availableParallelism()) sealOnEventLoop();
   if (cluster.isWorker) await relayHalts(db);
   let publicUrl = config.publicUrl;
   const app = createApp(db, log, {
@@ -65,6 +70,7 @@ export async function serve(config: Config, log: Logger, options: { db?: Db; onL
     // Where it is, whatever the working directory: a relative DATABASE_URL read from another one is another file.
     database: resolve(config.databaseFile),
     wal_writes_gathered: gather?.on === true,
+    sealing: sealingPlace(),
   });
   if (gather && !gather.on) log.warn("WAL writes are not gathered (SQLite makes two system calls a page): creates cost more CPU", { reason: gather.reason });
   // Served all the same (a renewal may be on its way), but said loudly.

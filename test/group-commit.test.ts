@@ -445,6 +445,16 @@ describe("a database shared with other processes (worker processes)", () => {
     assert.equal(heldA.length, 1, "and no second sync began");
   });
 
+  it("each keeps half the page cache of a process that serves alone (8 MiB, not 16)", () => {
+    assert.equal(a.$client.pragma("cache_size", { simple: true }), -8192);
+    const alone = openDatabase(join(dir, "alone.db"));
+    try {
+      assert.equal(alone.$client.pragma("cache_size", { simple: true }), -16384);
+    } finally {
+      alone.$client.close();
+    }
+  });
+
   it("a failed sync of another process's commits stops every later write and read here", async () => {
     await b.write(() => b.$client.prepare("INSERT INTO t VALUES ('from b')").run());
     const shown = a.durable();

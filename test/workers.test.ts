@@ -1,8 +1,8 @@
 // WORKERS=2: one port served by worker processes sharing one database, run as processes of their own.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { it } from "node:test";
 import { childrenRunning, until } from "./harness.js";
@@ -105,6 +105,17 @@ it("WORKERS=2 serves one port from two processes sharing the database, and drain
     assert.deepEqual(new Set(listening.map((m) => m[2])).size, 2, "two workers listen");
     assert.ok(listening.every((m) => Number(m[1]) === port), "on the same port");
     assert.ok(state.out.includes(`curl -sS http://127.0.0.1:${port}/gitpod.v1.RunnerService/CreateRunner`), "the example names the port the workers share");
+    // Each worker seals on its own event loop when there is no core to spare for a thread,
+    // and runs with the primary's node flags but for a heap growth of its own.
+    const sealing = [...state.out.matchAll(/"msg":"listening"[^\n]*"sealing":"([^"]+)"/g)].map((m) => m[1]);
+    assert.deepEqual(sealing, Array(2).fill(availableParallelism() <= 2 ? "event loop" : "thread"));
+    const workers = childrenRunning(child.pid!, "src/main.ts");
+    assert.equal(workers.length, 2);
+    for (const w of workers) {
+      const argv = readFileSync(`/proc/${w}/cmdline`, "latin1").split("\0");
+      assert.equal(argv.filter((a) => /heap.growing.percent/.test(a)).join(" "), "--heap-growing-percent=50", argv.join(" "));
+      assert.ok(argv.includes("tsx"), `the primary's other flags too: ${argv.join(" ")}`);
+    }
 
     // A write through one connection is seen by reads on fresh connections, whichever
     // worker they reach.

@@ -48,11 +48,22 @@ interface Job {
  */
 class SealWorker {
   private worker: Worker | null = null;
+  /** Sealing here, on the caller's thread: the thread failed, or was never wanted (onEventLoop). */
   private failed = false;
   private queue: Job[] = [];
   /** Batches sent, oldest first; the worker answers them in order. */
   private inFlight: Job[][] = [];
   private scheduled = false;
+
+  /** Seals on the caller's thread from now on; called before the first seal, no thread is ever started. */
+  onEventLoop(): void {
+    this.fail();
+  }
+
+  /** Where seals run now; "event loop" also once a failed thread was given up. */
+  place(): SealingPlace {
+    return this.failed ? "event loop" : "thread";
+  }
 
   seal(plaintext: string, publicKey: Buffer): Promise<Buffer> {
     if (this.failed) {
@@ -138,6 +149,20 @@ class SealWorker {
 
 const shared = new SealWorker();
 let requested = 0;
+
+export type SealingPlace = "thread" | "event loop";
+
+/**
+ * Seals on the event loop from now on, for a process with no core to spare for the
+ * thread (as many workers as cores): there the thread would only take turns with the
+ * event loops, and it holds some 5 to 9 MB of its own (BENCHMARKS.md, "Both cores").
+ */
+export function sealOnEventLoop(): void {
+  shared.onEventLoop();
+}
+
+/** Where this process seals now. */
+export const sealingPlace = (): SealingPlace => shared.place();
 
 /** crypto_box_seal of `plaintext` to `publicKey`, computed off the event loop. */
 export function sealOffLoop(plaintext: string, publicKey: Buffer): Promise<Buffer> {

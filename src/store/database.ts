@@ -126,8 +126,10 @@ export function openDatabase(file: string, options: DatabaseOptions = {}): Db {
   // 16 MiB of page cache (the default is 2 MiB) keeps the interior pages of every index
   // in memory. More makes creates slower: after most commits that split a page, SQLite walks
   // the whole cache (BENCHMARKS.md, "Where the remaining gap is"); at 64 MiB that cost more
-  // than the cache saved.
-  sqlite.pragma("cache_size = -16384");
+  // than the cache saved. A worker process keeps half: the workers cache the same pages
+  // each, and each drops its whole cache whenever another one has committed, so under
+  // writes it seldom fills anyway (BENCHMARKS.md, "Both cores").
+  sqlite.pragma(`cache_size = -${options.sharedWithProcesses ? 8192 : 16384}`);
   // For start-up and the admin CLI: a second process may hold the write lock for a moment.
   // The serving connection lowers it (server.ts).
   sqlite.pragma("busy_timeout = 5000");
