@@ -55,7 +55,7 @@ export interface DatabaseOptions {
    * with `unavailable` (default 5 s; see group-commit.ts).
    */
   lockWaitMs?: GroupCommitOptions["lockWaitMs"];
-  /** Other processes serve from this database too (worker processes): see group-commit.ts. */
+  /** Other processes serve from this database too (worker processes): see group-commit.ts, and the page cache's size below. */
   sharedWithProcesses?: GroupCommitOptions["sharedWithProcesses"];
   /** How the WAL is synced off the event loop; tests hold it back. */
   syncWal?: GroupCommitOptions["syncWal"];
