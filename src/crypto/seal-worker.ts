@@ -155,7 +155,8 @@ export type SealingPlace = "thread" | "event loop";
 /**
  * Seals on the event loop from now on, for a process with no core to spare for the
  * thread (as many workers as cores): there the thread would only take turns with the
- * event loops, and it holds some 5 to 9 MB of its own (BENCHMARKS.md, "Both cores").
+ * event loops, and it holds memory of its own, a V8 heap and a malloc arena (two workers'
+ * threads held 9 to 14 MB together; BENCHMARKS.md, "Both cores").
  */
 export function sealOnEventLoop(): void {
   shared.onEventLoop();
